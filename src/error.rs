@@ -1,0 +1,43 @@
+//! The crate's error type.
+//!
+//! One enum, [`Error`], with a variant per layer; each layer's own enum carries the detail.
+//! Errors are values describing one rejected input or command: an actor that returns one
+//! stays usable.
+
+use crate::io::StreamId;
+
+/// Everything that can go wrong in deputy.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A deputy wire message could not be decoded.
+    #[error("wire: {0}")]
+    Wire(#[from] crate::wire::WireError),
+    /// A cryptographic operation failed (bad key, failed authentication, bad signature …).
+    #[error("crypto: {0}")]
+    Crypto(#[from] crate::crypto::CryptoError),
+    /// A certificate was refused.
+    #[error("certificate: {0}")]
+    Certificate(#[from] crate::crypto::CertError),
+    /// The secure channel failed or refused.
+    #[error("channel: {0}")]
+    Channel(#[from] crate::channel::ChannelError),
+    /// A configured bound was reached; the input or command was refused.
+    #[error("{what} is full (bound {bound})")]
+    CapacityExceeded {
+        /// Which table, queue or buffer.
+        what: &'static str,
+        /// Its configured bound.
+        bound: usize,
+    },
+    /// The input named a stream the actor does not know.
+    #[error("unknown {0:?}")]
+    UnknownStream(StreamId),
+    /// The input does not fit the actor's state (a command before the session is up, a
+    /// datagram on an address it does not serve …).
+    #[error("unexpected: {0}")]
+    Unexpected(&'static str),
+    /// The configuration is inconsistent.
+    #[error("invalid configuration: {0}")]
+    Config(&'static str),
+}

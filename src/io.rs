@@ -1,0 +1,331 @@
+//! The actor contract: what goes into an actor, what comes out, and the trait every actor
+//! implements.
+//!
+//! Every protocol party in deputy is an *actor*: a plain struct with no sockets, threads,
+//! clock or global randomness. A driver (your event loop, firmware main loop, or the
+//! [`sim`](crate::sim) network) moves bytes and time in and out:
+//!
+//! ```text
+//!          Input (datagram, stream event, raw packet)           Output (datagram, stream op,
+//!   driver ───────────────────────────────────────▶  actor  ──▶  raw packet, Event)
+//!          handle_timeout(now) when poll_timeout() is due
+//! ```
+//!
+//! # Polling rules
+//!
+//! 1. After **every** call that can change an actor — [`Actor::handle_input`],
+//!    [`Actor::handle_timeout`], and every typed command (`appliance.send_secure(…)`,
+//!    `client.send(…)`) — call [`Actor::poll_output`] until it returns `None`, and carry out
+//!    each output in order.
+//! 2. Then call [`Actor::poll_timeout`] **last** and arm one timer for the instant it returns
+//!    (replacing any earlier timer). `None` means no timer is needed.
+//! 3. When the timer fires, call [`Actor::handle_timeout`] with the current time, then go to 1.
+//!    Actors tolerate early, late and spurious timeout calls.
+//!
+//! Outputs wait in a bounded [`Outbox`]; a driver that stops draining sees
+//! [`Error::CapacityExceeded`] from the next call instead of unbounded growth.
+//!
+//! Streams are TCP-like reliable byte streams named by a [`StreamId`]. The driver names the
+//! streams it accepts ([`StreamId::inbound`]); an actor names the streams it opens
+//! ([`StreamId::outbound`]), so the two never collide.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::fmt;
+use core::net::SocketAddr;
+
+use crate::{Error, Instant};
+
+/// A TCP-like stream, named by whoever opened it.
+///
+/// The top bit says who chose the id: clear for streams the driver accepted on the actor's
+/// behalf, set for streams the actor opened with [`Output::Connect`].
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId(u64);
+
+impl StreamId {
+    const OUTBOUND: u64 = 1 << 63;
+
+    /// An id for a stream the driver accepted (the top bit is ignored).
+    pub const fn inbound(n: u64) -> Self {
+        StreamId(n & !Self::OUTBOUND)
+    }
+
+    /// An id for a stream the actor opens (the top bit is set).
+    pub const fn outbound(n: u64) -> Self {
+        StreamId(n | Self::OUTBOUND)
+    }
+
+    /// Whether the actor opened this stream.
+    pub const fn is_outbound(self) -> bool {
+        self.0 & Self::OUTBOUND != 0
+    }
+
+    /// The raw value (including the direction bit).
+    pub const fn to_u64(self) -> u64 {
+        self.0
+    }
+
+    /// The id from its raw value.
+    pub const fn from_u64(raw: u64) -> Self {
+        StreamId(raw)
+    }
+}
+
+impl fmt::Debug for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dir = if self.is_outbound() { "out" } else { "in" };
+        write!(f, "stream-{dir}-{}", self.0 & !Self::OUTBOUND)
+    }
+}
+
+/// A network interface of an IP-layer actor (bump-in-the-wire proxy, edge router).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IfaceId(pub u32);
+
+/// Something that happened outside the actor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// A UDP datagram arrived at `to` (one of the actor's addresses) from `from`.
+    Datagram {
+        /// Source address as the actor sees it (after any NAT).
+        from: SocketAddr,
+        /// The local address it arrived on.
+        to: SocketAddr,
+        /// The UDP payload.
+        data: &'a [u8],
+    },
+    /// The driver accepted an inbound stream and named it `id`.
+    StreamAccepted {
+        /// Driver-chosen id ([`StreamId::inbound`]).
+        id: StreamId,
+        /// The local address the stream arrived on.
+        local: SocketAddr,
+        /// The remote address.
+        remote: SocketAddr,
+    },
+    /// A stream the actor asked for with [`Output::Connect`] is open.
+    StreamConnected {
+        /// The actor's id for it.
+        id: StreamId,
+        /// The local address the driver bound (its port if the actor asked for port 0).
+        local: SocketAddr,
+    },
+    /// Bytes arrived on a stream, in order.
+    StreamData {
+        /// Which stream.
+        id: StreamId,
+        /// The bytes.
+        data: &'a [u8],
+    },
+    /// The stream is gone: the peer closed or reset it, or the connect failed.
+    StreamClosed {
+        /// Which stream.
+        id: StreamId,
+    },
+    /// A raw IPv4 or IPv6 packet seen on an interface (IP-layer actors only).
+    Packet {
+        /// The interface it arrived on.
+        iface: IfaceId,
+        /// The whole packet, starting with the IP header.
+        data: &'a [u8],
+    },
+}
+
+/// A UDP datagram to send.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The local address to send from.
+    pub from: SocketAddr,
+    /// The destination.
+    pub to: SocketAddr,
+    /// The UDP payload.
+    pub data: Vec<u8>,
+}
+
+impl fmt::Debug for Transmit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Transmit({} -> {}, {} bytes)",
+            self.from,
+            self.to,
+            self.data.len()
+        )
+    }
+}
+
+/// Something the actor wants done, or wants the application to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send a UDP datagram.
+    Transmit(Transmit),
+    /// Open a stream to `remote`; the driver answers [`Input::StreamConnected`] or
+    /// [`Input::StreamClosed`].
+    Connect {
+        /// The actor's id for the new stream ([`StreamId::outbound`]).
+        id: StreamId,
+        /// Local address to bind; port 0 lets the driver choose.
+        local: SocketAddr,
+        /// Where to connect.
+        remote: SocketAddr,
+    },
+    /// Write bytes to a stream.
+    StreamSend {
+        /// Which stream.
+        id: StreamId,
+        /// The bytes, in order after earlier sends.
+        data: Vec<u8>,
+    },
+    /// Close a stream gracefully after the bytes already sent.
+    StreamClose {
+        /// Which stream.
+        id: StreamId,
+    },
+    /// Emit a raw IP packet on an interface (IP-layer actors only).
+    Packet {
+        /// The interface to send it on.
+        iface: IfaceId,
+        /// The whole packet, starting with the IP header.
+        data: Vec<u8>,
+    },
+    /// Tell the application something.
+    Event(crate::Event),
+}
+
+/// Something an actor tells the application. Each protocol module has its own event type;
+/// this enum gathers them so every actor shares one [`Output`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// From a secure-channel actor.
+    Channel(crate::channel::ChannelEvent),
+}
+
+impl From<crate::channel::ChannelEvent> for Event {
+    fn from(e: crate::channel::ChannelEvent) -> Self {
+        Event::Channel(e)
+    }
+}
+
+/// The contract every deputy actor implements. See the [module docs](self) for the
+/// polling rules.
+pub trait Actor {
+    /// Feed one input. Malformed or unexpected input is dropped or answered and reported
+    /// through an error or an [`Event`](crate::Event); it never panics and never leaves the
+    /// actor in a corrupted state. An `Err` describes this one input; the actor stays usable.
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error>;
+
+    /// The timer armed from [`Actor::poll_timeout`] fired (or the driver is just checking).
+    fn handle_timeout(&mut self, now: Instant);
+
+    /// The next thing to do, in order. Call until `None` after every input, timeout and
+    /// command.
+    fn poll_output(&mut self) -> Option<Output>;
+
+    /// When the actor next needs [`Actor::handle_timeout`]. Call last.
+    fn poll_timeout(&self) -> Option<Instant>;
+}
+
+/// A bounded FIFO of outputs, shared by all actors.
+///
+/// Pushing into a full outbox fails with [`Error::CapacityExceeded`]: the driver has stopped
+/// draining, and the actor reports that instead of growing without bound.
+#[derive(Debug)]
+pub struct Outbox {
+    queue: VecDeque<Output>,
+    bound: usize,
+}
+
+impl Outbox {
+    /// Default bound on queued outputs.
+    pub const DEFAULT_BOUND: usize = 1024;
+
+    /// An empty outbox holding at most `bound` outputs.
+    pub fn new(bound: usize) -> Self {
+        Outbox {
+            queue: VecDeque::new(),
+            bound: bound.max(1),
+        }
+    }
+
+    /// Queue an output.
+    pub fn push(&mut self, output: Output) -> Result<(), Error> {
+        if self.queue.len() >= self.bound {
+            return Err(Error::CapacityExceeded {
+                what: "outbox",
+                bound: self.bound,
+            });
+        }
+        self.queue.push_back(output);
+        Ok(())
+    }
+
+    /// Queue an application event.
+    pub fn event(&mut self, event: impl Into<crate::Event>) -> Result<(), Error> {
+        self.push(Output::Event(event.into()))
+    }
+
+    /// Take the oldest output.
+    pub fn pop(&mut self) -> Option<Output> {
+        self.queue.pop_front()
+    }
+
+    /// Number of queued outputs.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// The configured bound.
+    pub fn bound(&self) -> usize {
+        self.bound
+    }
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox::new(Self::DEFAULT_BOUND)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::format;
+
+    #[test]
+    fn stream_ids_from_both_sides_never_collide() {
+        let a = StreamId::inbound(7);
+        let b = StreamId::outbound(7);
+        assert_ne!(a, b);
+        assert!(!a.is_outbound());
+        assert!(b.is_outbound());
+        assert_eq!(StreamId::inbound(b.to_u64()), a);
+        assert_eq!(format!("{a:?}/{b:?}"), "stream-in-7/stream-out-7");
+    }
+
+    #[test]
+    fn outbox_refuses_past_its_bound() {
+        let mut outbox = Outbox::new(2);
+        let close = || Output::StreamClose {
+            id: StreamId::inbound(1),
+        };
+        outbox.push(close()).unwrap();
+        outbox.push(close()).unwrap();
+        assert_eq!(
+            outbox.push(close()),
+            Err(Error::CapacityExceeded {
+                what: "outbox",
+                bound: 2
+            })
+        );
+        assert!(outbox.pop().is_some());
+        outbox.push(close()).unwrap();
+        assert_eq!(outbox.len(), 2);
+    }
+}

@@ -1,0 +1,136 @@
+//! Time as the driver tells it.
+//!
+//! Actors never read a clock. The driver passes the current [`Instant`] into every call;
+//! actors answer "wake me at" through `poll_timeout`. An `Instant` is a count of
+//! nanoseconds since an arbitrary origin the driver picks (boot, process start, the
+//! simulator's time zero). Only differences between instants mean anything.
+//!
+//! Certificates need wall-clock time. Configurations that check validity windows take a
+//! [`UnixTime`] anchor: the wall-clock time at `Instant::ZERO`, so
+//! `wall = anchor + (now - Instant::ZERO)`. The driver supplies the anchor once.
+
+use core::fmt;
+use core::ops::{Add, AddAssign, Sub};
+use core::time::Duration;
+
+/// A point in monotonic time, in nanoseconds since the driver's origin.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Instant(u64);
+
+impl Instant {
+    /// The driver's origin.
+    pub const ZERO: Instant = Instant(0);
+    /// The largest representable instant (about 584 years after the origin).
+    pub const MAX: Instant = Instant(u64::MAX);
+
+    /// An instant `nanos` nanoseconds after the origin.
+    pub const fn from_nanos(nanos: u64) -> Self {
+        Instant(nanos)
+    }
+
+    /// An instant `micros` microseconds after the origin (saturating).
+    pub const fn from_micros(micros: u64) -> Self {
+        Instant(micros.saturating_mul(1_000))
+    }
+
+    /// An instant `millis` milliseconds after the origin (saturating).
+    pub const fn from_millis(millis: u64) -> Self {
+        Instant(millis.saturating_mul(1_000_000))
+    }
+
+    /// An instant `secs` seconds after the origin (saturating).
+    pub const fn from_secs(secs: u64) -> Self {
+        Instant(secs.saturating_mul(1_000_000_000))
+    }
+
+    /// Nanoseconds since the origin.
+    pub const fn as_nanos(self) -> u64 {
+        self.0
+    }
+
+    /// Time since the origin.
+    pub const fn since_origin(self) -> Duration {
+        Duration::from_nanos(self.0)
+    }
+
+    /// `self - earlier`, or zero if `earlier` is later.
+    pub fn saturating_duration_since(self, earlier: Instant) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+
+    /// `self + d`, saturating at [`Instant::MAX`].
+    pub fn saturating_add(self, d: Duration) -> Instant {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Instant(self.0.saturating_add(nanos))
+    }
+}
+
+impl Add<Duration> for Instant {
+    type Output = Instant;
+    fn add(self, rhs: Duration) -> Instant {
+        self.saturating_add(rhs)
+    }
+}
+
+impl AddAssign<Duration> for Instant {
+    fn add_assign(&mut self, rhs: Duration) {
+        *self = self.saturating_add(rhs);
+    }
+}
+
+impl Sub<Instant> for Instant {
+    type Output = Duration;
+    fn sub(self, rhs: Instant) -> Duration {
+        self.saturating_duration_since(rhs)
+    }
+}
+
+impl fmt::Debug for Instant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for Instant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0 / 1_000_000_000;
+        let micros = (self.0 % 1_000_000_000) / 1_000;
+        write!(f, "{secs}.{micros:06}s")
+    }
+}
+
+/// Wall-clock time: seconds since 1970-01-01T00:00:00Z.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct UnixTime(pub u64);
+
+impl UnixTime {
+    /// The wall-clock time at `now`, given the wall-clock time at [`Instant::ZERO`].
+    pub fn at(anchor: UnixTime, now: Instant) -> UnixTime {
+        UnixTime(anchor.0.saturating_add(now.as_nanos() / 1_000_000_000))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::format;
+
+    #[test]
+    fn arithmetic_saturates_instead_of_panicking() {
+        let t = Instant::from_secs(5);
+        assert_eq!(t + Duration::from_millis(1500), Instant::from_millis(6500));
+        assert_eq!(Instant::from_secs(1) - t, Duration::ZERO);
+        assert_eq!(Instant::MAX + Duration::from_secs(1), Instant::MAX);
+        assert_eq!(t - Instant::from_secs(2), Duration::from_secs(3));
+        assert_eq!(format!("{}", Instant::from_micros(1_500_001)), "1.500001s");
+    }
+
+    #[test]
+    fn unix_time_follows_the_anchor() {
+        let anchor = UnixTime(1_700_000_000);
+        assert_eq!(
+            UnixTime::at(anchor, Instant::from_secs(60)),
+            UnixTime(1_700_000_060)
+        );
+    }
+}
