@@ -118,7 +118,8 @@ pub enum Input<'a> {
         /// The bytes.
         data: &'a [u8],
     },
-    /// The stream is gone: the peer closed or reset it, or the connect failed.
+    /// The stream is gone: the peer closed or reset it, or the connect failed. Drivers do
+    /// not report this for a stream the actor closed itself with [`Output::StreamClose`].
     StreamClosed {
         /// Which stream.
         id: StreamId,

@@ -13,7 +13,7 @@
 //!
 //! ## Example: a secure channel, driven by hand
 //!
-//! ```ignore
+//! ```
 //! use deputy::channel::{ClientConfig, ServerConfig, Connection};
 //! use deputy::crypto::cert::{CertificateAuthority, TrustStore};
 //! use deputy::{Instant, UnixTime};
@@ -31,7 +31,7 @@
 //! let client_cfg = ClientConfig::with_ca(TrustStore::with(ca.certificate().clone()), "server.example", anchor);
 //!
 //! let mut client = Connection::client(client_cfg.into(), now, &mut rng).unwrap();
-//! let mut server = Connection::server(server_cfg.into());
+//! let mut server = Connection::server(server_cfg.into(), now);
 //!
 //! // Pump bytes until both sides are up.
 //! for _ in 0..4 {
@@ -45,7 +45,7 @@
 //! client.send(b"hello, server").unwrap();
 //! server.feed(now, &client.take_outgoing(), &mut rng).unwrap();
 //! assert_eq!(server.take_received().unwrap(), b"hello, server");
-//! ```ignore
+//! ```
 //!
 //! ## Features
 //!

@@ -78,6 +78,15 @@ impl AddAssign<Duration> for Instant {
     }
 }
 
+impl Sub<Duration> for Instant {
+    type Output = Instant;
+    /// `self - d`, saturating at [`Instant::ZERO`].
+    fn sub(self, rhs: Duration) -> Instant {
+        let nanos = u64::try_from(rhs.as_nanos()).unwrap_or(u64::MAX);
+        Instant(self.0.saturating_sub(nanos))
+    }
+}
+
 impl Sub<Instant> for Instant {
     type Output = Duration;
     fn sub(self, rhs: Instant) -> Duration {
@@ -122,6 +131,8 @@ mod tests {
         assert_eq!(Instant::from_secs(1) - t, Duration::ZERO);
         assert_eq!(Instant::MAX + Duration::from_secs(1), Instant::MAX);
         assert_eq!(t - Instant::from_secs(2), Duration::from_secs(3));
+        assert_eq!(t - Duration::from_secs(2), Instant::from_secs(3));
+        assert_eq!(t - Duration::from_secs(9), Instant::ZERO);
         assert_eq!(format!("{}", Instant::from_micros(1_500_001)), "1.500001s");
     }
 

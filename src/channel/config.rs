@@ -1,0 +1,261 @@
+//! Channel configuration: who we are, whom we trust, what we accept.
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use core::time::Duration;
+
+use zeroize::Zeroizing;
+
+use crate::UnixTime;
+use crate::crypto::aead::AeadAlg;
+use crate::crypto::cert::{Identity, TrustStore};
+use crate::crypto::dh::Group;
+use crate::wire::Limits;
+
+/// Channel protocol version spoken by this crate.
+pub const CHANNEL_VERSION: u16 = 1;
+
+/// Knobs shared by both sides.
+#[derive(Clone, Debug)]
+pub struct Common {
+    /// AEAD suites, in order of preference.
+    pub suites: Vec<AeadAlg>,
+    /// The largest application message one record may carry.
+    pub max_record_len: usize,
+    /// The handshake must finish within this time or fail.
+    pub handshake_timeout: Duration,
+    /// Bound on bytes waiting to be written to the stream.
+    pub max_outgoing: usize,
+    /// Bound on received application messages waiting for [`take_received`].
+    ///
+    /// [`take_received`]: super::Connection::take_received
+    pub max_received: usize,
+    /// Decoding limits and unknown-field policy.
+    pub limits: Limits,
+    /// Wall-clock time at `Instant::ZERO`, for certificate validity and hello timestamps.
+    pub time_anchor: UnixTime,
+}
+
+impl Common {
+    /// Default largest application message per record.
+    pub const DEFAULT_MAX_RECORD_LEN: usize = 16 * 1024;
+
+    fn new(time_anchor: UnixTime) -> Self {
+        Common {
+            suites: AeadAlg::ALL.to_vec(),
+            max_record_len: Self::DEFAULT_MAX_RECORD_LEN,
+            handshake_timeout: Duration::from_secs(10),
+            max_outgoing: 256 * 1024,
+            max_received: 64,
+            limits: Limits::default(),
+            time_anchor,
+        }
+    }
+}
+
+/// A pre-shared key and the identity that names it.
+#[derive(Clone)]
+pub struct Psk {
+    /// The name the client sends so the server can find the key.
+    pub identity: Vec<u8>,
+    /// The key (at least 16 bytes), wiped on drop.
+    pub key: Zeroizing<Vec<u8>>,
+}
+
+impl Psk {
+    /// Shortest key accepted (128 bits).
+    pub const MIN_LEN: usize = 16;
+    /// Longest key or identity accepted.
+    pub const MAX_LEN: usize = 1024;
+
+    /// A pre-shared key: 16 to 1024 bytes, identity at most 1024 bytes.
+    pub fn new(identity: impl Into<Vec<u8>>, key: &[u8]) -> Result<Self, crate::Error> {
+        let identity = identity.into();
+        if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&key.len()) {
+            return Err(crate::Error::Config(
+                "pre-shared key must be 16 to 1024 bytes",
+            ));
+        }
+        if identity.len() > Self::MAX_LEN {
+            return Err(crate::Error::Config("PSK identity longer than 1024 bytes"));
+        }
+        Ok(Psk {
+            identity,
+            key: Zeroizing::new(key.to_vec()),
+        })
+    }
+}
+
+impl fmt::Debug for Psk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Psk({:?}, {} bytes)",
+            String::from_utf8_lossy(&self.identity),
+            self.key.len()
+        )
+    }
+}
+
+/// How the client authenticates the server.
+#[derive(Debug)]
+pub enum ClientAuthMode {
+    /// The server presents a certificate from a CA in `trust`, naming `server_name`; the
+    /// client may present its own identity if asked.
+    Certificate {
+        /// CAs the client trusts.
+        trust: TrustStore,
+        /// The name the server's certificate must carry.
+        server_name: String,
+        /// Our certificate, presented if the server asks.
+        identity: Option<Box<Identity>>,
+    },
+    /// Both sides prove knowledge of a pre-shared key (seed 004's "pre-arranged key").
+    Psk(Psk),
+}
+
+/// Client configuration.
+#[derive(Debug)]
+pub struct ClientConfig {
+    /// Shared knobs.
+    pub common: Common,
+    /// The Diffie-Hellman group the client offers (one key share is sent).
+    pub group: Group,
+    /// How the server is authenticated.
+    pub auth: ClientAuthMode,
+    /// Whether the client hello names the server it expects (certificate mode). The hello
+    /// is plaintext, so leaving it out hides the name from observers; the client checks
+    /// the certificate's name either way.
+    pub send_server_name: bool,
+}
+
+impl ClientConfig {
+    /// Certificate mode: trust `trust`, expect a certificate naming `server_name`.
+    pub fn with_ca(trust: TrustStore, server_name: &str, time_anchor: UnixTime) -> Self {
+        ClientConfig {
+            common: Common::new(time_anchor),
+            group: Group::X25519,
+            auth: ClientAuthMode::Certificate {
+                trust,
+                server_name: server_name.into(),
+                identity: None,
+            },
+            send_server_name: true,
+        }
+    }
+
+    /// Pre-shared-key mode.
+    pub fn with_psk(psk: Psk, time_anchor: UnixTime) -> Self {
+        ClientConfig {
+            common: Common::new(time_anchor),
+            group: Group::X25519,
+            auth: ClientAuthMode::Psk(psk),
+            send_server_name: false,
+        }
+    }
+
+    /// Present `identity` when the server asks for a client certificate.
+    pub fn with_client_identity(mut self, id: Identity) -> Self {
+        if let ClientAuthMode::Certificate { identity, .. } = &mut self.auth {
+            *identity = Some(Box::new(id));
+        }
+        self
+    }
+
+    /// Offer `group` instead of X25519.
+    pub fn with_group(mut self, group: Group) -> Self {
+        self.group = group;
+        self
+    }
+}
+
+/// Whether the server asks clients for certificates.
+#[derive(Debug, Default)]
+pub enum ClientCertPolicy {
+    /// Never ask.
+    #[default]
+    None,
+    /// Ask; accept clients without one (their identity is then unknown).
+    Optional(TrustStore),
+    /// Ask; refuse clients without a certificate from a CA in the store.
+    Required(TrustStore),
+}
+
+/// Server configuration.
+#[derive(Debug)]
+pub struct ServerConfig {
+    /// Shared knobs.
+    pub common: Common,
+    /// Groups the server accepts.
+    pub groups: Vec<Group>,
+    /// The server's certificate and key (certificate mode).
+    pub identity: Option<Identity>,
+    /// Client certificate policy (certificate mode).
+    pub client_certs: ClientCertPolicy,
+    /// Pre-shared keys by identity (PSK mode), at most [`ServerConfig::MAX_PSKS`].
+    psks: BTreeMap<Vec<u8>, Psk>,
+}
+
+impl ServerConfig {
+    /// The most pre-shared keys one server holds.
+    pub const MAX_PSKS: usize = 4096;
+
+    /// Certificate mode with `identity`.
+    pub fn with_certificate(identity: Identity, time_anchor: UnixTime) -> Self {
+        ServerConfig {
+            common: Common::new(time_anchor),
+            groups: Group::ALL.to_vec(),
+            identity: Some(identity),
+            client_certs: ClientCertPolicy::None,
+            psks: BTreeMap::new(),
+        }
+    }
+
+    /// PSK mode only (no certificate). Fails past [`ServerConfig::MAX_PSKS`] keys.
+    pub fn with_psks(
+        psks: impl IntoIterator<Item = Psk>,
+        time_anchor: UnixTime,
+    ) -> Result<Self, crate::Error> {
+        let mut cfg = ServerConfig {
+            common: Common::new(time_anchor),
+            groups: Group::ALL.to_vec(),
+            identity: None,
+            client_certs: ClientCertPolicy::None,
+            psks: BTreeMap::new(),
+        };
+        for psk in psks {
+            cfg.add_psk(psk)?;
+        }
+        Ok(cfg)
+    }
+
+    /// Require (or merely request) client certificates.
+    pub fn with_client_certs(mut self, policy: ClientCertPolicy) -> Self {
+        self.client_certs = policy;
+        self
+    }
+
+    /// Add (or replace) a pre-shared key.
+    pub fn add_psk(&mut self, psk: Psk) -> Result<(), crate::Error> {
+        if self.psks.len() >= Self::MAX_PSKS && !self.psks.contains_key(&psk.identity) {
+            return Err(crate::Error::CapacityExceeded {
+                what: "pre-shared keys",
+                bound: Self::MAX_PSKS,
+            });
+        }
+        self.psks.insert(psk.identity.clone(), psk);
+        Ok(())
+    }
+
+    pub(crate) fn psk(&self, identity: &[u8]) -> Option<&Psk> {
+        self.psks.get(identity)
+    }
+
+    /// Number of pre-shared keys held.
+    pub fn psk_count(&self) -> usize {
+        self.psks.len()
+    }
+}

@@ -1,0 +1,500 @@
+//! The channel's messages and their encodings (deputy wire format, types 0x01–0x0F).
+//!
+//! Plaintext on the stream: [`ClientHello`], [`ServerHello`], [`Alert`] (before keys) and
+//! [`RecordEnvelope`]. Inside records: [`CertificateMsg`], [`CertificateRequest`],
+//! [`CertificateVerify`], [`Finished`] (each a whole wire message), application data and
+//! alerts. Field layouts are listed in `docs/wire.md`.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::wire::{self, CRITICAL, FieldWriter, Fields, Limits, Message, WireError};
+
+/// Message type: client hello (seed 002 packet 212).
+pub const CLIENT_HELLO: u8 = 0x01;
+/// Message type: server hello (packet 213).
+pub const SERVER_HELLO: u8 = 0x02;
+/// Message type: an encrypted record.
+pub const RECORD: u8 = 0x03;
+/// Message type: certificate (packet 214; the client's in client authentication).
+pub const CERTIFICATE: u8 = 0x04;
+/// Message type: certificate request (server asks for a client certificate).
+pub const CERTIFICATE_REQUEST: u8 = 0x05;
+/// Message type: certificate verify (signature over the transcript).
+pub const CERTIFICATE_VERIFY: u8 = 0x06;
+/// Message type: finished (MAC over the transcript).
+pub const FINISHED: u8 = 0x07;
+/// Message type: plaintext alert (only before keys exist).
+pub const ALERT: u8 = 0x08;
+
+/// Human name of a channel message type, for traces.
+pub fn type_name(t: u8) -> Option<&'static str> {
+    Some(match t {
+        CLIENT_HELLO => "ClientHello",
+        SERVER_HELLO => "ServerHello",
+        RECORD => "Record",
+        CERTIFICATE => "Certificate",
+        CERTIFICATE_REQUEST => "CertificateRequest",
+        CERTIFICATE_VERIFY => "CertificateVerify",
+        FINISHED => "Finished",
+        ALERT => "Alert",
+        _ => return None,
+    })
+}
+
+const F_VERSIONS: u16 = CRITICAL | 0x01;
+const F_SUITES: u16 = CRITICAL | 0x02;
+const F_GROUP: u16 = CRITICAL | 0x03;
+const F_KEY_SHARE: u16 = CRITICAL | 0x04;
+const F_RANDOM: u16 = CRITICAL | 0x05;
+const F_SESSION_ID: u16 = 0x06;
+const F_AUTH_MODE: u16 = CRITICAL | 0x07;
+const F_PSK_IDENTITY: u16 = CRITICAL | 0x08;
+const F_SERVER_NAME: u16 = 0x09;
+const F_VERSION: u16 = CRITICAL | 0x0A;
+const F_SUITE: u16 = CRITICAL | 0x0B;
+const F_CERT: u16 = CRITICAL | 0x0C;
+const F_SIGNATURE: u16 = CRITICAL | 0x0D;
+const F_MAC: u16 = CRITICAL | 0x0E;
+const F_ALERT: u16 = CRITICAL | 0x0F;
+const F_SEQ: u16 = CRITICAL | 0x10;
+const F_CIPHERTEXT: u16 = CRITICAL | 0x11;
+
+/// Largest lists accepted in a hello.
+const MAX_LIST: usize = 16;
+
+/// How the client wants to authenticate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Server certificate (and optionally client certificate).
+    Certificate,
+    /// Pre-shared key.
+    Psk,
+}
+
+impl AuthMode {
+    fn code(self) -> u8 {
+        match self {
+            AuthMode::Certificate => 1,
+            AuthMode::Psk => 2,
+        }
+    }
+    fn from_code(c: u8) -> Result<Self, WireError> {
+        match c {
+            1 => Ok(AuthMode::Certificate),
+            2 => Ok(AuthMode::Psk),
+            _ => Err(WireError::BadValue(F_AUTH_MODE)),
+        }
+    }
+}
+
+fn expect_type(msg: &Message<'_>, t: u8) -> Result<(), WireError> {
+    if msg.msg_type() != t {
+        return Err(WireError::UnexpectedType(msg.msg_type()));
+    }
+    Ok(())
+}
+
+fn bounded_list(fields: &Fields<'_>, ty: u16) -> Result<Vec<u16>, WireError> {
+    let list = fields.u16_list(ty)?;
+    if list.is_empty() || list.len() > MAX_LIST {
+        return Err(WireError::BadFieldLength {
+            field: ty,
+            len: list.len() * 2,
+        });
+    }
+    Ok(list)
+}
+
+/// Seed 002 packet 212: versions, suites, session id, client random; plus the client's
+/// key-creation information (71) sent at once, so the handshake takes one round trip.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientHello {
+    /// Channel versions the client speaks.
+    pub versions: Vec<u16>,
+    /// AEAD suite ids, client preference first.
+    pub suites: Vec<u16>,
+    /// The group of the key share.
+    pub group: u16,
+    /// The client's Diffie-Hellman public value.
+    pub key_share: Vec<u8>,
+    /// 32-bit timestamp ‖ 28 random bytes.
+    pub random: [u8; 32],
+    /// Session id the client would resume (0: new; resumption is not supported).
+    pub session_id: u64,
+    /// Certificate or pre-shared key.
+    pub auth_mode: AuthMode,
+    /// PSK identity (PSK mode).
+    pub psk_identity: Option<Vec<u8>>,
+    /// The server name the client expects (lets a server pick an identity).
+    pub server_name: Option<String>,
+}
+
+impl ClientHello {
+    /// Encode as a wire message.
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        let w = FieldWriter::new()
+            .u16_list(F_VERSIONS, &self.versions)
+            .u16_list(F_SUITES, &self.suites)
+            .u16(F_GROUP, self.group)
+            .bytes(F_KEY_SHARE, &self.key_share)
+            .bytes(F_RANDOM, &self.random)
+            .u64(F_SESSION_ID, self.session_id)
+            .u8(F_AUTH_MODE, self.auth_mode.code())
+            .opt(F_PSK_IDENTITY, self.psk_identity.as_deref())
+            .opt(
+                F_SERVER_NAME,
+                self.server_name.as_deref().map(str::as_bytes),
+            );
+        wire::encode(CLIENT_HELLO, 0, w)
+    }
+
+    /// Decode from a wire message.
+    pub fn decode(msg: &Message<'_>, limits: &Limits) -> Result<Self, WireError> {
+        expect_type(msg, CLIENT_HELLO)?;
+        let f = &msg.fields;
+        f.check_known(
+            &[
+                F_VERSIONS,
+                F_SUITES,
+                F_GROUP,
+                F_KEY_SHARE,
+                F_RANDOM,
+                F_SESSION_ID,
+                F_AUTH_MODE,
+                F_PSK_IDENTITY,
+                F_SERVER_NAME,
+            ],
+            limits.unknown_fields,
+        )?;
+        let server_name = match f.get(F_SERVER_NAME)? {
+            Some(v) => Some(
+                core::str::from_utf8(v)
+                    .map_err(|_| WireError::BadValue(F_SERVER_NAME))?
+                    .into(),
+            ),
+            None => None,
+        };
+        Ok(ClientHello {
+            versions: bounded_list(f, F_VERSIONS)?,
+            suites: bounded_list(f, F_SUITES)?,
+            group: f.u16(F_GROUP)?,
+            key_share: f.bytes(F_KEY_SHARE)?.to_vec(),
+            random: f.array(F_RANDOM)?,
+            session_id: f.opt_u64(F_SESSION_ID)?.unwrap_or(0),
+            auth_mode: AuthMode::from_code(f.u8(F_AUTH_MODE)?)?,
+            psk_identity: f.get(F_PSK_IDENTITY)?.map(<[u8]>::to_vec),
+            server_name,
+        })
+    }
+}
+
+/// Seed 002 packet 213: the chosen version and suite, session id, server random; plus the
+/// server's key-creation information (72).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerHello {
+    /// Chosen version.
+    pub version: u16,
+    /// Chosen AEAD suite id.
+    pub suite: u16,
+    /// Group (echoes the client's).
+    pub group: u16,
+    /// The server's Diffie-Hellman public value.
+    pub key_share: Vec<u8>,
+    /// 32-bit timestamp ‖ 28 random bytes.
+    pub random: [u8; 32],
+    /// The new session's id (also in every later header).
+    pub session_id: u64,
+}
+
+impl ServerHello {
+    /// Encode as a wire message.
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        let w = FieldWriter::new()
+            .u16(F_VERSION, self.version)
+            .u16(F_SUITE, self.suite)
+            .u16(F_GROUP, self.group)
+            .bytes(F_KEY_SHARE, &self.key_share)
+            .bytes(F_RANDOM, &self.random)
+            .u64(F_SESSION_ID, self.session_id);
+        wire::encode(SERVER_HELLO, self.session_id, w)
+    }
+
+    /// Decode from a wire message.
+    pub fn decode(msg: &Message<'_>, limits: &Limits) -> Result<Self, WireError> {
+        expect_type(msg, SERVER_HELLO)?;
+        let f = &msg.fields;
+        f.check_known(
+            &[
+                F_VERSION,
+                F_SUITE,
+                F_GROUP,
+                F_KEY_SHARE,
+                F_RANDOM,
+                F_SESSION_ID,
+            ],
+            limits.unknown_fields,
+        )?;
+        let session_id = f.u64(F_SESSION_ID)?;
+        if session_id != msg.session() {
+            return Err(WireError::BadValue(F_SESSION_ID));
+        }
+        Ok(ServerHello {
+            version: f.u16(F_VERSION)?,
+            suite: f.u16(F_SUITE)?,
+            group: f.u16(F_GROUP)?,
+            key_share: f.bytes(F_KEY_SHARE)?.to_vec(),
+            random: f.array(F_RANDOM)?,
+            session_id,
+        })
+    }
+}
+
+/// A certificate (server's, or client's when asked; empty when the client has none).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateMsg {
+    /// The encoded certificate, if any.
+    pub certificate: Option<Vec<u8>>,
+}
+
+/// The server asks for a client certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CertificateRequest;
+
+/// An Ed25519 signature over the transcript, proving possession of the certificate's key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateVerify {
+    /// The signature.
+    pub signature: [u8; 64],
+}
+
+/// HMAC-SHA256 over the transcript under the sender's finished key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finished {
+    /// The MAC.
+    pub mac: [u8; 32],
+}
+
+/// A message that travels inside records during the handshake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Handshake {
+    /// Certificate.
+    Certificate(CertificateMsg),
+    /// Certificate request.
+    CertificateRequest(CertificateRequest),
+    /// Certificate verify.
+    CertificateVerify(CertificateVerify),
+    /// Finished.
+    Finished(Finished),
+}
+
+impl Handshake {
+    /// Encode as a wire message in `session`.
+    pub fn encode(&self, session: u64) -> Result<Vec<u8>, WireError> {
+        let (t, w) = match self {
+            Handshake::Certificate(c) => (
+                CERTIFICATE,
+                FieldWriter::new().opt(F_CERT, c.certificate.as_deref()),
+            ),
+            Handshake::CertificateRequest(_) => (CERTIFICATE_REQUEST, FieldWriter::new()),
+            Handshake::CertificateVerify(v) => (
+                CERTIFICATE_VERIFY,
+                FieldWriter::new().bytes(F_SIGNATURE, &v.signature),
+            ),
+            Handshake::Finished(f) => (FINISHED, FieldWriter::new().bytes(F_MAC, &f.mac)),
+        };
+        wire::encode(t, session, w)
+    }
+
+    /// Decode from a wire message.
+    pub fn decode(msg: &Message<'_>, limits: &Limits) -> Result<Self, WireError> {
+        let f = &msg.fields;
+        let policy = limits.unknown_fields;
+        Ok(match msg.msg_type() {
+            CERTIFICATE => {
+                f.check_known(&[F_CERT], policy)?;
+                Handshake::Certificate(CertificateMsg {
+                    certificate: f.get(F_CERT)?.map(<[u8]>::to_vec),
+                })
+            }
+            CERTIFICATE_REQUEST => {
+                f.check_known(&[], policy)?;
+                Handshake::CertificateRequest(CertificateRequest)
+            }
+            CERTIFICATE_VERIFY => {
+                f.check_known(&[F_SIGNATURE], policy)?;
+                Handshake::CertificateVerify(CertificateVerify {
+                    signature: f.array(F_SIGNATURE)?,
+                })
+            }
+            FINISHED => {
+                f.check_known(&[F_MAC], policy)?;
+                Handshake::Finished(Finished {
+                    mac: f.array(F_MAC)?,
+                })
+            }
+            t => return Err(WireError::UnexpectedType(t)),
+        })
+    }
+}
+
+/// Alert codes (numbered as in TLS, for familiarity).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AlertCode {
+    /// Graceful close: no more data follows.
+    CloseNotify,
+    /// A message arrived that does not fit the state.
+    UnexpectedMessage,
+    /// A record failed authentication.
+    BadRecordMac,
+    /// A record was too large.
+    RecordOverflow,
+    /// No acceptable parameters, or a handshake check failed.
+    HandshakeFailure,
+    /// A certificate was refused.
+    BadCertificate,
+    /// A certificate is outside its validity window.
+    CertificateExpired,
+    /// A certificate's issuer is not trusted.
+    UnknownCa,
+    /// The peer is not allowed.
+    AccessDenied,
+    /// A message could not be decoded.
+    DecodeError,
+    /// A signature or Finished MAC failed.
+    DecryptError,
+    /// No common version.
+    ProtocolVersion,
+    /// Something went wrong inside the sender.
+    InternalError,
+    /// The requested server name is not served here.
+    UnrecognizedName,
+    /// The PSK identity is unknown.
+    UnknownPskIdentity,
+    /// A client certificate is required.
+    CertificateRequired,
+    /// A code this crate does not know.
+    Other(u8),
+}
+
+impl AlertCode {
+    /// The alert's number.
+    pub fn code(self) -> u8 {
+        match self {
+            AlertCode::CloseNotify => 0,
+            AlertCode::UnexpectedMessage => 10,
+            AlertCode::BadRecordMac => 20,
+            AlertCode::RecordOverflow => 22,
+            AlertCode::HandshakeFailure => 40,
+            AlertCode::BadCertificate => 42,
+            AlertCode::CertificateExpired => 45,
+            AlertCode::UnknownCa => 48,
+            AlertCode::AccessDenied => 49,
+            AlertCode::DecodeError => 50,
+            AlertCode::DecryptError => 51,
+            AlertCode::ProtocolVersion => 70,
+            AlertCode::InternalError => 80,
+            AlertCode::UnrecognizedName => 112,
+            AlertCode::UnknownPskIdentity => 115,
+            AlertCode::CertificateRequired => 116,
+            AlertCode::Other(c) => c,
+        }
+    }
+
+    /// The alert with this number.
+    pub fn from_code(c: u8) -> Self {
+        [
+            AlertCode::CloseNotify,
+            AlertCode::UnexpectedMessage,
+            AlertCode::BadRecordMac,
+            AlertCode::RecordOverflow,
+            AlertCode::HandshakeFailure,
+            AlertCode::BadCertificate,
+            AlertCode::CertificateExpired,
+            AlertCode::UnknownCa,
+            AlertCode::AccessDenied,
+            AlertCode::DecodeError,
+            AlertCode::DecryptError,
+            AlertCode::ProtocolVersion,
+            AlertCode::InternalError,
+            AlertCode::UnrecognizedName,
+            AlertCode::UnknownPskIdentity,
+            AlertCode::CertificateRequired,
+        ]
+        .into_iter()
+        .find(|a| a.code() == c)
+        .unwrap_or(AlertCode::Other(c))
+    }
+}
+
+/// A plaintext alert (sent only before keys exist; later alerts travel inside records).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Alert {
+    /// What went wrong.
+    pub code: AlertCode,
+}
+
+impl Alert {
+    /// Encode as a wire message.
+    pub fn encode(&self, session: u64) -> Result<Vec<u8>, WireError> {
+        wire::encode(
+            ALERT,
+            session,
+            FieldWriter::new().u8(F_ALERT, self.code.code()),
+        )
+    }
+
+    /// Decode from a wire message.
+    pub fn decode(msg: &Message<'_>, limits: &Limits) -> Result<Self, WireError> {
+        expect_type(msg, ALERT)?;
+        msg.fields.check_known(&[F_ALERT], limits.unknown_fields)?;
+        Ok(Alert {
+            code: AlertCode::from_code(msg.fields.u8(F_ALERT)?),
+        })
+    }
+
+    /// The one-byte payload of an alert inside a record.
+    pub fn payload(&self) -> [u8; 1] {
+        [self.code.code()]
+    }
+}
+
+/// The outside of an encrypted record: sequence number and AEAD output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordEnvelope {
+    /// The session.
+    pub session: u64,
+    /// Sequence number (per direction and key epoch, from 0).
+    pub seq: u64,
+    /// ciphertext ‖ tag of (content type ‖ payload).
+    pub ciphertext: Vec<u8>,
+}
+
+impl RecordEnvelope {
+    /// Encode as a wire message.
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        let w = FieldWriter::new()
+            .u64(F_SEQ, self.seq)
+            .bytes(F_CIPHERTEXT, &self.ciphertext);
+        wire::encode(RECORD, self.session, w)
+    }
+
+    /// Decode from a wire message.
+    pub fn decode(msg: &Message<'_>, limits: &Limits) -> Result<Self, WireError> {
+        expect_type(msg, RECORD)?;
+        msg.fields
+            .check_known(&[F_SEQ, F_CIPHERTEXT], limits.unknown_fields)?;
+        Ok(RecordEnvelope {
+            session: msg.session(),
+            seq: msg.fields.u64(F_SEQ)?,
+            ciphertext: msg.fields.bytes(F_CIPHERTEXT)?.to_vec(),
+        })
+    }
+
+    /// Bytes of framing around `plaintext_len` bytes of payload: header, two field headers,
+    /// the sequence number, the content-type byte and the tag.
+    pub const fn overhead() -> usize {
+        wire::HEADER_LEN + 2 * wire::FIELD_HEADER_LEN + 8 + 1 + crate::crypto::aead::TAG_LEN
+    }
+}

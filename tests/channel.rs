@@ -1,0 +1,800 @@
+//! The secure channel (DESIGN.md §4; seed 002 S203/S206), driven byte by byte.
+//!
+//! Each test wires a client and a server `Connection` together through a small pump that
+//! cuts each direction's bytes into wire messages, so a test can watch, drop, replay or
+//! alter any single message.
+
+use std::sync::Arc;
+
+use deputy::channel::messages::{self, ClientHello};
+use deputy::channel::{
+    AlertCode, ChannelError, ClientCertPolicy, ClientConfig, Connection, PeerIdentity, Psk,
+    ServerConfig,
+};
+use deputy::crypto::CertError;
+use deputy::crypto::aead::AeadAlg;
+use deputy::crypto::cert::{CertificateAuthority, Identity, TrustStore};
+use deputy::crypto::dh::Group;
+use deputy::wire::{Deframer, Limits, Message};
+use deputy::{Error, Instant, UnixTime};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+const ANCHOR: UnixTime = UnixTime(1_800_000_000);
+const DAY: u64 = 86_400;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dir {
+    ToServer,
+    ToClient,
+}
+
+/// A CA, a server identity for "server.home", a client identity for "device-2133".
+struct Pki {
+    ca: CertificateAuthority,
+    rng: ChaCha20Rng,
+}
+
+impl Pki {
+    fn new(seed: u64) -> Self {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let ca = CertificateAuthority::generate("home CA", &mut rng);
+        Pki { ca, rng }
+    }
+
+    fn identity(&mut self, name: &str, not_before: UnixTime, lifetime: u64) -> Identity {
+        self.ca
+            .issue_identity(name, &[], not_before, lifetime, &mut self.rng)
+            .unwrap()
+    }
+
+    fn trust(&self) -> TrustStore {
+        TrustStore::with(self.ca.certificate().clone())
+    }
+
+    fn server(&mut self) -> ServerConfig {
+        let id = self.identity("server.home", ANCHOR, DAY);
+        ServerConfig::with_certificate(id, ANCHOR)
+    }
+
+    fn client(&self) -> ClientConfig {
+        ClientConfig::with_ca(self.trust(), "server.home", ANCHOR)
+    }
+}
+
+fn psk_pair(group: Group) -> (ClientConfig, ServerConfig) {
+    let psk = Psk::new("device-2133", &[0x5a; 32]).unwrap();
+    let client = ClientConfig::with_psk(psk.clone(), ANCHOR).with_group(group);
+    let server = ServerConfig::with_psks([psk], ANCHOR).unwrap();
+    (client, server)
+}
+
+type Mutator<'a> = dyn FnMut(Dir, usize, &mut Vec<u8>) -> bool + 'a;
+
+struct Pair {
+    client: Connection,
+    server: Connection,
+    rng: ChaCha20Rng,
+    now: Instant,
+    /// Messages seen per direction (after mutation), for tests that replay them.
+    seen: Vec<(Dir, Vec<u8>)>,
+    count: [usize; 2],
+    client_err: Option<Error>,
+    server_err: Option<Error>,
+}
+
+impl Pair {
+    fn new(client: ClientConfig, server: ServerConfig, seed: u64) -> Pair {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let now = Instant::from_secs(100);
+        let client = Connection::client(Arc::new(client), now, &mut rng).unwrap();
+        let server = Connection::server(Arc::new(server), now);
+        Pair {
+            client,
+            server,
+            rng,
+            now,
+            seen: Vec::new(),
+            count: [0; 2],
+            client_err: None,
+            server_err: None,
+        }
+    }
+
+    /// Move bytes until nothing moves; `mutate` may change or drop (return false) each
+    /// whole message.
+    fn pump_with(&mut self, mutate: &mut Mutator<'_>) {
+        loop {
+            let mut moved = false;
+            for dir in [Dir::ToServer, Dir::ToClient] {
+                let bytes = match dir {
+                    Dir::ToServer => self.client.take_outgoing(),
+                    Dir::ToClient => self.server.take_outgoing(),
+                };
+                if bytes.is_empty() {
+                    continue;
+                }
+                moved = true;
+                for mut msg in split(&bytes) {
+                    let k = &mut self.count[dir as usize];
+                    let index = *k;
+                    *k += 1;
+                    if !mutate(dir, index, &mut msg) {
+                        continue;
+                    }
+                    self.seen.push((dir, msg.clone()));
+                    let (conn, err) = match dir {
+                        Dir::ToServer => (&mut self.server, &mut self.server_err),
+                        Dir::ToClient => (&mut self.client, &mut self.client_err),
+                    };
+                    if let Err(e) = conn.feed(self.now, &msg, &mut self.rng) {
+                        err.get_or_insert(e);
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn pump(&mut self) {
+        self.pump_with(&mut |_, _, _| true);
+    }
+
+    fn established(&self) -> bool {
+        self.client.is_established() && self.server.is_established()
+    }
+
+    fn handshake(mut self) -> Pair {
+        self.pump();
+        assert!(
+            self.established(),
+            "client: {:?} / server: {:?}",
+            self.client_err,
+            self.server_err
+        );
+        self
+    }
+
+    /// Send `data` one way and return what the other side received.
+    fn transfer(&mut self, dir: Dir, data: &[u8]) -> Vec<u8> {
+        match dir {
+            Dir::ToServer => self.client.send(data).unwrap(),
+            Dir::ToClient => self.server.send(data).unwrap(),
+        }
+        self.pump();
+        match dir {
+            Dir::ToServer => self.server.take_received(),
+            Dir::ToClient => self.client.take_received(),
+        }
+        .expect("message delivered")
+    }
+}
+
+/// Cut a byte stream into whole wire messages.
+fn split(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut deframer = Deframer::new(Limits::default());
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let used = deframer.fill(rest).expect("well-formed stream");
+        rest = &rest[used..];
+        while let Some(m) = deframer.take() {
+            out.push(m);
+        }
+    }
+    out
+}
+
+fn channel_err(e: &Option<Error>) -> Option<&ChannelError> {
+    match e {
+        Some(Error::Channel(c)) => Some(c),
+        _ => None,
+    }
+}
+
+#[test]
+fn certificate_mode_handshake_with_x25519_and_modp2048() {
+    for group in [Group::X25519, Group::Modp2048] {
+        let mut pki = Pki::new(1);
+        let server = pki.server();
+        let client = pki.client().with_group(group);
+        let mut pair = Pair::new(client, server, 2).handshake();
+
+        match pair.client.peer() {
+            PeerIdentity::Certificate(c) => assert_eq!(c.subject(), "server.home"),
+            other => panic!("client sees {other:?}"),
+        }
+        assert_eq!(pair.server.peer(), &PeerIdentity::Anonymous);
+        assert_eq!(pair.client.session_id(), pair.server.session_id());
+        assert_ne!(pair.client.session_id(), 0);
+        assert_eq!(pair.client.suite(), Some(AeadAlg::ChaCha20Poly1305));
+
+        assert_eq!(
+            pair.transfer(Dir::ToServer, b"connection request"),
+            b"connection request"
+        );
+        assert_eq!(pair.transfer(Dir::ToClient, b"notice"), b"notice");
+
+        let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+        pair.client
+            .export_keying_material("test", b"ctx", &mut a)
+            .unwrap();
+        pair.server
+            .export_keying_material("test", b"ctx", &mut b)
+            .unwrap();
+        assert_eq!(a, b);
+        pair.server
+            .export_keying_material("test", b"other", &mut b)
+            .unwrap();
+        assert_ne!(a, b);
+    }
+}
+
+#[test]
+fn psk_mode_handshake_with_x25519_and_modp2048() {
+    for group in [Group::X25519, Group::Modp2048] {
+        let (client, server) = psk_pair(group);
+        let mut pair = Pair::new(client, server, 3).handshake();
+        assert_eq!(
+            pair.server.peer(),
+            &PeerIdentity::Psk(b"device-2133".to_vec())
+        );
+        assert_eq!(
+            pair.client.peer(),
+            &PeerIdentity::Psk(b"device-2133".to_vec())
+        );
+        assert_eq!(pair.transfer(Dir::ToServer, b"hello"), b"hello");
+        assert_eq!(pair.transfer(Dir::ToClient, b"world"), b"world");
+    }
+}
+
+#[test]
+fn every_suite_negotiates_and_server_preference_wins() {
+    for suite in AeadAlg::ALL {
+        let (mut client, server) = psk_pair(Group::X25519);
+        client.common.suites = vec![suite];
+        let mut pair = Pair::new(client, server, 4).handshake();
+        assert_eq!(pair.client.suite(), Some(suite));
+        assert_eq!(pair.transfer(Dir::ToServer, &[7; 100]), [7; 100]);
+    }
+    let (mut client, mut server) = psk_pair(Group::X25519);
+    client.common.suites = vec![AeadAlg::ChaCha20Poly1305, AeadAlg::Aes256Gcm];
+    server.common.suites = vec![AeadAlg::Aes256Gcm, AeadAlg::ChaCha20Poly1305];
+    let pair = Pair::new(client, server, 5).handshake();
+    assert_eq!(pair.server.suite(), Some(AeadAlg::Aes256Gcm));
+}
+
+#[test]
+fn client_certificate_required_and_present() {
+    let mut pki = Pki::new(6);
+    let device = pki.identity("device-2133", ANCHOR, DAY);
+    let server = pki
+        .server()
+        .with_client_certs(ClientCertPolicy::Required(pki.trust()));
+    let client = pki.client().with_client_identity(device);
+    let pair = Pair::new(client, server, 7).handshake();
+    let cert = pair.server.peer_certificate().expect("client certificate");
+    assert_eq!(cert.subject(), "device-2133");
+}
+
+#[test]
+fn client_certificate_required_and_missing_is_refused() {
+    let mut pki = Pki::new(8);
+    let server = pki
+        .server()
+        .with_client_certs(ClientCertPolicy::Required(pki.trust()));
+    let mut pair = Pair::new(pki.client(), server, 9);
+    pair.pump();
+    assert_eq!(
+        channel_err(&pair.server_err),
+        Some(&ChannelError::ClientCertificateRequired)
+    );
+    assert!(!pair.server.is_established());
+    assert_eq!(
+        channel_err(&pair.client_err),
+        Some(&ChannelError::PeerAlert(AlertCode::CertificateRequired))
+    );
+}
+
+#[test]
+fn optional_client_certificate_may_be_absent() {
+    let mut pki = Pki::new(10);
+    let server = pki
+        .server()
+        .with_client_certs(ClientCertPolicy::Optional(pki.trust()));
+    let pair = Pair::new(pki.client(), server, 11).handshake();
+    assert_eq!(pair.server.peer(), &PeerIdentity::Anonymous);
+}
+
+#[test]
+fn client_certificate_from_another_ca_is_refused() {
+    let mut pki = Pki::new(12);
+    let mut rogue = Pki::new(13);
+    let device = rogue.identity("device-2133", ANCHOR, DAY);
+    let server = pki
+        .server()
+        .with_client_certs(ClientCertPolicy::Required(pki.trust()));
+    let mut pair = Pair::new(pki.client().with_client_identity(device), server, 14);
+    pair.pump();
+    assert_eq!(
+        channel_err(&pair.server_err),
+        Some(&ChannelError::Certificate(CertError::UnknownIssuer(
+            "home CA".into()
+        )))
+    );
+    assert_eq!(
+        channel_err(&pair.client_err),
+        Some(&ChannelError::PeerAlert(AlertCode::UnknownCa))
+    );
+}
+
+#[test]
+fn server_certificate_from_the_wrong_ca_is_refused() {
+    let mut rogue = Pki::new(15);
+    let pki = Pki::new(16);
+    let mut pair = Pair::new(pki.client(), rogue.server(), 17);
+    pair.pump();
+    assert!(matches!(
+        channel_err(&pair.client_err),
+        Some(ChannelError::Certificate(CertError::UnknownIssuer(_)))
+    ));
+    assert_eq!(
+        channel_err(&pair.server_err),
+        Some(&ChannelError::PeerAlert(AlertCode::UnknownCa))
+    );
+    assert!(!pair.client.is_established());
+}
+
+#[test]
+fn expired_and_not_yet_valid_server_certificates_are_refused() {
+    for (not_before, expect) in [
+        (
+            UnixTime(ANCHOR.0 - 2 * DAY),
+            CertError::Expired(ANCHOR.0 - DAY),
+        ),
+        (
+            UnixTime(ANCHOR.0 + DAY),
+            CertError::NotYetValid(ANCHOR.0 + DAY),
+        ),
+    ] {
+        let mut pki = Pki::new(18);
+        let id = pki.identity("server.home", not_before, DAY);
+        let server = ServerConfig::with_certificate(id, ANCHOR);
+        let mut pair = Pair::new(pki.client(), server, 19);
+        pair.pump();
+        assert_eq!(
+            channel_err(&pair.client_err),
+            Some(&ChannelError::Certificate(expect))
+        );
+        assert_eq!(
+            channel_err(&pair.server_err),
+            Some(&ChannelError::PeerAlert(AlertCode::CertificateExpired))
+        );
+    }
+}
+
+#[test]
+fn a_server_certificate_naming_another_server_is_refused() {
+    // An honest server refuses a name it does not hold.
+    let mut pki = Pki::new(20);
+    let other = pki.identity("other.home", ANCHOR, DAY);
+    let mut pair = Pair::new(
+        pki.client(),
+        ServerConfig::with_certificate(other, ANCHOR),
+        21,
+    );
+    pair.pump();
+    assert_eq!(
+        channel_err(&pair.server_err),
+        Some(&ChannelError::UnrecognizedName)
+    );
+    assert_eq!(
+        channel_err(&pair.client_err),
+        Some(&ChannelError::PeerAlert(AlertCode::UnrecognizedName))
+    );
+
+    // A man in the middle who rewrites the name in the hello changes the transcript, and
+    // with it the handshake keys: the client cannot even read the server's flight.
+    let mut pki = Pki::new(22);
+    let impostor = pki.identity("other.home", ANCHOR, DAY);
+    let mut pair = Pair::new(
+        pki.client(),
+        ServerConfig::with_certificate(impostor, ANCHOR),
+        23,
+    );
+    pair.pump_with(&mut |dir, index, msg| {
+        if dir == Dir::ToServer && index == 0 {
+            let decoded = Message::decode(msg, &Limits::default()).unwrap();
+            let mut hello = ClientHello::decode(&decoded, &Limits::default()).unwrap();
+            hello.server_name = Some("other.home".into());
+            *msg = hello.encode().unwrap();
+        }
+        true
+    });
+    assert_eq!(
+        channel_err(&pair.client_err),
+        Some(&ChannelError::DecryptFailed)
+    );
+    assert!(!pair.client.is_established());
+
+    // A client that keeps the name private relies on its own check of the certificate.
+    let mut pki = Pki::new(22);
+    let impostor = pki.identity("other.home", ANCHOR, DAY);
+    let mut client = pki.client();
+    client.send_server_name = false;
+    let mut pair = Pair::new(client, ServerConfig::with_certificate(impostor, ANCHOR), 23);
+    pair.pump();
+    assert_eq!(
+        channel_err(&pair.client_err),
+        Some(&ChannelError::Certificate(CertError::NameMismatch {
+            expected: "server.home".into()
+        }))
+    );
+    assert_eq!(
+        channel_err(&pair.server_err),
+        Some(&ChannelError::PeerAlert(AlertCode::BadCertificate))
+    );
+    assert!(!pair.client.is_established() && !pair.server.is_established());
+}
+
+#[test]
+fn wrong_or_unknown_psk_is_refused() {
+    let (_, server) = psk_pair(Group::X25519);
+    let wrong = Psk::new("device-2133", &[0x5b; 32]).unwrap();
+    let mut pair = Pair::new(ClientConfig::with_psk(wrong, ANCHOR), server, 24);
+    pair.pump();
+    assert!(!pair.client.is_established() && !pair.server.is_established());
+    // Different PSKs give different handshake keys: each side fails to authenticate what
+    // the other sent (the client's alert included).
+    assert_eq!(
+        channel_err(&pair.client_err),
+        Some(&ChannelError::DecryptFailed)
+    );
+    assert_eq!(
+        channel_err(&pair.server_err),
+        Some(&ChannelError::DecryptFailed)
+    );
+
+    let (_, server) = psk_pair(Group::X25519);
+    let stranger = Psk::new("device-9999", &[0x5a; 32]).unwrap();
+    let mut pair = Pair::new(ClientConfig::with_psk(stranger, ANCHOR), server, 25);
+    pair.pump();
+    assert_eq!(
+        channel_err(&pair.server_err),
+        Some(&ChannelError::UnknownPskIdentity)
+    );
+    assert_eq!(
+        channel_err(&pair.client_err),
+        Some(&ChannelError::PeerAlert(AlertCode::UnknownPskIdentity))
+    );
+}
+
+#[test]
+fn parameter_mismatches_are_refused() {
+    let (mut client, server) = psk_pair(Group::X25519);
+    client.common.suites = vec![AeadAlg::Aes128Gcm];
+    let mut server = server;
+    server.common.suites = vec![AeadAlg::ChaCha20Poly1305];
+    let mut pair = Pair::new(client, server, 26);
+    pair.pump();
+    assert_eq!(
+        channel_err(&pair.server_err),
+        Some(&ChannelError::NoCommonSuite)
+    );
+
+    let (client, mut server) = psk_pair(Group::Modp2048);
+    server.groups = vec![Group::X25519];
+    let mut pair = Pair::new(client, server, 27);
+    pair.pump();
+    assert_eq!(
+        channel_err(&pair.server_err),
+        Some(&ChannelError::UnsupportedGroup(14))
+    );
+    assert_eq!(
+        channel_err(&pair.client_err),
+        Some(&ChannelError::PeerAlert(AlertCode::HandshakeFailure))
+    );
+
+    let mut pki = Pki::new(28);
+    let (_, psk_server) = psk_pair(Group::X25519);
+    let mut pair = Pair::new(pki.client(), psk_server, 29);
+    pair.pump();
+    assert_eq!(
+        channel_err(&pair.server_err),
+        Some(&ChannelError::AuthModeUnavailable)
+    );
+    let _ = pki.server();
+}
+
+/// Run a handshake in which byte `byte` of message `index` in direction `dir` has one bit
+/// flipped; return whether anything failed with a typed error.
+fn flipped_handshake_fails(
+    configs: &dyn Fn() -> (ClientConfig, ServerConfig),
+    dir: Dir,
+    index: usize,
+    byte: usize,
+    bit: u8,
+) -> bool {
+    let (client, server) = configs();
+    let mut pair = Pair::new(client, server, 30);
+    pair.pump_with(&mut |d, i, msg| {
+        if d == dir && i == index {
+            msg[byte] ^= bit;
+        }
+        true
+    });
+    // A flipped length can leave one side waiting for bytes that never come: the
+    // handshake deadline turns that into a typed error too.
+    let later = pair.now + std::time::Duration::from_secs(60);
+    for (conn, err) in [
+        (&mut pair.client, &mut pair.client_err),
+        (&mut pair.server, &mut pair.server_err),
+    ] {
+        if let Err(e) = conn.handle_timeout(later) {
+            err.get_or_insert(e);
+        }
+    }
+    let typed = |e: &Option<Error>| matches!(e, Some(Error::Channel(_)));
+    !pair.established() && (typed(&pair.client_err) || typed(&pair.server_err))
+}
+
+fn check_every_flip(configs: &dyn Fn() -> (ClientConfig, ServerConfig)) -> usize {
+    let (client, server) = configs();
+    let mut clean = Pair::new(client, server, 30).handshake();
+    clean.pump();
+    let mut index = [0usize; 2];
+    let mut checked = 0;
+    for (dir, msg) in clean.seen.clone() {
+        let i = index[dir as usize];
+        index[dir as usize] += 1;
+        for byte in 0..msg.len() {
+            for bit in [0x01, 0x80] {
+                assert!(
+                    flipped_handshake_fails(configs, dir, i, byte, bit),
+                    "{dir:?} message {i} ({:?}) byte {byte} bit {bit:#x} went unnoticed",
+                    messages::type_name(msg[3])
+                );
+                checked += 1;
+            }
+        }
+    }
+    checked
+}
+
+#[test]
+fn any_flipped_handshake_byte_fails_the_handshake_certificate_mode() {
+    let n = check_every_flip(&|| {
+        let mut pki = Pki::new(31);
+        let device = pki.identity("device-2133", ANCHOR, DAY);
+        let server = pki
+            .server()
+            .with_client_certs(ClientCertPolicy::Required(pki.trust()));
+        (pki.client().with_client_identity(device), server)
+    });
+    assert!(n > 1000, "only {n} flips checked");
+}
+
+#[test]
+fn any_flipped_handshake_byte_fails_the_handshake_psk_mode() {
+    let n = check_every_flip(&|| psk_pair(Group::X25519));
+    assert!(n > 500, "only {n} flips checked");
+}
+
+/// An established pair and two records the client sent, not yet delivered.
+fn two_records() -> (Pair, Vec<u8>, Vec<u8>) {
+    let (client, server) = psk_pair(Group::X25519);
+    let mut pair = Pair::new(client, server, 32).handshake();
+    pair.client.send(b"first").unwrap();
+    let first = pair.client.take_outgoing();
+    pair.client.send(b"second").unwrap();
+    let second = pair.client.take_outgoing();
+    (pair, first, second)
+}
+
+#[test]
+fn a_replayed_record_is_rejected() {
+    let (mut pair, first, _) = two_records();
+    pair.server.feed(pair.now, &first, &mut pair.rng).unwrap();
+    assert_eq!(pair.server.take_received().unwrap(), b"first");
+    let err = pair
+        .server
+        .feed(pair.now, &first, &mut pair.rng)
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::Channel(ChannelError::RecordOutOfOrder {
+            expected: 1,
+            got: 0
+        })
+    );
+    assert_eq!(pair.server.take_received(), None);
+}
+
+#[test]
+fn a_reordered_record_is_rejected() {
+    let (mut pair, _, second) = two_records();
+    let err = pair
+        .server
+        .feed(pair.now, &second, &mut pair.rng)
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::Channel(ChannelError::RecordOutOfOrder {
+            expected: 0,
+            got: 1
+        })
+    );
+    assert_eq!(pair.server.take_received(), None);
+}
+
+#[test]
+fn a_truncated_record_is_rejected() {
+    // Shortened ciphertext, re-framed so the framing itself is valid.
+    let (mut pair, first, _) = two_records();
+    let msg = Message::decode(&first, &Limits::default()).unwrap();
+    let mut env = messages::RecordEnvelope::decode(&msg, &Limits::default()).unwrap();
+    env.ciphertext.truncate(env.ciphertext.len() - 1);
+    let err = pair
+        .server
+        .feed(pair.now, &env.encode().unwrap(), &mut pair.rng)
+        .unwrap_err();
+    assert_eq!(err, Error::Channel(ChannelError::DecryptFailed));
+
+    // The stream ends in the middle of a record.
+    let (mut pair, first, _) = two_records();
+    pair.server
+        .feed(pair.now, &first[..first.len() - 3], &mut pair.rng)
+        .unwrap();
+    assert_eq!(pair.server.take_received(), None);
+    assert_eq!(
+        pair.server.stream_closed(),
+        Err(Error::Channel(ChannelError::TruncatedStream))
+    );
+}
+
+#[test]
+fn records_round_trip_up_to_the_bound_and_no_further() {
+    let (client, server) = psk_pair(Group::X25519);
+    let max = client.common.max_record_len;
+    let mut pair = Pair::new(client, server, 33).handshake();
+    for len in [0, 1, 1000, max] {
+        let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        assert_eq!(pair.transfer(Dir::ToServer, &data), data);
+        assert_eq!(pair.transfer(Dir::ToClient, &data), data);
+    }
+    assert_eq!(
+        pair.client.send(&vec![0; max + 1]),
+        Err(Error::Channel(ChannelError::RecordTooLarge {
+            len: max + 1,
+            max
+        }))
+    );
+    assert!(
+        pair.client.take_outgoing().is_empty(),
+        "refused send left no trace"
+    );
+    assert_eq!(pair.transfer(Dir::ToServer, b"still fine"), b"still fine");
+
+    // A peer configured with a larger bound cannot push an oversize record on us.
+    let (mut client, server) = psk_pair(Group::X25519);
+    client.common.max_record_len = 2 * max;
+    let mut pair = Pair::new(client, server, 34).handshake();
+    pair.client.send(&vec![1; max + 1]).unwrap();
+    pair.pump();
+    assert!(matches!(
+        channel_err(&pair.server_err),
+        Some(ChannelError::RecordTooLarge { .. })
+    ));
+}
+
+#[test]
+fn graceful_close_versus_truncation() {
+    let (client, server) = psk_pair(Group::X25519);
+    let mut pair = Pair::new(client, server, 35).handshake();
+    pair.client.send(b"last words").unwrap();
+    pair.client.close().unwrap();
+    assert_eq!(
+        pair.client.send(b"more"),
+        Err(Error::Channel(ChannelError::Closed))
+    );
+    pair.pump();
+    assert_eq!(pair.server.take_received().unwrap(), b"last words");
+    assert!(pair.server.peer_closed());
+    assert_eq!(pair.server.stream_closed(), Ok(()));
+
+    let (client, server) = psk_pair(Group::X25519);
+    let mut pair = Pair::new(client, server, 36).handshake();
+    assert_eq!(
+        pair.server.stream_closed(),
+        Err(Error::Channel(ChannelError::TruncatedStream))
+    );
+}
+
+#[test]
+fn handshake_times_out() {
+    let (client, server) = psk_pair(Group::X25519);
+    let mut pair = Pair::new(client, server, 37);
+    let deadline = pair.client.poll_timeout().expect("handshake deadline");
+    assert_eq!(
+        pair.client
+            .handle_timeout(deadline - std::time::Duration::from_millis(1)),
+        Ok(())
+    );
+    assert_eq!(
+        pair.client.handle_timeout(deadline),
+        Err(Error::Channel(ChannelError::HandshakeTimeout))
+    );
+    assert_eq!(pair.client.poll_timeout(), None);
+}
+
+#[test]
+fn sending_before_the_handshake_changes_nothing() {
+    let (client, server) = psk_pair(Group::X25519);
+    let mut pair = Pair::new(client, server, 38);
+    assert_eq!(
+        pair.client.send(b"too early"),
+        Err(Error::Channel(ChannelError::NotEstablished))
+    );
+    let pair = pair.handshake();
+    assert!(pair.established());
+}
+
+#[test]
+fn receive_queue_and_outgoing_buffer_are_bounded() {
+    let (client, mut server) = psk_pair(Group::X25519);
+    server.common.max_received = 3;
+    let mut pair = Pair::new(client, server, 39).handshake();
+    for i in 0..4u8 {
+        pair.client.send(&[i]).unwrap();
+    }
+    pair.pump();
+    assert_eq!(
+        channel_err(&pair.server_err),
+        Some(&ChannelError::ReceiveQueueFull(3))
+    );
+
+    let (mut client, server) = psk_pair(Group::X25519);
+    client.common.max_outgoing = 4096;
+    let mut pair = Pair::new(client, server, 40).handshake();
+    let mut sent = 0;
+    let err = loop {
+        match pair.client.send(&[0; 1000]) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(sent, 3);
+    assert_eq!(
+        err,
+        Error::CapacityExceeded {
+            what: "channel outgoing buffer",
+            bound: 4096
+        }
+    );
+    assert!(
+        pair.client.is_established(),
+        "a full buffer is not a failure"
+    );
+}
+
+#[test]
+fn garbage_fails_the_connection_with_a_typed_error_and_it_stays_failed() {
+    let (client, server) = psk_pair(Group::X25519);
+    let mut pair = Pair::new(client, server, 41);
+    let err = pair
+        .server
+        .feed(pair.now, b"GET / HTTP/1.1\r\n\r\n", &mut pair.rng)
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::Channel(ChannelError::Decode(deputy::wire::WireError::BadMagic))
+    );
+    let alert = pair.server.take_outgoing();
+    assert_eq!(alert[3], messages::ALERT, "the peer is told");
+    assert_eq!(
+        pair.server.feed(pair.now, b"anything", &mut pair.rng),
+        Err(Error::Channel(ChannelError::Failed))
+    );
+}
