@@ -74,11 +74,8 @@ proptest! {
         let mut d = Deframer::new(l);
         for piece in bytes.chunks(chunk) {
             let mut rest = piece;
-            loop {
-                match d.fill(rest) {
-                    Ok(n) => rest = &rest[n..],
-                    Err(_) => break,
-                }
+            while let Ok(n) = d.fill(rest) {
+                rest = &rest[n..];
                 let mut took = false;
                 while let Some(m) = d.take() {
                     prop_assert!(m.len() <= 256);
