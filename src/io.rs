@@ -201,6 +201,14 @@ pub enum Output {
 pub enum Event {
     /// From a secure-channel actor.
     Channel(crate::channel::ChannelEvent),
+    /// From a seed 002 rendezvous actor (server, issuer, acceptor).
+    Rendezvous(crate::rendezvous::RendezvousEvent),
+}
+
+impl From<crate::rendezvous::RendezvousEvent> for Event {
+    fn from(e: crate::rendezvous::RendezvousEvent) -> Self {
+        Event::Rendezvous(e)
+    }
 }
 
 impl From<crate::channel::ChannelEvent> for Event {

@@ -1,0 +1,798 @@
+//! The request-accepting device (要求受諾機器 103): registers itself (S202), fetches
+//! connection requests over its own authenticated channel (S206), checks the password
+//! (S207), and opens the direct connection (S208–S209).
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+use core::time::Duration;
+
+use super::keys::{
+    Password, RegistrationKey, SessionKeys, Share, TranscriptInput, sign_transcript,
+};
+use super::messages::{
+    self, Accept, AckStatus, Fetch, NOTICE, Notice, OFFER, Offer, Outcome, Proceed, REFUSED,
+    REGISTER_ACK, REGISTRATION_MAC_LEN, Refused, Register, RegisterAck, SEALED_PASSWORD, SYNC,
+    SealedPassword,
+};
+use super::peer::{PeerConfig, PeerSession, Side};
+use super::ratelimit::{Backoff, BackoffConfig};
+use super::stream::StreamConn;
+use super::{DeviceId, PeerFailure, RefusalReason, RendezvousError, RendezvousEvent};
+use crate::channel::{ClientAuthMode, ClientConfig, Connection};
+use crate::crypto::cert::{Identity, TrustStore};
+use crate::io::{Actor, Input, Outbox, Output, StreamId, Transmit};
+use crate::wire::{Limits, Message};
+use crate::{Error, Instant, Rng, UnixTime};
+
+/// Configuration of an [`Acceptor`].
+#[derive(Debug)]
+pub struct AcceptorConfig {
+    /// This device's ID.
+    pub device: DeviceId,
+    /// The key its registrations are MAC'd with.
+    pub registration_key: RegistrationKey,
+    /// The channel to the server: the CA that certifies the server, the server's name,
+    /// and this device's certificate and key (client authentication, S206).
+    pub channel: Arc<ClientConfig>,
+    /// The server's UDP address (registrations).
+    pub server_udp: SocketAddr,
+    /// The server's device stream address.
+    pub server_stream: SocketAddr,
+    /// This device's UDP socket: registrations leave from it, and it is the device's
+    /// end of the direct connection (seed: 192.168.1.3:2000).
+    pub local: SocketAddr,
+    /// The password issuers must know.
+    pub password: Password,
+    /// Wall-clock time at `Instant::ZERO`.
+    pub time_anchor: UnixTime,
+    /// Registration interval, chosen at random in this range each time (default 20–26 s:
+    /// NAT bindings commonly expire after 30 s).
+    pub keepalive: (Duration, Duration),
+    /// A registration without acknowledgment is repeated after this long.
+    pub ack_timeout: Duration,
+    /// Repeats of an unacknowledged registration before waiting for the next interval.
+    pub register_retries: u32,
+    /// Notices older than this (by the server's clock) are ignored.
+    pub notice_max_age: Duration,
+    /// The largest clock correction accepted from the server.
+    pub max_clock_correction: Duration,
+    /// Wrong-password back-off.
+    pub backoff: BackoffConfig,
+    /// Hole punching and the direct link.
+    pub peer: PeerConfig,
+    /// Requests and connections at once.
+    pub max_sessions: usize,
+    /// Notices waiting to be fetched.
+    pub max_pending: usize,
+}
+
+impl AcceptorConfig {
+    /// A configuration with defaults: the device's `identity` (a certificate naming
+    /// [`DeviceId::certificate_name`]) for S206, `trust` for the server's certificate.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        device: DeviceId,
+        registration_key: RegistrationKey,
+        identity: Identity,
+        trust: TrustStore,
+        server_name: &str,
+        server_udp: SocketAddr,
+        server_stream: SocketAddr,
+        local: SocketAddr,
+        password: Password,
+        time_anchor: UnixTime,
+    ) -> AcceptorConfig {
+        let channel =
+            ClientConfig::with_ca(trust, server_name, time_anchor).with_client_identity(identity);
+        AcceptorConfig {
+            device,
+            registration_key,
+            channel: Arc::new(channel),
+            server_udp,
+            server_stream,
+            local,
+            password,
+            time_anchor,
+            keepalive: (Duration::from_secs(20), Duration::from_secs(26)),
+            ack_timeout: Duration::from_secs(2),
+            register_retries: 3,
+            notice_max_age: Duration::from_secs(60),
+            max_clock_correction: Duration::from_secs(86_400),
+            backoff: BackoffConfig::default(),
+            peer: PeerConfig::default(),
+            max_sessions: 4,
+            max_pending: 8,
+        }
+    }
+}
+
+/// What the acceptor has done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AcceptorStats {
+    /// Registrations sent.
+    pub registrations: u64,
+    /// Registrations acknowledged.
+    pub acks: u64,
+    /// Authentic notices received.
+    pub notices: u64,
+    /// Datagrams refused (bad MAC, stale, unknown).
+    pub refused_datagrams: u64,
+    /// Requests offered by the server.
+    pub offers: u64,
+    /// Passwords checked (S207).
+    pub password_checks: u64,
+    /// Wrong passwords.
+    pub wrong_passwords: u64,
+    /// Requests refused without checking, because of back-off.
+    pub refused_unchecked: u64,
+}
+
+struct Outstanding {
+    nonce: [u8; 16],
+    retry_at: Instant,
+    retries_left: u32,
+}
+
+struct Pending {
+    issuer_addr: SocketAddr,
+    candidates: Vec<SocketAddr>,
+    keys: SessionKeys,
+    accepted_at: Instant,
+    deadline: Instant,
+}
+
+struct Live {
+    peer: PeerSession,
+    reported: bool,
+    sync_deadline: Option<Instant>,
+}
+
+/// How long an accepted offer waits for the sealed password.
+const PASSWORD_WAIT: Duration = Duration::from_secs(30);
+/// How long the acceptor waits for the issuer's next Sync.
+const SYNC_WAIT: Duration = Duration::from_secs(10);
+/// Request ids remembered to ignore repeated notices.
+const SEEN: usize = 64;
+
+/// The request-accepting device.
+///
+/// Sends and receives UDP on [`AcceptorConfig::local`] (and, while hole punching with
+/// the birthday technique, on extra ports of the same address); opens one stream to the
+/// server when a notice arrives.
+pub struct Acceptor {
+    cfg: AcceptorConfig,
+    rng: Rng,
+    outbox: Outbox,
+    clock_offset_ms: i64,
+    last_timestamp: u64,
+    next_register: Instant,
+    outstanding: Option<Outstanding>,
+    public: Option<SocketAddr>,
+    pending: VecDeque<u64>,
+    fetched: VecDeque<u64>,
+    seen: VecDeque<u64>,
+    server: Option<StreamConn>,
+    connecting: Option<StreamId>,
+    next_stream: u64,
+    requests: BTreeMap<u64, Pending>,
+    sessions: BTreeMap<u64, Live>,
+    backoff: Backoff,
+    stats: AcceptorStats,
+}
+
+impl core::fmt::Debug for Acceptor {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Acceptor")
+            .field("device", &self.cfg.device)
+            .field("public", &self.public)
+            .field("sessions", &self.sessions.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Acceptor {
+    /// A device that registers at once (its first timeout is due immediately).
+    pub fn new(cfg: AcceptorConfig, rng: Rng) -> Acceptor {
+        let backoff = Backoff::new(cfg.backoff);
+        Acceptor {
+            cfg,
+            rng,
+            outbox: Outbox::default(),
+            clock_offset_ms: 0,
+            last_timestamp: 0,
+            next_register: Instant::ZERO,
+            outstanding: None,
+            public: None,
+            pending: VecDeque::new(),
+            fetched: VecDeque::new(),
+            seen: VecDeque::new(),
+            server: None,
+            connecting: None,
+            next_stream: 0,
+            requests: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            backoff,
+            stats: AcceptorStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> AcceptorStats {
+        self.stats
+    }
+
+    /// Our public address as the server last acknowledged it.
+    pub fn public_addr(&self) -> Option<SocketAddr> {
+        self.public
+    }
+
+    /// Whether the direct connection of `session` is up.
+    pub fn is_connected(&self, session: u64) -> bool {
+        self.sessions
+            .get(&session)
+            .is_some_and(|l| l.peer.is_connected())
+    }
+
+    /// The sessions in progress or connected.
+    pub fn sessions(&self) -> Vec<u64> {
+        self.sessions.keys().copied().collect()
+    }
+
+    /// Send one application message to the issuer of `session` (S209).
+    pub fn send(&mut self, now: Instant, session: u64, data: &[u8]) -> Result<(), Error> {
+        let live = self
+            .sessions
+            .get_mut(&session)
+            .ok_or(RendezvousError::UnknownSession(session))?;
+        live.peer.send(now, data, &mut self.outbox)
+    }
+
+    /// Close the direct connection of `session` gracefully.
+    pub fn close(&mut self, now: Instant, session: u64) -> Result<(), Error> {
+        let live = self
+            .sessions
+            .get_mut(&session)
+            .ok_or(RendezvousError::UnknownSession(session))?;
+        live.peer.close(now, &mut self.outbox)
+    }
+
+    fn wall_ms(&self, now: Instant) -> u64 {
+        super::wall_millis(self.cfg.time_anchor, now).saturating_add_signed(self.clock_offset_ms)
+    }
+
+    fn transmit(&mut self, to: SocketAddr, data: Vec<u8>) -> Result<(), Error> {
+        self.outbox.push(Output::Transmit(Transmit {
+            from: self.cfg.local,
+            to,
+            data,
+        }))
+    }
+
+    // ----- S202: registration -----
+
+    fn register(&mut self, now: Instant, retries_left: u32) -> Result<(), Error> {
+        let mut nonce = [0u8; 16];
+        self.rng.fill_bytes(&mut nonce);
+        let timestamp_ms = self.wall_ms(now).max(self.last_timestamp + 1);
+        self.last_timestamp = timestamp_ms;
+        let data = Register {
+            device: self.cfg.device,
+            timestamp_ms,
+            nonce,
+        }
+        .encode(self.cfg.registration_key.as_bytes())?;
+        self.stats.registrations += 1;
+        self.outstanding = Some(Outstanding {
+            nonce,
+            retry_at: now + self.cfg.ack_timeout,
+            retries_left,
+        });
+        self.transmit(self.cfg.server_udp, data)
+    }
+
+    fn on_server_datagram(&mut self, now: Instant, data: &[u8]) -> Result<(), Error> {
+        let limits = Limits::default();
+        let msg = Message::decode(data, &limits).map_err(RendezvousError::from)?;
+        let key = self.cfg.registration_key.clone();
+        let authentic = messages::verify_mac(&msg, key.as_bytes(), REGISTRATION_MAC_LEN);
+        if !authentic {
+            self.stats.refused_datagrams += 1;
+            return Err(RendezvousError::BadMac.into());
+        }
+        match msg.msg_type() {
+            REGISTER_ACK => {
+                let ack = RegisterAck::decode(&msg, &limits).map_err(RendezvousError::from)?;
+                let ours = self
+                    .outstanding
+                    .as_ref()
+                    .is_some_and(|o| o.nonce == ack.nonce);
+                if ack.device != self.cfg.device || !ours {
+                    self.stats.refused_datagrams += 1;
+                    return Err(RendezvousError::UnknownSession(0).into());
+                }
+                let retries = self.outstanding.take().map_or(0, |o| o.retries_left);
+                match ack.status {
+                    AckStatus::Accepted => {
+                        self.stats.acks += 1;
+                        if self.public != Some(ack.observed) {
+                            self.public = Some(ack.observed);
+                            self.outbox.event(RendezvousEvent::Registered {
+                                public: ack.observed,
+                            })?;
+                        }
+                        Ok(())
+                    }
+                    AckStatus::Stale => {
+                        // Our clock is off: take the server's (bounded) and try again.
+                        let ours = super::wall_millis(self.cfg.time_anchor, now) as i128;
+                        let max = self.cfg.max_clock_correction.as_millis() as i128;
+                        let offset = (i128::from(ack.server_time_ms) - ours).clamp(-max, max);
+                        self.clock_offset_ms = offset as i64;
+                        if retries > 0 {
+                            self.register(now, retries - 1)?;
+                        }
+                        Ok(())
+                    }
+                }
+            }
+            NOTICE => {
+                let notice = Notice::decode(&msg, &limits).map_err(RendezvousError::from)?;
+                let age = notice.server_time_ms.abs_diff(self.wall_ms(now));
+                if notice.device != self.cfg.device
+                    || age > self.cfg.notice_max_age.as_millis() as u64
+                {
+                    self.stats.refused_datagrams += 1;
+                    return Err(RendezvousError::UnknownSession(notice.request).into());
+                }
+                self.stats.notices += 1;
+                if self.seen.contains(&notice.request) {
+                    return Ok(());
+                }
+                if self.seen.len() >= SEEN {
+                    self.seen.pop_front();
+                }
+                self.seen.push_back(notice.request);
+                if self.pending.len() >= self.cfg.max_pending {
+                    return Err(Error::CapacityExceeded {
+                        what: "acceptor pending notices",
+                        bound: self.cfg.max_pending,
+                    });
+                }
+                self.pending.push_back(notice.request);
+                self.ensure_server(now)
+            }
+            other => {
+                self.stats.refused_datagrams += 1;
+                Err(RendezvousError::UnexpectedMessage(other).into())
+            }
+        }
+    }
+
+    // ----- S206: the device's own channel to the server -----
+
+    fn ensure_server(&mut self, now: Instant) -> Result<(), Error> {
+        if self.connecting.is_some() {
+            return Ok(());
+        }
+        match self.server.as_ref() {
+            Some(s) if !s.is_closed() => self.send_fetches(now),
+            _ => {
+                self.server = None;
+                self.next_stream += 1;
+                let id = StreamId::outbound(self.next_stream);
+                self.connecting = Some(id);
+                self.outbox.push(Output::Connect {
+                    id,
+                    local: SocketAddr::new(self.cfg.local.ip(), 0),
+                    remote: self.cfg.server_stream,
+                })
+            }
+        }
+    }
+
+    fn send_fetches(&mut self, _now: Instant) -> Result<(), Error> {
+        let Some(server) = self.server.as_mut().filter(|s| s.conn.is_established()) else {
+            return Ok(());
+        };
+        while let Some(request) = self.pending.pop_front() {
+            let msg = Fetch {
+                request,
+                device: self.cfg.device,
+            }
+            .encode()?;
+            server.send(&msg, &mut self.outbox)?;
+            self.fetched.push_back(request);
+        }
+        Ok(())
+    }
+
+    fn send_server(&mut self, message: &[u8]) -> Result<(), Error> {
+        let server = self.server.as_mut().ok_or(RendezvousError::NotConnected)?;
+        server.send(message, &mut self.outbox)
+    }
+
+    fn on_server_messages(&mut self, now: Instant, messages: Vec<Vec<u8>>) -> Result<(), Error> {
+        let mut result = Ok(());
+        for m in messages {
+            if let Err(e) = self.on_server_message(now, &m) {
+                result = Err(e);
+            }
+        }
+        result
+    }
+
+    fn on_server_message(&mut self, now: Instant, bytes: &[u8]) -> Result<(), Error> {
+        let limits = Limits::default();
+        let msg = Message::decode(bytes, &limits).map_err(RendezvousError::from)?;
+        match msg.msg_type() {
+            OFFER => {
+                let offer = Offer::decode(&msg, &limits).map_err(RendezvousError::from)?;
+                self.fetched.retain(|r| *r != offer.request);
+                self.on_offer(now, offer)
+            }
+            SEALED_PASSWORD => {
+                let sealed =
+                    SealedPassword::decode(&msg, &limits).map_err(RendezvousError::from)?;
+                self.on_sealed_password(now, sealed)
+            }
+            SYNC => {
+                let sync = messages::Sync::decode(&msg, &limits).map_err(RendezvousError::from)?;
+                let live = self
+                    .sessions
+                    .get_mut(&sync.request)
+                    .ok_or(RendezvousError::UnknownSession(sync.request))?;
+                if sync.attempt == 0 || sync.attempt > self.cfg.peer.attempts {
+                    return Err(RendezvousError::UnexpectedMessage(SYNC).into());
+                }
+                // DCUtR: the side receiving Sync starts at once.
+                live.sync_deadline = None;
+                live.peer.schedule_attempt(now, sync.attempt);
+                live.peer
+                    .handle_timeout(now, self.rng.as_mut(), &mut self.outbox)
+            }
+            REFUSED => {
+                let refused = Refused::decode(&msg, &limits).map_err(RendezvousError::from)?;
+                self.fetched.retain(|r| *r != refused.request);
+                self.requests.remove(&refused.request);
+                self.outbox.event(RendezvousEvent::Refused {
+                    request: refused.request,
+                    reason: refused.reason,
+                })
+            }
+            other => Err(RendezvousError::UnexpectedMessage(other).into()),
+        }
+    }
+
+    fn refuse(&mut self, request: u64, reason: RefusalReason) -> Result<(), Error> {
+        let msg = Refused { request, reason }.encode()?;
+        self.send_server(&msg)
+    }
+
+    /// S206: the request arrived; answer with our share, signed by the device key.
+    fn on_offer(&mut self, now: Instant, offer: Offer) -> Result<(), Error> {
+        self.stats.offers += 1;
+        if offer.device != self.cfg.device {
+            return self.refuse(offer.request, RefusalReason::ProtocolError);
+        }
+        if self.requests.len() + self.sessions.len() >= self.cfg.max_sessions
+            || self.requests.contains_key(&offer.request)
+            || self.sessions.contains_key(&offer.request)
+        {
+            return self.refuse(offer.request, RefusalReason::Busy);
+        }
+        self.outbox.event(RendezvousEvent::ConnectionRequested {
+            request: offer.request,
+            issuer: offer.issuer_addr,
+        })?;
+        let issuer = offer.issuer_addr.ip();
+        if let Err(retry_after) = self.backoff.check(issuer, now) {
+            // Backing off: refuse before the issuer can even send a password.
+            self.stats.refused_unchecked += 1;
+            let reason = RefusalReason::RateLimited { retry_after };
+            self.outbox.event(RendezvousEvent::PasswordRefused {
+                request: offer.request,
+                issuer,
+                reason,
+            })?;
+            return self.refuse(offer.request, reason);
+        }
+        let ClientAuthMode::Certificate {
+            identity: Some(identity),
+            ..
+        } = &self.cfg.channel.auth
+        else {
+            return Err(Error::Config(
+                "the acceptor's channel carries no device identity",
+            ));
+        };
+        let share = Share::generate(self.rng.as_mut());
+        let transcript = TranscriptInput {
+            request: offer.request,
+            device: self.cfg.device,
+            issuer_share: &offer.share,
+            issuer_random: &offer.random,
+            acceptor_share: &share.public,
+            acceptor_random: &share.random,
+        }
+        .hash();
+        let signature = sign_transcript(&identity.key, &transcript);
+        let (public, random) = (share.public, share.random);
+        let Ok(keys) = SessionKeys::derive(share.key_pair, &offer.share, transcript) else {
+            return self.refuse(offer.request, RefusalReason::ProtocolError);
+        };
+        let accept = Accept {
+            request: offer.request,
+            share: public,
+            random,
+            signature,
+        }
+        .encode()?;
+        self.requests.insert(
+            offer.request,
+            Pending {
+                issuer_addr: offer.issuer_addr,
+                candidates: offer.candidates,
+                keys,
+                accepted_at: now,
+                deadline: now + PASSWORD_WAIT,
+            },
+        );
+        self.send_server(&accept)
+    }
+
+    /// S207: check the password, in constant time; only then go on to S208.
+    fn on_sealed_password(&mut self, now: Instant, sealed: SealedPassword) -> Result<(), Error> {
+        let request = sealed.request;
+        let pending = self
+            .requests
+            .remove(&request)
+            .ok_or(RendezvousError::UnknownSession(request))?;
+        let issuer = pending.issuer_addr.ip();
+        if let Err(retry_after) = self.backoff.check(issuer, now) {
+            self.stats.refused_unchecked += 1;
+            let reason = RefusalReason::RateLimited { retry_after };
+            self.outbox.event(RendezvousEvent::PasswordRefused {
+                request,
+                issuer,
+                reason,
+            })?;
+            return self.refuse(request, reason);
+        }
+        self.stats.password_checks += 1;
+        let verdict = pending
+            .keys
+            .open_password(&sealed.sealed)
+            .map(|candidate| self.cfg.password.matches(&candidate));
+        match verdict {
+            Ok(true) => {
+                self.backoff.success(issuer);
+                let rtt = now.saturating_duration_since(pending.accepted_at);
+                let peer = PeerSession::new(
+                    request,
+                    Side::Acceptor,
+                    &pending.keys,
+                    self.cfg.local,
+                    pending.candidates,
+                    rtt,
+                    self.cfg.peer,
+                    self.cfg.time_anchor,
+                );
+                self.sessions.insert(
+                    request,
+                    Live {
+                        peer,
+                        reported: false,
+                        sync_deadline: Some(now + SYNC_WAIT),
+                    },
+                );
+                let msg = Proceed { request }.encode()?;
+                self.send_server(&msg)
+            }
+            Ok(false) | Err(_) => {
+                self.stats.wrong_passwords += 1;
+                let retry_after = self.backoff.failure(issuer, now);
+                let reason = match verdict {
+                    Ok(_) => RefusalReason::WrongPassword { retry_after },
+                    Err(_) => RefusalReason::ProtocolError,
+                };
+                self.outbox.event(RendezvousEvent::PasswordRefused {
+                    request,
+                    issuer,
+                    reason,
+                })?;
+                self.refuse(request, reason)
+            }
+        }
+    }
+
+    /// Report outcomes, drop finished sessions, and close the server stream when idle.
+    fn settle(&mut self, now: Instant) -> Result<(), Error> {
+        let mut reports = Vec::new();
+        for (id, live) in self.sessions.iter_mut() {
+            if let Some(expired) = live.peer.take_expired_attempt(now) {
+                if expired >= self.cfg.peer.attempts {
+                    live.peer.fail(
+                        now,
+                        PeerFailure::HolePunchFailed { attempts: expired },
+                        &mut self.outbox,
+                    )?;
+                } else {
+                    live.sync_deadline = Some(now + SYNC_WAIT);
+                }
+            }
+            if live.sync_deadline.is_some_and(|t| now >= t) {
+                live.sync_deadline = None;
+                let attempts = live.peer.attempt();
+                let reason = if attempts == 0 {
+                    PeerFailure::ServerLost
+                } else {
+                    PeerFailure::HolePunchFailed { attempts }
+                };
+                live.peer.fail(now, reason, &mut self.outbox)?;
+            }
+            if let (false, Some(connected)) = (live.reported, live.peer.outcome()) {
+                live.reported = true;
+                reports.push(Outcome {
+                    request: *id,
+                    connected,
+                });
+            }
+        }
+        for report in reports {
+            let msg = report.encode()?;
+            // The server may be gone; the outcome is then moot.
+            let _ = self.send_server(&msg);
+        }
+        self.sessions.retain(|_, l| !l.peer.is_gone());
+        self.requests.retain(|_, p| p.deadline > now);
+        if self.server.as_ref().is_some_and(StreamConn::is_closed) {
+            self.server = None;
+            self.pending.clear();
+            self.fetched.clear();
+        }
+        let busy = !self.pending.is_empty()
+            || !self.fetched.is_empty()
+            || !self.requests.is_empty()
+            || self.sessions.values().any(|l| !l.reported);
+        if !busy && let Some(server) = self.server.as_mut() {
+            server.close(&mut self.outbox)?;
+            self.server = None;
+        }
+        Ok(())
+    }
+}
+
+impl Actor for Acceptor {
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
+        let result = match input {
+            Input::Datagram { from, to, data } => {
+                if from == self.cfg.server_udp {
+                    self.on_server_datagram(now, data)
+                } else {
+                    let limits = Limits::default();
+                    match Message::decode(data, &limits) {
+                        Ok(msg) => match self.sessions.get_mut(&msg.session()) {
+                            Some(live) => live.peer.handle_datagram(
+                                now,
+                                from,
+                                to,
+                                &msg,
+                                self.rng.as_mut(),
+                                &mut self.outbox,
+                            ),
+                            None => Err(RendezvousError::UnknownSession(msg.session()).into()),
+                        },
+                        Err(e) => Err(RendezvousError::Decode(e).into()),
+                    }
+                }
+            }
+            Input::StreamConnected { id, .. } if self.connecting == Some(id) => {
+                self.connecting = None;
+                let conn = Connection::client(self.cfg.channel.clone(), now, self.rng.as_mut())?;
+                let mut server = StreamConn::new(id, conn, now);
+                server.pump(&mut self.outbox)?;
+                self.server = Some(server);
+                Ok(())
+            }
+            Input::StreamData { id, data } => match self.server.as_mut().filter(|s| s.id == id) {
+                Some(server) => {
+                    let fed = server.feed(now, data, self.rng.as_mut(), &mut self.outbox);
+                    match fed {
+                        Ok(messages) => {
+                            self.send_fetches(now)?;
+                            self.on_server_messages(now, messages)
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                None => Err(Error::UnknownStream(id)),
+            },
+            Input::StreamClosed { id } => {
+                if self.connecting == Some(id) {
+                    self.connecting = None;
+                    self.pending.clear();
+                    Err(Error::Unexpected("connection to the server failed"))
+                } else if let Some(server) = self.server.as_mut().filter(|s| s.id == id) {
+                    server.stream_closed();
+                    self.server = None;
+                    self.pending.clear();
+                    Ok(())
+                } else {
+                    Err(Error::UnknownStream(id))
+                }
+            }
+            Input::StreamAccepted { id, .. } => {
+                self.outbox.push(Output::StreamClose { id })?;
+                Err(Error::Unexpected("the acceptor accepts no streams"))
+            }
+            Input::StreamConnected { id, .. } => Err(Error::UnknownStream(id)),
+            Input::Packet { .. } => Err(Error::Unexpected("the acceptor takes no raw packets")),
+        };
+        self.settle(now)?;
+        result
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        // Errors here are outbox overflows; they surface on the next call.
+        if now >= self.next_register {
+            let every = super::jitter(
+                self.rng.as_mut(),
+                self.cfg.keepalive.0,
+                self.cfg.keepalive.1,
+            );
+            self.next_register = now + every;
+            let _ = self.register(now, self.cfg.register_retries);
+        } else if let Some(o) = self.outstanding.as_ref()
+            && now >= o.retry_at
+        {
+            let left = o.retries_left;
+            self.outstanding = None;
+            if left > 0 {
+                let _ = self.register(now, left - 1);
+            }
+        }
+        if let Some(server) = self.server.as_mut()
+            && server
+                .handle_timeout(now, &mut self.outbox)
+                .unwrap_or(false)
+        {
+            self.server = None;
+            self.pending.clear();
+        }
+        for live in self.sessions.values_mut() {
+            let _ = live
+                .peer
+                .handle_timeout(now, self.rng.as_mut(), &mut self.outbox);
+        }
+        let _ = self.settle(now);
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        self.outbox.pop()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let mut at = self.next_register;
+        if let Some(o) = &self.outstanding {
+            at = at.min(o.retry_at);
+        }
+        if let Some(t) = self.server.as_ref().and_then(|s| s.conn.poll_timeout()) {
+            at = at.min(t);
+        }
+        for p in self.requests.values() {
+            at = at.min(p.deadline);
+        }
+        for live in self.sessions.values() {
+            if let Some(t) = live.peer.poll_timeout() {
+                at = at.min(t);
+            }
+            if let Some(t) = live.sync_deadline {
+                at = at.min(t);
+            }
+        }
+        Some(at)
+    }
+}

@@ -1,0 +1,621 @@
+//! The request-issuing device (要求発行機器 102): asks the server to reach a device by
+//! its ID (S203), proves the password to that device alone, and takes the direct
+//! connection (S208–S209).
+
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+use core::time::Duration;
+
+use zeroize::Zeroizing;
+
+use super::keys::{ACCEPTOR_SIGN_CONTEXT, SessionKeys, Share, TranscriptInput, check_password};
+use super::messages::{
+    ACCEPTOR_HELLO, AcceptorHello, ConnectRequest, Outcome, PROBE_ACK, PROCEED, Probe, ProbeAck,
+    REFUSED, Refused, SealedPassword,
+};
+use super::peer::{PeerConfig, PeerSession, Side};
+use super::stream::StreamConn;
+use super::{DeviceId, PeerFailure, RefusalReason, RendezvousError, RendezvousEvent};
+use crate::channel::{ClientConfig, Connection};
+use crate::crypto::cert::TrustStore;
+use crate::io::{Actor, Input, Outbox, Output, StreamId, Transmit};
+use crate::wire::{Limits, Message};
+use crate::{Error, Instant, Rng, UnixTime};
+
+/// Configuration of an [`Issuer`].
+#[derive(Debug)]
+pub struct IssuerConfig {
+    /// The channel to the server: the CA that certifies it and its name.
+    pub channel: Arc<ClientConfig>,
+    /// The CAs whose device certificates the issuer accepts for acceptors.
+    pub device_trust: TrustStore,
+    /// The server's issuer stream address (seed: 130.74.23.6:1201).
+    pub server_stream: SocketAddr,
+    /// The server's UDP address (for the probe).
+    pub server_udp: SocketAddr,
+    /// The issuer's UDP socket for the direct connection (seed: 192.168.1.11:1600).
+    pub local: SocketAddr,
+    /// A public address mapped to `local` by a static NAPT entry or UPnP (¶0109), if any
+    /// (seed: 4.17.168.2:5000).
+    pub declared: Option<SocketAddr>,
+    /// Wall-clock time at `Instant::ZERO`.
+    pub time_anchor: UnixTime,
+    /// Hole punching and the direct link.
+    pub peer: PeerConfig,
+    /// Time between UDP probes until the server answers.
+    pub probe_interval: Duration,
+    /// Probes sent at most.
+    pub probes: u32,
+    /// A request must reach the punching stage within this time.
+    pub request_timeout: Duration,
+    /// Requests and connections at once.
+    pub max_sessions: usize,
+}
+
+impl IssuerConfig {
+    /// A configuration with defaults; `trust` certifies both the server and the devices.
+    pub fn new(
+        trust: TrustStore,
+        server_name: &str,
+        server_stream: SocketAddr,
+        server_udp: SocketAddr,
+        local: SocketAddr,
+        time_anchor: UnixTime,
+    ) -> IssuerConfig {
+        IssuerConfig {
+            channel: Arc::new(ClientConfig::with_ca(
+                trust.clone(),
+                server_name,
+                time_anchor,
+            )),
+            device_trust: trust,
+            server_stream,
+            server_udp,
+            local,
+            declared: None,
+            time_anchor,
+            peer: PeerConfig::default(),
+            probe_interval: Duration::from_millis(500),
+            probes: 6,
+            request_timeout: Duration::from_secs(60),
+            max_sessions: 4,
+        }
+    }
+
+    /// Declare a static or UPnP mapping of `local` (¶0109).
+    pub fn with_declared(mut self, public: SocketAddr) -> Self {
+        self.declared = Some(public);
+        self
+    }
+}
+
+enum Stage {
+    /// Waiting for the stream and the channel.
+    Connecting,
+    /// ConnectRequest sent; waiting for the acceptor's answer.
+    Requested(Share),
+    /// Password sealed and sent; waiting for S207's verdict (RTT measured from here).
+    Sealed {
+        keys: SessionKeys,
+        candidates: Vec<SocketAddr>,
+        sent: Instant,
+    },
+    /// Punching; the request lives on as a session.
+    Punching,
+}
+
+struct Request {
+    device: DeviceId,
+    password: Zeroizing<Vec<u8>>,
+    server: StreamConn,
+    connected: bool,
+    stage: Stage,
+    token: [u8; 16],
+    probes_left: u32,
+    next_probe: Option<Instant>,
+    deadline: Instant,
+    rtt: Duration,
+    reported: bool,
+}
+
+/// The request-issuing device.
+///
+/// Opens one stream to the server per request, sends UDP from [`IssuerConfig::local`]
+/// (and, while hole punching with the birthday technique, from extra ports of the same
+/// address).
+pub struct Issuer {
+    cfg: IssuerConfig,
+    rng: Rng,
+    outbox: Outbox,
+    next_stream: u64,
+    requests: BTreeMap<u64, Request>,
+    sessions: BTreeMap<u64, PeerSession>,
+}
+
+impl core::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("local", &self.cfg.local)
+            .field("requests", &self.requests.len())
+            .field("sessions", &self.sessions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Issuer {
+    /// An issuer with no requests.
+    pub fn new(cfg: IssuerConfig, rng: Rng) -> Issuer {
+        Issuer {
+            cfg,
+            rng,
+            outbox: Outbox::default(),
+            next_stream: 0,
+            requests: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+        }
+    }
+
+    /// S203: ask to connect to `device`, which will accept only `password`. Returns the
+    /// request id that names the session in events.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        device: DeviceId,
+        password: &[u8],
+    ) -> Result<u64, Error> {
+        check_password(password)?;
+        if self.requests.len() + self.sessions.len() >= self.cfg.max_sessions {
+            return Err(Error::CapacityExceeded {
+                what: "issuer sessions",
+                bound: self.cfg.max_sessions,
+            });
+        }
+        let request = loop {
+            let id = self.rng.next_u64();
+            if id != 0 && !self.requests.contains_key(&id) && !self.sessions.contains_key(&id) {
+                break id;
+            }
+        };
+        self.next_stream += 1;
+        let id = StreamId::outbound(self.next_stream);
+        self.outbox.push(Output::Connect {
+            id,
+            local: SocketAddr::new(self.cfg.local.ip(), 0),
+            remote: self.cfg.server_stream,
+        })?;
+        let mut token = [0u8; 16];
+        self.rng.fill_bytes(&mut token);
+        // The connection starts when the stream opens; until then the channel waits.
+        let conn = Connection::client(self.cfg.channel.clone(), now, self.rng.as_mut())?;
+        self.requests.insert(
+            request,
+            Request {
+                device,
+                password: Zeroizing::new(password.to_vec()),
+                server: StreamConn::new(id, conn, now),
+                connected: false,
+                stage: Stage::Connecting,
+                token,
+                probes_left: self.cfg.probes,
+                next_probe: None,
+                deadline: now + self.cfg.request_timeout,
+                rtt: Duration::ZERO,
+                reported: false,
+            },
+        );
+        Ok(request)
+    }
+
+    /// Whether the direct connection of `session` is up.
+    pub fn is_connected(&self, session: u64) -> bool {
+        self.sessions
+            .get(&session)
+            .is_some_and(PeerSession::is_connected)
+    }
+
+    /// Send one application message to the acceptor of `session` (S209).
+    pub fn send(&mut self, now: Instant, session: u64, data: &[u8]) -> Result<(), Error> {
+        let peer = self
+            .sessions
+            .get_mut(&session)
+            .ok_or(RendezvousError::UnknownSession(session))?;
+        peer.send(now, data, &mut self.outbox)
+    }
+
+    /// Close the direct connection of `session` gracefully.
+    pub fn close(&mut self, now: Instant, session: u64) -> Result<(), Error> {
+        let peer = self
+            .sessions
+            .get_mut(&session)
+            .ok_or(RendezvousError::UnknownSession(session))?;
+        peer.close(now, &mut self.outbox)
+    }
+
+    fn request_of(&self, stream: StreamId) -> Option<u64> {
+        self.requests
+            .iter()
+            .find(|(_, r)| r.server.id == stream)
+            .map(|(id, _)| *id)
+    }
+
+    fn send_probe(&mut self, now: Instant, request: u64) -> Result<(), Error> {
+        let Some(r) = self.requests.get_mut(&request) else {
+            return Ok(());
+        };
+        if r.probes_left == 0 {
+            r.next_probe = None;
+            return Ok(());
+        }
+        r.probes_left -= 1;
+        r.next_probe = Some(now + self.cfg.probe_interval);
+        let data = Probe {
+            request,
+            token: r.token,
+        }
+        .encode()?;
+        self.outbox.push(Output::Transmit(Transmit {
+            from: self.cfg.local,
+            to: self.cfg.server_udp,
+            data,
+        }))
+    }
+
+    fn send_server(&mut self, request: u64, message: &[u8]) -> Result<(), Error> {
+        let r = self
+            .requests
+            .get_mut(&request)
+            .ok_or(RendezvousError::UnknownSession(request))?;
+        r.server.send(message, &mut self.outbox)
+    }
+
+    /// The channel to the server came up: S203's connection request.
+    fn on_established(&mut self, now: Instant, request: u64) -> Result<(), Error> {
+        let share = Share::generate(self.rng.as_mut());
+        let Some(r) = self.requests.get_mut(&request) else {
+            return Ok(());
+        };
+        let msg = ConnectRequest {
+            request,
+            device: r.device,
+            share: share.public,
+            random: share.random,
+            token: r.token,
+            declared: self.cfg.declared,
+        }
+        .encode()?;
+        r.stage = Stage::Requested(share);
+        self.send_server(request, &msg)?;
+        self.send_probe(now, request)
+    }
+
+    fn on_server_message(&mut self, now: Instant, request: u64, bytes: &[u8]) -> Result<(), Error> {
+        let limits = Limits::default();
+        let msg = Message::decode(bytes, &limits).map_err(RendezvousError::from)?;
+        if msg.session() != request {
+            return Err(RendezvousError::UnknownSession(msg.session()).into());
+        }
+        match msg.msg_type() {
+            ACCEPTOR_HELLO => {
+                let hello = AcceptorHello::decode(&msg, &limits).map_err(RendezvousError::from)?;
+                self.on_acceptor_hello(now, request, hello)
+            }
+            PROCEED => self.on_proceed(now, request),
+            REFUSED => {
+                let refused = Refused::decode(&msg, &limits).map_err(RendezvousError::from)?;
+                self.end_request(request, refused.reason)
+            }
+            other => Err(RendezvousError::UnexpectedMessage(other).into()),
+        }
+    }
+
+    /// The acceptor answered: check that it is the genuine device, then seal the
+    /// password to it alone.
+    fn on_acceptor_hello(
+        &mut self,
+        now: Instant,
+        request: u64,
+        hello: AcceptorHello,
+    ) -> Result<(), Error> {
+        let r = self
+            .requests
+            .get_mut(&request)
+            .ok_or(RendezvousError::UnknownSession(request))?;
+        let Stage::Requested(share) = core::mem::replace(&mut r.stage, Stage::Punching) else {
+            return Err(RendezvousError::UnexpectedMessage(ACCEPTOR_HELLO).into());
+        };
+        let device = r.device;
+        let at = crate::UnixTime::at(self.cfg.time_anchor, now);
+        let cert = match self.cfg.device_trust.verify(
+            &hello.certificate,
+            at,
+            Some(&device.certificate_name()),
+        ) {
+            Ok(c) => c,
+            Err(_) => return self.end_request(request, RefusalReason::NotAuthorized),
+        };
+        let transcript = TranscriptInput {
+            request,
+            device,
+            issuer_share: &share.public,
+            issuer_random: &share.random,
+            acceptor_share: &hello.share,
+            acceptor_random: &hello.random,
+        }
+        .hash();
+        if cert
+            .verify_signature(ACCEPTOR_SIGN_CONTEXT, &transcript, &hello.signature)
+            .is_err()
+        {
+            return self.end_request(request, RefusalReason::NotAuthorized);
+        }
+        let Ok(keys) = SessionKeys::derive(share.key_pair, &hello.share, transcript) else {
+            return self.end_request(request, RefusalReason::ProtocolError);
+        };
+        let r = self
+            .requests
+            .get_mut(&request)
+            .ok_or(RendezvousError::UnknownSession(request))?;
+        let sealed = keys.seal_password(&r.password)?;
+        // The password is no longer needed in the clear.
+        r.password = Zeroizing::new(Vec::new());
+        r.stage = Stage::Sealed {
+            keys,
+            candidates: hello.candidates,
+            sent: now,
+        };
+        let msg = SealedPassword { request, sealed }.encode()?;
+        self.send_server(request, &msg)
+    }
+
+    /// S207 passed: measure the RTT, send Sync, punch RTT/2 later (DCUtR).
+    fn on_proceed(&mut self, now: Instant, request: u64) -> Result<(), Error> {
+        let r = self
+            .requests
+            .get_mut(&request)
+            .ok_or(RendezvousError::UnknownSession(request))?;
+        let Stage::Sealed {
+            keys,
+            candidates,
+            sent,
+        } = core::mem::replace(&mut r.stage, Stage::Punching)
+        else {
+            return Err(RendezvousError::UnexpectedMessage(PROCEED).into());
+        };
+        let rtt = now.saturating_duration_since(sent);
+        r.rtt = rtt;
+        let mut peer = PeerSession::new(
+            request,
+            Side::Issuer,
+            &keys,
+            self.cfg.local,
+            candidates,
+            rtt,
+            self.cfg.peer,
+            self.cfg.time_anchor,
+        );
+        peer.schedule_attempt(now + rtt / 2, 1);
+        self.sessions.insert(request, peer);
+        self.sync(request, 1)
+    }
+
+    fn sync(&mut self, request: u64, attempt: u8) -> Result<(), Error> {
+        let msg = super::messages::Sync { request, attempt }.encode()?;
+        self.send_server(request, &msg)
+    }
+
+    fn end_request(&mut self, request: u64, reason: RefusalReason) -> Result<(), Error> {
+        if let Some(mut r) = self.requests.remove(&request) {
+            r.server.close(&mut self.outbox)?;
+            self.outbox
+                .event(RendezvousEvent::Refused { request, reason })?;
+        }
+        Ok(())
+    }
+
+    /// Attempts, outcomes, cleanup.
+    fn settle(&mut self, now: Instant) -> Result<(), Error> {
+        let mut syncs = Vec::new();
+        let mut reports = Vec::new();
+        for (id, peer) in self.sessions.iter_mut() {
+            if let Some(expired) = peer.take_expired_attempt(now) {
+                if expired >= self.cfg.peer.attempts {
+                    peer.fail(
+                        now,
+                        PeerFailure::HolePunchFailed { attempts: expired },
+                        &mut self.outbox,
+                    )?;
+                } else {
+                    let rtt = self.requests.get(id).map_or(Duration::ZERO, |r| r.rtt);
+                    peer.schedule_attempt(now + rtt / 2, expired + 1);
+                    syncs.push((*id, expired + 1));
+                }
+            }
+            if let Some(connected) = peer.outcome()
+                && let Some(r) = self.requests.get_mut(id)
+                && !r.reported
+            {
+                r.reported = true;
+                reports.push(Outcome {
+                    request: *id,
+                    connected,
+                });
+            }
+        }
+        for (id, attempt) in syncs {
+            if self.sync(id, attempt).is_err()
+                && let Some(peer) = self.sessions.get_mut(&id)
+            {
+                peer.fail(now, PeerFailure::ServerLost, &mut self.outbox)?;
+            }
+        }
+        for report in reports {
+            let msg = report.encode()?;
+            // The server may be gone; the outcome is then moot.
+            let _ = self.send_server(report.request, &msg);
+            if let Some(mut r) = self.requests.remove(&report.request) {
+                r.server.close(&mut self.outbox)?;
+            }
+        }
+        // Requests that never reached punching in time, or lost their server.
+        let stale: Vec<(u64, RefusalReason)> = self
+            .requests
+            .iter()
+            .filter(|(id, r)| !self.sessions.contains_key(id) || r.server.is_closed())
+            .filter_map(|(id, r)| {
+                if r.server.is_closed() && !self.sessions.contains_key(id) {
+                    Some((*id, RefusalReason::ProtocolError))
+                } else if now >= r.deadline && !self.sessions.contains_key(id) {
+                    Some((*id, RefusalReason::Timeout))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (id, reason) in stale {
+            self.end_request(id, reason)?;
+        }
+        self.sessions.retain(|_, p| !p.is_gone());
+        Ok(())
+    }
+}
+
+impl Actor for Issuer {
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
+        let result = match input {
+            Input::Datagram { from, to, data } => {
+                let limits = Limits::default();
+                match Message::decode(data, &limits) {
+                    Ok(msg) if from == self.cfg.server_udp && msg.msg_type() == PROBE_ACK => {
+                        let ack = ProbeAck::decode(&msg, &limits).map_err(RendezvousError::from)?;
+                        match self.requests.get_mut(&ack.request) {
+                            Some(r) if r.token == ack.token => {
+                                r.next_probe = None;
+                                Ok(())
+                            }
+                            _ => Err(RendezvousError::UnknownSession(ack.request).into()),
+                        }
+                    }
+                    Ok(msg) => match self.sessions.get_mut(&msg.session()) {
+                        Some(peer) => peer.handle_datagram(
+                            now,
+                            from,
+                            to,
+                            &msg,
+                            self.rng.as_mut(),
+                            &mut self.outbox,
+                        ),
+                        None => Err(RendezvousError::UnknownSession(msg.session()).into()),
+                    },
+                    Err(e) => Err(RendezvousError::Decode(e).into()),
+                }
+            }
+            Input::StreamConnected { id, .. } => match self.request_of(id) {
+                Some(request) => {
+                    let r = self
+                        .requests
+                        .get_mut(&request)
+                        .ok_or(RendezvousError::UnknownSession(request))?;
+                    r.connected = true;
+                    r.server.pump(&mut self.outbox).map(|_| ())
+                }
+                None => Err(Error::UnknownStream(id)),
+            },
+            Input::StreamData { id, data } => match self.request_of(id) {
+                Some(request) => {
+                    let r = self
+                        .requests
+                        .get_mut(&request)
+                        .ok_or(RendezvousError::UnknownSession(request))?;
+                    let was_up = r.server.conn.is_established();
+                    let fed = r
+                        .server
+                        .feed(now, data, self.rng.as_mut(), &mut self.outbox);
+                    let now_up = r.server.conn.is_established();
+                    match fed {
+                        Ok(messages) => {
+                            let mut result = if !was_up && now_up {
+                                self.on_established(now, request)
+                            } else {
+                                Ok(())
+                            };
+                            for m in messages {
+                                if let Err(e) = self.on_server_message(now, request, &m) {
+                                    result = Err(e);
+                                }
+                            }
+                            result
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                None => Err(Error::UnknownStream(id)),
+            },
+            Input::StreamClosed { id } => match self.request_of(id) {
+                Some(request) => {
+                    if let Some(r) = self.requests.get_mut(&request) {
+                        r.server.stream_closed();
+                    }
+                    Ok(())
+                }
+                None => Err(Error::UnknownStream(id)),
+            },
+            Input::StreamAccepted { id, .. } => {
+                self.outbox.push(Output::StreamClose { id })?;
+                Err(Error::Unexpected("the issuer accepts no streams"))
+            }
+            Input::Packet { .. } => Err(Error::Unexpected("the issuer takes no raw packets")),
+        };
+        self.settle(now)?;
+        result
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        // Errors here are outbox overflows; they surface on the next call.
+        let due: Vec<u64> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.next_probe.is_some_and(|t| now >= t))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let _ = self.send_probe(now, id);
+        }
+        for r in self.requests.values_mut() {
+            if r.connected {
+                let _ = r.server.handle_timeout(now, &mut self.outbox);
+            }
+        }
+        for peer in self.sessions.values_mut() {
+            let _ = peer.handle_timeout(now, self.rng.as_mut(), &mut self.outbox);
+        }
+        let _ = self.settle(now);
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        self.outbox.pop()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let mut at: Option<Instant> = None;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                at = Some(at.map_or(t, |a| a.min(t)));
+            }
+        };
+        for (id, r) in &self.requests {
+            consider(r.next_probe);
+            if !self.sessions.contains_key(id) {
+                consider(Some(r.deadline));
+            }
+            if r.connected {
+                consider(r.server.conn.poll_timeout());
+            }
+        }
+        for peer in self.sessions.values() {
+            consider(peer.poll_timeout());
+        }
+        at
+    }
+}

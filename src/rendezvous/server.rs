@@ -1,0 +1,1024 @@
+//! The rendezvous server (サーバ装置 101): the device directory and the relay of
+//! connection requests (S202, S204, S205, and the server's half of S203 and S206).
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::net::{IpAddr, SocketAddr};
+use core::time::Duration;
+
+use super::directory::{Directory, DirectoryEntry, MemoryDirectory, Registered};
+use super::keys::RegistrationKeys;
+use super::messages::{
+    self, ACCEPT, Accept, AcceptorHello, AckStatus, CONNECT_REQUEST, ConnectRequest, FETCH, Fetch,
+    Notice, OUTCOME, Offer, Outcome, PROBE, PROCEED, Probe, ProbeAck, REFUSED, REGISTER,
+    REGISTRATION_MAC_LEN, Refused, Register, RegisterAck, SEALED_PASSWORD, SYNC, SealedPassword,
+};
+use super::ratelimit::{RateConfig, SourceLimiter};
+use super::stream::StreamConn;
+use super::{DeviceId, RefusalReason, RegistrationRefusal, RendezvousError, RendezvousEvent};
+use crate::channel::{ClientCertPolicy, Connection};
+use crate::io::{Actor, Input, Outbox, Output, StreamId, Transmit};
+use crate::wire::{Limits, Message};
+use crate::{Error, Instant, Rng, UnixTime};
+
+/// Configuration of a [`RendezvousServer`].
+pub struct ServerConfig {
+    /// The UDP address registrations (S202) and probes arrive at; notices (S205) leave
+    /// from it (seed: 130.74.23.6:1200).
+    pub udp: SocketAddr,
+    /// The stream port issuers connect to (S203; seed: 1201).
+    pub issuer_port: u16,
+    /// The stream port devices connect to (S206; seed: 1300).
+    pub device_port: u16,
+    /// The channel issuers meet: the server's certificate.
+    pub issuer_channel: Arc<crate::channel::ServerConfig>,
+    /// The channel devices meet: the server's certificate, and device certificates
+    /// required ([`ClientCertPolicy::Required`]).
+    pub device_channel: Arc<crate::channel::ServerConfig>,
+    /// Each device's registration key.
+    pub keys: Box<dyn RegistrationKeys + Send>,
+    /// Wall-clock time at `Instant::ZERO`.
+    pub time_anchor: UnixTime,
+    /// A directory entry lives this long after its last registration (default 90 s:
+    /// devices register every 20–26 s, so three may be lost).
+    pub registration_lifetime: Duration,
+    /// How far a registration's timestamp may be from the server's clock (default 60 s;
+    /// must be shorter than `registration_lifetime`, see `docs/rendezvous.md`).
+    pub max_clock_skew: Duration,
+    /// Datagrams per source IP (registrations and probes).
+    pub datagram_rate: RateConfig,
+    /// Connection requests per issuer IP.
+    pub request_rate: RateConfig,
+    /// The shared bucket for sources that find the rate table full.
+    pub overflow_rate: RateConfig,
+    /// Source IPs with their own bucket, per table.
+    pub max_sources: usize,
+    /// Open streams.
+    pub max_streams: usize,
+    /// Requests in progress.
+    pub max_requests: usize,
+    /// Remembered (device, issuer) back-offs.
+    pub max_blocks: usize,
+    /// A request must finish within this time.
+    pub request_timeout: Duration,
+    /// Time between notices while the device has not fetched its request.
+    pub notice_interval: Duration,
+    /// Notices sent before the device is declared unreachable.
+    pub notices: u32,
+    /// How long a fetched request waits for the issuer's UDP probe.
+    pub probe_wait: Duration,
+    /// A stream with no request and no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// Expired directory entries reclaimed per timer tick.
+    pub expiry_batch: usize,
+    /// Decoding limits.
+    pub limits: Limits,
+}
+
+impl core::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("udp", &self.udp)
+            .field("issuer_port", &self.issuer_port)
+            .field("device_port", &self.device_port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerConfig {
+    /// A configuration with the seed's ports (issuers on 1201, devices on 1300) and
+    /// defaults otherwise. `device_channel` must require device certificates.
+    pub fn new(
+        udp: SocketAddr,
+        issuer_channel: crate::channel::ServerConfig,
+        device_channel: crate::channel::ServerConfig,
+        keys: Box<dyn RegistrationKeys + Send>,
+        time_anchor: UnixTime,
+    ) -> Result<ServerConfig, Error> {
+        if !matches!(device_channel.client_certs, ClientCertPolicy::Required(_)) {
+            return Err(Error::Config(
+                "the device channel must require device certificates",
+            ));
+        }
+        Ok(ServerConfig {
+            udp,
+            issuer_port: 1201,
+            device_port: 1300,
+            issuer_channel: Arc::new(issuer_channel),
+            device_channel: Arc::new(device_channel),
+            keys,
+            time_anchor,
+            registration_lifetime: Duration::from_secs(90),
+            max_clock_skew: Duration::from_secs(60),
+            datagram_rate: RateConfig::new(8, Duration::from_secs(2)),
+            request_rate: RateConfig::new(10, Duration::from_secs(6)),
+            overflow_rate: RateConfig::new(64, Duration::from_millis(10)),
+            max_sources: 65_536,
+            max_streams: 4096,
+            max_requests: 4096,
+            max_blocks: 4096,
+            request_timeout: Duration::from_secs(60),
+            notice_interval: Duration::from_secs(1),
+            notices: 5,
+            probe_wait: Duration::from_secs(3),
+            idle_timeout: Duration::from_secs(120),
+            expiry_batch: 1024,
+            limits: Limits::default(),
+        })
+    }
+}
+
+/// Registrations refused, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RefusalCounters {
+    /// Did not decode.
+    pub malformed: u64,
+    /// No key for the device ID.
+    pub unknown_device: u64,
+    /// MAC did not verify (spoofed).
+    pub bad_mac: u64,
+    /// Timestamp outside the skew window.
+    pub stale: u64,
+    /// Timestamp not newer than the last accepted (replayed).
+    pub replayed: u64,
+    /// Source over its rate.
+    pub rate_limited: u64,
+    /// Directory full of live devices.
+    pub directory_full: u64,
+}
+
+impl RefusalCounters {
+    fn count(&mut self, why: RegistrationRefusal) {
+        let c = match why {
+            RegistrationRefusal::Malformed => &mut self.malformed,
+            RegistrationRefusal::UnknownDevice => &mut self.unknown_device,
+            RegistrationRefusal::BadMac => &mut self.bad_mac,
+            RegistrationRefusal::Stale => &mut self.stale,
+            RegistrationRefusal::Replayed => &mut self.replayed,
+            RegistrationRefusal::RateLimited => &mut self.rate_limited,
+            RegistrationRefusal::DirectoryFull => &mut self.directory_full,
+        };
+        *c += 1;
+    }
+
+    /// All refusals.
+    pub fn total(&self) -> u64 {
+        self.malformed
+            + self.unknown_device
+            + self.bad_mac
+            + self.stale
+            + self.replayed
+            + self.rate_limited
+            + self.directory_full
+    }
+}
+
+/// What the server has done, for operators and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Registrations accepted (new, refreshed or moved).
+    pub registrations: u64,
+    /// Registrations that moved a device to a new address.
+    pub moves: u64,
+    /// Registrations refused, by reason.
+    pub refused: RefusalCounters,
+    /// Connection requests received.
+    pub requests: u64,
+    /// Requests for devices not in the directory (S204 refusals).
+    pub unknown_device_requests: u64,
+    /// Requests refused by rate limit or cached back-off.
+    pub rate_limited_requests: u64,
+    /// Notices sent (S205).
+    pub notices: u64,
+    /// Fetches by a device for a request that is not its own, or without a device
+    /// certificate.
+    pub unauthorized_fetches: u64,
+    /// Requests whose devices reported a direct connection.
+    pub connected: u64,
+    /// Requests that ended without one (refused, timed out, hole punching failed).
+    pub failed: u64,
+    /// Other datagrams or messages refused.
+    pub unexpected: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Issuer,
+    Device,
+}
+
+struct Session {
+    kind: Kind,
+    remote: SocketAddr,
+    link: StreamConn,
+    /// Issuer: its request. Device: requests it fetched.
+    requests: Vec<u64>,
+}
+
+struct Request {
+    device: DeviceId,
+    issuer_stream: StreamId,
+    issuer_addr: SocketAddr,
+    share: [u8; 32],
+    random: [u8; 32],
+    token: [u8; 16],
+    declared: Option<SocketAddr>,
+    probed: Option<SocketAddr>,
+    device_stream: Option<StreamId>,
+    device_cert: Option<Vec<u8>>,
+    offered: bool,
+    fetched_at: Option<Instant>,
+    next_notice: Option<Instant>,
+    notices_sent: u32,
+    deadline: Instant,
+}
+
+/// The rendezvous server actor.
+///
+/// Serves UDP on [`ServerConfig::udp`] and streams on the issuer and device ports (the
+/// driver listens on them and reports accepted streams with their local address).
+pub struct RendezvousServer<D: Directory = MemoryDirectory> {
+    cfg: ServerConfig,
+    directory: D,
+    rng: Rng,
+    datagram_limiter: SourceLimiter,
+    request_limiter: SourceLimiter,
+    sessions: BTreeMap<StreamId, Session>,
+    requests: BTreeMap<u64, Request>,
+    tokens: BTreeMap<[u8; 16], u64>,
+    blocks: BTreeMap<(DeviceId, IpAddr), Instant>,
+    stats: ServerStats,
+    outbox: Outbox,
+}
+
+impl<D: Directory> core::fmt::Debug for RendezvousServer<D> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RendezvousServer")
+            .field("udp", &self.cfg.udp)
+            .field("devices", &self.directory.len())
+            .field("streams", &self.sessions.len())
+            .field("requests", &self.requests.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: Directory> RendezvousServer<D> {
+    /// A server with an empty `directory`.
+    pub fn new(cfg: ServerConfig, directory: D, rng: Rng) -> Result<Self, Error> {
+        if cfg.max_clock_skew >= cfg.registration_lifetime {
+            return Err(Error::Config(
+                "max_clock_skew must be shorter than registration_lifetime",
+            ));
+        }
+        Ok(RendezvousServer {
+            datagram_limiter: SourceLimiter::new(
+                cfg.datagram_rate,
+                cfg.max_sources,
+                cfg.overflow_rate,
+            ),
+            request_limiter: SourceLimiter::new(
+                cfg.request_rate,
+                cfg.max_sources,
+                cfg.overflow_rate,
+            ),
+            cfg,
+            directory,
+            rng,
+            sessions: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            blocks: BTreeMap::new(),
+            stats: ServerStats::default(),
+            outbox: Outbox::new(4 * Outbox::DEFAULT_BOUND),
+        })
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ServerStats {
+        self.stats
+    }
+
+    /// The directory.
+    pub fn directory(&self) -> &D {
+        &self.directory
+    }
+
+    /// The live entry for `device`.
+    pub fn lookup(&self, device: DeviceId, now: Instant) -> Option<DirectoryEntry> {
+        self.directory.lookup(device, now)
+    }
+
+    /// Source IPs holding their own bucket in the datagram rate table, and its bound.
+    pub fn rate_table(&self) -> (usize, usize) {
+        (
+            self.datagram_limiter.len(),
+            self.datagram_limiter.capacity(),
+        )
+    }
+
+    /// Requests in progress.
+    pub fn requests_in_progress(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Open streams.
+    pub fn open_streams(&self) -> usize {
+        self.sessions.len()
+    }
+
+    fn wall_ms(&self, now: Instant) -> u64 {
+        super::wall_millis(self.cfg.time_anchor, now)
+    }
+
+    // ----- UDP -----
+
+    fn on_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> Result<(), Error> {
+        if !self.datagram_limiter.allow(from.ip(), now) {
+            self.stats.refused.count(RegistrationRefusal::RateLimited);
+            return Err(
+                RendezvousError::RegistrationRefused(RegistrationRefusal::RateLimited).into(),
+            );
+        }
+        let msg = match Message::decode(data, &self.cfg.limits) {
+            Ok(m) => m,
+            Err(e) => {
+                self.stats.refused.count(RegistrationRefusal::Malformed);
+                return Err(RendezvousError::Decode(e).into());
+            }
+        };
+        match msg.msg_type() {
+            REGISTER => self.on_register(now, from, &msg),
+            PROBE => self.on_probe(now, from, &msg),
+            other => {
+                self.stats.unexpected += 1;
+                Err(RendezvousError::UnexpectedMessage(other).into())
+            }
+        }
+    }
+
+    fn refuse_registration(&mut self, why: RegistrationRefusal) -> Result<(), Error> {
+        self.stats.refused.count(why);
+        Err(RendezvousError::RegistrationRefused(why).into())
+    }
+
+    /// S202: record (device ID → the address the registration came from).
+    fn on_register(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        msg: &Message<'_>,
+    ) -> Result<(), Error> {
+        let Ok(reg) = Register::decode(msg, &self.cfg.limits) else {
+            return self.refuse_registration(RegistrationRefusal::Malformed);
+        };
+        let Some(key) = self.cfg.keys.key(reg.device) else {
+            return self.refuse_registration(RegistrationRefusal::UnknownDevice);
+        };
+        if !messages::verify_mac(msg, key.as_bytes(), REGISTRATION_MAC_LEN) {
+            return self.refuse_registration(RegistrationRefusal::BadMac);
+        }
+        let server_ms = self.wall_ms(now);
+        let skew = self.cfg.max_clock_skew.as_millis() as u64;
+        let ack = |status| RegisterAck {
+            device: reg.device,
+            nonce: reg.nonce,
+            observed: from,
+            server_time_ms: server_ms,
+            lifetime: self.cfg.registration_lifetime,
+            status,
+        };
+        if reg.timestamp_ms.abs_diff(server_ms) > skew {
+            // Authentic but outside the window: tell the device our clock (MAC'd), so it
+            // can correct its own.
+            let data = ack(AckStatus::Stale).encode(key.as_bytes())?;
+            self.transmit(from, data)?;
+            return self.refuse_registration(RegistrationRefusal::Stale);
+        }
+        let old = self.directory.lookup(reg.device, now);
+        if old.is_some_and(|e| reg.timestamp_ms <= e.last_timestamp_ms) {
+            return self.refuse_registration(RegistrationRefusal::Replayed);
+        }
+        let entry = DirectoryEntry {
+            addr: from,
+            last_timestamp_ms: reg.timestamp_ms,
+            expires: now + self.cfg.registration_lifetime,
+            blocked_until: old.and_then(|e| e.blocked_until),
+        };
+        match self.directory.register(reg.device, entry, now) {
+            Err(_) => return self.refuse_registration(RegistrationRefusal::DirectoryFull),
+            Ok(Registered::New) => self.outbox.event(RendezvousEvent::DeviceRegistered {
+                device: reg.device,
+                addr: from,
+            })?,
+            Ok(Registered::Moved { from: old_addr }) => {
+                self.stats.moves += 1;
+                self.outbox.event(RendezvousEvent::DeviceMoved {
+                    device: reg.device,
+                    from: old_addr,
+                    to: from,
+                })?;
+            }
+            Ok(Registered::Refreshed) => {}
+        }
+        self.stats.registrations += 1;
+        let data = ack(AckStatus::Accepted).encode(key.as_bytes())?;
+        self.transmit(from, data)
+    }
+
+    fn on_probe(&mut self, now: Instant, from: SocketAddr, msg: &Message<'_>) -> Result<(), Error> {
+        let probe = Probe::decode(msg, &self.cfg.limits).map_err(RendezvousError::from)?;
+        let known = self.tokens.get(&probe.token).copied();
+        if known != Some(probe.request) {
+            self.stats.unexpected += 1;
+            return Err(RendezvousError::UnknownSession(probe.request).into());
+        }
+        let data = ProbeAck {
+            request: probe.request,
+            token: probe.token,
+            observed: from,
+        }
+        .encode()?;
+        self.transmit(from, data)?;
+        if let Some(r) = self.requests.get_mut(&probe.request) {
+            r.probed = Some(from);
+        }
+        self.try_offer(now, probe.request)
+    }
+
+    fn transmit(&mut self, to: SocketAddr, data: Vec<u8>) -> Result<(), Error> {
+        self.outbox.push(Output::Transmit(Transmit {
+            from: self.cfg.udp,
+            to,
+            data,
+        }))
+    }
+
+    // ----- streams -----
+
+    fn on_accepted(
+        &mut self,
+        now: Instant,
+        id: StreamId,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<(), Error> {
+        let kind = if local.port() == self.cfg.issuer_port {
+            Kind::Issuer
+        } else if local.port() == self.cfg.device_port {
+            Kind::Device
+        } else {
+            self.outbox.push(Output::StreamClose { id })?;
+            return Err(Error::Unexpected(
+                "a stream on a port the server does not serve",
+            ));
+        };
+        if self.sessions.len() >= self.cfg.max_streams {
+            self.outbox.push(Output::StreamClose { id })?;
+            return Err(Error::CapacityExceeded {
+                what: "rendezvous server streams",
+                bound: self.cfg.max_streams,
+            });
+        }
+        let channel = match kind {
+            Kind::Issuer => self.cfg.issuer_channel.clone(),
+            Kind::Device => self.cfg.device_channel.clone(),
+        };
+        let link = StreamConn::new(id, Connection::server(channel, now), now);
+        self.sessions.insert(
+            id,
+            Session {
+                kind,
+                remote,
+                link,
+                requests: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    fn on_stream_data(&mut self, now: Instant, id: StreamId, data: &[u8]) -> Result<(), Error> {
+        let s = self.sessions.get_mut(&id).ok_or(Error::UnknownStream(id))?;
+        let fed = s.link.feed(now, data, self.rng.as_mut(), &mut self.outbox);
+        let kind = s.kind;
+        let result = match fed {
+            Ok(messages) => {
+                let mut result = Ok(());
+                for m in messages {
+                    let r = match kind {
+                        Kind::Issuer => self.on_issuer_message(now, id, &m),
+                        Kind::Device => self.on_device_message(now, id, &m),
+                    };
+                    if let Err(e) = r {
+                        self.stats.unexpected += 1;
+                        result = Err(e);
+                    }
+                }
+                result
+            }
+            Err(e) => Err(e),
+        };
+        if self.sessions.get(&id).is_some_and(|s| s.link.is_closed()) {
+            self.end_session(now, id)?;
+        }
+        result
+    }
+
+    fn send_on(&mut self, id: StreamId, message: &[u8]) -> Result<(), Error> {
+        let s = self.sessions.get_mut(&id).ok_or(Error::UnknownStream(id))?;
+        s.link.send(message, &mut self.outbox)
+    }
+
+    /// The stream of `id` is over: forget it and settle its requests.
+    fn end_session(&mut self, now: Instant, id: StreamId) -> Result<(), Error> {
+        let Some(s) = self.sessions.remove(&id) else {
+            return Ok(());
+        };
+        for request in s.requests {
+            match s.kind {
+                Kind::Issuer => self.finish(now, request, false)?,
+                Kind::Device => {
+                    if self
+                        .requests
+                        .get(&request)
+                        .is_some_and(|r| r.device_stream == Some(id))
+                    {
+                        self.refuse(now, request, RefusalReason::DeviceUnreachable)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_issuer_message(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
+        let msg = Message::decode(bytes, &self.cfg.limits).map_err(RendezvousError::from)?;
+        let limits = self.cfg.limits;
+        let own = |s: &Self, request: u64| {
+            s.requests
+                .get(&request)
+                .is_some_and(|r| r.issuer_stream == stream)
+        };
+        match msg.msg_type() {
+            CONNECT_REQUEST => {
+                let req = ConnectRequest::decode(&msg, &limits).map_err(RendezvousError::from)?;
+                self.on_connect_request(now, stream, req)
+            }
+            SEALED_PASSWORD | SYNC => {
+                // Opaque to the server: relayed to the device unchanged.
+                let request = msg.session();
+                if !own(self, request) {
+                    return Err(RendezvousError::UnknownSession(request).into());
+                }
+                if msg.msg_type() == SEALED_PASSWORD {
+                    SealedPassword::decode(&msg, &limits).map_err(RendezvousError::from)?;
+                } else {
+                    messages::Sync::decode(&msg, &limits).map_err(RendezvousError::from)?;
+                }
+                let device_stream = self
+                    .requests
+                    .get(&request)
+                    .and_then(|r| r.device_stream)
+                    .ok_or(RendezvousError::UnknownSession(request))?;
+                self.send_on(device_stream, bytes)
+            }
+            OUTCOME => {
+                let o = Outcome::decode(&msg, &limits).map_err(RendezvousError::from)?;
+                if !own(self, o.request) {
+                    return Err(RendezvousError::UnknownSession(o.request).into());
+                }
+                self.finish(now, o.request, o.connected)
+            }
+            other => Err(RendezvousError::UnexpectedMessage(other).into()),
+        }
+    }
+
+    /// S203 → S204 → S205.
+    fn on_connect_request(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        req: ConnectRequest,
+    ) -> Result<(), Error> {
+        self.stats.requests += 1;
+        let (issuer_addr, has_request) = self
+            .sessions
+            .get(&stream)
+            .map(|s| (s.remote, !s.requests.is_empty()))
+            .ok_or(Error::UnknownStream(stream))?;
+        let refuse = |s: &mut Self, reason: RefusalReason| -> Result<(), Error> {
+            let msg = Refused {
+                request: req.request,
+                reason,
+            }
+            .encode()?;
+            s.send_on(stream, &msg)?;
+            s.outbox.event(RendezvousEvent::RequestRefused {
+                request: req.request,
+                device: req.device,
+                reason,
+            })
+        };
+        if has_request {
+            return refuse(self, RefusalReason::ProtocolError);
+        }
+        if !self.request_limiter.allow(issuer_addr.ip(), now) {
+            self.stats.rate_limited_requests += 1;
+            let retry_after = self.cfg.request_rate.per_token;
+            return refuse(self, RefusalReason::RateLimited { retry_after });
+        }
+        // S204: look the device up.
+        let Some(entry) = self.directory.lookup(req.device, now) else {
+            self.stats.unknown_device_requests += 1;
+            return refuse(self, RefusalReason::UnknownDevice);
+        };
+        let blocked = [
+            entry.blocked_until,
+            self.blocks.get(&(req.device, issuer_addr.ip())).copied(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|until| *until > now)
+        .max();
+        if let Some(until) = blocked {
+            // The device asked to be left alone: refuse without waking it.
+            self.stats.rate_limited_requests += 1;
+            return refuse(
+                self,
+                RefusalReason::RateLimited {
+                    retry_after: until - now,
+                },
+            );
+        }
+        if self.requests.len() >= self.cfg.max_requests
+            || self.requests.contains_key(&req.request)
+            || self.tokens.contains_key(&req.token)
+        {
+            return refuse(self, RefusalReason::Busy);
+        }
+        self.tokens.insert(req.token, req.request);
+        self.requests.insert(
+            req.request,
+            Request {
+                device: req.device,
+                issuer_stream: stream,
+                issuer_addr,
+                share: req.share,
+                random: req.random,
+                token: req.token,
+                declared: req.declared,
+                probed: None,
+                device_stream: None,
+                device_cert: None,
+                offered: false,
+                fetched_at: None,
+                next_notice: Some(now),
+                notices_sent: 0,
+                deadline: now + self.cfg.request_timeout,
+            },
+        );
+        if let Some(s) = self.sessions.get_mut(&stream) {
+            s.requests.push(req.request);
+        }
+        self.outbox.event(RendezvousEvent::RequestForwarded {
+            request: req.request,
+            device: req.device,
+        })?;
+        self.send_notices(now)
+    }
+
+    /// S205: notify devices whose requests wait, as a reply to their registration.
+    fn send_notices(&mut self, now: Instant) -> Result<(), Error> {
+        let due: Vec<u64> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.device_stream.is_none() && r.next_notice.is_some_and(|t| now >= t))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let Some(r) = self.requests.get(&id) else {
+                continue;
+            };
+            let device = r.device;
+            if r.notices_sent >= self.cfg.notices {
+                self.refuse(now, id, RefusalReason::DeviceUnreachable)?;
+                continue;
+            }
+            let (Some(entry), Some(key)) = (
+                self.directory.lookup(device, now),
+                self.cfg.keys.key(device),
+            ) else {
+                self.refuse(now, id, RefusalReason::DeviceUnreachable)?;
+                continue;
+            };
+            let data = Notice {
+                request: id,
+                device,
+                server_time_ms: self.wall_ms(now),
+            }
+            .encode(key.as_bytes())?;
+            self.transmit(entry.addr, data)?;
+            self.stats.notices += 1;
+            if let Some(r) = self.requests.get_mut(&id) {
+                r.notices_sent += 1;
+                r.next_notice = Some(now + self.cfg.notice_interval);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_device_message(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
+        let msg = Message::decode(bytes, &self.cfg.limits).map_err(RendezvousError::from)?;
+        let limits = self.cfg.limits;
+        let request = msg.session();
+        if msg.msg_type() == FETCH {
+            let fetch = Fetch::decode(&msg, &limits).map_err(RendezvousError::from)?;
+            return self.on_fetch(now, stream, fetch);
+        }
+        if msg.msg_type() == OUTCOME && !self.requests.contains_key(&request) {
+            // The issuer's report already closed the request.
+            Outcome::decode(&msg, &limits).map_err(RendezvousError::from)?;
+            return Ok(());
+        }
+        // Everything else must be about a request this stream fetched.
+        if !self
+            .requests
+            .get(&request)
+            .is_some_and(|r| r.device_stream == Some(stream))
+        {
+            return Err(RendezvousError::UnknownSession(request).into());
+        }
+        match msg.msg_type() {
+            ACCEPT => {
+                let accept = Accept::decode(&msg, &limits).map_err(RendezvousError::from)?;
+                let r = self
+                    .requests
+                    .get(&request)
+                    .ok_or(RendezvousError::UnknownSession(request))?;
+                let entry = self.directory.lookup(r.device, now);
+                let hello = AcceptorHello {
+                    request,
+                    certificate: r.device_cert.clone().unwrap_or_default(),
+                    share: accept.share,
+                    random: accept.random,
+                    signature: accept.signature,
+                    candidates: entry.map(|e| alloc::vec![e.addr]).unwrap_or_default(),
+                }
+                .encode()?;
+                let issuer = r.issuer_stream;
+                self.send_on(issuer, &hello)
+            }
+            PROCEED => {
+                messages::Proceed::decode(&msg, &limits).map_err(RendezvousError::from)?;
+                let issuer = self.requests.get(&request).map(|r| r.issuer_stream);
+                match issuer {
+                    Some(s) => self.send_on(s, bytes),
+                    None => Ok(()),
+                }
+            }
+            REFUSED => {
+                let refused = Refused::decode(&msg, &limits).map_err(RendezvousError::from)?;
+                if let Some(wait) = refused.reason.retry_after()
+                    && let Some(r) = self.requests.get(&request)
+                {
+                    self.remember_block(r.device, r.issuer_addr.ip(), now + wait);
+                }
+                self.refuse(now, request, refused.reason)
+            }
+            OUTCOME => {
+                let o = Outcome::decode(&msg, &limits).map_err(RendezvousError::from)?;
+                self.finish(now, o.request, o.connected)
+            }
+            other => Err(RendezvousError::UnexpectedMessage(other).into()),
+        }
+    }
+
+    fn remember_block(&mut self, device: DeviceId, issuer: IpAddr, until: Instant) {
+        if self.blocks.len() >= self.cfg.max_blocks && !self.blocks.contains_key(&(device, issuer))
+        {
+            // Forget the back-off that ends first.
+            if let Some(first) = self.blocks.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k) {
+                self.blocks.remove(&first);
+            }
+        }
+        self.blocks.insert((device, issuer), until);
+    }
+
+    /// S206: hand the request to the genuine device only.
+    fn on_fetch(&mut self, now: Instant, stream: StreamId, fetch: Fetch) -> Result<(), Error> {
+        let cert = self
+            .sessions
+            .get(&stream)
+            .and_then(|s| s.link.conn.peer_certificate())
+            .filter(|c| c.names(&fetch.device.certificate_name()))
+            .map(|c| c.as_bytes().to_vec());
+        let target_ok = self
+            .requests
+            .get(&fetch.request)
+            .is_some_and(|r| r.device == fetch.device && r.device_stream.is_none());
+        let (Some(cert), true) = (cert, target_ok) else {
+            // Not this device's request (or not a device at all): the same answer either
+            // way, so a device cannot probe for other devices' requests.
+            self.stats.unauthorized_fetches += 1;
+            let msg = Refused {
+                request: fetch.request,
+                reason: RefusalReason::NotAuthorized,
+            }
+            .encode()?;
+            self.send_on(stream, &msg)?;
+            return Err(RendezvousError::AcceptorNotAuthenticated("fetch refused").into());
+        };
+        if let Some(r) = self.requests.get_mut(&fetch.request) {
+            r.device_stream = Some(stream);
+            r.device_cert = Some(cert);
+            r.fetched_at = Some(now);
+            r.next_notice = None;
+        }
+        if let Some(s) = self.sessions.get_mut(&stream)
+            && s.requests.len() < self.cfg.max_requests
+        {
+            s.requests.push(fetch.request);
+        }
+        self.try_offer(now, fetch.request)
+    }
+
+    /// Send the offer once the device fetched and the issuer's probe arrived (or the
+    /// wait for it ran out).
+    fn try_offer(&mut self, now: Instant, request: u64) -> Result<(), Error> {
+        let Some(r) = self.requests.get(&request) else {
+            return Ok(());
+        };
+        let (Some(stream), Some(fetched)) = (r.device_stream, r.fetched_at) else {
+            return Ok(());
+        };
+        if r.offered || (r.probed.is_none() && now < fetched + self.cfg.probe_wait) {
+            return Ok(());
+        }
+        let candidates = [r.declared, r.probed].into_iter().flatten().fold(
+            Vec::new(),
+            |mut v: Vec<SocketAddr>, a| {
+                if !v.contains(&a) {
+                    v.push(a);
+                }
+                v
+            },
+        );
+        let offer = Offer {
+            request,
+            device: r.device,
+            issuer_addr: r.issuer_addr,
+            candidates,
+            share: r.share,
+            random: r.random,
+        }
+        .encode()?;
+        if let Some(r) = self.requests.get_mut(&request) {
+            r.offered = true;
+        }
+        self.send_on(stream, &offer)
+    }
+
+    /// Refuse `request` to its issuer and forget it.
+    fn refuse(&mut self, now: Instant, request: u64, reason: RefusalReason) -> Result<(), Error> {
+        let Some(r) = self.requests.get(&request) else {
+            return Ok(());
+        };
+        let (device, issuer) = (r.device, r.issuer_stream);
+        let msg = Refused { request, reason }.encode()?;
+        if self.sessions.contains_key(&issuer) {
+            self.send_on(issuer, &msg)?;
+        }
+        self.outbox.event(RendezvousEvent::RequestRefused {
+            request,
+            device,
+            reason,
+        })?;
+        self.finish(now, request, false)
+    }
+
+    /// Forget `request`.
+    fn finish(&mut self, _now: Instant, request: u64, connected: bool) -> Result<(), Error> {
+        let Some(r) = self.requests.remove(&request) else {
+            return Ok(());
+        };
+        self.tokens.remove(&r.token);
+        for s in self.sessions.values_mut() {
+            s.requests.retain(|id| *id != request);
+        }
+        if connected {
+            self.stats.connected += 1;
+        } else {
+            self.stats.failed += 1;
+        }
+        self.outbox
+            .event(RendezvousEvent::RequestFinished { request, connected })
+    }
+
+    fn sweep(&mut self, now: Instant) -> Result<(), Error> {
+        self.directory.expire(now, self.cfg.expiry_batch);
+        self.blocks.retain(|_, until| *until > now);
+        let expired: Vec<u64> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| now >= r.deadline)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.refuse(now, id, RefusalReason::Timeout)?;
+        }
+        let waiting: Vec<u64> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| !r.offered && r.fetched_at.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            self.try_offer(now, id)?;
+        }
+        self.send_notices(now)?;
+        // Streams: handshake deadlines and idleness.
+        let ids: Vec<StreamId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            let Some(s) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            s.link.handle_timeout(now, &mut self.outbox)?;
+            let idle = s.requests.is_empty() && now >= s.link.last_activity + self.cfg.idle_timeout;
+            if idle {
+                s.link.close(&mut self.outbox)?;
+            }
+            if s.link.is_closed() {
+                self.end_session(now, id)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<D: Directory> Actor for RendezvousServer<D> {
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
+        match input {
+            Input::Datagram { from, to, data } => {
+                if to.port() != self.cfg.udp.port() {
+                    return Err(RendezvousError::NotServed(to).into());
+                }
+                self.on_datagram(now, from, data)
+            }
+            Input::StreamAccepted { id, local, remote } => self.on_accepted(now, id, local, remote),
+            Input::StreamData { id, data } => self.on_stream_data(now, id, data),
+            Input::StreamClosed { id } => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.link.stream_closed();
+                }
+                self.end_session(now, id)
+            }
+            Input::StreamConnected { id, .. } => Err(Error::UnknownStream(id)),
+            Input::Packet { .. } => Err(Error::Unexpected(
+                "the rendezvous server takes no raw packets",
+            )),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        // An outbox overflow here surfaces as the next call's error.
+        let _ = self.sweep(now);
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        self.outbox.pop()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let mut at = self.directory.next_expiry().unwrap_or(Instant::MAX);
+        for r in self.requests.values() {
+            at = at.min(r.deadline);
+            if let Some(t) = r.next_notice.filter(|_| r.device_stream.is_none()) {
+                at = at.min(t);
+            }
+            if let (Some(f), false) = (r.fetched_at, r.offered) {
+                at = at.min(f + self.cfg.probe_wait);
+            }
+        }
+        for s in self.sessions.values() {
+            if let Some(t) = s.link.conn.poll_timeout() {
+                at = at.min(t);
+            }
+            if s.requests.is_empty() {
+                at = at.min(s.link.last_activity + self.cfg.idle_timeout);
+            }
+        }
+        (at != Instant::MAX).then_some(at)
+    }
+}
