@@ -236,7 +236,10 @@ impl Net {
     }
 
     fn i_child(&self, k: usize) -> ChildSa {
-        self.inits[k].child_sa().expect("initiator Child SA").clone()
+        self.inits[k]
+            .child_sa()
+            .expect("initiator Child SA")
+            .clone()
     }
 
     fn r_child(&self, k: usize) -> ChildSa {
@@ -389,21 +392,34 @@ fn lost_messages_are_retransmitted_bit_identically_and_replayed() {
     net.start(0);
     net.run_for(Duration::from_secs(5));
     established(&net);
-    assert_child_pair(&net.i_child(0), &net.r_child(0), EspSuite::AesCbc128HmacSha256);
+    assert_child_pair(
+        &net.i_child(0),
+        &net.r_child(0),
+        EspSuite::AesCbc128HmacSha256,
+    );
 
     let inits = net.exchanges(Dir::ToResponder, exchange::IKE_SA_INIT);
     assert_eq!(inits.len(), 2);
     assert!(inits[0].dropped && !inits[1].dropped);
-    assert_eq!(inits[0].t.data, inits[1].t.data, "bit-identical retransmission");
+    assert_eq!(
+        inits[0].t.data, inits[1].t.data,
+        "bit-identical retransmission"
+    );
     assert_eq!(inits[1].at - inits[0].at, Duration::from_millis(500));
 
     let auth_req = net.exchanges(Dir::ToResponder, exchange::IKE_AUTH);
     assert_eq!(auth_req.len(), 2);
-    assert_eq!(auth_req[0].t.data, auth_req[1].t.data, "bit-identical IKE_AUTH");
+    assert_eq!(
+        auth_req[0].t.data, auth_req[1].t.data,
+        "bit-identical IKE_AUTH"
+    );
     let auth_resp = net.exchanges(Dir::ToInitiator, exchange::IKE_AUTH);
     assert_eq!(auth_resp.len(), 2);
     assert!(auth_resp[0].dropped);
-    assert_eq!(auth_resp[0].t.data, auth_resp[1].t.data, "responder replays its cache");
+    assert_eq!(
+        auth_resp[0].t.data, auth_resp[1].t.data,
+        "responder replays its cache"
+    );
     // The responder authenticated the IKE SA once, not twice.
     let n = net
         .r_events
@@ -481,7 +497,11 @@ fn invalid_ke_payload_makes_the_initiator_switch_groups() {
             e,
             IkeEvent::IkeSaEstablished { suite, .. } if suite.group == accept
         )));
-        assert_child_pair(&net.i_child(0), &net.r_child(0), EspSuite::AesCbc128HmacSha256);
+        assert_child_pair(
+            &net.i_child(0),
+            &net.r_child(0),
+            EspSuite::AesCbc128HmacSha256,
+        );
     }
 }
 
@@ -564,7 +584,10 @@ fn child_sa_rekey_from_either_side() {
     assert_ne!(new_i.keys_out, old.keys_out, "fresh nonces give fresh keys");
     assert_child_pair(&new_i, &new_r, EspSuite::AesCbc128HmacSha256);
     for ev in [&net.i_events[0], &net.r_events] {
-        assert!(has_event(ev, |e| matches!(e, IkeEvent::ChildSaRekeyed { .. })));
+        assert!(has_event(ev, |e| matches!(
+            e,
+            IkeEvent::ChildSaRekeyed { .. }
+        )));
         assert!(has_event(ev, |e| matches!(
             e,
             IkeEvent::ChildSaDeleted { spi_in, .. } if *spi_in == old.spi_in || *spi_in == old.spi_out
@@ -585,7 +608,12 @@ fn child_sa_rekey_from_either_side() {
     assert_eq!(i.keys_in, r.keys_out);
     assert!(r.initiated && !i.initiated);
     assert_eq!(net.inits[0].child_sas().len(), 1);
-    assert!(net.i_errors.is_empty() && net.r_errors.is_empty(), "{:?} {:?}", net.i_errors, net.r_errors);
+    assert!(
+        net.i_errors.is_empty() && net.r_errors.is_empty(),
+        "{:?} {:?}",
+        net.i_errors,
+        net.r_errors
+    );
 }
 
 #[test]
@@ -829,7 +857,8 @@ fn responder_bounds_are_enforced() {
     rc.max_half_open = 2;
     rc.cookie_threshold = 100;
     let mut net = Net::many(cfgs, rc);
-    net.drop = Box::new(|s, _| s.dir == Dir::ToResponder && ike_bytes(&s.t)[18] == exchange::IKE_AUTH);
+    net.drop =
+        Box::new(|s, _| s.dir == Dir::ToResponder && ike_bytes(&s.t)[18] == exchange::IKE_AUTH);
     for k in 0..3 {
         net.inits[k].start(net.now).unwrap();
         net.deliver();
@@ -876,10 +905,11 @@ fn unsupported_critical_payload_is_answered() {
         panic!("no request");
     };
     let mut m = Message::decode(&t.data, &Default::default()).unwrap();
-    m.payloads.push(Payload::Unknown(deputy::ikev2::codec::UnknownPayload {
-        ty: 200,
-        data: vec![1, 2, 3],
-    }));
+    m.payloads
+        .push(Payload::Unknown(deputy::ikev2::codec::UnknownPayload {
+            ty: 200,
+            data: vec![1, 2, 3],
+        }));
     let mut bytes = m.encode().unwrap();
     // The unknown payload is the last: its generic header is 7 bytes from the end.
     let at = bytes.len() - 7;

@@ -113,12 +113,18 @@ impl IkeConfig {
             || self.ts_remote.is_empty()
             || self.ts_local.len() > MAX_TS
             || self.ts_remote.len() > MAX_TS
-            || self.ts_local.iter().chain(&self.ts_remote).any(|t| !t.is_valid())
+            || self
+                .ts_local
+                .iter()
+                .chain(&self.ts_remote)
+                .any(|t| !t.is_valid())
         {
             return Err(bad("traffic selectors: 1 to 16 valid selectors each side"));
         }
         if self.retransmit.max_tries == 0 || self.retransmit.initial.is_zero() {
-            return Err(bad("retransmission needs at least one try and a positive interval"));
+            return Err(bad(
+                "retransmission needs at least one try and a positive interval",
+            ));
         }
         if self.limits.max_payloads == 0 || self.limits.max_message_len < 256 {
             return Err(bad("decoding limits too small"));

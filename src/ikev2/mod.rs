@@ -78,6 +78,7 @@ pub use keys::{EspKeys, SecretBytes};
 pub use proposal::{Encr, EspSuite, IkeProposal, IkeSuite, Integ, Prf};
 pub use responder::Responder;
 
+use alloc::boxed::Box;
 use core::net::SocketAddr;
 
 /// Names one IKE SA: both SPIs.
@@ -133,7 +134,7 @@ pub enum IkeEvent {
         /// Its IKE SA.
         id: IkeSaId,
         /// The Child SA.
-        child: ChildSa,
+        child: Box<ChildSa>,
     },
     /// A Child SA replaced another (CREATE_CHILD_SA rekey). Install `child`; the old one
     /// stays valid until [`IkeEvent::ChildSaDeleted`] for `old_spi_in`.
@@ -143,7 +144,7 @@ pub enum IkeEvent {
         /// Inbound SPI of the SA being replaced.
         old_spi_in: u32,
         /// The new Child SA.
-        child: ChildSa,
+        child: Box<ChildSa>,
     },
     /// A Child SA is gone: remove it.
     ChildSaDeleted {

@@ -107,8 +107,7 @@ mod tests {
     fn nat_hash_known_answer() {
         let spi_i = [0, 1, 2, 3, 4, 5, 6, 7];
         let h = nat_detection_hash(&spi_i, &[0; 8], "192.0.2.1:500".parse().unwrap());
-        let hex: alloc::string::String =
-            h.iter().map(|b| alloc::format!("{b:02x}")).collect();
+        let hex: alloc::string::String = h.iter().map(|b| alloc::format!("{b:02x}")).collect();
         assert_eq!(hex, "0c2765788bb4317853269fbdd80011b85b67ed2a");
     }
 
@@ -122,13 +121,24 @@ mod tests {
         assert_eq!(c.len(), COOKIE_LEN);
         assert!(jar.check(&c, b"nonce-nonce-nonce", ip, &[1; 8]));
         assert!(!jar.check(&c, b"nonce-nonce-nonc3", ip, &[1; 8]));
-        assert!(!jar.check(&c, b"nonce-nonce-nonce", "192.0.2.8".parse().unwrap(), &[1; 8]));
+        assert!(!jar.check(
+            &c,
+            b"nonce-nonce-nonce",
+            "192.0.2.8".parse().unwrap(),
+            &[1; 8]
+        ));
         assert!(!jar.check(&c, b"nonce-nonce-nonce", ip, &[2; 8]));
         assert!(!jar.check(&[], b"nonce-nonce-nonce", ip, &[1; 8]));
         jar.maybe_rotate(&mut rng, Instant::from_secs(5));
-        assert!(jar.check(&c, b"nonce-nonce-nonce", ip, &[1; 8]), "not yet rotated");
+        assert!(
+            jar.check(&c, b"nonce-nonce-nonce", ip, &[1; 8]),
+            "not yet rotated"
+        );
         jar.maybe_rotate(&mut rng, Instant::from_secs(10));
-        assert!(jar.check(&c, b"nonce-nonce-nonce", ip, &[1; 8]), "previous secret");
+        assert!(
+            jar.check(&c, b"nonce-nonce-nonce", ip, &[1; 8]),
+            "previous secret"
+        );
         assert_ne!(jar.make(b"nonce-nonce-nonce", ip, &[1; 8]), c);
         jar.maybe_rotate(&mut rng, Instant::from_secs(20));
         assert!(!jar.check(&c, b"nonce-nonce-nonce", ip, &[1; 8]), "expired");

@@ -215,10 +215,8 @@ pub struct IkeSuite {
 impl IkeSuite {
     /// The single-choice SA proposal a responder returns.
     pub fn to_proposal(&self, num: u8) -> Proposal {
-        let mut transforms = alloc::vec![
-            self.encr.transform(),
-            Transform::new(t::PRF, self.prf.id())
-        ];
+        let mut transforms =
+            alloc::vec![self.encr.transform(), Transform::new(t::PRF, self.prf.id())];
         if let Some(i) = self.integ {
             transforms.push(Transform::new(t::INTEG, i.id()));
         }
@@ -331,7 +329,8 @@ pub fn ike_offer(ours: &[IkeProposal]) -> Vec<Proposal> {
     ours.iter()
         .zip(1u8..)
         .map(|(q, num)| {
-            let mut transforms = alloc::vec![q.encr.transform(), Transform::new(t::PRF, q.prf.id())];
+            let mut transforms =
+                alloc::vec![q.encr.transform(), Transform::new(t::PRF, q.prf.id())];
             if let Some(i) = q.integ {
                 transforms.push(Transform::new(t::INTEG, i.id()));
             }
@@ -532,7 +531,10 @@ mod tests {
             IkeProposal::chacha20poly1305(&[Group::X25519]),
             IkeProposal::aes128_sha256(&[Group::X25519, Group::Modp2048]),
         ]);
-        let ours = [IkeProposal::aes128_sha256(&[Group::Modp2048, Group::X25519])];
+        let ours = [IkeProposal::aes128_sha256(&[
+            Group::Modp2048,
+            Group::X25519,
+        ])];
         let c = select_ike(&offer, &ours, Some(31)).unwrap();
         assert_eq!(c.num, 2);
         assert_eq!(c.suite.group, Group::X25519);
@@ -548,7 +550,10 @@ mod tests {
         assert_eq!(select_ike(&offer, &ours, Some(31)), None);
         // The initiator accepts what it offered and nothing else.
         let chosen = [c.suite.to_proposal(c.num)];
-        let mine = [IkeProposal::aes128_sha256(&[Group::X25519, Group::Modp2048])];
+        let mine = [IkeProposal::aes128_sha256(&[
+            Group::X25519,
+            Group::Modp2048,
+        ])];
         assert_eq!(accept_ike(&chosen, &mine), Some(c.suite));
         assert_eq!(
             accept_ike(&chosen, &[IkeProposal::chacha20poly1305(&[Group::X25519])]),
@@ -561,9 +566,15 @@ mod tests {
 
     #[test]
     fn esp_selection_requires_esn_none_and_no_pfs() {
-        let offer = esp_offer(&[EspSuite::AesGcm16_256, EspSuite::ChaCha20Poly1305], 0x1234);
+        let offer = esp_offer(
+            &[EspSuite::AesGcm16_256, EspSuite::ChaCha20Poly1305],
+            0x1234,
+        );
         let c = select_esp(&offer, &EspSuite::ALL).unwrap();
-        assert_eq!((c.num, c.peer_spi, c.suite), (1, 0x1234, EspSuite::AesGcm16_256));
+        assert_eq!(
+            (c.num, c.peer_spi, c.suite),
+            (1, 0x1234, EspSuite::AesGcm16_256)
+        );
         let mut esn_only = offer.clone();
         for p in &mut esn_only {
             for tr in &mut p.transforms {

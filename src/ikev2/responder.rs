@@ -228,7 +228,13 @@ impl Responder {
             _ => None,
         });
         let (Some(sa), Some(ke), Some(ni)) = (sa, ke, ni) else {
-            self.refuse_init(&h, Notify::new(notify::INVALID_SYNTAX, Vec::new()), from, to, marker)?;
+            self.refuse_init(
+                &h,
+                Notify::new(notify::INVALID_SYNTAX, Vec::new()),
+                from,
+                to,
+                marker,
+            )?;
             return Err(IkeError::MissingPayload("SA, KE or Ni").into());
         };
         // Cookies (§2.6) once too many SAs are half-open.
@@ -256,14 +262,23 @@ impl Responder {
         };
         let group = choice.suite.group;
         if ke.group != group.id() {
-            let n = Notify::new(notify::INVALID_KE_PAYLOAD, group.id().to_be_bytes().to_vec());
+            let n = Notify::new(
+                notify::INVALID_KE_PAYLOAD,
+                group.id().to_be_bytes().to_vec(),
+            );
             self.refuse_init(&h, n, from, to, marker)?;
             return Ok(());
         }
         let kp = KeyPair::generate(group, &mut *self.rng);
         let our_public = kp.public().to_vec();
         let Ok(shared) = kp.agree(&ke.data) else {
-            self.refuse_init(&h, Notify::new(notify::INVALID_SYNTAX, Vec::new()), from, to, marker)?;
+            self.refuse_init(
+                &h,
+                Notify::new(notify::INVALID_SYNTAX, Vec::new()),
+                from,
+                to,
+                marker,
+            )?;
             return Err(IkeError::Malformed("KE value").into());
         };
         let mut spi_r = [0u8; 8];

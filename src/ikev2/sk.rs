@@ -13,6 +13,7 @@
 //! never repeat under one key (RFC 5282 §3.1). A retransmission re-sends the stored
 //! bytes, never re-seals.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -41,7 +42,7 @@ enum Direction {
         integ: SecretBytes,
     },
     Aead {
-        key: AeadKey,
+        key: Box<AeadKey>,
         salt: [u8; 4],
     },
 }
@@ -142,7 +143,9 @@ impl SkCipher {
         let mut plain = match &self.inb {
             Direction::Cbc { enc, integ } => {
                 let d = &sk.data;
-                if d.len() < CBC_BLOCK * 2 + ICV_LEN || (d.len() - ICV_LEN) % CBC_BLOCK != 0 {
+                if d.len() < CBC_BLOCK * 2 + ICV_LEN
+                    || !(d.len() - ICV_LEN).is_multiple_of(CBC_BLOCK)
+                {
                     return Err(IkeError::BadLength("SK payload"));
                 }
                 let mac_at = bytes.len() - ICV_LEN;
@@ -233,17 +236,16 @@ fn direction(encr: Encr, enc: &SecretBytes, integ: &SecretBytes) -> Result<Direc
         Encr::ChaCha20Poly1305 => AeadAlg::ChaCha20Poly1305,
     };
     let b = enc.as_bytes();
-    let split = b
-        .len()
-        .checked_sub(4)
-        .ok_or(IkeError::Crypto(crate::crypto::CryptoError::BadKeyLength {
+    let split = b.len().checked_sub(4).ok_or(IkeError::Crypto(
+        crate::crypto::CryptoError::BadKeyLength {
             got: b.len(),
             want: alg.key_len() + 4,
-        }))?;
+        },
+    ))?;
     let mut salt = [0u8; 4];
     salt.copy_from_slice(&b[split..]);
     Ok(Direction::Aead {
-        key: AeadKey::new(alg, &b[..split])?,
+        key: Box::new(AeadKey::new(alg, &b[..split])?),
         salt,
     })
 }

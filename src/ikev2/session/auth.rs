@@ -121,7 +121,10 @@ impl IkeSa {
                     initiated: true,
                 };
                 self.children.push(child.clone());
-                ctx.event(IkeEvent::ChildSaEstablished { id: self.id, child })
+                ctx.event(IkeEvent::ChildSaEstablished {
+                    id: self.id,
+                    child: alloc::boxed::Box::new(child),
+                })
             }
             Err(n) => ctx.event(IkeEvent::ChildSaFailed {
                 id: self.id,
@@ -270,7 +273,10 @@ impl IkeSa {
             Ok((child, mut extra)) => {
                 reply.append(&mut extra);
                 self.children.push(child.clone());
-                ctx.event(IkeEvent::ChildSaEstablished { id: self.id, child })?;
+                ctx.event(IkeEvent::ChildSaEstablished {
+                    id: self.id,
+                    child: alloc::boxed::Box::new(child),
+                })?;
             }
             Err(n) => {
                 reply.push(Payload::Notify(Notify::new(n, Vec::new())));

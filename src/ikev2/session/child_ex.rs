@@ -63,7 +63,12 @@ impl IkeSa {
         if let Some(n) = error_notify(&payloads) {
             return fail(ctx, self.id, n);
         }
-        let Some(old) = self.children.iter().find(|c| c.spi_in == old_spi_in).cloned() else {
+        let Some(old) = self
+            .children
+            .iter()
+            .find(|c| c.spi_in == old_spi_in)
+            .cloned()
+        else {
             // The old SA went away meanwhile (the peer deleted it): nothing to replace.
             return fail(ctx, self.id, notify::CHILD_SA_NOT_FOUND);
         };
@@ -80,8 +85,8 @@ impl IkeSa {
                 Err(n) => return fail(ctx, self.id, n),
             };
         let (i2r, r2i) = child_keys(suite, self.sk_d.as_bytes(), None, ni, &nr)?;
-        let transport = crate::ikev2::codec::find_notify(&payloads, notify::USE_TRANSPORT_MODE)
-            .is_some();
+        let transport =
+            crate::ikev2::codec::find_notify(&payloads, notify::USE_TRANSPORT_MODE).is_some();
         let child = ChildSa {
             suite,
             mode: if transport {
@@ -106,10 +111,11 @@ impl IkeSa {
         ctx.event(IkeEvent::ChildSaRekeyed {
             id: self.id,
             old_spi_in,
-            child,
+            child: alloc::boxed::Box::new(child),
         })?;
         // §2.8: the initiator of the rekey deletes the old SA.
-        self.queue.push_front(Command::DeleteChild(Some(old_spi_in)));
+        self.queue
+            .push_front(Command::DeleteChild(Some(old_spi_in)));
         Ok(())
     }
 
@@ -172,7 +178,7 @@ impl IkeSa {
                 ctx.event(IkeEvent::ChildSaRekeyed {
                     id: self.id,
                     old_spi_in: old.spi_in,
-                    child,
+                    child: alloc::boxed::Box::new(child),
                 })?;
                 Ok(reply)
             }

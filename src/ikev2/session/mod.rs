@@ -18,9 +18,7 @@ use core::time::Duration;
 use rand_core::CryptoRng;
 
 use super::child::ChildSa;
-use super::codec::{
-    Flags, Header, NON_ESP_MARKER, Notify, Payload, TrafficSelector, decode_chain,
-};
+use super::codec::{Flags, Header, NON_ESP_MARKER, Notify, Payload, TrafficSelector, decode_chain};
 use super::config::{IkeConfig, Retransmit};
 use super::consts::{exchange, notify};
 use super::keys::{IkeKeys, SecretBytes};
@@ -415,8 +413,13 @@ impl IkeSa {
         }
         let opened = self.sk.open_raw(msg, &limits)?;
         let mut count = opened.outer_count;
-        let reply = match decode_chain(opened.first_inner, &opened.plain, &limits, &mut count, false)
-        {
+        let reply = match decode_chain(
+            opened.first_inner,
+            &opened.plain,
+            &limits,
+            &mut count,
+            false,
+        ) {
             Ok(payloads) => {
                 self.peer_next_id = self.peer_next_id.wrapping_add(1);
                 if self.udp_encap || self.state == State::Authenticating {
@@ -438,7 +441,15 @@ impl IkeSa {
                 if self.state == State::Authenticating {
                     self.close_after_response(ctx);
                 }
-                self.respond(ctx, h.exchange, h.message_id, &[Payload::Notify(n)], from, to, marker)?;
+                self.respond(
+                    ctx,
+                    h.exchange,
+                    h.message_id,
+                    &[Payload::Notify(n)],
+                    from,
+                    to,
+                    marker,
+                )?;
                 return Err(e.into());
             }
         };
@@ -480,7 +491,13 @@ impl IkeSa {
         }
         let opened = self.sk.open_raw(msg, &limits)?;
         let mut count = opened.outer_count;
-        let payloads = decode_chain(opened.first_inner, &opened.plain, &limits, &mut count, false);
+        let payloads = decode_chain(
+            opened.first_inner,
+            &opened.plain,
+            &limits,
+            &mut count,
+            false,
+        );
         let Some(p) = self.pending.take() else {
             return Ok(());
         };
