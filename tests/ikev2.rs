@@ -980,3 +980,35 @@ fn garbage_never_panics_either_actor() {
         IkeEvent::LivenessConfirmed { .. }
     )));
 }
+
+#[test]
+fn child_sa_table_is_bounded_during_a_rekey() {
+    let mut net = Net::new(i_config(I_ADDR), r_config());
+    net.start(0);
+    let id = net.inits[0].ike_sa_id().unwrap();
+    // Lose the initiator's Delete of the old Child SA: both SAs stay installed meanwhile.
+    net.drop = Box::new(|s, _| {
+        s.dir == Dir::ToResponder && ike_bytes(&s.t)[18] == exchange::INFORMATIONAL
+    });
+    net.inits[0].rekey_child(net.now).unwrap();
+    net.deliver();
+    assert_eq!(net.resp.child_sas(id).len(), 2);
+    assert_eq!(net.inits[0].child_sas().len(), 2);
+    // A further rekey is refused on both sides until the old SA is gone.
+    assert!(matches!(
+        net.resp.rekey_child(net.now, id),
+        Err(Error::Ike(deputy::ikev2::IkeError::Unexpected(_)))
+    ));
+    // The delete is retransmitted; once it gets through, the table shrinks again.
+    net.drop = Box::new(|_, _| false);
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(net.resp.child_sas(id).len(), 1);
+    assert_eq!(net.inits[0].child_sas().len(), 1);
+    net.resp.rekey_child(net.now, id).unwrap();
+    net.run_for(Duration::from_secs(1));
+    let (i, r) = (net.i_child(0), net.r_child(0));
+    assert!(r.initiated && !i.initiated);
+    assert_eq!((i.spi_in, i.spi_out), (r.spi_out, r.spi_in));
+    assert_eq!(i.keys_out, r.keys_in);
+    assert_eq!(i.keys_in, r.keys_out);
+}

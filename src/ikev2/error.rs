@@ -61,9 +61,9 @@ pub enum IkeError {
     /// A required payload is missing.
     #[error("missing {0} payload")]
     MissingPayload(&'static str),
-    /// The peer answered with an error notify.
-    #[error("peer refused with notify {0}")]
-    PeerError(u16),
+    /// We answered the request with this error notify (NO_PROPOSAL_CHOSEN …).
+    #[error("refused with notify {0}")]
+    Refused(u16),
     /// A command needs an established IKE SA.
     #[error("no established IKE SA")]
     NotEstablished,

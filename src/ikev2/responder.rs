@@ -258,7 +258,7 @@ impl Responder {
         let Some(choice) = select_ike(sa, &self.ike.ike_proposals, Some(ke.group)) else {
             let n = Notify::new(notify::NO_PROPOSAL_CHOSEN, Vec::new());
             self.refuse_init(&h, n, from, to, marker)?;
-            return Err(IkeError::PeerError(notify::NO_PROPOSAL_CHOSEN).into());
+            return Err(IkeError::Refused(notify::NO_PROPOSAL_CHOSEN).into());
         };
         let group = choice.suite.group;
         if ke.group != group.id() {
