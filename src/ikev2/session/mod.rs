@@ -507,6 +507,8 @@ impl IkeSa {
                 // An authenticated but undecodable answer: the exchange failed.
                 if let Request::Auth { .. } = p.request {
                     self.fail(ctx, FailReason::InvalidResponse)?;
+                } else {
+                    self.pump_queue(ctx)?;
                 }
                 return Err(e.into());
             }
