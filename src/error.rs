@@ -22,6 +22,9 @@ pub enum Error {
     /// The secure channel failed or refused.
     #[error("channel: {0}")]
     Channel(#[from] crate::channel::ChannelError),
+    /// An IKEv2 message or command was refused.
+    #[error("ike: {0}")]
+    Ike(crate::ikev2::IkeError),
     /// A configured bound was reached; the input or command was refused.
     #[error("{what} is full (bound {bound})")]
     CapacityExceeded {

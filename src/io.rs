@@ -201,6 +201,8 @@ pub enum Output {
 pub enum Event {
     /// From a secure-channel actor.
     Channel(crate::channel::ChannelEvent),
+    /// From an IKEv2 initiator or responder.
+    Ike(crate::ikev2::IkeEvent),
 }
 
 impl From<crate::channel::ChannelEvent> for Event {

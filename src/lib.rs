@@ -66,6 +66,7 @@ extern crate std;
 pub mod channel;
 pub mod crypto;
 mod error;
+pub mod ikev2;
 pub mod io;
 #[cfg(feature = "sim")]
 pub mod sim;
