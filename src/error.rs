@@ -22,6 +22,9 @@ pub enum Error {
     /// The secure channel failed or refused.
     #[error("channel: {0}")]
     Channel(#[from] crate::channel::ChannelError),
+    /// The ESP data plane refused a packet, an SA or a command.
+    #[error("ipsec: {0}")]
+    Ipsec(#[from] crate::ipsec::IpsecError),
     /// A configured bound was reached; the input or command was refused.
     #[error("{what} is full (bound {bound})")]
     CapacityExceeded {

@@ -200,6 +200,14 @@ pub enum Output {
 pub enum Event {
     /// From a secure-channel actor.
     Channel(crate::channel::ChannelEvent),
+    /// From an ESP data plane ([`crate::ipsec`]).
+    Ipsec(crate::ipsec::IpsecEvent),
+}
+
+impl From<crate::ipsec::IpsecEvent> for Event {
+    fn from(e: crate::ipsec::IpsecEvent) -> Self {
+        Event::Ipsec(e)
+    }
 }
 
 impl From<crate::channel::ChannelEvent> for Event {
