@@ -292,6 +292,7 @@ impl DataPlane {
     /// protected, in the returned list (in queue order).
     pub fn install(&mut self, now: Instant, sa: ChildSa) -> Result<Vec<Protected>, IpsecError> {
         self.expire(now);
+        sa.validate()?;
         if self.sas.contains_key(&sa.spi_in) {
             return Err(IpsecError::DuplicateSpi(sa.spi_in));
         }
@@ -327,6 +328,14 @@ impl DataPlane {
         pending.retain(|p| !p.packets.is_empty());
         self.pending = pending;
         Ok(released)
+    }
+
+    /// Test hook: jump an SA's outbound sequence counter.
+    #[cfg(test)]
+    pub(crate) fn set_next_seq(&mut self, spi_in: u32, seq: u64) {
+        if let Some(e) = self.sas.get_mut(&spi_in) {
+            e.next_seq = seq;
+        }
     }
 
     /// Remove the SA pair with inbound SPI `spi_in`; returns its final counters.
