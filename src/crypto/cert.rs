@@ -490,12 +490,12 @@ impl TrustStore {
         if cert.is_ca {
             return Err(CertError::UnexpectedCa);
         }
-        if let Some(name) = expected_name {
-            if !cert.names(name) {
-                return Err(CertError::NameMismatch {
-                    expected: name.into(),
-                });
-            }
+        if let Some(name) = expected_name
+            && !cert.names(name)
+        {
+            return Err(CertError::NameMismatch {
+                expected: name.into(),
+            });
         }
         Ok(cert)
     }

@@ -220,7 +220,9 @@ impl DataPlane {
             || c.max_queued_total == 0
             || c.max_events == 0
         {
-            return Err(IpsecError::InvalidSa("data plane bounds must be at least 1"));
+            return Err(IpsecError::InvalidSa(
+                "data plane bounds must be at least 1",
+            ));
         }
         let id: [u8; 2] = crate::crypto::random_array(&mut *rng);
         Ok(DataPlane {
@@ -312,9 +314,11 @@ impl DataPlane {
         for p in &mut pending {
             let mut keep = VecDeque::new();
             while let Some(pkt) = p.packets.pop_front() {
-                let covered = packet::parse(&pkt)
-                    .ok()
-                    .filter(|info| self.sas.get(&spi).is_some_and(|e| e.sa.covers_outbound(info)));
+                let covered = packet::parse(&pkt).ok().filter(|info| {
+                    self.sas
+                        .get(&spi)
+                        .is_some_and(|e| e.sa.covers_outbound(info))
+                });
                 match covered {
                     Some(info) => match self.seal_with(now, spi, &info, &pkt) {
                         Ok(out) => released.push(out),
@@ -513,7 +517,10 @@ impl DataPlane {
             self.stats.queue_drops += 1;
             return Err(full("acquire queues", c.max_queued_total));
         }
-        let bytes = ip_packet.get(..info.total_len).unwrap_or(ip_packet).to_vec();
+        let bytes = ip_packet
+            .get(..info.total_len)
+            .unwrap_or(ip_packet)
+            .to_vec();
         if let Some(p) = self
             .pending
             .iter_mut()
@@ -665,7 +672,8 @@ impl DataPlane {
                         .any(|e| e.sa.encap.is_some_and(|x| x.local.port() == p))
             })
         };
-        if info.protocol == PROTO_ESP || (info.protocol == PROTO_UDP && is_encap_port(info.dst_port))
+        if info.protocol == PROTO_ESP
+            || (info.protocol == PROTO_UDP && is_encap_port(info.dst_port))
         {
             if info.is_fragment {
                 self.stats.malformed += 1;
@@ -851,8 +859,7 @@ fn transport_packet(whole: &[u8], info: &PacketInfo, esp: &[u8]) -> Result<Vec<u
         .ok_or(IpsecError::Malformed("short packet"))?;
     let mut out = Vec::with_capacity(header.len() + esp.len());
     out.extend_from_slice(header);
-    *out
-        .get_mut(info.proto_offset)
+    *out.get_mut(info.proto_offset)
         .ok_or(IpsecError::Malformed("protocol offset"))? = PROTO_ESP;
     if info.src.is_ipv4() {
         let total = u16::try_from(header.len() + esp.len()).map_err(|_| IpsecError::TooLarge)?;

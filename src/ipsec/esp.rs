@@ -305,12 +305,13 @@ impl EspTransform {
                 } else {
                     CbcCipher::Aes256(Aes256::new_from_slice(&keys.encryption).map_err(|_| bad())?)
                 };
-                let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&keys.integrity).map_err(
-                    |_| IpsecError::BadKeyLength {
-                        got: keys.integrity.len(),
-                        want: 32,
-                    },
-                )?;
+                let mac =
+                    <Hmac<Sha256> as KeyInit>::new_from_slice(&keys.integrity).map_err(|_| {
+                        IpsecError::BadKeyLength {
+                            got: keys.integrity.len(),
+                            want: 32,
+                        }
+                    })?;
                 Transform::Cbc { cipher, mac }
             }
             Suite::AesGcm128 | Suite::AesGcm256 | Suite::ChaCha20Poly1305 => {
@@ -368,8 +369,7 @@ impl EspTransform {
         out.push(next_header);
         match &self.transform {
             Transform::Cbc { cipher, mac } => {
-                let (blocks, rest) =
-                    cbc::cipher::Array::slice_as_chunks_mut(&mut out[ct_start..]);
+                let (blocks, rest) = cbc::cipher::Array::slice_as_chunks_mut(&mut out[ct_start..]);
                 debug_assert!(rest.is_empty());
                 let iv: &[u8; 16] = iv.try_into().map_err(|_| IpsecError::Malformed("IV"))?;
                 match cipher {
@@ -514,10 +514,13 @@ mod tests {
                     }
                 }
             }
-            assert_eq!(SaKeys::from_keymat(suite, &[0; 3]).unwrap_err(), IpsecError::BadKeyLength {
-                got: 3,
-                want: suite.encryption_key_len() + suite.integrity_key_len(),
-            });
+            assert_eq!(
+                SaKeys::from_keymat(suite, &[0; 3]).unwrap_err(),
+                IpsecError::BadKeyLength {
+                    got: 3,
+                    want: suite.encryption_key_len() + suite.integrity_key_len(),
+                }
+            );
             assert_eq!(Suite::from_id(suite.id()), Some(suite));
         }
     }
@@ -545,7 +548,13 @@ mod tests {
         let mut plain = vec![b'a', b'b', 1, 2, 2, 4];
         assert_eq!(strip_trailer(&mut plain), Some(4));
         assert_eq!(plain, b"ab");
-        for bad in [vec![b'a', 1, 3, 2, 4], vec![2, 1, 2, 4], vec![9, 4], vec![4], vec![]] {
+        for bad in [
+            vec![b'a', 1, 3, 2, 4],
+            vec![2, 1, 2, 4],
+            vec![9, 4],
+            vec![4],
+            vec![],
+        ] {
             let mut p = bad.clone();
             assert_eq!(strip_trailer(&mut p), None, "{bad:?}");
         }

@@ -69,11 +69,13 @@ pub use dataplane::{
     Acquire, DataPlane, DataPlaneConfig, DataPlaneStats, EncapDatagram, Inbound, Outbound,
     Protected,
 };
-pub use esp::{ESP_HEADER_LEN, EspTransform, ICV_LEN, Opened, SALT_LEN, SaKeys, Suite, peek_header};
+pub use esp::{
+    ESP_HEADER_LEN, EspTransform, ICV_LEN, Opened, SALT_LEN, SaKeys, Suite, peek_header,
+};
 pub use node::{IpsecNode, NodeConfig};
 pub use packet::{
-    PROTO_ESP, PROTO_ICMP, PROTO_ICMPV6, PROTO_IPV4, PROTO_IPV6, PROTO_NONE, PROTO_TCP,
-    PROTO_UDP, PacketInfo, parse as parse_packet,
+    PROTO_ESP, PROTO_ICMP, PROTO_ICMPV6, PROTO_IPV4, PROTO_IPV6, PROTO_NONE, PROTO_TCP, PROTO_UDP,
+    PacketInfo, parse as parse_packet,
 };
 pub use replay::{ReplayKind, ReplayWindow};
 pub use sa::{ChildSa, DirectionStats, Lifetime, MAX_TRAFFIC_SELECTORS, Mode, SaStats, UdpEncap};

@@ -155,7 +155,9 @@ impl Actor for IpsecNode {
             }
             Input::Packet { .. } => Err(Error::Unexpected("packet on an unknown interface")),
             Input::Datagram { from, to, data } => self.inbound_datagram(now, from, to, data),
-            _ => Err(Error::Unexpected("the IPsec node takes packets and datagrams only")),
+            _ => Err(Error::Unexpected(
+                "the IPsec node takes packets and datagrams only",
+            )),
         }
     }
 

@@ -393,7 +393,11 @@ pub(crate) mod tests {
     pub(crate) fn icmp(src: &str, dst: &str, ty: u8, code: u8) -> Vec<u8> {
         let src: IpAddr = src.parse().unwrap();
         let dst: IpAddr = dst.parse().unwrap();
-        let proto = if src.is_ipv4() { PROTO_ICMP } else { PROTO_ICMPV6 };
+        let proto = if src.is_ipv4() {
+            PROTO_ICMP
+        } else {
+            PROTO_ICMPV6
+        };
         let body = [ty, code, 0, 0, 1, 2, 3, 4];
         let mut out = Vec::new();
         push_ip_header(
@@ -470,7 +474,10 @@ pub(crate) mod tests {
             loopy[40 + i * 8] = 60;
             loopy[41 + i * 8] = 0;
         }
-        assert!(parse(&loopy).is_err(), "endless extension chains are refused");
+        assert!(
+            parse(&loopy).is_err(),
+            "endless extension chains are refused"
+        );
     }
 
     #[test]
@@ -488,7 +495,11 @@ pub(crate) mod tests {
             0
         );
         let v4 = udp("10.0.0.1", "10.0.0.2", 1, 2, b"x");
-        assert_eq!(&v4[26..28], &[0, 0], "IPv4 ESP-in-UDP goes without checksum");
+        assert_eq!(
+            &v4[26..28],
+            &[0, 0],
+            "IPv4 ESP-in-UDP goes without checksum"
+        );
         let mut v4c = v4.clone();
         fix_transport_checksum(&mut v4c).unwrap();
         assert_eq!(v4c, v4, "a zero IPv4 UDP checksum stays zero");

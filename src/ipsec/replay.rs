@@ -175,8 +175,16 @@ mod tests {
         assert_eq!(w.check(105), Ok(()));
         w.accept(105).unwrap();
         assert_eq!(w.accept(105), Err(ReplayKind::Duplicate));
-        assert_eq!(w.check(101), Ok(()), "101 is inside the window and never arrived");
-        assert_eq!(w.check(47), Err(ReplayKind::Duplicate), "the window's left edge");
+        assert_eq!(
+            w.check(101),
+            Ok(()),
+            "101 is inside the window and never arrived"
+        );
+        assert_eq!(
+            w.check(47),
+            Err(ReplayKind::Duplicate),
+            "the window's left edge"
+        );
         assert_eq!(w.check(46), Err(ReplayKind::TooOld));
         assert_eq!(w.top(), 110);
     }
@@ -192,7 +200,11 @@ mod tests {
             if size > 1 {
                 assert_eq!(w.check(oldest_ok), Ok(()), "size {size}");
             }
-            assert_eq!(w.check(oldest_ok - 1), Err(ReplayKind::TooOld), "size {size}");
+            assert_eq!(
+                w.check(oldest_ok - 1),
+                Err(ReplayKind::TooOld),
+                "size {size}"
+            );
             // Ring slots reused after the jump must read as not received.
             for s in oldest_ok..5 + 10_000 {
                 assert_eq!(w.check(s), Ok(()), "size {size} seq {s}");
@@ -231,7 +243,11 @@ mod tests {
         assert_eq!(w.infer_esn(3), Some((1u64 << 32) + 3), "wrapped forward");
         // Top just above 2^32: the window spans both subspaces.
         w.accept((1u64 << 32) + 5).unwrap();
-        assert_eq!(w.infer_esn(0xffff_fff0), Some(0xffff_fff0), "late packet from below");
+        assert_eq!(
+            w.infer_esn(0xffff_fff0),
+            Some(0xffff_fff0),
+            "late packet from below"
+        );
         assert_eq!(w.infer_esn(7), Some((1u64 << 32) + 7));
         // The very top of the 64-bit space cannot go further.
         let mut w = ReplayWindow::new(64).unwrap();

@@ -143,16 +143,17 @@ impl ChildSa {
                 return Err(IpsecError::InvalidSa("traffic selector count"));
             }
         }
-        if let Mode::Tunnel { local, remote } = self.mode {
-            if local.is_ipv4() != remote.is_ipv4() {
-                return Err(IpsecError::InvalidSa("tunnel address families differ"));
-            }
+        if let Mode::Tunnel { local, remote } = self.mode
+            && local.is_ipv4() != remote.is_ipv4()
+        {
+            return Err(IpsecError::InvalidSa("tunnel address families differ"));
         }
-        if let Some(e) = self.encap {
-            if e.local.is_ipv4() != e.remote.is_ipv4() || e.local.port() == 0 || e.remote.port() == 0
-            {
-                return Err(IpsecError::InvalidSa("UDP encapsulation endpoints"));
-            }
+        if let Some(e) = self.encap
+            && (e.local.is_ipv4() != e.remote.is_ipv4()
+                || e.local.port() == 0
+                || e.remote.port() == 0)
+        {
+            return Err(IpsecError::InvalidSa("UDP encapsulation endpoints"));
         }
         ReplayWindow::new(self.replay_window)?;
         let l = &self.lifetime;
@@ -257,7 +258,11 @@ impl SaEntry {
 
     /// The last sequence number this SA may send.
     pub(crate) fn max_seq(&self) -> u64 {
-        if self.sa.esn { u64::MAX } else { u64::from(u32::MAX) }
+        if self.sa.esn {
+            u64::MAX
+        } else {
+            u64::from(u32::MAX)
+        }
     }
 
     pub(crate) fn seq_exhausted(&self) -> bool {

@@ -361,16 +361,23 @@ mod tests {
         assert!(!host.contains("2001::2".parse().unwrap()));
         let r: AddrRange = "10.0.0.9/0".parse().unwrap();
         assert_eq!(r, AddrRange::any_v4());
-        assert_eq!(
-            "::/0".parse::<AddrRange>().unwrap(),
-            AddrRange::any_v6()
-        );
+        assert_eq!("::/0".parse::<AddrRange>().unwrap(), AddrRange::any_v6());
         assert!(AddrRange::any_v6().covers(&host));
         assert_eq!(
-            "10.0.0.1-10.0.0.9".parse::<AddrRange>().unwrap().to_string(),
+            "10.0.0.1-10.0.0.9"
+                .parse::<AddrRange>()
+                .unwrap()
+                .to_string(),
             "10.0.0.1-10.0.0.9"
         );
-        for bad in ["10.0.0.0/33", "::/129", "10.0.0.9-10.0.0.1", "10.0.0.1-::1", "x", "1.2.3.4/x"] {
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.9-10.0.0.1",
+            "10.0.0.1-::1",
+            "x",
+            "1.2.3.4/x",
+        ] {
             assert!(bad.parse::<AddrRange>().is_err(), "{bad}");
         }
     }

@@ -169,7 +169,9 @@ mod tests {
     fn seed_001_table() -> Spd {
         let mut spd = Spd::new(8, Action::Protect);
         spd.push(Policy::new(
-            Selector::parse("10.0.0.1/32", "10.0.0.0/24").unwrap().protocol(PROTO_TCP),
+            Selector::parse("10.0.0.1/32", "10.0.0.0/24")
+                .unwrap()
+                .protocol(PROTO_TCP),
             Direction::Outbound,
             Action::Bypass,
         ))
@@ -205,8 +207,14 @@ mod tests {
         // Not TCP, another source, or outside the /24: not row 1.
         let u = parse(&udp("10.0.0.1", "10.0.0.77", 1, 2, b"")).unwrap();
         assert_eq!(spd.outbound(&u).action, Action::Protect);
-        assert_eq!(spd.outbound(&tcp("10.0.0.2", "10.0.0.77", 1, 2)).action, Action::Protect);
-        assert_eq!(spd.outbound(&tcp("10.0.0.1", "10.0.1.1", 1, 2)).action, Action::Protect);
+        assert_eq!(
+            spd.outbound(&tcp("10.0.0.2", "10.0.0.77", 1, 2)).action,
+            Action::Protect
+        );
+        assert_eq!(
+            spd.outbound(&tcp("10.0.0.1", "10.0.1.1", 1, 2)).action,
+            Action::Protect
+        );
         // Row 2: NetBIOS name service between the two IPv6 hosts: bypass.
         let nb = parse(&udp("2001::1", "2001::2", 137, 137, b"q")).unwrap();
         assert_eq!(spd.outbound(&nb).policy, Some(1));

@@ -40,7 +40,8 @@ fn ts(s: &str) -> Vec<TrafficSelector> {
 /// RFC 7634 Appendix A: a tunnel-mode ChaCha20-Poly1305 ESP packet carrying an ICMP echo
 /// request from 198.51.100.5 to 192.0.2.5 between gateways 203.0.113.153 and 203.0.113.5.
 mod rfc7634 {
-    pub const KEYMAT: &str = "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f a0a1a2a3";
+    pub const KEYMAT: &str =
+        "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f a0a1a2a3";
     pub const SPI: u32 = 0x0102_0304;
     pub const SEQ: u64 = 5;
     pub const IV: &str = "1011121314151617";
@@ -70,7 +71,14 @@ fn rfc7634_appendix_a_seal_matches_byte_for_byte() {
     let t = EspTransform::new(suite, &keys).unwrap();
     let inner = unhex(rfc7634::INNER);
     let esp = t
-        .seal(rfc7634::SPI, rfc7634::SEQ, false, &unhex(rfc7634::IV), PROTO_IPV4, &inner)
+        .seal(
+            rfc7634::SPI,
+            rfc7634::SEQ,
+            false,
+            &unhex(rfc7634::IV),
+            PROTO_IPV4,
+            &inner,
+        )
         .unwrap();
     assert_eq!(esp, unhex(rfc7634::ESP));
     let opened = t.open(&esp, rfc7634::SEQ, false).unwrap();
@@ -296,11 +304,17 @@ fn draft_mcgrew_gcm_test_vectors_open_and_seal() {
         let packet = unhex(v.packet);
         let plaintext = unhex(v.plaintext);
         // Open: the payload is the plaintext less its trailer.
-        let opened = t.open(&packet, v.seq, v.esn).unwrap_or_else(|e| panic!("case {i}: {e}"));
+        let opened = t
+            .open(&packet, v.seq, v.esn)
+            .unwrap_or_else(|e| panic!("case {i}: {e}"));
         let pad_len = usize::from(plaintext[plaintext.len() - 2]);
         let payload = &plaintext[..plaintext.len() - 2 - pad_len];
         assert_eq!(opened.payload, payload, "case {i}");
-        assert_eq!(opened.next_header, plaintext[plaintext.len() - 1], "case {i}");
+        assert_eq!(
+            opened.next_header,
+            plaintext[plaintext.len() - 1],
+            "case {i}"
+        );
         // Seal with the same IV reproduces the packet (the vectors use minimal padding).
         let (spi, _) = peek_header(&packet).unwrap();
         let iv = &packet[8..16];
@@ -338,7 +352,12 @@ fn net(setup: Setup) -> Net {
     let (a_host, b_host, a_gw, b_gw) = match (setup.v6, setup.tunnel) {
         (false, true) => ("10.1.0.5", "10.2.0.9", "192.0.2.1", "198.51.100.1"),
         (false, false) => ("192.0.2.1", "198.51.100.1", "192.0.2.1", "198.51.100.1"),
-        (true, true) => ("2001:db8:1::5", "2001:db8:2::9", "2001:db8::1", "2001:db8::2"),
+        (true, true) => (
+            "2001:db8:1::5",
+            "2001:db8:2::9",
+            "2001:db8::1",
+            "2001:db8::2",
+        ),
         (true, false) => ("2001:db8::1", "2001:db8::2", "2001:db8::1", "2001:db8::2"),
     };
     Net {
@@ -365,7 +384,11 @@ fn child_sa(setup: Setup, a: bool, config_spi: (u32, u32)) -> ChildSa {
         (n.b_host, n.a_host, n.b_gw, n.a_gw)
     };
     let (k_ab, k_ba) = (keys(setup.suite, 1), keys(setup.suite, 2));
-    let (spi_in, spi_out) = if a { config_spi } else { (config_spi.1, config_spi.0) };
+    let (spi_in, spi_out) = if a {
+        config_spi
+    } else {
+        (config_spi.1, config_spi.0)
+    };
     let (keys_in, keys_out) = if a { (k_ba, k_ab) } else { (k_ab, k_ba) };
     let mode = if setup.tunnel {
         Mode::Tunnel {
@@ -440,7 +463,12 @@ fn all_setups() -> Vec<Setup> {
 }
 
 /// Deliver a protected packet to `to`, through raw IP or as a datagram.
-fn deliver(to: &mut DataPlane, now: Instant, p: &Protected, as_datagram: bool) -> Result<Inbound, IpsecError> {
+fn deliver(
+    to: &mut DataPlane,
+    now: Instant,
+    p: &Protected,
+    as_datagram: bool,
+) -> Result<Inbound, IpsecError> {
     match p {
         Protected::Ip(bytes) => to.unprotect(now, bytes),
         Protected::Udp(d) if as_datagram => to.unprotect_datagram(now, d.from, d.to, &d.payload),
@@ -459,7 +487,11 @@ fn protect(dp: &mut DataPlane, now: Instant, packet: &[u8]) -> Protected {
 /// IP header, so the IPv4 identification and checksum may differ).
 fn assert_same_datagram(got: &[u8], want: &[u8], what: &dyn core::fmt::Debug) {
     let (g, w) = (parse_packet(got).unwrap(), parse_packet(want).unwrap());
-    assert_eq!((g.src, g.dst, g.protocol), (w.src, w.dst, w.protocol), "{what:?}");
+    assert_eq!(
+        (g.src, g.dst, g.protocol),
+        (w.src, w.dst, w.protocol),
+        "{what:?}"
+    );
     assert_eq!(&got[g.header_len..], &want[w.header_len..], "{what:?}");
 }
 
@@ -471,8 +503,20 @@ fn every_suite_mode_family_and_encapsulation_round_trips_both_ways() {
         let now = Instant::from_secs(1);
         for (i, len) in [0usize, 1, 13, 200, 1400].into_iter().enumerate() {
             let body: Vec<u8> = (0..len).map(|x| x as u8).collect();
-            let ab = udp(&n.a_host.to_string(), &n.b_host.to_string(), 1000, 2000, &body);
-            let ba = udp(&n.b_host.to_string(), &n.a_host.to_string(), 2000, 1000, &body);
+            let ab = udp(
+                &n.a_host.to_string(),
+                &n.b_host.to_string(),
+                1000,
+                2000,
+                &body,
+            );
+            let ba = udp(
+                &n.b_host.to_string(),
+                &n.a_host.to_string(),
+                2000,
+                1000,
+                &body,
+            );
             let p = protect(&mut a, now, &ab);
             match (&p, setup.encap) {
                 (Protected::Udp(d), true) => {
@@ -506,7 +550,11 @@ fn every_suite_mode_family_and_encapsulation_round_trips_both_ways() {
             assert_same_datagram(&packet, &ba, &setup);
         }
         let s = a.sa_stats(0x1000).unwrap();
-        assert_eq!((s.outbound.packets, s.inbound.packets, s.next_seq), (5, 5, 6), "{setup:?}");
+        assert_eq!(
+            (s.outbound.packets, s.inbound.packets, s.next_seq),
+            (5, 5, 6),
+            "{setup:?}"
+        );
     }
 }
 
@@ -555,7 +603,14 @@ fn transport_mode_keeps_the_original_header_and_ipv6_extension_headers() {
     let Protected::Ip(esp) = protect(&mut a, Instant::ZERO, &pkt) else {
         panic!()
     };
-    assert_eq!(&esp[..6], &pkt[..4].iter().chain(&esp[4..6]).copied().collect::<Vec<_>>()[..]);
+    assert_eq!(
+        &esp[..6],
+        &pkt[..4]
+            .iter()
+            .chain(&esp[4..6])
+            .copied()
+            .collect::<Vec<_>>()[..]
+    );
     assert_eq!(esp[6], 60, "the fixed header still points at the options");
     assert_eq!(esp[40], PROTO_ESP, "the options header now points at ESP");
     let info = parse_packet(&esp).unwrap();
@@ -582,7 +637,10 @@ fn transport_mode_keeps_the_original_header_and_ipv6_extension_headers() {
     frag[10..12].copy_from_slice(&[0, 0]);
     let sum = packet::checksum(&frag[..20]);
     frag[10..12].copy_from_slice(&sum.to_be_bytes());
-    assert!(matches!(a.protect(Instant::ZERO, &frag), Err(IpsecError::Unsupported(_))));
+    assert!(matches!(
+        a.protect(Instant::ZERO, &frag),
+        Err(IpsecError::Unsupported(_))
+    ));
 }
 
 // -------------------------------------------------------------- anti-replay
@@ -607,7 +665,10 @@ fn anti_replay_duplicate_old_and_reordered() {
         deliver(&mut b, now, p, false).unwrap();
     }
     deliver(&mut b, now, &sent[99], false).unwrap();
-    assert!(matches!(deliver(&mut b, now, &sent[59], false), Ok(Inbound::Packet { .. })));
+    assert!(matches!(
+        deliver(&mut b, now, &sent[59], false),
+        Ok(Inbound::Packet { .. })
+    ));
     // Duplicates.
     for i in [59, 99, 5] {
         let e = deliver(&mut b, now, &sent[i], false).unwrap_err();
@@ -628,9 +689,15 @@ fn anti_replay_duplicate_old_and_reordered() {
     // Left of the window (100 - 64 = 36 is the last outside): too old.
     assert!(matches!(
         deliver(&mut b, now, &sent[35], false),
-        Err(IpsecError::Replay { kind: ReplayKind::TooOld, .. })
+        Err(IpsecError::Replay {
+            kind: ReplayKind::TooOld,
+            ..
+        })
     ));
-    assert!(matches!(deliver(&mut b, now, &sent[36], false), Ok(Inbound::Packet { .. })));
+    assert!(matches!(
+        deliver(&mut b, now, &sent[36], false),
+        Ok(Inbound::Packet { .. })
+    ));
     assert_eq!(b.sa_stats(0x2000).unwrap().replay_drops, 4);
 }
 
@@ -639,7 +706,9 @@ fn forged_packets_never_move_the_window() {
     let (mut a, mut b) = pair(tunnel_setup(Suite::ChaCha20Poly1305));
     let pkt = udp("10.1.0.5", "10.2.0.9", 1, 2, b"w");
     let first = protect(&mut a, Instant::ZERO, &pkt);
-    let Protected::Ip(good) = &first else { panic!() };
+    let Protected::Ip(good) = &first else {
+        panic!()
+    };
     // A forgery claiming sequence number 1000: rejected for integrity, not recorded.
     let mut forged = good.clone();
     forged[20 + 4..20 + 8].copy_from_slice(&1000u32.to_be_bytes());
@@ -648,7 +717,10 @@ fn forged_packets_never_move_the_window() {
         Err(IpsecError::IntegrityFailed { spi: 0x2000 })
     );
     // Sequence 1 is still acceptable: the window did not jump to 1000.
-    assert!(matches!(b.unprotect(Instant::ZERO, good), Ok(Inbound::Packet { .. })));
+    assert!(matches!(
+        b.unprotect(Instant::ZERO, good),
+        Ok(Inbound::Packet { .. })
+    ));
     // A tampered replay of a delivered packet is an integrity failure, not a replay.
     let mut tampered = good.clone();
     let last = tampered.len() - 1;
@@ -665,18 +737,24 @@ fn configurable_window_of_1024_packets() {
     let setup = tunnel_setup(Suite::AesGcm256);
     let mut a = plane(1, DataPlaneConfig::default());
     let mut b = plane(2, DataPlaneConfig::default());
-    a.install(Instant::ZERO, child_sa(setup, true, (0x1000, 0x2000))).unwrap();
+    a.install(Instant::ZERO, child_sa(setup, true, (0x1000, 0x2000)))
+        .unwrap();
     let mut sa = child_sa(setup, false, (0x1000, 0x2000));
     sa.replay_window = 1024;
     b.install(Instant::ZERO, sa).unwrap();
     let pkt = udp("10.1.0.5", "10.2.0.9", 1, 2, b"");
-    let sent: Vec<Protected> = (0..1100).map(|_| protect(&mut a, Instant::ZERO, &pkt)).collect();
+    let sent: Vec<Protected> = (0..1100)
+        .map(|_| protect(&mut a, Instant::ZERO, &pkt))
+        .collect();
     deliver(&mut b, Instant::ZERO, &sent[1099], false).unwrap();
     // 1100 - 1024 + 1 = 77 is the oldest inside.
     assert!(deliver(&mut b, Instant::ZERO, &sent[76], false).is_ok());
     assert!(matches!(
         deliver(&mut b, Instant::ZERO, &sent[75], false),
-        Err(IpsecError::Replay { kind: ReplayKind::TooOld, .. })
+        Err(IpsecError::Replay {
+            kind: ReplayKind::TooOld,
+            ..
+        })
     ));
 }
 
@@ -777,7 +855,10 @@ fn byte_lifetimes_raise_soft_once_then_remove_the_sa() {
     // Inbound on the dead SA is reported as expired, not unknown.
     let mut back = b;
     let q = protect(&mut back, now, &udp("10.2.0.9", "10.1.0.5", 2, 1, b"late"));
-    assert_eq!(deliver(&mut a, now, &q, false), Err(IpsecError::SaExpired { spi: 0x1000 }));
+    assert_eq!(
+        deliver(&mut a, now, &q, false),
+        Err(IpsecError::SaExpired { spi: 0x1000 })
+    );
     let _ = (p1, p2);
 }
 
@@ -807,7 +888,10 @@ fn time_lifetimes_follow_the_driver_clock() {
     );
     assert_eq!(a.poll_timeout(), Some(Instant::from_secs(160)));
     let pkt = udp("10.1.0.5", "10.2.0.9", 1, 2, b"t");
-    assert!(matches!(a.protect(Instant::from_secs(159), &pkt), Ok(Outbound::Protected(_))));
+    assert!(matches!(
+        a.protect(Instant::from_secs(159), &pkt),
+        Ok(Outbound::Protected(_))
+    ));
     // No timer call at 160: the next packet call still sees the SA expired.
     let r = a.protect(Instant::from_secs(161), &pkt);
     assert!(matches!(r, Ok(Outbound::Queued { .. })), "{r:?}");
@@ -836,7 +920,9 @@ fn sequence_numbers_never_wrap() {
     let pkt = udp("10.1.0.5", "10.2.0.9", 1, 2, b"s");
     a.set_next_seq(0x1000, u64::from(u32::MAX));
     let last = protect(&mut a, Instant::ZERO, &pkt);
-    let Protected::Ip(bytes) = &last else { panic!() };
+    let Protected::Ip(bytes) = &last else {
+        panic!()
+    };
     assert_eq!(&bytes[24..28], &[0xff; 4]);
     assert!(deliver(&mut b, Instant::ZERO, &last, false).is_ok());
     for _ in 0..2 {
@@ -854,14 +940,20 @@ fn sequence_numbers_never_wrap() {
         "reported once"
     );
     // Inbound still works on the exhausted pair.
-    let back = protect(&mut b, Instant::ZERO, &udp("10.2.0.9", "10.1.0.5", 2, 1, b"ok"));
+    let back = protect(
+        &mut b,
+        Instant::ZERO,
+        &udp("10.2.0.9", "10.1.0.5", 2, 1, b"ok"),
+    );
     assert!(deliver(&mut a, Instant::ZERO, &back, false).is_ok());
     // A rekeyed SA takes over.
     let released = a
         .install(Instant::ZERO, child_sa(setup, true, (0x1001, 0x2001)))
         .unwrap();
     assert!(released.is_empty());
-    let Protected::Ip(next) = protect(&mut a, Instant::ZERO, &pkt) else { panic!() };
+    let Protected::Ip(next) = protect(&mut a, Instant::ZERO, &pkt) else {
+        panic!()
+    };
     assert_eq!(peek_header(&next[20..]).unwrap(), (0x2001, 1));
 }
 
@@ -878,7 +970,9 @@ fn esn_carries_on_past_2_pow_32() {
     b.install(Instant::ZERO, sa_b).unwrap();
     let pkt = udp("10.1.0.5", "10.2.0.9", 1, 2, b"esn");
     a.set_next_seq(0x1000, u64::from(u32::MAX) - 1);
-    let sent: Vec<Protected> = (0..4).map(|_| protect(&mut a, Instant::ZERO, &pkt)).collect();
+    let sent: Vec<Protected> = (0..4)
+        .map(|_| protect(&mut a, Instant::ZERO, &pkt))
+        .collect();
     for (i, p) in sent.iter().enumerate() {
         let Protected::Ip(bytes) = p else { panic!() };
         // Only the low 32 bits travel: 0xfffffffe, 0xffffffff, 0, 1.
@@ -891,7 +985,11 @@ fn esn_carries_on_past_2_pow_32() {
     // Replays across the boundary are still caught.
     assert!(matches!(
         deliver(&mut b, Instant::ZERO, &sent[1], false),
-        Err(IpsecError::Replay { kind: ReplayKind::Duplicate, seq: 0xffff_ffff, .. })
+        Err(IpsecError::Replay {
+            kind: ReplayKind::Duplicate,
+            seq: 0xffff_ffff,
+            ..
+        })
     ));
     assert_eq!(a.sa_stats(0x1000).unwrap().next_seq, (1u64 << 32) + 2);
 }
@@ -906,12 +1004,14 @@ fn the_sad_is_bounded_and_spis_are_unique() {
     };
     let mut a = plane(1, config);
     let setup = tunnel_setup(Suite::AesGcm128);
-    a.install(Instant::ZERO, child_sa(setup, true, (0x1000, 0x2000))).unwrap();
+    a.install(Instant::ZERO, child_sa(setup, true, (0x1000, 0x2000)))
+        .unwrap();
     assert_eq!(
         a.install(Instant::ZERO, child_sa(setup, true, (0x1000, 0x2001))),
         Err(IpsecError::DuplicateSpi(0x1000))
     );
-    a.install(Instant::ZERO, child_sa(setup, true, (0x1001, 0x2001))).unwrap();
+    a.install(Instant::ZERO, child_sa(setup, true, (0x1001, 0x2001)))
+        .unwrap();
     assert_eq!(
         a.install(Instant::ZERO, child_sa(setup, true, (0x1002, 0x2002))),
         Err(IpsecError::CapacityExceeded {
@@ -920,15 +1020,22 @@ fn the_sad_is_bounded_and_spis_are_unique() {
         })
     );
     assert!(a.remove(0x1000).is_some());
-    a.install(Instant::ZERO, child_sa(setup, true, (0x1002, 0x2002))).unwrap();
+    a.install(Instant::ZERO, child_sa(setup, true, (0x1002, 0x2002)))
+        .unwrap();
     assert_eq!(a.spis().collect::<Vec<_>>(), [0x1001, 0x1002]);
     // Reserved SPIs and bad keys are refused.
     let mut bad = child_sa(setup, true, (200, 0x2003));
-    assert!(matches!(a.install(Instant::ZERO, bad.clone()), Err(IpsecError::InvalidSa(_))));
+    assert!(matches!(
+        a.install(Instant::ZERO, bad.clone()),
+        Err(IpsecError::InvalidSa(_))
+    ));
     bad.spi_in = 0x1003;
     bad.keys_in.encryption.pop();
     a.remove(0x1001);
-    assert!(matches!(a.install(Instant::ZERO, bad), Err(IpsecError::BadKeyLength { .. })));
+    assert!(matches!(
+        a.install(Instant::ZERO, bad),
+        Err(IpsecError::BadKeyLength { .. })
+    ));
 }
 
 #[test]
@@ -946,16 +1053,32 @@ fn acquire_queues_are_bounded_and_released_on_install() {
         .unwrap();
     let now = Instant::from_secs(5);
     let to_b = |n: u8| udp("10.1.0.5", "10.2.0.9", 1, 2, &[n]);
-    assert_eq!(a.protect(now, &to_b(1)), Ok(Outbound::Queued { acquire: 1 }));
+    assert_eq!(
+        a.protect(now, &to_b(1)),
+        Ok(Outbound::Queued { acquire: 1 })
+    );
     let ev = drain(&mut a);
     let [IpsecEvent::Acquire(acq)] = &ev[..] else {
         panic!("{ev:?}")
     };
     assert_eq!(acq.id, 1);
     assert_eq!(acq.policy, Some(0));
-    assert_eq!(acq.packet, Selector::parse("10.1.0.5", "10.2.0.9").unwrap().protocol(PROTO_UDP).src_ports(PortRange::single(1)).dst_ports(PortRange::single(2)));
-    assert_eq!(acq.policy_selector, Some(Selector::parse("0.0.0.0/0", "0.0.0.0/0").unwrap()));
-    assert_eq!(a.protect(now, &to_b(2)), Ok(Outbound::Queued { acquire: 1 }));
+    assert_eq!(
+        acq.packet,
+        Selector::parse("10.1.0.5", "10.2.0.9")
+            .unwrap()
+            .protocol(PROTO_UDP)
+            .src_ports(PortRange::single(1))
+            .dst_ports(PortRange::single(2))
+    );
+    assert_eq!(
+        acq.policy_selector,
+        Some(Selector::parse("0.0.0.0/0", "0.0.0.0/0").unwrap())
+    );
+    assert_eq!(
+        a.protect(now, &to_b(2)),
+        Ok(Outbound::Queued { acquire: 1 })
+    );
     assert!(drain(&mut a).is_empty(), "one acquire per destination");
     // Per-acquire bound.
     assert_eq!(
@@ -1025,7 +1148,10 @@ fn undrained_events_are_bounded() {
     let mut a = plane(1, config);
     for i in 0..4u8 {
         let p = udp("10.1.0.5", &alloc::format!("10.9.0.{i}"), 1, 2, b"");
-        assert!(matches!(a.protect(Instant::ZERO, &p), Ok(Outbound::Queued { .. })));
+        assert!(matches!(
+            a.protect(Instant::ZERO, &p),
+            Ok(Outbound::Queued { .. })
+        ));
     }
     assert_eq!(drain(&mut a).len(), 2);
     assert_eq!(a.stats().events_dropped, 2);
@@ -1050,7 +1176,9 @@ fn bad_configurations_are_refused() {
 fn spd_bypass_discard_and_unprotected_inbound() {
     let mut dp = DataPlane::new(DataPlaneConfig::default(), rng(1)).unwrap();
     dp.add_policy(Policy::new(
-        Selector::parse("10.0.0.1/32", "10.0.0.0/24").unwrap().protocol(PROTO_TCP),
+        Selector::parse("10.0.0.1/32", "10.0.0.0/24")
+            .unwrap()
+            .protocol(PROTO_TCP),
         Direction::Outbound,
         Action::Bypass,
     ))
@@ -1082,14 +1210,27 @@ fn spd_bypass_discard_and_unprotected_inbound() {
     let ns = packet::tests::icmp("2001::1", "2001::2", 135, 0);
     assert_eq!(dp.protect(Instant::ZERO, &ns), Ok(Outbound::Discard));
     let other = udp("10.0.0.1", "10.0.0.9", 1, 2, b"");
-    assert_eq!(dp.protect(Instant::ZERO, &other), Ok(Outbound::Discard), "default");
+    assert_eq!(
+        dp.protect(Instant::ZERO, &other),
+        Ok(Outbound::Discard),
+        "default"
+    );
     let clear = udp("10.2.0.9", "10.1.0.5", 1, 2, b"");
-    assert_eq!(dp.unprotect(Instant::ZERO, &clear), Err(IpsecError::Unprotected));
+    assert_eq!(
+        dp.unprotect(Instant::ZERO, &clear),
+        Err(IpsecError::Unprotected)
+    );
     let ok = udp("10.3.0.9", "10.1.0.5", 1, 2, b"");
     assert_eq!(dp.unprotect(Instant::ZERO, &ok), Ok(Inbound::Bypass));
     let s = dp.stats();
-    assert_eq!((s.bypassed, s.policy_discards, s.unprotected_drops), (2, 2, 1));
-    assert!(matches!(dp.protect(Instant::ZERO, b"junk"), Err(IpsecError::Malformed(_))));
+    assert_eq!(
+        (s.bypassed, s.policy_discards, s.unprotected_drops),
+        (2, 2, 1)
+    );
+    assert!(matches!(
+        dp.protect(Instant::ZERO, b"junk"),
+        Err(IpsecError::Malformed(_))
+    ));
 }
 
 #[test]
@@ -1101,7 +1242,8 @@ fn decrypted_packets_outside_the_selectors_are_refused() {
     let mut sa = child_sa(setup, true, (0x1000, 0x2000));
     sa.local_ts = ts("10.1.0.0/16");
     a.install(Instant::ZERO, sa).unwrap();
-    b.install(Instant::ZERO, child_sa(setup, false, (0x1000, 0x2000))).unwrap();
+    b.install(Instant::ZERO, child_sa(setup, false, (0x1000, 0x2000)))
+        .unwrap();
     let spoofed = udp("10.1.0.6", "10.2.0.9", 1, 2, b"spoof");
     let p = protect(&mut a, Instant::ZERO, &spoofed);
     assert_eq!(
@@ -1125,7 +1267,10 @@ fn nat_t_port_carries_keepalives_ike_and_esp() {
     let from: SocketAddr = "198.51.100.1:4500".parse().unwrap();
     let to: SocketAddr = "192.0.2.1:4500".parse().unwrap();
     let now = Instant::ZERO;
-    assert_eq!(b.unprotect_datagram(now, from, to, &[0xff]), Ok(Inbound::NatKeepalive));
+    assert_eq!(
+        b.unprotect_datagram(now, from, to, &[0xff]),
+        Ok(Inbound::NatKeepalive)
+    );
     assert_eq!(
         b.unprotect_datagram(now, from, to, &[0, 0, 0, 0, 1, 2, 3]),
         Ok(Inbound::Ike {
@@ -1142,19 +1287,28 @@ fn nat_t_port_carries_keepalives_ike_and_esp() {
     let keepalive = udp("198.51.100.1", "192.0.2.1", 4500, 4500, &[0xff]);
     assert_eq!(b.unprotect(now, &keepalive), Ok(Inbound::NatKeepalive));
     let ike = udp("198.51.100.1", "192.0.2.1", 4500, 4500, &[0, 0, 0, 0, 9]);
-    assert_eq!(b.unprotect(now, &ike), Ok(Inbound::Ike { message: vec![9] }));
+    assert_eq!(
+        b.unprotect(now, &ike),
+        Ok(Inbound::Ike { message: vec![9] })
+    );
     assert_eq!(b.stats().keepalives, 2);
     let p = protect(&mut a, now, &udp("10.1.0.5", "10.2.0.9", 1, 2, b"x"));
     let Protected::Udp(d) = &p else { panic!() };
     let raw = d.to_ip_packet(1).unwrap();
     let info = parse_packet(&raw).unwrap();
-    assert_eq!((info.protocol, info.dst_port), (PROTO_UDP, Some(NAT_T_PORT)));
+    assert_eq!(
+        (info.protocol, info.dst_port),
+        (PROTO_UDP, Some(NAT_T_PORT))
+    );
     assert_eq!(&raw[26..28], &[0, 0], "IPv4 ESP-in-UDP: zero UDP checksum");
     assert!(matches!(b.unprotect(now, &raw), Ok(Inbound::Packet { .. })));
     // A broken UDP length is malformed, not a panic.
     let mut bad = raw.clone();
     bad[24..26].copy_from_slice(&3u16.to_be_bytes());
-    assert!(matches!(b.unprotect(now, &bad), Err(IpsecError::Malformed(_))));
+    assert!(matches!(
+        b.unprotect(now, &bad),
+        Err(IpsecError::Malformed(_))
+    ));
 }
 
 // ------------------------------------------------------------------- actor
@@ -1172,10 +1326,13 @@ fn the_node_actor_protects_unprotects_and_reports() {
     let now = Instant::ZERO;
     let pkt = udp("10.1.0.5", "10.2.0.9", 1, 2, b"actor");
     // No SA yet: an acquire comes out as an event.
-    a.handle_input(now, Input::Packet {
-        iface: IfaceId(0),
-        data: &pkt,
-    })
+    a.handle_input(
+        now,
+        Input::Packet {
+            iface: IfaceId(0),
+            data: &pkt,
+        },
+    )
     .unwrap();
     assert!(matches!(
         a.poll_output(),
@@ -1184,16 +1341,21 @@ fn the_node_actor_protects_unprotects_and_reports() {
     assert_eq!(a.poll_output(), None);
     assert_eq!(a.poll_timeout(), Some(Instant::from_secs(30)));
     // Installing releases the queued packet onto the protected interface.
-    a.install(now, child_sa(setup, true, (0x1000, 0x2000))).unwrap();
-    b.install(now, child_sa(setup, false, (0x1000, 0x2000))).unwrap();
+    a.install(now, child_sa(setup, true, (0x1000, 0x2000)))
+        .unwrap();
+    b.install(now, child_sa(setup, false, (0x1000, 0x2000)))
+        .unwrap();
     let Some(Output::Packet { iface, data }) = a.poll_output() else {
         panic!()
     };
     assert_eq!(iface, IfaceId(1));
-    b.handle_input(now, Input::Packet {
-        iface: IfaceId(1),
-        data: &data,
-    })
+    b.handle_input(
+        now,
+        Input::Packet {
+            iface: IfaceId(1),
+            data: &data,
+        },
+    )
     .unwrap();
     assert_eq!(
         b.poll_output(),
@@ -1203,40 +1365,73 @@ fn the_node_actor_protects_unprotects_and_reports() {
         })
     );
     // Errors come back typed, and the node keeps working.
-    let e = b.handle_input(now, Input::Packet {
-        iface: IfaceId(1),
-        data: &data,
-    });
-    assert!(matches!(e, Err(crate::Error::Ipsec(IpsecError::Replay { .. }))));
-    assert!(b
-        .handle_input(now, Input::Packet { iface: IfaceId(7), data: &data })
-        .is_err());
+    let e = b.handle_input(
+        now,
+        Input::Packet {
+            iface: IfaceId(1),
+            data: &data,
+        },
+    );
+    assert!(matches!(
+        e,
+        Err(crate::Error::Ipsec(IpsecError::Replay { .. }))
+    ));
+    assert!(
+        b.handle_input(
+            now,
+            Input::Packet {
+                iface: IfaceId(7),
+                data: &data
+            }
+        )
+        .is_err()
+    );
     // With UDP encapsulation the node emits datagrams and takes them back.
-    let setup = Setup { encap: true, ..setup };
+    let setup = Setup {
+        encap: true,
+        ..setup
+    };
     let mut a = IpsecNode::new(plane(1, DataPlaneConfig::default()), cfg);
     let mut b = IpsecNode::new(plane(2, DataPlaneConfig::default()), cfg);
-    a.install(now, child_sa(setup, true, (0x1000, 0x2000))).unwrap();
-    b.install(now, child_sa(setup, false, (0x1000, 0x2000))).unwrap();
-    a.handle_input(now, Input::Packet {
-        iface: IfaceId(0),
-        data: &pkt,
-    })
+    a.install(now, child_sa(setup, true, (0x1000, 0x2000)))
+        .unwrap();
+    b.install(now, child_sa(setup, false, (0x1000, 0x2000)))
+        .unwrap();
+    a.handle_input(
+        now,
+        Input::Packet {
+            iface: IfaceId(0),
+            data: &pkt,
+        },
+    )
     .unwrap();
     let Some(Output::Transmit(t)) = a.poll_output() else {
         panic!()
     };
-    b.handle_input(now, Input::Datagram {
-        from: t.from,
-        to: t.to,
-        data: &t.data,
-    })
+    b.handle_input(
+        now,
+        Input::Datagram {
+            from: t.from,
+            to: t.to,
+            data: &t.data,
+        },
+    )
     .unwrap();
-    assert_eq!(b.poll_output(), Some(Output::Packet { iface: IfaceId(0), data: pkt }));
-    b.handle_input(now, Input::Datagram {
-        from: t.from,
-        to: t.to,
-        data: &[0, 0, 0, 0, 1],
-    })
+    assert_eq!(
+        b.poll_output(),
+        Some(Output::Packet {
+            iface: IfaceId(0),
+            data: pkt
+        })
+    );
+    b.handle_input(
+        now,
+        Input::Datagram {
+            from: t.from,
+            to: t.to,
+            data: &[0, 0, 0, 0, 1],
+        },
+    )
     .unwrap();
     assert_eq!(b.poll_output(), None);
     assert_eq!(b.ike_dropped(), 1);
