@@ -270,7 +270,8 @@ impl DataPlane {
         self.sas.get(&spi_in).map(SaEntry::stats)
     }
 
-    /// The installed SA pair with inbound SPI `spi_in`.
+    /// The installed SA pair with inbound SPI `spi_in`. Its `keys_in` and `keys_out` are
+    /// empty: installation moves the keys into the cipher states and wipes them here.
     pub fn sa(&self, spi_in: u32) -> Option<&ChildSa> {
         self.sas.get(&spi_in).map(|e| &e.sa)
     }

@@ -54,6 +54,7 @@
 //! assert!(matches!(peer.unprotect(now, &esp), Err(IpsecError::Replay { .. })));
 //! ```
 
+mod codec;
 mod dataplane;
 mod esp;
 mod node;

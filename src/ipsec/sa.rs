@@ -240,11 +240,21 @@ pub(crate) struct SaEntry {
 }
 
 impl SaEntry {
-    pub(crate) fn new(sa: ChildSa, now: Instant, generation: u64) -> Result<SaEntry, IpsecError> {
+    /// Key the transforms, then wipe the key material from the stored description: from
+    /// here on the keys live only inside the cipher states.
+    pub(crate) fn new(
+        mut sa: ChildSa,
+        now: Instant,
+        generation: u64,
+    ) -> Result<SaEntry, IpsecError> {
         sa.validate()?;
+        let inbound = EspTransform::new(sa.suite, &sa.keys_in)?;
+        let outbound = EspTransform::new(sa.suite, &sa.keys_out)?;
+        sa.keys_in.zeroize();
+        sa.keys_out.zeroize();
         Ok(SaEntry {
-            inbound: EspTransform::new(sa.suite, &sa.keys_in)?,
-            outbound: EspTransform::new(sa.suite, &sa.keys_out)?,
+            inbound,
+            outbound,
             window: ReplayWindow::new(sa.replay_window)?,
             next_seq: 1,
             installed_at: now,

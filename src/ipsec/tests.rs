@@ -1023,6 +1023,10 @@ fn the_sad_is_bounded_and_spis_are_unique() {
     a.install(Instant::ZERO, child_sa(setup, true, (0x1002, 0x2002)))
         .unwrap();
     assert_eq!(a.spis().collect::<Vec<_>>(), [0x1001, 0x1002]);
+    // Installed SAs keep no copy of their keys outside the cipher states.
+    let stored = a.sa(0x1001).unwrap();
+    assert!(stored.keys_in.encryption.is_empty() && stored.keys_out.encryption.is_empty());
+    assert!(stored.keys_in.integrity.is_empty() && stored.keys_out.integrity.is_empty());
     // Reserved SPIs and bad keys are refused.
     let mut bad = child_sa(setup, true, (200, 0x2003));
     assert!(matches!(
@@ -1518,6 +1522,11 @@ mod props {
             if setup.tunnel {
                 prop_assert_eq!(packet, pkt);
             }
+        }
+
+        #[test]
+        fn child_sa_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = ChildSa::decode(&bytes);
         }
 
         #[test]
