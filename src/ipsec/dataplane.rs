@@ -613,7 +613,15 @@ impl DataPlane {
         let esp = e
             .outbound
             .seal(e.sa.spi_out, seq, e.sa.esn, iv, next_header, payload)?;
+        // Consume the sequence number (and with it the AEAD IV) now, whatever happens to
+        // this packet below: a number is never used twice.
+        e.next_seq = seq.checked_add(1).unwrap_or(0);
         let out = if let Some(encap) = e.sa.encap {
+            // The outer IPv4 header and the UDP header must still fit a 16-bit length.
+            let outer = if encap.local.is_ipv4() { 28 } else { 8 };
+            if esp.len() + outer > usize::from(u16::MAX) {
+                return Err(IpsecError::TooLarge);
+            }
             Protected::Udp(EncapDatagram {
                 from: encap.local,
                 to: encap.remote,
@@ -639,7 +647,6 @@ impl DataPlane {
         } else {
             Protected::Ip(transport_packet(whole, info, &esp)?)
         };
-        e.next_seq = seq.checked_add(1).unwrap_or(0);
         e.stats.outbound.packets += 1;
         e.stats.outbound.bytes += payload.len() as u64;
         self.check_byte_lifetimes(now, spi_in);

@@ -1547,3 +1547,27 @@ mod props {
         }
     }
 }
+
+#[test]
+fn oversize_results_are_refused_without_reusing_a_sequence_number() {
+    for encap in [false, true] {
+        let setup = Setup {
+            suite: Suite::AesGcm128,
+            tunnel: true,
+            v6: false,
+            encap,
+        };
+        let (mut a, mut b) = pair(setup);
+        // A maximal inner packet: tunnel overhead pushes it past 65535.
+        let big = udp("10.1.0.5", "10.2.0.9", 1, 2, &vec![0u8; 65_535 - 28]);
+        assert_eq!(a.protect(Instant::ZERO, &big), Err(IpsecError::TooLarge));
+        let small = udp("10.1.0.5", "10.2.0.9", 1, 2, b"next");
+        let p = protect(&mut a, Instant::ZERO, &small);
+        let esp = match &p {
+            Protected::Ip(bytes) => &bytes[20..],
+            Protected::Udp(d) => &d.payload[..],
+        };
+        assert_eq!(peek_header(esp).unwrap().1, 2, "sequence 1 was consumed");
+        assert!(deliver(&mut b, Instant::ZERO, &p, false).is_ok());
+    }
+}
