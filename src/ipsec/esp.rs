@@ -370,7 +370,10 @@ impl EspTransform {
         match &self.transform {
             Transform::Cbc { cipher, mac } => {
                 let (blocks, rest) = cbc::cipher::Array::slice_as_chunks_mut(&mut out[ct_start..]);
-                debug_assert!(rest.is_empty());
+                if !rest.is_empty() {
+                    // Unreachable: the padding above aligns to the block size.
+                    return Err(IpsecError::Malformed("CBC alignment"));
+                }
                 let iv: &[u8; 16] = iv.try_into().map_err(|_| IpsecError::Malformed("IV"))?;
                 match cipher {
                     CbcCipher::Aes128(c) => {
