@@ -203,6 +203,14 @@ pub enum Event {
     Channel(crate::channel::ChannelEvent),
     /// From an IKEv2 initiator or responder.
     Ike(crate::ikev2::IkeEvent),
+    /// From an ESP data plane ([`crate::ipsec`]).
+    Ipsec(crate::ipsec::IpsecEvent),
+}
+
+impl From<crate::ipsec::IpsecEvent> for Event {
+    fn from(e: crate::ipsec::IpsecEvent) -> Self {
+        Event::Ipsec(e)
+    }
 }
 
 impl From<crate::channel::ChannelEvent> for Event {

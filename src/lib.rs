@@ -68,6 +68,7 @@ pub mod crypto;
 mod error;
 pub mod ikev2;
 pub mod io;
+pub mod ipsec;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod time;
