@@ -115,7 +115,7 @@ pub use nat::{
     AllowRule, BindingInfo, Filtering, GatewayConfig, Mapping, NatConfig, PortAllocation, Proto,
 };
 pub use net::{LinkConfig, NetworkId, Prefix};
-pub use probe::{DatagramProbe, StreamProbe};
+pub use probe::{DatagramProbe, PacketProbe, StreamProbe};
 pub use record::{DropReason, Labeler, PacketSummary, TraceEntry, TraceKind, default_label};
 pub use tcp::TcpConfig;
 
@@ -136,6 +136,12 @@ impl NodeId {
     /// The index of the node in creation order.
     pub fn index(self) -> usize {
         self.0 as usize
+    }
+
+    /// The id of the `i`-th node created (calls with an id that names no node fail with
+    /// [`SimError::UnknownNode`]).
+    pub fn from_index(i: usize) -> NodeId {
+        NodeId(u32::try_from(i).unwrap_or(u32::MAX))
     }
 }
 
@@ -921,9 +927,6 @@ impl Core {
                     rw.src = Some(ext);
                     rw.dst = Some(inside);
                     egress = 0;
-                } else if own {
-                    drop(self, DropReason::AddressedToRouter, &data);
-                    return;
                 } else if iface == 1 && dst == nat.public {
                     let (Some(proto), Some(s), Some(d)) = (proto, src_sock, dst_sock) else {
                         drop(self, DropReason::NatUnsupported, &data);
@@ -934,6 +937,9 @@ impl Core {
                         Err(r) => return drop(self, r, &data),
                     }
                     egress = 0;
+                } else if own {
+                    drop(self, DropReason::AddressedToRouter, &data);
+                    return;
                 } else if iface == 1 {
                     drop(self, DropReason::Firewall, &data);
                     return;

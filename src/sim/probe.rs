@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::prelude::rust_2024::*;
 use std::time::Duration;
 
-use crate::{Actor, Error, Input, Instant, Outbox, Output, StreamId, Transmit};
+use crate::{Actor, Error, IfaceId, Input, Instant, Outbox, Output, StreamId, Transmit};
 
 /// A datagram a probe received.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -328,6 +328,98 @@ impl Actor for StreamProbe {
             }
             _ => Err(Error::Unexpected("a stream probe takes stream events only")),
         }
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) {}
+
+    fn poll_output(&mut self) -> Option<Output> {
+        self.outbox.pop()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+}
+
+/// A raw packet a [`PacketProbe`] received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedPacket {
+    /// When it arrived.
+    pub at: Instant,
+    /// The interface it arrived on.
+    pub iface: IfaceId,
+    /// The whole IP packet.
+    pub data: Vec<u8>,
+}
+
+/// An IP-layer probe: emits raw packets on command and records every packet it gets.
+/// As a *bridge* ([`PacketProbe::bridge`]) on an inline node with two interfaces it
+/// also forwards every packet unchanged to the other interface — a transparent
+/// bump in the wire that shows what crossed it.
+#[derive(Debug, Default)]
+pub struct PacketProbe {
+    outbox: Outbox,
+    received: Vec<ReceivedPacket>,
+    bridge: bool,
+}
+
+impl PacketProbe {
+    /// Most packets recorded; later ones are still forwarded by a bridge but not kept.
+    pub const MAX_RECORDED: usize = 100_000;
+
+    /// A probe that records and emits only on command.
+    pub fn new() -> Self {
+        PacketProbe::default()
+    }
+
+    /// A probe that also forwards interface 0 ↔ interface 1.
+    pub fn bridge() -> Self {
+        PacketProbe {
+            bridge: true,
+            ..PacketProbe::default()
+        }
+    }
+
+    /// Emit a raw packet on `iface` (hosts have only `IfaceId(0)`).
+    pub fn emit(&mut self, iface: IfaceId, data: impl Into<Vec<u8>>) -> Result<(), Error> {
+        self.outbox.push(Output::Packet {
+            iface,
+            data: data.into(),
+        })
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> &[ReceivedPacket] {
+        &self.received
+    }
+
+    /// Take everything received so far.
+    pub fn take_received(&mut self) -> Vec<ReceivedPacket> {
+        std::mem::take(&mut self.received)
+    }
+}
+
+impl Actor for PacketProbe {
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
+        let Input::Packet { iface, data } = input else {
+            return Err(Error::Unexpected("a packet probe takes raw packets only"));
+        };
+        if self.received.len() < Self::MAX_RECORDED {
+            self.received.push(ReceivedPacket {
+                at: now,
+                iface,
+                data: data.to_vec(),
+            });
+        }
+        if self.bridge {
+            let out = match iface.0 {
+                0 => IfaceId(1),
+                1 => IfaceId(0),
+                _ => return Err(Error::Unexpected("a bridge has two interfaces")),
+            };
+            self.emit(out, data.to_vec())?;
+        }
+        Ok(())
     }
 
     fn handle_timeout(&mut self, _now: Instant) {}
