@@ -767,7 +767,10 @@ fn ipv6_datagrams_and_streams() {
     })
     .unwrap()
     .unwrap();
-    sim.run_for(ms(100)).unwrap();
+    // Nothing periodic here: the network goes idle once the exchange is over.
+    let idle_at = sim.run_until_idle(10_000).unwrap();
+    assert!(idle_at > Instant::ZERO && idle_at < Instant::from_secs(1));
+    assert_eq!(sim.pending(), 0);
     assert_eq!(sim.actor::<StreamProbe>(a).unwrap().received(id), b"ssh");
     assert_eq!(
         received(&sim, d),
@@ -1170,6 +1173,21 @@ fn bad_calls_are_typed_errors() {
             .add_network("bad", "10.0.0.0/40", LinkConfig::default()),
         Err(SimError::BadPrefix)
     );
+    let mut other = Sim::new(0);
+    let mut foreign = other
+        .add_network("x", "10.0.0.0/8", LinkConfig::default())
+        .unwrap();
+    for _ in 0..5 {
+        foreign = other
+            .add_network("x", "10.0.0.0/8", LinkConfig::default())
+            .unwrap();
+    }
+    assert_eq!(
+        w.sim
+            .add_host("nowhere", foreign, ip("10.0.0.1"), DatagramProbe::new(1))
+            .map(|_| ()),
+        Err(SimError::UnknownNetwork(foreign))
+    );
     // An actor that re-arms a timer for "now" forever hits the step budget.
     struct Spinner;
     impl Actor for Spinner {
@@ -1250,4 +1268,70 @@ fn actor_output_errors_are_recorded_not_panicked() {
     assert_eq!(faults.len(), 4, "{faults:?}");
     assert!(drops_at(&w.sim, b).contains(&DropReason::Malformed));
     let _ = client;
+}
+
+/// Takes anything, says nothing.
+struct Quiet;
+
+impl Actor for Quiet {
+    fn handle_input(&mut self, _: Instant, _: deputy::Input<'_>) -> Result<(), Error> {
+        Ok(())
+    }
+    fn handle_timeout(&mut self, _: Instant) {}
+    fn poll_output(&mut self) -> Option<Output> {
+        None
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+}
+
+/// Emits the events it is told to emit.
+struct Emitter(Vec<deputy::Event>);
+
+impl Actor for Emitter {
+    fn handle_input(&mut self, _: Instant, _: deputy::Input<'_>) -> Result<(), Error> {
+        Ok(())
+    }
+    fn handle_timeout(&mut self, _: Instant) {}
+    fn poll_output(&mut self) -> Option<Output> {
+        self.0.pop().map(Output::Event)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+}
+
+#[test]
+fn events_are_recorded_with_their_time() {
+    // Any event will do; the channel's is the one the crate has.
+    let event = || {
+        deputy::Event::from(deputy::channel::ChannelEvent::Received {
+            stream: deputy::StreamId::inbound(1),
+            data: b"x".to_vec(),
+        })
+    };
+    let mut sim = Sim::new(25);
+    let n = sim
+        .add_network("n", "10.0.0.0/24", LinkConfig::default())
+        .unwrap();
+    let quiet = sim.add_host("quiet", n, ip("10.0.0.2"), Quiet).unwrap();
+    let e = sim
+        .add_host("emitter", n, ip("10.0.0.1"), Emitter(vec![event()]))
+        .unwrap();
+    sim.run_until(Instant::from_secs(1)).unwrap();
+    sim.with_actor(e, |a: &mut Emitter, _| a.0.push(event()))
+        .unwrap();
+    assert_eq!(sim.peek_events(e).unwrap().len(), 2);
+    let got = sim.events(e).unwrap();
+    assert_eq!(
+        got,
+        vec![(Instant::ZERO, event()), (Instant::from_secs(1), event())]
+    );
+    assert!(sim.events(e).unwrap().is_empty(), "drained");
+    assert!(sim.peek_events(quiet).unwrap().is_empty());
+    assert!(matches!(
+        sim.events(NodeId::from_index(7)),
+        Err(SimError::UnknownNode(_))
+    ));
 }

@@ -43,11 +43,8 @@ pub(crate) fn render(names: &[String], trace: &[TraceEntry], truncated: bool) ->
             }
         }
     }
-    if truncated {
-        if let Some(first) = names.first() {
-            let _ = first;
-            out.push_str("    Note over n0: trace truncated at its bound\n");
-        }
+    if truncated && !names.is_empty() {
+        out.push_str("    Note over n0: trace truncated at its bound\n");
     }
     out
 }

@@ -315,6 +315,7 @@ struct Slot {
     actor: Box<dyn AnyActor>,
     timer: Option<Instant>,
     timer_gen: u64,
+    timer_key: Option<(Instant, u64)>,
     events: Vec<(Instant, Event)>,
     events_lost: u64,
     faults: Vec<ActorFault>,
@@ -327,12 +328,13 @@ struct Host {
     tcp: Tcp,
     tcp_timer: Option<Instant>,
     tcp_gen: u64,
+    tcp_key: Option<(Instant, u64)>,
 }
 
 enum Role {
     Plain,
-    Napt(Nat),
-    Gateway(Firewall),
+    Napt(Box<Nat>),
+    Gateway(Box<Firewall>),
 }
 
 struct Router {
@@ -430,13 +432,18 @@ fn chance(rng: &mut ChaCha20Rng, p: f64) -> bool {
 
 impl Core {
     fn schedule(&mut self, at: Instant, ev: Ev) -> bool {
+        self.schedule_key(at, ev).is_some()
+    }
+
+    /// Queue an event; its key lets a timer be cancelled. `None` if the queue is full.
+    fn schedule_key(&mut self, at: Instant, ev: Ev) -> Option<(Instant, u64)> {
         if self.queue.len() >= self.cfg.max_queued_events {
-            return false;
+            return None;
         }
-        let at = at.max(self.now);
-        self.queue.insert((at, self.seq), ev);
+        let key = (at.max(self.now), self.seq);
+        self.queue.insert(key, ev);
         self.seq += 1;
-        true
+        Some(key)
     }
 
     fn label(&self, info: Option<&PacketInfo<'_>>) -> String {
@@ -581,15 +588,19 @@ impl Core {
         if want != slot.timer {
             slot.timer_gen += 1;
             slot.timer = want;
+            if let Some(old) = slot.timer_key.take() {
+                self.queue.remove(&old);
+            }
             if let Some(t) = want {
                 let generation = slot.timer_gen;
-                if !self.schedule(
+                slot.timer_key = self.schedule_key(
                     t,
                     Ev::ActorTimer {
                         node: id,
                         generation,
                     },
-                ) {
+                );
+                if slot.timer_key.is_none() {
                     slot.timer = None;
                     self.fault(
                         slot,
@@ -675,15 +686,19 @@ impl Core {
         if want != host.tcp_timer {
             host.tcp_gen += 1;
             host.tcp_timer = want;
+            if let Some(old) = host.tcp_key.take() {
+                self.queue.remove(&old);
+            }
             if let Some(t) = want {
                 let generation = host.tcp_gen;
-                if !self.schedule(
+                host.tcp_key = self.schedule_key(
                     t,
                     Ev::TcpTimer {
                         node: id,
                         generation,
                     },
-                ) {
+                );
+                if host.tcp_key.is_none() {
                     host.tcp_timer = None;
                 }
             }
@@ -838,10 +853,10 @@ impl Core {
             }
         };
         for (i, f) in ifaces.iter().enumerate() {
-            if let Some(n) = self.nets.get(f.net.index()) {
-                if n.prefix.contains(dst) {
-                    consider(n.prefix.len(), i);
-                }
+            if let Some(n) = self.nets.get(f.net.index())
+                && n.prefix.contains(dst)
+            {
+                consider(n.prefix.len(), i);
             }
         }
         for (p, i) in routes {
@@ -1150,6 +1165,7 @@ impl Sim {
             actor,
             timer: None,
             timer_gen: 0,
+            timer_key: None,
             events: Vec::new(),
             events_lost: 0,
             faults: Vec::new(),
@@ -1176,6 +1192,7 @@ impl Sim {
             tcp: Tcp::new(self.core.cfg.tcp.clone(), ip, tcp_rng),
             tcp_timer: None,
             tcp_gen: 0,
+            tcp_key: None,
         };
         let id = self.add_node(name, &[(net, Some(ip))], Kind::Host(Box::new(host)), false);
         self.core.schedule(self.core.now, Ev::Start(id));
@@ -1200,7 +1217,7 @@ impl Sim {
         let rng =
             ChaCha20Rng::from_seed(derive_seed(self.core.seed, &std::format!("nat/{}", id.0)));
         let router = Router {
-            role: Role::Napt(Nat::new(cfg, public_ip, rng)),
+            role: Role::Napt(Box::new(Nat::new(cfg, public_ip, rng))),
             routes: vec_default_route(public_ip),
         };
         let id = self.add_node(name, &ifaces, Kind::Router(Box::new(router)), false);
@@ -1225,7 +1242,7 @@ impl Sim {
         let ifaces = [(inside, Some(inside_ip)), (outside, Some(outside_ip))];
         self.check_iface(&ifaces)?;
         let router = Router {
-            role: Role::Gateway(Firewall::new(cfg)),
+            role: Role::Gateway(Box::new(Firewall::new(cfg))),
             routes: vec_default_route(outside_ip),
         };
         let id = self.add_node(name, &ifaces, Kind::Router(Box::new(router)), false);
@@ -1588,6 +1605,7 @@ impl Sim {
                 {
                     Some(slot) if slot.timer_gen == generation => {
                         slot.timer = None;
+                        slot.timer_key = None;
                         slot.actor.handle_timeout(now);
                         true
                     }
@@ -1602,12 +1620,12 @@ impl Sim {
                     kind: Kind::Host(h),
                     ..
                 }) = self.nodes.get_mut(node.index())
+                    && h.tcp_gen == generation
                 {
-                    if h.tcp_gen == generation {
-                        h.tcp_timer = None;
-                        h.tcp.on_timeout(self.core.now);
-                        self.drive(node);
-                    }
+                    h.tcp_timer = None;
+                    h.tcp_key = None;
+                    h.tcp.on_timeout(self.core.now);
+                    self.drive(node);
                 }
             }
         }

@@ -285,8 +285,11 @@ fn reach(
         }
     };
     for r in &n.routes {
-        if r.via != exclude && r.prefix.contains(dst) {
-            if let Some(a) = n.attachments.iter().find(|a| a.node == r.via) {
+        if r.via != exclude
+            && r.prefix.contains(dst)
+            && let Some(a) = n.attachments.iter().find(|a| a.node == r.via)
+        {
+            {
                 consider((
                     Hop {
                         node: a.node,

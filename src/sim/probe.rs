@@ -112,8 +112,10 @@ impl DatagramProbe {
     }
 
     fn tick(&mut self, now: Instant) {
-        if let Some((to, interval, data)) = self.every.clone() {
-            if self.next_tick.is_none_or(|t| t <= now) {
+        if let Some((to, interval, data)) = self.every.clone()
+            && self.next_tick.is_none_or(|t| t <= now)
+        {
+            {
                 // A full outbox only skips one keepalive.
                 let _ = self.send(to, data);
                 self.next_tick = Some(now + interval);
