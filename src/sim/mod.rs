@@ -55,6 +55,12 @@
 //! protocol, ports, TCP flags and length, or deputy's message type; protocol modules
 //! can name their own messages with [`Sim::set_labeler`].
 //!
+//! # Limitations
+//!
+//! No MTU or fragmentation, no ICMP errors, no link layer; hosts have one interface;
+//! NAPTs translate UDP and TCP only; the TCP has no congestion control or TIME_WAIT.
+//! `docs/sim.md` describes the model in full.
+//!
 //! # Example: a probe behind a NAPT talks to a server
 //!
 //! ```

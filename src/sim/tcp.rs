@@ -365,7 +365,7 @@ impl Tcp {
                 continue;
             };
             c.retries += 1;
-            c.rto = (c.rto * 2).min(cfg.max_rto);
+            c.rto = c.rto.saturating_mul(2).min(cfg.max_rto);
             match c.state {
                 State::SynSent | State::SynReceived => {
                     if c.retries > cfg.syn_retries {
