@@ -1335,3 +1335,57 @@ fn events_are_recorded_with_their_time() {
         Err(SimError::UnknownNode(_))
     ));
 }
+
+#[test]
+fn renumbered_napt_loses_its_bindings() {
+    let mut w = world(26, NatConfig::default(), LinkConfig::default());
+    w.sim
+        .add_static_mapping(w.nat, Proto::Udp, 6000, sa("192.168.1.10:4000"))
+        .unwrap();
+    send(&mut w.sim, w.alice, "203.0.113.81:3478", b"before");
+    let arrived = w
+        .sim
+        .run_until_cond(Instant::from_secs(1), |s| {
+            !s.actor::<DatagramProbe>(NodeId::from_index(3))
+                .unwrap()
+                .received()
+                .is_empty()
+        })
+        .unwrap();
+    assert!(arrived);
+    assert!(
+        w.sim.now() < Instant::from_millis(10),
+        "stopped as soon as it held"
+    );
+    let old = received(&w.sim, w.server2)[0].0;
+    assert_eq!(old.ip(), ip(PUBLIC));
+
+    w.sim.set_public_ip(w.nat, ip("203.0.113.2")).unwrap();
+    assert!(w.sim.bindings(w.nat).unwrap().is_empty());
+    assert_eq!(
+        w.sim.set_public_ip(w.nat, ip("203.0.113.80")),
+        Err(SimError::AddressInUse(ip("203.0.113.80")))
+    );
+    // The old public endpoint is gone; the new one carries new traffic and the static port.
+    send_from(&mut w.sim, w.server2, "203.0.113.81:3478", old, b"stale");
+    send(&mut w.sim, w.alice, "203.0.113.81:3478", b"after");
+    send(&mut w.sim, w.stranger, "203.0.113.2:6000", b"static");
+    w.sim.run_for(ms(20)).unwrap();
+    assert_eq!(received(&w.sim, w.server2)[1].0.ip(), ip("203.0.113.2"));
+    assert_eq!(drops_at(&w.sim, w.server2), vec![DropReason::NoRoute]);
+    let at_alice: Vec<Vec<u8>> = received(&w.sim, w.alice).into_iter().map(|r| r.1).collect();
+    assert_eq!(at_alice, vec![b"static".to_vec()]);
+    assert!(
+        !w.sim
+            .run_until_cond(Instant::from_secs(2), |_| false)
+            .unwrap()
+    );
+    assert_eq!(w.sim.now(), Instant::from_secs(2));
+
+    w.sim.flush_bindings(w.nat).unwrap();
+    assert!(w.sim.bindings(w.nat).unwrap().is_empty());
+    assert!(matches!(
+        w.sim.flush_bindings(w.alice),
+        Err(SimError::WrongNodeKind { .. })
+    ));
+}

@@ -1402,6 +1402,56 @@ impl Sim {
         }
     }
 
+    /// Forget a NAPT's dynamic bindings, as a router reboot does (static mappings stay).
+    pub fn flush_bindings(&mut self, router: NodeId) -> Result<(), SimError> {
+        self.nat_mut(router)?.flush();
+        Ok(())
+    }
+
+    /// Give a NAPT a new public address on its outside network (an ISP renumbering):
+    /// every dynamic binding is lost, static mappings move to the new address.
+    pub fn set_public_ip(&mut self, router: NodeId, public_ip: IpAddr) -> Result<(), SimError> {
+        self.nat_mut(router)?;
+        let outside =
+            self.node(router)?
+                .ifaces
+                .get(1)
+                .map(|f| f.net)
+                .ok_or(SimError::WrongNodeKind {
+                    node: router,
+                    expected: "NAPT",
+                })?;
+        let n = self.net(outside)?;
+        if !n.prefix.contains(public_ip) {
+            return Err(SimError::AddressOutsidePrefix {
+                addr: public_ip,
+                net: outside,
+            });
+        }
+        if n.attachments
+            .iter()
+            .any(|a| a.addr == Some(public_ip) && a.node != router)
+        {
+            return Err(SimError::AddressInUse(public_ip));
+        }
+        if let Some(a) = self
+            .net_mut(outside)?
+            .attachments
+            .iter_mut()
+            .find(|a| a.node == router)
+        {
+            a.addr = Some(public_ip);
+        }
+        let node = self.node_mut(router)?;
+        if let Some(f) = node.ifaces.get_mut(1) {
+            f.addr = Some(public_ip);
+        }
+        let nat = self.nat_mut(router)?;
+        nat.public = public_ip;
+        nat.flush();
+        Ok(())
+    }
+
     fn nat_mut(&mut self, router: NodeId) -> Result<&mut Nat, SimError> {
         match &mut self.node_mut(router)?.kind {
             Kind::Router(r) => match &mut r.role {
@@ -1681,6 +1731,34 @@ impl Sim {
         }
         self.core.now = self.core.now.max(deadline);
         Ok(())
+    }
+
+    /// Run until `done` holds (checked before the first event and after each one) or the
+    /// next event lies after `deadline`. Returns whether `done` held; the clock stays at
+    /// the last event run (or moves to `deadline` if `done` never held).
+    pub fn run_until_cond(
+        &mut self,
+        deadline: Instant,
+        mut done: impl FnMut(&Sim) -> bool,
+    ) -> Result<bool, SimError> {
+        let budget = self.core.cfg.max_steps_per_run;
+        let mut steps = 0u64;
+        loop {
+            if done(self) {
+                return Ok(true);
+            }
+            match self.core.queue.first_key_value() {
+                Some((&(at, _), _)) if at <= deadline => {}
+                _ => break,
+            }
+            if steps >= budget {
+                return Err(SimError::StepLimit(steps));
+            }
+            self.step();
+            steps += 1;
+        }
+        self.core.now = self.core.now.max(deadline);
+        Ok(false)
     }
 
     /// Run for `d` of virtual time.

@@ -233,6 +233,11 @@ impl Nat {
         true
     }
 
+    /// Forget every dynamic binding (static mappings stay).
+    pub fn flush(&mut self) {
+        self.bindings.clear();
+    }
+
     pub fn bindings(&self, now: Instant) -> Vec<BindingInfo> {
         self.bindings
             .iter()
