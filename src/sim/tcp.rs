@@ -315,9 +315,12 @@ impl Tcp {
         Ok(())
     }
 
-    /// The actor closed a stream.
+    /// The actor closed a stream. Closing a stream that is already gone (the peer closed
+    /// it and both FINs are through, or it was reset) is a no-op.
     pub fn close(&mut self, now: Instant, id: StreamId) -> Result<(), Error> {
-        let key = self.find_stream(id).ok_or(Error::UnknownStream(id))?;
+        let Some(key) = self.find_stream(id) else {
+            return Ok(());
+        };
         let cfg = self.cfg.clone();
         let Some(c) = self.conns.get_mut(&key) else {
             return Err(Error::UnknownStream(id));
