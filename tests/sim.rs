@@ -1101,9 +1101,11 @@ fn pcap_is_written_and_well_formed() {
 #[test]
 fn mermaid_chart_and_labels() {
     let mut w = world(21, NatConfig::symmetric(), LinkConfig::default());
-    // A deputy wire message: magic "DP", version 1, type 0x21.
-    let msg = deputy::wire::encode(0x21, 9, deputy::wire::FieldWriter::new().u8(1, 1)).unwrap();
+    // A deputy wire message of an unregistered type (0x7e), then a registered one.
+    let msg = deputy::wire::encode(0x7e, 9, deputy::wire::FieldWriter::new().u8(1, 1)).unwrap();
+    let hello = deputy::wire::encode(0x01, 0, deputy::wire::FieldWriter::new()).unwrap();
     send(&mut w.sim, w.alice, SERVER, &msg);
+    send(&mut w.sim, w.alice, SERVER, &hello);
     send(&mut w.sim, w.stranger, "203.0.113.1:1234", b"x");
     w.sim.run_for(ms(20)).unwrap();
     let chart = w.sim.mermaid();
@@ -1116,14 +1118,15 @@ fn mermaid_chart_and_labels() {
         assert!(chart.contains(name), "{chart}");
     }
     assert!(chart.contains("n1->>n0: UDP"), "{chart}");
-    assert!(chart.contains("DP type 0x21"), "{chart}");
+    assert!(chart.contains("DP type 0x7e"), "{chart}");
+    assert!(chart.contains("ClientHello"), "{chart}");
     assert!(chart.contains("Note over n0: ✗"), "{chart}");
     assert!(chart.contains("no NAT mapping"), "{chart}");
 
     // A protocol module names its messages.
     let mut w = world(21, NatConfig::default(), LinkConfig::default());
     w.sim.set_labeler(|p| {
-        (p.payload.len() >= 4 && p.payload[..2] == *b"DP" && p.payload[3] == 0x21)
+        (p.payload.len() >= 4 && p.payload[..2] == *b"DP" && p.payload[3] == 0x7e)
             .then(|| "registration".to_string())
     });
     send(&mut w.sim, w.alice, SERVER, &msg);

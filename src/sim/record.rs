@@ -194,11 +194,54 @@ pub fn default_label(info: &PacketInfo<'_>) -> String {
         s.push_str(&std::format!(" [{}]", t.flags.describe()));
     }
     let p = info.payload;
-    if info.ports.is_some() && p.len() >= 4 && p[..2] == crate::wire::MAGIC {
-        s.push_str(&std::format!(" DP type {:#04x}", p[3]));
+    if info.ports.is_some() {
+        if let Some(names) = deputy_messages(p) {
+            s.push(' ');
+            s.push_str(&names);
+        }
     }
     s.push_str(&std::format!(" ({} B)", p.len()));
     s
+}
+
+/// Name the deputy wire messages a UDP/TCP payload carries, in order, runs compressed:
+/// `"ServerHello, Record×4"`. A message cut off by the segment end is marked `…`.
+fn deputy_messages(mut p: &[u8]) -> Option<String> {
+    let mut runs: Vec<(String, usize)> = Vec::new();
+    while p.len() >= 4 && p[..2] == crate::wire::MAGIC {
+        let name = match crate::wire::message_name(p[3]) {
+            Some(n) => n.to_string(),
+            None => std::format!("DP type {:#04x}", p[3]),
+        };
+        let whole = p
+            .get(4..8)
+            .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize)
+            .map(|body| crate::wire::HEADER_LEN.saturating_add(body))
+            .filter(|&len| len <= p.len());
+        let name = if whole.is_some() { name } else { name + "…" };
+        match runs.last_mut() {
+            Some((last, n)) if *last == name => *n += 1,
+            _ => runs.push((name, 1)),
+        }
+        match whole {
+            Some(len) => p = &p[len..],
+            None => break,
+        }
+    }
+    if runs.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = runs
+        .into_iter()
+        .map(|(name, n)| {
+            if n == 1 {
+                name
+            } else {
+                std::format!("{name}×{n}")
+            }
+        })
+        .collect();
+    Some(parts.join(", "))
 }
 
 /// LINKTYPE_RAW: each record is a bare IPv4 or IPv6 packet.
