@@ -194,11 +194,11 @@ pub fn default_label(info: &PacketInfo<'_>) -> String {
         s.push_str(&std::format!(" [{}]", t.flags.describe()));
     }
     let p = info.payload;
-    if info.ports.is_some() {
-        if let Some(names) = deputy_messages(p) {
-            s.push(' ');
-            s.push_str(&names);
-        }
+    if info.ports.is_some()
+        && let Some(names) = deputy_messages(p)
+    {
+        s.push(' ');
+        s.push_str(&names);
     }
     s.push_str(&std::format!(" ({} B)", p.len()));
     s
