@@ -113,22 +113,16 @@ impl Narrator {
 }
 
 fn out_dir() -> Result<PathBuf, String> {
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--out" => {
-                let dir = PathBuf::from(args.next().ok_or("--out needs a directory")?);
-                std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-                return Ok(dir);
-            }
-            "-h" | "--help" => {
-                println!("usage: cargo run --example tour [-- --out DIR]");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument {other:?} (try --help)")),
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let dir = match args.as_slice() {
+        [] => std::env::temp_dir().join(format!("deputy-tour-{}", std::process::id())),
+        [flag, dir] if flag == "--out" => PathBuf::from(dir),
+        [flag] if flag == "-h" || flag == "--help" => {
+            println!("usage: cargo run --example tour [-- --out DIR]");
+            std::process::exit(0);
         }
-    }
-    let dir = std::env::temp_dir().join(format!("deputy-tour-{}", std::process::id()));
+        _ => return Err(format!("unexpected arguments {args:?} (try --help)")),
+    };
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok(dir)
 }
