@@ -22,6 +22,12 @@ pub enum Error {
     /// The secure channel failed or refused.
     #[error("channel: {0}")]
     Channel(#[from] crate::channel::ChannelError),
+    /// An IKEv2 message or command was refused.
+    #[error("ike: {0}")]
+    Ike(crate::ikev2::IkeError),
+    /// The ESP data plane refused a packet, an SA or a command.
+    #[error("ipsec: {0}")]
+    Ipsec(#[from] crate::ipsec::IpsecError),
     /// A seed 002 rendezvous actor refused an input or command.
     #[error("rendezvous: {0}")]
     Rendezvous(#[from] crate::rendezvous::RendezvousError),

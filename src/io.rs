@@ -201,6 +201,10 @@ pub enum Output {
 pub enum Event {
     /// From a secure-channel actor.
     Channel(crate::channel::ChannelEvent),
+    /// From an IKEv2 initiator or responder.
+    Ike(crate::ikev2::IkeEvent),
+    /// From an ESP data plane ([`crate::ipsec`]).
+    Ipsec(crate::ipsec::IpsecEvent),
     /// From a seed 002 rendezvous actor (server, issuer, acceptor).
     Rendezvous(crate::rendezvous::RendezvousEvent),
 }
@@ -208,6 +212,12 @@ pub enum Event {
 impl From<crate::rendezvous::RendezvousEvent> for Event {
     fn from(e: crate::rendezvous::RendezvousEvent) -> Self {
         Event::Rendezvous(e)
+    }
+}
+
+impl From<crate::ipsec::IpsecEvent> for Event {
+    fn from(e: crate::ipsec::IpsecEvent) -> Self {
+        Event::Ipsec(e)
     }
 }
 
