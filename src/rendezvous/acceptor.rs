@@ -16,7 +16,7 @@ use super::messages::{
     REGISTER_ACK, REGISTRATION_MAC_LEN, Refused, Register, RegisterAck, SEALED_PASSWORD, SYNC,
     SealedPassword,
 };
-use super::peer::{PeerConfig, PeerSession, Side};
+use super::peer::{Endpoints, PeerConfig, PeerSession, Side};
 use super::ratelimit::{Backoff, BackoffConfig};
 use super::stream::StreamConn;
 use super::{DeviceId, PeerFailure, RefusalReason, RendezvousError, RendezvousEvent};
@@ -574,9 +574,11 @@ impl Acceptor {
                     request,
                     Side::Acceptor,
                     &pending.keys,
-                    self.cfg.local,
-                    pending.candidates,
-                    rtt,
+                    Endpoints {
+                        main: self.cfg.local,
+                        candidates: pending.candidates,
+                        rtt,
+                    },
                     self.cfg.peer,
                     self.cfg.time_anchor,
                 );

@@ -15,7 +15,7 @@ use super::messages::{
     ACCEPTOR_HELLO, AcceptorHello, ConnectRequest, Outcome, PROBE_ACK, PROCEED, Probe, ProbeAck,
     REFUSED, Refused, SealedPassword,
 };
-use super::peer::{PeerConfig, PeerSession, Side};
+use super::peer::{Endpoints, PeerConfig, PeerSession, Side};
 use super::stream::StreamConn;
 use super::{DeviceId, PeerFailure, RefusalReason, RendezvousError, RendezvousEvent};
 use crate::channel::{ClientConfig, Connection};
@@ -389,9 +389,11 @@ impl Issuer {
             request,
             Side::Issuer,
             &keys,
-            self.cfg.local,
-            candidates,
-            rtt,
+            Endpoints {
+                main: self.cfg.local,
+                candidates,
+                rtt,
+            },
             self.cfg.peer,
             self.cfg.time_anchor,
         );

@@ -41,6 +41,8 @@ mod link;
 pub mod messages;
 mod peer;
 mod ratelimit;
+#[cfg(feature = "sim")]
+pub mod scenario;
 mod server;
 mod stream;
 

@@ -122,6 +122,14 @@ pub(crate) enum Side {
     Acceptor,
 }
 
+/// Where a session starts from: our socket, the peer's candidate addresses, and the
+/// round-trip time measured through the server.
+pub(crate) struct Endpoints {
+    pub main: SocketAddr,
+    pub candidates: Vec<SocketAddr>,
+    pub rtt: Duration,
+}
+
 /// Extra sockets sent per timer tick, and the tick.
 const EXTRA_BATCH: usize = 32;
 const EXTRA_TICK: Duration = Duration::from_millis(1);
@@ -186,12 +194,15 @@ impl PeerSession {
         session: u64,
         side: Side,
         keys: &SessionKeys,
-        main: SocketAddr,
-        candidates: Vec<SocketAddr>,
-        rtt: Duration,
+        endpoints: Endpoints,
         cfg: PeerConfig,
         anchor: UnixTime,
     ) -> PeerSession {
+        let Endpoints {
+            main,
+            candidates,
+            rtt,
+        } = endpoints;
         PeerSession {
             session,
             side,
@@ -749,9 +760,11 @@ mod tests {
                     1,
                     Side::Issuer,
                     &ki,
-                    i_addr,
-                    alloc::vec![a_addr],
-                    rtt,
+                    Endpoints {
+                        main: i_addr,
+                        candidates: alloc::vec![a_addr],
+                        rtt,
+                    },
                     cfg,
                     anchor,
                 ),
@@ -759,9 +772,11 @@ mod tests {
                     1,
                     Side::Acceptor,
                     &ka,
-                    a_addr,
-                    alloc::vec![i_addr],
-                    rtt,
+                    Endpoints {
+                        main: a_addr,
+                        candidates: alloc::vec![i_addr],
+                        rtt,
+                    },
                     cfg,
                     anchor,
                 ),

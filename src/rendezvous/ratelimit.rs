@@ -35,12 +35,16 @@ struct Gcra {
 
 impl Gcra {
     fn allow(&mut self, cfg: &RateConfig, now: Instant) -> bool {
-        let tolerance = cfg.per_token.saturating_mul(cfg.burst.max(1));
-        if self.tat > now + tolerance - cfg.per_token {
+        if !self.would_allow(cfg, now) {
             return false;
         }
         self.tat = self.tat.max(now) + cfg.per_token;
         true
+    }
+
+    fn would_allow(&self, cfg: &RateConfig, now: Instant) -> bool {
+        let tolerance = cfg.per_token.saturating_mul(cfg.burst.max(1));
+        self.tat <= now + tolerance - cfg.per_token
     }
 
     fn idle(&self, now: Instant) -> bool {
@@ -50,11 +54,19 @@ impl Gcra {
 
 /// Per-source-address rate limiting with a bounded table.
 ///
-/// Each source IP has its own bucket. When the table is full, idle (full) buckets are
-/// reclaimed a few at a time; if none is idle, sources without a bucket share one
-/// *overflow* bucket. A flood from many addresses therefore cannot grow memory, cannot
-/// reset anyone's bucket by pushing it out (only idle buckets are dropped), and cannot
-/// starve a source that already has a bucket.
+/// Each source IP has its own bucket. Two ways to use it:
+///
+/// - [`SourceLimiter::allow`] charges every request (connection requests: the source of a
+///   stream cannot be spoofed). A source without a bucket when the table is full shares
+///   one *overflow* bucket.
+/// - [`SourceLimiter::permits`] + [`SourceLimiter::charge`] charge only failures
+///   (registrations: a source whose failures used up its bucket is dropped before any
+///   work, but an authentic registration never costs anything, so spoofed floods cannot
+///   starve genuine devices). A failure from a new source when the table is full is not
+///   recorded: it cost one MAC check, and memory stays bounded.
+///
+/// When the table is full, idle (full) buckets are reclaimed a few at a time. Only idle
+/// buckets are ever dropped, so nobody can reset a busy bucket by pushing it out.
 #[derive(Debug)]
 pub(crate) struct SourceLimiter {
     cfg: RateConfig,
@@ -95,6 +107,29 @@ impl SourceLimiter {
         let ok = bucket.allow(&self.cfg, now);
         self.table.insert(ip, bucket);
         ok
+    }
+
+    /// Whether `ip` may be served at all (its failures have not used up its bucket).
+    pub(crate) fn permits(&self, ip: IpAddr, now: Instant) -> bool {
+        self.table
+            .get(&ip)
+            .is_none_or(|b| b.would_allow(&self.cfg, now))
+    }
+
+    /// Charge one failure to `ip`.
+    pub(crate) fn charge(&mut self, ip: IpAddr, now: Instant) {
+        if let Some(bucket) = self.table.get_mut(&ip) {
+            bucket.allow(&self.cfg, now);
+            return;
+        }
+        if self.table.len() >= self.capacity {
+            self.sweep(now);
+        }
+        if self.table.len() < self.capacity {
+            let mut bucket = Gcra { tat: Instant::ZERO };
+            bucket.allow(&self.cfg, now);
+            self.table.insert(ip, bucket);
+        }
     }
 
     /// Drop up to [`Self::SWEEP`] idle buckets, continuing where the last pass stopped.
@@ -310,6 +345,33 @@ mod tests {
         let later = t + Duration::from_secs(60);
         assert!(l.allow(ip(999_999), later));
         assert!(l.len() <= 64);
+    }
+
+    #[test]
+    fn only_failures_are_charged_and_a_failure_flood_stays_bounded() {
+        let cfg = RateConfig::new(3, Duration::from_secs(10));
+        let mut l = SourceLimiter::new(cfg, 32, cfg);
+        let t = Instant::from_secs(100);
+        // A source that never fails is always permitted and never takes a slot.
+        for _ in 0..100 {
+            assert!(l.permits(ip(1), t));
+        }
+        assert_eq!(l.len(), 0);
+        // Three failures use up a bucket; the fourth datagram is refused unread.
+        for _ in 0..3 {
+            assert!(l.permits(ip(2), t));
+            l.charge(ip(2), t);
+        }
+        assert!(!l.permits(ip(2), t));
+        assert!(l.permits(ip(2), t + Duration::from_secs(10)));
+        // A flood of failures from 10,000 addresses never grows the table past its bound,
+        // and the bucket above survives it (it is not idle).
+        for n in 0..10_000u32 {
+            l.charge(ip(1_000_000 + n), t);
+            assert!(l.len() <= 32);
+        }
+        assert!(!l.permits(ip(2), t));
+        assert!(l.permits(ip(1), t));
     }
 
     #[test]

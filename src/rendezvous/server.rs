@@ -47,13 +47,14 @@ pub struct ServerConfig {
     /// How far a registration's timestamp may be from the server's clock (default 60 s;
     /// must be shorter than `registration_lifetime`, see `docs/rendezvous.md`).
     pub max_clock_skew: Duration,
-    /// Datagrams per source IP (registrations and probes).
+    /// Refused datagrams per source IP (registrations and probes that fail any check);
+    /// a source over it is dropped unread. Authentic registrations cost nothing.
     pub datagram_rate: RateConfig,
     /// Connection requests per issuer IP.
     pub request_rate: RateConfig,
     /// The shared bucket for sources that find the rate table full.
     pub overflow_rate: RateConfig,
-    /// Source IPs with their own bucket, per table.
+    /// Source IPs with their own bucket, per table (datagram failures, requests).
     pub max_sources: usize,
     /// Open streams.
     pub max_streams: usize,
@@ -248,6 +249,7 @@ pub struct RendezvousServer<D: Directory = MemoryDirectory> {
     sessions: BTreeMap<StreamId, Session>,
     requests: BTreeMap<u64, Request>,
     tokens: BTreeMap<[u8; 16], u64>,
+    early_probes: BTreeMap<(Instant, [u8; 16]), (u64, SocketAddr)>,
     blocks: BTreeMap<(DeviceId, IpAddr), Instant>,
     stats: ServerStats,
     outbox: Outbox,
@@ -264,6 +266,11 @@ impl<D: Directory> core::fmt::Debug for RendezvousServer<D> {
             .finish_non_exhaustive()
     }
 }
+
+/// Probes kept while their connection request is on its way.
+const EARLY_PROBES: usize = 256;
+/// How long an early probe is kept.
+const EARLY_PROBE_LIFE: Duration = Duration::from_secs(5);
 
 impl<D: Directory> RendezvousServer<D> {
     /// A server with an empty `directory`.
@@ -290,6 +297,7 @@ impl<D: Directory> RendezvousServer<D> {
             sessions: BTreeMap::new(),
             requests: BTreeMap::new(),
             tokens: BTreeMap::new(),
+            early_probes: BTreeMap::new(),
             blocks: BTreeMap::new(),
             stats: ServerStats::default(),
             outbox: Outbox::new(4 * Outbox::DEFAULT_BOUND),
@@ -336,27 +344,31 @@ impl<D: Directory> RendezvousServer<D> {
     // ----- UDP -----
 
     fn on_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> Result<(), Error> {
-        if !self.datagram_limiter.allow(from.ip(), now) {
+        if !self.datagram_limiter.permits(from.ip(), now) {
+            // This source's failures used up its bucket: drop it unread.
             self.stats.refused.count(RegistrationRefusal::RateLimited);
             return Err(
                 RendezvousError::RegistrationRefused(RegistrationRefusal::RateLimited).into(),
             );
         }
-        let msg = match Message::decode(data, &self.cfg.limits) {
-            Ok(m) => m,
+        let result = match Message::decode(data, &self.cfg.limits) {
+            Ok(msg) => match msg.msg_type() {
+                REGISTER => self.on_register(now, from, &msg),
+                PROBE => self.on_probe(now, from, &msg),
+                other => {
+                    self.stats.unexpected += 1;
+                    Err(RendezvousError::UnexpectedMessage(other).into())
+                }
+            },
             Err(e) => {
                 self.stats.refused.count(RegistrationRefusal::Malformed);
-                return Err(RendezvousError::Decode(e).into());
+                Err(RendezvousError::Decode(e).into())
             }
         };
-        match msg.msg_type() {
-            REGISTER => self.on_register(now, from, &msg),
-            PROBE => self.on_probe(now, from, &msg),
-            other => {
-                self.stats.unexpected += 1;
-                Err(RendezvousError::UnexpectedMessage(other).into())
-            }
+        if result.is_err() {
+            self.datagram_limiter.charge(from.ip(), now);
         }
+        result
     }
 
     fn refuse_registration(&mut self, why: RegistrationRefusal) -> Result<(), Error> {
@@ -430,22 +442,38 @@ impl<D: Directory> RendezvousServer<D> {
 
     fn on_probe(&mut self, now: Instant, from: SocketAddr, msg: &Message<'_>) -> Result<(), Error> {
         let probe = Probe::decode(msg, &self.cfg.limits).map_err(RendezvousError::from)?;
-        let known = self.tokens.get(&probe.token).copied();
-        if known != Some(probe.request) {
-            self.stats.unexpected += 1;
-            return Err(RendezvousError::UnknownSession(probe.request).into());
+        if self.tokens.get(&probe.token) != Some(&probe.request) {
+            // The probe may overtake its connection request (UDP versus the stream):
+            // keep it a moment. Unanswered, so it cannot be used to reflect traffic.
+            if self.early_probes.len() >= EARLY_PROBES {
+                self.early_probes.pop_first();
+            }
+            self.early_probes
+                .insert((now, probe.token), (probe.request, from));
+            return Ok(());
         }
+        self.probed(now, probe.request, probe.token, from)
+    }
+
+    /// The issuer's peer socket showed up at `from`.
+    fn probed(
+        &mut self,
+        now: Instant,
+        request: u64,
+        token: [u8; 16],
+        from: SocketAddr,
+    ) -> Result<(), Error> {
         let data = ProbeAck {
-            request: probe.request,
-            token: probe.token,
+            request,
+            token,
             observed: from,
         }
         .encode()?;
         self.transmit(from, data)?;
-        if let Some(r) = self.requests.get_mut(&probe.request) {
+        if let Some(r) = self.requests.get_mut(&request) {
             r.probed = Some(from);
         }
-        self.try_offer(now, probe.request)
+        self.try_offer(now, request)
     }
 
     fn transmit(&mut self, to: SocketAddr, data: Vec<u8>) -> Result<(), Error> {
@@ -591,6 +619,10 @@ impl<D: Directory> RendezvousServer<D> {
             }
             OUTCOME => {
                 let o = Outcome::decode(&msg, &limits).map_err(RendezvousError::from)?;
+                if !self.requests.contains_key(&o.request) {
+                    // The device's report already closed the request.
+                    return Ok(());
+                }
                 if !own(self, o.request) {
                     return Err(RendezvousError::UnknownSession(o.request).into());
                 }
@@ -691,6 +723,17 @@ impl<D: Directory> RendezvousServer<D> {
             request: req.request,
             device: req.device,
         })?;
+        let early = self
+            .early_probes
+            .iter()
+            .find(|((at, token), (request, _))| {
+                *token == req.token && *request == req.request && now < *at + EARLY_PROBE_LIFE
+            })
+            .map(|(k, (_, from))| (*k, *from));
+        if let Some((key, from)) = early {
+            self.early_probes.remove(&key);
+            self.probed(now, req.request, req.token, from)?;
+        }
         self.send_notices(now)
     }
 
@@ -753,10 +796,10 @@ impl<D: Directory> RendezvousServer<D> {
             return Ok(());
         }
         // Everything else must be about a request this stream fetched.
-        if !self
+        if self
             .requests
             .get(&request)
-            .is_some_and(|r| r.device_stream == Some(stream))
+            .is_none_or(|r| r.device_stream != Some(stream))
         {
             return Err(RendezvousError::UnknownSession(request).into());
         }
@@ -929,6 +972,8 @@ impl<D: Directory> RendezvousServer<D> {
     fn sweep(&mut self, now: Instant) -> Result<(), Error> {
         self.directory.expire(now, self.cfg.expiry_batch);
         self.blocks.retain(|_, until| *until > now);
+        self.early_probes
+            .retain(|(at, _), _| now < *at + EARLY_PROBE_LIFE);
         let expired: Vec<u64> = self
             .requests
             .iter()
