@@ -276,7 +276,7 @@ impl Acceptor {
     fn register(&mut self, now: Instant, retries_left: u32) -> Result<(), Error> {
         let mut nonce = [0u8; 16];
         self.rng.fill_bytes(&mut nonce);
-        let timestamp_ms = self.wall_ms(now).max(self.last_timestamp + 1);
+        let timestamp_ms = self.wall_ms(now).max(self.last_timestamp.saturating_add(1));
         self.last_timestamp = timestamp_ms;
         let data = Register {
             device: self.cfg.device,
@@ -397,7 +397,11 @@ impl Acceptor {
         let Some(server) = self.server.as_mut().filter(|s| s.conn.is_established()) else {
             return Ok(());
         };
-        while let Some(request) = self.pending.pop_front() {
+        // At most `max_pending` fetches await their offer at once.
+        while self.fetched.len() < self.cfg.max_pending {
+            let Some(request) = self.pending.pop_front() else {
+                break;
+            };
             let msg = Fetch {
                 request,
                 device: self.cfg.device,
@@ -796,5 +800,184 @@ impl Actor for Acceptor {
             }
         }
         Some(at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::cert::CertificateAuthority;
+    use crate::rendezvous::DerivedRegistrationKeys;
+    use alloc::boxed::Box;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::{Rng as _, SeedableRng};
+
+    const ANCHOR: UnixTime = UnixTime(1_800_000_000);
+
+    fn server_udp() -> SocketAddr {
+        "130.74.23.6:1200".parse().unwrap()
+    }
+
+    fn acceptor(tweak: impl FnOnce(&mut AcceptorConfig)) -> (Acceptor, RegistrationKey) {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let ca = CertificateAuthority::generate("CA", &mut rng);
+        let id = ca
+            .issue_identity("device-2133", &[], ANCHOR, 86_400, &mut rng)
+            .unwrap();
+        let key = DerivedRegistrationKeys::new([1; 32]).device_key(DeviceId(2133));
+        let mut cfg = AcceptorConfig::new(
+            DeviceId(2133),
+            key.clone(),
+            id,
+            TrustStore::with(ca.certificate().clone()),
+            "rendezvous.example",
+            server_udp(),
+            "130.74.23.6:1300".parse().unwrap(),
+            "192.168.1.3:2000".parse().unwrap(),
+            Password::new(b"pw", &mut rng).unwrap(),
+            ANCHOR,
+        );
+        tweak(&mut cfg);
+        (Acceptor::new(cfg, Box::new(rng)), key)
+    }
+
+    fn notice(key: &RegistrationKey, request: u64, now: Instant) -> Vec<u8> {
+        Notice {
+            request,
+            device: DeviceId(2133),
+            server_time_ms: super::super::wall_millis(ANCHOR, now),
+        }
+        .encode(key.as_bytes())
+        .unwrap()
+    }
+
+    fn datagram(
+        a: &mut Acceptor,
+        now: Instant,
+        from: SocketAddr,
+        data: &[u8],
+    ) -> Result<(), Error> {
+        let r = a.handle_input(
+            now,
+            Input::Datagram {
+                from,
+                to: "192.168.1.3:2000".parse().unwrap(),
+                data,
+            },
+        );
+        while a.poll_output().is_some() {}
+        r
+    }
+
+    #[test]
+    fn registers_at_once_then_every_20_to_26_seconds() {
+        let (mut a, _) = acceptor(|_| {});
+        assert_eq!(a.poll_timeout(), Some(Instant::ZERO));
+        let mut sent = Vec::new();
+        let mut now = Instant::from_secs(1);
+        for _ in 0..20 {
+            a.handle_timeout(now);
+            while let Some(o) = a.poll_output() {
+                if let Output::Transmit(t) = o {
+                    assert_eq!(t.to, server_udp());
+                    sent.push(now);
+                }
+            }
+            now = a.poll_timeout().unwrap();
+        }
+        // Without acknowledgments each registration is retried 3 times, 2 s apart.
+        let firsts: Vec<_> = sent.iter().step_by(4).collect();
+        for pair in firsts.windows(2) {
+            let gap = *pair[1] - *pair[0];
+            assert!(
+                gap >= Duration::from_secs(20) && gap <= Duration::from_secs(26),
+                "{gap:?}"
+            );
+        }
+        assert_eq!(sent[1] - sent[0], Duration::from_secs(2));
+    }
+
+    #[test]
+    fn notices_are_authenticated_deduplicated_and_bounded() {
+        let (mut a, key) = acceptor(|c| c.max_pending = 3);
+        let now = Instant::from_secs(5);
+        // Forged: wrong key.
+        let forged = Notice {
+            request: 1,
+            device: DeviceId(2133),
+            server_time_ms: super::super::wall_millis(ANCHOR, now),
+        }
+        .encode(&[0; 32])
+        .unwrap();
+        assert_eq!(
+            datagram(&mut a, now, server_udp(), &forged),
+            Err(RendezvousError::BadMac.into())
+        );
+        // Old: more than a minute by the server's clock.
+        let old = notice(&key, 2, Instant::from_secs(0));
+        assert!(datagram(&mut a, Instant::from_secs(100), server_udp(), &old).is_err());
+        // From somewhere else than the server: treated as a peer datagram, refused.
+        let good = notice(&key, 3, now);
+        assert!(datagram(&mut a, now, "66.6.6.6:1200".parse().unwrap(), &good).is_err());
+        assert_eq!(a.stats().notices, 0);
+        // Genuine ones queue (the stream to the server is still connecting), repeats are
+        // ignored, and the queue is bounded.
+        for r in [10, 10, 11, 12] {
+            datagram(&mut a, now, server_udp(), &notice(&key, r, now)).unwrap();
+        }
+        assert_eq!(
+            datagram(&mut a, now, server_udp(), &notice(&key, 13, now)),
+            Err(Error::CapacityExceeded {
+                what: "acceptor pending notices",
+                bound: 3
+            })
+        );
+        assert_eq!(a.stats().notices, 5);
+        // The remembered ids are bounded too.
+        for r in 100..300 {
+            let _ = datagram(&mut a, now, server_udp(), &notice(&key, r, now));
+        }
+        assert!(a.seen.len() <= SEEN);
+    }
+
+    #[test]
+    fn arbitrary_input_never_panics() {
+        let (mut a, key) = acceptor(|_| {});
+        let mut rng = ChaCha20Rng::seed_from_u64(99);
+        let mut now = Instant::from_secs(1);
+        let valid = notice(&key, 5, now);
+        for i in 0..3000u32 {
+            let len = (rng.next_u32() % 200) as usize;
+            let mut data: Vec<u8> = (0..len).map(|_| rng.next_u32() as u8).collect();
+            if i % 3 == 0 {
+                // Mostly well-framed: a valid message with a few bits flipped.
+                data = valid.clone();
+                let at = (rng.next_u32() as usize) % data.len();
+                data[at] ^= 1 << (rng.next_u32() % 8);
+            }
+            let from = if i % 2 == 0 {
+                server_udp()
+            } else {
+                "66.6.6.6:9".parse().unwrap()
+            };
+            let _ = datagram(&mut a, now, from, &data);
+            let _ = a.handle_input(
+                now,
+                Input::StreamData {
+                    id: StreamId::outbound(1),
+                    data: &data,
+                },
+            );
+            let _ = a.handle_input(
+                now,
+                Input::StreamClosed {
+                    id: StreamId::inbound(i.into()),
+                },
+            );
+            now += Duration::from_millis(7);
+            a.handle_timeout(now);
+            while a.poll_output().is_some() {}
+        }
+        assert!(a.pending.len() <= a.cfg.max_pending);
     }
 }

@@ -621,3 +621,55 @@ impl Actor for Issuer {
         at
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::cert::CertificateAuthority;
+    use alloc::boxed::Box;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    #[test]
+    fn requests_are_bounded_and_passwords_checked() {
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let ca = CertificateAuthority::generate("CA", &mut rng);
+        let mut cfg = IssuerConfig::new(
+            TrustStore::with(ca.certificate().clone()),
+            "rendezvous.example",
+            "130.74.23.6:1201".parse().unwrap(),
+            "130.74.23.6:1200".parse().unwrap(),
+            "192.168.1.11:1600".parse().unwrap(),
+            UnixTime(1_800_000_000),
+        );
+        cfg.max_sessions = 2;
+        let mut issuer = Issuer::new(cfg, Box::new(rng));
+        let now = Instant::from_secs(1);
+        assert_eq!(
+            issuer.connect(now, DeviceId(2133), b""),
+            Err(RendezvousError::BadPassword.into())
+        );
+        assert_eq!(
+            issuer.connect(now, DeviceId(2133), &[b'x'; 65]),
+            Err(RendezvousError::BadPassword.into())
+        );
+        let a = issuer.connect(now, DeviceId(2133), b"pw").unwrap();
+        let b = issuer.connect(now, DeviceId(2133), b"pw").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(
+            issuer.connect(now, DeviceId(2133), b"pw"),
+            Err(Error::CapacityExceeded {
+                what: "issuer sessions",
+                bound: 2
+            })
+        );
+        let connects = core::iter::from_fn(|| issuer.poll_output())
+            .filter(|o| matches!(o, Output::Connect { .. }))
+            .count();
+        assert_eq!(connects, 2);
+        assert_eq!(
+            issuer.send(now, a, b"early"),
+            Err(RendezvousError::UnknownSession(a).into())
+        );
+    }
+}

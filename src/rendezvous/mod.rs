@@ -343,8 +343,8 @@ pub(crate) fn millis_u32(d: Duration) -> u32 {
 
 /// A uniformly random duration in `[min, max]` (whole milliseconds).
 pub(crate) fn jitter(rng: &mut dyn rand_core::CryptoRng, min: Duration, max: Duration) -> Duration {
-    let lo = min.as_millis() as u64;
-    let hi = (max.as_millis() as u64).max(lo);
-    let span = hi - lo + 1;
-    Duration::from_millis(lo + rng.next_u64() % span)
+    let lo = u64::try_from(min.as_millis()).unwrap_or(u64::MAX);
+    let hi = u64::try_from(max.as_millis()).unwrap_or(u64::MAX).max(lo);
+    let span = (hi - lo).saturating_add(1);
+    Duration::from_millis(lo.saturating_add(rng.next_u64() % span))
 }

@@ -1067,3 +1067,335 @@ impl<D: Directory> Actor for RendezvousServer<D> {
         (at != Instant::MAX).then_some(at)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::ClientConfig;
+    use crate::crypto::cert::{CertificateAuthority, TrustStore};
+    use crate::rendezvous::DerivedRegistrationKeys;
+    use alloc::vec;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    const ANCHOR: UnixTime = UnixTime(1_800_000_000);
+    const MASTER: [u8; 32] = [0x42; 32];
+
+    fn udp() -> SocketAddr {
+        "130.74.23.6:1200".parse().unwrap()
+    }
+
+    /// A server with small bounds, and a hand-driven issuer side.
+    struct Harness {
+        server: RendezvousServer,
+        trust: TrustStore,
+        rng: ChaCha20Rng,
+        now: Instant,
+    }
+
+    impl Harness {
+        fn new(tweak: impl FnOnce(&mut ServerConfig)) -> Harness {
+            let mut rng = ChaCha20Rng::seed_from_u64(5);
+            let ca = CertificateAuthority::generate("CA", &mut rng);
+            let trust = TrustStore::with(ca.certificate().clone());
+            let id = |rng: &mut ChaCha20Rng| {
+                ca.issue_identity("rendezvous.example", &[], ANCHOR, 86_400, rng)
+                    .unwrap()
+            };
+            let mut cfg = ServerConfig::new(
+                udp(),
+                crate::channel::ServerConfig::with_certificate(id(&mut rng), ANCHOR),
+                crate::channel::ServerConfig::with_certificate(id(&mut rng), ANCHOR)
+                    .with_client_certs(ClientCertPolicy::Required(trust.clone())),
+                Box::new(DerivedRegistrationKeys::new(MASTER)),
+                ANCHOR,
+            )
+            .unwrap();
+            tweak(&mut cfg);
+            let server = RendezvousServer::new(
+                cfg,
+                MemoryDirectory::new(8),
+                Box::new(ChaCha20Rng::seed_from_u64(6)),
+            )
+            .unwrap();
+            Harness {
+                server,
+                trust,
+                rng,
+                now: Instant::from_secs(10),
+            }
+        }
+
+        fn drain(&mut self) -> Vec<Output> {
+            let mut out = Vec::new();
+            while let Some(o) = self.server.poll_output() {
+                out.push(o);
+            }
+            out
+        }
+
+        fn register(&mut self, device: DeviceId, from: &str) {
+            let key = DerivedRegistrationKeys::new(MASTER).device_key(device);
+            let data = Register {
+                device,
+                timestamp_ms: super::super::wall_millis(ANCHOR, self.now),
+                nonce: [1; 16],
+            }
+            .encode(key.as_bytes())
+            .unwrap();
+            self.server
+                .handle_input(
+                    self.now,
+                    Input::Datagram {
+                        from: from.parse().unwrap(),
+                        to: udp(),
+                        data: &data,
+                    },
+                )
+                .unwrap();
+            self.drain();
+        }
+
+        /// Accept stream `n` on the issuer port and run the channel handshake; returns the
+        /// issuer's end.
+        fn issuer(&mut self, n: u64, from: &str) -> (StreamId, Connection) {
+            let id = StreamId::inbound(n);
+            self.server
+                .handle_input(
+                    self.now,
+                    Input::StreamAccepted {
+                        id,
+                        local: "130.74.23.6:1201".parse().unwrap(),
+                        remote: from.parse().unwrap(),
+                    },
+                )
+                .unwrap();
+            let cfg = ClientConfig::with_ca(self.trust.clone(), "rendezvous.example", ANCHOR);
+            let mut conn = Connection::client(Arc::new(cfg), self.now, &mut self.rng).unwrap();
+            self.pump(id, &mut conn);
+            assert!(conn.is_established());
+            (id, conn)
+        }
+
+        fn pump(&mut self, id: StreamId, conn: &mut Connection) -> Vec<Vec<u8>> {
+            let mut received = Vec::new();
+            for _ in 0..8 {
+                let bytes = conn.take_outgoing();
+                if !bytes.is_empty() {
+                    let _ = self
+                        .server
+                        .handle_input(self.now, Input::StreamData { id, data: &bytes });
+                }
+                for o in self.drain() {
+                    if let Output::StreamSend { id: s, data } = o
+                        && s == id
+                    {
+                        conn.feed(self.now, &data, &mut self.rng).unwrap();
+                    }
+                }
+                while let Some(m) = conn.take_received() {
+                    received.push(m);
+                }
+            }
+            received
+        }
+
+        fn request(
+            &mut self,
+            id: StreamId,
+            conn: &mut Connection,
+            request: u64,
+            device: DeviceId,
+        ) -> Vec<Vec<u8>> {
+            let msg = ConnectRequest {
+                request,
+                device,
+                share: [9; 32],
+                random: [8; 32],
+                token: [request as u8; 16],
+                declared: None,
+            }
+            .encode()
+            .unwrap();
+            conn.send(&msg).unwrap();
+            self.pump(id, conn)
+        }
+    }
+
+    fn refusal(messages: &[Vec<u8>]) -> Option<RefusalReason> {
+        messages.iter().find_map(|m| {
+            let msg = Message::decode(m, &Limits::default()).ok()?;
+            Refused::decode(&msg, &Limits::default())
+                .ok()
+                .map(|r| r.reason)
+        })
+    }
+
+    #[test]
+    fn streams_are_bounded() {
+        let mut h = Harness::new(|c| c.max_streams = 2);
+        h.issuer(1, "4.17.168.2:7000");
+        h.issuer(2, "4.17.168.2:7001");
+        let third = StreamId::inbound(3);
+        let err = h
+            .server
+            .handle_input(
+                h.now,
+                Input::StreamAccepted {
+                    id: third,
+                    local: "130.74.23.6:1201".parse().unwrap(),
+                    remote: "4.17.168.2:7002".parse().unwrap(),
+                },
+            )
+            .unwrap_err();
+        assert_eq!(
+            err,
+            Error::CapacityExceeded {
+                what: "rendezvous server streams",
+                bound: 2
+            }
+        );
+        assert_eq!(h.drain(), vec![Output::StreamClose { id: third }]);
+        assert_eq!(h.server.open_streams(), 2);
+        // A stream on a port the server does not serve is closed at once.
+        assert!(
+            h.server
+                .handle_input(
+                    h.now,
+                    Input::StreamAccepted {
+                        id: StreamId::inbound(4),
+                        local: "130.74.23.6:22".parse().unwrap(),
+                        remote: "4.17.168.2:7003".parse().unwrap(),
+                    },
+                )
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn requests_are_bounded_and_unknown_devices_refused() {
+        let mut h = Harness::new(|c| c.max_requests = 2);
+        h.register(DeviceId(2133), "202.204.16.13:3400");
+        let mut answers = Vec::new();
+        for n in 1..=3u64 {
+            let (id, mut conn) = h.issuer(n, &alloc::format!("4.17.168.{n}:7000"));
+            answers.push(refusal(&h.request(id, &mut conn, 100 + n, DeviceId(2133))));
+        }
+        assert_eq!(answers, [None, None, Some(RefusalReason::Busy)]);
+        assert_eq!(h.server.requests_in_progress(), 2);
+        let (id, mut conn) = h.issuer(9, "4.17.168.9:7000");
+        assert_eq!(
+            refusal(&h.request(id, &mut conn, 999, DeviceId(7))),
+            Some(RefusalReason::UnknownDevice)
+        );
+        // A second request on the same stream is a protocol error.
+        let mut h = Harness::new(|_| {});
+        h.register(DeviceId(2133), "202.204.16.13:3400");
+        let (id, mut conn) = h.issuer(10, "4.17.168.10:7000");
+        assert_eq!(
+            refusal(&h.request(id, &mut conn, 500, DeviceId(2133))),
+            None
+        );
+        assert_eq!(
+            refusal(&h.request(id, &mut conn, 501, DeviceId(2133))),
+            Some(RefusalReason::ProtocolError)
+        );
+    }
+
+    #[test]
+    fn requests_per_issuer_are_rate_limited() {
+        let mut h = Harness::new(|c| c.request_rate = RateConfig::new(2, Duration::from_secs(60)));
+        let mut answers = Vec::new();
+        for n in 1..=3u64 {
+            let (id, mut conn) = h.issuer(n, "4.17.168.2:7000");
+            answers.push(refusal(&h.request(id, &mut conn, n, DeviceId(7))));
+        }
+        assert_eq!(
+            answers,
+            [
+                Some(RefusalReason::UnknownDevice),
+                Some(RefusalReason::UnknownDevice),
+                Some(RefusalReason::RateLimited {
+                    retry_after: Duration::from_secs(60)
+                })
+            ]
+        );
+        assert_eq!(h.server.stats().rate_limited_requests, 1);
+    }
+
+    #[test]
+    fn early_probes_and_back_offs_are_bounded() {
+        let mut h = Harness::new(|c| c.max_blocks = 4);
+        for n in 0..1000u64 {
+            let data = Probe {
+                request: n,
+                token: [n as u8; 16],
+            }
+            .encode()
+            .unwrap();
+            h.now += Duration::from_micros(1);
+            h.server
+                .handle_input(
+                    h.now,
+                    Input::Datagram {
+                        from: "66.6.6.6:1".parse().unwrap(),
+                        to: udp(),
+                        data: &data,
+                    },
+                )
+                .unwrap();
+        }
+        assert_eq!(h.server.early_probes.len(), EARLY_PROBES);
+        assert!(h.drain().is_empty(), "unknown probes are not answered");
+        for n in 0..10u32 {
+            let ip = IpAddr::from(n.to_be_bytes());
+            h.server.remember_block(
+                DeviceId(1),
+                ip,
+                h.now + Duration::from_secs(u64::from(n) + 1),
+            );
+            assert!(h.server.blocks.len() <= 4);
+        }
+        // The back-offs that end first were forgotten first.
+        let kept: Vec<_> = h.server.blocks.values().copied().collect();
+        assert_eq!(kept.len(), 4);
+        assert!(kept.iter().all(|t| *t >= h.now + Duration::from_secs(7)));
+        // They and the early probes go once they expire.
+        h.server.handle_timeout(h.now + Duration::from_secs(60));
+        assert!(h.server.blocks.is_empty() && h.server.early_probes.is_empty());
+    }
+
+    #[test]
+    fn inconsistent_configurations_are_refused() {
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let ca = CertificateAuthority::generate("CA", &mut rng);
+        let trust = TrustStore::with(ca.certificate().clone());
+        let mut make = |policy| {
+            let a = ca.issue_identity("s", &[], ANCHOR, 10, &mut rng).unwrap();
+            let b = ca.issue_identity("s", &[], ANCHOR, 10, &mut rng).unwrap();
+            ServerConfig::new(
+                udp(),
+                crate::channel::ServerConfig::with_certificate(a, ANCHOR),
+                crate::channel::ServerConfig::with_certificate(b, ANCHOR).with_client_certs(policy),
+                Box::new(DerivedRegistrationKeys::new(MASTER)),
+                ANCHOR,
+            )
+        };
+        // The device port must require device certificates.
+        assert!(matches!(
+            make(ClientCertPolicy::None),
+            Err(Error::Config(_))
+        ));
+        // Replay protection needs the skew window shorter than an entry's lifetime.
+        let mut cfg = make(ClientCertPolicy::Required(trust)).unwrap();
+        cfg.max_clock_skew = cfg.registration_lifetime;
+        assert!(matches!(
+            RendezvousServer::new(
+                cfg,
+                MemoryDirectory::new(1),
+                Box::new(ChaCha20Rng::seed_from_u64(2))
+            ),
+            Err(Error::Config(_))
+        ));
+    }
+}
