@@ -16,8 +16,8 @@ use deputy::rendezvous::scenario::{
     WorldConfig, server_udp,
 };
 use deputy::rendezvous::{
-    Acceptor, DerivedRegistrationKeys, DeviceId, Directory, Issuer, PeerFailure, RefusalReason,
-    RendezvousEvent, RendezvousServer, ServerStats,
+    Acceptor, BackoffConfig, DerivedRegistrationKeys, DeviceId, Directory, Issuer, IssuerConfig,
+    PeerFailure, RefusalReason, RendezvousEvent, RendezvousServer, ServerStats,
 };
 use deputy::sim::{DatagramProbe, LinkConfig, Mapping, NatConfig, NodeId, Sim, TraceKind};
 use deputy::wire::{Limits, Message};
@@ -537,7 +537,17 @@ fn acceptor_channel_requires_device_authentication() {
 #[test]
 fn wrong_password_is_refused_and_backs_off() {
     let mut sim = Sim::new(8);
-    let w = world(&mut sim, WorldConfig::default());
+    let w = world(
+        &mut sim,
+        WorldConfig {
+            // The device as a whole backs off after two wrong passwords (default five).
+            backoff: BackoffConfig {
+                device_threshold: 2,
+                ..BackoffConfig::default()
+            },
+            ..WorldConfig::default()
+        },
+    );
     let checks = |sim: &Sim| sim.actor::<Acceptor>(w.acceptor).unwrap().stats();
 
     // S207: a wrong password is refused; the issuer must wait 1 s.
@@ -571,7 +581,7 @@ fn wrong_password_is_refused_and_backs_off() {
     assert_eq!(checks(&sim).notices, 1);
     assert_eq!(stats(&sim, &w).rate_limited_requests, 1);
 
-    // After the wait, the next wrong password doubles it; then 4 s.
+    // After the wait, each further wrong password from this issuer doubles it.
     let mut waits = Vec::new();
     for guess in [b"guess-3", b"guess-4"] {
         sim.run_for(Duration::from_secs(5)).unwrap();
@@ -585,6 +595,59 @@ fn wrong_password_is_refused_and_backs_off() {
     }
     assert_eq!(waits, [Duration::from_secs(2), Duration::from_secs(4)]);
     assert_eq!(checks(&sim).wrong_passwords, 3);
+
+    // Three wrong passwords on the device: it now backs off for everyone. Another issuer
+    // (a host with a global address) is refused unchecked, device-wide …
+    let trust = TrustStore::with(w.ca.certificate().clone());
+    let other = sim
+        .add_host(
+            "other-issuer",
+            w.internet,
+            "8.117.12.109".parse().unwrap(),
+            Issuer::new(
+                IssuerConfig::new(
+                    trust,
+                    SERVER_NAME,
+                    SocketAddr::new(IpAddr::V4(SERVER_IP), 1201),
+                    server_udp(),
+                    "8.117.12.109:1600".parse().unwrap(),
+                    ANCHOR,
+                ),
+                Box::new(sim.rng("other issuer")),
+            ),
+        )
+        .unwrap();
+    let refused = |sim: &Sim, session| {
+        events(sim, other).into_iter().find_map(|e| match e {
+            RendezvousEvent::Refused { request, reason } if request == session => Some(reason),
+            _ => None,
+        })
+    };
+    let attempt = |sim: &mut Sim| {
+        let s = sim
+            .with_actor(other, |i: &mut Issuer, now| {
+                i.connect(now, DEVICE, b"guess-5")
+            })
+            .unwrap()
+            .unwrap();
+        let deadline = sim.now() + Duration::from_secs(10);
+        sim.run_until_cond(deadline, |sim| refused(sim, s).is_some())
+            .unwrap();
+        refused(sim, s).unwrap()
+    };
+    assert!(matches!(
+        attempt(&mut sim),
+        RefusalReason::RateLimited { .. }
+    ));
+    assert_eq!(checks(&sim).refused_unchecked, 1);
+    assert_eq!(checks(&sim).password_checks, 3);
+    // … and the server now refuses anyone for this device without waking it.
+    let notices = checks(&sim).notices;
+    assert!(matches!(
+        attempt(&mut sim),
+        RefusalReason::RateLimited { .. }
+    ));
+    assert_eq!(checks(&sim).notices, notices);
 
     // The right password, once the back-off is over, connects.
     sim.run_for(Duration::from_secs(5)).unwrap();

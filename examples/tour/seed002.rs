@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use deputy::rendezvous::scenario::{
-    BEHAVIOURS, DEVICE, Outcome, World, WorldConfig, expected_direct, label, matrix_case,
+    BEHAVIOURS, DEVICE, Outcome, World, WorldConfig, cell, expected_direct, label, nat_matrix,
 };
 use deputy::rendezvous::{Acceptor, Issuer, RendezvousEvent, RendezvousServer};
 use deputy::sim::{NodeId, Sim};
@@ -294,32 +294,25 @@ fn matrix(tour: &mut Narrator) -> Result<(), String> {
     );
     let mut header: Vec<String> = vec!["issuer ↓ / acceptor →".into()];
     header.extend(BEHAVIOURS.iter().map(|b| label(*b)));
-    let mut rows = Vec::new();
-    let mut mismatches = Vec::new();
-    for (r, &issuer) in BEHAVIOURS.iter().enumerate() {
-        let mut row = vec![label(issuer)];
-        for (c, &acceptor) in BEHAVIOURS.iter().enumerate() {
-            let got = matrix_case(1000 + (r * 9 + c) as u64, issuer, acceptor, false)?;
-            if got.is_some() != expected_direct(issuer, acceptor, false) {
-                mismatches.push(format!("{} ↔ {}", label(issuer), label(acceptor)));
-            }
-            row.push(match got {
-                Some(n) => format!("✓{n}"),
-                None => "✗".into(),
-            });
-        }
-        rows.push(row);
-    }
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
-    tour.table(&header, &rows);
-    let mut static_ok = 0;
-    for (r, &issuer) in BEHAVIOURS.iter().enumerate() {
-        for (c, &acceptor) in BEHAVIOURS.iter().enumerate() {
-            if matrix_case(1000 + (r * 9 + c) as u64, issuer, acceptor, true)? == Some(1) {
-                static_ok += 1;
+    let mut mismatches = Vec::new();
+    let mut rows = Vec::new();
+    for row in nat_matrix(false)? {
+        let mut cells = vec![label(row.issuer)];
+        for (&acceptor, &got) in BEHAVIOURS.iter().zip(&row.cells) {
+            if got.is_some() != expected_direct(row.issuer, acceptor, false) {
+                mismatches.push(format!("{} ↔ {}", label(row.issuer), label(acceptor)));
             }
+            cells.push(cell(got));
         }
+        rows.push(cells);
     }
+    tour.table(&header, &rows);
+    let static_ok = nat_matrix(true)?
+        .iter()
+        .flat_map(|row| row.cells.iter())
+        .filter(|c| **c == Some(1))
+        .count();
     tour.note(&format!(
         "with a static mapping on the issuer's router: {static_ok} of 81 pairs connected in attempt 1"
     ));

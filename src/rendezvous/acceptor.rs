@@ -471,7 +471,22 @@ impl Acceptor {
     }
 
     fn refuse(&mut self, request: u64, reason: RefusalReason) -> Result<(), Error> {
-        let msg = Refused { request, reason }.encode()?;
+        self.send_server(&Refused::new(request, reason).encode()?)
+    }
+
+    /// Refuse because of back-off, saying whether it holds for the whole device.
+    fn refuse_waiting(
+        &mut self,
+        request: u64,
+        reason: RefusalReason,
+        device_wide: bool,
+    ) -> Result<(), Error> {
+        let msg = Refused {
+            request,
+            reason,
+            device_wide,
+        }
+        .encode()?;
         self.send_server(&msg)
     }
 
@@ -492,16 +507,18 @@ impl Acceptor {
             issuer: offer.issuer_addr,
         })?;
         let issuer = offer.issuer_addr.ip();
-        if let Err(retry_after) = self.backoff.check(issuer, now) {
+        if let Err(wait) = self.backoff.check(issuer, now) {
             // Backing off: refuse before the issuer can even send a password.
             self.stats.refused_unchecked += 1;
-            let reason = RefusalReason::RateLimited { retry_after };
+            let reason = RefusalReason::RateLimited {
+                retry_after: wait.retry_after,
+            };
             self.outbox.event(RendezvousEvent::PasswordRefused {
                 request: offer.request,
                 issuer,
                 reason,
             })?;
-            return self.refuse(offer.request, reason);
+            return self.refuse_waiting(offer.request, reason, wait.device_wide);
         }
         let ClientAuthMode::Certificate {
             identity: Some(identity),
@@ -555,15 +572,17 @@ impl Acceptor {
             .remove(&request)
             .ok_or(RendezvousError::UnknownSession(request))?;
         let issuer = pending.issuer_addr.ip();
-        if let Err(retry_after) = self.backoff.check(issuer, now) {
+        if let Err(wait) = self.backoff.check(issuer, now) {
             self.stats.refused_unchecked += 1;
-            let reason = RefusalReason::RateLimited { retry_after };
+            let reason = RefusalReason::RateLimited {
+                retry_after: wait.retry_after,
+            };
             self.outbox.event(RendezvousEvent::PasswordRefused {
                 request,
                 issuer,
                 reason,
             })?;
-            return self.refuse(request, reason);
+            return self.refuse_waiting(request, reason, wait.device_wide);
         }
         self.stats.password_checks += 1;
         let verdict = pending
@@ -599,9 +618,11 @@ impl Acceptor {
             }
             Ok(false) | Err(_) => {
                 self.stats.wrong_passwords += 1;
-                let retry_after = self.backoff.failure(issuer, now);
+                let wait = self.backoff.failure(issuer, now);
                 let reason = match verdict {
-                    Ok(_) => RefusalReason::WrongPassword { retry_after },
+                    Ok(_) => RefusalReason::WrongPassword {
+                        retry_after: wait.retry_after,
+                    },
                     Err(_) => RefusalReason::ProtocolError,
                 };
                 self.outbox.event(RendezvousEvent::PasswordRefused {
@@ -609,7 +630,7 @@ impl Acceptor {
                     issuer,
                     reason,
                 })?;
-                self.refuse(request, reason)
+                self.refuse_waiting(request, reason, wait.device_wide)
             }
         }
     }

@@ -120,6 +120,7 @@ const F_PAYLOAD: u16 = CRITICAL | 0x1A;
 const F_CONNECTED: u16 = CRITICAL | 0x1B;
 const F_ACKER_PORT: u16 = CRITICAL | 0x1C;
 const F_ACK_DEST: u16 = CRITICAL | 0x1D;
+const F_DEVICE_WIDE: u16 = CRITICAL | 0x1E;
 
 /// Length of the MAC on registrations, acknowledgments and notices.
 pub const REGISTRATION_MAC_LEN: usize = 32;
@@ -751,21 +752,41 @@ pub struct Refused {
     pub request: u64,
     /// Why.
     pub reason: RefusalReason,
+    /// With a back-off: whether it holds for the whole device (every issuer) rather than
+    /// this issuer only, so the server can refuse others without waking the device.
+    pub device_wide: bool,
 }
 
 impl Refused {
+    /// A refusal that concerns this issuer only.
+    pub fn new(request: u64, reason: RefusalReason) -> Self {
+        Refused {
+            request,
+            reason,
+            device_wide: false,
+        }
+    }
+
     /// Encode.
     pub fn encode(&self) -> Result<Vec<u8>, WireError> {
         let mut w = FieldWriter::new().u8(F_REASON, self.reason.code());
         if let Some(wait) = self.reason.retry_after() {
             w = w.u32(F_RETRY_AFTER, super::millis_u32(wait));
         }
+        if self.device_wide {
+            w = w.u8(F_DEVICE_WIDE, 1);
+        }
         wire::encode(REFUSED, self.request, w)
     }
 
     /// Decode.
     pub fn decode(msg: &Message<'_>, limits: &Limits) -> Result<Self, WireError> {
-        check(msg, REFUSED, &[F_REASON, F_RETRY_AFTER], limits)?;
+        check(
+            msg,
+            REFUSED,
+            &[F_REASON, F_RETRY_AFTER, F_DEVICE_WIDE],
+            limits,
+        )?;
         let f = &msg.fields;
         let wait = f
             .get(F_RETRY_AFTER)?
@@ -780,9 +801,15 @@ impl Refused {
             .transpose()?;
         let reason =
             RefusalReason::from_code(f.u8(F_REASON)?, wait).ok_or(WireError::BadValue(F_REASON))?;
+        let device_wide = match f.get(F_DEVICE_WIDE)? {
+            None => false,
+            Some([1]) => true,
+            Some(_) => return Err(WireError::BadValue(F_DEVICE_WIDE)),
+        };
         Ok(Refused {
             request: msg.session(),
             reason,
+            device_wide,
         })
     }
 }
@@ -1142,11 +1169,17 @@ mod tests {
             RefusalReason::Busy,
             RefusalReason::ProtocolError,
         ] {
-            let r = Refused { request: 4, reason };
-            assert_eq!(
-                Refused::decode(&decode(&r.encode().unwrap()), &l).unwrap(),
-                r
-            );
+            for device_wide in [false, true] {
+                let r = Refused {
+                    request: 4,
+                    reason,
+                    device_wide,
+                };
+                assert_eq!(
+                    Refused::decode(&decode(&r.encode().unwrap()), &l).unwrap(),
+                    r
+                );
+            }
         }
         let data = PeerData {
             session: 5,

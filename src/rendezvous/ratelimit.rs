@@ -203,6 +203,13 @@ impl Default for BackoffConfig {
     }
 }
 
+/// How long to wait, and whether the whole device (not just this issuer) is backing off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Wait {
+    pub retry_after: Duration,
+    pub device_wide: bool,
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 struct Penalty {
     failures: u32,
@@ -237,18 +244,21 @@ impl Backoff {
     }
 
     /// `Err(wait)` if an attempt from `issuer` must be refused unchecked.
-    pub(crate) fn check(&self, issuer: IpAddr, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn check(&self, issuer: IpAddr, now: Instant) -> Result<(), Wait> {
         let issuer_until = self.issuers.get(&issuer).map_or(now, |p| p.until);
+        self.wait(issuer_until, now).map_or(Ok(()), Err)
+    }
+
+    fn wait(&self, issuer_until: Instant, now: Instant) -> Option<Wait> {
         let until = issuer_until.max(self.device.until);
-        if until > now {
-            Err(until - now)
-        } else {
-            Ok(())
-        }
+        (until > now).then(|| Wait {
+            retry_after: until - now,
+            device_wide: self.device.until >= issuer_until,
+        })
     }
 
     /// Record a wrong password from `issuer`; returns how long it must now wait.
-    pub(crate) fn failure(&mut self, issuer: IpAddr, now: Instant) -> Duration {
+    pub(crate) fn failure(&mut self, issuer: IpAddr, now: Instant) -> Wait {
         if !self.issuers.contains_key(&issuer) && self.issuers.len() >= self.cfg.max_issuers {
             // Forget the issuer whose penalty is oldest.
             if let Some(oldest) = self
@@ -264,6 +274,7 @@ impl Backoff {
         p.failures = p.failures.saturating_add(1);
         p.last = now;
         p.until = now + doubling(self.cfg.base, p.failures, self.cfg.max);
+        let issuer_until = p.until;
 
         if now.saturating_duration_since(self.device.last) >= self.cfg.device_reset_after {
             self.device.failures = 0;
@@ -277,8 +288,10 @@ impl Backoff {
         if over > 0 {
             self.device.until = now + doubling(self.cfg.base, over, self.cfg.max);
         }
-        let until = p.until.max(self.device.until);
-        until - now
+        self.wait(issuer_until, now).unwrap_or(Wait {
+            retry_after: Duration::ZERO,
+            device_wide: false,
+        })
     }
 
     /// A correct password from `issuer`: forget its penalty.
@@ -383,18 +396,28 @@ mod tests {
         };
         let mut b = Backoff::new(cfg);
         let t = Instant::from_secs(10);
+        let issuer = |secs| Wait {
+            retry_after: Duration::from_secs(secs),
+            device_wide: false,
+        };
+        let device = |secs| Wait {
+            retry_after: Duration::from_secs(secs),
+            device_wide: true,
+        };
         assert_eq!(b.check(ip(1), t), Ok(()));
-        assert_eq!(b.failure(ip(1), t), Duration::from_secs(1));
-        assert_eq!(b.check(ip(1), t), Err(Duration::from_secs(1)));
+        assert_eq!(b.failure(ip(1), t), issuer(1));
+        assert_eq!(b.check(ip(1), t), Err(issuer(1)));
         assert_eq!(b.check(ip(2), t), Ok(()));
         let t2 = t + Duration::from_secs(1);
         assert_eq!(b.check(ip(1), t2), Ok(()));
-        assert_eq!(b.failure(ip(1), t2), Duration::from_secs(2));
+        assert_eq!(b.failure(ip(1), t2), issuer(2));
         let t3 = t2 + Duration::from_secs(2);
-        assert_eq!(b.failure(ip(1), t3), Duration::from_secs(4));
+        assert_eq!(b.failure(ip(1), t3), issuer(4));
         // The fourth failure on the device (from a new issuer) starts device-wide back-off.
-        assert_eq!(b.failure(ip(2), t3), Duration::from_secs(1));
-        assert_eq!(b.check(ip(9), t3), Err(Duration::from_secs(1)));
+        assert_eq!(b.failure(ip(2), t3), device(1));
+        assert_eq!(b.check(ip(9), t3), Err(device(1)));
+        // An issuer whose own wait is longer hears about its own.
+        assert_eq!(b.check(ip(1), t3), Err(issuer(4)));
         // The issuer table is bounded: a third issuer pushes out the oldest.
         b.failure(ip(3), t3 + Duration::from_secs(10));
         assert_eq!(b.issuers(), 2);

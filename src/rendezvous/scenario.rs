@@ -34,9 +34,9 @@ use std::time::Duration;
 use std::vec::Vec;
 
 use super::{
-    Acceptor, AcceptorConfig, DerivedRegistrationKeys, DeviceId, Issuer, IssuerConfig,
-    MemoryDirectory, Password, PeerFailure, RefusalReason, RendezvousEvent, RendezvousServer,
-    ServerConfig,
+    Acceptor, AcceptorConfig, BackoffConfig, DerivedRegistrationKeys, DeviceId, Issuer,
+    IssuerConfig, MemoryDirectory, Password, PeerFailure, RefusalReason, RendezvousEvent,
+    RendezvousServer, ServerConfig,
 };
 use crate::channel::{ClientCertPolicy, ServerConfig as ChannelServerConfig};
 use crate::crypto::cert::{CertificateAuthority, TrustStore};
@@ -90,6 +90,8 @@ pub struct WorldConfig {
     pub directory_capacity: usize,
     /// The server's per-source rate tables' bound.
     pub max_sources: usize,
+    /// The acceptor's wrong-password back-off.
+    pub backoff: BackoffConfig,
 }
 
 impl Default for WorldConfig {
@@ -106,6 +108,7 @@ impl Default for WorldConfig {
             name_prefix: String::new(),
             directory_capacity: 1024,
             max_sources: 65_536,
+            backoff: BackoffConfig::default(),
         }
     }
 }
@@ -229,7 +232,7 @@ impl World {
         )?;
         let mut prng = sim.rng(&format!("{p}rendezvous/password"));
         let password = Password::new(&cfg.password, &mut prng).map_err(err)?;
-        let acceptor_cfg = AcceptorConfig::new(
+        let mut acceptor_cfg = AcceptorConfig::new(
             DEVICE,
             keys.device_key(DEVICE),
             device_id,
@@ -241,6 +244,7 @@ impl World {
             password,
             ANCHOR,
         );
+        acceptor_cfg.backoff = cfg.backoff;
         let acceptor = sim
             .add_host(
                 &format!("{p}acceptor"),
@@ -501,6 +505,40 @@ pub fn matrix_case(
             label(acceptor),
             if static_mapping { " (static)" } else { "" }
         )),
+    }
+}
+
+/// One row of the NAT matrix: the issuer's router behaviour, and for each acceptor
+/// behaviour (in [`BEHAVIOURS`] order) the attempt that connected, or `None`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatrixRow {
+    /// The issuer's router.
+    pub issuer: (Mapping, Filtering),
+    /// One cell per acceptor behaviour.
+    pub cells: Vec<Option<u8>>,
+}
+
+/// Run the whole NAT matrix (81 cases, each in its own simulator, seeded by its
+/// position). The tour prints it; `tests/nat_matrix.rs` checks it against
+/// [`expected_direct`] and against the table in `docs/rendezvous.md`.
+pub fn nat_matrix(static_mapping: bool) -> Result<Vec<MatrixRow>, String> {
+    let mut rows = Vec::new();
+    for (r, &issuer) in BEHAVIOURS.iter().enumerate() {
+        let mut cells = Vec::new();
+        for (c, &acceptor) in BEHAVIOURS.iter().enumerate() {
+            let seed = 1000 + (r * BEHAVIOURS.len() + c) as u64;
+            cells.push(matrix_case(seed, issuer, acceptor, static_mapping)?);
+        }
+        rows.push(MatrixRow { issuer, cells });
+    }
+    Ok(rows)
+}
+
+/// How a matrix cell is printed: `✓n` (connected in attempt n) or `✗`.
+pub fn cell(result: Option<u8>) -> String {
+    match result {
+        Some(n) => format!("✓{n}"),
+        None => "✗".into(),
     }
 }
 

@@ -646,11 +646,7 @@ impl<D: Directory> RendezvousServer<D> {
             .map(|s| (s.remote, !s.requests.is_empty()))
             .ok_or(Error::UnknownStream(stream))?;
         let refuse = |s: &mut Self, reason: RefusalReason| -> Result<(), Error> {
-            let msg = Refused {
-                request: req.request,
-                reason,
-            }
-            .encode()?;
+            let msg = Refused::new(req.request, reason).encode()?;
             s.send_on(stream, &msg)?;
             s.outbox.event(RendezvousEvent::RequestRefused {
                 request: req.request,
@@ -836,7 +832,14 @@ impl<D: Directory> RendezvousServer<D> {
                 if let Some(wait) = refused.reason.retry_after()
                     && let Some(r) = self.requests.get(&request)
                 {
-                    self.remember_block(r.device, r.issuer_addr.ip(), now + wait);
+                    // Remember the device's back-off, so the next attempts are refused
+                    // here without waking it.
+                    let (device, issuer) = (r.device, r.issuer_addr.ip());
+                    if refused.device_wide {
+                        self.directory.set_blocked(device, Some(now + wait), now);
+                    } else {
+                        self.remember_block(device, issuer, now + wait);
+                    }
                 }
                 self.refuse(now, request, refused.reason)
             }
@@ -875,11 +878,7 @@ impl<D: Directory> RendezvousServer<D> {
             // Not this device's request (or not a device at all): the same answer either
             // way, so a device cannot probe for other devices' requests.
             self.stats.unauthorized_fetches += 1;
-            let msg = Refused {
-                request: fetch.request,
-                reason: RefusalReason::NotAuthorized,
-            }
-            .encode()?;
+            let msg = Refused::new(fetch.request, RefusalReason::NotAuthorized).encode()?;
             self.send_on(stream, &msg)?;
             return Err(RendezvousError::AcceptorNotAuthenticated("fetch refused").into());
         };
@@ -939,7 +938,7 @@ impl<D: Directory> RendezvousServer<D> {
             return Ok(());
         };
         let (device, issuer) = (r.device, r.issuer_stream);
-        let msg = Refused { request, reason }.encode()?;
+        let msg = Refused::new(request, reason).encode()?;
         if self.sessions.contains_key(&issuer) {
             self.send_on(issuer, &msg)?;
         }
