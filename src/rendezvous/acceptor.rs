@@ -642,7 +642,6 @@ impl Acceptor {
             if let Some(expired) = live.peer.take_expired_attempt(now) {
                 if expired >= self.cfg.peer.attempts {
                     live.peer.fail(
-                        now,
                         PeerFailure::HolePunchFailed { attempts: expired },
                         &mut self.outbox,
                     )?;
@@ -658,7 +657,7 @@ impl Acceptor {
                 } else {
                     PeerFailure::HolePunchFailed { attempts }
                 };
-                live.peer.fail(now, reason, &mut self.outbox)?;
+                live.peer.fail(reason, &mut self.outbox)?;
             }
             if let (false, Some(connected)) = (live.reported, live.peer.outcome()) {
                 live.reported = true;

@@ -424,7 +424,6 @@ impl Issuer {
             if let Some(expired) = peer.take_expired_attempt(now) {
                 if expired >= self.cfg.peer.attempts {
                     peer.fail(
-                        now,
                         PeerFailure::HolePunchFailed { attempts: expired },
                         &mut self.outbox,
                     )?;
@@ -449,7 +448,7 @@ impl Issuer {
             if self.sync(id, attempt).is_err()
                 && let Some(peer) = self.sessions.get_mut(&id)
             {
-                peer.fail(now, PeerFailure::ServerLost, &mut self.outbox)?;
+                peer.fail(PeerFailure::ServerLost, &mut self.outbox)?;
             }
         }
         for report in reports {
@@ -460,15 +459,15 @@ impl Issuer {
                 r.server.close(&mut self.outbox)?;
             }
         }
-        // Requests that never reached punching in time, or lost their server.
+        // Requests that lost their server, or did not reach punching in time.
         let stale: Vec<(u64, RefusalReason)> = self
             .requests
             .iter()
-            .filter(|(id, r)| !self.sessions.contains_key(id) || r.server.is_closed())
+            .filter(|(id, _)| !self.sessions.contains_key(id))
             .filter_map(|(id, r)| {
-                if r.server.is_closed() && !self.sessions.contains_key(id) {
+                if r.server.is_closed() {
                     Some((*id, RefusalReason::ProtocolError))
-                } else if now >= r.deadline && !self.sessions.contains_key(id) {
+                } else if now >= r.deadline {
                     Some((*id, RefusalReason::Timeout))
                 } else {
                     None

@@ -572,7 +572,7 @@ impl PeerSession {
                 self.gone = true;
                 return Ok(());
             }
-            return self.fail(now, PeerFailure::Channel(error), outbox);
+            return self.fail(PeerFailure::Channel(error), outbox);
         }
         if conn.peer_closed() && !self.closed_reported {
             if !conn.is_closing() {
@@ -595,12 +595,7 @@ impl PeerSession {
     }
 
     /// End the session with a failure event.
-    pub(crate) fn fail(
-        &mut self,
-        now: Instant,
-        reason: PeerFailure,
-        outbox: &mut Outbox,
-    ) -> Result<(), Error> {
+    pub(crate) fn fail(&mut self, reason: PeerFailure, outbox: &mut Outbox) -> Result<(), Error> {
         if self.gone || self.linger_until.is_some() {
             return Ok(());
         }
@@ -609,7 +604,6 @@ impl PeerSession {
         self.deadline = None;
         self.start_at = None;
         self.spray = None;
-        let _ = now;
         outbox.event(RendezvousEvent::PeerFailed {
             session: self.session,
             reason,
@@ -678,7 +672,7 @@ impl PeerSession {
                 self.gone = true;
                 return Ok(());
             }
-            return self.fail(now, PeerFailure::Timeout, outbox);
+            return self.fail(PeerFailure::Timeout, outbox);
         }
         self.pump(now, outbox)
     }
