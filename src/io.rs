@@ -201,6 +201,8 @@ pub enum Output {
 pub enum Event {
     /// From a secure-channel actor.
     Channel(crate::channel::ChannelEvent),
+    /// From a seed 000 actor (appliance, crypto proxy, remote node).
+    Offload(crate::offload::OffloadEvent),
 }
 
 impl From<crate::channel::ChannelEvent> for Event {

@@ -67,6 +67,7 @@ pub mod channel;
 pub mod crypto;
 mod error;
 pub mod io;
+pub mod offload;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod time;
