@@ -25,6 +25,12 @@ pub enum Error {
     /// A seed 000 offload actor refused an input or command.
     #[error("offload: {0}")]
     Offload(crate::offload::OffloadError),
+    /// An IKEv2 message or command was refused.
+    #[error("ike: {0}")]
+    Ike(crate::ikev2::IkeError),
+    /// The ESP data plane refused a packet, an SA or a command.
+    #[error("ipsec: {0}")]
+    Ipsec(#[from] crate::ipsec::IpsecError),
     /// A configured bound was reached; the input or command was refused.
     #[error("{what} is full (bound {bound})")]
     CapacityExceeded {

@@ -203,6 +203,16 @@ pub enum Event {
     Channel(crate::channel::ChannelEvent),
     /// From a seed 000 actor (appliance, crypto proxy, remote node).
     Offload(crate::offload::OffloadEvent),
+    /// From an IKEv2 initiator or responder.
+    Ike(crate::ikev2::IkeEvent),
+    /// From an ESP data plane ([`crate::ipsec`]).
+    Ipsec(crate::ipsec::IpsecEvent),
+}
+
+impl From<crate::ipsec::IpsecEvent> for Event {
+    fn from(e: crate::ipsec::IpsecEvent) -> Self {
+        Event::Ipsec(e)
+    }
 }
 
 impl From<crate::channel::ChannelEvent> for Event {

@@ -66,7 +66,9 @@ extern crate std;
 pub mod channel;
 pub mod crypto;
 mod error;
+pub mod ikev2;
 pub mod io;
+pub mod ipsec;
 pub mod offload;
 #[cfg(feature = "sim")]
 pub mod sim;

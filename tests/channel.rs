@@ -798,3 +798,198 @@ fn garbage_fails_the_connection_with_a_typed_error_and_it_stays_failed() {
         Err(Error::Channel(ChannelError::Failed))
     );
 }
+
+mod through_the_simulator {
+    //! The ready-made actors, over simulated TCP through a NAPT router.
+
+    use super::*;
+    use deputy::Event;
+    use deputy::channel::{ChannelClient, ChannelEvent, ChannelServer, ChannelServerConfig};
+    use deputy::sim::{LinkConfig, NatConfig, NodeId, Sim};
+    use std::time::Duration;
+
+    struct World {
+        sim: Sim,
+        server: NodeId,
+        clients: Vec<NodeId>,
+    }
+
+    fn channel_events(sim: &mut Sim, node: NodeId) -> Vec<ChannelEvent> {
+        sim.events(node)
+            .unwrap()
+            .into_iter()
+            .filter_map(|(_, e)| match e {
+                Event::Channel(c) => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `n` clients on a LAN behind a NAPT, a PSK server on the internet allowing
+    /// `max_sessions` connections.
+    fn world(n: usize, max_sessions: usize) -> World {
+        let mut sim = Sim::new(77);
+        let lan = sim
+            .add_network(
+                "lan",
+                "10.1.0.0/24",
+                LinkConfig::with_latency(Duration::from_millis(2)),
+            )
+            .unwrap();
+        let wan = sim
+            .add_network(
+                "wan",
+                "198.51.100.0/24",
+                LinkConfig::with_latency(Duration::from_millis(10)),
+            )
+            .unwrap();
+        sim.add_napt(
+            "nat",
+            lan,
+            "10.1.0.1".parse().unwrap(),
+            wan,
+            "198.51.100.2".parse().unwrap(),
+            NatConfig::default(),
+        )
+        .unwrap();
+        let (_, server_cfg) = psk_pair(Group::X25519);
+        let server = sim
+            .add_host(
+                "server",
+                wan,
+                "198.51.100.10".parse().unwrap(),
+                ChannelServer::new(
+                    ChannelServerConfig {
+                        channel: Arc::new(server_cfg),
+                        max_sessions,
+                    },
+                    Box::new(sim.rng("server")),
+                ),
+            )
+            .unwrap();
+        sim.listen(server, 443).unwrap();
+        let clients = (0..n)
+            .map(|i| {
+                let (client_cfg, _) = psk_pair(Group::X25519);
+                let ip = format!("10.1.0.{}", 10 + i);
+                sim.add_host(
+                    &format!("client{i}"),
+                    lan,
+                    ip.parse().unwrap(),
+                    ChannelClient::new(
+                        Arc::new(client_cfg),
+                        format!("{ip}:0").parse().unwrap(),
+                        "198.51.100.10:443".parse().unwrap(),
+                        Box::new(sim.rng(&format!("client{i}"))),
+                    ),
+                )
+                .unwrap()
+            })
+            .collect();
+        World {
+            sim,
+            server,
+            clients,
+        }
+    }
+
+    #[test]
+    fn client_and_server_actors_exchange_messages_through_a_napt() {
+        let mut w = world(1, 8);
+        let client = w.clients[0];
+        w.sim
+            .with_actor(client, |c: &mut ChannelClient, now| {
+                c.connect(now).unwrap();
+                // Queued until the handshake completes.
+                c.send(b"early reading").unwrap();
+            })
+            .unwrap();
+        w.sim.run_for(Duration::from_secs(1)).unwrap();
+
+        let server_saw = channel_events(&mut w.sim, w.server);
+        let (stream, peer) = match &server_saw[0] {
+            ChannelEvent::Established { stream, peer, .. } => (*stream, peer.clone()),
+            other => panic!("server saw {other:?}"),
+        };
+        assert_eq!(peer, PeerIdentity::Psk(b"device-2133".to_vec()));
+        assert_eq!(
+            server_saw[1],
+            ChannelEvent::Received {
+                stream,
+                data: b"early reading".to_vec()
+            }
+        );
+        assert_eq!(server_saw.len(), 2);
+
+        w.sim
+            .with_actor(w.server, |s: &mut ChannelServer, _| s.send(stream, b"ack"))
+            .unwrap()
+            .unwrap();
+        w.sim.run_for(Duration::from_secs(1)).unwrap();
+        let client_saw = channel_events(&mut w.sim, client);
+        assert!(matches!(client_saw[0], ChannelEvent::Established { .. }));
+        assert!(matches!(&client_saw[1], ChannelEvent::Received { data, .. } if data == b"ack"));
+
+        w.sim
+            .with_actor(client, |c: &mut ChannelClient, _| c.close())
+            .unwrap()
+            .unwrap();
+        w.sim.run_for(Duration::from_secs(1)).unwrap();
+        assert!(matches!(
+            channel_events(&mut w.sim, w.server)[..],
+            [ChannelEvent::Closed { .. }]
+        ));
+        assert!(matches!(
+            channel_events(&mut w.sim, client)[..],
+            [ChannelEvent::Closed { .. }]
+        ));
+        let server_sessions = w
+            .sim
+            .actor::<ChannelServer>(w.server)
+            .unwrap()
+            .session_count();
+        assert_eq!(server_sessions, 0);
+        // Nothing in the clear: the payload never appears in any recorded packet.
+        assert!(
+            !w.sim
+                .pcap_bytes()
+                .windows(13)
+                .any(|x| x == b"early reading")
+        );
+    }
+
+    #[test]
+    fn server_session_bound_is_enforced() {
+        let mut w = world(3, 2);
+        for &c in &w.clients {
+            w.sim
+                .with_actor(c, |c: &mut ChannelClient, now| c.connect(now).map(|_| ()))
+                .unwrap()
+                .unwrap();
+        }
+        w.sim.run_for(Duration::from_secs(2)).unwrap();
+        let established = channel_events(&mut w.sim, w.server)
+            .iter()
+            .filter(|e| matches!(e, ChannelEvent::Established { .. }))
+            .count();
+        assert_eq!(established, 2);
+        let faults = w.sim.faults(w.server).unwrap();
+        assert!(faults.iter().any(|f| f.error
+            == Error::CapacityExceeded {
+                what: "channel server sessions",
+                bound: 2
+            }));
+        // The refused client learns its stream is gone (a truncated handshake).
+        let refused: Vec<_> = w
+            .clients
+            .clone()
+            .into_iter()
+            .filter(|&c| {
+                channel_events(&mut w.sim, c)
+                    .iter()
+                    .any(|e| matches!(e, ChannelEvent::Failed { .. }))
+            })
+            .collect();
+        assert_eq!(refused.len(), 1);
+    }
+}

@@ -1,0 +1,184 @@
+//! Configuration of the initiator and the responder.
+
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+use core::time::Duration;
+
+use super::child::Mode;
+use super::codec::{Identity, Limits, TrafficSelector};
+use super::keys::SecretBytes;
+use super::proposal::{EspSuite, IkeProposal};
+use crate::crypto::dh::Group;
+
+/// Retransmission of requests (RFC 7296 §2.1): the first after `initial`, then doubling,
+/// at most `max_tries` transmissions in all; then the exchange (and the IKE SA) fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retransmit {
+    /// Time before the first retransmission.
+    pub initial: Duration,
+    /// Transmissions of one request before giving up (≥ 1).
+    pub max_tries: u32,
+}
+
+impl Default for Retransmit {
+    /// 0.5 s doubling, 6 transmissions: the last waits until 31.5 s after the first.
+    fn default() -> Self {
+        Retransmit {
+            initial: Duration::from_millis(500),
+            max_tries: 6,
+        }
+    }
+}
+
+/// What both roles configure for one peer relationship.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IkeConfig {
+    /// Our identity (IDi as initiator, IDr as responder).
+    pub local_id: Identity,
+    /// The identity the peer must present; `None` accepts any (the PSK still has to match).
+    pub remote_id: Option<Identity>,
+    /// The pre-shared key.
+    pub psk: SecretBytes,
+    /// IKE SA proposals in preference order.
+    pub ike_proposals: Vec<IkeProposal>,
+    /// ESP suites in preference order.
+    pub esp_proposals: Vec<EspSuite>,
+    /// Our traffic selectors (TSi as initiator; the permitted TSr as responder).
+    pub ts_local: Vec<TrafficSelector>,
+    /// The peer's traffic selectors (TSr as initiator; the permitted TSi as responder).
+    pub ts_remote: Vec<TrafficSelector>,
+    /// Requested (initiator) or permitted (responder) mode.
+    pub mode: Mode,
+    /// The NAT-T port (4500): IKE there carries the non-ESP marker.
+    pub nat_t_port: u16,
+    /// Act as if behind a NAT: send a faked NAT_DETECTION_SOURCE_IP so ESP is always
+    /// UDP-encapsulated (strongSwan's `encap = yes`).
+    pub force_encap: bool,
+    /// Retransmission policy for requests we send.
+    pub retransmit: Retransmit,
+    /// Child SA lifetime reported in [`super::ChildSa::lifetime`].
+    pub child_lifetime: Duration,
+    /// Decoding limits.
+    pub limits: Limits,
+    /// Commands waiting while an exchange is outstanding (window size 1), per IKE SA.
+    pub max_queued_commands: usize,
+}
+
+impl IkeConfig {
+    /// A configuration with the default suites (AES-128-CBC/HMAC-SHA-256 with X25519 or
+    /// MODP-2048, then ChaCha20-Poly1305 and AES-GCM; the same for ESP), any-to-any IPv4
+    /// traffic selectors, tunnel mode, NAT-T on 4500 without forcing.
+    pub fn new(local_id: Identity, psk: &[u8]) -> IkeConfig {
+        IkeConfig {
+            local_id,
+            remote_id: None,
+            psk: SecretBytes::from_slice(psk),
+            ike_proposals: alloc::vec![
+                IkeProposal::aes128_sha256(&[Group::X25519, Group::Modp2048]),
+                IkeProposal::chacha20poly1305(&[Group::X25519]),
+                IkeProposal::aes_gcm16(128, &[Group::X25519]),
+                IkeProposal::aes_gcm16(256, &[Group::X25519]),
+            ],
+            esp_proposals: alloc::vec![
+                EspSuite::AesCbc128HmacSha256,
+                EspSuite::ChaCha20Poly1305,
+                EspSuite::AesGcm16_128,
+                EspSuite::AesGcm16_256,
+            ],
+            ts_local: alloc::vec![TrafficSelector::any_v4()],
+            ts_remote: alloc::vec![TrafficSelector::any_v4()],
+            mode: Mode::Tunnel,
+            nat_t_port: 4500,
+            force_encap: false,
+            retransmit: Retransmit::default(),
+            child_lifetime: Duration::from_secs(3600),
+            limits: Limits::default(),
+            max_queued_commands: 8,
+        }
+    }
+
+    /// Check the configuration for contradictions.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        let bad = crate::Error::Config;
+        if self.ike_proposals.is_empty() || self.ike_proposals.iter().any(|p| !p.is_valid()) {
+            return Err(bad("IKE proposals must be non-empty and coherent"));
+        }
+        if self.ike_proposals.len() > 255 || self.esp_proposals.len() > 255 {
+            return Err(bad("at most 255 proposals"));
+        }
+        if self.esp_proposals.is_empty() {
+            return Err(bad("ESP proposals must be non-empty"));
+        }
+        if self.ts_local.is_empty()
+            || self.ts_remote.is_empty()
+            || self.ts_local.len() > MAX_TS
+            || self.ts_remote.len() > MAX_TS
+            || self
+                .ts_local
+                .iter()
+                .chain(&self.ts_remote)
+                .any(|t| !t.is_valid())
+        {
+            return Err(bad("traffic selectors: 1 to 16 valid selectors each side"));
+        }
+        if self.retransmit.max_tries == 0 || self.retransmit.initial.is_zero() {
+            return Err(bad(
+                "retransmission needs at least one try and a positive interval",
+            ));
+        }
+        if self.limits.max_payloads == 0 || self.limits.max_message_len < 256 {
+            return Err(bad("decoding limits too small"));
+        }
+        Ok(())
+    }
+}
+
+/// Most traffic selectors on either side (configured or accepted from a peer).
+pub const MAX_TS: usize = 16;
+
+/// The initiator's configuration: the shared part plus the two IKE endpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitiatorConfig {
+    /// Shared configuration.
+    pub ike: IkeConfig,
+    /// Our IKE address (port 500 normally); after a NAT-T move its port becomes
+    /// `ike.nat_t_port`.
+    pub local: SocketAddr,
+    /// The responder (port 500 normally).
+    pub remote: SocketAddr,
+}
+
+/// The responder's configuration: the shared part plus its bounds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponderConfig {
+    /// Shared configuration (one PSK and policy for every initiator).
+    pub ike: IkeConfig,
+    /// Demand a COOKIE (RFC 7296 §2.6) once this many half-open IKE SAs exist
+    /// (0: always).
+    pub cookie_threshold: usize,
+    /// Refuse new IKE_SA_INIT requests once this many half-open IKE SAs exist.
+    pub max_half_open: usize,
+    /// Refuse new IKE_SA_INIT requests once this many IKE SAs (half-open or established)
+    /// exist.
+    pub max_ike_sas: usize,
+    /// A half-open IKE SA that has not authenticated by then is dropped.
+    pub half_open_timeout: Duration,
+    /// The cookie secret changes this often; cookies made under the previous secret stay
+    /// valid for one more period.
+    pub cookie_secret_lifetime: Duration,
+}
+
+impl ResponderConfig {
+    /// Defaults: cookies from 16 half-open SAs, at most 64 half-open and 256 SAs, half-open
+    /// timeout 30 s, cookie secret rotated every 5 minutes.
+    pub fn new(ike: IkeConfig) -> ResponderConfig {
+        ResponderConfig {
+            ike,
+            cookie_threshold: 16,
+            max_half_open: 64,
+            max_ike_sas: 256,
+            half_open_timeout: Duration::from_secs(30),
+            cookie_secret_lifetime: Duration::from_secs(300),
+        }
+    }
+}

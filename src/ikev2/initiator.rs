@@ -1,0 +1,475 @@
+//! The IKEv2 initiator actor: one IKE SA toward one responder.
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+
+use super::child::ChildSa;
+use super::codec::{Flags, Header, KePayload, Message, Notify, Payload, find_notify};
+use super::config::{IkeConfig, InitiatorConfig};
+use super::consts::{exchange, notify};
+use super::keys::{IkeKeys, skeyseed};
+use super::nat::nat_detection_hash;
+use super::proposal::{accept_ike, ike_offer};
+use super::session::{Command, Ctx, IkeSa, NewSa, Retrans, Tick, find, nonce};
+use super::{FailReason, IkeError, IkeEvent, IkeSaId};
+use crate::crypto::dh::{Group, KeyPair};
+use crate::{Actor, Error, Input, Instant, Outbox, Output, Rng};
+
+/// COOKIE and INVALID_KE_PAYLOAD rounds tolerated in one IKE_SA_INIT.
+const MAX_INIT_ROUNDS: u8 = 4;
+
+/// An IKEv2 initiator: runs IKE_SA_INIT and IKE_AUTH toward the configured responder when
+/// [`Initiator::start`] is called, then keeps the IKE SA and its Child SA.
+pub struct Initiator {
+    cfg: Arc<IkeConfig>,
+    local: SocketAddr,
+    remote: SocketAddr,
+    rng: Rng,
+    out: Outbox,
+    phase: Phase,
+}
+
+impl core::fmt::Debug for Initiator {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Initiator")
+            .field("local", &self.local)
+            .field("remote", &self.remote)
+            .field("ike_sa", &self.ike_sa_id())
+            .field("established", &self.is_established())
+            .finish_non_exhaustive()
+    }
+}
+
+enum Phase {
+    Idle,
+    Init(Box<InitState>),
+    Sa(Box<IkeSa>),
+}
+
+struct InitState {
+    spi_i: [u8; 8],
+    ni: Vec<u8>,
+    kp: KeyPair,
+    cookie: Option<Vec<u8>>,
+    retrans: Retrans,
+    rounds: u8,
+}
+
+impl Initiator {
+    /// A new initiator; nothing is sent until [`Initiator::start`].
+    pub fn new(cfg: InitiatorConfig, rng: Rng) -> Result<Initiator, Error> {
+        cfg.ike.validate()?;
+        Ok(Initiator {
+            cfg: Arc::new(cfg.ike),
+            local: cfg.local,
+            remote: cfg.remote,
+            rng,
+            out: Outbox::default(),
+            phase: Phase::Idle,
+        })
+    }
+
+    /// Begin IKE_SA_INIT. Refused while an IKE SA is being set up or is up.
+    pub fn start(&mut self, now: Instant) -> Result<(), Error> {
+        if !matches!(self.phase, Phase::Idle) {
+            return Err(Error::Unexpected("IKE SA already started"));
+        }
+        let mut spi_i = [0u8; 8];
+        while spi_i == [0; 8] {
+            self.rng.fill_bytes(&mut spi_i);
+        }
+        let group = self.cfg.ike_proposals[0].groups[0];
+        let ni = nonce(&mut *self.rng);
+        let kp = KeyPair::generate(group, &mut *self.rng);
+        let mut st = InitState {
+            spi_i,
+            ni,
+            kp,
+            cookie: None,
+            retrans: Retrans::new(Vec::new(), now, &self.cfg.retransmit),
+            rounds: 0,
+        };
+        self.send_init(now, &mut st)?;
+        self.phase = Phase::Init(Box::new(st));
+        Ok(())
+    }
+
+    /// Rekey the Child SA (CREATE_CHILD_SA); the old one is deleted once the new one is up.
+    pub fn rekey_child(&mut self, now: Instant) -> Result<(), Error> {
+        self.command(now, Command::Rekey)
+    }
+
+    /// Delete the current Child SA (INFORMATIONAL).
+    pub fn delete_child(&mut self, now: Instant) -> Result<(), Error> {
+        self.command(now, Command::DeleteChild(None))
+    }
+
+    /// Delete the IKE SA and its Child SAs (INFORMATIONAL).
+    pub fn delete_ike(&mut self, now: Instant) -> Result<(), Error> {
+        self.command(now, Command::DeleteIke)
+    }
+
+    /// Send an empty INFORMATIONAL request (liveness check).
+    pub fn send_liveness(&mut self, now: Instant) -> Result<(), Error> {
+        self.command(now, Command::Liveness)
+    }
+
+    /// The IKE SA, once IKE_SA_INIT completed.
+    pub fn ike_sa_id(&self) -> Option<IkeSaId> {
+        match &self.phase {
+            Phase::Sa(sa) => Some(sa.id),
+            _ => None,
+        }
+    }
+
+    /// Whether the IKE SA is authenticated and up.
+    pub fn is_established(&self) -> bool {
+        matches!(&self.phase, Phase::Sa(sa) if sa.is_established())
+    }
+
+    /// The current (newest) Child SA.
+    pub fn child_sa(&self) -> Option<&ChildSa> {
+        match &self.phase {
+            Phase::Sa(sa) => sa.current_child(),
+            _ => None,
+        }
+    }
+
+    /// All Child SAs (two while a rekey completes).
+    pub fn child_sas(&self) -> &[ChildSa] {
+        match &self.phase {
+            Phase::Sa(sa) => &sa.children,
+            _ => &[],
+        }
+    }
+
+    /// Our and the peer's current IKE addresses (after any NAT-T move).
+    pub fn ike_addresses(&self) -> (SocketAddr, SocketAddr) {
+        match &self.phase {
+            Phase::Sa(sa) => (sa.local, sa.remote),
+            _ => (self.local, self.remote),
+        }
+    }
+
+    fn command(&mut self, now: Instant, cmd: Command) -> Result<(), Error> {
+        let Phase::Sa(sa) = &mut self.phase else {
+            return Err(IkeError::NotEstablished.into());
+        };
+        let mut ctx = Ctx {
+            now,
+            out: &mut self.out,
+            rng: &mut *self.rng,
+        };
+        sa.command(&mut ctx, cmd)
+    }
+
+    fn send_init(&mut self, now: Instant, st: &mut InitState) -> Result<(), Error> {
+        let header = Header {
+            spi_i: st.spi_i,
+            spi_r: [0; 8],
+            exchange: exchange::IKE_SA_INIT,
+            flags: Flags {
+                initiator: true,
+                version: false,
+                response: false,
+            },
+            message_id: 0,
+        };
+        let mut payloads = Vec::new();
+        if let Some(c) = &st.cookie {
+            payloads.push(Payload::Notify(Notify::new(notify::COOKIE, c.clone())));
+        }
+        payloads.push(Payload::Sa(ike_offer(&self.cfg.ike_proposals)));
+        payloads.push(Payload::Ke(KePayload {
+            group: st.kp.group().id(),
+            data: st.kp.public().to_vec(),
+        }));
+        payloads.push(Payload::Nonce(st.ni.clone()));
+        let src_hash = if self.cfg.force_encap {
+            // A hash that cannot match: the responder concludes we are behind a NAT.
+            let mut fake = [0u8; 20];
+            self.rng.fill_bytes(&mut fake);
+            fake
+        } else {
+            nat_detection_hash(&st.spi_i, &[0; 8], self.local)
+        };
+        payloads.push(Payload::Notify(Notify::new(
+            notify::NAT_DETECTION_SOURCE_IP,
+            src_hash.to_vec(),
+        )));
+        payloads.push(Payload::Notify(Notify::new(
+            notify::NAT_DETECTION_DESTINATION_IP,
+            nat_detection_hash(&st.spi_i, &[0; 8], self.remote).to_vec(),
+        )));
+        let bytes = Message { header, payloads }.encode()?;
+        let mut ctx = Ctx {
+            now,
+            out: &mut self.out,
+            rng: &mut *self.rng,
+        };
+        ctx.transmit(self.local, self.remote, false, &bytes)?;
+        st.retrans = Retrans::new(bytes, now, &self.cfg.retransmit);
+        Ok(())
+    }
+
+    fn fail_init(&mut self, spi_i: [u8; 8], reason: FailReason) -> Result<(), Error> {
+        self.phase = Phase::Idle;
+        self.out.event(IkeEvent::Failed {
+            id: IkeSaId {
+                spi_i,
+                spi_r: [0; 8],
+            },
+            reason,
+        })
+    }
+
+    /// The IKE_SA_INIT response.
+    fn init_response(
+        &mut self,
+        now: Instant,
+        mut st: Box<InitState>,
+        msg: &[u8],
+        from: SocketAddr,
+        to: SocketAddr,
+    ) -> Result<(), Error> {
+        let m = match Message::decode(msg, &self.cfg.limits) {
+            Ok(m) => m,
+            Err(e) => {
+                self.phase = Phase::Init(st);
+                return Err(e.into());
+            }
+        };
+        let h = m.header;
+        if !h.flags.response || h.message_id != 0 || h.exchange != exchange::IKE_SA_INIT {
+            self.phase = Phase::Init(st);
+            return Err(IkeError::Unexpected("not an IKE_SA_INIT response").into());
+        }
+        let sa = find(&m.payloads, |p| match p {
+            Payload::Sa(s) => Some(s),
+            _ => None,
+        });
+        if sa.is_none() {
+            // An unauthenticated error or instruction.
+            if let Some(c) = m.notify(notify::COOKIE) {
+                if c.data.is_empty() || c.data.len() > 64 {
+                    self.phase = Phase::Init(st);
+                    return Err(IkeError::Malformed("COOKIE length").into());
+                }
+                st.rounds += 1;
+                if st.rounds > MAX_INIT_ROUNDS {
+                    return self.fail_init(st.spi_i, FailReason::TooManyRounds);
+                }
+                st.cookie = Some(c.data.clone());
+                self.send_init(now, &mut st)?;
+                self.phase = Phase::Init(st);
+                return Ok(());
+            }
+            if let Some(n) = m.notify(notify::INVALID_KE_PAYLOAD) {
+                let wanted = <[u8; 2]>::try_from(n.data.as_slice())
+                    .ok()
+                    .map(u16::from_be_bytes)
+                    .and_then(Group::from_id)
+                    .filter(|g| self.cfg.ike_proposals.iter().any(|p| p.groups.contains(g)));
+                st.rounds += 1;
+                match wanted {
+                    Some(g) if g != st.kp.group() && st.rounds <= MAX_INIT_ROUNDS => {
+                        st.kp = KeyPair::generate(g, &mut *self.rng);
+                        self.send_init(now, &mut st)?;
+                        self.phase = Phase::Init(st);
+                        return Ok(());
+                    }
+                    _ => return self.fail_init(st.spi_i, FailReason::TooManyRounds),
+                }
+            }
+            let reason = match super::session::error_notify(&m.payloads) {
+                Some(n) => FailReason::PeerNotify(n),
+                None => FailReason::InvalidResponse,
+            };
+            return self.fail_init(st.spi_i, reason);
+        }
+        let suite = sa.and_then(|sa| accept_ike(sa, &self.cfg.ike_proposals));
+        let ke = find(&m.payloads, |p| match p {
+            Payload::Ke(k) => Some(k),
+            _ => None,
+        });
+        let nr = find(&m.payloads, |p| match p {
+            Payload::Nonce(n) => Some(n),
+            _ => None,
+        });
+        let (Some(suite), Some(ke), Some(nr)) = (suite, ke, nr) else {
+            return self.fail_init(st.spi_i, FailReason::InvalidResponse);
+        };
+        if h.spi_r == [0; 8] || ke.group != st.kp.group().id() || suite.group != st.kp.group() {
+            return self.fail_init(st.spi_i, FailReason::InvalidResponse);
+        }
+        let spi_i = st.spi_i;
+        let st = *st;
+        let Ok(shared) = st.kp.agree(&ke.data) else {
+            return self.fail_init(spi_i, FailReason::InvalidResponse);
+        };
+        // NAT detection (§2.23), with the SPIs of this response.
+        let natd_src: Vec<&Notify> = m
+            .payloads
+            .iter()
+            .filter_map(|p| match p {
+                Payload::Notify(n) if n.ty == notify::NAT_DETECTION_SOURCE_IP => Some(n),
+                _ => None,
+            })
+            .collect();
+        let natd_dst = find_notify(&m.payloads, notify::NAT_DETECTION_DESTINATION_IP);
+        let udp_encap = match natd_dst {
+            Some(dst) if !natd_src.is_empty() => {
+                let peer_hash = nat_detection_hash(&spi_i, &h.spi_r, from);
+                let peer_natted = !natd_src.iter().any(|n| n.data == peer_hash);
+                let we_natted = dst.data != nat_detection_hash(&spi_i, &h.spi_r, to);
+                peer_natted || we_natted || self.cfg.force_encap
+            }
+            _ => false,
+        };
+        let seed = skeyseed(&st.ni, nr, shared.as_bytes());
+        let keys = IkeKeys::derive(&suite, seed.as_bytes(), &st.ni, nr, &spi_i, &h.spi_r)?;
+        let port = self.cfg.nat_t_port;
+        let (local, remote) = if udp_encap {
+            (
+                SocketAddr::new(self.local.ip(), port),
+                SocketAddr::new(from.ip(), port),
+            )
+        } else {
+            (self.local, from)
+        };
+        let mut sa = IkeSa::new(NewSa {
+            cfg: self.cfg.clone(),
+            id: IkeSaId {
+                spi_i,
+                spi_r: h.spi_r,
+            },
+            initiator: true,
+            suite,
+            keys,
+            ni: st.ni,
+            nr: nr.clone(),
+            init_request: st.retrans.bytes,
+            init_response: msg.to_vec(),
+            local,
+            remote,
+            nat_t: udp_encap,
+            udp_encap,
+            now,
+            linger: self.cfg.retransmit.initial,
+        })?;
+        let mut ctx = Ctx {
+            now,
+            out: &mut self.out,
+            rng: &mut *self.rng,
+        };
+        sa.start_auth(&mut ctx)?;
+        self.phase = Phase::Sa(Box::new(sa));
+        Ok(())
+    }
+}
+
+/// Split an incoming datagram into the IKE message and whether it carried the non-ESP
+/// marker. `Ok(None)`: a NAT-keepalive (RFC 3948 §2.3), to be ignored.
+pub(crate) fn strip_marker(
+    data: &[u8],
+    to: SocketAddr,
+    nat_t_port: u16,
+) -> Result<Option<(&[u8], bool)>, IkeError> {
+    if to.port() != nat_t_port {
+        return Ok(Some((data, false)));
+    }
+    if data == [0xff] {
+        return Ok(None);
+    }
+    match data.split_first_chunk::<4>() {
+        Some((m, rest)) if *m == [0; 4] => Ok(Some((rest, true))),
+        Some(_) => Err(IkeError::Unexpected("ESP packet on the NAT-T port")),
+        None => Err(IkeError::Truncated),
+    }
+}
+
+impl Actor for Initiator {
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
+        let Input::Datagram { from, to, data } = input else {
+            return Err(Error::Unexpected("IKEv2 takes datagrams only"));
+        };
+        let Some((msg, marker)) = strip_marker(data, to, self.cfg.nat_t_port)? else {
+            return Ok(());
+        };
+        let raw = Header::decode(msg, &self.cfg.limits)?;
+        match core::mem::replace(&mut self.phase, Phase::Idle) {
+            Phase::Idle => Err(IkeError::UnknownSpi.into()),
+            Phase::Init(st) => {
+                if raw.header.spi_i != st.spi_i {
+                    self.phase = Phase::Init(st);
+                    return Err(IkeError::UnknownSpi.into());
+                }
+                self.init_response(now, st, msg, from, to)
+            }
+            Phase::Sa(mut sa) => {
+                if raw.header.spi_i != sa.id.spi_i || raw.header.spi_r != sa.id.spi_r {
+                    self.phase = Phase::Sa(sa);
+                    return Err(IkeError::UnknownSpi.into());
+                }
+                let mut ctx = Ctx {
+                    now,
+                    out: &mut self.out,
+                    rng: &mut *self.rng,
+                };
+                let r = sa.handle(&mut ctx, msg, from, to, marker);
+                if !sa.is_dead() {
+                    self.phase = Phase::Sa(sa);
+                }
+                r
+            }
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        let policy = self.cfg.retransmit;
+        match core::mem::replace(&mut self.phase, Phase::Idle) {
+            Phase::Idle => {}
+            Phase::Init(mut st) => match st.retrans.tick(now, &policy) {
+                Tick::Wait => self.phase = Phase::Init(st),
+                Tick::Resend => {
+                    let mut ctx = Ctx {
+                        now,
+                        out: &mut self.out,
+                        rng: &mut *self.rng,
+                    };
+                    // A full outbox is reported by the driver's next call; the timer stays armed.
+                    let _ = ctx.transmit(self.local, self.remote, false, &st.retrans.bytes);
+                    self.phase = Phase::Init(st);
+                }
+                Tick::GiveUp => {
+                    let _ = self.fail_init(st.spi_i, FailReason::Timeout);
+                }
+            },
+            Phase::Sa(mut sa) => {
+                let mut ctx = Ctx {
+                    now,
+                    out: &mut self.out,
+                    rng: &mut *self.rng,
+                };
+                let _ = sa.handle_timeout(&mut ctx);
+                if !sa.is_dead() {
+                    self.phase = Phase::Sa(sa);
+                }
+            }
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Idle => None,
+            Phase::Init(st) => Some(st.retrans.next_at()),
+            Phase::Sa(sa) => sa.poll_timeout(),
+        }
+    }
+}

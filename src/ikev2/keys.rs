@@ -1,0 +1,437 @@
+//! The IKEv2 key schedule (RFC 7296 §2.13-§2.15, §2.17) with PRF_HMAC_SHA2_256.
+//!
+//! ```text
+//! SKEYSEED = prf(Ni | Nr, g^ir)
+//! {SK_d | SK_ai | SK_ar | SK_ei | SK_er | SK_pi | SK_pr} = prf+(SKEYSEED, Ni | Nr | SPIi | SPIr)
+//! AUTH     = prf(prf(Shared Secret, "Key Pad for IKEv2"), <SignedOctets>)
+//!            SignedOctets = RealMessage | Nonce of the peer | prf(SK_px, RestOfIDPayload)
+//! KEYMAT   = prf+(SK_d, [g^ir (new) |] Ni | Nr)
+//! ```
+//!
+//! For AEAD suites SK_ai/SK_ar are empty and SK_ei/SK_er are key ‖ 4-octet salt
+//! (RFC 5282 §7.1, RFC 7634 §3).
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use super::IkeError;
+use super::proposal::{EspSuite, IkeSuite};
+use crate::crypto::kdf::hmac_sha256_parts;
+
+/// Output length of PRF_HMAC_SHA2_256.
+pub const PRF_LEN: usize = 32;
+
+/// The label of the PSK key pad (§2.15).
+pub const KEY_PAD: &[u8] = b"Key Pad for IKEv2";
+
+/// Secret octets: wiped on drop, compared in constant time, never printed.
+#[derive(Clone, Default, Zeroize, ZeroizeOnDrop)]
+pub struct SecretBytes(Vec<u8>);
+
+impl SecretBytes {
+    /// Take ownership of `bytes`.
+    pub fn new(bytes: Vec<u8>) -> SecretBytes {
+        SecretBytes(bytes)
+    }
+
+    /// Copy `bytes`.
+    pub fn from_slice(bytes: &[u8]) -> SecretBytes {
+        SecretBytes(bytes.to_vec())
+    }
+
+    /// The octets.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Length in octets.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no octets.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl PartialEq for SecretBytes {
+    fn eq(&self, other: &Self) -> bool {
+        crate::crypto::ct_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SecretBytes {}
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretBytes({} bytes)", self.0.len())
+    }
+}
+
+impl From<&[u8]> for SecretBytes {
+    fn from(b: &[u8]) -> Self {
+        SecretBytes::from_slice(b)
+    }
+}
+
+/// prf(key, data₀ | data₁ | …) with HMAC-SHA256.
+pub fn prf(key: &[u8], data: &[&[u8]]) -> Zeroizing<[u8; PRF_LEN]> {
+    Zeroizing::new(hmac_sha256_parts(key, data))
+}
+
+/// prf+(key, seed₀ | seed₁ | …) truncated to `len` octets (§2.13):
+/// `T1 = prf(K, S | 0x01)`, `Tn = prf(K, Tn-1 | S | n)`; at most 255 blocks.
+pub fn prf_plus(key: &[u8], seed: &[&[u8]], len: usize) -> Result<SecretBytes, IkeError> {
+    if len > 255 * PRF_LEN {
+        return Err(IkeError::Crypto(crate::crypto::CryptoError::OutputTooLong));
+    }
+    let mut out = Vec::with_capacity(len + PRF_LEN);
+    let mut t = Zeroizing::new([0u8; PRF_LEN]);
+    let mut n: u8 = 1;
+    while out.len() < len {
+        let counter = [n];
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(seed.len() + 2);
+        if n > 1 {
+            parts.push(&t[..]);
+        }
+        parts.extend_from_slice(seed);
+        parts.push(&counter);
+        let block = prf(key, &parts);
+        drop(parts);
+        *t = *block;
+        out.extend_from_slice(&t[..]);
+        n = n.wrapping_add(1);
+    }
+    out.truncate(len);
+    Ok(SecretBytes(out))
+}
+
+/// SKEYSEED = prf(Ni | Nr, g^ir). (For PRF_HMAC_SHA2_256 the whole nonces form the key.)
+pub fn skeyseed(ni: &[u8], nr: &[u8], g_ir: &[u8]) -> SecretBytes {
+    let mut key = Zeroizing::new(Vec::with_capacity(ni.len() + nr.len()));
+    key.extend_from_slice(ni);
+    key.extend_from_slice(nr);
+    SecretBytes(prf(&key, &[g_ir]).to_vec())
+}
+
+/// The seven IKE SA keys.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IkeKeys {
+    /// SK_d: derives Child SA keys.
+    pub sk_d: SecretBytes,
+    /// SK_ai: integrity, initiator → responder (empty for AEADs).
+    pub sk_ai: SecretBytes,
+    /// SK_ar: integrity, responder → initiator (empty for AEADs).
+    pub sk_ar: SecretBytes,
+    /// SK_ei: encryption (‖ salt for AEADs), initiator → responder.
+    pub sk_ei: SecretBytes,
+    /// SK_er: encryption (‖ salt for AEADs), responder → initiator.
+    pub sk_er: SecretBytes,
+    /// SK_pi: the initiator's AUTH computation.
+    pub sk_pi: SecretBytes,
+    /// SK_pr: the responder's AUTH computation.
+    pub sk_pr: SecretBytes,
+}
+
+impl fmt::Debug for IkeKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IkeKeys(..)")
+    }
+}
+
+impl IkeKeys {
+    /// Derive from SKEYSEED (§2.14).
+    pub fn derive(
+        suite: &IkeSuite,
+        skeyseed: &[u8],
+        ni: &[u8],
+        nr: &[u8],
+        spi_i: &[u8; 8],
+        spi_r: &[u8; 8],
+    ) -> Result<IkeKeys, IkeError> {
+        let p = suite.prf.key_len();
+        let a = suite.integ.map_or(0, |i| i.key_len());
+        let e = suite.encr.key_len() + suite.encr.salt_len();
+        let km = prf_plus(skeyseed, &[ni, nr, spi_i, spi_r], 3 * p + 2 * a + 2 * e)?;
+        let mut at = 0;
+        let mut take = |n: usize| {
+            let s = SecretBytes::from_slice(&km.as_bytes()[at..at + n]);
+            at += n;
+            s
+        };
+        Ok(IkeKeys {
+            sk_d: take(p),
+            sk_ai: take(a),
+            sk_ar: take(a),
+            sk_ei: take(e),
+            sk_er: take(e),
+            sk_pi: take(p),
+            sk_pr: take(p),
+        })
+    }
+}
+
+/// The PSK AUTH value (§2.15):
+/// `prf(prf(psk, "Key Pad for IKEv2"), real_message | peer_nonce | prf(sk_p, id_body))`,
+/// where `id_body` is the ID payload without its generic header.
+pub fn psk_auth(
+    psk: &[u8],
+    real_message: &[u8],
+    peer_nonce: &[u8],
+    sk_p: &[u8],
+    id_body: &[u8],
+) -> Zeroizing<[u8; PRF_LEN]> {
+    let maced_id = prf(sk_p, &[id_body]);
+    let key = prf(psk, &[KEY_PAD]);
+    prf(&key[..], &[real_message, peer_nonce, &maced_id[..]])
+}
+
+/// One direction's ESP keys.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EspKeys {
+    /// Cipher key (16 or 32 octets).
+    pub enc_key: SecretBytes,
+    /// Salt (4 octets for AES-GCM and ChaCha20-Poly1305, empty for AES-CBC).
+    pub salt: SecretBytes,
+    /// Integrity key (32 octets for HMAC-SHA2-256-128, empty for AEADs).
+    pub integ_key: SecretBytes,
+}
+
+impl fmt::Debug for EspKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "EspKeys(enc {} + salt {} + integ {} bytes)",
+            self.enc_key.len(),
+            self.salt.len(),
+            self.integ_key.len()
+        )
+    }
+}
+
+/// Child SA keys from KEYMAT = prf+(SK_d, [g^ir (new) |] Ni | Nr) (§2.17), where Ni/Nr are
+/// the nonces of the exchange that created the Child SA (IKE_AUTH: those of IKE_SA_INIT).
+///
+/// Returns (initiator → responder, responder → initiator); each direction takes
+/// encryption key ‖ salt ‖ integrity key, and the initiator's direction comes first.
+pub fn child_keys(
+    suite: EspSuite,
+    sk_d: &[u8],
+    g_ir_new: Option<&[u8]>,
+    ni: &[u8],
+    nr: &[u8],
+) -> Result<(EspKeys, EspKeys), IkeError> {
+    let one = suite.keymat_len();
+    let km = match g_ir_new {
+        Some(g) => prf_plus(sk_d, &[g, ni, nr], 2 * one)?,
+        None => prf_plus(sk_d, &[ni, nr], 2 * one)?,
+    };
+    let split = |d: &[u8]| {
+        let (k, rest) = d.split_at(suite.enc_key_len());
+        let (s, i) = rest.split_at(suite.salt_len());
+        EspKeys {
+            enc_key: SecretBytes::from_slice(k),
+            salt: SecretBytes::from_slice(s),
+            integ_key: SecretBytes::from_slice(i),
+        }
+    };
+    let (i2r, r2i) = km.as_bytes().split_at(one);
+    Ok((split(i2r), split(r2i)))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Known answers computed independently with this Python 3 script (standard library
+    //! `hmac` and `hashlib` only, no IKE code), run on 2025-era CPython:
+    //!
+    //! ```python
+    //! import hmac, hashlib
+    //! def prf(k, d): return hmac.new(k, d, hashlib.sha256).digest()
+    //! def prf_plus(k, s, n):
+    //!     out, t, i = b"", b"", 1
+    //!     while len(out) < n:
+    //!         t = prf(k, t + s + bytes([i])); out += t; i += 1
+    //!     return out[:n]
+    //! ni = bytes(range(32)); nr = bytes(range(32, 64))
+    //! g_ir = bytes([0x5a]) * 32
+    //! spi_i = bytes.fromhex("0102030405060708"); spi_r = bytes.fromhex("1112131415161718")
+    //! skeyseed = prf(ni + nr, g_ir)
+    //! print("skeyseed", skeyseed.hex())
+    //! # aes128-sha256: SK_d 32 | SK_ai 32 | SK_ar 32 | SK_ei 16 | SK_er 16 | SK_pi 32 | SK_pr 32
+    //! km = prf_plus(skeyseed, ni + nr + spi_i + spi_r, 192)
+    //! print("ike_cbc", km.hex())
+    //! # chacha20poly1305: SK_d 32 | SK_ei 36 | SK_er 36 | SK_pi 32 | SK_pr 32
+    //! km2 = prf_plus(skeyseed, ni + nr + spi_i + spi_r, 168)
+    //! print("ike_chacha", km2.hex())
+    //! sk_d, sk_pi, sk_pr = km[0:32], km[128:160], km[160:192]
+    //! real1 = bytes([0xaa]) * 100
+    //! idi = bytes([2, 0, 0, 0]) + b"initiator.example"
+    //! auth = prf(prf(b"test psk", b"Key Pad for IKEv2"), real1 + nr + prf(sk_pi, idi))
+    //! print("auth_i", auth.hex())
+    //! # ESP aes128-sha256: I->R enc 16 | I->R integ 32 | R->I enc 16 | R->I integ 32
+    //! print("keymat_cbc", prf_plus(sk_d, ni + nr, 96).hex())
+    //! # ESP aes128gcm16 with PFS g^ir(new) = 0x33 * 32: I->R key 16 | salt 4 | R->I key 16 | salt 4
+    //! print("keymat_gcm_pfs", prf_plus(sk_d, bytes([0x33]) * 32 + ni + nr, 40).hex())
+    //! ```
+    use super::*;
+    use crate::crypto::dh::Group;
+    use crate::ikev2::proposal::{Encr, Integ, Prf};
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    const SKEYSEED: &str = "0379be7a7260bb2f4a774c66f724cf2431b1c91f525b5dd0b5f64af76b74bf08";
+    const IKE_KM: &str = "401a903abcde0224214750c56b0738f6fab40466c21aaebb168aa3ee7a1a04cf\
+        aac60d19c10f07b69973707b7c107b6193d48488689e0a7484f0ad0b2f09e90a\
+        fbd38066d9a8faa569cb248be97cf3c7f10a76846c7d083704dc4ae75999700a\
+        8e58c69c53d648068cd64609874f720543049a2a8fd8eca1f128a0c29214036f\
+        3279bc874e3f60bd8ee25e4032bd328fc4ffcd2f7aa36e602f440722cdc2e1b7\
+        2849cfecc6164d02fa5c3b0390594ab6da69499ad50173737451a732723abbe6";
+    const AUTH_I: &str = "9044d63f26554a5426025ce81ee5f6a6b350294bed81daf300a884a2ee5623f9";
+    const KEYMAT_CBC: &str = "1e978031c309c3a9230e9d30f57edce2c0b37d97ea9afab1e6455bbb2818ee49\
+        8dadb35c8450a188fa28f89d88b0b60804be12c275f8d15eda96f4e7efd57706\
+        e90f71106c18758e69a0621272a4e82cb2fe8355fb68577d457ba30c3549a53b";
+    const KEYMAT_GCM_PFS: &str =
+        "914aac51f4aea09c87cb2bdf1079f1c9cfa4fe165b9de618392a5d5a64bea96003026b771cc6f809";
+
+    fn inputs() -> (Vec<u8>, Vec<u8>, [u8; 8], [u8; 8]) {
+        (
+            (0u8..32).collect(),
+            (32u8..64).collect(),
+            [1, 2, 3, 4, 5, 6, 7, 8],
+            [0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18],
+        )
+    }
+
+    fn suite(encr: Encr, integ: Option<Integ>) -> IkeSuite {
+        IkeSuite {
+            encr,
+            integ,
+            prf: Prf::HmacSha256,
+            group: Group::X25519,
+        }
+    }
+
+    #[test]
+    fn skeyseed_and_sk_keys_match_python() {
+        let (ni, nr, spi_i, spi_r) = inputs();
+        let seed = skeyseed(&ni, &nr, &[0x5a; 32]);
+        assert_eq!(seed.as_bytes(), unhex(SKEYSEED));
+        let km = unhex(IKE_KM);
+
+        let k = IkeKeys::derive(
+            &suite(Encr::AesCbc128, Some(Integ::HmacSha256_128)),
+            seed.as_bytes(),
+            &ni,
+            &nr,
+            &spi_i,
+            &spi_r,
+        )
+        .unwrap();
+        let cuts = [32, 32, 32, 16, 16, 32, 32];
+        let got = [
+            &k.sk_d, &k.sk_ai, &k.sk_ar, &k.sk_ei, &k.sk_er, &k.sk_pi, &k.sk_pr,
+        ];
+        let mut at = 0;
+        for (key, n) in got.iter().zip(cuts) {
+            assert_eq!(key.as_bytes(), &km[at..at + n]);
+            at += n;
+        }
+
+        // AEAD: no integrity keys; 32-octet key + 4-octet salt per direction.
+        let k = IkeKeys::derive(
+            &suite(Encr::ChaCha20Poly1305, None),
+            seed.as_bytes(),
+            &ni,
+            &nr,
+            &spi_i,
+            &spi_r,
+        )
+        .unwrap();
+        assert!(k.sk_ai.is_empty() && k.sk_ar.is_empty());
+        assert_eq!(k.sk_d.as_bytes(), &km[0..32]);
+        assert_eq!(k.sk_ei.as_bytes(), &km[32..68]);
+        assert_eq!(k.sk_er.as_bytes(), &km[68..104]);
+        assert_eq!(k.sk_pi.as_bytes(), &km[104..136]);
+        assert_eq!(k.sk_pr.as_bytes(), &km[136..168]);
+
+        let k = IkeKeys::derive(
+            &suite(Encr::AesGcm16_128, None),
+            seed.as_bytes(),
+            &ni,
+            &nr,
+            &spi_i,
+            &spi_r,
+        )
+        .unwrap();
+        assert_eq!(k.sk_ei.as_bytes(), &km[32..52]);
+        assert_eq!(k.sk_pr.as_bytes(), &km[104..136]);
+    }
+
+    #[test]
+    fn psk_auth_matches_python() {
+        let (ni, nr, spi_i, spi_r) = inputs();
+        let seed = skeyseed(&ni, &nr, &[0x5a; 32]);
+        let k = IkeKeys::derive(
+            &suite(Encr::AesCbc128, Some(Integ::HmacSha256_128)),
+            seed.as_bytes(),
+            &ni,
+            &nr,
+            &spi_i,
+            &spi_r,
+        )
+        .unwrap();
+        let id = crate::ikev2::codec::Identity::Fqdn("initiator.example".into());
+        let auth = psk_auth(
+            b"test psk",
+            &[0xaa; 100],
+            &nr,
+            k.sk_pi.as_bytes(),
+            &id.payload_body(),
+        );
+        assert_eq!(auth.as_slice(), unhex(AUTH_I));
+    }
+
+    #[test]
+    fn child_keymat_matches_python() {
+        let (ni, nr, _, _) = inputs();
+        let km = unhex(IKE_KM);
+        let sk_d = &km[..32];
+        let (i2r, r2i) = child_keys(EspSuite::AesCbc128HmacSha256, sk_d, None, &ni, &nr).unwrap();
+        let want = unhex(KEYMAT_CBC);
+        assert_eq!(i2r.enc_key.as_bytes(), &want[0..16]);
+        assert_eq!(i2r.integ_key.as_bytes(), &want[16..48]);
+        assert!(i2r.salt.is_empty());
+        assert_eq!(r2i.enc_key.as_bytes(), &want[48..64]);
+        assert_eq!(r2i.integ_key.as_bytes(), &want[64..96]);
+
+        let (i2r, r2i) =
+            child_keys(EspSuite::AesGcm16_128, sk_d, Some(&[0x33; 32]), &ni, &nr).unwrap();
+        let want = unhex(KEYMAT_GCM_PFS);
+        assert_eq!(i2r.enc_key.as_bytes(), &want[0..16]);
+        assert_eq!(i2r.salt.as_bytes(), &want[16..20]);
+        assert!(i2r.integ_key.is_empty());
+        assert_eq!(r2i.enc_key.as_bytes(), &want[20..36]);
+        assert_eq!(r2i.salt.as_bytes(), &want[36..40]);
+    }
+
+    #[test]
+    fn prf_plus_is_bounded_and_prefix_consistent() {
+        let long = prf_plus(b"k", &[b"seed"], 255 * PRF_LEN).unwrap();
+        let short = prf_plus(b"k", &[b"se", b"ed"], 40).unwrap();
+        assert_eq!(&long.as_bytes()[..40], short.as_bytes());
+        assert!(prf_plus(b"k", &[b"seed"], 255 * PRF_LEN + 1).is_err());
+        assert_eq!(
+            alloc::format!("{:?}", short),
+            "SecretBytes(40 bytes)",
+            "Debug never prints key material"
+        );
+    }
+}

@@ -1,0 +1,443 @@
+//! The IKEv2 responder actor: serves any number of initiators, within bounds.
+
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+
+use super::child::ChildSa;
+use super::codec::{Flags, Header, KePayload, Message, Notify, Payload, find_notify};
+use super::config::{IkeConfig, ResponderConfig};
+use super::consts::{exchange, notify};
+use super::initiator::strip_marker;
+use super::keys::{IkeKeys, skeyseed};
+use super::nat::{CookieJar, nat_detection_hash};
+use super::proposal::select_ike;
+use super::session::{Command, Ctx, IkeSa, NewSa, find, nonce};
+use super::{IkeError, IkeSaId};
+use crate::crypto::dh::KeyPair;
+use crate::{Actor, Error, Input, Instant, Outbox, Output, Rng};
+
+/// An IKEv2 responder. One PSK and policy ([`ResponderConfig::ike`]) serve every
+/// initiator; the tables are bounded by [`ResponderConfig`].
+pub struct Responder {
+    cfg: ResponderConfig,
+    ike: Arc<IkeConfig>,
+    rng: Rng,
+    out: Outbox,
+    /// IKE SAs by our (responder) SPI.
+    sas: BTreeMap<[u8; 8], IkeSa>,
+    /// (initiator SPI, initiator address) → our SPI, to spot retransmitted IKE_SA_INIT.
+    init_index: BTreeMap<([u8; 8], SocketAddr), [u8; 8]>,
+    cookies: CookieJar,
+}
+
+impl core::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Responder")
+            .field("ike_sas", &self.sas.len())
+            .field("half_open", &self.half_open_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Responder {
+    /// A new responder.
+    pub fn new(cfg: ResponderConfig, mut rng: Rng, now: Instant) -> Result<Responder, Error> {
+        cfg.ike.validate()?;
+        if cfg.max_ike_sas == 0 || cfg.max_half_open == 0 {
+            return Err(Error::Config("responder bounds must be positive"));
+        }
+        let cookies = CookieJar::new(&mut *rng, now, cfg.cookie_secret_lifetime);
+        Ok(Responder {
+            ike: Arc::new(cfg.ike.clone()),
+            cfg,
+            rng,
+            out: Outbox::default(),
+            sas: BTreeMap::new(),
+            init_index: BTreeMap::new(),
+            cookies,
+        })
+    }
+
+    /// IKE SAs held (half-open and established).
+    pub fn ike_sa_count(&self) -> usize {
+        self.sas.len()
+    }
+
+    /// Half-open IKE SAs (IKE_SA_INIT answered, IKE_AUTH not yet).
+    pub fn half_open_count(&self) -> usize {
+        self.sas.values().filter(|s| s.is_half_open()).count()
+    }
+
+    /// The established IKE SAs.
+    pub fn established(&self) -> Vec<IkeSaId> {
+        self.sas
+            .values()
+            .filter(|s| s.is_established())
+            .map(|s| s.id)
+            .collect()
+    }
+
+    /// The current Child SA of an IKE SA.
+    pub fn child_sa(&self, id: IkeSaId) -> Option<&ChildSa> {
+        self.sas.get(&id.spi_r).and_then(|s| s.current_child())
+    }
+
+    /// All Child SAs of an IKE SA (two while a rekey completes).
+    pub fn child_sas(&self, id: IkeSaId) -> &[ChildSa] {
+        self.sas.get(&id.spi_r).map_or(&[], |s| &s.children)
+    }
+
+    /// Rekey the Child SA of `id`.
+    pub fn rekey_child(&mut self, now: Instant, id: IkeSaId) -> Result<(), Error> {
+        self.command(now, id, Command::Rekey)
+    }
+
+    /// Delete the current Child SA of `id`.
+    pub fn delete_child(&mut self, now: Instant, id: IkeSaId) -> Result<(), Error> {
+        self.command(now, id, Command::DeleteChild(None))
+    }
+
+    /// Delete the IKE SA `id`.
+    pub fn delete_ike(&mut self, now: Instant, id: IkeSaId) -> Result<(), Error> {
+        self.command(now, id, Command::DeleteIke)
+    }
+
+    /// Send a liveness check on `id`.
+    pub fn send_liveness(&mut self, now: Instant, id: IkeSaId) -> Result<(), Error> {
+        self.command(now, id, Command::Liveness)
+    }
+
+    fn command(&mut self, now: Instant, id: IkeSaId, cmd: Command) -> Result<(), Error> {
+        let sa = self
+            .sas
+            .get_mut(&id.spi_r)
+            .filter(|s| s.id == id)
+            .ok_or(IkeError::UnknownSpi)?;
+        let mut ctx = Ctx {
+            now,
+            out: &mut self.out,
+            rng: &mut *self.rng,
+        };
+        let r = sa.command(&mut ctx, cmd);
+        self.reap();
+        r
+    }
+
+    /// Forget dead SAs.
+    fn reap(&mut self) {
+        let dead: Vec<[u8; 8]> = self
+            .sas
+            .iter()
+            .filter(|(_, s)| s.is_dead())
+            .map(|(k, _)| *k)
+            .collect();
+        for k in dead {
+            self.sas.remove(&k);
+        }
+        let sas = &self.sas;
+        self.init_index.retain(|_, spi_r| sas.contains_key(spi_r));
+    }
+
+    /// An unencrypted IKE_SA_INIT answer carrying one notify (responder SPI zero, §2.6).
+    fn refuse_init(
+        &mut self,
+        h: &Header,
+        n: Notify,
+        from: SocketAddr,
+        to: SocketAddr,
+        marker: bool,
+    ) -> Result<(), Error> {
+        let header = Header {
+            spi_i: h.spi_i,
+            spi_r: [0; 8],
+            exchange: exchange::IKE_SA_INIT,
+            flags: Flags {
+                initiator: false,
+                version: false,
+                response: true,
+            },
+            message_id: 0,
+        };
+        let bytes = Message {
+            header,
+            payloads: alloc::vec![Payload::Notify(n)],
+        }
+        .encode()?;
+        let mut ctx = Ctx {
+            now: Instant::ZERO,
+            out: &mut self.out,
+            rng: &mut *self.rng,
+        };
+        ctx.transmit(to, from, marker, &bytes)
+    }
+
+    fn init_request(
+        &mut self,
+        now: Instant,
+        msg: &[u8],
+        from: SocketAddr,
+        to: SocketAddr,
+        marker: bool,
+    ) -> Result<(), Error> {
+        let raw = Header::decode(msg, &self.ike.limits)?;
+        let h = raw.header;
+        if h.message_id != 0 || !h.flags.initiator {
+            return Err(IkeError::Unexpected("bad IKE_SA_INIT request header").into());
+        }
+        // A retransmission: replay our answer (§2.1).
+        if let Some(spi_r) = self.init_index.get(&(h.spi_i, from))
+            && let Some(sa) = self.sas.get(spi_r)
+        {
+            if sa.init_request() == msg {
+                let mut ctx = Ctx {
+                    now,
+                    out: &mut self.out,
+                    rng: &mut *self.rng,
+                };
+                return sa.replay_init(&mut ctx, from, to, marker);
+            }
+            return Err(IkeError::Unexpected("IKE_SA_INIT reusing an SPI").into());
+        }
+        let m = match Message::decode(msg, &self.ike.limits) {
+            Ok(m) => m,
+            Err(IkeError::UnsupportedCriticalPayload(ty)) => {
+                let n = Notify::new(notify::UNSUPPORTED_CRITICAL_PAYLOAD, alloc::vec![ty]);
+                self.refuse_init(&h, n, from, to, marker)?;
+                return Err(IkeError::UnsupportedCriticalPayload(ty).into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if self.sas.len() >= self.cfg.max_ike_sas {
+            return Err(Error::CapacityExceeded {
+                what: "IKE SAs",
+                bound: self.cfg.max_ike_sas,
+            });
+        }
+        let sa = find(&m.payloads, |p| match p {
+            Payload::Sa(s) => Some(s),
+            _ => None,
+        });
+        let ke = find(&m.payloads, |p| match p {
+            Payload::Ke(k) => Some(k),
+            _ => None,
+        });
+        let ni = find(&m.payloads, |p| match p {
+            Payload::Nonce(n) => Some(n),
+            _ => None,
+        });
+        let (Some(sa), Some(ke), Some(ni)) = (sa, ke, ni) else {
+            self.refuse_init(
+                &h,
+                Notify::new(notify::INVALID_SYNTAX, Vec::new()),
+                from,
+                to,
+                marker,
+            )?;
+            return Err(IkeError::MissingPayload("SA, KE or Ni").into());
+        };
+        // Cookies (§2.6) once too many SAs are half-open.
+        let half_open = self.half_open_count();
+        if half_open >= self.cfg.cookie_threshold {
+            self.cookies.maybe_rotate(&mut *self.rng, now);
+            let valid = find_notify(&m.payloads, notify::COOKIE)
+                .is_some_and(|c| self.cookies.check(&c.data, ni, from.ip(), &h.spi_i));
+            if !valid {
+                let cookie = self.cookies.make(ni, from.ip(), &h.spi_i);
+                self.refuse_init(&h, Notify::new(notify::COOKIE, cookie), from, to, marker)?;
+                return Ok(());
+            }
+        }
+        if half_open >= self.cfg.max_half_open {
+            return Err(Error::CapacityExceeded {
+                what: "half-open IKE SAs",
+                bound: self.cfg.max_half_open,
+            });
+        }
+        let Some(choice) = select_ike(sa, &self.ike.ike_proposals, Some(ke.group)) else {
+            let n = Notify::new(notify::NO_PROPOSAL_CHOSEN, Vec::new());
+            self.refuse_init(&h, n, from, to, marker)?;
+            return Err(IkeError::Refused(notify::NO_PROPOSAL_CHOSEN).into());
+        };
+        let group = choice.suite.group;
+        if ke.group != group.id() {
+            let n = Notify::new(
+                notify::INVALID_KE_PAYLOAD,
+                group.id().to_be_bytes().to_vec(),
+            );
+            self.refuse_init(&h, n, from, to, marker)?;
+            return Ok(());
+        }
+        let kp = KeyPair::generate(group, &mut *self.rng);
+        let our_public = kp.public().to_vec();
+        let Ok(shared) = kp.agree(&ke.data) else {
+            self.refuse_init(
+                &h,
+                Notify::new(notify::INVALID_SYNTAX, Vec::new()),
+                from,
+                to,
+                marker,
+            )?;
+            return Err(IkeError::Malformed("KE value").into());
+        };
+        let mut spi_r = [0u8; 8];
+        while spi_r == [0; 8] || self.sas.contains_key(&spi_r) {
+            self.rng.fill_bytes(&mut spi_r);
+        }
+        let nr = nonce(&mut *self.rng);
+
+        // NAT detection (§2.23): hashes in the request use SPIr = 0.
+        let src: Vec<&Notify> = m
+            .payloads
+            .iter()
+            .filter_map(|p| match p {
+                Payload::Notify(n) if n.ty == notify::NAT_DETECTION_SOURCE_IP => Some(n),
+                _ => None,
+            })
+            .collect();
+        let dst = find_notify(&m.payloads, notify::NAT_DETECTION_DESTINATION_IP);
+        let natd = !src.is_empty() && dst.is_some();
+        let udp_encap = natd && {
+            let peer_hash = nat_detection_hash(&h.spi_i, &[0; 8], from);
+            let peer_natted = !src.iter().any(|n| n.data == peer_hash);
+            let we_natted =
+                dst.is_some_and(|d| d.data != nat_detection_hash(&h.spi_i, &[0; 8], to));
+            peer_natted || we_natted || self.ike.force_encap
+        };
+
+        let header = Header {
+            spi_i: h.spi_i,
+            spi_r,
+            exchange: exchange::IKE_SA_INIT,
+            flags: Flags {
+                initiator: false,
+                version: false,
+                response: true,
+            },
+            message_id: 0,
+        };
+        let mut payloads = alloc::vec![
+            Payload::Sa(alloc::vec![choice.suite.to_proposal(choice.num)]),
+            Payload::Ke(KePayload {
+                group: group.id(),
+                data: our_public,
+            }),
+            Payload::Nonce(nr.clone()),
+        ];
+        if natd {
+            let src_hash = if self.ike.force_encap {
+                let mut fake = [0u8; 20];
+                self.rng.fill_bytes(&mut fake);
+                fake
+            } else {
+                nat_detection_hash(&h.spi_i, &spi_r, to)
+            };
+            payloads.push(Payload::Notify(Notify::new(
+                notify::NAT_DETECTION_SOURCE_IP,
+                src_hash.to_vec(),
+            )));
+            payloads.push(Payload::Notify(Notify::new(
+                notify::NAT_DETECTION_DESTINATION_IP,
+                nat_detection_hash(&h.spi_i, &spi_r, from).to_vec(),
+            )));
+        }
+        let response = Message { header, payloads }.encode()?;
+        let seed = skeyseed(ni, &nr, shared.as_bytes());
+        let keys = IkeKeys::derive(&choice.suite, seed.as_bytes(), ni, &nr, &h.spi_i, &spi_r)?;
+        let sa = IkeSa::new(NewSa {
+            cfg: self.ike.clone(),
+            id: IkeSaId {
+                spi_i: h.spi_i,
+                spi_r,
+            },
+            initiator: false,
+            suite: choice.suite,
+            keys,
+            ni: ni.clone(),
+            nr,
+            init_request: msg.to_vec(),
+            init_response: response.clone(),
+            local: to,
+            remote: from,
+            nat_t: marker,
+            udp_encap,
+            now,
+            linger: self.cfg.half_open_timeout,
+        })?;
+        let mut ctx = Ctx {
+            now,
+            out: &mut self.out,
+            rng: &mut *self.rng,
+        };
+        ctx.transmit(to, from, marker, &response)?;
+        self.sas.insert(spi_r, sa);
+        self.init_index.insert((h.spi_i, from), spi_r);
+        Ok(())
+    }
+}
+
+impl Actor for Responder {
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
+        let Input::Datagram { from, to, data } = input else {
+            return Err(Error::Unexpected("IKEv2 takes datagrams only"));
+        };
+        let Some((msg, marker)) = strip_marker(data, to, self.ike.nat_t_port)? else {
+            return Ok(());
+        };
+        let raw = Header::decode(msg, &self.ike.limits)?;
+        let h = raw.header;
+        if h.exchange == exchange::IKE_SA_INIT && !h.flags.response && h.spi_r == [0; 8] {
+            return self.init_request(now, msg, from, to, marker);
+        }
+        let sa = self
+            .sas
+            .get_mut(&h.spi_r)
+            .filter(|s| s.id.spi_i == h.spi_i)
+            .ok_or(IkeError::UnknownSpi)?;
+        let mut ctx = Ctx {
+            now,
+            out: &mut self.out,
+            rng: &mut *self.rng,
+        };
+        let r = sa.handle(&mut ctx, msg, from, to, marker);
+        self.reap();
+        r
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        let timeout = self.cfg.half_open_timeout;
+        let mut ctx = Ctx {
+            now,
+            out: &mut self.out,
+            rng: &mut *self.rng,
+        };
+        for sa in self.sas.values_mut() {
+            if sa.is_half_open() && now.saturating_duration_since(sa.created) >= timeout {
+                let _ = sa.fail(&mut ctx, super::FailReason::Timeout);
+                continue;
+            }
+            let _ = sa.handle_timeout(&mut ctx);
+        }
+        self.reap();
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.sas
+            .values()
+            .filter_map(|sa| {
+                let t = sa.poll_timeout();
+                if sa.is_half_open() {
+                    let expiry = sa.created + self.cfg.half_open_timeout;
+                    Some(t.map_or(expiry, |t| t.min(expiry)))
+                } else {
+                    t
+                }
+            })
+            .min()
+    }
+}

@@ -1,0 +1,366 @@
+//! IKE_AUTH with a pre-shared key (RFC 7296 §1.2, §2.15) and the first Child SA.
+
+use alloc::vec::Vec;
+
+use super::{Ctx, IkeSa, Request, State, error_notify, find};
+use crate::Error;
+use crate::ikev2::child::{ChildSa, Mode};
+use crate::ikev2::codec::{AuthPayload, Identity, Notify, Payload, TrafficSelector, find_notify};
+use crate::ikev2::consts::{auth_method, exchange, notify};
+use crate::ikev2::keys::{child_keys, psk_auth};
+use crate::ikev2::proposal::{accept_esp, esp_offer, select_esp};
+use crate::ikev2::{FailReason, IkeEvent};
+
+impl IkeSa {
+    /// Original initiator: send IKE_AUTH.
+    pub(crate) fn start_auth(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Error> {
+        let spi_in = self.new_spi(ctx.rng);
+        let cfg = self.cfg.clone();
+        let auth = psk_auth(
+            cfg.psk.as_bytes(),
+            &self.init_request,
+            &self.nr,
+            self.sk_pi.as_bytes(),
+            &cfg.local_id.payload_body(),
+        );
+        let mut p = alloc::vec![
+            Payload::IdI(cfg.local_id.clone()),
+            Payload::Notify(Notify::new(notify::INITIAL_CONTACT, Vec::new())),
+        ];
+        if let Some(r) = &cfg.remote_id {
+            p.push(Payload::IdR(r.clone()));
+        }
+        p.push(Payload::Auth(AuthPayload {
+            method: auth_method::SHARED_KEY_MIC,
+            data: auth.to_vec(),
+        }));
+        if cfg.mode == Mode::Transport {
+            p.push(Payload::Notify(Notify::new(
+                notify::USE_TRANSPORT_MODE,
+                Vec::new(),
+            )));
+        }
+        p.push(Payload::Sa(esp_offer(&cfg.esp_proposals, spi_in)));
+        p.push(Payload::TsI(cfg.ts_local.clone()));
+        p.push(Payload::TsR(cfg.ts_remote.clone()));
+        self.send_request(ctx, exchange::IKE_AUTH, &p, Request::Auth { spi_in })
+    }
+
+    /// Original initiator: the IKE_AUTH response.
+    pub(super) fn auth_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        payloads: Vec<Payload>,
+        spi_in: u32,
+    ) -> Result<(), Error> {
+        let idr = find(&payloads, |p| match p {
+            Payload::IdR(i) => Some(i),
+            _ => None,
+        });
+        let auth = find(&payloads, |p| match p {
+            Payload::Auth(a) => Some(a),
+            _ => None,
+        });
+        let (Some(idr), Some(auth)) = (idr, auth) else {
+            let reason = match error_notify(&payloads) {
+                Some(notify::AUTHENTICATION_FAILED) => FailReason::AuthenticationFailed,
+                Some(n) => FailReason::PeerNotify(n),
+                None => FailReason::InvalidResponse,
+            };
+            return self.fail(ctx, reason);
+        };
+        let cfg = self.cfg.clone();
+        if cfg.remote_id.as_ref().is_some_and(|r| r != idr) {
+            self.send_auth_failed(ctx)?;
+            return self.fail(ctx, FailReason::IdentityMismatch);
+        }
+        let expected = psk_auth(
+            cfg.psk.as_bytes(),
+            &self.init_response,
+            &self.ni,
+            self.sk_pr.as_bytes(),
+            &idr.payload_body(),
+        );
+        if auth.method != auth_method::SHARED_KEY_MIC
+            || !crate::crypto::ct_eq(&expected[..], &auth.data)
+        {
+            self.send_auth_failed(ctx)?;
+            return self.fail(ctx, FailReason::AuthenticationFailed);
+        }
+        self.state = State::Established;
+        self.established_event(ctx, idr.clone())?;
+
+        if let Some(n) = error_notify(&payloads) {
+            return ctx.event(IkeEvent::ChildSaFailed {
+                id: self.id,
+                notify: n,
+            });
+        }
+        let transport = find_notify(&payloads, notify::USE_TRANSPORT_MODE).is_some();
+        match self.accept_child(&payloads, &cfg.ts_local, &cfg.ts_remote) {
+            Ok((suite, spi_out, ts_i, ts_r)) => {
+                let (i2r, r2i) = child_keys(suite, self.sk_d.as_bytes(), None, &self.ni, &self.nr)?;
+                let child = ChildSa {
+                    suite,
+                    mode: if transport {
+                        Mode::Transport
+                    } else {
+                        Mode::Tunnel
+                    },
+                    spi_in,
+                    spi_out,
+                    keys_out: i2r,
+                    keys_in: r2i,
+                    ts_local: ts_i,
+                    ts_remote: ts_r,
+                    local: self.local,
+                    remote: self.remote,
+                    udp_encap: self.udp_encap,
+                    esn: false,
+                    lifetime: cfg.child_lifetime,
+                    initiated: true,
+                };
+                self.children.push(child.clone());
+                ctx.event(IkeEvent::ChildSaEstablished {
+                    id: self.id,
+                    child: alloc::boxed::Box::new(child),
+                })
+            }
+            Err(n) => ctx.event(IkeEvent::ChildSaFailed {
+                id: self.id,
+                notify: n,
+            }),
+        }
+    }
+
+    /// Check a responder's SA/TSi/TSr answer; Err carries the notify to report.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn accept_child(
+        &self,
+        payloads: &[Payload],
+        offered_i: &[TrafficSelector],
+        offered_r: &[TrafficSelector],
+    ) -> Result<
+        (
+            crate::ikev2::EspSuite,
+            u32,
+            Vec<TrafficSelector>,
+            Vec<TrafficSelector>,
+        ),
+        u16,
+    > {
+        let sa = find(payloads, |p| match p {
+            Payload::Sa(s) => Some(s),
+            _ => None,
+        });
+        let tsi = find(payloads, |p| match p {
+            Payload::TsI(t) => Some(t),
+            _ => None,
+        });
+        let tsr = find(payloads, |p| match p {
+            Payload::TsR(t) => Some(t),
+            _ => None,
+        });
+        let (Some(sa), Some(tsi), Some(tsr)) = (sa, tsi, tsr) else {
+            return Err(notify::INVALID_SYNTAX);
+        };
+        let (suite, spi_out) =
+            accept_esp(sa, &self.cfg.esp_proposals).ok_or(notify::NO_PROPOSAL_CHOSEN)?;
+        if !Self::ts_within(tsi, offered_i) || !Self::ts_within(tsr, offered_r) {
+            return Err(notify::TS_UNACCEPTABLE);
+        }
+        Ok((suite, spi_out, tsi.clone(), tsr.clone()))
+    }
+
+    fn send_auth_failed(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Error> {
+        // RFC 7296 §2.21.2: tell the responder in a separate INFORMATIONAL, sent once.
+        let msg_id = self.next_msg_id;
+        let header = self.header(exchange::INFORMATIONAL, false, msg_id);
+        let n = Payload::Notify(Notify::new(notify::AUTHENTICATION_FAILED, Vec::new()));
+        let bytes = self.sk.seal(&header, &[n], ctx.rng)?;
+        self.next_msg_id = self.next_msg_id.wrapping_add(1);
+        ctx.transmit(self.local, self.remote, self.nat_t, &bytes)
+    }
+
+    fn established_event(&mut self, ctx: &mut Ctx<'_>, peer_id: Identity) -> Result<(), Error> {
+        ctx.event(IkeEvent::IkeSaEstablished {
+            id: self.id,
+            suite: self.suite,
+            peer_id,
+            local: self.local,
+            remote: self.remote,
+            udp_encap: self.udp_encap,
+            initiator: self.initiator,
+        })
+    }
+
+    /// Original responder: an IKE_AUTH request. Returns the response payloads.
+    pub(super) fn auth_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        payloads: Vec<Payload>,
+    ) -> Result<Vec<Payload>, Error> {
+        let refuse = |ty: u16| alloc::vec![Payload::Notify(Notify::new(ty, Vec::new()))];
+        let idi = find(&payloads, |p| match p {
+            Payload::IdI(i) => Some(i),
+            _ => None,
+        });
+        let auth = find(&payloads, |p| match p {
+            Payload::Auth(a) => Some(a),
+            _ => None,
+        });
+        let cfg = self.cfg.clone();
+        let Some(idi) = idi else {
+            self.close_after_response(ctx);
+            ctx.event(IkeEvent::Failed {
+                id: self.id,
+                reason: FailReason::InvalidResponse,
+            })?;
+            return Ok(refuse(notify::INVALID_SYNTAX));
+        };
+        let verified = auth.is_some_and(|a| {
+            let expected = psk_auth(
+                cfg.psk.as_bytes(),
+                &self.init_request,
+                &self.nr,
+                self.sk_pi.as_bytes(),
+                &idi.payload_body(),
+            );
+            a.method == auth_method::SHARED_KEY_MIC && crate::crypto::ct_eq(&expected[..], &a.data)
+        });
+        let id_ok = cfg.remote_id.as_ref().is_none_or(|r| r == idi);
+        if !verified || !id_ok {
+            self.close_after_response(ctx);
+            ctx.event(IkeEvent::Failed {
+                id: self.id,
+                reason: if id_ok {
+                    FailReason::AuthenticationFailed
+                } else {
+                    FailReason::IdentityMismatch
+                },
+            })?;
+            return Ok(refuse(notify::AUTHENTICATION_FAILED));
+        }
+        self.state = State::Established;
+        self.established_event(ctx, idi.clone())?;
+
+        let our_auth = psk_auth(
+            cfg.psk.as_bytes(),
+            &self.init_response,
+            &self.ni,
+            self.sk_pr.as_bytes(),
+            &cfg.local_id.payload_body(),
+        );
+        let mut reply = alloc::vec![
+            Payload::IdR(cfg.local_id.clone()),
+            Payload::Auth(AuthPayload {
+                method: auth_method::SHARED_KEY_MIC,
+                data: our_auth.to_vec(),
+            }),
+        ];
+        if find(&payloads, |p| match p {
+            Payload::Sa(s) => Some(s),
+            _ => None,
+        })
+        .is_none()
+        {
+            // No Child SA requested (RFC 6023 style): the IKE SA alone.
+            return Ok(reply);
+        }
+        let ni = self.ni.clone();
+        let nr = self.nr.clone();
+        match self.create_child(ctx, &payloads, &ni, &nr, None) {
+            Ok((child, mut extra)) => {
+                reply.append(&mut extra);
+                self.children.push(child.clone());
+                ctx.event(IkeEvent::ChildSaEstablished {
+                    id: self.id,
+                    child: alloc::boxed::Box::new(child),
+                })?;
+            }
+            Err(n) => {
+                reply.push(Payload::Notify(Notify::new(n, Vec::new())));
+                ctx.event(IkeEvent::ChildSaFailed {
+                    id: self.id,
+                    notify: n,
+                })?;
+            }
+        }
+        Ok(reply)
+    }
+
+    /// Exchange responder: choose the ESP proposal and narrow the selectors of an IKE_AUTH
+    /// or CREATE_CHILD_SA request. Returns the Child SA and the payloads for the answer
+    /// (SA, [Nr], TSi, TSr, [USE_TRANSPORT_MODE]), or the error notify.
+    pub(super) fn create_child(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        payloads: &[Payload],
+        ni: &[u8],
+        nr: &[u8],
+        answer_nonce: Option<&[u8]>,
+    ) -> Result<(ChildSa, Vec<Payload>), u16> {
+        let sa = find(payloads, |p| match p {
+            Payload::Sa(s) => Some(s),
+            _ => None,
+        });
+        let tsi = find(payloads, |p| match p {
+            Payload::TsI(t) => Some(t),
+            _ => None,
+        });
+        let tsr = find(payloads, |p| match p {
+            Payload::TsR(t) => Some(t),
+            _ => None,
+        });
+        let (Some(sa), Some(tsi), Some(tsr)) = (sa, tsi, tsr) else {
+            return Err(notify::INVALID_SYNTAX);
+        };
+        let choice = select_esp(sa, &self.cfg.esp_proposals).ok_or(notify::NO_PROPOSAL_CHOSEN)?;
+        let bound = crate::ikev2::config::MAX_TS;
+        let ts_i = crate::ikev2::codec::narrow_ts(tsi, &self.cfg.ts_remote, bound);
+        let ts_r = crate::ikev2::codec::narrow_ts(tsr, &self.cfg.ts_local, bound);
+        if ts_i.is_empty() || ts_r.is_empty() {
+            return Err(notify::TS_UNACCEPTABLE);
+        }
+        let transport = self.cfg.mode == Mode::Transport
+            && find_notify(payloads, notify::USE_TRANSPORT_MODE).is_some();
+        let spi_in = self.new_spi(ctx.rng);
+        let (i2r, r2i) = child_keys(choice.suite, self.sk_d.as_bytes(), None, ni, nr)
+            .map_err(|_| notify::NO_PROPOSAL_CHOSEN)?;
+        let mut out = alloc::vec![Payload::Sa(alloc::vec![
+            choice.suite.to_proposal(choice.num, spi_in)
+        ])];
+        if let Some(n) = answer_nonce {
+            out.push(Payload::Nonce(n.to_vec()));
+        }
+        out.push(Payload::TsI(ts_i.clone()));
+        out.push(Payload::TsR(ts_r.clone()));
+        if transport {
+            out.push(Payload::Notify(Notify::new(
+                notify::USE_TRANSPORT_MODE,
+                Vec::new(),
+            )));
+        }
+        let child = ChildSa {
+            suite: choice.suite,
+            mode: if transport {
+                Mode::Transport
+            } else {
+                Mode::Tunnel
+            },
+            spi_in,
+            spi_out: choice.peer_spi,
+            keys_out: r2i,
+            keys_in: i2r,
+            ts_local: ts_r,
+            ts_remote: ts_i,
+            local: self.local,
+            remote: self.remote,
+            udp_encap: self.udp_encap,
+            esn: false,
+            lifetime: self.cfg.child_lifetime,
+            initiated: false,
+        };
+        Ok((child, out))
+    }
+}

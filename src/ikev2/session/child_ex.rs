@@ -1,0 +1,245 @@
+//! CREATE_CHILD_SA (rekeying the Child SA, RFC 7296 §1.3.3, §2.8) and INFORMATIONAL
+//! (delete and liveness, §1.4, §2.4).
+
+use alloc::vec::Vec;
+
+use super::{Command, Ctx, IkeSa, MAX_CHILDREN, Request, State, error_notify, find, nonce};
+use crate::Error;
+use crate::ikev2::IkeEvent;
+use crate::ikev2::child::{ChildSa, Mode};
+use crate::ikev2::codec::{Delete, Notify, Payload};
+use crate::ikev2::consts::{exchange, notify, protocol};
+use crate::ikev2::keys::child_keys;
+use crate::ikev2::proposal::esp_offer;
+
+impl IkeSa {
+    /// Exchange initiator: rekey the current Child SA.
+    pub(super) fn start_rekey(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Error> {
+        let old = self
+            .current_child()
+            .ok_or(crate::ikev2::IkeError::Unexpected("no Child SA"))?
+            .clone();
+        if self.children.len() >= MAX_CHILDREN {
+            return Err(crate::ikev2::IkeError::Unexpected("a rekey is still completing").into());
+        }
+        let spi_in = self.new_spi(ctx.rng);
+        let ni = nonce(ctx.rng);
+        let mut rekey = Notify::new(notify::REKEY_SA, Vec::new());
+        rekey.protocol = protocol::ESP;
+        rekey.spi = old.spi_in.to_be_bytes().to_vec();
+        let mut p = alloc::vec![Payload::Notify(rekey)];
+        if old.mode == Mode::Transport {
+            p.push(Payload::Notify(Notify::new(
+                notify::USE_TRANSPORT_MODE,
+                Vec::new(),
+            )));
+        }
+        p.push(Payload::Sa(esp_offer(&self.cfg.esp_proposals, spi_in)));
+        p.push(Payload::Nonce(ni.clone()));
+        p.push(Payload::TsI(old.ts_local.clone()));
+        p.push(Payload::TsR(old.ts_remote.clone()));
+        self.send_request(
+            ctx,
+            exchange::CREATE_CHILD_SA,
+            &p,
+            Request::Rekey {
+                old_spi_in: old.spi_in,
+                spi_in,
+                ni,
+            },
+        )
+    }
+
+    /// Exchange initiator: the rekey answer.
+    pub(super) fn rekey_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        payloads: Vec<Payload>,
+        old_spi_in: u32,
+        spi_in: u32,
+        ni: &[u8],
+    ) -> Result<(), Error> {
+        let fail = |ctx: &mut Ctx<'_>, id, n| ctx.event(IkeEvent::ChildSaFailed { id, notify: n });
+        if let Some(n) = error_notify(&payloads) {
+            return fail(ctx, self.id, n);
+        }
+        let Some(old) = self
+            .children
+            .iter()
+            .find(|c| c.spi_in == old_spi_in)
+            .cloned()
+        else {
+            // The old SA went away meanwhile (the peer deleted it): nothing to replace.
+            return fail(ctx, self.id, notify::CHILD_SA_NOT_FOUND);
+        };
+        let nr = find(&payloads, |p| match p {
+            Payload::Nonce(n) => Some(n),
+            _ => None,
+        });
+        let Some(nr) = nr.cloned() else {
+            return fail(ctx, self.id, notify::INVALID_SYNTAX);
+        };
+        let (suite, spi_out, ts_i, ts_r) =
+            match self.accept_child(&payloads, &old.ts_local, &old.ts_remote) {
+                Ok(x) => x,
+                Err(n) => return fail(ctx, self.id, n),
+            };
+        let (i2r, r2i) = child_keys(suite, self.sk_d.as_bytes(), None, ni, &nr)?;
+        let transport =
+            crate::ikev2::codec::find_notify(&payloads, notify::USE_TRANSPORT_MODE).is_some();
+        let child = ChildSa {
+            suite,
+            mode: if transport {
+                Mode::Transport
+            } else {
+                Mode::Tunnel
+            },
+            spi_in,
+            spi_out,
+            keys_out: i2r,
+            keys_in: r2i,
+            ts_local: ts_i,
+            ts_remote: ts_r,
+            local: self.local,
+            remote: self.remote,
+            udp_encap: self.udp_encap,
+            esn: false,
+            lifetime: self.cfg.child_lifetime,
+            initiated: true,
+        };
+        self.children.push(child.clone());
+        ctx.event(IkeEvent::ChildSaRekeyed {
+            id: self.id,
+            old_spi_in,
+            child: alloc::boxed::Box::new(child),
+        })?;
+        // §2.8: the initiator of the rekey deletes the old SA.
+        self.queue
+            .push_front(Command::DeleteChild(Some(old_spi_in)));
+        Ok(())
+    }
+
+    /// Exchange responder: CREATE_CHILD_SA.
+    pub(super) fn create_child_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        payloads: Vec<Payload>,
+    ) -> Result<Vec<Payload>, Error> {
+        let refuse = |ty: u16| Ok(alloc::vec![Payload::Notify(Notify::new(ty, Vec::new()))]);
+        let ike_rekey = payloads.iter().any(|p| match p {
+            Payload::Sa(props) => props.iter().any(|q| q.protocol == protocol::IKE),
+            _ => false,
+        });
+        if ike_rekey {
+            // Rekeying the IKE SA is not supported.
+            return refuse(notify::NO_PROPOSAL_CHOSEN);
+        }
+        let rekey = payloads.iter().find_map(|p| match p {
+            Payload::Notify(n) if n.ty == notify::REKEY_SA && n.protocol == protocol::ESP => {
+                <[u8; 4]>::try_from(n.spi.as_slice())
+                    .ok()
+                    .map(u32::from_be_bytes)
+            }
+            _ => None,
+        });
+        let Some(rekeyed_spi) = rekey else {
+            // One Child SA per IKE SA: no additional ones.
+            return refuse(notify::NO_ADDITIONAL_SAS);
+        };
+        let Some(old) = self
+            .children
+            .iter()
+            .find(|c| c.spi_out == rekeyed_spi)
+            .cloned()
+        else {
+            let mut n = Notify::new(notify::CHILD_SA_NOT_FOUND, Vec::new());
+            n.protocol = protocol::ESP;
+            n.spi = rekeyed_spi.to_be_bytes().to_vec();
+            return Ok(alloc::vec![Payload::Notify(n)]);
+        };
+        let own_rekey_pending = matches!(
+            self.pending.as_ref().map(|p| &p.request),
+            Some(Request::Rekey { .. })
+        );
+        if self.children.len() >= MAX_CHILDREN || own_rekey_pending {
+            return refuse(notify::TEMPORARY_FAILURE);
+        }
+        let ni = find(&payloads, |p| match p {
+            Payload::Nonce(n) => Some(n),
+            _ => None,
+        });
+        let Some(ni) = ni.cloned() else {
+            return refuse(notify::INVALID_SYNTAX);
+        };
+        let nr = nonce(ctx.rng);
+        match self.create_child(ctx, &payloads, &ni, &nr, Some(&nr)) {
+            Ok((child, reply)) => {
+                self.children.push(child.clone());
+                ctx.event(IkeEvent::ChildSaRekeyed {
+                    id: self.id,
+                    old_spi_in: old.spi_in,
+                    child: alloc::boxed::Box::new(child),
+                })?;
+                Ok(reply)
+            }
+            Err(n) => refuse(n),
+        }
+    }
+
+    /// Exchange responder: INFORMATIONAL (delete, notifies, liveness).
+    pub(super) fn informational_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        payloads: Vec<Payload>,
+    ) -> Result<Vec<Payload>, Error> {
+        let mut ike_deleted = false;
+        let mut deleted_in = Vec::new();
+        for p in &payloads {
+            match p {
+                Payload::Delete(d) if d.protocol == protocol::IKE => ike_deleted = true,
+                Payload::Delete(d) if d.protocol == protocol::ESP => {
+                    for spi in &d.spis {
+                        let Ok(spi) = <[u8; 4]>::try_from(spi.as_slice()) else {
+                            continue;
+                        };
+                        let spi = u32::from_be_bytes(spi);
+                        if let Some(i) = self.children.iter().position(|c| c.spi_out == spi) {
+                            let c = self.children.remove(i);
+                            deleted_in.push(c.spi_in.to_be_bytes().to_vec());
+                            ctx.event(IkeEvent::ChildSaDeleted {
+                                id: self.id,
+                                spi_in: c.spi_in,
+                                spi_out: c.spi_out,
+                            })?;
+                        }
+                    }
+                }
+                Payload::Notify(n) if n.ty == notify::AUTHENTICATION_FAILED => {
+                    // The initiator refused our AUTH after all.
+                    self.fail(ctx, crate::ikev2::FailReason::AuthenticationFailed)?;
+                    return Ok(Vec::new());
+                }
+                _ => {}
+            }
+        }
+        if ike_deleted {
+            self.state = State::Dead;
+            self.pending = None;
+            self.queue.clear();
+            self.drop_children(ctx)?;
+            ctx.event(IkeEvent::IkeSaDeleted {
+                id: self.id,
+                by_peer: true,
+            })?;
+            return Ok(Vec::new());
+        }
+        if deleted_in.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(alloc::vec![Payload::Delete(Delete {
+            protocol: protocol::ESP,
+            spi_size: 4,
+            spis: deleted_in,
+        })])
+    }
+}

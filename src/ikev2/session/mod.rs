@@ -1,0 +1,697 @@
+//! One IKE SA after IKE_SA_INIT: shared by the initiator and the responder.
+//!
+//! Exchanges follow RFC 7296 §2.1-§2.3: window size 1 in each direction; only the
+//! exchange initiator retransmits (the stored bytes, bit-identical, exponential back-off);
+//! the exchange responder caches its last response and replays it when the same request
+//! (same message ID, authenticated) arrives again; responses go to the source address and
+//! port of the request.
+
+mod auth;
+mod child_ex;
+
+use alloc::collections::VecDeque;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+use core::time::Duration;
+
+use rand_core::CryptoRng;
+
+use super::child::ChildSa;
+use super::codec::{Flags, Header, NON_ESP_MARKER, Notify, Payload, TrafficSelector, decode_chain};
+use super::config::{IkeConfig, Retransmit};
+use super::consts::{exchange, notify};
+use super::keys::{IkeKeys, SecretBytes};
+use super::proposal::IkeSuite;
+use super::sk::SkCipher;
+use super::{FailReason, IkeError, IkeEvent, IkeSaId};
+use crate::{Error, Instant, Outbox, Output, Transmit};
+
+/// Child SAs one IKE SA holds at once: the current one and the one it is replacing.
+pub(crate) const MAX_CHILDREN: usize = 2;
+
+/// Everything an IKE SA operation needs from its actor.
+pub(crate) struct Ctx<'a> {
+    pub now: Instant,
+    pub out: &'a mut Outbox,
+    pub rng: &'a mut dyn CryptoRng,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn event(&mut self, e: IkeEvent) -> Result<(), Error> {
+        self.out.event(e)
+    }
+
+    pub(crate) fn transmit(
+        &mut self,
+        from: SocketAddr,
+        to: SocketAddr,
+        marker: bool,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
+        let mut data = Vec::with_capacity(bytes.len() + 4);
+        if marker {
+            data.extend_from_slice(&NON_ESP_MARKER);
+        }
+        data.extend_from_slice(bytes);
+        self.out.push(Output::Transmit(Transmit { from, to, data }))
+    }
+}
+
+/// A request in flight and its retransmission schedule.
+pub(crate) struct Retrans {
+    pub bytes: Vec<u8>,
+    tries: u32,
+    next_at: Instant,
+    interval: Duration,
+}
+
+/// What a retransmission timer says.
+pub(crate) enum Tick {
+    Wait,
+    Resend,
+    GiveUp,
+}
+
+impl Retrans {
+    pub(crate) fn new(bytes: Vec<u8>, now: Instant, policy: &Retransmit) -> Retrans {
+        Retrans {
+            bytes,
+            tries: 1,
+            next_at: now + policy.initial,
+            interval: policy.initial,
+        }
+    }
+
+    pub(crate) fn next_at(&self) -> Instant {
+        self.next_at
+    }
+
+    pub(crate) fn tick(&mut self, now: Instant, policy: &Retransmit) -> Tick {
+        if now < self.next_at {
+            return Tick::Wait;
+        }
+        if self.tries >= policy.max_tries {
+            return Tick::GiveUp;
+        }
+        self.tries += 1;
+        self.interval = self.interval.saturating_mul(2);
+        self.next_at = now + self.interval;
+        Tick::Resend
+    }
+}
+
+/// The request we are waiting on an answer for.
+pub(crate) enum Request {
+    /// IKE_AUTH (original initiator); the Child SA inbound SPI we proposed.
+    Auth { spi_in: u32 },
+    /// CREATE_CHILD_SA rekeying the Child SA with inbound SPI `old_spi_in`.
+    Rekey {
+        old_spi_in: u32,
+        spi_in: u32,
+        ni: Vec<u8>,
+    },
+    /// INFORMATIONAL deleting the Child SA with inbound SPI `spi_in`.
+    DeleteChild { spi_in: u32 },
+    /// INFORMATIONAL deleting the IKE SA.
+    DeleteIke,
+    /// Empty INFORMATIONAL.
+    Liveness,
+}
+
+struct Pending {
+    msg_id: u32,
+    exchange: u8,
+    retrans: Retrans,
+    request: Request,
+}
+
+/// A command waiting for the window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Command {
+    Rekey,
+    /// Delete the Child SA with this inbound SPI (None: the current one).
+    DeleteChild(Option<u32>),
+    DeleteIke,
+    Liveness,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    /// IKE_SA_INIT done, IKE_AUTH not yet.
+    Authenticating,
+    Established,
+    /// Failed at the responder; kept only to replay the last response until `until`.
+    Closing {
+        until: Instant,
+    },
+    Dead,
+}
+
+/// What IKE_SA_INIT produced.
+pub(crate) struct NewSa {
+    pub cfg: Arc<IkeConfig>,
+    pub id: IkeSaId,
+    pub initiator: bool,
+    pub suite: IkeSuite,
+    pub keys: IkeKeys,
+    pub ni: Vec<u8>,
+    pub nr: Vec<u8>,
+    pub init_request: Vec<u8>,
+    pub init_response: Vec<u8>,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub nat_t: bool,
+    pub udp_encap: bool,
+    pub now: Instant,
+    /// How long a failed responder SA keeps replaying its last response.
+    pub linger: Duration,
+}
+
+pub(crate) struct IkeSa {
+    pub cfg: Arc<IkeConfig>,
+    pub id: IkeSaId,
+    pub initiator: bool,
+    pub state: State,
+    pub suite: IkeSuite,
+    sk: SkCipher,
+    sk_d: SecretBytes,
+    sk_pi: SecretBytes,
+    sk_pr: SecretBytes,
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+    init_request: Vec<u8>,
+    init_response: Vec<u8>,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// IKE runs on the NAT-T port with the non-ESP marker.
+    pub nat_t: bool,
+    /// ESP is UDP-encapsulated (a NAT was detected or forced).
+    pub udp_encap: bool,
+    pub created: Instant,
+    linger: Duration,
+    next_msg_id: u32,
+    pending: Option<Pending>,
+    queue: VecDeque<Command>,
+    peer_next_id: u32,
+    last_response: Option<(u32, Vec<u8>)>,
+    pub children: Vec<ChildSa>,
+}
+
+impl IkeSa {
+    pub(crate) fn new(n: NewSa) -> Result<IkeSa, IkeError> {
+        let sk = SkCipher::new(&n.suite, &n.keys, n.initiator)?;
+        Ok(IkeSa {
+            id: n.id,
+            initiator: n.initiator,
+            state: State::Authenticating,
+            suite: n.suite,
+            sk,
+            sk_d: n.keys.sk_d.clone(),
+            sk_pi: n.keys.sk_pi.clone(),
+            sk_pr: n.keys.sk_pr.clone(),
+            ni: n.ni,
+            nr: n.nr,
+            init_request: n.init_request,
+            init_response: n.init_response,
+            local: n.local,
+            remote: n.remote,
+            nat_t: n.nat_t,
+            udp_encap: n.udp_encap,
+            created: n.now,
+            linger: n.linger,
+            // The IKE_SA_INIT exchange used message ID 0.
+            next_msg_id: if n.initiator { 1 } else { 0 },
+            pending: None,
+            queue: VecDeque::new(),
+            peer_next_id: if n.initiator { 0 } else { 1 },
+            last_response: None,
+            children: Vec::new(),
+            cfg: n.cfg,
+        })
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        self.state == State::Dead
+    }
+
+    pub(crate) fn is_half_open(&self) -> bool {
+        self.state == State::Authenticating
+    }
+
+    pub(crate) fn is_established(&self) -> bool {
+        self.state == State::Established
+    }
+
+    /// The IKE_SA_INIT request this SA was created from (responder: for retransmissions).
+    pub(crate) fn init_request(&self) -> &[u8] {
+        &self.init_request
+    }
+
+    /// Replay our IKE_SA_INIT response (responder side).
+    pub(crate) fn replay_init(
+        &self,
+        ctx: &mut Ctx<'_>,
+        from: SocketAddr,
+        to: SocketAddr,
+        marker: bool,
+    ) -> Result<(), Error> {
+        ctx.transmit(to, from, marker, &self.init_response)
+    }
+
+    fn header(&self, exchange: u8, response: bool, message_id: u32) -> Header {
+        Header {
+            spi_i: self.id.spi_i,
+            spi_r: self.id.spi_r,
+            exchange,
+            flags: Flags {
+                initiator: self.initiator,
+                version: false,
+                response,
+            },
+            message_id,
+        }
+    }
+
+    /// Seal and send a request; arm retransmission.
+    fn send_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        exchange: u8,
+        payloads: &[Payload],
+        request: Request,
+    ) -> Result<(), Error> {
+        let msg_id = self.next_msg_id;
+        let header = self.header(exchange, false, msg_id);
+        let bytes = self.sk.seal(&header, payloads, ctx.rng)?;
+        if bytes.len() > self.cfg.limits.max_message_len {
+            return Err(IkeError::MessageTooLarge {
+                len: bytes.len(),
+                max: self.cfg.limits.max_message_len,
+            }
+            .into());
+        }
+        ctx.transmit(self.local, self.remote, self.nat_t, &bytes)?;
+        self.next_msg_id = self.next_msg_id.wrapping_add(1);
+        self.pending = Some(Pending {
+            msg_id,
+            exchange,
+            retrans: Retrans::new(bytes, ctx.now, &self.cfg.retransmit),
+            request,
+        });
+        Ok(())
+    }
+
+    /// Retransmit or give up.
+    pub(crate) fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Error> {
+        if let State::Closing { until } = self.state {
+            if ctx.now >= until {
+                self.state = State::Dead;
+            }
+            return Ok(());
+        }
+        let policy = self.cfg.retransmit;
+        let Some(p) = self.pending.as_mut() else {
+            return Ok(());
+        };
+        match p.retrans.tick(ctx.now, &policy) {
+            Tick::Wait => Ok(()),
+            Tick::Resend => {
+                let (local, remote, nat_t) = (self.local, self.remote, self.nat_t);
+                ctx.transmit(local, remote, nat_t, &p.retrans.bytes)
+            }
+            Tick::GiveUp => {
+                self.pending = None;
+                self.fail(ctx, FailReason::Timeout)
+            }
+        }
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Closing { until } => Some(until),
+            State::Dead => None,
+            _ => self.pending.as_ref().map(|p| p.retrans.next_at()),
+        }
+    }
+
+    /// The SA is gone: report its Child SAs deleted and the failure.
+    pub(crate) fn fail(&mut self, ctx: &mut Ctx<'_>, reason: FailReason) -> Result<(), Error> {
+        let was_established = self.state == State::Established;
+        self.state = State::Dead;
+        self.pending = None;
+        self.queue.clear();
+        if was_established {
+            self.drop_children(ctx)?;
+        }
+        ctx.event(IkeEvent::Failed {
+            id: self.id,
+            reason,
+        })
+    }
+
+    fn drop_children(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Error> {
+        for c in core::mem::take(&mut self.children) {
+            ctx.event(IkeEvent::ChildSaDeleted {
+                id: self.id,
+                spi_in: c.spi_in,
+                spi_out: c.spi_out,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// A responder that refused IKE_AUTH keeps its response for replays a while.
+    fn close_after_response(&mut self, ctx: &mut Ctx<'_>) {
+        self.state = State::Closing {
+            until: ctx.now + self.linger,
+        };
+    }
+
+    /// Handle one IKE message (without non-ESP marker) for this SA.
+    pub(crate) fn handle(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        msg: &[u8],
+        from: SocketAddr,
+        to: SocketAddr,
+        marker: bool,
+    ) -> Result<(), Error> {
+        let limits = self.cfg.limits;
+        let raw = Header::decode(msg, &limits)?;
+        let h = raw.header;
+        if h.flags.initiator == self.initiator {
+            return Err(IkeError::Unexpected("I flag names us as the sender").into());
+        }
+        if self.state == State::Dead {
+            return Err(IkeError::UnknownSpi.into());
+        }
+        if h.flags.response {
+            return self.handle_response(ctx, msg, &h);
+        }
+        // A retransmitted request: replay the cached response, once it authenticates.
+        if let Some((id, cached)) = &self.last_response
+            && *id == h.message_id
+            && h.message_id.wrapping_add(1) == self.peer_next_id
+        {
+            self.sk.open_raw(msg, &limits)?;
+            return ctx.transmit(to, from, marker, cached);
+        }
+        if h.message_id != self.peer_next_id {
+            return Err(IkeError::InvalidMessageId {
+                got: h.message_id,
+                expected: self.peer_next_id,
+            }
+            .into());
+        }
+        if !matches!(
+            h.exchange,
+            exchange::IKE_AUTH | exchange::CREATE_CHILD_SA | exchange::INFORMATIONAL
+        ) || matches!(self.state, State::Closing { .. })
+        {
+            return Err(IkeError::Unexpected("request in this state").into());
+        }
+        let opened = self.sk.open_raw(msg, &limits)?;
+        let mut count = opened.outer_count;
+        let reply = match decode_chain(
+            opened.first_inner,
+            &opened.plain,
+            &limits,
+            &mut count,
+            false,
+        ) {
+            Ok(payloads) => {
+                self.peer_next_id = self.peer_next_id.wrapping_add(1);
+                if self.udp_encap || self.state == State::Authenticating {
+                    // RFC 7296 §2.23: follow the peer's address behind a NAT.
+                    self.remote = from;
+                    self.local = to;
+                    self.nat_t = marker;
+                }
+                self.on_request(ctx, h.exchange, payloads)?
+            }
+            Err(e) => {
+                self.peer_next_id = self.peer_next_id.wrapping_add(1);
+                let n = match e {
+                    IkeError::UnsupportedCriticalPayload(ty) => {
+                        Notify::new(notify::UNSUPPORTED_CRITICAL_PAYLOAD, alloc::vec![ty])
+                    }
+                    _ => Notify::new(notify::INVALID_SYNTAX, Vec::new()),
+                };
+                if self.state == State::Authenticating {
+                    self.close_after_response(ctx);
+                }
+                self.respond(
+                    ctx,
+                    h.exchange,
+                    h.message_id,
+                    &[Payload::Notify(n)],
+                    from,
+                    to,
+                    marker,
+                )?;
+                return Err(e.into());
+            }
+        };
+        self.respond(ctx, h.exchange, h.message_id, &reply, from, to, marker)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn respond(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        exchange: u8,
+        msg_id: u32,
+        payloads: &[Payload],
+        from: SocketAddr,
+        to: SocketAddr,
+        marker: bool,
+    ) -> Result<(), Error> {
+        let header = self.header(exchange, true, msg_id);
+        let bytes = self.sk.seal(&header, payloads, ctx.rng)?;
+        ctx.transmit(to, from, marker, &bytes)?;
+        self.last_response = Some((msg_id, bytes));
+        Ok(())
+    }
+
+    fn handle_response(&mut self, ctx: &mut Ctx<'_>, msg: &[u8], h: &Header) -> Result<(), Error> {
+        let limits = self.cfg.limits;
+        let Some(p) = &self.pending else {
+            return Err(IkeError::Unexpected("response without a request").into());
+        };
+        if h.message_id != p.msg_id {
+            return Err(IkeError::InvalidMessageId {
+                got: h.message_id,
+                expected: p.msg_id,
+            }
+            .into());
+        }
+        if h.exchange != p.exchange {
+            return Err(IkeError::Unexpected("response of another exchange type").into());
+        }
+        let opened = self.sk.open_raw(msg, &limits)?;
+        let mut count = opened.outer_count;
+        let payloads = decode_chain(
+            opened.first_inner,
+            &opened.plain,
+            &limits,
+            &mut count,
+            false,
+        );
+        let Some(p) = self.pending.take() else {
+            return Ok(());
+        };
+        let payloads = match payloads {
+            Ok(p) => p,
+            Err(e) => {
+                // An authenticated but undecodable answer: the exchange failed.
+                if let Request::Auth { .. } = p.request {
+                    self.fail(ctx, FailReason::InvalidResponse)?;
+                } else {
+                    self.pump_queue(ctx)?;
+                }
+                return Err(e.into());
+            }
+        };
+        self.on_response(ctx, p.request, payloads)?;
+        self.pump_queue(ctx)
+    }
+
+    fn on_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        exchange: u8,
+        payloads: Vec<Payload>,
+    ) -> Result<Vec<Payload>, Error> {
+        match (exchange, self.state) {
+            (exchange::IKE_AUTH, State::Authenticating) if !self.initiator => {
+                self.auth_request(ctx, payloads)
+            }
+            (exchange::INFORMATIONAL, State::Established) => {
+                self.informational_request(ctx, payloads)
+            }
+            (exchange::CREATE_CHILD_SA, State::Established) => {
+                self.create_child_request(ctx, payloads)
+            }
+            _ => Ok(alloc::vec![Payload::Notify(Notify::new(
+                notify::INVALID_SYNTAX,
+                Vec::new()
+            ))]),
+        }
+    }
+
+    fn on_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        request: Request,
+        payloads: Vec<Payload>,
+    ) -> Result<(), Error> {
+        match request {
+            Request::Auth { spi_in } => self.auth_response(ctx, payloads, spi_in),
+            Request::Rekey {
+                old_spi_in,
+                spi_in,
+                ni,
+            } => self.rekey_response(ctx, payloads, old_spi_in, spi_in, &ni),
+            Request::DeleteChild { spi_in } => {
+                if let Some(i) = self.children.iter().position(|c| c.spi_in == spi_in) {
+                    let c = self.children.remove(i);
+                    ctx.event(IkeEvent::ChildSaDeleted {
+                        id: self.id,
+                        spi_in: c.spi_in,
+                        spi_out: c.spi_out,
+                    })?;
+                }
+                Ok(())
+            }
+            Request::DeleteIke => {
+                self.state = State::Dead;
+                self.queue.clear();
+                self.drop_children(ctx)?;
+                ctx.event(IkeEvent::IkeSaDeleted {
+                    id: self.id,
+                    by_peer: false,
+                })
+            }
+            Request::Liveness => ctx.event(IkeEvent::LivenessConfirmed { id: self.id }),
+        }
+    }
+
+    /// Run a command now, or queue it behind the outstanding exchange.
+    pub(crate) fn command(&mut self, ctx: &mut Ctx<'_>, cmd: Command) -> Result<(), Error> {
+        if self.state != State::Established {
+            return Err(IkeError::NotEstablished.into());
+        }
+        if self.pending.is_some() {
+            if self.queue.len() >= self.cfg.max_queued_commands {
+                return Err(Error::CapacityExceeded {
+                    what: "IKE command queue",
+                    bound: self.cfg.max_queued_commands,
+                });
+            }
+            self.queue.push_back(cmd);
+            return Ok(());
+        }
+        self.start_command(ctx, cmd)
+    }
+
+    fn pump_queue(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Error> {
+        while self.pending.is_none() && self.state == State::Established {
+            let Some(cmd) = self.queue.pop_front() else {
+                break;
+            };
+            match self.start_command(ctx, cmd) {
+                // A queued command that no longer applies (its Child SA went away) is
+                // dropped; anything else is reported.
+                Err(Error::Ike(IkeError::Unexpected(_))) => {}
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
+    fn start_command(&mut self, ctx: &mut Ctx<'_>, cmd: Command) -> Result<(), Error> {
+        match cmd {
+            Command::Rekey => self.start_rekey(ctx),
+            Command::DeleteChild(which) => {
+                let spi_in = match which {
+                    Some(s) => s,
+                    None => {
+                        self.current_child()
+                            .ok_or(IkeError::Unexpected("no Child SA"))?
+                            .spi_in
+                    }
+                };
+                let d = super::codec::Delete {
+                    protocol: super::consts::protocol::ESP,
+                    spi_size: 4,
+                    spis: alloc::vec![spi_in.to_be_bytes().to_vec()],
+                };
+                self.send_request(
+                    ctx,
+                    exchange::INFORMATIONAL,
+                    &[Payload::Delete(d)],
+                    Request::DeleteChild { spi_in },
+                )
+            }
+            Command::DeleteIke => {
+                let d = super::codec::Delete {
+                    protocol: super::consts::protocol::IKE,
+                    spi_size: 0,
+                    spis: Vec::new(),
+                };
+                self.send_request(
+                    ctx,
+                    exchange::INFORMATIONAL,
+                    &[Payload::Delete(d)],
+                    Request::DeleteIke,
+                )
+            }
+            Command::Liveness => {
+                self.send_request(ctx, exchange::INFORMATIONAL, &[], Request::Liveness)
+            }
+        }
+    }
+
+    /// The newest Child SA.
+    pub(crate) fn current_child(&self) -> Option<&ChildSa> {
+        self.children.last()
+    }
+
+    /// A fresh inbound SPI: random, above the IANA-reserved 1-255, unused here.
+    fn new_spi(&self, rng: &mut dyn CryptoRng) -> u32 {
+        loop {
+            let spi = rng.next_u32();
+            if spi > 255 && self.children.iter().all(|c| c.spi_in != spi) {
+                return spi;
+            }
+        }
+    }
+
+    /// Whether every selector in `got` lies inside one of `offered`.
+    fn ts_within(got: &[TrafficSelector], offered: &[TrafficSelector]) -> bool {
+        !got.is_empty()
+            && got.len() <= super::config::MAX_TS
+            && got.iter().all(|g| offered.iter().any(|o| o.covers(g)))
+    }
+}
+
+/// A fresh 32-octet nonce.
+pub(crate) fn nonce(rng: &mut dyn CryptoRng) -> Vec<u8> {
+    let mut n = alloc::vec![0u8; 32];
+    rng.fill_bytes(&mut n);
+    n
+}
+
+/// The first payload matching `f`.
+pub(crate) fn find<T>(payloads: &[Payload], f: impl Fn(&Payload) -> Option<&T>) -> Option<&T> {
+    payloads.iter().find_map(f)
+}
+
+/// The first error notify in `payloads`.
+pub(crate) fn error_notify(payloads: &[Payload]) -> Option<u16> {
+    payloads.iter().find_map(|p| match p {
+        Payload::Notify(n) if n.is_error() => Some(n.ty),
+        _ => None,
+    })
+}

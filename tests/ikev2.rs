@@ -1,0 +1,1014 @@
+//! deputy's IKEv2 initiator against deputy's IKEv2 responder, in process: a tiny loop moves
+//! datagrams between the two actors (optionally through a NAPT box and with losses) and
+//! advances virtual time to the next timer.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use deputy::crypto::dh::Group;
+use deputy::ikev2::codec::{Message, Payload};
+use deputy::ikev2::consts::{exchange, notify};
+use deputy::ikev2::{
+    ChildSa, EspSuite, FailReason, Identity, IkeConfig, IkeEvent, IkeProposal, Initiator,
+    InitiatorConfig, Mode, Responder, ResponderConfig, TrafficSelector,
+};
+use deputy::{Actor, Error, Event, Input, Instant, Output, Transmit};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+const PSK: &[u8] = b"correct horse battery staple";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn rng(seed: u64) -> deputy::Rng {
+    Box::new(ChaCha20Rng::seed_from_u64(seed))
+}
+
+fn i_config(local: &str) -> InitiatorConfig {
+    let mut ike = IkeConfig::new(Identity::Fqdn("appliance.example".into()), PSK);
+    ike.remote_id = Some(Identity::Fqdn("gateway.example".into()));
+    InitiatorConfig {
+        ike,
+        local: addr(local),
+        remote: addr(R_ADDR),
+    }
+}
+
+fn r_config() -> ResponderConfig {
+    let mut ike = IkeConfig::new(Identity::Fqdn("gateway.example".into()), PSK);
+    ike.remote_id = None;
+    ResponderConfig::new(ike)
+}
+
+const I_ADDR: &str = "10.0.0.1:500";
+const R_ADDR: &str = "198.51.100.2:500";
+const NAT_PUBLIC: &str = "203.0.113.5";
+
+/// Which way a datagram went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dir {
+    ToResponder,
+    ToInitiator,
+}
+
+/// One datagram on the wire, as sent (before any NAT rewriting).
+#[derive(Clone, Debug)]
+struct Sent {
+    at: Instant,
+    dir: Dir,
+    t: Transmit,
+    dropped: bool,
+}
+
+type DropRule = Box<dyn FnMut(&Sent, usize) -> bool>;
+
+struct Net {
+    now: Instant,
+    inits: Vec<Initiator>,
+    resp: Responder,
+    i_events: Vec<Vec<IkeEvent>>,
+    r_events: Vec<IkeEvent>,
+    i_errors: Vec<Error>,
+    r_errors: Vec<Error>,
+    log: Vec<Sent>,
+    /// Decides losses: (datagram, its index in the log) → drop?
+    drop: DropRule,
+    /// NAPT in front of initiator 0: private port → public port.
+    nat: bool,
+}
+
+impl Net {
+    fn new(i: InitiatorConfig, r: ResponderConfig) -> Net {
+        Self::many(vec![i], r)
+    }
+
+    fn many(is: Vec<InitiatorConfig>, r: ResponderConfig) -> Net {
+        let n = is.len();
+        Net {
+            now: Instant::ZERO,
+            inits: is
+                .into_iter()
+                .enumerate()
+                .map(|(k, c)| Initiator::new(c, rng(100 + k as u64)).unwrap())
+                .collect(),
+            resp: Responder::new(r, rng(7), Instant::ZERO).unwrap(),
+            i_events: vec![Vec::new(); n],
+            r_events: Vec::new(),
+            i_errors: Vec::new(),
+            r_errors: Vec::new(),
+            log: Vec::new(),
+            drop: Box::new(|_, _| false),
+            nat: false,
+        }
+    }
+
+    fn nat_out(&self, a: SocketAddr) -> SocketAddr {
+        // Endpoint-independent mapping: 10.0.0.1:p → 203.0.113.5:(40000 + p).
+        SocketAddr::new(NAT_PUBLIC.parse().unwrap(), 40000 + a.port())
+    }
+
+    fn nat_in(&self, a: SocketAddr) -> SocketAddr {
+        SocketAddr::new(addr(I_ADDR).ip(), a.port() - 40000)
+    }
+
+    /// Move every queued datagram; returns whether anything moved.
+    fn deliver(&mut self) -> bool {
+        let mut moved = false;
+        loop {
+            let mut batch: Vec<(usize, Dir, Transmit)> = Vec::new();
+            for (k, i) in self.inits.iter_mut().enumerate() {
+                while let Some(o) = i.poll_output() {
+                    match o {
+                        Output::Transmit(t) => batch.push((k, Dir::ToResponder, t)),
+                        Output::Event(Event::Ike(e)) => self.i_events[k].push(e),
+                        other => panic!("unexpected output {other:?}"),
+                    }
+                }
+            }
+            while let Some(o) = self.resp.poll_output() {
+                match o {
+                    Output::Transmit(t) => {
+                        let who = self.initiator_for(t.to);
+                        batch.push((who, Dir::ToInitiator, t));
+                    }
+                    Output::Event(Event::Ike(e)) => self.r_events.push(e),
+                    other => panic!("unexpected output {other:?}"),
+                }
+            }
+            if batch.is_empty() {
+                return moved;
+            }
+            moved = true;
+            for (who, dir, t) in batch {
+                let mut sent = Sent {
+                    at: self.now,
+                    dir,
+                    t,
+                    dropped: false,
+                };
+                let idx = self.log.len();
+                sent.dropped = (self.drop)(&sent, idx);
+                self.log.push(sent.clone());
+                if sent.dropped {
+                    continue;
+                }
+                let t = sent.t;
+                match dir {
+                    Dir::ToResponder => {
+                        let from = if self.nat && who == 0 {
+                            self.nat_out(t.from)
+                        } else {
+                            t.from
+                        };
+                        let input = Input::Datagram {
+                            from,
+                            to: t.to,
+                            data: &t.data,
+                        };
+                        if let Err(e) = self.resp.handle_input(self.now, input) {
+                            self.r_errors.push(e);
+                        }
+                    }
+                    Dir::ToInitiator => {
+                        let to = if self.nat && who == 0 {
+                            self.nat_in(t.to)
+                        } else {
+                            t.to
+                        };
+                        let input = Input::Datagram {
+                            from: t.from,
+                            to,
+                            data: &t.data,
+                        };
+                        if let Err(e) = self.inits[who].handle_input(self.now, input) {
+                            self.i_errors.push(e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn initiator_for(&self, to: SocketAddr) -> usize {
+        if self.nat && to.ip() == NAT_PUBLIC.parse::<std::net::IpAddr>().unwrap() {
+            return 0;
+        }
+        self.inits
+            .iter()
+            .position(|i| i.ike_addresses().0.ip() == to.ip())
+            .unwrap_or(0)
+    }
+
+    /// Deliver, then follow timers up to `horizon` from now.
+    fn run_for(&mut self, horizon: Duration) {
+        let end = self.now + horizon;
+        for _ in 0..10_000 {
+            self.deliver();
+            let next = self
+                .inits
+                .iter()
+                .filter_map(|i| i.poll_timeout())
+                .chain(self.resp.poll_timeout())
+                .min();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    for i in &mut self.inits {
+                        i.handle_timeout(self.now);
+                    }
+                    self.resp.handle_timeout(self.now);
+                }
+                _ => {
+                    self.deliver();
+                    self.now = end;
+                    return;
+                }
+            }
+        }
+        panic!("the exchange did not settle");
+    }
+
+    fn start(&mut self, k: usize) {
+        self.inits[k].start(self.now).unwrap();
+        self.run_for(Duration::from_secs(1));
+    }
+
+    fn i_child(&self, k: usize) -> ChildSa {
+        self.inits[k]
+            .child_sa()
+            .expect("initiator Child SA")
+            .clone()
+    }
+
+    fn r_child(&self, k: usize) -> ChildSa {
+        let id = self.inits[k].ike_sa_id().unwrap();
+        self.resp.child_sa(id).expect("responder Child SA").clone()
+    }
+
+    fn exchanges(&self, dir: Dir, ex: u8) -> Vec<&Sent> {
+        self.log
+            .iter()
+            .filter(|s| s.dir == dir && ike_bytes(&s.t)[18] == ex)
+            .collect()
+    }
+}
+
+/// The IKE message in a datagram (non-ESP marker removed).
+fn ike_bytes(t: &Transmit) -> &[u8] {
+    if t.to.port() == 4500 || t.from.port() == 4500 {
+        assert_eq!(&t.data[..4], &[0, 0, 0, 0], "non-ESP marker");
+        &t.data[4..]
+    } else {
+        &t.data
+    }
+}
+
+fn has_event(events: &[IkeEvent], f: impl Fn(&IkeEvent) -> bool) -> bool {
+    events.iter().any(f)
+}
+
+fn assert_child_pair(i: &ChildSa, r: &ChildSa, suite: EspSuite) {
+    assert_eq!(i.suite, suite);
+    assert_eq!(r.suite, suite);
+    assert_eq!(i.spi_in, r.spi_out);
+    assert_eq!(i.spi_out, r.spi_in);
+    assert_eq!(i.keys_out, r.keys_in, "initiator→responder keys agree");
+    assert_eq!(i.keys_in, r.keys_out, "responder→initiator keys agree");
+    assert_ne!(i.keys_out, i.keys_in, "the two directions differ");
+    for k in [&i.keys_out, &i.keys_in] {
+        assert_eq!(k.enc_key.len(), suite.enc_key_len());
+        assert_eq!(k.salt.len(), suite.salt_len());
+        assert_eq!(k.integ_key.len(), suite.integ_key_len());
+    }
+    assert_eq!(i.ts_local, r.ts_remote);
+    assert_eq!(i.ts_remote, r.ts_local);
+    assert!(i.initiated && !r.initiated);
+    assert_eq!(i.mode, r.mode);
+    // Debug must not print key material.
+    let dbg = format!("{i:?}");
+    assert!(dbg.contains("EspKeys(enc"));
+}
+
+fn established(net: &Net) {
+    assert!(
+        net.inits[0].is_established(),
+        "initiator events: {:?}, errors: {:?}, responder: {:?} {:?}",
+        net.i_events[0],
+        net.i_errors,
+        net.r_events,
+        net.r_errors
+    );
+    assert_eq!(net.resp.established().len(), 1);
+}
+
+#[test]
+fn every_suite_and_group_establishes_with_identical_keys() {
+    let cases: Vec<(IkeProposal, EspSuite)> = vec![
+        (
+            IkeProposal::aes128_sha256(&[Group::Modp2048]),
+            EspSuite::AesCbc128HmacSha256,
+        ),
+        (
+            IkeProposal::aes128_sha256(&[Group::X25519]),
+            EspSuite::AesCbc128HmacSha256,
+        ),
+        (
+            IkeProposal::chacha20poly1305(&[Group::X25519]),
+            EspSuite::ChaCha20Poly1305,
+        ),
+        (
+            IkeProposal::chacha20poly1305(&[Group::Modp2048]),
+            EspSuite::AesGcm16_128,
+        ),
+        (
+            IkeProposal::aes_gcm16(128, &[Group::X25519]),
+            EspSuite::AesGcm16_128,
+        ),
+        (
+            IkeProposal::aes_gcm16(256, &[Group::Modp2048]),
+            EspSuite::AesGcm16_256,
+        ),
+        (
+            IkeProposal::aes_gcm16(256, &[Group::X25519]),
+            EspSuite::ChaCha20Poly1305,
+        ),
+    ];
+    for (ike, esp) in cases {
+        let mut ic = i_config(I_ADDR);
+        ic.ike.ike_proposals = vec![ike.clone()];
+        ic.ike.esp_proposals = vec![esp];
+        let mut rc = r_config();
+        rc.ike.ike_proposals = vec![ike.clone()];
+        rc.ike.esp_proposals = vec![esp];
+        let mut net = Net::new(ic, rc);
+        net.start(0);
+        established(&net);
+        let (i, r) = (net.i_child(0), net.r_child(0));
+        assert_child_pair(&i, &r, esp);
+        assert!(!i.udp_encap && !r.udp_encap);
+        assert_eq!(i.mode, Mode::Tunnel);
+        let suite = net.i_events[0]
+            .iter()
+            .find_map(|e| match e {
+                IkeEvent::IkeSaEstablished { suite, peer_id, .. } => {
+                    assert_eq!(peer_id, &Identity::Fqdn("gateway.example".into()));
+                    Some(*suite)
+                }
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(suite.encr, ike.encr);
+        assert_eq!(suite.group, ike.groups[0]);
+        assert!(has_event(&net.r_events, |e| matches!(
+            e,
+            IkeEvent::IkeSaEstablished { peer_id: Identity::Fqdn(n), initiator: false, .. }
+                if n == "appliance.example"
+        )));
+        // Exactly four datagrams: no retransmission without loss.
+        assert_eq!(net.log.len(), 4, "{ike:?}");
+        assert!(net.i_errors.is_empty() && net.r_errors.is_empty());
+    }
+}
+
+#[test]
+fn lost_messages_are_retransmitted_bit_identically_and_replayed() {
+    let mut net = Net::new(i_config(I_ADDR), r_config());
+    // Lose the first IKE_SA_INIT request and the first IKE_AUTH response.
+    let (mut lost_init, mut lost_auth) = (false, false);
+    net.drop = Box::new(move |s, _| {
+        let ex = ike_bytes(&s.t)[18];
+        if s.dir == Dir::ToResponder && ex == exchange::IKE_SA_INIT && !lost_init {
+            lost_init = true;
+            return true;
+        }
+        if s.dir == Dir::ToInitiator && ex == exchange::IKE_AUTH && !lost_auth {
+            lost_auth = true;
+            return true;
+        }
+        false
+    });
+    net.start(0);
+    net.run_for(Duration::from_secs(5));
+    established(&net);
+    assert_child_pair(
+        &net.i_child(0),
+        &net.r_child(0),
+        EspSuite::AesCbc128HmacSha256,
+    );
+
+    let inits = net.exchanges(Dir::ToResponder, exchange::IKE_SA_INIT);
+    assert_eq!(inits.len(), 2);
+    assert!(inits[0].dropped && !inits[1].dropped);
+    assert_eq!(
+        inits[0].t.data, inits[1].t.data,
+        "bit-identical retransmission"
+    );
+    assert_eq!(inits[1].at - inits[0].at, Duration::from_millis(500));
+
+    let auth_req = net.exchanges(Dir::ToResponder, exchange::IKE_AUTH);
+    assert_eq!(auth_req.len(), 2);
+    assert_eq!(
+        auth_req[0].t.data, auth_req[1].t.data,
+        "bit-identical IKE_AUTH"
+    );
+    let auth_resp = net.exchanges(Dir::ToInitiator, exchange::IKE_AUTH);
+    assert_eq!(auth_resp.len(), 2);
+    assert!(auth_resp[0].dropped);
+    assert_eq!(
+        auth_resp[0].t.data, auth_resp[1].t.data,
+        "responder replays its cache"
+    );
+    // The responder authenticated the IKE SA once, not twice.
+    let n = net
+        .r_events
+        .iter()
+        .filter(|e| matches!(e, IkeEvent::ChildSaEstablished { .. }))
+        .count();
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn retransmission_backs_off_and_then_fails() {
+    let mut net = Net::new(i_config(I_ADDR), r_config());
+    net.drop = Box::new(|s, _| s.dir == Dir::ToResponder);
+    net.start(0);
+    net.run_for(Duration::from_secs(120));
+    let sent: Vec<Instant> = net.log.iter().map(|s| s.at).collect();
+    let ms: Vec<u64> = sent.iter().map(|t| t.as_nanos() / 1_000_000).collect();
+    assert_eq!(ms, vec![0, 500, 1500, 3500, 7500, 15500]);
+    assert!(net.log.windows(2).all(|w| w[0].t.data == w[1].t.data));
+    assert!(has_event(&net.i_events[0], |e| matches!(
+        e,
+        IkeEvent::Failed {
+            reason: FailReason::Timeout,
+            ..
+        }
+    )));
+    assert_eq!(net.inits[0].poll_timeout(), None);
+    // The initiator may start over.
+    net.inits[0].start(net.now).unwrap();
+}
+
+#[test]
+fn cookie_demand_is_answered() {
+    let mut rc = r_config();
+    rc.cookie_threshold = 0;
+    let mut net = Net::new(i_config(I_ADDR), rc);
+    net.start(0);
+    established(&net);
+    let reqs = net.exchanges(Dir::ToResponder, exchange::IKE_SA_INIT);
+    assert_eq!(reqs.len(), 2);
+    let first = Message::decode(ike_bytes(&reqs[0].t), &Default::default()).unwrap();
+    let second = Message::decode(ike_bytes(&reqs[1].t), &Default::default()).unwrap();
+    assert!(first.notify(notify::COOKIE).is_none());
+    match &second.payloads[0] {
+        Payload::Notify(n) => assert_eq!(n.ty, notify::COOKIE, "COOKIE comes first"),
+        other => panic!("first payload {other:?}"),
+    }
+    // Everything else unchanged.
+    assert_eq!(&second.payloads[1..], &first.payloads[..]);
+    let answer = net.exchanges(Dir::ToInitiator, exchange::IKE_SA_INIT)[0];
+    let answer = Message::decode(ike_bytes(&answer.t), &Default::default()).unwrap();
+    assert_eq!(answer.header.spi_r, [0; 8]);
+    assert_eq!(answer.payloads.len(), 1);
+    assert_eq!(net.resp.half_open_count(), 0);
+}
+
+#[test]
+fn invalid_ke_payload_makes_the_initiator_switch_groups() {
+    for (offer, accept) in [
+        (vec![Group::X25519, Group::Modp2048], Group::Modp2048),
+        (vec![Group::Modp2048, Group::X25519], Group::X25519),
+    ] {
+        let mut ic = i_config(I_ADDR);
+        ic.ike.ike_proposals = vec![IkeProposal::aes128_sha256(&offer)];
+        let mut rc = r_config();
+        rc.ike.ike_proposals = vec![IkeProposal::aes128_sha256(&[accept])];
+        let mut net = Net::new(ic, rc);
+        net.start(0);
+        established(&net);
+        let answers = net.exchanges(Dir::ToInitiator, exchange::IKE_SA_INIT);
+        let first = Message::decode(ike_bytes(&answers[0].t), &Default::default()).unwrap();
+        let n = first.notify(notify::INVALID_KE_PAYLOAD).unwrap();
+        assert_eq!(n.data, accept.id().to_be_bytes());
+        assert!(has_event(&net.i_events[0], |e| matches!(
+            e,
+            IkeEvent::IkeSaEstablished { suite, .. } if suite.group == accept
+        )));
+        assert_child_pair(
+            &net.i_child(0),
+            &net.r_child(0),
+            EspSuite::AesCbc128HmacSha256,
+        );
+    }
+}
+
+#[test]
+fn nat_is_detected_and_ike_moves_to_4500() {
+    let mut net = Net::new(i_config(I_ADDR), r_config());
+    net.nat = true;
+    net.start(0);
+    established(&net);
+    let (i, r) = (net.i_child(0), net.r_child(0));
+    assert!(i.udp_encap && r.udp_encap);
+    assert_eq!(i.local, addr("10.0.0.1:4500"));
+    assert_eq!(i.remote, addr("198.51.100.2:4500"));
+    // The responder answers the NAT's public address and port.
+    assert_eq!(r.remote, addr("203.0.113.5:44500"));
+    assert_eq!(r.local, addr("198.51.100.2:4500"));
+    for s in net.exchanges(Dir::ToResponder, exchange::IKE_AUTH) {
+        assert_eq!(s.t.to.port(), 4500);
+        assert_eq!(&s.t.data[..4], &[0; 4]);
+    }
+    for s in net.exchanges(Dir::ToInitiator, exchange::IKE_AUTH) {
+        assert_eq!(s.t.to, addr("203.0.113.5:44500"));
+        assert_eq!(s.t.from.port(), 4500);
+    }
+    assert_child_pair(&i, &r, EspSuite::AesCbc128HmacSha256);
+    // Later exchanges stay on 4500 through the NAT.
+    net.inits[0].send_liveness(net.now).unwrap();
+    net.run_for(Duration::from_secs(1));
+    assert!(has_event(&net.i_events[0], |e| matches!(
+        e,
+        IkeEvent::LivenessConfirmed { .. }
+    )));
+    // A NAT keepalive on 4500 is ignored.
+    let ka = Input::Datagram {
+        from: addr("203.0.113.5:44500"),
+        to: addr("198.51.100.2:4500"),
+        data: &[0xff],
+    };
+    net.resp.handle_input(net.now, ka).unwrap();
+    // An ESP packet (non-zero SPI) on 4500 is not IKE.
+    let esp = Input::Datagram {
+        from: addr("203.0.113.5:44500"),
+        to: addr("198.51.100.2:4500"),
+        data: &[0, 0, 1, 0, 0, 0, 0, 1, 9, 9],
+    };
+    assert!(net.resp.handle_input(net.now, esp).is_err());
+}
+
+#[test]
+fn forced_encapsulation_without_nat() {
+    for force_initiator in [true, false] {
+        let mut ic = i_config(I_ADDR);
+        let mut rc = r_config();
+        if force_initiator {
+            ic.ike.force_encap = true;
+        } else {
+            rc.ike.force_encap = true;
+        }
+        let mut net = Net::new(ic, rc);
+        net.start(0);
+        established(&net);
+        let (i, r) = (net.i_child(0), net.r_child(0));
+        assert!(i.udp_encap && r.udp_encap);
+        assert_eq!(i.remote.port(), 4500);
+        assert_eq!(r.remote, addr("10.0.0.1:4500"));
+    }
+}
+
+#[test]
+fn child_sa_rekey_from_either_side() {
+    let mut net = Net::new(i_config(I_ADDR), r_config());
+    net.start(0);
+    established(&net);
+    let old = net.i_child(0);
+    net.inits[0].rekey_child(net.now).unwrap();
+    net.run_for(Duration::from_secs(1));
+    let new_i = net.i_child(0);
+    let new_r = net.r_child(0);
+    assert_ne!(new_i.spi_in, old.spi_in);
+    assert_ne!(new_i.keys_out, old.keys_out, "fresh nonces give fresh keys");
+    assert_child_pair(&new_i, &new_r, EspSuite::AesCbc128HmacSha256);
+    for ev in [&net.i_events[0], &net.r_events] {
+        assert!(has_event(ev, |e| matches!(
+            e,
+            IkeEvent::ChildSaRekeyed { .. }
+        )));
+        assert!(has_event(ev, |e| matches!(
+            e,
+            IkeEvent::ChildSaDeleted { spi_in, .. } if *spi_in == old.spi_in || *spi_in == old.spi_out
+        )));
+    }
+    assert_eq!(net.inits[0].child_sas().len(), 1);
+    let id = net.inits[0].ike_sa_id().unwrap();
+    assert_eq!(net.resp.child_sas(id).len(), 1);
+
+    // The responder rekeys too; then the initiator's view is the exchange responder's.
+    let before = net.i_child(0);
+    net.resp.rekey_child(net.now, id).unwrap();
+    net.run_for(Duration::from_secs(1));
+    let (i, r) = (net.i_child(0), net.r_child(0));
+    assert_ne!(i.spi_in, before.spi_in);
+    assert_eq!(i.spi_in, r.spi_out);
+    assert_eq!(i.keys_out, r.keys_in);
+    assert_eq!(i.keys_in, r.keys_out);
+    assert!(r.initiated && !i.initiated);
+    assert_eq!(net.inits[0].child_sas().len(), 1);
+    assert!(
+        net.i_errors.is_empty() && net.r_errors.is_empty(),
+        "{:?} {:?}",
+        net.i_errors,
+        net.r_errors
+    );
+}
+
+#[test]
+fn delete_child_then_ike() {
+    let mut net = Net::new(i_config(I_ADDR), r_config());
+    net.start(0);
+    established(&net);
+    let c = net.i_child(0);
+    net.inits[0].delete_child(net.now).unwrap();
+    net.run_for(Duration::from_secs(1));
+    assert!(net.inits[0].child_sa().is_none());
+    let id = net.inits[0].ike_sa_id().unwrap();
+    assert!(net.resp.child_sa(id).is_none());
+    assert!(has_event(&net.r_events, |e| matches!(
+        e,
+        IkeEvent::ChildSaDeleted { spi_in, spi_out, .. } if *spi_in == c.spi_out && *spi_out == c.spi_in
+    )));
+    // Nothing left to rekey.
+    assert!(net.inits[0].rekey_child(net.now).is_err());
+
+    net.inits[0].delete_ike(net.now).unwrap();
+    net.run_for(Duration::from_secs(1));
+    assert!(has_event(&net.i_events[0], |e| matches!(
+        e,
+        IkeEvent::IkeSaDeleted { by_peer: false, .. }
+    )));
+    assert!(has_event(&net.r_events, |e| matches!(
+        e,
+        IkeEvent::IkeSaDeleted { by_peer: true, .. }
+    )));
+    assert_eq!(net.resp.ike_sa_count(), 0);
+    assert!(!net.inits[0].is_established());
+    assert!(matches!(
+        net.inits[0].send_liveness(net.now),
+        Err(Error::Ike(deputy::ikev2::IkeError::NotEstablished))
+    ));
+}
+
+#[test]
+fn responder_deletes_ike_sa() {
+    let mut net = Net::new(i_config(I_ADDR), r_config());
+    net.start(0);
+    let id = net.inits[0].ike_sa_id().unwrap();
+    net.resp.delete_ike(net.now, id).unwrap();
+    net.run_for(Duration::from_secs(1));
+    assert!(has_event(&net.i_events[0], |e| matches!(
+        e,
+        IkeEvent::IkeSaDeleted { by_peer: true, .. }
+    )));
+    assert!(has_event(&net.i_events[0], |e| matches!(
+        e,
+        IkeEvent::ChildSaDeleted { .. }
+    )));
+    assert_eq!(net.resp.ike_sa_count(), 0);
+}
+
+#[test]
+fn liveness_both_ways_and_the_command_queue_bound() {
+    let mut net = Net::new(i_config(I_ADDR), r_config());
+    net.start(0);
+    let id = net.inits[0].ike_sa_id().unwrap();
+    net.resp.send_liveness(net.now, id).unwrap();
+    net.run_for(Duration::from_secs(1));
+    assert!(has_event(&net.r_events, |e| matches!(
+        e,
+        IkeEvent::LivenessConfirmed { .. }
+    )));
+    let informational = net.exchanges(Dir::ToInitiator, exchange::INFORMATIONAL);
+    assert_eq!(informational.len(), 1);
+
+    // Window size 1: further commands queue, up to the bound.
+    net.inits[0].send_liveness(net.now).unwrap();
+    for _ in 0..8 {
+        net.inits[0].send_liveness(net.now).unwrap();
+    }
+    assert!(matches!(
+        net.inits[0].send_liveness(net.now),
+        Err(Error::CapacityExceeded {
+            what: "IKE command queue",
+            bound: 8
+        })
+    ));
+    net.run_for(Duration::from_secs(1));
+    let n = net.i_events[0]
+        .iter()
+        .filter(|e| matches!(e, IkeEvent::LivenessConfirmed { .. }))
+        .count();
+    assert_eq!(n, 9);
+    // Message IDs went up one by one.
+    let ids: Vec<u32> = net
+        .exchanges(Dir::ToResponder, exchange::INFORMATIONAL)
+        .iter()
+        .filter(|s| ike_bytes(&s.t)[19] & 0x20 == 0)
+        .map(|s| u32::from_be_bytes(ike_bytes(&s.t)[20..24].try_into().unwrap()))
+        .collect();
+    assert_eq!(ids, (2..11).collect::<Vec<u32>>());
+}
+
+#[test]
+fn wrong_psk_is_authentication_failed() {
+    let mut rc = r_config();
+    rc.ike.psk = deputy::ikev2::SecretBytes::from_slice(b"another secret");
+    let mut net = Net::new(i_config(I_ADDR), rc);
+    net.start(0);
+    assert!(!net.inits[0].is_established());
+    assert!(has_event(&net.r_events, |e| matches!(
+        e,
+        IkeEvent::Failed {
+            reason: FailReason::AuthenticationFailed,
+            ..
+        }
+    )));
+    assert!(has_event(&net.i_events[0], |e| matches!(
+        e,
+        IkeEvent::Failed {
+            reason: FailReason::AuthenticationFailed,
+            ..
+        }
+    )));
+    assert!(net.resp.established().is_empty());
+    // The refused SA lingers only to replay its answer, then goes.
+    net.run_for(Duration::from_secs(60));
+    assert_eq!(net.resp.ike_sa_count(), 0);
+}
+
+#[test]
+fn wrong_identity_is_refused() {
+    let mut ic = i_config(I_ADDR);
+    ic.ike.remote_id = Some(Identity::Fqdn("someone-else.example".into()));
+    let mut net = Net::new(ic, r_config());
+    net.start(0);
+    assert!(has_event(&net.i_events[0], |e| matches!(
+        e,
+        IkeEvent::Failed {
+            reason: FailReason::IdentityMismatch,
+            ..
+        }
+    )));
+    // The initiator told the responder, which dropped the SA.
+    assert!(has_event(&net.r_events, |e| matches!(
+        e,
+        IkeEvent::Failed {
+            reason: FailReason::AuthenticationFailed,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn no_proposal_chosen() {
+    let mut ic = i_config(I_ADDR);
+    ic.ike.ike_proposals = vec![IkeProposal::aes128_sha256(&[Group::X25519])];
+    let mut rc = r_config();
+    rc.ike.ike_proposals = vec![IkeProposal::chacha20poly1305(&[Group::X25519])];
+    let mut net = Net::new(ic, rc);
+    net.start(0);
+    assert!(has_event(&net.i_events[0], |e| matches!(
+        e,
+        IkeEvent::Failed {
+            reason: FailReason::PeerNotify(notify::NO_PROPOSAL_CHOSEN),
+            ..
+        }
+    )));
+
+    // ESP mismatch: the IKE SA comes up, the Child SA does not.
+    let mut ic = i_config(I_ADDR);
+    ic.ike.esp_proposals = vec![EspSuite::AesGcm16_256];
+    let mut rc = r_config();
+    rc.ike.esp_proposals = vec![EspSuite::ChaCha20Poly1305];
+    let mut net = Net::new(ic, rc);
+    net.start(0);
+    established(&net);
+    for ev in [&net.i_events[0], &net.r_events] {
+        assert!(has_event(ev, |e| matches!(
+            e,
+            IkeEvent::ChildSaFailed {
+                notify: notify::NO_PROPOSAL_CHOSEN,
+                ..
+            }
+        )));
+    }
+}
+
+#[test]
+fn traffic_selectors_are_narrowed_or_refused() {
+    let mut ic = i_config(I_ADDR);
+    ic.ike.ts_local = vec![TrafficSelector::prefix("10.0.0.0".parse().unwrap(), 8)];
+    ic.ike.ts_remote = vec![TrafficSelector::any_v4()];
+    let mut rc = r_config();
+    rc.ike.ts_local = vec![TrafficSelector::prefix("192.168.7.0".parse().unwrap(), 24)];
+    rc.ike.ts_remote = vec![TrafficSelector::prefix("10.0.0.0".parse().unwrap(), 24)];
+    let mut net = Net::new(ic.clone(), rc.clone());
+    net.start(0);
+    let i = net.i_child(0);
+    assert_eq!(
+        i.ts_local,
+        vec![TrafficSelector::prefix("10.0.0.0".parse().unwrap(), 24)]
+    );
+    assert_eq!(
+        i.ts_remote,
+        vec![TrafficSelector::prefix("192.168.7.0".parse().unwrap(), 24)]
+    );
+    assert_child_pair(&i, &net.r_child(0), EspSuite::AesCbc128HmacSha256);
+
+    rc.ike.ts_remote = vec![TrafficSelector::prefix("172.16.0.0".parse().unwrap(), 12)];
+    let mut net = Net::new(ic, rc);
+    net.start(0);
+    established(&net);
+    assert!(has_event(&net.i_events[0], |e| matches!(
+        e,
+        IkeEvent::ChildSaFailed {
+            notify: notify::TS_UNACCEPTABLE,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn transport_mode_is_negotiated() {
+    let mut ic = i_config(I_ADDR);
+    ic.ike.mode = Mode::Transport;
+    let mut rc = r_config();
+    rc.ike.mode = Mode::Transport;
+    let mut net = Net::new(ic.clone(), rc);
+    net.start(0);
+    assert_eq!(net.i_child(0).mode, Mode::Transport);
+    assert_eq!(net.r_child(0).mode, Mode::Transport);
+    // A responder that only does tunnel mode answers without USE_TRANSPORT_MODE.
+    let mut net = Net::new(ic, r_config());
+    net.start(0);
+    assert_eq!(net.i_child(0).mode, Mode::Tunnel);
+}
+
+#[test]
+fn responder_bounds_are_enforced() {
+    // Three initiators whose IKE_AUTH never arrives: they stay half-open.
+    let cfgs: Vec<InitiatorConfig> = (1..=3)
+        .map(|k| i_config(&format!("10.0.0.{k}:500")))
+        .collect();
+    let mut rc = r_config();
+    rc.max_half_open = 2;
+    rc.cookie_threshold = 100;
+    let mut net = Net::many(cfgs, rc);
+    net.drop =
+        Box::new(|s, _| s.dir == Dir::ToResponder && ike_bytes(&s.t)[18] == exchange::IKE_AUTH);
+    for k in 0..3 {
+        net.inits[k].start(net.now).unwrap();
+        net.deliver();
+    }
+    assert_eq!(net.resp.half_open_count(), 2);
+    assert!(net.r_errors.iter().any(|e| matches!(
+        e,
+        Error::CapacityExceeded {
+            what: "half-open IKE SAs",
+            bound: 2
+        }
+    )));
+    // Half-open SAs expire.
+    net.run_for(Duration::from_secs(31));
+    assert_eq!(net.resp.half_open_count(), 0);
+
+    // The total bound.
+    let cfgs: Vec<InitiatorConfig> = (1..=2)
+        .map(|k| i_config(&format!("10.0.0.{k}:500")))
+        .collect();
+    let mut rc = r_config();
+    rc.max_ike_sas = 1;
+    let mut net = Net::many(cfgs, rc);
+    net.start(0);
+    net.start(1);
+    assert!(net.inits[0].is_established());
+    assert!(!net.inits[1].is_established());
+    assert_eq!(net.resp.ike_sa_count(), 1);
+    assert!(net.r_errors.iter().any(|e| matches!(
+        e,
+        Error::CapacityExceeded {
+            what: "IKE SAs",
+            bound: 1
+        }
+    )));
+}
+
+#[test]
+fn unsupported_critical_payload_is_answered() {
+    // Build a valid-looking IKE_SA_INIT with an unknown payload type 200 marked critical.
+    let mut net = Net::new(i_config(I_ADDR), r_config());
+    net.inits[0].start(net.now).unwrap();
+    let Some(Output::Transmit(t)) = net.inits[0].poll_output() else {
+        panic!("no request");
+    };
+    let mut m = Message::decode(&t.data, &Default::default()).unwrap();
+    m.payloads
+        .push(Payload::Unknown(deputy::ikev2::codec::UnknownPayload {
+            ty: 200,
+            data: vec![1, 2, 3],
+        }));
+    let mut bytes = m.encode().unwrap();
+    // The unknown payload is the last: its generic header is 7 bytes from the end.
+    let at = bytes.len() - 7;
+    bytes[at + 1] |= 0x80;
+    let input = Input::Datagram {
+        from: t.from,
+        to: t.to,
+        data: &bytes,
+    };
+    assert!(net.resp.handle_input(net.now, input).is_err());
+    let Some(Output::Transmit(answer)) = net.resp.poll_output() else {
+        panic!("no answer");
+    };
+    let a = Message::decode(&answer.data, &Default::default()).unwrap();
+    let n = a.notify(notify::UNSUPPORTED_CRITICAL_PAYLOAD).unwrap();
+    assert_eq!(n.data, vec![200]);
+    // Not critical: skipped, and the exchange proceeds.
+    bytes[at + 1] &= 0x7f;
+    let input = Input::Datagram {
+        from: t.from,
+        to: t.to,
+        data: &bytes,
+    };
+    net.resp.handle_input(net.now, input).unwrap();
+    assert_eq!(net.resp.half_open_count(), 1);
+}
+
+#[test]
+fn garbage_never_panics_either_actor() {
+    let mut net = Net::new(i_config(I_ADDR), r_config());
+    net.start(0);
+    established(&net);
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let captured: Vec<Vec<u8>> = net.log.iter().map(|s| s.t.data.clone()).collect();
+    for round in 0..2000 {
+        let mut data = captured[round % captured.len()].clone();
+        // Flip a few bytes (xorshift).
+        for _ in 0..(1 + round % 4) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let i = (x as usize) % data.len();
+            data[i] ^= (x >> 32) as u8 | 1;
+        }
+        if round % 7 == 0 {
+            data.truncate((x as usize) % data.len());
+        }
+        let input = Input::Datagram {
+            from: addr(I_ADDR),
+            to: addr(R_ADDR),
+            data: &data,
+        };
+        let _ = net.resp.handle_input(net.now, input);
+        let input = Input::Datagram {
+            from: addr(R_ADDR),
+            to: addr(I_ADDR),
+            data: &data,
+        };
+        let _ = net.inits[0].handle_input(net.now, input);
+        while net.resp.poll_output().is_some() {}
+        while net.inits[0].poll_output().is_some() {}
+    }
+    // The established SA survived the noise.
+    net.inits[0].send_liveness(net.now).unwrap();
+    net.run_for(Duration::from_secs(1));
+    assert!(has_event(&net.i_events[0], |e| matches!(
+        e,
+        IkeEvent::LivenessConfirmed { .. }
+    )));
+}
+
+#[test]
+fn child_sa_table_is_bounded_during_a_rekey() {
+    let mut net = Net::new(i_config(I_ADDR), r_config());
+    net.start(0);
+    let id = net.inits[0].ike_sa_id().unwrap();
+    // Lose the initiator's Delete of the old Child SA: both SAs stay installed meanwhile.
+    net.drop = Box::new(|s, _| {
+        s.dir == Dir::ToResponder && ike_bytes(&s.t)[18] == exchange::INFORMATIONAL
+    });
+    net.inits[0].rekey_child(net.now).unwrap();
+    net.deliver();
+    assert_eq!(net.resp.child_sas(id).len(), 2);
+    assert_eq!(net.inits[0].child_sas().len(), 2);
+    // A further rekey is refused on both sides until the old SA is gone.
+    assert!(matches!(
+        net.resp.rekey_child(net.now, id),
+        Err(Error::Ike(deputy::ikev2::IkeError::Unexpected(_)))
+    ));
+    // The delete is retransmitted; once it gets through, the table shrinks again.
+    net.drop = Box::new(|_, _| false);
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(net.resp.child_sas(id).len(), 1);
+    assert_eq!(net.inits[0].child_sas().len(), 1);
+    net.resp.rekey_child(net.now, id).unwrap();
+    net.run_for(Duration::from_secs(1));
+    let (i, r) = (net.i_child(0), net.r_child(0));
+    assert!(r.initiated && !i.initiated);
+    assert_eq!((i.spi_in, i.spi_out), (r.spi_out, r.spi_in));
+    assert_eq!(i.keys_out, r.keys_in);
+    assert_eq!(i.keys_in, r.keys_out);
+}
