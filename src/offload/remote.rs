@@ -836,17 +836,20 @@ impl RemoteNode {
         initiated_by: Initiator,
     ) -> Result<(), Error> {
         s.phase = Phase::Up;
-        // Flow A: the attempt that opened this stream hands over its queue, and its proxy
-        // is remembered (¶0066 lets later sessions skip S21/S22).
-        let mine = self.attempts.get(name).and_then(|a| match a.stage {
-            Stage::Connecting { stream, proxy } if stream == id => Some(proxy),
-            _ => None,
-        });
+        // The attempt that opened this stream (flow A) hands over its queue, and its proxy
+        // is remembered (¶0066 lets later sessions skip S21/S22). An attempt still
+        // discovering the proxy is finished by any session with the appliance (flow B
+        // included); one connecting on another stream completes on its own.
+        let (take, learned) = match self.attempts.get(name).map(|a| &a.stage) {
+            Some(Stage::Connecting { stream, proxy }) if *stream == id => (true, Some(*proxy)),
+            Some(Stage::Plaintext { .. } | Stage::Requesting { .. }) => (true, None),
+            _ => (false, None),
+        };
         let mut queued = VecDeque::new();
-        if let Some(proxy) = mine {
-            if let Some(a) = self.attempts.remove(name) {
-                queued = a.queued;
-            }
+        if take && let Some(a) = self.attempts.remove(name) {
+            queued = a.queued;
+        }
+        if let Some(proxy) = learned {
             self.learn_proxy(name, proxy)?;
         }
         self.up.insert(name.into(), id);
@@ -902,7 +905,13 @@ impl RemoteNode {
                 })?;
                 Ok(true)
             }
-            Message::Refusal(Refusal { reason, .. }) => {
+            Message::Refusal(Refusal {
+                reason, appliance, ..
+            }) => {
+                // Flow B refusals name the appliance the stream was opened for.
+                if s.appliance.is_none() {
+                    s.appliance = appliance.filter(|a| check_name(a).is_ok());
+                }
                 let appliance = s.appliance.clone().unwrap_or_default();
                 self.outbox
                     .event(RemoteEvent::Refused { appliance, reason })?;
