@@ -314,7 +314,7 @@ impl Home {
             if let Some(k) = &link_key {
                 served = served.with_link_key(k.clone());
             }
-            pc = pc.serve(name, served).unwrap();
+            pc.serve(name, served).unwrap();
         }
         (setup.proxy)(&mut pc);
         let proxy = sim
@@ -587,6 +587,23 @@ fn received(events: &[RemoteEvent]) -> Vec<(String, Vec<u8>)> {
             _ => None,
         })
         .collect()
+}
+
+/// A datagram sealed with weak key `id` (all key bytes 1), as a remote node sends it.
+fn remote_sealed(id: u32, data: &[u8]) -> Vec<u8> {
+    let mut cfg = RemoteNodeConfig::new(
+        ClientConfig::with_psk(psk_for("x"), ANCHOR),
+        sa(ip("203.0.113.9"), 1),
+    )
+    .with_direct_key("toaster", DirectKey::new(id, &[1; 32]));
+    cfg.probe_len = 0;
+    let mut node = RemoteNode::new(cfg, Box::new(Sim::new(0).rng("sealer")));
+    let target = Target::new("toaster", sa(ip("192.168.0.99"), APPLIANCE_PORT));
+    node.send_direct(&target, data).unwrap();
+    match node.poll_output() {
+        Some(Output::Transmit(t)) => t.data,
+        other => panic!("{other:?}"),
+    }
 }
 
 fn phone() -> Peer {
@@ -1098,12 +1115,12 @@ fn forged_proxy_designation_fails() {
         // The attacker's proxy, and a fake "microwave" that designates it.
         let evil_public = sa(ip(evil_ip), PROXY_TCP);
         let channel = ServerConfig::with_certificate(identity, ANCHOR);
-        let pc = ProxyConfig::new(channel, sa(ip(evil_ip), PROXY_UDP))
-            .serve(
-                serves,
-                ServedAppliance::new(sa(ip(fake_ip), 9), AccessPolicy::AnyAuthenticated),
-            )
-            .unwrap();
+        let mut pc = ProxyConfig::new(channel, sa(ip(evil_ip), PROXY_UDP));
+        pc.serve(
+            serves,
+            ServedAppliance::new(sa(ip(fake_ip), 9), AccessPolicy::AnyAuthenticated),
+        )
+        .unwrap();
         let proxy = h.add_internet_host(
             &format!("evil-proxy-{i}"),
             evil_ip,
@@ -1998,4 +2015,284 @@ proptest! {
             }
         }
     }
+}
+
+/// When the appliance stops acknowledging, the proxy's retransmissions run out and the
+/// remote node gets a typed refusal; while the link is full, further data is refused
+/// with `Busy` rather than queued without bound.
+#[test]
+fn undeliverable_data_is_reported() {
+    let mut h = Home::new(Setup::default());
+    h.send("phone", "microwave", b"hello");
+    h.run(3);
+    assert_eq!(delivered(&h.appliance_events("microwave")).len(), 1);
+    h.remote_events("phone");
+    h.proxy_events();
+    // The appliance goes dark.
+    h.closed_tap(|t| {
+        t.arm(|iface, _| {
+            if iface == IfaceId(0) {
+                Verdict::Drop
+            } else {
+                Verdict::Forward
+            }
+        })
+    });
+    for i in 0..40 {
+        h.send("phone", "microwave", format!("message {i}").as_bytes());
+    }
+    h.run(30);
+    let remote = h.remote_events("phone");
+    let busy = remote
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                RemoteEvent::Refused {
+                    reason: RefusalReason::Busy,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(busy, 40 - 32, "the link holds 32 in flight: {remote:?}");
+    assert!(remote.contains(&RemoteEvent::Refused {
+        appliance: "microwave".into(),
+        reason: RefusalReason::ApplianceUnreachable
+    }));
+    assert!(remote.contains(&RemoteEvent::Closed {
+        appliance: "microwave".into()
+    }));
+    let proxy = h.proxy_events();
+    assert!(proxy.iter().any(|e| matches!(
+        e,
+        ProxyEvent::SessionClosed {
+            reason: RefusalReason::ApplianceUnreachable,
+            ..
+        }
+    )));
+    assert_eq!(
+        h.sim.actor::<CryptoProxy>(h.proxy).unwrap().session_count(),
+        0
+    );
+}
+
+/// Without the link key the appliance trusts the closed network to carry only its
+/// proxy's datagrams from the proxy's address; with the key, a datagram that claims the
+/// proxy's address but lacks the key is refused.
+#[test]
+fn spoofed_proxy_datagrams_need_the_link_key() {
+    let mut h = Home::new(Setup {
+        link_key: true,
+        ..Setup::default()
+    });
+    let microwave = h.appliances["microwave"].1;
+    let attacker = h.add_internet_host("attacker", "203.0.113.66", DatagramProbe::new(4000));
+    for _ in 0..3 {
+        let forged = Message::PlainData(messages::PlainData {
+            session: 99,
+            peer: Some(phone()),
+            payload: HEAT.to_vec(),
+            padding: 0,
+        })
+        .encode()
+        .unwrap();
+        h.sim
+            .with_actor(attacker, |p: &mut DatagramProbe, _| {
+                p.send_from(proxy_addr(), microwave, forged)
+            })
+            .unwrap()
+            .unwrap();
+    }
+    h.run(2);
+    assert_eq!(h.appliance_events("microwave"), []);
+    assert_eq!(
+        h.faults(h.appliance("microwave")),
+        vec![Error::Offload(OffloadError::LinkAuthentication); 3]
+    );
+}
+
+/// The proxy's stream table is bounded, and a stream that never asks for anything is
+/// closed when `request_timeout` passes, freeing its slot.
+#[test]
+fn stream_table_is_bounded_and_idle_streams_expire() {
+    let mut h = Home::new(Setup {
+        proxy: |p| {
+            p.max_streams = 2;
+            p.request_timeout = Duration::from_secs(5);
+        },
+        ..Setup::default()
+    });
+    let idle = h.add_internet_host("idler", "203.0.113.66", deputy::sim::StreamProbe::new());
+    for _ in 0..3 {
+        h.sim
+            .with_actor(idle, |p: &mut deputy::sim::StreamProbe, _| {
+                p.connect(proxy_public())
+            })
+            .unwrap()
+            .unwrap();
+    }
+    h.run(1);
+    assert_eq!(
+        h.sim.actor::<CryptoProxy>(h.proxy).unwrap().stream_count(),
+        2
+    );
+    assert_eq!(
+        h.faults(h.proxy),
+        [Error::CapacityExceeded {
+            what: "proxy streams",
+            bound: 2
+        }]
+    );
+    h.run(5);
+    assert_eq!(
+        h.sim.actor::<CryptoProxy>(h.proxy).unwrap().stream_count(),
+        0
+    );
+    // The slots are free again for a real remote node.
+    h.send("phone", "microwave", b"after the idlers");
+    h.run(3);
+    assert_eq!(delivered(&h.appliance_events("microwave")).len(), 1);
+}
+
+/// Every command-side bound: set-ups and queued messages at the remote node, pending
+/// requests at the appliance and at the proxy, the proxy's appliance table, weak keys.
+#[test]
+fn command_bounds_are_enforced() {
+    let mut h = Home::new(Setup {
+        appliances: vec!["microwave", "aircon"],
+        remotes: vec![("phone", Auth::Cert)],
+        remote: |_, r| {
+            r.max_attempts = 1;
+            r.max_queued = 2;
+        },
+        appliance: |_, a| a.max_pending = 1,
+        proxy: |p| p.max_pending = 1,
+        ..Setup::default()
+    });
+    let phone_node = h.remote("phone");
+    let mw = h.target("microwave");
+    let air = h.target("aircon");
+    let results = h
+        .sim
+        .with_actor(phone_node, |r: &mut RemoteNode, now| {
+            [
+                r.send(now, &mw, b"1"),
+                r.send(now, &mw, b"2"),
+                r.send(now, &mw, b"3"),
+                r.send(now, &air, b"other appliance"),
+                r.send(now, &mw, &[0; deputy::offload::MAX_PAYLOAD + 1]),
+            ]
+        })
+        .unwrap();
+    assert_eq!(
+        results,
+        [
+            Ok(()),
+            Ok(()),
+            Err(Error::CapacityExceeded {
+                what: "remote node queued messages",
+                bound: 2
+            }),
+            Err(Error::CapacityExceeded {
+                what: "remote node session set-ups",
+                bound: 1
+            }),
+            Err(Error::Offload(OffloadError::TooLarge {
+                len: deputy::offload::MAX_PAYLOAD + 1,
+                max: deputy::offload::MAX_PAYLOAD
+            })),
+        ]
+    );
+    // The appliance holds one pending S31; the proxy holds one flow B set-up.
+    let to = h.remote_stream("phone");
+    let mw_node = h.appliance("microwave");
+    let second = h
+        .sim
+        .with_actor(mw_node, |a: &mut Appliance, now| {
+            (a.connect(now, to, None), a.connect(now, to, None))
+        })
+        .unwrap();
+    assert!(second.0.is_ok());
+    assert_eq!(
+        second.1,
+        Err(Error::CapacityExceeded {
+            what: "appliance pending proxy requests",
+            bound: 1
+        })
+    );
+    let air_request = h.connect("aircon", "phone", None);
+    h.run(5);
+    assert!(
+        h.appliance_events("aircon")
+            .contains(&ApplianceEvent::Refused {
+                request: air_request,
+                reason: RefusalReason::Busy
+            })
+    );
+    // Queued messages went out once the session was up.
+    assert_eq!(
+        delivered(&h.appliance_events("microwave"))
+            .into_iter()
+            .map(|(_, _, d)| d)
+            .collect::<Vec<_>>(),
+        [b"1".to_vec(), b"2".to_vec()]
+    );
+
+    // The proxy's appliance table and the appliance's weak keys.
+    let names: Vec<String> = (0..=ProxyConfig::MAX_APPLIANCES)
+        .map(|i| format!("a{i}"))
+        .collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut pc = ProxyConfig::new(
+        ServerConfig::with_psks([psk_for("x")], ANCHOR).unwrap(),
+        proxy_addr(),
+    );
+    for (i, name) in refs.iter().enumerate() {
+        let addr = SocketAddr::new(IpAddr::from([10, 0, (i / 250) as u8, (i % 250) as u8]), 1);
+        let served = ServedAppliance::new(addr, AccessPolicy::AnyAuthenticated);
+        if let Err(e) = pc.serve(name, served) {
+            assert_eq!(i, ProxyConfig::MAX_APPLIANCES);
+            assert_eq!(
+                e,
+                Error::CapacityExceeded {
+                    what: "proxy appliances",
+                    bound: ProxyConfig::MAX_APPLIANCES
+                }
+            );
+        }
+    }
+    assert_eq!(pc.appliances().count(), ProxyConfig::MAX_APPLIANCES);
+    // Weak keys past the bound are ignored: data sealed under key 20 is undecryptable.
+    let toaster = sa(ip("192.168.0.99"), APPLIANCE_PORT);
+    let mut cfg = ApplianceConfig::new("toaster", toaster, proxy_addr(), proxy_public()).unwrap();
+    for id in 0..40 {
+        cfg = cfg.with_direct_key(DirectKey::new(id, &[1; 32]));
+    }
+    let mut toaster_actor = Appliance::new(cfg, Box::new(h.sim.rng("toaster")));
+    let sender = sa(ip("203.0.113.9"), 1);
+    let mut outcomes = Vec::new();
+    for id in [3u32, 15, 16, 20] {
+        let sealed = remote_sealed(id, b"toast");
+        toaster_actor
+            .handle_input(
+                Instant::ZERO,
+                Input::Datagram {
+                    from: sender,
+                    to: toaster,
+                    data: &sealed,
+                },
+            )
+            .unwrap();
+        while let Some(o) = toaster_actor.poll_output() {
+            if let Output::Event(Event::Offload(OffloadEvent::Appliance(e))) = o {
+                outcomes.push(matches!(e, ApplianceEvent::Delivered { .. }));
+            }
+        }
+    }
+    assert_eq!(outcomes, [true, true, false, false]);
+    assert!(ApplianceConfig::new("", proxy_addr(), proxy_addr(), proxy_public()).is_err());
+    assert!(
+        ApplianceConfig::new(&"x".repeat(65), proxy_addr(), proxy_addr(), proxy_public()).is_err()
+    );
 }

@@ -190,7 +190,8 @@ pub struct ApplianceConfig {
     pub global: RateLimit,
     /// Source addresses tracked by the rate limiter.
     pub max_sources: usize,
-    /// Weak keys the appliance opens itself (¶0062), at most [`ApplianceConfig::MAX_DIRECT_KEYS`].
+    /// Weak keys the appliance opens itself (¶0062); only the first
+    /// [`ApplianceConfig::MAX_DIRECT_KEYS`] are used.
     pub direct_keys: Vec<DirectKey>,
     /// Open sessions, at most.
     pub max_sessions: usize,
@@ -237,7 +238,7 @@ impl ApplianceConfig {
             max_pending: 4,
             open_timeout: Duration::from_secs(10),
             limits: Limits {
-                max_message_len: 2048,
+                max_message_len: 4096,
                 ..Limits::default()
             },
         })
@@ -495,7 +496,7 @@ impl Appliance {
 
     /// S34: the proxy set up the session we asked for.
     fn on_proxy_accept(&mut self, now: Instant, m: ProxyAccept) -> Result<(), Error> {
-        if self.pending.remove(&m.request_id).is_none() {
+        if !self.pending.contains_key(&m.request_id) {
             return Err(OffloadError::UnknownRequest(m.request_id).into());
         }
         let remote = m.peer.ok_or(OffloadError::Malformed(
@@ -504,6 +505,7 @@ impl Appliance {
         if m.session == 0 {
             return Err(OffloadError::Malformed("proxy accept without a session").into());
         }
+        self.pending.remove(&m.request_id);
         if self.sessions.len() >= self.cfg.max_sessions {
             self.refuse_session(now, m.session)?;
             return self.outbox.event(ApplianceEvent::Refused {

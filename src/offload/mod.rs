@@ -255,6 +255,12 @@ pub enum OffloadError {
         /// The answer's length.
         need: usize,
     },
+    /// The peer could not be reached (the stream to it failed to open).
+    #[error("unreachable")]
+    Unreachable,
+    /// A bound of this party was reached (the table or queue named).
+    #[error("{0} is full")]
+    LocalLimit(&'static str),
     /// A repeated (replayed) message; it was not acted on.
     #[error("replayed message {0}")]
     Replayed(u64),

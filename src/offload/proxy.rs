@@ -94,7 +94,8 @@ pub struct ProxyConfig {
     pub max_sessions: usize,
     /// Flow B requests being set up (S31 received, S34 not yet sent), at most.
     pub max_pending: usize,
-    /// How long flow B may take from S31 to S33.
+    /// How long a stream may go without a session: from accepting it to S23 (flow A), or
+    /// from S31 to S33 (flow B).
     pub request_timeout: Duration,
     /// Wait for the remote node's S33 before S34 (default). `false` skips the wait as
     /// ¶0078 allows: S34 goes to the appliance as soon as the channel is up and the remote
@@ -111,14 +112,10 @@ impl ProxyConfig {
     /// A proxy running `channel` toward the open network and listening for appliances on
     /// `local`.
     pub fn new(channel: ServerConfig, local: SocketAddr) -> Self {
-        let unspecified = match local {
-            SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
-            SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
-        };
         ProxyConfig {
             channel: Arc::new(channel),
             local,
-            stream_local: SocketAddr::new(local.ip(), unspecified.port()),
+            stream_local: SocketAddr::new(local.ip(), 0),
             appliances: BTreeMap::new(),
             link: LinkTiming::default(),
             max_streams: 64,
@@ -132,7 +129,7 @@ impl ProxyConfig {
 
     /// Deputize for the appliance `name`. Fails if the name is invalid or served already,
     /// the address is taken, the table is full, or the certificate does not name it.
-    pub fn serve(mut self, name: &str, appliance: ServedAppliance) -> Result<Self, Error> {
+    pub fn serve(&mut self, name: &str, appliance: ServedAppliance) -> Result<(), Error> {
         check_name(name)?;
         if self.appliances.len() >= Self::MAX_APPLIANCES {
             return Err(Error::CapacityExceeded {
@@ -153,7 +150,7 @@ impl ProxyConfig {
             }));
         }
         self.appliances.insert(name.into(), appliance);
-        Ok(self)
+        Ok(())
     }
 
     /// The served appliances.
@@ -229,7 +226,6 @@ enum Phase {
         appliance: String,
         request_id: u64,
         expect: Option<Peer>,
-        deadline: Instant,
         crypto_sent: bool,
     },
     /// A session: data flows both ways.
@@ -241,6 +237,9 @@ struct Stream {
     conn: Option<Connection>,
     phase: Phase,
     peer: Option<Peer>,
+    /// Until the session is up: when set-up gives up (S23 must come, or flow B finish,
+    /// within `request_timeout`), so no stream holds a slot without a session.
+    deadline: Option<Instant>,
 }
 
 /// The crypto proxy.
@@ -277,7 +276,8 @@ struct Stream {
 /// let channel = ServerConfig::with_certificate(id, anchor)
 ///     .with_client_certs(ClientCertPolicy::Required(TrustStore::with(home_ca.certificate().clone())));
 /// let only_phone = AccessPolicy::Only(vec![Peer::Certificate("phone".into())]);
-/// let config = ProxyConfig::new(channel, "192.168.0.2:5684".parse().unwrap())
+/// let mut config = ProxyConfig::new(channel, "192.168.0.2:5684".parse().unwrap());
+/// config
 ///     .serve("microwave", ServedAppliance::new("192.168.0.10:5683".parse().unwrap(), only_phone))
 ///     .unwrap();
 /// let mut proxy = CryptoProxy::new(config, Box::new(ChaCha20Rng::seed_from_u64(2)));
@@ -692,6 +692,7 @@ impl CryptoProxy {
             Tag::Control,
         )?;
         self.sessions.insert(session, id);
+        s.deadline = None;
         s.phase = Phase::Up {
             session,
             appliance: appliance.clone(),
@@ -857,6 +858,7 @@ impl CryptoProxy {
             }),
         )?;
         self.sessions.insert(session, id);
+        s.deadline = None;
         s.phase = Phase::Up {
             session,
             appliance: appliance.clone(),
@@ -942,10 +944,10 @@ impl CryptoProxy {
                     appliance: appliance.into(),
                     request_id: req.request_id,
                     expect: req.remote_identity,
-                    deadline: now + self.cfg.request_timeout,
                     crypto_sent: false,
                 },
                 peer: None,
+                deadline: Some(now + self.cfg.request_timeout),
             },
         );
         Ok(())
@@ -1054,6 +1056,7 @@ impl Actor for CryptoProxy {
                         conn: Some(conn),
                         phase: Phase::AwaitingRequest,
                         peer: None,
+                        deadline: Some(now + self.cfg.request_timeout),
                     },
                 );
                 Ok(())
@@ -1111,7 +1114,7 @@ impl Actor for CryptoProxy {
             let Some(s) = self.streams.get_mut(&id) else {
                 continue;
             };
-            let expired = matches!(&s.phase, Phase::Outbound { deadline, .. } if *deadline <= now);
+            let expired = s.deadline.is_some_and(|d| d <= now);
             if expired {
                 if let Some(mut s) = self.streams.remove(&id) {
                     let _ = self.refuse_stream(now, id, &mut s, RefusalReason::Timeout, None, None);
@@ -1136,11 +1139,7 @@ impl Actor for CryptoProxy {
         let links = self.links.values().filter_map(Link::poll_timeout);
         let streams = self.streams.values().filter_map(|s| {
             let handshake = s.conn.as_ref().and_then(Connection::poll_timeout);
-            let setup = match &s.phase {
-                Phase::Outbound { deadline, .. } => Some(*deadline),
-                _ => None,
-            };
-            match (handshake, setup) {
+            match (handshake, s.deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             }

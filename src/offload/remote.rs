@@ -238,6 +238,8 @@ struct RStream {
     phase: Phase,
     /// The channel handshake completed at some point.
     established: bool,
+    /// Until the session is up: when set-up gives up.
+    deadline: Option<Instant>,
 }
 
 /// The remote node.
@@ -366,7 +368,7 @@ impl RemoteNode {
         attempt.queued.push_back(data.to_vec());
         match self.known_proxies.get(&target.name) {
             Some(&proxy) if self.cfg.discovery == Discovery::WhenUnknown => {
-                let stream = self.open_stream(&target.name, proxy, attempt.request_id)?;
+                let stream = self.open_stream(now, &target.name, proxy, attempt.request_id)?;
                 attempt.stage = Stage::Connecting { stream, proxy };
             }
             _ => self.start_request(now, &mut attempt)?,
@@ -506,6 +508,7 @@ impl RemoteNode {
 
     fn open_stream(
         &mut self,
+        now: Instant,
         appliance: &str,
         proxy: SocketAddr,
         request_id: u64,
@@ -533,6 +536,7 @@ impl RemoteNode {
                     sent: false,
                 },
                 established: false,
+                deadline: Some(now + self.cfg.setup_timeout),
             },
         );
         Ok(id)
@@ -597,28 +601,34 @@ impl RemoteNode {
                 designation: Some(d),
                 ..
             }) => {
-                let name = self
+                let (name, waiting) = self
                     .attempts
                     .iter()
-                    .find(|(_, a)| {
-                        a.request_id == request_id && matches!(a.stage, Stage::Requesting { .. })
-                    })
-                    .map(|(n, _)| n.clone())
+                    .find(|(_, a)| a.request_id == request_id)
+                    .map(|(n, a)| (n.clone(), matches!(a.stage, Stage::Requesting { .. })))
                     .ok_or(OffloadError::UnknownRequest(request_id))?;
-                self.designated(&name, d, false)
+                if !waiting {
+                    // A second answer to a retransmitted S21: already acted on.
+                    return Ok(());
+                }
+                self.designated(now, &name, d, false)
             }
             Message::CryptoSolicitation(CryptoSolicitation { designation }) => {
-                let name = self
+                let (name, waiting) = self
                     .attempts
                     .iter()
-                    .find(|(_, a)| {
-                        a.addr == from
-                            && matches!(a.stage, Stage::Plaintext { .. } | Stage::Requesting { .. })
+                    .find(|(_, a)| a.addr == from)
+                    .map(|(n, a)| {
+                        let waiting =
+                            matches!(a.stage, Stage::Plaintext { .. } | Stage::Requesting { .. });
+                        (n.clone(), waiting)
                     })
-                    .map(|(n, _)| n.clone())
                     .ok_or(Error::Unexpected("unsolicited crypto solicitation"))?;
+                if !waiting {
+                    return Ok(());
+                }
                 match designation {
-                    Some(d) => self.designated(&name, d, true),
+                    Some(d) => self.designated(now, &name, d, true),
                     None => {
                         // A minimal solicitation: ask properly (S21) to learn the proxy.
                         let Some(mut attempt) = self.attempts.remove(&name) else {
@@ -638,7 +648,13 @@ impl RemoteNode {
     }
 
     /// S22 or S42 named the proxy: connect to it.
-    fn designated(&mut self, name: &str, d: Designation, solicited: bool) -> Result<(), Error> {
+    fn designated(
+        &mut self,
+        now: Instant,
+        name: &str,
+        d: Designation,
+        solicited: bool,
+    ) -> Result<(), Error> {
         if d.appliance != name {
             return Err(OffloadError::DesignationMismatch {
                 expected: name.into(),
@@ -654,7 +670,7 @@ impl RemoteNode {
             proxy: d.proxy,
             solicited,
         })?;
-        match self.open_stream(name, d.proxy, attempt.request_id) {
+        match self.open_stream(now, name, d.proxy, attempt.request_id) {
             Ok(stream) => {
                 attempt.stage = Stage::Connecting {
                     stream,
@@ -836,6 +852,7 @@ impl RemoteNode {
         initiated_by: Initiator,
     ) -> Result<(), Error> {
         s.phase = Phase::Up;
+        s.deadline = None;
         // The attempt that opened this stream (flow A) hands over its queue, and its proxy
         // is remembered (¶0066 lets later sessions skip S21/S22). An attempt still
         // discovering the proxy is finished by any session with the appliance (flow B
@@ -1068,6 +1085,7 @@ impl Actor for RemoteNode {
                         appliance: None,
                         phase: Phase::AwaitingCryptoRequest,
                         established: false,
+                        deadline: Some(now + self.cfg.setup_timeout),
                     },
                 );
                 self.drive(now, id, None)
@@ -1077,7 +1095,7 @@ impl Actor for RemoteNode {
                 let mut s = self.streams.remove(&id).ok_or(Error::UnknownStream(id))?;
                 self.forget_stream(id, &s);
                 let error = match s.conn.as_mut() {
-                    None => OffloadError::Refused(RefusalReason::RemoteUnreachable),
+                    None => OffloadError::Unreachable,
                     Some(conn) => match conn.stream_closed() {
                         Ok(()) => {
                             if s.phase == Phase::Up
@@ -1157,6 +1175,16 @@ impl Actor for RemoteNode {
         }
         let ids: Vec<StreamId> = self.streams.keys().copied().collect();
         for id in ids {
+            if self
+                .streams
+                .get(&id)
+                .is_some_and(|s| s.deadline.is_some_and(|d| d <= now))
+            {
+                if let Some(mut s) = self.streams.remove(&id) {
+                    let _ = self.abort(id, &mut s, OffloadError::Timeout("session set-up"));
+                }
+                continue;
+            }
             let failed = self
                 .streams
                 .get_mut(&id)
@@ -1181,10 +1209,10 @@ impl Actor for RemoteNode {
             };
             [Some(a.deadline), stage].into_iter().flatten()
         });
-        let streams = self
-            .streams
-            .values()
-            .filter_map(|s| s.conn.as_ref().and_then(Connection::poll_timeout));
+        let streams = self.streams.values().flat_map(|s| {
+            let handshake = s.conn.as_ref().and_then(Connection::poll_timeout);
+            [handshake, s.deadline].into_iter().flatten()
+        });
         attempts.chain(streams).min()
     }
 }
