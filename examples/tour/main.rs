@@ -10,6 +10,7 @@
 //! The same seed gives the same run every time.
 
 mod channel;
+mod seed000;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -134,6 +135,7 @@ fn run() -> Result<PathBuf, String> {
     let mut tour = Narrator::new();
 
     channel::run(&mut sim, &mut tour)?;
+    seed000::run(&mut sim, &mut tour)?;
 
     let pcap = out.join("tour.pcap");
     let chart = out.join("tour.mmd");
