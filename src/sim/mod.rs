@@ -317,11 +317,30 @@ enum Ev {
     },
 }
 
+/// A timer with at most one entry in the event queue. The generation tells the live
+/// entry from one that was superseded before it fired.
+#[derive(Debug, Default)]
+struct Timer {
+    at: Option<Instant>,
+    generation: u64,
+    key: Option<(Instant, u64)>,
+}
+
+impl Timer {
+    /// Whether the event of `generation` is this timer's live entry; if so, disarm.
+    fn fire(&mut self, generation: u64) -> bool {
+        let live = self.generation == generation;
+        if live {
+            self.at = None;
+            self.key = None;
+        }
+        live
+    }
+}
+
 struct Slot {
     actor: Box<dyn AnyActor>,
-    timer: Option<Instant>,
-    timer_gen: u64,
-    timer_key: Option<(Instant, u64)>,
+    timer: Timer,
     events: Vec<(Instant, Event)>,
     events_lost: u64,
     faults: Vec<ActorFault>,
@@ -332,9 +351,7 @@ struct Host {
     ip: IpAddr,
     raw: RawIp,
     tcp: Tcp,
-    tcp_timer: Option<Instant>,
-    tcp_gen: u64,
-    tcp_key: Option<(Instant, u64)>,
+    tcp_timer: Timer,
 }
 
 enum Role {
@@ -439,6 +456,39 @@ fn chance(rng: &mut ChaCha20Rng, p: f64) -> bool {
 impl Core {
     fn schedule(&mut self, at: Instant, ev: Ev) -> bool {
         self.schedule_key(at, ev).is_some()
+    }
+
+    /// Point `timer` at `want`, replacing its queue entry. False if the queue is full (the
+    /// timer is then left unarmed).
+    fn rearm(
+        &mut self,
+        timer: &mut Timer,
+        want: Option<Instant>,
+        ev: impl FnOnce(u64) -> Ev,
+    ) -> bool {
+        if want == timer.at {
+            return true;
+        }
+        timer.generation += 1;
+        timer.at = want;
+        if let Some(old) = timer.key.take() {
+            self.queue.remove(&old);
+        }
+        if let Some(t) = want {
+            timer.key = self.schedule_key(t, ev(timer.generation));
+            if timer.key.is_none() {
+                timer.at = None;
+                return false;
+            }
+        }
+        true
+    }
+
+    fn queue_full(&self) -> Error {
+        Error::CapacityExceeded {
+            what: "simulator event queue",
+            bound: self.cfg.max_queued_events,
+        }
     }
 
     /// Queue an event; its key lets a timer be cancelled. `None` if the queue is full.
@@ -591,33 +641,12 @@ impl Core {
     /// After draining: arm the actor's timer from `poll_timeout` (called last).
     fn arm_actor_timer(&mut self, id: NodeId, slot: &mut Slot) {
         let want = slot.actor.poll_timeout();
-        if want != slot.timer {
-            slot.timer_gen += 1;
-            slot.timer = want;
-            if let Some(old) = slot.timer_key.take() {
-                self.queue.remove(&old);
-            }
-            if let Some(t) = want {
-                let generation = slot.timer_gen;
-                slot.timer_key = self.schedule_key(
-                    t,
-                    Ev::ActorTimer {
-                        node: id,
-                        generation,
-                    },
-                );
-                if slot.timer_key.is_none() {
-                    slot.timer = None;
-                    self.fault(
-                        slot,
-                        FaultSource::Output,
-                        Error::CapacityExceeded {
-                            what: "simulator event queue",
-                            bound: self.cfg.max_queued_events,
-                        },
-                    );
-                }
-            }
+        if !self.rearm(&mut slot.timer, want, |generation| Ev::ActorTimer {
+            node: id,
+            generation,
+        }) {
+            let e = self.queue_full();
+            self.fault(slot, FaultSource::Output, e);
         }
     }
 
@@ -689,25 +718,12 @@ impl Core {
         }
         self.arm_actor_timer(id, &mut host.slot);
         let want = host.tcp.next_deadline();
-        if want != host.tcp_timer {
-            host.tcp_gen += 1;
-            host.tcp_timer = want;
-            if let Some(old) = host.tcp_key.take() {
-                self.queue.remove(&old);
-            }
-            if let Some(t) = want {
-                let generation = host.tcp_gen;
-                host.tcp_key = self.schedule_key(
-                    t,
-                    Ev::TcpTimer {
-                        node: id,
-                        generation,
-                    },
-                );
-                if host.tcp_key.is_none() {
-                    host.tcp_timer = None;
-                }
-            }
+        if !self.rearm(&mut host.tcp_timer, want, |generation| Ev::TcpTimer {
+            node: id,
+            generation,
+        }) {
+            let e = self.queue_full();
+            self.fault(&mut host.slot, FaultSource::Output, e);
         }
     }
 
@@ -1169,9 +1185,7 @@ impl Sim {
     fn slot(actor: Box<dyn AnyActor>) -> Slot {
         Slot {
             actor,
-            timer: None,
-            timer_gen: 0,
-            timer_key: None,
+            timer: Timer::default(),
             events: Vec::new(),
             events_lost: 0,
             faults: Vec::new(),
@@ -1196,9 +1210,7 @@ impl Sim {
             ip,
             raw: RawIp::Off,
             tcp: Tcp::new(self.core.cfg.tcp.clone(), ip, tcp_rng),
-            tcp_timer: None,
-            tcp_gen: 0,
-            tcp_key: None,
+            tcp_timer: Timer::default(),
         };
         let id = self.add_node(name, &[(net, Some(ip))], Kind::Host(Box::new(host)), false);
         self.core.schedule(self.core.now, Ev::Start(id));
@@ -1659,13 +1671,14 @@ impl Sim {
                     .get_mut(node.index())
                     .and_then(|n| Self::slot_mut(&mut n.kind))
                 {
-                    Some(slot) if slot.timer_gen == generation => {
-                        slot.timer = None;
-                        slot.timer_key = None;
-                        slot.actor.handle_timeout(now);
-                        true
+                    Some(slot) => {
+                        let live = slot.timer.fire(generation);
+                        if live {
+                            slot.actor.handle_timeout(now);
+                        }
+                        live
                     }
-                    _ => false,
+                    None => false,
                 };
                 if fired {
                     self.drive(node);
@@ -1676,10 +1689,8 @@ impl Sim {
                     kind: Kind::Host(h),
                     ..
                 }) = self.nodes.get_mut(node.index())
-                    && h.tcp_gen == generation
+                    && h.tcp_timer.fire(generation)
                 {
-                    h.tcp_timer = None;
-                    h.tcp_key = None;
                     h.tcp.on_timeout(self.core.now);
                     self.drive(node);
                 }
