@@ -1216,3 +1216,79 @@ impl Actor for RemoteNode {
         attempts.chain(streams).min()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::UnixTime;
+    use crate::channel::Psk;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    fn node(configure: impl FnOnce(&mut RemoteNodeConfig)) -> RemoteNode {
+        let psk = Psk::new("phone", &[1; 32]).unwrap();
+        let mut cfg = RemoteNodeConfig::new(
+            ClientConfig::with_psk(psk, UnixTime(1_800_000_000)),
+            "203.0.113.20:7000".parse().unwrap(),
+        );
+        configure(&mut cfg);
+        RemoteNode::new(cfg, alloc::boxed::Box::new(ChaCha20Rng::seed_from_u64(1)))
+    }
+
+    #[test]
+    fn known_proxies_are_bounded() {
+        let mut n = node(|c| c.max_known_proxies = 2);
+        let proxy: SocketAddr = "192.168.0.2:8443".parse().unwrap();
+        for name in ["aircon", "fridge", "microwave"] {
+            n.learn_proxy(name, proxy).unwrap();
+        }
+        assert_eq!(n.known_proxies.len(), 2);
+        assert_eq!(n.known_proxy("aircon"), None, "the first name went");
+        assert_eq!(n.known_proxy("microwave"), Some(proxy));
+        assert!(n.learn_proxy("", proxy).is_err());
+    }
+
+    #[test]
+    fn streams_are_bounded() {
+        let mut n = node(|c| c.max_sessions = 2);
+        let now = Instant::ZERO;
+        let accept = |i: u64| Input::StreamAccepted {
+            id: StreamId::inbound(i),
+            local: "203.0.113.20:7443".parse().unwrap(),
+            remote: "203.0.113.1:40000".parse().unwrap(),
+        };
+        n.handle_input(now, accept(1)).unwrap();
+        n.handle_input(now, accept(2)).unwrap();
+        assert_eq!(
+            n.handle_input(now, accept(3)),
+            Err(Error::CapacityExceeded {
+                what: "remote node sessions",
+                bound: 2
+            })
+        );
+        let mut closed = false;
+        while let Some(o) = n.poll_output() {
+            closed |= o
+                == Output::StreamClose {
+                    id: StreamId::inbound(3),
+                };
+        }
+        assert!(closed, "the extra stream is closed at once");
+        // An outbound session set-up is refused by the same bound.
+        let target = Target::new("microwave", "192.168.0.10:5683".parse().unwrap());
+        n.learn_proxy("microwave", "192.168.0.2:8443".parse().unwrap())
+            .unwrap();
+        n.cfg.discovery = Discovery::WhenUnknown;
+        assert_eq!(
+            n.send(now, &target, b"x"),
+            Err(Error::CapacityExceeded {
+                what: "remote node sessions",
+                bound: 2
+            })
+        );
+        // Streams waiting for S32 give up at the set-up deadline, freeing their slots.
+        n.handle_timeout(now + n.cfg.setup_timeout);
+        assert_eq!(n.streams.len(), 0);
+        assert!(n.poll_timeout().is_none());
+    }
+}
