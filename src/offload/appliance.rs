@@ -1,14 +1,14 @@
 //! The delegating appliance (seed 000's 家庭内ノード): a device too weak for strong
 //! cryptography that lets its crypto proxy encrypt and decrypt for it.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 use core::net::SocketAddr;
 use core::time::Duration;
 
-use super::link::{Incoming, Link, LinkKey, LinkTiming, ReplayWindow};
+use super::link::{Link, LinkKey, LinkTiming, ReplayWindow};
 use super::messages::{
     Close, CryptoAccept, CryptoSolicitation, Decoded, Designation, Message, PlainData, ProxyAccept,
     ProxyRequest, Refusal, SealedData,
@@ -181,8 +181,8 @@ pub struct ApplianceConfig {
     pub link_key: Option<LinkKey>,
     /// Retransmission and bounds on the link to the proxy.
     pub link: LinkTiming,
-    /// The first link sequence number (a restarted appliance with a link key must resume
-    /// above every number it used before; see [`Appliance::next_link_seq`]).
+    /// The first link sequence number. A restart is recognised by the link's random epoch,
+    /// so this may stay 1.
     pub first_seq: u64,
     /// Answers to one source address.
     pub per_source: RateLimit,
@@ -323,6 +323,8 @@ pub struct Appliance {
     sessions: BTreeMap<u64, Peer>,
     pending: BTreeMap<u64, PendingOpen>,
     direct_windows: BTreeMap<u32, ReplayWindow>,
+    /// Sessions that ended recently (at most [`Appliance::CLOSED_MEMORY`]).
+    closed: VecDeque<u64>,
 }
 
 impl fmt::Debug for Appliance {
@@ -337,8 +339,12 @@ impl fmt::Debug for Appliance {
 }
 
 impl Appliance {
+    /// How many ended sessions the appliance remembers (late data for them is refused
+    /// rather than taken for a new session).
+    pub const CLOSED_MEMORY: usize = 16;
+
     /// An appliance with no sessions.
-    pub fn new(mut cfg: ApplianceConfig, rng: Rng) -> Appliance {
+    pub fn new(mut cfg: ApplianceConfig, mut rng: Rng) -> Appliance {
         cfg.direct_keys.truncate(ApplianceConfig::MAX_DIRECT_KEYS);
         let link = Link::new(
             cfg.local,
@@ -346,6 +352,7 @@ impl Appliance {
             cfg.link_key.clone(),
             cfg.link,
             cfg.first_seq,
+            rng.next_u64(),
         );
         let limiter = Limiter::new(cfg.per_source, cfg.global, cfg.max_sources);
         Appliance {
@@ -357,6 +364,7 @@ impl Appliance {
             sessions: BTreeMap::new(),
             pending: BTreeMap::new(),
             direct_windows: BTreeMap::new(),
+            closed: VecDeque::new(),
         }
     }
 
@@ -370,7 +378,7 @@ impl Appliance {
         self.sessions.iter().map(|(s, p)| (*s, p))
     }
 
-    /// The next link sequence number (persist it if the link is keyed).
+    /// The next link sequence number.
     pub fn next_link_seq(&self) -> u64 {
         self.link.next_seq()
     }
@@ -427,12 +435,13 @@ impl Appliance {
         Ok(())
     }
 
-    /// End a session: the proxy closes the secure channel to the remote node.
+    /// End a session: the proxy closes the secure channel to the remote node (after the
+    /// data already sent on it).
     pub fn close(&mut self, now: Instant, session: u64) -> Result<(), Error> {
         if self.sessions.remove(&session).is_none() {
             return Err(OffloadError::UnknownSession(session).into());
         }
-        self.link.forget(|t| *t == Tag::Data(session));
+        self.remember_closed(session);
         self.link.send(
             now,
             &Message::Close(Close { session }),
@@ -469,13 +478,21 @@ impl Appliance {
     // ----- closed network: the link to the proxy -----
 
     fn on_link(&mut self, now: Instant, data: &[u8]) -> Result<(), Error> {
-        let msg = match self
-            .link
-            .receive(data, &self.cfg.limits, &mut self.outbox)?
-        {
-            Incoming::Fresh(msg) => msg,
-            Incoming::Acked | Incoming::Repeat => return Ok(()),
-        };
+        let messages =
+            self.link
+                .receive(data, &self.cfg.limits, &mut self.outbox, self.rng.as_mut())?;
+        // Act on each in order; report the first failure after trying them all.
+        let mut result = Ok(());
+        for msg in messages {
+            let r = self.on_link_message(now, msg);
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+
+    fn on_link_message(&mut self, now: Instant, msg: Message) -> Result<(), Error> {
         match msg {
             Message::ProxyAccept(m) => self.on_proxy_accept(now, m),
             Message::Refusal(m) => self.on_refusal(m),
@@ -484,6 +501,7 @@ impl Appliance {
                 if self.sessions.remove(&session).is_none() {
                     return Err(OffloadError::UnknownSession(session).into());
                 }
+                self.remember_closed(session);
                 self.link.forget(|t| *t == Tag::Data(session));
                 self.outbox.event(ApplianceEvent::SessionClosed {
                     session,
@@ -533,6 +551,7 @@ impl Appliance {
             });
         }
         if self.sessions.remove(&m.session).is_some() {
+            self.remember_closed(m.session);
             self.link.forget(|t| *t == Tag::Data(m.session));
             return self.outbox.event(ApplianceEvent::SessionClosed {
                 session: m.session,
@@ -546,6 +565,10 @@ impl Appliance {
     fn on_plain_data(&mut self, now: Instant, m: PlainData) -> Result<(), Error> {
         if m.session == 0 {
             return Err(OffloadError::Malformed("plain data without a session").into());
+        }
+        if self.closed.contains(&m.session) {
+            // Late data for a session that ended here: not a new session.
+            return Err(OffloadError::UnknownSession(m.session).into());
         }
         let from = match self.sessions.get(&m.session) {
             Some(peer) => peer.clone(),
@@ -573,6 +596,14 @@ impl Appliance {
             from,
             data: m.payload,
         })
+    }
+
+    /// Remember a session that ended, so late data for it does not open it again.
+    fn remember_closed(&mut self, session: u64) {
+        if self.closed.len() >= Self::CLOSED_MEMORY {
+            self.closed.pop_front();
+        }
+        self.closed.push_back(session);
     }
 
     fn refuse_session(&mut self, now: Instant, session: u64) -> Result<(), Error> {
@@ -766,5 +797,99 @@ impl Actor for Appliance {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::offload::messages::LinkFields;
+    use alloc::boxed::Box;
+    use alloc::vec::Vec;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    const LOCAL: &str = "192.168.0.10:5683";
+    const PROXY: &str = "192.168.0.2:5684";
+
+    /// An unkeyed appliance and a way to play its proxy.
+    struct Bench {
+        appliance: Appliance,
+        seq: u64,
+    }
+
+    impl Bench {
+        fn new() -> Bench {
+            let mut cfg = ApplianceConfig::new(
+                "microwave",
+                LOCAL.parse().unwrap(),
+                PROXY.parse().unwrap(),
+                "192.168.0.2:8443".parse().unwrap(),
+            )
+            .unwrap();
+            cfg.max_sessions = 32;
+            Bench {
+                appliance: Appliance::new(cfg, Box::new(ChaCha20Rng::seed_from_u64(1))),
+                seq: 1,
+            }
+        }
+
+        /// The proxy sends `msg` on the link; returns the appliance's events.
+        fn proxy_sends(&mut self, msg: Message) -> Vec<ApplianceEvent> {
+            let link = LinkFields {
+                seq: Some(self.seq),
+                epoch: Some(77),
+                floor: Some(self.seq),
+            };
+            self.seq += 1;
+            let bytes = msg.encode_link(link, None).unwrap();
+            let _ = self.appliance.handle_input(
+                Instant::ZERO,
+                Input::Datagram {
+                    from: PROXY.parse().unwrap(),
+                    to: LOCAL.parse().unwrap(),
+                    data: &bytes,
+                },
+            );
+            let mut events = Vec::new();
+            while let Some(o) = self.appliance.poll_output() {
+                if let Output::Event(crate::Event::Offload(
+                    super::super::OffloadEvent::Appliance(e),
+                )) = o
+                {
+                    events.push(e);
+                }
+            }
+            events
+        }
+
+        fn data(&mut self, session: u64) -> Vec<ApplianceEvent> {
+            self.proxy_sends(Message::PlainData(PlainData {
+                session,
+                peer: Some(Peer::Psk(b"phone".to_vec())),
+                payload: b"x".to_vec(),
+                padding: 0,
+            }))
+        }
+    }
+
+    #[test]
+    fn late_data_for_a_closed_session_does_not_reopen_it_and_the_memory_is_bounded() {
+        let mut b = Bench::new();
+        let sessions: Vec<u64> = (1..=20).collect();
+        for &s in &sessions {
+            assert_eq!(b.data(s).len(), 2, "session up + delivered");
+            let closed = b.proxy_sends(Message::Close(Close { session: s }));
+            assert!(matches!(
+                closed.as_slice(),
+                [ApplianceEvent::SessionClosed { .. }]
+            ));
+        }
+        assert_eq!(b.appliance.closed.len(), Appliance::CLOSED_MEMORY);
+        // The last 16 are remembered: late data for them is refused.
+        assert!(b.data(20).is_empty());
+        assert!(b.data(5).is_empty());
+        // The oldest were forgotten: data for them is taken as a new session.
+        assert_eq!(b.data(1).len(), 2);
     }
 }

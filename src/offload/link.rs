@@ -1,11 +1,20 @@
 //! The closed-network link between an appliance and its proxy: datagrams with sequence
-//! numbers, acknowledgements, bounded retransmission, a replay window, and — when a link
-//! key is provisioned — an HMAC-SHA256 over every message.
+//! numbers, acknowledgements, bounded retransmission, in-order delivery, restart detection,
+//! and — when a link key is provisioned — an HMAC-SHA256 over every message.
 //!
-//! Every message except [`Ack`] carries a sequence number (per direction, from the
-//! configured start) and is retransmitted, bit-identical, until acknowledged or out of
-//! retries. The receiver acknowledges every authentic message, acts on it only the first
-//! time (a 64-entry sliding window), and acknowledges repeats again so the sender stops.
+//! Every *sequenced* message carries three link fields: its sequence number (per direction),
+//! the sender's **epoch** (a random number chosen when the sender starts, so a restart is
+//! recognised) and the sender's **floor** (its oldest sequence number not yet acknowledged
+//! or given up). The sender retransmits each message, bit-identical, until it is
+//! acknowledged or out of retries. The receiver acknowledges every authentic message and
+//! hands them to the actor **once and in order**: a message waits while an older one is
+//! missing, until that one arrives or the sender's floor passes it (the sender gave up).
+//!
+//! A message from an unknown epoch (the peer restarted, or this is the first contact)
+//! starts the epoch afresh — at once on an unkeyed link; on a keyed link only after the
+//! receiver has sent a [`Challenge`] with a random nonce and got back a MAC'd [`Resync`]
+//! echoing it, so recorded traffic from an old epoch cannot be replayed after a restart.
+//!
 //! Without a key this is reliability only (the closed network is trusted, ¶0070); with a
 //! key it is also authentication and anti-replay.
 
@@ -15,9 +24,10 @@ use core::fmt;
 use core::net::SocketAddr;
 use core::time::Duration;
 
+use rand_core::CryptoRng;
 use zeroize::Zeroizing;
 
-use super::messages::{Ack, Decoded, Message, split_mac};
+use super::messages::{Ack, Challenge, Decoded, LinkFields, Message, Resync, split_mac};
 use super::{OffloadError, backoff};
 use crate::crypto::ct_eq;
 use crate::crypto::kdf::hmac_sha256_parts;
@@ -64,7 +74,7 @@ pub struct LinkTiming {
     /// Retransmissions before a message is given up.
     pub max_retries: u32,
     /// Messages sent and not yet acknowledged, at most (at most 32, so the receiver's
-    /// 64-entry window always covers them).
+    /// window always covers them).
     pub max_in_flight: usize,
 }
 
@@ -78,7 +88,8 @@ impl Default for LinkTiming {
     }
 }
 
-/// A 64-entry sliding window over received sequence numbers.
+/// A 64-entry sliding window over received sequence numbers (used for the appliance's
+/// weak-key data, ¶0062).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ReplayWindow {
     highest: Option<u64>,
@@ -129,22 +140,65 @@ impl ReplayWindow {
 }
 
 struct InFlight<T> {
-    to: SocketAddr,
     bytes: Vec<u8>,
     tag: T,
     tries: u32,
     next_at: Instant,
 }
 
-/// What an authentic link datagram turned out to be.
-#[derive(Debug)]
-pub(crate) enum Incoming {
-    /// The peer acknowledged one of our messages.
-    Acked,
-    /// A message seen for the first time (already acknowledged).
-    Fresh(Message),
-    /// A repeat of one already acted on (acknowledged again, not to be acted on).
-    Repeat,
+/// How far ahead of the next expected sequence number a message may be (twice the most a
+/// sender has in flight).
+const RECEIVE_WINDOW: u64 = 64;
+
+/// The receiving half: what the peer's current epoch is and what it has delivered.
+#[derive(Debug, Default)]
+struct Receiver {
+    /// The peer's epoch, once established.
+    epoch: Option<u64>,
+    /// The next sequence number to hand to the actor.
+    next: u64,
+    /// Authentic messages waiting for an older one.
+    held: BTreeMap<u64, Message>,
+    /// Keyed links: the epoch challenged and the nonce it must echo.
+    challenge: Option<(u64, u64)>,
+    /// The peer's previous epochs (a few): their late packets are dropped, not taken for
+    /// yet another restart.
+    retired: Vec<u64>,
+}
+
+/// How many retired epochs a receiver remembers.
+const RETIRED_EPOCHS: usize = 4;
+
+impl Receiver {
+    fn start(&mut self, epoch: u64, floor: u64) {
+        if let Some(old) = self.epoch.filter(|&old| old != epoch) {
+            if self.retired.len() >= RETIRED_EPOCHS {
+                self.retired.remove(0);
+            }
+            self.retired.push(old);
+        }
+        self.epoch = Some(epoch);
+        self.next = floor;
+        self.held.clear();
+        self.challenge = None;
+    }
+
+    /// Move past everything below `floor` (the sender will not send it again) and take
+    /// every message now deliverable, in order.
+    fn advance(&mut self, floor: u64) -> Vec<Message> {
+        let mut out = Vec::new();
+        if floor > self.next {
+            // Held messages below the floor go first, in order; gaps are given up.
+            let later = self.held.split_off(&floor);
+            out.extend(core::mem::replace(&mut self.held, later).into_values());
+            self.next = floor;
+        }
+        while let Some(m) = self.held.remove(&self.next) {
+            out.push(m);
+            self.next = self.next.wrapping_add(1);
+        }
+        out
+    }
 }
 
 /// One end of a closed-network link. `T` tags each reliable message so its loss can be
@@ -154,9 +208,10 @@ pub(crate) struct Link<T> {
     peer: SocketAddr,
     key: Option<LinkKey>,
     timing: LinkTiming,
+    epoch: u64,
     next_seq: u64,
     in_flight: BTreeMap<u64, InFlight<T>>,
-    window: ReplayWindow,
+    rx: Receiver,
 }
 
 impl<T> fmt::Debug for Link<T> {
@@ -165,17 +220,20 @@ impl<T> fmt::Debug for Link<T> {
             .field("peer", &self.peer)
             .field("keyed", &self.key.is_some())
             .field("in_flight", &self.in_flight.len())
+            .field("held", &self.rx.held.len())
             .finish_non_exhaustive()
     }
 }
 
 impl<T: Clone> Link<T> {
+    /// A link from `local` to `peer`; `epoch` is this end's random incarnation number.
     pub(crate) fn new(
         local: SocketAddr,
         peer: SocketAddr,
         key: Option<LinkKey>,
         timing: LinkTiming,
         first_seq: u64,
+        epoch: u64,
     ) -> Self {
         Link {
             local,
@@ -185,9 +243,10 @@ impl<T: Clone> Link<T> {
                 max_in_flight: timing.max_in_flight.clamp(1, 32),
                 ..timing
             },
+            epoch,
             next_seq: first_seq,
             in_flight: BTreeMap::new(),
-            window: ReplayWindow::default(),
+            rx: Receiver::default(),
         }
     }
 
@@ -195,8 +254,7 @@ impl<T: Clone> Link<T> {
         self.peer
     }
 
-    /// The next sequence number this end will use (persist it across restarts on keyed
-    /// links).
+    /// The next sequence number this end will use.
     pub(crate) fn next_seq(&self) -> u64 {
         self.next_seq
     }
@@ -206,13 +264,29 @@ impl<T: Clone> Link<T> {
         self.in_flight.len() < self.timing.max_in_flight
     }
 
-    fn encode(&self, msg: &Message, seq: Option<u64>) -> Result<Vec<u8>, Error> {
-        let mac = self.key.as_ref().map(|k| move |b: &[u8]| k.mac(b));
-        let bytes = match &mac {
-            Some(m) => msg.encode_link(seq, Some(m)),
-            None => msg.encode_link(seq, None),
+    /// Our oldest unresolved sequence number.
+    fn floor(&self) -> u64 {
+        self.in_flight
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.next_seq)
+    }
+
+    fn encode(&self, msg: &Message, link: LinkFields) -> Result<Vec<u8>, Error> {
+        let bytes = match &self.key {
+            Some(k) => msg.encode_link(link, Some(&|b: &[u8]| k.mac(b))),
+            None => msg.encode_link(link, None),
         };
         Ok(bytes?)
+    }
+
+    fn transmit(&self, data: Vec<u8>, outbox: &mut Outbox) -> Result<(), Error> {
+        outbox.push(Output::Transmit(Transmit {
+            from: self.local,
+            to: self.peer,
+            data,
+        }))
     }
 
     /// Send `msg` reliably; `tag` comes back from [`Link::handle_timeout`] if it is lost.
@@ -230,17 +304,17 @@ impl<T: Clone> Link<T> {
             });
         }
         let seq = self.next_seq;
-        let bytes = self.encode(msg, Some(seq))?;
-        outbox.push(Output::Transmit(Transmit {
-            from: self.local,
-            to: self.peer,
-            data: bytes.clone(),
-        }))?;
+        let link = LinkFields {
+            seq: Some(seq),
+            epoch: Some(self.epoch),
+            floor: Some(self.floor().min(seq)),
+        };
+        let bytes = self.encode(msg, link)?;
+        self.transmit(bytes.clone(), outbox)?;
         self.next_seq = self.next_seq.wrapping_add(1);
         self.in_flight.insert(
             seq,
             InFlight {
-                to: self.peer,
                 bytes,
                 tag,
                 tries: 0,
@@ -250,25 +324,37 @@ impl<T: Clone> Link<T> {
         Ok(seq)
     }
 
-    fn ack(&self, seq: u64, outbox: &mut Outbox) -> Result<(), Error> {
-        let bytes = self.encode(&Message::Ack(Ack { seq }), None)?;
-        outbox.push(Output::Transmit(Transmit {
-            from: self.local,
-            to: self.peer,
-            data: bytes,
-        }))
+    /// An unsequenced control message (acknowledgement, challenge, resync).
+    fn control(
+        &self,
+        msg: &Message,
+        epoch: u64,
+        floor: Option<u64>,
+        outbox: &mut Outbox,
+    ) -> Result<(), Error> {
+        let link = LinkFields {
+            seq: None,
+            epoch: Some(epoch),
+            floor,
+        };
+        let bytes = self.encode(msg, link)?;
+        self.transmit(bytes, outbox)
     }
 
-    /// Check a datagram from the peer: decode, authenticate, acknowledge, de-duplicate.
+    /// Check a datagram from the peer: decode, authenticate, acknowledge, and return the
+    /// messages now to act on, in order (often one, sometimes none or several).
     pub(crate) fn receive(
         &mut self,
         raw: &[u8],
         limits: &Limits,
         outbox: &mut Outbox,
-    ) -> Result<Incoming, Error> {
+        rng: &mut dyn CryptoRng,
+    ) -> Result<Vec<Message>, Error> {
         let Decoded {
             message,
             seq,
+            epoch,
+            floor,
             has_mac,
         } = Message::decode(raw, limits).map_err(OffloadError::Decode)?;
         match (&self.key, has_mac) {
@@ -281,21 +367,98 @@ impl<T: Clone> Link<T> {
             (None, false) => {}
             _ => return Err(OffloadError::LinkAuthentication.into()),
         }
-        if let Message::Ack(Ack { seq }) = message {
-            return match self.in_flight.remove(&seq) {
-                Some(_) => Ok(Incoming::Acked),
-                None => Err(OffloadError::Replayed(seq).into()),
-            };
+        let epoch = epoch.ok_or(OffloadError::Malformed("link message without an epoch"))?;
+        match message {
+            Message::Ack(Ack { seq }) => {
+                if epoch != self.epoch || self.in_flight.remove(&seq).is_none() {
+                    return Err(OffloadError::Replayed(seq).into());
+                }
+                Ok(Vec::new())
+            }
+            Message::Challenge(Challenge { nonce }) => {
+                if epoch != self.epoch {
+                    return Err(OffloadError::Replayed(nonce).into());
+                }
+                // Prove we are live, then resend what the peer has not taken yet.
+                let floor = Some(self.floor());
+                self.control(
+                    &Message::Resync(Resync { nonce }),
+                    self.epoch,
+                    floor,
+                    outbox,
+                )?;
+                for m in self.in_flight.values() {
+                    self.transmit(m.bytes.clone(), outbox)?;
+                }
+                Ok(Vec::new())
+            }
+            Message::Resync(Resync { nonce }) => {
+                let floor = floor.ok_or(OffloadError::Malformed("resync without a floor"))?;
+                match self.rx.challenge {
+                    Some((challenged, expected))
+                        if nonce != 0 && challenged == epoch && expected == nonce =>
+                    {
+                        self.rx.start(epoch, floor);
+                        Ok(Vec::new())
+                    }
+                    _ if self.rx.epoch == Some(epoch) => Ok(self.rx.advance(floor)),
+                    _ => Err(OffloadError::Replayed(nonce).into()),
+                }
+            }
+            message => {
+                let seq = seq.ok_or(OffloadError::Malformed(
+                    "link message without a sequence number",
+                ))?;
+                let floor = floor.ok_or(OffloadError::Malformed("link message without a floor"))?;
+                if floor > seq {
+                    return Err(
+                        OffloadError::Malformed("link floor above the sequence number").into(),
+                    );
+                }
+                if self.rx.retired.contains(&epoch) {
+                    return Err(OffloadError::Replayed(seq).into());
+                }
+                if self.rx.epoch != Some(epoch) {
+                    if self.key.is_none() {
+                        self.rx.start(epoch, floor);
+                    } else {
+                        // A new epoch on a keyed link: believe it only once the sender
+                        // echoes a fresh nonce under the key.
+                        let nonce = match self.rx.challenge {
+                            Some((e, n)) if e == epoch => n,
+                            _ => loop {
+                                let n = rng.next_u64();
+                                if n != 0 {
+                                    break n;
+                                }
+                            },
+                        };
+                        self.rx.challenge = Some((epoch, nonce));
+                        self.control(
+                            &Message::Challenge(Challenge { nonce }),
+                            epoch,
+                            None,
+                            outbox,
+                        )?;
+                        return Ok(Vec::new());
+                    }
+                }
+                let next = self.rx.next.max(floor);
+                if seq < next || self.rx.held.contains_key(&seq) {
+                    // Already taken: acknowledge again so the sender stops.
+                    self.control(&Message::Ack(Ack { seq }), epoch, None, outbox)?;
+                    return Ok(self.rx.advance(floor));
+                }
+                if seq - next >= RECEIVE_WINDOW {
+                    return Err(
+                        OffloadError::Malformed("link sequence number out of window").into(),
+                    );
+                }
+                self.control(&Message::Ack(Ack { seq }), epoch, None, outbox)?;
+                self.rx.held.insert(seq, message);
+                Ok(self.rx.advance(floor))
+            }
         }
-        let seq = seq.ok_or(OffloadError::Malformed(
-            "link message without a sequence number",
-        ))?;
-        self.ack(seq, outbox)?;
-        if !self.window.is_new(seq) {
-            return Ok(Incoming::Repeat);
-        }
-        self.window.mark(seq);
-        Ok(Incoming::Fresh(message))
     }
 
     /// Retransmit what is due; returns the tags of messages given up.
@@ -313,7 +476,7 @@ impl<T: Clone> Link<T> {
             }
             let sent = outbox.push(Output::Transmit(Transmit {
                 from: self.local,
-                to: m.to,
+                to: self.peer,
                 data: m.bytes.clone(),
             }));
             if sent.is_err() {
@@ -326,10 +489,21 @@ impl<T: Clone> Link<T> {
         for seq in gone {
             self.in_flight.remove(&seq);
         }
+        if !lost.is_empty() {
+            // Tell the peer not to wait for what we gave up (best effort; our next message
+            // carries the floor too).
+            let floor = Some(self.floor());
+            let _ = self.control(
+                &Message::Resync(Resync { nonce: 0 }),
+                self.epoch,
+                floor,
+                outbox,
+            );
+        }
         lost
     }
 
-    /// Forget messages whose tag matches (their session ended).
+    /// Forget messages whose tag matches (their session ended locally).
     pub(crate) fn forget(&mut self, mut matches: impl FnMut(&T) -> bool) {
         self.in_flight.retain(|_, m| !matches(&m.tag));
     }
@@ -343,16 +517,25 @@ impl<T: Clone> Link<T> {
 mod tests {
     use super::*;
     use crate::offload::messages::{Close, PlainData};
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    fn link(from: &str, to: &str, key: Option<&[u8]>, epoch: u64) -> Link<u8> {
+        Link::new(
+            from.parse().unwrap(),
+            to.parse().unwrap(),
+            key.map(|k| LinkKey::new(k).unwrap()),
+            LinkTiming::default(),
+            1,
+            epoch,
+        )
+    }
+
+    const A: &str = "192.168.0.10:5683";
+    const B: &str = "192.168.0.2:5684";
 
     fn pair(key: Option<&[u8]>) -> (Link<u8>, Link<u8>) {
-        let a: SocketAddr = "192.168.0.10:5683".parse().unwrap();
-        let b: SocketAddr = "192.168.0.2:5684".parse().unwrap();
-        let key = key.map(|k| LinkKey::new(k).unwrap());
-        let t = LinkTiming::default();
-        (
-            Link::new(a, b, key.clone(), t, 1),
-            Link::new(b, a, key, t, 1),
-        )
+        (link(A, B, key, 111), link(B, A, key, 222))
     }
 
     fn sent(outbox: &mut Outbox) -> Vec<Vec<u8>> {
@@ -374,6 +557,58 @@ mod tests {
         })
     }
 
+    fn payloads(msgs: &[Message]) -> Vec<u8> {
+        msgs.iter()
+            .map(|m| match m {
+                Message::PlainData(p) => p.payload[0],
+                _ => 0,
+            })
+            .collect()
+    }
+
+    struct Net {
+        a: Link<u8>,
+        b: Link<u8>,
+        out: Outbox,
+        rng: ChaCha20Rng,
+        limits: Limits,
+    }
+
+    impl Net {
+        fn new(key: Option<&[u8]>) -> Net {
+            let (a, b) = pair(key);
+            Net {
+                a,
+                b,
+                out: Outbox::default(),
+                rng: ChaCha20Rng::seed_from_u64(5),
+                limits: Limits::default(),
+            }
+        }
+        /// a sends; returns the wire bytes.
+        fn send(&mut self, n: u8) -> Vec<u8> {
+            self.a
+                .send(Instant::ZERO, &data(n), n, &mut self.out)
+                .unwrap();
+            sent(&mut self.out).remove(0)
+        }
+        /// b receives; returns (delivered payload bytes, what b sent back).
+        fn b_takes(&mut self, wire: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
+            let got = self
+                .b
+                .receive(wire, &self.limits, &mut self.out, &mut self.rng)
+                .unwrap();
+            (payloads(&got), sent(&mut self.out))
+        }
+        /// a receives.
+        fn a_takes(&mut self, wire: &[u8]) -> Vec<Vec<u8>> {
+            self.a
+                .receive(wire, &self.limits, &mut self.out, &mut self.rng)
+                .unwrap();
+            sent(&mut self.out)
+        }
+    }
+
     #[test]
     fn replay_window_accepts_each_number_once() {
         let mut w = ReplayWindow::default();
@@ -389,62 +624,188 @@ mod tests {
     }
 
     #[test]
-    fn keyed_link_delivers_once_acks_repeats_and_refuses_tampering() {
-        let (mut a, mut b) = pair(Some(&[9; 32]));
-        let mut out = Outbox::default();
-        let limits = Limits::default();
-        a.send(Instant::ZERO, &data(1), 7, &mut out).unwrap();
-        let wire = sent(&mut out).remove(0);
-
+    fn delivers_once_and_in_order_and_acks_repeats() {
+        let mut net = Net::new(None);
+        let (m1, m2, m3) = (net.send(1), net.send(2), net.send(3));
+        // m1 is late: m2 and m3 wait for it.
+        let (got, back) = net.b_takes(&m2);
+        assert_eq!((got, back.len()), (alloc::vec![], 1));
+        let (got, _) = net.b_takes(&m3);
+        assert!(got.is_empty());
+        let (got, acks) = net.b_takes(&m1);
+        assert_eq!(got, [1, 2, 3]);
+        // A repeat is acknowledged again and not delivered again.
+        let (got, again) = net.b_takes(&m2);
+        assert_eq!((got, again.len()), (alloc::vec![], 1));
+        // The acknowledgements empty a's flight.
+        net.a_takes(&acks[0]);
+        net.a_takes(&again[0]);
+        assert_eq!(net.a.in_flight.len(), 1);
         assert!(matches!(
-            b.receive(&wire, &limits, &mut out).unwrap(),
-            Incoming::Fresh(_)
-        ));
-        let ack = sent(&mut out).remove(0);
-        assert!(matches!(
-            b.receive(&wire, &limits, &mut out).unwrap(),
-            Incoming::Repeat
-        ));
-        assert_eq!(sent(&mut out).len(), 1, "a repeat is acknowledged again");
-
-        for i in 0..wire.len() {
-            let mut bad = wire.clone();
-            bad[i] ^= 0x01;
-            assert!(b.receive(&bad, &limits, &mut out).is_err(), "byte {i}");
-        }
-        assert!(sent(&mut out).is_empty());
-
-        assert!(matches!(
-            a.receive(&ack, &limits, &mut out).unwrap(),
-            Incoming::Acked
-        ));
-        assert_eq!(a.poll_timeout(), None);
-        assert!(matches!(
-            a.receive(&ack, &limits, &mut out),
+            net.a
+                .receive(&acks[0], &net.limits, &mut net.out, &mut net.rng),
             Err(Error::Offload(OffloadError::Replayed(1)))
         ));
     }
 
     #[test]
-    fn key_mismatch_and_missing_mac_are_refused() {
-        let (mut a, _) = pair(Some(&[1; 16]));
-        let (_, mut b) = pair(Some(&[2; 16]));
-        let (mut plain_a, mut plain_b) = pair(None);
-        let mut out = Outbox::default();
-        let limits = Limits::default();
-        a.send(Instant::ZERO, &data(1), 0, &mut out).unwrap();
-        let keyed = sent(&mut out).remove(0);
-        plain_a.send(Instant::ZERO, &data(1), 0, &mut out).unwrap();
-        let unkeyed = sent(&mut out).remove(0);
+    fn a_message_given_up_does_not_block_the_rest() {
+        let mut net = Net::new(None);
+        let _lost = net.send(1);
+        let m2 = net.send(2);
+        let (got, _) = net.b_takes(&m2);
+        assert!(got.is_empty(), "waiting for 1");
+        // The sender gives up on 1 (and 2, unacknowledged here) and says so.
+        let mut now = Instant::ZERO;
+        let mut lost = Vec::new();
+        while let Some(t) = net.a.poll_timeout() {
+            now = t;
+            lost.extend(net.a.handle_timeout(now, &mut net.out));
+        }
+        assert_eq!(lost, [1, 2]);
+        let resync = sent(&mut net.out).pop().unwrap();
+        let (got, _) = net.b_takes(&resync);
+        assert_eq!(got, [2], "2 is delivered once 1 is given up");
+        // Later messages flow again.
+        let m3 = net.send(3);
+        assert_eq!(net.b_takes(&m3).0, [3]);
+        assert!(now > Instant::ZERO);
+    }
+
+    #[test]
+    fn a_restart_is_recognised_unkeyed() {
+        let mut net = Net::new(None);
+        let mut old = Vec::new();
+        for n in 1..=3 {
+            let m = net.send(n);
+            net.b_takes(&m);
+            old.push(m);
+        }
+        // a restarts: same sequence numbers, new epoch.
+        net.a = link(A, B, None, 999);
+        let m = net.send(7);
+        assert_eq!(net.b_takes(&m).0, [7]);
+        // A late packet from before the restart does not flip the receiver back.
+        assert!(
+            net.b
+                .receive(&old[2], &net.limits, &mut net.out, &mut net.rng)
+                .is_err()
+        );
+        let m = net.send(8);
+        assert_eq!(net.b_takes(&m).0, [8]);
+    }
+
+    #[test]
+    fn keyed_restart_needs_a_live_answer_and_old_traffic_is_not_replayable() {
+        let key: &[u8] = &[9; 32];
+        let mut net = Net::new(Some(key));
+        let first = net.send(1);
+        // First contact: challenged, not delivered, not acknowledged.
+        let (got, back) = net.b_takes(&first);
+        assert!(got.is_empty());
+        assert_eq!(back.len(), 1);
+        // a answers with a resync and resends at once.
+        let answer = net.a_takes(&back[0]);
+        assert_eq!(answer.len(), 2);
+        assert!(net.b_takes(&answer[0]).0.is_empty());
+        assert_eq!(net.b_takes(&answer[1]).0, [1]);
+
+        // b restarts; an attacker replays a's old message: it only draws a challenge,
+        // which the attacker cannot answer.
+        net.b = link(B, A, Some(key), 333);
+        let (got, challenge) = net.b_takes(&first);
+        assert!(got.is_empty());
+        assert_eq!(challenge.len(), 1);
+        // a restarts too. Its new incarnation's traffic gets through after the challenge.
+        net.a = link(A, B, Some(key), 999);
+        let fresh = net.send(2);
+        let (got, ch) = net.b_takes(&fresh);
+        assert!(got.is_empty());
+        let answer = net.a_takes(&ch[0]);
+        net.b_takes(&answer[0]);
+        assert_eq!(net.b_takes(&answer[1]).0, [2]);
+        // The old message stays dead: it only draws another challenge.
+        let (got, back) = net.b_takes(&first);
+        assert!(got.is_empty());
+        assert!(matches!(
+            Message::decode(&back[0], &net.limits).unwrap().message,
+            Message::Challenge(_)
+        ));
+        // A replayed challenge answer changes nothing.
+        assert!(net.b_takes(&answer[0]).0.is_empty());
+        assert_eq!(net.b.rx.epoch, Some(999));
+        let next = net.send(3);
+        assert_eq!(net.b_takes(&next).0, [3]);
+    }
+
+    #[test]
+    fn keyed_link_refuses_tampering_and_key_mismatch() {
+        let mut net = Net::new(Some(&[9; 32]));
+        let wire = net.send(1);
+        for i in 0..wire.len() {
+            let mut bad = wire.clone();
+            bad[i] ^= 0x01;
+            assert!(
+                net.b
+                    .receive(&bad, &net.limits, &mut net.out, &mut net.rng)
+                    .is_err(),
+                "byte {i}"
+            );
+        }
+        assert!(sent(&mut net.out).is_empty());
+
+        let mut other = link(B, A, Some(&[2; 32]), 5);
+        let mut plain = link(B, A, None, 6);
+        let unkeyed = {
+            let mut a = link(A, B, None, 7);
+            a.send(Instant::ZERO, &data(1), 0, &mut net.out).unwrap();
+            sent(&mut net.out).remove(0)
+        };
         let refused = Error::Offload(OffloadError::LinkAuthentication);
-        assert_eq!(b.receive(&keyed, &limits, &mut out).unwrap_err(), refused);
-        assert_eq!(b.receive(&unkeyed, &limits, &mut out).unwrap_err(), refused);
+        let (limits, out, rng) = (&net.limits, &mut net.out, &mut net.rng);
+        assert_eq!(other.receive(&wire, limits, out, rng).unwrap_err(), refused);
         assert_eq!(
-            plain_b.receive(&keyed, &limits, &mut out).unwrap_err(),
+            other.receive(&unkeyed, limits, out, rng).unwrap_err(),
             refused
         );
+        assert_eq!(plain.receive(&wire, limits, out, rng).unwrap_err(), refused);
         assert!(LinkKey::new(&[0; 15]).is_err());
         assert!(LinkKey::new(&[0; 65]).is_err());
+    }
+
+    #[test]
+    fn far_future_sequence_numbers_are_refused() {
+        let mut net = Net::new(None);
+        let m = net.send(1);
+        net.b_takes(&m);
+        let mut far = link(A, B, None, 111);
+        far.next_seq = 1 + RECEIVE_WINDOW + 1;
+        far.in_flight.clear();
+        far.send(Instant::ZERO, &data(9), 0, &mut net.out).unwrap();
+        let wire = sent(&mut net.out).remove(0);
+        // Its floor (66) lets the receiver move on: a sender says it resolved 2..65.
+        assert_eq!(net.b_takes(&wire).0, [9]);
+        // But a message beyond the window of the current floor is refused.
+        let mut beyond = link(A, B, None, 111);
+        beyond.next_seq = 500;
+        beyond.in_flight.insert(
+            100,
+            InFlight {
+                bytes: Vec::new(),
+                tag: 0,
+                tries: 0,
+                next_at: Instant::MAX,
+            },
+        );
+        beyond
+            .send(Instant::ZERO, &data(8), 0, &mut net.out)
+            .unwrap();
+        let wire = sent(&mut net.out).remove(0);
+        assert!(
+            net.b
+                .receive(&wire, &net.limits, &mut net.out, &mut net.rng)
+                .is_err()
+        );
     }
 
     #[test]
@@ -462,13 +823,15 @@ mod tests {
         let mut at = Vec::new();
         while let Some(now) = a.poll_timeout() {
             let lost = a.handle_timeout(now, &mut out);
-            for bytes in sent(&mut out) {
-                assert_eq!(bytes, first, "retransmissions are bit-identical");
-                at.push(now);
-            }
+            let wires = sent(&mut out);
             if !lost.is_empty() {
                 assert_eq!(lost, [42]);
+                assert_eq!(wires.len(), 1, "the floor update");
                 break;
+            }
+            for bytes in wires {
+                assert_eq!(bytes, first, "retransmissions are bit-identical");
+                at.push(now);
             }
         }
         let ms: Vec<u64> = at.iter().map(|t| t.as_nanos() / 1_000_000).collect();

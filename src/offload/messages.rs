@@ -43,6 +43,12 @@ pub const SEALED_DATA: u8 = 0x18;
 pub const ACK: u8 = 0x19;
 /// A session ends (closed-network leg).
 pub const CLOSE: u8 = 0x1A;
+/// Closed-network link: "prove you are live" — sent for a message from an unknown link
+/// epoch on a keyed link.
+pub const CHALLENGE: u8 = 0x1B;
+/// Closed-network link: the answer to a challenge, or a floor update after giving up on a
+/// message.
+pub const RESYNC: u8 = 0x1C;
 
 /// Human name of an offload message type, for traces.
 pub fn type_name(t: u8) -> Option<&'static str> {
@@ -58,6 +64,8 @@ pub fn type_name(t: u8) -> Option<&'static str> {
         SEALED_DATA => "SealedData",
         ACK => "Ack",
         CLOSE => "Close",
+        CHALLENGE => "Challenge",
+        RESYNC => "Resync",
         _ => return None,
     })
 }
@@ -82,8 +90,13 @@ pub(crate) const F_MAC: u16 = CRITICAL | 0x0F;
 const F_PEER_KIND: u16 = CRITICAL | 0x10;
 const F_PEER_NAME: u16 = CRITICAL | 0x11;
 const F_NONCE_SEQ: u16 = CRITICAL | 0x12;
+/// Link epoch (closed network): the sender's random incarnation number.
+const F_EPOCH: u16 = CRITICAL | 0x13;
+/// Link floor (closed network): the sender's oldest unresolved sequence number.
+const F_FLOOR: u16 = CRITICAL | 0x14;
+const F_NONCE: u16 = CRITICAL | 0x15;
 
-const KNOWN: [u16; 18] = [
+const KNOWN: [u16; 21] = [
     F_REQUEST_ID,
     F_APPLIANCE,
     F_DESIGNATION,
@@ -102,6 +115,9 @@ const KNOWN: [u16; 18] = [
     F_PEER_KIND,
     F_PEER_NAME,
     F_NONCE_SEQ,
+    F_EPOCH,
+    F_FLOOR,
+    F_NONCE,
 ];
 
 /// Length of the MAC field (header + HMAC-SHA256).
@@ -240,6 +256,34 @@ pub struct Close {
     pub session: u64,
 }
 
+/// Closed-network link: the receiver saw a new epoch on a keyed link and asks the sender to
+/// echo this nonce (in a [`Resync`]) before it believes the epoch is live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Challenge {
+    /// A fresh random number.
+    pub nonce: u64,
+}
+
+/// Closed-network link: the sender's answer to a [`Challenge`] (echoing its nonce), or,
+/// with nonce 0, news that its floor moved after it gave up on a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resync {
+    /// The challenge's nonce, or 0.
+    pub nonce: u64,
+}
+
+/// The link fields of a closed-network message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LinkFields {
+    /// Sequence number (sequenced messages).
+    pub seq: Option<u64>,
+    /// Epoch: the sender's for sequenced messages and resyncs; the acknowledged or
+    /// challenged party's for acks and challenges.
+    pub epoch: Option<u64>,
+    /// The sender's floor (sequenced messages and resyncs).
+    pub floor: Option<u64>,
+}
+
 /// Any seed 000 message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
@@ -265,6 +309,10 @@ pub enum Message {
     Ack(Ack),
     /// Session end.
     Close(Close),
+    /// Link challenge.
+    Challenge(Challenge),
+    /// Link resynchronisation.
+    Resync(Resync),
 }
 
 /// Computes the link MAC over the bytes it covers.
@@ -277,6 +325,10 @@ pub struct Decoded {
     pub message: Message,
     /// The link sequence number, if present.
     pub seq: Option<u64>,
+    /// The link epoch, if present.
+    pub epoch: Option<u64>,
+    /// The link floor, if present.
+    pub floor: Option<u64>,
     /// Whether a link MAC field is present (checked by the link layer, not here).
     pub has_mac: bool,
 }
@@ -296,6 +348,8 @@ impl Message {
             Message::SealedData(_) => SEALED_DATA,
             Message::Ack(_) => ACK,
             Message::Close(_) => CLOSE,
+            Message::Challenge(_) => CHALLENGE,
+            Message::Resync(_) => RESYNC,
         }
     }
 
@@ -384,6 +438,8 @@ impl Message {
                 .bytes(F_CIPHERTEXT, &m.ciphertext),
             Message::Ack(m) => w.u64(F_ACK, m.seq),
             Message::Close(_) => w,
+            Message::Challenge(m) => w.u64(F_NONCE, m.nonce),
+            Message::Resync(m) => w.u64(F_NONCE, m.nonce),
         }
     }
 
@@ -392,16 +448,22 @@ impl Message {
         wire::encode(self.msg_type(), self.session(), self.fields())
     }
 
-    /// Encode with a link sequence number and, if `mac` is given, the link MAC computed by
-    /// `mac` over everything before the MAC field (header included).
+    /// Encode with link fields and, if `mac` is given, the link MAC computed by `mac` over
+    /// everything before the MAC field (header included).
     pub(crate) fn encode_link(
         &self,
-        seq: Option<u64>,
+        link: LinkFields,
         mac: Option<&MacFn<'_>>,
     ) -> Result<Vec<u8>, WireError> {
         let mut w = self.fields();
-        if let Some(seq) = seq {
-            w = w.u64(F_SEQ, seq);
+        for (ty, value) in [
+            (F_SEQ, link.seq),
+            (F_EPOCH, link.epoch),
+            (F_FLOOR, link.floor),
+        ] {
+            if let Some(v) = value {
+                w = w.u64(ty, v);
+            }
         }
         let Some(mac) = mac else {
             return wire::encode(self.msg_type(), self.session(), w);
@@ -501,11 +563,19 @@ impl Message {
             }
             ACK => Message::Ack(Ack { seq: f.u64(F_ACK)? }),
             CLOSE => Message::Close(Close { session }),
+            CHALLENGE => Message::Challenge(Challenge {
+                nonce: f.u64(F_NONCE)?,
+            }),
+            RESYNC => Message::Resync(Resync {
+                nonce: f.u64(F_NONCE)?,
+            }),
             t => return Err(WireError::UnexpectedType(t)),
         };
         Ok(Decoded {
             message,
             seq: f.opt_u64(F_SEQ)?,
+            epoch: f.opt_u64(F_EPOCH)?,
+            floor: f.opt_u64(F_FLOOR)?,
             has_mac: f.get(F_MAC)?.is_some(),
         })
     }
@@ -684,6 +754,8 @@ mod tests {
             }),
             Message::Ack(Ack { seq: 12 }),
             Message::Close(Close { session: 99 }),
+            Message::Challenge(Challenge { nonce: 5 }),
+            Message::Resync(Resync { nonce: 0 }),
         ]
     }
 
@@ -694,14 +766,25 @@ mod tests {
             let plain = m.encode().unwrap();
             let d = Message::decode(&plain, &limits).unwrap();
             assert_eq!(d.message, m);
-            assert_eq!((d.seq, d.has_mac), (None, false));
+            assert_eq!(
+                (d.seq, d.epoch, d.floor, d.has_mac),
+                (None, None, None, false)
+            );
             assert!(type_name(plain[3]).is_some());
 
             let mac = |b: &[u8]| crate::crypto::kdf::hmac_sha256(b"k", b);
-            let linked = m.encode_link(Some(41), Some(&mac)).unwrap();
+            let link = LinkFields {
+                seq: Some(41),
+                epoch: Some(7),
+                floor: Some(40),
+            };
+            let linked = m.encode_link(link, Some(&mac)).unwrap();
             let d = Message::decode(&linked, &limits).unwrap();
             assert_eq!(d.message, m);
-            assert_eq!((d.seq, d.has_mac), (Some(41), true));
+            assert_eq!(
+                (d.seq, d.epoch, d.floor, d.has_mac),
+                (Some(41), Some(7), Some(40), true)
+            );
             let (covered, tag) = split_mac(&linked).unwrap();
             assert_eq!(tag, mac(covered));
         }
@@ -766,7 +849,7 @@ mod tests {
     fn mac_must_be_the_last_field() {
         assert!(split_mac(&[0u8; 10]).is_none());
         let m = Message::Ack(Ack { seq: 1 });
-        let plain = m.encode_link(Some(1), None).unwrap();
+        let plain = m.encode_link(LinkFields::default(), None).unwrap();
         assert!(split_mac(&plain).is_none());
     }
 }

@@ -9,7 +9,7 @@ use core::fmt;
 use core::net::SocketAddr;
 use core::time::Duration;
 
-use super::link::{Incoming, Link, LinkKey, LinkTiming};
+use super::link::{Link, LinkKey, LinkTiming};
 use super::messages::{
     Close, CryptoRequest, Message, PlainData, ProxyAccept, ProxyRequest, Refusal, SecureData,
 };
@@ -314,14 +314,20 @@ impl fmt::Debug for CryptoProxy {
 
 impl CryptoProxy {
     /// A proxy with no streams.
-    pub fn new(cfg: ProxyConfig, rng: Rng) -> CryptoProxy {
+    pub fn new(cfg: ProxyConfig, mut rng: Rng) -> CryptoProxy {
         let mut links = BTreeMap::new();
         let mut by_addr = BTreeMap::new();
         for (name, a) in &cfg.appliances {
-            links.insert(
-                name.clone(),
-                Link::new(cfg.local, a.addr, a.link_key.clone(), cfg.link, a.first_seq),
+            let epoch = rng.next_u64();
+            let link = Link::new(
+                cfg.local,
+                a.addr,
+                a.link_key.clone(),
+                cfg.link,
+                a.first_seq,
+                epoch,
             );
+            links.insert(name.clone(), link);
             by_addr.insert(a.addr, name.clone());
         }
         CryptoProxy {
@@ -545,9 +551,8 @@ impl CryptoProxy {
             Phase::Up { session, appliance } => {
                 let (session, appliance) = (*session, appliance.clone());
                 self.sessions.remove(&session);
-                if let Some(link) = self.links.get_mut(&appliance) {
-                    link.forget(|t| *t == Tag::Data { session });
-                }
+                // Data already forwarded still reaches the appliance: the link delivers it
+                // before the close.
                 self.send_to_appliance(
                     now,
                     &appliance,
@@ -884,19 +889,33 @@ impl CryptoProxy {
             .links
             .get_mut(&appliance)
             .ok_or(OffloadError::UnknownSource(from))?;
-        let msg = match link.receive(data, &self.cfg.limits, &mut self.outbox)? {
-            Incoming::Fresh(msg) => msg,
-            Incoming::Acked | Incoming::Repeat => return Ok(()),
-        };
+        let messages = link.receive(data, &self.cfg.limits, &mut self.outbox, self.rng.as_mut())?;
+        // Act on each in order; report the first failure after trying them all.
+        let mut result = Ok(());
+        for msg in messages {
+            let r = self.on_link_message(now, &appliance, msg);
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+
+    fn on_link_message(
+        &mut self,
+        now: Instant,
+        appliance: &str,
+        msg: Message,
+    ) -> Result<(), Error> {
         match msg {
-            Message::ProxyRequest(req) => self.on_appliance_request(now, &appliance, req),
-            Message::PlainData(m) => self.on_appliance_data(now, &appliance, m),
+            Message::ProxyRequest(req) => self.on_appliance_request(now, appliance, req),
+            Message::PlainData(m) => self.on_appliance_data(now, appliance, m),
             Message::Close(Close { session }) => {
-                self.close_session(&appliance, session, RefusalReason::Closed, None)
+                self.close_session(appliance, session, RefusalReason::Closed, None)
             }
             Message::Refusal(r) => {
                 // The appliance refused a session (its table is full).
-                self.close_session(&appliance, r.session, r.reason, Some(r.reason))
+                self.close_session(appliance, r.session, r.reason, Some(r.reason))
             }
             other => Err(OffloadError::UnexpectedMessage(other.msg_type()).into()),
         }
