@@ -1910,10 +1910,12 @@ proptest! {
     fn random_interleavings_keep_plaintext_home(
         seed in any::<u64>(),
         loss in 0.0f64..0.15,
+        keyed in any::<bool>(),
         ops in prop::collection::vec(op(), 1..14),
     ) {
         let mut h = Home::new(Setup {
             seed,
+            link_key: keyed,
             appliances: APPLIANCES.to_vec(),
             remotes: vec![("phone", Auth::Cert), ("laptop", Auth::Psk), ("tablet", Auth::Cert)],
             home_loss: loss,

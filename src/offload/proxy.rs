@@ -948,7 +948,7 @@ impl CryptoProxy {
         if let Some(reason) = reason {
             return self.refuse_appliance(now, appliance, req.request_id, reason);
         }
-        self.next_stream += 1;
+        self.next_stream = self.next_stream.wrapping_add(1);
         let id = StreamId::outbound(self.next_stream);
         self.outbox.push(Output::Connect {
             id,

@@ -424,7 +424,7 @@ impl RemoteNode {
             .map(|(_, k)| k.clone())
             .ok_or(Error::Config("no direct key for that appliance"))?;
         let seq = self.direct_seq.entry(target.name.clone()).or_insert(0);
-        *seq += 1;
+        *seq = seq.saturating_add(1);
         let sealed = Message::SealedData(key.seal(*seq, data)).encode()?;
         self.transmit(target.addr, sealed)
     }
@@ -519,7 +519,7 @@ impl RemoteNode {
                 bound: self.cfg.max_sessions,
             });
         }
-        self.next_stream += 1;
+        self.next_stream = self.next_stream.wrapping_add(1);
         let id = StreamId::outbound(self.next_stream);
         self.outbox.push(Output::Connect {
             id,
