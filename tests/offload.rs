@@ -2437,3 +2437,42 @@ fn link_survives_an_appliance_restart() {
         );
     }
 }
+
+/// The remote node decides which appliances may start sessions with it (flow B): one it
+/// does not accept is declined at S32, and the appliance gets a typed refusal.
+#[test]
+fn appliance_initiated_sessions_can_be_declined() {
+    let mut h = Home::new(Setup {
+        appliances: vec!["microwave", "aircon"],
+        remote: |_, r| r.accept = deputy::offload::AppliancePolicy::Only(vec!["aircon".into()]),
+        ..Setup::default()
+    });
+    let declined = h.connect("microwave", "phone", None);
+    let accepted = h.connect("aircon", "phone", None);
+    h.run(3);
+    assert_eq!(
+        h.appliance_events("microwave"),
+        [ApplianceEvent::Refused {
+            request: declined,
+            reason: RefusalReason::RemoteRefused
+        }]
+    );
+    assert!(matches!(
+        h.appliance_events("aircon").as_slice(),
+        [ApplianceEvent::SessionUp { request: Some(r), .. }] if *r == accepted
+    ));
+    let remote = h.remote_events("phone");
+    assert!(remote.contains(&RemoteEvent::Declined {
+        appliance: "microwave".into(),
+        reason: RefusalReason::AccessDenied
+    }));
+    assert!(remote.contains(&RemoteEvent::SessionUp {
+        appliance: "aircon".into(),
+        initiated_by: Initiator::Appliance
+    }));
+    assert!(h.proxy_events().contains(&ProxyEvent::Refused {
+        appliance: Some("microwave".into()),
+        remote: Some(phone()),
+        reason: RefusalReason::RemoteRefused
+    }));
+}

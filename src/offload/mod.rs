@@ -50,7 +50,7 @@ pub use appliance::{Appliance, ApplianceConfig, ApplianceEvent, DirectKey, Solic
 pub use link::{LinkKey, LinkTiming};
 pub use proxy::{AccessPolicy, CryptoProxy, ProxyConfig, ProxyEvent, ServedAppliance};
 pub use ratelimit::RateLimit;
-pub use remote::{Discovery, RemoteEvent, RemoteNode, RemoteNodeConfig, Target};
+pub use remote::{AppliancePolicy, Discovery, RemoteEvent, RemoteNode, RemoteNodeConfig, Target};
 
 use crate::channel::{ChannelError, PeerIdentity};
 use crate::wire::WireError;
