@@ -22,6 +22,9 @@ pub enum Error {
     /// The secure channel failed or refused.
     #[error("channel: {0}")]
     Channel(#[from] crate::channel::ChannelError),
+    /// A seed 000 offload actor refused an input or command.
+    #[error("offload: {0}")]
+    Offload(crate::offload::OffloadError),
     /// An IKEv2 message or command was refused.
     #[error("ike: {0}")]
     Ike(crate::ikev2::IkeError),

@@ -201,6 +201,8 @@ pub enum Output {
 pub enum Event {
     /// From a secure-channel actor.
     Channel(crate::channel::ChannelEvent),
+    /// From a seed 000 actor (appliance, crypto proxy, remote node).
+    Offload(crate::offload::OffloadEvent),
     /// From an IKEv2 initiator or responder.
     Ike(crate::ikev2::IkeEvent),
     /// From an ESP data plane ([`crate::ipsec`]).
@@ -231,7 +233,7 @@ impl From<crate::channel::ChannelEvent> for Event {
 /// polling rules.
 pub trait Actor {
     /// Feed one input. Malformed or unexpected input is dropped or answered and reported
-    /// through an error or an [`Event`](crate::Event); it never panics and never leaves the
+    /// through an error or an [`Event`]; it never panics and never leaves the
     /// actor in a corrupted state. An `Err` describes this one input; the actor stays usable.
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error>;
 

@@ -69,6 +69,7 @@ mod error;
 pub mod ikev2;
 pub mod io;
 pub mod ipsec;
+pub mod offload;
 pub mod rendezvous;
 #[cfg(feature = "sim")]
 pub mod sim;

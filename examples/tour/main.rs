@@ -10,6 +10,7 @@
 //! The same seed gives the same run every time.
 
 mod channel;
+mod seed000;
 mod seed002;
 
 use std::path::PathBuf;
@@ -135,6 +136,7 @@ fn run() -> Result<PathBuf, String> {
     let mut tour = Narrator::new();
 
     channel::run(&mut sim, &mut tour)?;
+    seed000::run(&mut sim, &mut tour)?;
     seed002::run(&mut sim, &mut tour)?;
 
     let pcap = out.join("tour.pcap");

@@ -922,11 +922,7 @@ mod tests {
         assert_eq!(net.issuer.take_expired_attempt(net.now), Some(2));
         assert_eq!(net.issuer.take_expired_attempt(net.now), None);
         net.issuer
-            .fail(
-                net.now,
-                PeerFailure::HolePunchFailed { attempts: 2 },
-                &mut net.out_i,
-            )
+            .fail(PeerFailure::HolePunchFailed { attempts: 2 }, &mut net.out_i)
             .unwrap();
         assert_eq!(net.issuer.outcome(), Some(false));
         assert!(net.issuer.is_gone());

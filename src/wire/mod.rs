@@ -47,6 +47,7 @@ pub const MAX_FIELD_LEN: usize = u16::MAX as usize;
 pub fn message_name(msg_type: u8) -> Option<&'static str> {
     match msg_type {
         0x01..=0x0F => crate::channel::messages::type_name(msg_type),
+        0x10..=0x2F => crate::offload::messages::type_name(msg_type),
         0x30..=0x4F => crate::rendezvous::messages::type_name(msg_type),
         _ => None,
     }

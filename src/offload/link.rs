@@ -1,0 +1,859 @@
+//! The closed-network link between an appliance and its proxy: datagrams with sequence
+//! numbers, acknowledgements, bounded retransmission, in-order delivery, restart detection,
+//! and — when a link key is provisioned — an HMAC-SHA256 over every message.
+//!
+//! Every *sequenced* message carries three link fields: its sequence number (per direction),
+//! the sender's **epoch** (a random number chosen when the sender starts, so a restart is
+//! recognised) and the sender's **floor** (its oldest sequence number not yet acknowledged
+//! or given up). The sender retransmits each message, bit-identical, until it is
+//! acknowledged or out of retries. The receiver acknowledges every authentic message and
+//! hands them to the actor **once and in order**: a message waits while an older one is
+//! missing, until that one arrives or the sender's floor passes it (the sender gave up).
+//!
+//! A message from an unknown epoch (the peer restarted, or this is the first contact)
+//! starts the epoch afresh — at once on an unkeyed link; on a keyed link only after the
+//! receiver has sent a [`Challenge`] with a random nonce and got back a MAC'd [`Resync`]
+//! echoing it, so recorded traffic from an old epoch cannot be replayed after a restart.
+//!
+//! Without a key this is reliability only (the closed network is trusted, ¶0070); with a
+//! key it is also authentication and anti-replay.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use core::fmt;
+use core::net::SocketAddr;
+use core::time::Duration;
+
+use rand_core::CryptoRng;
+use zeroize::Zeroizing;
+
+use super::messages::{Ack, Challenge, Decoded, LinkFields, Message, Resync, split_mac};
+use super::{OffloadError, backoff};
+use crate::crypto::ct_eq;
+use crate::crypto::kdf::hmac_sha256_parts;
+use crate::io::{Outbox, Output, Transmit};
+use crate::wire::Limits;
+use crate::{Error, Instant};
+
+const MAC_CONTEXT: &[u8] = b"deputy offload link v1\0";
+
+/// A provisioned closed-network link key (16 to 64 bytes), wiped on drop.
+#[derive(Clone)]
+pub struct LinkKey(Zeroizing<Vec<u8>>);
+
+impl LinkKey {
+    /// Shortest key accepted (128 bits).
+    pub const MIN_LEN: usize = 16;
+    /// Longest key accepted.
+    pub const MAX_LEN: usize = 64;
+
+    /// A link key from provisioned bytes.
+    pub fn new(key: &[u8]) -> Result<LinkKey, Error> {
+        if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&key.len()) {
+            return Err(Error::Config("link key must be 16 to 64 bytes"));
+        }
+        Ok(LinkKey(Zeroizing::new(key.to_vec())))
+    }
+
+    fn mac(&self, covered: &[u8]) -> [u8; 32] {
+        hmac_sha256_parts(&self.0, &[MAC_CONTEXT, covered])
+    }
+}
+
+impl fmt::Debug for LinkKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LinkKey({} bytes)", self.0.len())
+    }
+}
+
+/// Retransmission and bounds of a closed-network link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkTiming {
+    /// First retransmission timeout; it doubles with every retry.
+    pub rto: Duration,
+    /// Retransmissions before a message is given up.
+    pub max_retries: u32,
+    /// Messages sent and not yet acknowledged, at most (at most 32, so the receiver's
+    /// window always covers them).
+    pub max_in_flight: usize,
+}
+
+impl Default for LinkTiming {
+    fn default() -> Self {
+        LinkTiming {
+            rto: Duration::from_millis(200),
+            max_retries: 5,
+            max_in_flight: 32,
+        }
+    }
+}
+
+/// A 64-entry sliding window over received sequence numbers (used for the appliance's
+/// weak-key data, ¶0062).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ReplayWindow {
+    highest: Option<u64>,
+    /// Bit i set: `highest - i` was seen.
+    seen: u64,
+}
+
+impl ReplayWindow {
+    pub(crate) const SIZE: u64 = 64;
+
+    /// Whether `seq` is new (not seen, not older than the window).
+    pub(crate) fn is_new(&self, seq: u64) -> bool {
+        match self.highest {
+            None => true,
+            Some(h) if seq > h => true,
+            Some(h) => {
+                let age = h - seq;
+                age < Self::SIZE && self.seen & (1 << age) == 0
+            }
+        }
+    }
+
+    /// Record `seq` as seen (call only for authentic messages).
+    pub(crate) fn mark(&mut self, seq: u64) {
+        match self.highest {
+            None => {
+                self.highest = Some(seq);
+                self.seen = 1;
+            }
+            Some(h) if seq > h => {
+                let shift = seq - h;
+                self.seen = if shift >= Self::SIZE {
+                    0
+                } else {
+                    self.seen << shift
+                };
+                self.seen |= 1;
+                self.highest = Some(seq);
+            }
+            Some(h) => {
+                let age = h - seq;
+                if age < Self::SIZE {
+                    self.seen |= 1 << age;
+                }
+            }
+        }
+    }
+}
+
+struct InFlight<T> {
+    bytes: Vec<u8>,
+    tag: T,
+    tries: u32,
+    next_at: Instant,
+}
+
+/// How far ahead of the next expected sequence number a message may be (twice the most a
+/// sender has in flight).
+const RECEIVE_WINDOW: u64 = 64;
+
+/// The receiving half: what the peer's current epoch is and what it has delivered.
+#[derive(Debug, Default)]
+struct Receiver {
+    /// The peer's epoch, once established.
+    epoch: Option<u64>,
+    /// The next sequence number to hand to the actor.
+    next: u64,
+    /// Authentic messages waiting for an older one.
+    held: BTreeMap<u64, Message>,
+    /// Keyed links: the epoch challenged and the nonce it must echo.
+    challenge: Option<(u64, u64)>,
+    /// The peer's previous epochs (a few): their late packets are dropped, not taken for
+    /// yet another restart.
+    retired: Vec<u64>,
+}
+
+/// How many retired epochs a receiver remembers.
+const RETIRED_EPOCHS: usize = 4;
+
+impl Receiver {
+    fn start(&mut self, epoch: u64, floor: u64) {
+        if let Some(old) = self.epoch.filter(|&old| old != epoch) {
+            if self.retired.len() >= RETIRED_EPOCHS {
+                self.retired.remove(0);
+            }
+            self.retired.push(old);
+        }
+        self.epoch = Some(epoch);
+        self.next = floor;
+        self.held.clear();
+        self.challenge = None;
+    }
+
+    /// Move past everything below `floor` (the sender will not send it again) and take
+    /// every message now deliverable, in order.
+    fn advance(&mut self, floor: u64) -> Vec<Message> {
+        let mut out = Vec::new();
+        if floor > self.next {
+            // Held messages below the floor go first, in order; gaps are given up.
+            let later = self.held.split_off(&floor);
+            out.extend(core::mem::replace(&mut self.held, later).into_values());
+            self.next = floor;
+        }
+        while let Some(m) = self.held.remove(&self.next) {
+            out.push(m);
+            self.next = self.next.wrapping_add(1);
+        }
+        out
+    }
+}
+
+/// One end of a closed-network link. `T` tags each reliable message so its loss can be
+/// reported.
+pub(crate) struct Link<T> {
+    local: SocketAddr,
+    peer: SocketAddr,
+    key: Option<LinkKey>,
+    timing: LinkTiming,
+    epoch: u64,
+    next_seq: u64,
+    in_flight: BTreeMap<u64, InFlight<T>>,
+    rx: Receiver,
+}
+
+impl<T> fmt::Debug for Link<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Link")
+            .field("peer", &self.peer)
+            .field("keyed", &self.key.is_some())
+            .field("in_flight", &self.in_flight.len())
+            .field("held", &self.rx.held.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Clone> Link<T> {
+    /// A link from `local` to `peer`; `epoch` is this end's random incarnation number.
+    pub(crate) fn new(
+        local: SocketAddr,
+        peer: SocketAddr,
+        key: Option<LinkKey>,
+        timing: LinkTiming,
+        first_seq: u64,
+        epoch: u64,
+    ) -> Self {
+        Link {
+            local,
+            peer,
+            key,
+            timing: LinkTiming {
+                max_in_flight: timing.max_in_flight.clamp(1, 32),
+                ..timing
+            },
+            epoch,
+            next_seq: first_seq,
+            in_flight: BTreeMap::new(),
+            rx: Receiver::default(),
+        }
+    }
+
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The next sequence number this end will use.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Room for another reliable message?
+    pub(crate) fn has_room(&self) -> bool {
+        self.in_flight.len() < self.timing.max_in_flight
+    }
+
+    /// Our oldest unresolved sequence number.
+    fn floor(&self) -> u64 {
+        self.in_flight
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.next_seq)
+    }
+
+    fn encode(&self, msg: &Message, link: LinkFields) -> Result<Vec<u8>, Error> {
+        let bytes = match &self.key {
+            Some(k) => msg.encode_link(link, Some(&|b: &[u8]| k.mac(b))),
+            None => msg.encode_link(link, None),
+        };
+        Ok(bytes?)
+    }
+
+    fn transmit(&self, data: Vec<u8>, outbox: &mut Outbox) -> Result<(), Error> {
+        outbox.push(Output::Transmit(Transmit {
+            from: self.local,
+            to: self.peer,
+            data,
+        }))
+    }
+
+    /// Send `msg` reliably; `tag` comes back from [`Link::handle_timeout`] if it is lost.
+    pub(crate) fn send(
+        &mut self,
+        now: Instant,
+        msg: &Message,
+        tag: T,
+        outbox: &mut Outbox,
+    ) -> Result<u64, Error> {
+        if !self.has_room() {
+            return Err(Error::CapacityExceeded {
+                what: "offload link messages in flight",
+                bound: self.timing.max_in_flight,
+            });
+        }
+        let seq = self.next_seq;
+        let link = LinkFields {
+            seq: Some(seq),
+            epoch: Some(self.epoch),
+            floor: Some(self.floor().min(seq)),
+        };
+        let bytes = self.encode(msg, link)?;
+        self.transmit(bytes.clone(), outbox)?;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.in_flight.insert(
+            seq,
+            InFlight {
+                bytes,
+                tag,
+                tries: 0,
+                next_at: now + self.timing.rto,
+            },
+        );
+        Ok(seq)
+    }
+
+    /// An unsequenced control message (acknowledgement, challenge, resync).
+    fn control(
+        &self,
+        msg: &Message,
+        epoch: u64,
+        floor: Option<u64>,
+        outbox: &mut Outbox,
+    ) -> Result<(), Error> {
+        let link = LinkFields {
+            seq: None,
+            epoch: Some(epoch),
+            floor,
+        };
+        let bytes = self.encode(msg, link)?;
+        self.transmit(bytes, outbox)
+    }
+
+    /// Check a datagram from the peer: decode, authenticate, acknowledge, and return the
+    /// messages now to act on, in order (often one, sometimes none or several).
+    pub(crate) fn receive(
+        &mut self,
+        raw: &[u8],
+        limits: &Limits,
+        outbox: &mut Outbox,
+        rng: &mut dyn CryptoRng,
+    ) -> Result<Vec<Message>, Error> {
+        let Decoded {
+            message,
+            seq,
+            epoch,
+            floor,
+            has_mac,
+        } = Message::decode(raw, limits).map_err(OffloadError::Decode)?;
+        match (&self.key, has_mac) {
+            (Some(key), true) => {
+                let (covered, mac) = split_mac(raw).ok_or(OffloadError::LinkAuthentication)?;
+                if !ct_eq(&key.mac(covered), &mac) {
+                    return Err(OffloadError::LinkAuthentication.into());
+                }
+            }
+            (None, false) => {}
+            _ => return Err(OffloadError::LinkAuthentication.into()),
+        }
+        let epoch = epoch.ok_or(OffloadError::Malformed("link message without an epoch"))?;
+        match message {
+            Message::Ack(Ack { seq }) => {
+                if epoch != self.epoch || self.in_flight.remove(&seq).is_none() {
+                    return Err(OffloadError::Replayed(seq).into());
+                }
+                Ok(Vec::new())
+            }
+            Message::Challenge(Challenge { nonce }) => {
+                if epoch != self.epoch {
+                    return Err(OffloadError::Replayed(nonce).into());
+                }
+                // Prove we are live, then resend what the peer has not taken yet.
+                let floor = Some(self.floor());
+                self.control(
+                    &Message::Resync(Resync { nonce }),
+                    self.epoch,
+                    floor,
+                    outbox,
+                )?;
+                for m in self.in_flight.values() {
+                    self.transmit(m.bytes.clone(), outbox)?;
+                }
+                Ok(Vec::new())
+            }
+            Message::Resync(Resync { nonce }) => {
+                let floor = floor.ok_or(OffloadError::Malformed("resync without a floor"))?;
+                match self.rx.challenge {
+                    Some((challenged, expected))
+                        if nonce != 0 && challenged == epoch && expected == nonce =>
+                    {
+                        self.rx.start(epoch, floor);
+                        Ok(Vec::new())
+                    }
+                    _ if self.rx.epoch == Some(epoch) => Ok(self.rx.advance(floor)),
+                    _ => Err(OffloadError::Replayed(nonce).into()),
+                }
+            }
+            message => {
+                let seq = seq.ok_or(OffloadError::Malformed(
+                    "link message without a sequence number",
+                ))?;
+                let floor = floor.ok_or(OffloadError::Malformed("link message without a floor"))?;
+                if floor > seq {
+                    return Err(
+                        OffloadError::Malformed("link floor above the sequence number").into(),
+                    );
+                }
+                if self.rx.retired.contains(&epoch) {
+                    return Err(OffloadError::Replayed(seq).into());
+                }
+                if self.rx.epoch != Some(epoch) {
+                    if self.key.is_none() {
+                        self.rx.start(epoch, floor);
+                    } else {
+                        // A new epoch on a keyed link: believe it only once the sender
+                        // echoes a fresh nonce under the key.
+                        let nonce = match self.rx.challenge {
+                            Some((e, n)) if e == epoch => n,
+                            _ => loop {
+                                let n = rng.next_u64();
+                                if n != 0 {
+                                    break n;
+                                }
+                            },
+                        };
+                        self.rx.challenge = Some((epoch, nonce));
+                        self.control(
+                            &Message::Challenge(Challenge { nonce }),
+                            epoch,
+                            None,
+                            outbox,
+                        )?;
+                        return Ok(Vec::new());
+                    }
+                }
+                let next = self.rx.next.max(floor);
+                if seq < next || self.rx.held.contains_key(&seq) {
+                    // Already taken: acknowledge again so the sender stops.
+                    self.control(&Message::Ack(Ack { seq }), epoch, None, outbox)?;
+                    return Ok(self.rx.advance(floor));
+                }
+                if seq - next >= RECEIVE_WINDOW {
+                    return Err(
+                        OffloadError::Malformed("link sequence number out of window").into(),
+                    );
+                }
+                self.control(&Message::Ack(Ack { seq }), epoch, None, outbox)?;
+                self.rx.held.insert(seq, message);
+                Ok(self.rx.advance(floor))
+            }
+        }
+    }
+
+    /// Retransmit what is due; returns the tags of messages given up.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, outbox: &mut Outbox) -> Vec<T> {
+        let mut lost = Vec::new();
+        let mut gone = Vec::new();
+        for (seq, m) in self.in_flight.iter_mut() {
+            if m.next_at > now {
+                continue;
+            }
+            if m.tries >= self.timing.max_retries {
+                lost.push(m.tag.clone());
+                gone.push(*seq);
+                continue;
+            }
+            let sent = outbox.push(Output::Transmit(Transmit {
+                from: self.local,
+                to: self.peer,
+                data: m.bytes.clone(),
+            }));
+            if sent.is_err() {
+                // The driver stopped draining; try again at the next timeout.
+                break;
+            }
+            m.tries += 1;
+            m.next_at = now + backoff(self.timing.rto, m.tries);
+        }
+        for seq in gone {
+            self.in_flight.remove(&seq);
+        }
+        if !lost.is_empty() {
+            // Tell the peer not to wait for what we gave up (best effort; our next message
+            // carries the floor too).
+            let floor = Some(self.floor());
+            let _ = self.control(
+                &Message::Resync(Resync { nonce: 0 }),
+                self.epoch,
+                floor,
+                outbox,
+            );
+        }
+        lost
+    }
+
+    /// Forget messages whose tag matches (their session ended locally).
+    pub(crate) fn forget(&mut self, mut matches: impl FnMut(&T) -> bool) {
+        self.in_flight.retain(|_, m| !matches(&m.tag));
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.in_flight.values().map(|m| m.next_at).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::offload::messages::{Close, PlainData};
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    fn link(from: &str, to: &str, key: Option<&[u8]>, epoch: u64) -> Link<u8> {
+        Link::new(
+            from.parse().unwrap(),
+            to.parse().unwrap(),
+            key.map(|k| LinkKey::new(k).unwrap()),
+            LinkTiming::default(),
+            1,
+            epoch,
+        )
+    }
+
+    const A: &str = "192.168.0.10:5683";
+    const B: &str = "192.168.0.2:5684";
+
+    fn pair(key: Option<&[u8]>) -> (Link<u8>, Link<u8>) {
+        (link(A, B, key, 111), link(B, A, key, 222))
+    }
+
+    fn sent(outbox: &mut Outbox) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(o) = outbox.pop() {
+            if let Output::Transmit(t) = o {
+                out.push(t.data);
+            }
+        }
+        out
+    }
+
+    fn data(n: u8) -> Message {
+        Message::PlainData(PlainData {
+            session: 1,
+            peer: None,
+            payload: alloc::vec![n; 8],
+            padding: 0,
+        })
+    }
+
+    fn payloads(msgs: &[Message]) -> Vec<u8> {
+        msgs.iter()
+            .map(|m| match m {
+                Message::PlainData(p) => p.payload[0],
+                _ => 0,
+            })
+            .collect()
+    }
+
+    struct Net {
+        a: Link<u8>,
+        b: Link<u8>,
+        out: Outbox,
+        rng: ChaCha20Rng,
+        limits: Limits,
+    }
+
+    impl Net {
+        fn new(key: Option<&[u8]>) -> Net {
+            let (a, b) = pair(key);
+            Net {
+                a,
+                b,
+                out: Outbox::default(),
+                rng: ChaCha20Rng::seed_from_u64(5),
+                limits: Limits::default(),
+            }
+        }
+        /// a sends; returns the wire bytes.
+        fn send(&mut self, n: u8) -> Vec<u8> {
+            self.a
+                .send(Instant::ZERO, &data(n), n, &mut self.out)
+                .unwrap();
+            sent(&mut self.out).remove(0)
+        }
+        /// b receives; returns (delivered payload bytes, what b sent back).
+        fn b_takes(&mut self, wire: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
+            let got = self
+                .b
+                .receive(wire, &self.limits, &mut self.out, &mut self.rng)
+                .unwrap();
+            (payloads(&got), sent(&mut self.out))
+        }
+        /// a receives.
+        fn a_takes(&mut self, wire: &[u8]) -> Vec<Vec<u8>> {
+            self.a
+                .receive(wire, &self.limits, &mut self.out, &mut self.rng)
+                .unwrap();
+            sent(&mut self.out)
+        }
+    }
+
+    #[test]
+    fn replay_window_accepts_each_number_once() {
+        let mut w = ReplayWindow::default();
+        for seq in [5, 7, 6, 100, 40, 99] {
+            assert!(w.is_new(seq), "{seq}");
+            w.mark(seq);
+            assert!(!w.is_new(seq));
+        }
+        assert!(!w.is_new(36), "older than the window");
+        assert!(w.is_new(37));
+        w.mark(u64::MAX);
+        assert!(!w.is_new(100));
+    }
+
+    #[test]
+    fn delivers_once_and_in_order_and_acks_repeats() {
+        let mut net = Net::new(None);
+        let (m1, m2, m3) = (net.send(1), net.send(2), net.send(3));
+        // m1 is late: m2 and m3 wait for it.
+        let (got, back) = net.b_takes(&m2);
+        assert_eq!((got, back.len()), (alloc::vec![], 1));
+        let (got, _) = net.b_takes(&m3);
+        assert!(got.is_empty());
+        let (got, acks) = net.b_takes(&m1);
+        assert_eq!(got, [1, 2, 3]);
+        // A repeat is acknowledged again and not delivered again.
+        let (got, again) = net.b_takes(&m2);
+        assert_eq!((got, again.len()), (alloc::vec![], 1));
+        // The acknowledgements empty a's flight.
+        net.a_takes(&acks[0]);
+        net.a_takes(&again[0]);
+        assert_eq!(net.a.in_flight.len(), 1);
+        assert!(matches!(
+            net.a
+                .receive(&acks[0], &net.limits, &mut net.out, &mut net.rng),
+            Err(Error::Offload(OffloadError::Replayed(1)))
+        ));
+    }
+
+    #[test]
+    fn a_message_given_up_does_not_block_the_rest() {
+        let mut net = Net::new(None);
+        let _lost = net.send(1);
+        let m2 = net.send(2);
+        let (got, _) = net.b_takes(&m2);
+        assert!(got.is_empty(), "waiting for 1");
+        // The sender gives up on 1 (and 2, unacknowledged here) and says so.
+        let mut now = Instant::ZERO;
+        let mut lost = Vec::new();
+        while let Some(t) = net.a.poll_timeout() {
+            now = t;
+            lost.extend(net.a.handle_timeout(now, &mut net.out));
+        }
+        assert_eq!(lost, [1, 2]);
+        let resync = sent(&mut net.out).pop().unwrap();
+        let (got, _) = net.b_takes(&resync);
+        assert_eq!(got, [2], "2 is delivered once 1 is given up");
+        // Later messages flow again.
+        let m3 = net.send(3);
+        assert_eq!(net.b_takes(&m3).0, [3]);
+        assert!(now > Instant::ZERO);
+    }
+
+    #[test]
+    fn a_restart_is_recognised_unkeyed() {
+        let mut net = Net::new(None);
+        let mut old = Vec::new();
+        for n in 1..=3 {
+            let m = net.send(n);
+            net.b_takes(&m);
+            old.push(m);
+        }
+        // a restarts: same sequence numbers, new epoch.
+        net.a = link(A, B, None, 999);
+        let m = net.send(7);
+        assert_eq!(net.b_takes(&m).0, [7]);
+        // A late packet from before the restart does not flip the receiver back.
+        assert!(
+            net.b
+                .receive(&old[2], &net.limits, &mut net.out, &mut net.rng)
+                .is_err()
+        );
+        let m = net.send(8);
+        assert_eq!(net.b_takes(&m).0, [8]);
+    }
+
+    #[test]
+    fn keyed_restart_needs_a_live_answer_and_old_traffic_is_not_replayable() {
+        let key: &[u8] = &[9; 32];
+        let mut net = Net::new(Some(key));
+        let first = net.send(1);
+        // First contact: challenged, not delivered, not acknowledged.
+        let (got, back) = net.b_takes(&first);
+        assert!(got.is_empty());
+        assert_eq!(back.len(), 1);
+        // a answers with a resync and resends at once.
+        let answer = net.a_takes(&back[0]);
+        assert_eq!(answer.len(), 2);
+        assert!(net.b_takes(&answer[0]).0.is_empty());
+        assert_eq!(net.b_takes(&answer[1]).0, [1]);
+
+        // b restarts; an attacker replays a's old message: it only draws a challenge,
+        // which the attacker cannot answer.
+        net.b = link(B, A, Some(key), 333);
+        let (got, challenge) = net.b_takes(&first);
+        assert!(got.is_empty());
+        assert_eq!(challenge.len(), 1);
+        // a restarts too. Its new incarnation's traffic gets through after the challenge.
+        net.a = link(A, B, Some(key), 999);
+        let fresh = net.send(2);
+        let (got, ch) = net.b_takes(&fresh);
+        assert!(got.is_empty());
+        let answer = net.a_takes(&ch[0]);
+        net.b_takes(&answer[0]);
+        assert_eq!(net.b_takes(&answer[1]).0, [2]);
+        // The old message stays dead: it only draws another challenge.
+        let (got, back) = net.b_takes(&first);
+        assert!(got.is_empty());
+        assert!(matches!(
+            Message::decode(&back[0], &net.limits).unwrap().message,
+            Message::Challenge(_)
+        ));
+        // A replayed challenge answer changes nothing.
+        assert!(net.b_takes(&answer[0]).0.is_empty());
+        assert_eq!(net.b.rx.epoch, Some(999));
+        let next = net.send(3);
+        assert_eq!(net.b_takes(&next).0, [3]);
+    }
+
+    #[test]
+    fn keyed_link_refuses_tampering_and_key_mismatch() {
+        let mut net = Net::new(Some(&[9; 32]));
+        let wire = net.send(1);
+        for i in 0..wire.len() {
+            let mut bad = wire.clone();
+            bad[i] ^= 0x01;
+            assert!(
+                net.b
+                    .receive(&bad, &net.limits, &mut net.out, &mut net.rng)
+                    .is_err(),
+                "byte {i}"
+            );
+        }
+        assert!(sent(&mut net.out).is_empty());
+
+        let mut other = link(B, A, Some(&[2; 32]), 5);
+        let mut plain = link(B, A, None, 6);
+        let unkeyed = {
+            let mut a = link(A, B, None, 7);
+            a.send(Instant::ZERO, &data(1), 0, &mut net.out).unwrap();
+            sent(&mut net.out).remove(0)
+        };
+        let refused = Error::Offload(OffloadError::LinkAuthentication);
+        let (limits, out, rng) = (&net.limits, &mut net.out, &mut net.rng);
+        assert_eq!(other.receive(&wire, limits, out, rng).unwrap_err(), refused);
+        assert_eq!(
+            other.receive(&unkeyed, limits, out, rng).unwrap_err(),
+            refused
+        );
+        assert_eq!(plain.receive(&wire, limits, out, rng).unwrap_err(), refused);
+        assert!(LinkKey::new(&[0; 15]).is_err());
+        assert!(LinkKey::new(&[0; 65]).is_err());
+    }
+
+    #[test]
+    fn far_future_sequence_numbers_are_refused() {
+        let mut net = Net::new(None);
+        let m = net.send(1);
+        net.b_takes(&m);
+        let mut far = link(A, B, None, 111);
+        far.next_seq = 1 + RECEIVE_WINDOW + 1;
+        far.in_flight.clear();
+        far.send(Instant::ZERO, &data(9), 0, &mut net.out).unwrap();
+        let wire = sent(&mut net.out).remove(0);
+        // Its floor (66) lets the receiver move on: a sender says it resolved 2..65.
+        assert_eq!(net.b_takes(&wire).0, [9]);
+        // But a message beyond the window of the current floor is refused.
+        let mut beyond = link(A, B, None, 111);
+        beyond.next_seq = 500;
+        beyond.in_flight.insert(
+            100,
+            InFlight {
+                bytes: Vec::new(),
+                tag: 0,
+                tries: 0,
+                next_at: Instant::MAX,
+            },
+        );
+        beyond
+            .send(Instant::ZERO, &data(8), 0, &mut net.out)
+            .unwrap();
+        let wire = sent(&mut net.out).remove(0);
+        assert!(
+            net.b
+                .receive(&wire, &net.limits, &mut net.out, &mut net.rng)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn retransmits_with_backoff_then_gives_up() {
+        let (mut a, _) = pair(None);
+        let mut out = Outbox::default();
+        a.send(
+            Instant::ZERO,
+            &Message::Close(Close { session: 3 }),
+            42,
+            &mut out,
+        )
+        .unwrap();
+        let first = sent(&mut out).remove(0);
+        let mut at = Vec::new();
+        while let Some(now) = a.poll_timeout() {
+            let lost = a.handle_timeout(now, &mut out);
+            let wires = sent(&mut out);
+            if !lost.is_empty() {
+                assert_eq!(lost, [42]);
+                assert_eq!(wires.len(), 1, "the floor update");
+                break;
+            }
+            for bytes in wires {
+                assert_eq!(bytes, first, "retransmissions are bit-identical");
+                at.push(now);
+            }
+        }
+        let ms: Vec<u64> = at.iter().map(|t| t.as_nanos() / 1_000_000).collect();
+        assert_eq!(ms, [200, 600, 1400, 3000, 6200]);
+        assert_eq!(a.poll_timeout(), None);
+    }
+
+    #[test]
+    fn in_flight_is_bounded() {
+        let (mut a, _) = pair(None);
+        let mut out = Outbox::default();
+        for i in 0..32 {
+            a.send(Instant::ZERO, &data(i), 0, &mut out).unwrap();
+        }
+        assert_eq!(
+            a.send(Instant::ZERO, &data(0), 0, &mut out),
+            Err(Error::CapacityExceeded {
+                what: "offload link messages in flight",
+                bound: 32
+            })
+        );
+        a.forget(|_| true);
+        assert!(a.has_room());
+    }
+}

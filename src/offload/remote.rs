@@ -1,0 +1,1294 @@
+//! The remote node (seed 000's 外部ノード): talks to appliances on a closed network only
+//! through their crypto proxy.
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::net::SocketAddr;
+use core::time::Duration;
+
+use super::appliance::DirectKey;
+use super::messages::{
+    CryptoAccept, CryptoRequest, CryptoSolicitation, Designation, Message, PlainData, ProxyAccept,
+    ProxyRequest, Refusal, SecureData,
+};
+use super::{Initiator, OffloadError, RefusalReason, backoff, check_name, check_payload};
+use crate::channel::{ChannelError, ClientConfig, Connection, PeerIdentity};
+use crate::io::{Actor, Input, Outbox, Output, StreamId, Transmit};
+use crate::wire::{FIELD_HEADER_LEN, Limits};
+use crate::{Error, Instant, Rng};
+
+/// An appliance as a remote node knows it: its name (what its proxy's certificate must
+/// carry) and its datagram address as reachable from the open network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The appliance's name.
+    pub name: String,
+    /// Its address on the open network (e.g. the gateway's port mapping).
+    pub addr: SocketAddr,
+}
+
+impl Target {
+    /// The appliance `name` at `addr`.
+    pub fn new(name: &str, addr: SocketAddr) -> Self {
+        Target {
+            name: name.into(),
+            addr,
+        }
+    }
+}
+
+/// When the remote node runs S21/S22 before going to the proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Discovery {
+    /// Always (flow A as the seed draws it).
+    Always,
+    /// Only when the appliance's proxy is not known yet — from an earlier designation or
+    /// [`RemoteNode::learn_proxy`] — skipping S21/S22 as ¶0066 allows.
+    WhenUnknown,
+}
+
+/// Which appliances may start sessions with this remote node (flow B).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AppliancePolicy {
+    /// Any appliance whose proxy proves it deputizes for it.
+    Any,
+    /// Only these appliances.
+    Only(Vec<String>),
+    /// None: appliance-initiated sessions are declined.
+    Nobody,
+}
+
+/// Configuration of a [`RemoteNode`].
+#[derive(Debug)]
+pub struct RemoteNodeConfig {
+    /// The secure channel toward proxies. Certificate mode: trust the home CA and expect
+    /// the name every proxy certificate of that home carries (its subject); present a
+    /// client certificate if the proxy requires one. PSK mode: see `psk_scope`.
+    pub channel: Arc<ClientConfig>,
+    /// The remote node's datagram socket (S21, S22, S42).
+    pub local: SocketAddr,
+    /// Local address for streams it opens; port 0 lets the driver choose.
+    pub stream_local: SocketAddr,
+    /// PSK mode: the appliances the pre-shared key's proxy deputizes for (a PSK proxy
+    /// shows no certificate, so the key's provisioning is what names them).
+    pub psk_scope: Vec<String>,
+    /// Which appliances may start sessions (flow B).
+    pub accept: AppliancePolicy,
+    /// When to run S21/S22.
+    pub discovery: Discovery,
+    /// Wait for S24 before sending S25 (default). `false` pipelines the data right after
+    /// S23, as ¶0066 allows (data is lost if the proxy refuses).
+    pub await_proxy_accept: bool,
+    /// First S21 retransmission timeout (doubles).
+    pub request_rto: Duration,
+    /// S21 retransmissions before giving up.
+    pub request_retries: u32,
+    /// After a plaintext attempt (flow A'), how long to wait for S42 before sending S21.
+    pub solicit_wait: Duration,
+    /// From the first datagram to S24, at most.
+    pub setup_timeout: Duration,
+    /// Open-network datagrams to appliances are padded to at least this many bytes, so an
+    /// appliance can answer in full without sending more than it received.
+    pub probe_len: usize,
+    /// Streams (sessions and sessions being set up), at most.
+    pub max_sessions: usize,
+    /// Appliances being set up at once, at most.
+    pub max_attempts: usize,
+    /// Messages queued per appliance while its session is set up, at most.
+    pub max_queued: usize,
+    /// Proxies remembered from designations, at most.
+    pub max_known_proxies: usize,
+    /// ¶0062: weak keys shared with individual appliances, by appliance name.
+    pub direct_keys: Vec<(String, DirectKey)>,
+    /// Decoding limits.
+    pub limits: Limits,
+}
+
+impl RemoteNodeConfig {
+    /// A remote node using `channel` toward proxies and `local` for datagrams.
+    pub fn new(channel: ClientConfig, local: SocketAddr) -> Self {
+        RemoteNodeConfig {
+            channel: Arc::new(channel),
+            local,
+            stream_local: SocketAddr::new(local.ip(), 0),
+            psk_scope: Vec::new(),
+            accept: AppliancePolicy::Any,
+            discovery: Discovery::Always,
+            await_proxy_accept: true,
+            request_rto: Duration::from_millis(500),
+            request_retries: 4,
+            solicit_wait: Duration::from_secs(1),
+            setup_timeout: Duration::from_secs(20),
+            probe_len: 192,
+            max_sessions: 16,
+            max_attempts: 16,
+            max_queued: 16,
+            max_known_proxies: 64,
+            direct_keys: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// PSK mode: the appliances the key's proxy deputizes for.
+    pub fn with_psk_scope(mut self, appliances: &[&str]) -> Self {
+        self.psk_scope = appliances.iter().map(|a| String::from(*a)).collect();
+        self
+    }
+
+    /// Share a weak key with `appliance` (¶0062).
+    pub fn with_direct_key(mut self, appliance: &str, key: DirectKey) -> Self {
+        self.direct_keys.push((appliance.into(), key));
+        self
+    }
+}
+
+/// What a [`RemoteNode`] tells the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemoteEvent {
+    /// An appliance designated its proxy: S22 (`solicited: false`) or S42.
+    Designated {
+        /// The appliance.
+        appliance: String,
+        /// The proxy's address.
+        proxy: SocketAddr,
+        /// Whether it came as a solicitation (flow A').
+        solicited: bool,
+    },
+    /// A session is up: S24 received (flow A) or S33 sent (flow B).
+    SessionUp {
+        /// The appliance.
+        appliance: String,
+        /// Who started it.
+        initiated_by: Initiator,
+    },
+    /// Data from an appliance (S36).
+    Received {
+        /// The appliance.
+        appliance: String,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// The proxy refused us.
+    Refused {
+        /// The appliance asked for.
+        appliance: String,
+        /// Why.
+        reason: RefusalReason,
+    },
+    /// We declined an appliance-initiated session (S32 not accepted).
+    Declined {
+        /// The appliance.
+        appliance: String,
+        /// Why.
+        reason: RefusalReason,
+    },
+    /// Setting up or running a session failed; queued data was dropped.
+    Failed {
+        /// The appliance, if known.
+        appliance: Option<String>,
+        /// Why.
+        error: OffloadError,
+    },
+    /// A session ended.
+    Closed {
+        /// The appliance.
+        appliance: String,
+    },
+}
+
+#[derive(Debug)]
+enum Stage {
+    /// Flow A': plaintext sent; waiting for S42 until `until`.
+    Plaintext { until: Instant },
+    /// S21 sent; retransmitted at `next_at`.
+    Requesting {
+        bytes: Vec<u8>,
+        tries: u32,
+        next_at: Instant,
+    },
+    /// A stream to the designated proxy.
+    Connecting { stream: StreamId, proxy: SocketAddr },
+}
+
+#[derive(Debug)]
+struct Attempt {
+    addr: SocketAddr,
+    request_id: u64,
+    stage: Stage,
+    queued: VecDeque<Vec<u8>>,
+    deadline: Instant,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    /// Flow A: to the designated proxy; S23 sent once the channel is up.
+    Requesting { request_id: u64, sent: bool },
+    /// Flow B: the proxy opened the stream; waiting for S32.
+    AwaitingCryptoRequest,
+    /// Data flows.
+    Up,
+}
+
+struct RStream {
+    conn: Option<Connection>,
+    appliance: Option<String>,
+    phase: Phase,
+    /// The channel handshake completed at some point.
+    established: bool,
+    /// Until the session is up: when set-up gives up.
+    deadline: Option<Instant>,
+}
+
+/// The remote node.
+///
+/// `send` runs flow A: S21 crypto request to the appliance (retransmitted), S22 crypto
+/// accept + proxy designation back, a stream to the designated proxy running the secure
+/// channel, S23 proxy request, S24 proxy accept, then S25 secure data. Before S23 it
+/// checks that the proxy proved it deputizes for the appliance — its certificate, issued
+/// by a CA the channel configuration trusts, names the appliance (or, in PSK mode, the
+/// key's scope does) — so a forged designation fails with
+/// [`OffloadError::ProxyNotTrusted`] or [`OffloadError::ProxyNotDeputy`] and no data
+/// leaves. `send_plaintext` models flow A' (the seed's Fig. 4): the data goes out in clear,
+/// the appliance refuses it with S42, and the node continues at S23.
+///
+/// Streams the driver accepts on the node's listening port are flow B: S32 crypto request
+/// from the proxy, checked the same way, answered with S33 crypto accept.
+///
+/// ```
+/// use deputy::channel::ClientConfig;
+/// use deputy::crypto::cert::{CertificateAuthority, TrustStore};
+/// use deputy::offload::{RemoteNode, RemoteNodeConfig, Target};
+/// use deputy::{Actor, Instant, Output, UnixTime};
+/// use rand_chacha::ChaCha20Rng;
+/// use rand_core::SeedableRng;
+///
+/// let mut rng = ChaCha20Rng::seed_from_u64(1);
+/// let home_ca = CertificateAuthority::generate("home CA", &mut rng);
+/// let anchor = UnixTime(1_800_000_000);
+/// let me = home_ca.issue_identity("phone", &[], anchor, 86_400, &mut rng).unwrap();
+/// let channel = ClientConfig::with_ca(TrustStore::with(home_ca.certificate().clone()), "proxy.home", anchor)
+///     .with_client_identity(me);
+/// let config = RemoteNodeConfig::new(channel, "203.0.113.20:7000".parse().unwrap());
+/// let mut phone = RemoteNode::new(config, Box::new(ChaCha20Rng::seed_from_u64(2)));
+///
+/// // S21: ask the microwave (behind the home gateway) how to talk to it securely.
+/// let microwave = Target::new("microwave", "192.168.0.10:5683".parse().unwrap());
+/// phone.send(Instant::ZERO, &microwave, b"defrost 300 g").unwrap();
+/// match phone.poll_output() {
+///     Some(Output::Transmit(t)) => {
+///         assert_eq!(t.to, microwave.addr);
+///         assert!(!t.data.windows(7).any(|w| w == b"defrost"), "the data never goes in clear");
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// assert_eq!(phone.poll_timeout(), Some(Instant::from_millis(500)), "S21 retransmission");
+/// ```
+pub struct RemoteNode {
+    cfg: RemoteNodeConfig,
+    rng: Rng,
+    outbox: Outbox,
+    attempts: BTreeMap<String, Attempt>,
+    streams: BTreeMap<StreamId, RStream>,
+    up: BTreeMap<String, StreamId>,
+    known_proxies: BTreeMap<String, SocketAddr>,
+    direct_seq: BTreeMap<String, u64>,
+    next_stream: u64,
+}
+
+impl fmt::Debug for RemoteNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteNode")
+            .field("attempts", &self.attempts.len())
+            .field("streams", &self.streams.len())
+            .field("up", &self.up.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteNode {
+    /// A remote node with no sessions.
+    pub fn new(cfg: RemoteNodeConfig, rng: Rng) -> RemoteNode {
+        RemoteNode {
+            cfg,
+            rng,
+            outbox: Outbox::default(),
+            attempts: BTreeMap::new(),
+            streams: BTreeMap::new(),
+            up: BTreeMap::new(),
+            known_proxies: BTreeMap::new(),
+            direct_seq: BTreeMap::new(),
+            next_stream: 0,
+        }
+    }
+
+    /// Whether a session with `appliance` is up.
+    pub fn is_up(&self, appliance: &str) -> bool {
+        self.up.contains_key(appliance)
+    }
+
+    /// Appliances with a session up.
+    pub fn sessions(&self) -> impl Iterator<Item = &str> + '_ {
+        self.up.keys().map(String::as_str)
+    }
+
+    /// The proxy remembered for `appliance`.
+    pub fn known_proxy(&self, appliance: &str) -> Option<SocketAddr> {
+        self.known_proxies.get(appliance).copied()
+    }
+
+    /// Remember that `proxy` deputizes for `appliance` (used with
+    /// [`Discovery::WhenUnknown`] to skip S21/S22). The proxy must still prove it.
+    pub fn learn_proxy(&mut self, appliance: &str, proxy: SocketAddr) -> Result<(), Error> {
+        check_name(appliance)?;
+        if !self.known_proxies.contains_key(appliance)
+            && self.known_proxies.len() >= self.cfg.max_known_proxies
+        {
+            // Forget the alphabetically first one: the cache is a convenience only.
+            self.known_proxies.pop_first();
+        }
+        self.known_proxies.insert(appliance.into(), proxy);
+        Ok(())
+    }
+
+    /// Send `data` to the appliance securely, through its proxy (flow A). Queued while the
+    /// session is set up.
+    pub fn send(&mut self, now: Instant, target: &Target, data: &[u8]) -> Result<(), Error> {
+        check_payload(data)?;
+        check_name(&target.name)?;
+        if let Some(&id) = self.up.get(&target.name) {
+            return self.send_secure(id, data);
+        }
+        if let Some(attempt) = self.attempts.get_mut(&target.name) {
+            return queue(attempt, data, self.cfg.max_queued);
+        }
+        let mut attempt = self.new_attempt(now, target)?;
+        attempt.queued.push_back(data.to_vec());
+        match self.known_proxies.get(&target.name) {
+            Some(&proxy) if self.cfg.discovery == Discovery::WhenUnknown => {
+                let stream = self.open_stream(now, &target.name, proxy, attempt.request_id)?;
+                attempt.stage = Stage::Connecting { stream, proxy };
+            }
+            _ => self.start_request(now, &mut attempt)?,
+        }
+        self.attempts.insert(target.name.clone(), attempt);
+        Ok(())
+    }
+
+    /// Flow A' (the seed's Fig. 4): send `data` to the appliance **in clear**, as a naive
+    /// node would. The appliance must refuse it and answer S42; the node then delivers the
+    /// same data securely through the proxy (S23–S26). If no S42 comes within
+    /// `solicit_wait`, it falls back to S21. The data is exposed on the open network: this
+    /// exists to model the seed, not for production use. With a session up it is the same
+    /// as [`RemoteNode::send`].
+    pub fn send_plaintext(
+        &mut self,
+        now: Instant,
+        target: &Target,
+        data: &[u8],
+    ) -> Result<(), Error> {
+        check_payload(data)?;
+        check_name(&target.name)?;
+        if self.up.contains_key(&target.name) || self.attempts.contains_key(&target.name) {
+            return self.send(now, target, data);
+        }
+        let mut attempt = self.new_attempt(now, target)?;
+        attempt.queued.push_back(data.to_vec());
+        let bytes = padded(self.cfg.probe_len, |padding| {
+            Message::PlainData(PlainData {
+                session: 0,
+                peer: None,
+                payload: data.to_vec(),
+                padding,
+            })
+        })?;
+        self.transmit(target.addr, bytes)?;
+        attempt.stage = Stage::Plaintext {
+            until: now + self.cfg.solicit_wait,
+        };
+        self.attempts.insert(target.name.clone(), attempt);
+        Ok(())
+    }
+
+    /// ¶0062: seal `data` with the weak key shared with this appliance and send it straight
+    /// to the appliance (no proxy).
+    pub fn send_direct(&mut self, target: &Target, data: &[u8]) -> Result<(), Error> {
+        check_payload(data)?;
+        let key = self
+            .cfg
+            .direct_keys
+            .iter()
+            .find(|(name, _)| *name == target.name)
+            .map(|(_, k)| k.clone())
+            .ok_or(Error::Config("no direct key for that appliance"))?;
+        let seq = self.direct_seq.entry(target.name.clone()).or_insert(0);
+        *seq = seq.saturating_add(1);
+        let sealed = Message::SealedData(key.seal(*seq, data)).encode()?;
+        self.transmit(target.addr, sealed)
+    }
+
+    /// End the session with `appliance` (close-notify).
+    pub fn close(&mut self, appliance: &str) -> Result<(), Error> {
+        let id = self
+            .up
+            .remove(appliance)
+            .ok_or(Error::Unexpected("no session with that appliance"))?;
+        if let Some(mut s) = self.streams.remove(&id) {
+            if let Some(conn) = s.conn.as_mut() {
+                let _ = conn.close();
+                self.flush(id, conn)?;
+            }
+            self.outbox.push(Output::StreamClose { id })?;
+        }
+        Ok(())
+    }
+
+    fn new_attempt(&mut self, now: Instant, target: &Target) -> Result<Attempt, Error> {
+        if self.attempts.len() >= self.cfg.max_attempts {
+            return Err(Error::CapacityExceeded {
+                what: "remote node session set-ups",
+                bound: self.cfg.max_attempts,
+            });
+        }
+        Ok(Attempt {
+            addr: target.addr,
+            request_id: self.fresh_id(),
+            stage: Stage::Plaintext { until: now },
+            queued: VecDeque::new(),
+            deadline: now + self.cfg.setup_timeout,
+        })
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        loop {
+            let id = self.rng.next_u64();
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+
+    fn transmit(&mut self, to: SocketAddr, data: Vec<u8>) -> Result<(), Error> {
+        self.outbox.push(Output::Transmit(Transmit {
+            from: self.cfg.local,
+            to,
+            data,
+        }))
+    }
+
+    /// S21.
+    fn start_request(&mut self, now: Instant, attempt: &mut Attempt) -> Result<(), Error> {
+        let suites = self
+            .cfg
+            .channel
+            .common
+            .suites
+            .iter()
+            .map(|s| s.id())
+            .collect::<Vec<_>>();
+        let request_id = attempt.request_id;
+        let bytes = padded(self.cfg.probe_len, |padding| {
+            Message::CryptoRequest(CryptoRequest {
+                request_id,
+                appliance: None,
+                suites: suites.clone(),
+                padding,
+            })
+        })?;
+        self.transmit(attempt.addr, bytes.clone())?;
+        attempt.stage = Stage::Requesting {
+            bytes,
+            tries: 0,
+            next_at: now + self.cfg.request_rto,
+        };
+        Ok(())
+    }
+
+    fn open_stream(
+        &mut self,
+        now: Instant,
+        appliance: &str,
+        proxy: SocketAddr,
+        request_id: u64,
+    ) -> Result<StreamId, Error> {
+        if self.streams.len() >= self.cfg.max_sessions {
+            return Err(Error::CapacityExceeded {
+                what: "remote node sessions",
+                bound: self.cfg.max_sessions,
+            });
+        }
+        self.next_stream = self.next_stream.wrapping_add(1);
+        let id = StreamId::outbound(self.next_stream);
+        self.outbox.push(Output::Connect {
+            id,
+            local: self.cfg.stream_local,
+            remote: proxy,
+        })?;
+        self.streams.insert(
+            id,
+            RStream {
+                conn: None,
+                appliance: Some(appliance.into()),
+                phase: Phase::Requesting {
+                    request_id,
+                    sent: false,
+                },
+                established: false,
+                deadline: Some(now + self.cfg.setup_timeout),
+            },
+        );
+        Ok(id)
+    }
+
+    fn send_secure(&mut self, id: StreamId, data: &[u8]) -> Result<(), Error> {
+        let mut s = self.streams.remove(&id).ok_or(Error::UnknownStream(id))?;
+        let sent = self.send_on(
+            id,
+            &mut s,
+            &Message::SecureData(SecureData {
+                payload: data.to_vec(),
+            }),
+        );
+        self.streams.insert(id, s);
+        sent
+    }
+
+    fn send_on(&mut self, id: StreamId, s: &mut RStream, msg: &Message) -> Result<(), Error> {
+        let conn = s.conn.as_mut().ok_or(Error::UnknownStream(id))?;
+        conn.send(&msg.encode()?)?;
+        self.flush(id, conn)
+    }
+
+    fn flush(&mut self, id: StreamId, conn: &mut Connection) -> Result<(), Error> {
+        let bytes = conn.take_outgoing();
+        if !bytes.is_empty() {
+            self.outbox.push(Output::StreamSend { id, data: bytes })?;
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, appliance: Option<String>, error: OffloadError) -> Result<(), Error> {
+        self.outbox.event(RemoteEvent::Failed { appliance, error })
+    }
+
+    /// Whether the proxy on this connection proved it deputizes for `appliance`.
+    fn check_deputy(&self, conn: &Connection, appliance: &str) -> Result<(), OffloadError> {
+        let ok = match conn.peer() {
+            PeerIdentity::Certificate(cert) => cert.names(appliance),
+            PeerIdentity::Psk(_) => self.cfg.psk_scope.iter().any(|a| a == appliance),
+            PeerIdentity::Anonymous => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(OffloadError::ProxyNotDeputy {
+                appliance: appliance.into(),
+            })
+        }
+    }
+
+    // ----- datagrams: S22, S42 -----
+
+    fn on_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) -> Result<(), Error> {
+        let msg = Message::decode(data, &self.cfg.limits)
+            .map_err(OffloadError::Decode)?
+            .message;
+        match msg {
+            Message::CryptoAccept(CryptoAccept {
+                request_id,
+                designation: Some(d),
+                ..
+            }) => {
+                let (name, waiting) = self
+                    .attempts
+                    .iter()
+                    .find(|(_, a)| a.request_id == request_id)
+                    .map(|(n, a)| (n.clone(), matches!(a.stage, Stage::Requesting { .. })))
+                    .ok_or(OffloadError::UnknownRequest(request_id))?;
+                if !waiting {
+                    // A second answer to a retransmitted S21: already acted on.
+                    return Ok(());
+                }
+                self.designated(now, &name, d, false)
+            }
+            Message::CryptoSolicitation(CryptoSolicitation { designation }) => {
+                let (name, waiting) = self
+                    .attempts
+                    .iter()
+                    .find(|(_, a)| a.addr == from)
+                    .map(|(n, a)| {
+                        let waiting =
+                            matches!(a.stage, Stage::Plaintext { .. } | Stage::Requesting { .. });
+                        (n.clone(), waiting)
+                    })
+                    .ok_or(Error::Unexpected("unsolicited crypto solicitation"))?;
+                if !waiting {
+                    return Ok(());
+                }
+                match designation {
+                    Some(d) => self.designated(now, &name, d, true),
+                    None => {
+                        // A minimal solicitation: ask properly (S21) to learn the proxy.
+                        let Some(mut attempt) = self.attempts.remove(&name) else {
+                            return Ok(());
+                        };
+                        let result = match attempt.stage {
+                            Stage::Plaintext { .. } => self.start_request(now, &mut attempt),
+                            _ => Ok(()),
+                        };
+                        self.attempts.insert(name, attempt);
+                        result
+                    }
+                }
+            }
+            other => Err(OffloadError::UnexpectedMessage(other.msg_type()).into()),
+        }
+    }
+
+    /// S22 or S42 named the proxy: connect to it.
+    fn designated(
+        &mut self,
+        now: Instant,
+        name: &str,
+        d: Designation,
+        solicited: bool,
+    ) -> Result<(), Error> {
+        if d.appliance != name {
+            return Err(OffloadError::DesignationMismatch {
+                expected: name.into(),
+                got: d.appliance,
+            }
+            .into());
+        }
+        let Some(mut attempt) = self.attempts.remove(name) else {
+            return Ok(());
+        };
+        self.outbox.event(RemoteEvent::Designated {
+            appliance: name.into(),
+            proxy: d.proxy,
+            solicited,
+        })?;
+        match self.open_stream(now, name, d.proxy, attempt.request_id) {
+            Ok(stream) => {
+                attempt.stage = Stage::Connecting {
+                    stream,
+                    proxy: d.proxy,
+                };
+                self.attempts.insert(name.into(), attempt);
+                Ok(())
+            }
+            Err(e) => {
+                self.fail(
+                    Some(name.into()),
+                    OffloadError::Refused(RefusalReason::SessionLimit),
+                )?;
+                Err(e)
+            }
+        }
+    }
+
+    // ----- streams: the secure channel to proxies -----
+
+    fn drive(&mut self, now: Instant, id: StreamId, data: Option<&[u8]>) -> Result<(), Error> {
+        let mut s = self.streams.remove(&id).ok_or(Error::UnknownStream(id))?;
+        let mut result = Ok(());
+        if let (Some(data), Some(conn)) = (data, s.conn.as_mut()) {
+            result = conn.feed(now, data, self.rng.as_mut());
+        }
+        match self.work(id, &mut s) {
+            Ok(true) => {
+                self.streams.insert(id, s);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                let _ = self.outbox.push(Output::StreamClose { id });
+                self.forget_stream(id, &s);
+                return Err(e);
+            }
+        }
+        result
+    }
+
+    fn forget_stream(&mut self, id: StreamId, s: &RStream) {
+        if let Some(name) = &s.appliance {
+            if self.up.get(name) == Some(&id) {
+                self.up.remove(name);
+            }
+            if self.attempts.get(name).is_some_and(
+                |a| matches!(a.stage, Stage::Connecting { stream, .. } if stream == id),
+            ) {
+                self.attempts.remove(name);
+            }
+        }
+    }
+
+    /// Returns whether the stream stays open.
+    fn work(&mut self, id: StreamId, s: &mut RStream) -> Result<bool, Error> {
+        let Some(conn) = s.conn.as_mut() else {
+            return Ok(true);
+        };
+        self.flush(id, conn)?;
+        if let Some(error) = conn.error().cloned() {
+            self.outbox.push(Output::StreamClose { id })?;
+            // A proxy that could not complete the handshake did not prove who it is.
+            let error = if s.established {
+                OffloadError::Channel(error)
+            } else {
+                OffloadError::ProxyNotTrusted(error)
+            };
+            self.forget_stream(id, s);
+            self.fail(s.appliance.clone(), error)?;
+            if s.phase == Phase::Up
+                && let Some(name) = s.appliance.clone()
+            {
+                self.outbox.event(RemoteEvent::Closed { appliance: name })?;
+            }
+            return Ok(false);
+        }
+        s.established |= conn.is_established();
+        if s.established
+            && let Phase::Requesting {
+                request_id,
+                sent: false,
+            } = s.phase
+            && !self.request_proxy(id, s, request_id)?
+        {
+            return Ok(false);
+        }
+        while let Some(bytes) = s.conn.as_mut().and_then(Connection::take_received) {
+            let msg = match Message::decode(&bytes, &self.cfg.limits) {
+                Ok(d) => d.message,
+                Err(e) => {
+                    self.abort(id, s, OffloadError::Decode(e))?;
+                    return Ok(false);
+                }
+            };
+            if !self.on_channel_message(id, s, msg)? {
+                return Ok(false);
+            }
+        }
+        let Some(conn) = s.conn.as_mut() else {
+            return Ok(true);
+        };
+        self.flush(id, conn)?;
+        if conn.peer_closed() {
+            if !conn.is_closing() {
+                let _ = conn.close();
+                self.flush(id, conn)?;
+            }
+            self.outbox.push(Output::StreamClose { id })?;
+            self.forget_stream(id, s);
+            if let Some(name) = s.appliance.clone() {
+                if s.phase == Phase::Up {
+                    self.outbox.event(RemoteEvent::Closed { appliance: name })?;
+                } else {
+                    self.fail(Some(name), OffloadError::Refused(RefusalReason::Closed))?;
+                }
+            }
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Close the stream after a protocol violation and report it.
+    fn abort(&mut self, id: StreamId, s: &mut RStream, error: OffloadError) -> Result<(), Error> {
+        if let Some(conn) = s.conn.as_mut() {
+            let _ = conn.close();
+            self.flush(id, conn)?;
+        }
+        self.outbox.push(Output::StreamClose { id })?;
+        self.forget_stream(id, s);
+        self.fail(s.appliance.clone(), error)
+    }
+
+    /// Flow A: the channel to the designated proxy is up. Check the proxy deputizes for the
+    /// appliance, then S23 (and, without waiting for S24, the queued data).
+    fn request_proxy(
+        &mut self,
+        id: StreamId,
+        s: &mut RStream,
+        request_id: u64,
+    ) -> Result<bool, Error> {
+        let name = s
+            .appliance
+            .clone()
+            .ok_or(Error::Unexpected("no appliance"))?;
+        let check = match s.conn.as_ref() {
+            Some(conn) => self.check_deputy(conn, &name),
+            None => return Ok(true),
+        };
+        if let Err(error) = check {
+            self.abort(id, s, error)?;
+            return Ok(false);
+        }
+        self.send_on(
+            id,
+            s,
+            &Message::ProxyRequest(ProxyRequest {
+                request_id,
+                appliance: Some(name.clone()),
+                remote: None,
+                remote_identity: None,
+            }),
+        )?;
+        s.phase = Phase::Requesting {
+            request_id,
+            sent: true,
+        };
+        if !self.cfg.await_proxy_accept {
+            self.session_up(id, s, &name, Initiator::Remote)?;
+        }
+        Ok(true)
+    }
+
+    /// The session is up: register it, send what waited, tell the application.
+    fn session_up(
+        &mut self,
+        id: StreamId,
+        s: &mut RStream,
+        name: &str,
+        initiated_by: Initiator,
+    ) -> Result<(), Error> {
+        s.phase = Phase::Up;
+        s.deadline = None;
+        // The attempt that opened this stream (flow A) hands over its queue, and its proxy
+        // is remembered (¶0066 lets later sessions skip S21/S22). An attempt still
+        // discovering the proxy is finished by any session with the appliance (flow B
+        // included); one connecting on another stream completes on its own.
+        let (take, learned) = match self.attempts.get(name).map(|a| &a.stage) {
+            Some(Stage::Connecting { stream, proxy }) if *stream == id => (true, Some(*proxy)),
+            Some(Stage::Plaintext { .. } | Stage::Requesting { .. }) => (true, None),
+            _ => (false, None),
+        };
+        let mut queued = VecDeque::new();
+        if take && let Some(a) = self.attempts.remove(name) {
+            queued = a.queued;
+        }
+        if let Some(proxy) = learned {
+            self.learn_proxy(name, proxy)?;
+        }
+        self.up.insert(name.into(), id);
+        self.outbox.event(RemoteEvent::SessionUp {
+            appliance: name.into(),
+            initiated_by,
+        })?;
+        for data in queued {
+            self.send_on(id, s, &Message::SecureData(SecureData { payload: data }))?;
+        }
+        Ok(())
+    }
+
+    /// One offload message from a proxy. Returns whether the stream stays open.
+    fn on_channel_message(
+        &mut self,
+        id: StreamId,
+        s: &mut RStream,
+        msg: Message,
+    ) -> Result<bool, Error> {
+        let awaiting_accept = match s.phase {
+            Phase::Requesting {
+                request_id,
+                sent: true,
+            } => Some(request_id),
+            _ => None,
+        };
+        let up = s.phase == Phase::Up;
+        match msg {
+            Message::ProxyAccept(ProxyAccept {
+                request_id,
+                appliance,
+                ..
+            }) if awaiting_accept == Some(request_id)
+                && appliance.is_some()
+                && appliance == s.appliance =>
+            {
+                // S24.
+                let name = appliance.unwrap_or_default();
+                self.session_up(id, s, &name, Initiator::Remote)?;
+                Ok(true)
+            }
+            Message::ProxyAccept(_) if up && !self.cfg.await_proxy_accept => Ok(true),
+            Message::CryptoRequest(req) if s.phase == Phase::AwaitingCryptoRequest => {
+                self.on_crypto_request(id, s, req)
+            }
+            Message::SecureData(SecureData { payload }) if up => {
+                // S36.
+                let appliance = s.appliance.clone().unwrap_or_default();
+                self.outbox.event(RemoteEvent::Received {
+                    appliance,
+                    data: payload,
+                })?;
+                Ok(true)
+            }
+            Message::Refusal(Refusal {
+                reason, appliance, ..
+            }) => {
+                // Flow B refusals name the appliance the stream was opened for.
+                if s.appliance.is_none() {
+                    s.appliance = appliance.filter(|a| check_name(a).is_ok());
+                }
+                let appliance = s.appliance.clone().unwrap_or_default();
+                self.outbox
+                    .event(RemoteEvent::Refused { appliance, reason })?;
+                if reason == RefusalReason::Busy && up {
+                    return Ok(true);
+                }
+                if up {
+                    self.close_stream(id, s)?;
+                    return Ok(false);
+                }
+                self.abort(id, s, OffloadError::Refused(reason))?;
+                Ok(false)
+            }
+            other => {
+                self.abort(id, s, OffloadError::UnexpectedMessage(other.msg_type()))?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// End an up session the proxy ended.
+    fn close_stream(&mut self, id: StreamId, s: &mut RStream) -> Result<(), Error> {
+        if let Some(conn) = s.conn.as_mut() {
+            let _ = conn.close();
+            self.flush(id, conn)?;
+        }
+        self.outbox.push(Output::StreamClose { id })?;
+        self.forget_stream(id, s);
+        match s.appliance.clone() {
+            Some(appliance) => self.outbox.event(RemoteEvent::Closed { appliance }),
+            None => Ok(()),
+        }
+    }
+
+    /// Flow B, S32 → S33 (or a refusal).
+    fn on_crypto_request(
+        &mut self,
+        id: StreamId,
+        s: &mut RStream,
+        req: CryptoRequest,
+    ) -> Result<bool, Error> {
+        let Some(name) = req.appliance else {
+            self.abort(
+                id,
+                s,
+                OffloadError::Malformed("crypto request without an appliance"),
+            )?;
+            return Ok(false);
+        };
+        s.appliance = Some(name.clone());
+        let deputy = match s.conn.as_ref() {
+            Some(conn) => self.check_deputy(conn, &name),
+            None => return Ok(true),
+        };
+        let accepted = match &self.cfg.accept {
+            AppliancePolicy::Any => true,
+            AppliancePolicy::Only(list) => list.contains(&name),
+            AppliancePolicy::Nobody => false,
+        };
+        if deputy.is_err() || !accepted {
+            let refusal = Message::Refusal(Refusal {
+                reason: RefusalReason::AccessDenied,
+                request_id: Some(req.request_id),
+                session: 0,
+                appliance: Some(name.clone()),
+            });
+            let _ = self.send_on(id, s, &refusal);
+            match deputy {
+                Err(error) => self.abort(id, s, error)?,
+                Ok(()) => {
+                    if let Some(conn) = s.conn.as_mut() {
+                        let _ = conn.close();
+                        self.flush(id, conn)?;
+                    }
+                    self.outbox.push(Output::StreamClose { id })?;
+                    self.outbox.event(RemoteEvent::Declined {
+                        appliance: name,
+                        reason: RefusalReason::AccessDenied,
+                    })?;
+                }
+            }
+            return Ok(false);
+        }
+        // S33.
+        self.send_on(
+            id,
+            s,
+            &Message::CryptoAccept(CryptoAccept {
+                request_id: req.request_id,
+                appliance: Some(name.clone()),
+                designation: None,
+            }),
+        )?;
+        self.session_up(id, s, &name, Initiator::Appliance)?;
+        Ok(true)
+    }
+}
+
+/// Queue `data` on a session being set up.
+fn queue(attempt: &mut Attempt, data: &[u8], bound: usize) -> Result<(), Error> {
+    if attempt.queued.len() >= bound {
+        return Err(Error::CapacityExceeded {
+            what: "remote node queued messages",
+            bound,
+        });
+    }
+    attempt.queued.push_back(data.to_vec());
+    Ok(())
+}
+
+/// Encode the message `build(padding)` makes, padded to at least `min_len` bytes.
+fn padded(min_len: usize, build: impl Fn(usize) -> Message) -> Result<Vec<u8>, Error> {
+    let bare = build(0).encode()?;
+    if bare.len() >= min_len {
+        return Ok(bare);
+    }
+    let padding = min_len.saturating_sub(bare.len() + FIELD_HEADER_LEN).max(1);
+    Ok(build(padding).encode()?)
+}
+
+impl Actor for RemoteNode {
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
+        match input {
+            Input::Datagram { from, data, .. } => self.on_datagram(now, from, data),
+            Input::StreamConnected { id, .. } => {
+                let s = self.streams.get_mut(&id).ok_or(Error::UnknownStream(id))?;
+                if s.conn.is_some() {
+                    return Err(Error::Unexpected("stream connected twice"));
+                }
+                s.conn = Some(Connection::client(
+                    self.cfg.channel.clone(),
+                    now,
+                    self.rng.as_mut(),
+                )?);
+                self.drive(now, id, None)
+            }
+            Input::StreamAccepted { id, .. } => {
+                if self.streams.len() >= self.cfg.max_sessions {
+                    self.outbox.push(Output::StreamClose { id })?;
+                    return Err(Error::CapacityExceeded {
+                        what: "remote node sessions",
+                        bound: self.cfg.max_sessions,
+                    });
+                }
+                if self.streams.contains_key(&id) {
+                    return Err(Error::Unexpected("stream id reused"));
+                }
+                // Flow B: the proxy opened this stream; we are the channel client.
+                let conn = Connection::client(self.cfg.channel.clone(), now, self.rng.as_mut())?;
+                self.streams.insert(
+                    id,
+                    RStream {
+                        conn: Some(conn),
+                        appliance: None,
+                        phase: Phase::AwaitingCryptoRequest,
+                        established: false,
+                        deadline: Some(now + self.cfg.setup_timeout),
+                    },
+                );
+                self.drive(now, id, None)
+            }
+            Input::StreamData { id, data } => self.drive(now, id, Some(data)),
+            Input::StreamClosed { id } => {
+                let mut s = self.streams.remove(&id).ok_or(Error::UnknownStream(id))?;
+                self.forget_stream(id, &s);
+                let error = match s.conn.as_mut() {
+                    None => OffloadError::Unreachable,
+                    Some(conn) => match conn.stream_closed() {
+                        Ok(()) => {
+                            if s.phase == Phase::Up
+                                && let Some(name) = s.appliance.clone()
+                            {
+                                return self.outbox.event(RemoteEvent::Closed { appliance: name });
+                            }
+                            OffloadError::Refused(RefusalReason::Closed)
+                        }
+                        Err(_) => OffloadError::Channel(
+                            conn.error()
+                                .cloned()
+                                .unwrap_or(ChannelError::TruncatedStream),
+                        ),
+                    },
+                };
+                self.fail(s.appliance.clone(), error)?;
+                if s.phase == Phase::Up
+                    && let Some(name) = s.appliance
+                {
+                    self.outbox.event(RemoteEvent::Closed { appliance: name })?;
+                }
+                Ok(())
+            }
+            Input::Packet { .. } => Err(Error::Unexpected("a remote node takes no raw packets")),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        let names: Vec<String> = self.attempts.keys().cloned().collect();
+        for name in names {
+            let Some(mut attempt) = self.attempts.remove(&name) else {
+                continue;
+            };
+            if attempt.deadline <= now {
+                if let Stage::Connecting { stream, .. } = attempt.stage
+                    && let Some(mut s) = self.streams.remove(&stream)
+                {
+                    if let Some(conn) = s.conn.as_mut() {
+                        let _ = conn.close();
+                        let _ = self.flush(stream, conn);
+                    }
+                    let _ = self.outbox.push(Output::StreamClose { id: stream });
+                }
+                let _ = self.fail(Some(name), OffloadError::Timeout("session set-up"));
+                continue;
+            }
+            let outcome = match &mut attempt.stage {
+                Stage::Plaintext { until } if *until <= now => {
+                    // No S42 came: ask properly (S21).
+                    self.start_request(now, &mut attempt).map(|()| true)
+                }
+                Stage::Requesting {
+                    bytes,
+                    tries,
+                    next_at,
+                } if *next_at <= now => {
+                    if *tries >= self.cfg.request_retries {
+                        Ok(false)
+                    } else {
+                        *tries += 1;
+                        *next_at = now + backoff(self.cfg.request_rto, *tries);
+                        let bytes = bytes.clone();
+                        self.transmit(attempt.addr, bytes).map(|()| true)
+                    }
+                }
+                _ => Ok(true),
+            };
+            match outcome {
+                Ok(true) | Err(_) => {
+                    self.attempts.insert(name, attempt);
+                }
+                Ok(false) => {
+                    let _ = self.fail(Some(name), OffloadError::Timeout("crypto request (S21)"));
+                }
+            }
+        }
+        let ids: Vec<StreamId> = self.streams.keys().copied().collect();
+        for id in ids {
+            if self
+                .streams
+                .get(&id)
+                .is_some_and(|s| s.deadline.is_some_and(|d| d <= now))
+            {
+                if let Some(mut s) = self.streams.remove(&id) {
+                    let _ = self.abort(id, &mut s, OffloadError::Timeout("session set-up"));
+                }
+                continue;
+            }
+            let failed = self
+                .streams
+                .get_mut(&id)
+                .and_then(|s| s.conn.as_mut())
+                .is_some_and(|c| c.handle_timeout(now).is_err());
+            if failed {
+                let _ = self.drive(now, id, None);
+            }
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        self.outbox.pop()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let attempts = self.attempts.values().flat_map(|a| {
+            let stage = match &a.stage {
+                Stage::Plaintext { until } => Some(*until),
+                Stage::Requesting { next_at, .. } => Some(*next_at),
+                Stage::Connecting { .. } => None,
+            };
+            [Some(a.deadline), stage].into_iter().flatten()
+        });
+        let streams = self.streams.values().flat_map(|s| {
+            let handshake = s.conn.as_ref().and_then(Connection::poll_timeout);
+            [handshake, s.deadline].into_iter().flatten()
+        });
+        attempts.chain(streams).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::UnixTime;
+    use crate::channel::Psk;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    fn node(configure: impl FnOnce(&mut RemoteNodeConfig)) -> RemoteNode {
+        let psk = Psk::new("phone", &[1; 32]).unwrap();
+        let mut cfg = RemoteNodeConfig::new(
+            ClientConfig::with_psk(psk, UnixTime(1_800_000_000)),
+            "203.0.113.20:7000".parse().unwrap(),
+        );
+        configure(&mut cfg);
+        RemoteNode::new(cfg, alloc::boxed::Box::new(ChaCha20Rng::seed_from_u64(1)))
+    }
+
+    #[test]
+    fn known_proxies_are_bounded() {
+        let mut n = node(|c| c.max_known_proxies = 2);
+        let proxy: SocketAddr = "192.168.0.2:8443".parse().unwrap();
+        for name in ["aircon", "fridge", "microwave"] {
+            n.learn_proxy(name, proxy).unwrap();
+        }
+        assert_eq!(n.known_proxies.len(), 2);
+        assert_eq!(n.known_proxy("aircon"), None, "the first name went");
+        assert_eq!(n.known_proxy("microwave"), Some(proxy));
+        assert!(n.learn_proxy("", proxy).is_err());
+    }
+
+    #[test]
+    fn streams_are_bounded() {
+        let mut n = node(|c| c.max_sessions = 2);
+        let now = Instant::ZERO;
+        let accept = |i: u64| Input::StreamAccepted {
+            id: StreamId::inbound(i),
+            local: "203.0.113.20:7443".parse().unwrap(),
+            remote: "203.0.113.1:40000".parse().unwrap(),
+        };
+        n.handle_input(now, accept(1)).unwrap();
+        n.handle_input(now, accept(2)).unwrap();
+        assert_eq!(
+            n.handle_input(now, accept(3)),
+            Err(Error::CapacityExceeded {
+                what: "remote node sessions",
+                bound: 2
+            })
+        );
+        let mut closed = false;
+        while let Some(o) = n.poll_output() {
+            closed |= o
+                == Output::StreamClose {
+                    id: StreamId::inbound(3),
+                };
+        }
+        assert!(closed, "the extra stream is closed at once");
+        // An outbound session set-up is refused by the same bound.
+        let target = Target::new("microwave", "192.168.0.10:5683".parse().unwrap());
+        n.learn_proxy("microwave", "192.168.0.2:8443".parse().unwrap())
+            .unwrap();
+        n.cfg.discovery = Discovery::WhenUnknown;
+        assert_eq!(
+            n.send(now, &target, b"x"),
+            Err(Error::CapacityExceeded {
+                what: "remote node sessions",
+                bound: 2
+            })
+        );
+        // Streams waiting for S32 give up at the set-up deadline, freeing their slots.
+        n.handle_timeout(now + n.cfg.setup_timeout);
+        assert_eq!(n.streams.len(), 0);
+        assert!(n.poll_timeout().is_none());
+    }
+}
