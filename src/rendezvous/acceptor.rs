@@ -362,7 +362,7 @@ impl Acceptor {
                     });
                 }
                 self.pending.push_back(notice.request);
-                self.ensure_server(now)
+                self.ensure_server()
             }
             other => {
                 self.stats.refused_datagrams += 1;
@@ -373,12 +373,12 @@ impl Acceptor {
 
     // ----- S206: the device's own channel to the server -----
 
-    fn ensure_server(&mut self, now: Instant) -> Result<(), Error> {
+    fn ensure_server(&mut self) -> Result<(), Error> {
         if self.connecting.is_some() {
             return Ok(());
         }
         match self.server.as_ref() {
-            Some(s) if !s.is_closed() => self.send_fetches(now),
+            Some(s) if !s.is_closed() => self.send_fetches(),
             _ => {
                 self.server = None;
                 self.next_stream += 1;
@@ -393,7 +393,7 @@ impl Acceptor {
         }
     }
 
-    fn send_fetches(&mut self, _now: Instant) -> Result<(), Error> {
+    fn send_fetches(&mut self) -> Result<(), Error> {
         let Some(server) = self.server.as_mut().filter(|s| s.conn.is_established()) else {
             return Ok(());
         };
@@ -728,7 +728,7 @@ impl Actor for Acceptor {
                     let fed = server.feed(now, data, self.rng.as_mut(), &mut self.outbox);
                     match fed {
                         Ok(messages) => {
-                            self.send_fetches(now)?;
+                            self.send_fetches()?;
                             self.on_server_messages(now, messages)
                         }
                         Err(e) => Err(e),

@@ -549,7 +549,7 @@ impl<D: Directory> RendezvousServer<D> {
             Err(e) => Err(e),
         };
         if self.sessions.get(&id).is_some_and(|s| s.link.is_closed()) {
-            self.end_session(now, id)?;
+            self.end_session(id)?;
         }
         result
     }
@@ -560,20 +560,20 @@ impl<D: Directory> RendezvousServer<D> {
     }
 
     /// The stream of `id` is over: forget it and settle its requests.
-    fn end_session(&mut self, now: Instant, id: StreamId) -> Result<(), Error> {
+    fn end_session(&mut self, id: StreamId) -> Result<(), Error> {
         let Some(s) = self.sessions.remove(&id) else {
             return Ok(());
         };
         for request in s.requests {
             match s.kind {
-                Kind::Issuer => self.finish(now, request, false)?,
+                Kind::Issuer => self.finish(request, false)?,
                 Kind::Device => {
                     if self
                         .requests
                         .get(&request)
                         .is_some_and(|r| r.device_stream == Some(id))
                     {
-                        self.refuse(now, request, RefusalReason::DeviceUnreachable)?;
+                        self.refuse(request, RefusalReason::DeviceUnreachable)?;
                     }
                 }
             }
@@ -626,7 +626,7 @@ impl<D: Directory> RendezvousServer<D> {
                 if !own(self, o.request) {
                     return Err(RendezvousError::UnknownSession(o.request).into());
                 }
-                self.finish(now, o.request, o.connected)
+                self.finish(o.request, o.connected)
             }
             other => Err(RendezvousError::UnexpectedMessage(other).into()),
         }
@@ -747,14 +747,14 @@ impl<D: Directory> RendezvousServer<D> {
             };
             let device = r.device;
             if r.notices_sent >= self.cfg.notices {
-                self.refuse(now, id, RefusalReason::DeviceUnreachable)?;
+                self.refuse(id, RefusalReason::DeviceUnreachable)?;
                 continue;
             }
             let (Some(entry), Some(key)) = (
                 self.directory.lookup(device, now),
                 self.cfg.keys.key(device),
             ) else {
-                self.refuse(now, id, RefusalReason::DeviceUnreachable)?;
+                self.refuse(id, RefusalReason::DeviceUnreachable)?;
                 continue;
             };
             let data = Notice {
@@ -841,11 +841,11 @@ impl<D: Directory> RendezvousServer<D> {
                         self.remember_block(device, issuer, now + wait);
                     }
                 }
-                self.refuse(now, request, refused.reason)
+                self.refuse(request, refused.reason)
             }
             OUTCOME => {
                 let o = Outcome::decode(&msg, &limits).map_err(RendezvousError::from)?;
-                self.finish(now, o.request, o.connected)
+                self.finish(o.request, o.connected)
             }
             other => Err(RendezvousError::UnexpectedMessage(other).into()),
         }
@@ -933,7 +933,7 @@ impl<D: Directory> RendezvousServer<D> {
     }
 
     /// Refuse `request` to its issuer and forget it.
-    fn refuse(&mut self, now: Instant, request: u64, reason: RefusalReason) -> Result<(), Error> {
+    fn refuse(&mut self, request: u64, reason: RefusalReason) -> Result<(), Error> {
         let Some(r) = self.requests.get(&request) else {
             return Ok(());
         };
@@ -947,11 +947,11 @@ impl<D: Directory> RendezvousServer<D> {
             device,
             reason,
         })?;
-        self.finish(now, request, false)
+        self.finish(request, false)
     }
 
     /// Forget `request`.
-    fn finish(&mut self, _now: Instant, request: u64, connected: bool) -> Result<(), Error> {
+    fn finish(&mut self, request: u64, connected: bool) -> Result<(), Error> {
         let Some(r) = self.requests.remove(&request) else {
             return Ok(());
         };
@@ -980,7 +980,7 @@ impl<D: Directory> RendezvousServer<D> {
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            self.refuse(now, id, RefusalReason::Timeout)?;
+            self.refuse(id, RefusalReason::Timeout)?;
         }
         let waiting: Vec<u64> = self
             .requests
@@ -1004,7 +1004,7 @@ impl<D: Directory> RendezvousServer<D> {
                 s.link.close(&mut self.outbox)?;
             }
             if s.link.is_closed() {
-                self.end_session(now, id)?;
+                self.end_session(id)?;
             }
         }
         Ok(())
@@ -1026,7 +1026,7 @@ impl<D: Directory> Actor for RendezvousServer<D> {
                 if let Some(s) = self.sessions.get_mut(&id) {
                     s.link.stream_closed();
                 }
-                self.end_session(now, id)
+                self.end_session(id)
             }
             Input::StreamConnected { id, .. } => Err(Error::UnknownStream(id)),
             Input::Packet { .. } => Err(Error::Unexpected(
