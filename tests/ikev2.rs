@@ -9,9 +9,10 @@ use deputy::crypto::dh::Group;
 use deputy::ikev2::codec::{Message, Payload};
 use deputy::ikev2::consts::{exchange, notify};
 use deputy::ikev2::{
-    ChildSa, EspSuite, FailReason, Identity, IkeConfig, IkeEvent, IkeProposal, Initiator,
-    InitiatorConfig, Mode, Responder, ResponderConfig, TrafficSelector,
+    ChildMode, FailReason, Identity, IkeConfig, IkeEvent, IkeProposal, Initiator, InitiatorConfig,
+    Responder, ResponderConfig,
 };
+use deputy::ipsec::{ChildSa, Mode, Suite, TrafficSelector};
 use deputy::{Actor, Error, Event, Input, Instant, Output, Transmit};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -269,7 +270,33 @@ fn has_event(events: &[IkeEvent], f: impl Fn(&IkeEvent) -> bool) -> bool {
     events.iter().any(f)
 }
 
-fn assert_child_pair(i: &ChildSa, r: &ChildSa, suite: EspSuite) {
+/// Whether the IKE event that handed over the Child SA with inbound SPI `spi_in` says we
+/// initiated the exchange that created it.
+fn initiated(events: &[IkeEvent], spi_in: u32) -> Option<bool> {
+    events.iter().rev().find_map(|e| match e {
+        IkeEvent::ChildSaEstablished {
+            child, initiated, ..
+        }
+        | IkeEvent::ChildSaRekeyed {
+            child, initiated, ..
+        } if child.spi_in == spi_in => Some(*initiated),
+        _ => None,
+    })
+}
+
+/// The pair was created by an exchange that initiator 0 of `net` initiated.
+fn assert_initiator_initiated(net: &Net, i: &ChildSa, r: &ChildSa) {
+    assert_eq!(initiated(&net.i_events[0], i.spi_in), Some(true));
+    assert_eq!(initiated(&net.r_events, r.spi_in), Some(false));
+}
+
+/// The pair was created by an exchange the responder initiated (a rekey it started).
+fn assert_responder_initiated(net: &Net, i: &ChildSa, r: &ChildSa) {
+    assert_eq!(initiated(&net.r_events, r.spi_in), Some(true));
+    assert_eq!(initiated(&net.i_events[0], i.spi_in), Some(false));
+}
+
+fn assert_child_pair(net: &Net, i: &ChildSa, r: &ChildSa, suite: Suite) {
     assert_eq!(i.suite, suite);
     assert_eq!(r.suite, suite);
     assert_eq!(i.spi_in, r.spi_out);
@@ -278,17 +305,31 @@ fn assert_child_pair(i: &ChildSa, r: &ChildSa, suite: EspSuite) {
     assert_eq!(i.keys_in, r.keys_out, "responder→initiator keys agree");
     assert_ne!(i.keys_out, i.keys_in, "the two directions differ");
     for k in [&i.keys_out, &i.keys_in] {
-        assert_eq!(k.enc_key.len(), suite.enc_key_len());
-        assert_eq!(k.salt.len(), suite.salt_len());
-        assert_eq!(k.integ_key.len(), suite.integ_key_len());
+        assert_eq!(
+            k.encryption.len(),
+            suite.cipher_key_len() + suite.salt_len()
+        );
+        assert_eq!(k.integrity.len(), suite.integrity_key_len());
     }
-    assert_eq!(i.ts_local, r.ts_remote);
-    assert_eq!(i.ts_remote, r.ts_local);
-    assert!(i.initiated && !r.initiated);
-    assert_eq!(i.mode, r.mode);
+    assert_eq!(i.local_ts, r.remote_ts);
+    assert_eq!(i.remote_ts, r.local_ts);
+    assert_initiator_initiated(net, i, r);
+    assert_eq!(i.mode.is_transport(), r.mode.is_transport());
+    // Each side's tunnel endpoints are its IKE endpoints.
+    for (c, actor_addrs) in [(i, Some(net.inits[0].ike_addresses())), (r, None)] {
+        if let (Mode::Tunnel { local, remote }, Some(e)) = (c.mode, c.encap) {
+            assert_eq!((local, remote), (e.local.ip(), e.remote.ip()));
+        }
+        if let (Mode::Tunnel { local, remote }, Some((l, r))) = (c.mode, actor_addrs) {
+            assert_eq!((local, remote), (l.ip(), r.ip()));
+        }
+    }
+    // The data plane takes the value as it is.
+    i.validate().unwrap();
+    r.validate().unwrap();
     // Debug must not print key material.
     let dbg = format!("{i:?}");
-    assert!(dbg.contains("EspKeys(enc"));
+    assert!(dbg.contains("SaKeys { encryption: <"));
 }
 
 fn established(net: &Net) {
@@ -305,34 +346,38 @@ fn established(net: &Net) {
 
 #[test]
 fn every_suite_and_group_establishes_with_identical_keys() {
-    let cases: Vec<(IkeProposal, EspSuite)> = vec![
+    let cases: Vec<(IkeProposal, Suite)> = vec![
         (
             IkeProposal::aes128_sha256(&[Group::Modp2048]),
-            EspSuite::AesCbc128HmacSha256,
+            Suite::AesCbc128HmacSha256,
         ),
         (
             IkeProposal::aes128_sha256(&[Group::X25519]),
-            EspSuite::AesCbc128HmacSha256,
+            Suite::AesCbc128HmacSha256,
+        ),
+        (
+            IkeProposal::aes128_sha256(&[Group::X25519]),
+            Suite::AesCbc256HmacSha256,
         ),
         (
             IkeProposal::chacha20poly1305(&[Group::X25519]),
-            EspSuite::ChaCha20Poly1305,
+            Suite::ChaCha20Poly1305,
         ),
         (
             IkeProposal::chacha20poly1305(&[Group::Modp2048]),
-            EspSuite::AesGcm16_128,
+            Suite::AesGcm128,
         ),
         (
             IkeProposal::aes_gcm16(128, &[Group::X25519]),
-            EspSuite::AesGcm16_128,
+            Suite::AesGcm128,
         ),
         (
             IkeProposal::aes_gcm16(256, &[Group::Modp2048]),
-            EspSuite::AesGcm16_256,
+            Suite::AesGcm256,
         ),
         (
             IkeProposal::aes_gcm16(256, &[Group::X25519]),
-            EspSuite::ChaCha20Poly1305,
+            Suite::ChaCha20Poly1305,
         ),
     ];
     for (ike, esp) in cases {
@@ -346,9 +391,15 @@ fn every_suite_and_group_establishes_with_identical_keys() {
         net.start(0);
         established(&net);
         let (i, r) = (net.i_child(0), net.r_child(0));
-        assert_child_pair(&i, &r, esp);
-        assert!(!i.udp_encap && !r.udp_encap);
-        assert_eq!(i.mode, Mode::Tunnel);
+        assert_child_pair(&net, &i, &r, esp);
+        assert!(i.encap.is_none() && r.encap.is_none());
+        assert_eq!(
+            i.mode,
+            Mode::Tunnel {
+                local: addr(I_ADDR).ip(),
+                remote: addr(R_ADDR).ip()
+            }
+        );
         let suite = net.i_events[0]
             .iter()
             .find_map(|e| match e {
@@ -393,9 +444,10 @@ fn lost_messages_are_retransmitted_bit_identically_and_replayed() {
     net.run_for(Duration::from_secs(5));
     established(&net);
     assert_child_pair(
+        &net,
         &net.i_child(0),
         &net.r_child(0),
-        EspSuite::AesCbc128HmacSha256,
+        Suite::AesCbc128HmacSha256,
     );
 
     let inits = net.exchanges(Dir::ToResponder, exchange::IKE_SA_INIT);
@@ -498,9 +550,10 @@ fn invalid_ke_payload_makes_the_initiator_switch_groups() {
             IkeEvent::IkeSaEstablished { suite, .. } if suite.group == accept
         )));
         assert_child_pair(
+            &net,
             &net.i_child(0),
             &net.r_child(0),
-            EspSuite::AesCbc128HmacSha256,
+            Suite::AesCbc128HmacSha256,
         );
     }
 }
@@ -512,12 +565,12 @@ fn nat_is_detected_and_ike_moves_to_4500() {
     net.start(0);
     established(&net);
     let (i, r) = (net.i_child(0), net.r_child(0));
-    assert!(i.udp_encap && r.udp_encap);
-    assert_eq!(i.local, addr("10.0.0.1:4500"));
-    assert_eq!(i.remote, addr("198.51.100.2:4500"));
+    let (ie, re) = (i.encap.unwrap(), r.encap.unwrap());
+    assert_eq!(ie.local, addr("10.0.0.1:4500"));
+    assert_eq!(ie.remote, addr("198.51.100.2:4500"));
     // The responder answers the NAT's public address and port.
-    assert_eq!(r.remote, addr("203.0.113.5:44500"));
-    assert_eq!(r.local, addr("198.51.100.2:4500"));
+    assert_eq!(re.remote, addr("203.0.113.5:44500"));
+    assert_eq!(re.local, addr("198.51.100.2:4500"));
     for s in net.exchanges(Dir::ToResponder, exchange::IKE_AUTH) {
         assert_eq!(s.t.to.port(), 4500);
         assert_eq!(&s.t.data[..4], &[0; 4]);
@@ -526,7 +579,7 @@ fn nat_is_detected_and_ike_moves_to_4500() {
         assert_eq!(s.t.to, addr("203.0.113.5:44500"));
         assert_eq!(s.t.from.port(), 4500);
     }
-    assert_child_pair(&i, &r, EspSuite::AesCbc128HmacSha256);
+    assert_child_pair(&net, &i, &r, Suite::AesCbc128HmacSha256);
     // Later exchanges stay on 4500 through the NAT.
     net.inits[0].send_liveness(net.now).unwrap();
     net.run_for(Duration::from_secs(1));
@@ -564,9 +617,9 @@ fn forced_encapsulation_without_nat() {
         net.start(0);
         established(&net);
         let (i, r) = (net.i_child(0), net.r_child(0));
-        assert!(i.udp_encap && r.udp_encap);
-        assert_eq!(i.remote.port(), 4500);
-        assert_eq!(r.remote, addr("10.0.0.1:4500"));
+        let (ie, re) = (i.encap.unwrap(), r.encap.unwrap());
+        assert_eq!(ie.remote.port(), 4500);
+        assert_eq!(re.remote, addr("10.0.0.1:4500"));
     }
 }
 
@@ -582,7 +635,7 @@ fn child_sa_rekey_from_either_side() {
     let new_r = net.r_child(0);
     assert_ne!(new_i.spi_in, old.spi_in);
     assert_ne!(new_i.keys_out, old.keys_out, "fresh nonces give fresh keys");
-    assert_child_pair(&new_i, &new_r, EspSuite::AesCbc128HmacSha256);
+    assert_child_pair(&net, &new_i, &new_r, Suite::AesCbc128HmacSha256);
     for ev in [&net.i_events[0], &net.r_events] {
         assert!(has_event(ev, |e| matches!(
             e,
@@ -606,7 +659,7 @@ fn child_sa_rekey_from_either_side() {
     assert_eq!(i.spi_in, r.spi_out);
     assert_eq!(i.keys_out, r.keys_in);
     assert_eq!(i.keys_in, r.keys_out);
-    assert!(r.initiated && !i.initiated);
+    assert_responder_initiated(&net, &i, &r);
     assert_eq!(net.inits[0].child_sas().len(), 1);
     assert!(
         net.i_errors.is_empty() && net.r_errors.is_empty(),
@@ -780,9 +833,9 @@ fn no_proposal_chosen() {
 
     // ESP mismatch: the IKE SA comes up, the Child SA does not.
     let mut ic = i_config(I_ADDR);
-    ic.ike.esp_proposals = vec![EspSuite::AesGcm16_256];
+    ic.ike.esp_proposals = vec![Suite::AesGcm256];
     let mut rc = r_config();
-    rc.ike.esp_proposals = vec![EspSuite::ChaCha20Poly1305];
+    rc.ike.esp_proposals = vec![Suite::ChaCha20Poly1305];
     let mut net = Net::new(ic, rc);
     net.start(0);
     established(&net);
@@ -809,14 +862,14 @@ fn traffic_selectors_are_narrowed_or_refused() {
     net.start(0);
     let i = net.i_child(0);
     assert_eq!(
-        i.ts_local,
+        i.local_ts,
         vec![TrafficSelector::prefix("10.0.0.0".parse().unwrap(), 24)]
     );
     assert_eq!(
-        i.ts_remote,
+        i.remote_ts,
         vec![TrafficSelector::prefix("192.168.7.0".parse().unwrap(), 24)]
     );
-    assert_child_pair(&i, &net.r_child(0), EspSuite::AesCbc128HmacSha256);
+    assert_child_pair(&net, &i, &net.r_child(0), Suite::AesCbc128HmacSha256);
 
     rc.ike.ts_remote = vec![TrafficSelector::prefix("172.16.0.0".parse().unwrap(), 12)];
     let mut net = Net::new(ic, rc);
@@ -834,9 +887,9 @@ fn traffic_selectors_are_narrowed_or_refused() {
 #[test]
 fn transport_mode_is_negotiated() {
     let mut ic = i_config(I_ADDR);
-    ic.ike.mode = Mode::Transport;
+    ic.ike.mode = ChildMode::Transport;
     let mut rc = r_config();
-    rc.ike.mode = Mode::Transport;
+    rc.ike.mode = ChildMode::Transport;
     let mut net = Net::new(ic.clone(), rc);
     net.start(0);
     assert_eq!(net.i_child(0).mode, Mode::Transport);
@@ -844,7 +897,7 @@ fn transport_mode_is_negotiated() {
     // A responder that only does tunnel mode answers without USE_TRANSPORT_MODE.
     let mut net = Net::new(ic, r_config());
     net.start(0);
-    assert_eq!(net.i_child(0).mode, Mode::Tunnel);
+    assert!(matches!(net.i_child(0).mode, Mode::Tunnel { .. }));
 }
 
 #[test]
@@ -1007,7 +1060,7 @@ fn child_sa_table_is_bounded_during_a_rekey() {
     net.resp.rekey_child(net.now, id).unwrap();
     net.run_for(Duration::from_secs(1));
     let (i, r) = (net.i_child(0), net.r_child(0));
-    assert!(r.initiated && !i.initiated);
+    assert_responder_initiated(&net, &i, &r);
     assert_eq!((i.spi_in, i.spi_out), (r.spi_out, r.spi_in));
     assert_eq!(i.keys_out, r.keys_in);
     assert_eq!(i.keys_in, r.keys_out);

@@ -5,7 +5,6 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
-use super::child::ChildSa;
 use super::codec::{Flags, Header, KePayload, Message, Notify, Payload, find_notify};
 use super::config::{IkeConfig, InitiatorConfig};
 use super::consts::{exchange, notify};
@@ -15,6 +14,7 @@ use super::proposal::{accept_ike, ike_offer};
 use super::session::{Command, Ctx, IkeSa, NewSa, Retrans, Tick, find, nonce};
 use super::{FailReason, IkeError, IkeEvent, IkeSaId};
 use crate::crypto::dh::{Group, KeyPair};
+use crate::ipsec::ChildSa;
 use crate::{Actor, Error, Input, Instant, Outbox, Output, Rng};
 
 /// COOKIE and INVALID_KE_PAYLOAD rounds tolerated in one IKE_SA_INIT.
@@ -142,6 +142,17 @@ impl Initiator {
         match &self.phase {
             Phase::Sa(sa) => &sa.children,
             _ => &[],
+        }
+    }
+
+    /// Debugging aid: the IKE SA's SPIs, SK_e/SK_a keys and algorithms, for a packet
+    /// analyser's IKEv2 decryption table. `None` unless the configuration sets
+    /// [`IkeConfig::keep_keys_for_dissection`] (and until IKE_SA_INIT completed). Never
+    /// needed to run IKE; see [`super::IkeDissectionKeys`].
+    pub fn ike_keys_for_dissection(&self) -> Option<super::IkeDissectionKeys> {
+        match &self.phase {
+            Phase::Sa(sa) => sa.dissection_keys().cloned(),
+            _ => None,
         }
     }
 

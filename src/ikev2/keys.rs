@@ -17,8 +17,9 @@ use core::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::IkeError;
-use super::proposal::{EspSuite, IkeSuite};
+use super::proposal::{Encr, IkeSuite, Integ};
 use crate::crypto::kdf::hmac_sha256_parts;
+use crate::ipsec::{SaKeys, Suite};
 
 /// Output length of PRF_HMAC_SHA2_256.
 pub const PRF_LEN: usize = 32;
@@ -174,6 +175,39 @@ impl IkeKeys {
     }
 }
 
+/// An IKE SA's message-protection keys, exported for a packet analyser (Wireshark's
+/// "IKEv2 Decryption Table": SPIs, SK_ei/SK_er with the encryption algorithm, SK_ai/SK_ar
+/// with the integrity algorithm). This is a debugging aid with a deliberately explicit
+/// name: the actors hand it out only when [`super::IkeConfig::keep_keys_for_dissection`]
+/// is set, its `Debug` prints no key, and the keys wipe themselves on drop. Child SA keys
+/// need no such export: they are the [`SaKeys`] of the negotiated
+/// [`crate::ipsec::ChildSa`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct IkeDissectionKeys {
+    /// The initiator's SPI.
+    pub spi_i: [u8; 8],
+    /// The responder's SPI.
+    pub spi_r: [u8; 8],
+    /// The SK payload's encryption algorithm.
+    pub encr: Encr,
+    /// Its integrity algorithm (None for AEADs).
+    pub integ: Option<Integ>,
+    /// SK_ei (‖ salt for AEADs).
+    pub sk_ei: SecretBytes,
+    /// SK_er (‖ salt for AEADs).
+    pub sk_er: SecretBytes,
+    /// SK_ai (empty for AEADs).
+    pub sk_ai: SecretBytes,
+    /// SK_ar (empty for AEADs).
+    pub sk_ar: SecretBytes,
+}
+
+impl fmt::Debug for IkeDissectionKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IkeDissectionKeys({}, ..)", self.encr)
+    }
+}
+
 /// The PSK AUTH value (§2.15):
 /// `prf(prf(psk, "Key Pad for IKEv2"), real_message | peer_nonce | prf(sk_p, id_body))`,
 /// where `id_body` is the ID payload without its generic header.
@@ -189,57 +223,30 @@ pub fn psk_auth(
     prf(&key[..], &[real_message, peer_nonce, &maced_id[..]])
 }
 
-/// One direction's ESP keys.
-#[derive(Clone, PartialEq, Eq)]
-pub struct EspKeys {
-    /// Cipher key (16 or 32 octets).
-    pub enc_key: SecretBytes,
-    /// Salt (4 octets for AES-GCM and ChaCha20-Poly1305, empty for AES-CBC).
-    pub salt: SecretBytes,
-    /// Integrity key (32 octets for HMAC-SHA2-256-128, empty for AEADs).
-    pub integ_key: SecretBytes,
-}
-
-impl fmt::Debug for EspKeys {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "EspKeys(enc {} + salt {} + integ {} bytes)",
-            self.enc_key.len(),
-            self.salt.len(),
-            self.integ_key.len()
-        )
-    }
-}
-
 /// Child SA keys from KEYMAT = prf+(SK_d, [g^ir (new) |] Ni | Nr) (§2.17), where Ni/Nr are
 /// the nonces of the exchange that created the Child SA (IKE_AUTH: those of IKE_SA_INIT).
 ///
-/// Returns (initiator → responder, responder → initiator); each direction takes
-/// encryption key ‖ salt ‖ integrity key, and the initiator's direction comes first.
+/// Returns (initiator → responder, responder → initiator) as the data plane's
+/// [`SaKeys`]; each direction takes the encryption key (‖ 4-octet salt for AEADs) then the
+/// integrity key, and the initiator's direction comes first.
 pub fn child_keys(
-    suite: EspSuite,
+    suite: Suite,
     sk_d: &[u8],
     g_ir_new: Option<&[u8]>,
     ni: &[u8],
     nr: &[u8],
-) -> Result<(EspKeys, EspKeys), IkeError> {
-    let one = suite.keymat_len();
+) -> Result<(SaKeys, SaKeys), IkeError> {
+    let one = suite.encryption_key_len() + suite.integrity_key_len();
     let km = match g_ir_new {
         Some(g) => prf_plus(sk_d, &[g, ni, nr], 2 * one)?,
         None => prf_plus(sk_d, &[ni, nr], 2 * one)?,
     };
-    let split = |d: &[u8]| {
-        let (k, rest) = d.split_at(suite.enc_key_len());
-        let (s, i) = rest.split_at(suite.salt_len());
-        EspKeys {
-            enc_key: SecretBytes::from_slice(k),
-            salt: SecretBytes::from_slice(s),
-            integ_key: SecretBytes::from_slice(i),
-        }
-    };
     let (i2r, r2i) = km.as_bytes().split_at(one);
-    Ok((split(i2r), split(r2i)))
+    // The lengths are exact by construction; a mismatch would be a bug, reported as such.
+    let split = |d: &[u8]| {
+        SaKeys::from_keymat(suite, d).map_err(|_| IkeError::Unencodable("Child SA KEYMAT"))
+    };
+    Ok((split(i2r)?, split(r2i)?))
 }
 
 #[cfg(test)]
@@ -404,22 +411,23 @@ mod tests {
         let (ni, nr, _, _) = inputs();
         let km = unhex(IKE_KM);
         let sk_d = &km[..32];
-        let (i2r, r2i) = child_keys(EspSuite::AesCbc128HmacSha256, sk_d, None, &ni, &nr).unwrap();
+        let (i2r, r2i) = child_keys(Suite::AesCbc128HmacSha256, sk_d, None, &ni, &nr).unwrap();
         let want = unhex(KEYMAT_CBC);
-        assert_eq!(i2r.enc_key.as_bytes(), &want[0..16]);
-        assert_eq!(i2r.integ_key.as_bytes(), &want[16..48]);
-        assert!(i2r.salt.is_empty());
-        assert_eq!(r2i.enc_key.as_bytes(), &want[48..64]);
-        assert_eq!(r2i.integ_key.as_bytes(), &want[64..96]);
+        // CBC: no salt, so the encryption key material is the AES key alone.
+        assert_eq!(i2r.encryption, &want[0..16]);
+        assert_eq!(i2r.integrity, &want[16..48]);
+        assert_eq!(Suite::AesCbc128HmacSha256.salt_len(), 0);
+        assert_eq!(r2i.encryption, &want[48..64]);
+        assert_eq!(r2i.integrity, &want[64..96]);
 
-        let (i2r, r2i) =
-            child_keys(EspSuite::AesGcm16_128, sk_d, Some(&[0x33; 32]), &ni, &nr).unwrap();
+        let (i2r, r2i) = child_keys(Suite::AesGcm128, sk_d, Some(&[0x33; 32]), &ni, &nr).unwrap();
         let want = unhex(KEYMAT_GCM_PFS);
-        assert_eq!(i2r.enc_key.as_bytes(), &want[0..16]);
-        assert_eq!(i2r.salt.as_bytes(), &want[16..20]);
-        assert!(i2r.integ_key.is_empty());
-        assert_eq!(r2i.enc_key.as_bytes(), &want[20..36]);
-        assert_eq!(r2i.salt.as_bytes(), &want[36..40]);
+        // AEAD: key ‖ salt in `encryption`.
+        assert_eq!(&i2r.encryption[..16], &want[0..16]);
+        assert_eq!(&i2r.encryption[16..], &want[16..20]);
+        assert!(i2r.integrity.is_empty());
+        assert_eq!(&r2i.encryption[..16], &want[20..36]);
+        assert_eq!(&r2i.encryption[16..], &want[36..40]);
     }
 
     #[test]

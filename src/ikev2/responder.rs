@@ -5,7 +5,6 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
-use super::child::ChildSa;
 use super::codec::{Flags, Header, KePayload, Message, Notify, Payload, find_notify};
 use super::config::{IkeConfig, ResponderConfig};
 use super::consts::{exchange, notify};
@@ -16,6 +15,7 @@ use super::proposal::select_ike;
 use super::session::{Command, Ctx, IkeSa, NewSa, find, nonce};
 use super::{IkeError, IkeSaId};
 use crate::crypto::dh::KeyPair;
+use crate::ipsec::ChildSa;
 use crate::{Actor, Error, Input, Instant, Outbox, Output, Rng};
 
 /// An IKEv2 responder. One PSK and policy ([`ResponderConfig::ike`]) serve every
@@ -87,6 +87,16 @@ impl Responder {
     /// All Child SAs of an IKE SA (two while a rekey completes).
     pub fn child_sas(&self, id: IkeSaId) -> &[ChildSa] {
         self.sas.get(&id.spi_r).map_or(&[], |s| &s.children)
+    }
+
+    /// Debugging aid: the SPIs, SK_e/SK_a keys and algorithms of IKE SA `id`, for a packet
+    /// analyser's IKEv2 decryption table. `None` unless the configuration sets
+    /// [`IkeConfig::keep_keys_for_dissection`]. See [`super::IkeDissectionKeys`].
+    pub fn ike_keys_for_dissection(&self, id: IkeSaId) -> Option<super::IkeDissectionKeys> {
+        self.sas
+            .get(&id.spi_r)
+            .filter(|s| s.id == id)
+            .and_then(|s| s.dissection_keys().cloned())
     }
 
     /// Rekey the Child SA of `id`.

@@ -17,14 +17,14 @@ use core::time::Duration;
 
 use rand_core::CryptoRng;
 
-use super::child::ChildSa;
 use super::codec::{Flags, Header, NON_ESP_MARKER, Notify, Payload, TrafficSelector, decode_chain};
 use super::config::{IkeConfig, Retransmit};
 use super::consts::{exchange, notify};
-use super::keys::{IkeKeys, SecretBytes};
+use super::keys::{IkeDissectionKeys, IkeKeys, SecretBytes};
 use super::proposal::IkeSuite;
 use super::sk::SkCipher;
 use super::{FailReason, IkeError, IkeEvent, IkeSaId};
+use crate::ipsec::{self, ChildSa, SaKeys, Suite, UdpEncap};
 use crate::{Error, Instant, Outbox, Output, Transmit};
 
 /// Child SAs one IKE SA holds at once: the current one and the one it is replacing.
@@ -196,12 +196,25 @@ pub(crate) struct IkeSa {
     peer_next_id: u32,
     last_response: Option<(u32, Vec<u8>)>,
     pub children: Vec<ChildSa>,
+    /// Kept only with `keep_keys_for_dissection`.
+    dissection: Option<IkeDissectionKeys>,
 }
 
 impl IkeSa {
     pub(crate) fn new(n: NewSa) -> Result<IkeSa, IkeError> {
         let sk = SkCipher::new(&n.suite, &n.keys, n.initiator)?;
+        let dissection = n.cfg.keep_keys_for_dissection.then(|| IkeDissectionKeys {
+            spi_i: n.id.spi_i,
+            spi_r: n.id.spi_r,
+            encr: n.suite.encr,
+            integ: n.suite.integ,
+            sk_ei: n.keys.sk_ei.clone(),
+            sk_er: n.keys.sk_er.clone(),
+            sk_ai: n.keys.sk_ai.clone(),
+            sk_ar: n.keys.sk_ar.clone(),
+        });
         Ok(IkeSa {
+            dissection,
             id: n.id,
             initiator: n.initiator,
             state: State::Authenticating,
@@ -656,6 +669,48 @@ impl IkeSa {
     /// The newest Child SA.
     pub(crate) fn current_child(&self) -> Option<&ChildSa> {
         self.children.last()
+    }
+
+    /// The exported IKE keys, if the configuration keeps them.
+    pub(crate) fn dissection_keys(&self) -> Option<&IkeDissectionKeys> {
+        self.dissection.as_ref()
+    }
+
+    /// The data plane's hand-over value for a Child SA negotiated on this IKE SA: the ESP
+    /// endpoints are the IKE endpoints (tunnel addresses; with UDP encapsulation, the
+    /// addresses and ports IKE uses on the NAT-T port), lifetimes from the configuration.
+    /// Checked with [`ChildSa::validate`]; an SA the data plane would refuse is reported as
+    /// the notify `NO_PROPOSAL_CHOSEN`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn child_sa(
+        &self,
+        suite: Suite,
+        transport: bool,
+        spi_in: u32,
+        spi_out: u32,
+        keys_in: SaKeys,
+        keys_out: SaKeys,
+        ts_local: Vec<ipsec::TrafficSelector>,
+        ts_remote: Vec<ipsec::TrafficSelector>,
+    ) -> Result<ChildSa, u16> {
+        let mode = if transport {
+            ipsec::Mode::Transport
+        } else {
+            ipsec::Mode::Tunnel {
+                local: self.local.ip(),
+                remote: self.remote.ip(),
+            }
+        };
+        let mut sa = ChildSa::new(
+            spi_in, spi_out, suite, keys_in, keys_out, mode, ts_local, ts_remote,
+        );
+        sa.encap = self.udp_encap.then_some(UdpEncap {
+            local: self.local,
+            remote: self.remote,
+        });
+        sa.lifetime = self.cfg.child_lifetime;
+        sa.validate().map_err(|_| notify::NO_PROPOSAL_CHOSEN)?;
+        Ok(sa)
     }
 
     /// A fresh inbound SPI: random, above the IANA-reserved 1-255, unused here.
