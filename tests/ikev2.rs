@@ -12,7 +12,10 @@ use deputy::ikev2::{
     ChildMode, FailReason, Identity, IkeConfig, IkeEvent, IkeProposal, Initiator, InitiatorConfig,
     Responder, ResponderConfig,
 };
-use deputy::ipsec::{ChildSa, Mode, Suite, TrafficSelector};
+use deputy::ipsec::{
+    Action, ChildSa, DataPlane, DataPlaneConfig, Direction, Inbound, Mode, Outbound, Policy,
+    Protected, Selector, Suite, TrafficSelector,
+};
 use deputy::{Actor, Error, Event, Input, Instant, Output, Transmit};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -1064,4 +1067,176 @@ fn child_sa_table_is_bounded_during_a_rekey() {
     assert_eq!((i.spi_in, i.spi_out), (r.spi_out, r.spi_in));
     assert_eq!(i.keys_out, r.keys_in);
     assert_eq!(i.keys_in, r.keys_out);
+}
+
+// ------------------------------------------------------------------ IKE + ESP end to end
+
+/// An IPv4 UDP packet `src:1000 -> dst:2000` with `body`, built with etherparse.
+fn udp_packet(src: [u8; 4], dst: [u8; 4], body: &[u8]) -> Vec<u8> {
+    let builder = etherparse::PacketBuilder::ipv4(src, dst, 64).udp(1000, 2000);
+    let mut out = Vec::with_capacity(builder.size(body.len()));
+    builder.write(&mut out, body).unwrap();
+    out
+}
+
+fn data_plane(seed: u64, local: &str, remote: &str) -> DataPlane {
+    let mut dp = DataPlane::new(DataPlaneConfig::default(), rng(seed)).unwrap();
+    dp.add_policy(Policy::new(
+        Selector::parse(local, remote).unwrap(),
+        Direction::Both,
+        Action::Protect,
+    ))
+    .unwrap();
+    dp
+}
+
+/// Protect `packet` on `from`, carry it to `to` (raw ESP, or ESP-in-UDP on the SA's
+/// encapsulation endpoints), unprotect it there and check it arrives whole through `spi`.
+fn esp_carries(from: &mut DataPlane, to: &mut DataPlane, packet: &[u8], spi: u32) {
+    let now = Instant::ZERO;
+    let out = from.protect(now, packet).unwrap();
+    let inbound = match out {
+        Outbound::Protected(Protected::Ip(esp)) => to.unprotect(now, &esp).unwrap(),
+        Outbound::Protected(Protected::Udp(d)) => {
+            assert_eq!(d.from.port(), 4500);
+            assert_eq!(d.to.port(), 4500);
+            to.unprotect_datagram(now, d.from, d.to, &d.payload)
+                .unwrap()
+        }
+        other => panic!("not protected: {other:?}"),
+    };
+    assert_eq!(
+        inbound,
+        Inbound::Packet {
+            spi,
+            packet: packet.to_vec()
+        }
+    );
+}
+
+/// Issue 5's in-process acceptance test: for each suite, deputy's initiator and responder
+/// complete IKE_SA_INIT (through a COOKIE demand and an INVALID_KE_PAYLOAD round) and
+/// IKE_AUTH with a Child SA while the first IKE_AUTH request is lost (so it is
+/// retransmitted); each side installs its Child SA into its own ESP data plane as it is,
+/// and protected packets flow both ways. Then a rekey: the new SAs carry traffic, the old
+/// ones are deleted on both sides.
+#[test]
+fn negotiated_child_sas_carry_esp_both_ways_for_every_suite() {
+    type MakeProposal = fn(&[Group]) -> IkeProposal;
+    let cases: [(MakeProposal, Suite, bool); 6] = [
+        (
+            IkeProposal::aes128_sha256,
+            Suite::AesCbc128HmacSha256,
+            false,
+        ),
+        (IkeProposal::aes128_sha256, Suite::AesCbc256HmacSha256, true),
+        (IkeProposal::chacha20poly1305, Suite::ChaCha20Poly1305, true),
+        (
+            IkeProposal::chacha20poly1305,
+            Suite::ChaCha20Poly1305,
+            false,
+        ),
+        (
+            |g: &[Group]| IkeProposal::aes_gcm16(128, g),
+            Suite::AesGcm128,
+            true,
+        ),
+        (
+            |g: &[Group]| IkeProposal::aes_gcm16(256, g),
+            Suite::AesGcm256,
+            false,
+        ),
+    ];
+    for (n, (proposal, esp, encap)) in cases.into_iter().enumerate() {
+        // The initiator sends X25519 first; the responder only takes MODP-2048 (or the
+        // other way round), so IKE_SA_INIT needs an INVALID_KE_PAYLOAD round.
+        let (offer, accept) = if n % 2 == 0 {
+            (vec![Group::X25519, Group::Modp2048], Group::Modp2048)
+        } else {
+            (vec![Group::Modp2048, Group::X25519], Group::X25519)
+        };
+        let mut ic = i_config(I_ADDR);
+        ic.ike.ike_proposals = vec![proposal(&offer)];
+        ic.ike.esp_proposals = vec![esp];
+        ic.ike.ts_local = vec![TrafficSelector::prefix("10.1.0.0".parse().unwrap(), 16)];
+        ic.ike.ts_remote = vec![TrafficSelector::prefix("10.2.0.0".parse().unwrap(), 16)];
+        ic.ike.force_encap = encap;
+        let mut rc = r_config();
+        rc.ike.ike_proposals = vec![proposal(&[accept])];
+        rc.ike.esp_proposals = vec![esp];
+        rc.ike.ts_local = vec![TrafficSelector::prefix("10.2.0.0".parse().unwrap(), 16)];
+        rc.ike.ts_remote = vec![TrafficSelector::prefix("10.1.0.0".parse().unwrap(), 16)];
+        rc.cookie_threshold = 0;
+        let mut net = Net::new(ic, rc);
+        let mut lost = false;
+        net.drop = Box::new(move |s, _| {
+            let lose = s.dir == Dir::ToResponder && ike_bytes(&s.t)[18] == exchange::IKE_AUTH;
+            let first = lose && !lost;
+            lost |= lose;
+            first
+        });
+        net.start(0);
+        net.run_for(Duration::from_secs(5));
+        established(&net);
+
+        // COOKIE, then INVALID_KE_PAYLOAD, then the real answer.
+        let answers = net.exchanges(Dir::ToInitiator, exchange::IKE_SA_INIT);
+        assert_eq!(answers.len(), 3, "case {n}");
+        let cookie = Message::decode(ike_bytes(&answers[0].t), &Default::default()).unwrap();
+        assert!(cookie.notify(notify::COOKIE).is_some(), "case {n}");
+        let ke = Message::decode(ike_bytes(&answers[1].t), &Default::default()).unwrap();
+        assert_eq!(
+            ke.notify(notify::INVALID_KE_PAYLOAD).unwrap().data,
+            accept.id().to_be_bytes()
+        );
+        // The lost IKE_AUTH request went again, bit for bit.
+        let auth = net.exchanges(Dir::ToResponder, exchange::IKE_AUTH);
+        assert_eq!(auth.len(), 2, "case {n}");
+        assert!(auth[0].dropped && !auth[1].dropped);
+        assert_eq!(auth[0].t.data, auth[1].t.data);
+
+        let (i, r) = (net.i_child(0), net.r_child(0));
+        assert_child_pair(&net, &i, &r, esp);
+        assert_eq!(i.encap.is_some(), encap, "case {n}");
+
+        // Each side installs what its IKE engine handed over, unchanged.
+        let mut dp_i = data_plane(1, "10.1.0.0/16", "10.2.0.0/16");
+        let mut dp_r = data_plane(2, "10.2.0.0/16", "10.1.0.0/16");
+        assert!(dp_i.install(Instant::ZERO, i.clone()).unwrap().is_empty());
+        assert!(dp_r.install(Instant::ZERO, r.clone()).unwrap().is_empty());
+        let there = udp_packet([10, 1, 0, 5], [10, 2, 0, 9], b"ping from the initiator");
+        let back = udp_packet([10, 2, 0, 9], [10, 1, 0, 5], b"pong from the responder");
+        for _ in 0..3 {
+            esp_carries(&mut dp_i, &mut dp_r, &there, r.spi_in);
+            esp_carries(&mut dp_r, &mut dp_i, &back, i.spi_in);
+        }
+        assert_eq!(dp_i.sa_stats(i.spi_in).unwrap().outbound.packets, 3);
+        assert_eq!(dp_r.sa_stats(r.spi_in).unwrap().inbound.packets, 3);
+
+        // Rekey: the new pair installs beside the old one and takes over at once; the old
+        // one is deleted on both sides.
+        net.inits[0].rekey_child(net.now).unwrap();
+        net.run_for(Duration::from_secs(1));
+        let (i2, r2) = (net.i_child(0), net.r_child(0));
+        assert_ne!(i2.spi_in, i.spi_in);
+        assert_child_pair(&net, &i2, &r2, esp);
+        dp_i.install(net.now, i2.clone()).unwrap();
+        dp_r.install(net.now, r2.clone()).unwrap();
+        for (events, dp) in [(&net.i_events[0], &mut dp_i), (&net.r_events, &mut dp_r)] {
+            for e in events {
+                if let IkeEvent::ChildSaDeleted { spi_in, .. } = e {
+                    dp.remove(*spi_in).unwrap();
+                }
+            }
+            assert_eq!(dp.sa_count(), 1);
+        }
+        esp_carries(&mut dp_i, &mut dp_r, &there, r2.spi_in);
+        esp_carries(&mut dp_r, &mut dp_i, &back, i2.spi_in);
+        // And the handed-over value survives its wire form for a terminal.
+        assert_eq!(ChildSa::decode(&i2.encode().unwrap()).unwrap(), i2);
+        assert!(
+            net.i_errors.is_empty() && net.r_errors.is_empty(),
+            "case {n}"
+        );
+    }
 }
