@@ -1240,3 +1240,225 @@ fn negotiated_child_sas_carry_esp_both_ways_for_every_suite() {
         );
     }
 }
+
+// ------------------------------------------------------------------ IKE SA rekeying
+
+fn rekeyed(events: &[IkeEvent]) -> Vec<(deputy::ikev2::IkeSaId, deputy::ikev2::IkeSaId, bool)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            IkeEvent::IkeSaRekeyed {
+                old,
+                new,
+                initiated,
+            } => Some((*old, *new, *initiated)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// (SPIi, SPIr, flags, message ID) of the IKE message in a logged datagram.
+fn ike_header(s: &Sent) -> ([u8; 8], [u8; 8], u8, u32) {
+    let b = ike_bytes(&s.t);
+    (
+        b[..8].try_into().unwrap(),
+        b[8..16].try_into().unwrap(),
+        b[19],
+        u32::from_be_bytes(b[20..24].try_into().unwrap()),
+    )
+}
+
+/// Regression test for the first interop finding: strongSwan rekeys the IKE SA (every 4 h
+/// by default) and the engine used to answer NO_PROPOSAL_CHOSEN, so charon retried until
+/// the IKE SA's hard lifetime and then tore the tunnel down. Now both ends rekey the IKE
+/// SA (RFC 7296 §1.3.2, §2.18) from either side, through an INVALID_KE_PAYLOAD round and
+/// a lost answer; the Child SAs carry on unchanged, the new SA's message IDs start at 0,
+/// the old SA is deleted without touching the Child SAs, and Child SA rekeys afterwards
+/// derive from the new SK_d on both ends.
+#[test]
+fn ike_sa_rekey_from_either_side_keeps_the_child_sas() {
+    let mut ic = i_config(I_ADDR);
+    // The initiator prefers X25519; the responder takes only MODP-2048: IKE_SA_INIT and
+    // the initiator's IKE SA rekey both need an INVALID_KE_PAYLOAD round.
+    ic.ike.ike_proposals = vec![IkeProposal::aes128_sha256(&[
+        Group::X25519,
+        Group::Modp2048,
+    ])];
+    ic.ike.keep_keys_for_dissection = true;
+    let mut rc = r_config();
+    rc.ike.ike_proposals = vec![IkeProposal::aes128_sha256(&[Group::Modp2048])];
+    rc.ike.keep_keys_for_dissection = true;
+    let mut net = Net::new(ic, rc);
+    net.start(0);
+    established(&net);
+    let first = net.inits[0].ike_sa_id().unwrap();
+    let child = net.i_child(0);
+    let before_keys = net.inits[0].ike_keys_for_dissection().unwrap();
+
+    // The initiator rekeys; the answer carrying the new IKE SA (the second answer, after
+    // INVALID_KE_PAYLOAD) is lost once.
+    let mut answers = 0;
+    net.drop = Box::new(move |s, _| {
+        if s.dir == Dir::ToInitiator && ike_bytes(&s.t)[18] == exchange::CREATE_CHILD_SA {
+            answers += 1;
+            return answers == 2;
+        }
+        false
+    });
+    net.log.clear();
+    net.inits[0].rekey_ike(net.now).unwrap();
+    net.run_for(Duration::from_secs(5));
+    let second = net.inits[0].ike_sa_id().unwrap();
+    assert_ne!(second, first);
+    assert_eq!(rekeyed(&net.i_events[0]), vec![(first, second, true)]);
+    assert_eq!(rekeyed(&net.r_events), vec![(first, second, false)]);
+    assert_eq!(
+        net.resp.established(),
+        vec![second],
+        "the old IKE SA is gone"
+    );
+    assert_eq!(net.resp.ike_sa_count(), 1);
+    // INVALID_KE_PAYLOAD round, then a retransmission the responder answered from its
+    // cache.
+    let reqs = net.exchanges(Dir::ToResponder, exchange::CREATE_CHILD_SA);
+    assert_eq!(
+        reqs.len(),
+        3,
+        "KE in X25519, KE in MODP-2048, its retransmission"
+    );
+    assert_eq!(reqs[1].t.data, reqs[2].t.data);
+    let answers = net.exchanges(Dir::ToInitiator, exchange::CREATE_CHILD_SA);
+    assert_eq!(answers.len(), 3);
+    assert!(answers[1].dropped && !answers[2].dropped);
+    assert_eq!(
+        answers[1].t.data, answers[2].t.data,
+        "replayed from the cache"
+    );
+    // The old SA was deleted, and nobody reported its Child SAs deleted.
+    for ev in [&net.i_events[0], &net.r_events] {
+        assert!(!has_event(ev, |e| matches!(
+            e,
+            IkeEvent::ChildSaDeleted { .. }
+        )));
+        assert!(!has_event(ev, |e| matches!(
+            e,
+            IkeEvent::IkeSaDeleted { .. }
+        )));
+    }
+    let deletes = net.exchanges(Dir::ToResponder, exchange::INFORMATIONAL);
+    assert_eq!(deletes.len(), 1);
+    assert_eq!(ike_header(deletes[0]).0, first.spi_i, "on the old SA");
+    // The Child SA is unchanged on both ends.
+    assert_eq!(net.i_child(0), child);
+    assert_eq!(net.r_child(0).spi_in, child.spi_out);
+    // New keys; the new SA's requests start at message ID 0.
+    let after_keys = net.inits[0].ike_keys_for_dissection().unwrap();
+    assert_eq!(
+        (after_keys.spi_i, after_keys.spi_r),
+        (second.spi_i, second.spi_r)
+    );
+    assert_ne!(after_keys.sk_ei, before_keys.sk_ei);
+    assert_eq!(
+        net.resp.ike_keys_for_dissection(second).unwrap(),
+        after_keys
+    );
+    net.log.clear();
+    net.inits[0].send_liveness(net.now).unwrap();
+    net.run_for(Duration::from_secs(1));
+    let live = net.exchanges(Dir::ToResponder, exchange::INFORMATIONAL);
+    assert_eq!(ike_header(live[0]), (second.spi_i, second.spi_r, 0x08, 0));
+    assert!(has_event(&net.i_events[0], |e| matches!(
+        e,
+        IkeEvent::LivenessConfirmed { id } if *id == second
+    )));
+
+    // A Child SA rekey on the new IKE SA: both ends derive from the new SK_d.
+    net.inits[0].rekey_child(net.now).unwrap();
+    net.run_for(Duration::from_secs(1));
+    let (i, r) = (net.i_child(0), net.r_child(0));
+    assert_ne!(i.spi_in, child.spi_in);
+    assert_child_pair(&net, &i, &r, Suite::AesCbc128HmacSha256);
+
+    // Now the responder rekeys: it becomes the initiator of the third IKE SA.
+    net.resp.rekey_ike(net.now, second).unwrap();
+    net.run_for(Duration::from_secs(1));
+    let third = net.inits[0].ike_sa_id().unwrap();
+    assert_ne!(third, second);
+    assert_eq!(rekeyed(&net.r_events)[1], (second, third, true));
+    assert_eq!(rekeyed(&net.i_events[0])[1], (second, third, false));
+    assert_eq!(net.resp.established(), vec![third]);
+    // Requests in both directions on it, flags right: the responder actor is its
+    // initiator now.
+    net.log.clear();
+    net.resp.send_liveness(net.now, third).unwrap();
+    net.inits[0].send_liveness(net.now).unwrap();
+    net.run_for(Duration::from_secs(1));
+    for (dir, flags) in [(Dir::ToInitiator, 0x08), (Dir::ToResponder, 0x00)] {
+        let reqs: Vec<_> = net
+            .exchanges(dir, exchange::INFORMATIONAL)
+            .into_iter()
+            .filter(|s| ike_header(s).2 & 0x20 == 0)
+            .collect();
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(ike_header(reqs[0]), (third.spi_i, third.spi_r, flags, 0));
+    }
+    assert!(has_event(&net.r_events, |e| matches!(
+        e,
+        IkeEvent::LivenessConfirmed { id } if *id == third
+    )));
+    // Child SA rekeys from both ends, then the delete, work on the third IKE SA.
+    let before = net.i_child(0);
+    net.resp.rekey_child(net.now, third).unwrap();
+    net.run_for(Duration::from_secs(1));
+    let (i, r) = (net.i_child(0), net.r_child(0));
+    assert_ne!(i.spi_in, before.spi_in);
+    assert_responder_initiated(&net, &i, &r);
+    assert_eq!(
+        (i.keys_in.clone(), i.keys_out.clone()),
+        (r.keys_out.clone(), r.keys_in.clone())
+    );
+    net.inits[0].delete_ike(net.now).unwrap();
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.resp.ike_sa_count(), 0);
+    assert!(has_event(&net.r_events, |e| matches!(
+        e,
+        IkeEvent::IkeSaDeleted { id, by_peer: true } if *id == third
+    )));
+    assert!(
+        net.i_errors.is_empty() && net.r_errors.is_empty(),
+        "{:?} {:?}",
+        net.i_errors,
+        net.r_errors
+    );
+}
+
+#[test]
+fn ike_sa_rekey_refusals_keep_the_sa() {
+    let mut net = Net::new(i_config(I_ADDR), r_config());
+    net.start(0);
+    let id = net.inits[0].ike_sa_id().unwrap();
+    // A rekey while our own request is outstanding is answered TEMPORARY_FAILURE: lose the
+    // responder's liveness answer so its request stays outstanding.
+    net.drop = Box::new(|s, _| {
+        s.dir == Dir::ToResponder && ike_bytes(&s.t)[18] == exchange::INFORMATIONAL
+    });
+    net.resp.send_liveness(net.now, id).unwrap();
+    net.deliver();
+    net.drop = Box::new(|_, _| false);
+    net.inits[0].rekey_ike(net.now).unwrap();
+    net.deliver();
+    assert!(has_event(&net.i_events[0], |e| matches!(
+        e,
+        IkeEvent::IkeSaRekeyFailed {
+            notify: notify::TEMPORARY_FAILURE,
+            ..
+        }
+    )));
+    assert_eq!(net.inits[0].ike_sa_id(), Some(id));
+    net.run_for(Duration::from_secs(5));
+    // The IKE SA works as before, and a later rekey goes through.
+    net.inits[0].rekey_ike(net.now).unwrap();
+    net.run_for(Duration::from_secs(1));
+    assert_ne!(net.inits[0].ike_sa_id(), Some(id));
+    assert_eq!(net.resp.established().len(), 1);
+}

@@ -31,6 +31,17 @@ pub struct Retransmit {
     pub max_tries: u32,
 }
 
+impl Retransmit {
+    /// From the first transmission until the exchange is given up:
+    /// `initial × (2^max_tries − 1)` (31.5 s by default), saturating.
+    pub fn span(&self) -> Duration {
+        let tries = self.max_tries.min(32);
+        let factor = (1u64 << tries) - 1;
+        self.initial
+            .saturating_mul(u32::try_from(factor).unwrap_or(u32::MAX))
+    }
+}
+
 impl Default for Retransmit {
     /// 0.5 s doubling, 6 transmissions: the last waits until 31.5 s after the first.
     fn default() -> Self {

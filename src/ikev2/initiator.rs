@@ -29,6 +29,8 @@ pub struct Initiator {
     rng: Rng,
     out: Outbox,
     phase: Phase,
+    /// The IKE SA a rekey replaced, until it is deleted.
+    retiring: Option<Box<IkeSa>>,
 }
 
 impl core::fmt::Debug for Initiator {
@@ -68,6 +70,7 @@ impl Initiator {
             rng,
             out: Outbox::default(),
             phase: Phase::Idle,
+            retiring: None,
         })
     }
 
@@ -104,6 +107,12 @@ impl Initiator {
     /// Delete the current Child SA (INFORMATIONAL).
     pub fn delete_child(&mut self, now: Instant) -> Result<(), Error> {
         self.command(now, Command::DeleteChild(None))
+    }
+
+    /// Rekey the IKE SA (CREATE_CHILD_SA, RFC 7296 §1.3.2): [`IkeEvent::IkeSaRekeyed`]
+    /// names the new one; the Child SAs stay as they are.
+    pub fn rekey_ike(&mut self, now: Instant) -> Result<(), Error> {
+        self.command(now, Command::RekeyIke)
     }
 
     /// Delete the IKE SA and its Child SAs (INFORMATIONAL).
@@ -168,12 +177,34 @@ impl Initiator {
         let Phase::Sa(sa) = &mut self.phase else {
             return Err(IkeError::NotEstablished.into());
         };
+        let retiring = self.retiring.as_ref().map(|r| r.id);
+        let taken = move |s: &[u8; 8]| retiring.is_some_and(|id| id.spi_i == *s || id.spi_r == *s);
         let mut ctx = Ctx {
             now,
             out: &mut self.out,
             rng: &mut *self.rng,
+            spi_taken: &taken,
         };
-        sa.command(&mut ctx, cmd)
+        let r = sa.command(&mut ctx, cmd);
+        self.settle();
+        r
+    }
+
+    /// After anything that may have rekeyed or ended an IKE SA: a successor becomes the
+    /// current SA (the old one retires until it is deleted); dead SAs go.
+    fn settle(&mut self) {
+        if let Phase::Sa(sa) = &mut self.phase
+            && let Some(new) = sa.take_successor()
+        {
+            let old = core::mem::replace(sa, new);
+            self.retiring = Some(old);
+        }
+        if matches!(&self.phase, Phase::Sa(sa) if sa.is_dead()) {
+            self.phase = Phase::Idle;
+        }
+        if self.retiring.as_ref().is_some_and(|r| r.is_dead()) {
+            self.retiring = None;
+        }
     }
 
     fn send_init(&mut self, now: Instant, st: &mut InitState) -> Result<(), Error> {
@@ -219,6 +250,7 @@ impl Initiator {
             now,
             out: &mut self.out,
             rng: &mut *self.rng,
+            spi_taken: &|_| false,
         };
         ctx.transmit(self.local, self.remote, false, &bytes)?;
         st.retrans = Retrans::new(bytes, now, &self.cfg.retransmit);
@@ -374,6 +406,7 @@ impl Initiator {
             now,
             out: &mut self.out,
             rng: &mut *self.rng,
+            spi_taken: &|_| false,
         };
         sa.start_auth(&mut ctx)?;
         self.phase = Phase::Sa(Box::new(sa));
@@ -410,6 +443,21 @@ impl Actor for Initiator {
             return Ok(());
         };
         let raw = Header::decode(msg, &self.cfg.limits)?;
+        let ids = (raw.header.spi_i, raw.header.spi_r);
+        // For the IKE SA a rekey replaced (its Delete, or the answer to ours)?
+        if let Some(old) = self.retiring.as_mut()
+            && (old.id.spi_i, old.id.spi_r) == ids
+        {
+            let mut ctx = Ctx {
+                now,
+                out: &mut self.out,
+                rng: &mut *self.rng,
+                spi_taken: &|_| false,
+            };
+            let r = old.handle(&mut ctx, msg, from, to, marker);
+            self.settle();
+            return r;
+        }
         match core::mem::replace(&mut self.phase, Phase::Idle) {
             Phase::Idle => Err(IkeError::UnknownSpi.into()),
             Phase::Init(st) => {
@@ -424,15 +472,18 @@ impl Actor for Initiator {
                     self.phase = Phase::Sa(sa);
                     return Err(IkeError::UnknownSpi.into());
                 }
+                let retiring = self.retiring.as_ref().map(|r| r.id);
+                let taken =
+                    move |s: &[u8; 8]| retiring.is_some_and(|id| id.spi_i == *s || id.spi_r == *s);
                 let mut ctx = Ctx {
                     now,
                     out: &mut self.out,
                     rng: &mut *self.rng,
+                    spi_taken: &taken,
                 };
                 let r = sa.handle(&mut ctx, msg, from, to, marker);
-                if !sa.is_dead() {
-                    self.phase = Phase::Sa(sa);
-                }
+                self.phase = Phase::Sa(sa);
+                self.settle();
                 r
             }
         }
@@ -449,6 +500,7 @@ impl Actor for Initiator {
                         now,
                         out: &mut self.out,
                         rng: &mut *self.rng,
+                        spi_taken: &|_| false,
                     };
                     // A full outbox is reported by the driver's next call; the timer stays armed.
                     let _ = ctx.transmit(self.local, self.remote, false, &st.retrans.bytes);
@@ -463,13 +515,22 @@ impl Actor for Initiator {
                     now,
                     out: &mut self.out,
                     rng: &mut *self.rng,
+                    spi_taken: &|_| false,
                 };
                 let _ = sa.handle_timeout(&mut ctx);
-                if !sa.is_dead() {
-                    self.phase = Phase::Sa(sa);
-                }
+                self.phase = Phase::Sa(sa);
             }
         }
+        if let Some(old) = self.retiring.as_mut() {
+            let mut ctx = Ctx {
+                now,
+                out: &mut self.out,
+                rng: &mut *self.rng,
+                spi_taken: &|_| false,
+            };
+            let _ = old.handle_timeout(&mut ctx);
+        }
+        self.settle();
     }
 
     fn poll_output(&mut self) -> Option<Output> {
@@ -477,10 +538,12 @@ impl Actor for Initiator {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        match &self.phase {
+        let current = match &self.phase {
             Phase::Idle => None,
             Phase::Init(st) => Some(st.retrans.next_at()),
             Phase::Sa(sa) => sa.poll_timeout(),
-        }
+        };
+        let retiring = self.retiring.as_ref().and_then(|r| r.poll_timeout());
+        current.into_iter().chain(retiring).min()
     }
 }

@@ -118,6 +118,13 @@ pub fn skeyseed(ni: &[u8], nr: &[u8], g_ir: &[u8]) -> SecretBytes {
     SecretBytes(prf(&key, &[g_ir]).to_vec())
 }
 
+/// SKEYSEED of a rekeyed IKE SA (RFC 7296 §2.18): `prf(SK_d (old), g^ir (new) | Ni | Nr)`
+/// with the nonces of the CREATE_CHILD_SA exchange; the new SA's keys then come from
+/// [`IkeKeys::derive`] with those nonces and the new SPIs.
+pub fn skeyseed_rekey(sk_d_old: &[u8], g_ir: &[u8], ni: &[u8], nr: &[u8]) -> SecretBytes {
+    SecretBytes(prf(sk_d_old, &[g_ir, ni, nr]).to_vec())
+}
+
 /// The seven IKE SA keys.
 #[derive(Clone, PartialEq, Eq)]
 pub struct IkeKeys {
@@ -282,6 +289,11 @@ mod tests {
     //! print("keymat_cbc", prf_plus(sk_d, ni + nr, 96).hex())
     //! # ESP aes128gcm16 with PFS g^ir(new) = 0x33 * 32: I->R key 16 | salt 4 | R->I key 16 | salt 4
     //! print("keymat_gcm_pfs", prf_plus(sk_d, bytes([0x33]) * 32 + ni + nr, 40).hex())
+    //! # IKE SA rekey (§2.18): SK_d(old) = 0x44 * 32, g^ir(new) = 0x66 * 32, new SPIs
+    //! seed = prf(bytes([0x44]) * 32, bytes([0x66]) * 32 + ni + nr)
+    //! print("rekey_skeyseed", seed.hex())
+    //! spi_i2 = bytes.fromhex("a1a2a3a4a5a6a7a8"); spi_r2 = bytes.fromhex("b1b2b3b4b5b6b7b8")
+    //! print("rekey_km", prf_plus(seed, ni + nr + spi_i2 + spi_r2, 192).hex())
     //! ```
     use super::*;
     use crate::crypto::dh::Group;
@@ -307,6 +319,35 @@ mod tests {
         e90f71106c18758e69a0621272a4e82cb2fe8355fb68577d457ba30c3549a53b";
     const KEYMAT_GCM_PFS: &str =
         "914aac51f4aea09c87cb2bdf1079f1c9cfa4fe165b9de618392a5d5a64bea96003026b771cc6f809";
+
+    const REKEY_SKEYSEED: &str = "5ebb807bfe7eedaad73291ecdfb05b6bf38c82153b2fb95997c4b77276d13ed8";
+    const REKEY_KM: &str = "41d2727f2cbd7a26c3c0935843dc55655bee4837319ee0829c5ae3d4ce52a97d\
+        30c3d7c93ab78746275f8acac204ca21ce72a1870ce90df370f3cd795b322869\
+        55e3958c63d34d61edc438d0e848074972c442f6961a8b04788947a965e869b9\
+        63c9663005160d1cc94ba6fcad48d6f3c32562695ea80ba838c0e76bb4bb2819\
+        f7ae4b440d7a5002e515a64f620652505983eeeaf02f29272e13402c5ef4354a\
+        0ad6ed573b1276e9cf3a42a86731479c50e392355b1f82fffd42ee7980b5fb2b";
+
+    #[test]
+    fn ike_rekey_key_schedule_matches_python() {
+        let (ni, nr, _, _) = inputs();
+        let seed = skeyseed_rekey(&[0x44; 32], &[0x66; 32], &ni, &nr);
+        assert_eq!(seed.as_bytes(), unhex(REKEY_SKEYSEED));
+        let k = IkeKeys::derive(
+            &suite(Encr::AesCbc128, Some(Integ::HmacSha256_128)),
+            seed.as_bytes(),
+            &ni,
+            &nr,
+            &[0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8],
+            &[0xb1, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8],
+        )
+        .unwrap();
+        let km = unhex(REKEY_KM);
+        assert_eq!(k.sk_d.as_bytes(), &km[0..32]);
+        assert_eq!(k.sk_ai.as_bytes(), &km[32..64]);
+        assert_eq!(k.sk_ei.as_bytes(), &km[96..112]);
+        assert_eq!(k.sk_pr.as_bytes(), &km[160..192]);
+    }
 
     fn inputs() -> (Vec<u8>, Vec<u8>, [u8; 8], [u8; 8]) {
         (

@@ -178,6 +178,25 @@ pub enum IkeEvent {
         /// Whether the peer deleted it (else we did).
         by_peer: bool,
     },
+    /// The IKE SA was rekeyed (RFC 7296 §1.3.2): from now on it is `new`, with fresh keys;
+    /// its Child SAs are unchanged and later events about them name `new`. `old` is gone
+    /// (no [`IkeEvent::IkeSaDeleted`] follows for it).
+    IkeSaRekeyed {
+        /// The IKE SA before.
+        old: IkeSaId,
+        /// The IKE SA now.
+        new: IkeSaId,
+        /// Whether we initiated the rekey (and are the initiator of `new`).
+        initiated: bool,
+    },
+    /// Our IKE SA rekey was refused or failed; the IKE SA stays up as it is.
+    IkeSaRekeyFailed {
+        /// Which IKE SA.
+        id: IkeSaId,
+        /// The error notify received (TEMPORARY_FAILURE, NO_PROPOSAL_CHOSEN …) or the one
+        /// describing what was wrong with the answer.
+        notify: u16,
+    },
     /// The peer answered a liveness check.
     LivenessConfirmed {
         /// Which IKE SA.

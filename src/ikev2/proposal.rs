@@ -230,6 +230,14 @@ impl IkeSuite {
             transforms,
         }
     }
+
+    /// The single-choice answer to an IKE SA rekey, carrying our new SPI.
+    pub fn to_rekey_proposal(&self, num: u8, spi: [u8; 8]) -> Proposal {
+        Proposal {
+            spi: spi.to_vec(),
+            ..self.to_proposal(num)
+        }
+    }
 }
 
 /// The transforms of the ESP proposal for `suite` (ESN none, no DH): ENCR with its Key
@@ -287,6 +295,15 @@ fn usable_spi(spi: u32) -> bool {
 /// The IKE SA proposals an initiator sends: one wire proposal per configured one, numbered
 /// from 1.
 pub fn ike_offer(ours: &[IkeProposal]) -> Vec<Proposal> {
+    ike_offer_spi(ours, &[])
+}
+
+/// The IKE SA proposals of an IKE SA rekey, each carrying our new SPI (RFC 7296 §1.3.2).
+pub fn ike_rekey_offer(ours: &[IkeProposal], spi: [u8; 8]) -> Vec<Proposal> {
+    ike_offer_spi(ours, &spi)
+}
+
+fn ike_offer_spi(ours: &[IkeProposal], spi: &[u8]) -> Vec<Proposal> {
     ours.iter()
         .zip(1u8..)
         .map(|(q, num)| {
@@ -301,7 +318,7 @@ pub fn ike_offer(ours: &[IkeProposal]) -> Vec<Proposal> {
             Proposal {
                 num,
                 protocol: protocol::IKE,
-                spi: Vec::new(),
+                spi: spi.to_vec(),
                 transforms,
             }
         })
@@ -333,11 +350,42 @@ pub fn select_ike(
     ours: &[IkeProposal],
     ke_group: Option<u16>,
 ) -> Option<IkeChoice> {
+    select_ike_spi(offered, ours, ke_group, false).map(|(c, _)| c)
+}
+
+/// Responder side of an IKE SA rekey (CREATE_CHILD_SA, RFC 7296 §1.3.2): as
+/// [`select_ike`], but every proposal must carry the initiator's new 8-octet, non-zero
+/// IKE SPI, which is returned with the choice.
+pub fn select_ike_rekey(
+    offered: &[Proposal],
+    ours: &[IkeProposal],
+    ke_group: Option<u16>,
+) -> Option<(IkeChoice, [u8; 8])> {
+    select_ike_spi(offered, ours, ke_group, true)
+}
+
+/// The SPI field of an IKE proposal: empty in IKE_SA_INIT, 8 non-zero octets in a rekey.
+fn ike_spi(p: &Proposal, rekey: bool) -> Option<[u8; 8]> {
+    if rekey {
+        <[u8; 8]>::try_from(p.spi.as_slice())
+            .ok()
+            .filter(|s| *s != [0; 8])
+    } else {
+        p.spi.is_empty().then_some([0; 8])
+    }
+}
+
+fn select_ike_spi(
+    offered: &[Proposal],
+    ours: &[IkeProposal],
+    ke_group: Option<u16>,
+    rekey: bool,
+) -> Option<(IkeChoice, [u8; 8])> {
     for p in offered {
-        if p.protocol != protocol::IKE
-            || !p.spi.is_empty()
-            || !only_types(p, &[t::ENCR, t::PRF, t::INTEG, t::DH])
-        {
+        let Some(spi) = ike_spi(p, rekey) else {
+            continue;
+        };
+        if p.protocol != protocol::IKE || !only_types(p, &[t::ENCR, t::PRF, t::INTEG, t::DH]) {
             continue;
         }
         for q in ours.iter().filter(|q| q.is_valid()) {
@@ -353,7 +401,7 @@ pub fn select_ike(
                 _ => q.groups.iter().copied().find(offered_groups),
             };
             if let Some(group) = group {
-                return Some(IkeChoice {
+                let choice = IkeChoice {
                     num: p.num,
                     suite: IkeSuite {
                         encr: q.encr,
@@ -361,7 +409,8 @@ pub fn select_ike(
                         prf: q.prf,
                         group,
                     },
-                });
+                };
+                return Some((choice, spi));
             }
         }
     }
@@ -370,8 +419,23 @@ pub fn select_ike(
 
 /// Initiator side: check the responder's single chosen proposal against what we offered.
 pub fn accept_ike(chosen: &[Proposal], ours: &[IkeProposal]) -> Option<IkeSuite> {
+    accept_ike_spi(chosen, ours, false).map(|(s, _)| s)
+}
+
+/// Initiator side of an IKE SA rekey: as [`accept_ike`], and the answer must carry the
+/// responder's new 8-octet, non-zero IKE SPI, which is returned with the suite.
+pub fn accept_ike_rekey(chosen: &[Proposal], ours: &[IkeProposal]) -> Option<(IkeSuite, [u8; 8])> {
+    accept_ike_spi(chosen, ours, true)
+}
+
+fn accept_ike_spi(
+    chosen: &[Proposal],
+    ours: &[IkeProposal],
+    rekey: bool,
+) -> Option<(IkeSuite, [u8; 8])> {
     let [p] = chosen else { return None };
-    if p.protocol != protocol::IKE || !p.spi.is_empty() || !one_of_each(p) {
+    let spi = ike_spi(p, rekey)?;
+    if p.protocol != protocol::IKE || !one_of_each(p) {
         return None;
     }
     ours.iter().filter(|q| q.is_valid()).find_map(|q| {
@@ -384,12 +448,15 @@ pub fn accept_ike(chosen: &[Proposal], ours: &[IkeProposal]) -> Option<IkeSuite>
             && has(p, |tr| is(tr, t::PRF, q.prf.id()))
             && integ_ok(p, q.integ)
             && p.transforms.len() == 3 + usize::from(q.integ.is_some());
-        ok.then_some(IkeSuite {
-            encr: q.encr,
-            integ: q.integ,
-            prf: q.prf,
-            group,
-        })
+        ok.then_some((
+            IkeSuite {
+                encr: q.encr,
+                integ: q.integ,
+                prf: q.prf,
+                group,
+            },
+            spi,
+        ))
     })
 }
 
@@ -575,6 +642,34 @@ mod tests {
             esp_proposal(Suite::ChaCha20Poly1305, 1, 0x1000).transforms[0].key_len(),
             None
         );
+    }
+
+    #[test]
+    fn ike_rekey_proposals_carry_an_eight_octet_spi() {
+        let ours = [IkeProposal::aes128_sha256(&[
+            Group::X25519,
+            Group::Modp2048,
+        ])];
+        let spi = [1, 2, 3, 4, 5, 6, 7, 8];
+        let offer = ike_rekey_offer(&ours, spi);
+        assert!(offer.iter().all(|p| p.spi == spi));
+        let (c, got) = select_ike_rekey(&offer, &ours, Some(31)).unwrap();
+        assert_eq!((c.num, c.suite.group, got), (1, Group::X25519, spi));
+        // IKE_SA_INIT proposals (no SPI) are no rekey, and rekey proposals no IKE_SA_INIT.
+        assert_eq!(select_ike_rekey(&ike_offer(&ours), &ours, Some(31)), None);
+        assert_eq!(select_ike(&offer, &ours, Some(31)), None);
+        // A zero or short SPI is refused.
+        for bad in [alloc::vec![0u8; 8], alloc::vec![1u8; 4]] {
+            let mut o = offer.clone();
+            o[0].spi = bad;
+            assert_eq!(select_ike_rekey(&o, &ours, Some(31)), None);
+        }
+        // The answer carries the responder's SPI.
+        let r_spi = [9; 8];
+        let answer = [c.suite.to_rekey_proposal(c.num, r_spi)];
+        assert_eq!(accept_ike_rekey(&answer, &ours), Some((c.suite, r_spi)));
+        assert_eq!(accept_ike(&answer, &ours), None);
+        assert_eq!(accept_ike_rekey(&[c.suite.to_proposal(1)], &ours), None);
     }
 
     #[test]

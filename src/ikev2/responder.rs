@@ -25,7 +25,8 @@ pub struct Responder {
     ike: Arc<IkeConfig>,
     rng: Rng,
     out: Outbox,
-    /// IKE SAs by our (responder) SPI.
+    /// IKE SAs by our SPI (the responder SPI, except for an IKE SA we rekeyed, where we
+    /// are the initiator).
     sas: BTreeMap<[u8; 8], IkeSa>,
     /// (initiator SPI, initiator address) → our SPI, to spot retransmitted IKE_SA_INIT.
     init_index: BTreeMap<([u8; 8], SocketAddr), [u8; 8]>,
@@ -79,24 +80,34 @@ impl Responder {
             .collect()
     }
 
+    /// The IKE SA `id`, whichever of its SPIs is ours.
+    fn sa(&self, id: IkeSaId) -> Option<&IkeSa> {
+        [id.spi_r, id.spi_i]
+            .iter()
+            .find_map(|k| self.sas.get(k).filter(|s| s.id == id))
+    }
+
     /// The current Child SA of an IKE SA.
     pub fn child_sa(&self, id: IkeSaId) -> Option<&ChildSa> {
-        self.sas.get(&id.spi_r).and_then(|s| s.current_child())
+        self.sa(id).and_then(|s| s.current_child())
     }
 
     /// All Child SAs of an IKE SA (two while a rekey completes).
     pub fn child_sas(&self, id: IkeSaId) -> &[ChildSa] {
-        self.sas.get(&id.spi_r).map_or(&[], |s| &s.children)
+        self.sa(id).map_or(&[], |s| &s.children)
     }
 
     /// Debugging aid: the SPIs, SK_e/SK_a keys and algorithms of IKE SA `id`, for a packet
     /// analyser's IKEv2 decryption table. `None` unless the configuration sets
     /// [`IkeConfig::keep_keys_for_dissection`]. See [`super::IkeDissectionKeys`].
     pub fn ike_keys_for_dissection(&self, id: IkeSaId) -> Option<super::IkeDissectionKeys> {
-        self.sas
-            .get(&id.spi_r)
-            .filter(|s| s.id == id)
-            .and_then(|s| s.dissection_keys().cloned())
+        self.sa(id).and_then(|s| s.dissection_keys().cloned())
+    }
+
+    /// Rekey the IKE SA `id` (CREATE_CHILD_SA, RFC 7296 §1.3.2); we become the initiator
+    /// of the new IKE SA, which [`super::IkeEvent::IkeSaRekeyed`] names.
+    pub fn rekey_ike(&mut self, now: Instant, id: IkeSaId) -> Result<(), Error> {
+        self.command(now, id, Command::RekeyIke)
     }
 
     /// Rekey the Child SA of `id`.
@@ -120,19 +131,39 @@ impl Responder {
     }
 
     fn command(&mut self, now: Instant, id: IkeSaId, cmd: Command) -> Result<(), Error> {
-        let sa = self
-            .sas
-            .get_mut(&id.spi_r)
-            .filter(|s| s.id == id)
+        let key = self
+            .sa(id)
+            .map(IkeSa::our_spi)
             .ok_or(IkeError::UnknownSpi)?;
+        self.with_sa(now, key, |sa, ctx| sa.command(ctx, cmd))
+            .unwrap_or(Err(IkeError::UnknownSpi.into()))
+    }
+
+    /// Run `f` on the IKE SA with our SPI `key`, with a context whose SPI check sees every
+    /// other SA; then file a successor from a rekey under its own SPI and forget dead SAs.
+    fn with_sa<R>(
+        &mut self,
+        now: Instant,
+        key: [u8; 8],
+        f: impl FnOnce(&mut IkeSa, &mut Ctx<'_>) -> R,
+    ) -> Option<R> {
+        let mut sa = self.sas.remove(&key)?;
+        let sas = &self.sas;
+        let taken = |s: &[u8; 8]| sas.contains_key(s);
         let mut ctx = Ctx {
             now,
             out: &mut self.out,
             rng: &mut *self.rng,
+            spi_taken: &taken,
         };
-        let r = sa.command(&mut ctx, cmd);
+        let r = f(&mut sa, &mut ctx);
+        let successor = sa.take_successor();
+        self.sas.insert(key, sa);
+        if let Some(new) = successor {
+            self.sas.insert(new.our_spi(), *new);
+        }
         self.reap();
-        r
+        Some(r)
     }
 
     /// Forget dead SAs.
@@ -179,6 +210,7 @@ impl Responder {
             now: Instant::ZERO,
             out: &mut self.out,
             rng: &mut *self.rng,
+            spi_taken: &|_| false,
         };
         ctx.transmit(to, from, marker, &bytes)
     }
@@ -205,6 +237,7 @@ impl Responder {
                     now,
                     out: &mut self.out,
                     rng: &mut *self.rng,
+                    spi_taken: &|_| false,
                 };
                 return sa.replay_init(&mut ctx, from, to, marker);
             }
@@ -379,6 +412,7 @@ impl Responder {
             now,
             out: &mut self.out,
             rng: &mut *self.rng,
+            spi_taken: &|_| false,
         };
         ctx.transmit(to, from, marker, &response)?;
         self.sas.insert(spi_r, sa);
@@ -400,19 +434,17 @@ impl Actor for Responder {
         if h.exchange == exchange::IKE_SA_INIT && !h.flags.response && h.spi_r == [0; 8] {
             return self.init_request(now, msg, from, to, marker);
         }
-        let sa = self
+        // Our SPI is the responder's when the sender is the original initiator.
+        let key = if h.flags.initiator { h.spi_r } else { h.spi_i };
+        let known = self
             .sas
-            .get_mut(&h.spi_r)
-            .filter(|s| s.id.spi_i == h.spi_i)
-            .ok_or(IkeError::UnknownSpi)?;
-        let mut ctx = Ctx {
-            now,
-            out: &mut self.out,
-            rng: &mut *self.rng,
-        };
-        let r = sa.handle(&mut ctx, msg, from, to, marker);
-        self.reap();
-        r
+            .get(&key)
+            .is_some_and(|s| s.id.spi_i == h.spi_i && s.id.spi_r == h.spi_r);
+        if !known {
+            return Err(IkeError::UnknownSpi.into());
+        }
+        self.with_sa(now, key, |sa, ctx| sa.handle(ctx, msg, from, to, marker))
+            .unwrap_or(Err(IkeError::UnknownSpi.into()))
     }
 
     fn handle_timeout(&mut self, now: Instant) {
@@ -421,6 +453,7 @@ impl Actor for Responder {
             now,
             out: &mut self.out,
             rng: &mut *self.rng,
+            spi_taken: &|_| false,
         };
         for sa in self.sas.values_mut() {
             if sa.is_half_open() && now.saturating_duration_since(sa.created) >= timeout {

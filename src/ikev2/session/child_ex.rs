@@ -117,8 +117,14 @@ impl IkeSa {
             _ => false,
         });
         if ike_rekey {
-            // Rekeying the IKE SA is not supported.
-            return refuse(notify::NO_PROPOSAL_CHOSEN);
+            return self.ike_rekey_request(ctx, &payloads);
+        }
+        if matches!(
+            self.pending.as_ref().map(|p| &p.request),
+            Some(Request::RekeyIke { .. })
+        ) {
+            // Our IKE SA rekey is under way; the Child SA must wait for the new IKE SA.
+            return refuse(notify::TEMPORARY_FAILURE);
         }
         let rekey = payloads.iter().find_map(|p| match p {
             Payload::Notify(n) if n.ty == notify::REKEY_SA && n.protocol == protocol::ESP => {
@@ -208,6 +214,12 @@ impl IkeSa {
                 }
                 _ => {}
             }
+        }
+        if ike_deleted && matches!(self.state, State::Rekeyed { .. }) {
+            // The peer retires the IKE SA it rekeyed; the Child SAs moved on.
+            self.state = State::Dead;
+            self.pending = None;
+            return Ok(Vec::new());
         }
         if ike_deleted {
             self.state = State::Dead;

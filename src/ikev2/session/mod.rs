@@ -8,6 +8,7 @@
 
 mod auth;
 mod child_ex;
+mod ike_rekey;
 
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
@@ -24,6 +25,7 @@ use super::keys::{IkeDissectionKeys, IkeKeys, SecretBytes};
 use super::proposal::IkeSuite;
 use super::sk::SkCipher;
 use super::{FailReason, IkeError, IkeEvent, IkeSaId};
+use crate::crypto::dh::KeyPair;
 use crate::ipsec::{self, ChildSa, SaKeys, Suite, UdpEncap};
 use crate::{Error, Instant, Outbox, Output, Transmit};
 
@@ -35,6 +37,9 @@ pub(crate) struct Ctx<'a> {
     pub now: Instant,
     pub out: &'a mut Outbox,
     pub rng: &'a mut dyn CryptoRng,
+    /// Whether an IKE SPI of ours is already used by another IKE SA of the actor (a new
+    /// one for a rekeyed IKE SA must not be).
+    pub spi_taken: &'a dyn Fn(&[u8; 8]) -> bool,
 }
 
 impl Ctx<'_> {
@@ -117,6 +122,16 @@ pub(crate) enum Request {
     DeleteIke,
     /// Empty INFORMATIONAL.
     Liveness,
+    /// CREATE_CHILD_SA rekeying the IKE SA (§1.3.2): our new SPI, nonce and KE key pair.
+    RekeyIke {
+        spi: [u8; 8],
+        ni: Vec<u8>,
+        kp: KeyPair,
+        rounds: u8,
+    },
+    /// INFORMATIONAL deleting this IKE SA after we rekeyed it: its Child SAs live on in
+    /// the new one, so nothing is reported.
+    DeleteRekeyed,
 }
 
 struct Pending {
@@ -134,6 +149,7 @@ pub(crate) enum Command {
     DeleteChild(Option<u32>),
     DeleteIke,
     Liveness,
+    RekeyIke,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,6 +159,12 @@ pub(crate) enum State {
     Established,
     /// Failed at the responder; kept only to replay the last response until `until`.
     Closing {
+        until: Instant,
+    },
+    /// Replaced by a rekeyed IKE SA (its successor holds the Child SAs); kept until the
+    /// Delete of this SA is answered (we rekeyed) or received (the peer did), at most
+    /// until `until`. Nothing it does is reported any more.
+    Rekeyed {
         until: Instant,
     },
     Dead,
@@ -198,6 +220,8 @@ pub(crate) struct IkeSa {
     pub children: Vec<ChildSa>,
     /// Kept only with `keep_keys_for_dissection`.
     dissection: Option<IkeDissectionKeys>,
+    /// The IKE SA that replaced this one in a rekey, until the actor takes it.
+    successor: Option<alloc::boxed::Box<IkeSa>>,
 }
 
 impl IkeSa {
@@ -215,6 +239,7 @@ impl IkeSa {
         });
         Ok(IkeSa {
             dissection,
+            successor: None,
             id: n.id,
             initiator: n.initiator,
             state: State::Authenticating,
@@ -254,6 +279,21 @@ impl IkeSa {
 
     pub(crate) fn is_established(&self) -> bool {
         self.state == State::Established
+    }
+
+    /// Our SPI of this IKE SA (the actor's key for it).
+    pub(crate) fn our_spi(&self) -> [u8; 8] {
+        if self.initiator {
+            self.id.spi_i
+        } else {
+            self.id.spi_r
+        }
+    }
+
+    /// The IKE SA that replaced this one in a rekey (taken once). The actor keeps both:
+    /// this one until it is deleted, the successor from now on.
+    pub(crate) fn take_successor(&mut self) -> Option<alloc::boxed::Box<IkeSa>> {
+        self.successor.take()
     }
 
     /// The IKE_SA_INIT request this SA was created from (responder: for retransmissions).
@@ -323,6 +363,13 @@ impl IkeSa {
             }
             return Ok(());
         }
+        if let State::Rekeyed { until } = self.state
+            && ctx.now >= until
+        {
+            self.state = State::Dead;
+            self.pending = None;
+            return Ok(());
+        }
         let policy = self.cfg.retransmit;
         let Some(p) = self.pending.as_mut() else {
             return Ok(());
@@ -341,15 +388,23 @@ impl IkeSa {
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let retrans = self.pending.as_ref().map(|p| p.retrans.next_at());
         match self.state {
             State::Closing { until } => Some(until),
+            State::Rekeyed { until } => Some(retrans.map_or(until, |t| t.min(until))),
             State::Dead => None,
-            _ => self.pending.as_ref().map(|p| p.retrans.next_at()),
+            _ => retrans,
         }
     }
 
     /// The SA is gone: report its Child SAs deleted and the failure.
     pub(crate) fn fail(&mut self, ctx: &mut Ctx<'_>, reason: FailReason) -> Result<(), Error> {
+        if let State::Rekeyed { .. } = self.state {
+            // Its successor carries on; this one just goes.
+            self.state = State::Dead;
+            self.pending = None;
+            return Ok(());
+        }
         let was_established = self.state == State::Established;
         self.state = State::Dead;
         self.pending = None;
@@ -540,12 +595,15 @@ impl IkeSa {
             (exchange::IKE_AUTH, State::Authenticating) if !self.initiator => {
                 self.auth_request(ctx, payloads)
             }
-            (exchange::INFORMATIONAL, State::Established) => {
+            (exchange::INFORMATIONAL, State::Established | State::Rekeyed { .. }) => {
                 self.informational_request(ctx, payloads)
             }
             (exchange::CREATE_CHILD_SA, State::Established) => {
                 self.create_child_request(ctx, payloads)
             }
+            (exchange::CREATE_CHILD_SA, State::Rekeyed { .. }) => Ok(alloc::vec![Payload::Notify(
+                Notify::new(notify::TEMPORARY_FAILURE, Vec::new())
+            )]),
             _ => Ok(alloc::vec![Payload::Notify(Notify::new(
                 notify::INVALID_SYNTAX,
                 Vec::new()
@@ -587,6 +645,16 @@ impl IkeSa {
                 })
             }
             Request::Liveness => ctx.event(IkeEvent::LivenessConfirmed { id: self.id }),
+            Request::RekeyIke {
+                spi,
+                ni,
+                kp,
+                rounds,
+            } => self.ike_rekey_response(ctx, payloads, spi, &ni, kp, rounds),
+            Request::DeleteRekeyed => {
+                self.state = State::Dead;
+                Ok(())
+            }
         }
     }
 
@@ -663,6 +731,7 @@ impl IkeSa {
             Command::Liveness => {
                 self.send_request(ctx, exchange::INFORMATIONAL, &[], Request::Liveness)
             }
+            Command::RekeyIke => self.start_ike_rekey(ctx),
         }
     }
 
