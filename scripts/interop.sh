@@ -123,6 +123,8 @@ charon {
   # Only what the test needs; kernel-libipsec does ESP, kernel-netlink the routes.
   load = random nonce openssl hmac sha1 sha2 aes gcm gmp kdf pem pkcs1 x509 pubkey kernel-libipsec kernel-netlink socket-default vici
   install_virtual_ip = no
+  # Demand a COOKIE as soon as one IKE SA is half-open (the tests leave one).
+  cookie_threshold = 1
   plugins {
     vici {
       socket = unix://$work/charon.vici

@@ -57,41 +57,75 @@ const STEP: Duration = Duration::from_secs(10);
 // ------------------------------------------------------------------------- the cases
 
 /// One interop profile: IKE and ESP proposals, as strongSwan spells them and as deputy
-/// configures them.
+/// configures them for each role.
+///
+/// The MODP-2048 profile also makes each side refuse the other's first key exchange
+/// once: deputy's initiator sends X25519 first and charon (MODP-2048 only) answers
+/// INVALID_KE_PAYLOAD; charon's initiator sends X25519 first and deputy's responder
+/// (MODP-2048 only) does the same. The negotiated suite is aes128-sha256-modp2048 either
+/// way, and the IKE SA rekeys go through the same round.
 struct Profile {
     name: &'static str,
-    ike: &'static str,
+    /// charon's IKE proposals when deputy initiates / when charon initiates.
+    charon_ike: [&'static str; 2],
     esp: &'static str,
-    ike_proposal: IkeProposal,
+    /// deputy's IKE proposal as initiator / as responder.
+    deputy_ike: [IkeProposal; 2],
     esp_suite: Suite,
+    /// The group IKE_SA_INIT ends up with.
+    group: Group,
+    /// Whether IKE_SA_INIT takes an INVALID_KE_PAYLOAD round.
+    invalid_ke: bool,
 }
 
 fn profile(name: &str) -> Profile {
     match name {
         "aes128-sha256-modp2048" => Profile {
             name: "aes128-sha256-modp2048",
-            ike: "aes128-sha256-modp2048",
+            charon_ike: ["aes128-sha256-modp2048", "aes128-sha256-x25519-modp2048"],
             esp: "aes128-sha256",
-            ike_proposal: IkeProposal::aes128_sha256(&[Group::Modp2048]),
+            deputy_ike: [
+                IkeProposal::aes128_sha256(&[Group::X25519, Group::Modp2048]),
+                IkeProposal::aes128_sha256(&[Group::Modp2048]),
+            ],
             esp_suite: Suite::AesCbc128HmacSha256,
+            group: Group::Modp2048,
+            invalid_ke: true,
         },
         "aes128-sha256-x25519" => Profile {
             name: "aes128-sha256-x25519",
-            ike: "aes128-sha256-x25519",
+            charon_ike: ["aes128-sha256-x25519"; 2],
             esp: "aes128-sha256",
-            ike_proposal: IkeProposal::aes128_sha256(&[Group::X25519]),
+            deputy_ike: [
+                IkeProposal::aes128_sha256(&[Group::X25519]),
+                IkeProposal::aes128_sha256(&[Group::X25519]),
+            ],
             esp_suite: Suite::AesCbc128HmacSha256,
+            group: Group::X25519,
+            invalid_ke: false,
         },
         "chacha20poly1305-x25519" => Profile {
             name: "chacha20poly1305-x25519",
             // strongSwan needs the PRF spelled out for an AEAD.
-            ike: "chacha20poly1305-prfsha256-x25519",
+            charon_ike: ["chacha20poly1305-prfsha256-x25519"; 2],
             esp: "chacha20poly1305",
-            ike_proposal: IkeProposal::chacha20poly1305(&[Group::X25519]),
+            deputy_ike: [
+                IkeProposal::chacha20poly1305(&[Group::X25519]),
+                IkeProposal::chacha20poly1305(&[Group::X25519]),
+            ],
             esp_suite: Suite::ChaCha20Poly1305,
+            group: Group::X25519,
+            invalid_ke: false,
         },
         other => panic!("no profile {other}"),
     }
+}
+
+/// Which end starts: deputy's initiator (charon responds) or charon's (deputy responds).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    DeputyInitiates,
+    CharonInitiates,
 }
 
 // ---------------------------------------------------------------- the environment
@@ -139,7 +173,7 @@ impl Env {
     }
 
     /// Replace charon's connections and secrets with one connection `deputy` for `p`.
-    fn load_profile(&self, p: &Profile) {
+    fn load_profile(&self, p: &Profile, role: Role) {
         let conf_dir = self.dir.join("swanctl");
         fs::create_dir_all(&conf_dir).unwrap();
         let conf = format!(
@@ -150,6 +184,7 @@ impl Env {
     remote_addrs = {DEPUTY}
     proposals = {ike}
     encap = yes
+    dpd_delay = 1s
     local {{
       auth = psk
       id = {CHARON_ID}
@@ -177,7 +212,7 @@ secrets {{
   }}
 }}
 "#,
-            ike = p.ike,
+            ike = p.charon_ike[usize::from(role == Role::CharonInitiates)],
             esp = p.esp,
         );
         let file = conf_dir.join("swanctl.conf");
@@ -301,6 +336,10 @@ struct Peer<A: Actor> {
     /// Decrypted inbound packets, oldest first.
     inbound: Vec<Vec<u8>>,
     esp_errors: Vec<String>,
+    /// IKE_SA_INIT requests sent (initiator) or received (responder).
+    init_requests: usize,
+    /// (exchange type, message ID) of every IKE request received after IKE_SA_INIT.
+    peer_requests: Vec<(u8, u32)>,
 }
 
 impl<A: Actor> Peer<A> {
@@ -317,6 +356,8 @@ impl<A: Actor> Peer<A> {
             ike_errors: Vec::new(),
             inbound: Vec::new(),
             esp_errors: Vec::new(),
+            init_requests: 0,
+            peer_requests: Vec::new(),
         }
     }
 
@@ -326,7 +367,10 @@ impl<A: Actor> Peer<A> {
         let now = self.wire.now();
         while let Some(o) = self.ike.poll_output() {
             match o {
-                Output::Transmit(t) => self.wire.send(t.from, t.to, &t.data),
+                Output::Transmit(t) => {
+                    self.init_requests += usize::from(is_init_request(&t.data, t.from.port()));
+                    self.wire.send(t.from, t.to, &t.data);
+                }
                 Output::Event(Event::Ike(e)) => {
                     match &e {
                         IkeEvent::ChildSaEstablished { child, .. }
@@ -385,6 +429,10 @@ impl<A: Actor> Peer<A> {
         // data plane (RFC 3948 §2.2).
         let is_ike = to.port() == 500 || data.starts_with(&[0; 4]) || data == [0xff];
         if is_ike {
+            self.init_requests += usize::from(is_init_request(data, to.port()));
+            if let Some(r) = ike_request(data, to.port()) {
+                self.peer_requests.push(r);
+            }
             if let Err(e) = self
                 .ike
                 .handle_input(now, Input::Datagram { from, to, data })
@@ -466,10 +514,10 @@ fn is_echo_reply(packet: &[u8], id: u16, seq: u16) -> bool {
         && matches!(icmp.icmp_type, etherparse::Icmpv4Type::EchoReply(e) if e.id == id && e.seq == seq)
 }
 
-fn ike_config(p: &Profile) -> IkeConfig {
+fn ike_config(p: &Profile, role: Role) -> IkeConfig {
     let mut ike = IkeConfig::new(Identity::Fqdn(DEPUTY_ID.into()), PSK.as_bytes());
     ike.remote_id = Some(Identity::Fqdn(CHARON_ID.into()));
-    ike.ike_proposals = vec![p.ike_proposal.clone()];
+    ike.ike_proposals = vec![p.deputy_ike[usize::from(role == Role::CharonInitiates)].clone()];
     ike.esp_proposals = vec![p.esp_suite];
     ike.ts_local = vec![TrafficSelector::host(IpAddr::V4(DEPUTY_INNER))];
     ike.ts_remote = vec![TrafficSelector::host(IpAddr::V4(CHARON_INNER))];
@@ -592,13 +640,26 @@ fn list_sas_output_parses() {
 // ------------------------------------------------------------ keys for tshark
 
 /// Append one case's keys in Wireshark's UAT formats (`keys/ikev2_decryption_table`,
-/// `keys/esp_sa`) and a line naming the case and its IKE SAs (`keys/cases`).
-fn record_keys(env: &Env, p: &Profile, ike: &[IkeDissectionKeys], children: &[ChildSa]) {
+/// `keys/esp_sa`) and a line naming the case, its IKE SAs (and the initiator SPIs of
+/// half-open decoys, which never get keys) and its ESP SPIs (`keys/cases`).
+fn record_keys(
+    env: &Env,
+    p: &Profile,
+    role: Role,
+    ike: &[IkeDissectionKeys],
+    decoys: &[[u8; 8]],
+    children: &[ChildSa],
+) {
     // Wireshark 4.0 decrypts AES-CBC and AES-GCM, not ChaCha20-Poly1305 (IKE or ESP).
-    let decryptable = p.ike_proposal.encr == Encr::AesCbc128 && !p.esp_suite.is_aead();
+    let decryptable = p.deputy_ike[0].encr == Encr::AesCbc128 && !p.esp_suite.is_aead();
     let spis: Vec<String> = ike
         .iter()
         .map(|k| format!("{}:{}", hex(&k.spi_i), hex(&k.spi_r)))
+        .chain(
+            decoys
+                .iter()
+                .map(|d| format!("{}:{}", hex(d), hex(&[0; 8]))),
+        )
         .collect();
     let esp: Vec<String> = children
         .iter()
@@ -607,7 +668,11 @@ fn record_keys(env: &Env, p: &Profile, ike: &[IkeDissectionKeys], children: &[Ch
     append(
         &env.keys_file("cases"),
         &format!(
-            "{} {} ike={} esp={}",
+            "{}/{} {} ike={} esp={}",
+            match role {
+                Role::DeputyInitiates => "deputy-initiator",
+                Role::CharonInitiates => "charon-initiator",
+            },
             p.name,
             if decryptable { "decrypt" } else { "opaque" },
             spis.join(","),
@@ -711,7 +776,8 @@ impl Deputy for Responder {
     }
 }
 
-/// The IKE SAs in `swanctl --list-sas` output: (state, SPIi, SPIr) from lines like
+/// The IKE SAs past IKE_SA_INIT in `swanctl --list-sas` output: (state, SPIi, SPIr) from
+/// lines like
 /// `deputy: #2, ESTABLISHED, IKEv2, dee587e6984cd28e_i 4554c282cf588e65_r*`.
 fn charon_ike_sas(sas: &str) -> Vec<(String, [u8; 8], [u8; 8])> {
     let spi = |f: &str, suffix: &str| -> Option<[u8; 8]> {
@@ -720,6 +786,8 @@ fn charon_ike_sas(sas: &str) -> Vec<(String, [u8; 8], [u8; 8])> {
     };
     sas.lines()
         .filter(|l| !l.starts_with(' ') && l.contains(", IKEv2, "))
+        // Half-open decoys (see `leave_a_half_open_sa_at_charon`) are not ours.
+        .filter(|l| !l.contains(", CONNECTING, "))
         .filter_map(|l| {
             let state = l.split(", ").nth(1)?.to_owned();
             let mut words = l.rsplit(' ');
@@ -885,6 +953,26 @@ fn exercise<A: Deputy>(env: &Env, peer: &mut Peer<A>) -> Vec<IkeDissectionKeys> 
     );
     assert_eq!(peer.ping(5, 1), third.spi_in);
 
+    // Quiet for a while: charon (dpd_delay = 1s) checks liveness with empty
+    // INFORMATIONAL requests on the newest IKE SA. Each must be answered: a retransmission
+    // would repeat a message ID.
+    let before = peer.peer_requests.len();
+    let quiet = std::time::Instant::now();
+    peer.run_until("charon's liveness checks", STEP, |_| {
+        quiet.elapsed() >= Duration::from_millis(2500)
+    });
+    let dpd: Vec<u32> = peer.peer_requests[before..]
+        .iter()
+        .filter(|(ex, _)| *ex == 37)
+        .map(|(_, id)| *id)
+        .collect();
+    assert!(!dpd.is_empty(), "charon sent no liveness check");
+    assert!(
+        dpd.windows(2).all(|w| w[0] < w[1]),
+        "a liveness check went unanswered: {dpd:?}"
+    );
+    await_charon_ike(env, id);
+
     // A Child SA rekey on the twice-rekeyed IKE SA: charon and deputy agree on SK_d.
     peer.ike.do_rekey_child(peer.wire.now(), id).unwrap();
     peer.run_until("deputy's second Child SA rekey", STEP, |p| {
@@ -939,16 +1027,82 @@ fn exercise<A: Deputy>(env: &Env, peer: &mut Peer<A>) -> Vec<IkeDissectionKeys> 
     ike_keys
 }
 
+/// (exchange type, message ID) of an IKE request other than IKE_SA_INIT on the NAT-T
+/// port.
+fn ike_request(data: &[u8], port: u16) -> Option<(u8, u32)> {
+    let ike = data.strip_prefix(&[0u8; 4][..]).filter(|_| port == 4500)?;
+    let h = ike.get(..28)?;
+    (h[18] != 34 && h[19] & 0x20 == 0)
+        .then(|| (h[18], u32::from_be_bytes([h[20], h[21], h[22], h[23]])))
+}
+
+/// Whether `data`, a datagram on `port`, is an IKE_SA_INIT request.
+fn is_init_request(data: &[u8], port: u16) -> bool {
+    let ike = if port == 4500 {
+        data.strip_prefix(&[0u8; 4][..]).unwrap_or_default()
+    } else {
+        data
+    };
+    ike.len() >= 28 && ike[18] == 34 && ike[19] & 0x20 == 0
+}
+
+/// Leave one half-open IKE SA at charon: an IKE_SA_INIT from a throw-away initiator whose
+/// answer is read and dropped. With `cookie_threshold = 1` (scripts/interop.sh) charon
+/// then demands a COOKIE from the next initiator (RFC 7296 §2.6).
+fn leave_a_half_open_sa_at_charon(p: &Profile, wire: &Wire) -> [u8; 8] {
+    // Proposals charon takes at once (no INVALID_KE_PAYLOAD): it keeps the SA half-open.
+    let cfg = InitiatorConfig {
+        ike: ike_config(p, Role::CharonInitiates),
+        local: SocketAddr::new(IpAddr::V4(DEPUTY), 500),
+        remote: SocketAddr::new(IpAddr::V4(CHARON), 500),
+    };
+    let mut decoy = Initiator::new(cfg, os_rng()).unwrap();
+    decoy.start(wire.now()).unwrap();
+    let Some(Output::Transmit(t)) = decoy.poll_output() else {
+        panic!("the decoy sends IKE_SA_INIT first");
+    };
+    wire.send(t.from, t.to, &t.data);
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        if let Some((from, _, data)) = wire.recv() {
+            assert_eq!(from, t.to, "only charon's answer to the decoy is expected");
+            assert_eq!(data[..8], t.data[..8], "the answer names the decoy's SPI");
+            let mut spi = [0; 8];
+            spi.copy_from_slice(&t.data[..8]);
+            return spi;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "charon did not answer the decoy"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The IKE SA came up with the profile's group, against charon's identity.
+fn assert_ike_sa(peer: &Peer<impl Actor>, p: &Profile, initiator: bool) {
+    assert!(
+        peer.has_event(|e| matches!(
+            e,
+            IkeEvent::IkeSaEstablished { initiator: i, udp_encap: true, peer_id: Identity::Fqdn(n), suite, .. }
+                if *i == initiator && n == CHARON_ID && suite.group == p.group
+        )),
+        "{:#?}",
+        peer.events
+    );
+}
+
 fn deputy_initiates(name: &str) {
     let env = env();
     let p = profile(name);
-    env.load_profile(&p);
+    env.load_profile(&p, Role::DeputyInitiates);
     let cfg = InitiatorConfig {
-        ike: ike_config(&p),
+        ike: ike_config(&p, Role::DeputyInitiates),
         local: SocketAddr::new(IpAddr::V4(DEPUTY), 500),
         remote: SocketAddr::new(IpAddr::V4(CHARON), 500),
     };
     let mut peer = Peer::new(Initiator::new(cfg, os_rng()).unwrap());
+    let decoy = leave_a_half_open_sa_at_charon(&p, &peer.wire);
     let now = peer.wire.now();
     peer.ike.start(now).unwrap();
     peer.run_until("IKE_SA_INIT + IKE_AUTH with charon", STEP, |p| {
@@ -962,24 +1116,34 @@ fn deputy_initiates(name: &str) {
             )
         })
     });
-    assert!(peer.has_event(|e| matches!(
-        e,
-        IkeEvent::IkeSaEstablished { initiator: true, udp_encap: true, peer_id: Identity::Fqdn(n), .. }
-            if n == CHARON_ID
-    )));
+    assert_ike_sa(&peer, &p, true);
+    // charon demanded a COOKIE, then (MODP-2048) refused the X25519 KE: one IKE_SA_INIT
+    // request per round.
+    assert_eq!(
+        peer.init_requests,
+        2 + usize::from(p.invalid_ke),
+        "COOKIE and INVALID_KE rounds"
+    );
     let ike_keys = exercise(&env, &mut peer);
-    record_keys(&env, &p, &ike_keys, &children(&peer.events));
+    let children = children(&peer.events);
+    record_keys(
+        &env,
+        &p,
+        Role::DeputyInitiates,
+        &ike_keys,
+        &[decoy],
+        &children,
+    );
 }
 
 fn charon_initiates(name: &str) {
     let env = env();
     let p = profile(name);
-    env.load_profile(&p);
-    let responder = Responder::new(
-        ResponderConfig::new(ike_config(&p)),
-        os_rng(),
-        Instant::ZERO,
-    );
+    env.load_profile(&p, Role::CharonInitiates);
+    let mut cfg = ResponderConfig::new(ike_config(&p, Role::CharonInitiates));
+    // Demand a COOKIE from every initiator (RFC 7296 §2.6): charon must come back with it.
+    cfg.cookie_threshold = 0;
+    let responder = Responder::new(cfg, os_rng(), Instant::ZERO);
     let mut peer = Peer::new(responder.unwrap());
     let initiate: Child = env
         .swanctl_command(&["--initiate", "--child", "deputy", "--timeout", "10"])
@@ -1005,14 +1169,16 @@ fn charon_initiates(name: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(peer.has_event(|e| matches!(
-        e,
-        IkeEvent::IkeSaEstablished { initiator: false, udp_encap: true, peer_id: Identity::Fqdn(n), .. }
-            if n == CHARON_ID
-    )));
+    assert_ike_sa(&peer, &p, false);
+    assert_eq!(
+        peer.init_requests,
+        2 + usize::from(p.invalid_ke),
+        "COOKIE and INVALID_KE rounds"
+    );
     let ike_keys = exercise(&env, &mut peer);
     assert_eq!(peer.ike.ike_sa_count(), 0);
-    record_keys(&env, &p, &ike_keys, &children(&peer.events));
+    let children = children(&peer.events);
+    record_keys(&env, &p, Role::CharonInitiates, &ike_keys, &[], &children);
 }
 
 #[test]
@@ -1280,7 +1446,7 @@ fn tshark_dissects_every_packet_of_the_run() {
     const PINGS: usize = 7;
     for (c, n) in cases.iter().zip(&seen) {
         eprintln!(
-            "tshark: {:<26} {:>6}: IKE {}/{} clear or decrypted, ESP {}/{} authenticated and decrypted (ICMP echo {} requests, {} replies)",
+            "tshark: {:<42} {:>6}: IKE {}/{} clear or decrypted, ESP {}/{} authenticated and decrypted (ICMP echo {} requests, {} replies)",
             c.name,
             if c.decrypt { "keys" } else { "opaque" },
             n[1],
