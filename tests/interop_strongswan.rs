@@ -162,6 +162,27 @@ impl Env {
         text
     }
 
+    /// Start `swanctl` without waiting: for commands that wait for deputy's answer while
+    /// the test drives deputy. Collect it with [`Env::finish`].
+    fn swanctl_spawn(&self, args: &[&str]) -> Child {
+        self.swanctl_command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn swanctl")
+    }
+
+    /// Wait for a spawned `swanctl`; panics (with its output) unless it succeeded.
+    fn finish(child: Child, what: &str) {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "swanctl {what}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     fn swanctl_command(&self, args: &[&str]) -> Command {
         let mut c = Command::new("swanctl");
         c.env("STRONGSWAN_CONF", self.dir.join("strongswan.conf"))
@@ -852,9 +873,10 @@ fn await_charon_ike(env: &Env, id: IkeSaId) {
 /// `--list-sas` at every step and pinging through ESP after every change:
 /// deputy rekeys the Child SA (and deletes the old one); charon rekeys it; charon rekeys
 /// the IKE SA; deputy rekeys the IKE SA; deputy rekeys the Child SA again (its keys now
-/// come from the twice-rekeyed IKE SA's SK_d); deputy deletes the Child SA, then the IKE
-/// SA. Returns the keys of every IKE SA, for tshark.
-fn exercise<A: Deputy>(env: &Env, peer: &mut Peer<A>) -> Vec<IkeDissectionKeys> {
+/// come from the twice-rekeyed IKE SA's SK_d); between the IKE SA rekeys charon checks
+/// liveness; deputy deletes the Child SA; the initiator of the case deletes the IKE SA.
+/// Returns the keys of every IKE SA, for tshark.
+fn exercise<A: Deputy>(env: &Env, peer: &mut Peer<A>, role: Role) -> Vec<IkeDissectionKeys> {
     let mut ike_keys = Vec::new();
     let mut id = current_ike(&peer.events);
     ike_keys.extend(peer.ike.ike_keys(id));
@@ -999,10 +1021,23 @@ fn exercise<A: Deputy>(env: &Env, peer: &mut Peer<A>) -> Vec<IkeDissectionKeys> 
     );
     assert_eq!(peer.dp.sa_count(), 0);
 
-    peer.ike.do_delete_ike(peer.wire.now(), id).unwrap();
+    // The IKE SA goes: deputy deletes it when it initiated, charon when it did.
+    // (`swanctl --terminate` waits for deputy's answer: it runs beside the driver.)
+    let by_peer = role == Role::CharonInitiates;
+    let terminate = if by_peer {
+        Some(env.swanctl_spawn(&["--terminate", "--ike", "deputy", "--timeout", "10"]))
+    } else {
+        peer.ike.do_delete_ike(peer.wire.now(), id).unwrap();
+        None
+    };
     peer.run_until("the IKE SA delete", STEP, |p| {
-        p.has_event(|e| matches!(e, IkeEvent::IkeSaDeleted { id: d, by_peer: false } if *d == id))
+        p.has_event(
+            |e| matches!(e, IkeEvent::IkeSaDeleted { id: d, by_peer: b } if *d == id && *b == by_peer),
+        )
     });
+    if let Some(t) = terminate {
+        Env::finish(t, "--terminate");
+    }
     let sas = env.list_sas();
     assert!(
         charon_ike_sas(&sas).is_empty(),
@@ -1124,7 +1159,7 @@ fn deputy_initiates(name: &str) {
         2 + usize::from(p.invalid_ke),
         "COOKIE and INVALID_KE rounds"
     );
-    let ike_keys = exercise(&env, &mut peer);
+    let ike_keys = exercise(&env, &mut peer, Role::DeputyInitiates);
     let children = children(&peer.events);
     record_keys(
         &env,
@@ -1145,12 +1180,7 @@ fn charon_initiates(name: &str) {
     cfg.cookie_threshold = 0;
     let responder = Responder::new(cfg, os_rng(), Instant::ZERO);
     let mut peer = Peer::new(responder.unwrap());
-    let initiate: Child = env
-        .swanctl_command(&["--initiate", "--child", "deputy", "--timeout", "10"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn swanctl --initiate");
+    let initiate = env.swanctl_spawn(&["--initiate", "--child", "deputy", "--timeout", "10"]);
     peer.run_until("charon's IKE_SA_INIT + IKE_AUTH", STEP, |p| {
         p.has_event(|e| {
             matches!(
@@ -1162,20 +1192,14 @@ fn charon_initiates(name: &str) {
             )
         })
     });
-    let out = initiate.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "swanctl --initiate: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    Env::finish(initiate, "--initiate");
     assert_ike_sa(&peer, &p, false);
     assert_eq!(
         peer.init_requests,
         2 + usize::from(p.invalid_ke),
         "COOKIE and INVALID_KE rounds"
     );
-    let ike_keys = exercise(&env, &mut peer);
+    let ike_keys = exercise(&env, &mut peer, Role::CharonInitiates);
     assert_eq!(peer.ike.ike_sa_count(), 0);
     let children = children(&peer.events);
     record_keys(&env, &p, Role::CharonInitiates, &ike_keys, &[], &children);
