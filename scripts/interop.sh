@@ -14,6 +14,8 @@
 #
 # Needs root (namespaces, ports 500/4500). Environment:
 #   DEPUTY_INTEROP_KEEP=1   keep the work directory (logs, capture, keys) even on success
+#   DEPUTY_INTEROP_CASES    run only these test names (space-separated) before the tshark
+#                           check; the summary then counts only those
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,8 +28,16 @@ CASES=(
   charon_initiator_aes128_sha256_modp2048
   charon_initiator_aes128_sha256_x25519
   charon_initiator_chacha20poly1305_x25519
+  deputy_initiator_aes256gcm16_x25519
+  charon_initiator_aes256gcm16_x25519
+  deputy_initiator_strongswan_defaults
+  charon_initiator_strongswan_defaults
 )
 TSHARK_CHECK=tshark_dissects_every_packet_of_the_run
+# A developer may run a subset: DEPUTY_INTEROP_CASES="deputy_initiator_aes128_sha256_x25519 …"
+if [ -n "${DEPUTY_INTEROP_CASES:-}" ]; then
+  read -r -a CASES <<<"$DEPUTY_INTEROP_CASES"
+fi
 
 log() { printf '[interop] %s\n' "$*"; }
 die() { printf '[interop] error: %s\n' "$*" >&2; exit 1; }
@@ -179,6 +189,7 @@ failed=()
 run_test() { # run_test NAME
   local name=$1 out
   total=$((total + 1))
+  kill -0 "$charon_pid" 2>/dev/null || die "charon ($charon_pid) is gone; see $work/charon.log"
   out="$work/$name.log"
   if ip netns exec "$NS_DP" env DEPUTY_INTEROP_DIR="$work" RUST_BACKTRACE=0 \
       timeout 120 "$bin" --ignored --exact "$name" --test-threads=1 --nocapture >"$out" 2>&1 \

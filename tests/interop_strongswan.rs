@@ -33,7 +33,7 @@ use std::time::Duration;
 use deputy::crypto::dh::Group;
 use deputy::ikev2::{
     Encr, Identity, IkeConfig, IkeDissectionKeys, IkeEvent, IkeProposal, IkeSaId, Initiator,
-    InitiatorConfig, Responder, ResponderConfig,
+    InitiatorConfig, Integ, Responder, ResponderConfig,
 };
 use deputy::ipsec::{
     Action, ChildSa, DataPlane, DataPlaneConfig, Direction, Inbound, Outbound, Policy, Protected,
@@ -63,15 +63,18 @@ const STEP: Duration = Duration::from_secs(10);
 /// once: deputy's initiator sends X25519 first and charon (MODP-2048 only) answers
 /// INVALID_KE_PAYLOAD; charon's initiator sends X25519 first and deputy's responder
 /// (MODP-2048 only) does the same. The negotiated suite is aes128-sha256-modp2048 either
-/// way, and the IKE SA rekeys go through the same round.
+/// way, and the IKE SA rekeys go through the same round. The "defaults" profile pits
+/// strongSwan's default proposals against deputy's (`IkeConfig::new`).
 struct Profile {
     name: &'static str,
     /// charon's IKE proposals when deputy initiates / when charon initiates.
     charon_ike: [&'static str; 2],
-    esp: &'static str,
-    /// deputy's IKE proposal as initiator / as responder.
-    deputy_ike: [IkeProposal; 2],
-    esp_suite: Suite,
+    /// charon's ESP proposals.
+    charon_esp: &'static str,
+    /// deputy's IKE proposals as initiator / as responder.
+    deputy_ike: [Vec<IkeProposal>; 2],
+    /// deputy's ESP suites.
+    deputy_esp: Vec<Suite>,
     /// The group IKE_SA_INIT ends up with.
     group: Group,
     /// Whether IKE_SA_INIT takes an INVALID_KE_PAYLOAD round.
@@ -79,28 +82,32 @@ struct Profile {
 }
 
 fn profile(name: &str) -> Profile {
+    let defaults = IkeConfig::new(Identity::Fqdn(DEPUTY_ID.into()), PSK.as_bytes());
     match name {
         "aes128-sha256-modp2048" => Profile {
             name: "aes128-sha256-modp2048",
             charon_ike: ["aes128-sha256-modp2048", "aes128-sha256-x25519-modp2048"],
-            esp: "aes128-sha256",
+            charon_esp: "aes128-sha256",
             deputy_ike: [
-                IkeProposal::aes128_sha256(&[Group::X25519, Group::Modp2048]),
-                IkeProposal::aes128_sha256(&[Group::Modp2048]),
+                vec![IkeProposal::aes128_sha256(&[
+                    Group::X25519,
+                    Group::Modp2048,
+                ])],
+                vec![IkeProposal::aes128_sha256(&[Group::Modp2048])],
             ],
-            esp_suite: Suite::AesCbc128HmacSha256,
+            deputy_esp: vec![Suite::AesCbc128HmacSha256],
             group: Group::Modp2048,
             invalid_ke: true,
         },
         "aes128-sha256-x25519" => Profile {
             name: "aes128-sha256-x25519",
             charon_ike: ["aes128-sha256-x25519"; 2],
-            esp: "aes128-sha256",
+            charon_esp: "aes128-sha256",
             deputy_ike: [
-                IkeProposal::aes128_sha256(&[Group::X25519]),
-                IkeProposal::aes128_sha256(&[Group::X25519]),
+                vec![IkeProposal::aes128_sha256(&[Group::X25519])],
+                vec![IkeProposal::aes128_sha256(&[Group::X25519])],
             ],
-            esp_suite: Suite::AesCbc128HmacSha256,
+            deputy_esp: vec![Suite::AesCbc128HmacSha256],
             group: Group::X25519,
             invalid_ke: false,
         },
@@ -108,12 +115,33 @@ fn profile(name: &str) -> Profile {
             name: "chacha20poly1305-x25519",
             // strongSwan needs the PRF spelled out for an AEAD.
             charon_ike: ["chacha20poly1305-prfsha256-x25519"; 2],
-            esp: "chacha20poly1305",
+            charon_esp: "chacha20poly1305",
             deputy_ike: [
-                IkeProposal::chacha20poly1305(&[Group::X25519]),
-                IkeProposal::chacha20poly1305(&[Group::X25519]),
+                vec![IkeProposal::chacha20poly1305(&[Group::X25519])],
+                vec![IkeProposal::chacha20poly1305(&[Group::X25519])],
             ],
-            esp_suite: Suite::ChaCha20Poly1305,
+            deputy_esp: vec![Suite::ChaCha20Poly1305],
+            group: Group::X25519,
+            invalid_ke: false,
+        },
+        "aes256gcm16-x25519" => Profile {
+            name: "aes256gcm16-x25519",
+            charon_ike: ["aes256gcm16-prfsha256-x25519"; 2],
+            charon_esp: "aes256gcm16",
+            deputy_ike: [
+                vec![IkeProposal::aes_gcm16(256, &[Group::X25519])],
+                vec![IkeProposal::aes_gcm16(256, &[Group::X25519])],
+            ],
+            deputy_esp: vec![Suite::AesGcm256],
+            group: Group::X25519,
+            invalid_ke: false,
+        },
+        "defaults" => Profile {
+            name: "defaults",
+            charon_ike: ["default"; 2],
+            charon_esp: "default",
+            deputy_ike: [defaults.ike_proposals.clone(), defaults.ike_proposals],
+            deputy_esp: defaults.esp_proposals,
             group: Group::X25519,
             invalid_ke: false,
         },
@@ -234,7 +262,7 @@ secrets {{
 }}
 "#,
             ike = p.charon_ike[usize::from(role == Role::CharonInitiates)],
-            esp = p.esp,
+            esp = p.charon_esp,
         );
         let file = conf_dir.join("swanctl.conf");
         fs::write(&file, conf).unwrap();
@@ -538,8 +566,8 @@ fn is_echo_reply(packet: &[u8], id: u16, seq: u16) -> bool {
 fn ike_config(p: &Profile, role: Role) -> IkeConfig {
     let mut ike = IkeConfig::new(Identity::Fqdn(DEPUTY_ID.into()), PSK.as_bytes());
     ike.remote_id = Some(Identity::Fqdn(CHARON_ID.into()));
-    ike.ike_proposals = vec![p.deputy_ike[usize::from(role == Role::CharonInitiates)].clone()];
-    ike.esp_proposals = vec![p.esp_suite];
+    ike.ike_proposals = p.deputy_ike[usize::from(role == Role::CharonInitiates)].clone();
+    ike.esp_proposals = p.deputy_esp.clone();
     ike.ts_local = vec![TrafficSelector::host(IpAddr::V4(DEPUTY_INNER))];
     ike.ts_remote = vec![TrafficSelector::host(IpAddr::V4(CHARON_INNER))];
     // kernel-libipsec only does ESP-in-UDP.
@@ -672,7 +700,10 @@ fn record_keys(
     children: &[ChildSa],
 ) {
     // Wireshark 4.0 decrypts AES-CBC and AES-GCM, not ChaCha20-Poly1305 (IKE or ESP).
-    let decryptable = p.deputy_ike[0].encr == Encr::AesCbc128 && !p.esp_suite.is_aead();
+    let ike_names: Vec<Option<(&str, &str)>> = ike.iter().map(wireshark_ike).collect();
+    let esp_names: Vec<Option<(&str, &str)>> =
+        children.iter().map(|c| wireshark_esp(c.suite)).collect();
+    let decryptable = ike_names.iter().chain(&esp_names).all(Option::is_some);
     let spis: Vec<String> = ike
         .iter()
         .map(|k| format!("{}:{}", hex(&k.spi_i), hex(&k.spi_r)))
@@ -703,12 +734,12 @@ fn record_keys(
     if !decryptable {
         return;
     }
-    for k in ike {
+    for (k, (encr, integ)) in ike.iter().zip(ike_names.into_iter().flatten()) {
         append(
             &env.keys_file("ikev2_decryption_table"),
             &format!(
                 // Byte fields are bare hex, enumerations quoted strings.
-                r#"{},{},{},{},"AES-CBC-128 [RFC3602]",{},{},"HMAC_SHA2_256_128 [RFC4868]""#,
+                r#"{},{},{},{},"{encr}",{},{},"{integ}""#,
                 hex(&k.spi_i),
                 hex(&k.spi_r),
                 hex(k.sk_ei.as_bytes()),
@@ -718,7 +749,7 @@ fn record_keys(
             ),
         );
     }
-    for c in children {
+    for (c, (encr, auth)) in children.iter().zip(esp_names.into_iter().flatten()) {
         for (src, dst, spi, keys) in [
             (DEPUTY, CHARON, c.spi_out, &c.keys_out),
             (CHARON, DEPUTY, c.spi_in, &c.keys_in),
@@ -726,12 +757,43 @@ fn record_keys(
             append(
                 &env.keys_file("esp_sa"),
                 &format!(
-                    r#""IPv4","{src}","{dst}","0x{spi:08x}","AES-CBC [RFC3602]","0x{}","HMAC-SHA-256-128 [RFC4868]","0x{}""#,
+                    r#""IPv4","{src}","{dst}","0x{spi:08x}","{encr}","0x{}","{auth}","0x{}""#,
                     hex(&keys.encryption),
                     hex(&keys.integrity)
                 ),
             );
         }
+    }
+}
+
+/// Wireshark 4.0's names for an IKE SA's encryption and integrity algorithms in its
+/// IKEv2 decryption table, if it can decrypt them.
+fn wireshark_ike(k: &IkeDissectionKeys) -> Option<(&'static str, &'static str)> {
+    let integ = match k.integ {
+        Some(Integ::HmacSha256_128) => "HMAC_SHA2_256_128 [RFC4868]",
+        None => "NONE [RFC4306]",
+    };
+    let encr = match k.encr {
+        Encr::AesCbc128 => "AES-CBC-128 [RFC3602]",
+        Encr::AesGcm16_128 => "AES-GCM-128 with 16 octet ICV [RFC5282]",
+        Encr::AesGcm16_256 => "AES-GCM-256 with 16 octet ICV [RFC5282]",
+        Encr::ChaCha20Poly1305 => return None,
+    };
+    Some((encr, integ))
+}
+
+/// Wireshark 4.0's names for an ESP suite's encryption and authentication algorithms in
+/// its ESP SA table, if it can decrypt them (its keys are the SA's `encryption`, salt
+/// included, and `integrity`).
+fn wireshark_esp(suite: Suite) -> Option<(&'static str, &'static str)> {
+    match suite {
+        Suite::AesCbc128HmacSha256 | Suite::AesCbc256HmacSha256 => {
+            Some(("AES-CBC [RFC3602]", "HMAC-SHA-256-128 [RFC4868]"))
+        }
+        Suite::AesGcm128 | Suite::AesGcm256 => {
+            Some(("AES-GCM with 16 octet ICV [RFC4106]", "NULL"))
+        }
+        Suite::ChaCha20Poly1305 => None,
     }
 }
 
@@ -1531,4 +1593,28 @@ fn tshark_field_lines_parse() {
     assert_eq!(c.ike.len(), 2);
     assert_eq!(c.esp, vec![0xabcd, 0x1234_5678]);
     assert!(!parse_case("chacha20poly1305-x25519 opaque ike=a:b esp=1").decrypt);
+}
+
+#[test]
+#[ignore = "needs strongSwan: run scripts/interop.sh"]
+fn deputy_initiator_aes256gcm16_x25519() {
+    deputy_initiates("aes256gcm16-x25519");
+}
+
+#[test]
+#[ignore = "needs strongSwan: run scripts/interop.sh"]
+fn charon_initiator_aes256gcm16_x25519() {
+    charon_initiates("aes256gcm16-x25519");
+}
+
+#[test]
+#[ignore = "needs strongSwan: run scripts/interop.sh"]
+fn deputy_initiator_strongswan_defaults() {
+    deputy_initiates("defaults");
+}
+
+#[test]
+#[ignore = "needs strongSwan: run scripts/interop.sh"]
+fn charon_initiator_strongswan_defaults() {
+    charon_initiates("defaults");
 }
