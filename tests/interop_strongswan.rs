@@ -539,12 +539,26 @@ impl<A: Actor> Peer<A> {
     }
 }
 
+/// The echo payload of ping `id`/`seq`: a pattern, 56 bytes, or 1300 when `id + seq` is
+/// even (so ESP pads and encrypts many blocks, and the inner packet comes close to
+/// libipsec's TUN MTU of 1400).
+fn echo_payload(id: u16, seq: u16) -> Vec<u8> {
+    let len = if (id + seq).is_multiple_of(2) {
+        1300
+    } else {
+        56
+    };
+    (0..len)
+        .map(|i: usize| (i as u8).wrapping_mul(7) ^ (id as u8) ^ (seq as u8))
+        .collect()
+}
+
 fn echo_request(id: u16, seq: u16) -> Vec<u8> {
     let b = etherparse::PacketBuilder::ipv4(DEPUTY_INNER.octets(), CHARON_INNER.octets(), 64)
         .icmpv4_echo_request(id, seq);
-    let payload = b"deputy interop ping";
+    let payload = echo_payload(id, seq);
     let mut out = Vec::with_capacity(b.size(payload.len()));
-    b.write(&mut out, payload).unwrap();
+    b.write(&mut out, &payload).unwrap();
     out
 }
 
@@ -561,6 +575,7 @@ fn is_echo_reply(packet: &[u8], id: u16, seq: u16) -> bool {
     ip.source == CHARON_INNER.octets()
         && ip.destination == DEPUTY_INNER.octets()
         && matches!(icmp.icmp_type, etherparse::Icmpv4Type::EchoReply(e) if e.id == id && e.seq == seq)
+        && h.payload.slice() == echo_payload(id, seq)
 }
 
 fn ike_config(p: &Profile, role: Role) -> IkeConfig {
