@@ -1462,3 +1462,54 @@ fn ike_sa_rekey_refusals_keep_the_sa() {
     assert_ne!(net.inits[0].ike_sa_id(), Some(id));
     assert_eq!(net.resp.established().len(), 1);
 }
+
+/// Regression test for the second interop finding: a peer that restarts (charon after a
+/// reboot, or after losing its state) comes back with a new IKE SA whose IKE_AUTH carries
+/// INITIAL_CONTACT. The responder used to keep the old IKE SA and its Child SAs forever
+/// (it runs no dead-peer detection of its own), so each restart left stale SAs behind —
+/// stale keys at the terminal — until the table bound refused new peers. Now the
+/// responder forgets the other IKE SAs of the same authenticated identity (RFC 7296 §2.4)
+/// and reports them deleted; other identities are not touched.
+#[test]
+fn initial_contact_replaces_the_stale_ike_sa_of_a_restarted_peer() {
+    let mut other = i_config("10.0.0.3:500");
+    other.ike.local_id = Identity::Fqdn("another.example".into());
+    // Initiator 1 is initiator 0 after a restart: same identity, new address, no state.
+    let mut net = Net::many(
+        vec![i_config(I_ADDR), i_config("10.0.0.2:500"), other],
+        r_config(),
+    );
+    net.start(0);
+    net.start(2);
+    let stale = net.inits[0].ike_sa_id().unwrap();
+    let stale_child = net.r_child(0);
+    let bystander = net.inits[2].ike_sa_id().unwrap();
+    assert_eq!(net.resp.ike_sa_count(), 2);
+
+    net.start(1);
+    assert!(net.inits[1].is_established());
+    let fresh = net.inits[1].ike_sa_id().unwrap();
+    assert_eq!(net.resp.ike_sa_count(), 2, "the stale IKE SA is gone");
+    let mut established = net.resp.established();
+    established.sort();
+    let mut want = vec![fresh, bystander];
+    want.sort();
+    assert_eq!(established, want);
+    assert!(has_event(&net.r_events, |e| matches!(
+        e,
+        IkeEvent::ChildSaDeleted { id, spi_in, .. } if *id == stale && *spi_in == stale_child.spi_in
+    )));
+    assert!(has_event(&net.r_events, |e| matches!(
+        e,
+        IkeEvent::IkeSaDeleted { id, by_peer: true } if *id == stale
+    )));
+    assert!(net.resp.child_sa(bystander).is_some());
+    // The stale SA's messages are now unknown to the responder.
+    net.inits[0].send_liveness(net.now).unwrap();
+    net.run_for(Duration::from_secs(1));
+    assert!(
+        net.r_errors
+            .iter()
+            .any(|e| matches!(e, Error::Ike(deputy::ikev2::IkeError::UnknownSpi)))
+    );
+}

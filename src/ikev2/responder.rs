@@ -158,9 +158,26 @@ impl Responder {
         };
         let r = f(&mut sa, &mut ctx);
         let successor = sa.take_successor();
+        let restarted = sa.take_initial_contact();
         self.sas.insert(key, sa);
         if let Some(new) = successor {
             self.sas.insert(new.our_spi(), *new);
+        }
+        if let Some(peer) = restarted {
+            // RFC 7296 §2.4: INITIAL_CONTACT says the peer holds no other IKE SA with us;
+            // ours for the same authenticated identity are stale (the peer restarted).
+            let mut ctx = Ctx {
+                now,
+                out: &mut self.out,
+                rng: &mut *self.rng,
+                spi_taken: &|_| false,
+            };
+            for (k, other) in self.sas.iter_mut() {
+                if *k != key && other.is_established() && other.peer_id() == Some(&peer) {
+                    // A full outbox is reported by the driver's next call.
+                    let _ = other.forget(&mut ctx);
+                }
+            }
         }
         self.reap();
         Some(r)

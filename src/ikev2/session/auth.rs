@@ -178,6 +178,7 @@ impl IkeSa {
     }
 
     fn established_event(&mut self, ctx: &mut Ctx<'_>, peer_id: Identity) -> Result<(), Error> {
+        self.peer_id = Some(peer_id.clone());
         ctx.event(IkeEvent::IkeSaEstablished {
             id: self.id,
             suite: self.suite,
@@ -238,6 +239,9 @@ impl IkeSa {
         }
         self.state = State::Established;
         self.established_event(ctx, idi.clone())?;
+        // RFC 7296 §2.4: the peer has no other IKE SA with us (it restarted); the actor
+        // forgets any it still holds for this identity.
+        self.initial_contact = find_notify(&payloads, notify::INITIAL_CONTACT).is_some();
 
         let our_auth = psk_auth(
             cfg.psk.as_bytes(),

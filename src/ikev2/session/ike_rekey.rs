@@ -273,6 +273,7 @@ impl IkeSa {
         new.next_msg_id = 0;
         new.peer_next_id = 0;
         new.children = core::mem::take(&mut self.children);
+        new.peer_id = self.peer_id.clone();
         new.queue = core::mem::take(&mut self.queue);
         let old = self.id;
         self.state = State::Rekeyed {

@@ -18,7 +18,9 @@ use core::time::Duration;
 
 use rand_core::CryptoRng;
 
-use super::codec::{Flags, Header, NON_ESP_MARKER, Notify, Payload, TrafficSelector, decode_chain};
+use super::codec::{
+    Flags, Header, Identity, NON_ESP_MARKER, Notify, Payload, TrafficSelector, decode_chain,
+};
 use super::config::{IkeConfig, Retransmit};
 use super::consts::{exchange, notify};
 use super::keys::{IkeDissectionKeys, IkeKeys, SecretBytes};
@@ -222,6 +224,10 @@ pub(crate) struct IkeSa {
     dissection: Option<IkeDissectionKeys>,
     /// The IKE SA that replaced this one in a rekey, until the actor takes it.
     successor: Option<alloc::boxed::Box<IkeSa>>,
+    /// The peer's authenticated identity, once established.
+    peer_id: Option<Identity>,
+    /// The peer's IKE_AUTH carried INITIAL_CONTACT, until the actor acts on it.
+    initial_contact: bool,
 }
 
 impl IkeSa {
@@ -240,6 +246,8 @@ impl IkeSa {
         Ok(IkeSa {
             dissection,
             successor: None,
+            peer_id: None,
+            initial_contact: false,
             id: n.id,
             initiator: n.initiator,
             state: State::Authenticating,
@@ -294,6 +302,34 @@ impl IkeSa {
     /// this one until it is deleted, the successor from now on.
     pub(crate) fn take_successor(&mut self) -> Option<alloc::boxed::Box<IkeSa>> {
         self.successor.take()
+    }
+
+    /// The peer's authenticated identity (once established).
+    pub(crate) fn peer_id(&self) -> Option<&Identity> {
+        self.peer_id.as_ref()
+    }
+
+    /// If the peer's IKE_AUTH carried INITIAL_CONTACT (taken once): its identity, whose
+    /// other IKE SAs the actor should forget (RFC 7296 §2.4).
+    pub(crate) fn take_initial_contact(&mut self) -> Option<Identity> {
+        if core::mem::take(&mut self.initial_contact) {
+            self.peer_id.clone()
+        } else {
+            None
+        }
+    }
+
+    /// The peer announced, by INITIAL_CONTACT on a new IKE SA, that it has no state for
+    /// this one (it restarted): drop it and its Child SAs, as if the peer had deleted it.
+    pub(crate) fn forget(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Error> {
+        self.state = State::Dead;
+        self.pending = None;
+        self.queue.clear();
+        self.drop_children(ctx)?;
+        ctx.event(IkeEvent::IkeSaDeleted {
+            id: self.id,
+            by_peer: true,
+        })
     }
 
     /// The IKE_SA_INIT request this SA was created from (responder: for retransmissions).
