@@ -358,6 +358,19 @@ impl Wire {
         s.send_to(data, to).unwrap();
     }
 
+    /// Read and drop whatever arrives for `period`; returns how many datagrams that was.
+    fn discard(&self, period: Duration) -> usize {
+        let end = std::time::Instant::now() + period;
+        let mut n = 0;
+        while std::time::Instant::now() < end {
+            match self.recv() {
+                Some(_) => n += 1,
+                None => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+        n
+    }
+
     /// One datagram waiting on either socket: (from, to, payload).
     fn recv(&self) -> Option<(SocketAddr, SocketAddr, Vec<u8>)> {
         let mut buf = vec![0u8; 65536];
@@ -1276,10 +1289,50 @@ fn charon_initiates(name: &str) {
         2 + usize::from(p.invalid_ke),
         "COOKIE and INVALID_KE rounds"
     );
+
+    // charon "restarts": it drops the IKE SA without deputy hearing of it (its Delete is
+    // lost), then connects again. INITIAL_CONTACT in the new IKE_AUTH makes deputy forget
+    // the stale IKE SA and its Child SA (RFC 7296 §2.4).
+    let stale = current_ike(&peer.events);
+    let stale_keys = peer.ike.ike_keys(stale).expect("keys kept for dissection");
+    let stale_child = peer.newest_child();
+    // `--force` destroys the SA without waiting for deputy's answer (swanctl reports the
+    // missing answer as a failure, which is the point here).
+    let forced = env
+        .swanctl_command(&["--terminate", "--ike", "deputy", "--force"])
+        .output()
+        .expect("run swanctl");
+    let lost = peer.wire.discard(Duration::from_millis(300));
+    assert!(lost >= 1, "charon's Delete was sent (and dropped here)");
+    assert!(
+        charon_ike_sas(&env.list_sas()).is_empty(),
+        "{}",
+        String::from_utf8_lossy(&forced.stdout)
+    );
+    assert_eq!(
+        peer.ike.ike_sa_count(),
+        1,
+        "deputy still holds the stale IKE SA"
+    );
+    let initiate = env.swanctl_spawn(&["--initiate", "--child", "deputy", "--timeout", "10"]);
+    peer.run_until("charon's new IKE SA after its restart", STEP, |p| {
+        p.has_event(|e| matches!(e, IkeEvent::IkeSaDeleted { id, by_peer: true } if *id == stale))
+            && p.newest_child().spi_in != stale_child.spi_in
+    });
+    Env::finish(initiate, "--initiate");
+    assert!(peer.has_event(|e| matches!(
+        e,
+        IkeEvent::ChildSaDeleted { spi_in, .. } if *spi_in == stale_child.spi_in
+    )));
+    assert_eq!(peer.ike.ike_sa_count(), 1, "only the new IKE SA is left");
+    assert_eq!(peer.dp.sa_count(), 1, "only the new Child SA is installed");
+
     let ike_keys = exercise(&env, &mut peer, Role::CharonInitiates);
     assert_eq!(peer.ike.ike_sa_count(), 0);
     let children = children(&peer.events);
-    record_keys(&env, &p, Role::CharonInitiates, &ike_keys, &[], &children);
+    let mut all_keys = vec![stale_keys];
+    all_keys.extend(ike_keys);
+    record_keys(&env, &p, Role::CharonInitiates, &all_keys, &[], &children);
 }
 
 #[test]
