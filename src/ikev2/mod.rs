@@ -7,7 +7,9 @@
 //! - [`proposal`]: suites and proposal selection.
 //! - [`Initiator`] and [`Responder`]: [`crate::Actor`]s that run IKE_SA_INIT, IKE_AUTH with a
 //!   pre-shared key, one ESP Child SA, INFORMATIONAL (delete, liveness) and CREATE_CHILD_SA
-//!   rekeying of the Child SA, with retransmission, cookies, INVALID_KE_PAYLOAD and NAT-T.
+//!   rekeying of the Child SA and of the IKE SA, with retransmission, cookies,
+//!   INVALID_KE_PAYLOAD, INITIAL_CONTACT and NAT-T. Checked against strongSwan 5.9 by
+//!   `scripts/interop.sh`.
 //!
 //! The result is an [`IkeEvent::ChildSaEstablished`] carrying the data plane's own
 //! hand-over value, a [`crate::ipsec::ChildSa`]: SPIs, [`crate::ipsec::Suite`], keys split
