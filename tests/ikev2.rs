@@ -1463,6 +1463,49 @@ fn ike_sa_rekey_refusals_keep_the_sa() {
     assert_eq!(net.resp.established().len(), 1);
 }
 
+/// Old IKE SAs of rekeys are bounded at the responder: a peer that rekeys again and again
+/// without ever deleting the old SAs gets TEMPORARY_FAILURE once `max_ike_sas` of them
+/// wait; when they are gone, rekeys go through again.
+#[test]
+fn retiring_ike_sas_are_bounded() {
+    let mut rc = r_config();
+    rc.max_ike_sas = 2;
+    let mut net = Net::new(i_config(I_ADDR), rc);
+    net.start(0);
+    // The initiator's Deletes of the old SAs never arrive.
+    net.drop = Box::new(|s, _| {
+        s.dir == Dir::ToResponder && ike_bytes(&s.t)[18] == exchange::INFORMATIONAL
+    });
+    for _ in 0..2 {
+        net.inits[0].rekey_ike(net.now).unwrap();
+        net.deliver();
+    }
+    assert_eq!(rekeyed(&net.r_events).len(), 2);
+    assert_eq!(net.resp.ike_sa_count(), 3, "one live IKE SA, two retiring");
+    net.inits[0].rekey_ike(net.now).unwrap();
+    net.deliver();
+    assert!(has_event(&net.i_events[0], |e| matches!(
+        e,
+        IkeEvent::IkeSaRekeyFailed {
+            notify: notify::TEMPORARY_FAILURE,
+            ..
+        }
+    )));
+    assert_eq!(net.resp.ike_sa_count(), 3);
+    // The old SAs give up waiting after the retransmission span; then rekeys work again.
+    net.run_for(Duration::from_secs(40));
+    assert_eq!(net.resp.ike_sa_count(), 1);
+    net.drop = Box::new(|_, _| false);
+    net.inits[0].rekey_ike(net.now).unwrap();
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(rekeyed(&net.r_events).len(), 3);
+    assert_eq!(net.resp.ike_sa_count(), 1);
+    assert_eq!(
+        net.resp.established(),
+        vec![net.inits[0].ike_sa_id().unwrap()]
+    );
+}
+
 /// Regression test for the second interop finding: a peer that restarts (charon after a
 /// reboot, or after losing its state) comes back with a new IKE SA whose IKE_AUTH carries
 /// INITIAL_CONTACT. The responder used to keep the old IKE SA and its Child SAs forever

@@ -196,7 +196,8 @@ pub struct ResponderConfig {
     /// Refuse new IKE_SA_INIT requests once this many half-open IKE SAs exist.
     pub max_half_open: usize,
     /// Refuse new IKE_SA_INIT requests once this many IKE SAs (half-open or established)
-    /// exist.
+    /// exist. IKE SA rekeys are answered TEMPORARY_FAILURE while as many old IKE SAs of
+    /// earlier rekeys still wait for their Delete, so the table holds at most twice this.
     pub max_ike_sas: usize,
     /// A half-open IKE SA that has not authenticated by then is dropped.
     pub half_open_timeout: Duration,

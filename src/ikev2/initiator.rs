@@ -184,6 +184,7 @@ impl Initiator {
             out: &mut self.out,
             rng: &mut *self.rng,
             spi_taken: &taken,
+            room_to_rekey: true,
         };
         let r = sa.command(&mut ctx, cmd);
         self.settle();
@@ -251,6 +252,7 @@ impl Initiator {
             out: &mut self.out,
             rng: &mut *self.rng,
             spi_taken: &|_| false,
+            room_to_rekey: true,
         };
         ctx.transmit(self.local, self.remote, false, &bytes)?;
         st.retrans = Retrans::new(bytes, now, &self.cfg.retransmit);
@@ -407,6 +409,7 @@ impl Initiator {
             out: &mut self.out,
             rng: &mut *self.rng,
             spi_taken: &|_| false,
+            room_to_rekey: true,
         };
         sa.start_auth(&mut ctx)?;
         self.phase = Phase::Sa(Box::new(sa));
@@ -453,6 +456,7 @@ impl Actor for Initiator {
                 out: &mut self.out,
                 rng: &mut *self.rng,
                 spi_taken: &|_| false,
+                room_to_rekey: true,
             };
             let r = old.handle(&mut ctx, msg, from, to, marker);
             self.settle();
@@ -480,6 +484,7 @@ impl Actor for Initiator {
                     out: &mut self.out,
                     rng: &mut *self.rng,
                     spi_taken: &taken,
+                    room_to_rekey: true,
                 };
                 let r = sa.handle(&mut ctx, msg, from, to, marker);
                 self.phase = Phase::Sa(sa);
@@ -501,6 +506,7 @@ impl Actor for Initiator {
                         out: &mut self.out,
                         rng: &mut *self.rng,
                         spi_taken: &|_| false,
+                        room_to_rekey: true,
                     };
                     // A full outbox is reported by the driver's next call; the timer stays armed.
                     let _ = ctx.transmit(self.local, self.remote, false, &st.retrans.bytes);
@@ -516,6 +522,7 @@ impl Actor for Initiator {
                     out: &mut self.out,
                     rng: &mut *self.rng,
                     spi_taken: &|_| false,
+                    room_to_rekey: true,
                 };
                 let _ = sa.handle_timeout(&mut ctx);
                 self.phase = Phase::Sa(sa);
@@ -527,6 +534,7 @@ impl Actor for Initiator {
                 out: &mut self.out,
                 rng: &mut *self.rng,
                 spi_taken: &|_| false,
+                room_to_rekey: true,
             };
             let _ = old.handle_timeout(&mut ctx);
         }

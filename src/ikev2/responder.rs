@@ -150,11 +150,15 @@ impl Responder {
         let mut sa = self.sas.remove(&key)?;
         let sas = &self.sas;
         let taken = |s: &[u8; 8]| sas.contains_key(s);
+        // Old IKE SAs of rekeys wait to be deleted; at most `max_ike_sas` of them at once
+        // (beside at most as many live ones), however fast peers rekey.
+        let retiring = sas.values().filter(|s| s.is_retiring()).count();
         let mut ctx = Ctx {
             now,
             out: &mut self.out,
             rng: &mut *self.rng,
             spi_taken: &taken,
+            room_to_rekey: retiring < self.cfg.max_ike_sas,
         };
         let r = f(&mut sa, &mut ctx);
         let successor = sa.take_successor();
@@ -171,6 +175,7 @@ impl Responder {
                 out: &mut self.out,
                 rng: &mut *self.rng,
                 spi_taken: &|_| false,
+                room_to_rekey: true,
             };
             for (k, other) in self.sas.iter_mut() {
                 if *k != key && other.is_established() && other.peer_id() == Some(&peer) {
@@ -228,6 +233,7 @@ impl Responder {
             out: &mut self.out,
             rng: &mut *self.rng,
             spi_taken: &|_| false,
+            room_to_rekey: true,
         };
         ctx.transmit(to, from, marker, &bytes)
     }
@@ -255,6 +261,7 @@ impl Responder {
                     out: &mut self.out,
                     rng: &mut *self.rng,
                     spi_taken: &|_| false,
+                    room_to_rekey: true,
                 };
                 return sa.replay_init(&mut ctx, from, to, marker);
             }
@@ -430,6 +437,7 @@ impl Responder {
             out: &mut self.out,
             rng: &mut *self.rng,
             spi_taken: &|_| false,
+            room_to_rekey: true,
         };
         ctx.transmit(to, from, marker, &response)?;
         self.sas.insert(spi_r, sa);
@@ -471,6 +479,7 @@ impl Actor for Responder {
             out: &mut self.out,
             rng: &mut *self.rng,
             spi_taken: &|_| false,
+            room_to_rekey: true,
         };
         for sa in self.sas.values_mut() {
             if sa.is_half_open() && now.saturating_duration_since(sa.created) >= timeout {

@@ -51,6 +51,9 @@ impl IkeSa {
     /// most preferred group (as in IKE_SA_INIT; an INVALID_KE_PAYLOAD answer names the
     /// peer's choice and we follow it once).
     pub(super) fn start_ike_rekey(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Error> {
+        if !ctx.room_to_rekey {
+            return self.ike_rekey_failed(ctx, notify::TEMPORARY_FAILURE);
+        }
         let spi = self.new_ike_spi(ctx);
         let ni = nonce(ctx.rng);
         let group = self
@@ -174,8 +177,9 @@ impl IkeSa {
         payloads: &[Payload],
     ) -> Result<Vec<Payload>, Error> {
         let refuse = |ty: u16| Ok(alloc::vec![Payload::Notify(Notify::new(ty, Vec::new()))]);
-        if self.pending.is_some() {
-            // One exchange at a time around a rekey (no §2.8.1 collision handling).
+        if self.pending.is_some() || !ctx.room_to_rekey {
+            // One exchange at a time around a rekey (no §2.8.1 collision handling), and
+            // a bounded number of old IKE SAs waiting to be deleted.
             return refuse(notify::TEMPORARY_FAILURE);
         }
         let sa = find(payloads, |p| match p {

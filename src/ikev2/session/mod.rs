@@ -42,6 +42,8 @@ pub(crate) struct Ctx<'a> {
     /// Whether an IKE SPI of ours is already used by another IKE SA of the actor (a new
     /// one for a rekeyed IKE SA must not be).
     pub spi_taken: &'a dyn Fn(&[u8; 8]) -> bool,
+    /// Whether the actor can hold one more retiring IKE SA (the old one of a rekey).
+    pub room_to_rekey: bool,
 }
 
 impl Ctx<'_> {
@@ -287,6 +289,11 @@ impl IkeSa {
 
     pub(crate) fn is_established(&self) -> bool {
         self.state == State::Established
+    }
+
+    /// Replaced by a rekey and waiting to be deleted.
+    pub(crate) fn is_retiring(&self) -> bool {
+        matches!(self.state, State::Rekeyed { .. })
     }
 
     /// Our SPI of this IKE SA (the actor's key for it).
