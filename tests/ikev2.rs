@@ -9,8 +9,12 @@ use deputy::crypto::dh::Group;
 use deputy::ikev2::codec::{Message, Payload};
 use deputy::ikev2::consts::{exchange, notify};
 use deputy::ikev2::{
-    ChildSa, EspSuite, FailReason, Identity, IkeConfig, IkeEvent, IkeProposal, Initiator,
-    InitiatorConfig, Mode, Responder, ResponderConfig, TrafficSelector,
+    ChildMode, FailReason, Identity, IkeConfig, IkeEvent, IkeProposal, Initiator, InitiatorConfig,
+    Responder, ResponderConfig,
+};
+use deputy::ipsec::{
+    Action, ChildSa, DataPlane, DataPlaneConfig, Direction, Inbound, Mode, Outbound, Policy,
+    Protected, Selector, Suite, TrafficSelector,
 };
 use deputy::{Actor, Error, Event, Input, Instant, Output, Transmit};
 use rand_chacha::ChaCha20Rng;
@@ -269,7 +273,33 @@ fn has_event(events: &[IkeEvent], f: impl Fn(&IkeEvent) -> bool) -> bool {
     events.iter().any(f)
 }
 
-fn assert_child_pair(i: &ChildSa, r: &ChildSa, suite: EspSuite) {
+/// Whether the IKE event that handed over the Child SA with inbound SPI `spi_in` says we
+/// initiated the exchange that created it.
+fn initiated(events: &[IkeEvent], spi_in: u32) -> Option<bool> {
+    events.iter().rev().find_map(|e| match e {
+        IkeEvent::ChildSaEstablished {
+            child, initiated, ..
+        }
+        | IkeEvent::ChildSaRekeyed {
+            child, initiated, ..
+        } if child.spi_in == spi_in => Some(*initiated),
+        _ => None,
+    })
+}
+
+/// The pair was created by an exchange that initiator 0 of `net` initiated.
+fn assert_initiator_initiated(net: &Net, i: &ChildSa, r: &ChildSa) {
+    assert_eq!(initiated(&net.i_events[0], i.spi_in), Some(true));
+    assert_eq!(initiated(&net.r_events, r.spi_in), Some(false));
+}
+
+/// The pair was created by an exchange the responder initiated (a rekey it started).
+fn assert_responder_initiated(net: &Net, i: &ChildSa, r: &ChildSa) {
+    assert_eq!(initiated(&net.r_events, r.spi_in), Some(true));
+    assert_eq!(initiated(&net.i_events[0], i.spi_in), Some(false));
+}
+
+fn assert_child_pair(net: &Net, i: &ChildSa, r: &ChildSa, suite: Suite) {
     assert_eq!(i.suite, suite);
     assert_eq!(r.suite, suite);
     assert_eq!(i.spi_in, r.spi_out);
@@ -278,17 +308,31 @@ fn assert_child_pair(i: &ChildSa, r: &ChildSa, suite: EspSuite) {
     assert_eq!(i.keys_in, r.keys_out, "responder→initiator keys agree");
     assert_ne!(i.keys_out, i.keys_in, "the two directions differ");
     for k in [&i.keys_out, &i.keys_in] {
-        assert_eq!(k.enc_key.len(), suite.enc_key_len());
-        assert_eq!(k.salt.len(), suite.salt_len());
-        assert_eq!(k.integ_key.len(), suite.integ_key_len());
+        assert_eq!(
+            k.encryption.len(),
+            suite.cipher_key_len() + suite.salt_len()
+        );
+        assert_eq!(k.integrity.len(), suite.integrity_key_len());
     }
-    assert_eq!(i.ts_local, r.ts_remote);
-    assert_eq!(i.ts_remote, r.ts_local);
-    assert!(i.initiated && !r.initiated);
-    assert_eq!(i.mode, r.mode);
+    assert_eq!(i.local_ts, r.remote_ts);
+    assert_eq!(i.remote_ts, r.local_ts);
+    assert_initiator_initiated(net, i, r);
+    assert_eq!(i.mode.is_transport(), r.mode.is_transport());
+    // Each side's tunnel endpoints are its IKE endpoints.
+    for (c, actor_addrs) in [(i, Some(net.inits[0].ike_addresses())), (r, None)] {
+        if let (Mode::Tunnel { local, remote }, Some(e)) = (c.mode, c.encap) {
+            assert_eq!((local, remote), (e.local.ip(), e.remote.ip()));
+        }
+        if let (Mode::Tunnel { local, remote }, Some((l, r))) = (c.mode, actor_addrs) {
+            assert_eq!((local, remote), (l.ip(), r.ip()));
+        }
+    }
+    // The data plane takes the value as it is.
+    i.validate().unwrap();
+    r.validate().unwrap();
     // Debug must not print key material.
     let dbg = format!("{i:?}");
-    assert!(dbg.contains("EspKeys(enc"));
+    assert!(dbg.contains("SaKeys { encryption: <"));
 }
 
 fn established(net: &Net) {
@@ -305,34 +349,38 @@ fn established(net: &Net) {
 
 #[test]
 fn every_suite_and_group_establishes_with_identical_keys() {
-    let cases: Vec<(IkeProposal, EspSuite)> = vec![
+    let cases: Vec<(IkeProposal, Suite)> = vec![
         (
             IkeProposal::aes128_sha256(&[Group::Modp2048]),
-            EspSuite::AesCbc128HmacSha256,
+            Suite::AesCbc128HmacSha256,
         ),
         (
             IkeProposal::aes128_sha256(&[Group::X25519]),
-            EspSuite::AesCbc128HmacSha256,
+            Suite::AesCbc128HmacSha256,
+        ),
+        (
+            IkeProposal::aes128_sha256(&[Group::X25519]),
+            Suite::AesCbc256HmacSha256,
         ),
         (
             IkeProposal::chacha20poly1305(&[Group::X25519]),
-            EspSuite::ChaCha20Poly1305,
+            Suite::ChaCha20Poly1305,
         ),
         (
             IkeProposal::chacha20poly1305(&[Group::Modp2048]),
-            EspSuite::AesGcm16_128,
+            Suite::AesGcm128,
         ),
         (
             IkeProposal::aes_gcm16(128, &[Group::X25519]),
-            EspSuite::AesGcm16_128,
+            Suite::AesGcm128,
         ),
         (
             IkeProposal::aes_gcm16(256, &[Group::Modp2048]),
-            EspSuite::AesGcm16_256,
+            Suite::AesGcm256,
         ),
         (
             IkeProposal::aes_gcm16(256, &[Group::X25519]),
-            EspSuite::ChaCha20Poly1305,
+            Suite::ChaCha20Poly1305,
         ),
     ];
     for (ike, esp) in cases {
@@ -346,9 +394,15 @@ fn every_suite_and_group_establishes_with_identical_keys() {
         net.start(0);
         established(&net);
         let (i, r) = (net.i_child(0), net.r_child(0));
-        assert_child_pair(&i, &r, esp);
-        assert!(!i.udp_encap && !r.udp_encap);
-        assert_eq!(i.mode, Mode::Tunnel);
+        assert_child_pair(&net, &i, &r, esp);
+        assert!(i.encap.is_none() && r.encap.is_none());
+        assert_eq!(
+            i.mode,
+            Mode::Tunnel {
+                local: addr(I_ADDR).ip(),
+                remote: addr(R_ADDR).ip()
+            }
+        );
         let suite = net.i_events[0]
             .iter()
             .find_map(|e| match e {
@@ -393,9 +447,10 @@ fn lost_messages_are_retransmitted_bit_identically_and_replayed() {
     net.run_for(Duration::from_secs(5));
     established(&net);
     assert_child_pair(
+        &net,
         &net.i_child(0),
         &net.r_child(0),
-        EspSuite::AesCbc128HmacSha256,
+        Suite::AesCbc128HmacSha256,
     );
 
     let inits = net.exchanges(Dir::ToResponder, exchange::IKE_SA_INIT);
@@ -498,9 +553,10 @@ fn invalid_ke_payload_makes_the_initiator_switch_groups() {
             IkeEvent::IkeSaEstablished { suite, .. } if suite.group == accept
         )));
         assert_child_pair(
+            &net,
             &net.i_child(0),
             &net.r_child(0),
-            EspSuite::AesCbc128HmacSha256,
+            Suite::AesCbc128HmacSha256,
         );
     }
 }
@@ -512,12 +568,12 @@ fn nat_is_detected_and_ike_moves_to_4500() {
     net.start(0);
     established(&net);
     let (i, r) = (net.i_child(0), net.r_child(0));
-    assert!(i.udp_encap && r.udp_encap);
-    assert_eq!(i.local, addr("10.0.0.1:4500"));
-    assert_eq!(i.remote, addr("198.51.100.2:4500"));
+    let (ie, re) = (i.encap.unwrap(), r.encap.unwrap());
+    assert_eq!(ie.local, addr("10.0.0.1:4500"));
+    assert_eq!(ie.remote, addr("198.51.100.2:4500"));
     // The responder answers the NAT's public address and port.
-    assert_eq!(r.remote, addr("203.0.113.5:44500"));
-    assert_eq!(r.local, addr("198.51.100.2:4500"));
+    assert_eq!(re.remote, addr("203.0.113.5:44500"));
+    assert_eq!(re.local, addr("198.51.100.2:4500"));
     for s in net.exchanges(Dir::ToResponder, exchange::IKE_AUTH) {
         assert_eq!(s.t.to.port(), 4500);
         assert_eq!(&s.t.data[..4], &[0; 4]);
@@ -526,7 +582,7 @@ fn nat_is_detected_and_ike_moves_to_4500() {
         assert_eq!(s.t.to, addr("203.0.113.5:44500"));
         assert_eq!(s.t.from.port(), 4500);
     }
-    assert_child_pair(&i, &r, EspSuite::AesCbc128HmacSha256);
+    assert_child_pair(&net, &i, &r, Suite::AesCbc128HmacSha256);
     // Later exchanges stay on 4500 through the NAT.
     net.inits[0].send_liveness(net.now).unwrap();
     net.run_for(Duration::from_secs(1));
@@ -564,9 +620,9 @@ fn forced_encapsulation_without_nat() {
         net.start(0);
         established(&net);
         let (i, r) = (net.i_child(0), net.r_child(0));
-        assert!(i.udp_encap && r.udp_encap);
-        assert_eq!(i.remote.port(), 4500);
-        assert_eq!(r.remote, addr("10.0.0.1:4500"));
+        let (ie, re) = (i.encap.unwrap(), r.encap.unwrap());
+        assert_eq!(ie.remote.port(), 4500);
+        assert_eq!(re.remote, addr("10.0.0.1:4500"));
     }
 }
 
@@ -582,7 +638,7 @@ fn child_sa_rekey_from_either_side() {
     let new_r = net.r_child(0);
     assert_ne!(new_i.spi_in, old.spi_in);
     assert_ne!(new_i.keys_out, old.keys_out, "fresh nonces give fresh keys");
-    assert_child_pair(&new_i, &new_r, EspSuite::AesCbc128HmacSha256);
+    assert_child_pair(&net, &new_i, &new_r, Suite::AesCbc128HmacSha256);
     for ev in [&net.i_events[0], &net.r_events] {
         assert!(has_event(ev, |e| matches!(
             e,
@@ -606,7 +662,7 @@ fn child_sa_rekey_from_either_side() {
     assert_eq!(i.spi_in, r.spi_out);
     assert_eq!(i.keys_out, r.keys_in);
     assert_eq!(i.keys_in, r.keys_out);
-    assert!(r.initiated && !i.initiated);
+    assert_responder_initiated(&net, &i, &r);
     assert_eq!(net.inits[0].child_sas().len(), 1);
     assert!(
         net.i_errors.is_empty() && net.r_errors.is_empty(),
@@ -780,9 +836,9 @@ fn no_proposal_chosen() {
 
     // ESP mismatch: the IKE SA comes up, the Child SA does not.
     let mut ic = i_config(I_ADDR);
-    ic.ike.esp_proposals = vec![EspSuite::AesGcm16_256];
+    ic.ike.esp_proposals = vec![Suite::AesGcm256];
     let mut rc = r_config();
-    rc.ike.esp_proposals = vec![EspSuite::ChaCha20Poly1305];
+    rc.ike.esp_proposals = vec![Suite::ChaCha20Poly1305];
     let mut net = Net::new(ic, rc);
     net.start(0);
     established(&net);
@@ -809,14 +865,14 @@ fn traffic_selectors_are_narrowed_or_refused() {
     net.start(0);
     let i = net.i_child(0);
     assert_eq!(
-        i.ts_local,
+        i.local_ts,
         vec![TrafficSelector::prefix("10.0.0.0".parse().unwrap(), 24)]
     );
     assert_eq!(
-        i.ts_remote,
+        i.remote_ts,
         vec![TrafficSelector::prefix("192.168.7.0".parse().unwrap(), 24)]
     );
-    assert_child_pair(&i, &net.r_child(0), EspSuite::AesCbc128HmacSha256);
+    assert_child_pair(&net, &i, &net.r_child(0), Suite::AesCbc128HmacSha256);
 
     rc.ike.ts_remote = vec![TrafficSelector::prefix("172.16.0.0".parse().unwrap(), 12)];
     let mut net = Net::new(ic, rc);
@@ -834,9 +890,9 @@ fn traffic_selectors_are_narrowed_or_refused() {
 #[test]
 fn transport_mode_is_negotiated() {
     let mut ic = i_config(I_ADDR);
-    ic.ike.mode = Mode::Transport;
+    ic.ike.mode = ChildMode::Transport;
     let mut rc = r_config();
-    rc.ike.mode = Mode::Transport;
+    rc.ike.mode = ChildMode::Transport;
     let mut net = Net::new(ic.clone(), rc);
     net.start(0);
     assert_eq!(net.i_child(0).mode, Mode::Transport);
@@ -844,7 +900,7 @@ fn transport_mode_is_negotiated() {
     // A responder that only does tunnel mode answers without USE_TRANSPORT_MODE.
     let mut net = Net::new(ic, r_config());
     net.start(0);
-    assert_eq!(net.i_child(0).mode, Mode::Tunnel);
+    assert!(matches!(net.i_child(0).mode, Mode::Tunnel { .. }));
 }
 
 #[test]
@@ -1007,8 +1063,496 @@ fn child_sa_table_is_bounded_during_a_rekey() {
     net.resp.rekey_child(net.now, id).unwrap();
     net.run_for(Duration::from_secs(1));
     let (i, r) = (net.i_child(0), net.r_child(0));
-    assert!(r.initiated && !i.initiated);
+    assert_responder_initiated(&net, &i, &r);
     assert_eq!((i.spi_in, i.spi_out), (r.spi_out, r.spi_in));
     assert_eq!(i.keys_out, r.keys_in);
     assert_eq!(i.keys_in, r.keys_out);
+}
+
+// ------------------------------------------------------------------ IKE + ESP end to end
+
+/// An IPv4 UDP packet `src:1000 -> dst:2000` with `body`, built with etherparse.
+fn udp_packet(src: [u8; 4], dst: [u8; 4], body: &[u8]) -> Vec<u8> {
+    let builder = etherparse::PacketBuilder::ipv4(src, dst, 64).udp(1000, 2000);
+    let mut out = Vec::with_capacity(builder.size(body.len()));
+    builder.write(&mut out, body).unwrap();
+    out
+}
+
+fn data_plane(seed: u64, local: &str, remote: &str) -> DataPlane {
+    let mut dp = DataPlane::new(DataPlaneConfig::default(), rng(seed)).unwrap();
+    dp.add_policy(Policy::new(
+        Selector::parse(local, remote).unwrap(),
+        Direction::Both,
+        Action::Protect,
+    ))
+    .unwrap();
+    dp
+}
+
+/// Protect `packet` on `from`, carry it to `to` (raw ESP, or ESP-in-UDP on the SA's
+/// encapsulation endpoints), unprotect it there and check it arrives whole through `spi`.
+fn esp_carries(from: &mut DataPlane, to: &mut DataPlane, packet: &[u8], spi: u32) {
+    let now = Instant::ZERO;
+    let out = from.protect(now, packet).unwrap();
+    let inbound = match out {
+        Outbound::Protected(Protected::Ip(esp)) => to.unprotect(now, &esp).unwrap(),
+        Outbound::Protected(Protected::Udp(d)) => {
+            assert_eq!(d.from.port(), 4500);
+            assert_eq!(d.to.port(), 4500);
+            to.unprotect_datagram(now, d.from, d.to, &d.payload)
+                .unwrap()
+        }
+        other => panic!("not protected: {other:?}"),
+    };
+    assert_eq!(
+        inbound,
+        Inbound::Packet {
+            spi,
+            packet: packet.to_vec()
+        }
+    );
+}
+
+/// Issue 5's in-process acceptance test: for each suite, deputy's initiator and responder
+/// complete IKE_SA_INIT (through a COOKIE demand and an INVALID_KE_PAYLOAD round) and
+/// IKE_AUTH with a Child SA while the first IKE_AUTH request is lost (so it is
+/// retransmitted); each side installs its Child SA into its own ESP data plane as it is,
+/// and protected packets flow both ways. Then a rekey: the new SAs carry traffic, the old
+/// ones are deleted on both sides.
+#[test]
+fn negotiated_child_sas_carry_esp_both_ways_for_every_suite() {
+    type MakeProposal = fn(&[Group]) -> IkeProposal;
+    let cases: [(MakeProposal, Suite, bool); 6] = [
+        (
+            IkeProposal::aes128_sha256,
+            Suite::AesCbc128HmacSha256,
+            false,
+        ),
+        (IkeProposal::aes128_sha256, Suite::AesCbc256HmacSha256, true),
+        (IkeProposal::chacha20poly1305, Suite::ChaCha20Poly1305, true),
+        (
+            IkeProposal::chacha20poly1305,
+            Suite::ChaCha20Poly1305,
+            false,
+        ),
+        (
+            |g: &[Group]| IkeProposal::aes_gcm16(128, g),
+            Suite::AesGcm128,
+            true,
+        ),
+        (
+            |g: &[Group]| IkeProposal::aes_gcm16(256, g),
+            Suite::AesGcm256,
+            false,
+        ),
+    ];
+    for (n, (proposal, esp, encap)) in cases.into_iter().enumerate() {
+        // The initiator sends X25519 first; the responder only takes MODP-2048 (or the
+        // other way round), so IKE_SA_INIT needs an INVALID_KE_PAYLOAD round.
+        let (offer, accept) = if n % 2 == 0 {
+            (vec![Group::X25519, Group::Modp2048], Group::Modp2048)
+        } else {
+            (vec![Group::Modp2048, Group::X25519], Group::X25519)
+        };
+        let mut ic = i_config(I_ADDR);
+        ic.ike.ike_proposals = vec![proposal(&offer)];
+        ic.ike.esp_proposals = vec![esp];
+        ic.ike.ts_local = vec![TrafficSelector::prefix("10.1.0.0".parse().unwrap(), 16)];
+        ic.ike.ts_remote = vec![TrafficSelector::prefix("10.2.0.0".parse().unwrap(), 16)];
+        ic.ike.force_encap = encap;
+        let mut rc = r_config();
+        rc.ike.ike_proposals = vec![proposal(&[accept])];
+        rc.ike.esp_proposals = vec![esp];
+        rc.ike.ts_local = vec![TrafficSelector::prefix("10.2.0.0".parse().unwrap(), 16)];
+        rc.ike.ts_remote = vec![TrafficSelector::prefix("10.1.0.0".parse().unwrap(), 16)];
+        rc.cookie_threshold = 0;
+        let mut net = Net::new(ic, rc);
+        let mut lost = false;
+        net.drop = Box::new(move |s, _| {
+            let lose = s.dir == Dir::ToResponder && ike_bytes(&s.t)[18] == exchange::IKE_AUTH;
+            let first = lose && !lost;
+            lost |= lose;
+            first
+        });
+        net.start(0);
+        net.run_for(Duration::from_secs(5));
+        established(&net);
+
+        // COOKIE, then INVALID_KE_PAYLOAD, then the real answer.
+        let answers = net.exchanges(Dir::ToInitiator, exchange::IKE_SA_INIT);
+        assert_eq!(answers.len(), 3, "case {n}");
+        let cookie = Message::decode(ike_bytes(&answers[0].t), &Default::default()).unwrap();
+        assert!(cookie.notify(notify::COOKIE).is_some(), "case {n}");
+        let ke = Message::decode(ike_bytes(&answers[1].t), &Default::default()).unwrap();
+        assert_eq!(
+            ke.notify(notify::INVALID_KE_PAYLOAD).unwrap().data,
+            accept.id().to_be_bytes()
+        );
+        // The lost IKE_AUTH request went again, bit for bit.
+        let auth = net.exchanges(Dir::ToResponder, exchange::IKE_AUTH);
+        assert_eq!(auth.len(), 2, "case {n}");
+        assert!(auth[0].dropped && !auth[1].dropped);
+        assert_eq!(auth[0].t.data, auth[1].t.data);
+
+        let (i, r) = (net.i_child(0), net.r_child(0));
+        assert_child_pair(&net, &i, &r, esp);
+        assert_eq!(i.encap.is_some(), encap, "case {n}");
+
+        // Each side installs what its IKE engine handed over, unchanged.
+        let mut dp_i = data_plane(1, "10.1.0.0/16", "10.2.0.0/16");
+        let mut dp_r = data_plane(2, "10.2.0.0/16", "10.1.0.0/16");
+        assert!(dp_i.install(Instant::ZERO, i.clone()).unwrap().is_empty());
+        assert!(dp_r.install(Instant::ZERO, r.clone()).unwrap().is_empty());
+        let there = udp_packet([10, 1, 0, 5], [10, 2, 0, 9], b"ping from the initiator");
+        let back = udp_packet([10, 2, 0, 9], [10, 1, 0, 5], b"pong from the responder");
+        for _ in 0..3 {
+            esp_carries(&mut dp_i, &mut dp_r, &there, r.spi_in);
+            esp_carries(&mut dp_r, &mut dp_i, &back, i.spi_in);
+        }
+        assert_eq!(dp_i.sa_stats(i.spi_in).unwrap().outbound.packets, 3);
+        assert_eq!(dp_r.sa_stats(r.spi_in).unwrap().inbound.packets, 3);
+
+        // Rekey: the new pair installs beside the old one and takes over at once; the old
+        // one is deleted on both sides.
+        net.inits[0].rekey_child(net.now).unwrap();
+        net.run_for(Duration::from_secs(1));
+        let (i2, r2) = (net.i_child(0), net.r_child(0));
+        assert_ne!(i2.spi_in, i.spi_in);
+        assert_child_pair(&net, &i2, &r2, esp);
+        dp_i.install(net.now, i2.clone()).unwrap();
+        dp_r.install(net.now, r2.clone()).unwrap();
+        for (events, dp) in [(&net.i_events[0], &mut dp_i), (&net.r_events, &mut dp_r)] {
+            for e in events {
+                if let IkeEvent::ChildSaDeleted { spi_in, .. } = e {
+                    dp.remove(*spi_in).unwrap();
+                }
+            }
+            assert_eq!(dp.sa_count(), 1);
+        }
+        esp_carries(&mut dp_i, &mut dp_r, &there, r2.spi_in);
+        esp_carries(&mut dp_r, &mut dp_i, &back, i2.spi_in);
+        // And the handed-over value survives its wire form for a terminal.
+        assert_eq!(ChildSa::decode(&i2.encode().unwrap()).unwrap(), i2);
+        assert!(
+            net.i_errors.is_empty() && net.r_errors.is_empty(),
+            "case {n}"
+        );
+    }
+}
+
+// ------------------------------------------------------------------ IKE SA rekeying
+
+fn rekeyed(events: &[IkeEvent]) -> Vec<(deputy::ikev2::IkeSaId, deputy::ikev2::IkeSaId, bool)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            IkeEvent::IkeSaRekeyed {
+                old,
+                new,
+                initiated,
+            } => Some((*old, *new, *initiated)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// (SPIi, SPIr, flags, message ID) of the IKE message in a logged datagram.
+fn ike_header(s: &Sent) -> ([u8; 8], [u8; 8], u8, u32) {
+    let b = ike_bytes(&s.t);
+    (
+        b[..8].try_into().unwrap(),
+        b[8..16].try_into().unwrap(),
+        b[19],
+        u32::from_be_bytes(b[20..24].try_into().unwrap()),
+    )
+}
+
+/// Regression test for the first interop finding: strongSwan rekeys the IKE SA (every 4 h
+/// by default) and the engine used to answer NO_PROPOSAL_CHOSEN, so charon retried until
+/// the IKE SA's hard lifetime and then tore the tunnel down. Now both ends rekey the IKE
+/// SA (RFC 7296 §1.3.2, §2.18) from either side, through an INVALID_KE_PAYLOAD round and
+/// a lost answer; the Child SAs carry on unchanged, the new SA's message IDs start at 0,
+/// the old SA is deleted without touching the Child SAs, and Child SA rekeys afterwards
+/// derive from the new SK_d on both ends.
+#[test]
+fn ike_sa_rekey_from_either_side_keeps_the_child_sas() {
+    let mut ic = i_config(I_ADDR);
+    // The initiator prefers X25519; the responder takes only MODP-2048: IKE_SA_INIT and
+    // the initiator's IKE SA rekey both need an INVALID_KE_PAYLOAD round.
+    ic.ike.ike_proposals = vec![IkeProposal::aes128_sha256(&[
+        Group::X25519,
+        Group::Modp2048,
+    ])];
+    ic.ike.keep_keys_for_dissection = true;
+    let mut rc = r_config();
+    rc.ike.ike_proposals = vec![IkeProposal::aes128_sha256(&[Group::Modp2048])];
+    rc.ike.keep_keys_for_dissection = true;
+    let mut net = Net::new(ic, rc);
+    net.start(0);
+    established(&net);
+    let first = net.inits[0].ike_sa_id().unwrap();
+    let child = net.i_child(0);
+    let before_keys = net.inits[0].ike_keys_for_dissection().unwrap();
+
+    // The initiator rekeys; the answer carrying the new IKE SA (the second answer, after
+    // INVALID_KE_PAYLOAD) is lost once.
+    let mut answers = 0;
+    net.drop = Box::new(move |s, _| {
+        if s.dir == Dir::ToInitiator && ike_bytes(&s.t)[18] == exchange::CREATE_CHILD_SA {
+            answers += 1;
+            return answers == 2;
+        }
+        false
+    });
+    net.log.clear();
+    net.inits[0].rekey_ike(net.now).unwrap();
+    net.run_for(Duration::from_secs(5));
+    let second = net.inits[0].ike_sa_id().unwrap();
+    assert_ne!(second, first);
+    assert_eq!(rekeyed(&net.i_events[0]), vec![(first, second, true)]);
+    assert_eq!(rekeyed(&net.r_events), vec![(first, second, false)]);
+    assert_eq!(
+        net.resp.established(),
+        vec![second],
+        "the old IKE SA is gone"
+    );
+    assert_eq!(net.resp.ike_sa_count(), 1);
+    // INVALID_KE_PAYLOAD round, then a retransmission the responder answered from its
+    // cache.
+    let reqs = net.exchanges(Dir::ToResponder, exchange::CREATE_CHILD_SA);
+    assert_eq!(
+        reqs.len(),
+        3,
+        "KE in X25519, KE in MODP-2048, its retransmission"
+    );
+    assert_eq!(reqs[1].t.data, reqs[2].t.data);
+    let answers = net.exchanges(Dir::ToInitiator, exchange::CREATE_CHILD_SA);
+    assert_eq!(answers.len(), 3);
+    assert!(answers[1].dropped && !answers[2].dropped);
+    assert_eq!(
+        answers[1].t.data, answers[2].t.data,
+        "replayed from the cache"
+    );
+    // The old SA was deleted, and nobody reported its Child SAs deleted.
+    for ev in [&net.i_events[0], &net.r_events] {
+        assert!(!has_event(ev, |e| matches!(
+            e,
+            IkeEvent::ChildSaDeleted { .. }
+        )));
+        assert!(!has_event(ev, |e| matches!(
+            e,
+            IkeEvent::IkeSaDeleted { .. }
+        )));
+    }
+    let deletes = net.exchanges(Dir::ToResponder, exchange::INFORMATIONAL);
+    assert_eq!(deletes.len(), 1);
+    assert_eq!(ike_header(deletes[0]).0, first.spi_i, "on the old SA");
+    // The Child SA is unchanged on both ends.
+    assert_eq!(net.i_child(0), child);
+    assert_eq!(net.r_child(0).spi_in, child.spi_out);
+    // New keys; the new SA's requests start at message ID 0.
+    let after_keys = net.inits[0].ike_keys_for_dissection().unwrap();
+    assert_eq!(
+        (after_keys.spi_i, after_keys.spi_r),
+        (second.spi_i, second.spi_r)
+    );
+    assert_ne!(after_keys.sk_ei, before_keys.sk_ei);
+    assert_eq!(
+        net.resp.ike_keys_for_dissection(second).unwrap(),
+        after_keys
+    );
+    net.log.clear();
+    net.inits[0].send_liveness(net.now).unwrap();
+    net.run_for(Duration::from_secs(1));
+    let live = net.exchanges(Dir::ToResponder, exchange::INFORMATIONAL);
+    assert_eq!(ike_header(live[0]), (second.spi_i, second.spi_r, 0x08, 0));
+    assert!(has_event(&net.i_events[0], |e| matches!(
+        e,
+        IkeEvent::LivenessConfirmed { id } if *id == second
+    )));
+
+    // A Child SA rekey on the new IKE SA: both ends derive from the new SK_d.
+    net.inits[0].rekey_child(net.now).unwrap();
+    net.run_for(Duration::from_secs(1));
+    let (i, r) = (net.i_child(0), net.r_child(0));
+    assert_ne!(i.spi_in, child.spi_in);
+    assert_child_pair(&net, &i, &r, Suite::AesCbc128HmacSha256);
+
+    // Now the responder rekeys: it becomes the initiator of the third IKE SA.
+    net.resp.rekey_ike(net.now, second).unwrap();
+    net.run_for(Duration::from_secs(1));
+    let third = net.inits[0].ike_sa_id().unwrap();
+    assert_ne!(third, second);
+    assert_eq!(rekeyed(&net.r_events)[1], (second, third, true));
+    assert_eq!(rekeyed(&net.i_events[0])[1], (second, third, false));
+    assert_eq!(net.resp.established(), vec![third]);
+    // Requests in both directions on it, flags right: the responder actor is its
+    // initiator now.
+    net.log.clear();
+    net.resp.send_liveness(net.now, third).unwrap();
+    net.inits[0].send_liveness(net.now).unwrap();
+    net.run_for(Duration::from_secs(1));
+    for (dir, flags) in [(Dir::ToInitiator, 0x08), (Dir::ToResponder, 0x00)] {
+        let reqs: Vec<_> = net
+            .exchanges(dir, exchange::INFORMATIONAL)
+            .into_iter()
+            .filter(|s| ike_header(s).2 & 0x20 == 0)
+            .collect();
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(ike_header(reqs[0]), (third.spi_i, third.spi_r, flags, 0));
+    }
+    assert!(has_event(&net.r_events, |e| matches!(
+        e,
+        IkeEvent::LivenessConfirmed { id } if *id == third
+    )));
+    // Child SA rekeys from both ends, then the delete, work on the third IKE SA.
+    let before = net.i_child(0);
+    net.resp.rekey_child(net.now, third).unwrap();
+    net.run_for(Duration::from_secs(1));
+    let (i, r) = (net.i_child(0), net.r_child(0));
+    assert_ne!(i.spi_in, before.spi_in);
+    assert_responder_initiated(&net, &i, &r);
+    assert_eq!(
+        (i.keys_in.clone(), i.keys_out.clone()),
+        (r.keys_out.clone(), r.keys_in.clone())
+    );
+    net.inits[0].delete_ike(net.now).unwrap();
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.resp.ike_sa_count(), 0);
+    assert!(has_event(&net.r_events, |e| matches!(
+        e,
+        IkeEvent::IkeSaDeleted { id, by_peer: true } if *id == third
+    )));
+    assert!(
+        net.i_errors.is_empty() && net.r_errors.is_empty(),
+        "{:?} {:?}",
+        net.i_errors,
+        net.r_errors
+    );
+}
+
+#[test]
+fn ike_sa_rekey_refusals_keep_the_sa() {
+    let mut net = Net::new(i_config(I_ADDR), r_config());
+    net.start(0);
+    let id = net.inits[0].ike_sa_id().unwrap();
+    // A rekey while our own request is outstanding is answered TEMPORARY_FAILURE: lose the
+    // responder's liveness answer so its request stays outstanding.
+    net.drop = Box::new(|s, _| {
+        s.dir == Dir::ToResponder && ike_bytes(&s.t)[18] == exchange::INFORMATIONAL
+    });
+    net.resp.send_liveness(net.now, id).unwrap();
+    net.deliver();
+    net.drop = Box::new(|_, _| false);
+    net.inits[0].rekey_ike(net.now).unwrap();
+    net.deliver();
+    assert!(has_event(&net.i_events[0], |e| matches!(
+        e,
+        IkeEvent::IkeSaRekeyFailed {
+            notify: notify::TEMPORARY_FAILURE,
+            ..
+        }
+    )));
+    assert_eq!(net.inits[0].ike_sa_id(), Some(id));
+    net.run_for(Duration::from_secs(5));
+    // The IKE SA works as before, and a later rekey goes through.
+    net.inits[0].rekey_ike(net.now).unwrap();
+    net.run_for(Duration::from_secs(1));
+    assert_ne!(net.inits[0].ike_sa_id(), Some(id));
+    assert_eq!(net.resp.established().len(), 1);
+}
+
+/// Old IKE SAs of rekeys are bounded at the responder: a peer that rekeys again and again
+/// without ever deleting the old SAs gets TEMPORARY_FAILURE once `max_ike_sas` of them
+/// wait; when they are gone, rekeys go through again.
+#[test]
+fn retiring_ike_sas_are_bounded() {
+    let mut rc = r_config();
+    rc.max_ike_sas = 2;
+    let mut net = Net::new(i_config(I_ADDR), rc);
+    net.start(0);
+    // The initiator's Deletes of the old SAs never arrive.
+    net.drop = Box::new(|s, _| {
+        s.dir == Dir::ToResponder && ike_bytes(&s.t)[18] == exchange::INFORMATIONAL
+    });
+    for _ in 0..2 {
+        net.inits[0].rekey_ike(net.now).unwrap();
+        net.deliver();
+    }
+    assert_eq!(rekeyed(&net.r_events).len(), 2);
+    assert_eq!(net.resp.ike_sa_count(), 3, "one live IKE SA, two retiring");
+    net.inits[0].rekey_ike(net.now).unwrap();
+    net.deliver();
+    assert!(has_event(&net.i_events[0], |e| matches!(
+        e,
+        IkeEvent::IkeSaRekeyFailed {
+            notify: notify::TEMPORARY_FAILURE,
+            ..
+        }
+    )));
+    assert_eq!(net.resp.ike_sa_count(), 3);
+    // The old SAs give up waiting after the retransmission span; then rekeys work again.
+    net.run_for(Duration::from_secs(40));
+    assert_eq!(net.resp.ike_sa_count(), 1);
+    net.drop = Box::new(|_, _| false);
+    net.inits[0].rekey_ike(net.now).unwrap();
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(rekeyed(&net.r_events).len(), 3);
+    assert_eq!(net.resp.ike_sa_count(), 1);
+    assert_eq!(
+        net.resp.established(),
+        vec![net.inits[0].ike_sa_id().unwrap()]
+    );
+}
+
+/// Regression test for the second interop finding: a peer that restarts (charon after a
+/// reboot, or after losing its state) comes back with a new IKE SA whose IKE_AUTH carries
+/// INITIAL_CONTACT. The responder used to keep the old IKE SA and its Child SAs forever
+/// (it runs no dead-peer detection of its own), so each restart left stale SAs behind —
+/// stale keys at the terminal — until the table bound refused new peers. Now the
+/// responder forgets the other IKE SAs of the same authenticated identity (RFC 7296 §2.4)
+/// and reports them deleted; other identities are not touched.
+#[test]
+fn initial_contact_replaces_the_stale_ike_sa_of_a_restarted_peer() {
+    let mut other = i_config("10.0.0.3:500");
+    other.ike.local_id = Identity::Fqdn("another.example".into());
+    // Initiator 1 is initiator 0 after a restart: same identity, new address, no state.
+    let mut net = Net::many(
+        vec![i_config(I_ADDR), i_config("10.0.0.2:500"), other],
+        r_config(),
+    );
+    net.start(0);
+    net.start(2);
+    let stale = net.inits[0].ike_sa_id().unwrap();
+    let stale_child = net.r_child(0);
+    let bystander = net.inits[2].ike_sa_id().unwrap();
+    assert_eq!(net.resp.ike_sa_count(), 2);
+
+    net.start(1);
+    assert!(net.inits[1].is_established());
+    let fresh = net.inits[1].ike_sa_id().unwrap();
+    assert_eq!(net.resp.ike_sa_count(), 2, "the stale IKE SA is gone");
+    let mut established = net.resp.established();
+    established.sort();
+    let mut want = vec![fresh, bystander];
+    want.sort();
+    assert_eq!(established, want);
+    assert!(has_event(&net.r_events, |e| matches!(
+        e,
+        IkeEvent::ChildSaDeleted { id, spi_in, .. } if *id == stale && *spi_in == stale_child.spi_in
+    )));
+    assert!(has_event(&net.r_events, |e| matches!(
+        e,
+        IkeEvent::IkeSaDeleted { id, by_peer: true } if *id == stale
+    )));
+    assert!(net.resp.child_sa(bystander).is_some());
+    // The stale SA's messages are now unknown to the responder.
+    net.inits[0].send_liveness(net.now).unwrap();
+    net.run_for(Duration::from_secs(1));
+    assert!(
+        net.r_errors
+            .iter()
+            .any(|e| matches!(e, Error::Ike(deputy::ikev2::IkeError::UnknownSpi)))
+    );
 }

@@ -4,11 +4,22 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 use core::time::Duration;
 
-use super::child::Mode;
-use super::codec::{Identity, Limits, TrafficSelector};
+use super::codec::{Identity, Limits};
 use super::keys::SecretBytes;
-use super::proposal::{EspSuite, IkeProposal};
+use super::proposal::IkeProposal;
 use crate::crypto::dh::Group;
+use crate::ipsec::{Lifetime, MAX_TRAFFIC_SELECTORS, Suite, TrafficSelector};
+
+/// The IPsec mode a configuration asks for (initiator) or permits (responder). The
+/// negotiated Child SA carries [`crate::ipsec::Mode`], which adds the tunnel endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum ChildMode {
+    /// Tunnel mode (the default; RFC 7296 §1.3.1).
+    #[default]
+    Tunnel,
+    /// Transport mode (negotiated with USE_TRANSPORT_MODE).
+    Transport,
+}
 
 /// Retransmission of requests (RFC 7296 §2.1): the first after `initial`, then doubling,
 /// at most `max_tries` transmissions in all; then the exchange (and the IKE SA) fails.
@@ -18,6 +29,17 @@ pub struct Retransmit {
     pub initial: Duration,
     /// Transmissions of one request before giving up (≥ 1).
     pub max_tries: u32,
+}
+
+impl Retransmit {
+    /// From the first transmission until the exchange is given up:
+    /// `initial × (2^max_tries − 1)` (31.5 s by default), saturating.
+    pub fn span(&self) -> Duration {
+        let tries = self.max_tries.min(32);
+        let factor = (1u64 << tries) - 1;
+        self.initial
+            .saturating_mul(u32::try_from(factor).unwrap_or(u32::MAX))
+    }
 }
 
 impl Default for Retransmit {
@@ -41,14 +63,14 @@ pub struct IkeConfig {
     pub psk: SecretBytes,
     /// IKE SA proposals in preference order.
     pub ike_proposals: Vec<IkeProposal>,
-    /// ESP suites in preference order.
-    pub esp_proposals: Vec<EspSuite>,
+    /// ESP suites in preference order (the data plane's suites).
+    pub esp_proposals: Vec<Suite>,
     /// Our traffic selectors (TSi as initiator; the permitted TSr as responder).
     pub ts_local: Vec<TrafficSelector>,
     /// The peer's traffic selectors (TSr as initiator; the permitted TSi as responder).
     pub ts_remote: Vec<TrafficSelector>,
     /// Requested (initiator) or permitted (responder) mode.
-    pub mode: Mode,
+    pub mode: ChildMode,
     /// The NAT-T port (4500): IKE there carries the non-ESP marker.
     pub nat_t_port: u16,
     /// Act as if behind a NAT: send a faked NAT_DETECTION_SOURCE_IP so ESP is always
@@ -56,18 +78,26 @@ pub struct IkeConfig {
     pub force_encap: bool,
     /// Retransmission policy for requests we send.
     pub retransmit: Retransmit,
-    /// Child SA lifetime reported in [`super::ChildSa::lifetime`].
-    pub child_lifetime: Duration,
+    /// Lifetimes written into every negotiated [`crate::ipsec::ChildSa`]; the data plane
+    /// enforces them (soft: an event asking for a rekey; hard: the SA is removed). The IKE
+    /// engine itself does not rekey on its own: call `rekey_child`.
+    pub child_lifetime: Lifetime,
     /// Decoding limits.
     pub limits: Limits,
     /// Commands waiting while an exchange is outstanding (window size 1), per IKE SA.
     pub max_queued_commands: usize,
+    /// Debugging aid, off by default: keep a copy of each IKE SA's SK_e/SK_a keys so that
+    /// `ike_keys_for_dissection` can hand them to a packet analyser (Wireshark's IKEv2
+    /// decryption table). Leave it off in production: without it the raw keys are dropped
+    /// once the SK cipher is keyed.
+    pub keep_keys_for_dissection: bool,
 }
 
 impl IkeConfig {
     /// A configuration with the default suites (AES-128-CBC/HMAC-SHA-256 with X25519 or
     /// MODP-2048, then ChaCha20-Poly1305 and AES-GCM; the same for ESP), any-to-any IPv4
-    /// traffic selectors, tunnel mode, NAT-T on 4500 without forcing.
+    /// traffic selectors, tunnel mode, NAT-T on 4500 without forcing, Child SA lifetimes of
+    /// 54 minutes (soft) and one hour (hard).
     pub fn new(local_id: Identity, psk: &[u8]) -> IkeConfig {
         IkeConfig {
             local_id,
@@ -80,20 +110,25 @@ impl IkeConfig {
                 IkeProposal::aes_gcm16(256, &[Group::X25519]),
             ],
             esp_proposals: alloc::vec![
-                EspSuite::AesCbc128HmacSha256,
-                EspSuite::ChaCha20Poly1305,
-                EspSuite::AesGcm16_128,
-                EspSuite::AesGcm16_256,
+                Suite::AesCbc128HmacSha256,
+                Suite::ChaCha20Poly1305,
+                Suite::AesGcm128,
+                Suite::AesGcm256,
             ],
             ts_local: alloc::vec![TrafficSelector::any_v4()],
             ts_remote: alloc::vec![TrafficSelector::any_v4()],
-            mode: Mode::Tunnel,
+            mode: ChildMode::Tunnel,
             nat_t_port: 4500,
             force_encap: false,
             retransmit: Retransmit::default(),
-            child_lifetime: Duration::from_secs(3600),
+            child_lifetime: Lifetime {
+                soft_time: Some(Duration::from_secs(3240)),
+                hard_time: Some(Duration::from_secs(3600)),
+                ..Lifetime::default()
+            },
             limits: Limits::default(),
             max_queued_commands: 8,
+            keep_keys_for_dissection: false,
         }
     }
 
@@ -113,13 +148,14 @@ impl IkeConfig {
             || self.ts_remote.is_empty()
             || self.ts_local.len() > MAX_TS
             || self.ts_remote.len() > MAX_TS
-            || self
-                .ts_local
-                .iter()
-                .chain(&self.ts_remote)
-                .any(|t| !t.is_valid())
         {
             return Err(bad("traffic selectors: 1 to 16 valid selectors each side"));
+        }
+        let l = &self.child_lifetime;
+        let times = matches!((l.soft_time, l.hard_time), (Some(s), Some(h)) if s > h);
+        let bytes = matches!((l.soft_bytes, l.hard_bytes), (Some(s), Some(h)) if s > h);
+        if times || bytes {
+            return Err(bad("Child SA soft lifetime beyond the hard lifetime"));
         }
         if self.retransmit.max_tries == 0 || self.retransmit.initial.is_zero() {
             return Err(bad(
@@ -133,8 +169,9 @@ impl IkeConfig {
     }
 }
 
-/// Most traffic selectors on either side (configured or accepted from a peer).
-pub const MAX_TS: usize = 16;
+/// Most traffic selectors on either side (configured or accepted from a peer): as many as
+/// a data-plane Child SA holds.
+pub const MAX_TS: usize = MAX_TRAFFIC_SELECTORS;
 
 /// The initiator's configuration: the shared part plus the two IKE endpoints.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,7 +196,8 @@ pub struct ResponderConfig {
     /// Refuse new IKE_SA_INIT requests once this many half-open IKE SAs exist.
     pub max_half_open: usize,
     /// Refuse new IKE_SA_INIT requests once this many IKE SAs (half-open or established)
-    /// exist.
+    /// exist. IKE SA rekeys are answered TEMPORARY_FAILURE while as many old IKE SAs of
+    /// earlier rekeys still wait for their Delete, so the table holds at most twice this.
     pub max_ike_sas: usize,
     /// A half-open IKE SA that has not authenticated by then is dropped.
     pub half_open_timeout: Duration,

@@ -5,7 +5,6 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
-use super::child::ChildSa;
 use super::codec::{Flags, Header, KePayload, Message, Notify, Payload, find_notify};
 use super::config::{IkeConfig, InitiatorConfig};
 use super::consts::{exchange, notify};
@@ -15,6 +14,7 @@ use super::proposal::{accept_ike, ike_offer};
 use super::session::{Command, Ctx, IkeSa, NewSa, Retrans, Tick, find, nonce};
 use super::{FailReason, IkeError, IkeEvent, IkeSaId};
 use crate::crypto::dh::{Group, KeyPair};
+use crate::ipsec::ChildSa;
 use crate::{Actor, Error, Input, Instant, Outbox, Output, Rng};
 
 /// COOKIE and INVALID_KE_PAYLOAD rounds tolerated in one IKE_SA_INIT.
@@ -29,6 +29,8 @@ pub struct Initiator {
     rng: Rng,
     out: Outbox,
     phase: Phase,
+    /// The IKE SA a rekey replaced, until it is deleted.
+    retiring: Option<Box<IkeSa>>,
 }
 
 impl core::fmt::Debug for Initiator {
@@ -68,6 +70,7 @@ impl Initiator {
             rng,
             out: Outbox::default(),
             phase: Phase::Idle,
+            retiring: None,
         })
     }
 
@@ -104,6 +107,12 @@ impl Initiator {
     /// Delete the current Child SA (INFORMATIONAL).
     pub fn delete_child(&mut self, now: Instant) -> Result<(), Error> {
         self.command(now, Command::DeleteChild(None))
+    }
+
+    /// Rekey the IKE SA (CREATE_CHILD_SA, RFC 7296 §1.3.2): [`IkeEvent::IkeSaRekeyed`]
+    /// names the new one; the Child SAs stay as they are.
+    pub fn rekey_ike(&mut self, now: Instant) -> Result<(), Error> {
+        self.command(now, Command::RekeyIke)
     }
 
     /// Delete the IKE SA and its Child SAs (INFORMATIONAL).
@@ -145,6 +154,17 @@ impl Initiator {
         }
     }
 
+    /// Debugging aid: the IKE SA's SPIs, SK_e/SK_a keys and algorithms, for a packet
+    /// analyser's IKEv2 decryption table. `None` unless the configuration sets
+    /// [`IkeConfig::keep_keys_for_dissection`] (and until IKE_SA_INIT completed). Never
+    /// needed to run IKE; see [`super::IkeDissectionKeys`].
+    pub fn ike_keys_for_dissection(&self) -> Option<super::IkeDissectionKeys> {
+        match &self.phase {
+            Phase::Sa(sa) => sa.dissection_keys().cloned(),
+            _ => None,
+        }
+    }
+
     /// Our and the peer's current IKE addresses (after any NAT-T move).
     pub fn ike_addresses(&self) -> (SocketAddr, SocketAddr) {
         match &self.phase {
@@ -157,12 +177,35 @@ impl Initiator {
         let Phase::Sa(sa) = &mut self.phase else {
             return Err(IkeError::NotEstablished.into());
         };
+        let retiring = self.retiring.as_ref().map(|r| r.id);
+        let taken = move |s: &[u8; 8]| retiring.is_some_and(|id| id.spi_i == *s || id.spi_r == *s);
         let mut ctx = Ctx {
             now,
             out: &mut self.out,
             rng: &mut *self.rng,
+            spi_taken: &taken,
+            room_to_rekey: true,
         };
-        sa.command(&mut ctx, cmd)
+        let r = sa.command(&mut ctx, cmd);
+        self.settle();
+        r
+    }
+
+    /// After anything that may have rekeyed or ended an IKE SA: a successor becomes the
+    /// current SA (the old one retires until it is deleted); dead SAs go.
+    fn settle(&mut self) {
+        if let Phase::Sa(sa) = &mut self.phase
+            && let Some(new) = sa.take_successor()
+        {
+            let old = core::mem::replace(sa, new);
+            self.retiring = Some(old);
+        }
+        if matches!(&self.phase, Phase::Sa(sa) if sa.is_dead()) {
+            self.phase = Phase::Idle;
+        }
+        if self.retiring.as_ref().is_some_and(|r| r.is_dead()) {
+            self.retiring = None;
+        }
     }
 
     fn send_init(&mut self, now: Instant, st: &mut InitState) -> Result<(), Error> {
@@ -208,6 +251,8 @@ impl Initiator {
             now,
             out: &mut self.out,
             rng: &mut *self.rng,
+            spi_taken: &|_| false,
+            room_to_rekey: true,
         };
         ctx.transmit(self.local, self.remote, false, &bytes)?;
         st.retrans = Retrans::new(bytes, now, &self.cfg.retransmit);
@@ -363,6 +408,8 @@ impl Initiator {
             now,
             out: &mut self.out,
             rng: &mut *self.rng,
+            spi_taken: &|_| false,
+            room_to_rekey: true,
         };
         sa.start_auth(&mut ctx)?;
         self.phase = Phase::Sa(Box::new(sa));
@@ -399,6 +446,22 @@ impl Actor for Initiator {
             return Ok(());
         };
         let raw = Header::decode(msg, &self.cfg.limits)?;
+        let ids = (raw.header.spi_i, raw.header.spi_r);
+        // For the IKE SA a rekey replaced (its Delete, or the answer to ours)?
+        if let Some(old) = self.retiring.as_mut()
+            && (old.id.spi_i, old.id.spi_r) == ids
+        {
+            let mut ctx = Ctx {
+                now,
+                out: &mut self.out,
+                rng: &mut *self.rng,
+                spi_taken: &|_| false,
+                room_to_rekey: true,
+            };
+            let r = old.handle(&mut ctx, msg, from, to, marker);
+            self.settle();
+            return r;
+        }
         match core::mem::replace(&mut self.phase, Phase::Idle) {
             Phase::Idle => Err(IkeError::UnknownSpi.into()),
             Phase::Init(st) => {
@@ -413,15 +476,19 @@ impl Actor for Initiator {
                     self.phase = Phase::Sa(sa);
                     return Err(IkeError::UnknownSpi.into());
                 }
+                let retiring = self.retiring.as_ref().map(|r| r.id);
+                let taken =
+                    move |s: &[u8; 8]| retiring.is_some_and(|id| id.spi_i == *s || id.spi_r == *s);
                 let mut ctx = Ctx {
                     now,
                     out: &mut self.out,
                     rng: &mut *self.rng,
+                    spi_taken: &taken,
+                    room_to_rekey: true,
                 };
                 let r = sa.handle(&mut ctx, msg, from, to, marker);
-                if !sa.is_dead() {
-                    self.phase = Phase::Sa(sa);
-                }
+                self.phase = Phase::Sa(sa);
+                self.settle();
                 r
             }
         }
@@ -438,6 +505,8 @@ impl Actor for Initiator {
                         now,
                         out: &mut self.out,
                         rng: &mut *self.rng,
+                        spi_taken: &|_| false,
+                        room_to_rekey: true,
                     };
                     // A full outbox is reported by the driver's next call; the timer stays armed.
                     let _ = ctx.transmit(self.local, self.remote, false, &st.retrans.bytes);
@@ -452,13 +521,24 @@ impl Actor for Initiator {
                     now,
                     out: &mut self.out,
                     rng: &mut *self.rng,
+                    spi_taken: &|_| false,
+                    room_to_rekey: true,
                 };
                 let _ = sa.handle_timeout(&mut ctx);
-                if !sa.is_dead() {
-                    self.phase = Phase::Sa(sa);
-                }
+                self.phase = Phase::Sa(sa);
             }
         }
+        if let Some(old) = self.retiring.as_mut() {
+            let mut ctx = Ctx {
+                now,
+                out: &mut self.out,
+                rng: &mut *self.rng,
+                spi_taken: &|_| false,
+                room_to_rekey: true,
+            };
+            let _ = old.handle_timeout(&mut ctx);
+        }
+        self.settle();
     }
 
     fn poll_output(&mut self) -> Option<Output> {
@@ -466,10 +546,12 @@ impl Actor for Initiator {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        match &self.phase {
+        let current = match &self.phase {
             Phase::Idle => None,
             Phase::Init(st) => Some(st.retrans.next_at()),
             Phase::Sa(sa) => sa.poll_timeout(),
-        }
+        };
+        let retiring = self.retiring.as_ref().and_then(|r| r.poll_timeout());
+        current.into_iter().chain(retiring).min()
     }
 }

@@ -17,8 +17,9 @@ use core::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use super::IkeError;
-use super::proposal::{EspSuite, IkeSuite};
+use super::proposal::{Encr, IkeSuite, Integ};
 use crate::crypto::kdf::hmac_sha256_parts;
+use crate::ipsec::{SaKeys, Suite};
 
 /// Output length of PRF_HMAC_SHA2_256.
 pub const PRF_LEN: usize = 32;
@@ -117,6 +118,13 @@ pub fn skeyseed(ni: &[u8], nr: &[u8], g_ir: &[u8]) -> SecretBytes {
     SecretBytes(prf(&key, &[g_ir]).to_vec())
 }
 
+/// SKEYSEED of a rekeyed IKE SA (RFC 7296 §2.18): `prf(SK_d (old), g^ir (new) | Ni | Nr)`
+/// with the nonces of the CREATE_CHILD_SA exchange; the new SA's keys then come from
+/// [`IkeKeys::derive`] with those nonces and the new SPIs.
+pub fn skeyseed_rekey(sk_d_old: &[u8], g_ir: &[u8], ni: &[u8], nr: &[u8]) -> SecretBytes {
+    SecretBytes(prf(sk_d_old, &[g_ir, ni, nr]).to_vec())
+}
+
 /// The seven IKE SA keys.
 #[derive(Clone, PartialEq, Eq)]
 pub struct IkeKeys {
@@ -174,6 +182,39 @@ impl IkeKeys {
     }
 }
 
+/// An IKE SA's message-protection keys, exported for a packet analyser (Wireshark's
+/// "IKEv2 Decryption Table": SPIs, SK_ei/SK_er with the encryption algorithm, SK_ai/SK_ar
+/// with the integrity algorithm). This is a debugging aid with a deliberately explicit
+/// name: the actors hand it out only when [`super::IkeConfig::keep_keys_for_dissection`]
+/// is set, its `Debug` prints no key, and the keys wipe themselves on drop. Child SA keys
+/// need no such export: they are the [`SaKeys`] of the negotiated
+/// [`crate::ipsec::ChildSa`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct IkeDissectionKeys {
+    /// The initiator's SPI.
+    pub spi_i: [u8; 8],
+    /// The responder's SPI.
+    pub spi_r: [u8; 8],
+    /// The SK payload's encryption algorithm.
+    pub encr: Encr,
+    /// Its integrity algorithm (None for AEADs).
+    pub integ: Option<Integ>,
+    /// SK_ei (‖ salt for AEADs).
+    pub sk_ei: SecretBytes,
+    /// SK_er (‖ salt for AEADs).
+    pub sk_er: SecretBytes,
+    /// SK_ai (empty for AEADs).
+    pub sk_ai: SecretBytes,
+    /// SK_ar (empty for AEADs).
+    pub sk_ar: SecretBytes,
+}
+
+impl fmt::Debug for IkeDissectionKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IkeDissectionKeys({}, ..)", self.encr)
+    }
+}
+
 /// The PSK AUTH value (§2.15):
 /// `prf(prf(psk, "Key Pad for IKEv2"), real_message | peer_nonce | prf(sk_p, id_body))`,
 /// where `id_body` is the ID payload without its generic header.
@@ -189,57 +230,30 @@ pub fn psk_auth(
     prf(&key[..], &[real_message, peer_nonce, &maced_id[..]])
 }
 
-/// One direction's ESP keys.
-#[derive(Clone, PartialEq, Eq)]
-pub struct EspKeys {
-    /// Cipher key (16 or 32 octets).
-    pub enc_key: SecretBytes,
-    /// Salt (4 octets for AES-GCM and ChaCha20-Poly1305, empty for AES-CBC).
-    pub salt: SecretBytes,
-    /// Integrity key (32 octets for HMAC-SHA2-256-128, empty for AEADs).
-    pub integ_key: SecretBytes,
-}
-
-impl fmt::Debug for EspKeys {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "EspKeys(enc {} + salt {} + integ {} bytes)",
-            self.enc_key.len(),
-            self.salt.len(),
-            self.integ_key.len()
-        )
-    }
-}
-
 /// Child SA keys from KEYMAT = prf+(SK_d, [g^ir (new) |] Ni | Nr) (§2.17), where Ni/Nr are
 /// the nonces of the exchange that created the Child SA (IKE_AUTH: those of IKE_SA_INIT).
 ///
-/// Returns (initiator → responder, responder → initiator); each direction takes
-/// encryption key ‖ salt ‖ integrity key, and the initiator's direction comes first.
+/// Returns (initiator → responder, responder → initiator) as the data plane's
+/// [`SaKeys`]; each direction takes the encryption key (‖ 4-octet salt for AEADs) then the
+/// integrity key, and the initiator's direction comes first.
 pub fn child_keys(
-    suite: EspSuite,
+    suite: Suite,
     sk_d: &[u8],
     g_ir_new: Option<&[u8]>,
     ni: &[u8],
     nr: &[u8],
-) -> Result<(EspKeys, EspKeys), IkeError> {
-    let one = suite.keymat_len();
+) -> Result<(SaKeys, SaKeys), IkeError> {
+    let one = suite.encryption_key_len() + suite.integrity_key_len();
     let km = match g_ir_new {
         Some(g) => prf_plus(sk_d, &[g, ni, nr], 2 * one)?,
         None => prf_plus(sk_d, &[ni, nr], 2 * one)?,
     };
-    let split = |d: &[u8]| {
-        let (k, rest) = d.split_at(suite.enc_key_len());
-        let (s, i) = rest.split_at(suite.salt_len());
-        EspKeys {
-            enc_key: SecretBytes::from_slice(k),
-            salt: SecretBytes::from_slice(s),
-            integ_key: SecretBytes::from_slice(i),
-        }
-    };
     let (i2r, r2i) = km.as_bytes().split_at(one);
-    Ok((split(i2r), split(r2i)))
+    // The lengths are exact by construction; a mismatch would be a bug, reported as such.
+    let split = |d: &[u8]| {
+        SaKeys::from_keymat(suite, d).map_err(|_| IkeError::Unencodable("Child SA KEYMAT"))
+    };
+    Ok((split(i2r)?, split(r2i)?))
 }
 
 #[cfg(test)]
@@ -275,6 +289,11 @@ mod tests {
     //! print("keymat_cbc", prf_plus(sk_d, ni + nr, 96).hex())
     //! # ESP aes128gcm16 with PFS g^ir(new) = 0x33 * 32: I->R key 16 | salt 4 | R->I key 16 | salt 4
     //! print("keymat_gcm_pfs", prf_plus(sk_d, bytes([0x33]) * 32 + ni + nr, 40).hex())
+    //! # IKE SA rekey (§2.18): SK_d(old) = 0x44 * 32, g^ir(new) = 0x66 * 32, new SPIs
+    //! seed = prf(bytes([0x44]) * 32, bytes([0x66]) * 32 + ni + nr)
+    //! print("rekey_skeyseed", seed.hex())
+    //! spi_i2 = bytes.fromhex("a1a2a3a4a5a6a7a8"); spi_r2 = bytes.fromhex("b1b2b3b4b5b6b7b8")
+    //! print("rekey_km", prf_plus(seed, ni + nr + spi_i2 + spi_r2, 192).hex())
     //! ```
     use super::*;
     use crate::crypto::dh::Group;
@@ -300,6 +319,35 @@ mod tests {
         e90f71106c18758e69a0621272a4e82cb2fe8355fb68577d457ba30c3549a53b";
     const KEYMAT_GCM_PFS: &str =
         "914aac51f4aea09c87cb2bdf1079f1c9cfa4fe165b9de618392a5d5a64bea96003026b771cc6f809";
+
+    const REKEY_SKEYSEED: &str = "5ebb807bfe7eedaad73291ecdfb05b6bf38c82153b2fb95997c4b77276d13ed8";
+    const REKEY_KM: &str = "41d2727f2cbd7a26c3c0935843dc55655bee4837319ee0829c5ae3d4ce52a97d\
+        30c3d7c93ab78746275f8acac204ca21ce72a1870ce90df370f3cd795b322869\
+        55e3958c63d34d61edc438d0e848074972c442f6961a8b04788947a965e869b9\
+        63c9663005160d1cc94ba6fcad48d6f3c32562695ea80ba838c0e76bb4bb2819\
+        f7ae4b440d7a5002e515a64f620652505983eeeaf02f29272e13402c5ef4354a\
+        0ad6ed573b1276e9cf3a42a86731479c50e392355b1f82fffd42ee7980b5fb2b";
+
+    #[test]
+    fn ike_rekey_key_schedule_matches_python() {
+        let (ni, nr, _, _) = inputs();
+        let seed = skeyseed_rekey(&[0x44; 32], &[0x66; 32], &ni, &nr);
+        assert_eq!(seed.as_bytes(), unhex(REKEY_SKEYSEED));
+        let k = IkeKeys::derive(
+            &suite(Encr::AesCbc128, Some(Integ::HmacSha256_128)),
+            seed.as_bytes(),
+            &ni,
+            &nr,
+            &[0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8],
+            &[0xb1, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8],
+        )
+        .unwrap();
+        let km = unhex(REKEY_KM);
+        assert_eq!(k.sk_d.as_bytes(), &km[0..32]);
+        assert_eq!(k.sk_ai.as_bytes(), &km[32..64]);
+        assert_eq!(k.sk_ei.as_bytes(), &km[96..112]);
+        assert_eq!(k.sk_pr.as_bytes(), &km[160..192]);
+    }
 
     fn inputs() -> (Vec<u8>, Vec<u8>, [u8; 8], [u8; 8]) {
         (
@@ -404,22 +452,23 @@ mod tests {
         let (ni, nr, _, _) = inputs();
         let km = unhex(IKE_KM);
         let sk_d = &km[..32];
-        let (i2r, r2i) = child_keys(EspSuite::AesCbc128HmacSha256, sk_d, None, &ni, &nr).unwrap();
+        let (i2r, r2i) = child_keys(Suite::AesCbc128HmacSha256, sk_d, None, &ni, &nr).unwrap();
         let want = unhex(KEYMAT_CBC);
-        assert_eq!(i2r.enc_key.as_bytes(), &want[0..16]);
-        assert_eq!(i2r.integ_key.as_bytes(), &want[16..48]);
-        assert!(i2r.salt.is_empty());
-        assert_eq!(r2i.enc_key.as_bytes(), &want[48..64]);
-        assert_eq!(r2i.integ_key.as_bytes(), &want[64..96]);
+        // CBC: no salt, so the encryption key material is the AES key alone.
+        assert_eq!(i2r.encryption, &want[0..16]);
+        assert_eq!(i2r.integrity, &want[16..48]);
+        assert_eq!(Suite::AesCbc128HmacSha256.salt_len(), 0);
+        assert_eq!(r2i.encryption, &want[48..64]);
+        assert_eq!(r2i.integrity, &want[64..96]);
 
-        let (i2r, r2i) =
-            child_keys(EspSuite::AesGcm16_128, sk_d, Some(&[0x33; 32]), &ni, &nr).unwrap();
+        let (i2r, r2i) = child_keys(Suite::AesGcm128, sk_d, Some(&[0x33; 32]), &ni, &nr).unwrap();
         let want = unhex(KEYMAT_GCM_PFS);
-        assert_eq!(i2r.enc_key.as_bytes(), &want[0..16]);
-        assert_eq!(i2r.salt.as_bytes(), &want[16..20]);
-        assert!(i2r.integ_key.is_empty());
-        assert_eq!(r2i.enc_key.as_bytes(), &want[20..36]);
-        assert_eq!(r2i.salt.as_bytes(), &want[36..40]);
+        // AEAD: key ‖ salt in `encryption`.
+        assert_eq!(&i2r.encryption[..16], &want[0..16]);
+        assert_eq!(&i2r.encryption[16..], &want[16..20]);
+        assert!(i2r.integrity.is_empty());
+        assert_eq!(&r2i.encryption[..16], &want[20..36]);
+        assert_eq!(&r2i.encryption[16..], &want[36..40]);
     }
 
     #[test]

@@ -7,11 +7,17 @@
 //! - [`proposal`]: suites and proposal selection.
 //! - [`Initiator`] and [`Responder`]: [`crate::Actor`]s that run IKE_SA_INIT, IKE_AUTH with a
 //!   pre-shared key, one ESP Child SA, INFORMATIONAL (delete, liveness) and CREATE_CHILD_SA
-//!   rekeying of the Child SA, with retransmission, cookies, INVALID_KE_PAYLOAD and NAT-T.
+//!   rekeying of the Child SA and of the IKE SA, with retransmission, cookies,
+//!   INVALID_KE_PAYLOAD, INITIAL_CONTACT and NAT-T. Checked against strongSwan 5.9 by
+//!   `scripts/interop.sh`.
 //!
-//! The result is an [`IkeEvent::ChildSaEstablished`] carrying a [`ChildSa`]: SPIs, suite,
-//! keys split per direction, traffic selectors, addresses and whether ESP is
-//! UDP-encapsulated. See `docs/ipsec.md` (section IKEv2) for the supported profile.
+//! The result is an [`IkeEvent::ChildSaEstablished`] carrying the data plane's own
+//! hand-over value, a [`crate::ipsec::ChildSa`]: SPIs, [`crate::ipsec::Suite`], keys split
+//! per direction, mode with tunnel endpoints, UDP encapsulation endpoints, traffic
+//! selectors and lifetimes. It installs into a [`crate::ipsec::DataPlane`] (or is encoded
+//! with `ChildSa::encode` for a terminal) as it is. The IKE-side facts — which IKE SA,
+//! whether we initiated the exchange — travel in the event beside it. See `docs/ipsec.md`
+//! (section IKEv2) for the supported profile.
 //!
 //! ```
 //! use deputy::ikev2::{IkeConfig, Initiator, InitiatorConfig, Responder, ResponderConfig, Identity};
@@ -56,7 +62,6 @@
 //! assert!(init.child_sa().is_some());
 //! ```
 
-pub mod child;
 pub mod codec;
 pub mod config;
 pub mod consts;
@@ -69,17 +74,18 @@ mod responder;
 mod session;
 pub mod sk;
 
-pub use child::{ChildSa, Mode};
-pub use codec::{Identity, TrafficSelector};
-pub use config::{IkeConfig, InitiatorConfig, ResponderConfig, Retransmit};
+pub use codec::Identity;
+pub use config::{ChildMode, IkeConfig, InitiatorConfig, ResponderConfig, Retransmit};
 pub use error::IkeError;
 pub use initiator::Initiator;
-pub use keys::{EspKeys, SecretBytes};
-pub use proposal::{Encr, EspSuite, IkeProposal, IkeSuite, Integ, Prf};
+pub use keys::{IkeDissectionKeys, SecretBytes};
+pub use proposal::{Encr, IkeProposal, IkeSuite, Integ, Prf};
 pub use responder::Responder;
 
 use alloc::boxed::Box;
 use core::net::SocketAddr;
+
+use crate::ipsec::ChildSa;
 
 /// Names one IKE SA: both SPIs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -129,12 +135,15 @@ pub enum IkeEvent {
         /// Whether we are the original initiator.
         initiator: bool,
     },
-    /// A Child SA is ready: install it.
+    /// A Child SA is ready: install `child` into a [`crate::ipsec::DataPlane`] as it is.
     ChildSaEstablished {
         /// Its IKE SA.
         id: IkeSaId,
-        /// The Child SA.
+        /// The Child SA, as the data plane takes it.
         child: Box<ChildSa>,
+        /// Whether we initiated the exchange that created it (IKE_AUTH: whether we are the
+        /// original initiator).
+        initiated: bool,
     },
     /// A Child SA replaced another (CREATE_CHILD_SA rekey). Install `child`; the old one
     /// stays valid until [`IkeEvent::ChildSaDeleted`] for `old_spi_in`.
@@ -143,8 +152,10 @@ pub enum IkeEvent {
         id: IkeSaId,
         /// Inbound SPI of the SA being replaced.
         old_spi_in: u32,
-        /// The new Child SA.
+        /// The new Child SA, as the data plane takes it.
         child: Box<ChildSa>,
+        /// Whether we initiated the CREATE_CHILD_SA exchange.
+        initiated: bool,
     },
     /// A Child SA is gone: remove it.
     ChildSaDeleted {
@@ -168,6 +179,25 @@ pub enum IkeEvent {
         id: IkeSaId,
         /// Whether the peer deleted it (else we did).
         by_peer: bool,
+    },
+    /// The IKE SA was rekeyed (RFC 7296 §1.3.2): from now on it is `new`, with fresh keys;
+    /// its Child SAs are unchanged and later events about them name `new`. `old` is gone
+    /// (no [`IkeEvent::IkeSaDeleted`] follows for it).
+    IkeSaRekeyed {
+        /// The IKE SA before.
+        old: IkeSaId,
+        /// The IKE SA now.
+        new: IkeSaId,
+        /// Whether we initiated the rekey (and are the initiator of `new`).
+        initiated: bool,
+    },
+    /// Our IKE SA rekey was refused or failed; the IKE SA stays up as it is.
+    IkeSaRekeyFailed {
+        /// Which IKE SA.
+        id: IkeSaId,
+        /// The error notify received (TEMPORARY_FAILURE, NO_PROPOSAL_CHOSEN …) or the one
+        /// describing what was wrong with the answer.
+        notify: u16,
     },
     /// The peer answered a liveness check.
     LivenessConfirmed {

@@ -8,8 +8,9 @@
 //! | `chacha20poly1305-x25519` | ENCR_CHACHA20_POLY1305 + PRF_HMAC_SHA2_256 | `chacha20poly1305` |
 //! | `aes128gcm16-…`, `aes256gcm16-…` | ENCR_AES_GCM_16 (128/256) + PRF_HMAC_SHA2_256 | `aes128gcm16`, `aes256gcm16` |
 //!
-//! Groups: 14 (MODP-2048) and 31 (Curve25519). ESP proposals carry ESN = none only, and
-//! no Diffie-Hellman transform (no PFS).
+//! Groups: 14 (MODP-2048) and 31 (Curve25519). ESP suites are the data plane's
+//! [`crate::ipsec::Suite`] (so `aes256-sha256` is available for ESP as well); ESP proposals
+//! carry ESN = none only, and no Diffie-Hellman transform (no PFS).
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -17,6 +18,7 @@ use core::fmt;
 use super::codec::{Proposal, Transform};
 use super::consts::{protocol, transform as t};
 use crate::crypto::dh::Group;
+use crate::ipsec::Suite;
 
 /// An encryption algorithm (for the IKE SA's SK payload and for ESP).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -228,104 +230,80 @@ impl IkeSuite {
             transforms,
         }
     }
-}
 
-/// An ESP Child SA suite (ESN off, no PFS).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum EspSuite {
-    /// `aes128-sha256`: ENCR_AES_CBC-128 + AUTH_HMAC_SHA2_256_128.
-    AesCbc128HmacSha256,
-    /// `chacha20poly1305` (RFC 7634).
-    ChaCha20Poly1305,
-    /// `aes128gcm16` (RFC 4106).
-    AesGcm16_128,
-    /// `aes256gcm16` (RFC 4106).
-    AesGcm16_256,
-}
-
-impl EspSuite {
-    /// Every suite, in this engine's default preference order.
-    pub const ALL: [EspSuite; 4] = [
-        EspSuite::AesGcm16_128,
-        EspSuite::ChaCha20Poly1305,
-        EspSuite::AesCbc128HmacSha256,
-        EspSuite::AesGcm16_256,
-    ];
-
-    /// The encryption algorithm.
-    pub const fn encr(self) -> Encr {
-        match self {
-            EspSuite::AesCbc128HmacSha256 => Encr::AesCbc128,
-            EspSuite::ChaCha20Poly1305 => Encr::ChaCha20Poly1305,
-            EspSuite::AesGcm16_128 => Encr::AesGcm16_128,
-            EspSuite::AesGcm16_256 => Encr::AesGcm16_256,
-        }
-    }
-
-    /// The integrity algorithm (None for AEADs).
-    pub const fn integ(self) -> Option<Integ> {
-        match self {
-            EspSuite::AesCbc128HmacSha256 => Some(Integ::HmacSha256_128),
-            _ => None,
-        }
-    }
-
-    /// Encryption key length (octets, without salt).
-    pub const fn enc_key_len(self) -> usize {
-        self.encr().key_len()
-    }
-
-    /// Salt length (octets): 4 for AEADs, 0 otherwise.
-    pub const fn salt_len(self) -> usize {
-        self.encr().salt_len()
-    }
-
-    /// Integrity key length (octets): 32 for HMAC-SHA2-256-128, 0 for AEADs.
-    pub const fn integ_key_len(self) -> usize {
-        match self.integ() {
-            Some(i) => i.key_len(),
-            None => 0,
-        }
-    }
-
-    /// ICV length of an ESP packet (octets): 16 for every supported suite.
-    pub const fn icv_len(self) -> usize {
-        16
-    }
-
-    /// Key material one direction takes from KEYMAT: key ‖ salt ‖ integrity key.
-    pub const fn keymat_len(self) -> usize {
-        self.enc_key_len() + self.salt_len() + self.integ_key_len()
-    }
-
-    /// The ESP proposal carrying `spi`.
-    pub fn to_proposal(self, num: u8, spi: u32) -> Proposal {
-        let mut transforms = alloc::vec![self.encr().transform()];
-        if let Some(i) = self.integ() {
-            transforms.push(Transform::new(t::INTEG, i.id()));
-        }
-        transforms.push(Transform::new(t::ESN, t::ESN_NONE));
+    /// The single-choice answer to an IKE SA rekey, carrying our new SPI.
+    pub fn to_rekey_proposal(&self, num: u8, spi: [u8; 8]) -> Proposal {
         Proposal {
-            num,
-            protocol: protocol::ESP,
-            spi: spi.to_be_bytes().to_vec(),
-            transforms,
+            spi: spi.to_vec(),
+            ..self.to_proposal(num)
         }
     }
 }
 
-impl fmt::Display for EspSuite {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EspSuite::AesCbc128HmacSha256 => f.write_str("aes128-sha256"),
-            other => write!(f, "{}", other.encr()),
-        }
+/// The transforms of the ESP proposal for `suite` (ESN none, no DH): ENCR with its Key
+/// Length attribute (none for ChaCha20-Poly1305, RFC 7634 §2), INTEG for the CBC suites.
+/// The ESP suites themselves are [`crate::ipsec::Suite`], the data plane's enum, so a
+/// negotiated Child SA installs without conversion.
+fn esp_transforms(suite: Suite) -> Vec<Transform> {
+    let (encr, bits, integ) = suite.ikev2_transforms();
+    let mut transforms = alloc::vec![if bits == 0 {
+        Transform::new(t::ENCR, encr)
+    } else {
+        Transform::with_key_len(t::ENCR, encr, bits)
+    }];
+    if integ != 0 {
+        transforms.push(Transform::new(t::INTEG, integ));
     }
+    transforms.push(Transform::new(t::ESN, t::ESN_NONE));
+    transforms
+}
+
+/// The integrity algorithm of an ESP suite in this engine's terms (None for AEADs).
+fn esp_integ(suite: Suite) -> Option<Integ> {
+    (!suite.is_aead()).then_some(Integ::HmacSha256_128)
+}
+
+/// Whether `tr` is the ENCR transform of `suite` (ID and Key Length attribute).
+fn esp_encr_matches(suite: Suite, tr: &Transform) -> bool {
+    let (encr, bits, _) = suite.ikev2_transforms();
+    tr.ty == t::ENCR
+        && tr.id == encr
+        && tr.attributes_understood()
+        && tr.key_len() == (bits != 0).then_some(bits)
+}
+
+/// Whether proposal `p` offers `suite` (its ENCR, and its INTEG or none).
+fn esp_offers(p: &Proposal, suite: Suite) -> bool {
+    has(p, |tr| esp_encr_matches(suite, tr)) && integ_ok(p, esp_integ(suite))
+}
+
+/// The ESP proposal for `suite` carrying `spi`, numbered `num`.
+pub fn esp_proposal(suite: Suite, num: u8, spi: u32) -> Proposal {
+    Proposal {
+        num,
+        protocol: protocol::ESP,
+        spi: spi.to_be_bytes().to_vec(),
+        transforms: esp_transforms(suite),
+    }
+}
+
+/// Whether an SPI chosen by the peer may be used: RFC 4303 §2.1 reserves 0 ..= 255.
+fn usable_spi(spi: u32) -> bool {
+    spi > 255
 }
 
 /// The IKE SA proposals an initiator sends: one wire proposal per configured one, numbered
 /// from 1.
 pub fn ike_offer(ours: &[IkeProposal]) -> Vec<Proposal> {
+    ike_offer_spi(ours, &[])
+}
+
+/// The IKE SA proposals of an IKE SA rekey, each carrying our new SPI (RFC 7296 §1.3.2).
+pub fn ike_rekey_offer(ours: &[IkeProposal], spi: [u8; 8]) -> Vec<Proposal> {
+    ike_offer_spi(ours, &spi)
+}
+
+fn ike_offer_spi(ours: &[IkeProposal], spi: &[u8]) -> Vec<Proposal> {
     ours.iter()
         .zip(1u8..)
         .map(|(q, num)| {
@@ -340,7 +318,7 @@ pub fn ike_offer(ours: &[IkeProposal]) -> Vec<Proposal> {
             Proposal {
                 num,
                 protocol: protocol::IKE,
-                spi: Vec::new(),
+                spi: spi.to_vec(),
                 transforms,
             }
         })
@@ -348,10 +326,10 @@ pub fn ike_offer(ours: &[IkeProposal]) -> Vec<Proposal> {
 }
 
 /// The ESP proposals an initiator sends for a Child SA with inbound SPI `spi`.
-pub fn esp_offer(ours: &[EspSuite], spi: u32) -> Vec<Proposal> {
+pub fn esp_offer(ours: &[Suite], spi: u32) -> Vec<Proposal> {
     ours.iter()
         .zip(1u8..)
-        .map(|(s, num)| s.to_proposal(num, spi))
+        .map(|(s, num)| esp_proposal(*s, num, spi))
         .collect()
 }
 
@@ -372,11 +350,42 @@ pub fn select_ike(
     ours: &[IkeProposal],
     ke_group: Option<u16>,
 ) -> Option<IkeChoice> {
+    select_ike_spi(offered, ours, ke_group, false).map(|(c, _)| c)
+}
+
+/// Responder side of an IKE SA rekey (CREATE_CHILD_SA, RFC 7296 §1.3.2): as
+/// [`select_ike`], but every proposal must carry the initiator's new 8-octet, non-zero
+/// IKE SPI, which is returned with the choice.
+pub fn select_ike_rekey(
+    offered: &[Proposal],
+    ours: &[IkeProposal],
+    ke_group: Option<u16>,
+) -> Option<(IkeChoice, [u8; 8])> {
+    select_ike_spi(offered, ours, ke_group, true)
+}
+
+/// The SPI field of an IKE proposal: empty in IKE_SA_INIT, 8 non-zero octets in a rekey.
+fn ike_spi(p: &Proposal, rekey: bool) -> Option<[u8; 8]> {
+    if rekey {
+        <[u8; 8]>::try_from(p.spi.as_slice())
+            .ok()
+            .filter(|s| *s != [0; 8])
+    } else {
+        p.spi.is_empty().then_some([0; 8])
+    }
+}
+
+fn select_ike_spi(
+    offered: &[Proposal],
+    ours: &[IkeProposal],
+    ke_group: Option<u16>,
+    rekey: bool,
+) -> Option<(IkeChoice, [u8; 8])> {
     for p in offered {
-        if p.protocol != protocol::IKE
-            || !p.spi.is_empty()
-            || !only_types(p, &[t::ENCR, t::PRF, t::INTEG, t::DH])
-        {
+        let Some(spi) = ike_spi(p, rekey) else {
+            continue;
+        };
+        if p.protocol != protocol::IKE || !only_types(p, &[t::ENCR, t::PRF, t::INTEG, t::DH]) {
             continue;
         }
         for q in ours.iter().filter(|q| q.is_valid()) {
@@ -392,7 +401,7 @@ pub fn select_ike(
                 _ => q.groups.iter().copied().find(offered_groups),
             };
             if let Some(group) = group {
-                return Some(IkeChoice {
+                let choice = IkeChoice {
                     num: p.num,
                     suite: IkeSuite {
                         encr: q.encr,
@@ -400,7 +409,8 @@ pub fn select_ike(
                         prf: q.prf,
                         group,
                     },
-                });
+                };
+                return Some((choice, spi));
             }
         }
     }
@@ -409,8 +419,23 @@ pub fn select_ike(
 
 /// Initiator side: check the responder's single chosen proposal against what we offered.
 pub fn accept_ike(chosen: &[Proposal], ours: &[IkeProposal]) -> Option<IkeSuite> {
+    accept_ike_spi(chosen, ours, false).map(|(s, _)| s)
+}
+
+/// Initiator side of an IKE SA rekey: as [`accept_ike`], and the answer must carry the
+/// responder's new 8-octet, non-zero IKE SPI, which is returned with the suite.
+pub fn accept_ike_rekey(chosen: &[Proposal], ours: &[IkeProposal]) -> Option<(IkeSuite, [u8; 8])> {
+    accept_ike_spi(chosen, ours, true)
+}
+
+fn accept_ike_spi(
+    chosen: &[Proposal],
+    ours: &[IkeProposal],
+    rekey: bool,
+) -> Option<(IkeSuite, [u8; 8])> {
     let [p] = chosen else { return None };
-    if p.protocol != protocol::IKE || !p.spi.is_empty() || !one_of_each(p) {
+    let spi = ike_spi(p, rekey)?;
+    if p.protocol != protocol::IKE || !one_of_each(p) {
         return None;
     }
     ours.iter().filter(|q| q.is_valid()).find_map(|q| {
@@ -423,12 +448,15 @@ pub fn accept_ike(chosen: &[Proposal], ours: &[IkeProposal]) -> Option<IkeSuite>
             && has(p, |tr| is(tr, t::PRF, q.prf.id()))
             && integ_ok(p, q.integ)
             && p.transforms.len() == 3 + usize::from(q.integ.is_some());
-        ok.then_some(IkeSuite {
-            encr: q.encr,
-            integ: q.integ,
-            prf: q.prf,
-            group,
-        })
+        ok.then_some((
+            IkeSuite {
+                encr: q.encr,
+                integ: q.integ,
+                prf: q.prf,
+                group,
+            },
+            spi,
+        ))
     })
 }
 
@@ -440,15 +468,19 @@ pub struct EspChoice {
     /// The initiator's SPI (our outbound SPI).
     pub peer_spi: u32,
     /// The suite.
-    pub suite: EspSuite,
+    pub suite: Suite,
 }
 
-/// Responder side: the first acceptable ESP proposal (ESN none, no PFS).
-pub fn select_esp(offered: &[Proposal], ours: &[EspSuite]) -> Option<EspChoice> {
+/// Responder side: the first acceptable ESP proposal (ESN none, no PFS, an SPI outside
+/// the reserved 0 ..= 255).
+pub fn select_esp(offered: &[Proposal], ours: &[Suite]) -> Option<EspChoice> {
     for p in offered {
         let Ok(spi) = <[u8; 4]>::try_from(p.spi.as_slice()) else {
             continue;
         };
+        if !usable_spi(u32::from_be_bytes(spi)) {
+            continue;
+        }
         if p.protocol != protocol::ESP || !only_types(p, &[t::ENCR, t::INTEG, t::ESN, t::DH]) {
             continue;
         }
@@ -456,7 +488,7 @@ pub fn select_esp(offered: &[Proposal], ours: &[EspSuite]) -> Option<EspChoice> 
             continue;
         }
         for s in ours {
-            if has(p, |tr| s.encr().matches(tr)) && integ_ok(p, s.integ()) {
+            if esp_offers(p, *s) {
                 return Some(EspChoice {
                     num: p.num,
                     peer_spi: u32::from_be_bytes(spi),
@@ -469,16 +501,16 @@ pub fn select_esp(offered: &[Proposal], ours: &[EspSuite]) -> Option<EspChoice> 
 }
 
 /// Initiator side: check the responder's single chosen ESP proposal; returns the suite and
-/// the responder's SPI.
-pub fn accept_esp(chosen: &[Proposal], ours: &[EspSuite]) -> Option<(EspSuite, u32)> {
+/// the responder's SPI (refused if reserved, 0 ..= 255).
+pub fn accept_esp(chosen: &[Proposal], ours: &[Suite]) -> Option<(Suite, u32)> {
     let [p] = chosen else { return None };
     let spi = u32::from_be_bytes(<[u8; 4]>::try_from(p.spi.as_slice()).ok()?);
-    if p.protocol != protocol::ESP || !one_of_each(p) || !esn_and_dh_ok(p) {
+    if p.protocol != protocol::ESP || !one_of_each(p) || !esn_and_dh_ok(p) || !usable_spi(spi) {
         return None;
     }
     ours.iter()
         .copied()
-        .find(|s| has(p, |tr| s.encr().matches(tr)) && integ_ok(p, s.integ()))
+        .find(|s| esp_offers(p, *s))
         .map(|s| (s, spi))
 }
 
@@ -566,15 +598,9 @@ mod tests {
 
     #[test]
     fn esp_selection_requires_esn_none_and_no_pfs() {
-        let offer = esp_offer(
-            &[EspSuite::AesGcm16_256, EspSuite::ChaCha20Poly1305],
-            0x1234,
-        );
-        let c = select_esp(&offer, &EspSuite::ALL).unwrap();
-        assert_eq!(
-            (c.num, c.peer_spi, c.suite),
-            (1, 0x1234, EspSuite::AesGcm16_256)
-        );
+        let offer = esp_offer(&[Suite::AesGcm256, Suite::ChaCha20Poly1305], 0x1234);
+        let c = select_esp(&offer, &Suite::ALL).unwrap();
+        assert_eq!((c.num, c.peer_spi, c.suite), (1, 0x1234, Suite::AesGcm256));
         let mut esn_only = offer.clone();
         for p in &mut esn_only {
             for tr in &mut p.transforms {
@@ -583,18 +609,80 @@ mod tests {
                 }
             }
         }
-        assert_eq!(select_esp(&esn_only, &EspSuite::ALL), None);
+        assert_eq!(select_esp(&esn_only, &Suite::ALL), None);
         let mut pfs = offer.clone();
         pfs[0].transforms.push(Transform::new(t::DH, 31));
         assert_eq!(
-            select_esp(&pfs, &EspSuite::ALL).map(|c| c.suite),
-            Some(EspSuite::ChaCha20Poly1305)
+            select_esp(&pfs, &Suite::ALL).map(|c| c.suite),
+            Some(Suite::ChaCha20Poly1305)
         );
-        let chosen = [EspSuite::ChaCha20Poly1305.to_proposal(2, 99)];
+        let chosen = [esp_proposal(Suite::ChaCha20Poly1305, 2, 999)];
         assert_eq!(
-            accept_esp(&chosen, &[EspSuite::ChaCha20Poly1305]),
-            Some((EspSuite::ChaCha20Poly1305, 99))
+            accept_esp(&chosen, &[Suite::ChaCha20Poly1305]),
+            Some((Suite::ChaCha20Poly1305, 999))
         );
-        assert_eq!(accept_esp(&chosen, &[EspSuite::AesGcm16_128]), None);
+        assert_eq!(accept_esp(&chosen, &[Suite::AesGcm128]), None);
+    }
+
+    #[test]
+    fn esp_suites_map_to_their_transforms() {
+        // Every data-plane suite round-trips through its proposal, and only to itself.
+        for s in Suite::ALL {
+            let chosen = [esp_proposal(s, 1, 0x1000)];
+            assert_eq!(accept_esp(&chosen, &Suite::ALL), Some((s, 0x1000)), "{s}");
+            let c = select_esp(&chosen, &[s]).unwrap();
+            assert_eq!(c.suite, s);
+            for other in Suite::ALL.into_iter().filter(|o| *o != s) {
+                assert_eq!(select_esp(&chosen, &[other]), None, "{s} vs {other}");
+            }
+        }
+        let p = esp_proposal(Suite::AesCbc256HmacSha256, 1, 0x1000);
+        assert_eq!(p.transforms[0].key_len(), Some(256));
+        assert_eq!(
+            esp_proposal(Suite::ChaCha20Poly1305, 1, 0x1000).transforms[0].key_len(),
+            None
+        );
+    }
+
+    #[test]
+    fn ike_rekey_proposals_carry_an_eight_octet_spi() {
+        let ours = [IkeProposal::aes128_sha256(&[
+            Group::X25519,
+            Group::Modp2048,
+        ])];
+        let spi = [1, 2, 3, 4, 5, 6, 7, 8];
+        let offer = ike_rekey_offer(&ours, spi);
+        assert!(offer.iter().all(|p| p.spi == spi));
+        let (c, got) = select_ike_rekey(&offer, &ours, Some(31)).unwrap();
+        assert_eq!((c.num, c.suite.group, got), (1, Group::X25519, spi));
+        // IKE_SA_INIT proposals (no SPI) are no rekey, and rekey proposals no IKE_SA_INIT.
+        assert_eq!(select_ike_rekey(&ike_offer(&ours), &ours, Some(31)), None);
+        assert_eq!(select_ike(&offer, &ours, Some(31)), None);
+        // A zero or short SPI is refused.
+        for bad in [alloc::vec![0u8; 8], alloc::vec![1u8; 4]] {
+            let mut o = offer.clone();
+            o[0].spi = bad;
+            assert_eq!(select_ike_rekey(&o, &ours, Some(31)), None);
+        }
+        // The answer carries the responder's SPI.
+        let r_spi = [9; 8];
+        let answer = [c.suite.to_rekey_proposal(c.num, r_spi)];
+        assert_eq!(accept_ike_rekey(&answer, &ours), Some((c.suite, r_spi)));
+        assert_eq!(accept_ike(&answer, &ours), None);
+        assert_eq!(accept_ike_rekey(&[c.suite.to_proposal(1)], &ours), None);
+    }
+
+    #[test]
+    fn reserved_peer_spis_are_refused() {
+        // RFC 4303 §2.1: SPIs 1-255 are reserved and 0 is never sent; the data plane
+        // refuses such an SA, so proposal selection must not pick one.
+        for spi in [0, 1, 255] {
+            let offer = esp_offer(&[Suite::ChaCha20Poly1305], spi);
+            assert_eq!(select_esp(&offer, &Suite::ALL), None, "{spi}");
+            let chosen = [esp_proposal(Suite::ChaCha20Poly1305, 1, spi)];
+            assert_eq!(accept_esp(&chosen, &Suite::ALL), None, "{spi}");
+        }
+        let offer = esp_offer(&[Suite::ChaCha20Poly1305], 256);
+        assert!(select_esp(&offer, &Suite::ALL).is_some());
     }
 }

@@ -5,7 +5,6 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
-use super::child::ChildSa;
 use super::codec::{Flags, Header, KePayload, Message, Notify, Payload, find_notify};
 use super::config::{IkeConfig, ResponderConfig};
 use super::consts::{exchange, notify};
@@ -16,6 +15,7 @@ use super::proposal::select_ike;
 use super::session::{Command, Ctx, IkeSa, NewSa, find, nonce};
 use super::{IkeError, IkeSaId};
 use crate::crypto::dh::KeyPair;
+use crate::ipsec::ChildSa;
 use crate::{Actor, Error, Input, Instant, Outbox, Output, Rng};
 
 /// An IKEv2 responder. One PSK and policy ([`ResponderConfig::ike`]) serve every
@@ -25,7 +25,8 @@ pub struct Responder {
     ike: Arc<IkeConfig>,
     rng: Rng,
     out: Outbox,
-    /// IKE SAs by our (responder) SPI.
+    /// IKE SAs by our SPI (the responder SPI, except for an IKE SA we rekeyed, where we
+    /// are the initiator).
     sas: BTreeMap<[u8; 8], IkeSa>,
     /// (initiator SPI, initiator address) → our SPI, to spot retransmitted IKE_SA_INIT.
     init_index: BTreeMap<([u8; 8], SocketAddr), [u8; 8]>,
@@ -79,14 +80,34 @@ impl Responder {
             .collect()
     }
 
+    /// The IKE SA `id`, whichever of its SPIs is ours.
+    fn sa(&self, id: IkeSaId) -> Option<&IkeSa> {
+        [id.spi_r, id.spi_i]
+            .iter()
+            .find_map(|k| self.sas.get(k).filter(|s| s.id == id))
+    }
+
     /// The current Child SA of an IKE SA.
     pub fn child_sa(&self, id: IkeSaId) -> Option<&ChildSa> {
-        self.sas.get(&id.spi_r).and_then(|s| s.current_child())
+        self.sa(id).and_then(|s| s.current_child())
     }
 
     /// All Child SAs of an IKE SA (two while a rekey completes).
     pub fn child_sas(&self, id: IkeSaId) -> &[ChildSa] {
-        self.sas.get(&id.spi_r).map_or(&[], |s| &s.children)
+        self.sa(id).map_or(&[], |s| &s.children)
+    }
+
+    /// Debugging aid: the SPIs, SK_e/SK_a keys and algorithms of IKE SA `id`, for a packet
+    /// analyser's IKEv2 decryption table. `None` unless the configuration sets
+    /// [`IkeConfig::keep_keys_for_dissection`]. See [`super::IkeDissectionKeys`].
+    pub fn ike_keys_for_dissection(&self, id: IkeSaId) -> Option<super::IkeDissectionKeys> {
+        self.sa(id).and_then(|s| s.dissection_keys().cloned())
+    }
+
+    /// Rekey the IKE SA `id` (CREATE_CHILD_SA, RFC 7296 §1.3.2); we become the initiator
+    /// of the new IKE SA, which [`super::IkeEvent::IkeSaRekeyed`] names.
+    pub fn rekey_ike(&mut self, now: Instant, id: IkeSaId) -> Result<(), Error> {
+        self.command(now, id, Command::RekeyIke)
     }
 
     /// Rekey the Child SA of `id`.
@@ -110,19 +131,61 @@ impl Responder {
     }
 
     fn command(&mut self, now: Instant, id: IkeSaId, cmd: Command) -> Result<(), Error> {
-        let sa = self
-            .sas
-            .get_mut(&id.spi_r)
-            .filter(|s| s.id == id)
+        let key = self
+            .sa(id)
+            .map(IkeSa::our_spi)
             .ok_or(IkeError::UnknownSpi)?;
+        self.with_sa(now, key, |sa, ctx| sa.command(ctx, cmd))
+            .unwrap_or(Err(IkeError::UnknownSpi.into()))
+    }
+
+    /// Run `f` on the IKE SA with our SPI `key`, with a context whose SPI check sees every
+    /// other SA; then file a successor from a rekey under its own SPI and forget dead SAs.
+    fn with_sa<R>(
+        &mut self,
+        now: Instant,
+        key: [u8; 8],
+        f: impl FnOnce(&mut IkeSa, &mut Ctx<'_>) -> R,
+    ) -> Option<R> {
+        let mut sa = self.sas.remove(&key)?;
+        let sas = &self.sas;
+        let taken = |s: &[u8; 8]| sas.contains_key(s);
+        // Old IKE SAs of rekeys wait to be deleted; at most `max_ike_sas` of them at once
+        // (beside at most as many live ones), however fast peers rekey.
+        let retiring = sas.values().filter(|s| s.is_retiring()).count();
         let mut ctx = Ctx {
             now,
             out: &mut self.out,
             rng: &mut *self.rng,
+            spi_taken: &taken,
+            room_to_rekey: retiring < self.cfg.max_ike_sas,
         };
-        let r = sa.command(&mut ctx, cmd);
+        let r = f(&mut sa, &mut ctx);
+        let successor = sa.take_successor();
+        let restarted = sa.take_initial_contact();
+        self.sas.insert(key, sa);
+        if let Some(new) = successor {
+            self.sas.insert(new.our_spi(), *new);
+        }
+        if let Some(peer) = restarted {
+            // RFC 7296 §2.4: INITIAL_CONTACT says the peer holds no other IKE SA with us;
+            // ours for the same authenticated identity are stale (the peer restarted).
+            let mut ctx = Ctx {
+                now,
+                out: &mut self.out,
+                rng: &mut *self.rng,
+                spi_taken: &|_| false,
+                room_to_rekey: true,
+            };
+            for (k, other) in self.sas.iter_mut() {
+                if *k != key && other.is_established() && other.peer_id() == Some(&peer) {
+                    // A full outbox is reported by the driver's next call.
+                    let _ = other.forget(&mut ctx);
+                }
+            }
+        }
         self.reap();
-        r
+        Some(r)
     }
 
     /// Forget dead SAs.
@@ -169,6 +232,8 @@ impl Responder {
             now: Instant::ZERO,
             out: &mut self.out,
             rng: &mut *self.rng,
+            spi_taken: &|_| false,
+            room_to_rekey: true,
         };
         ctx.transmit(to, from, marker, &bytes)
     }
@@ -195,6 +260,8 @@ impl Responder {
                     now,
                     out: &mut self.out,
                     rng: &mut *self.rng,
+                    spi_taken: &|_| false,
+                    room_to_rekey: true,
                 };
                 return sa.replay_init(&mut ctx, from, to, marker);
             }
@@ -369,6 +436,8 @@ impl Responder {
             now,
             out: &mut self.out,
             rng: &mut *self.rng,
+            spi_taken: &|_| false,
+            room_to_rekey: true,
         };
         ctx.transmit(to, from, marker, &response)?;
         self.sas.insert(spi_r, sa);
@@ -390,19 +459,17 @@ impl Actor for Responder {
         if h.exchange == exchange::IKE_SA_INIT && !h.flags.response && h.spi_r == [0; 8] {
             return self.init_request(now, msg, from, to, marker);
         }
-        let sa = self
+        // Our SPI is the responder's when the sender is the original initiator.
+        let key = if h.flags.initiator { h.spi_r } else { h.spi_i };
+        let known = self
             .sas
-            .get_mut(&h.spi_r)
-            .filter(|s| s.id.spi_i == h.spi_i)
-            .ok_or(IkeError::UnknownSpi)?;
-        let mut ctx = Ctx {
-            now,
-            out: &mut self.out,
-            rng: &mut *self.rng,
-        };
-        let r = sa.handle(&mut ctx, msg, from, to, marker);
-        self.reap();
-        r
+            .get(&key)
+            .is_some_and(|s| s.id.spi_i == h.spi_i && s.id.spi_r == h.spi_r);
+        if !known {
+            return Err(IkeError::UnknownSpi.into());
+        }
+        self.with_sa(now, key, |sa, ctx| sa.handle(ctx, msg, from, to, marker))
+            .unwrap_or(Err(IkeError::UnknownSpi.into()))
     }
 
     fn handle_timeout(&mut self, now: Instant) {
@@ -411,6 +478,8 @@ impl Actor for Responder {
             now,
             out: &mut self.out,
             rng: &mut *self.rng,
+            spi_taken: &|_| false,
+            room_to_rekey: true,
         };
         for sa in self.sas.values_mut() {
             if sa.is_half_open() && now.saturating_duration_since(sa.created) >= timeout {

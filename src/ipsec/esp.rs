@@ -71,15 +71,25 @@ impl Suite {
         )
     }
 
-    /// Bytes of encryption key material per direction, salt included for AEADs (the
-    /// KEYMAT length IKEv2 takes for ENCR, RFC 4106 §8.1, RFC 7634 §2).
-    pub const fn encryption_key_len(self) -> usize {
+    /// Bytes of the cipher key alone (16 or 32), without an AEAD's salt.
+    pub const fn cipher_key_len(self) -> usize {
         match self {
-            Suite::AesCbc128HmacSha256 => 16,
-            Suite::AesCbc256HmacSha256 => 32,
-            Suite::AesGcm128 => 16 + SALT_LEN,
-            Suite::AesGcm256 | Suite::ChaCha20Poly1305 => 32 + SALT_LEN,
+            Suite::AesCbc128HmacSha256 | Suite::AesGcm128 => 16,
+            Suite::AesCbc256HmacSha256 | Suite::AesGcm256 | Suite::ChaCha20Poly1305 => 32,
         }
+    }
+
+    /// Bytes of salt at the end of the encryption key material: [`SALT_LEN`] for AEADs,
+    /// 0 for CBC.
+    pub const fn salt_len(self) -> usize {
+        if self.is_aead() { SALT_LEN } else { 0 }
+    }
+
+    /// Bytes of encryption key material per direction, salt included for AEADs (the
+    /// KEYMAT length IKEv2 takes for ENCR, RFC 4106 §8.1, RFC 7634 §2):
+    /// [`Suite::cipher_key_len`] + [`Suite::salt_len`].
+    pub const fn encryption_key_len(self) -> usize {
+        self.cipher_key_len() + self.salt_len()
     }
 
     /// Bytes of integrity key material per direction (32 for HMAC-SHA2-256, RFC 4868
@@ -158,8 +168,9 @@ impl fmt::Display for Suite {
 
 /// The key material of one direction of an SA, as IKEv2 hands it over (RFC 7296 §2.17):
 /// the encryption key (with the 4-byte salt at its end for AEADs) and, for CBC suites,
-/// the integrity key. Wiped on drop; `Debug` prints lengths only.
-#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+/// the integrity key. Wiped on drop; `Debug` prints lengths only; `==` compares in
+/// constant time.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct SaKeys {
     /// Encryption key ‖ salt (AEAD) or the AES key (CBC).
     pub encryption: Vec<u8>,
@@ -203,6 +214,17 @@ impl SaKeys {
         Ok(())
     }
 }
+
+impl PartialEq for SaKeys {
+    fn eq(&self, other: &Self) -> bool {
+        // Both parts are always compared, so the time does not tell which one differs.
+        let e = crate::crypto::ct_eq(&self.encryption, &other.encryption);
+        let i = crate::crypto::ct_eq(&self.integrity, &other.integrity);
+        e & i
+    }
+}
+
+impl Eq for SaKeys {}
 
 impl fmt::Debug for SaKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -31,6 +31,13 @@ pub enum Mode {
     },
 }
 
+impl Mode {
+    /// Whether this is transport mode.
+    pub const fn is_transport(&self) -> bool {
+        matches!(self, Mode::Transport)
+    }
+}
+
 /// UDP encapsulation of ESP (RFC 3948): the outer UDP endpoints.
 ///
 /// With encapsulation the outer addresses are these (not the tunnel's).

@@ -336,6 +336,20 @@ impl TrafficSelector {
         TrafficSelector::new(AddrRange::any_v6())
     }
 
+    /// Exactly one host, any protocol and port.
+    pub fn host(addr: IpAddr) -> TrafficSelector {
+        TrafficSelector::new(AddrRange::host(addr))
+    }
+
+    /// The addresses of `addr/len`, any protocol and port. Host bits of `addr` are
+    /// ignored; a prefix length beyond the family's width is clamped to it (a host).
+    pub fn prefix(addr: IpAddr, len: u8) -> TrafficSelector {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        // With the length clamped the prefix always exists; the fallback is never taken.
+        let addrs = AddrRange::prefix(addr, len.min(max)).unwrap_or(AddrRange::host(addr));
+        TrafficSelector::new(addrs)
+    }
+
     /// Whether a packet's address, protocol and port on this side match.
     pub fn matches(&self, addr: IpAddr, protocol: u8, port: Option<u16>) -> bool {
         self.addrs.contains(addr)
@@ -380,6 +394,19 @@ mod tests {
         ] {
             assert!(bad.parse::<AddrRange>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn traffic_selector_constructors() {
+        let p = TrafficSelector::prefix("10.1.2.3".parse().unwrap(), 24);
+        assert_eq!(p.addrs, "10.1.2.0/24".parse().unwrap());
+        assert_eq!((p.protocol, p.ports), (0, PortRange::ANY));
+        let h = TrafficSelector::prefix("2001:db8::7".parse().unwrap(), 200);
+        assert_eq!(h, TrafficSelector::host("2001:db8::7".parse().unwrap()));
+        assert_eq!(
+            TrafficSelector::prefix("10.0.0.1".parse().unwrap(), 0),
+            TrafficSelector::any_v4()
+        );
     }
 
     #[test]

@@ -22,7 +22,9 @@ pub use payload::{
     AuthPayload, Delete, Encrypted, Identity, KePayload, Notify, Payload, UnknownPayload,
 };
 pub use sa::{AttrValue, Attribute, Proposal, Transform};
-pub use ts::{TrafficSelector, narrow as narrow_ts};
+pub use ts::{
+    TrafficSelector, from_wire as ts_from_wire, narrow as narrow_ts, to_wire as ts_to_wire,
+};
 
 use super::IkeError;
 use super::consts::payload as pt;

@@ -505,7 +505,7 @@ fn message() -> impl Strategy<Value = Message> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1000))]
+    #![proptest_config(ProptestConfig::with_cases(10_000))]
 
     /// Generated messages encode, decode to the same value, and re-encode to the same bytes.
     #[test]

@@ -1,4 +1,10 @@
-//! Traffic selectors (RFC 7296 §3.13) and their intersection, used for narrowing (§2.9).
+//! Traffic selectors as they appear in TSi/TSr payloads (RFC 7296 §3.13), and their
+//! intersection, used for narrowing (§2.9).
+//!
+//! This is the wire form: it can hold what a peer sent even when malformed (start > end,
+//! mixed families). Configured and negotiated selectors are the data plane's
+//! [`crate::ipsec::TrafficSelector`], which is well formed by construction;
+//! [`to_wire`] and [`from_wire`] convert.
 
 use alloc::vec::Vec;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -7,7 +13,7 @@ use super::be16;
 use crate::ikev2::IkeError;
 use crate::ikev2::consts::ts_type;
 
-/// One traffic selector: an address range, a port range and an IP protocol.
+/// One traffic selector on the wire: an address range, a port range and an IP protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TrafficSelector {
     /// IP protocol (0 = any).
@@ -147,6 +153,41 @@ impl TrafficSelector {
     pub fn covers(&self, other: &TrafficSelector) -> bool {
         self.intersect(other).as_ref() == Some(other)
     }
+}
+
+impl From<&crate::ipsec::TrafficSelector> for TrafficSelector {
+    /// The wire form of a configured or negotiated selector.
+    fn from(t: &crate::ipsec::TrafficSelector) -> TrafficSelector {
+        TrafficSelector {
+            ip_protocol: t.protocol,
+            start_port: t.ports.start(),
+            end_port: t.ports.end(),
+            start: t.addrs.start(),
+            end: t.addrs.end(),
+        }
+    }
+}
+
+impl TrafficSelector {
+    /// As the data plane's selector, if well formed ([`TrafficSelector::is_valid`]).
+    pub fn to_ipsec(&self) -> Option<crate::ipsec::TrafficSelector> {
+        use crate::ipsec::{AddrRange, PortRange};
+        Some(crate::ipsec::TrafficSelector {
+            addrs: AddrRange::new(self.start, self.end).ok()?,
+            protocol: self.ip_protocol,
+            ports: PortRange::new(self.start_port, self.end_port).ok()?,
+        })
+    }
+}
+
+/// The wire form of configured or negotiated selectors.
+pub fn to_wire(ts: &[crate::ipsec::TrafficSelector]) -> Vec<TrafficSelector> {
+    ts.iter().map(TrafficSelector::from).collect()
+}
+
+/// Selectors received (and checked) as the data plane's; `None` if any is malformed.
+pub fn from_wire(ts: &[TrafficSelector]) -> Option<Vec<crate::ipsec::TrafficSelector>> {
+    ts.iter().map(TrafficSelector::to_ipsec).collect()
 }
 
 /// Narrow `proposed` to what `allowed` permits (RFC 7296 §2.9): every non-empty

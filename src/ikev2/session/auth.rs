@@ -4,12 +4,15 @@ use alloc::vec::Vec;
 
 use super::{Ctx, IkeSa, Request, State, error_notify, find};
 use crate::Error;
-use crate::ikev2::child::{ChildSa, Mode};
-use crate::ikev2::codec::{AuthPayload, Identity, Notify, Payload, TrafficSelector, find_notify};
+use crate::ikev2::ChildMode;
+use crate::ikev2::codec::{
+    AuthPayload, Identity, Notify, Payload, TrafficSelector, find_notify, ts_from_wire, ts_to_wire,
+};
 use crate::ikev2::consts::{auth_method, exchange, notify};
 use crate::ikev2::keys::{child_keys, psk_auth};
-use crate::ikev2::proposal::{accept_esp, esp_offer, select_esp};
+use crate::ikev2::proposal::{accept_esp, esp_offer, esp_proposal, select_esp};
 use crate::ikev2::{FailReason, IkeEvent};
+use crate::ipsec::{self, ChildSa, Suite};
 
 impl IkeSa {
     /// Original initiator: send IKE_AUTH.
@@ -34,15 +37,15 @@ impl IkeSa {
             method: auth_method::SHARED_KEY_MIC,
             data: auth.to_vec(),
         }));
-        if cfg.mode == Mode::Transport {
+        if cfg.mode == ChildMode::Transport {
             p.push(Payload::Notify(Notify::new(
                 notify::USE_TRANSPORT_MODE,
                 Vec::new(),
             )));
         }
         p.push(Payload::Sa(esp_offer(&cfg.esp_proposals, spi_in)));
-        p.push(Payload::TsI(cfg.ts_local.clone()));
-        p.push(Payload::TsR(cfg.ts_remote.clone()));
+        p.push(Payload::TsI(ts_to_wire(&cfg.ts_local)));
+        p.push(Payload::TsR(ts_to_wire(&cfg.ts_remote)));
         self.send_request(ctx, exchange::IKE_AUTH, &p, Request::Auth { spi_in })
     }
 
@@ -97,33 +100,22 @@ impl IkeSa {
             });
         }
         let transport = find_notify(&payloads, notify::USE_TRANSPORT_MODE).is_some();
-        match self.accept_child(&payloads, &cfg.ts_local, &cfg.ts_remote) {
+        let offered_i = ts_to_wire(&cfg.ts_local);
+        let offered_r = ts_to_wire(&cfg.ts_remote);
+        let child = match self.accept_child(&payloads, &offered_i, &offered_r) {
             Ok((suite, spi_out, ts_i, ts_r)) => {
                 let (i2r, r2i) = child_keys(suite, self.sk_d.as_bytes(), None, &self.ni, &self.nr)?;
-                let child = ChildSa {
-                    suite,
-                    mode: if transport {
-                        Mode::Transport
-                    } else {
-                        Mode::Tunnel
-                    },
-                    spi_in,
-                    spi_out,
-                    keys_out: i2r,
-                    keys_in: r2i,
-                    ts_local: ts_i,
-                    ts_remote: ts_r,
-                    local: self.local,
-                    remote: self.remote,
-                    udp_encap: self.udp_encap,
-                    esn: false,
-                    lifetime: cfg.child_lifetime,
-                    initiated: true,
-                };
+                self.child_sa(suite, transport, spi_in, spi_out, r2i, i2r, ts_i, ts_r)
+            }
+            Err(n) => Err(n),
+        };
+        match child {
+            Ok(child) => {
                 self.children.push(child.clone());
                 ctx.event(IkeEvent::ChildSaEstablished {
                     id: self.id,
                     child: alloc::boxed::Box::new(child),
+                    initiated: true,
                 })
             }
             Err(n) => ctx.event(IkeEvent::ChildSaFailed {
@@ -142,10 +134,10 @@ impl IkeSa {
         offered_r: &[TrafficSelector],
     ) -> Result<
         (
-            crate::ikev2::EspSuite,
+            Suite,
             u32,
-            Vec<TrafficSelector>,
-            Vec<TrafficSelector>,
+            Vec<ipsec::TrafficSelector>,
+            Vec<ipsec::TrafficSelector>,
         ),
         u16,
     > {
@@ -169,7 +161,10 @@ impl IkeSa {
         if !Self::ts_within(tsi, offered_i) || !Self::ts_within(tsr, offered_r) {
             return Err(notify::TS_UNACCEPTABLE);
         }
-        Ok((suite, spi_out, tsi.clone(), tsr.clone()))
+        let (Some(ts_i), Some(ts_r)) = (ts_from_wire(tsi), ts_from_wire(tsr)) else {
+            return Err(notify::TS_UNACCEPTABLE);
+        };
+        Ok((suite, spi_out, ts_i, ts_r))
     }
 
     fn send_auth_failed(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Error> {
@@ -183,6 +178,7 @@ impl IkeSa {
     }
 
     fn established_event(&mut self, ctx: &mut Ctx<'_>, peer_id: Identity) -> Result<(), Error> {
+        self.peer_id = Some(peer_id.clone());
         ctx.event(IkeEvent::IkeSaEstablished {
             id: self.id,
             suite: self.suite,
@@ -243,6 +239,9 @@ impl IkeSa {
         }
         self.state = State::Established;
         self.established_event(ctx, idi.clone())?;
+        // RFC 7296 §2.4: the peer has no other IKE SA with us (it restarted); the actor
+        // forgets any it still holds for this identity.
+        self.initial_contact = find_notify(&payloads, notify::INITIAL_CONTACT).is_some();
 
         let our_auth = psk_auth(
             cfg.psk.as_bytes(),
@@ -276,6 +275,7 @@ impl IkeSa {
                 ctx.event(IkeEvent::ChildSaEstablished {
                     id: self.id,
                     child: alloc::boxed::Box::new(child),
+                    initiated: false,
                 })?;
             }
             Err(n) => {
@@ -317,19 +317,35 @@ impl IkeSa {
         };
         let choice = select_esp(sa, &self.cfg.esp_proposals).ok_or(notify::NO_PROPOSAL_CHOSEN)?;
         let bound = crate::ikev2::config::MAX_TS;
-        let ts_i = crate::ikev2::codec::narrow_ts(tsi, &self.cfg.ts_remote, bound);
-        let ts_r = crate::ikev2::codec::narrow_ts(tsr, &self.cfg.ts_local, bound);
+        let ts_i = crate::ikev2::codec::narrow_ts(tsi, &ts_to_wire(&self.cfg.ts_remote), bound);
+        let ts_r = crate::ikev2::codec::narrow_ts(tsr, &ts_to_wire(&self.cfg.ts_local), bound);
         if ts_i.is_empty() || ts_r.is_empty() {
             return Err(notify::TS_UNACCEPTABLE);
         }
-        let transport = self.cfg.mode == Mode::Transport
+        // Intersections with our well-formed selectors are well formed.
+        let (Some(local_ts), Some(remote_ts)) = (ts_from_wire(&ts_r), ts_from_wire(&ts_i)) else {
+            return Err(notify::TS_UNACCEPTABLE);
+        };
+        let transport = self.cfg.mode == ChildMode::Transport
             && find_notify(payloads, notify::USE_TRANSPORT_MODE).is_some();
         let spi_in = self.new_spi(ctx.rng);
         let (i2r, r2i) = child_keys(choice.suite, self.sk_d.as_bytes(), None, ni, nr)
             .map_err(|_| notify::NO_PROPOSAL_CHOSEN)?;
-        let mut out = alloc::vec![Payload::Sa(alloc::vec![
-            choice.suite.to_proposal(choice.num, spi_in)
-        ])];
+        let child = self.child_sa(
+            choice.suite,
+            transport,
+            spi_in,
+            choice.peer_spi,
+            i2r,
+            r2i,
+            local_ts,
+            remote_ts,
+        )?;
+        let mut out = alloc::vec![Payload::Sa(alloc::vec![esp_proposal(
+            choice.suite,
+            choice.num,
+            spi_in
+        )])];
         if let Some(n) = answer_nonce {
             out.push(Payload::Nonce(n.to_vec()));
         }
@@ -341,26 +357,6 @@ impl IkeSa {
                 Vec::new(),
             )));
         }
-        let child = ChildSa {
-            suite: choice.suite,
-            mode: if transport {
-                Mode::Transport
-            } else {
-                Mode::Tunnel
-            },
-            spi_in,
-            spi_out: choice.peer_spi,
-            keys_out: r2i,
-            keys_in: i2r,
-            ts_local: ts_r,
-            ts_remote: ts_i,
-            local: self.local,
-            remote: self.remote,
-            udp_encap: self.udp_encap,
-            esn: false,
-            lifetime: self.cfg.child_lifetime,
-            initiated: false,
-        };
         Ok((child, out))
     }
 }

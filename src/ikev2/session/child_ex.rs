@@ -6,8 +6,7 @@ use alloc::vec::Vec;
 use super::{Command, Ctx, IkeSa, MAX_CHILDREN, Request, State, error_notify, find, nonce};
 use crate::Error;
 use crate::ikev2::IkeEvent;
-use crate::ikev2::child::{ChildSa, Mode};
-use crate::ikev2::codec::{Delete, Notify, Payload};
+use crate::ikev2::codec::{Delete, Notify, Payload, ts_to_wire};
 use crate::ikev2::consts::{exchange, notify, protocol};
 use crate::ikev2::keys::child_keys;
 use crate::ikev2::proposal::esp_offer;
@@ -28,7 +27,7 @@ impl IkeSa {
         rekey.protocol = protocol::ESP;
         rekey.spi = old.spi_in.to_be_bytes().to_vec();
         let mut p = alloc::vec![Payload::Notify(rekey)];
-        if old.mode == Mode::Transport {
+        if old.mode.is_transport() {
             p.push(Payload::Notify(Notify::new(
                 notify::USE_TRANSPORT_MODE,
                 Vec::new(),
@@ -36,8 +35,8 @@ impl IkeSa {
         }
         p.push(Payload::Sa(esp_offer(&self.cfg.esp_proposals, spi_in)));
         p.push(Payload::Nonce(ni.clone()));
-        p.push(Payload::TsI(old.ts_local.clone()));
-        p.push(Payload::TsR(old.ts_remote.clone()));
+        p.push(Payload::TsI(ts_to_wire(&old.local_ts)));
+        p.push(Payload::TsR(ts_to_wire(&old.remote_ts)));
         self.send_request(
             ctx,
             exchange::CREATE_CHILD_SA,
@@ -79,39 +78,26 @@ impl IkeSa {
         let Some(nr) = nr.cloned() else {
             return fail(ctx, self.id, notify::INVALID_SYNTAX);
         };
+        let offered_i = ts_to_wire(&old.local_ts);
+        let offered_r = ts_to_wire(&old.remote_ts);
         let (suite, spi_out, ts_i, ts_r) =
-            match self.accept_child(&payloads, &old.ts_local, &old.ts_remote) {
+            match self.accept_child(&payloads, &offered_i, &offered_r) {
                 Ok(x) => x,
                 Err(n) => return fail(ctx, self.id, n),
             };
         let (i2r, r2i) = child_keys(suite, self.sk_d.as_bytes(), None, ni, &nr)?;
         let transport =
             crate::ikev2::codec::find_notify(&payloads, notify::USE_TRANSPORT_MODE).is_some();
-        let child = ChildSa {
-            suite,
-            mode: if transport {
-                Mode::Transport
-            } else {
-                Mode::Tunnel
-            },
-            spi_in,
-            spi_out,
-            keys_out: i2r,
-            keys_in: r2i,
-            ts_local: ts_i,
-            ts_remote: ts_r,
-            local: self.local,
-            remote: self.remote,
-            udp_encap: self.udp_encap,
-            esn: false,
-            lifetime: self.cfg.child_lifetime,
-            initiated: true,
+        let child = match self.child_sa(suite, transport, spi_in, spi_out, r2i, i2r, ts_i, ts_r) {
+            Ok(c) => c,
+            Err(n) => return fail(ctx, self.id, n),
         };
         self.children.push(child.clone());
         ctx.event(IkeEvent::ChildSaRekeyed {
             id: self.id,
             old_spi_in,
             child: alloc::boxed::Box::new(child),
+            initiated: true,
         })?;
         // §2.8: the initiator of the rekey deletes the old SA.
         self.queue
@@ -131,8 +117,14 @@ impl IkeSa {
             _ => false,
         });
         if ike_rekey {
-            // Rekeying the IKE SA is not supported.
-            return refuse(notify::NO_PROPOSAL_CHOSEN);
+            return self.ike_rekey_request(ctx, &payloads);
+        }
+        if matches!(
+            self.pending.as_ref().map(|p| &p.request),
+            Some(Request::RekeyIke { .. })
+        ) {
+            // Our IKE SA rekey is under way; the Child SA must wait for the new IKE SA.
+            return refuse(notify::TEMPORARY_FAILURE);
         }
         let rekey = payloads.iter().find_map(|p| match p {
             Payload::Notify(n) if n.ty == notify::REKEY_SA && n.protocol == protocol::ESP => {
@@ -179,6 +171,7 @@ impl IkeSa {
                     id: self.id,
                     old_spi_in: old.spi_in,
                     child: alloc::boxed::Box::new(child),
+                    initiated: false,
                 })?;
                 Ok(reply)
             }
@@ -221,6 +214,12 @@ impl IkeSa {
                 }
                 _ => {}
             }
+        }
+        if ike_deleted && matches!(self.state, State::Rekeyed { .. }) {
+            // The peer retires the IKE SA it rekeyed; the Child SAs moved on.
+            self.state = State::Dead;
+            self.pending = None;
+            return Ok(Vec::new());
         }
         if ike_deleted {
             self.state = State::Dead;

@@ -8,6 +8,7 @@
 
 mod auth;
 mod child_ex;
+mod ike_rekey;
 
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
@@ -17,14 +18,17 @@ use core::time::Duration;
 
 use rand_core::CryptoRng;
 
-use super::child::ChildSa;
-use super::codec::{Flags, Header, NON_ESP_MARKER, Notify, Payload, TrafficSelector, decode_chain};
+use super::codec::{
+    Flags, Header, Identity, NON_ESP_MARKER, Notify, Payload, TrafficSelector, decode_chain,
+};
 use super::config::{IkeConfig, Retransmit};
 use super::consts::{exchange, notify};
-use super::keys::{IkeKeys, SecretBytes};
+use super::keys::{IkeDissectionKeys, IkeKeys, SecretBytes};
 use super::proposal::IkeSuite;
 use super::sk::SkCipher;
 use super::{FailReason, IkeError, IkeEvent, IkeSaId};
+use crate::crypto::dh::KeyPair;
+use crate::ipsec::{self, ChildSa, SaKeys, Suite, UdpEncap};
 use crate::{Error, Instant, Outbox, Output, Transmit};
 
 /// Child SAs one IKE SA holds at once: the current one and the one it is replacing.
@@ -35,6 +39,11 @@ pub(crate) struct Ctx<'a> {
     pub now: Instant,
     pub out: &'a mut Outbox,
     pub rng: &'a mut dyn CryptoRng,
+    /// Whether an IKE SPI of ours is already used by another IKE SA of the actor (a new
+    /// one for a rekeyed IKE SA must not be).
+    pub spi_taken: &'a dyn Fn(&[u8; 8]) -> bool,
+    /// Whether the actor can hold one more retiring IKE SA (the old one of a rekey).
+    pub room_to_rekey: bool,
 }
 
 impl Ctx<'_> {
@@ -117,6 +126,16 @@ pub(crate) enum Request {
     DeleteIke,
     /// Empty INFORMATIONAL.
     Liveness,
+    /// CREATE_CHILD_SA rekeying the IKE SA (§1.3.2): our new SPI, nonce and KE key pair.
+    RekeyIke {
+        spi: [u8; 8],
+        ni: Vec<u8>,
+        kp: KeyPair,
+        rounds: u8,
+    },
+    /// INFORMATIONAL deleting this IKE SA after we rekeyed it: its Child SAs live on in
+    /// the new one, so nothing is reported.
+    DeleteRekeyed,
 }
 
 struct Pending {
@@ -134,6 +153,7 @@ pub(crate) enum Command {
     DeleteChild(Option<u32>),
     DeleteIke,
     Liveness,
+    RekeyIke,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,6 +163,12 @@ pub(crate) enum State {
     Established,
     /// Failed at the responder; kept only to replay the last response until `until`.
     Closing {
+        until: Instant,
+    },
+    /// Replaced by a rekeyed IKE SA (its successor holds the Child SAs); kept until the
+    /// Delete of this SA is answered (we rekeyed) or received (the peer did), at most
+    /// until `until`. Nothing it does is reported any more.
+    Rekeyed {
         until: Instant,
     },
     Dead,
@@ -196,12 +222,34 @@ pub(crate) struct IkeSa {
     peer_next_id: u32,
     last_response: Option<(u32, Vec<u8>)>,
     pub children: Vec<ChildSa>,
+    /// Kept only with `keep_keys_for_dissection`.
+    dissection: Option<IkeDissectionKeys>,
+    /// The IKE SA that replaced this one in a rekey, until the actor takes it.
+    successor: Option<alloc::boxed::Box<IkeSa>>,
+    /// The peer's authenticated identity, once established.
+    peer_id: Option<Identity>,
+    /// The peer's IKE_AUTH carried INITIAL_CONTACT, until the actor acts on it.
+    initial_contact: bool,
 }
 
 impl IkeSa {
     pub(crate) fn new(n: NewSa) -> Result<IkeSa, IkeError> {
         let sk = SkCipher::new(&n.suite, &n.keys, n.initiator)?;
+        let dissection = n.cfg.keep_keys_for_dissection.then(|| IkeDissectionKeys {
+            spi_i: n.id.spi_i,
+            spi_r: n.id.spi_r,
+            encr: n.suite.encr,
+            integ: n.suite.integ,
+            sk_ei: n.keys.sk_ei.clone(),
+            sk_er: n.keys.sk_er.clone(),
+            sk_ai: n.keys.sk_ai.clone(),
+            sk_ar: n.keys.sk_ar.clone(),
+        });
         Ok(IkeSa {
+            dissection,
+            successor: None,
+            peer_id: None,
+            initial_contact: false,
             id: n.id,
             initiator: n.initiator,
             state: State::Authenticating,
@@ -241,6 +289,54 @@ impl IkeSa {
 
     pub(crate) fn is_established(&self) -> bool {
         self.state == State::Established
+    }
+
+    /// Replaced by a rekey and waiting to be deleted.
+    pub(crate) fn is_retiring(&self) -> bool {
+        matches!(self.state, State::Rekeyed { .. })
+    }
+
+    /// Our SPI of this IKE SA (the actor's key for it).
+    pub(crate) fn our_spi(&self) -> [u8; 8] {
+        if self.initiator {
+            self.id.spi_i
+        } else {
+            self.id.spi_r
+        }
+    }
+
+    /// The IKE SA that replaced this one in a rekey (taken once). The actor keeps both:
+    /// this one until it is deleted, the successor from now on.
+    pub(crate) fn take_successor(&mut self) -> Option<alloc::boxed::Box<IkeSa>> {
+        self.successor.take()
+    }
+
+    /// The peer's authenticated identity (once established).
+    pub(crate) fn peer_id(&self) -> Option<&Identity> {
+        self.peer_id.as_ref()
+    }
+
+    /// If the peer's IKE_AUTH carried INITIAL_CONTACT (taken once): its identity, whose
+    /// other IKE SAs the actor should forget (RFC 7296 §2.4).
+    pub(crate) fn take_initial_contact(&mut self) -> Option<Identity> {
+        if core::mem::take(&mut self.initial_contact) {
+            self.peer_id.clone()
+        } else {
+            None
+        }
+    }
+
+    /// The peer announced, by INITIAL_CONTACT on a new IKE SA, that it has no state for
+    /// this one (it restarted): drop it and its Child SAs, as if the peer had deleted it.
+    pub(crate) fn forget(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Error> {
+        self.state = State::Dead;
+        self.pending = None;
+        self.queue.clear();
+        self.drop_children(ctx)?;
+        ctx.event(IkeEvent::IkeSaDeleted {
+            id: self.id,
+            by_peer: true,
+        })
     }
 
     /// The IKE_SA_INIT request this SA was created from (responder: for retransmissions).
@@ -310,6 +406,13 @@ impl IkeSa {
             }
             return Ok(());
         }
+        if let State::Rekeyed { until } = self.state
+            && ctx.now >= until
+        {
+            self.state = State::Dead;
+            self.pending = None;
+            return Ok(());
+        }
         let policy = self.cfg.retransmit;
         let Some(p) = self.pending.as_mut() else {
             return Ok(());
@@ -328,15 +431,23 @@ impl IkeSa {
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let retrans = self.pending.as_ref().map(|p| p.retrans.next_at());
         match self.state {
             State::Closing { until } => Some(until),
+            State::Rekeyed { until } => Some(retrans.map_or(until, |t| t.min(until))),
             State::Dead => None,
-            _ => self.pending.as_ref().map(|p| p.retrans.next_at()),
+            _ => retrans,
         }
     }
 
     /// The SA is gone: report its Child SAs deleted and the failure.
     pub(crate) fn fail(&mut self, ctx: &mut Ctx<'_>, reason: FailReason) -> Result<(), Error> {
+        if let State::Rekeyed { .. } = self.state {
+            // Its successor carries on; this one just goes.
+            self.state = State::Dead;
+            self.pending = None;
+            return Ok(());
+        }
         let was_established = self.state == State::Established;
         self.state = State::Dead;
         self.pending = None;
@@ -527,12 +638,15 @@ impl IkeSa {
             (exchange::IKE_AUTH, State::Authenticating) if !self.initiator => {
                 self.auth_request(ctx, payloads)
             }
-            (exchange::INFORMATIONAL, State::Established) => {
+            (exchange::INFORMATIONAL, State::Established | State::Rekeyed { .. }) => {
                 self.informational_request(ctx, payloads)
             }
             (exchange::CREATE_CHILD_SA, State::Established) => {
                 self.create_child_request(ctx, payloads)
             }
+            (exchange::CREATE_CHILD_SA, State::Rekeyed { .. }) => Ok(alloc::vec![Payload::Notify(
+                Notify::new(notify::TEMPORARY_FAILURE, Vec::new())
+            )]),
             _ => Ok(alloc::vec![Payload::Notify(Notify::new(
                 notify::INVALID_SYNTAX,
                 Vec::new()
@@ -574,6 +688,16 @@ impl IkeSa {
                 })
             }
             Request::Liveness => ctx.event(IkeEvent::LivenessConfirmed { id: self.id }),
+            Request::RekeyIke {
+                spi,
+                ni,
+                kp,
+                rounds,
+            } => self.ike_rekey_response(ctx, payloads, spi, &ni, kp, rounds),
+            Request::DeleteRekeyed => {
+                self.state = State::Dead;
+                Ok(())
+            }
         }
     }
 
@@ -650,12 +774,55 @@ impl IkeSa {
             Command::Liveness => {
                 self.send_request(ctx, exchange::INFORMATIONAL, &[], Request::Liveness)
             }
+            Command::RekeyIke => self.start_ike_rekey(ctx),
         }
     }
 
     /// The newest Child SA.
     pub(crate) fn current_child(&self) -> Option<&ChildSa> {
         self.children.last()
+    }
+
+    /// The exported IKE keys, if the configuration keeps them.
+    pub(crate) fn dissection_keys(&self) -> Option<&IkeDissectionKeys> {
+        self.dissection.as_ref()
+    }
+
+    /// The data plane's hand-over value for a Child SA negotiated on this IKE SA: the ESP
+    /// endpoints are the IKE endpoints (tunnel addresses; with UDP encapsulation, the
+    /// addresses and ports IKE uses on the NAT-T port), lifetimes from the configuration.
+    /// Checked with [`ChildSa::validate`]; an SA the data plane would refuse is reported as
+    /// the notify `NO_PROPOSAL_CHOSEN`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn child_sa(
+        &self,
+        suite: Suite,
+        transport: bool,
+        spi_in: u32,
+        spi_out: u32,
+        keys_in: SaKeys,
+        keys_out: SaKeys,
+        ts_local: Vec<ipsec::TrafficSelector>,
+        ts_remote: Vec<ipsec::TrafficSelector>,
+    ) -> Result<ChildSa, u16> {
+        let mode = if transport {
+            ipsec::Mode::Transport
+        } else {
+            ipsec::Mode::Tunnel {
+                local: self.local.ip(),
+                remote: self.remote.ip(),
+            }
+        };
+        let mut sa = ChildSa::new(
+            spi_in, spi_out, suite, keys_in, keys_out, mode, ts_local, ts_remote,
+        );
+        sa.encap = self.udp_encap.then_some(UdpEncap {
+            local: self.local,
+            remote: self.remote,
+        });
+        sa.lifetime = self.cfg.child_lifetime;
+        sa.validate().map_err(|_| notify::NO_PROPOSAL_CHOSEN)?;
+        Ok(sa)
     }
 
     /// A fresh inbound SPI: random, above the IANA-reserved 1-255, unused here.

@@ -1,0 +1,293 @@
+//! Rekeying the IKE SA (RFC 7296 §1.3.2, §2.18) with CREATE_CHILD_SA.
+//!
+//! ```text
+//! rekey initiator                                   rekey responder
+//! HDR(old SA), SK {SA(new SPIi), Ni, KEi}  -->
+//!                                          <--  HDR(old SA), SK {SA(new SPIr), Nr, KEr}
+//! ```
+//!
+//! Both ends then derive the new IKE SA: `SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr)`
+//! and its keys with the new SPIs; the initiator of the rekey is the initiator of the new
+//! SA, whose message IDs start at 0. The Child SAs move to the new SA unchanged. The rekey
+//! initiator then deletes the old SA with an INFORMATIONAL on it; its Child SAs are not
+//! affected. A rekey request that arrives while one of our requests is outstanding is
+//! answered TEMPORARY_FAILURE (no §2.8.1 collision handling); a KE in a group other than
+//! the chosen one is answered INVALID_KE_PAYLOAD, and our own rekey follows such an
+//! answer once.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+
+use super::{Ctx, IkeSa, NewSa, Request, State, find, nonce};
+use crate::Error;
+use crate::crypto::dh::{Group, KeyPair, SharedSecret};
+use crate::ikev2::codec::{Delete, KePayload, Notify, Payload, find_notify};
+use crate::ikev2::consts::{exchange, notify, protocol};
+use crate::ikev2::keys::{IkeKeys, skeyseed_rekey};
+use crate::ikev2::proposal::{IkeSuite, accept_ike_rekey, ike_rekey_offer, select_ike_rekey};
+use crate::ikev2::{IkeEvent, IkeSaId};
+
+/// INVALID_KE_PAYLOAD rounds tolerated in one IKE SA rekey.
+const MAX_REKEY_ROUNDS: u8 = 2;
+
+impl IkeSa {
+    /// A fresh IKE SPI of ours for a rekeyed SA: non-zero, not this SA's, not another of
+    /// the actor's.
+    fn new_ike_spi(&self, ctx: &mut Ctx<'_>) -> [u8; 8] {
+        loop {
+            let mut spi = [0u8; 8];
+            ctx.rng.fill_bytes(&mut spi);
+            if spi != [0; 8]
+                && spi != self.id.spi_i
+                && spi != self.id.spi_r
+                && !(ctx.spi_taken)(&spi)
+            {
+                return spi;
+            }
+        }
+    }
+
+    /// Exchange initiator: propose a new IKE SA with every configured proposal, KE in our
+    /// most preferred group (as in IKE_SA_INIT; an INVALID_KE_PAYLOAD answer names the
+    /// peer's choice and we follow it once).
+    pub(super) fn start_ike_rekey(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Error> {
+        if !ctx.room_to_rekey {
+            return self.ike_rekey_failed(ctx, notify::TEMPORARY_FAILURE);
+        }
+        let spi = self.new_ike_spi(ctx);
+        let ni = nonce(ctx.rng);
+        let group = self
+            .cfg
+            .ike_proposals
+            .first()
+            .and_then(|p| p.groups.first().copied())
+            .unwrap_or(self.suite.group);
+        let kp = KeyPair::generate(group, ctx.rng);
+        self.send_ike_rekey(ctx, spi, ni, kp, 0)
+    }
+
+    fn send_ike_rekey(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        spi: [u8; 8],
+        ni: Vec<u8>,
+        kp: KeyPair,
+        rounds: u8,
+    ) -> Result<(), Error> {
+        let payloads = [
+            Payload::Sa(ike_rekey_offer(&self.cfg.ike_proposals, spi)),
+            Payload::Nonce(ni.clone()),
+            Payload::Ke(KePayload {
+                group: kp.group().id(),
+                data: kp.public().to_vec(),
+            }),
+        ];
+        let request = Request::RekeyIke {
+            spi,
+            ni,
+            kp,
+            rounds,
+        };
+        self.send_request(ctx, exchange::CREATE_CHILD_SA, &payloads, request)
+    }
+
+    /// Exchange initiator: the answer to our IKE SA rekey.
+    pub(super) fn ike_rekey_response(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        payloads: Vec<Payload>,
+        spi: [u8; 8],
+        ni: &[u8],
+        kp: KeyPair,
+        rounds: u8,
+    ) -> Result<(), Error> {
+        if let Some(n) = find_notify(&payloads, notify::INVALID_KE_PAYLOAD) {
+            let wanted = <[u8; 2]>::try_from(n.data.as_slice())
+                .ok()
+                .map(u16::from_be_bytes)
+                .and_then(Group::from_id)
+                .filter(|g| self.cfg.ike_proposals.iter().any(|p| p.groups.contains(g)));
+            return match wanted {
+                Some(g) if g != kp.group() && rounds < MAX_REKEY_ROUNDS => {
+                    let kp = KeyPair::generate(g, ctx.rng);
+                    self.send_ike_rekey(ctx, spi, ni.to_vec(), kp, rounds + 1)
+                }
+                _ => self.ike_rekey_failed(ctx, notify::INVALID_KE_PAYLOAD),
+            };
+        }
+        if let Some(n) = super::error_notify(&payloads) {
+            return self.ike_rekey_failed(ctx, n);
+        }
+        let sa = find(&payloads, |p| match p {
+            Payload::Sa(s) => Some(s),
+            _ => None,
+        });
+        let ke = find(&payloads, |p| match p {
+            Payload::Ke(k) => Some(k),
+            _ => None,
+        });
+        let nr = find(&payloads, |p| match p {
+            Payload::Nonce(n) => Some(n),
+            _ => None,
+        });
+        let (Some(sa), Some(ke), Some(nr)) = (sa, ke, nr) else {
+            return self.ike_rekey_failed(ctx, notify::INVALID_SYNTAX);
+        };
+        let Some((suite, peer_spi)) = accept_ike_rekey(sa, &self.cfg.ike_proposals) else {
+            return self.ike_rekey_failed(ctx, notify::NO_PROPOSAL_CHOSEN);
+        };
+        let group = kp.group();
+        if suite.group != group || ke.group != group.id() || peer_spi == spi {
+            return self.ike_rekey_failed(ctx, notify::INVALID_SYNTAX);
+        }
+        let Ok(shared) = kp.agree(&ke.data) else {
+            return self.ike_rekey_failed(ctx, notify::INVALID_SYNTAX);
+        };
+        let id = IkeSaId {
+            spi_i: spi,
+            spi_r: peer_spi,
+        };
+        let nr = nr.clone();
+        self.hand_over(ctx, suite, id, true, &shared, ni, &nr)?;
+        // §1.3.2: the rekey initiator deletes the old IKE SA.
+        let d = Delete {
+            protocol: protocol::IKE,
+            spi_size: 0,
+            spis: Vec::new(),
+        };
+        self.send_request(
+            ctx,
+            exchange::INFORMATIONAL,
+            &[Payload::Delete(d)],
+            Request::DeleteRekeyed,
+        )
+    }
+
+    fn ike_rekey_failed(&mut self, ctx: &mut Ctx<'_>, notify: u16) -> Result<(), Error> {
+        ctx.event(IkeEvent::IkeSaRekeyFailed {
+            id: self.id,
+            notify,
+        })
+    }
+
+    /// Exchange responder: a CREATE_CHILD_SA whose SA payload proposes a new IKE SA.
+    pub(super) fn ike_rekey_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        payloads: &[Payload],
+    ) -> Result<Vec<Payload>, Error> {
+        let refuse = |ty: u16| Ok(alloc::vec![Payload::Notify(Notify::new(ty, Vec::new()))]);
+        if self.pending.is_some() || !ctx.room_to_rekey {
+            // One exchange at a time around a rekey (no §2.8.1 collision handling), and
+            // a bounded number of old IKE SAs waiting to be deleted.
+            return refuse(notify::TEMPORARY_FAILURE);
+        }
+        let sa = find(payloads, |p| match p {
+            Payload::Sa(s) => Some(s),
+            _ => None,
+        });
+        let ke = find(payloads, |p| match p {
+            Payload::Ke(k) => Some(k),
+            _ => None,
+        });
+        let ni = find(payloads, |p| match p {
+            Payload::Nonce(n) => Some(n),
+            _ => None,
+        });
+        let (Some(sa), Some(ke), Some(ni)) = (sa, ke, ni) else {
+            return refuse(notify::INVALID_SYNTAX);
+        };
+        let Some((choice, peer_spi)) =
+            select_ike_rekey(sa, &self.cfg.ike_proposals, Some(ke.group))
+        else {
+            return refuse(notify::NO_PROPOSAL_CHOSEN);
+        };
+        let group = choice.suite.group;
+        if ke.group != group.id() {
+            let n = Notify::new(
+                notify::INVALID_KE_PAYLOAD,
+                group.id().to_be_bytes().to_vec(),
+            );
+            return Ok(alloc::vec![Payload::Notify(n)]);
+        }
+        let kp = KeyPair::generate(group, ctx.rng);
+        let our_public = kp.public().to_vec();
+        let Ok(shared) = kp.agree(&ke.data) else {
+            return refuse(notify::INVALID_SYNTAX);
+        };
+        let our_spi = self.new_ike_spi(ctx);
+        if peer_spi == our_spi {
+            return refuse(notify::INVALID_SYNTAX);
+        }
+        let nr = nonce(ctx.rng);
+        let id = IkeSaId {
+            spi_i: peer_spi,
+            spi_r: our_spi,
+        };
+        let ni = ni.clone();
+        self.hand_over(ctx, choice.suite, id, false, &shared, &ni, &nr)?;
+        Ok(alloc::vec![
+            Payload::Sa(alloc::vec![
+                choice.suite.to_rekey_proposal(choice.num, our_spi)
+            ]),
+            Payload::Nonce(nr),
+            Payload::Ke(KePayload {
+                group: group.id(),
+                data: our_public,
+            }),
+        ])
+    }
+
+    /// Derive the new IKE SA, move the Child SAs and queued commands into it, and retire
+    /// this one.
+    #[allow(clippy::too_many_arguments)]
+    fn hand_over(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        suite: IkeSuite,
+        id: IkeSaId,
+        initiated: bool,
+        shared: &SharedSecret,
+        ni: &[u8],
+        nr: &[u8],
+    ) -> Result<(), Error> {
+        let seed = skeyseed_rekey(self.sk_d.as_bytes(), shared.as_bytes(), ni, nr);
+        let keys = IkeKeys::derive(&suite, seed.as_bytes(), ni, nr, &id.spi_i, &id.spi_r)?;
+        let mut new = IkeSa::new(NewSa {
+            cfg: self.cfg.clone(),
+            id,
+            initiator: initiated,
+            suite,
+            keys,
+            ni: ni.to_vec(),
+            nr: nr.to_vec(),
+            // Only IKE_AUTH signs these; a rekeyed SA never runs IKE_AUTH.
+            init_request: Vec::new(),
+            init_response: Vec::new(),
+            local: self.local,
+            remote: self.remote,
+            nat_t: self.nat_t,
+            udp_encap: self.udp_encap,
+            now: ctx.now,
+            linger: self.linger,
+        })
+        .map_err(Error::from)?;
+        new.state = State::Established;
+        // §2.18: the new IKE SA starts its message IDs at 0 in both directions.
+        new.next_msg_id = 0;
+        new.peer_next_id = 0;
+        new.children = core::mem::take(&mut self.children);
+        new.peer_id = self.peer_id.clone();
+        new.queue = core::mem::take(&mut self.queue);
+        let old = self.id;
+        self.state = State::Rekeyed {
+            until: ctx.now + self.cfg.retransmit.span(),
+        };
+        self.successor = Some(Box::new(new));
+        ctx.event(IkeEvent::IkeSaRekeyed {
+            old,
+            new: id,
+            initiated,
+        })
+    }
+}
