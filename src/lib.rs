@@ -70,6 +70,7 @@ pub mod ikev2;
 pub mod io;
 pub mod ipsec;
 pub mod offload;
+pub mod ratelimit;
 pub mod rendezvous;
 #[cfg(feature = "sim")]
 pub mod sim;

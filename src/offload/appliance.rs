@@ -13,10 +13,10 @@ use super::messages::{
     Close, CryptoAccept, CryptoSolicitation, Decoded, Designation, Message, PlainData, ProxyAccept,
     ProxyRequest, Refusal, SealedData,
 };
-use super::ratelimit::{Limiter, RateLimit};
 use super::{Initiator, OffloadError, Peer, RefusalReason, check_name, check_payload};
 use crate::crypto::aead::{AeadAlg, AeadKey, NONCE_LEN};
 use crate::io::{Actor, Input, Outbox, Output, Transmit};
+use crate::ratelimit::{RateLimit, SourceLimiter};
 use crate::wire::Limits;
 use crate::{Error, Instant, Rng};
 
@@ -224,14 +224,8 @@ impl ApplianceConfig {
             link_key: None,
             link: LinkTiming::default(),
             first_seq: 1,
-            per_source: RateLimit {
-                burst: 2,
-                per_second: 1,
-            },
-            global: RateLimit {
-                burst: 8,
-                per_second: 4,
-            },
+            per_source: RateLimit::per_second(2, 1),
+            global: RateLimit::per_second(8, 4),
             max_sources: 32,
             direct_keys: Vec::new(),
             max_sessions: 8,
@@ -319,7 +313,7 @@ pub struct Appliance {
     rng: Rng,
     outbox: Outbox,
     link: Link<Tag>,
-    limiter: Limiter,
+    limiter: SourceLimiter,
     sessions: BTreeMap<u64, Peer>,
     pending: BTreeMap<u64, PendingOpen>,
     direct_windows: BTreeMap<u32, ReplayWindow>,
@@ -354,7 +348,8 @@ impl Appliance {
             cfg.first_seq,
             rng.next_u64(),
         );
-        let limiter = Limiter::new(cfg.per_source, cfg.global, cfg.max_sources);
+        let limiter = SourceLimiter::new(cfg.per_source, cfg.max_sources, cfg.global)
+            .with_aggregate(cfg.global);
         Appliance {
             cfg,
             rng,
@@ -652,7 +647,7 @@ impl Appliance {
         .encode()?;
         let answer = if accept.len() > len {
             Solicited::TooSmall
-        } else if !self.limiter.allow(now, from.ip()) {
+        } else if !self.limiter.allow(from.ip(), now) {
             Solicited::RateLimited
         } else {
             self.transmit(from, accept)?;
@@ -715,7 +710,7 @@ impl Appliance {
             }
         };
         let answer = match bytes {
-            Some(bytes) if self.limiter.allow(now, from.ip()) => {
+            Some(bytes) if self.limiter.allow(from.ip(), now) => {
                 self.transmit(from, bytes)?;
                 answer
             }

@@ -37,7 +37,6 @@ mod appliance;
 mod link;
 pub mod messages;
 mod proxy;
-mod ratelimit;
 mod remote;
 
 use alloc::string::String;
@@ -46,10 +45,10 @@ use core::fmt;
 use core::net::SocketAddr;
 use core::time::Duration;
 
+pub use crate::ratelimit::RateLimit;
 pub use appliance::{Appliance, ApplianceConfig, ApplianceEvent, DirectKey, Solicited};
 pub use link::{LinkKey, LinkTiming};
 pub use proxy::{AccessPolicy, CryptoProxy, ProxyConfig, ProxyEvent, ServedAppliance};
-pub use ratelimit::RateLimit;
 pub use remote::{AppliancePolicy, Discovery, RemoteEvent, RemoteNode, RemoteNodeConfig, Target};
 
 use crate::channel::{ChannelError, PeerIdentity};

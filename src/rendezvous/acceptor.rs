@@ -8,6 +8,7 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 use core::time::Duration;
 
+use super::backoff::{Backoff, BackoffConfig};
 use super::keys::{
     Password, RegistrationKey, SessionKeys, Share, TranscriptInput, sign_transcript,
 };
@@ -17,7 +18,6 @@ use super::messages::{
     SealedPassword,
 };
 use super::peer::{Endpoints, PeerConfig, PeerSession, Side};
-use super::ratelimit::{Backoff, BackoffConfig};
 use super::stream::StreamConn;
 use super::{DeviceId, PeerFailure, RefusalReason, RendezvousError, RendezvousEvent};
 use crate::channel::{ClientAuthMode, ClientConfig, Connection};

@@ -34,13 +34,13 @@
 //! Design and security reasoning: `docs/rendezvous.md`. Message layouts: `docs/wire.md`.
 
 mod acceptor;
+mod backoff;
 mod directory;
 mod issuer;
 mod keys;
 mod link;
 pub mod messages;
 mod peer;
-mod ratelimit;
 #[cfg(feature = "sim")]
 pub mod scenario;
 mod server;
@@ -51,12 +51,13 @@ use core::fmt;
 use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
 
+pub use crate::ratelimit::RateLimit;
 pub use acceptor::{Acceptor, AcceptorConfig, AcceptorStats};
+pub use backoff::BackoffConfig;
 pub use directory::{Directory, DirectoryEntry, DirectoryFull, MemoryDirectory, Registered};
 pub use issuer::{Issuer, IssuerConfig};
 pub use keys::{DerivedRegistrationKeys, Password, RegistrationKey, RegistrationKeys};
 pub use peer::PeerConfig;
-pub use ratelimit::{BackoffConfig, RateConfig};
 pub use server::{RefusalCounters, RendezvousServer, ServerConfig, ServerStats};
 
 use crate::channel::ChannelError;

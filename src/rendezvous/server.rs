@@ -15,11 +15,11 @@ use super::messages::{
     Notice, OUTCOME, Offer, Outcome, PROBE, PROCEED, Probe, ProbeAck, REFUSED, REGISTER,
     REGISTRATION_MAC_LEN, Refused, Register, RegisterAck, SEALED_PASSWORD, SYNC, SealedPassword,
 };
-use super::ratelimit::{RateConfig, SourceLimiter};
 use super::stream::StreamConn;
 use super::{DeviceId, RefusalReason, RegistrationRefusal, RendezvousError, RendezvousEvent};
 use crate::channel::{ClientCertPolicy, Connection};
 use crate::io::{Actor, Input, Outbox, Output, StreamId, Transmit};
+use crate::ratelimit::{RateLimit, SourceLimiter};
 use crate::wire::{Limits, Message};
 use crate::{Error, Instant, Rng, UnixTime};
 
@@ -49,11 +49,11 @@ pub struct ServerConfig {
     pub max_clock_skew: Duration,
     /// Refused datagrams per source IP (registrations and probes that fail any check);
     /// a source over it is dropped unread. Authentic registrations cost nothing.
-    pub datagram_rate: RateConfig,
+    pub datagram_rate: RateLimit,
     /// Connection requests per issuer IP.
-    pub request_rate: RateConfig,
+    pub request_rate: RateLimit,
     /// The shared bucket for sources that find the rate table full.
-    pub overflow_rate: RateConfig,
+    pub overflow_rate: RateLimit,
     /// Source IPs with their own bucket, per table (datagram failures, requests).
     pub max_sources: usize,
     /// Open streams.
@@ -113,9 +113,9 @@ impl ServerConfig {
             time_anchor,
             registration_lifetime: Duration::from_secs(90),
             max_clock_skew: Duration::from_secs(60),
-            datagram_rate: RateConfig::new(8, Duration::from_secs(2)),
-            request_rate: RateConfig::new(10, Duration::from_secs(6)),
-            overflow_rate: RateConfig::new(64, Duration::from_millis(10)),
+            datagram_rate: RateLimit::new(8, Duration::from_secs(2)),
+            request_rate: RateLimit::new(10, Duration::from_secs(6)),
+            overflow_rate: RateLimit::new(64, Duration::from_millis(10)),
             max_sources: 65_536,
             max_streams: 4096,
             max_requests: 4096,
@@ -1303,7 +1303,7 @@ mod tests {
 
     #[test]
     fn requests_per_issuer_are_rate_limited() {
-        let mut h = Harness::new(|c| c.request_rate = RateConfig::new(2, Duration::from_secs(60)));
+        let mut h = Harness::new(|c| c.request_rate = RateLimit::new(2, Duration::from_secs(60)));
         let mut answers = Vec::new();
         for n in 1..=3u64 {
             let (id, mut conn) = h.issuer(n, "4.17.168.2:7000");

@@ -1,5 +1,9 @@
-//! Rate limits: per-source token buckets in a bounded table (server), and growing
-//! back-off after wrong passwords (acceptor).
+//! Rate limits shared by every actor that answers or serves the open network: token buckets
+//! per source address in a bounded table, optionally under one aggregate bucket.
+//!
+//! Seed 000's appliance limits how often it answers the open network (S22, S42) per source
+//! and in total; seed 002's rendezvous server limits registrations and connection requests
+//! per source.
 
 use alloc::collections::BTreeMap;
 use core::net::IpAddr;
@@ -10,17 +14,25 @@ use crate::Instant;
 
 /// A token bucket: `burst` tokens, one more every `per_token`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RateConfig {
+pub struct RateLimit {
     /// Most requests accepted back to back.
     pub burst: u32,
     /// Time to earn one more token.
     pub per_token: Duration,
 }
 
-impl RateConfig {
+impl RateLimit {
     /// `burst` at once, then one every `per_token`.
     pub const fn new(burst: u32, per_token: Duration) -> Self {
-        RateConfig { burst, per_token }
+        RateLimit { burst, per_token }
+    }
+
+    /// `burst` at once, then `per_second` a second (at least one).
+    pub fn per_second(burst: u32, per_second: u32) -> Self {
+        RateLimit {
+            burst,
+            per_token: Duration::from_secs(1) / per_second.max(1),
+        }
     }
 }
 
@@ -34,7 +46,7 @@ struct Gcra {
 }
 
 impl Gcra {
-    fn allow(&mut self, cfg: &RateConfig, now: Instant) -> bool {
+    fn allow(&mut self, cfg: &RateLimit, now: Instant) -> bool {
         if !self.would_allow(cfg, now) {
             return false;
         }
@@ -42,7 +54,7 @@ impl Gcra {
         true
     }
 
-    fn would_allow(&self, cfg: &RateConfig, now: Instant) -> bool {
+    fn would_allow(&self, cfg: &RateLimit, now: Instant) -> bool {
         let tolerance = cfg.per_token.saturating_mul(cfg.burst.max(1));
         self.tat <= now + tolerance - cfg.per_token
     }
@@ -67,21 +79,27 @@ impl Gcra {
 ///
 /// When the table is full, idle (full) buckets are reclaimed a few at a time. Only idle
 /// buckets are ever dropped, so nobody can reset a busy bucket by pushing it out.
+///
+/// With [`SourceLimiter::with_aggregate`], [`SourceLimiter::allow`] also needs a token from
+/// one bucket shared by all sources, so cycling through source addresses does not raise the
+/// total rate.
 #[derive(Debug)]
 pub(crate) struct SourceLimiter {
-    cfg: RateConfig,
+    cfg: RateLimit,
     table: BTreeMap<IpAddr, Gcra>,
     capacity: usize,
     overflow: Gcra,
-    overflow_cfg: RateConfig,
+    overflow_cfg: RateLimit,
     cursor: Option<IpAddr>,
+    /// One bucket every source shares, if configured.
+    aggregate: Option<(RateLimit, Gcra)>,
 }
 
 impl SourceLimiter {
     /// Buckets examined per reclamation pass.
     const SWEEP: usize = 16;
 
-    pub(crate) fn new(cfg: RateConfig, capacity: usize, overflow_cfg: RateConfig) -> Self {
+    pub(crate) fn new(cfg: RateLimit, capacity: usize, overflow_cfg: RateLimit) -> Self {
         SourceLimiter {
             cfg,
             table: BTreeMap::new(),
@@ -89,11 +107,31 @@ impl SourceLimiter {
             overflow: Gcra { tat: Instant::ZERO },
             overflow_cfg,
             cursor: None,
+            aggregate: None,
         }
+    }
+
+    /// Also require a token from one bucket shared by all sources.
+    pub(crate) fn with_aggregate(mut self, limit: RateLimit) -> Self {
+        self.aggregate = Some((limit, Gcra { tat: Instant::ZERO }));
+        self
     }
 
     /// Whether a datagram or request from `ip` at `now` is within its rate.
     pub(crate) fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if let Some((limit, bucket)) = &self.aggregate
+            && !bucket.would_allow(limit, now)
+        {
+            return false;
+        }
+        let allowed = self.allow_source(ip, now);
+        if allowed && let Some((limit, bucket)) = &mut self.aggregate {
+            bucket.allow(limit, now);
+        }
+        allowed
+    }
+
+    fn allow_source(&mut self, ip: IpAddr, now: Instant) -> bool {
         if let Some(bucket) = self.table.get_mut(&ip) {
             return bucket.allow(&self.cfg, now);
         }
@@ -174,137 +212,6 @@ impl SourceLimiter {
     }
 }
 
-/// How the acceptor backs off after wrong passwords.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BackoffConfig {
-    /// The first wait after a wrong password from an issuer; it doubles with each further
-    /// failure from that issuer.
-    pub base: Duration,
-    /// The longest wait.
-    pub max: Duration,
-    /// Wrong passwords (from anyone) the device tolerates before it backs off as a whole;
-    /// each failure beyond doubles the device-wide wait.
-    pub device_threshold: u32,
-    /// A device-wide failure count resets after this long without failures.
-    pub device_reset_after: Duration,
-    /// Issuers remembered (the oldest penalty is forgotten first).
-    pub max_issuers: usize,
-}
-
-impl Default for BackoffConfig {
-    fn default() -> Self {
-        BackoffConfig {
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(15 * 60),
-            device_threshold: 5,
-            device_reset_after: Duration::from_secs(3600),
-            max_issuers: 256,
-        }
-    }
-}
-
-/// How long to wait, and whether the whole device (not just this issuer) is backing off.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Wait {
-    pub retry_after: Duration,
-    pub device_wide: bool,
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-struct Penalty {
-    failures: u32,
-    until: Instant,
-    last: Instant,
-}
-
-/// `base × 2^(n-1)`, capped.
-fn doubling(base: Duration, n: u32, max: Duration) -> Duration {
-    if n == 0 {
-        return Duration::ZERO;
-    }
-    let factor = 1u32.checked_shl(n - 1).unwrap_or(u32::MAX);
-    base.saturating_mul(factor).min(max)
-}
-
-/// Wrong-password back-off per issuer IP and for the device as a whole.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    cfg: BackoffConfig,
-    issuers: BTreeMap<IpAddr, Penalty>,
-    device: Penalty,
-}
-
-impl Backoff {
-    pub(crate) fn new(cfg: BackoffConfig) -> Self {
-        Backoff {
-            cfg,
-            issuers: BTreeMap::new(),
-            device: Penalty::default(),
-        }
-    }
-
-    /// `Err(wait)` if an attempt from `issuer` must be refused unchecked.
-    pub(crate) fn check(&self, issuer: IpAddr, now: Instant) -> Result<(), Wait> {
-        let issuer_until = self.issuers.get(&issuer).map_or(now, |p| p.until);
-        self.wait(issuer_until, now).map_or(Ok(()), Err)
-    }
-
-    fn wait(&self, issuer_until: Instant, now: Instant) -> Option<Wait> {
-        let until = issuer_until.max(self.device.until);
-        (until > now).then(|| Wait {
-            retry_after: until - now,
-            device_wide: self.device.until >= issuer_until,
-        })
-    }
-
-    /// Record a wrong password from `issuer`; returns how long it must now wait.
-    pub(crate) fn failure(&mut self, issuer: IpAddr, now: Instant) -> Wait {
-        if !self.issuers.contains_key(&issuer) && self.issuers.len() >= self.cfg.max_issuers {
-            // Forget the issuer whose penalty is oldest.
-            if let Some(oldest) = self
-                .issuers
-                .iter()
-                .min_by_key(|(_, p)| p.last)
-                .map(|(ip, _)| *ip)
-            {
-                self.issuers.remove(&oldest);
-            }
-        }
-        let p = self.issuers.entry(issuer).or_default();
-        p.failures = p.failures.saturating_add(1);
-        p.last = now;
-        p.until = now + doubling(self.cfg.base, p.failures, self.cfg.max);
-        let issuer_until = p.until;
-
-        if now.saturating_duration_since(self.device.last) >= self.cfg.device_reset_after {
-            self.device.failures = 0;
-        }
-        self.device.failures = self.device.failures.saturating_add(1);
-        self.device.last = now;
-        let over = self
-            .device
-            .failures
-            .saturating_sub(self.cfg.device_threshold);
-        if over > 0 {
-            self.device.until = now + doubling(self.cfg.base, over, self.cfg.max);
-        }
-        self.wait(issuer_until, now).unwrap_or(Wait {
-            retry_after: Duration::ZERO,
-            device_wide: false,
-        })
-    }
-
-    /// A correct password from `issuer`: forget its penalty.
-    pub(crate) fn success(&mut self, issuer: IpAddr) {
-        self.issuers.remove(&issuer);
-    }
-
-    #[cfg(test)]
-    pub(crate) fn issuers(&self) -> usize {
-        self.issuers.len()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,7 +222,7 @@ mod tests {
 
     #[test]
     fn bucket_allows_a_burst_then_the_rate() {
-        let cfg = RateConfig::new(3, Duration::from_secs(1));
+        let cfg = RateLimit::new(3, Duration::from_secs(1));
         let mut l = SourceLimiter::new(cfg, 8, cfg);
         let t = Instant::from_secs(100);
         assert!(l.allow(ip(1), t));
@@ -331,8 +238,8 @@ mod tests {
 
     #[test]
     fn the_table_never_outgrows_its_capacity_and_busy_buckets_survive_a_flood() {
-        let cfg = RateConfig::new(2, Duration::from_secs(10));
-        let overflow = RateConfig::new(1, Duration::from_secs(1));
+        let cfg = RateLimit::new(2, Duration::from_secs(10));
+        let overflow = RateLimit::new(1, Duration::from_secs(1));
         let mut l = SourceLimiter::new(cfg, 64, overflow);
         let t = Instant::from_secs(1000);
         // A genuine source uses one token and keeps a non-idle bucket.
@@ -362,7 +269,7 @@ mod tests {
 
     #[test]
     fn only_failures_are_charged_and_a_failure_flood_stays_bounded() {
-        let cfg = RateConfig::new(3, Duration::from_secs(10));
+        let cfg = RateLimit::new(3, Duration::from_secs(10));
         let mut l = SourceLimiter::new(cfg, 32, cfg);
         let t = Instant::from_secs(100);
         // A source that never fails is always permitted and never takes a slot.
@@ -388,45 +295,35 @@ mod tests {
     }
 
     #[test]
-    fn back_off_grows_per_issuer_and_for_the_device() {
-        let cfg = BackoffConfig {
-            device_threshold: 3,
-            max_issuers: 2,
-            ..BackoffConfig::default()
-        };
-        let mut b = Backoff::new(cfg);
-        let t = Instant::from_secs(10);
-        let issuer = |secs| Wait {
-            retry_after: Duration::from_secs(secs),
-            device_wide: false,
-        };
-        let device = |secs| Wait {
-            retry_after: Duration::from_secs(secs),
-            device_wide: true,
-        };
-        assert_eq!(b.check(ip(1), t), Ok(()));
-        assert_eq!(b.failure(ip(1), t), issuer(1));
-        assert_eq!(b.check(ip(1), t), Err(issuer(1)));
-        assert_eq!(b.check(ip(2), t), Ok(()));
-        let t2 = t + Duration::from_secs(1);
-        assert_eq!(b.check(ip(1), t2), Ok(()));
-        assert_eq!(b.failure(ip(1), t2), issuer(2));
-        let t3 = t2 + Duration::from_secs(2);
-        assert_eq!(b.failure(ip(1), t3), issuer(4));
-        // The fourth failure on the device (from a new issuer) starts device-wide back-off.
-        assert_eq!(b.failure(ip(2), t3), device(1));
-        assert_eq!(b.check(ip(9), t3), Err(device(1)));
-        // An issuer whose own wait is longer hears about its own.
-        assert_eq!(b.check(ip(1), t3), Err(issuer(4)));
-        // The issuer table is bounded: a third issuer pushes out the oldest.
-        b.failure(ip(3), t3 + Duration::from_secs(10));
-        assert_eq!(b.issuers(), 2);
-        // Success clears that issuer.
-        b.success(ip(3));
-        assert_eq!(b.issuers(), 1);
-        assert_eq!(
-            doubling(Duration::from_secs(1), 40, Duration::from_secs(900)),
-            Duration::from_secs(900)
+    fn per_second_rates_allow_a_burst_then_refill() {
+        let mut l = SourceLimiter::new(RateLimit::per_second(3, 2), 8, RateLimit::per_second(3, 2));
+        let t0 = Instant::from_secs(10);
+        let allowed = (0..10).filter(|_| l.allow(ip(1), t0)).count();
+        assert_eq!(allowed, 3);
+        assert!(l.allow(ip(2), t0), "another source has its own bucket");
+        assert!(
+            !l.allow(ip(1), t0 + Duration::from_millis(499)),
+            "not yet a whole token"
         );
+        let t2 = t0 + Duration::from_millis(500);
+        assert!(l.allow(ip(1), t2));
+        assert!(!l.allow(ip(1), t2));
+        let t3 = t2 + Duration::from_secs(3600);
+        let allowed = (0..10).filter(|_| l.allow(ip(1), t3)).count();
+        assert_eq!(allowed, 3, "refill is capped at the burst");
+    }
+
+    #[test]
+    fn the_aggregate_bucket_caps_address_cycling() {
+        let global = RateLimit::per_second(5, 1);
+        let mut l =
+            SourceLimiter::new(RateLimit::per_second(2, 1), 4, global).with_aggregate(global);
+        let now = Instant::from_secs(1);
+        let allowed = (0..50u32).filter(|n| l.allow(ip(*n), now)).count();
+        assert_eq!(allowed, 5);
+        assert_eq!(l.len(), 4);
+        // A refused answer costs the source nothing.
+        let later = now + Duration::from_secs(1);
+        assert!(l.allow(ip(49), later));
     }
 }
