@@ -177,6 +177,11 @@ impl Certificate {
                     .map_err(|_| WireError::BadValue(F_ALSO_NAMES))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // The field-count bound above leaves room for every known field once plus the
+        // names; the names themselves are bounded here.
+        if also_names.len() + 1 > MAX_NAMES {
+            return Err(WireError::TooManyFields { max: MAX_NAMES }.into());
+        }
         let is_ca = match fields.u8(F_IS_CA)? {
             0 => false,
             1 => true,
@@ -588,6 +593,49 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_name_and_size_bounds_hold_on_decode() {
+        let (ca, _, mut rng) = setup();
+        let store = TrustStore::with(ca.certificate().clone());
+        let key = KeyPair::generate(&mut rng).public_key();
+        let names: Vec<String> = (0..=MAX_NAMES).map(|i| alloc::format!("n{i}")).collect();
+        let signed = |also: &[String]| {
+            let also: Vec<&str> = also.iter().map(String::as_str).collect();
+            let request = CertificateRequest {
+                subject: "subject",
+                also_names: &also,
+                public_key: key,
+                not_before: T0,
+                not_after: UnixTime(T0.0 + 60),
+                is_ca: false,
+            };
+            // Signed directly, past `issue`'s own check, as a foreign CA could.
+            sign_certificate(&ca.identity.key, "home CA", &request, 1)
+        };
+        // Subject + 31 also-names is the bound; one more name is refused.
+        let at_bound = signed(&names[..MAX_NAMES - 1]).unwrap();
+        assert!(store.verify(at_bound.as_bytes(), T0, None).is_ok());
+        for extra in [MAX_NAMES, MAX_NAMES + 1] {
+            assert!(
+                matches!(
+                    signed(&names[..extra]),
+                    Err(CertError::Malformed(WireError::TooManyFields { .. }))
+                ),
+                "{} names accepted",
+                extra + 1
+            );
+        }
+        // An encoding over MAX_CERT_LEN is refused before it is parsed.
+        let long = alloc::format!("{:x<1$}", "", MAX_CERT_LEN);
+        assert!(matches!(
+            signed(&[long]),
+            Err(CertError::Malformed(WireError::MessageTooLarge {
+                max: MAX_CERT_LEN,
+                ..
+            }))
+        ));
     }
 
     #[test]
