@@ -229,6 +229,12 @@ fn certificate_mode_handshake_with_x25519_and_modp2048() {
             .export_keying_material("test", b"other", &mut b)
             .unwrap();
         assert_ne!(a, b);
+        // Label and context are kept apart: moving a byte from one to the other is
+        // another key.
+        pair.server
+            .export_keying_material("testc", b"tx", &mut b)
+            .unwrap();
+        assert_ne!(a, b);
     }
 }
 

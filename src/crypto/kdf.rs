@@ -91,8 +91,10 @@ impl Prk {
             .map_err(|_| CryptoError::OutputTooLong)
     }
 
-    /// Expand with a deputy label: `info = len(out) as u16 ‖ "deputy " ‖ label ‖ context`.
-    /// Every key deputy derives has its own label, so no two keys can collide.
+    /// Expand with a deputy label:
+    /// `info = len(out) as u16 ‖ len(label) as u64 ‖ "deputy " ‖ label ‖ context`.
+    /// The label's length keeps label and context apart, and every key deputy derives has
+    /// its own label, so no two keys can collide.
     pub fn expand_label(
         &self,
         label: &str,
@@ -100,8 +102,15 @@ impl Prk {
         out: &mut [u8],
     ) -> Result<(), CryptoError> {
         let len = u16::try_from(out.len()).map_err(|_| CryptoError::OutputTooLong)?;
+        let label_len = (label.len() as u64).to_be_bytes();
         self.expand(
-            &[&len.to_be_bytes(), b"deputy ", label.as_bytes(), context],
+            &[
+                &len.to_be_bytes(),
+                &label_len,
+                b"deputy ",
+                label.as_bytes(),
+                context,
+            ],
             out,
         )
     }
@@ -168,6 +177,18 @@ mod tests {
             prk.expand(&[], &mut too_long),
             Err(CryptoError::OutputTooLong)
         );
+    }
+
+    #[test]
+    fn labels_and_contexts_do_not_run_into_each_other() {
+        let prk = Prk::extract(b"salt", b"ikm");
+        let mut a = [0u8; 32];
+        let mut b = [0u8; 32];
+        prk.expand_label("ab", b"c", &mut a).unwrap();
+        prk.expand_label("a", b"bc", &mut b).unwrap();
+        assert_ne!(a, b);
+        prk.expand_label("abc", b"", &mut b).unwrap();
+        assert_ne!(a, b);
     }
 
     /// RFC 4231 test case 2.
