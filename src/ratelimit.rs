@@ -37,8 +37,9 @@ impl RateLimit {
 }
 
 /// A token bucket kept as one instant (the generic cell rate algorithm): the *theoretical
-/// arrival time* `tat`. A request at `now` conforms if `tat - burst × per_token <= now`;
-/// it then moves `tat` to `max(tat, now) + per_token`. A bucket with `tat <= now` is full
+/// arrival time* `tat`. A request at `now` conforms if
+/// `tat - (burst - 1) × per_token <= now` (a fresh bucket thus takes exactly `burst`
+/// requests at once); it then moves `tat` to `max(tat, now) + per_token`. A bucket with `tat <= now` is full
 /// and carries no information, so it may be forgotten.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Gcra {
