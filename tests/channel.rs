@@ -805,6 +805,79 @@ fn garbage_fails_the_connection_with_a_typed_error_and_it_stays_failed() {
     );
 }
 
+/// A driver that reads a stream in large chunks hands the server actor many records in one
+/// `StreamData`; the actor drains its connection as it goes, so a burst of small messages
+/// from a well-behaved client is delivered rather than tripping the receive-queue bound.
+#[test]
+fn a_burst_of_records_in_one_read_reaches_the_server_actor() {
+    use deputy::channel::{ChannelEvent, ChannelServer, ChannelServerConfig};
+    use deputy::{Actor, Event, Input, Output, StreamId};
+
+    let (client_cfg, server_cfg) = psk_pair(Group::X25519);
+    let bound = server_cfg.common.max_received;
+    let mut rng = ChaCha20Rng::seed_from_u64(50);
+    let now = Instant::from_secs(1);
+    let mut server = ChannelServer::new(
+        ChannelServerConfig {
+            channel: Arc::new(server_cfg),
+            max_sessions: 1,
+        },
+        Box::new(ChaCha20Rng::seed_from_u64(51)),
+    );
+    let id = StreamId::inbound(1);
+    server
+        .handle_input(
+            now,
+            Input::StreamAccepted {
+                id,
+                local: "198.51.100.10:443".parse().unwrap(),
+                remote: "198.51.100.2:5000".parse().unwrap(),
+            },
+        )
+        .unwrap();
+    let mut client = Connection::client(Arc::new(client_cfg), now, &mut rng).unwrap();
+    let mut events = Vec::new();
+    let mut to_server = |server: &mut ChannelServer, data: &[u8]| {
+        let result = server.handle_input(now, Input::StreamData { id, data });
+        let mut back = Vec::new();
+        while let Some(out) = server.poll_output() {
+            match out {
+                Output::StreamSend { data, .. } => back.extend(data),
+                Output::Event(Event::Channel(e)) => events.push(e),
+                _ => {}
+            }
+        }
+        (result, back)
+    };
+    let (result, back) = to_server(&mut server, &client.take_outgoing());
+    result.unwrap();
+    client.feed(now, &back, &mut rng).unwrap();
+    let (result, _) = to_server(&mut server, &client.take_outgoing());
+    result.unwrap();
+    assert!(client.is_established());
+
+    let n = 3 * bound;
+    for i in 0..n {
+        client.send(&(i as u32).to_be_bytes()).unwrap();
+    }
+    let (result, _) = to_server(&mut server, &client.take_outgoing());
+    result.unwrap();
+    let received: Vec<Vec<u8>> = events
+        .into_iter()
+        .filter_map(|e| match e {
+            ChannelEvent::Received { data, .. } => Some(data),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(received.len(), n);
+    assert!(
+        received
+            .iter()
+            .enumerate()
+            .all(|(i, d)| d[..] == (i as u32).to_be_bytes())
+    );
+}
+
 mod through_the_simulator {
     //! The ready-made actors, over simulated TCP through a NAPT router.
 

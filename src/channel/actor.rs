@@ -83,6 +83,8 @@ impl Session {
         Ok(())
     }
 
+    /// Feed the connection in slices it can take without overflowing its receive queue,
+    /// draining it after each: a driver may hand over many records in one read.
     fn feed(
         &mut self,
         now: Instant,
@@ -90,9 +92,18 @@ impl Session {
         rng: &mut Rng,
         outbox: &mut Outbox,
     ) -> Result<(), Error> {
-        let fed = self.conn.feed(now, data, rng.as_mut());
-        self.pump(outbox)?;
-        fed
+        let step = self.conn.feed_chunk_len();
+        let mut rest = data;
+        loop {
+            let (part, tail) = rest.split_at(rest.len().min(step));
+            let fed = self.conn.feed(now, part, rng.as_mut());
+            self.pump(outbox)?;
+            fed?;
+            rest = tail;
+            if rest.is_empty() {
+                return Ok(());
+            }
+        }
     }
 
     /// The stream is gone: graceful if close-notify came first, otherwise a truncation.

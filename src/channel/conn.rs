@@ -346,6 +346,19 @@ impl Connection {
         Ok(())
     }
 
+    /// The most bytes one [`Connection::feed`] call should be given by a driver that
+    /// drains [`Connection::take_received`] after each call: so little input cannot
+    /// complete more application messages than [`Common::max_received`] admits, so a fast
+    /// peer whose records arrive in one large read never trips
+    /// [`ChannelError::ReceiveQueueFull`].
+    ///
+    /// Every application record is at least [`RecordEnvelope::overhead`] bytes; the first
+    /// message a call completes may have started in an earlier one.
+    pub fn feed_chunk_len(&self) -> usize {
+        let max = self.common().max_received;
+        max.saturating_sub(1) * RecordEnvelope::overhead() + 1
+    }
+
     /// Feed bytes received from the stream.
     pub fn feed(
         &mut self,
