@@ -1583,18 +1583,8 @@ impl Sim {
 
     /// Read a node's actor as its concrete type `T`, without driving it.
     pub fn actor<T: Actor + 'static>(&self, node: NodeId) -> Result<&T, SimError> {
-        let n = self.node(node)?;
-        let slot = match &n.kind {
-            Kind::Host(h) => &h.slot,
-            Kind::Inline(s) => s,
-            Kind::Router(_) => {
-                return Err(SimError::WrongNodeKind {
-                    node,
-                    expected: "node with an actor",
-                });
-            }
-        };
-        slot.actor
+        self.slot_ref(node)?
+            .actor
             .as_any()
             .downcast_ref::<T>()
             .ok_or(SimError::WrongActorType(node))
