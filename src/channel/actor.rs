@@ -348,22 +348,32 @@ impl ChannelServer {
 
     /// Send one application message on `stream`.
     pub fn send(&mut self, stream: StreamId, data: &[u8]) -> Result<(), Error> {
-        let s = self
-            .sessions
-            .get_mut(&stream)
-            .ok_or(Error::UnknownStream(stream))?;
-        s.conn.send(data)?;
-        s.pump(&mut self.outbox)
+        self.on_session(stream, |s, _, _| s.conn.send(data))
     }
 
     /// Close `stream` gracefully.
     pub fn close(&mut self, stream: StreamId) -> Result<(), Error> {
+        self.on_session(stream, |s, _, _| s.conn.close())
+    }
+
+    /// Run `f` on the session of `stream`, then move its output to the outbox and forget
+    /// it if it failed or closed: the application was told, the stream close is queued,
+    /// and the driver reports nothing more for a stream we closed.
+    fn on_session(
+        &mut self,
+        stream: StreamId,
+        f: impl FnOnce(&mut Session, &mut Rng, &mut Outbox) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let s = self
             .sessions
             .get_mut(&stream)
             .ok_or(Error::UnknownStream(stream))?;
-        s.conn.close()?;
-        s.pump(&mut self.outbox)
+        let result = f(s, &mut self.rng, &mut self.outbox);
+        let pumped = s.pump(&mut self.outbox);
+        if s.finished {
+            self.sessions.remove(&stream);
+        }
+        result.and(pumped)
     }
 
     /// The connection on `stream`.
@@ -393,14 +403,7 @@ impl Actor for ChannelServer {
                 Ok(())
             }
             Input::StreamData { id, data } => {
-                let s = self.sessions.get_mut(&id).ok_or(Error::UnknownStream(id))?;
-                let result = s.feed(now, data, &mut self.rng, &mut self.outbox);
-                if s.finished {
-                    // Failed or closed: the application was told and the stream close is
-                    // queued; the driver reports nothing more for a stream we closed.
-                    self.sessions.remove(&id);
-                }
-                result
+                self.on_session(id, |s, rng, outbox| s.feed(now, data, rng, outbox))
             }
             Input::StreamClosed { id } => {
                 let mut s = self.sessions.remove(&id).ok_or(Error::UnknownStream(id))?;
