@@ -460,12 +460,14 @@ impl Acceptor {
                     .sessions
                     .get_mut(&sync.request)
                     .ok_or(RendezvousError::UnknownSession(sync.request))?;
-                if sync.attempt == 0 || sync.attempt > self.cfg.peer.attempts {
+                // DCUtR: the side receiving Sync starts at once. A repeated or older one
+                // is refused: every attempt runs once.
+                if sync.attempt > self.cfg.peer.attempts
+                    || !live.peer.schedule_attempt(now, sync.attempt)
+                {
                     return Err(RendezvousError::UnexpectedMessage(SYNC).into());
                 }
-                // DCUtR: the side receiving Sync starts at once.
                 live.sync_deadline = None;
-                live.peer.schedule_attempt(now, sync.attempt);
                 live.peer
                     .handle_timeout(now, self.rng.as_mut(), &mut self.outbox)
             }
