@@ -1575,6 +1575,44 @@ fn session_limit_is_enforced() {
     );
 }
 
+/// Two appliance-initiated set-ups pass the session check when their channels come up,
+/// before either S33: the bound still holds when the S33s arrive.
+#[test]
+fn session_limit_holds_for_concurrent_appliance_requests() {
+    let mut h = Home::new(Setup {
+        appliances: vec!["microwave", "aircon"],
+        remotes: vec![("phone", Auth::Cert), ("laptop", Auth::Cert)],
+        proxy: |p| p.max_sessions = 1,
+        ..Setup::default()
+    });
+    let first = h.connect("microwave", "phone", None);
+    let second = h.connect("aircon", "laptop", None);
+    h.run(3);
+    assert_eq!(
+        h.sim.actor::<CryptoProxy>(h.proxy).unwrap().session_count(),
+        1
+    );
+    let mut outcomes: Vec<(u64, bool)> = Vec::new();
+    for (name, request) in [("microwave", first), ("aircon", second)] {
+        for e in h.appliance_events(name) {
+            match e {
+                ApplianceEvent::SessionUp { request: r, .. } => outcomes.push((r.unwrap(), true)),
+                ApplianceEvent::Refused {
+                    request: r,
+                    reason: RefusalReason::SessionLimit,
+                } => outcomes.push((r, false)),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        assert!(outcomes.iter().any(|(r, _)| *r == request), "{name}");
+    }
+    assert_eq!(
+        outcomes.iter().filter(|(_, up)| *up).count(),
+        1,
+        "{outcomes:?}"
+    );
+}
+
 /// Lost datagrams are retransmitted: the first S21, the first S26, the first S31 and the
 /// first acknowledgement are dropped, and everything arrives exactly once. Then the same
 /// flows run over lossy links end to end.

@@ -8,7 +8,7 @@ use core::fmt;
 use core::net::SocketAddr;
 use core::time::Duration;
 
-use super::link::{Link, LinkKey, LinkTiming, ReplayWindow};
+use super::link::{Link, LinkKey, LinkTiming};
 use super::messages::{
     Close, CryptoAccept, CryptoSolicitation, Decoded, Designation, Message, PlainData, ProxyAccept,
     ProxyRequest, Refusal, SealedData,
@@ -16,6 +16,7 @@ use super::messages::{
 use super::{Initiator, OffloadError, Peer, RefusalReason, check_name, check_payload};
 use crate::crypto::aead::{AeadAlg, AeadKey, NONCE_LEN};
 use crate::io::{Actor, Input, Outbox, Output, Transmit};
+use crate::ipsec::ReplayWindow;
 use crate::ratelimit::{RateLimit, SourceLimiter};
 use crate::wire::Limits;
 use crate::{Error, Instant, Rng};
@@ -674,11 +675,14 @@ impl Appliance {
         let Some(data) = opened else {
             return self.refuse(now, from, len, false);
         };
-        let window = self.direct_windows.entry(sealed.key_id).or_default();
-        if !window.is_new(sealed.seq) {
+        // Authentic: its sequence number may move the key's window (and must be new).
+        let window = self.direct_windows.entry(sealed.key_id).or_insert_with(|| {
+            ReplayWindow::new(ReplayWindow::DEFAULT_SIZE)
+                .unwrap_or_else(|_| unreachable!("the default size is valid"))
+        });
+        if window.accept(sealed.seq).is_err() {
             return Err(OffloadError::Replayed(sealed.seq).into());
         }
-        window.mark(sealed.seq);
         self.outbox.event(ApplianceEvent::Delivered {
             session: None,
             from: Peer::DirectKey(sealed.key_id),

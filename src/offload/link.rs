@@ -88,57 +88,6 @@ impl Default for LinkTiming {
     }
 }
 
-/// A 64-entry sliding window over received sequence numbers (used for the appliance's
-/// weak-key data, ¶0062).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct ReplayWindow {
-    highest: Option<u64>,
-    /// Bit i set: `highest - i` was seen.
-    seen: u64,
-}
-
-impl ReplayWindow {
-    pub(crate) const SIZE: u64 = 64;
-
-    /// Whether `seq` is new (not seen, not older than the window).
-    pub(crate) fn is_new(&self, seq: u64) -> bool {
-        match self.highest {
-            None => true,
-            Some(h) if seq > h => true,
-            Some(h) => {
-                let age = h - seq;
-                age < Self::SIZE && self.seen & (1 << age) == 0
-            }
-        }
-    }
-
-    /// Record `seq` as seen (call only for authentic messages).
-    pub(crate) fn mark(&mut self, seq: u64) {
-        match self.highest {
-            None => {
-                self.highest = Some(seq);
-                self.seen = 1;
-            }
-            Some(h) if seq > h => {
-                let shift = seq - h;
-                self.seen = if shift >= Self::SIZE {
-                    0
-                } else {
-                    self.seen << shift
-                };
-                self.seen |= 1;
-                self.highest = Some(seq);
-            }
-            Some(h) => {
-                let age = h - seq;
-                if age < Self::SIZE {
-                    self.seen |= 1 << age;
-                }
-            }
-        }
-    }
-}
-
 struct InFlight<T> {
     bytes: Vec<u8>,
     tag: T,
@@ -607,20 +556,6 @@ mod tests {
                 .unwrap();
             sent(&mut self.out)
         }
-    }
-
-    #[test]
-    fn replay_window_accepts_each_number_once() {
-        let mut w = ReplayWindow::default();
-        for seq in [5, 7, 6, 100, 40, 99] {
-            assert!(w.is_new(seq), "{seq}");
-            w.mark(seq);
-            assert!(!w.is_new(seq));
-        }
-        assert!(!w.is_new(36), "older than the window");
-        assert!(w.is_new(37));
-        w.mark(u64::MAX);
-        assert!(!w.is_new(100));
     }
 
     #[test]

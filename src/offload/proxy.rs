@@ -748,6 +748,11 @@ impl CryptoProxy {
                     self.refuse_stream(now, id, s, RefusalReason::BadRequest, None, None)?;
                     return Ok(false);
                 }
+                // Sessions may have come up since S32 went out: the bound holds here too.
+                if self.sessions.len() >= self.cfg.max_sessions {
+                    self.refuse_stream(now, id, s, RefusalReason::SessionLimit, None, None)?;
+                    return Ok(false);
+                }
                 let request_id = acc.request_id;
                 self.session_up_for_appliance(now, id, s, appliance, request_id)?;
                 Ok(true)

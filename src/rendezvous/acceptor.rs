@@ -131,6 +131,7 @@ pub struct AcceptorStats {
 
 struct Outstanding {
     nonce: [u8; 16],
+    timestamp_ms: u64,
     retry_at: Instant,
     retries_left: u32,
 }
@@ -166,7 +167,10 @@ pub struct Acceptor {
     rng: Rng,
     outbox: Outbox,
     clock_offset_ms: i64,
+    /// The timestamp of the last registration sent; the next one is larger.
     last_timestamp: u64,
+    /// The timestamp of the last registration the server accepted.
+    last_accepted: u64,
     next_register: Instant,
     outstanding: Option<Outstanding>,
     public: Option<SocketAddr>,
@@ -203,6 +207,7 @@ impl Acceptor {
             outbox: Outbox::default(),
             clock_offset_ms: 0,
             last_timestamp: 0,
+            last_accepted: 0,
             next_register: Instant::ZERO,
             outstanding: None,
             public: None,
@@ -287,6 +292,7 @@ impl Acceptor {
         self.stats.registrations += 1;
         self.outstanding = Some(Outstanding {
             nonce,
+            timestamp_ms,
             retry_at: now + self.cfg.ack_timeout,
             retries_left,
         });
@@ -305,18 +311,19 @@ impl Acceptor {
         match msg.msg_type() {
             REGISTER_ACK => {
                 let ack = RegisterAck::decode(&msg, &limits).map_err(RendezvousError::from)?;
-                let ours = self
-                    .outstanding
-                    .as_ref()
-                    .is_some_and(|o| o.nonce == ack.nonce);
-                if ack.device != self.cfg.device || !ours {
+                let sent = if ack.device == self.cfg.device {
+                    self.outstanding.take_if(|o| o.nonce == ack.nonce)
+                } else {
+                    None
+                };
+                let Some(sent) = sent else {
                     self.stats.refused_datagrams += 1;
                     return Err(RendezvousError::UnknownSession(0).into());
-                }
-                let retries = self.outstanding.take().map_or(0, |o| o.retries_left);
+                };
                 match ack.status {
                     AckStatus::Accepted => {
                         self.stats.acks += 1;
+                        self.last_accepted = self.last_accepted.max(sent.timestamp_ms);
                         if self.public != Some(ack.observed) {
                             self.public = Some(ack.observed);
                             self.outbox.event(RendezvousEvent::Registered {
@@ -331,8 +338,13 @@ impl Acceptor {
                         let max = self.cfg.max_clock_correction.as_millis() as i128;
                         let offset = (i128::from(ack.server_time_ms) - ours).clamp(-max, max);
                         self.clock_offset_ms = offset as i64;
-                        if retries > 0 {
-                            self.register(now, retries - 1)?;
+                        // The refused timestamp binds nothing: the server only requires
+                        // ours to grow past the last one it accepted. Without this, a
+                        // clock that ran ahead would keep every later timestamp ahead
+                        // (and refused) until real time caught up with it.
+                        self.last_timestamp = self.last_accepted;
+                        if sent.retries_left > 0 {
+                            self.register(now, sent.retries_left - 1)?;
                         }
                         Ok(())
                     }
@@ -448,12 +460,14 @@ impl Acceptor {
                     .sessions
                     .get_mut(&sync.request)
                     .ok_or(RendezvousError::UnknownSession(sync.request))?;
-                if sync.attempt == 0 || sync.attempt > self.cfg.peer.attempts {
+                // DCUtR: the side receiving Sync starts at once. A repeated or older one
+                // is refused: every attempt runs once.
+                if sync.attempt > self.cfg.peer.attempts
+                    || !live.peer.schedule_attempt(now, sync.attempt)
+                {
                     return Err(RendezvousError::UnexpectedMessage(SYNC).into());
                 }
-                // DCUtR: the side receiving Sync starts at once.
                 live.sync_deadline = None;
-                live.peer.schedule_attempt(now, sync.attempt);
                 live.peer
                     .handle_timeout(now, self.rng.as_mut(), &mut self.outbox)
             }
@@ -915,6 +929,57 @@ mod tests {
             );
         }
         assert_eq!(sent[1] - sent[0], Duration::from_secs(2));
+    }
+
+    /// The registrations `a` sent to the server since the last call.
+    fn registrations(a: &mut Acceptor) -> Vec<Register> {
+        let mut out = Vec::new();
+        while let Some(o) = a.poll_output() {
+            if let Output::Transmit(t) = o
+                && t.to == server_udp()
+            {
+                let msg = Message::decode(&t.data, &Limits::default()).unwrap();
+                out.push(Register::decode(&msg, &Limits::default()).unwrap());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_clock_that_ran_ahead_is_corrected_at_the_first_stale_answer() {
+        // The device's clock is ten minutes ahead of the server's.
+        let (mut a, key) = acceptor(|c| c.time_anchor = UnixTime(ANCHOR.0 + 600));
+        let now = Instant::from_secs(1);
+        a.handle_timeout(now);
+        let first = registrations(&mut a).remove(0);
+        let server_ms = super::super::wall_millis(ANCHOR, now);
+        assert_eq!(first.timestamp_ms, server_ms + 600_000);
+        let stale = RegisterAck {
+            device: DeviceId(2133),
+            nonce: first.nonce,
+            observed: "202.204.16.13:3400".parse().unwrap(),
+            server_time_ms: server_ms,
+            lifetime: Duration::from_secs(90),
+            status: AckStatus::Stale,
+        }
+        .encode(key.as_bytes())
+        .unwrap();
+        a.handle_input(
+            now,
+            Input::Datagram {
+                from: server_udp(),
+                to: "192.168.1.3:2000".parse().unwrap(),
+                data: &stale,
+            },
+        )
+        .unwrap();
+        // The retry carries the server's time, not one past the refused timestamp.
+        let retry = registrations(&mut a).remove(0);
+        assert!(
+            retry.timestamp_ms.abs_diff(server_ms) < 1_000,
+            "{} ms ahead",
+            retry.timestamp_ms - server_ms
+        );
     }
 
     #[test]

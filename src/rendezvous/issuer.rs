@@ -322,8 +322,13 @@ impl Issuer {
             .requests
             .get_mut(&request)
             .ok_or(RendezvousError::UnknownSession(request))?;
-        let Stage::Requested(share) = core::mem::replace(&mut r.stage, Stage::Punching) else {
-            return Err(RendezvousError::UnexpectedMessage(ACCEPTOR_HELLO).into());
+        let share = match core::mem::replace(&mut r.stage, Stage::Punching) {
+            Stage::Requested(share) => share,
+            other => {
+                // Out of turn (a repeat, say): refused, and the request carries on.
+                r.stage = other;
+                return Err(RendezvousError::UnexpectedMessage(ACCEPTOR_HELLO).into());
+            }
         };
         let device = r.device;
         let at = crate::UnixTime::at(self.cfg.time_anchor, now);
@@ -375,13 +380,16 @@ impl Issuer {
             .requests
             .get_mut(&request)
             .ok_or(RendezvousError::UnknownSession(request))?;
-        let Stage::Sealed {
-            keys,
-            candidates,
-            sent,
-        } = core::mem::replace(&mut r.stage, Stage::Punching)
-        else {
-            return Err(RendezvousError::UnexpectedMessage(PROCEED).into());
+        let (keys, candidates, sent) = match core::mem::replace(&mut r.stage, Stage::Punching) {
+            Stage::Sealed {
+                keys,
+                candidates,
+                sent,
+            } => (keys, candidates, sent),
+            other => {
+                r.stage = other;
+                return Err(RendezvousError::UnexpectedMessage(PROCEED).into());
+            }
         };
         let rtt = now.saturating_duration_since(sent);
         r.rtt = rtt;
@@ -628,6 +636,64 @@ mod tests {
     use alloc::boxed::Box;
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
+
+    #[test]
+    fn messages_out_of_turn_leave_the_request_as_it_was() {
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let ca = CertificateAuthority::generate("CA", &mut rng);
+        let cfg = IssuerConfig::new(
+            TrustStore::with(ca.certificate().clone()),
+            "rendezvous.example",
+            "130.74.23.6:1201".parse().unwrap(),
+            "130.74.23.6:1200".parse().unwrap(),
+            "192.168.1.11:1600".parse().unwrap(),
+            UnixTime(1_800_000_000),
+        );
+        let mut issuer = Issuer::new(cfg, Box::new(rng.clone()));
+        let now = Instant::from_secs(1);
+        let request = issuer.connect(now, DeviceId(2133), b"pw").unwrap();
+        let stage = |i: &Issuer| match &i.requests[&request].stage {
+            Stage::Connecting => "connecting",
+            Stage::Requested(_) => "requested",
+            Stage::Sealed { .. } => "sealed",
+            Stage::Punching => "punching",
+        };
+        let hello = AcceptorHello {
+            request,
+            certificate: alloc::vec![1; 8],
+            share: [2; 32],
+            random: [3; 32],
+            signature: [4; 64],
+            candidates: alloc::vec![],
+        }
+        .encode()
+        .unwrap();
+        let proceed = super::super::messages::Proceed { request }
+            .encode()
+            .unwrap();
+
+        // A Proceed before the password went out does not discard the key share.
+        issuer.requests.get_mut(&request).unwrap().stage =
+            Stage::Requested(Share::generate(&mut rng));
+        assert!(issuer.on_server_message(now, request, &proceed).is_err());
+        assert_eq!(stage(&issuer), "requested");
+
+        // A second AcceptorHello after the password was sealed does not discard the keys:
+        // the verdict that follows still starts the punching.
+        let (i, a) = (Share::generate(&mut rng), Share::generate(&mut rng));
+        let keys = SessionKeys::derive(i.key_pair, &a.public, [7; 32]).unwrap();
+        issuer.requests.get_mut(&request).unwrap().stage = Stage::Sealed {
+            keys,
+            candidates: alloc::vec!["203.0.113.9:2000".parse().unwrap()],
+            sent: now,
+        };
+        assert!(issuer.on_server_message(now, request, &hello).is_err());
+        assert_eq!(stage(&issuer), "sealed");
+        // (Its Sync finds no server channel here: there is none in this test.)
+        let _ = issuer.on_server_message(now + Duration::from_millis(40), request, &proceed);
+        assert_eq!(stage(&issuer), "punching");
+        assert!(issuer.sessions.contains_key(&request));
+    }
 
     #[test]
     fn requests_are_bounded_and_passwords_checked() {

@@ -269,11 +269,19 @@ impl PeerSession {
         self.extra.len()
     }
 
-    /// Start attempt `attempt` at `at` (the issuer waits RTT/2 after its Sync).
-    pub(crate) fn schedule_attempt(&mut self, at: Instant, attempt: u8) {
-        if self.found.is_none() && self.outcome.is_none() {
-            self.start_at = Some((at, attempt));
+    /// Start attempt `attempt` at `at` (the issuer waits RTT/2 after its Sync). Attempts
+    /// only move forward: one not beyond the latest started or scheduled is ignored (so a
+    /// repeated Sync cannot make the device punch and spray again). Returns whether it
+    /// was scheduled.
+    pub(crate) fn schedule_attempt(&mut self, at: Instant, attempt: u8) -> bool {
+        let latest = self
+            .start_at
+            .map_or(self.attempt, |(_, a)| a.max(self.attempt));
+        if attempt <= latest || self.found.is_some() || self.outcome.is_some() {
+            return false;
         }
+        self.start_at = Some((at, attempt));
+        true
     }
 
     /// The attempt whose time ran out without a path, if any (reported once).
@@ -926,6 +934,35 @@ mod tests {
             .unwrap();
         assert_eq!(net.issuer.outcome(), Some(false));
         assert!(net.issuer.is_gone());
+    }
+
+    #[test]
+    fn every_attempt_runs_once() {
+        let cfg = PeerConfig {
+            extra_sockets: 8,
+            spray_probes: 16,
+            ..PeerConfig::default()
+        };
+        let mut net = Net::new(5, cfg);
+        let t = net.now;
+        assert!(net.acceptor.schedule_attempt(t, 2));
+        assert!(!net.acceptor.schedule_attempt(t, 2), "already scheduled");
+        net.run(t + Duration::from_secs(30), &mut |_| false);
+        assert_eq!(net.acceptor.take_expired_attempt(net.now), Some(2));
+        // A repeated Sync, or an older one, cannot make the device punch and spray again.
+        let t = net.now;
+        assert!(!net.acceptor.schedule_attempt(t, 2));
+        assert!(!net.acceptor.schedule_attempt(t, 1));
+        let mut sent = 0;
+        net.run(t + Duration::from_secs(30), &mut |_| {
+            sent += 1;
+            false
+        });
+        assert_eq!(sent, 0);
+        assert_eq!(net.acceptor.poll_timeout(), None);
+        // The next attempt still runs.
+        assert!(net.acceptor.schedule_attempt(net.now, 3));
+        assert_eq!(net.acceptor.poll_timeout(), Some(net.now));
     }
 
     #[test]

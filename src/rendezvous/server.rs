@@ -42,7 +42,9 @@ pub struct ServerConfig {
     /// Wall-clock time at `Instant::ZERO`.
     pub time_anchor: UnixTime,
     /// A directory entry lives this long after its last registration (default 90 s:
-    /// devices register every 20–26 s, so three may be lost).
+    /// devices register every 20–26 s, so three may be lost) — longer if the
+    /// registration's timestamp was ahead of the server's clock: until that timestamp is
+    /// outside `max_clock_skew`, so a replay never outlives the replay check.
     pub registration_lifetime: Duration,
     /// How far a registration's timestamp may be from the server's clock (default 60 s;
     /// must be shorter than `registration_lifetime`, see `docs/rendezvous.md`).
@@ -413,10 +415,23 @@ impl<D: Directory> RendezvousServer<D> {
         if old.is_some_and(|e| reg.timestamp_ms <= e.last_timestamp_ms) {
             return self.refuse_registration(RegistrationRefusal::Replayed);
         }
+        // The entry, and with it the last timestamp, lives until the timestamp has left
+        // the skew window: a timestamp up to `skew` ahead of our clock stays acceptable
+        // for up to `2 × skew`, which may be longer than the lifetime, and a replay after
+        // the entry expired must find it stale.
+        let in_window_ms = reg
+            .timestamp_ms
+            .saturating_add(skew)
+            .saturating_sub(server_ms)
+            .saturating_add(1);
+        let lifetime = self
+            .cfg
+            .registration_lifetime
+            .max(Duration::from_millis(in_window_ms));
         let entry = DirectoryEntry {
             addr: from,
             last_timestamp_ms: reg.timestamp_ms,
-            expires: now + self.cfg.registration_lifetime,
+            expires: now + lifetime,
             blocked_until: old.and_then(|e| e.blocked_until),
         };
         match self.directory.register(reg.device, entry, now) {
@@ -1228,6 +1243,50 @@ mod tests {
                 .ok()
                 .map(|r| r.reason)
         })
+    }
+
+    #[test]
+    fn a_replayed_registration_is_refused_even_after_the_lifetime() {
+        let mut h = Harness::new(|_| {});
+        let device = DeviceId(7);
+        let key = DerivedRegistrationKeys::new(MASTER).device_key(device);
+        // The device's clock runs 59 s ahead of ours: inside the 60 s window.
+        let start = h.now;
+        let data = Register {
+            device,
+            timestamp_ms: super::super::wall_millis(ANCHOR, start) + 59_000,
+            nonce: [1; 16],
+        }
+        .encode(key.as_bytes())
+        .unwrap();
+        let genuine: SocketAddr = "202.204.16.13:3400".parse().unwrap();
+        let datagram = |from| Input::Datagram {
+            from,
+            to: udp(),
+            data: &data,
+        };
+        h.server.handle_input(start, datagram(genuine)).unwrap();
+        h.drain();
+        // The device falls silent. An eavesdropper replays its registration every second,
+        // from a fresh address each time (so its own failures never rate-limit it).
+        for secs in 1..=150u16 {
+            let now = start + Duration::from_secs(secs.into());
+            h.server.handle_timeout(now);
+            let [hi, lo] = secs.to_be_bytes();
+            let attacker = SocketAddr::from(([66, 6, hi, lo], 4000));
+            assert!(h.server.handle_input(now, datagram(attacker)).is_err());
+            h.drain();
+            assert_ne!(
+                h.server.lookup(device, now).map(|e| e.addr),
+                Some(attacker),
+                "the replay was accepted {secs} s later"
+            );
+        }
+        assert_eq!(h.server.stats().registrations, 1);
+        assert_eq!(
+            h.server.lookup(device, start + Duration::from_secs(150)),
+            None
+        );
     }
 
     #[test]
