@@ -1556,3 +1556,32 @@ fn initial_contact_replaces_the_stale_ike_sa_of_a_restarted_peer() {
             .any(|e| matches!(e, Error::Ike(deputy::ikev2::IkeError::UnknownSpi)))
     );
 }
+
+/// Commands issued while our IKE SA rekey is outstanding wait in the queue and move to
+/// the new IKE SA with the Child SAs; they must then run there, not stall forever.
+#[test]
+fn commands_queued_behind_an_ike_sa_rekey_run_on_the_new_sa() {
+    let mut net = Net::new(i_config(I_ADDR), r_config());
+    net.start(0);
+    established(&net);
+    let first = net.inits[0].ike_sa_id().unwrap();
+    let child = net.i_child(0);
+    net.inits[0].rekey_ike(net.now).unwrap();
+    net.inits[0].send_liveness(net.now).unwrap();
+    net.inits[0].rekey_child(net.now).unwrap();
+    net.run_for(Duration::from_secs(5));
+    let second = net.inits[0].ike_sa_id().unwrap();
+    assert_ne!(second, first);
+    assert!(
+        has_event(&net.i_events[0], |e| matches!(
+            e,
+            IkeEvent::LivenessConfirmed { id } if *id == second
+        )),
+        "{:?}",
+        net.i_events[0]
+    );
+    let (i, r) = (net.i_child(0), net.r_child(0));
+    assert_ne!(i.spi_in, child.spi_in, "the queued Child SA rekey ran");
+    assert_child_pair(&net, &i, &r, Suite::AesCbc128HmacSha256);
+    assert!(net.i_errors.is_empty() && net.r_errors.is_empty());
+}

@@ -160,7 +160,14 @@ impl IkeSa {
             exchange::INFORMATIONAL,
             &[Payload::Delete(d)],
             Request::DeleteRekeyed,
-        )
+        )?;
+        // Commands queued behind the rekey moved to the new SA, which the peer now holds
+        // too: start them there (nothing else would, as the new SA has no exchange whose
+        // answer would pump its queue).
+        match self.successor.as_mut() {
+            Some(new) => new.pump_queue(ctx),
+            None => Ok(()),
+        }
     }
 
     fn ike_rekey_failed(&mut self, ctx: &mut Ctx<'_>, notify: u16) -> Result<(), Error> {
