@@ -508,9 +508,19 @@ fn retransmission_backs_off_and_then_fails() {
 
 #[test]
 fn cookie_demand_is_answered() {
+    // With forced encapsulation too: its made-up NAT_DETECTION_SOURCE_IP is one of the
+    // payloads RFC 7296 §2.6 says the retry repeats unchanged.
+    for force_encap in [false, true] {
+        cookie_demand_is_answered_with(force_encap);
+    }
+}
+
+fn cookie_demand_is_answered_with(force_encap: bool) {
     let mut rc = r_config();
     rc.cookie_threshold = 0;
-    let mut net = Net::new(i_config(I_ADDR), rc);
+    let mut ic = i_config(I_ADDR);
+    ic.ike.force_encap = force_encap;
+    let mut net = Net::new(ic, rc);
     net.start(0);
     established(&net);
     let reqs = net.exchanges(Dir::ToResponder, exchange::IKE_SA_INIT);

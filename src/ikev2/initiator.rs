@@ -55,6 +55,9 @@ struct InitState {
     ni: Vec<u8>,
     kp: KeyPair,
     cookie: Option<Vec<u8>>,
+    /// NAT_DETECTION_SOURCE_IP data, fixed for every round of this IKE_SA_INIT (a COOKIE
+    /// retry repeats all other payloads unchanged, §2.6).
+    natd_src: [u8; 20],
     retrans: Retrans,
     rounds: u8,
 }
@@ -86,11 +89,20 @@ impl Initiator {
         let group = self.cfg.ike_proposals[0].groups[0];
         let ni = nonce(&mut *self.rng);
         let kp = KeyPair::generate(group, &mut *self.rng);
+        let natd_src = if self.cfg.force_encap {
+            // A hash that cannot match: the responder concludes we are behind a NAT.
+            let mut fake = [0u8; 20];
+            self.rng.fill_bytes(&mut fake);
+            fake
+        } else {
+            nat_detection_hash(&spi_i, &[0; 8], self.local)
+        };
         let mut st = InitState {
             spi_i,
             ni,
             kp,
             cookie: None,
+            natd_src,
             retrans: Retrans::new(Vec::new(), now, &self.cfg.retransmit),
             rounds: 0,
         };
@@ -230,17 +242,9 @@ impl Initiator {
             data: st.kp.public().to_vec(),
         }));
         payloads.push(Payload::Nonce(st.ni.clone()));
-        let src_hash = if self.cfg.force_encap {
-            // A hash that cannot match: the responder concludes we are behind a NAT.
-            let mut fake = [0u8; 20];
-            self.rng.fill_bytes(&mut fake);
-            fake
-        } else {
-            nat_detection_hash(&st.spi_i, &[0; 8], self.local)
-        };
         payloads.push(Payload::Notify(Notify::new(
             notify::NAT_DETECTION_SOURCE_IP,
-            src_hash.to_vec(),
+            st.natd_src.to_vec(),
         )));
         payloads.push(Payload::Notify(Notify::new(
             notify::NAT_DETECTION_DESTINATION_IP,
