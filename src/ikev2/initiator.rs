@@ -11,7 +11,7 @@ use super::consts::{exchange, notify};
 use super::keys::{IkeKeys, skeyseed};
 use super::nat::nat_detection_hash;
 use super::proposal::{accept_ike, ike_offer};
-use super::session::{Command, Ctx, IkeSa, NewSa, Retrans, Tick, find, nonce};
+use super::session::{Command, Ctx, Found, IkeSa, NewSa, Retrans, Tick, nonce};
 use super::{FailReason, IkeError, IkeEvent, IkeSaId};
 use crate::crypto::dh::{Group, KeyPair};
 use crate::ipsec::ChildSa;
@@ -295,11 +295,8 @@ impl Initiator {
             self.phase = Phase::Init(st);
             return Err(IkeError::Unexpected("not an IKE_SA_INIT response").into());
         }
-        let sa = find(&m.payloads, |p| match p {
-            Payload::Sa(s) => Some(s),
-            _ => None,
-        });
-        if sa.is_none() {
+        let found = Found::of(&m.payloads);
+        let Some(sa) = found.sa else {
             // An unauthenticated error or instruction.
             if let Some(c) = m.notify(notify::COOKIE) {
                 if c.data.is_empty() || c.data.len() > 64 {
@@ -337,17 +334,9 @@ impl Initiator {
                 None => FailReason::InvalidResponse,
             };
             return self.fail_init(st.spi_i, reason);
-        }
-        let suite = sa.and_then(|sa| accept_ike(sa, &self.cfg.ike_proposals));
-        let ke = find(&m.payloads, |p| match p {
-            Payload::Ke(k) => Some(k),
-            _ => None,
-        });
-        let nr = find(&m.payloads, |p| match p {
-            Payload::Nonce(n) => Some(n),
-            _ => None,
-        });
-        let (Some(suite), Some(ke), Some(nr)) = (suite, ke, nr) else {
+        };
+        let suite = accept_ike(sa, &self.cfg.ike_proposals);
+        let (Some(suite), Some(ke), Some(nr)) = (suite, found.ke, found.nonce) else {
             return self.fail_init(st.spi_i, FailReason::InvalidResponse);
         };
         if h.spi_r == [0; 8] || ke.group != st.kp.group().id() || suite.group != st.kp.group() {
@@ -398,7 +387,7 @@ impl Initiator {
             suite,
             keys,
             ni: st.ni,
-            nr: nr.clone(),
+            nr: nr.to_vec(),
             init_request: st.retrans.bytes,
             init_response: msg.to_vec(),
             local,

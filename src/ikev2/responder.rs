@@ -12,7 +12,7 @@ use super::initiator::strip_marker;
 use super::keys::{IkeKeys, skeyseed};
 use super::nat::{CookieJar, nat_detection_hash};
 use super::proposal::select_ike;
-use super::session::{Command, Ctx, IkeSa, NewSa, find, nonce};
+use super::session::{Command, Ctx, Found, IkeSa, NewSa, nonce};
 use super::{IkeError, IkeSaId};
 use crate::crypto::dh::KeyPair;
 use crate::ipsec::ChildSa;
@@ -282,19 +282,7 @@ impl Responder {
                 bound: self.cfg.max_ike_sas,
             });
         }
-        let sa = find(&m.payloads, |p| match p {
-            Payload::Sa(s) => Some(s),
-            _ => None,
-        });
-        let ke = find(&m.payloads, |p| match p {
-            Payload::Ke(k) => Some(k),
-            _ => None,
-        });
-        let ni = find(&m.payloads, |p| match p {
-            Payload::Nonce(n) => Some(n),
-            _ => None,
-        });
-        let (Some(sa), Some(ke), Some(ni)) = (sa, ke, ni) else {
+        let Some((sa, ke, ni)) = Found::of(&m.payloads).sa_ke_nonce() else {
             self.refuse_init(
                 &h,
                 Notify::new(notify::INVALID_SYNTAX, Vec::new()),
@@ -421,7 +409,7 @@ impl Responder {
             initiator: false,
             suite: choice.suite,
             keys,
-            ni: ni.clone(),
+            ni: ni.to_vec(),
             nr,
             init_request: msg.to_vec(),
             init_response: response.clone(),

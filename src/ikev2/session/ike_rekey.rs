@@ -18,7 +18,7 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-use super::{Ctx, IkeSa, NewSa, Request, State, find, nonce};
+use super::{Ctx, Found, IkeSa, NewSa, Request, State, nonce};
 use crate::Error;
 use crate::crypto::dh::{Group, KeyPair, SharedSecret};
 use crate::ikev2::codec::{Delete, KePayload, Notify, Payload, find_notify};
@@ -118,19 +118,7 @@ impl IkeSa {
         if let Some(n) = super::error_notify(&payloads) {
             return self.ike_rekey_failed(ctx, n);
         }
-        let sa = find(&payloads, |p| match p {
-            Payload::Sa(s) => Some(s),
-            _ => None,
-        });
-        let ke = find(&payloads, |p| match p {
-            Payload::Ke(k) => Some(k),
-            _ => None,
-        });
-        let nr = find(&payloads, |p| match p {
-            Payload::Nonce(n) => Some(n),
-            _ => None,
-        });
-        let (Some(sa), Some(ke), Some(nr)) = (sa, ke, nr) else {
+        let Some((sa, ke, nr)) = Found::of(&payloads).sa_ke_nonce() else {
             return self.ike_rekey_failed(ctx, notify::INVALID_SYNTAX);
         };
         let Some((suite, peer_spi)) = accept_ike_rekey(sa, &self.cfg.ike_proposals) else {
@@ -147,8 +135,7 @@ impl IkeSa {
             spi_i: spi,
             spi_r: peer_spi,
         };
-        let nr = nr.clone();
-        self.hand_over(ctx, suite, id, true, &shared, ni, &nr)?;
+        self.hand_over(ctx, suite, id, true, &shared, ni, nr)?;
         // §1.3.2: the rekey initiator deletes the old IKE SA.
         let d = Delete {
             protocol: protocol::IKE,
@@ -189,19 +176,7 @@ impl IkeSa {
             // a bounded number of old IKE SAs waiting to be deleted.
             return refuse(notify::TEMPORARY_FAILURE);
         }
-        let sa = find(payloads, |p| match p {
-            Payload::Sa(s) => Some(s),
-            _ => None,
-        });
-        let ke = find(payloads, |p| match p {
-            Payload::Ke(k) => Some(k),
-            _ => None,
-        });
-        let ni = find(payloads, |p| match p {
-            Payload::Nonce(n) => Some(n),
-            _ => None,
-        });
-        let (Some(sa), Some(ke), Some(ni)) = (sa, ke, ni) else {
+        let Some((sa, ke, ni)) = Found::of(payloads).sa_ke_nonce() else {
             return refuse(notify::INVALID_SYNTAX);
         };
         let Some((choice, peer_spi)) =
@@ -231,8 +206,7 @@ impl IkeSa {
             spi_i: peer_spi,
             spi_r: our_spi,
         };
-        let ni = ni.clone();
-        self.hand_over(ctx, choice.suite, id, false, &shared, &ni, &nr)?;
+        self.hand_over(ctx, choice.suite, id, false, &shared, ni, &nr)?;
         Ok(alloc::vec![
             Payload::Sa(alloc::vec![
                 choice.suite.to_rekey_proposal(choice.num, our_spi)

@@ -19,7 +19,8 @@ use core::time::Duration;
 use rand_core::CryptoRng;
 
 use super::codec::{
-    Flags, Header, Identity, NON_ESP_MARKER, Notify, Payload, TrafficSelector, decode_chain,
+    AuthPayload, Flags, Header, Identity, KePayload, NON_ESP_MARKER, Notify, Payload, Proposal,
+    TrafficSelector, decode_chain,
 };
 use super::config::{IkeConfig, Retransmit};
 use super::consts::{exchange, notify};
@@ -850,9 +851,50 @@ pub(crate) fn nonce(rng: &mut dyn CryptoRng) -> Vec<u8> {
     n
 }
 
-/// The first payload matching `f`.
-pub(crate) fn find<T>(payloads: &[Payload], f: impl Fn(&Payload) -> Option<&T>) -> Option<&T> {
-    payloads.iter().find_map(f)
+/// The first payload of each kind an exchange reads (later ones of a kind are ignored).
+#[derive(Default)]
+pub(crate) struct Found<'a> {
+    pub sa: Option<&'a [Proposal]>,
+    pub ke: Option<&'a KePayload>,
+    pub nonce: Option<&'a [u8]>,
+    pub id_i: Option<&'a Identity>,
+    pub id_r: Option<&'a Identity>,
+    pub auth: Option<&'a AuthPayload>,
+    pub ts_i: Option<&'a [TrafficSelector]>,
+    pub ts_r: Option<&'a [TrafficSelector]>,
+}
+
+impl<'a> Found<'a> {
+    pub(crate) fn of(payloads: &'a [Payload]) -> Found<'a> {
+        let mut f = Found::default();
+        for p in payloads {
+            match p {
+                Payload::Sa(s) => f.sa = f.sa.or(Some(s)),
+                Payload::Ke(k) => f.ke = f.ke.or(Some(k)),
+                Payload::Nonce(n) => f.nonce = f.nonce.or(Some(n)),
+                Payload::IdI(i) => f.id_i = f.id_i.or(Some(i)),
+                Payload::IdR(i) => f.id_r = f.id_r.or(Some(i)),
+                Payload::Auth(a) => f.auth = f.auth.or(Some(a)),
+                Payload::TsI(t) => f.ts_i = f.ts_i.or(Some(t)),
+                Payload::TsR(t) => f.ts_r = f.ts_r.or(Some(t)),
+                _ => {}
+            }
+        }
+        f
+    }
+
+    /// SA, KE and nonce: what IKE_SA_INIT and an IKE SA rekey carry.
+    pub(crate) fn sa_ke_nonce(&self) -> Option<(&'a [Proposal], &'a KePayload, &'a [u8])> {
+        Some((self.sa?, self.ke?, self.nonce?))
+    }
+
+    /// SA, TSi and TSr: what creates a Child SA.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn sa_ts(
+        &self,
+    ) -> Option<(&'a [Proposal], &'a [TrafficSelector], &'a [TrafficSelector])> {
+        Some((self.sa?, self.ts_i?, self.ts_r?))
+    }
 }
 
 /// The first error notify in `payloads`.
