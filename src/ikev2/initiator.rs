@@ -5,11 +5,11 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
-use super::codec::{Flags, Header, KePayload, Message, Notify, Payload, find_notify};
+use super::codec::{Flags, Header, KePayload, Message, Notify, Payload};
 use super::config::{IkeConfig, InitiatorConfig};
 use super::consts::{exchange, notify};
 use super::keys::{IkeKeys, skeyseed};
-use super::nat::nat_detection_hash;
+use super::nat::{nat_detected, natd_notifies, natd_source};
 use super::proposal::{accept_ike, ike_offer};
 use super::session::{Command, Ctx, Found, IkeSa, NewSa, Retrans, Tick, nonce};
 use super::{FailReason, IkeError, IkeEvent, IkeSaId};
@@ -89,14 +89,13 @@ impl Initiator {
         let group = self.cfg.ike_proposals[0].groups[0];
         let ni = nonce(&mut *self.rng);
         let kp = KeyPair::generate(group, &mut *self.rng);
-        let natd_src = if self.cfg.force_encap {
-            // A hash that cannot match: the responder concludes we are behind a NAT.
-            let mut fake = [0u8; 20];
-            self.rng.fill_bytes(&mut fake);
-            fake
-        } else {
-            nat_detection_hash(&spi_i, &[0; 8], self.local)
-        };
+        let natd_src = natd_source(
+            self.cfg.force_encap,
+            &mut *self.rng,
+            &spi_i,
+            &[0; 8],
+            self.local,
+        );
         let mut st = InitState {
             spi_i,
             ni,
@@ -242,14 +241,7 @@ impl Initiator {
             data: st.kp.public().to_vec(),
         }));
         payloads.push(Payload::Nonce(st.ni.clone()));
-        payloads.push(Payload::Notify(Notify::new(
-            notify::NAT_DETECTION_SOURCE_IP,
-            st.natd_src.to_vec(),
-        )));
-        payloads.push(Payload::Notify(Notify::new(
-            notify::NAT_DETECTION_DESTINATION_IP,
-            nat_detection_hash(&st.spi_i, &[0; 8], self.remote).to_vec(),
-        )));
+        payloads.extend(natd_notifies(st.natd_src, &st.spi_i, &[0; 8], self.remote));
         let bytes = Message { header, payloads }.encode()?;
         let mut ctx = Ctx {
             now,
@@ -348,24 +340,8 @@ impl Initiator {
             return self.fail_init(spi_i, FailReason::InvalidResponse);
         };
         // NAT detection (§2.23), with the SPIs of this response.
-        let natd_src: Vec<&Notify> = m
-            .payloads
-            .iter()
-            .filter_map(|p| match p {
-                Payload::Notify(n) if n.ty == notify::NAT_DETECTION_SOURCE_IP => Some(n),
-                _ => None,
-            })
-            .collect();
-        let natd_dst = find_notify(&m.payloads, notify::NAT_DETECTION_DESTINATION_IP);
-        let udp_encap = match natd_dst {
-            Some(dst) if !natd_src.is_empty() => {
-                let peer_hash = nat_detection_hash(&spi_i, &h.spi_r, from);
-                let peer_natted = !natd_src.iter().any(|n| n.data == peer_hash);
-                let we_natted = dst.data != nat_detection_hash(&spi_i, &h.spi_r, to);
-                peer_natted || we_natted || self.cfg.force_encap
-            }
-            _ => false,
-        };
+        let udp_encap = nat_detected(&m.payloads, &spi_i, &h.spi_r, from, to)
+            .is_some_and(|nat| nat || self.cfg.force_encap);
         let seed = skeyseed(&st.ni, nr, shared.as_bytes());
         let keys = IkeKeys::derive(&suite, seed.as_bytes(), &st.ni, nr, &spi_i, &h.spi_r)?;
         let port = self.cfg.nat_t_port;

@@ -10,7 +10,7 @@ use super::config::{IkeConfig, ResponderConfig};
 use super::consts::{exchange, notify};
 use super::initiator::strip_marker;
 use super::keys::{IkeKeys, skeyseed};
-use super::nat::{CookieJar, nat_detection_hash};
+use super::nat::{CookieJar, nat_detected, natd_notifies, natd_source};
 use super::proposal::select_ike;
 use super::session::{Command, Ctx, Found, IkeSa, NewSa, nonce};
 use super::{IkeError, IkeSaId};
@@ -343,23 +343,8 @@ impl Responder {
         let nr = nonce(&mut *self.rng);
 
         // NAT detection (§2.23): hashes in the request use SPIr = 0.
-        let src: Vec<&Notify> = m
-            .payloads
-            .iter()
-            .filter_map(|p| match p {
-                Payload::Notify(n) if n.ty == notify::NAT_DETECTION_SOURCE_IP => Some(n),
-                _ => None,
-            })
-            .collect();
-        let dst = find_notify(&m.payloads, notify::NAT_DETECTION_DESTINATION_IP);
-        let natd = !src.is_empty() && dst.is_some();
-        let udp_encap = natd && {
-            let peer_hash = nat_detection_hash(&h.spi_i, &[0; 8], from);
-            let peer_natted = !src.iter().any(|n| n.data == peer_hash);
-            let we_natted =
-                dst.is_some_and(|d| d.data != nat_detection_hash(&h.spi_i, &[0; 8], to));
-            peer_natted || we_natted || self.ike.force_encap
-        };
+        let nat = nat_detected(&m.payloads, &h.spi_i, &[0; 8], from, to);
+        let udp_encap = nat.is_some_and(|nat| nat || self.ike.force_encap);
 
         let header = Header {
             spi_i: h.spi_i,
@@ -380,22 +365,10 @@ impl Responder {
             }),
             Payload::Nonce(nr.clone()),
         ];
-        if natd {
-            let src_hash = if self.ike.force_encap {
-                let mut fake = [0u8; 20];
-                self.rng.fill_bytes(&mut fake);
-                fake
-            } else {
-                nat_detection_hash(&h.spi_i, &spi_r, to)
-            };
-            payloads.push(Payload::Notify(Notify::new(
-                notify::NAT_DETECTION_SOURCE_IP,
-                src_hash.to_vec(),
-            )));
-            payloads.push(Payload::Notify(Notify::new(
-                notify::NAT_DETECTION_DESTINATION_IP,
-                nat_detection_hash(&h.spi_i, &spi_r, from).to_vec(),
-            )));
+        if nat.is_some() {
+            // Answer NAT detection in kind, with the SPIs of this response.
+            let source = natd_source(self.ike.force_encap, &mut *self.rng, &h.spi_i, &spi_r, to);
+            payloads.extend(natd_notifies(source, &h.spi_i, &spi_r, from));
         }
         let response = Message { header, payloads }.encode()?;
         let seed = skeyseed(ni, &nr, shared.as_bytes());
