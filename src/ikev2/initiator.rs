@@ -10,10 +10,10 @@ use super::config::{IkeConfig, InitiatorConfig};
 use super::consts::{exchange, notify};
 use super::keys::{IkeKeys, skeyseed};
 use super::nat::{nat_detected, natd_notifies, natd_source};
-use super::proposal::{accept_ike, ike_offer};
+use super::proposal::{accept_ike, ike_offer, invalid_ke_group};
 use super::session::{Command, Ctx, Found, IkeSa, NewSa, Retrans, Tick, nonce};
 use super::{FailReason, IkeError, IkeEvent, IkeSaId};
-use crate::crypto::dh::{Group, KeyPair};
+use crate::crypto::dh::KeyPair;
 use crate::ipsec::ChildSa;
 use crate::{Actor, Error, Input, Instant, Outbox, Output, Rng};
 
@@ -305,13 +305,8 @@ impl Initiator {
                 return Ok(());
             }
             if let Some(n) = m.notify(notify::INVALID_KE_PAYLOAD) {
-                let wanted = <[u8; 2]>::try_from(n.data.as_slice())
-                    .ok()
-                    .map(u16::from_be_bytes)
-                    .and_then(Group::from_id)
-                    .filter(|g| self.cfg.ike_proposals.iter().any(|p| p.groups.contains(g)));
                 st.rounds += 1;
-                match wanted {
+                match invalid_ke_group(n, &self.cfg.ike_proposals) {
                     Some(g) if g != st.kp.group() && st.rounds <= MAX_INIT_ROUNDS => {
                         st.kp = KeyPair::generate(g, &mut *self.rng);
                         self.send_init(now, &mut st)?;

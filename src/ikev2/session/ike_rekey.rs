@@ -20,11 +20,13 @@ use alloc::vec::Vec;
 
 use super::{Ctx, Found, IkeSa, NewSa, Request, State, nonce};
 use crate::Error;
-use crate::crypto::dh::{Group, KeyPair, SharedSecret};
+use crate::crypto::dh::{KeyPair, SharedSecret};
 use crate::ikev2::codec::{Delete, KePayload, Notify, Payload, find_notify};
 use crate::ikev2::consts::{exchange, notify, protocol};
 use crate::ikev2::keys::{IkeKeys, skeyseed_rekey};
-use crate::ikev2::proposal::{IkeSuite, accept_ike_rekey, ike_rekey_offer, select_ike_rekey};
+use crate::ikev2::proposal::{
+    IkeSuite, accept_ike_rekey, ike_rekey_offer, invalid_ke_group, select_ike_rekey,
+};
 use crate::ikev2::{IkeEvent, IkeSaId};
 
 /// INVALID_KE_PAYLOAD rounds tolerated in one IKE SA rekey.
@@ -102,12 +104,7 @@ impl IkeSa {
         rounds: u8,
     ) -> Result<(), Error> {
         if let Some(n) = find_notify(&payloads, notify::INVALID_KE_PAYLOAD) {
-            let wanted = <[u8; 2]>::try_from(n.data.as_slice())
-                .ok()
-                .map(u16::from_be_bytes)
-                .and_then(Group::from_id)
-                .filter(|g| self.cfg.ike_proposals.iter().any(|p| p.groups.contains(g)));
-            return match wanted {
+            return match invalid_ke_group(n, &self.cfg.ike_proposals) {
                 Some(g) if g != kp.group() && rounds < MAX_REKEY_ROUNDS => {
                     let kp = KeyPair::generate(g, ctx.rng);
                     self.send_ike_rekey(ctx, spi, ni.to_vec(), kp, rounds + 1)
