@@ -214,14 +214,7 @@ impl IkeSa {
             return Ok(Vec::new());
         }
         if ike_deleted {
-            self.state = State::Dead;
-            self.pending = None;
-            self.queue.clear();
-            self.drop_children(ctx)?;
-            ctx.event(IkeEvent::IkeSaDeleted {
-                id: self.id,
-                by_peer: true,
-            })?;
+            self.deleted(ctx, true)?;
             return Ok(Vec::new());
         }
         if deleted_in.is_empty() {

@@ -330,13 +330,19 @@ impl IkeSa {
     /// The peer announced, by INITIAL_CONTACT on a new IKE SA, that it has no state for
     /// this one (it restarted): drop it and its Child SAs, as if the peer had deleted it.
     pub(crate) fn forget(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Error> {
+        self.deleted(ctx, true)
+    }
+
+    /// The IKE SA is deleted (by the peer, or by us and answered): it and its Child SAs
+    /// are gone.
+    fn deleted(&mut self, ctx: &mut Ctx<'_>, by_peer: bool) -> Result<(), Error> {
         self.state = State::Dead;
         self.pending = None;
         self.queue.clear();
         self.drop_children(ctx)?;
         ctx.event(IkeEvent::IkeSaDeleted {
             id: self.id,
-            by_peer: true,
+            by_peer,
         })
     }
 
@@ -679,15 +685,7 @@ impl IkeSa {
                 }
                 Ok(())
             }
-            Request::DeleteIke => {
-                self.state = State::Dead;
-                self.queue.clear();
-                self.drop_children(ctx)?;
-                ctx.event(IkeEvent::IkeSaDeleted {
-                    id: self.id,
-                    by_peer: false,
-                })
-            }
+            Request::DeleteIke => self.deleted(ctx, false),
             Request::Liveness => ctx.event(IkeEvent::LivenessConfirmed { id: self.id }),
             Request::RekeyIke {
                 spi,
