@@ -20,7 +20,7 @@ use rand_core::CryptoRng;
 
 use super::codec::{
     AuthPayload, Flags, Header, Identity, KePayload, NON_ESP_MARKER, Notify, Payload, Proposal,
-    TrafficSelector, decode_chain,
+    TrafficSelector,
 };
 use super::config::{IkeConfig, Retransmit};
 use super::consts::{exchange, notify};
@@ -530,14 +530,7 @@ impl IkeSa {
             return Err(IkeError::Unexpected("request in this state").into());
         }
         let opened = self.sk.open_raw(msg, &limits)?;
-        let mut count = opened.outer_count;
-        let reply = match decode_chain(
-            opened.first_inner,
-            &opened.plain,
-            &limits,
-            &mut count,
-            false,
-        ) {
+        let reply = match opened.payloads(&limits) {
             Ok(payloads) => {
                 self.peer_next_id = self.peer_next_id.wrapping_add(1);
                 if self.udp_encap || self.state == State::Authenticating {
@@ -607,15 +600,7 @@ impl IkeSa {
         if h.exchange != p.exchange {
             return Err(IkeError::Unexpected("response of another exchange type").into());
         }
-        let opened = self.sk.open_raw(msg, &limits)?;
-        let mut count = opened.outer_count;
-        let payloads = decode_chain(
-            opened.first_inner,
-            &opened.plain,
-            &limits,
-            &mut count,
-            false,
-        );
+        let payloads = self.sk.open_raw(msg, &limits)?.payloads(&limits);
         let Some(p) = self.pending.take() else {
             return Ok(());
         };
