@@ -191,11 +191,8 @@ impl Initiator {
         let retiring = self.retiring.as_ref().map(|r| r.id);
         let taken = move |s: &[u8; 8]| retiring.is_some_and(|id| id.spi_i == *s || id.spi_r == *s);
         let mut ctx = Ctx {
-            now,
-            out: &mut self.out,
-            rng: &mut *self.rng,
             spi_taken: &taken,
-            room_to_rekey: true,
+            ..Ctx::new(now, &mut self.out, &mut *self.rng)
         };
         let r = sa.command(&mut ctx, cmd);
         self.settle();
@@ -243,13 +240,7 @@ impl Initiator {
         payloads.push(Payload::Nonce(st.ni.clone()));
         payloads.extend(natd_notifies(st.natd_src, &st.spi_i, &[0; 8], self.remote));
         let bytes = Message { header, payloads }.encode()?;
-        let mut ctx = Ctx {
-            now,
-            out: &mut self.out,
-            rng: &mut *self.rng,
-            spi_taken: &|_| false,
-            room_to_rekey: true,
-        };
+        let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
         ctx.transmit(self.local, self.remote, false, &bytes)?;
         st.retrans = Retrans::new(bytes, now, &self.cfg.retransmit);
         Ok(())
@@ -368,13 +359,7 @@ impl Initiator {
             now,
             linger: self.cfg.retransmit.initial,
         })?;
-        let mut ctx = Ctx {
-            now,
-            out: &mut self.out,
-            rng: &mut *self.rng,
-            spi_taken: &|_| false,
-            room_to_rekey: true,
-        };
+        let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
         sa.start_auth(&mut ctx)?;
         self.phase = Phase::Sa(Box::new(sa));
         Ok(())
@@ -415,13 +400,7 @@ impl Actor for Initiator {
         if let Some(old) = self.retiring.as_mut()
             && (old.id.spi_i, old.id.spi_r) == ids
         {
-            let mut ctx = Ctx {
-                now,
-                out: &mut self.out,
-                rng: &mut *self.rng,
-                spi_taken: &|_| false,
-                room_to_rekey: true,
-            };
+            let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
             let r = old.handle(&mut ctx, msg, from, to, marker);
             self.settle();
             return r;
@@ -444,11 +423,8 @@ impl Actor for Initiator {
                 let taken =
                     move |s: &[u8; 8]| retiring.is_some_and(|id| id.spi_i == *s || id.spi_r == *s);
                 let mut ctx = Ctx {
-                    now,
-                    out: &mut self.out,
-                    rng: &mut *self.rng,
                     spi_taken: &taken,
-                    room_to_rekey: true,
+                    ..Ctx::new(now, &mut self.out, &mut *self.rng)
                 };
                 let r = sa.handle(&mut ctx, msg, from, to, marker);
                 self.phase = Phase::Sa(sa);
@@ -465,13 +441,7 @@ impl Actor for Initiator {
             Phase::Init(mut st) => match st.retrans.tick(now, &policy) {
                 Tick::Wait => self.phase = Phase::Init(st),
                 Tick::Resend => {
-                    let mut ctx = Ctx {
-                        now,
-                        out: &mut self.out,
-                        rng: &mut *self.rng,
-                        spi_taken: &|_| false,
-                        room_to_rekey: true,
-                    };
+                    let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
                     // A full outbox is reported by the driver's next call; the timer stays armed.
                     let _ = ctx.transmit(self.local, self.remote, false, &st.retrans.bytes);
                     self.phase = Phase::Init(st);
@@ -481,25 +451,13 @@ impl Actor for Initiator {
                 }
             },
             Phase::Sa(mut sa) => {
-                let mut ctx = Ctx {
-                    now,
-                    out: &mut self.out,
-                    rng: &mut *self.rng,
-                    spi_taken: &|_| false,
-                    room_to_rekey: true,
-                };
+                let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
                 let _ = sa.handle_timeout(&mut ctx);
                 self.phase = Phase::Sa(sa);
             }
         }
         if let Some(old) = self.retiring.as_mut() {
-            let mut ctx = Ctx {
-                now,
-                out: &mut self.out,
-                rng: &mut *self.rng,
-                spi_taken: &|_| false,
-                room_to_rekey: true,
-            };
+            let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
             let _ = old.handle_timeout(&mut ctx);
         }
         self.settle();

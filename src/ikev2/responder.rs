@@ -170,13 +170,7 @@ impl Responder {
         if let Some(peer) = restarted {
             // RFC 7296 §2.4: INITIAL_CONTACT says the peer holds no other IKE SA with us;
             // ours for the same authenticated identity are stale (the peer restarted).
-            let mut ctx = Ctx {
-                now,
-                out: &mut self.out,
-                rng: &mut *self.rng,
-                spi_taken: &|_| false,
-                room_to_rekey: true,
-            };
+            let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
             for (k, other) in self.sas.iter_mut() {
                 if *k != key && other.is_established() && other.peer_id() == Some(&peer) {
                     // A full outbox is reported by the driver's next call.
@@ -228,13 +222,7 @@ impl Responder {
             payloads: alloc::vec![Payload::Notify(n)],
         }
         .encode()?;
-        let mut ctx = Ctx {
-            now: Instant::ZERO,
-            out: &mut self.out,
-            rng: &mut *self.rng,
-            spi_taken: &|_| false,
-            room_to_rekey: true,
-        };
+        let mut ctx = Ctx::new(Instant::ZERO, &mut self.out, &mut *self.rng);
         ctx.transmit(to, from, marker, &bytes)
     }
 
@@ -256,13 +244,7 @@ impl Responder {
             && let Some(sa) = self.sas.get(spi_r)
         {
             if sa.init_request() == msg {
-                let mut ctx = Ctx {
-                    now,
-                    out: &mut self.out,
-                    rng: &mut *self.rng,
-                    spi_taken: &|_| false,
-                    room_to_rekey: true,
-                };
+                let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
                 return sa.replay_init(&mut ctx, from, to, marker);
             }
             return Err(IkeError::Unexpected("IKE_SA_INIT reusing an SPI").into());
@@ -393,13 +375,7 @@ impl Responder {
             now,
             linger: self.cfg.half_open_timeout,
         })?;
-        let mut ctx = Ctx {
-            now,
-            out: &mut self.out,
-            rng: &mut *self.rng,
-            spi_taken: &|_| false,
-            room_to_rekey: true,
-        };
+        let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
         ctx.transmit(to, from, marker, &response)?;
         self.sas.insert(spi_r, sa);
         self.init_index.insert((h.spi_i, from), spi_r);
@@ -435,13 +411,7 @@ impl Actor for Responder {
 
     fn handle_timeout(&mut self, now: Instant) {
         let timeout = self.cfg.half_open_timeout;
-        let mut ctx = Ctx {
-            now,
-            out: &mut self.out,
-            rng: &mut *self.rng,
-            spi_taken: &|_| false,
-            room_to_rekey: true,
-        };
+        let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
         for sa in self.sas.values_mut() {
             if sa.is_half_open() && now.saturating_duration_since(sa.created) >= timeout {
                 let _ = sa.fail(&mut ctx, super::FailReason::Timeout);

@@ -47,7 +47,21 @@ pub(crate) struct Ctx<'a> {
     pub room_to_rekey: bool,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// A context for work that starts no IKE SA rekey (so needs no SPI check or room).
+    pub(crate) fn new(now: Instant, out: &'a mut Outbox, rng: &'a mut dyn CryptoRng) -> Ctx<'a> {
+        fn none_taken(_: &[u8; 8]) -> bool {
+            false
+        }
+        Ctx {
+            now,
+            out,
+            rng,
+            spi_taken: &none_taken,
+            room_to_rekey: true,
+        }
+    }
+
     pub(crate) fn event(&mut self, e: IkeEvent) -> Result<(), Error> {
         self.out.event(e)
     }
