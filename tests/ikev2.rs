@@ -508,9 +508,19 @@ fn retransmission_backs_off_and_then_fails() {
 
 #[test]
 fn cookie_demand_is_answered() {
+    // With forced encapsulation too: its made-up NAT_DETECTION_SOURCE_IP is one of the
+    // payloads RFC 7296 §2.6 says the retry repeats unchanged.
+    for force_encap in [false, true] {
+        cookie_demand_is_answered_with(force_encap);
+    }
+}
+
+fn cookie_demand_is_answered_with(force_encap: bool) {
     let mut rc = r_config();
     rc.cookie_threshold = 0;
-    let mut net = Net::new(i_config(I_ADDR), rc);
+    let mut ic = i_config(I_ADDR);
+    ic.ike.force_encap = force_encap;
+    let mut net = Net::new(ic, rc);
     net.start(0);
     established(&net);
     let reqs = net.exchanges(Dir::ToResponder, exchange::IKE_SA_INIT);
@@ -1555,4 +1565,33 @@ fn initial_contact_replaces_the_stale_ike_sa_of_a_restarted_peer() {
             .iter()
             .any(|e| matches!(e, Error::Ike(deputy::ikev2::IkeError::UnknownSpi)))
     );
+}
+
+/// Commands issued while our IKE SA rekey is outstanding wait in the queue and move to
+/// the new IKE SA with the Child SAs; they must then run there, not stall forever.
+#[test]
+fn commands_queued_behind_an_ike_sa_rekey_run_on_the_new_sa() {
+    let mut net = Net::new(i_config(I_ADDR), r_config());
+    net.start(0);
+    established(&net);
+    let first = net.inits[0].ike_sa_id().unwrap();
+    let child = net.i_child(0);
+    net.inits[0].rekey_ike(net.now).unwrap();
+    net.inits[0].send_liveness(net.now).unwrap();
+    net.inits[0].rekey_child(net.now).unwrap();
+    net.run_for(Duration::from_secs(5));
+    let second = net.inits[0].ike_sa_id().unwrap();
+    assert_ne!(second, first);
+    assert!(
+        has_event(&net.i_events[0], |e| matches!(
+            e,
+            IkeEvent::LivenessConfirmed { id } if *id == second
+        )),
+        "{:?}",
+        net.i_events[0]
+    );
+    let (i, r) = (net.i_child(0), net.r_child(0));
+    assert_ne!(i.spi_in, child.spi_in, "the queued Child SA rekey ran");
+    assert_child_pair(&net, &i, &r, Suite::AesCbc128HmacSha256);
+    assert!(net.i_errors.is_empty() && net.r_errors.is_empty());
 }

@@ -5,15 +5,15 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
-use super::codec::{Flags, Header, KePayload, Message, Notify, Payload, find_notify};
+use super::codec::{Flags, Header, KePayload, Message, Notify, Payload};
 use super::config::{IkeConfig, InitiatorConfig};
 use super::consts::{exchange, notify};
 use super::keys::{IkeKeys, skeyseed};
-use super::nat::nat_detection_hash;
-use super::proposal::{accept_ike, ike_offer};
-use super::session::{Command, Ctx, IkeSa, NewSa, Retrans, Tick, find, nonce};
+use super::nat::{nat_detected, natd_notifies, natd_source};
+use super::proposal::{accept_ike, ike_offer, invalid_ke_group};
+use super::session::{Command, Ctx, Found, IkeSa, NewSa, Retrans, Tick, nonce};
 use super::{FailReason, IkeError, IkeEvent, IkeSaId};
-use crate::crypto::dh::{Group, KeyPair};
+use crate::crypto::dh::KeyPair;
 use crate::ipsec::ChildSa;
 use crate::{Actor, Error, Input, Instant, Outbox, Output, Rng};
 
@@ -55,6 +55,9 @@ struct InitState {
     ni: Vec<u8>,
     kp: KeyPair,
     cookie: Option<Vec<u8>>,
+    /// NAT_DETECTION_SOURCE_IP data, fixed for every round of this IKE_SA_INIT (a COOKIE
+    /// retry repeats all other payloads unchanged, §2.6).
+    natd_src: [u8; 20],
     retrans: Retrans,
     rounds: u8,
 }
@@ -86,11 +89,19 @@ impl Initiator {
         let group = self.cfg.ike_proposals[0].groups[0];
         let ni = nonce(&mut *self.rng);
         let kp = KeyPair::generate(group, &mut *self.rng);
+        let natd_src = natd_source(
+            self.cfg.force_encap,
+            &mut *self.rng,
+            &spi_i,
+            &[0; 8],
+            self.local,
+        );
         let mut st = InitState {
             spi_i,
             ni,
             kp,
             cookie: None,
+            natd_src,
             retrans: Retrans::new(Vec::new(), now, &self.cfg.retransmit),
             rounds: 0,
         };
@@ -180,11 +191,8 @@ impl Initiator {
         let retiring = self.retiring.as_ref().map(|r| r.id);
         let taken = move |s: &[u8; 8]| retiring.is_some_and(|id| id.spi_i == *s || id.spi_r == *s);
         let mut ctx = Ctx {
-            now,
-            out: &mut self.out,
-            rng: &mut *self.rng,
             spi_taken: &taken,
-            room_to_rekey: true,
+            ..Ctx::new(now, &mut self.out, &mut *self.rng)
         };
         let r = sa.command(&mut ctx, cmd);
         self.settle();
@@ -230,30 +238,9 @@ impl Initiator {
             data: st.kp.public().to_vec(),
         }));
         payloads.push(Payload::Nonce(st.ni.clone()));
-        let src_hash = if self.cfg.force_encap {
-            // A hash that cannot match: the responder concludes we are behind a NAT.
-            let mut fake = [0u8; 20];
-            self.rng.fill_bytes(&mut fake);
-            fake
-        } else {
-            nat_detection_hash(&st.spi_i, &[0; 8], self.local)
-        };
-        payloads.push(Payload::Notify(Notify::new(
-            notify::NAT_DETECTION_SOURCE_IP,
-            src_hash.to_vec(),
-        )));
-        payloads.push(Payload::Notify(Notify::new(
-            notify::NAT_DETECTION_DESTINATION_IP,
-            nat_detection_hash(&st.spi_i, &[0; 8], self.remote).to_vec(),
-        )));
+        payloads.extend(natd_notifies(st.natd_src, &st.spi_i, &[0; 8], self.remote));
         let bytes = Message { header, payloads }.encode()?;
-        let mut ctx = Ctx {
-            now,
-            out: &mut self.out,
-            rng: &mut *self.rng,
-            spi_taken: &|_| false,
-            room_to_rekey: true,
-        };
+        let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
         ctx.transmit(self.local, self.remote, false, &bytes)?;
         st.retrans = Retrans::new(bytes, now, &self.cfg.retransmit);
         Ok(())
@@ -291,11 +278,8 @@ impl Initiator {
             self.phase = Phase::Init(st);
             return Err(IkeError::Unexpected("not an IKE_SA_INIT response").into());
         }
-        let sa = find(&m.payloads, |p| match p {
-            Payload::Sa(s) => Some(s),
-            _ => None,
-        });
-        if sa.is_none() {
+        let found = Found::of(&m.payloads);
+        let Some(sa) = found.sa else {
             // An unauthenticated error or instruction.
             if let Some(c) = m.notify(notify::COOKIE) {
                 if c.data.is_empty() || c.data.len() > 64 {
@@ -312,13 +296,8 @@ impl Initiator {
                 return Ok(());
             }
             if let Some(n) = m.notify(notify::INVALID_KE_PAYLOAD) {
-                let wanted = <[u8; 2]>::try_from(n.data.as_slice())
-                    .ok()
-                    .map(u16::from_be_bytes)
-                    .and_then(Group::from_id)
-                    .filter(|g| self.cfg.ike_proposals.iter().any(|p| p.groups.contains(g)));
                 st.rounds += 1;
-                match wanted {
+                match invalid_ke_group(n, &self.cfg.ike_proposals) {
                     Some(g) if g != st.kp.group() && st.rounds <= MAX_INIT_ROUNDS => {
                         st.kp = KeyPair::generate(g, &mut *self.rng);
                         self.send_init(now, &mut st)?;
@@ -333,17 +312,9 @@ impl Initiator {
                 None => FailReason::InvalidResponse,
             };
             return self.fail_init(st.spi_i, reason);
-        }
-        let suite = sa.and_then(|sa| accept_ike(sa, &self.cfg.ike_proposals));
-        let ke = find(&m.payloads, |p| match p {
-            Payload::Ke(k) => Some(k),
-            _ => None,
-        });
-        let nr = find(&m.payloads, |p| match p {
-            Payload::Nonce(n) => Some(n),
-            _ => None,
-        });
-        let (Some(suite), Some(ke), Some(nr)) = (suite, ke, nr) else {
+        };
+        let suite = accept_ike(sa, &self.cfg.ike_proposals);
+        let (Some(suite), Some(ke), Some(nr)) = (suite, found.ke, found.nonce) else {
             return self.fail_init(st.spi_i, FailReason::InvalidResponse);
         };
         if h.spi_r == [0; 8] || ke.group != st.kp.group().id() || suite.group != st.kp.group() {
@@ -355,24 +326,8 @@ impl Initiator {
             return self.fail_init(spi_i, FailReason::InvalidResponse);
         };
         // NAT detection (§2.23), with the SPIs of this response.
-        let natd_src: Vec<&Notify> = m
-            .payloads
-            .iter()
-            .filter_map(|p| match p {
-                Payload::Notify(n) if n.ty == notify::NAT_DETECTION_SOURCE_IP => Some(n),
-                _ => None,
-            })
-            .collect();
-        let natd_dst = find_notify(&m.payloads, notify::NAT_DETECTION_DESTINATION_IP);
-        let udp_encap = match natd_dst {
-            Some(dst) if !natd_src.is_empty() => {
-                let peer_hash = nat_detection_hash(&spi_i, &h.spi_r, from);
-                let peer_natted = !natd_src.iter().any(|n| n.data == peer_hash);
-                let we_natted = dst.data != nat_detection_hash(&spi_i, &h.spi_r, to);
-                peer_natted || we_natted || self.cfg.force_encap
-            }
-            _ => false,
-        };
+        let udp_encap = nat_detected(&m.payloads, &spi_i, &h.spi_r, from, to)
+            .is_some_and(|nat| nat || self.cfg.force_encap);
         let seed = skeyseed(&st.ni, nr, shared.as_bytes());
         let keys = IkeKeys::derive(&suite, seed.as_bytes(), &st.ni, nr, &spi_i, &h.spi_r)?;
         let port = self.cfg.nat_t_port;
@@ -394,7 +349,7 @@ impl Initiator {
             suite,
             keys,
             ni: st.ni,
-            nr: nr.clone(),
+            nr: nr.to_vec(),
             init_request: st.retrans.bytes,
             init_response: msg.to_vec(),
             local,
@@ -404,13 +359,7 @@ impl Initiator {
             now,
             linger: self.cfg.retransmit.initial,
         })?;
-        let mut ctx = Ctx {
-            now,
-            out: &mut self.out,
-            rng: &mut *self.rng,
-            spi_taken: &|_| false,
-            room_to_rekey: true,
-        };
+        let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
         sa.start_auth(&mut ctx)?;
         self.phase = Phase::Sa(Box::new(sa));
         Ok(())
@@ -451,13 +400,7 @@ impl Actor for Initiator {
         if let Some(old) = self.retiring.as_mut()
             && (old.id.spi_i, old.id.spi_r) == ids
         {
-            let mut ctx = Ctx {
-                now,
-                out: &mut self.out,
-                rng: &mut *self.rng,
-                spi_taken: &|_| false,
-                room_to_rekey: true,
-            };
+            let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
             let r = old.handle(&mut ctx, msg, from, to, marker);
             self.settle();
             return r;
@@ -480,11 +423,8 @@ impl Actor for Initiator {
                 let taken =
                     move |s: &[u8; 8]| retiring.is_some_and(|id| id.spi_i == *s || id.spi_r == *s);
                 let mut ctx = Ctx {
-                    now,
-                    out: &mut self.out,
-                    rng: &mut *self.rng,
                     spi_taken: &taken,
-                    room_to_rekey: true,
+                    ..Ctx::new(now, &mut self.out, &mut *self.rng)
                 };
                 let r = sa.handle(&mut ctx, msg, from, to, marker);
                 self.phase = Phase::Sa(sa);
@@ -501,13 +441,7 @@ impl Actor for Initiator {
             Phase::Init(mut st) => match st.retrans.tick(now, &policy) {
                 Tick::Wait => self.phase = Phase::Init(st),
                 Tick::Resend => {
-                    let mut ctx = Ctx {
-                        now,
-                        out: &mut self.out,
-                        rng: &mut *self.rng,
-                        spi_taken: &|_| false,
-                        room_to_rekey: true,
-                    };
+                    let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
                     // A full outbox is reported by the driver's next call; the timer stays armed.
                     let _ = ctx.transmit(self.local, self.remote, false, &st.retrans.bytes);
                     self.phase = Phase::Init(st);
@@ -517,25 +451,13 @@ impl Actor for Initiator {
                 }
             },
             Phase::Sa(mut sa) => {
-                let mut ctx = Ctx {
-                    now,
-                    out: &mut self.out,
-                    rng: &mut *self.rng,
-                    spi_taken: &|_| false,
-                    room_to_rekey: true,
-                };
+                let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
                 let _ = sa.handle_timeout(&mut ctx);
                 self.phase = Phase::Sa(sa);
             }
         }
         if let Some(old) = self.retiring.as_mut() {
-            let mut ctx = Ctx {
-                now,
-                out: &mut self.out,
-                rng: &mut *self.rng,
-                spi_taken: &|_| false,
-                room_to_rekey: true,
-            };
+            let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
             let _ = old.handle_timeout(&mut ctx);
         }
         self.settle();

@@ -8,6 +8,8 @@ use rand_core::CryptoRng;
 use sha1::{Digest, Sha1};
 use zeroize::Zeroizing;
 
+use super::codec::{Notify, Payload, find_notify};
+use super::consts::notify;
 use crate::Instant;
 use crate::crypto::ct_eq;
 
@@ -23,6 +25,69 @@ pub fn nat_detection_hash(spi_i: &[u8; 8], spi_r: &[u8; 8], addr: SocketAddr) ->
     }
     h.update(addr.port().to_be_bytes());
     h.finalize().into()
+}
+
+/// The NAT_DETECTION_SOURCE_IP data to send from `local`: its hash, or with `force_encap`
+/// random octets that cannot match, so that the peer concludes we are behind a NAT and
+/// both ends encapsulate ESP in UDP (like strongSwan's `encap = yes`).
+pub(crate) fn natd_source(
+    force_encap: bool,
+    rng: &mut dyn CryptoRng,
+    spi_i: &[u8; 8],
+    spi_r: &[u8; 8],
+    local: SocketAddr,
+) -> [u8; 20] {
+    if force_encap {
+        crate::crypto::random_array(rng)
+    } else {
+        nat_detection_hash(spi_i, spi_r, local)
+    }
+}
+
+/// The NAT_DETECTION_SOURCE_IP (with `source` from [`natd_source`]) and
+/// NAT_DETECTION_DESTINATION_IP notifies of an IKE_SA_INIT message sent to `remote`.
+pub(crate) fn natd_notifies(
+    source: [u8; 20],
+    spi_i: &[u8; 8],
+    spi_r: &[u8; 8],
+    remote: SocketAddr,
+) -> [Payload; 2] {
+    [
+        Payload::Notify(Notify::new(
+            notify::NAT_DETECTION_SOURCE_IP,
+            source.to_vec(),
+        )),
+        Payload::Notify(Notify::new(
+            notify::NAT_DETECTION_DESTINATION_IP,
+            nat_detection_hash(spi_i, spi_r, remote).to_vec(),
+        )),
+    ]
+}
+
+/// What the NAT detection notifies of a received IKE_SA_INIT message (with SPIs `spi_i`,
+/// `spi_r`, sent from `from` to `to`) say: `None` when it carries none, else whether an
+/// address was translated on the way (no NAT_DETECTION_SOURCE_IP matches the sender, or
+/// the NAT_DETECTION_DESTINATION_IP does not match us).
+pub(crate) fn nat_detected(
+    payloads: &[Payload],
+    spi_i: &[u8; 8],
+    spi_r: &[u8; 8],
+    from: SocketAddr,
+    to: SocketAddr,
+) -> Option<bool> {
+    let dst = find_notify(payloads, notify::NAT_DETECTION_DESTINATION_IP)?;
+    let peer_hash = nat_detection_hash(spi_i, spi_r, from);
+    let mut sources = payloads
+        .iter()
+        .filter_map(|p| match p {
+            Payload::Notify(n) if n.ty == notify::NAT_DETECTION_SOURCE_IP => Some(&n.data),
+            _ => None,
+        })
+        .peekable();
+    sources.peek()?;
+    let peer_natted = !sources.any(|d| *d == peer_hash);
+    let we_natted = dst.data != nat_detection_hash(spi_i, spi_r, to);
+    Some(peer_natted || we_natted)
 }
 
 /// Length of a cookie: one version octet and a SHA-256 digest.

@@ -15,7 +15,7 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-use super::codec::{Proposal, Transform};
+use super::codec::{Notify, Proposal, Transform};
 use super::consts::{protocol, transform as t};
 use crate::crypto::dh::Group;
 use crate::ipsec::Suite;
@@ -331,6 +331,16 @@ pub fn esp_offer(ours: &[Suite], spi: u32) -> Vec<Proposal> {
         .zip(1u8..)
         .map(|(s, num)| esp_proposal(*s, num, spi))
         .collect()
+}
+
+/// The group an INVALID_KE_PAYLOAD notify asks for (RFC 7296 §1.2: two octets), if it is
+/// one of ours.
+pub fn invalid_ke_group(n: &Notify, ours: &[IkeProposal]) -> Option<Group> {
+    <[u8; 2]>::try_from(n.data.as_slice())
+        .ok()
+        .map(u16::from_be_bytes)
+        .and_then(Group::from_id)
+        .filter(|g| ours.iter().any(|p| p.groups.contains(g)))
 }
 
 /// A responder's choice of IKE SA proposal.

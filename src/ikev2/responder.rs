@@ -10,9 +10,9 @@ use super::config::{IkeConfig, ResponderConfig};
 use super::consts::{exchange, notify};
 use super::initiator::strip_marker;
 use super::keys::{IkeKeys, skeyseed};
-use super::nat::{CookieJar, nat_detection_hash};
+use super::nat::{CookieJar, nat_detected, natd_notifies, natd_source};
 use super::proposal::select_ike;
-use super::session::{Command, Ctx, IkeSa, NewSa, find, nonce};
+use super::session::{Command, Ctx, Found, IkeSa, NewSa, nonce};
 use super::{IkeError, IkeSaId};
 use crate::crypto::dh::KeyPair;
 use crate::ipsec::ChildSa;
@@ -170,13 +170,7 @@ impl Responder {
         if let Some(peer) = restarted {
             // RFC 7296 §2.4: INITIAL_CONTACT says the peer holds no other IKE SA with us;
             // ours for the same authenticated identity are stale (the peer restarted).
-            let mut ctx = Ctx {
-                now,
-                out: &mut self.out,
-                rng: &mut *self.rng,
-                spi_taken: &|_| false,
-                room_to_rekey: true,
-            };
+            let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
             for (k, other) in self.sas.iter_mut() {
                 if *k != key && other.is_established() && other.peer_id() == Some(&peer) {
                     // A full outbox is reported by the driver's next call.
@@ -228,13 +222,7 @@ impl Responder {
             payloads: alloc::vec![Payload::Notify(n)],
         }
         .encode()?;
-        let mut ctx = Ctx {
-            now: Instant::ZERO,
-            out: &mut self.out,
-            rng: &mut *self.rng,
-            spi_taken: &|_| false,
-            room_to_rekey: true,
-        };
+        let mut ctx = Ctx::new(Instant::ZERO, &mut self.out, &mut *self.rng);
         ctx.transmit(to, from, marker, &bytes)
     }
 
@@ -256,13 +244,7 @@ impl Responder {
             && let Some(sa) = self.sas.get(spi_r)
         {
             if sa.init_request() == msg {
-                let mut ctx = Ctx {
-                    now,
-                    out: &mut self.out,
-                    rng: &mut *self.rng,
-                    spi_taken: &|_| false,
-                    room_to_rekey: true,
-                };
+                let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
                 return sa.replay_init(&mut ctx, from, to, marker);
             }
             return Err(IkeError::Unexpected("IKE_SA_INIT reusing an SPI").into());
@@ -282,19 +264,7 @@ impl Responder {
                 bound: self.cfg.max_ike_sas,
             });
         }
-        let sa = find(&m.payloads, |p| match p {
-            Payload::Sa(s) => Some(s),
-            _ => None,
-        });
-        let ke = find(&m.payloads, |p| match p {
-            Payload::Ke(k) => Some(k),
-            _ => None,
-        });
-        let ni = find(&m.payloads, |p| match p {
-            Payload::Nonce(n) => Some(n),
-            _ => None,
-        });
-        let (Some(sa), Some(ke), Some(ni)) = (sa, ke, ni) else {
+        let Some((sa, ke, ni)) = Found::of(&m.payloads).sa_ke_nonce() else {
             self.refuse_init(
                 &h,
                 Notify::new(notify::INVALID_SYNTAX, Vec::new()),
@@ -355,23 +325,8 @@ impl Responder {
         let nr = nonce(&mut *self.rng);
 
         // NAT detection (§2.23): hashes in the request use SPIr = 0.
-        let src: Vec<&Notify> = m
-            .payloads
-            .iter()
-            .filter_map(|p| match p {
-                Payload::Notify(n) if n.ty == notify::NAT_DETECTION_SOURCE_IP => Some(n),
-                _ => None,
-            })
-            .collect();
-        let dst = find_notify(&m.payloads, notify::NAT_DETECTION_DESTINATION_IP);
-        let natd = !src.is_empty() && dst.is_some();
-        let udp_encap = natd && {
-            let peer_hash = nat_detection_hash(&h.spi_i, &[0; 8], from);
-            let peer_natted = !src.iter().any(|n| n.data == peer_hash);
-            let we_natted =
-                dst.is_some_and(|d| d.data != nat_detection_hash(&h.spi_i, &[0; 8], to));
-            peer_natted || we_natted || self.ike.force_encap
-        };
+        let nat = nat_detected(&m.payloads, &h.spi_i, &[0; 8], from, to);
+        let udp_encap = nat.is_some_and(|nat| nat || self.ike.force_encap);
 
         let header = Header {
             spi_i: h.spi_i,
@@ -392,22 +347,10 @@ impl Responder {
             }),
             Payload::Nonce(nr.clone()),
         ];
-        if natd {
-            let src_hash = if self.ike.force_encap {
-                let mut fake = [0u8; 20];
-                self.rng.fill_bytes(&mut fake);
-                fake
-            } else {
-                nat_detection_hash(&h.spi_i, &spi_r, to)
-            };
-            payloads.push(Payload::Notify(Notify::new(
-                notify::NAT_DETECTION_SOURCE_IP,
-                src_hash.to_vec(),
-            )));
-            payloads.push(Payload::Notify(Notify::new(
-                notify::NAT_DETECTION_DESTINATION_IP,
-                nat_detection_hash(&h.spi_i, &spi_r, from).to_vec(),
-            )));
+        if nat.is_some() {
+            // Answer NAT detection in kind, with the SPIs of this response.
+            let source = natd_source(self.ike.force_encap, &mut *self.rng, &h.spi_i, &spi_r, to);
+            payloads.extend(natd_notifies(source, &h.spi_i, &spi_r, from));
         }
         let response = Message { header, payloads }.encode()?;
         let seed = skeyseed(ni, &nr, shared.as_bytes());
@@ -421,7 +364,7 @@ impl Responder {
             initiator: false,
             suite: choice.suite,
             keys,
-            ni: ni.clone(),
+            ni: ni.to_vec(),
             nr,
             init_request: msg.to_vec(),
             init_response: response.clone(),
@@ -432,13 +375,7 @@ impl Responder {
             now,
             linger: self.cfg.half_open_timeout,
         })?;
-        let mut ctx = Ctx {
-            now,
-            out: &mut self.out,
-            rng: &mut *self.rng,
-            spi_taken: &|_| false,
-            room_to_rekey: true,
-        };
+        let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
         ctx.transmit(to, from, marker, &response)?;
         self.sas.insert(spi_r, sa);
         self.init_index.insert((h.spi_i, from), spi_r);
@@ -474,13 +411,7 @@ impl Actor for Responder {
 
     fn handle_timeout(&mut self, now: Instant) {
         let timeout = self.cfg.half_open_timeout;
-        let mut ctx = Ctx {
-            now,
-            out: &mut self.out,
-            rng: &mut *self.rng,
-            spi_taken: &|_| false,
-            room_to_rekey: true,
-        };
+        let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
         for sa in self.sas.values_mut() {
             if sa.is_half_open() && now.saturating_duration_since(sa.created) >= timeout {
                 let _ = sa.fail(&mut ctx, super::FailReason::Timeout);

@@ -127,9 +127,7 @@ impl SkCipher {
     /// payload is SK); returns the header and the inner payloads.
     pub fn open(&self, bytes: &[u8], limits: &Limits) -> Result<(Header, Vec<Payload>), IkeError> {
         let o = self.open_raw(bytes, limits)?;
-        let mut count = o.outer_count;
-        let inner = decode_chain(o.first_inner, &o.plain, limits, &mut count, false)?;
-        Ok((o.header, inner))
+        Ok((o.header, o.payloads(limits)?))
     }
 
     /// Verify and decrypt, leaving the inner payload chain undecoded (so a caller can tell
@@ -203,6 +201,15 @@ pub struct Opened {
     pub plain: Vec<u8>,
     /// Payloads outside SK (SK included), for the payload-count bound.
     pub outer_count: usize,
+}
+
+impl Opened {
+    /// Decode the inner payload chain (the payload-count bound covers the outer payloads
+    /// too).
+    pub fn payloads(&self, limits: &Limits) -> Result<Vec<Payload>, IkeError> {
+        let mut count = self.outer_count;
+        decode_chain(self.first_inner, &self.plain, limits, &mut count, false)
+    }
 }
 
 impl fmt::Debug for Opened {

@@ -2,7 +2,7 @@
 
 use alloc::vec::Vec;
 
-use super::{Ctx, IkeSa, Request, State, error_notify, find};
+use super::{Ctx, Found, IkeSa, Request, State, error_notify};
 use crate::Error;
 use crate::ikev2::ChildMode;
 use crate::ikev2::codec::{
@@ -56,15 +56,8 @@ impl IkeSa {
         payloads: Vec<Payload>,
         spi_in: u32,
     ) -> Result<(), Error> {
-        let idr = find(&payloads, |p| match p {
-            Payload::IdR(i) => Some(i),
-            _ => None,
-        });
-        let auth = find(&payloads, |p| match p {
-            Payload::Auth(a) => Some(a),
-            _ => None,
-        });
-        let (Some(idr), Some(auth)) = (idr, auth) else {
+        let found = Found::of(&payloads);
+        let (Some(idr), Some(auth)) = (found.id_r, found.auth) else {
             let reason = match error_notify(&payloads) {
                 Some(notify::AUTHENTICATION_FAILED) => FailReason::AuthenticationFailed,
                 Some(n) => FailReason::PeerNotify(n),
@@ -141,21 +134,7 @@ impl IkeSa {
         ),
         u16,
     > {
-        let sa = find(payloads, |p| match p {
-            Payload::Sa(s) => Some(s),
-            _ => None,
-        });
-        let tsi = find(payloads, |p| match p {
-            Payload::TsI(t) => Some(t),
-            _ => None,
-        });
-        let tsr = find(payloads, |p| match p {
-            Payload::TsR(t) => Some(t),
-            _ => None,
-        });
-        let (Some(sa), Some(tsi), Some(tsr)) = (sa, tsi, tsr) else {
-            return Err(notify::INVALID_SYNTAX);
-        };
+        let (sa, tsi, tsr) = Found::of(payloads).sa_ts().ok_or(notify::INVALID_SYNTAX)?;
         let (suite, spi_out) =
             accept_esp(sa, &self.cfg.esp_proposals).ok_or(notify::NO_PROPOSAL_CHOSEN)?;
         if !Self::ts_within(tsi, offered_i) || !Self::ts_within(tsr, offered_r) {
@@ -197,16 +176,10 @@ impl IkeSa {
         payloads: Vec<Payload>,
     ) -> Result<Vec<Payload>, Error> {
         let refuse = |ty: u16| alloc::vec![Payload::Notify(Notify::new(ty, Vec::new()))];
-        let idi = find(&payloads, |p| match p {
-            Payload::IdI(i) => Some(i),
-            _ => None,
-        });
-        let auth = find(&payloads, |p| match p {
-            Payload::Auth(a) => Some(a),
-            _ => None,
-        });
+        let found = Found::of(&payloads);
+        let auth = found.auth;
         let cfg = self.cfg.clone();
-        let Some(idi) = idi else {
+        let Some(idi) = found.id_i else {
             self.close_after_response(ctx);
             ctx.event(IkeEvent::Failed {
                 id: self.id,
@@ -257,12 +230,7 @@ impl IkeSa {
                 data: our_auth.to_vec(),
             }),
         ];
-        if find(&payloads, |p| match p {
-            Payload::Sa(s) => Some(s),
-            _ => None,
-        })
-        .is_none()
-        {
+        if found.sa.is_none() {
             // No Child SA requested (RFC 6023 style): the IKE SA alone.
             return Ok(reply);
         }
@@ -300,21 +268,7 @@ impl IkeSa {
         nr: &[u8],
         answer_nonce: Option<&[u8]>,
     ) -> Result<(ChildSa, Vec<Payload>), u16> {
-        let sa = find(payloads, |p| match p {
-            Payload::Sa(s) => Some(s),
-            _ => None,
-        });
-        let tsi = find(payloads, |p| match p {
-            Payload::TsI(t) => Some(t),
-            _ => None,
-        });
-        let tsr = find(payloads, |p| match p {
-            Payload::TsR(t) => Some(t),
-            _ => None,
-        });
-        let (Some(sa), Some(tsi), Some(tsr)) = (sa, tsi, tsr) else {
-            return Err(notify::INVALID_SYNTAX);
-        };
+        let (sa, tsi, tsr) = Found::of(payloads).sa_ts().ok_or(notify::INVALID_SYNTAX)?;
         let choice = select_esp(sa, &self.cfg.esp_proposals).ok_or(notify::NO_PROPOSAL_CHOSEN)?;
         let bound = crate::ikev2::config::MAX_TS;
         let ts_i = crate::ikev2::codec::narrow_ts(tsi, &ts_to_wire(&self.cfg.ts_remote), bound);

@@ -3,7 +3,7 @@
 
 use alloc::vec::Vec;
 
-use super::{Command, Ctx, IkeSa, MAX_CHILDREN, Request, State, error_notify, find, nonce};
+use super::{Command, Ctx, Found, IkeSa, MAX_CHILDREN, Request, State, error_notify, nonce};
 use crate::Error;
 use crate::ikev2::IkeEvent;
 use crate::ikev2::codec::{Delete, Notify, Payload, ts_to_wire};
@@ -71,11 +71,7 @@ impl IkeSa {
             // The old SA went away meanwhile (the peer deleted it): nothing to replace.
             return fail(ctx, self.id, notify::CHILD_SA_NOT_FOUND);
         };
-        let nr = find(&payloads, |p| match p {
-            Payload::Nonce(n) => Some(n),
-            _ => None,
-        });
-        let Some(nr) = nr.cloned() else {
+        let Some(nr) = Found::of(&payloads).nonce.map(<[u8]>::to_vec) else {
             return fail(ctx, self.id, notify::INVALID_SYNTAX);
         };
         let offered_i = ts_to_wire(&old.local_ts);
@@ -156,11 +152,7 @@ impl IkeSa {
         if self.children.len() >= MAX_CHILDREN || own_rekey_pending {
             return refuse(notify::TEMPORARY_FAILURE);
         }
-        let ni = find(&payloads, |p| match p {
-            Payload::Nonce(n) => Some(n),
-            _ => None,
-        });
-        let Some(ni) = ni.cloned() else {
+        let Some(ni) = Found::of(&payloads).nonce.map(<[u8]>::to_vec) else {
             return refuse(notify::INVALID_SYNTAX);
         };
         let nr = nonce(ctx.rng);
@@ -222,14 +214,7 @@ impl IkeSa {
             return Ok(Vec::new());
         }
         if ike_deleted {
-            self.state = State::Dead;
-            self.pending = None;
-            self.queue.clear();
-            self.drop_children(ctx)?;
-            ctx.event(IkeEvent::IkeSaDeleted {
-                id: self.id,
-                by_peer: true,
-            })?;
+            self.deleted(ctx, true)?;
             return Ok(Vec::new());
         }
         if deleted_in.is_empty() {

@@ -18,13 +18,15 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-use super::{Ctx, IkeSa, NewSa, Request, State, find, nonce};
+use super::{Ctx, Found, IkeSa, NewSa, Request, State, nonce};
 use crate::Error;
-use crate::crypto::dh::{Group, KeyPair, SharedSecret};
+use crate::crypto::dh::{KeyPair, SharedSecret};
 use crate::ikev2::codec::{Delete, KePayload, Notify, Payload, find_notify};
 use crate::ikev2::consts::{exchange, notify, protocol};
 use crate::ikev2::keys::{IkeKeys, skeyseed_rekey};
-use crate::ikev2::proposal::{IkeSuite, accept_ike_rekey, ike_rekey_offer, select_ike_rekey};
+use crate::ikev2::proposal::{
+    IkeSuite, accept_ike_rekey, ike_rekey_offer, invalid_ke_group, select_ike_rekey,
+};
 use crate::ikev2::{IkeEvent, IkeSaId};
 
 /// INVALID_KE_PAYLOAD rounds tolerated in one IKE SA rekey.
@@ -102,12 +104,7 @@ impl IkeSa {
         rounds: u8,
     ) -> Result<(), Error> {
         if let Some(n) = find_notify(&payloads, notify::INVALID_KE_PAYLOAD) {
-            let wanted = <[u8; 2]>::try_from(n.data.as_slice())
-                .ok()
-                .map(u16::from_be_bytes)
-                .and_then(Group::from_id)
-                .filter(|g| self.cfg.ike_proposals.iter().any(|p| p.groups.contains(g)));
-            return match wanted {
+            return match invalid_ke_group(n, &self.cfg.ike_proposals) {
                 Some(g) if g != kp.group() && rounds < MAX_REKEY_ROUNDS => {
                     let kp = KeyPair::generate(g, ctx.rng);
                     self.send_ike_rekey(ctx, spi, ni.to_vec(), kp, rounds + 1)
@@ -118,19 +115,7 @@ impl IkeSa {
         if let Some(n) = super::error_notify(&payloads) {
             return self.ike_rekey_failed(ctx, n);
         }
-        let sa = find(&payloads, |p| match p {
-            Payload::Sa(s) => Some(s),
-            _ => None,
-        });
-        let ke = find(&payloads, |p| match p {
-            Payload::Ke(k) => Some(k),
-            _ => None,
-        });
-        let nr = find(&payloads, |p| match p {
-            Payload::Nonce(n) => Some(n),
-            _ => None,
-        });
-        let (Some(sa), Some(ke), Some(nr)) = (sa, ke, nr) else {
+        let Some((sa, ke, nr)) = Found::of(&payloads).sa_ke_nonce() else {
             return self.ike_rekey_failed(ctx, notify::INVALID_SYNTAX);
         };
         let Some((suite, peer_spi)) = accept_ike_rekey(sa, &self.cfg.ike_proposals) else {
@@ -147,8 +132,7 @@ impl IkeSa {
             spi_i: spi,
             spi_r: peer_spi,
         };
-        let nr = nr.clone();
-        self.hand_over(ctx, suite, id, true, &shared, ni, &nr)?;
+        self.hand_over(ctx, suite, id, true, &shared, ni, nr)?;
         // §1.3.2: the rekey initiator deletes the old IKE SA.
         let d = Delete {
             protocol: protocol::IKE,
@@ -160,7 +144,14 @@ impl IkeSa {
             exchange::INFORMATIONAL,
             &[Payload::Delete(d)],
             Request::DeleteRekeyed,
-        )
+        )?;
+        // Commands queued behind the rekey moved to the new SA, which the peer now holds
+        // too: start them there (nothing else would, as the new SA has no exchange whose
+        // answer would pump its queue).
+        match self.successor.as_mut() {
+            Some(new) => new.pump_queue(ctx),
+            None => Ok(()),
+        }
     }
 
     fn ike_rekey_failed(&mut self, ctx: &mut Ctx<'_>, notify: u16) -> Result<(), Error> {
@@ -182,19 +173,7 @@ impl IkeSa {
             // a bounded number of old IKE SAs waiting to be deleted.
             return refuse(notify::TEMPORARY_FAILURE);
         }
-        let sa = find(payloads, |p| match p {
-            Payload::Sa(s) => Some(s),
-            _ => None,
-        });
-        let ke = find(payloads, |p| match p {
-            Payload::Ke(k) => Some(k),
-            _ => None,
-        });
-        let ni = find(payloads, |p| match p {
-            Payload::Nonce(n) => Some(n),
-            _ => None,
-        });
-        let (Some(sa), Some(ke), Some(ni)) = (sa, ke, ni) else {
+        let Some((sa, ke, ni)) = Found::of(payloads).sa_ke_nonce() else {
             return refuse(notify::INVALID_SYNTAX);
         };
         let Some((choice, peer_spi)) =
@@ -224,8 +203,7 @@ impl IkeSa {
             spi_i: peer_spi,
             spi_r: our_spi,
         };
-        let ni = ni.clone();
-        self.hand_over(ctx, choice.suite, id, false, &shared, &ni, &nr)?;
+        self.hand_over(ctx, choice.suite, id, false, &shared, ni, &nr)?;
         Ok(alloc::vec![
             Payload::Sa(alloc::vec![
                 choice.suite.to_rekey_proposal(choice.num, our_spi)

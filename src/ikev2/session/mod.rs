@@ -19,7 +19,8 @@ use core::time::Duration;
 use rand_core::CryptoRng;
 
 use super::codec::{
-    Flags, Header, Identity, NON_ESP_MARKER, Notify, Payload, TrafficSelector, decode_chain,
+    AuthPayload, Flags, Header, Identity, KePayload, NON_ESP_MARKER, Notify, Payload, Proposal,
+    TrafficSelector,
 };
 use super::config::{IkeConfig, Retransmit};
 use super::consts::{exchange, notify};
@@ -46,7 +47,21 @@ pub(crate) struct Ctx<'a> {
     pub room_to_rekey: bool,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// A context for work that starts no IKE SA rekey (so needs no SPI check or room).
+    pub(crate) fn new(now: Instant, out: &'a mut Outbox, rng: &'a mut dyn CryptoRng) -> Ctx<'a> {
+        fn none_taken(_: &[u8; 8]) -> bool {
+            false
+        }
+        Ctx {
+            now,
+            out,
+            rng,
+            spi_taken: &none_taken,
+            room_to_rekey: true,
+        }
+    }
+
     pub(crate) fn event(&mut self, e: IkeEvent) -> Result<(), Error> {
         self.out.event(e)
     }
@@ -329,13 +344,19 @@ impl IkeSa {
     /// The peer announced, by INITIAL_CONTACT on a new IKE SA, that it has no state for
     /// this one (it restarted): drop it and its Child SAs, as if the peer had deleted it.
     pub(crate) fn forget(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Error> {
+        self.deleted(ctx, true)
+    }
+
+    /// The IKE SA is deleted (by the peer, or by us and answered): it and its Child SAs
+    /// are gone.
+    fn deleted(&mut self, ctx: &mut Ctx<'_>, by_peer: bool) -> Result<(), Error> {
         self.state = State::Dead;
         self.pending = None;
         self.queue.clear();
         self.drop_children(ctx)?;
         ctx.event(IkeEvent::IkeSaDeleted {
             id: self.id,
-            by_peer: true,
+            by_peer,
         })
     }
 
@@ -523,14 +544,7 @@ impl IkeSa {
             return Err(IkeError::Unexpected("request in this state").into());
         }
         let opened = self.sk.open_raw(msg, &limits)?;
-        let mut count = opened.outer_count;
-        let reply = match decode_chain(
-            opened.first_inner,
-            &opened.plain,
-            &limits,
-            &mut count,
-            false,
-        ) {
+        let reply = match opened.payloads(&limits) {
             Ok(payloads) => {
                 self.peer_next_id = self.peer_next_id.wrapping_add(1);
                 if self.udp_encap || self.state == State::Authenticating {
@@ -600,15 +614,7 @@ impl IkeSa {
         if h.exchange != p.exchange {
             return Err(IkeError::Unexpected("response of another exchange type").into());
         }
-        let opened = self.sk.open_raw(msg, &limits)?;
-        let mut count = opened.outer_count;
-        let payloads = decode_chain(
-            opened.first_inner,
-            &opened.plain,
-            &limits,
-            &mut count,
-            false,
-        );
+        let payloads = self.sk.open_raw(msg, &limits)?.payloads(&limits);
         let Some(p) = self.pending.take() else {
             return Ok(());
         };
@@ -678,15 +684,7 @@ impl IkeSa {
                 }
                 Ok(())
             }
-            Request::DeleteIke => {
-                self.state = State::Dead;
-                self.queue.clear();
-                self.drop_children(ctx)?;
-                ctx.event(IkeEvent::IkeSaDeleted {
-                    id: self.id,
-                    by_peer: false,
-                })
-            }
+            Request::DeleteIke => self.deleted(ctx, false),
             Request::Liveness => ctx.event(IkeEvent::LivenessConfirmed { id: self.id }),
             Request::RekeyIke {
                 spi,
@@ -850,9 +848,50 @@ pub(crate) fn nonce(rng: &mut dyn CryptoRng) -> Vec<u8> {
     n
 }
 
-/// The first payload matching `f`.
-pub(crate) fn find<T>(payloads: &[Payload], f: impl Fn(&Payload) -> Option<&T>) -> Option<&T> {
-    payloads.iter().find_map(f)
+/// The first payload of each kind an exchange reads (later ones of a kind are ignored).
+#[derive(Default)]
+pub(crate) struct Found<'a> {
+    pub sa: Option<&'a [Proposal]>,
+    pub ke: Option<&'a KePayload>,
+    pub nonce: Option<&'a [u8]>,
+    pub id_i: Option<&'a Identity>,
+    pub id_r: Option<&'a Identity>,
+    pub auth: Option<&'a AuthPayload>,
+    pub ts_i: Option<&'a [TrafficSelector]>,
+    pub ts_r: Option<&'a [TrafficSelector]>,
+}
+
+impl<'a> Found<'a> {
+    pub(crate) fn of(payloads: &'a [Payload]) -> Found<'a> {
+        let mut f = Found::default();
+        for p in payloads {
+            match p {
+                Payload::Sa(s) => f.sa = f.sa.or(Some(s)),
+                Payload::Ke(k) => f.ke = f.ke.or(Some(k)),
+                Payload::Nonce(n) => f.nonce = f.nonce.or(Some(n)),
+                Payload::IdI(i) => f.id_i = f.id_i.or(Some(i)),
+                Payload::IdR(i) => f.id_r = f.id_r.or(Some(i)),
+                Payload::Auth(a) => f.auth = f.auth.or(Some(a)),
+                Payload::TsI(t) => f.ts_i = f.ts_i.or(Some(t)),
+                Payload::TsR(t) => f.ts_r = f.ts_r.or(Some(t)),
+                _ => {}
+            }
+        }
+        f
+    }
+
+    /// SA, KE and nonce: what IKE_SA_INIT and an IKE SA rekey carry.
+    pub(crate) fn sa_ke_nonce(&self) -> Option<(&'a [Proposal], &'a KePayload, &'a [u8])> {
+        Some((self.sa?, self.ke?, self.nonce?))
+    }
+
+    /// SA, TSi and TSr: what creates a Child SA.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn sa_ts(
+        &self,
+    ) -> Option<(&'a [Proposal], &'a [TrafficSelector], &'a [TrafficSelector])> {
+        Some((self.sa?, self.ts_i?, self.ts_r?))
+    }
 }
 
 /// The first error notify in `payloads`.
