@@ -1072,3 +1072,35 @@ mod through_the_simulator {
         assert_eq!(refused.len(), 1);
     }
 }
+
+#[test]
+fn messages_authenticated_before_a_failure_are_delivered_whatever_the_read_size() {
+    // Two good records then a tampered one, delivered in one read and byte by byte: the
+    // application gets the same two messages and the same error either way.
+    for byte_by_byte in [false, true] {
+        let (client, server) = psk_pair(Group::X25519);
+        let mut pair = Pair::new(client, server, 42).handshake();
+        pair.client.send(b"one").unwrap();
+        pair.client.send(b"two").unwrap();
+        pair.client.send(b"three").unwrap();
+        let mut bytes = pair.client.take_outgoing();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let mut error = None;
+        let reads: Vec<&[u8]> = if byte_by_byte {
+            bytes.chunks(1).collect()
+        } else {
+            vec![&bytes[..]]
+        };
+        for read in reads {
+            if let Err(e) = pair.server.feed(pair.now, read, &mut pair.rng) {
+                error = Some(e);
+                break;
+            }
+        }
+        assert_eq!(error, Some(Error::Channel(ChannelError::DecryptFailed)));
+        assert_eq!(pair.server.take_received().unwrap(), b"one");
+        assert_eq!(pair.server.take_received().unwrap(), b"two");
+        assert_eq!(pair.server.take_received(), None);
+    }
+}

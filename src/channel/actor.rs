@@ -5,86 +5,71 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
-use super::{ChannelError, ChannelEvent, ClientConfig, Connection, ServerConfig};
+use super::{ChannelError, ChannelEvent, ClientConfig, Connection, SecureStream, ServerConfig};
 use crate::io::{Actor, Input, Outbox, Output, StreamId};
 use crate::{Error, Instant, Rng};
 
-/// One connection on one stream, and what the application has been told about it.
+/// A [`SecureStream`] and what the application has been told about it.
 struct Session {
-    stream: StreamId,
-    conn: Connection,
+    inner: SecureStream,
     announced: bool,
-    finished: bool,
+    reported: bool,
 }
 
 impl Session {
-    fn new(stream: StreamId, conn: Connection) -> Self {
+    fn new(stream: StreamId, conn: Connection, now: Instant) -> Self {
         Session {
-            stream,
-            conn,
+            inner: SecureStream::new(stream, conn, now),
             announced: false,
-            finished: false,
+            reported: false,
         }
     }
 
-    /// Move the connection's output to the outbox: bytes to write, then events.
-    fn pump(&mut self, outbox: &mut Outbox) -> Result<(), Error> {
-        let bytes = self.conn.take_outgoing();
-        if !bytes.is_empty() {
-            outbox.push(Output::StreamSend {
-                id: self.stream,
-                data: bytes,
-            })?;
-        }
-        if self.conn.is_established() && !self.announced {
+    fn conn(&self) -> &Connection {
+        self.inner.connection()
+    }
+
+    /// Whether the application has heard the end (failure or close).
+    fn finished(&self) -> bool {
+        self.reported
+    }
+
+    /// Tell the application: established (once), each message, then the end (once).
+    fn report(&mut self, received: Vec<Vec<u8>>, outbox: &mut Outbox) -> Result<(), Error> {
+        let stream = self.inner.id();
+        let conn = self.inner.connection();
+        if conn.is_established() && !self.announced {
             self.announced = true;
             outbox.event(ChannelEvent::Established {
-                stream: self.stream,
-                peer: self.conn.peer().clone(),
-                suite: self
-                    .conn
+                stream,
+                peer: conn.peer().clone(),
+                suite: conn
                     .suite()
                     .ok_or(Error::Unexpected("established without a suite"))?,
-                session: self.conn.session_id(),
+                session: conn.session_id(),
             })?;
         }
-        while let Some(data) = self.conn.take_received() {
-            outbox.event(ChannelEvent::Received {
-                stream: self.stream,
-                data,
-            })?;
+        for data in received {
+            outbox.event(ChannelEvent::Received { stream, data })?;
         }
-        if self.finished {
-            return Ok(());
-        }
-        if let Some(error) = self.conn.error() {
-            self.finished = true;
-            outbox.event(ChannelEvent::Failed {
-                stream: self.stream,
-                error: error.clone(),
-            })?;
-            outbox.push(Output::StreamClose { id: self.stream })?;
-        } else if self.conn.peer_closed() {
-            // Answer close-notify with ours, then end the stream.
-            self.finished = true;
-            if !self.conn.is_closing() {
-                self.conn.close()?;
-                let bytes = self.conn.take_outgoing();
-                outbox.push(Output::StreamSend {
-                    id: self.stream,
-                    data: bytes,
-                })?;
+        if self.inner.is_closed() && !self.reported {
+            self.reported = true;
+            match conn.error() {
+                Some(error) => outbox.event(ChannelEvent::Failed {
+                    stream,
+                    error: error.clone(),
+                })?,
+                None => outbox.event(ChannelEvent::Closed { stream })?,
             }
-            outbox.event(ChannelEvent::Closed {
-                stream: self.stream,
-            })?;
-            outbox.push(Output::StreamClose { id: self.stream })?;
         }
         Ok(())
     }
 
-    /// Feed the connection in slices it can take without overflowing its receive queue,
-    /// draining it after each: a driver may hand over many records in one read.
+    fn pump(&mut self, outbox: &mut Outbox) -> Result<(), Error> {
+        let received = self.inner.pump(outbox)?;
+        self.report(received, outbox)
+    }
+
     fn feed(
         &mut self,
         now: Instant,
@@ -92,36 +77,26 @@ impl Session {
         rng: &mut Rng,
         outbox: &mut Outbox,
     ) -> Result<(), Error> {
-        let step = self.conn.feed_chunk_len();
-        let mut rest = data;
-        loop {
-            let (part, tail) = rest.split_at(rest.len().min(step));
-            let fed = self.conn.feed(now, part, rng.as_mut());
-            self.pump(outbox)?;
-            fed?;
-            rest = tail;
-            if rest.is_empty() {
-                return Ok(());
-            }
-        }
+        let mut received = Vec::new();
+        let fed = self
+            .inner
+            .feed(now, data, rng.as_mut(), outbox, &mut received);
+        self.report(received, outbox)?;
+        fed
     }
 
     /// The stream is gone: graceful if close-notify came first, otherwise a truncation.
     fn stream_closed(&mut self, outbox: &mut Outbox) -> Result<(), Error> {
-        let result = self.conn.stream_closed();
-        if !self.finished {
-            self.finished = true;
-            match self.conn.error() {
-                Some(error) => outbox.event(ChannelEvent::Failed {
-                    stream: self.stream,
-                    error: error.clone(),
-                })?,
-                None => outbox.event(ChannelEvent::Closed {
-                    stream: self.stream,
-                })?,
-            }
-        }
+        let result = self.inner.stream_closed();
+        self.report(Vec::new(), outbox)?;
         result
+    }
+
+    fn handle_timeout(&mut self, now: Instant, outbox: &mut Outbox) -> Result<(), Error> {
+        if self.inner.handle_timeout(now, outbox)? {
+            self.report(Vec::new(), outbox)?;
+        }
+        Ok(())
     }
 }
 
@@ -162,7 +137,7 @@ impl core::fmt::Debug for ChannelClient {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("ChannelClient")
             .field("server", &self.server)
-            .field("connection", &self.session.as_ref().map(|s| &s.conn))
+            .field("connection", &self.session.as_ref().map(Session::conn))
             .finish_non_exhaustive()
     }
 }
@@ -188,8 +163,8 @@ impl ChannelClient {
     /// Open a stream to the server; the handshake starts when it connects. Replaces any
     /// earlier connection.
     pub fn connect(&mut self, _now: Instant) -> Result<StreamId, Error> {
-        if let Some(old) = self.session.take() {
-            self.outbox.push(Output::StreamClose { id: old.stream })?;
+        if let Some(mut old) = self.session.take() {
+            old.inner.close(&mut self.outbox)?;
         }
         self.next_stream += 1;
         let id = StreamId::outbound(self.next_stream);
@@ -204,8 +179,8 @@ impl ChannelClient {
     /// Send one application message (queued until the handshake completes).
     pub fn send(&mut self, data: &[u8]) -> Result<(), Error> {
         match self.session.as_mut() {
-            Some(s) if s.conn.is_established() => {
-                s.conn.send(data)?;
+            Some(s) if s.conn().is_established() => {
+                s.inner.send(data, &mut self.outbox)?;
                 s.pump(&mut self.outbox)
             }
             _ if self.pending.len() >= Self::MAX_PENDING => Err(Error::CapacityExceeded {
@@ -230,19 +205,19 @@ impl ChannelClient {
     /// Close gracefully (close-notify).
     pub fn close(&mut self) -> Result<(), Error> {
         let s = self.session.as_mut().ok_or(ChannelError::NotEstablished)?;
-        s.conn.close()?;
+        s.inner.close_notify(&mut self.outbox)?;
         s.pump(&mut self.outbox)
     }
 
     /// The current connection, if a stream is open.
     pub fn connection(&self) -> Option<&Connection> {
-        self.session.as_ref().map(|s| &s.conn)
+        self.session.as_ref().map(Session::conn)
     }
 
     fn flush_pending(&mut self) -> Result<(), Error> {
-        if let Some(s) = self.session.as_mut().filter(|s| s.conn.is_established()) {
+        if let Some(s) = self.session.as_mut().filter(|s| s.conn().is_established()) {
             while let Some(data) = self.pending.pop_front() {
-                s.conn.send(&data)?;
+                s.inner.send(&data, &mut self.outbox)?;
             }
             s.pump(&mut self.outbox)?;
         }
@@ -255,7 +230,7 @@ impl Actor for ChannelClient {
         match input {
             Input::StreamConnected { id, .. } if id == StreamId::outbound(self.next_stream) => {
                 let conn = Connection::client(self.config.clone(), now, self.rng.as_mut())?;
-                let mut session = Session::new(id, conn);
+                let mut session = Session::new(id, conn, now);
                 session.pump(&mut self.outbox)?;
                 self.session = Some(session);
                 Ok(())
@@ -264,7 +239,7 @@ impl Actor for ChannelClient {
                 let session = self
                     .session
                     .as_mut()
-                    .filter(|s| s.stream == id)
+                    .filter(|s| s.inner.id() == id)
                     .ok_or(Error::UnknownStream(id))?;
                 session.feed(now, data, &mut self.rng, &mut self.outbox)?;
                 self.flush_pending()
@@ -276,7 +251,7 @@ impl Actor for ChannelClient {
                 }
                 let mut session = self
                     .session
-                    .take_if(|s| s.stream == id)
+                    .take_if(|s| s.inner.id() == id)
                     .ok_or(Error::UnknownStream(id))?;
                 session.stream_closed(&mut self.outbox)
             }
@@ -292,12 +267,10 @@ impl Actor for ChannelClient {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        if let Some(s) = self.session.as_mut()
-            && s.conn.handle_timeout(now).is_err()
-        {
-            // The failure is reported as an event by pump; an outbox overflow here has
-            // nowhere better to go than the next call's error.
-            let _ = s.pump(&mut self.outbox);
+        if let Some(s) = self.session.as_mut() {
+            // The failure is reported as an event; an outbox overflow here has nowhere
+            // better to go than the next call's error.
+            let _ = s.handle_timeout(now, &mut self.outbox);
         }
     }
 
@@ -306,7 +279,7 @@ impl Actor for ChannelClient {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.session.as_ref().and_then(|s| s.conn.poll_timeout())
+        self.session.as_ref().and_then(|s| s.inner.poll_timeout())
     }
 }
 
@@ -348,12 +321,12 @@ impl ChannelServer {
 
     /// Send one application message on `stream`.
     pub fn send(&mut self, stream: StreamId, data: &[u8]) -> Result<(), Error> {
-        self.on_session(stream, |s, _, _| s.conn.send(data))
+        self.on_session(stream, |s, _, outbox| s.inner.send(data, outbox))
     }
 
     /// Close `stream` gracefully.
     pub fn close(&mut self, stream: StreamId) -> Result<(), Error> {
-        self.on_session(stream, |s, _, _| s.conn.close())
+        self.on_session(stream, |s, _, outbox| s.inner.close_notify(outbox))
     }
 
     /// Run `f` on the session of `stream`, then move its output to the outbox and forget
@@ -370,7 +343,7 @@ impl ChannelServer {
             .ok_or(Error::UnknownStream(stream))?;
         let result = f(s, &mut self.rng, &mut self.outbox);
         let pumped = s.pump(&mut self.outbox);
-        if s.finished {
+        if s.finished() {
             self.sessions.remove(&stream);
         }
         result.and(pumped)
@@ -378,7 +351,7 @@ impl ChannelServer {
 
     /// The connection on `stream`.
     pub fn connection(&self, stream: StreamId) -> Option<&Connection> {
-        self.sessions.get(&stream).map(|s| &s.conn)
+        self.sessions.get(&stream).map(Session::conn)
     }
 
     /// Number of open connections.
@@ -399,7 +372,7 @@ impl Actor for ChannelServer {
                     });
                 }
                 let conn = Connection::server(self.config.channel.clone(), now);
-                self.sessions.insert(id, Session::new(id, conn));
+                self.sessions.insert(id, Session::new(id, conn, now));
                 Ok(())
             }
             Input::StreamData { id, data } => {
@@ -418,11 +391,9 @@ impl Actor for ChannelServer {
 
     fn handle_timeout(&mut self, now: Instant) {
         for s in self.sessions.values_mut() {
-            if s.conn.handle_timeout(now).is_err() {
-                let _ = s.pump(&mut self.outbox);
-            }
+            let _ = s.handle_timeout(now, &mut self.outbox);
         }
-        self.sessions.retain(|_, s| !s.finished);
+        self.sessions.retain(|_, s| !s.finished());
     }
 
     fn poll_output(&mut self) -> Option<Output> {
@@ -432,7 +403,7 @@ impl Actor for ChannelServer {
     fn poll_timeout(&self) -> Option<Instant> {
         self.sessions
             .values()
-            .filter_map(|s| s.conn.poll_timeout())
+            .filter_map(|s| s.inner.poll_timeout())
             .min()
     }
 }

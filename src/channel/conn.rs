@@ -75,8 +75,9 @@ struct Handshaking {
 /// [`Common::max_record_len`] bytes.
 ///
 /// Any failure is final: the connection queues an alert for the peer (encrypted once keys
-/// exist), wipes its handshake secrets and refuses further input with
-/// [`ChannelError::Failed`].
+/// exist), wipes its handshake secrets and keys, and refuses further input with
+/// [`ChannelError::Failed`]. Application messages authenticated before the failure stay
+/// in [`Connection::take_received`].
 pub struct Connection {
     role: Role,
     expect: Expect,
@@ -408,7 +409,6 @@ impl Connection {
             self.send_keys = None;
             self.recv_keys = None;
             self.exporter = None;
-            self.received.clear();
         }
         error.into()
     }

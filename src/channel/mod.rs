@@ -31,6 +31,9 @@
 //! - [`Connection`]: one connection over any reliable byte stream, byte-level and sans-IO
 //!   (like `rustls::Connection`). Other actors (seed 000's proxy, seed 002's server) embed
 //!   it per stream.
+//! - [`SecureStream`]: a connection bound to the stream it runs on — writes its bytes,
+//!   hands back its messages, ends the stream on failure or close. Every actor that runs
+//!   the channel over streams is built on it.
 //! - [`ChannelClient`] / [`ChannelServer`]: ready-made [`Actor`](crate::Actor)s that open or
 //!   accept streams and run connections on them, for applications that want just a secure
 //!   pipe.
@@ -42,6 +45,7 @@ mod config;
 mod conn;
 mod keys;
 pub mod messages;
+mod stream;
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -52,6 +56,7 @@ pub use config::{
 };
 pub use conn::Connection;
 pub use messages::AlertCode;
+pub use stream::SecureStream;
 
 use crate::crypto::CertError;
 use crate::crypto::CryptoError;

@@ -18,8 +18,8 @@ use super::messages::{
     SealedPassword,
 };
 use super::peer::{Endpoints, PeerConfig, PeerSession, Side};
-use super::stream::StreamConn;
 use super::{DeviceId, PeerFailure, RefusalReason, RendezvousError, RendezvousEvent};
+use crate::channel::SecureStream;
 use crate::channel::{ClientAuthMode, ClientConfig, Connection};
 use crate::crypto::cert::{Identity, TrustStore};
 use crate::io::{Actor, Input, Outbox, Output, StreamId, Transmit};
@@ -177,7 +177,7 @@ pub struct Acceptor {
     pending: VecDeque<u64>,
     fetched: VecDeque<u64>,
     seen: VecDeque<u64>,
-    server: Option<StreamConn>,
+    server: Option<SecureStream>,
     connecting: Option<StreamId>,
     next_stream: u64,
     requests: BTreeMap<u64, Pending>,
@@ -406,7 +406,11 @@ impl Acceptor {
     }
 
     fn send_fetches(&mut self) -> Result<(), Error> {
-        let Some(server) = self.server.as_mut().filter(|s| s.conn.is_established()) else {
+        let Some(server) = self
+            .server
+            .as_mut()
+            .filter(|s| s.connection().is_established())
+        else {
             return Ok(());
         };
         // At most `max_pending` fetches await their offer at once.
@@ -688,7 +692,7 @@ impl Acceptor {
         }
         self.sessions.retain(|_, l| !l.peer.is_gone());
         self.requests.retain(|_, p| p.deadline > now);
-        if self.server.as_ref().is_some_and(StreamConn::is_closed) {
+        if self.server.as_ref().is_some_and(SecureStream::is_closed) {
             self.server = None;
             self.pending.clear();
             self.fetched.clear();
@@ -732,21 +736,24 @@ impl Actor for Acceptor {
             Input::StreamConnected { id, .. } if self.connecting == Some(id) => {
                 self.connecting = None;
                 let conn = Connection::client(self.cfg.channel.clone(), now, self.rng.as_mut())?;
-                let mut server = StreamConn::new(id, conn, now);
+                let mut server = SecureStream::new(id, conn, now);
                 server.pump(&mut self.outbox)?;
                 self.server = Some(server);
                 Ok(())
             }
-            Input::StreamData { id, data } => match self.server.as_mut().filter(|s| s.id == id) {
+            Input::StreamData { id, data } => match self.server.as_mut().filter(|s| s.id() == id) {
                 Some(server) => {
-                    let fed = server.feed(now, data, self.rng.as_mut(), &mut self.outbox);
-                    match fed {
-                        Ok(messages) => {
-                            self.send_fetches()?;
-                            self.on_server_messages(now, messages)
-                        }
-                        Err(e) => Err(e),
-                    }
+                    let mut messages = Vec::new();
+                    let fed = server.feed(
+                        now,
+                        data,
+                        self.rng.as_mut(),
+                        &mut self.outbox,
+                        &mut messages,
+                    );
+                    self.send_fetches()?;
+                    self.on_server_messages(now, messages)?;
+                    fed
                 }
                 None => Err(Error::UnknownStream(id)),
             },
@@ -755,8 +762,9 @@ impl Actor for Acceptor {
                     self.connecting = None;
                     self.pending.clear();
                     Err(Error::Unexpected("connection to the server failed"))
-                } else if let Some(server) = self.server.as_mut().filter(|s| s.id == id) {
-                    server.stream_closed();
+                } else if let Some(server) = self.server.as_mut().filter(|s| s.id() == id) {
+                    // A truncation is recorded in the connection; the stream is over either way.
+                    let _ = server.stream_closed();
                     self.server = None;
                     self.pending.clear();
                     Ok(())
@@ -819,7 +827,11 @@ impl Actor for Acceptor {
         if let Some(o) = &self.outstanding {
             at = at.min(o.retry_at);
         }
-        if let Some(t) = self.server.as_ref().and_then(|s| s.conn.poll_timeout()) {
+        if let Some(t) = self
+            .server
+            .as_ref()
+            .and_then(|s| s.connection().poll_timeout())
+        {
             at = at.min(t);
         }
         for p in self.requests.values() {

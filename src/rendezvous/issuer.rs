@@ -16,8 +16,8 @@ use super::messages::{
     REFUSED, Refused, SealedPassword,
 };
 use super::peer::{Endpoints, PeerConfig, PeerSession, Side};
-use super::stream::StreamConn;
 use super::{DeviceId, PeerFailure, RefusalReason, RendezvousError, RendezvousEvent};
+use crate::channel::SecureStream;
 use crate::channel::{ClientConfig, Connection};
 use crate::crypto::cert::TrustStore;
 use crate::io::{Actor, Input, Outbox, Output, StreamId, Transmit};
@@ -109,7 +109,7 @@ enum Stage {
 struct Request {
     device: DeviceId,
     password: Zeroizing<Vec<u8>>,
-    server: StreamConn,
+    server: SecureStream,
     connected: bool,
     stage: Stage,
     token: [u8; 16],
@@ -194,7 +194,7 @@ impl Issuer {
             Request {
                 device,
                 password: Zeroizing::new(password.to_vec()),
-                server: StreamConn::new(id, conn, now),
+                server: SecureStream::new(id, conn, now),
                 connected: false,
                 stage: Stage::Connecting,
                 token,
@@ -236,7 +236,7 @@ impl Issuer {
     fn request_of(&self, stream: StreamId) -> Option<u64> {
         self.requests
             .iter()
-            .find(|(_, r)| r.server.id == stream)
+            .find(|(_, r)| r.server.id() == stream)
             .map(|(id, _)| *id)
     }
 
@@ -537,34 +537,36 @@ impl Actor for Issuer {
                         .requests
                         .get_mut(&request)
                         .ok_or(RendezvousError::UnknownSession(request))?;
-                    let was_up = r.server.conn.is_established();
-                    let fed = r
-                        .server
-                        .feed(now, data, self.rng.as_mut(), &mut self.outbox);
-                    let now_up = r.server.conn.is_established();
-                    match fed {
-                        Ok(messages) => {
-                            let mut result = if !was_up && now_up {
-                                self.on_established(now, request)
-                            } else {
-                                Ok(())
-                            };
-                            for m in messages {
-                                if let Err(e) = self.on_server_message(now, request, &m) {
-                                    result = Err(e);
-                                }
-                            }
-                            result
+                    let was_up = r.server.connection().is_established();
+                    let mut messages = Vec::new();
+                    let fed = r.server.feed(
+                        now,
+                        data,
+                        self.rng.as_mut(),
+                        &mut self.outbox,
+                        &mut messages,
+                    );
+                    let now_up = r.server.connection().is_established();
+                    let mut result = if !was_up && now_up {
+                        self.on_established(now, request)
+                    } else {
+                        Ok(())
+                    };
+                    for m in messages {
+                        if let Err(e) = self.on_server_message(now, request, &m) {
+                            result = Err(e);
                         }
-                        Err(e) => Err(e),
                     }
+                    fed.and(result)
                 }
                 None => Err(Error::UnknownStream(id)),
             },
             Input::StreamClosed { id } => match self.request_of(id) {
                 Some(request) => {
                     if let Some(r) = self.requests.get_mut(&request) {
-                        r.server.stream_closed();
+                        // A truncation is recorded in the connection; the request ends
+                        // either way when the stream is gone.
+                        let _ = r.server.stream_closed();
                     }
                     Ok(())
                 }
@@ -619,7 +621,7 @@ impl Actor for Issuer {
                 consider(Some(r.deadline));
             }
             if r.connected {
-                consider(r.server.conn.poll_timeout());
+                consider(r.server.connection().poll_timeout());
             }
         }
         for peer in self.sessions.values() {

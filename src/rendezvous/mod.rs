@@ -44,7 +44,6 @@ mod peer;
 #[cfg(feature = "sim")]
 pub mod scenario;
 mod server;
-mod stream;
 
 use alloc::vec::Vec;
 use core::fmt;

@@ -15,8 +15,8 @@ use super::messages::{
     Notice, OUTCOME, Offer, Outcome, PROBE, PROCEED, Probe, ProbeAck, REFUSED, REGISTER,
     REGISTRATION_MAC_LEN, Refused, Register, RegisterAck, SEALED_PASSWORD, SYNC, SealedPassword,
 };
-use super::stream::StreamConn;
 use super::{DeviceId, RefusalReason, RegistrationRefusal, RendezvousError, RendezvousEvent};
+use crate::channel::SecureStream;
 use crate::channel::{ClientCertPolicy, Connection};
 use crate::io::{Actor, Input, Outbox, Output, StreamId, Transmit};
 use crate::ratelimit::{RateLimit, SourceLimiter};
@@ -215,7 +215,7 @@ enum Kind {
 struct Session {
     kind: Kind,
     remote: SocketAddr,
-    link: StreamConn,
+    link: SecureStream,
     /// Issuer: its request. Device: requests it fetched.
     requests: Vec<u64>,
 }
@@ -529,7 +529,7 @@ impl<D: Directory> RendezvousServer<D> {
             Kind::Issuer => self.cfg.issuer_channel.clone(),
             Kind::Device => self.cfg.device_channel.clone(),
         };
-        let link = StreamConn::new(id, Connection::server(channel, now), now);
+        let link = SecureStream::new(id, Connection::server(channel, now), now);
         self.sessions.insert(
             id,
             Session {
@@ -544,25 +544,26 @@ impl<D: Directory> RendezvousServer<D> {
 
     fn on_stream_data(&mut self, now: Instant, id: StreamId, data: &[u8]) -> Result<(), Error> {
         let s = self.sessions.get_mut(&id).ok_or(Error::UnknownStream(id))?;
-        let fed = s.link.feed(now, data, self.rng.as_mut(), &mut self.outbox);
+        let mut messages = Vec::new();
+        let fed = s.link.feed(
+            now,
+            data,
+            self.rng.as_mut(),
+            &mut self.outbox,
+            &mut messages,
+        );
         let kind = s.kind;
-        let result = match fed {
-            Ok(messages) => {
-                let mut result = Ok(());
-                for m in messages {
-                    let r = match kind {
-                        Kind::Issuer => self.on_issuer_message(now, id, &m),
-                        Kind::Device => self.on_device_message(now, id, &m),
-                    };
-                    if let Err(e) = r {
-                        self.stats.unexpected += 1;
-                        result = Err(e);
-                    }
-                }
-                result
+        let mut result = fed;
+        for m in messages {
+            let r = match kind {
+                Kind::Issuer => self.on_issuer_message(now, id, &m),
+                Kind::Device => self.on_device_message(now, id, &m),
+            };
+            if let Err(e) = r {
+                self.stats.unexpected += 1;
+                result = result.and(Err(e));
             }
-            Err(e) => Err(e),
-        };
+        }
         if self.sessions.get(&id).is_some_and(|s| s.link.is_closed()) {
             self.end_session(id)?;
         }
@@ -882,7 +883,7 @@ impl<D: Directory> RendezvousServer<D> {
         let cert = self
             .sessions
             .get(&stream)
-            .and_then(|s| s.link.conn.peer_certificate())
+            .and_then(|s| s.link.connection().peer_certificate())
             .filter(|c| c.names(&fetch.device.certificate_name()))
             .map(|c| c.as_bytes().to_vec());
         let target_ok = self
@@ -1014,7 +1015,8 @@ impl<D: Directory> RendezvousServer<D> {
                 continue;
             };
             s.link.handle_timeout(now, &mut self.outbox)?;
-            let idle = s.requests.is_empty() && now >= s.link.last_activity + self.cfg.idle_timeout;
+            let idle =
+                s.requests.is_empty() && now >= s.link.last_activity() + self.cfg.idle_timeout;
             if idle {
                 s.link.close(&mut self.outbox)?;
             }
@@ -1039,7 +1041,8 @@ impl<D: Directory> Actor for RendezvousServer<D> {
             Input::StreamData { id, data } => self.on_stream_data(now, id, data),
             Input::StreamClosed { id } => {
                 if let Some(s) = self.sessions.get_mut(&id) {
-                    s.link.stream_closed();
+                    // A truncation is recorded in the connection; the session ends either way.
+                    let _ = s.link.stream_closed();
                 }
                 self.end_session(id)
             }
@@ -1071,11 +1074,11 @@ impl<D: Directory> Actor for RendezvousServer<D> {
             }
         }
         for s in self.sessions.values() {
-            if let Some(t) = s.link.conn.poll_timeout() {
+            if let Some(t) = s.link.connection().poll_timeout() {
                 at = at.min(t);
             }
             if s.requests.is_empty() {
-                at = at.min(s.link.last_activity + self.cfg.idle_timeout);
+                at = at.min(s.link.last_activity() + self.cfg.idle_timeout);
             }
         }
         (at != Instant::MAX).then_some(at)

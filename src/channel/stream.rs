@@ -1,0 +1,182 @@
+//! One channel connection on one stream: the plumbing every actor that runs the secure
+//! channel over [`Input::StreamData`](crate::Input::StreamData) needs.
+
+use alloc::vec::Vec;
+
+use rand_core::CryptoRng;
+
+use super::{ChannelError, Connection};
+use crate::io::{Outbox, Output, StreamId};
+use crate::{Error, Instant};
+
+/// A [`Connection`] bound to the stream it runs on.
+///
+/// It writes the connection's bytes to the stream as [`Output::StreamSend`], hands back the
+/// application messages received, and ends the stream ([`Output::StreamClose`], once) when
+/// the connection fails or the peer closes it — answering the peer's close-notify with
+/// ours first. [`SecureStream::feed`] hands the connection a large read in slices it can
+/// take without overflowing its receive queue, so a fast peer is never cut off for sending
+/// many small records at once.
+///
+/// The seed 000 proxy and remote node, the seed 002 server and devices, and the
+/// [`ChannelClient`](super::ChannelClient)/[`ChannelServer`](super::ChannelServer) actors
+/// are all built on it.
+pub struct SecureStream {
+    id: StreamId,
+    conn: Connection,
+    closed: bool,
+    last_activity: Instant,
+}
+
+impl core::fmt::Debug for SecureStream {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SecureStream")
+            .field("id", &self.id)
+            .field("established", &self.conn.is_established())
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SecureStream {
+    /// `conn` running on stream `id`, last active at `now`.
+    pub fn new(id: StreamId, conn: Connection, now: Instant) -> Self {
+        SecureStream {
+            id,
+            conn,
+            closed: false,
+            last_activity: now,
+        }
+    }
+
+    /// The stream.
+    pub fn id(&self) -> StreamId {
+        self.id
+    }
+
+    /// The connection.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// When bytes last arrived (or the stream was set up).
+    pub fn last_activity(&self) -> Instant {
+        self.last_activity
+    }
+
+    /// Whether the stream is over: the connection failed, either side closed it, or the
+    /// driver reported it gone.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Write the connection's bytes to the stream and collect the application messages
+    /// received. A failed connection, or one the peer closed, ends the stream.
+    pub fn pump(&mut self, outbox: &mut Outbox) -> Result<Vec<Vec<u8>>, Error> {
+        self.flush(outbox)?;
+        let mut received = Vec::new();
+        while let Some(m) = self.conn.take_received() {
+            received.push(m);
+        }
+        if !self.closed && (self.conn.error().is_some() || self.conn.peer_closed()) {
+            if self.conn.peer_closed() && !self.conn.is_closing() {
+                self.conn.close()?;
+                self.flush(outbox)?;
+            }
+            self.closed = true;
+            outbox.push(Output::StreamClose { id: self.id })?;
+        }
+        Ok(received)
+    }
+
+    fn flush(&mut self, outbox: &mut Outbox) -> Result<(), Error> {
+        let bytes = self.conn.take_outgoing();
+        if bytes.is_empty() || self.closed {
+            return Ok(());
+        }
+        outbox.push(Output::StreamSend {
+            id: self.id,
+            data: bytes,
+        })
+    }
+
+    /// Feed stream bytes and append the application messages they completed, in order,
+    /// to `received`. Messages authenticated before a failure are appended too, so what
+    /// the application gets does not depend on how the driver sliced its reads; the
+    /// failure is returned after them.
+    pub fn feed(
+        &mut self,
+        now: Instant,
+        data: &[u8],
+        rng: &mut dyn CryptoRng,
+        outbox: &mut Outbox,
+        received: &mut Vec<Vec<u8>>,
+    ) -> Result<(), Error> {
+        self.last_activity = now;
+        let step = self.conn.feed_chunk_len().max(1);
+        for part in data.chunks(step) {
+            let fed = self.conn.feed(now, part, rng);
+            received.extend(self.pump(outbox)?);
+            fed?;
+        }
+        Ok(())
+    }
+
+    /// Send one application message.
+    pub fn send(&mut self, message: &[u8], outbox: &mut Outbox) -> Result<(), Error> {
+        if self.closed {
+            return Err(ChannelError::Closed.into());
+        }
+        self.conn.send(message)?;
+        self.flush(outbox)
+    }
+
+    /// Send close-notify but keep the stream until the peer answers with its own (then
+    /// [`SecureStream::pump`] ends it).
+    pub fn close_notify(&mut self, outbox: &mut Outbox) -> Result<(), Error> {
+        if self.closed {
+            return Err(ChannelError::Closed.into());
+        }
+        self.conn.close()?;
+        self.flush(outbox)
+    }
+
+    /// Close at once: close-notify (if the handshake finished), then end the stream.
+    pub fn close(&mut self, outbox: &mut Outbox) -> Result<(), Error> {
+        if self.closed {
+            return Ok(());
+        }
+        if self.conn.is_established() && !self.conn.is_closing() {
+            self.conn.close()?;
+        }
+        self.flush(outbox)?;
+        self.closed = true;
+        outbox.push(Output::StreamClose { id: self.id })
+    }
+
+    /// The driver reported the stream gone. Without the peer's close-notify first that is
+    /// a truncation, returned as the error (and recorded in the connection).
+    pub fn stream_closed(&mut self) -> Result<(), Error> {
+        self.closed = true;
+        self.conn.stream_closed()
+    }
+
+    /// Run the handshake deadline; returns whether the connection just failed (its stream
+    /// is then ended).
+    pub fn handle_timeout(&mut self, now: Instant, outbox: &mut Outbox) -> Result<bool, Error> {
+        if self.closed || self.conn.handle_timeout(now).is_ok() {
+            return Ok(false);
+        }
+        self.pump(outbox)?;
+        Ok(true)
+    }
+
+    /// When [`SecureStream::handle_timeout`] must next run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed {
+            None
+        } else {
+            self.conn.poll_timeout()
+        }
+    }
+}
