@@ -1938,7 +1938,7 @@ const APPLIANCES: [&str; 3] = ["microwave", "aircon", "fridge"];
 const REMOTES: [&str; 3] = ["phone", "laptop", "tablet"];
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     /// For random interleavings of both flows among three appliances and three remote
     /// nodes over lossy links, no appliance plaintext (and no securely sent remote data)

@@ -14,7 +14,7 @@ use super::messages::{
     Close, CryptoRequest, Message, PlainData, ProxyAccept, ProxyRequest, Refusal, SecureData,
 };
 use super::{Initiator, OffloadError, Peer, RefusalReason, check_name};
-use crate::channel::{ChannelError, Connection, ServerConfig};
+use crate::channel::{ChannelError, Connection, SecureStream, ServerConfig};
 use crate::crypto::CertError;
 use crate::io::{Actor, Input, Outbox, Output, StreamId};
 use crate::wire::Limits;
@@ -234,7 +234,7 @@ enum Phase {
 
 struct Stream {
     /// `None` while an outbound stream is connecting.
-    conn: Option<Connection>,
+    channel: Option<SecureStream>,
     phase: Phase,
     peer: Option<Peer>,
     /// Until the session is up: when set-up gives up (S23 must come, or flow B finish,
@@ -429,16 +429,26 @@ impl CryptoProxy {
 
     // ----- streams: the secure channel toward remote nodes -----
 
-    /// Feed, then act on everything the connection produced. The stream is taken out of
-    /// the table while it is worked on and put back unless it ended.
+    /// Feed (or, without data, just pump), then act on everything the connection
+    /// produced. The stream is taken out of the table while it is worked on and put back
+    /// unless it ended.
     fn drive(&mut self, now: Instant, id: StreamId, data: Option<&[u8]>) -> Result<(), Error> {
         let mut s = self.streams.remove(&id).ok_or(Error::UnknownStream(id))?;
+        let mut received = Vec::new();
         let mut result = Ok(());
-        if let (Some(data), Some(conn)) = (data, s.conn.as_mut()) {
-            result = conn.feed(now, data, self.rng.as_mut());
+        if let Some(secure) = s.channel.as_mut() {
+            result = match data {
+                Some(data) => secure.feed(
+                    now,
+                    data,
+                    self.rng.as_mut(),
+                    &mut self.outbox,
+                    &mut received,
+                ),
+                None => secure.pump(&mut self.outbox).map(|r| received = r),
+            };
         }
-        let keep = self.work(now, id, &mut s);
-        match keep {
+        match self.work(now, id, &mut s, received) {
             Ok(true) => {
                 self.streams.insert(id, s);
             }
@@ -453,27 +463,20 @@ impl CryptoProxy {
         result
     }
 
-    /// Returns whether the stream stays open.
-    fn work(&mut self, now: Instant, id: StreamId, s: &mut Stream) -> Result<bool, Error> {
-        let Some(conn) = s.conn.as_mut() else {
+    /// Act on the messages a stream's connection produced, then on its end (failure or
+    /// the peer's close, which the stream has already answered). Returns whether the
+    /// stream stays open.
+    fn work(
+        &mut self,
+        now: Instant,
+        id: StreamId,
+        s: &mut Stream,
+        received: Vec<Vec<u8>>,
+    ) -> Result<bool, Error> {
+        let Some(secure) = s.channel.as_ref() else {
             return Ok(true);
         };
-        self.flush(id, conn)?;
-        if let Some(error) = conn.error().cloned() {
-            self.outbox.event(ProxyEvent::ChannelFailed {
-                stream: id,
-                error: error.clone(),
-            })?;
-            let reason = match error {
-                ChannelError::Certificate(_)
-                | ChannelError::ClientCertificateRequired
-                | ChannelError::UnknownPskIdentity => RefusalReason::AccessDenied,
-                _ => RefusalReason::RemoteUnreachable,
-            };
-            self.outbox.push(Output::StreamClose { id })?;
-            self.stream_gone(now, s, reason)?;
-            return Ok(false);
-        }
+        let conn = secure.connection();
         if conn.is_established() && s.peer.is_none() {
             match Peer::from_channel(conn.peer()) {
                 Some(peer) => s.peer = Some(peer),
@@ -488,7 +491,7 @@ impl CryptoProxy {
                 return Ok(false);
             }
         }
-        while let Some(bytes) = s.conn.as_mut().and_then(Connection::take_received) {
+        for bytes in received {
             let msg = match Message::decode(&bytes, &self.cfg.limits) {
                 Ok(d) => d.message,
                 Err(_) => {
@@ -500,29 +503,51 @@ impl CryptoProxy {
                 return Ok(false);
             }
         }
-        let Some(conn) = s.conn.as_mut() else {
+        let Some(secure) = s.channel.as_ref() else {
             return Ok(true);
         };
-        self.flush(id, conn)?;
-        if conn.peer_closed() {
-            // Answer close-notify with ours and end the stream.
-            if !conn.is_closing() {
-                let _ = conn.close();
-                self.flush(id, conn)?;
-            }
-            self.outbox.push(Output::StreamClose { id })?;
+        if let Some(error) = secure.connection().error().cloned() {
+            self.outbox.event(ProxyEvent::ChannelFailed {
+                stream: id,
+                error: error.clone(),
+            })?;
+            let reason = match error {
+                ChannelError::Certificate(_)
+                | ChannelError::ClientCertificateRequired
+                | ChannelError::UnknownPskIdentity => RefusalReason::AccessDenied,
+                _ => RefusalReason::RemoteUnreachable,
+            };
+            self.stream_gone(now, s, reason)?;
+            return Ok(false);
+        }
+        if secure.is_closed() {
+            // The peer closed; the stream answered with close-notify and ended.
             self.stream_gone(now, s, RefusalReason::Closed)?;
             return Ok(false);
         }
         Ok(true)
     }
 
-    fn flush(&mut self, id: StreamId, conn: &mut Connection) -> Result<(), Error> {
-        let bytes = conn.take_outgoing();
-        if !bytes.is_empty() {
-            self.outbox.push(Output::StreamSend { id, data: bytes })?;
+    /// End a stream gracefully: close-notify (after `last`, if the channel is up), then
+    /// the stream itself — also for an outbound stream still connecting.
+    fn close_stream(
+        &mut self,
+        id: StreamId,
+        s: &mut Stream,
+        last: Option<&[u8]>,
+    ) -> Result<(), Error> {
+        match s.channel.as_mut() {
+            Some(secure) => {
+                if let Some(bytes) = last
+                    && secure.connection().is_established()
+                {
+                    // Best effort: the stream ends either way.
+                    let _ = secure.send(bytes, &mut self.outbox);
+                }
+                secure.close(&mut self.outbox)
+            }
+            None => self.outbox.push(Output::StreamClose { id }),
         }
-        Ok(())
     }
 
     /// A stream ended (already closed toward the driver): tell the appliance concerned and
@@ -585,21 +610,14 @@ impl CryptoProxy {
             }
             Phase::AwaitingRequest => requested.map(String::from),
         };
-        if let Some(conn) = s.conn.as_mut() {
-            if conn.is_established() {
-                let refusal = Message::Refusal(Refusal {
-                    reason,
-                    request_id,
-                    session: 0,
-                    appliance: appliance.clone(),
-                })
-                .encode()?;
-                let _ = conn.send(&refusal);
-                let _ = conn.close();
-            }
-            self.flush(id, conn)?;
-        }
-        self.outbox.push(Output::StreamClose { id })?;
+        let refusal = Message::Refusal(Refusal {
+            reason,
+            request_id,
+            session: 0,
+            appliance: appliance.clone(),
+        })
+        .encode()?;
+        self.close_stream(id, s, Some(&refusal))?;
         if matches!(s.phase, Phase::AwaitingRequest) {
             self.outbox.event(ProxyEvent::Refused {
                 appliance,
@@ -617,9 +635,8 @@ impl CryptoProxy {
     }
 
     fn send_on(&mut self, id: StreamId, s: &mut Stream, msg: &Message) -> Result<(), Error> {
-        let conn = s.conn.as_mut().ok_or(Error::UnknownStream(id))?;
-        conn.send(&msg.encode()?)?;
-        self.flush(id, conn)
+        let secure = s.channel.as_mut().ok_or(Error::UnknownStream(id))?;
+        secure.send(&msg.encode()?, &mut self.outbox)
     }
 
     /// Flow B, the channel to the remote node is up: check who it is, then S32.
@@ -767,11 +784,7 @@ impl CryptoProxy {
                     RefusalReason::AccessDenied => RefusalReason::RemoteRefused,
                     other => other,
                 };
-                if let Some(conn) = s.conn.as_mut() {
-                    let _ = conn.close();
-                    self.flush(id, conn)?;
-                }
-                self.outbox.push(Output::StreamClose { id })?;
+                self.close_stream(id, s, None)?;
                 self.stream_gone(now, s, reason)?;
                 Ok(false)
             }
@@ -963,7 +976,7 @@ impl CryptoProxy {
         self.streams.insert(
             id,
             Stream {
-                conn: None,
+                channel: None,
                 phase: Phase::Outbound {
                     appliance: appliance.into(),
                     request_id: req.request_id,
@@ -1032,21 +1045,19 @@ impl CryptoProxy {
             return Err(OffloadError::UnknownSession(session).into());
         }
         self.sessions.remove(&session);
-        if let Some(conn) = s.conn.as_mut() {
-            if let Some(reason) = refusal {
-                let msg = Message::Refusal(Refusal {
+        let last = match refusal {
+            Some(reason) => Some(
+                Message::Refusal(Refusal {
                     reason,
                     request_id: None,
                     session: 0,
                     appliance: Some(appliance.into()),
                 })
-                .encode()?;
-                let _ = conn.send(&msg);
-            }
-            let _ = conn.close();
-            self.flush(id, conn)?;
-        }
-        self.outbox.push(Output::StreamClose { id })?;
+                .encode()?,
+            ),
+            None => None,
+        };
+        self.close_stream(id, &mut s, last.as_deref())?;
         if let Some(link) = self.links.get_mut(appliance) {
             link.forget(|t| *t == Tag::Data { session });
         }
@@ -1077,7 +1088,7 @@ impl Actor for CryptoProxy {
                 self.streams.insert(
                     id,
                     Stream {
-                        conn: Some(conn),
+                        channel: Some(SecureStream::new(id, conn, now)),
                         phase: Phase::AwaitingRequest,
                         peer: None,
                         deadline: Some(now + self.cfg.request_timeout),
@@ -1087,21 +1098,23 @@ impl Actor for CryptoProxy {
             }
             Input::StreamConnected { id, .. } => {
                 let s = self.streams.get_mut(&id).ok_or(Error::UnknownStream(id))?;
-                if s.conn.is_some() {
+                if s.channel.is_some() {
                     return Err(Error::Unexpected("stream connected twice"));
                 }
                 // The remote node speaks first (ClientHello).
-                s.conn = Some(Connection::server(self.cfg.channel.clone(), now));
+                let conn = Connection::server(self.cfg.channel.clone(), now);
+                s.channel = Some(SecureStream::new(id, conn, now));
                 Ok(())
             }
             Input::StreamData { id, data } => self.drive(now, id, Some(data)),
             Input::StreamClosed { id } => {
                 let mut s = self.streams.remove(&id).ok_or(Error::UnknownStream(id))?;
-                let reason = match s.conn.as_mut() {
+                let reason = match s.channel.as_mut() {
                     None => RefusalReason::RemoteUnreachable,
-                    Some(conn) => {
-                        let truncated = conn.stream_closed().is_err();
-                        if let (true, Some(error)) = (truncated, conn.error().cloned()) {
+                    Some(secure) => {
+                        let truncated = secure.stream_closed().is_err();
+                        let error = secure.connection().error().cloned();
+                        if let (true, Some(error)) = (truncated, error) {
                             self.outbox
                                 .event(ProxyEvent::ChannelFailed { stream: id, error })?;
                         }
@@ -1145,10 +1158,10 @@ impl Actor for CryptoProxy {
                 }
                 continue;
             }
-            let failed = s
-                .conn
-                .as_mut()
-                .is_some_and(|c| c.handle_timeout(now).is_err());
+            let failed = match s.channel.as_mut() {
+                Some(secure) => secure.handle_timeout(now, &mut self.outbox).unwrap_or(true),
+                None => false,
+            };
             if failed {
                 let _ = self.drive(now, id, None);
             }
@@ -1162,7 +1175,7 @@ impl Actor for CryptoProxy {
     fn poll_timeout(&self) -> Option<Instant> {
         let links = self.links.values().filter_map(Link::poll_timeout);
         let streams = self.streams.values().filter_map(|s| {
-            let handshake = s.conn.as_ref().and_then(Connection::poll_timeout);
+            let handshake = s.channel.as_ref().and_then(SecureStream::poll_timeout);
             match (handshake, s.deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),

@@ -15,7 +15,7 @@ use super::messages::{
     ProxyRequest, Refusal, SecureData,
 };
 use super::{Initiator, OffloadError, RefusalReason, backoff, check_name, check_payload};
-use crate::channel::{ChannelError, ClientConfig, Connection, PeerIdentity};
+use crate::channel::{ChannelError, ClientConfig, Connection, PeerIdentity, SecureStream};
 use crate::io::{Actor, Input, Outbox, Output, StreamId, Transmit};
 use crate::wire::{FIELD_HEADER_LEN, Limits};
 use crate::{Error, Instant, Rng};
@@ -233,7 +233,8 @@ enum Phase {
 }
 
 struct RStream {
-    conn: Option<Connection>,
+    /// `None` while an outbound stream is connecting.
+    channel: Option<SecureStream>,
     appliance: Option<String>,
     phase: Phase,
     /// The channel handshake completed at some point.
@@ -436,13 +437,18 @@ impl RemoteNode {
             .remove(appliance)
             .ok_or(Error::Unexpected("no session with that appliance"))?;
         if let Some(mut s) = self.streams.remove(&id) {
-            if let Some(conn) = s.conn.as_mut() {
-                let _ = conn.close();
-                self.flush(id, conn)?;
-            }
-            self.outbox.push(Output::StreamClose { id })?;
+            self.end_channel(id, &mut s)?;
         }
         Ok(())
+    }
+
+    /// End a stream: close-notify if the channel is up, then the stream itself — also for
+    /// a stream still connecting.
+    fn end_channel(&mut self, id: StreamId, s: &mut RStream) -> Result<(), Error> {
+        match s.channel.as_mut() {
+            Some(secure) => secure.close(&mut self.outbox),
+            None => self.outbox.push(Output::StreamClose { id }),
+        }
     }
 
     fn new_attempt(&mut self, now: Instant, target: &Target) -> Result<Attempt, Error> {
@@ -529,7 +535,7 @@ impl RemoteNode {
         self.streams.insert(
             id,
             RStream {
-                conn: None,
+                channel: None,
                 appliance: Some(appliance.into()),
                 phase: Phase::Requesting {
                     request_id,
@@ -556,17 +562,8 @@ impl RemoteNode {
     }
 
     fn send_on(&mut self, id: StreamId, s: &mut RStream, msg: &Message) -> Result<(), Error> {
-        let conn = s.conn.as_mut().ok_or(Error::UnknownStream(id))?;
-        conn.send(&msg.encode()?)?;
-        self.flush(id, conn)
-    }
-
-    fn flush(&mut self, id: StreamId, conn: &mut Connection) -> Result<(), Error> {
-        let bytes = conn.take_outgoing();
-        if !bytes.is_empty() {
-            self.outbox.push(Output::StreamSend { id, data: bytes })?;
-        }
-        Ok(())
+        let secure = s.channel.as_mut().ok_or(Error::UnknownStream(id))?;
+        secure.send(&msg.encode()?, &mut self.outbox)
     }
 
     fn fail(&mut self, appliance: Option<String>, error: OffloadError) -> Result<(), Error> {
@@ -691,19 +688,31 @@ impl RemoteNode {
 
     // ----- streams: the secure channel to proxies -----
 
+    /// Feed (or, without data, just pump), then act on everything the connection
+    /// produced.
     fn drive(&mut self, now: Instant, id: StreamId, data: Option<&[u8]>) -> Result<(), Error> {
         let mut s = self.streams.remove(&id).ok_or(Error::UnknownStream(id))?;
+        let mut received = Vec::new();
         let mut result = Ok(());
-        if let (Some(data), Some(conn)) = (data, s.conn.as_mut()) {
-            result = conn.feed(now, data, self.rng.as_mut());
+        if let Some(secure) = s.channel.as_mut() {
+            result = match data {
+                Some(data) => secure.feed(
+                    now,
+                    data,
+                    self.rng.as_mut(),
+                    &mut self.outbox,
+                    &mut received,
+                ),
+                None => secure.pump(&mut self.outbox).map(|r| received = r),
+            };
         }
-        match self.work(id, &mut s) {
+        match self.work(id, &mut s, received) {
             Ok(true) => {
                 self.streams.insert(id, s);
             }
             Ok(false) => {}
             Err(e) => {
-                let _ = self.outbox.push(Output::StreamClose { id });
+                let _ = self.end_channel(id, &mut s);
                 self.forget_stream(id, &s);
                 return Err(e);
             }
@@ -724,14 +733,44 @@ impl RemoteNode {
         }
     }
 
-    /// Returns whether the stream stays open.
-    fn work(&mut self, id: StreamId, s: &mut RStream) -> Result<bool, Error> {
-        let Some(conn) = s.conn.as_mut() else {
+    /// Act on the messages a stream's connection produced, then on its end (failure or
+    /// the proxy's close, which the stream has already answered). Returns whether the
+    /// stream stays open.
+    fn work(
+        &mut self,
+        id: StreamId,
+        s: &mut RStream,
+        received: Vec<Vec<u8>>,
+    ) -> Result<bool, Error> {
+        let Some(secure) = s.channel.as_ref() else {
             return Ok(true);
         };
-        self.flush(id, conn)?;
-        if let Some(error) = conn.error().cloned() {
-            self.outbox.push(Output::StreamClose { id })?;
+        s.established |= secure.connection().is_established();
+        if s.established
+            && let Phase::Requesting {
+                request_id,
+                sent: false,
+            } = s.phase
+            && !self.request_proxy(id, s, request_id)?
+        {
+            return Ok(false);
+        }
+        for bytes in received {
+            let msg = match Message::decode(&bytes, &self.cfg.limits) {
+                Ok(d) => d.message,
+                Err(e) => {
+                    self.abort(id, s, OffloadError::Decode(e))?;
+                    return Ok(false);
+                }
+            };
+            if !self.on_channel_message(id, s, msg)? {
+                return Ok(false);
+            }
+        }
+        let Some(secure) = s.channel.as_ref() else {
+            return Ok(true);
+        };
+        if let Some(error) = secure.connection().error().cloned() {
             // A proxy that could not complete the handshake did not prove who it is.
             let error = if s.established {
                 OffloadError::Channel(error)
@@ -747,38 +786,8 @@ impl RemoteNode {
             }
             return Ok(false);
         }
-        s.established |= conn.is_established();
-        if s.established
-            && let Phase::Requesting {
-                request_id,
-                sent: false,
-            } = s.phase
-            && !self.request_proxy(id, s, request_id)?
-        {
-            return Ok(false);
-        }
-        while let Some(bytes) = s.conn.as_mut().and_then(Connection::take_received) {
-            let msg = match Message::decode(&bytes, &self.cfg.limits) {
-                Ok(d) => d.message,
-                Err(e) => {
-                    self.abort(id, s, OffloadError::Decode(e))?;
-                    return Ok(false);
-                }
-            };
-            if !self.on_channel_message(id, s, msg)? {
-                return Ok(false);
-            }
-        }
-        let Some(conn) = s.conn.as_mut() else {
-            return Ok(true);
-        };
-        self.flush(id, conn)?;
-        if conn.peer_closed() {
-            if !conn.is_closing() {
-                let _ = conn.close();
-                self.flush(id, conn)?;
-            }
-            self.outbox.push(Output::StreamClose { id })?;
+        if secure.is_closed() {
+            // The proxy closed; the stream answered with close-notify and ended.
             self.forget_stream(id, s);
             if let Some(name) = s.appliance.clone() {
                 if s.phase == Phase::Up {
@@ -794,11 +803,7 @@ impl RemoteNode {
 
     /// Close the stream after a protocol violation and report it.
     fn abort(&mut self, id: StreamId, s: &mut RStream, error: OffloadError) -> Result<(), Error> {
-        if let Some(conn) = s.conn.as_mut() {
-            let _ = conn.close();
-            self.flush(id, conn)?;
-        }
-        self.outbox.push(Output::StreamClose { id })?;
+        self.end_channel(id, s)?;
         self.forget_stream(id, s);
         self.fail(s.appliance.clone(), error)
     }
@@ -815,8 +820,8 @@ impl RemoteNode {
             .appliance
             .clone()
             .ok_or(Error::Unexpected("no appliance"))?;
-        let check = match s.conn.as_ref() {
-            Some(conn) => self.check_deputy(conn, &name),
+        let check = match s.channel.as_ref() {
+            Some(secure) => self.check_deputy(secure.connection(), &name),
             None => return Ok(true),
         };
         if let Err(error) = check {
@@ -951,11 +956,7 @@ impl RemoteNode {
 
     /// End an up session the proxy ended.
     fn close_stream(&mut self, id: StreamId, s: &mut RStream) -> Result<(), Error> {
-        if let Some(conn) = s.conn.as_mut() {
-            let _ = conn.close();
-            self.flush(id, conn)?;
-        }
-        self.outbox.push(Output::StreamClose { id })?;
+        self.end_channel(id, s)?;
         self.forget_stream(id, s);
         match s.appliance.clone() {
             Some(appliance) => self.outbox.event(RemoteEvent::Closed { appliance }),
@@ -979,8 +980,8 @@ impl RemoteNode {
             return Ok(false);
         };
         s.appliance = Some(name.clone());
-        let deputy = match s.conn.as_ref() {
-            Some(conn) => self.check_deputy(conn, &name),
+        let deputy = match s.channel.as_ref() {
+            Some(secure) => self.check_deputy(secure.connection(), &name),
             None => return Ok(true),
         };
         let accepted = match &self.cfg.accept {
@@ -999,11 +1000,7 @@ impl RemoteNode {
             match deputy {
                 Err(error) => self.abort(id, s, error)?,
                 Ok(()) => {
-                    if let Some(conn) = s.conn.as_mut() {
-                        let _ = conn.close();
-                        self.flush(id, conn)?;
-                    }
-                    self.outbox.push(Output::StreamClose { id })?;
+                    self.end_channel(id, s)?;
                     self.outbox.event(RemoteEvent::Declined {
                         appliance: name,
                         reason: RefusalReason::AccessDenied,
@@ -1055,14 +1052,11 @@ impl Actor for RemoteNode {
             Input::Datagram { from, data, .. } => self.on_datagram(now, from, data),
             Input::StreamConnected { id, .. } => {
                 let s = self.streams.get_mut(&id).ok_or(Error::UnknownStream(id))?;
-                if s.conn.is_some() {
+                if s.channel.is_some() {
                     return Err(Error::Unexpected("stream connected twice"));
                 }
-                s.conn = Some(Connection::client(
-                    self.cfg.channel.clone(),
-                    now,
-                    self.rng.as_mut(),
-                )?);
+                let conn = Connection::client(self.cfg.channel.clone(), now, self.rng.as_mut())?;
+                s.channel = Some(SecureStream::new(id, conn, now));
                 self.drive(now, id, None)
             }
             Input::StreamAccepted { id, .. } => {
@@ -1081,7 +1075,7 @@ impl Actor for RemoteNode {
                 self.streams.insert(
                     id,
                     RStream {
-                        conn: Some(conn),
+                        channel: Some(SecureStream::new(id, conn, now)),
                         appliance: None,
                         phase: Phase::AwaitingCryptoRequest,
                         established: false,
@@ -1094,9 +1088,9 @@ impl Actor for RemoteNode {
             Input::StreamClosed { id } => {
                 let mut s = self.streams.remove(&id).ok_or(Error::UnknownStream(id))?;
                 self.forget_stream(id, &s);
-                let error = match s.conn.as_mut() {
+                let error = match s.channel.as_mut() {
                     None => OffloadError::Unreachable,
-                    Some(conn) => match conn.stream_closed() {
+                    Some(secure) => match secure.stream_closed() {
                         Ok(()) => {
                             if s.phase == Phase::Up
                                 && let Some(name) = s.appliance.clone()
@@ -1106,7 +1100,9 @@ impl Actor for RemoteNode {
                             OffloadError::Refused(RefusalReason::Closed)
                         }
                         Err(_) => OffloadError::Channel(
-                            conn.error()
+                            secure
+                                .connection()
+                                .error()
                                 .cloned()
                                 .unwrap_or(ChannelError::TruncatedStream),
                         ),
@@ -1134,11 +1130,7 @@ impl Actor for RemoteNode {
                 if let Stage::Connecting { stream, .. } = attempt.stage
                     && let Some(mut s) = self.streams.remove(&stream)
                 {
-                    if let Some(conn) = s.conn.as_mut() {
-                        let _ = conn.close();
-                        let _ = self.flush(stream, conn);
-                    }
-                    let _ = self.outbox.push(Output::StreamClose { id: stream });
+                    let _ = self.end_channel(stream, &mut s);
                 }
                 let _ = self.fail(Some(name), OffloadError::Timeout("session set-up"));
                 continue;
@@ -1185,11 +1177,10 @@ impl Actor for RemoteNode {
                 }
                 continue;
             }
-            let failed = self
-                .streams
-                .get_mut(&id)
-                .and_then(|s| s.conn.as_mut())
-                .is_some_and(|c| c.handle_timeout(now).is_err());
+            let failed = match self.streams.get_mut(&id).and_then(|s| s.channel.as_mut()) {
+                Some(secure) => secure.handle_timeout(now, &mut self.outbox).unwrap_or(true),
+                None => false,
+            };
             if failed {
                 let _ = self.drive(now, id, None);
             }
@@ -1210,7 +1201,7 @@ impl Actor for RemoteNode {
             [Some(a.deadline), stage].into_iter().flatten()
         });
         let streams = self.streams.values().flat_map(|s| {
-            let handshake = s.conn.as_ref().and_then(Connection::poll_timeout);
+            let handshake = s.channel.as_ref().and_then(SecureStream::poll_timeout);
             [handshake, s.deadline].into_iter().flatten()
         });
         attempts.chain(streams).min()
