@@ -108,6 +108,13 @@ impl fmt::Display for Instant {
     }
 }
 
+/// `base` doubled `n` times, capped at `max`; never overflows. The one exponential
+/// back-off of the crate's retransmission and penalty timers.
+pub(crate) fn doubled(base: Duration, n: u32, max: Duration) -> Duration {
+    let factor = 1u32.checked_shl(n).unwrap_or(u32::MAX);
+    base.saturating_mul(factor).min(max)
+}
+
 /// Wall-clock time: seconds since 1970-01-01T00:00:00Z.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct UnixTime(pub u64);
@@ -134,6 +141,16 @@ mod tests {
         assert_eq!(t - Duration::from_secs(2), Instant::from_secs(3));
         assert_eq!(t - Duration::from_secs(9), Instant::ZERO);
         assert_eq!(format!("{}", Instant::from_micros(1_500_001)), "1.500001s");
+    }
+
+    #[test]
+    fn doubling_caps_and_never_overflows() {
+        let s = Duration::from_secs;
+        assert_eq!(doubled(s(1), 0, s(60)), s(1));
+        assert_eq!(doubled(s(1), 3, s(60)), s(8));
+        assert_eq!(doubled(s(1), 6, s(60)), s(60));
+        assert_eq!(doubled(s(1), 200, s(60)), s(60));
+        assert_eq!(doubled(Duration::MAX, 2, Duration::MAX), Duration::MAX);
     }
 
     #[test]

@@ -333,6 +333,5 @@ pub(crate) fn check_payload(data: &[u8]) -> Result<(), OffloadError> {
 
 /// Exponential back-off: `base` doubled `tries` times, capped at one minute.
 pub(crate) fn backoff(base: Duration, tries: u32) -> Duration {
-    let factor = 1u32 << tries.min(16);
-    base.saturating_mul(factor).min(Duration::from_secs(60))
+    crate::time::doubled(base, tries.min(16), Duration::from_secs(60))
 }

@@ -51,11 +51,10 @@ struct Penalty {
 
 /// `base × 2^(n-1)`, capped.
 fn doubling(base: Duration, n: u32, max: Duration) -> Duration {
-    if n == 0 {
-        return Duration::ZERO;
+    match n {
+        0 => Duration::ZERO,
+        n => crate::time::doubled(base, n - 1, max),
     }
-    let factor = 1u32.checked_shl(n - 1).unwrap_or(u32::MAX);
-    base.saturating_mul(factor).min(max)
 }
 
 /// Wrong-password back-off per issuer IP and for the device as a whole.
