@@ -122,6 +122,25 @@ impl SecureStream {
         Ok(())
     }
 
+    /// [`SecureStream::feed`] with `Some(data)`; with `None`, just [`SecureStream::pump`]
+    /// (after a timeout, or when the stream has just connected).
+    pub fn feed_or_pump(
+        &mut self,
+        now: Instant,
+        data: Option<&[u8]>,
+        rng: &mut dyn CryptoRng,
+        outbox: &mut Outbox,
+        received: &mut Vec<Vec<u8>>,
+    ) -> Result<(), Error> {
+        match data {
+            Some(data) => self.feed(now, data, rng, outbox, received),
+            None => {
+                received.extend(self.pump(outbox)?);
+                Ok(())
+            }
+        }
+    }
+
     /// Send one application message.
     pub fn send(&mut self, message: &[u8], outbox: &mut Outbox) -> Result<(), Error> {
         if self.closed {

@@ -437,16 +437,13 @@ impl CryptoProxy {
         let mut received = Vec::new();
         let mut result = Ok(());
         if let Some(secure) = s.channel.as_mut() {
-            result = match data {
-                Some(data) => secure.feed(
-                    now,
-                    data,
-                    self.rng.as_mut(),
-                    &mut self.outbox,
-                    &mut received,
-                ),
-                None => secure.pump(&mut self.outbox).map(|r| received = r),
-            };
+            result = secure.feed_or_pump(
+                now,
+                data,
+                self.rng.as_mut(),
+                &mut self.outbox,
+                &mut received,
+            );
         }
         match self.work(now, id, &mut s, received) {
             Ok(true) => {
