@@ -9,6 +9,22 @@ use super::{ChannelError, ChannelEvent, ClientConfig, Connection, SecureStream, 
 use crate::io::{Actor, Input, Outbox, Output, StreamId};
 use crate::{Error, Instant, Rng};
 
+/// The channel actors' one kind of timer: the handshake deadline of the connection on a
+/// stream (its [`SecureStream::poll_timeout`]). Each actor lists its timers in one place
+/// (`timers`), which both `poll_timeout` and `handle_timeout` read, so the two cannot
+/// disagree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// The handshake on this stream must have finished.
+    Handshake(StreamId),
+}
+
+/// Why a timer's error may be dropped: the connection's failure itself is reported as a
+/// [`ChannelEvent::Failed`]; what can still go wrong is queuing that event or the stream
+/// close in a full outbox, and `Actor::handle_timeout` has no caller to return it to. The
+/// outbox is full only if the driver broke the polling rules (drain after every call).
+fn timer_error_has_nowhere_to_go(_: Result<(), Error>) {}
+
 /// A [`SecureStream`] and what the application has been told about it.
 struct Session {
     inner: SecureStream,
@@ -92,11 +108,42 @@ impl Session {
         result
     }
 
-    fn handle_timeout(&mut self, now: Instant, outbox: &mut Outbox) -> Result<(), Error> {
+    fn on_timer(&mut self, now: Instant, outbox: &mut Outbox) -> Result<(), Error> {
         if self.inner.handle_timeout(now, outbox)? {
             self.report(Vec::new(), outbox)?;
         }
         Ok(())
+    }
+}
+
+/// Where a [`ChannelClient`]'s stream stands.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per client, mostly `Open`: boxing the session would add an allocation for nothing"
+)]
+enum Link {
+    /// No stream asked for yet, or the last connect failed.
+    Idle,
+    /// [`ChannelClient::connect`] asked for stream `StreamId::outbound(next_stream)` at
+    /// `since`; the driver has not reported it connected.
+    Connecting { since: Instant },
+    /// The stream is up and a connection runs on it.
+    Open(Session),
+}
+
+impl Link {
+    fn session(&self) -> Option<&Session> {
+        match self {
+            Link::Open(s) => Some(s),
+            Link::Idle | Link::Connecting { .. } => None,
+        }
+    }
+
+    fn session_mut(&mut self) -> Option<&mut Session> {
+        match self {
+            Link::Open(s) => Some(s),
+            Link::Idle | Link::Connecting { .. } => None,
+        }
     }
 }
 
@@ -128,7 +175,7 @@ pub struct ChannelClient {
     server: SocketAddr,
     rng: Rng,
     next_stream: u64,
-    session: Option<Session>,
+    link: Link,
     pending: VecDeque<Vec<u8>>,
     outbox: Outbox,
 }
@@ -137,7 +184,7 @@ impl core::fmt::Debug for ChannelClient {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("ChannelClient")
             .field("server", &self.server)
-            .field("connection", &self.session.as_ref().map(Session::conn))
+            .field("connection", &self.connection())
             .finish_non_exhaustive()
     }
 }
@@ -154,7 +201,7 @@ impl ChannelClient {
             server,
             rng,
             next_stream: 0,
-            session: None,
+            link: Link::Idle,
             pending: VecDeque::new(),
             outbox: Outbox::default(),
         }
@@ -162,8 +209,14 @@ impl ChannelClient {
 
     /// Open a stream to the server; the handshake starts when it connects. Replaces any
     /// earlier connection.
-    pub fn connect(&mut self, _now: Instant) -> Result<StreamId, Error> {
-        if let Some(mut old) = self.session.take() {
+    ///
+    /// `now` starts the handshake clock: [`Common::handshake_timeout`] counts from the
+    /// connect, so the time the stream takes to open is part of the handshake's budget,
+    /// as it is for the application waiting on it.
+    ///
+    /// [`Common::handshake_timeout`]: super::Common::handshake_timeout
+    pub fn connect(&mut self, now: Instant) -> Result<StreamId, Error> {
+        if let Link::Open(mut old) = core::mem::replace(&mut self.link, Link::Idle) {
             old.inner.close(&mut self.outbox)?;
         }
         self.next_stream += 1;
@@ -173,16 +226,26 @@ impl ChannelClient {
             local: self.local,
             remote: self.server,
         })?;
+        self.link = Link::Connecting { since: now };
         Ok(id)
+    }
+
+    /// This actor's timers (see [`Timer`]).
+    fn timers(&self) -> Option<(Timer, Instant)> {
+        let s = self.link.session()?;
+        let at = s.inner.poll_timeout()?;
+        Some((Timer::Handshake(s.inner.id()), at))
     }
 
     /// Send one application message (queued until the handshake completes).
     pub fn send(&mut self, data: &[u8]) -> Result<(), Error> {
-        match self.session.as_mut() {
+        match self.link.session_mut() {
             Some(s) if s.conn().is_established() => {
                 s.inner.send(data, &mut self.outbox)?;
                 s.pump(&mut self.outbox)
             }
+            // Bounded, and each message checked against the record bound now rather than
+            // when the handshake completes, so `send` refuses what could never go out.
             _ if self.pending.len() >= Self::MAX_PENDING => Err(Error::CapacityExceeded {
                 what: "channel client pending messages",
                 bound: Self::MAX_PENDING,
@@ -204,18 +267,22 @@ impl ChannelClient {
 
     /// Close gracefully (close-notify).
     pub fn close(&mut self) -> Result<(), Error> {
-        let s = self.session.as_mut().ok_or(ChannelError::NotEstablished)?;
+        let Link::Open(s) = &mut self.link else {
+            return Err(ChannelError::NotEstablished.into());
+        };
         s.inner.close_notify(&mut self.outbox)?;
         s.pump(&mut self.outbox)
     }
 
     /// The current connection, if a stream is open.
     pub fn connection(&self) -> Option<&Connection> {
-        self.session.as_ref().map(Session::conn)
+        self.link.session().map(Session::conn)
     }
 
     fn flush_pending(&mut self) -> Result<(), Error> {
-        if let Some(s) = self.session.as_mut().filter(|s| s.conn().is_established()) {
+        if let Link::Open(s) = &mut self.link
+            && s.conn().is_established()
+        {
             while let Some(data) = self.pending.pop_front() {
                 s.inner.send(&data, &mut self.outbox)?;
             }
@@ -229,32 +296,39 @@ impl Actor for ChannelClient {
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         match input {
             Input::StreamConnected { id, .. } if id == StreamId::outbound(self.next_stream) => {
-                let conn = Connection::client(self.config.clone(), now, self.rng.as_mut())?;
+                let mut conn = Connection::client(self.config.clone(), now, self.rng.as_mut())?;
+                if let Link::Connecting { since } = self.link {
+                    conn.start_handshake_clock(since);
+                }
                 let mut session = Session::new(id, conn, now);
                 session.pump(&mut self.outbox)?;
-                self.session = Some(session);
+                self.link = Link::Open(session);
                 Ok(())
             }
             Input::StreamData { id, data } => {
                 let session = self
-                    .session
-                    .as_mut()
+                    .link
+                    .session_mut()
                     .filter(|s| s.inner.id() == id)
                     .ok_or(Error::UnknownStream(id))?;
                 session.feed(now, data, &mut self.rng, &mut self.outbox)?;
                 self.flush_pending()
             }
-            Input::StreamClosed { id } => {
-                if id == StreamId::outbound(self.next_stream) && self.session.is_none() {
-                    // The connect itself failed.
-                    return Err(Error::Unexpected("connection to the server failed"));
+            Input::StreamClosed { id } => match core::mem::replace(&mut self.link, Link::Idle) {
+                Link::Open(mut session) if session.inner.id() == id => {
+                    session.stream_closed(&mut self.outbox)
                 }
-                let mut session = self
-                    .session
-                    .take_if(|s| s.inner.id() == id)
-                    .ok_or(Error::UnknownStream(id))?;
-                session.stream_closed(&mut self.outbox)
-            }
+                // The connect itself failed (the link stays idle).
+                Link::Idle | Link::Connecting { .. }
+                    if id == StreamId::outbound(self.next_stream) =>
+                {
+                    Err(Error::Unexpected("connection to the server failed"))
+                }
+                other => {
+                    self.link = other;
+                    Err(Error::UnknownStream(id))
+                }
+            },
             Input::StreamAccepted { id, .. } => {
                 self.outbox.push(Output::StreamClose { id })?;
                 Err(Error::Unexpected("a channel client accepts no streams"))
@@ -267,10 +341,11 @@ impl Actor for ChannelClient {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        if let Some(s) = self.session.as_mut() {
-            // The failure is reported as an event; an outbox overflow here has nowhere
-            // better to go than the next call's error.
-            let _ = s.handle_timeout(now, &mut self.outbox);
+        if let Some((Timer::Handshake(_), at)) = self.timers()
+            && at <= now
+            && let Link::Open(s) = &mut self.link
+        {
+            timer_error_has_nowhere_to_go(s.on_timer(now, &mut self.outbox));
         }
     }
 
@@ -279,7 +354,7 @@ impl Actor for ChannelClient {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.session.as_ref().and_then(|s| s.inner.poll_timeout())
+        self.timers().map(|(_, at)| at)
     }
 }
 
@@ -358,6 +433,13 @@ impl ChannelServer {
     pub fn session_count(&self) -> usize {
         self.sessions.len()
     }
+
+    /// This actor's timers (see [`Timer`]): one per connection still handshaking.
+    fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
+        self.sessions
+            .iter()
+            .filter_map(|(&id, s)| s.inner.poll_timeout().map(|at| (Timer::Handshake(id), at)))
+    }
 }
 
 impl Actor for ChannelServer {
@@ -390,9 +472,18 @@ impl Actor for ChannelServer {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        for s in self.sessions.values_mut() {
-            let _ = s.handle_timeout(now, &mut self.outbox);
+        let due: Vec<Timer> = self
+            .timers()
+            .filter(|&(_, at)| at <= now)
+            .map(|(timer, _)| timer)
+            .collect();
+        for Timer::Handshake(id) in due {
+            if let Some(s) = self.sessions.get_mut(&id) {
+                timer_error_has_nowhere_to_go(s.on_timer(now, &mut self.outbox));
+            }
         }
+        // A session that failed on its timer has been reported; forget it, as
+        // `on_session` does after a command.
         self.sessions.retain(|_, s| !s.finished());
     }
 
@@ -401,9 +492,6 @@ impl Actor for ChannelServer {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.sessions
-            .values()
-            .filter_map(|s| s.inner.poll_timeout())
-            .min()
+        self.timers().map(|(_, at)| at).min()
     }
 }

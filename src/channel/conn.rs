@@ -11,13 +11,12 @@ use super::config::{
     CHANNEL_VERSION, ClientAuthMode, ClientCertPolicy, ClientConfig, Common, ServerConfig,
 };
 use super::keys::{
-    ApplicationKeys, CT_ALERT, CT_APPLICATION, CT_HANDSHAKE, DirectionKeys, HandshakeKeys,
+    ApplicationKeys, CT_ALERT, CT_APPLICATION, CT_HANDSHAKE, Content, DirectionKeys, HandshakeKeys,
     Schedule, Transcript, finished_mac, pre_master_secret,
 };
 use super::messages::{
-    ALERT, Alert, AlertCode, AuthMode, CLIENT_HELLO, CertificateMsg, CertificateRequest,
-    CertificateVerify, ClientHello, Finished, Handshake, RECORD, RecordEnvelope, SERVER_HELLO,
-    ServerHello,
+    Alert, AlertCode, AuthMode, CERTIFICATE, CertificateMsg, CertificateRequest, CertificateVerify,
+    ClientHello, Finished, Handshake, RecordEnvelope, ServerHello, StreamMessage,
 };
 use super::{ChannelError, PeerIdentity};
 use crate::crypto::aead::AeadAlg;
@@ -25,7 +24,7 @@ use crate::crypto::cert::Certificate;
 use crate::crypto::dh::{Group, KeyPair};
 use crate::crypto::kdf::Prk;
 use crate::crypto::{ct_eq, random_array};
-use crate::wire::{Deframer, Message};
+use crate::wire::{Deframer, Message, WireError};
 use crate::{Error, Instant, UnixTime};
 
 const SERVER_VERIFY_CONTEXT: &[u8] = b"deputy channel server verify\0";
@@ -36,34 +35,127 @@ enum Role {
     Server(Arc<ServerConfig>),
 }
 
-/// Where the handshake stands: which message is expected next.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Expect {
-    ClientHello,
-    ServerHello,
-    ServerCertificate,
-    CertRequestOrServerVerify,
-    ServerVerify,
-    ServerFinished,
-    ClientCertificate,
-    ClientVerify,
-    ClientFinished,
-    Established,
-    Failed,
-}
-
 type FinishedKey = zeroize::Zeroizing<[u8; 32]>;
 
-/// Secrets alive only during the handshake.
-struct Handshaking {
-    key_pair: Option<KeyPair>,
+/// Where the handshake stands: one variant per step, each holding exactly the secrets that
+/// step needs, so a message can only be handled with what its step has (rustls'
+/// `client/tls13.rs` and deputy's own `ikev2::session` follow the same shape).
+///
+/// Client: `ClientWaitServerHello` → (`ClientWaitCertificate` →
+/// `ClientWaitCertRequestOrVerify` → [`ClientWaitVerify`]) → `ClientWaitFinished` →
+/// `Established`; the bracketed steps are certificate mode only. Server:
+/// `ServerWaitClientHello` → [`ServerWaitCertificate` → [`ServerWaitVerify`]] →
+/// `ServerWaitFinished` → `Established`. Any failure goes to `Failed`.
+enum State {
+    /// Client: hello sent, waiting for the server's.
+    ClientWaitServerHello(ClientHelloSent),
+    /// Client, certificate mode: handshake keys in place, the server's certificate next.
+    ClientWaitCertificate(ClientHandshake),
+    /// Client: the server's certificate verified; a certificate request may come before
+    /// its signature.
+    ClientWaitCertRequestOrVerify(ClientHandshake, Box<Certificate>),
+    /// Client: the server asked for our certificate; its signature comes next.
+    ClientWaitVerify(ClientHandshake, Box<Certificate>),
+    /// Client: the server's Finished next.
+    ClientWaitFinished {
+        hs: ClientHandshake,
+        /// Whether the server asked for our certificate (we answer before our Finished).
+        cert_requested: bool,
+    },
+    /// Server: waiting for a client hello.
+    ServerWaitClientHello(Arc<ServerConfig>),
+    /// Server: its flight sent, having asked for the client's certificate.
+    ServerWaitCertificate(ServerHandshake),
+    /// Server: the client's certificate verified; its signature comes next.
+    ServerWaitVerify(ServerHandshake, Box<Certificate>),
+    /// Server: the client's Finished next.
+    ServerWaitFinished(ServerHandshake),
+    /// Application data flows.
+    Established(Traffic),
+    /// The connection failed; nothing more is accepted.
+    Failed(Failure),
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::ClientWaitServerHello(_) => "ClientWaitServerHello",
+            State::ClientWaitCertificate(_) => "ClientWaitCertificate",
+            State::ClientWaitCertRequestOrVerify(..) => "ClientWaitCertRequestOrVerify",
+            State::ClientWaitVerify(..) => "ClientWaitVerify",
+            State::ClientWaitFinished { .. } => "ClientWaitFinished",
+            State::ServerWaitClientHello(_) => "ServerWaitClientHello",
+            State::ServerWaitCertificate(_) => "ServerWaitCertificate",
+            State::ServerWaitVerify(..) => "ServerWaitVerify",
+            State::ServerWaitFinished(_) => "ServerWaitFinished",
+            State::Established(_) => "Established",
+            State::Failed(_) => "Failed",
+        }
+    }
+}
+
+/// Client, hello sent: our key share and random.
+struct ClientHelloSent {
+    config: Arc<ClientConfig>,
+    key_pair: KeyPair,
     client_random: [u8; 32],
-    schedule: Option<Schedule>,
-    /// (client, server) finished keys.
-    finished: Option<(FinishedKey, FinishedKey)>,
-    /// Server: the client's application keys, used once its Finished verifies.
-    pending_recv: Option<DirectionKeys>,
-    cert_requested: bool,
+}
+
+/// Client, hellos exchanged: what the rest of the handshake needs.
+struct ClientHandshake {
+    config: Arc<ClientConfig>,
+    /// Kept for the application keys, which hash the transcript through the server's
+    /// Finished.
+    schedule: Schedule,
+    client_finished: FinishedKey,
+    server_finished: FinishedKey,
+}
+
+/// Server, its flight sent: what checking the client's flight needs.
+struct ServerHandshake {
+    config: Arc<ServerConfig>,
+    client_finished: FinishedKey,
+    /// The client's application keys: we read with them only once its Finished verifies.
+    client_application: DirectionKeys,
+    exporter: Prk,
+}
+
+/// Established: the exporter and where closing stands.
+struct Traffic {
+    exporter: Prk,
+    close: CloseState,
+}
+
+/// Which close-notifies have passed. Kept across a failure, so a driver can still tell a
+/// peer that closed before it misbehaved.
+#[derive(Clone, Copy, Default)]
+struct CloseState {
+    sent: bool,
+    received: bool,
+}
+
+/// Why the connection failed, and how far closing had gone.
+struct Failure {
+    error: ChannelError,
+    close: CloseState,
+}
+
+/// The record layer. It sits beside the handshake state rather than in it, as in rustls:
+/// an alert for a failure must still be sealed with the keys the failed step had.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per connection, `Protected` for all but the first round trip"
+)]
+enum Records {
+    /// Before the hellos: frames travel in the clear.
+    Plaintext,
+    /// One key per direction. They change epoch independently: the server sends under
+    /// application keys right after its Finished but reads the client's flight under
+    /// handshake keys.
+    Protected {
+        send: DirectionKeys,
+        recv: DirectionKeys,
+    },
 }
 
 /// A secure-channel connection (DESIGN.md §4) over any reliable byte stream.
@@ -80,33 +172,29 @@ struct Handshaking {
 /// in [`Connection::take_received`].
 pub struct Connection {
     role: Role,
-    expect: Expect,
+    state: State,
+    records: Records,
     deframer: Deframer,
     outgoing: Vec<u8>,
     received: VecDeque<Vec<u8>>,
     session: u64,
     suite: Option<AeadAlg>,
     transcript: Transcript,
-    hs: Option<Handshaking>,
-    send_keys: Option<DirectionKeys>,
-    recv_keys: Option<DirectionKeys>,
-    exporter: Option<Prk>,
     peer: PeerIdentity,
-    deadline: Option<Instant>,
-    sent_close: bool,
-    received_close: bool,
-    error: Option<ChannelError>,
+    /// The connection's one timer: when the handshake must have finished. Armed only
+    /// while the state is a handshake step.
+    handshake_deadline: Instant,
 }
 
 impl core::fmt::Debug for Connection {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Connection")
             .field("client", &matches!(self.role, Role::Client(_)))
-            .field("expect", &self.expect)
+            .field("state", &self.state.name())
             .field("session", &self.session)
             .field("suite", &self.suite)
             .field("peer", &self.peer)
-            .field("error", &self.error)
+            .field("error", &self.error())
             .finish_non_exhaustive()
     }
 }
@@ -138,55 +226,54 @@ impl Connection {
             group: config.group.id(),
             key_share: key_pair.public().to_vec(),
             random: client_random,
+            // Resumption is not supported: every hello asks for a new session.
             session_id: 0,
             auth_mode,
             psk_identity,
             server_name,
         }
         .encode()?;
-        let mut conn = Connection::new(Role::Client(config.clone()), Expect::ServerHello, now);
+        let state = State::ClientWaitServerHello(ClientHelloSent {
+            config: config.clone(),
+            key_pair,
+            client_random,
+        });
+        let mut conn = Connection::new(Role::Client(config), state, now);
         conn.transcript.add(&hello);
         conn.outgoing.extend_from_slice(&hello);
-        conn.hs = Some(Handshaking {
-            key_pair: Some(key_pair),
-            client_random,
-            schedule: None,
-            finished: None,
-            pending_recv: None,
-            cert_requested: false,
-        });
         Ok(conn)
     }
 
     /// A server connection waiting for a client hello.
     pub fn server(config: Arc<ServerConfig>, now: Instant) -> Connection {
-        Connection::new(Role::Server(config), Expect::ClientHello, now)
+        let state = State::ServerWaitClientHello(config.clone());
+        Connection::new(Role::Server(config), state, now)
     }
 
-    fn new(role: Role, expect: Expect, now: Instant) -> Connection {
+    fn new(role: Role, state: State, now: Instant) -> Connection {
         let common = match &role {
             Role::Client(c) => &c.common,
             Role::Server(s) => &s.common,
         };
         Connection {
             deframer: Deframer::new(common.limits),
-            deadline: Some(now + common.handshake_timeout),
+            handshake_deadline: now + common.handshake_timeout,
             role,
-            expect,
+            state,
+            records: Records::Plaintext,
             outgoing: Vec::new(),
             received: VecDeque::new(),
             session: 0,
             suite: None,
             transcript: Transcript::default(),
-            hs: None,
-            send_keys: None,
-            recv_keys: None,
-            exporter: None,
             peer: PeerIdentity::Anonymous,
-            sent_close: false,
-            received_close: false,
-            error: None,
         }
+    }
+
+    /// Move the handshake deadline to `timeout` after `started` (a driver that counts the
+    /// time spent opening the stream against the handshake).
+    pub(crate) fn start_handshake_clock(&mut self, started: Instant) {
+        self.handshake_deadline = started + self.common().handshake_timeout;
     }
 
     fn common(&self) -> &Common {
@@ -198,27 +285,38 @@ impl Connection {
 
     /// Whether the handshake is complete and application data may flow.
     pub fn is_established(&self) -> bool {
-        self.expect == Expect::Established
+        matches!(self.state, State::Established(_))
     }
 
     /// Whether the handshake is still running.
     pub fn is_handshaking(&self) -> bool {
-        !matches!(self.expect, Expect::Established | Expect::Failed)
+        !matches!(self.state, State::Established(_) | State::Failed(_))
     }
 
     /// The failure that ended the connection, if any.
     pub fn error(&self) -> Option<&ChannelError> {
-        self.error.as_ref()
+        match &self.state {
+            State::Failed(f) => Some(&f.error),
+            _ => None,
+        }
+    }
+
+    fn close_state(&self) -> CloseState {
+        match &self.state {
+            State::Established(t) => t.close,
+            State::Failed(f) => f.close,
+            _ => CloseState::default(),
+        }
     }
 
     /// Whether the peer sent close-notify.
     pub fn peer_closed(&self) -> bool {
-        self.received_close
+        self.close_state().received
     }
 
     /// Whether we sent close-notify.
     pub fn is_closing(&self) -> bool {
-        self.sent_close
+        self.close_state().sent
     }
 
     /// The session id (0 until the server hello).
@@ -231,7 +329,8 @@ impl Connection {
         self.suite
     }
 
-    /// Who the peer proved to be.
+    /// Who the peer proved to be. A certificate counts once its signature over the
+    /// transcript verified, not when it arrived.
     pub fn peer(&self) -> &PeerIdentity {
         &self.peer
     }
@@ -256,11 +355,7 @@ impl Connection {
 
     /// When [`Connection::handle_timeout`] must next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.is_handshaking() {
-            self.deadline
-        } else {
-            None
-        }
+        self.is_handshaking().then_some(self.handshake_deadline)
     }
 
     /// Fail the handshake if its deadline passed.
@@ -295,17 +390,15 @@ impl Connection {
         self.seal(CT_APPLICATION, data).map_err(|e| self.fail(e))
     }
 
-    fn check_can_send(&self) -> Result<(), ChannelError> {
-        if self.expect == Expect::Failed {
-            return Err(ChannelError::Failed);
+    /// Our traffic state, if application data may be sent: refusals in the order a caller
+    /// can act on them (failed beats closed beats not yet established).
+    fn check_can_send(&mut self) -> Result<&mut Traffic, ChannelError> {
+        match &mut self.state {
+            State::Failed(_) => Err(ChannelError::Failed),
+            State::Established(t) if t.close.sent => Err(ChannelError::Closed),
+            State::Established(t) => Ok(t),
+            _ => Err(ChannelError::NotEstablished),
         }
-        if self.sent_close {
-            return Err(ChannelError::Closed);
-        }
-        if !self.is_established() {
-            return Err(ChannelError::NotEstablished);
-        }
-        Ok(())
     }
 
     /// Send close-notify: no more application data will be sent. The peer's data may still
@@ -317,14 +410,14 @@ impl Connection {
         };
         self.seal(CT_ALERT, &alert.payload())
             .map_err(|e| self.fail(e))?;
-        self.sent_close = true;
+        self.check_can_send()?.close.sent = true;
         Ok(())
     }
 
     /// The stream ended. Without a close-notify from the peer first, that is a truncation
     /// and fails the connection.
     pub fn stream_closed(&mut self) -> Result<(), Error> {
-        if self.received_close || self.expect == Expect::Failed {
+        if self.peer_closed() || matches!(self.state, State::Failed(_)) {
             return Ok(());
         }
         Err(self.fail(ChannelError::TruncatedStream))
@@ -338,12 +431,10 @@ impl Connection {
         context: &[u8],
         out: &mut [u8],
     ) -> Result<(), Error> {
-        let exporter = self
-            .exporter
-            .as_ref()
-            .filter(|_| self.is_established())
-            .ok_or(ChannelError::NotEstablished)?;
-        exporter.expand_label(label, context, out)?;
+        let State::Established(traffic) = &self.state else {
+            return Err(ChannelError::NotEstablished.into());
+        };
+        traffic.exporter.expand_label(label, context, out)?;
         Ok(())
     }
 
@@ -367,10 +458,12 @@ impl Connection {
         data: &[u8],
         rng: &mut dyn CryptoRng,
     ) -> Result<(), Error> {
-        if self.expect == Expect::Failed {
+        if matches!(self.state, State::Failed(_)) {
             return Err(ChannelError::Failed.into());
         }
         let mut rest = data;
+        // The deframer holds at most one frame's worth: fill, drain every whole frame,
+        // repeat until the input is used up or nothing moves.
         loop {
             let used = match self.deframer.fill(rest) {
                 Ok(n) => n,
@@ -391,34 +484,40 @@ impl Connection {
     }
 
     /// Record the failure, tell the peer (unless it told us), and wipe secrets.
+    ///
+    /// Every public entry point refuses a failed connection before it can fail again, so
+    /// this runs once; the state may be a step's placeholder (see
+    /// [`Connection::on_handshake`]), which this overwrites.
     fn fail(&mut self, error: ChannelError) -> Error {
-        if self.expect != Expect::Failed {
-            if let Some(code) = error.alert() {
-                let alert = Alert { code };
-                let bytes = match self.send_keys.as_mut() {
-                    Some(keys) => keys.seal(self.session, CT_ALERT, &alert.payload()).ok(),
-                    None => alert.encode(self.session).ok(),
-                };
-                if let Some(bytes) = bytes {
-                    self.outgoing.extend_from_slice(&bytes);
+        if let Some(code) = error.alert() {
+            let alert = Alert { code };
+            // Best effort: an alert that cannot be sealed or encoded is not sent, and the
+            // failure stands either way.
+            let bytes = match &mut self.records {
+                Records::Protected { send, .. } => {
+                    send.seal(self.session, CT_ALERT, &alert.payload()).ok()
                 }
+                Records::Plaintext => alert.encode(self.session).ok(),
+            };
+            if let Some(bytes) = bytes {
+                self.outgoing.extend_from_slice(&bytes);
             }
-            self.expect = Expect::Failed;
-            self.error = Some(error.clone());
-            self.hs = None;
-            self.send_keys = None;
-            self.recv_keys = None;
-            self.exporter = None;
         }
+        let close = self.close_state();
+        // Dropping the step's secrets and the record keys wipes them (they zeroize).
+        self.state = State::Failed(Failure {
+            error: error.clone(),
+            close,
+        });
+        self.records = Records::Plaintext;
         error.into()
     }
 
     fn seal(&mut self, content_type: u8, payload: &[u8]) -> Result<(), ChannelError> {
-        let keys = self
-            .send_keys
-            .as_mut()
-            .ok_or(ChannelError::NotEstablished)?;
-        let bytes = keys.seal(self.session, content_type, payload)?;
+        let Records::Protected { send, .. } = &mut self.records else {
+            return Err(ChannelError::NotEstablished);
+        };
+        let bytes = send.seal(self.session, content_type, payload)?;
         self.outgoing.extend_from_slice(&bytes);
         Ok(())
     }
@@ -436,64 +535,87 @@ impl Connection {
         frame: &[u8],
         rng: &mut dyn CryptoRng,
     ) -> Result<(), ChannelError> {
-        if self.received_close {
+        if self.peer_closed() {
+            // Nothing may follow close-notify; the frame is not even decoded. Byte 3 of
+            // the header is its type.
             return Err(ChannelError::UnexpectedMessage(
                 frame.get(3).copied().unwrap_or(0),
             ));
         }
         let limits = self.common().limits;
         let msg = Message::decode(frame, &limits).map_err(ChannelError::Decode)?;
-        match msg.msg_type() {
-            CLIENT_HELLO if self.expect == Expect::ClientHello => {
-                let hello = ClientHello::decode(&msg, &limits).map_err(ChannelError::Decode)?;
+        let msg = StreamMessage::decode(&msg, &limits).map_err(|e| match e {
+            // A type that never travels in the clear: the peer is out of step, not garbled.
+            WireError::UnexpectedType(t) => ChannelError::UnexpectedMessage(t),
+            e => ChannelError::Decode(e),
+        })?;
+        self.state = match (self.take_state(), msg) {
+            (State::ServerWaitClientHello(config), StreamMessage::ClientHello(hello)) => {
                 self.transcript.add(frame);
-                self.on_client_hello(now, hello, rng)
+                self.on_client_hello(now, config, hello, rng)?
             }
-            SERVER_HELLO if self.expect == Expect::ServerHello => {
-                let hello = ServerHello::decode(&msg, &limits).map_err(ChannelError::Decode)?;
+            (State::ClientWaitServerHello(sent), StreamMessage::ServerHello(hello)) => {
                 self.transcript.add(frame);
-                self.on_server_hello(hello)
+                self.on_server_hello(sent, hello)?
             }
-            ALERT if self.recv_keys.is_none() => {
-                let alert = Alert::decode(&msg, &limits).map_err(ChannelError::Decode)?;
-                Err(ChannelError::PeerAlert(alert.code))
+            (state, msg) => {
+                // Not a step: put the state back and let the record layer have it.
+                self.state = state;
+                return match (&self.records, msg) {
+                    // Once keys exist, alerts travel inside records; a plaintext one then
+                    // could be injected by anyone on the path.
+                    (Records::Plaintext, StreamMessage::Alert(alert)) => {
+                        Err(ChannelError::PeerAlert(alert.code))
+                    }
+                    (Records::Protected { .. }, StreamMessage::Record(record)) => {
+                        self.on_record(now, record)
+                    }
+                    (_, other) => Err(ChannelError::UnexpectedMessage(other.msg_type())),
+                };
             }
-            RECORD if self.recv_keys.is_some() => {
-                let record = RecordEnvelope::decode(&msg, &limits).map_err(ChannelError::Decode)?;
-                if record.session != self.session {
-                    return Err(ChannelError::WrongSession {
-                        expected: self.session,
-                        got: record.session,
-                    });
-                }
-                let max = self.common().max_record_len + 1 + crate::crypto::aead::TAG_LEN;
-                if record.ciphertext.len() > max {
-                    return Err(ChannelError::RecordTooLarge {
-                        len: record.ciphertext.len(),
-                        max,
-                    });
-                }
-                let keys = self
-                    .recv_keys
-                    .as_mut()
-                    .ok_or(ChannelError::NotEstablished)?;
-                let (content_type, payload) = keys.open(record)?;
-                self.on_record(now, content_type, payload)
-            }
-            t => Err(ChannelError::UnexpectedMessage(t)),
-        }
+        };
+        Ok(())
     }
 
-    fn on_record(
-        &mut self,
-        now: Instant,
-        content_type: u8,
-        payload: Vec<u8>,
-    ) -> Result<(), ChannelError> {
-        match content_type {
-            CT_HANDSHAKE if self.is_handshaking() => {
+    /// Take the state out to move a step's secrets into its successor, leaving a
+    /// placeholder. If the step fails, [`Connection::fail`] (which its caller runs at once)
+    /// replaces the placeholder, while the record keys, kept apart in `self.records`, still
+    /// seal the alert. Handshake steps have no close state to lose.
+    fn take_state(&mut self) -> State {
+        let placeholder = State::Failed(Failure {
+            error: ChannelError::Failed,
+            close: CloseState::default(),
+        });
+        core::mem::replace(&mut self.state, placeholder)
+    }
+
+    fn on_record(&mut self, now: Instant, record: RecordEnvelope) -> Result<(), ChannelError> {
+        if record.session != self.session {
+            return Err(ChannelError::WrongSession {
+                expected: self.session,
+                got: record.session,
+            });
+        }
+        // The largest record we accept: the biggest application message, its content-type
+        // byte and the tag. Checked before decrypting, so an oversized record costs nothing.
+        let max = self.common().max_record_len + 1 + crate::crypto::aead::TAG_LEN;
+        if record.ciphertext.len() > max {
+            return Err(ChannelError::RecordTooLarge {
+                len: record.ciphertext.len(),
+                max,
+            });
+        }
+        let Records::Protected { recv, .. } = &mut self.records else {
+            return Err(ChannelError::NotEstablished);
+        };
+        let (content_type, payload) = recv.open(record)?;
+        match (&mut self.state, Content::decode(content_type, payload)?) {
+            (State::Established(_) | State::Failed(_), Content::Handshake(_)) => {
+                Err(ChannelError::UnexpectedMessage(CT_HANDSHAKE))
+            }
+            (_, Content::Handshake(bytes)) => {
                 let limits = self.common().limits;
-                let msg = Message::decode(&payload, &limits).map_err(ChannelError::Decode)?;
+                let msg = Message::decode(&bytes, &limits).map_err(ChannelError::Decode)?;
                 if msg.session() != self.session {
                     return Err(ChannelError::WrongSession {
                         expected: self.session,
@@ -501,100 +623,87 @@ impl Connection {
                     });
                 }
                 let hs = Handshake::decode(&msg, &limits).map_err(ChannelError::Decode)?;
-                self.on_handshake(now, hs, &payload)
+                self.on_handshake(now, hs, &bytes)
             }
-            CT_APPLICATION if self.is_established() => {
+            (State::Established(_), Content::Application(data)) => {
                 let bound = self.common().max_received;
                 if self.received.len() >= bound {
                     return Err(ChannelError::ReceiveQueueFull(bound));
                 }
-                self.received.push_back(payload);
+                self.received.push_back(data);
                 Ok(())
             }
-            CT_ALERT => match payload.as_slice() {
-                [code] => match AlertCode::from_code(*code) {
-                    AlertCode::CloseNotify if self.is_established() => {
-                        self.received_close = true;
-                        Ok(())
-                    }
-                    code => Err(ChannelError::PeerAlert(code)),
-                },
-                _ => Err(ChannelError::Decode(crate::wire::WireError::Truncated)),
-            },
-            t => Err(ChannelError::UnexpectedMessage(t)),
+            (State::Established(traffic), Content::Alert(AlertCode::CloseNotify)) => {
+                traffic.close.received = true;
+                Ok(())
+            }
+            (_, Content::Alert(code)) => Err(ChannelError::PeerAlert(code)),
+            (_, other) => Err(ChannelError::UnexpectedMessage(other.content_type())),
         }
     }
 
+    /// One handshake message from inside a record: the step it fits, or a refusal.
     fn on_handshake(
         &mut self,
         now: Instant,
         msg: Handshake,
         bytes: &[u8],
     ) -> Result<(), ChannelError> {
-        match (self.expect, msg) {
-            (Expect::ServerCertificate, Handshake::Certificate(c)) => {
+        self.state = match (self.take_state(), msg) {
+            (State::ClientWaitCertificate(hs), Handshake::Certificate(c)) => {
                 self.transcript.add(bytes);
-                self.on_server_certificate(now, c)
+                let cert = on_server_certificate(&hs.config, now, c)?;
+                State::ClientWaitCertRequestOrVerify(hs, cert)
             }
-            (Expect::CertRequestOrServerVerify, Handshake::CertificateRequest(_)) => {
+            (State::ClientWaitCertRequestOrVerify(hs, cert), Handshake::CertificateRequest(_)) => {
                 self.transcript.add(bytes);
-                self.hs_mut()?.cert_requested = true;
-                self.expect = Expect::ServerVerify;
-                Ok(())
+                State::ClientWaitVerify(hs, cert)
             }
-            (
-                Expect::CertRequestOrServerVerify | Expect::ServerVerify,
-                Handshake::CertificateVerify(v),
-            ) => {
-                self.verify_peer_signature(SERVER_VERIFY_CONTEXT, &v)?;
+            (State::ClientWaitCertRequestOrVerify(hs, cert), Handshake::CertificateVerify(v)) => {
+                self.accept_peer_signature(SERVER_VERIFY_CONTEXT, cert, &v, bytes)?;
+                State::ClientWaitFinished {
+                    hs,
+                    cert_requested: false,
+                }
+            }
+            (State::ClientWaitVerify(hs, cert), Handshake::CertificateVerify(v)) => {
+                self.accept_peer_signature(SERVER_VERIFY_CONTEXT, cert, &v, bytes)?;
+                State::ClientWaitFinished {
+                    hs,
+                    cert_requested: true,
+                }
+            }
+            (State::ClientWaitFinished { hs, cert_requested }, Handshake::Finished(f)) => {
+                self.accept_finished(&hs.server_finished, &f, bytes)?;
+                self.client_finish(hs, cert_requested)?
+            }
+            (State::ServerWaitCertificate(hs), Handshake::Certificate(c)) => {
                 self.transcript.add(bytes);
-                self.expect = Expect::ServerFinished;
-                Ok(())
+                match on_client_certificate(&hs.config, now, c)? {
+                    Some(cert) => State::ServerWaitVerify(hs, cert),
+                    None => State::ServerWaitFinished(hs),
+                }
             }
-            (Expect::ServerFinished, Handshake::Finished(f)) => {
-                self.check_finished(false, &f)?;
-                self.transcript.add(bytes);
-                self.client_finish()
+            (State::ServerWaitVerify(hs, cert), Handshake::CertificateVerify(v)) => {
+                self.accept_peer_signature(CLIENT_VERIFY_CONTEXT, cert, &v, bytes)?;
+                State::ServerWaitFinished(hs)
             }
-            (Expect::ClientCertificate, Handshake::Certificate(c)) => {
-                self.transcript.add(bytes);
-                self.on_client_certificate(now, c)
+            (State::ServerWaitFinished(hs), Handshake::Finished(f)) => {
+                self.accept_finished(&hs.client_finished, &f, bytes)?;
+                if let Records::Protected { recv, .. } = &mut self.records {
+                    *recv = hs.client_application;
+                }
+                State::Established(Traffic {
+                    exporter: hs.exporter,
+                    close: CloseState::default(),
+                })
             }
-            (Expect::ClientVerify, Handshake::CertificateVerify(v)) => {
-                self.verify_peer_signature(CLIENT_VERIFY_CONTEXT, &v)?;
-                self.transcript.add(bytes);
-                self.expect = Expect::ClientFinished;
-                Ok(())
+            (state, other) => {
+                self.state = state;
+                return Err(ChannelError::UnexpectedMessage(other.msg_type()));
             }
-            (Expect::ClientFinished, Handshake::Finished(f)) => {
-                self.check_finished(true, &f)?;
-                self.transcript.add(bytes);
-                let keys = self
-                    .hs_mut()?
-                    .pending_recv
-                    .take()
-                    .ok_or(ChannelError::Failed)?;
-                self.recv_keys = Some(keys);
-                self.establish();
-                Ok(())
-            }
-            (_, other) => Err(ChannelError::UnexpectedMessage(match other {
-                Handshake::Certificate(_) => super::messages::CERTIFICATE,
-                Handshake::CertificateRequest(_) => super::messages::CERTIFICATE_REQUEST,
-                Handshake::CertificateVerify(_) => super::messages::CERTIFICATE_VERIFY,
-                Handshake::Finished(_) => super::messages::FINISHED,
-            })),
-        }
-    }
-
-    fn hs_mut(&mut self) -> Result<&mut Handshaking, ChannelError> {
-        self.hs.as_mut().ok_or(ChannelError::Failed)
-    }
-
-    fn establish(&mut self) {
-        self.expect = Expect::Established;
-        self.hs = None;
-        self.deadline = None;
+        };
+        Ok(())
     }
 
     // ----- server side -----
@@ -602,16 +711,14 @@ impl Connection {
     fn on_client_hello(
         &mut self,
         now: Instant,
+        config: Arc<ServerConfig>,
         hello: ClientHello,
         rng: &mut dyn CryptoRng,
-    ) -> Result<(), ChannelError> {
-        let Role::Server(config) = &self.role else {
-            return Err(ChannelError::UnexpectedMessage(CLIENT_HELLO));
-        };
-        let config = config.clone();
+    ) -> Result<State, ChannelError> {
         if !hello.versions.contains(&CHANNEL_VERSION) {
             return Err(ChannelError::NoCommonVersion);
         }
+        // The server's preference order wins, as in TLS.
         let suite = config
             .common
             .suites
@@ -619,6 +726,8 @@ impl Connection {
             .copied()
             .find(|s| hello.suites.contains(&s.id()))
             .ok_or(ChannelError::NoCommonSuite)?;
+        // No retry round trip: the client's share is in its hello, so its group must be one
+        // we accept.
         let group = Group::from_id(hello.group)
             .filter(|g| config.groups.contains(g))
             .ok_or(ChannelError::UnsupportedGroup(hello.group))?;
@@ -652,6 +761,7 @@ impl Connection {
             .agree(&hello.key_share)
             .map_err(ChannelError::KeyExchange)?;
         let server_random = hello_random(config.common.time_anchor, now, rng);
+        // Zero means "no session" in the client's hello, so a real one never is.
         self.session = nonzero_session_id(rng);
         self.suite = Some(suite);
         let server_hello = ServerHello {
@@ -677,9 +787,13 @@ impl Connection {
         } = schedule
             .handshake(&self.transcript.hash())
             .map_err(ChannelError::KeySchedule)?;
-        self.send_keys = Some(server);
-        self.recv_keys = Some(client);
+        self.records = Records::Protected {
+            send: server,
+            recv: client,
+        };
 
+        // A PSK already authenticates both sides; client certificates are a certificate-mode
+        // option.
         let request_cert = psk.is_none() && !matches!(config.client_certs, ClientCertPolicy::None);
         if let (None, Some(identity)) = (&psk, &config.identity) {
             self.send_handshake(&Handshake::Certificate(CertificateMsg {
@@ -708,65 +822,30 @@ impl Connection {
         } = schedule
             .application(&self.transcript.hash())
             .map_err(ChannelError::KeySchedule)?;
-        self.send_keys = Some(server);
-        self.exporter = Some(exporter);
-        self.hs = Some(Handshaking {
-            key_pair: None,
-            client_random: hello.random,
-            schedule: None,
-            finished: Some((client_finished, server_finished)),
-            pending_recv: Some(client),
-            cert_requested: request_cert,
-        });
-        self.expect = if request_cert {
-            Expect::ClientCertificate
-        } else {
-            Expect::ClientFinished
-        };
-        Ok(())
-    }
-
-    fn on_client_certificate(
-        &mut self,
-        now: Instant,
-        msg: CertificateMsg,
-    ) -> Result<(), ChannelError> {
-        let Role::Server(config) = &self.role else {
-            return Err(ChannelError::UnexpectedMessage(
-                super::messages::CERTIFICATE,
-            ));
-        };
-        let (trust, required) = match &config.client_certs {
-            ClientCertPolicy::None => {
-                return Err(ChannelError::UnexpectedMessage(
-                    super::messages::CERTIFICATE,
-                ));
-            }
-            ClientCertPolicy::Optional(t) => (t, false),
-            ClientCertPolicy::Required(t) => (t, true),
-        };
-        match msg.certificate {
-            Some(raw) => {
-                let at = UnixTime::at(config.common.time_anchor, now);
-                let cert = trust
-                    .verify(&raw, at, None)
-                    .map_err(ChannelError::Certificate)?;
-                self.peer = PeerIdentity::Certificate(Box::new(cert));
-                self.expect = Expect::ClientVerify;
-            }
-            None if required => return Err(ChannelError::ClientCertificateRequired),
-            None => self.expect = Expect::ClientFinished,
+        if let Records::Protected { send, .. } = &mut self.records {
+            *send = server;
         }
-        Ok(())
+        let hs = ServerHandshake {
+            config,
+            client_finished,
+            client_application: client,
+            exporter,
+        };
+        Ok(if request_cert {
+            State::ServerWaitCertificate(hs)
+        } else {
+            State::ServerWaitFinished(hs)
+        })
     }
 
     // ----- client side -----
 
-    fn on_server_hello(&mut self, hello: ServerHello) -> Result<(), ChannelError> {
-        let Role::Client(config) = &self.role else {
-            return Err(ChannelError::UnexpectedMessage(SERVER_HELLO));
-        };
-        let config = config.clone();
+    fn on_server_hello(
+        &mut self,
+        sent: ClientHelloSent,
+        hello: ServerHello,
+    ) -> Result<State, ChannelError> {
+        let config = sent.config;
         if hello.version != CHANNEL_VERSION {
             return Err(ChannelError::NoCommonVersion);
         }
@@ -781,85 +860,66 @@ impl Connection {
         if hello.session_id == 0 {
             return Err(ChannelError::IllegalParameter("zero session id"));
         }
-        let hs = self.hs_mut()?;
-        let key_pair = hs.key_pair.take().ok_or(ChannelError::Failed)?;
-        let client_random = hs.client_random;
-        let dh = key_pair
+        let dh = sent
+            .key_pair
             .agree(&hello.key_share)
             .map_err(ChannelError::KeyExchange)?;
         let psk = match &config.auth {
-            ClientAuthMode::Psk(psk) => {
-                self.peer = PeerIdentity::Psk(psk.identity.clone());
-                Some(&psk.key[..])
-            }
+            ClientAuthMode::Psk(psk) => Some(psk),
             ClientAuthMode::Certificate { .. } => None,
         };
-        let pms = pre_master_secret(dh.as_bytes(), psk);
-        let schedule = Schedule::new(suite, &pms, &client_random, &hello.random);
+        let pms = pre_master_secret(dh.as_bytes(), psk.map(|p| &p.key[..]));
+        let schedule = Schedule::new(suite, &pms, &sent.client_random, &hello.random);
         let keys = schedule
             .handshake(&self.transcript.hash())
             .map_err(ChannelError::KeySchedule)?;
+        let psk = psk.map(|p| p.identity.clone());
+        let hs = ClientHandshake {
+            config: config.clone(),
+            schedule,
+            client_finished: keys.client_finished,
+            server_finished: keys.server_finished,
+        };
+        let psk_mode = psk.is_some();
+        if let Some(identity) = psk {
+            self.peer = PeerIdentity::Psk(identity);
+        }
         self.session = hello.session_id;
         self.suite = Some(suite);
-        self.send_keys = Some(keys.client);
-        self.recv_keys = Some(keys.server);
-        let hs = self.hs_mut()?;
-        hs.schedule = Some(schedule);
-        hs.finished = Some((keys.client_finished, keys.server_finished));
-        self.expect = match psk {
-            Some(_) => Expect::ServerFinished,
-            None => Expect::ServerCertificate,
+        self.records = Records::Protected {
+            send: keys.client,
+            recv: keys.server,
         };
-        Ok(())
-    }
-
-    fn on_server_certificate(
-        &mut self,
-        now: Instant,
-        msg: CertificateMsg,
-    ) -> Result<(), ChannelError> {
-        let Role::Client(config) = &self.role else {
-            return Err(ChannelError::UnexpectedMessage(
-                super::messages::CERTIFICATE,
-            ));
-        };
-        let ClientAuthMode::Certificate {
-            trust, server_name, ..
-        } = &config.auth
-        else {
-            return Err(ChannelError::UnexpectedMessage(
-                super::messages::CERTIFICATE,
-            ));
-        };
-        let raw = msg
-            .certificate
-            .ok_or(ChannelError::IllegalParameter("server sent no certificate"))?;
-        let at = UnixTime::at(config.common.time_anchor, now);
-        let cert = trust
-            .verify(&raw, at, Some(server_name))
-            .map_err(ChannelError::Certificate)?;
-        self.peer = PeerIdentity::Certificate(Box::new(cert));
-        self.expect = Expect::CertRequestOrServerVerify;
-        Ok(())
+        // A PSK already authenticates the server: no certificate step.
+        Ok(if psk_mode {
+            State::ClientWaitFinished {
+                hs,
+                cert_requested: false,
+            }
+        } else {
+            State::ClientWaitCertificate(hs)
+        })
     }
 
     /// The server's flight verified: send ours and switch to application keys.
-    fn client_finish(&mut self) -> Result<(), ChannelError> {
-        let Role::Client(config) = &self.role else {
-            return Err(ChannelError::Failed);
-        };
-        let config = config.clone();
-        let hs = self.hs.take().ok_or(ChannelError::Failed)?;
-        let schedule = hs.schedule.as_ref().ok_or(ChannelError::Failed)?;
-        let (client_finished, _) = hs.finished.as_ref().ok_or(ChannelError::Failed)?;
-        let app = schedule
+    fn client_finish(
+        &mut self,
+        hs: ClientHandshake,
+        cert_requested: bool,
+    ) -> Result<State, ChannelError> {
+        // The application keys hash the transcript through the server's Finished, before
+        // our own flight is added.
+        let app = hs
+            .schedule
             .application(&self.transcript.hash())
             .map_err(ChannelError::KeySchedule)?;
-        if hs.cert_requested {
-            let identity = match &config.auth {
+        if cert_requested {
+            let identity = match &hs.config.auth {
                 ClientAuthMode::Certificate { identity, .. } => identity.as_ref(),
                 ClientAuthMode::Psk(_) => None,
             };
+            // Without an identity we still answer, with an empty certificate: the server's
+            // policy decides whether that is enough.
             self.send_handshake(&Handshake::Certificate(CertificateMsg {
                 certificate: identity.map(|id| id.certificate.as_bytes().to_vec()),
             }))?;
@@ -872,41 +932,98 @@ impl Connection {
                 }))?;
             }
         }
-        let mac = finished_mac(client_finished, &self.transcript.hash());
+        let mac = finished_mac(&hs.client_finished, &self.transcript.hash());
         self.send_handshake(&Handshake::Finished(Finished { mac }))?;
-        self.send_keys = Some(app.client);
-        self.recv_keys = Some(app.server);
-        self.exporter = Some(app.exporter);
-        self.establish();
-        Ok(())
+        self.records = Records::Protected {
+            send: app.client,
+            recv: app.server,
+        };
+        Ok(State::Established(Traffic {
+            exporter: app.exporter,
+            close: CloseState::default(),
+        }))
     }
 
     // ----- shared checks -----
 
-    fn verify_peer_signature(
-        &self,
+    /// Check the peer's signature over the transcript so far, then add its message and
+    /// make its certificate the peer's proven identity.
+    fn accept_peer_signature(
+        &mut self,
         context: &[u8],
+        cert: Box<Certificate>,
         v: &CertificateVerify,
+        bytes: &[u8],
     ) -> Result<(), ChannelError> {
-        let cert = self
-            .peer_certificate()
-            .ok_or(ChannelError::UnexpectedMessage(
-                super::messages::CERTIFICATE_VERIFY,
-            ))?;
         cert.verify_signature(context, &self.transcript.hash(), &v.signature)
-            .map_err(|_| ChannelError::BadSignature)
+            .map_err(|_| ChannelError::BadSignature)?;
+        self.transcript.add(bytes);
+        self.peer = PeerIdentity::Certificate(cert);
+        Ok(())
     }
 
-    fn check_finished(&self, from_client: bool, f: &Finished) -> Result<(), ChannelError> {
-        let hs = self.hs.as_ref().ok_or(ChannelError::Failed)?;
-        let (client_key, server_key) = hs.finished.as_ref().ok_or(ChannelError::Failed)?;
-        let key = if from_client { client_key } else { server_key };
+    /// Check the peer's Finished MAC (under its finished `key`), then add its message.
+    fn accept_finished(
+        &mut self,
+        key: &FinishedKey,
+        f: &Finished,
+        bytes: &[u8],
+    ) -> Result<(), ChannelError> {
         let expected = finished_mac(key, &self.transcript.hash());
-        if ct_eq(&expected, &f.mac) {
-            Ok(())
-        } else {
-            Err(ChannelError::BadFinished)
+        if !ct_eq(&expected, &f.mac) {
+            return Err(ChannelError::BadFinished);
         }
+        self.transcript.add(bytes);
+        Ok(())
+    }
+}
+
+/// The server's certificate, verified against the client's trust store and expected name.
+fn on_server_certificate(
+    config: &ClientConfig,
+    now: Instant,
+    msg: CertificateMsg,
+) -> Result<Box<Certificate>, ChannelError> {
+    let ClientAuthMode::Certificate {
+        trust, server_name, ..
+    } = &config.auth
+    else {
+        // Not reachable: a PSK client skips this step. Refused all the same.
+        return Err(ChannelError::UnexpectedMessage(CERTIFICATE));
+    };
+    let raw = msg
+        .certificate
+        .ok_or(ChannelError::IllegalParameter("server sent no certificate"))?;
+    let at = UnixTime::at(config.common.time_anchor, now);
+    let cert = trust
+        .verify(&raw, at, Some(server_name))
+        .map_err(ChannelError::Certificate)?;
+    Ok(Box::new(cert))
+}
+
+/// The client's certificate under the server's policy: `Some` (verified) when it sent
+/// one, `None` when it sent none and that is allowed.
+fn on_client_certificate(
+    config: &ServerConfig,
+    now: Instant,
+    msg: CertificateMsg,
+) -> Result<Option<Box<Certificate>>, ChannelError> {
+    let (trust, required) = match &config.client_certs {
+        // Not reachable: the server asks only under a policy. Refused all the same.
+        ClientCertPolicy::None => return Err(ChannelError::UnexpectedMessage(CERTIFICATE)),
+        ClientCertPolicy::Optional(t) => (t, false),
+        ClientCertPolicy::Required(t) => (t, true),
+    };
+    match msg.certificate {
+        Some(raw) => {
+            let at = UnixTime::at(config.common.time_anchor, now);
+            let cert = trust
+                .verify(&raw, at, None)
+                .map_err(ChannelError::Certificate)?;
+            Ok(Some(Box::new(cert)))
+        }
+        None if required => Err(ChannelError::ClientCertificateRequired),
+        None => Ok(None),
     }
 }
 

@@ -21,10 +21,11 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::ChannelError;
-use super::messages::RecordEnvelope;
+use super::messages::{AlertCode, RecordEnvelope};
 use crate::crypto::CryptoError;
 use crate::crypto::aead::{AeadAlg, AeadKey, NONCE_LEN};
 use crate::crypto::kdf::{MASTER_SECRET_LEN, Prk, seed_master_secret};
+use crate::wire::WireError;
 
 /// Content type: a handshake message (a whole wire message) inside a record.
 pub(crate) const CT_HANDSHAKE: u8 = 1;
@@ -32,6 +33,42 @@ pub(crate) const CT_HANDSHAKE: u8 = 1;
 pub(crate) const CT_APPLICATION: u8 = 2;
 /// Content type: an alert (one byte).
 pub(crate) const CT_ALERT: u8 = 3;
+
+/// What an authenticated record carries, decoded from its content type.
+#[derive(Debug)]
+pub(crate) enum Content {
+    /// A handshake message: a whole wire message, decoded once the state expects one.
+    Handshake(Vec<u8>),
+    /// One application message.
+    Application(Vec<u8>),
+    /// An alert (close-notify included).
+    Alert(AlertCode),
+}
+
+impl Content {
+    /// Decode `payload` by its content type. An unknown type is
+    /// [`ChannelError::UnexpectedMessage`] with that type.
+    pub(crate) fn decode(content_type: u8, payload: Vec<u8>) -> Result<Self, ChannelError> {
+        match content_type {
+            CT_HANDSHAKE => Ok(Content::Handshake(payload)),
+            CT_APPLICATION => Ok(Content::Application(payload)),
+            CT_ALERT => match payload.as_slice() {
+                [code] => Ok(Content::Alert(AlertCode::from_code(*code))),
+                _ => Err(ChannelError::Decode(WireError::Truncated)),
+            },
+            t => Err(ChannelError::UnexpectedMessage(t)),
+        }
+    }
+
+    /// The content type on the wire.
+    pub(crate) fn content_type(&self) -> u8 {
+        match self {
+            Content::Handshake(_) => CT_HANDSHAKE,
+            Content::Application(_) => CT_APPLICATION,
+            Content::Alert(_) => CT_ALERT,
+        }
+    }
+}
 
 /// The running hash of every handshake message, as sent or received.
 #[derive(Clone, Default)]

@@ -88,11 +88,19 @@ impl AuthMode {
     }
 }
 
-fn expect_type(msg: &Message<'_>, t: u8) -> Result<(), WireError> {
+/// The fields of `msg`, once it is known to be of type `t` and to carry only `known`
+/// fields (or unknown ones the policy lets through): every decoder's first step.
+fn fields_of<'m, 'a>(
+    msg: &'m Message<'a>,
+    t: u8,
+    known: &[u16],
+    limits: &Limits,
+) -> Result<&'m Fields<'a>, WireError> {
     if msg.msg_type() != t {
         return Err(WireError::UnexpectedType(msg.msg_type()));
     }
-    Ok(())
+    msg.fields.check_known(known, limits.unknown_fields)?;
+    Ok(&msg.fields)
 }
 
 fn bounded_list(fields: &Fields<'_>, ty: u16) -> Result<Vec<u16>, WireError> {
@@ -151,22 +159,18 @@ impl ClientHello {
 
     /// Decode from a wire message.
     pub fn decode(msg: &Message<'_>, limits: &Limits) -> Result<Self, WireError> {
-        expect_type(msg, CLIENT_HELLO)?;
-        let f = &msg.fields;
-        f.check_known(
-            &[
-                F_VERSIONS,
-                F_SUITES,
-                F_GROUP,
-                F_KEY_SHARE,
-                F_RANDOM,
-                F_SESSION_ID,
-                F_AUTH_MODE,
-                F_PSK_IDENTITY,
-                F_SERVER_NAME,
-            ],
-            limits.unknown_fields,
-        )?;
+        const KNOWN: [u16; 9] = [
+            F_VERSIONS,
+            F_SUITES,
+            F_GROUP,
+            F_KEY_SHARE,
+            F_RANDOM,
+            F_SESSION_ID,
+            F_AUTH_MODE,
+            F_PSK_IDENTITY,
+            F_SERVER_NAME,
+        ];
+        let f = fields_of(msg, CLIENT_HELLO, &KNOWN, limits)?;
         let server_name = match f.get(F_SERVER_NAME)? {
             Some(v) => Some(
                 core::str::from_utf8(v)
@@ -222,20 +226,18 @@ impl ServerHello {
 
     /// Decode from a wire message.
     pub fn decode(msg: &Message<'_>, limits: &Limits) -> Result<Self, WireError> {
-        expect_type(msg, SERVER_HELLO)?;
-        let f = &msg.fields;
-        f.check_known(
-            &[
-                F_VERSION,
-                F_SUITE,
-                F_GROUP,
-                F_KEY_SHARE,
-                F_RANDOM,
-                F_SESSION_ID,
-            ],
-            limits.unknown_fields,
-        )?;
+        const KNOWN: [u16; 6] = [
+            F_VERSION,
+            F_SUITE,
+            F_GROUP,
+            F_KEY_SHARE,
+            F_RANDOM,
+            F_SESSION_ID,
+        ];
+        let f = fields_of(msg, SERVER_HELLO, &KNOWN, limits)?;
         let session_id = f.u64(F_SESSION_ID)?;
+        // The id is in the header too (every later message carries it there); two
+        // different values would leave the client unsure which session it joined.
         if session_id != msg.session() {
             return Err(WireError::BadValue(F_SESSION_ID));
         }
@@ -308,33 +310,73 @@ impl Handshake {
 
     /// Decode from a wire message.
     pub fn decode(msg: &Message<'_>, limits: &Limits) -> Result<Self, WireError> {
-        let f = &msg.fields;
-        let policy = limits.unknown_fields;
-        Ok(match msg.msg_type() {
-            CERTIFICATE => {
-                f.check_known(&[F_CERT], policy)?;
-                Handshake::Certificate(CertificateMsg {
-                    certificate: f.get(F_CERT)?.map(<[u8]>::to_vec),
-                })
-            }
+        let t = msg.msg_type();
+        Ok(match t {
+            CERTIFICATE => Handshake::Certificate(CertificateMsg {
+                certificate: fields_of(msg, t, &[F_CERT], limits)?
+                    .get(F_CERT)?
+                    .map(<[u8]>::to_vec),
+            }),
             CERTIFICATE_REQUEST => {
-                f.check_known(&[], policy)?;
+                fields_of(msg, t, &[], limits)?;
                 Handshake::CertificateRequest(CertificateRequest)
             }
-            CERTIFICATE_VERIFY => {
-                f.check_known(&[F_SIGNATURE], policy)?;
-                Handshake::CertificateVerify(CertificateVerify {
-                    signature: f.array(F_SIGNATURE)?,
-                })
-            }
-            FINISHED => {
-                f.check_known(&[F_MAC], policy)?;
-                Handshake::Finished(Finished {
-                    mac: f.array(F_MAC)?,
-                })
-            }
+            CERTIFICATE_VERIFY => Handshake::CertificateVerify(CertificateVerify {
+                signature: fields_of(msg, t, &[F_SIGNATURE], limits)?.array(F_SIGNATURE)?,
+            }),
+            FINISHED => Handshake::Finished(Finished {
+                mac: fields_of(msg, t, &[F_MAC], limits)?.array(F_MAC)?,
+            }),
             t => return Err(WireError::UnexpectedType(t)),
         })
+    }
+
+    /// The message type on the wire.
+    pub fn msg_type(&self) -> u8 {
+        match self {
+            Handshake::Certificate(_) => CERTIFICATE,
+            Handshake::CertificateRequest(_) => CERTIFICATE_REQUEST,
+            Handshake::CertificateVerify(_) => CERTIFICATE_VERIFY,
+            Handshake::Finished(_) => FINISHED,
+        }
+    }
+}
+
+/// A message that travels in the clear on the stream: what a connection decodes every
+/// frame into before its state decides what to do with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamMessage {
+    /// The client's hello.
+    ClientHello(ClientHello),
+    /// The server's hello.
+    ServerHello(ServerHello),
+    /// An encrypted record.
+    Record(RecordEnvelope),
+    /// A plaintext alert.
+    Alert(Alert),
+}
+
+impl StreamMessage {
+    /// Decode a frame. A handshake type (those travel only inside records) or an unknown
+    /// type is [`WireError::UnexpectedType`].
+    pub fn decode(msg: &Message<'_>, limits: &Limits) -> Result<Self, WireError> {
+        Ok(match msg.msg_type() {
+            CLIENT_HELLO => StreamMessage::ClientHello(ClientHello::decode(msg, limits)?),
+            SERVER_HELLO => StreamMessage::ServerHello(ServerHello::decode(msg, limits)?),
+            RECORD => StreamMessage::Record(RecordEnvelope::decode(msg, limits)?),
+            ALERT => StreamMessage::Alert(Alert::decode(msg, limits)?),
+            t => return Err(WireError::UnexpectedType(t)),
+        })
+    }
+
+    /// The message type on the wire.
+    pub fn msg_type(&self) -> u8 {
+        match self {
+            StreamMessage::ClientHello(_) => CLIENT_HELLO,
+            StreamMessage::ServerHello(_) => SERVER_HELLO,
+            StreamMessage::Record(_) => RECORD,
+            StreamMessage::Alert(_) => ALERT,
+        }
     }
 }
 
@@ -447,10 +489,9 @@ impl Alert {
 
     /// Decode from a wire message.
     pub fn decode(msg: &Message<'_>, limits: &Limits) -> Result<Self, WireError> {
-        expect_type(msg, ALERT)?;
-        msg.fields.check_known(&[F_ALERT], limits.unknown_fields)?;
+        let f = fields_of(msg, ALERT, &[F_ALERT], limits)?;
         Ok(Alert {
-            code: AlertCode::from_code(msg.fields.u8(F_ALERT)?),
+            code: AlertCode::from_code(f.u8(F_ALERT)?),
         })
     }
 
@@ -482,13 +523,11 @@ impl RecordEnvelope {
 
     /// Decode from a wire message.
     pub fn decode(msg: &Message<'_>, limits: &Limits) -> Result<Self, WireError> {
-        expect_type(msg, RECORD)?;
-        msg.fields
-            .check_known(&[F_SEQ, F_CIPHERTEXT], limits.unknown_fields)?;
+        let f = fields_of(msg, RECORD, &[F_SEQ, F_CIPHERTEXT], limits)?;
         Ok(RecordEnvelope {
             session: msg.session(),
-            seq: msg.fields.u64(F_SEQ)?,
-            ciphertext: msg.fields.bytes(F_CIPHERTEXT)?.to_vec(),
+            seq: f.u64(F_SEQ)?,
+            ciphertext: f.bytes(F_CIPHERTEXT)?.to_vec(),
         })
     }
 

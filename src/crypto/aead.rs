@@ -123,7 +123,10 @@ impl AeadKey {
     /// Encrypt `buf` in place and append the tag.
     pub fn seal_in_place(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut Vec<u8>) {
         let n = (*nonce).into();
-        // Encryption into a growable Vec cannot fail (the only error is a full buffer).
+        // Safe to discard: the AEAD crates fail only when the buffer cannot grow by the
+        // tag (a `Vec` always can) or the plaintext exceeds the algorithm's limit (about
+        // 64 GiB for AES-GCM, 256 GiB for ChaCha20-Poly1305), far above any caller's
+        // record bound. `seal` therefore stays infallible for callers.
         let _ = match &self.cipher {
             Cipher::ChaCha(c) => c.encrypt_in_place(&n, aad, buf),
             Cipher::Aes128(c) => c.encrypt_in_place(&n, aad, buf),
