@@ -13,11 +13,10 @@ use super::keys::{
     Password, RegistrationKey, SessionKeys, Share, TranscriptInput, sign_transcript,
 };
 use super::messages::{
-    self, Accept, AckStatus, Fetch, NOTICE, Notice, OFFER, Offer, Outcome, Proceed, REFUSED,
-    REGISTER_ACK, REGISTRATION_MAC_LEN, Refused, Register, RegisterAck, SEALED_PASSWORD, SYNC,
-    SealedPassword,
+    self, Accept, AcceptorDatagram, AckStatus, Fetch, Offer, Outcome, Proceed,
+    REGISTRATION_MAC_LEN, Refused, Register, SYNC, SealedPassword, ToAcceptor,
 };
-use super::peer::{Endpoints, PeerConfig, PeerSession, Side};
+use super::peer::{Endpoints, PeerConfig, PeerSession, Side, route_datagram};
 use super::{DeviceId, PeerFailure, RefusalReason, RendezvousError, RendezvousEvent};
 use crate::channel::SecureStream;
 use crate::channel::{ClientAuthMode, ClientConfig, Connection};
@@ -308,9 +307,15 @@ impl Acceptor {
             self.stats.refused_datagrams += 1;
             return Err(RendezvousError::BadMac.into());
         }
-        match msg.msg_type() {
-            REGISTER_ACK => {
-                let ack = RegisterAck::decode(&msg, &limits).map_err(RendezvousError::from)?;
+        let decoded = AcceptorDatagram::decode(&msg, &limits).map_err(|e| {
+            let e = messages::refusal(e);
+            if matches!(e, RendezvousError::UnexpectedMessage(_)) {
+                self.stats.refused_datagrams += 1;
+            }
+            e
+        })?;
+        match decoded {
+            AcceptorDatagram::RegisterAck(ack) => {
                 let sent = if ack.device == self.cfg.device {
                     self.outstanding.take_if(|o| o.nonce == ack.nonce)
                 } else {
@@ -350,8 +355,7 @@ impl Acceptor {
                     }
                 }
             }
-            NOTICE => {
-                let notice = Notice::decode(&msg, &limits).map_err(RendezvousError::from)?;
+            AcceptorDatagram::Notice(notice) => {
                 let age = notice.server_time_ms.abs_diff(self.wall_ms(now));
                 if notice.device != self.cfg.device
                     || age > self.cfg.notice_max_age.as_millis() as u64
@@ -375,10 +379,6 @@ impl Acceptor {
                 }
                 self.pending.push_back(notice.request);
                 self.ensure_server()
-            }
-            other => {
-                self.stats.refused_datagrams += 1;
-                Err(RendezvousError::UnexpectedMessage(other).into())
             }
         }
     }
@@ -445,21 +445,14 @@ impl Acceptor {
     }
 
     fn on_server_message(&mut self, now: Instant, bytes: &[u8]) -> Result<(), Error> {
-        let limits = Limits::default();
-        let msg = Message::decode(bytes, &limits).map_err(RendezvousError::from)?;
-        match msg.msg_type() {
-            OFFER => {
-                let offer = Offer::decode(&msg, &limits).map_err(RendezvousError::from)?;
+        let (_, decoded) = messages::read(bytes, &Limits::default(), ToAcceptor::decode)?;
+        match decoded {
+            ToAcceptor::Offer(offer) => {
                 self.fetched.retain(|r| *r != offer.request);
                 self.on_offer(now, offer)
             }
-            SEALED_PASSWORD => {
-                let sealed =
-                    SealedPassword::decode(&msg, &limits).map_err(RendezvousError::from)?;
-                self.on_sealed_password(now, sealed)
-            }
-            SYNC => {
-                let sync = messages::Sync::decode(&msg, &limits).map_err(RendezvousError::from)?;
+            ToAcceptor::SealedPassword(sealed) => self.on_sealed_password(now, sealed),
+            ToAcceptor::Sync(sync) => {
                 let live = self
                     .sessions
                     .get_mut(&sync.request)
@@ -475,8 +468,7 @@ impl Acceptor {
                 live.peer
                     .handle_timeout(now, self.rng.as_mut(), &mut self.outbox)
             }
-            REFUSED => {
-                let refused = Refused::decode(&msg, &limits).map_err(RendezvousError::from)?;
+            ToAcceptor::Refused(refused) => {
                 self.fetched.retain(|r| *r != refused.request);
                 self.requests.remove(&refused.request);
                 self.outbox.event(RendezvousEvent::Refused {
@@ -484,7 +476,6 @@ impl Acceptor {
                     reason: refused.reason,
                 })
             }
-            other => Err(RendezvousError::UnexpectedMessage(other).into()),
         }
     }
 
@@ -716,19 +707,19 @@ impl Actor for Acceptor {
                 if from == self.cfg.server_udp {
                     self.on_server_datagram(now, data)
                 } else {
-                    let limits = Limits::default();
-                    match Message::decode(data, &limits) {
-                        Ok(msg) => match self.sessions.get_mut(&msg.session()) {
-                            Some(live) => live.peer.handle_datagram(
+                    match Message::decode(data, &Limits::default()) {
+                        Ok(msg) => {
+                            let sessions = &mut self.sessions;
+                            route_datagram(
                                 now,
                                 from,
                                 to,
                                 &msg,
+                                |id| sessions.get_mut(&id).map(|l| &mut l.peer),
                                 self.rng.as_mut(),
                                 &mut self.outbox,
-                            ),
-                            None => Err(RendezvousError::UnknownSession(msg.session()).into()),
-                        },
+                            )
+                        }
                         Err(e) => Err(RendezvousError::Decode(e).into()),
                     }
                 }
@@ -854,6 +845,7 @@ mod tests {
     use super::*;
     use crate::crypto::cert::CertificateAuthority;
     use crate::rendezvous::DerivedRegistrationKeys;
+    use crate::rendezvous::messages::{Notice, RegisterAck};
     use alloc::boxed::Box;
     use rand_chacha::ChaCha20Rng;
     use rand_core::{Rng as _, SeedableRng};

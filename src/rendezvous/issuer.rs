@@ -12,16 +12,16 @@ use zeroize::Zeroizing;
 
 use super::keys::{ACCEPTOR_SIGN_CONTEXT, SessionKeys, Share, TranscriptInput, check_password};
 use super::messages::{
-    ACCEPTOR_HELLO, AcceptorHello, ConnectRequest, Outcome, PROBE_ACK, PROCEED, Probe, ProbeAck,
-    REFUSED, Refused, SealedPassword,
+    self, ACCEPTOR_HELLO, AcceptorHello, ConnectRequest, IssuerDatagram, Outcome, PROCEED, Probe,
+    SealedPassword, ToIssuer,
 };
-use super::peer::{Endpoints, PeerConfig, PeerSession, Side};
+use super::peer::{Endpoints, PeerConfig, PeerSession, Side, route_datagram};
 use super::{DeviceId, PeerFailure, RefusalReason, RendezvousError, RendezvousEvent};
 use crate::channel::SecureStream;
 use crate::channel::{ClientConfig, Connection};
 use crate::crypto::cert::TrustStore;
 use crate::io::{Actor, Input, Outbox, Output, StreamId, Transmit};
-use crate::wire::{Limits, Message};
+use crate::wire::{Limits, Message, WireError};
 use crate::{Error, Instant, Rng, UnixTime};
 
 /// Configuration of an [`Issuer`].
@@ -291,22 +291,14 @@ impl Issuer {
     }
 
     fn on_server_message(&mut self, now: Instant, request: u64, bytes: &[u8]) -> Result<(), Error> {
-        let limits = Limits::default();
-        let msg = Message::decode(bytes, &limits).map_err(RendezvousError::from)?;
+        let (msg, decoded) = messages::read(bytes, &Limits::default(), ToIssuer::decode)?;
         if msg.session() != request {
             return Err(RendezvousError::UnknownSession(msg.session()).into());
         }
-        match msg.msg_type() {
-            ACCEPTOR_HELLO => {
-                let hello = AcceptorHello::decode(&msg, &limits).map_err(RendezvousError::from)?;
-                self.on_acceptor_hello(now, request, hello)
-            }
-            PROCEED => self.on_proceed(now, request),
-            REFUSED => {
-                let refused = Refused::decode(&msg, &limits).map_err(RendezvousError::from)?;
-                self.end_request(request, refused.reason)
-            }
-            other => Err(RendezvousError::UnexpectedMessage(other).into()),
+        match decoded {
+            ToIssuer::AcceptorHello(hello) => self.on_acceptor_hello(now, request, hello),
+            ToIssuer::Proceed(_) => self.on_proceed(now, request),
+            ToIssuer::Refused(refused) => self.end_request(request, refused.reason),
         }
     }
 
@@ -495,9 +487,21 @@ impl Actor for Issuer {
         let result = match input {
             Input::Datagram { from, to, data } => {
                 let limits = Limits::default();
-                match Message::decode(data, &limits) {
-                    Ok(msg) if from == self.cfg.server_udp && msg.msg_type() == PROBE_ACK => {
-                        let ack = ProbeAck::decode(&msg, &limits).map_err(RendezvousError::from)?;
+                let msg = Message::decode(data, &limits);
+                // Only the server's own address may answer a probe; anything else there,
+                // and everything from elsewhere, is for a peer session.
+                let from_server = match &msg {
+                    Ok(msg) if from == self.cfg.server_udp => {
+                        match IssuerDatagram::decode(msg, &limits) {
+                            Ok(m) => Some(m),
+                            Err(WireError::UnexpectedType(_)) => None,
+                            Err(e) => return Err(RendezvousError::Decode(e).into()),
+                        }
+                    }
+                    _ => None,
+                };
+                match (msg, from_server) {
+                    (_, Some(IssuerDatagram::ProbeAck(ack))) => {
                         match self.requests.get_mut(&ack.request) {
                             Some(r) if r.token == ack.token => {
                                 r.next_probe = None;
@@ -506,18 +510,19 @@ impl Actor for Issuer {
                             _ => Err(RendezvousError::UnknownSession(ack.request).into()),
                         }
                     }
-                    Ok(msg) => match self.sessions.get_mut(&msg.session()) {
-                        Some(peer) => peer.handle_datagram(
+                    (Ok(msg), None) => {
+                        let sessions = &mut self.sessions;
+                        route_datagram(
                             now,
                             from,
                             to,
                             &msg,
+                            |id| sessions.get_mut(&id),
                             self.rng.as_mut(),
                             &mut self.outbox,
-                        ),
-                        None => Err(RendezvousError::UnknownSession(msg.session()).into()),
-                    },
-                    Err(e) => Err(RendezvousError::Decode(e).into()),
+                        )
+                    }
+                    (Err(e), _) => Err(RendezvousError::Decode(e).into()),
                 }
             }
             Input::StreamConnected { id, .. } => match self.request_of(id) {
