@@ -700,6 +700,96 @@ impl Acceptor {
     }
 }
 
+/// Every deadline the acceptor keeps. [`Acceptor::timers`] lists the armed ones:
+/// `poll_timeout` is the earliest, `handle_timeout` fires each that is due, so a timer
+/// added here is both armed and handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// The next registration: always armed, as S202 also keeps the NAT binding open.
+    Register,
+    /// The repeat of an unacknowledged registration.
+    RegisterRetry,
+    /// The channel to the server (handshake and idle deadlines).
+    ServerChannel,
+    /// An accepted offer waits for its sealed password ([`PASSWORD_WAIT`]).
+    PasswordWait(u64),
+    /// A session waits for the issuer's next Sync ([`SYNC_WAIT`]).
+    SyncWait(u64),
+    /// A session's own timers: punching, its channel, its link.
+    Peer(u64),
+}
+
+impl Acceptor {
+    /// The armed timers, in the order `handle_timeout` fires them: registration first
+    /// (a new registration supersedes a pending repeat), then the server channel, then
+    /// the sessions.
+    fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
+        let own = [
+            Some((Timer::Register, self.next_register)),
+            self.outstanding
+                .as_ref()
+                .map(|o| (Timer::RegisterRetry, o.retry_at)),
+            self.server
+                .as_ref()
+                .and_then(|s| s.connection().poll_timeout())
+                .map(|t| (Timer::ServerChannel, t)),
+        ];
+        let waits = self
+            .requests
+            .iter()
+            .map(|(id, p)| (Timer::PasswordWait(*id), p.deadline));
+        let sessions = self.sessions.iter().flat_map(|(id, l)| {
+            [
+                l.peer.poll_timeout().map(|t| (Timer::Peer(*id), t)),
+                l.sync_deadline.map(|t| (Timer::SyncWait(*id), t)),
+            ]
+            .into_iter()
+            .flatten()
+        });
+        own.into_iter().flatten().chain(waits).chain(sessions)
+    }
+
+    /// Run one due timer. Each re-checks its deadline: an earlier one may have moved it
+    /// (a registration re-arms the repeat).
+    fn fire(&mut self, now: Instant, timer: Timer) -> Result<(), Error> {
+        match timer {
+            Timer::Register => {
+                let every = super::jitter(
+                    self.rng.as_mut(),
+                    self.cfg.keepalive.0,
+                    self.cfg.keepalive.1,
+                );
+                self.next_register = now + every;
+                self.register(now, self.cfg.register_retries)
+            }
+            Timer::RegisterRetry => match self.outstanding.take_if(|o| now >= o.retry_at) {
+                Some(o) if o.retries_left > 0 => self.register(now, o.retries_left - 1),
+                _ => Ok(()),
+            },
+            Timer::ServerChannel => {
+                if let Some(server) = self.server.as_mut()
+                    && server
+                        .handle_timeout(now, &mut self.outbox)
+                        .unwrap_or(false)
+                {
+                    self.server = None;
+                    self.pending.clear();
+                }
+                Ok(())
+            }
+            // Expiry is applied by `settle`, which runs after every input as well, so a
+            // late input cannot revive what ran out.
+            Timer::PasswordWait(_) | Timer::SyncWait(_) => Ok(()),
+            Timer::Peer(id) => match self.sessions.get_mut(&id) {
+                Some(live) => live
+                    .peer
+                    .handle_timeout(now, self.rng.as_mut(), &mut self.outbox),
+                None => Ok(()),
+            },
+        }
+    }
+}
+
 impl Actor for Acceptor {
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         let result = match input {
@@ -775,37 +865,17 @@ impl Actor for Acceptor {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        // Errors here are outbox overflows; they surface on the next call.
-        if now >= self.next_register {
-            let every = super::jitter(
-                self.rng.as_mut(),
-                self.cfg.keepalive.0,
-                self.cfg.keepalive.1,
-            );
-            self.next_register = now + every;
-            let _ = self.register(now, self.cfg.register_retries);
-        } else if let Some(o) = self.outstanding.as_ref()
-            && now >= o.retry_at
-        {
-            let left = o.retries_left;
-            self.outstanding = None;
-            if left > 0 {
-                let _ = self.register(now, left - 1);
-            }
+        let due: Vec<Timer> = self
+            .timers()
+            .filter(|(_, at)| now >= *at)
+            .map(|(timer, _)| timer)
+            .collect();
+        for timer in due {
+            // Errors here are outbox overflows; they surface on the next call.
+            let _ = self.fire(now, timer);
         }
-        if let Some(server) = self.server.as_mut()
-            && server
-                .handle_timeout(now, &mut self.outbox)
-                .unwrap_or(false)
-        {
-            self.server = None;
-            self.pending.clear();
-        }
-        for live in self.sessions.values_mut() {
-            let _ = live
-                .peer
-                .handle_timeout(now, self.rng.as_mut(), &mut self.outbox);
-        }
+        // Finishes what the timers started (and applies the password and Sync waits).
+        // Its errors are outbox overflows too.
         let _ = self.settle(now);
     }
 
@@ -814,29 +884,7 @@ impl Actor for Acceptor {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let mut at = self.next_register;
-        if let Some(o) = &self.outstanding {
-            at = at.min(o.retry_at);
-        }
-        if let Some(t) = self
-            .server
-            .as_ref()
-            .and_then(|s| s.connection().poll_timeout())
-        {
-            at = at.min(t);
-        }
-        for p in self.requests.values() {
-            at = at.min(p.deadline);
-        }
-        for live in self.sessions.values() {
-            if let Some(t) = live.peer.poll_timeout() {
-                at = at.min(t);
-            }
-            if let Some(t) = live.sync_deadline {
-                at = at.min(t);
-            }
-        }
-        Some(at)
+        self.timers().map(|(_, at)| at).min()
     }
 }
 

@@ -482,6 +482,68 @@ impl Issuer {
     }
 }
 
+/// Every deadline the issuer keeps. [`Issuer::timers`] lists the armed ones:
+/// `poll_timeout` is the earliest, `handle_timeout` fires each that is due, so a timer
+/// added here is both armed and handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// The next UDP probe of a request, until the server answers one.
+    Probe(u64),
+    /// A request must reach the punching stage by then.
+    RequestDeadline(u64),
+    /// A request's channel to the server (handshake and idle deadlines).
+    ServerChannel(u64),
+    /// A session's own timers: punching, its channel, its link.
+    Peer(u64),
+}
+
+impl Issuer {
+    /// The armed timers, in the order `handle_timeout` fires them: every probe, then
+    /// every server channel, then every session.
+    fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
+        let probes = self
+            .requests
+            .iter()
+            .filter_map(|(id, r)| r.next_probe.map(|t| (Timer::Probe(*id), t)));
+        // Once punching, the request lives on as a session and its deadline is moot.
+        let deadlines = self
+            .requests
+            .iter()
+            .filter(|(id, _)| !self.sessions.contains_key(id))
+            .map(|(id, r)| (Timer::RequestDeadline(*id), r.deadline));
+        // A channel runs no timers before its stream opens.
+        let channels = self.requests.iter().filter_map(|(id, r)| {
+            r.connected
+                .then(|| r.server.connection().poll_timeout())
+                .flatten()
+                .map(|t| (Timer::ServerChannel(*id), t))
+        });
+        let sessions = self
+            .sessions
+            .iter()
+            .filter_map(|(id, p)| p.poll_timeout().map(|t| (Timer::Peer(*id), t)));
+        probes.chain(deadlines).chain(channels).chain(sessions)
+    }
+
+    /// Run one due timer.
+    fn fire(&mut self, now: Instant, timer: Timer) -> Result<(), Error> {
+        match timer {
+            Timer::Probe(id) => self.send_probe(now, id),
+            // Applied by `settle`, which runs after every input as well.
+            Timer::RequestDeadline(_) => Ok(()),
+            Timer::ServerChannel(id) => match self.requests.get_mut(&id) {
+                // A failed handshake closes the stream; `settle` then ends the request.
+                Some(r) => r.server.handle_timeout(now, &mut self.outbox).map(|_| ()),
+                None => Ok(()),
+            },
+            Timer::Peer(id) => match self.sessions.get_mut(&id) {
+                Some(peer) => peer.handle_timeout(now, self.rng.as_mut(), &mut self.outbox),
+                None => Ok(()),
+            },
+        }
+    }
+}
+
 impl Actor for Issuer {
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         let result = match input {
@@ -588,24 +650,17 @@ impl Actor for Issuer {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        // Errors here are outbox overflows; they surface on the next call.
-        let due: Vec<u64> = self
-            .requests
-            .iter()
-            .filter(|(_, r)| r.next_probe.is_some_and(|t| now >= t))
-            .map(|(id, _)| *id)
+        let due: Vec<Timer> = self
+            .timers()
+            .filter(|(_, at)| now >= *at)
+            .map(|(timer, _)| timer)
             .collect();
-        for id in due {
-            let _ = self.send_probe(now, id);
+        for timer in due {
+            // Errors here are outbox overflows; they surface on the next call.
+            let _ = self.fire(now, timer);
         }
-        for r in self.requests.values_mut() {
-            if r.connected {
-                let _ = r.server.handle_timeout(now, &mut self.outbox);
-            }
-        }
-        for peer in self.sessions.values_mut() {
-            let _ = peer.handle_timeout(now, self.rng.as_mut(), &mut self.outbox);
-        }
+        // Finishes what the timers started (and applies the request deadlines). Its
+        // errors are outbox overflows too.
         let _ = self.settle(now);
     }
 
@@ -614,25 +669,7 @@ impl Actor for Issuer {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let mut at: Option<Instant> = None;
-        let mut consider = |t: Option<Instant>| {
-            if let Some(t) = t {
-                at = Some(at.map_or(t, |a| a.min(t)));
-            }
-        };
-        for (id, r) in &self.requests {
-            consider(r.next_probe);
-            if !self.sessions.contains_key(id) {
-                consider(Some(r.deadline));
-            }
-            if r.connected {
-                consider(r.server.connection().poll_timeout());
-            }
-        }
-        for peer in self.sessions.values() {
-            consider(peer.poll_timeout());
-        }
-        at
+        self.timers().map(|(_, at)| at).min()
     }
 }
 
