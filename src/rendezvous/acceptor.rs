@@ -13,11 +13,10 @@ use super::keys::{
     Password, RegistrationKey, SessionKeys, Share, TranscriptInput, sign_transcript,
 };
 use super::messages::{
-    self, Accept, AckStatus, Fetch, NOTICE, Notice, OFFER, Offer, Outcome, Proceed, REFUSED,
-    REGISTER_ACK, REGISTRATION_MAC_LEN, Refused, Register, RegisterAck, SEALED_PASSWORD, SYNC,
-    SealedPassword,
+    self, Accept, AcceptorDatagram, AckStatus, Fetch, Offer, Outcome, Proceed,
+    REGISTRATION_MAC_LEN, Refused, Register, SYNC, SealedPassword, ToAcceptor,
 };
-use super::peer::{Endpoints, PeerConfig, PeerSession, Side};
+use super::peer::{Endpoints, PeerConfig, PeerSession, Side, route_datagram};
 use super::{DeviceId, PeerFailure, RefusalReason, RendezvousError, RendezvousEvent};
 use crate::channel::SecureStream;
 use crate::channel::{ClientAuthMode, ClientConfig, Connection};
@@ -308,9 +307,15 @@ impl Acceptor {
             self.stats.refused_datagrams += 1;
             return Err(RendezvousError::BadMac.into());
         }
-        match msg.msg_type() {
-            REGISTER_ACK => {
-                let ack = RegisterAck::decode(&msg, &limits).map_err(RendezvousError::from)?;
+        let decoded = AcceptorDatagram::decode(&msg, &limits).map_err(|e| {
+            let e = messages::refusal(e);
+            if matches!(e, RendezvousError::UnexpectedMessage(_)) {
+                self.stats.refused_datagrams += 1;
+            }
+            e
+        })?;
+        match decoded {
+            AcceptorDatagram::RegisterAck(ack) => {
                 let sent = if ack.device == self.cfg.device {
                     self.outstanding.take_if(|o| o.nonce == ack.nonce)
                 } else {
@@ -350,8 +355,7 @@ impl Acceptor {
                     }
                 }
             }
-            NOTICE => {
-                let notice = Notice::decode(&msg, &limits).map_err(RendezvousError::from)?;
+            AcceptorDatagram::Notice(notice) => {
                 let age = notice.server_time_ms.abs_diff(self.wall_ms(now));
                 if notice.device != self.cfg.device
                     || age > self.cfg.notice_max_age.as_millis() as u64
@@ -375,10 +379,6 @@ impl Acceptor {
                 }
                 self.pending.push_back(notice.request);
                 self.ensure_server()
-            }
-            other => {
-                self.stats.refused_datagrams += 1;
-                Err(RendezvousError::UnexpectedMessage(other).into())
             }
         }
     }
@@ -445,21 +445,14 @@ impl Acceptor {
     }
 
     fn on_server_message(&mut self, now: Instant, bytes: &[u8]) -> Result<(), Error> {
-        let limits = Limits::default();
-        let msg = Message::decode(bytes, &limits).map_err(RendezvousError::from)?;
-        match msg.msg_type() {
-            OFFER => {
-                let offer = Offer::decode(&msg, &limits).map_err(RendezvousError::from)?;
+        let (_, decoded) = messages::read(bytes, &Limits::default(), ToAcceptor::decode)?;
+        match decoded {
+            ToAcceptor::Offer(offer) => {
                 self.fetched.retain(|r| *r != offer.request);
                 self.on_offer(now, offer)
             }
-            SEALED_PASSWORD => {
-                let sealed =
-                    SealedPassword::decode(&msg, &limits).map_err(RendezvousError::from)?;
-                self.on_sealed_password(now, sealed)
-            }
-            SYNC => {
-                let sync = messages::Sync::decode(&msg, &limits).map_err(RendezvousError::from)?;
+            ToAcceptor::SealedPassword(sealed) => self.on_sealed_password(now, sealed),
+            ToAcceptor::Sync(sync) => {
                 let live = self
                     .sessions
                     .get_mut(&sync.request)
@@ -475,8 +468,7 @@ impl Acceptor {
                 live.peer
                     .handle_timeout(now, self.rng.as_mut(), &mut self.outbox)
             }
-            REFUSED => {
-                let refused = Refused::decode(&msg, &limits).map_err(RendezvousError::from)?;
+            ToAcceptor::Refused(refused) => {
                 self.fetched.retain(|r| *r != refused.request);
                 self.requests.remove(&refused.request);
                 self.outbox.event(RendezvousEvent::Refused {
@@ -484,7 +476,6 @@ impl Acceptor {
                     reason: refused.reason,
                 })
             }
-            other => Err(RendezvousError::UnexpectedMessage(other).into()),
         }
     }
 
@@ -709,6 +700,96 @@ impl Acceptor {
     }
 }
 
+/// Every deadline the acceptor keeps. [`Acceptor::timers`] lists the armed ones:
+/// `poll_timeout` is the earliest, `handle_timeout` fires each that is due, so a timer
+/// added here is both armed and handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// The next registration: always armed, as S202 also keeps the NAT binding open.
+    Register,
+    /// The repeat of an unacknowledged registration.
+    RegisterRetry,
+    /// The channel to the server (handshake and idle deadlines).
+    ServerChannel,
+    /// An accepted offer waits for its sealed password ([`PASSWORD_WAIT`]).
+    PasswordWait(u64),
+    /// A session waits for the issuer's next Sync ([`SYNC_WAIT`]).
+    SyncWait(u64),
+    /// A session's own timers: punching, its channel, its link.
+    Peer(u64),
+}
+
+impl Acceptor {
+    /// The armed timers, in the order `handle_timeout` fires them: registration first
+    /// (a new registration supersedes a pending repeat), then the server channel, then
+    /// the sessions.
+    fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
+        let own = [
+            Some((Timer::Register, self.next_register)),
+            self.outstanding
+                .as_ref()
+                .map(|o| (Timer::RegisterRetry, o.retry_at)),
+            self.server
+                .as_ref()
+                .and_then(|s| s.connection().poll_timeout())
+                .map(|t| (Timer::ServerChannel, t)),
+        ];
+        let waits = self
+            .requests
+            .iter()
+            .map(|(id, p)| (Timer::PasswordWait(*id), p.deadline));
+        let sessions = self.sessions.iter().flat_map(|(id, l)| {
+            [
+                l.peer.poll_timeout().map(|t| (Timer::Peer(*id), t)),
+                l.sync_deadline.map(|t| (Timer::SyncWait(*id), t)),
+            ]
+            .into_iter()
+            .flatten()
+        });
+        own.into_iter().flatten().chain(waits).chain(sessions)
+    }
+
+    /// Run one due timer. Each re-checks its deadline: an earlier one may have moved it
+    /// (a registration re-arms the repeat).
+    fn fire(&mut self, now: Instant, timer: Timer) -> Result<(), Error> {
+        match timer {
+            Timer::Register => {
+                let every = super::jitter(
+                    self.rng.as_mut(),
+                    self.cfg.keepalive.0,
+                    self.cfg.keepalive.1,
+                );
+                self.next_register = now + every;
+                self.register(now, self.cfg.register_retries)
+            }
+            Timer::RegisterRetry => match self.outstanding.take_if(|o| now >= o.retry_at) {
+                Some(o) if o.retries_left > 0 => self.register(now, o.retries_left - 1),
+                _ => Ok(()),
+            },
+            Timer::ServerChannel => {
+                if let Some(server) = self.server.as_mut()
+                    && server
+                        .handle_timeout(now, &mut self.outbox)
+                        .unwrap_or(false)
+                {
+                    self.server = None;
+                    self.pending.clear();
+                }
+                Ok(())
+            }
+            // Expiry is applied by `settle`, which runs after every input as well, so a
+            // late input cannot revive what ran out.
+            Timer::PasswordWait(_) | Timer::SyncWait(_) => Ok(()),
+            Timer::Peer(id) => match self.sessions.get_mut(&id) {
+                Some(live) => live
+                    .peer
+                    .handle_timeout(now, self.rng.as_mut(), &mut self.outbox),
+                None => Ok(()),
+            },
+        }
+    }
+}
+
 impl Actor for Acceptor {
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         let result = match input {
@@ -716,19 +797,19 @@ impl Actor for Acceptor {
                 if from == self.cfg.server_udp {
                     self.on_server_datagram(now, data)
                 } else {
-                    let limits = Limits::default();
-                    match Message::decode(data, &limits) {
-                        Ok(msg) => match self.sessions.get_mut(&msg.session()) {
-                            Some(live) => live.peer.handle_datagram(
+                    match Message::decode(data, &Limits::default()) {
+                        Ok(msg) => {
+                            let sessions = &mut self.sessions;
+                            route_datagram(
                                 now,
                                 from,
                                 to,
                                 &msg,
+                                |id| sessions.get_mut(&id).map(|l| &mut l.peer),
                                 self.rng.as_mut(),
                                 &mut self.outbox,
-                            ),
-                            None => Err(RendezvousError::UnknownSession(msg.session()).into()),
-                        },
+                            )
+                        }
                         Err(e) => Err(RendezvousError::Decode(e).into()),
                     }
                 }
@@ -784,37 +865,17 @@ impl Actor for Acceptor {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        // Errors here are outbox overflows; they surface on the next call.
-        if now >= self.next_register {
-            let every = super::jitter(
-                self.rng.as_mut(),
-                self.cfg.keepalive.0,
-                self.cfg.keepalive.1,
-            );
-            self.next_register = now + every;
-            let _ = self.register(now, self.cfg.register_retries);
-        } else if let Some(o) = self.outstanding.as_ref()
-            && now >= o.retry_at
-        {
-            let left = o.retries_left;
-            self.outstanding = None;
-            if left > 0 {
-                let _ = self.register(now, left - 1);
-            }
+        let due: Vec<Timer> = self
+            .timers()
+            .filter(|(_, at)| now >= *at)
+            .map(|(timer, _)| timer)
+            .collect();
+        for timer in due {
+            // Errors here are outbox overflows; they surface on the next call.
+            let _ = self.fire(now, timer);
         }
-        if let Some(server) = self.server.as_mut()
-            && server
-                .handle_timeout(now, &mut self.outbox)
-                .unwrap_or(false)
-        {
-            self.server = None;
-            self.pending.clear();
-        }
-        for live in self.sessions.values_mut() {
-            let _ = live
-                .peer
-                .handle_timeout(now, self.rng.as_mut(), &mut self.outbox);
-        }
+        // Finishes what the timers started (and applies the password and Sync waits).
+        // Its errors are outbox overflows too.
         let _ = self.settle(now);
     }
 
@@ -823,29 +884,7 @@ impl Actor for Acceptor {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let mut at = self.next_register;
-        if let Some(o) = &self.outstanding {
-            at = at.min(o.retry_at);
-        }
-        if let Some(t) = self
-            .server
-            .as_ref()
-            .and_then(|s| s.connection().poll_timeout())
-        {
-            at = at.min(t);
-        }
-        for p in self.requests.values() {
-            at = at.min(p.deadline);
-        }
-        for live in self.sessions.values() {
-            if let Some(t) = live.peer.poll_timeout() {
-                at = at.min(t);
-            }
-            if let Some(t) = live.sync_deadline {
-                at = at.min(t);
-            }
-        }
-        Some(at)
+        self.timers().map(|(_, at)| at).min()
     }
 }
 
@@ -854,6 +893,7 @@ mod tests {
     use super::*;
     use crate::crypto::cert::CertificateAuthority;
     use crate::rendezvous::DerivedRegistrationKeys;
+    use crate::rendezvous::messages::{Notice, RegisterAck};
     use alloc::boxed::Box;
     use rand_chacha::ChaCha20Rng;
     use rand_core::{Rng as _, SeedableRng};

@@ -12,16 +12,16 @@ use zeroize::Zeroizing;
 
 use super::keys::{ACCEPTOR_SIGN_CONTEXT, SessionKeys, Share, TranscriptInput, check_password};
 use super::messages::{
-    ACCEPTOR_HELLO, AcceptorHello, ConnectRequest, Outcome, PROBE_ACK, PROCEED, Probe, ProbeAck,
-    REFUSED, Refused, SealedPassword,
+    self, ACCEPTOR_HELLO, AcceptorHello, ConnectRequest, IssuerDatagram, Outcome, PROCEED, Probe,
+    SealedPassword, ToIssuer,
 };
-use super::peer::{Endpoints, PeerConfig, PeerSession, Side};
+use super::peer::{Endpoints, PeerConfig, PeerSession, Side, route_datagram};
 use super::{DeviceId, PeerFailure, RefusalReason, RendezvousError, RendezvousEvent};
 use crate::channel::SecureStream;
 use crate::channel::{ClientConfig, Connection};
 use crate::crypto::cert::TrustStore;
 use crate::io::{Actor, Input, Outbox, Output, StreamId, Transmit};
-use crate::wire::{Limits, Message};
+use crate::wire::{Limits, Message, WireError};
 use crate::{Error, Instant, Rng, UnixTime};
 
 /// Configuration of an [`Issuer`].
@@ -291,22 +291,14 @@ impl Issuer {
     }
 
     fn on_server_message(&mut self, now: Instant, request: u64, bytes: &[u8]) -> Result<(), Error> {
-        let limits = Limits::default();
-        let msg = Message::decode(bytes, &limits).map_err(RendezvousError::from)?;
+        let (msg, decoded) = messages::read(bytes, &Limits::default(), ToIssuer::decode)?;
         if msg.session() != request {
             return Err(RendezvousError::UnknownSession(msg.session()).into());
         }
-        match msg.msg_type() {
-            ACCEPTOR_HELLO => {
-                let hello = AcceptorHello::decode(&msg, &limits).map_err(RendezvousError::from)?;
-                self.on_acceptor_hello(now, request, hello)
-            }
-            PROCEED => self.on_proceed(now, request),
-            REFUSED => {
-                let refused = Refused::decode(&msg, &limits).map_err(RendezvousError::from)?;
-                self.end_request(request, refused.reason)
-            }
-            other => Err(RendezvousError::UnexpectedMessage(other).into()),
+        match decoded {
+            ToIssuer::AcceptorHello(hello) => self.on_acceptor_hello(now, request, hello),
+            ToIssuer::Proceed(_) => self.on_proceed(now, request),
+            ToIssuer::Refused(refused) => self.end_request(request, refused.reason),
         }
     }
 
@@ -490,14 +482,88 @@ impl Issuer {
     }
 }
 
+/// Every deadline the issuer keeps. [`Issuer::timers`] lists the armed ones:
+/// `poll_timeout` is the earliest, `handle_timeout` fires each that is due, so a timer
+/// added here is both armed and handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// The next UDP probe of a request, until the server answers one.
+    Probe(u64),
+    /// A request must reach the punching stage by then.
+    RequestDeadline(u64),
+    /// A request's channel to the server (handshake and idle deadlines).
+    ServerChannel(u64),
+    /// A session's own timers: punching, its channel, its link.
+    Peer(u64),
+}
+
+impl Issuer {
+    /// The armed timers, in the order `handle_timeout` fires them: every probe, then
+    /// every server channel, then every session.
+    fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
+        let probes = self
+            .requests
+            .iter()
+            .filter_map(|(id, r)| r.next_probe.map(|t| (Timer::Probe(*id), t)));
+        // Once punching, the request lives on as a session and its deadline is moot.
+        let deadlines = self
+            .requests
+            .iter()
+            .filter(|(id, _)| !self.sessions.contains_key(id))
+            .map(|(id, r)| (Timer::RequestDeadline(*id), r.deadline));
+        // A channel runs no timers before its stream opens.
+        let channels = self.requests.iter().filter_map(|(id, r)| {
+            r.connected
+                .then(|| r.server.connection().poll_timeout())
+                .flatten()
+                .map(|t| (Timer::ServerChannel(*id), t))
+        });
+        let sessions = self
+            .sessions
+            .iter()
+            .filter_map(|(id, p)| p.poll_timeout().map(|t| (Timer::Peer(*id), t)));
+        probes.chain(deadlines).chain(channels).chain(sessions)
+    }
+
+    /// Run one due timer.
+    fn fire(&mut self, now: Instant, timer: Timer) -> Result<(), Error> {
+        match timer {
+            Timer::Probe(id) => self.send_probe(now, id),
+            // Applied by `settle`, which runs after every input as well.
+            Timer::RequestDeadline(_) => Ok(()),
+            Timer::ServerChannel(id) => match self.requests.get_mut(&id) {
+                // A failed handshake closes the stream; `settle` then ends the request.
+                Some(r) => r.server.handle_timeout(now, &mut self.outbox).map(|_| ()),
+                None => Ok(()),
+            },
+            Timer::Peer(id) => match self.sessions.get_mut(&id) {
+                Some(peer) => peer.handle_timeout(now, self.rng.as_mut(), &mut self.outbox),
+                None => Ok(()),
+            },
+        }
+    }
+}
+
 impl Actor for Issuer {
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         let result = match input {
             Input::Datagram { from, to, data } => {
                 let limits = Limits::default();
-                match Message::decode(data, &limits) {
-                    Ok(msg) if from == self.cfg.server_udp && msg.msg_type() == PROBE_ACK => {
-                        let ack = ProbeAck::decode(&msg, &limits).map_err(RendezvousError::from)?;
+                let msg = Message::decode(data, &limits);
+                // Only the server's own address may answer a probe; anything else there,
+                // and everything from elsewhere, is for a peer session.
+                let from_server = match &msg {
+                    Ok(msg) if from == self.cfg.server_udp => {
+                        match IssuerDatagram::decode(msg, &limits) {
+                            Ok(m) => Some(m),
+                            Err(WireError::UnexpectedType(_)) => None,
+                            Err(e) => return Err(RendezvousError::Decode(e).into()),
+                        }
+                    }
+                    _ => None,
+                };
+                match (msg, from_server) {
+                    (_, Some(IssuerDatagram::ProbeAck(ack))) => {
                         match self.requests.get_mut(&ack.request) {
                             Some(r) if r.token == ack.token => {
                                 r.next_probe = None;
@@ -506,18 +572,19 @@ impl Actor for Issuer {
                             _ => Err(RendezvousError::UnknownSession(ack.request).into()),
                         }
                     }
-                    Ok(msg) => match self.sessions.get_mut(&msg.session()) {
-                        Some(peer) => peer.handle_datagram(
+                    (Ok(msg), None) => {
+                        let sessions = &mut self.sessions;
+                        route_datagram(
                             now,
                             from,
                             to,
                             &msg,
+                            |id| sessions.get_mut(&id),
                             self.rng.as_mut(),
                             &mut self.outbox,
-                        ),
-                        None => Err(RendezvousError::UnknownSession(msg.session()).into()),
-                    },
-                    Err(e) => Err(RendezvousError::Decode(e).into()),
+                        )
+                    }
+                    (Err(e), _) => Err(RendezvousError::Decode(e).into()),
                 }
             }
             Input::StreamConnected { id, .. } => match self.request_of(id) {
@@ -583,24 +650,17 @@ impl Actor for Issuer {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        // Errors here are outbox overflows; they surface on the next call.
-        let due: Vec<u64> = self
-            .requests
-            .iter()
-            .filter(|(_, r)| r.next_probe.is_some_and(|t| now >= t))
-            .map(|(id, _)| *id)
+        let due: Vec<Timer> = self
+            .timers()
+            .filter(|(_, at)| now >= *at)
+            .map(|(timer, _)| timer)
             .collect();
-        for id in due {
-            let _ = self.send_probe(now, id);
+        for timer in due {
+            // Errors here are outbox overflows; they surface on the next call.
+            let _ = self.fire(now, timer);
         }
-        for r in self.requests.values_mut() {
-            if r.connected {
-                let _ = r.server.handle_timeout(now, &mut self.outbox);
-            }
-        }
-        for peer in self.sessions.values_mut() {
-            let _ = peer.handle_timeout(now, self.rng.as_mut(), &mut self.outbox);
-        }
+        // Finishes what the timers started (and applies the request deadlines). Its
+        // errors are outbox overflows too.
         let _ = self.settle(now);
     }
 
@@ -609,25 +669,7 @@ impl Actor for Issuer {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let mut at: Option<Instant> = None;
-        let mut consider = |t: Option<Instant>| {
-            if let Some(t) = t {
-                at = Some(at.map_or(t, |a| a.min(t)));
-            }
-        };
-        for (id, r) in &self.requests {
-            consider(r.next_probe);
-            if !self.sessions.contains_key(id) {
-                consider(Some(r.deadline));
-            }
-            if r.connected {
-                consider(r.server.connection().poll_timeout());
-            }
-        }
-        for peer in self.sessions.values() {
-            consider(peer.poll_timeout());
-        }
-        at
+        self.timers().map(|(_, at)| at).min()
     }
 }
 

@@ -19,7 +19,7 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 use core::time::Duration;
 
-use super::{DeviceId, RefusalReason};
+use super::{DeviceId, RefusalReason, RendezvousError};
 use crate::crypto::ct_eq;
 use crate::crypto::kdf::hmac_sha256_parts;
 use crate::wire::{
@@ -1033,6 +1033,158 @@ impl PeerData {
             ack: f.u64(F_ACK)?,
             payload: payload.to_vec(),
         })
+    }
+}
+
+// ----- what each receiver accepts -----
+
+/// Declares the set of messages one receiver accepts: an enum with one variant per
+/// message, and a `decode` that reads the body of exactly those types. A type outside the
+/// set is refused as [`WireError::UnexpectedType`] *before* its body is read, so each
+/// receiver can tell "not for me" from "malformed", and no actor matches on type bytes.
+macro_rules! accepted {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $ty:ident),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant($variant),)+
+        }
+
+        impl $name {
+            /// Decode the body of a message of one of this set's types.
+            pub fn decode(msg: &Message<'_>, limits: &Limits) -> Result<Self, WireError> {
+                match msg.msg_type() {
+                    $($ty => $variant::decode(msg, limits).map(Self::$variant),)+
+                    other => Err(WireError::UnexpectedType(other)),
+                }
+            }
+
+            /// The message's type byte.
+            pub fn msg_type(&self) -> u8 {
+                match self {
+                    $(Self::$variant(_) => $ty,)+
+                }
+            }
+        }
+    };
+}
+
+/// Why a receiver's set refused a message: "not for me" for a type outside the set
+/// ([`RendezvousError::UnexpectedMessage`]), a decode error otherwise.
+pub(crate) fn refusal(e: WireError) -> RendezvousError {
+    match e {
+        WireError::UnexpectedType(t) => RendezvousError::UnexpectedMessage(t),
+        e => RendezvousError::Decode(e),
+    }
+}
+
+/// Frame `bytes` (one whole message, as a channel record carries it) and decode it into
+/// the receiver's set: the frame (for its header) and the message.
+pub(crate) fn read<'a, T>(
+    bytes: &'a [u8],
+    limits: &Limits,
+    decode: fn(&Message<'_>, &Limits) -> Result<T, WireError>,
+) -> Result<(Message<'a>, T), RendezvousError> {
+    let msg = Message::decode(bytes, limits).map_err(RendezvousError::Decode)?;
+    let decoded = decode(&msg, limits).map_err(refusal)?;
+    Ok((msg, decoded))
+}
+
+accepted! {
+    /// What the server takes on its UDP port.
+    ServerDatagram {
+        /// S202.
+        Register = REGISTER,
+        /// The issuer's reflexive-address probe.
+        Probe = PROBE,
+    }
+}
+
+accepted! {
+    /// What an acceptor takes from the server's UDP address (MAC'd with its registration key).
+    AcceptorDatagram {
+        /// The answer to a registration.
+        RegisterAck = REGISTER_ACK,
+        /// S205.
+        Notice = NOTICE,
+    }
+}
+
+accepted! {
+    /// What an issuer takes from the server's UDP address.
+    IssuerDatagram {
+        /// The answer to a probe.
+        ProbeAck = PROBE_ACK,
+    }
+}
+
+accepted! {
+    /// What the server takes on an issuer's channel.
+    FromIssuer {
+        /// S203.
+        ConnectRequest = CONNECT_REQUEST,
+        /// Relayed to the device unread.
+        SealedPassword = SEALED_PASSWORD,
+        /// Relayed to the device unread.
+        Sync = SYNC,
+        /// The issuer's report.
+        Outcome = OUTCOME,
+    }
+}
+
+accepted! {
+    /// What the server takes on a device's channel.
+    FromDevice {
+        /// S206: the device asks for a request it was notified of.
+        Fetch = FETCH,
+        /// The device's share and signature.
+        Accept = ACCEPT,
+        /// S207 passed; relayed to the issuer.
+        Proceed = PROCEED,
+        /// The device refuses.
+        Refused = REFUSED,
+        /// The device's report.
+        Outcome = OUTCOME,
+    }
+}
+
+accepted! {
+    /// What an issuer takes on its channel to the server.
+    ToIssuer {
+        /// The acceptor's answer, relayed with its certificate.
+        AcceptorHello = ACCEPTOR_HELLO,
+        /// S207 passed.
+        Proceed = PROCEED,
+        /// The request is refused.
+        Refused = REFUSED,
+    }
+}
+
+accepted! {
+    /// What an acceptor takes on its channel to the server.
+    ToAcceptor {
+        /// S206: the request, with the issuer's share.
+        Offer = OFFER,
+        /// S207: the password, sealed to this device.
+        SealedPassword = SEALED_PASSWORD,
+        /// Start punching.
+        Sync = SYNC,
+        /// The request is refused.
+        Refused = REFUSED,
+    }
+}
+
+accepted! {
+    /// What a device takes from its peer (check the MAC first with [`verify_mac`]).
+    PeerDatagram {
+        /// S208.
+        Punch = PUNCH,
+        /// A punch arrived.
+        PunchAck = PUNCH_ACK,
+        /// An acknowledgment arrived.
+        PunchConfirm = PUNCH_CONFIRM,
+        /// S209.
+        PeerData = PEER_DATA,
     }
 }
 

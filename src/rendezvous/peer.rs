@@ -37,15 +37,31 @@ use zeroize::Zeroizing;
 
 use super::keys::SessionKeys;
 use super::link::{Link, LinkConfig};
-use super::messages::{
-    self, PEER_DATA, PEER_MAC_LEN, PUNCH, PUNCH_ACK, PUNCH_CONFIRM, PeerData, Punch, PunchAck,
-    PunchConfirm,
-};
+use super::messages::{self, PEER_MAC_LEN, PeerDatagram, Punch, PunchAck, PunchConfirm};
 use super::{PeerFailure, RendezvousError, RendezvousEvent};
 use crate::channel::{ClientConfig, Connection, Psk, ServerConfig};
 use crate::io::{Outbox, Output, Transmit};
 use crate::wire::{Limits, Message};
 use crate::{Error, Instant, UnixTime};
+
+/// Hand a datagram from a peer to the session its header names. The issuer and the
+/// acceptor both route device-to-device datagrams this way: the session id is the only
+/// thing read before the session's MAC check, so a stray datagram costs one map lookup.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn route_datagram<'s>(
+    now: Instant,
+    from: SocketAddr,
+    to: SocketAddr,
+    msg: &Message<'_>,
+    session: impl FnOnce(u64) -> Option<&'s mut PeerSession>,
+    rng: &mut dyn CryptoRng,
+    outbox: &mut Outbox,
+) -> Result<(), Error> {
+    match session(msg.session()) {
+        Some(peer) => peer.handle_datagram(now, from, to, msg, rng, outbox),
+        None => Err(RendezvousError::UnknownSession(msg.session()).into()),
+    }
+}
 
 /// Hole punching and direct-link parameters, shared by both devices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -444,10 +460,8 @@ impl PeerSession {
         if !messages::verify_mac(msg, &*self.link_key, PEER_MAC_LEN) {
             return Err(RendezvousError::BadMac.into());
         }
-        let limits = self.limits;
-        match msg.msg_type() {
-            PUNCH => {
-                let p = Punch::decode(msg, &limits).map_err(RendezvousError::from)?;
+        match PeerDatagram::decode(msg, &self.limits).map_err(messages::refusal)? {
+            PeerDatagram::Punch(p) => {
                 let data = PunchAck {
                     session: self.session,
                     punch_id: p.punch_id,
@@ -463,8 +477,7 @@ impl PeerSession {
                     data,
                 }))?;
             }
-            PUNCH_ACK => {
-                let a = PunchAck::decode(msg, &limits).map_err(RendezvousError::from)?;
+            PeerDatagram::PunchAck(a) => {
                 if self.is_ours(a.from_port) {
                     let path = (self.local(a.from_port), a.dest);
                     let data = PunchConfirm {
@@ -481,15 +494,13 @@ impl PeerSession {
                     self.found_path(now, path, rng, outbox)?;
                 }
             }
-            PUNCH_CONFIRM => {
-                let c = PunchConfirm::decode(msg, &limits).map_err(RendezvousError::from)?;
+            PeerDatagram::PunchConfirm(c) => {
                 if self.is_ours(c.acker_port) {
                     let path = (self.local(c.acker_port), c.ack_dest);
                     self.found_path(now, path, rng, outbox)?;
                 }
             }
-            PEER_DATA => {
-                let d = PeerData::decode(msg, &limits).map_err(RendezvousError::from)?;
+            PeerDatagram::PeerData(d) => {
                 if self.found.is_none() {
                     // Our confirmation was lost but the peer proved its path: answer on
                     // the one this datagram came by.
@@ -506,7 +517,6 @@ impl PeerSession {
                 }
                 self.pump(now, outbox)?;
             }
-            other => return Err(RendezvousError::UnexpectedMessage(other).into()),
         }
         Ok(())
     }
@@ -715,6 +725,7 @@ mod tests {
     use crate::crypto::dh::{Group, KeyPair};
     use crate::rendezvous::DeviceId;
     use crate::rendezvous::keys::{Share, TranscriptInput};
+    use crate::rendezvous::messages::PUNCH;
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
 

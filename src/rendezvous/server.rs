@@ -11,16 +11,16 @@ use core::time::Duration;
 use super::directory::{Directory, DirectoryEntry, MemoryDirectory, Registered};
 use super::keys::RegistrationKeys;
 use super::messages::{
-    self, ACCEPT, Accept, AcceptorHello, AckStatus, CONNECT_REQUEST, ConnectRequest, FETCH, Fetch,
-    Notice, OUTCOME, Offer, Outcome, PROBE, PROCEED, Probe, ProbeAck, REFUSED, REGISTER,
-    REGISTRATION_MAC_LEN, Refused, Register, RegisterAck, SEALED_PASSWORD, SYNC, SealedPassword,
+    self, AcceptorHello, AckStatus, ConnectRequest, Fetch, FromDevice, FromIssuer, Notice, Offer,
+    Probe, ProbeAck, REGISTER, REGISTRATION_MAC_LEN, Refused, Register, RegisterAck,
+    ServerDatagram,
 };
 use super::{DeviceId, RefusalReason, RegistrationRefusal, RendezvousError, RendezvousEvent};
 use crate::channel::SecureStream;
 use crate::channel::{ClientCertPolicy, Connection};
 use crate::io::{Actor, Input, Outbox, Output, StreamId, Transmit};
 use crate::ratelimit::{RateLimit, SourceLimiter};
-use crate::wire::{Limits, Message};
+use crate::wire::{Limits, Message, WireError};
 use crate::{Error, Instant, Rng, UnixTime};
 
 /// Configuration of a [`RendezvousServer`].
@@ -354,13 +354,19 @@ impl<D: Directory> RendezvousServer<D> {
             );
         }
         let result = match Message::decode(data, &self.cfg.limits) {
-            Ok(msg) => match msg.msg_type() {
-                REGISTER => self.on_register(now, from, &msg),
-                PROBE => self.on_probe(now, from, &msg),
-                other => {
+            Ok(msg) => match ServerDatagram::decode(&msg, &self.cfg.limits) {
+                Ok(ServerDatagram::Register(reg)) => self.on_register(now, from, &msg, reg),
+                Ok(ServerDatagram::Probe(probe)) => self.on_probe(now, from, probe),
+                Err(WireError::UnexpectedType(other)) => {
                     self.stats.unexpected += 1;
                     Err(RendezvousError::UnexpectedMessage(other).into())
                 }
+                // A registration that does not decode is counted as a refused one (the
+                // operator's "malformed" counter); a bad probe is only an error.
+                Err(_) if msg.msg_type() == REGISTER => {
+                    self.refuse_registration(RegistrationRefusal::Malformed)
+                }
+                Err(e) => Err(RendezvousError::Decode(e).into()),
             },
             Err(e) => {
                 self.stats.refused.count(RegistrationRefusal::Malformed);
@@ -384,10 +390,8 @@ impl<D: Directory> RendezvousServer<D> {
         now: Instant,
         from: SocketAddr,
         msg: &Message<'_>,
+        reg: Register,
     ) -> Result<(), Error> {
-        let Ok(reg) = Register::decode(msg, &self.cfg.limits) else {
-            return self.refuse_registration(RegistrationRefusal::Malformed);
-        };
         let Some(key) = self.cfg.keys.key(reg.device) else {
             return self.refuse_registration(RegistrationRefusal::UnknownDevice);
         };
@@ -455,8 +459,7 @@ impl<D: Directory> RendezvousServer<D> {
         self.transmit(from, data)
     }
 
-    fn on_probe(&mut self, now: Instant, from: SocketAddr, msg: &Message<'_>) -> Result<(), Error> {
-        let probe = Probe::decode(msg, &self.cfg.limits).map_err(RendezvousError::from)?;
+    fn on_probe(&mut self, now: Instant, from: SocketAddr, probe: Probe) -> Result<(), Error> {
         if self.tokens.get(&probe.token) != Some(&probe.request) {
             // The probe may overtake its connection request (UDP versus the stream):
             // keep it a moment. Unanswered, so it cannot be used to reflect traffic.
@@ -603,28 +606,20 @@ impl<D: Directory> RendezvousServer<D> {
         stream: StreamId,
         bytes: &[u8],
     ) -> Result<(), Error> {
-        let msg = Message::decode(bytes, &self.cfg.limits).map_err(RendezvousError::from)?;
-        let limits = self.cfg.limits;
+        let (msg, decoded) = messages::read(bytes, &self.cfg.limits, FromIssuer::decode)?;
         let own = |s: &Self, request: u64| {
             s.requests
                 .get(&request)
                 .is_some_and(|r| r.issuer_stream == stream)
         };
-        match msg.msg_type() {
-            CONNECT_REQUEST => {
-                let req = ConnectRequest::decode(&msg, &limits).map_err(RendezvousError::from)?;
-                self.on_connect_request(now, stream, req)
-            }
-            SEALED_PASSWORD | SYNC => {
-                // Opaque to the server: relayed to the device unchanged.
+        match decoded {
+            FromIssuer::ConnectRequest(req) => self.on_connect_request(now, stream, req),
+            FromIssuer::SealedPassword(_) | FromIssuer::Sync(_) => {
+                // Opaque to the server, which holds no key for them: relayed to the device
+                // unchanged, once well-formed and this issuer's.
                 let request = msg.session();
                 if !own(self, request) {
                     return Err(RendezvousError::UnknownSession(request).into());
-                }
-                if msg.msg_type() == SEALED_PASSWORD {
-                    SealedPassword::decode(&msg, &limits).map_err(RendezvousError::from)?;
-                } else {
-                    messages::Sync::decode(&msg, &limits).map_err(RendezvousError::from)?;
                 }
                 let device_stream = self
                     .requests
@@ -633,8 +628,7 @@ impl<D: Directory> RendezvousServer<D> {
                     .ok_or(RendezvousError::UnknownSession(request))?;
                 self.send_on(device_stream, bytes)
             }
-            OUTCOME => {
-                let o = Outcome::decode(&msg, &limits).map_err(RendezvousError::from)?;
+            FromIssuer::Outcome(o) => {
                 if !self.requests.contains_key(&o.request) {
                     // The device's report already closed the request.
                     return Ok(());
@@ -644,7 +638,6 @@ impl<D: Directory> RendezvousServer<D> {
                 }
                 self.finish(o.request, o.connected)
             }
-            other => Err(RendezvousError::UnexpectedMessage(other).into()),
         }
     }
 
@@ -795,29 +788,19 @@ impl<D: Directory> RendezvousServer<D> {
         stream: StreamId,
         bytes: &[u8],
     ) -> Result<(), Error> {
-        let msg = Message::decode(bytes, &self.cfg.limits).map_err(RendezvousError::from)?;
-        let limits = self.cfg.limits;
+        let (msg, decoded) = messages::read(bytes, &self.cfg.limits, FromDevice::decode)?;
         let request = msg.session();
-        if msg.msg_type() == FETCH {
-            let fetch = Fetch::decode(&msg, &limits).map_err(RendezvousError::from)?;
-            return self.on_fetch(now, stream, fetch);
-        }
-        if msg.msg_type() == OUTCOME && !self.requests.contains_key(&request) {
-            // The issuer's report already closed the request.
-            Outcome::decode(&msg, &limits).map_err(RendezvousError::from)?;
-            return Ok(());
-        }
-        // Everything else must be about a request this stream fetched.
-        if self
+        let fetched_here = self
             .requests
             .get(&request)
-            .is_none_or(|r| r.device_stream != Some(stream))
-        {
-            return Err(RendezvousError::UnknownSession(request).into());
-        }
-        match msg.msg_type() {
-            ACCEPT => {
-                let accept = Accept::decode(&msg, &limits).map_err(RendezvousError::from)?;
+            .is_some_and(|r| r.device_stream == Some(stream));
+        match decoded {
+            FromDevice::Fetch(fetch) => self.on_fetch(now, stream, fetch),
+            // The issuer's report already closed the request.
+            FromDevice::Outcome(_) if !self.requests.contains_key(&request) => Ok(()),
+            // Everything else must be about a request this stream fetched.
+            _ if !fetched_here => Err(RendezvousError::UnknownSession(request).into()),
+            FromDevice::Accept(accept) => {
                 let r = self
                     .requests
                     .get(&request)
@@ -835,16 +818,14 @@ impl<D: Directory> RendezvousServer<D> {
                 let issuer = r.issuer_stream;
                 self.send_on(issuer, &hello)
             }
-            PROCEED => {
-                messages::Proceed::decode(&msg, &limits).map_err(RendezvousError::from)?;
+            FromDevice::Proceed(_) => {
                 let issuer = self.requests.get(&request).map(|r| r.issuer_stream);
                 match issuer {
                     Some(s) => self.send_on(s, bytes),
                     None => Ok(()),
                 }
             }
-            REFUSED => {
-                let refused = Refused::decode(&msg, &limits).map_err(RendezvousError::from)?;
+            FromDevice::Refused(refused) => {
                 if let Some(wait) = refused.reason.retry_after()
                     && let Some(r) = self.requests.get(&request)
                 {
@@ -859,11 +840,7 @@ impl<D: Directory> RendezvousServer<D> {
                 }
                 self.refuse(request, refused.reason)
             }
-            OUTCOME => {
-                let o = Outcome::decode(&msg, &limits).map_err(RendezvousError::from)?;
-                self.finish(o.request, o.connected)
-            }
-            other => Err(RendezvousError::UnexpectedMessage(other).into()),
+            FromDevice::Outcome(o) => self.finish(o.request, o.connected),
         }
     }
 
