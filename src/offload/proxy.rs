@@ -13,6 +13,7 @@ use super::link::{Link, LinkKey, LinkTiming};
 use super::messages::{
     Close, CryptoRequest, Message, PlainData, ProxyAccept, ProxyRequest, Refusal, SecureData,
 };
+use super::timer::{StreamActor, StreamTimer, due, earliest};
 use super::{Initiator, OffloadError, Peer, RefusalReason, check_name};
 use crate::channel::{ChannelError, Connection, SecureStream, ServerConfig};
 use crate::crypto::CertError;
@@ -1066,6 +1067,81 @@ impl CryptoProxy {
     }
 }
 
+/// The proxy's timers: its table is [`CryptoProxy::timers`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Timer {
+    /// A retransmission on the link to this appliance.
+    Link(String),
+    /// A stream's set-up deadline or channel handshake.
+    Stream(StreamId, StreamTimer),
+}
+
+impl CryptoProxy {
+    /// Every armed timer, in the order `handle_timeout` fires them: the links first, so a
+    /// session whose data the appliance never acknowledged ends before its stream's own
+    /// timers run.
+    fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
+        let links = self.links.iter().filter_map(|(name, link)| {
+            link.poll_timeout()
+                .map(|at| (Timer::Link(name.clone()), at))
+        });
+        let streams = StreamTimer::table(&self.streams, |s| (s.deadline, s.channel.as_ref()))
+            .map(|(id, timer, at)| (Timer::Stream(id, timer), at));
+        links.chain(streams)
+    }
+
+    fn fire(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Link(name) => {
+                let lost = match self.links.get_mut(&name) {
+                    Some(link) => link.handle_timeout(now, &mut self.outbox),
+                    None => return,
+                };
+                for tag in lost {
+                    if let Tag::Data { session } = tag {
+                        // S26 was never acknowledged: tell the remote node and end the
+                        // session. An error means the session already ended (nothing
+                        // left to do) or the outbox is full (the driver sees the
+                        // overflow); neither can be handled better from a timer.
+                        let _ = self.close_session(
+                            &name,
+                            session,
+                            RefusalReason::ApplianceUnreachable,
+                            Some(RefusalReason::ApplianceUnreachable),
+                        );
+                    }
+                }
+            }
+            Timer::Stream(id, timer) => timer.fire(self, now, id),
+        }
+    }
+}
+
+impl StreamActor for CryptoProxy {
+    fn set_up_deadline(&self, id: StreamId) -> Option<Instant> {
+        self.streams.get(&id).and_then(|s| s.deadline)
+    }
+
+    fn give_up(&mut self, now: Instant, id: StreamId) {
+        if let Some(mut s) = self.streams.remove(&id) {
+            // The stream is gone either way; a failure here is a full outbox,
+            // which the driver sees.
+            let _ = self.refuse_stream(now, id, &mut s, RefusalReason::Timeout, None, None);
+        }
+    }
+
+    fn channel(&mut self, id: StreamId) -> (Option<&mut SecureStream>, &mut Outbox) {
+        let channel = self.streams.get_mut(&id).and_then(|s| s.channel.as_mut());
+        (channel, &mut self.outbox)
+    }
+
+    fn drive_failed(&mut self, now: Instant, id: StreamId) {
+        // The drive reports the failure as an event; its error is only the outbox
+        // overflow the driver already sees.
+        let _ = self.drive(now, id, None);
+    }
+}
+
 impl Actor for CryptoProxy {
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         match input {
@@ -1125,43 +1201,8 @@ impl Actor for CryptoProxy {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        let names: Vec<String> = self.links.keys().cloned().collect();
-        for name in names {
-            let lost = match self.links.get_mut(&name) {
-                Some(link) => link.handle_timeout(now, &mut self.outbox),
-                None => continue,
-            };
-            for tag in lost {
-                if let Tag::Data { session } = tag {
-                    // S26 was never acknowledged: tell the remote node and end the session.
-                    let _ = self.close_session(
-                        &name,
-                        session,
-                        RefusalReason::ApplianceUnreachable,
-                        Some(RefusalReason::ApplianceUnreachable),
-                    );
-                }
-            }
-        }
-        let ids: Vec<StreamId> = self.streams.keys().copied().collect();
-        for id in ids {
-            let Some(s) = self.streams.get_mut(&id) else {
-                continue;
-            };
-            let expired = s.deadline.is_some_and(|d| d <= now);
-            if expired {
-                if let Some(mut s) = self.streams.remove(&id) {
-                    let _ = self.refuse_stream(now, id, &mut s, RefusalReason::Timeout, None, None);
-                }
-                continue;
-            }
-            let failed = match s.channel.as_mut() {
-                Some(secure) => secure.handle_timeout(now, &mut self.outbox).unwrap_or(true),
-                None => false,
-            };
-            if failed {
-                let _ = self.drive(now, id, None);
-            }
+        for timer in due(self.timers(), now) {
+            self.fire(now, timer);
         }
     }
 
@@ -1170,14 +1211,6 @@ impl Actor for CryptoProxy {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let links = self.links.values().filter_map(Link::poll_timeout);
-        let streams = self.streams.values().filter_map(|s| {
-            let handshake = s.channel.as_ref().and_then(SecureStream::poll_timeout);
-            match (handshake, s.deadline) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
-        });
-        links.chain(streams).min()
+        earliest(self.timers())
     }
 }

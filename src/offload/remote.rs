@@ -14,6 +14,7 @@ use super::messages::{
     CryptoAccept, CryptoRequest, CryptoSolicitation, Designation, Message, PlainData, ProxyAccept,
     ProxyRequest, Refusal, SecureData,
 };
+use super::timer::{StreamActor, StreamTimer, due, earliest};
 use super::{Initiator, OffloadError, RefusalReason, backoff, check_name, check_payload};
 use crate::channel::{ChannelError, ClientConfig, Connection, PeerIdentity, SecureStream};
 use crate::io::{Actor, Input, Outbox, Output, StreamId, Transmit};
@@ -1043,6 +1044,134 @@ fn padded(min_len: usize, build: impl Fn(usize) -> Message) -> Result<Vec<u8>, E
     Ok(build(padding).encode()?)
 }
 
+/// The timers of one session set-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AttemptTimer {
+    /// The whole set-up must finish by then.
+    SetUp,
+    /// The stage's own timer: the end of the wait for S42, or the next S21 retransmission.
+    Stage,
+}
+
+/// The remote node's timers: its table is [`RemoteNode::timers`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Timer {
+    /// A session set-up with this appliance.
+    Attempt(String, AttemptTimer),
+    /// A stream's set-up deadline or channel handshake.
+    Stream(StreamId, StreamTimer),
+}
+
+impl RemoteNode {
+    /// Every armed timer, in the order `handle_timeout` fires them: set-ups first (one
+    /// that gives up closes its stream, whose timers then have nothing to do), each
+    /// set-up's deadline before its stage timer (no S21 retransmission after giving up).
+    fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
+        let attempts = self.attempts.iter().flat_map(|(name, a)| {
+            let stage = match &a.stage {
+                Stage::Plaintext { until } => Some(*until),
+                Stage::Requesting { next_at, .. } => Some(*next_at),
+                Stage::Connecting { .. } => None,
+            };
+            [
+                (AttemptTimer::SetUp, Some(a.deadline)),
+                (AttemptTimer::Stage, stage),
+            ]
+            .into_iter()
+            .filter_map(move |(timer, at)| Some((Timer::Attempt(name.clone(), timer), at?)))
+        });
+        let streams = StreamTimer::table(&self.streams, |s| (s.deadline, s.channel.as_ref()))
+            .map(|(id, timer, at)| (Timer::Stream(id, timer), at));
+        attempts.chain(streams)
+    }
+
+    fn fire(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Attempt(name, AttemptTimer::SetUp) => {
+                if self.attempts.get(&name).is_none_or(|a| a.deadline > now) {
+                    return;
+                }
+                let Some(attempt) = self.attempts.remove(&name) else {
+                    return;
+                };
+                if let Stage::Connecting { stream, .. } = attempt.stage
+                    && let Some(mut s) = self.streams.remove(&stream)
+                {
+                    // The stream is dropped either way; closing it can only fail on a
+                    // full outbox, which the driver sees.
+                    let _ = self.end_channel(stream, &mut s);
+                }
+                // Reporting can only fail on a full outbox (the driver sees it).
+                let _ = self.fail(Some(name), OffloadError::Timeout("session set-up"));
+            }
+            Timer::Attempt(name, AttemptTimer::Stage) => {
+                let Some(mut attempt) = self.attempts.remove(&name) else {
+                    return;
+                };
+                let outcome = match &mut attempt.stage {
+                    Stage::Plaintext { until } if *until <= now => {
+                        // No S42 came: ask properly (S21).
+                        self.start_request(now, &mut attempt).map(|()| true)
+                    }
+                    Stage::Requesting {
+                        bytes,
+                        tries,
+                        next_at,
+                    } if *next_at <= now => {
+                        if *tries >= self.cfg.request_retries {
+                            Ok(false)
+                        } else {
+                            *tries += 1;
+                            *next_at = now + backoff(self.cfg.request_rto, *tries);
+                            let bytes = bytes.clone();
+                            self.transmit(attempt.addr, bytes).map(|()| true)
+                        }
+                    }
+                    _ => Ok(true),
+                };
+                match outcome {
+                    // A send that failed (full outbox) is retried at the next timer: the
+                    // attempt stays, and its set-up deadline bounds the retries.
+                    Ok(true) | Err(_) => {
+                        self.attempts.insert(name, attempt);
+                    }
+                    Ok(false) => {
+                        // Reporting can only fail on a full outbox (the driver sees it).
+                        let _ =
+                            self.fail(Some(name), OffloadError::Timeout("crypto request (S21)"));
+                    }
+                }
+            }
+            Timer::Stream(id, timer) => timer.fire(self, now, id),
+        }
+    }
+}
+
+impl StreamActor for RemoteNode {
+    fn set_up_deadline(&self, id: StreamId) -> Option<Instant> {
+        self.streams.get(&id).and_then(|s| s.deadline)
+    }
+
+    fn give_up(&mut self, _now: Instant, id: StreamId) {
+        if let Some(mut s) = self.streams.remove(&id) {
+            // The stream is gone either way; a failure here is a full outbox,
+            // which the driver sees.
+            let _ = self.abort(id, &mut s, OffloadError::Timeout("session set-up"));
+        }
+    }
+
+    fn channel(&mut self, id: StreamId) -> (Option<&mut SecureStream>, &mut Outbox) {
+        let channel = self.streams.get_mut(&id).and_then(|s| s.channel.as_mut());
+        (channel, &mut self.outbox)
+    }
+
+    fn drive_failed(&mut self, now: Instant, id: StreamId) {
+        // The drive reports the failure as an event; its error is only the outbox
+        // overflow the driver already sees.
+        let _ = self.drive(now, id, None);
+    }
+}
+
 impl Actor for RemoteNode {
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         match input {
@@ -1118,69 +1247,8 @@ impl Actor for RemoteNode {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        let names: Vec<String> = self.attempts.keys().cloned().collect();
-        for name in names {
-            let Some(mut attempt) = self.attempts.remove(&name) else {
-                continue;
-            };
-            if attempt.deadline <= now {
-                if let Stage::Connecting { stream, .. } = attempt.stage
-                    && let Some(mut s) = self.streams.remove(&stream)
-                {
-                    let _ = self.end_channel(stream, &mut s);
-                }
-                let _ = self.fail(Some(name), OffloadError::Timeout("session set-up"));
-                continue;
-            }
-            let outcome = match &mut attempt.stage {
-                Stage::Plaintext { until } if *until <= now => {
-                    // No S42 came: ask properly (S21).
-                    self.start_request(now, &mut attempt).map(|()| true)
-                }
-                Stage::Requesting {
-                    bytes,
-                    tries,
-                    next_at,
-                } if *next_at <= now => {
-                    if *tries >= self.cfg.request_retries {
-                        Ok(false)
-                    } else {
-                        *tries += 1;
-                        *next_at = now + backoff(self.cfg.request_rto, *tries);
-                        let bytes = bytes.clone();
-                        self.transmit(attempt.addr, bytes).map(|()| true)
-                    }
-                }
-                _ => Ok(true),
-            };
-            match outcome {
-                Ok(true) | Err(_) => {
-                    self.attempts.insert(name, attempt);
-                }
-                Ok(false) => {
-                    let _ = self.fail(Some(name), OffloadError::Timeout("crypto request (S21)"));
-                }
-            }
-        }
-        let ids: Vec<StreamId> = self.streams.keys().copied().collect();
-        for id in ids {
-            if self
-                .streams
-                .get(&id)
-                .is_some_and(|s| s.deadline.is_some_and(|d| d <= now))
-            {
-                if let Some(mut s) = self.streams.remove(&id) {
-                    let _ = self.abort(id, &mut s, OffloadError::Timeout("session set-up"));
-                }
-                continue;
-            }
-            let failed = match self.streams.get_mut(&id).and_then(|s| s.channel.as_mut()) {
-                Some(secure) => secure.handle_timeout(now, &mut self.outbox).unwrap_or(true),
-                None => false,
-            };
-            if failed {
-                let _ = self.drive(now, id, None);
-            }
+        for timer in due(self.timers(), now) {
+            self.fire(now, timer);
         }
     }
 
@@ -1189,19 +1257,7 @@ impl Actor for RemoteNode {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let attempts = self.attempts.values().flat_map(|a| {
-            let stage = match &a.stage {
-                Stage::Plaintext { until } => Some(*until),
-                Stage::Requesting { next_at, .. } => Some(*next_at),
-                Stage::Connecting { .. } => None,
-            };
-            [Some(a.deadline), stage].into_iter().flatten()
-        });
-        let streams = self.streams.values().flat_map(|s| {
-            let handshake = s.channel.as_ref().and_then(SecureStream::poll_timeout);
-            [handshake, s.deadline].into_iter().flatten()
-        });
-        attempts.chain(streams).min()
+        earliest(self.timers())
     }
 }
 
