@@ -342,13 +342,13 @@ impl Appliance {
     /// An appliance with no sessions.
     pub fn new(mut cfg: ApplianceConfig, mut rng: Rng) -> Appliance {
         cfg.direct_keys.truncate(ApplianceConfig::MAX_DIRECT_KEYS);
-        let link = Link::new(
+        let link = Link::start(
             cfg.local,
             cfg.proxy,
             cfg.link_key.clone(),
             cfg.link,
             cfg.first_seq,
-            rng.next_u64(),
+            rng.as_mut(),
         );
         let limiter = SourceLimiter::new(cfg.per_source, cfg.max_sources, cfg.global)
             .with_aggregate(cfg.global);

@@ -319,14 +319,13 @@ impl CryptoProxy {
         let mut links = BTreeMap::new();
         let mut by_addr = BTreeMap::new();
         for (name, a) in &cfg.appliances {
-            let epoch = rng.next_u64();
-            let link = Link::new(
+            let link = Link::start(
                 cfg.local,
                 a.addr,
                 a.link_key.clone(),
                 cfg.link,
                 a.first_seq,
-                epoch,
+                rng.as_mut(),
             );
             links.insert(name.clone(), link);
             by_addr.insert(a.addr, name.clone());
@@ -711,6 +710,19 @@ impl CryptoProxy {
             }),
             Tag::Control,
         )?;
+        self.session_up(id, s, session, appliance, peer, Initiator::Appliance)
+    }
+
+    /// S24 or S34 went out: the stream carries `session` from now on.
+    fn session_up(
+        &mut self,
+        id: StreamId,
+        s: &mut Stream,
+        session: u64,
+        appliance: String,
+        remote: Peer,
+        initiated_by: Initiator,
+    ) -> Result<(), Error> {
         self.sessions.insert(session, id);
         s.deadline = None;
         s.phase = Phase::Up {
@@ -720,8 +732,8 @@ impl CryptoProxy {
         self.outbox.event(ProxyEvent::SessionUp {
             session,
             appliance,
-            remote: peer,
-            initiated_by: Initiator::Appliance,
+            remote,
+            initiated_by,
         })
     }
 
@@ -878,18 +890,7 @@ impl CryptoProxy {
                 peer: None,
             }),
         )?;
-        self.sessions.insert(session, id);
-        s.deadline = None;
-        s.phase = Phase::Up {
-            session,
-            appliance: appliance.clone(),
-        };
-        self.outbox.event(ProxyEvent::SessionUp {
-            session,
-            appliance,
-            remote: peer,
-            initiated_by: Initiator::Remote,
-        })?;
+        self.session_up(id, s, session, appliance, peer, Initiator::Remote)?;
         Ok(true)
     }
 
