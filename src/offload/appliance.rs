@@ -871,6 +871,7 @@ mod tests {
             };
             self.seq += 1;
             let bytes = msg.encode_link(link, None).unwrap();
+            // Some inputs are refused on purpose: the tests look at the events.
             let _ = self.appliance.handle_input(
                 Instant::ZERO,
                 Input::Datagram {

@@ -218,29 +218,44 @@ enum Tag {
     Control,
 }
 
+/// Where a stream is. A stream that has no session yet carries its set-up deadline (S23
+/// must come, or flow B finish, within `request_timeout`), so no stream holds a slot
+/// without a session; a session has none.
 #[derive(Debug)]
 enum Phase {
     /// Flow A: an accepted stream; waiting for the handshake and S23.
-    AwaitingRequest,
+    AwaitingRequest { deadline: Instant },
     /// Flow B: the stream the proxy opened for an appliance's S31.
     Outbound {
         appliance: String,
         request_id: u64,
         expect: Option<Peer>,
+        /// S32 went out (the channel is up and the remote node allowed).
         crypto_sent: bool,
+        deadline: Instant,
     },
     /// A session: data flows both ways.
     Up { session: u64, appliance: String },
+}
+
+impl Phase {
+    /// When set-up gives up, until the session is up.
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            Phase::AwaitingRequest { deadline } | Phase::Outbound { deadline, .. } => {
+                Some(*deadline)
+            }
+            Phase::Up { .. } => None,
+        }
+    }
 }
 
 struct Stream {
     /// `None` while an outbound stream is connecting.
     channel: Option<SecureStream>,
     phase: Phase,
+    /// The remote node, once the channel authenticated it.
     peer: Option<Peer>,
-    /// Until the session is up: when set-up gives up (S23 must come, or flow B finish,
-    /// within `request_timeout`), so no stream holds a slot without a session.
-    deadline: Option<Instant>,
 }
 
 /// The crypto proxy.
@@ -556,7 +571,7 @@ impl CryptoProxy {
         reason: RefusalReason,
     ) -> Result<(), Error> {
         match &s.phase {
-            Phase::AwaitingRequest => Ok(()),
+            Phase::AwaitingRequest { .. } => Ok(()),
             Phase::Outbound {
                 appliance,
                 request_id,
@@ -605,7 +620,7 @@ impl CryptoProxy {
             Phase::Outbound { appliance, .. } | Phase::Up { appliance, .. } => {
                 Some(appliance.clone())
             }
-            Phase::AwaitingRequest => requested.map(String::from),
+            Phase::AwaitingRequest { .. } => requested.map(String::from),
         };
         let refusal = Message::Refusal(Refusal {
             reason,
@@ -615,7 +630,7 @@ impl CryptoProxy {
         })
         .encode()?;
         self.close_stream(id, s, Some(&refusal))?;
-        if matches!(s.phase, Phase::AwaitingRequest) {
+        if matches!(s.phase, Phase::AwaitingRequest { .. }) {
             self.outbox.event(ProxyEvent::Refused {
                 appliance,
                 remote: s.peer.clone(),
@@ -627,6 +642,8 @@ impl CryptoProxy {
 
     /// Close a stream without ceremony (used when reporting failed).
     fn end_stream(&mut self, now: Instant, id: StreamId, s: Stream, reason: Option<RefusalReason>) {
+        // Only called while an error is already on its way to the caller: both steps are
+        // best effort, and their own failure could only be the same full outbox.
         let _ = self.outbox.push(Output::StreamClose { id });
         let _ = self.stream_gone(now, &s, reason.unwrap_or(RefusalReason::Closed));
     }
@@ -724,7 +741,6 @@ impl CryptoProxy {
         initiated_by: Initiator,
     ) -> Result<(), Error> {
         self.sessions.insert(session, id);
-        s.deadline = None;
         s.phase = Phase::Up {
             session,
             appliance: appliance.clone(),
@@ -746,7 +762,7 @@ impl CryptoProxy {
         msg: Message,
     ) -> Result<bool, Error> {
         let (session, appliance, request_id, crypto_sent) = match &s.phase {
-            Phase::AwaitingRequest => (None, None, None, false),
+            Phase::AwaitingRequest { .. } => (None, None, None, false),
             Phase::Outbound {
                 appliance,
                 request_id,
@@ -981,9 +997,9 @@ impl CryptoProxy {
                     request_id: req.request_id,
                     expect: req.remote_identity,
                     crypto_sent: false,
+                    deadline: now + self.cfg.request_timeout,
                 },
                 peer: None,
-                deadline: Some(now + self.cfg.request_timeout),
             },
         );
         Ok(())
@@ -1086,8 +1102,9 @@ impl CryptoProxy {
             link.poll_timeout()
                 .map(|at| (Timer::Link(name.clone()), at))
         });
-        let streams = StreamTimer::table(&self.streams, |s| (s.deadline, s.channel.as_ref()))
-            .map(|(id, timer, at)| (Timer::Stream(id, timer), at));
+        let streams =
+            StreamTimer::table(&self.streams, |s| (s.phase.deadline(), s.channel.as_ref()))
+                .map(|(id, timer, at)| (Timer::Stream(id, timer), at));
         links.chain(streams)
     }
 
@@ -1102,8 +1119,8 @@ impl CryptoProxy {
                     if let Tag::Data { session } = tag {
                         // S26 was never acknowledged: tell the remote node and end the
                         // session. An error means the session already ended (nothing
-                        // left to do) or the outbox is full (the driver sees the
-                        // overflow); neither can be handled better from a timer.
+                        // left to do) or the outbox is full; a timer has no caller to
+                        // return either to.
                         let _ = self.close_session(
                             &name,
                             session,
@@ -1120,13 +1137,13 @@ impl CryptoProxy {
 
 impl StreamActor for CryptoProxy {
     fn set_up_deadline(&self, id: StreamId) -> Option<Instant> {
-        self.streams.get(&id).and_then(|s| s.deadline)
+        self.streams.get(&id).and_then(|s| s.phase.deadline())
     }
 
     fn give_up(&mut self, now: Instant, id: StreamId) {
         if let Some(mut s) = self.streams.remove(&id) {
-            // The stream is gone either way; a failure here is a full outbox,
-            // which the driver sees.
+            // The stream is gone either way; the only failure left is a full outbox
+            // (the driver stopped draining), and a timer has no caller to return it to.
             let _ = self.refuse_stream(now, id, &mut s, RefusalReason::Timeout, None, None);
         }
     }
@@ -1137,8 +1154,8 @@ impl StreamActor for CryptoProxy {
     }
 
     fn drive_failed(&mut self, now: Instant, id: StreamId) {
-        // The drive reports the failure as an event; its error is only the outbox
-        // overflow the driver already sees.
+        // The drive reports the failure as an event and drops the stream; its error is
+        // only a full outbox, which a timer has no caller to return to.
         let _ = self.drive(now, id, None);
     }
 }
@@ -1163,9 +1180,10 @@ impl Actor for CryptoProxy {
                     id,
                     Stream {
                         channel: Some(SecureStream::new(id, conn, now)),
-                        phase: Phase::AwaitingRequest,
+                        phase: Phase::AwaitingRequest {
+                            deadline: now + self.cfg.request_timeout,
+                        },
                         peer: None,
-                        deadline: Some(now + self.cfg.request_timeout),
                     },
                 );
                 Ok(())

@@ -223,25 +223,51 @@ struct Attempt {
     deadline: Instant,
 }
 
+/// Where a stream to a proxy is. Until the session is up, a stream carries its set-up
+/// deadline, so no stream holds a slot without a session.
 #[derive(Debug, PartialEq, Eq)]
 enum Phase {
-    /// Flow A: to the designated proxy; S23 sent once the channel is up.
-    Requesting { request_id: u64, sent: bool },
-    /// Flow B: the proxy opened the stream; waiting for S32.
-    AwaitingCryptoRequest,
+    /// Flow A: the stream to the designated proxy connects and the channel handshake
+    /// runs; S23 goes once the channel is up.
+    Connecting { request_id: u64, deadline: Instant },
+    /// Flow A: S23 sent; waiting for S24.
+    Requested { request_id: u64, deadline: Instant },
+    /// Flow B: the proxy opened the stream; the channel handshake runs.
+    Handshaking { deadline: Instant },
+    /// Flow B: the channel is up; waiting for S32.
+    AwaitingCryptoRequest { deadline: Instant },
     /// Data flows.
     Up,
+}
+
+impl Phase {
+    /// When set-up gives up, until the session is up.
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            Phase::Connecting { deadline, .. }
+            | Phase::Requested { deadline, .. }
+            | Phase::Handshaking { deadline }
+            | Phase::AwaitingCryptoRequest { deadline } => Some(*deadline),
+            Phase::Up => None,
+        }
+    }
+
+    /// Whether the channel handshake completed: a proxy whose channel failed before that
+    /// did not prove who it is.
+    fn established(&self) -> bool {
+        matches!(
+            self,
+            Phase::Requested { .. } | Phase::AwaitingCryptoRequest { .. } | Phase::Up
+        )
+    }
 }
 
 struct RStream {
     /// `None` while an outbound stream is connecting.
     channel: Option<SecureStream>,
+    /// Known from the start in flow A; in flow B, from S32 (or the proxy's refusal).
     appliance: Option<String>,
     phase: Phase,
-    /// The channel handshake completed at some point.
-    established: bool,
-    /// Until the session is up: when set-up gives up.
-    deadline: Option<Instant>,
 }
 
 /// The remote node.
@@ -538,12 +564,10 @@ impl RemoteNode {
             RStream {
                 channel: None,
                 appliance: Some(appliance.into()),
-                phase: Phase::Requesting {
+                phase: Phase::Connecting {
                     request_id,
-                    sent: false,
+                    deadline: now + self.cfg.setup_timeout,
                 },
-                established: false,
-                deadline: Some(now + self.cfg.setup_timeout),
             },
         );
         Ok(id)
@@ -710,6 +734,8 @@ impl RemoteNode {
             }
             Ok(false) => {}
             Err(e) => {
+                // `e` goes to the caller; closing is best effort (its failure could only
+                // be the same full outbox) and the stream is forgotten either way.
                 let _ = self.end_channel(id, &mut s);
                 self.forget_stream(id, &s);
                 return Err(e);
@@ -743,15 +769,17 @@ impl RemoteNode {
         let Some(secure) = s.channel.as_ref() else {
             return Ok(true);
         };
-        s.established |= secure.connection().is_established();
-        if s.established
-            && let Phase::Requesting {
-                request_id,
-                sent: false,
-            } = s.phase
-            && !self.request_proxy(id, s, request_id)?
-        {
-            return Ok(false);
+        if secure.connection().is_established() {
+            // Flow B: the handshake just completed; S32 may come now.
+            if let Phase::Handshaking { deadline } = s.phase {
+                s.phase = Phase::AwaitingCryptoRequest { deadline };
+            }
+            // Flow A: the channel just came up; check the proxy, then S23.
+            if let Phase::Connecting { request_id, .. } = s.phase
+                && !self.request_proxy(id, s, request_id)?
+            {
+                return Ok(false);
+            }
         }
         for bytes in received {
             let msg = match Message::decode(&bytes, &self.cfg.limits) {
@@ -770,7 +798,7 @@ impl RemoteNode {
         };
         if let Some(error) = secure.connection().error().cloned() {
             // A proxy that could not complete the handshake did not prove who it is.
-            let error = if s.established {
+            let error = if s.phase.established() {
                 OffloadError::Channel(error)
             } else {
                 OffloadError::ProxyNotTrusted(error)
@@ -836,10 +864,16 @@ impl RemoteNode {
                 remote_identity: None,
             }),
         )?;
-        s.phase = Phase::Requesting {
+        if let Phase::Connecting {
             request_id,
-            sent: true,
-        };
+            deadline,
+        } = s.phase
+        {
+            s.phase = Phase::Requested {
+                request_id,
+                deadline,
+            };
+        }
         if !self.cfg.await_proxy_accept {
             self.session_up(id, s, &name, Initiator::Remote)?;
         }
@@ -855,7 +889,6 @@ impl RemoteNode {
         initiated_by: Initiator,
     ) -> Result<(), Error> {
         s.phase = Phase::Up;
-        s.deadline = None;
         // The attempt that opened this stream (flow A) hands over its queue, and its proxy
         // is remembered (¶0066 lets later sessions skip S21/S22). An attempt still
         // discovering the proxy is finished by any session with the appliance (flow B
@@ -891,10 +924,7 @@ impl RemoteNode {
         msg: Message,
     ) -> Result<bool, Error> {
         let awaiting_accept = match s.phase {
-            Phase::Requesting {
-                request_id,
-                sent: true,
-            } => Some(request_id),
+            Phase::Requested { request_id, .. } => Some(request_id),
             _ => None,
         };
         let up = s.phase == Phase::Up;
@@ -913,7 +943,12 @@ impl RemoteNode {
                 Ok(true)
             }
             Message::ProxyAccept(_) if up && !self.cfg.await_proxy_accept => Ok(true),
-            Message::CryptoRequest(req) if s.phase == Phase::AwaitingCryptoRequest => {
+            Message::CryptoRequest(req)
+                if matches!(
+                    s.phase,
+                    Phase::Handshaking { .. } | Phase::AwaitingCryptoRequest { .. }
+                ) =>
+            {
                 self.on_crypto_request(id, s, req)
             }
             Message::SecureData(SecureData { payload }) if up => {
@@ -994,6 +1029,8 @@ impl RemoteNode {
                 session: 0,
                 appliance: Some(name.clone()),
             });
+            // Best effort: the stream is closed next either way; the refusal only tells
+            // the proxy why.
             let _ = self.send_on(id, s, &refusal);
             match deputy {
                 Err(error) => self.abort(id, s, error)?,
@@ -1080,8 +1117,9 @@ impl RemoteNode {
             .into_iter()
             .filter_map(move |(timer, at)| Some((Timer::Attempt(name.clone(), timer), at?)))
         });
-        let streams = StreamTimer::table(&self.streams, |s| (s.deadline, s.channel.as_ref()))
-            .map(|(id, timer, at)| (Timer::Stream(id, timer), at));
+        let streams =
+            StreamTimer::table(&self.streams, |s| (s.phase.deadline(), s.channel.as_ref()))
+                .map(|(id, timer, at)| (Timer::Stream(id, timer), at));
         attempts.chain(streams)
     }
 
@@ -1098,10 +1136,10 @@ impl RemoteNode {
                     && let Some(mut s) = self.streams.remove(&stream)
                 {
                     // The stream is dropped either way; closing it can only fail on a
-                    // full outbox, which the driver sees.
+                    // full outbox, which a timer has no caller to return to.
                     let _ = self.end_channel(stream, &mut s);
                 }
-                // Reporting can only fail on a full outbox (the driver sees it).
+                // Reporting can only fail on a full outbox; a timer has no caller to tell.
                 let _ = self.fail(Some(name), OffloadError::Timeout("session set-up"));
             }
             Timer::Attempt(name, AttemptTimer::Stage) => {
@@ -1136,7 +1174,7 @@ impl RemoteNode {
                         self.attempts.insert(name, attempt);
                     }
                     Ok(false) => {
-                        // Reporting can only fail on a full outbox (the driver sees it).
+                        // Reporting can only fail on a full outbox; a timer has no caller to tell.
                         let _ =
                             self.fail(Some(name), OffloadError::Timeout("crypto request (S21)"));
                     }
@@ -1149,13 +1187,13 @@ impl RemoteNode {
 
 impl StreamActor for RemoteNode {
     fn set_up_deadline(&self, id: StreamId) -> Option<Instant> {
-        self.streams.get(&id).and_then(|s| s.deadline)
+        self.streams.get(&id).and_then(|s| s.phase.deadline())
     }
 
     fn give_up(&mut self, _now: Instant, id: StreamId) {
         if let Some(mut s) = self.streams.remove(&id) {
-            // The stream is gone either way; a failure here is a full outbox,
-            // which the driver sees.
+            // The stream is gone either way; the only failure left is a full outbox
+            // (the driver stopped draining), and a timer has no caller to return it to.
             let _ = self.abort(id, &mut s, OffloadError::Timeout("session set-up"));
         }
     }
@@ -1166,8 +1204,8 @@ impl StreamActor for RemoteNode {
     }
 
     fn drive_failed(&mut self, now: Instant, id: StreamId) {
-        // The drive reports the failure as an event; its error is only the outbox
-        // overflow the driver already sees.
+        // The drive reports the failure as an event and drops the stream; its error is
+        // only a full outbox, which a timer has no caller to return to.
         let _ = self.drive(now, id, None);
     }
 }
@@ -1203,9 +1241,9 @@ impl Actor for RemoteNode {
                     RStream {
                         channel: Some(SecureStream::new(id, conn, now)),
                         appliance: None,
-                        phase: Phase::AwaitingCryptoRequest,
-                        established: false,
-                        deadline: Some(now + self.cfg.setup_timeout),
+                        phase: Phase::Handshaking {
+                            deadline: now + self.cfg.setup_timeout,
+                        },
                     },
                 );
                 self.drive(now, id, None)
