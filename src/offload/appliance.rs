@@ -13,6 +13,7 @@ use super::messages::{
     Close, CryptoAccept, CryptoSolicitation, Decoded, Designation, Message, PlainData, ProxyAccept,
     ProxyRequest, Refusal, SealedData,
 };
+use super::timer::{due, earliest};
 use super::{Initiator, OffloadError, Peer, RefusalReason, check_name, check_payload};
 use crate::crypto::aead::{AeadAlg, AeadKey, NONCE_LEN};
 use crate::io::{Actor, Input, Outbox, Output, Transmit};
@@ -341,13 +342,13 @@ impl Appliance {
     /// An appliance with no sessions.
     pub fn new(mut cfg: ApplianceConfig, mut rng: Rng) -> Appliance {
         cfg.direct_keys.truncate(ApplianceConfig::MAX_DIRECT_KEYS);
-        let link = Link::new(
+        let link = Link::start(
             cfg.local,
             cfg.proxy,
             cfg.link_key.clone(),
             cfg.link,
             cfg.first_seq,
-            rng.next_u64(),
+            rng.as_mut(),
         );
         let limiter = SourceLimiter::new(cfg.per_source, cfg.max_sources, cfg.global)
             .with_aggregate(cfg.global);
@@ -738,6 +739,62 @@ fn is_channel_message(data: &[u8]) -> bool {
         && (0x01..=0x0F).contains(&data[3])
 }
 
+/// The appliance's timers: its table is [`Appliance::timers`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// A retransmission on the link to the proxy.
+    Link,
+    /// The deadline of this flow B request (S31 waiting for S34).
+    Open(u64),
+}
+
+impl Appliance {
+    /// Every armed timer, in the order `handle_timeout` fires them: the link first, so a
+    /// request whose S31 was given up is reported once, as lost, before its deadline.
+    fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
+        let link = self.link.poll_timeout().map(|at| (Timer::Link, at));
+        let pending = self
+            .pending
+            .iter()
+            .map(|(&request, p)| (Timer::Open(request), p.deadline));
+        link.into_iter().chain(pending)
+    }
+
+    fn fire(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Link => {
+                for tag in self.link.handle_timeout(now, &mut self.outbox) {
+                    // Reporting can only fail on a full outbox; the next call reports that.
+                    let _ = match tag {
+                        Tag::Open(request) if self.pending.remove(&request).is_some() => {
+                            self.outbox.event(ApplianceEvent::Refused {
+                                request,
+                                reason: RefusalReason::Timeout,
+                            })
+                        }
+                        Tag::Data(session) => {
+                            self.outbox.event(ApplianceEvent::SendFailed { session })
+                        }
+                        Tag::Open(_) | Tag::Control => Ok(()),
+                    };
+                }
+            }
+            Timer::Open(request) => {
+                if self.pending.get(&request).is_none_or(|p| p.deadline > now) {
+                    return;
+                }
+                self.pending.remove(&request);
+                self.link.forget(|t| *t == Tag::Open(request));
+                // Reporting can only fail on a full outbox; the next call reports that.
+                let _ = self.outbox.event(ApplianceEvent::Refused {
+                    request,
+                    reason: RefusalReason::Timeout,
+                });
+            }
+        }
+    }
+}
+
 impl Actor for Appliance {
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         match input {
@@ -757,32 +814,8 @@ impl Actor for Appliance {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        for tag in self.link.handle_timeout(now, &mut self.outbox) {
-            // Reporting can only fail on a full outbox; the next call reports that.
-            let _ = match tag {
-                Tag::Open(request) if self.pending.remove(&request).is_some() => {
-                    self.outbox.event(ApplianceEvent::Refused {
-                        request,
-                        reason: RefusalReason::Timeout,
-                    })
-                }
-                Tag::Data(session) => self.outbox.event(ApplianceEvent::SendFailed { session }),
-                Tag::Open(_) | Tag::Control => Ok(()),
-            };
-        }
-        let expired: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for request in expired {
-            self.pending.remove(&request);
-            self.link.forget(|t| *t == Tag::Open(request));
-            let _ = self.outbox.event(ApplianceEvent::Refused {
-                request,
-                reason: RefusalReason::Timeout,
-            });
+        for timer in due(self.timers(), now) {
+            self.fire(now, timer);
         }
     }
 
@@ -791,11 +824,7 @@ impl Actor for Appliance {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let pending = self.pending.values().map(|p| p.deadline).min();
-        match (self.link.poll_timeout(), pending) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        earliest(self.timers())
     }
 }
 
@@ -842,6 +871,7 @@ mod tests {
             };
             self.seq += 1;
             let bytes = msg.encode_link(link, None).unwrap();
+            // Some inputs are refused on purpose: the tests look at the events.
             let _ = self.appliance.handle_input(
                 Instant::ZERO,
                 Input::Datagram {

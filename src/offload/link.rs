@@ -199,6 +199,21 @@ impl<T: Clone> Link<T> {
         }
     }
 
+    /// A fresh incarnation of this end: the link from `local` to `peer` with a random
+    /// epoch drawn from `rng`. Random rather than counted, so a restarted end that kept no
+    /// state is still recognised as restarted (see the module docs).
+    pub(crate) fn start(
+        local: SocketAddr,
+        peer: SocketAddr,
+        key: Option<LinkKey>,
+        timing: LinkTiming,
+        first_seq: u64,
+        rng: &mut dyn CryptoRng,
+    ) -> Self {
+        let epoch = rng.next_u64();
+        Link::new(local, peer, key, timing, first_seq, epoch)
+    }
+
     pub(crate) fn peer(&self) -> SocketAddr {
         self.peer
     }

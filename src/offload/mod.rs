@@ -38,6 +38,7 @@ mod link;
 pub mod messages;
 mod proxy;
 mod remote;
+mod timer;
 
 use alloc::string::String;
 use alloc::vec::Vec;

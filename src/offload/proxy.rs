@@ -13,6 +13,7 @@ use super::link::{Link, LinkKey, LinkTiming};
 use super::messages::{
     Close, CryptoRequest, Message, PlainData, ProxyAccept, ProxyRequest, Refusal, SecureData,
 };
+use super::timer::{StreamActor, StreamTimer, due, earliest};
 use super::{Initiator, OffloadError, Peer, RefusalReason, check_name};
 use crate::channel::{ChannelError, Connection, SecureStream, ServerConfig};
 use crate::crypto::CertError;
@@ -217,29 +218,44 @@ enum Tag {
     Control,
 }
 
+/// Where a stream is. A stream that has no session yet carries its set-up deadline (S23
+/// must come, or flow B finish, within `request_timeout`), so no stream holds a slot
+/// without a session; a session has none.
 #[derive(Debug)]
 enum Phase {
     /// Flow A: an accepted stream; waiting for the handshake and S23.
-    AwaitingRequest,
+    AwaitingRequest { deadline: Instant },
     /// Flow B: the stream the proxy opened for an appliance's S31.
     Outbound {
         appliance: String,
         request_id: u64,
         expect: Option<Peer>,
+        /// S32 went out (the channel is up and the remote node allowed).
         crypto_sent: bool,
+        deadline: Instant,
     },
     /// A session: data flows both ways.
     Up { session: u64, appliance: String },
+}
+
+impl Phase {
+    /// When set-up gives up, until the session is up.
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            Phase::AwaitingRequest { deadline } | Phase::Outbound { deadline, .. } => {
+                Some(*deadline)
+            }
+            Phase::Up { .. } => None,
+        }
+    }
 }
 
 struct Stream {
     /// `None` while an outbound stream is connecting.
     channel: Option<SecureStream>,
     phase: Phase,
+    /// The remote node, once the channel authenticated it.
     peer: Option<Peer>,
-    /// Until the session is up: when set-up gives up (S23 must come, or flow B finish,
-    /// within `request_timeout`), so no stream holds a slot without a session.
-    deadline: Option<Instant>,
 }
 
 /// The crypto proxy.
@@ -318,14 +334,13 @@ impl CryptoProxy {
         let mut links = BTreeMap::new();
         let mut by_addr = BTreeMap::new();
         for (name, a) in &cfg.appliances {
-            let epoch = rng.next_u64();
-            let link = Link::new(
+            let link = Link::start(
                 cfg.local,
                 a.addr,
                 a.link_key.clone(),
                 cfg.link,
                 a.first_seq,
-                epoch,
+                rng.as_mut(),
             );
             links.insert(name.clone(), link);
             by_addr.insert(a.addr, name.clone());
@@ -556,7 +571,7 @@ impl CryptoProxy {
         reason: RefusalReason,
     ) -> Result<(), Error> {
         match &s.phase {
-            Phase::AwaitingRequest => Ok(()),
+            Phase::AwaitingRequest { .. } => Ok(()),
             Phase::Outbound {
                 appliance,
                 request_id,
@@ -605,7 +620,7 @@ impl CryptoProxy {
             Phase::Outbound { appliance, .. } | Phase::Up { appliance, .. } => {
                 Some(appliance.clone())
             }
-            Phase::AwaitingRequest => requested.map(String::from),
+            Phase::AwaitingRequest { .. } => requested.map(String::from),
         };
         let refusal = Message::Refusal(Refusal {
             reason,
@@ -615,7 +630,7 @@ impl CryptoProxy {
         })
         .encode()?;
         self.close_stream(id, s, Some(&refusal))?;
-        if matches!(s.phase, Phase::AwaitingRequest) {
+        if matches!(s.phase, Phase::AwaitingRequest { .. }) {
             self.outbox.event(ProxyEvent::Refused {
                 appliance,
                 remote: s.peer.clone(),
@@ -627,6 +642,8 @@ impl CryptoProxy {
 
     /// Close a stream without ceremony (used when reporting failed).
     fn end_stream(&mut self, now: Instant, id: StreamId, s: Stream, reason: Option<RefusalReason>) {
+        // Only called while an error is already on its way to the caller: both steps are
+        // best effort, and their own failure could only be the same full outbox.
         let _ = self.outbox.push(Output::StreamClose { id });
         let _ = self.stream_gone(now, &s, reason.unwrap_or(RefusalReason::Closed));
     }
@@ -710,8 +727,20 @@ impl CryptoProxy {
             }),
             Tag::Control,
         )?;
+        self.session_up(id, s, session, appliance, peer, Initiator::Appliance)
+    }
+
+    /// S24 or S34 went out: the stream carries `session` from now on.
+    fn session_up(
+        &mut self,
+        id: StreamId,
+        s: &mut Stream,
+        session: u64,
+        appliance: String,
+        remote: Peer,
+        initiated_by: Initiator,
+    ) -> Result<(), Error> {
         self.sessions.insert(session, id);
-        s.deadline = None;
         s.phase = Phase::Up {
             session,
             appliance: appliance.clone(),
@@ -719,8 +748,8 @@ impl CryptoProxy {
         self.outbox.event(ProxyEvent::SessionUp {
             session,
             appliance,
-            remote: peer,
-            initiated_by: Initiator::Appliance,
+            remote,
+            initiated_by,
         })
     }
 
@@ -733,7 +762,7 @@ impl CryptoProxy {
         msg: Message,
     ) -> Result<bool, Error> {
         let (session, appliance, request_id, crypto_sent) = match &s.phase {
-            Phase::AwaitingRequest => (None, None, None, false),
+            Phase::AwaitingRequest { .. } => (None, None, None, false),
             Phase::Outbound {
                 appliance,
                 request_id,
@@ -877,18 +906,7 @@ impl CryptoProxy {
                 peer: None,
             }),
         )?;
-        self.sessions.insert(session, id);
-        s.deadline = None;
-        s.phase = Phase::Up {
-            session,
-            appliance: appliance.clone(),
-        };
-        self.outbox.event(ProxyEvent::SessionUp {
-            session,
-            appliance,
-            remote: peer,
-            initiated_by: Initiator::Remote,
-        })?;
+        self.session_up(id, s, session, appliance, peer, Initiator::Remote)?;
         Ok(true)
     }
 
@@ -979,9 +997,9 @@ impl CryptoProxy {
                     request_id: req.request_id,
                     expect: req.remote_identity,
                     crypto_sent: false,
+                    deadline: now + self.cfg.request_timeout,
                 },
                 peer: None,
-                deadline: Some(now + self.cfg.request_timeout),
             },
         );
         Ok(())
@@ -1066,6 +1084,82 @@ impl CryptoProxy {
     }
 }
 
+/// The proxy's timers: its table is [`CryptoProxy::timers`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Timer {
+    /// A retransmission on the link to this appliance.
+    Link(String),
+    /// A stream's set-up deadline or channel handshake.
+    Stream(StreamId, StreamTimer),
+}
+
+impl CryptoProxy {
+    /// Every armed timer, in the order `handle_timeout` fires them: the links first, so a
+    /// session whose data the appliance never acknowledged ends before its stream's own
+    /// timers run.
+    fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
+        let links = self.links.iter().filter_map(|(name, link)| {
+            link.poll_timeout()
+                .map(|at| (Timer::Link(name.clone()), at))
+        });
+        let streams =
+            StreamTimer::table(&self.streams, |s| (s.phase.deadline(), s.channel.as_ref()))
+                .map(|(id, timer, at)| (Timer::Stream(id, timer), at));
+        links.chain(streams)
+    }
+
+    fn fire(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Link(name) => {
+                let lost = match self.links.get_mut(&name) {
+                    Some(link) => link.handle_timeout(now, &mut self.outbox),
+                    None => return,
+                };
+                for tag in lost {
+                    if let Tag::Data { session } = tag {
+                        // S26 was never acknowledged: tell the remote node and end the
+                        // session. An error means the session already ended (nothing
+                        // left to do) or the outbox is full; a timer has no caller to
+                        // return either to.
+                        let _ = self.close_session(
+                            &name,
+                            session,
+                            RefusalReason::ApplianceUnreachable,
+                            Some(RefusalReason::ApplianceUnreachable),
+                        );
+                    }
+                }
+            }
+            Timer::Stream(id, timer) => timer.fire(self, now, id),
+        }
+    }
+}
+
+impl StreamActor for CryptoProxy {
+    fn set_up_deadline(&self, id: StreamId) -> Option<Instant> {
+        self.streams.get(&id).and_then(|s| s.phase.deadline())
+    }
+
+    fn give_up(&mut self, now: Instant, id: StreamId) {
+        if let Some(mut s) = self.streams.remove(&id) {
+            // The stream is gone either way; the only failure left is a full outbox
+            // (the driver stopped draining), and a timer has no caller to return it to.
+            let _ = self.refuse_stream(now, id, &mut s, RefusalReason::Timeout, None, None);
+        }
+    }
+
+    fn channel(&mut self, id: StreamId) -> (Option<&mut SecureStream>, &mut Outbox) {
+        let channel = self.streams.get_mut(&id).and_then(|s| s.channel.as_mut());
+        (channel, &mut self.outbox)
+    }
+
+    fn drive_failed(&mut self, now: Instant, id: StreamId) {
+        // The drive reports the failure as an event and drops the stream; its error is
+        // only a full outbox, which a timer has no caller to return to.
+        let _ = self.drive(now, id, None);
+    }
+}
+
 impl Actor for CryptoProxy {
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         match input {
@@ -1086,9 +1180,10 @@ impl Actor for CryptoProxy {
                     id,
                     Stream {
                         channel: Some(SecureStream::new(id, conn, now)),
-                        phase: Phase::AwaitingRequest,
+                        phase: Phase::AwaitingRequest {
+                            deadline: now + self.cfg.request_timeout,
+                        },
                         peer: None,
-                        deadline: Some(now + self.cfg.request_timeout),
                     },
                 );
                 Ok(())
@@ -1125,43 +1220,8 @@ impl Actor for CryptoProxy {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        let names: Vec<String> = self.links.keys().cloned().collect();
-        for name in names {
-            let lost = match self.links.get_mut(&name) {
-                Some(link) => link.handle_timeout(now, &mut self.outbox),
-                None => continue,
-            };
-            for tag in lost {
-                if let Tag::Data { session } = tag {
-                    // S26 was never acknowledged: tell the remote node and end the session.
-                    let _ = self.close_session(
-                        &name,
-                        session,
-                        RefusalReason::ApplianceUnreachable,
-                        Some(RefusalReason::ApplianceUnreachable),
-                    );
-                }
-            }
-        }
-        let ids: Vec<StreamId> = self.streams.keys().copied().collect();
-        for id in ids {
-            let Some(s) = self.streams.get_mut(&id) else {
-                continue;
-            };
-            let expired = s.deadline.is_some_and(|d| d <= now);
-            if expired {
-                if let Some(mut s) = self.streams.remove(&id) {
-                    let _ = self.refuse_stream(now, id, &mut s, RefusalReason::Timeout, None, None);
-                }
-                continue;
-            }
-            let failed = match s.channel.as_mut() {
-                Some(secure) => secure.handle_timeout(now, &mut self.outbox).unwrap_or(true),
-                None => false,
-            };
-            if failed {
-                let _ = self.drive(now, id, None);
-            }
+        for timer in due(self.timers(), now) {
+            self.fire(now, timer);
         }
     }
 
@@ -1170,14 +1230,6 @@ impl Actor for CryptoProxy {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let links = self.links.values().filter_map(Link::poll_timeout);
-        let streams = self.streams.values().filter_map(|s| {
-            let handshake = s.channel.as_ref().and_then(SecureStream::poll_timeout);
-            match (handshake, s.deadline) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
-        });
-        links.chain(streams).min()
+        earliest(self.timers())
     }
 }

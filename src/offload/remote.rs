@@ -14,6 +14,7 @@ use super::messages::{
     CryptoAccept, CryptoRequest, CryptoSolicitation, Designation, Message, PlainData, ProxyAccept,
     ProxyRequest, Refusal, SecureData,
 };
+use super::timer::{StreamActor, StreamTimer, due, earliest};
 use super::{Initiator, OffloadError, RefusalReason, backoff, check_name, check_payload};
 use crate::channel::{ChannelError, ClientConfig, Connection, PeerIdentity, SecureStream};
 use crate::io::{Actor, Input, Outbox, Output, StreamId, Transmit};
@@ -222,25 +223,51 @@ struct Attempt {
     deadline: Instant,
 }
 
+/// Where a stream to a proxy is. Until the session is up, a stream carries its set-up
+/// deadline, so no stream holds a slot without a session.
 #[derive(Debug, PartialEq, Eq)]
 enum Phase {
-    /// Flow A: to the designated proxy; S23 sent once the channel is up.
-    Requesting { request_id: u64, sent: bool },
-    /// Flow B: the proxy opened the stream; waiting for S32.
-    AwaitingCryptoRequest,
+    /// Flow A: the stream to the designated proxy connects and the channel handshake
+    /// runs; S23 goes once the channel is up.
+    Connecting { request_id: u64, deadline: Instant },
+    /// Flow A: S23 sent; waiting for S24.
+    Requested { request_id: u64, deadline: Instant },
+    /// Flow B: the proxy opened the stream; the channel handshake runs.
+    Handshaking { deadline: Instant },
+    /// Flow B: the channel is up; waiting for S32.
+    AwaitingCryptoRequest { deadline: Instant },
     /// Data flows.
     Up,
+}
+
+impl Phase {
+    /// When set-up gives up, until the session is up.
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            Phase::Connecting { deadline, .. }
+            | Phase::Requested { deadline, .. }
+            | Phase::Handshaking { deadline }
+            | Phase::AwaitingCryptoRequest { deadline } => Some(*deadline),
+            Phase::Up => None,
+        }
+    }
+
+    /// Whether the channel handshake completed: a proxy whose channel failed before that
+    /// did not prove who it is.
+    fn established(&self) -> bool {
+        matches!(
+            self,
+            Phase::Requested { .. } | Phase::AwaitingCryptoRequest { .. } | Phase::Up
+        )
+    }
 }
 
 struct RStream {
     /// `None` while an outbound stream is connecting.
     channel: Option<SecureStream>,
+    /// Known from the start in flow A; in flow B, from S32 (or the proxy's refusal).
     appliance: Option<String>,
     phase: Phase,
-    /// The channel handshake completed at some point.
-    established: bool,
-    /// Until the session is up: when set-up gives up.
-    deadline: Option<Instant>,
 }
 
 /// The remote node.
@@ -537,12 +564,10 @@ impl RemoteNode {
             RStream {
                 channel: None,
                 appliance: Some(appliance.into()),
-                phase: Phase::Requesting {
+                phase: Phase::Connecting {
                     request_id,
-                    sent: false,
+                    deadline: now + self.cfg.setup_timeout,
                 },
-                established: false,
-                deadline: Some(now + self.cfg.setup_timeout),
             },
         );
         Ok(id)
@@ -709,6 +734,8 @@ impl RemoteNode {
             }
             Ok(false) => {}
             Err(e) => {
+                // `e` goes to the caller; closing is best effort (its failure could only
+                // be the same full outbox) and the stream is forgotten either way.
                 let _ = self.end_channel(id, &mut s);
                 self.forget_stream(id, &s);
                 return Err(e);
@@ -742,15 +769,17 @@ impl RemoteNode {
         let Some(secure) = s.channel.as_ref() else {
             return Ok(true);
         };
-        s.established |= secure.connection().is_established();
-        if s.established
-            && let Phase::Requesting {
-                request_id,
-                sent: false,
-            } = s.phase
-            && !self.request_proxy(id, s, request_id)?
-        {
-            return Ok(false);
+        if secure.connection().is_established() {
+            // Flow B: the handshake just completed; S32 may come now.
+            if let Phase::Handshaking { deadline } = s.phase {
+                s.phase = Phase::AwaitingCryptoRequest { deadline };
+            }
+            // Flow A: the channel just came up; check the proxy, then S23.
+            if let Phase::Connecting { request_id, .. } = s.phase
+                && !self.request_proxy(id, s, request_id)?
+            {
+                return Ok(false);
+            }
         }
         for bytes in received {
             let msg = match Message::decode(&bytes, &self.cfg.limits) {
@@ -769,7 +798,7 @@ impl RemoteNode {
         };
         if let Some(error) = secure.connection().error().cloned() {
             // A proxy that could not complete the handshake did not prove who it is.
-            let error = if s.established {
+            let error = if s.phase.established() {
                 OffloadError::Channel(error)
             } else {
                 OffloadError::ProxyNotTrusted(error)
@@ -835,10 +864,16 @@ impl RemoteNode {
                 remote_identity: None,
             }),
         )?;
-        s.phase = Phase::Requesting {
+        if let Phase::Connecting {
             request_id,
-            sent: true,
-        };
+            deadline,
+        } = s.phase
+        {
+            s.phase = Phase::Requested {
+                request_id,
+                deadline,
+            };
+        }
         if !self.cfg.await_proxy_accept {
             self.session_up(id, s, &name, Initiator::Remote)?;
         }
@@ -854,7 +889,6 @@ impl RemoteNode {
         initiated_by: Initiator,
     ) -> Result<(), Error> {
         s.phase = Phase::Up;
-        s.deadline = None;
         // The attempt that opened this stream (flow A) hands over its queue, and its proxy
         // is remembered (¶0066 lets later sessions skip S21/S22). An attempt still
         // discovering the proxy is finished by any session with the appliance (flow B
@@ -890,10 +924,7 @@ impl RemoteNode {
         msg: Message,
     ) -> Result<bool, Error> {
         let awaiting_accept = match s.phase {
-            Phase::Requesting {
-                request_id,
-                sent: true,
-            } => Some(request_id),
+            Phase::Requested { request_id, .. } => Some(request_id),
             _ => None,
         };
         let up = s.phase == Phase::Up;
@@ -912,7 +943,12 @@ impl RemoteNode {
                 Ok(true)
             }
             Message::ProxyAccept(_) if up && !self.cfg.await_proxy_accept => Ok(true),
-            Message::CryptoRequest(req) if s.phase == Phase::AwaitingCryptoRequest => {
+            Message::CryptoRequest(req)
+                if matches!(
+                    s.phase,
+                    Phase::Handshaking { .. } | Phase::AwaitingCryptoRequest { .. }
+                ) =>
+            {
                 self.on_crypto_request(id, s, req)
             }
             Message::SecureData(SecureData { payload }) if up => {
@@ -993,6 +1029,8 @@ impl RemoteNode {
                 session: 0,
                 appliance: Some(name.clone()),
             });
+            // Best effort: the stream is closed next either way; the refusal only tells
+            // the proxy why.
             let _ = self.send_on(id, s, &refusal);
             match deputy {
                 Err(error) => self.abort(id, s, error)?,
@@ -1043,6 +1081,135 @@ fn padded(min_len: usize, build: impl Fn(usize) -> Message) -> Result<Vec<u8>, E
     Ok(build(padding).encode()?)
 }
 
+/// The timers of one session set-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AttemptTimer {
+    /// The whole set-up must finish by then.
+    SetUp,
+    /// The stage's own timer: the end of the wait for S42, or the next S21 retransmission.
+    Stage,
+}
+
+/// The remote node's timers: its table is [`RemoteNode::timers`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Timer {
+    /// A session set-up with this appliance.
+    Attempt(String, AttemptTimer),
+    /// A stream's set-up deadline or channel handshake.
+    Stream(StreamId, StreamTimer),
+}
+
+impl RemoteNode {
+    /// Every armed timer, in the order `handle_timeout` fires them: set-ups first (one
+    /// that gives up closes its stream, whose timers then have nothing to do), each
+    /// set-up's deadline before its stage timer (no S21 retransmission after giving up).
+    fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
+        let attempts = self.attempts.iter().flat_map(|(name, a)| {
+            let stage = match &a.stage {
+                Stage::Plaintext { until } => Some(*until),
+                Stage::Requesting { next_at, .. } => Some(*next_at),
+                Stage::Connecting { .. } => None,
+            };
+            [
+                (AttemptTimer::SetUp, Some(a.deadline)),
+                (AttemptTimer::Stage, stage),
+            ]
+            .into_iter()
+            .filter_map(move |(timer, at)| Some((Timer::Attempt(name.clone(), timer), at?)))
+        });
+        let streams =
+            StreamTimer::table(&self.streams, |s| (s.phase.deadline(), s.channel.as_ref()))
+                .map(|(id, timer, at)| (Timer::Stream(id, timer), at));
+        attempts.chain(streams)
+    }
+
+    fn fire(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Attempt(name, AttemptTimer::SetUp) => {
+                if self.attempts.get(&name).is_none_or(|a| a.deadline > now) {
+                    return;
+                }
+                let Some(attempt) = self.attempts.remove(&name) else {
+                    return;
+                };
+                if let Stage::Connecting { stream, .. } = attempt.stage
+                    && let Some(mut s) = self.streams.remove(&stream)
+                {
+                    // The stream is dropped either way; closing it can only fail on a
+                    // full outbox, which a timer has no caller to return to.
+                    let _ = self.end_channel(stream, &mut s);
+                }
+                // Reporting can only fail on a full outbox; a timer has no caller to tell.
+                let _ = self.fail(Some(name), OffloadError::Timeout("session set-up"));
+            }
+            Timer::Attempt(name, AttemptTimer::Stage) => {
+                let Some(mut attempt) = self.attempts.remove(&name) else {
+                    return;
+                };
+                let outcome = match &mut attempt.stage {
+                    Stage::Plaintext { until } if *until <= now => {
+                        // No S42 came: ask properly (S21).
+                        self.start_request(now, &mut attempt).map(|()| true)
+                    }
+                    Stage::Requesting {
+                        bytes,
+                        tries,
+                        next_at,
+                    } if *next_at <= now => {
+                        if *tries >= self.cfg.request_retries {
+                            Ok(false)
+                        } else {
+                            *tries += 1;
+                            *next_at = now + backoff(self.cfg.request_rto, *tries);
+                            let bytes = bytes.clone();
+                            self.transmit(attempt.addr, bytes).map(|()| true)
+                        }
+                    }
+                    _ => Ok(true),
+                };
+                match outcome {
+                    // A send that failed (full outbox) is retried at the next timer: the
+                    // attempt stays, and its set-up deadline bounds the retries.
+                    Ok(true) | Err(_) => {
+                        self.attempts.insert(name, attempt);
+                    }
+                    Ok(false) => {
+                        // Reporting can only fail on a full outbox; a timer has no caller to tell.
+                        let _ =
+                            self.fail(Some(name), OffloadError::Timeout("crypto request (S21)"));
+                    }
+                }
+            }
+            Timer::Stream(id, timer) => timer.fire(self, now, id),
+        }
+    }
+}
+
+impl StreamActor for RemoteNode {
+    fn set_up_deadline(&self, id: StreamId) -> Option<Instant> {
+        self.streams.get(&id).and_then(|s| s.phase.deadline())
+    }
+
+    fn give_up(&mut self, _now: Instant, id: StreamId) {
+        if let Some(mut s) = self.streams.remove(&id) {
+            // The stream is gone either way; the only failure left is a full outbox
+            // (the driver stopped draining), and a timer has no caller to return it to.
+            let _ = self.abort(id, &mut s, OffloadError::Timeout("session set-up"));
+        }
+    }
+
+    fn channel(&mut self, id: StreamId) -> (Option<&mut SecureStream>, &mut Outbox) {
+        let channel = self.streams.get_mut(&id).and_then(|s| s.channel.as_mut());
+        (channel, &mut self.outbox)
+    }
+
+    fn drive_failed(&mut self, now: Instant, id: StreamId) {
+        // The drive reports the failure as an event and drops the stream; its error is
+        // only a full outbox, which a timer has no caller to return to.
+        let _ = self.drive(now, id, None);
+    }
+}
+
 impl Actor for RemoteNode {
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         match input {
@@ -1074,9 +1241,9 @@ impl Actor for RemoteNode {
                     RStream {
                         channel: Some(SecureStream::new(id, conn, now)),
                         appliance: None,
-                        phase: Phase::AwaitingCryptoRequest,
-                        established: false,
-                        deadline: Some(now + self.cfg.setup_timeout),
+                        phase: Phase::Handshaking {
+                            deadline: now + self.cfg.setup_timeout,
+                        },
                     },
                 );
                 self.drive(now, id, None)
@@ -1118,69 +1285,8 @@ impl Actor for RemoteNode {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        let names: Vec<String> = self.attempts.keys().cloned().collect();
-        for name in names {
-            let Some(mut attempt) = self.attempts.remove(&name) else {
-                continue;
-            };
-            if attempt.deadline <= now {
-                if let Stage::Connecting { stream, .. } = attempt.stage
-                    && let Some(mut s) = self.streams.remove(&stream)
-                {
-                    let _ = self.end_channel(stream, &mut s);
-                }
-                let _ = self.fail(Some(name), OffloadError::Timeout("session set-up"));
-                continue;
-            }
-            let outcome = match &mut attempt.stage {
-                Stage::Plaintext { until } if *until <= now => {
-                    // No S42 came: ask properly (S21).
-                    self.start_request(now, &mut attempt).map(|()| true)
-                }
-                Stage::Requesting {
-                    bytes,
-                    tries,
-                    next_at,
-                } if *next_at <= now => {
-                    if *tries >= self.cfg.request_retries {
-                        Ok(false)
-                    } else {
-                        *tries += 1;
-                        *next_at = now + backoff(self.cfg.request_rto, *tries);
-                        let bytes = bytes.clone();
-                        self.transmit(attempt.addr, bytes).map(|()| true)
-                    }
-                }
-                _ => Ok(true),
-            };
-            match outcome {
-                Ok(true) | Err(_) => {
-                    self.attempts.insert(name, attempt);
-                }
-                Ok(false) => {
-                    let _ = self.fail(Some(name), OffloadError::Timeout("crypto request (S21)"));
-                }
-            }
-        }
-        let ids: Vec<StreamId> = self.streams.keys().copied().collect();
-        for id in ids {
-            if self
-                .streams
-                .get(&id)
-                .is_some_and(|s| s.deadline.is_some_and(|d| d <= now))
-            {
-                if let Some(mut s) = self.streams.remove(&id) {
-                    let _ = self.abort(id, &mut s, OffloadError::Timeout("session set-up"));
-                }
-                continue;
-            }
-            let failed = match self.streams.get_mut(&id).and_then(|s| s.channel.as_mut()) {
-                Some(secure) => secure.handle_timeout(now, &mut self.outbox).unwrap_or(true),
-                None => false,
-            };
-            if failed {
-                let _ = self.drive(now, id, None);
-            }
+        for timer in due(self.timers(), now) {
+            self.fire(now, timer);
         }
     }
 
@@ -1189,19 +1295,7 @@ impl Actor for RemoteNode {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let attempts = self.attempts.values().flat_map(|a| {
-            let stage = match &a.stage {
-                Stage::Plaintext { until } => Some(*until),
-                Stage::Requesting { next_at, .. } => Some(*next_at),
-                Stage::Connecting { .. } => None,
-            };
-            [Some(a.deadline), stage].into_iter().flatten()
-        });
-        let streams = self.streams.values().flat_map(|s| {
-            let handshake = s.channel.as_ref().and_then(SecureStream::poll_timeout);
-            [handshake, s.deadline].into_iter().flatten()
-        });
-        attempts.chain(streams).min()
+        earliest(self.timers())
     }
 }
 
