@@ -20,6 +20,8 @@ use deputy::{Error, Instant, UnixTime};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
+mod common;
+
 const ANCHOR: UnixTime = UnixTime(1_800_000_000);
 const DAY: u64 = 86_400;
 
@@ -811,7 +813,7 @@ fn garbage_fails_the_connection_with_a_typed_error_and_it_stays_failed() {
 #[test]
 fn a_burst_of_records_in_one_read_reaches_the_server_actor() {
     use deputy::channel::{ChannelEvent, ChannelServer, ChannelServerConfig};
-    use deputy::{Actor, Event, Input, Output, StreamId};
+    use deputy::{Actor, Input, Output, StreamId};
 
     let (client_cfg, server_cfg) = psk_pair(Group::X25519);
     let bound = server_cfg.common.max_received;
@@ -843,7 +845,7 @@ fn a_burst_of_records_in_one_read_reaches_the_server_actor() {
         while let Some(out) = server.poll_output() {
             match out {
                 Output::StreamSend { data, .. } => back.extend(data),
-                Output::Event(Event::Channel(e)) => events.push(e),
+                Output::Event(e) => events.extend(common::event::<ChannelEvent>(e)),
                 _ => {}
             }
         }
@@ -882,7 +884,7 @@ mod through_the_simulator {
     //! The ready-made actors, over simulated TCP through a NAPT router.
 
     use super::*;
-    use deputy::Event;
+    use common::Build;
     use deputy::channel::{ChannelClient, ChannelEvent, ChannelServer, ChannelServerConfig};
     use deputy::sim::{LinkConfig, NatConfig, NodeId, Sim};
     use std::time::Duration;
@@ -893,68 +895,48 @@ mod through_the_simulator {
         clients: Vec<NodeId>,
     }
 
-    fn channel_events(sim: &mut Sim, node: NodeId) -> Vec<ChannelEvent> {
-        sim.events(node)
-            .unwrap()
-            .into_iter()
-            .filter_map(|(_, e)| match e {
-                Event::Channel(c) => Some(c),
-                _ => None,
-            })
-            .collect()
-    }
-
     /// `n` clients on a LAN behind a NAPT, a PSK server on the internet allowing
     /// `max_sessions` connections.
     fn world(n: usize, max_sessions: usize) -> World {
         let mut sim = Sim::new(77);
-        let lan = sim
-            .add_network(
-                "lan",
-                "10.1.0.0/24",
-                LinkConfig::with_latency(Duration::from_millis(2)),
-            )
-            .unwrap();
-        let wan = sim
-            .add_network(
-                "wan",
-                "198.51.100.0/24",
-                LinkConfig::with_latency(Duration::from_millis(10)),
-            )
-            .unwrap();
-        sim.add_napt(
+        let lan = sim.net_with(
+            "lan",
+            "10.1.0.0/24",
+            LinkConfig::with_latency(Duration::from_millis(2)),
+        );
+        let wan = sim.net_with(
+            "wan",
+            "198.51.100.0/24",
+            LinkConfig::with_latency(Duration::from_millis(10)),
+        );
+        sim.napt(
             "nat",
-            lan,
-            "10.1.0.1".parse().unwrap(),
-            wan,
-            "198.51.100.2".parse().unwrap(),
+            (lan, "10.1.0.1"),
+            (wan, "198.51.100.2"),
             NatConfig::default(),
-        )
-        .unwrap();
+        );
         let (_, server_cfg) = psk_pair(Group::X25519);
-        let server = sim
-            .add_host(
-                "server",
-                wan,
-                "198.51.100.10".parse().unwrap(),
-                ChannelServer::new(
-                    ChannelServerConfig {
-                        channel: Arc::new(server_cfg),
-                        max_sessions,
-                    },
-                    Box::new(sim.rng("server")),
-                ),
-            )
-            .unwrap();
+        let server = sim.host(
+            "server",
+            wan,
+            "198.51.100.10",
+            ChannelServer::new(
+                ChannelServerConfig {
+                    channel: Arc::new(server_cfg),
+                    max_sessions,
+                },
+                Box::new(sim.rng("server")),
+            ),
+        );
         sim.listen(server, 443).unwrap();
         let clients = (0..n)
             .map(|i| {
                 let (client_cfg, _) = psk_pair(Group::X25519);
                 let ip = format!("10.1.0.{}", 10 + i);
-                sim.add_host(
+                sim.host(
                     &format!("client{i}"),
                     lan,
-                    ip.parse().unwrap(),
+                    &ip,
                     ChannelClient::new(
                         Arc::new(client_cfg),
                         format!("{ip}:0").parse().unwrap(),
@@ -962,7 +944,6 @@ mod through_the_simulator {
                         Box::new(sim.rng(&format!("client{i}"))),
                     ),
                 )
-                .unwrap()
             })
             .collect();
         World {
@@ -985,7 +966,7 @@ mod through_the_simulator {
             .unwrap();
         w.sim.run_for(Duration::from_secs(1)).unwrap();
 
-        let server_saw = channel_events(&mut w.sim, w.server);
+        let server_saw = common::events::<ChannelEvent>(&mut w.sim, w.server);
         let (stream, peer) = match &server_saw[0] {
             ChannelEvent::Established { stream, peer, .. } => (*stream, peer.clone()),
             other => panic!("server saw {other:?}"),
@@ -1005,7 +986,7 @@ mod through_the_simulator {
             .unwrap()
             .unwrap();
         w.sim.run_for(Duration::from_secs(1)).unwrap();
-        let client_saw = channel_events(&mut w.sim, client);
+        let client_saw = common::events::<ChannelEvent>(&mut w.sim, client);
         assert!(matches!(client_saw[0], ChannelEvent::Established { .. }));
         assert!(matches!(&client_saw[1], ChannelEvent::Received { data, .. } if data == b"ack"));
 
@@ -1015,11 +996,11 @@ mod through_the_simulator {
             .unwrap();
         w.sim.run_for(Duration::from_secs(1)).unwrap();
         assert!(matches!(
-            channel_events(&mut w.sim, w.server)[..],
+            common::events::<ChannelEvent>(&mut w.sim, w.server)[..],
             [ChannelEvent::Closed { .. }]
         ));
         assert!(matches!(
-            channel_events(&mut w.sim, client)[..],
+            common::events::<ChannelEvent>(&mut w.sim, client)[..],
             [ChannelEvent::Closed { .. }]
         ));
         let server_sessions = w
@@ -1047,7 +1028,7 @@ mod through_the_simulator {
                 .unwrap();
         }
         w.sim.run_for(Duration::from_secs(2)).unwrap();
-        let established = channel_events(&mut w.sim, w.server)
+        let established = common::events::<ChannelEvent>(&mut w.sim, w.server)
             .iter()
             .filter(|e| matches!(e, ChannelEvent::Established { .. }))
             .count();
@@ -1064,7 +1045,7 @@ mod through_the_simulator {
             .clone()
             .into_iter()
             .filter(|&c| {
-                channel_events(&mut w.sim, c)
+                common::events::<ChannelEvent>(&mut w.sim, c)
                     .iter()
                     .any(|e| matches!(e, ChannelEvent::Failed { .. }))
             })

@@ -33,9 +33,12 @@ use deputy::sim::{
     AllowRule, DatagramProbe, DropReason, GatewayConfig, LinkConfig, NetworkId, NodeId, Proto, Sim,
     TraceKind,
 };
-use deputy::{Actor, Error, Event, IfaceId, Input, Instant, Outbox, Output, UnixTime};
+use deputy::{Actor, Error, IfaceId, Input, Instant, Outbox, Output, UnixTime};
 use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
+
+mod common;
+use common::{Build, ip};
 
 const ANCHOR: UnixTime = UnixTime(1_800_000_000);
 const YEAR: u64 = 365 * 86_400;
@@ -45,10 +48,6 @@ const PROXY_TCP: u16 = 8443;
 const REMOTE_UDP: u16 = 7000;
 const REMOTE_TCP: u16 = 7443;
 const HEAT: &[u8] = b"heat for one hour";
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
 
 fn sa(ip: IpAddr, port: u16) -> SocketAddr {
     SocketAddr::new(ip, port)
@@ -238,22 +237,14 @@ impl Home {
         let home_link = LinkConfig::with_latency(Duration::from_millis(1)).loss(setup.home_loss);
         let net_link =
             LinkConfig::with_latency(Duration::from_millis(20)).loss(setup.internet_loss);
-        let home = sim
-            .add_network("home", "192.168.0.0/24", home_link)
-            .unwrap();
-        let devices = sim
-            .add_network("devices", "192.168.0.0/24", home_link)
-            .unwrap();
-        let wan = sim
-            .add_network(
-                "wan",
-                "203.0.113.0/24",
-                LinkConfig::with_latency(Duration::from_millis(1)),
-            )
-            .unwrap();
-        let internet = sim
-            .add_network("internet", "203.0.113.0/24", net_link)
-            .unwrap();
+        let home = sim.net_with("home", "192.168.0.0/24", home_link);
+        let devices = sim.net_with("devices", "192.168.0.0/24", home_link);
+        let wan = sim.net_with(
+            "wan",
+            "203.0.113.0/24",
+            LinkConfig::with_latency(Duration::from_millis(1)),
+        );
+        let internet = sim.net_with("internet", "203.0.113.0/24", net_link);
 
         let mut gw = GatewayConfig::default().allow(AllowRule {
             protocol: Some(Proto::Tcp.number()),
@@ -317,14 +308,12 @@ impl Home {
             pc.serve(name, served).unwrap();
         }
         (setup.proxy)(&mut pc);
-        let proxy = sim
-            .add_host(
-                "crypto-proxy",
-                home,
-                ip("192.168.0.2"),
-                CryptoProxy::new(pc, Box::new(sim.rng("offload/proxy"))),
-            )
-            .unwrap();
+        let proxy = sim.host(
+            "crypto-proxy",
+            home,
+            "192.168.0.2",
+            CryptoProxy::new(pc, Box::new(sim.rng("offload/proxy"))),
+        );
         sim.listen(proxy, PROXY_TCP).unwrap();
 
         let mut appliances = BTreeMap::new();
@@ -336,9 +325,7 @@ impl Home {
             }
             (setup.appliance)(name, &mut cfg);
             let rng = Box::new(sim.rng(&format!("offload/{name}")));
-            let node = sim
-                .add_host(name, devices, *addr, Appliance::new(cfg, rng))
-                .unwrap();
+            let node = sim.host(name, devices, *addr, Appliance::new(cfg, rng));
             appliances.insert(name.to_string(), (node, local));
         }
 
@@ -363,9 +350,7 @@ impl Home {
             }
             (setup.remote)(name, &mut cfg);
             let rng = Box::new(sim.rng(&format!("offload/{name}")));
-            let node = sim
-                .add_host(name, internet, addr, RemoteNode::new(cfg, rng))
-                .unwrap();
+            let node = sim.host(name, internet, addr, RemoteNode::new(cfg, rng));
             sim.listen(node, REMOTE_TCP).unwrap();
             remotes.insert(name.to_string(), (node, sa(addr, REMOTE_UDP)));
         }
@@ -443,15 +428,7 @@ impl Home {
     }
 
     fn events(&mut self, node: NodeId) -> Vec<OffloadEvent> {
-        self.sim
-            .events(node)
-            .unwrap()
-            .into_iter()
-            .filter_map(|(_, e)| match e {
-                Event::Offload(o) => Some(o),
-                _ => None,
-            })
-            .collect()
+        common::events(&mut self.sim, node)
     }
 
     fn appliance_events(&mut self, name: &str) -> Vec<ApplianceEvent> {
@@ -536,7 +513,7 @@ impl Home {
     /// Add a host on the internet with any actor.
     fn add_internet_host(&mut self, name: &str, addr: &str, actor: impl Actor + 'static) -> NodeId {
         let net = self.internet;
-        self.sim.add_host(name, net, ip(addr), actor).unwrap()
+        self.sim.host(name, net, ip(addr), actor)
     }
 }
 
@@ -610,6 +587,65 @@ fn phone() -> Peer {
     Peer::Certificate("phone".into())
 }
 
+// Expected events, spelled once: most flows run between the phone and the microwave.
+
+fn session_up(appliance: &str, initiated_by: Initiator) -> RemoteEvent {
+    RemoteEvent::SessionUp {
+        appliance: appliance.into(),
+        initiated_by,
+    }
+}
+
+/// The microwave named the proxy to the remote node (S22, or S42 when `solicited`).
+fn designated(solicited: bool) -> RemoteEvent {
+    RemoteEvent::Designated {
+        appliance: "microwave".into(),
+        proxy: proxy_public(),
+        solicited,
+    }
+}
+
+fn phone_session(session: u64, initiated_by: Initiator, request: Option<u64>) -> ApplianceEvent {
+    ApplianceEvent::SessionUp {
+        session,
+        remote: phone(),
+        initiated_by,
+        request,
+    }
+}
+
+fn from_phone(session: u64, data: &[u8]) -> ApplianceEvent {
+    ApplianceEvent::Delivered {
+        session: Some(session),
+        from: phone(),
+        data: data.to_vec(),
+    }
+}
+
+/// The proxy's account of a phone–microwave session that carried one message of `len`
+/// bytes.
+fn proxy_session(
+    session: u64,
+    initiated_by: Initiator,
+    to_appliance: bool,
+    len: usize,
+) -> [ProxyEvent; 2] {
+    [
+        ProxyEvent::SessionUp {
+            session,
+            appliance: "microwave".into(),
+            remote: phone(),
+            initiated_by,
+        },
+        ProxyEvent::Forwarded {
+            session,
+            appliance: "microwave".into(),
+            to_appliance,
+            len,
+        },
+    ]
+}
+
 // ----- the flows -----
 
 /// Flow A (S21–S26): the remote node asks the appliance, is designated the proxy, proves
@@ -625,15 +661,8 @@ fn remote_initiated_flow() {
     assert_eq!(
         remote,
         [
-            RemoteEvent::Designated {
-                appliance: "microwave".into(),
-                proxy: proxy_public(),
-                solicited: false
-            },
-            RemoteEvent::SessionUp {
-                appliance: "microwave".into(),
-                initiated_by: Initiator::Remote
-            },
+            designated(false),
+            session_up("microwave", Initiator::Remote),
         ]
     );
     let appliance = h.appliance_events("microwave");
@@ -645,35 +674,13 @@ fn remote_initiated_flow() {
                 from: h.remotes["phone"].1,
                 answer: Solicited::Full
             },
-            ApplianceEvent::SessionUp {
-                session: s,
-                remote: phone(),
-                initiated_by: Initiator::Remote,
-                request: None
-            },
-            ApplianceEvent::Delivered {
-                session: Some(s),
-                from: phone(),
-                data: b"defrost 300 g".to_vec()
-            },
+            phone_session(s, Initiator::Remote, None),
+            from_phone(s, b"defrost 300 g"),
         ]
     );
     assert_eq!(
         h.proxy_events(),
-        [
-            ProxyEvent::SessionUp {
-                session: s,
-                appliance: "microwave".into(),
-                remote: phone(),
-                initiated_by: Initiator::Remote
-            },
-            ProxyEvent::Forwarded {
-                session: s,
-                appliance: "microwave".into(),
-                to_appliance: true,
-                len: 13
-            },
-        ]
+        proxy_session(s, Initiator::Remote, true, 13)
     );
 
     // On the wire, in the seed's order: S21, S22 on the open network; the channel to the
@@ -768,32 +775,13 @@ fn refused_plaintext_flow() {
                 len: 192,
                 answer: Solicited::Full
             },
-            ApplianceEvent::SessionUp {
-                session: s,
-                remote: phone(),
-                initiated_by: Initiator::Remote,
-                request: None
-            },
-            ApplianceEvent::Delivered {
-                session: Some(s),
-                from: phone(),
-                data: HEAT.to_vec()
-            },
+            phone_session(s, Initiator::Remote, None),
+            from_phone(s, HEAT),
         ]
     );
     assert_eq!(
         h.remote_events("phone"),
-        [
-            RemoteEvent::Designated {
-                appliance: "microwave".into(),
-                proxy: proxy_public(),
-                solicited: true
-            },
-            RemoteEvent::SessionUp {
-                appliance: "microwave".into(),
-                initiated_by: Initiator::Remote
-            },
-        ]
+        [designated(true), session_up("microwave", Initiator::Remote),]
     );
     let internet = h.internet;
     assert_in_order(
@@ -947,19 +935,11 @@ fn appliance_initiated_flow() {
     let s = session_of(&appliance);
     assert_eq!(
         appliance,
-        [ApplianceEvent::SessionUp {
-            session: s,
-            remote: phone(),
-            initiated_by: Initiator::Appliance,
-            request: Some(request)
-        }]
+        [phone_session(s, Initiator::Appliance, Some(request))]
     );
     assert_eq!(
         h.remote_events("phone"),
-        [RemoteEvent::SessionUp {
-            appliance: "microwave".into(),
-            initiated_by: Initiator::Appliance
-        }]
+        [session_up("microwave", Initiator::Appliance)]
     );
 
     h.appliance_send("microwave", s, b"door opened");
@@ -973,20 +953,7 @@ fn appliance_initiated_flow() {
     );
     assert_eq!(
         h.proxy_events(),
-        [
-            ProxyEvent::SessionUp {
-                session: s,
-                appliance: "microwave".into(),
-                remote: phone(),
-                initiated_by: Initiator::Appliance
-            },
-            ProxyEvent::Forwarded {
-                session: s,
-                appliance: "microwave".into(),
-                to_appliance: false,
-                len: 11
-            },
-        ]
+        proxy_session(s, Initiator::Appliance, false, 11)
     );
     let devices = h.devices;
     let internet = h.internet;
@@ -1054,14 +1021,8 @@ fn both_directions_in_one_system() {
         received(&laptop),
         [("aircon".to_string(), b"aircon->laptop".to_vec())]
     );
-    assert!(laptop.contains(&RemoteEvent::SessionUp {
-        appliance: "aircon".into(),
-        initiated_by: Initiator::Appliance
-    }));
-    assert!(laptop.contains(&RemoteEvent::SessionUp {
-        appliance: "microwave".into(),
-        initiated_by: Initiator::Remote
-    }));
+    assert!(laptop.contains(&session_up("aircon", Initiator::Appliance)));
+    assert!(laptop.contains(&session_up("microwave", Initiator::Remote)));
     assert_eq!(
         h.sim.actor::<CryptoProxy>(h.proxy).unwrap().session_count(),
         3
@@ -2325,7 +2286,9 @@ fn command_bounds_are_enforced() {
             )
             .unwrap();
         while let Some(o) = toaster_actor.poll_output() {
-            if let Output::Event(Event::Offload(OffloadEvent::Appliance(e))) = o {
+            if let Output::Event(e) = o
+                && let Some(e) = common::event::<ApplianceEvent>(e)
+            {
                 outcomes.push(matches!(e, ApplianceEvent::Delivered { .. }));
             }
         }
@@ -2504,10 +2467,7 @@ fn appliance_initiated_sessions_can_be_declined() {
         appliance: "microwave".into(),
         reason: RefusalReason::AccessDenied
     }));
-    assert!(remote.contains(&RemoteEvent::SessionUp {
-        appliance: "aircon".into(),
-        initiated_by: Initiator::Appliance
-    }));
+    assert!(remote.contains(&session_up("aircon", Initiator::Appliance)));
     assert!(h.proxy_events().contains(&ProxyEvent::Refused {
         appliance: Some("microwave".into()),
         remote: Some(phone()),

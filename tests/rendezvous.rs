@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use deputy::Instant;
 use deputy::channel::{AlertCode, ChannelClient, ChannelError, ChannelEvent, ClientConfig};
 use deputy::crypto::cert::TrustStore;
 use deputy::rendezvous::messages::{self, Fetch, Refused, Register};
@@ -21,7 +22,9 @@ use deputy::rendezvous::{
 };
 use deputy::sim::{DatagramProbe, LinkConfig, Mapping, NatConfig, NodeId, Sim, TraceKind};
 use deputy::wire::{Limits, Message};
-use deputy::{Event, Instant};
+
+mod common;
+use common::Build;
 
 const PASSWORD: &[u8] = b"2133-secret";
 
@@ -59,13 +62,7 @@ fn received(sim: &Sim, node: NodeId) -> Vec<Vec<u8>> {
 
 /// A host on the internet that can send anything from anywhere.
 fn rogue(sim: &mut Sim, w: &World, ip: [u8; 4]) -> NodeId {
-    sim.add_host(
-        "rogue",
-        w.internet,
-        IpAddr::from(ip),
-        DatagramProbe::new(40_000),
-    )
-    .unwrap()
+    sim.probe("rogue", w.internet, IpAddr::from(ip), 40_000)
 }
 
 fn send_from(sim: &mut Sim, node: NodeId, from: SocketAddr, data: Vec<u8>) {
@@ -425,19 +422,17 @@ fn acceptor_channel_requires_device_authentication() {
     sim.run_for(Duration::from_millis(500)).unwrap();
 
     // 1. Without a device certificate the channel itself refuses (S206 requires one).
-    let anonymous = sim
-        .add_host(
-            "anonymous",
-            w.internet,
-            "66.6.6.8".parse().unwrap(),
-            ChannelClient::new(
-                Arc::new(ClientConfig::with_ca(trust.clone(), SERVER_NAME, ANCHOR)),
-                "66.6.6.8:0".parse().unwrap(),
-                device_port,
-                Box::new(sim.rng("anonymous")),
-            ),
-        )
-        .unwrap();
+    let anonymous = sim.host(
+        "anonymous",
+        w.internet,
+        "66.6.6.8",
+        ChannelClient::new(
+            Arc::new(ClientConfig::with_ca(trust.clone(), SERVER_NAME, ANCHOR)),
+            "66.6.6.8:0".parse().unwrap(),
+            device_port,
+            Box::new(sim.rng("anonymous")),
+        ),
+    );
     sim.with_actor(anonymous, |c: &mut ChannelClient, now| c.connect(now))
         .unwrap()
         .unwrap();
@@ -453,21 +448,17 @@ fn acceptor_channel_requires_device_authentication() {
             &mut rng,
         )
         .unwrap();
-    let impostor = sim
-        .add_host(
-            "impostor",
-            w.internet,
-            "66.6.6.9".parse().unwrap(),
-            ChannelClient::new(
-                Arc::new(
-                    ClientConfig::with_ca(trust, SERVER_NAME, ANCHOR).with_client_identity(other),
-                ),
-                "66.6.6.9:0".parse().unwrap(),
-                device_port,
-                Box::new(sim.rng("impostor")),
-            ),
-        )
-        .unwrap();
+    let impostor = sim.host(
+        "impostor",
+        w.internet,
+        "66.6.6.9",
+        ChannelClient::new(
+            Arc::new(ClientConfig::with_ca(trust, SERVER_NAME, ANCHOR).with_client_identity(other)),
+            "66.6.6.9:0".parse().unwrap(),
+            device_port,
+            Box::new(sim.rng("impostor")),
+        ),
+    );
     sim.with_actor(impostor, |c: &mut ChannelClient, now| {
         c.connect(now)?;
         for device in [DEVICE, DeviceId(9999)] {
@@ -485,16 +476,7 @@ fn acceptor_channel_requires_device_authentication() {
     .unwrap();
     sim.run_for(Duration::from_secs(1)).unwrap();
 
-    let channel_events = |sim: &mut Sim, node| -> Vec<ChannelEvent> {
-        sim.events(node)
-            .unwrap()
-            .into_iter()
-            .filter_map(|(_, e)| match e {
-                Event::Channel(c) => Some(c),
-                _ => None,
-            })
-            .collect()
-    };
+    let channel_events = common::events::<ChannelEvent>;
     let anon = channel_events(&mut sim, anonymous);
     assert!(
         anon.iter().any(|e| matches!(
@@ -599,24 +581,22 @@ fn wrong_password_is_refused_and_backs_off() {
     // Three wrong passwords on the device: it now backs off for everyone. Another issuer
     // (a host with a global address) is refused unchecked, device-wide …
     let trust = TrustStore::with(w.ca.certificate().clone());
-    let other = sim
-        .add_host(
-            "other-issuer",
-            w.internet,
-            "8.117.12.109".parse().unwrap(),
-            Issuer::new(
-                IssuerConfig::new(
-                    trust,
-                    SERVER_NAME,
-                    SocketAddr::new(IpAddr::V4(SERVER_IP), 1201),
-                    server_udp(),
-                    "8.117.12.109:1600".parse().unwrap(),
-                    ANCHOR,
-                ),
-                Box::new(sim.rng("other issuer")),
+    let other = sim.host(
+        "other-issuer",
+        w.internet,
+        "8.117.12.109",
+        Issuer::new(
+            IssuerConfig::new(
+                trust,
+                SERVER_NAME,
+                SocketAddr::new(IpAddr::V4(SERVER_IP), 1201),
+                server_udp(),
+                "8.117.12.109:1600".parse().unwrap(),
+                ANCHOR,
             ),
-        )
-        .unwrap();
+            Box::new(sim.rng("other issuer")),
+        ),
+    );
     let refused = |sim: &Sim, session| {
         events(sim, other).into_iter().find_map(|e| match e {
             RendezvousEvent::Refused { request, reason } if request == session => Some(reason),
