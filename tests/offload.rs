@@ -33,12 +33,12 @@ use deputy::sim::{
     AllowRule, DatagramProbe, DropReason, GatewayConfig, LinkConfig, NetworkId, NodeId, Proto, Sim,
     TraceKind,
 };
-use deputy::{Actor, Error, IfaceId, Input, Instant, Outbox, Output, UnixTime};
+use deputy::{Actor, Error, Event, IfaceId, Input, Instant, Outbox, Output, UnixTime};
 use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
 
 mod common;
-use common::{Build, ip};
+use common::{Build, FromEvent, ip, probe_send, probe_send_from, probe_take};
 
 const ANCHOR: UnixTime = UnixTime(1_800_000_000);
 const YEAR: u64 = 365 * 86_400;
@@ -82,6 +82,18 @@ impl Tap {
 
     fn arm(&mut self, rule: impl FnMut(IfaceId, &[u8]) -> Verdict + 'static) {
         self.rule = Some(Box::new(rule));
+    }
+
+    /// Arm a rule that drops the first packet `matches` picks, and forwards everything else.
+    fn drop_once(&mut self, matches: impl Fn(IfaceId, &[u8]) -> bool + 'static) {
+        let mut done = false;
+        self.arm(move |iface, data| {
+            if !done && matches(iface, data) {
+                done = true;
+                return Verdict::Drop;
+            }
+            Verdict::Forward
+        })
     }
 
     fn disarm(&mut self) {
@@ -419,6 +431,19 @@ impl Home {
             .unwrap()
     }
 
+    /// Flow B up to S34 with no identity required: the session comes up and is all the
+    /// appliance reports within `secs`.
+    fn open_session(&mut self, appliance: &str, remote: &str, secs: u64) -> u64 {
+        let request = self.connect(appliance, remote, None);
+        self.run(secs);
+        let events = self.appliance_events(appliance);
+        assert!(matches!(
+            events.as_slice(),
+            [ApplianceEvent::SessionUp { request: Some(r), .. }] if *r == request
+        ));
+        session_of(&events)
+    }
+
     fn appliance_send(&mut self, appliance: &str, session: u64, data: &[u8]) {
         let node = self.appliance(appliance);
         self.sim
@@ -431,37 +456,28 @@ impl Home {
         common::events(&mut self.sim, node)
     }
 
-    fn appliance_events(&mut self, name: &str) -> Vec<ApplianceEvent> {
-        let node = self.appliance(name);
+    /// `node`'s offload events, all of which must be `T`s: each node runs one kind of
+    /// seed 000 actor, so an appliance reporting a proxy event is a bug.
+    fn events_of<T: FromEvent>(&mut self, node: NodeId) -> Vec<T> {
         self.events(node)
             .into_iter()
-            .map(|e| match e {
-                OffloadEvent::Appliance(a) => a,
-                other => panic!("appliance reported {other:?}"),
-            })
+            .map(|e| common::expect_event(Event::Offload(e)))
             .collect()
+    }
+
+    fn appliance_events(&mut self, name: &str) -> Vec<ApplianceEvent> {
+        let node = self.appliance(name);
+        self.events_of(node)
     }
 
     fn proxy_events(&mut self) -> Vec<ProxyEvent> {
         let node = self.proxy;
-        self.events(node)
-            .into_iter()
-            .map(|e| match e {
-                OffloadEvent::Proxy(p) => p,
-                other => panic!("proxy reported {other:?}"),
-            })
-            .collect()
+        self.events_of(node)
     }
 
     fn remote_events(&mut self, name: &str) -> Vec<RemoteEvent> {
         let node = self.remote(name);
-        self.events(node)
-            .into_iter()
-            .map(|e| match e {
-                OffloadEvent::Remote(r) => r,
-                other => panic!("remote reported {other:?}"),
-            })
-            .collect()
+        self.events_of(node)
     }
 
     fn faults(&self, node: NodeId) -> Vec<Error> {
@@ -553,6 +569,19 @@ fn delivered(events: &[ApplianceEvent]) -> Vec<(Option<u64>, Peer, Vec<u8>)> {
             } => Some((*session, from.clone(), data.clone())),
             _ => None,
         })
+        .collect()
+}
+
+/// What reached the appliance's application, without the session and the sender.
+fn delivered_data(events: &[ApplianceEvent]) -> Vec<Vec<u8>> {
+    delivered(events).into_iter().map(|(_, _, d)| d).collect()
+}
+
+/// What reached the appliance's application, by sender.
+fn delivered_from(events: &[ApplianceEvent]) -> Vec<(Peer, Vec<u8>)> {
+    delivered(events)
+        .into_iter()
+        .map(|(_, p, d)| (p, d))
         .collect()
 }
 
@@ -685,10 +714,8 @@ fn remote_initiated_flow() {
 
     // On the wire, in the seed's order: S21, S22 on the open network; the channel to the
     // proxy (S23–S25 are records inside it); S26 in clear on the closed network.
-    let internet = h.internet;
-    let devices = h.devices;
     assert_in_order(
-        &h.labels(internet),
+        &h.labels(h.internet),
         &[
             "CryptoRequest",
             "CryptoAccept",
@@ -699,7 +726,7 @@ fn remote_initiated_flow() {
         ],
     );
     assert_in_order(
-        &h.labels(devices),
+        &h.labels(h.devices),
         &["CryptoRequest", "CryptoAccept", "PlainData", "Ack"],
     );
     assert!(
@@ -735,12 +762,7 @@ fn refused_plaintext_flow() {
 
     // An attacker on the internet sends the seed's forged command, in the clear.
     let attacker = h.add_internet_host("attacker", "203.0.113.66", DatagramProbe::new(4000));
-    h.sim
-        .with_actor(attacker, |p: &mut DatagramProbe, _| {
-            p.send(microwave, HEAT.to_vec())
-        })
-        .unwrap()
-        .unwrap();
+    probe_send(&mut h.sim, attacker, microwave, HEAT.to_vec());
     h.run(1);
     assert_eq!(
         h.appliance_events("microwave"),
@@ -750,10 +772,7 @@ fn refused_plaintext_flow() {
             answer: Solicited::Minimal
         }]
     );
-    let answers = h
-        .sim
-        .with_actor(attacker, |p: &mut DatagramProbe, _| p.take_received())
-        .unwrap();
+    let answers = probe_take(&mut h.sim, attacker);
     assert_eq!(answers.len(), 1);
     assert!(answers[0].data.len() <= HEAT.len(), "no amplification");
     let decoded = Message::decode(&answers[0].data, &Default::default()).unwrap();
@@ -783,13 +802,12 @@ fn refused_plaintext_flow() {
         h.remote_events("phone"),
         [designated(true), session_up("microwave", Initiator::Remote),]
     );
-    let internet = h.internet;
     assert_in_order(
-        &h.labels(internet),
+        &h.labels(h.internet),
         &["PlainData", "CryptoSolicitation", "ClientHello", "Record"],
     );
     assert!(
-        !h.labels(internet)
+        !h.labels(h.internet)
             .iter()
             .any(|l| l.contains("CryptoRequest")),
         "the solicitation carried the designation: no S21 needed"
@@ -838,12 +856,7 @@ fn undecryptable_data_is_refused() {
         c.take_outgoing()
     };
     for bytes in [forged.clone(), hello.clone()] {
-        h.sim
-            .with_actor(stranger, |p: &mut DatagramProbe, _| {
-                p.send(microwave, bytes)
-            })
-            .unwrap()
-            .unwrap();
+        probe_send(&mut h.sim, stranger, microwave, bytes);
         h.run(1);
     }
     let from = sa(ip("203.0.113.66"), 4000);
@@ -862,10 +875,7 @@ fn undecryptable_data_is_refused() {
             },
         ]
     );
-    let answers = h
-        .sim
-        .with_actor(stranger, |p: &mut DatagramProbe, _| p.take_received())
-        .unwrap();
+    let answers = probe_take(&mut h.sim, stranger);
     assert_eq!(answers.len(), 2);
     for a in &answers {
         let m = Message::decode(&a.data, &Default::default())
@@ -909,12 +919,7 @@ fn undecryptable_data_is_refused() {
         })
         .unwrap();
     let payload = packet::parse(&sealed).unwrap().payload.to_vec();
-    h.sim
-        .with_actor(stranger, |p: &mut DatagramProbe, _| {
-            p.send(microwave, payload)
-        })
-        .unwrap()
-        .unwrap();
+    probe_send(&mut h.sim, stranger, microwave, payload);
     h.run(1);
     assert_eq!(h.appliance_events("microwave"), []);
     assert_eq!(
@@ -955,14 +960,12 @@ fn appliance_initiated_flow() {
         h.proxy_events(),
         proxy_session(s, Initiator::Appliance, false, 11)
     );
-    let devices = h.devices;
-    let internet = h.internet;
     // S31 and S34 on the closed network around the channel set-up; S35 then S36.
     assert_in_order(
-        &h.labels(devices),
+        &h.labels(h.devices),
         &["ProxyRequest", "ProxyAccept", "PlainData"],
     );
-    assert_in_order(&h.labels(internet), &["[SYN]", "ClientHello", "Record"]);
+    assert_in_order(&h.labels(h.internet), &["[SYN]", "ClientHello", "Record"]);
     assert!(
         !h.open_network_packets()
             .iter()
@@ -1005,8 +1008,7 @@ fn both_directions_in_one_system() {
     h.appliance_send("aircon", s_air, b"aircon->laptop");
     h.run(2);
 
-    let mw = delivered(&h.appliance_events("microwave"));
-    let mut from: Vec<(Peer, Vec<u8>)> = mw.into_iter().map(|(_, p, d)| (p, d)).collect();
+    let mut from = delivered_from(&h.appliance_events("microwave"));
     from.sort();
     assert_eq!(
         from,
@@ -1173,10 +1175,7 @@ fn unauthorized_remote_is_refused() {
     }
     h.run(3);
     assert_eq!(
-        delivered(&h.appliance_events("microwave"))
-            .into_iter()
-            .map(|(_, p, d)| (p, d))
-            .collect::<Vec<_>>(),
+        delivered_from(&h.appliance_events("microwave")),
         [(phone(), b"phone says hi".to_vec())]
     );
     for who in ["laptop", "anonymous"] {
@@ -1490,10 +1489,7 @@ fn session_limit_is_enforced() {
         h.sim.actor::<CryptoProxy>(h.proxy).unwrap().session_count(),
         2
     );
-    let got: Vec<Vec<u8>> = delivered(&h.appliance_events("microwave"))
-        .into_iter()
-        .map(|(_, _, d)| d)
-        .collect();
+    let got = delivered_data(&h.appliance_events("microwave"));
     assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
     assert_eq!(
         h.remote_events("tablet")[1..],
@@ -1528,10 +1524,7 @@ fn session_limit_is_enforced() {
     h.send("tablet", "microwave", b"three again");
     h.run(3);
     assert_eq!(
-        delivered(&h.appliance_events("microwave"))
-            .into_iter()
-            .map(|(_, _, d)| d)
-            .collect::<Vec<_>>(),
+        delivered_data(&h.appliance_events("microwave")),
         [b"three again".to_vec()]
     );
 }
@@ -1581,16 +1574,7 @@ fn session_limit_holds_for_concurrent_appliance_requests() {
 fn lost_packets_are_retransmitted() {
     let mut h = Home::new(Setup::default());
     // Drop the first crypto request on the open network.
-    h.open_tap(|t| {
-        let mut done = false;
-        t.arm(move |_, data| {
-            if !done && carries(data, messages::CRYPTO_REQUEST) {
-                done = true;
-                return Verdict::Drop;
-            }
-            Verdict::Forward
-        })
-    });
+    h.open_tap(|t| t.drop_once(|_, data| carries(data, messages::CRYPTO_REQUEST)));
     // Drop the first S26, the first acknowledgement from the appliance and the first S31.
     h.closed_tap(|t| {
         let mut dropped = [false; 3];
@@ -1613,8 +1597,7 @@ fn lost_packets_are_retransmitted() {
     });
     h.send("phone", "microwave", b"defrost");
     h.run(5);
-    let internet = h.internet;
-    let labels = h.labels(internet);
+    let labels = h.labels(h.internet);
     assert_eq!(
         labels
             .iter()
@@ -1624,25 +1607,11 @@ fn lost_packets_are_retransmitted() {
         "S21 was retransmitted once"
     );
     let appliance = h.appliance_events("microwave");
-    assert_eq!(
-        delivered(&appliance)
-            .into_iter()
-            .map(|(_, _, d)| d)
-            .collect::<Vec<_>>(),
-        [b"defrost".to_vec()]
-    );
-    let request = h.connect("microwave", "phone", None);
-    h.run(5);
-    let events = h.appliance_events("microwave");
-    assert!(matches!(
-        events.as_slice(),
-        [ApplianceEvent::SessionUp { request: Some(r), .. }] if *r == request
-    ));
-    let s = session_of(&events);
+    assert_eq!(delivered_data(&appliance), [b"defrost".to_vec()]);
+    let s = h.open_session("microwave", "phone", 5);
     h.appliance_send("microwave", s, b"done");
     h.run(3);
-    let devices = h.devices;
-    let dl = h.labels(devices);
+    let dl = h.labels(h.devices);
     assert!(
         dl.iter().filter(|l| l.contains("PlainData")).count() >= 3,
         "{dl:#?}"
@@ -1670,10 +1639,7 @@ fn lost_packets_are_retransmitted() {
         .count();
     assert!(drops > 0);
     assert_eq!(
-        delivered(&h.appliance_events("microwave"))
-            .into_iter()
-            .map(|(_, _, d)| d)
-            .collect::<Vec<_>>(),
+        delivered_data(&h.appliance_events("microwave")),
         [b"over a bad line".to_vec()]
     );
 }
@@ -1687,17 +1653,9 @@ fn solicitations_never_amplify_and_are_rate_limited() {
     let attacker = h.add_internet_host("attacker", "203.0.113.66", DatagramProbe::new(4000));
     // Sizes from 1 to 200 bytes, spaced out so the per-source bucket refills.
     for len in [1usize, 15, 16, 17, 40, 43, 44, 45, 120, 200] {
-        h.sim
-            .with_actor(attacker, |p: &mut DatagramProbe, _| {
-                p.send(microwave, vec![b'x'; len])
-            })
-            .unwrap()
-            .unwrap();
+        probe_send(&mut h.sim, attacker, microwave, vec![b'x'; len]);
         h.run(2);
-        let answers = h
-            .sim
-            .with_actor(attacker, |p: &mut DatagramProbe, _| p.take_received())
-            .unwrap();
+        let answers = probe_take(&mut h.sim, attacker);
         for a in &answers {
             assert!(a.data.len() <= len, "{} > {len}", a.data.len());
         }
@@ -1708,12 +1666,7 @@ fn solicitations_never_amplify_and_are_rate_limited() {
 
     // A burst from one source: two answers (the per-source burst), the rest refused.
     for _ in 0..20 {
-        h.sim
-            .with_actor(attacker, |p: &mut DatagramProbe, _| {
-                p.send(microwave, vec![b'y'; 100])
-            })
-            .unwrap()
-            .unwrap();
+        probe_send(&mut h.sim, attacker, microwave, vec![b'y'; 100]);
     }
     h.run(1);
     let events = h.appliance_events("microwave");
@@ -1732,12 +1685,7 @@ fn solicitations_never_amplify_and_are_rate_limited() {
     h.run(10);
     for i in 0..40u8 {
         let from = sa(ip(&format!("203.0.113.{}", 100 + i)), 4000);
-        h.sim
-            .with_actor(attacker, |p: &mut DatagramProbe, _| {
-                p.send_from(from, microwave, vec![b'z'; 100])
-            })
-            .unwrap()
-            .unwrap();
+        probe_send_from(&mut h.sim, attacker, from, microwave, vec![b'z'; 100]);
     }
     h.run(1);
     let events = h.appliance_events("microwave");
@@ -1754,12 +1702,7 @@ fn solicitations_never_amplify_and_are_rate_limited() {
     .encode()
     .unwrap();
     h.run(10);
-    h.sim
-        .with_actor(attacker, |p: &mut DatagramProbe, _| {
-            p.send(microwave, small)
-        })
-        .unwrap()
-        .unwrap();
+    probe_send(&mut h.sim, attacker, microwave, small);
     h.run(1);
     assert_eq!(
         h.appliance_events("microwave"),
@@ -1793,29 +1736,18 @@ fn optional_steps_can_be_skipped() {
     h.send("phone", "microwave", b"no questions asked");
     h.run(3);
     assert_eq!(
-        delivered(&h.appliance_events("microwave"))
-            .into_iter()
-            .map(|(_, p, d)| (p, d))
-            .collect::<Vec<_>>(),
+        delivered_from(&h.appliance_events("microwave")),
         [(phone(), b"no questions asked".to_vec())]
     );
-    let internet = h.internet;
     assert!(
-        !h.labels(internet)
+        !h.labels(h.internet)
             .iter()
             .any(|l| l.contains("CryptoRequest") || l.contains("CryptoAccept")),
         "S21/S22 skipped"
     );
 
     // Flow B with S34 before S33.
-    let request = h.connect("microwave", "phone", None);
-    h.run(3);
-    let events = h.appliance_events("microwave");
-    assert!(matches!(
-        events.as_slice(),
-        [ApplianceEvent::SessionUp { request: Some(r), .. }] if *r == request
-    ));
-    let s = session_of(&events);
+    let s = h.open_session("microwave", "phone", 3);
     h.appliance_send("microwave", s, b"quick reply");
     h.run(2);
     assert!(
@@ -1848,24 +1780,20 @@ fn designations_are_remembered() {
         .unwrap()
         .unwrap();
     h.run(2);
-    let internet = h.internet;
     let before = h
-        .labels(internet)
+        .labels(h.internet)
         .iter()
         .filter(|l| l.contains("CryptoRequest"))
         .count();
     h.send("phone", "microwave", b"second");
     h.run(3);
     let after = h
-        .labels(internet)
+        .labels(h.internet)
         .iter()
         .filter(|l| l.contains("CryptoRequest"))
         .count();
     assert_eq!((before, after), (1, 1));
-    let got: Vec<Vec<u8>> = delivered(&h.appliance_events("microwave"))
-        .into_iter()
-        .map(|(_, _, d)| d)
-        .collect();
+    let got = delivered_data(&h.appliance_events("microwave"));
     assert_eq!(got, [b"first".to_vec(), b"second".to_vec()]);
 }
 
@@ -2098,12 +2026,7 @@ fn spoofed_proxy_datagrams_need_the_link_key() {
         })
         .encode()
         .unwrap();
-        h.sim
-            .with_actor(attacker, |p: &mut DatagramProbe, _| {
-                p.send_from(proxy_addr(), microwave, forged)
-            })
-            .unwrap()
-            .unwrap();
+        probe_send_from(&mut h.sim, attacker, proxy_addr(), microwave, forged);
     }
     h.run(2);
     assert_eq!(h.appliance_events("microwave"), []);
@@ -2233,10 +2156,7 @@ fn command_bounds_are_enforced() {
     );
     // Queued messages went out once the session was up.
     assert_eq!(
-        delivered(&h.appliance_events("microwave"))
-            .into_iter()
-            .map(|(_, _, d)| d)
-            .collect::<Vec<_>>(),
+        delivered_data(&h.appliance_events("microwave")),
         [b"1".to_vec(), b"2".to_vec()]
     );
 
@@ -2313,30 +2233,16 @@ fn closed_link_keeps_order_under_loss() {
         h.send("phone", "microwave", b"hello");
         h.run(3);
         h.appliance_events("microwave");
-        h.closed_tap(|t| {
-            let mut done = false;
-            t.arm(move |iface, data| {
-                if !done && iface == IfaceId(0) && carries(data, messages::PLAIN_DATA) {
-                    done = true;
-                    return Verdict::Drop;
-                }
-                Verdict::Forward
-            })
-        });
+        // The next datagram of data toward the appliance is lost, once.
+        let lose_next_data = |t: &mut Tap| {
+            t.drop_once(|iface, data| iface == IfaceId(0) && carries(data, messages::PLAIN_DATA))
+        };
+        h.closed_tap(lose_next_data);
         h.send("phone", "microwave", b"start");
         h.send("phone", "microwave", b"stop");
         h.run(3);
         // Now "bye" and the close: the close must not overtake the data.
-        h.closed_tap(|t| {
-            let mut done = false;
-            t.arm(move |iface, data| {
-                if !done && iface == IfaceId(0) && carries(data, messages::PLAIN_DATA) {
-                    done = true;
-                    return Verdict::Drop;
-                }
-                Verdict::Forward
-            })
-        });
+        h.closed_tap(lose_next_data);
         h.send("phone", "microwave", b"bye");
         let phone = h.remote("phone");
         h.sim

@@ -24,7 +24,7 @@ use deputy::sim::{DatagramProbe, LinkConfig, Mapping, NatConfig, NodeId, Sim, Tr
 use deputy::wire::{Limits, Message};
 
 mod common;
-use common::Build;
+use common::{Build, probe_send_from};
 
 const PASSWORD: &[u8] = b"2133-secret";
 
@@ -66,11 +66,7 @@ fn rogue(sim: &mut Sim, w: &World, ip: [u8; 4]) -> NodeId {
 }
 
 fn send_from(sim: &mut Sim, node: NodeId, from: SocketAddr, data: Vec<u8>) {
-    sim.with_actor(node, |p: &mut DatagramProbe, _| {
-        p.send_from(from, server_udp(), data)
-    })
-    .unwrap()
-    .unwrap();
+    probe_send_from(sim, node, from, server_udp(), data);
 }
 
 /// Every UDP datagram in the capture: (source, destination, payload).

@@ -12,7 +12,7 @@ use deputy::sim::{
 use deputy::{Actor, Error, IfaceId, Instant, Output};
 
 mod common;
-use common::{Build, ip};
+use common::{Build, ip, probe_send, probe_send_from};
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -70,19 +70,11 @@ fn echo_world(seed: u64, cfg: NatConfig) -> World {
 }
 
 fn send(sim: &mut Sim, host: NodeId, to: &str, data: &[u8]) {
-    let to = sa(to);
-    let data = data.to_vec();
-    sim.with_actor(host, |p: &mut DatagramProbe, _| p.send(to, data))
-        .unwrap()
-        .unwrap();
+    probe_send(sim, host, sa(to), data);
 }
 
 fn send_from(sim: &mut Sim, host: NodeId, from: &str, to: SocketAddr, data: &[u8]) {
-    let from = sa(from);
-    let data = data.to_vec();
-    sim.with_actor(host, |p: &mut DatagramProbe, _| p.send_from(from, to, data))
-        .unwrap()
-        .unwrap();
+    probe_send_from(sim, host, sa(from), to, data);
 }
 
 fn received(sim: &Sim, host: NodeId) -> Vec<(SocketAddr, Vec<u8>)> {
@@ -714,11 +706,13 @@ fn ipv6_datagrams_and_streams() {
         })
         .unwrap()
         .unwrap();
-    sim.with_actor(d, |p: &mut DatagramProbe, _| {
-        p.send_from(sa("[::]:5353"), sa("[2001:db8::c]:53"), b"q".to_vec())
-    })
-    .unwrap()
-    .unwrap();
+    probe_send_from(
+        &mut sim,
+        d,
+        sa("[::]:5353"),
+        sa("[2001:db8::c]:53"),
+        b"q".to_vec(),
+    );
     // Nothing periodic here: the network goes idle once the exchange is over.
     let idle_at = sim.run_until_idle(10_000).unwrap();
     assert!(idle_at > Instant::ZERO && idle_at < Instant::from_secs(1));

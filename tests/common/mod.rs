@@ -9,12 +9,13 @@
 // every file would warn about the helpers it does not need.
 #![allow(dead_code)]
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use deputy::channel::ChannelEvent;
 use deputy::ikev2::IkeEvent;
 use deputy::offload::{ApplianceEvent, OffloadEvent, ProxyEvent, RemoteEvent};
 use deputy::rendezvous::RendezvousEvent;
+use deputy::sim::probe::Received;
 use deputy::sim::{DatagramProbe, LinkConfig, NatConfig, NetworkId, NodeId, Sim};
 use deputy::{Actor, Event};
 
@@ -105,6 +106,34 @@ impl Build for Sim {
     fn sim(&mut self) -> &mut Sim {
         self
     }
+}
+
+// ----------------------------------------------------------------- datagram probes
+
+/// `node`'s [`DatagramProbe`] sends `data` to `to`, from its own port.
+pub fn probe_send(sim: &mut Sim, node: NodeId, to: SocketAddr, data: impl Into<Vec<u8>>) {
+    sim.with_actor(node, |p: &mut DatagramProbe, _| p.send(to, data))
+        .unwrap()
+        .unwrap();
+}
+
+/// … from any address `from`: the simulator lets a probe spoof its source.
+pub fn probe_send_from(
+    sim: &mut Sim,
+    node: NodeId,
+    from: SocketAddr,
+    to: SocketAddr,
+    data: impl Into<Vec<u8>>,
+) {
+    sim.with_actor(node, |p: &mut DatagramProbe, _| p.send_from(from, to, data))
+        .unwrap()
+        .unwrap();
+}
+
+/// Take what `node`'s probe has received so far.
+pub fn probe_take(sim: &mut Sim, node: NodeId) -> Vec<Received> {
+    sim.with_actor(node, |p: &mut DatagramProbe, _| p.take_received())
+        .unwrap()
 }
 
 // ----------------------------------------------------------------- events
