@@ -1,9 +1,6 @@
 //! What every test file shares (`mod common;`), after str0m's `tests/common.rs`: the
-//! builders that put networks and hosts into a [`Sim`], and the one place where the crate's
-//! aggregate [`Event`] is taken apart into a protocol's own event type.
-//!
-//! Event matching lives only here on purpose: when the shape of `Event` (or of the
-//! `Output::Event` an actor hands out) changes, the tests change in one place.
+//! builders that put networks and hosts into a [`Sim`], datagram-probe shorthands, and (in
+//! `events.rs`, shared with the tour) the one place where events are matched.
 
 // Each test file is its own crate and uses only part of this module; without the allow
 // every file would warn about the helpers it does not need.
@@ -11,13 +8,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use deputy::channel::ChannelEvent;
-use deputy::ikev2::IkeEvent;
-use deputy::offload::{ApplianceEvent, OffloadEvent, ProxyEvent, RemoteEvent};
-use deputy::rendezvous::RendezvousEvent;
+use deputy::Actor;
 use deputy::sim::probe::Received;
 use deputy::sim::{DatagramProbe, LinkConfig, NatConfig, NetworkId, NodeId, Sim};
-use deputy::{Actor, Event};
+
+mod events;
+pub use events::*;
 
 pub fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -138,67 +134,7 @@ pub fn probe_take(sim: &mut Sim, node: NodeId) -> Vec<Received> {
 
 // ----------------------------------------------------------------- events
 
-/// A protocol's own event type, as found inside the aggregate [`Event`].
-// The `Err` hands the event back (it was another protocol's), it is no error: boxing it
-// would cost every event a box to please a lint about error sizes.
-#[allow(clippy::result_large_err)]
-pub trait FromEvent: Sized {
-    /// `Err(e)` when `e` is some other protocol's event.
-    fn from_event(e: Event) -> Result<Self, Event>;
-}
-
-/// `impl FromEvent` for an event type that is one variant of `Event` ...
-macro_rules! from_event {
-    ($ty:ty, $variant:ident) => {
-        impl FromEvent for $ty {
-            fn from_event(e: Event) -> Result<Self, Event> {
-                match e {
-                    Event::$variant(x) => Ok(x),
-                    other => Err(other),
-                }
-            }
-        }
-    };
-}
-
-/// … or one variant of `OffloadEvent` (one per seed 000 actor).
-macro_rules! from_offload_event {
-    ($ty:ty, $variant:ident) => {
-        impl FromEvent for $ty {
-            fn from_event(e: Event) -> Result<Self, Event> {
-                match OffloadEvent::from_event(e)? {
-                    OffloadEvent::$variant(x) => Ok(x),
-                    other => Err(Event::Offload(other)),
-                }
-            }
-        }
-    };
-}
-
-from_event!(ChannelEvent, Channel);
-from_event!(IkeEvent, Ike);
-from_event!(RendezvousEvent, Rendezvous);
-from_event!(OffloadEvent, Offload);
-from_offload_event!(ApplianceEvent, Appliance);
-from_offload_event!(ProxyEvent, Proxy);
-from_offload_event!(RemoteEvent, Remote);
-
-/// `e` if it is a `T`.
-pub fn event<T: FromEvent>(e: Event) -> Option<T> {
-    T::from_event(e).ok()
-}
-
-/// `e`, which must be a `T`: for an actor that emits only its own protocol's events.
-pub fn expect_event<T: FromEvent>(e: Event) -> T {
-    T::from_event(e).unwrap_or_else(|other| panic!("unexpected event {other:?}"))
-}
-
-/// Take the events `node` reported since the last call, keeping the `T`s (the others are
-/// dropped: the simulator hands out each event once).
+/// [`take_events`], unwrapped.
 pub fn events<T: FromEvent>(sim: &mut Sim, node: NodeId) -> Vec<T> {
-    sim.events(node)
-        .unwrap()
-        .into_iter()
-        .filter_map(|(_, e)| T::from_event(e).ok())
-        .collect()
+    take_events(sim, node).unwrap()
 }
