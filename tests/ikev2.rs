@@ -119,6 +119,16 @@ impl Net {
         SocketAddr::new(addr(I_ADDR).ip(), a.port() - 40000)
     }
 
+    /// Neither side refused any input.
+    fn assert_no_errors(&self) {
+        assert!(
+            self.i_errors.is_empty() && self.r_errors.is_empty(),
+            "{:?} {:?}",
+            self.i_errors,
+            self.r_errors
+        );
+    }
+
     /// Move every queued datagram; returns whether anything moved.
     fn deliver(&mut self) -> bool {
         let mut moved = false;
@@ -676,12 +686,7 @@ fn child_sa_rekey_from_either_side() {
     assert_eq!(i.keys_in, r.keys_out);
     assert_responder_initiated(&net, &i, &r);
     assert_eq!(net.inits[0].child_sas().len(), 1);
-    assert!(
-        net.i_errors.is_empty() && net.r_errors.is_empty(),
-        "{:?} {:?}",
-        net.i_errors,
-        net.r_errors
-    );
+    net.assert_no_errors();
 }
 
 #[test]
@@ -1436,12 +1441,7 @@ fn ike_sa_rekey_from_either_side_keeps_the_child_sas() {
         e,
         IkeEvent::IkeSaDeleted { id, by_peer: true } if *id == third
     )));
-    assert!(
-        net.i_errors.is_empty() && net.r_errors.is_empty(),
-        "{:?} {:?}",
-        net.i_errors,
-        net.r_errors
-    );
+    net.assert_no_errors();
 }
 
 #[test]
