@@ -35,6 +35,19 @@ fn world(sim: &mut Sim, cfg: WorldConfig) -> World {
     w
 }
 
+/// The issuer asks for the device with the right password (S203 on) and waits up to
+/// `secs` for the outcome.
+fn request(sim: &mut Sim, w: &World, secs: u64) -> Outcome {
+    let session = w.connect(sim, PASSWORD).unwrap();
+    w.wait(sim, session, Duration::from_secs(secs)).unwrap()
+}
+
+/// The device is still reachable: a request connects within 30 s.
+fn assert_connects(sim: &mut Sim, w: &World) {
+    let outcome = request(sim, w, 30);
+    assert!(matches!(outcome, Outcome::Connected { .. }), "{outcome}");
+}
+
 fn events(sim: &Sim, node: NodeId) -> Vec<RendezvousEvent> {
     World::events(sim, node)
 }
@@ -249,9 +262,7 @@ fn registration_refreshes_after_public_address_change() {
     }
 
     // And the notice (S205) follows the device to its new address.
-    let session = w.connect(&mut sim, PASSWORD).unwrap();
-    let outcome = w.wait(&mut sim, session, Duration::from_secs(30)).unwrap();
-    assert!(matches!(outcome, Outcome::Connected { .. }), "{outcome}");
+    assert_connects(&mut sim, &w);
 }
 
 #[test]
@@ -271,8 +282,7 @@ fn registration_expires() {
     let server = sim.actor::<RendezvousServer>(w.server).unwrap();
     assert_eq!(server.directory().len(), 0);
     // A request for it is now refused as unknown (S204).
-    let session = w.connect(&mut sim, PASSWORD).unwrap();
-    let outcome = w.wait(&mut sim, session, Duration::from_secs(10)).unwrap();
+    let outcome = request(&mut sim, &w, 10);
     assert_eq!(outcome, Outcome::Refused(RefusalReason::UnknownDevice));
 }
 
@@ -324,9 +334,7 @@ fn spoofed_registration_is_refused() {
         .unwrap();
     assert_eq!(heard, 0);
     // The genuine device is still reachable.
-    let session = w.connect(&mut sim, PASSWORD).unwrap();
-    let outcome = w.wait(&mut sim, session, Duration::from_secs(30)).unwrap();
-    assert!(matches!(outcome, Outcome::Connected { .. }), "{outcome}");
+    assert_connects(&mut sim, &w);
 }
 
 #[test]
@@ -627,9 +635,7 @@ fn wrong_password_is_refused_and_backs_off() {
 
     // The right password, once the back-off is over, connects.
     sim.run_for(Duration::from_secs(5)).unwrap();
-    let good = w.connect(&mut sim, PASSWORD).unwrap();
-    let outcome = w.wait(&mut sim, good, Duration::from_secs(30)).unwrap();
-    assert!(matches!(outcome, Outcome::Connected { .. }), "{outcome}");
+    assert_connects(&mut sim, &w);
 }
 
 #[test]
@@ -969,7 +975,5 @@ fn registration_flood_is_bounded() {
     assert_eq!(registered_at(&sim, &w), Some(genuine));
 
     // Still reachable through it all.
-    let session = w.connect(&mut sim, PASSWORD).unwrap();
-    let outcome = w.wait(&mut sim, session, Duration::from_secs(30)).unwrap();
-    assert!(matches!(outcome, Outcome::Connected { .. }), "{outcome}");
+    assert_connects(&mut sim, &w);
 }

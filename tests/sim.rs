@@ -95,6 +95,17 @@ fn drops_at(sim: &Sim, node: NodeId) -> Vec<DropReason> {
         .collect()
 }
 
+/// A call on `node`'s stream probe that must succeed.
+fn on_stream<R>(
+    sim: &mut Sim,
+    node: NodeId,
+    f: impl FnOnce(&mut StreamProbe) -> Result<R, Error>,
+) -> R {
+    sim.with_actor(node, |p: &mut StreamProbe, _| f(p))
+        .unwrap()
+        .unwrap()
+}
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -382,12 +393,7 @@ fn static_mapping_forwards_udp_and_tcp() {
         })
         .unwrap();
     w.sim.run_for(ms(50)).unwrap();
-    w.sim
-        .with_actor(client, |p: &mut StreamProbe, _| {
-            p.send(ok, b"GET /".to_vec())
-        })
-        .unwrap()
-        .unwrap();
+    on_stream(&mut w.sim, client, |p| p.send(ok, b"GET /".to_vec()));
     w.sim.run_for(Duration::from_secs(120)).unwrap();
     let c = w.sim.actor::<StreamProbe>(client).unwrap();
     assert_eq!(c.received(ok), b"GET /");
@@ -490,20 +496,11 @@ fn pattern(n: usize) -> Vec<u8> {
 #[test]
 fn stream_through_napt() {
     let (mut w, client, web) = stream_world(11, LinkConfig::with_latency(ms(5)));
-    let id = w
-        .sim
-        .with_actor(client, |p: &mut StreamProbe, _| {
-            p.connect(sa("203.0.113.8:443"))
-        })
-        .unwrap()
-        .unwrap();
+    let id = on_stream(&mut w.sim, client, |p| p.connect(sa("203.0.113.8:443")));
     w.sim.run_for(ms(100)).unwrap();
     let data = pattern(10_000);
     let chunk = data.clone();
-    w.sim
-        .with_actor(client, |p: &mut StreamProbe, _| p.send(id, chunk))
-        .unwrap()
-        .unwrap();
+    on_stream(&mut w.sim, client, |p| p.send(id, chunk));
     w.sim.run_for(Duration::from_secs(1)).unwrap();
 
     let server_side = w.sim.actor::<StreamProbe>(web).unwrap();
@@ -532,10 +529,7 @@ fn stream_through_napt() {
     assert!(max_tcp <= 1400 + 40);
 
     // Closing: the server hears StreamClosed, the NAT's TCP binding stays until it times out.
-    w.sim
-        .with_actor(client, |p: &mut StreamProbe, _| p.close(id))
-        .unwrap()
-        .unwrap();
+    on_stream(&mut w.sim, client, |p| p.close(id));
     w.sim.run_for(Duration::from_secs(1)).unwrap();
     let rec = w
         .sim
@@ -547,17 +541,9 @@ fn stream_through_napt() {
     assert_eq!(w.sim.open_streams(client).unwrap(), 0);
     assert_eq!(w.sim.open_streams(web).unwrap(), 0);
     // Closing what the peer already closed is harmless; sending on it is a recorded fault.
-    w.sim
-        .with_actor(web, |p: &mut StreamProbe, _| p.close(accepted[0]))
-        .unwrap()
-        .unwrap();
+    on_stream(&mut w.sim, web, |p| p.close(accepted[0]));
     assert!(w.sim.faults(web).unwrap().is_empty());
-    w.sim
-        .with_actor(web, |p: &mut StreamProbe, _| {
-            p.send(accepted[0], b"late".to_vec())
-        })
-        .unwrap()
-        .unwrap();
+    on_stream(&mut w.sim, web, |p| p.send(accepted[0], b"late".to_vec()));
     assert_eq!(
         w.sim.faults(web).unwrap()[0].error,
         Error::UnknownStream(accepted[0])
@@ -573,20 +559,11 @@ fn streams_survive_loss_duplication_and_reordering() {
         .duplicate(0.1)
         .reorder(0.1, ms(20));
     let (mut w, client, web) = stream_world(12, link);
-    let id = w
-        .sim
-        .with_actor(client, |p: &mut StreamProbe, _| {
-            p.connect(sa("203.0.113.8:443"))
-        })
-        .unwrap()
-        .unwrap();
+    let id = on_stream(&mut w.sim, client, |p| p.connect(sa("203.0.113.8:443")));
     let data = pattern(50_000);
     let chunk = data.clone();
     // Queued before the stream is up: sent once it connects.
-    w.sim
-        .with_actor(client, |p: &mut StreamProbe, _| p.send(id, chunk))
-        .unwrap()
-        .unwrap();
+    on_stream(&mut w.sim, client, |p| p.send(id, chunk));
     w.sim.run_for(Duration::from_secs(60)).unwrap();
     let c = w.sim.actor::<StreamProbe>(client).unwrap();
     assert_eq!(c.received(id).len(), data.len());
@@ -602,13 +579,7 @@ fn streams_survive_loss_duplication_and_reordering() {
 #[test]
 fn connect_to_closed_port_is_reset() {
     let (mut w, client, _web) = stream_world(13, LinkConfig::default());
-    let id = w
-        .sim
-        .with_actor(client, |p: &mut StreamProbe, _| {
-            p.connect(sa("203.0.113.8:444"))
-        })
-        .unwrap()
-        .unwrap();
+    let id = on_stream(&mut w.sim, client, |p| p.connect(sa("203.0.113.8:444")));
     w.sim.run_for(ms(20)).unwrap();
     let r = w
         .sim
@@ -653,19 +624,13 @@ fn simultaneous_open(cfg: NatConfig) -> (bool, bool) {
     let a = sim.host("a", home_a, "10.0.1.5", StreamProbe::new());
     let b = sim.host("b", home_b, "10.0.2.5", StreamProbe::new());
     // Each aims at the other's predicted public endpoint (port preserved).
-    let ida = sim
-        .with_actor(a, |p: &mut StreamProbe, _| {
-            p.connect_from(sa("0.0.0.0:7000"), sa("198.51.100.2:7000"))
-        })
-        .unwrap()
-        .unwrap();
+    let ida = on_stream(&mut sim, a, |p| {
+        p.connect_from(sa("0.0.0.0:7000"), sa("198.51.100.2:7000"))
+    });
     sim.run_for(ms(5)).unwrap();
-    let idb = sim
-        .with_actor(b, |p: &mut StreamProbe, _| {
-            p.connect_from(sa("0.0.0.0:7000"), sa("198.51.100.1:7000"))
-        })
-        .unwrap()
-        .unwrap();
+    let idb = on_stream(&mut sim, b, |p| {
+        p.connect_from(sa("0.0.0.0:7000"), sa("198.51.100.1:7000"))
+    });
     sim.run_for(Duration::from_secs(2)).unwrap();
     let _ = sim.with_actor(a, |p: &mut StreamProbe, _| p.send(ida, b"from a".to_vec()));
     let _ = sim.with_actor(b, |p: &mut StreamProbe, _| p.send(idb, b"from b".to_vec()));
@@ -698,14 +663,11 @@ fn ipv6_datagrams_and_streams() {
     let c = sim.host("c", net, "2001:db8::c", DatagramProbe::new(53).echoing());
     let d = sim.probe("d", net, "2001:db8::d", 5353);
     sim.listen(b, 22).unwrap();
-    let id = sim
-        .with_actor(a, |p: &mut StreamProbe, _| {
-            let id = p.connect_from(sa("[::]:0"), sa("[2001:db8::b]:22"))?;
-            p.send(id, b"ssh".to_vec())?;
-            Ok::<_, Error>(id)
-        })
-        .unwrap()
-        .unwrap();
+    let id = on_stream(&mut sim, a, |p| {
+        let id = p.connect_from(sa("[::]:0"), sa("[2001:db8::b]:22"))?;
+        p.send(id, b"ssh".to_vec())?;
+        Ok::<_, Error>(id)
+    });
     probe_send_from(
         &mut sim,
         d,
@@ -1086,19 +1048,6 @@ fn bad_calls_are_typed_errors() {
         Err(SimError::UnknownNetwork(foreign))
     );
     // An actor that re-arms a timer for "now" forever hits the step budget.
-    struct Spinner;
-    impl Actor for Spinner {
-        fn handle_input(&mut self, _: Instant, _: deputy::Input<'_>) -> Result<(), Error> {
-            Ok(())
-        }
-        fn handle_timeout(&mut self, _: Instant) {}
-        fn poll_output(&mut self) -> Option<Output> {
-            None
-        }
-        fn poll_timeout(&self) -> Option<Instant> {
-            Some(Instant::ZERO)
-        }
-    }
     let mut sim = Sim::with_config(
         1,
         deputy::sim::SimConfig {
@@ -1107,7 +1056,7 @@ fn bad_calls_are_typed_errors() {
         },
     );
     let n = sim.net("n", "10.0.0.0/8");
-    sim.host("spinner", n, "10.0.0.1", Spinner);
+    sim.host("spinner", n, "10.0.0.1", Quiet(Some(Instant::ZERO)));
     assert_eq!(sim.run_for(ms(1)), Err(SimError::StepLimit(1000)));
     assert_eq!(sim.run_until_idle(10), Err(SimError::StepLimit(10)));
 }
@@ -1161,8 +1110,8 @@ fn actor_output_errors_are_recorded_not_panicked() {
     let _ = client;
 }
 
-/// Takes anything, says nothing.
-struct Quiet;
+/// Takes anything, says nothing; asks to be woken at its instant, if any, every time.
+struct Quiet(Option<Instant>);
 
 impl Actor for Quiet {
     fn handle_input(&mut self, _: Instant, _: deputy::Input<'_>) -> Result<(), Error> {
@@ -1173,7 +1122,7 @@ impl Actor for Quiet {
         None
     }
     fn poll_timeout(&self) -> Option<Instant> {
-        None
+        self.0
     }
 }
 
@@ -1204,7 +1153,7 @@ fn events_are_recorded_with_their_time() {
     };
     let mut sim = Sim::new(25);
     let n = sim.net("n", "10.0.0.0/24");
-    let quiet = sim.host("quiet", n, "10.0.0.2", Quiet);
+    let quiet = sim.host("quiet", n, "10.0.0.2", Quiet(None));
     let e = sim.host("emitter", n, "10.0.0.1", Emitter(vec![event()]));
     sim.run_until(Instant::from_secs(1)).unwrap();
     sim.with_actor(e, |a: &mut Emitter, _| a.0.push(event()))
