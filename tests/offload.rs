@@ -214,6 +214,16 @@ impl Default for Setup {
     }
 }
 
+impl Setup {
+    /// The default system, its closed-network link keyed or not.
+    fn keyed(link_key: bool) -> Setup {
+        Setup {
+            link_key,
+            ..Setup::default()
+        }
+    }
+}
+
 struct Home {
     sim: Sim,
     ca: CertificateAuthority,
@@ -516,6 +526,13 @@ impl Home {
         tap.seen.iter().map(|(_, d)| d.clone()).collect()
     }
 
+    /// Whether `data` crossed the open network in clear, in any packet.
+    fn seen_in_clear(&self, data: &[u8]) -> bool {
+        self.open_network_packets()
+            .iter()
+            .any(|p| contains(p, data))
+    }
+
     fn closed_tap(&mut self, f: impl FnOnce(&mut Tap)) {
         let node = self.closed_tap;
         self.sim.with_actor(node, |t: &mut Tap, _| f(t)).unwrap();
@@ -730,9 +747,7 @@ fn remote_initiated_flow() {
         &["CryptoRequest", "CryptoAccept", "PlainData", "Ack"],
     );
     assert!(
-        !h.open_network_packets()
-            .iter()
-            .any(|p| contains(p, b"defrost")),
+        !h.seen_in_clear(b"defrost"),
         "the data never crosses the open network in clear"
     );
 
@@ -743,11 +758,7 @@ fn remote_initiated_flow() {
         received(&h.remote_events("phone")),
         [("microwave".to_string(), b"defrosting, 4 min".to_vec())]
     );
-    assert!(
-        !h.open_network_packets()
-            .iter()
-            .any(|p| contains(p, b"defrosting"))
-    );
+    assert!(!h.seen_in_clear(b"defrosting"));
     h.assert_no_faults();
 }
 
@@ -966,11 +977,7 @@ fn appliance_initiated_flow() {
         &["ProxyRequest", "ProxyAccept", "PlainData"],
     );
     assert_in_order(&h.labels(h.internet), &["[SYN]", "ClientHello", "Record"]);
-    assert!(
-        !h.open_network_packets()
-            .iter()
-            .any(|p| contains(p, b"door opened"))
-    );
+    assert!(!h.seen_in_clear(b"door opened"));
 
     // The remote node answers on the appliance's session.
     h.send("phone", "microwave", b"close it");
@@ -1267,10 +1274,7 @@ fn unauthorized_remote_is_refused() {
 /// authentic retransmission is delivered once.
 #[test]
 fn tampered_secure_data_is_dropped() {
-    let mut h = Home::new(Setup {
-        link_key: true,
-        ..Setup::default()
-    });
+    let mut h = Home::new(Setup::keyed(true));
     h.send("phone", "microwave", b"status?");
     h.run(3);
     assert_eq!(delivered(&h.appliance_events("microwave")).len(), 1);
@@ -1370,10 +1374,7 @@ fn tampered_secure_data_is_dropped() {
 /// link is acknowledged again but not acted on.
 #[test]
 fn replayed_secure_data_is_dropped() {
-    let mut h = Home::new(Setup {
-        link_key: true,
-        ..Setup::default()
-    });
+    let mut h = Home::new(Setup::keyed(true));
     h.send("phone", "microwave", b"heat 1 minute");
     h.run(3);
     let first = delivered(&h.appliance_events("microwave"));
@@ -2011,10 +2012,7 @@ fn undeliverable_data_is_reported() {
 /// proxy's address but lacks the key is refused.
 #[test]
 fn spoofed_proxy_datagrams_need_the_link_key() {
-    let mut h = Home::new(Setup {
-        link_key: true,
-        ..Setup::default()
-    });
+    let mut h = Home::new(Setup::keyed(true));
     let microwave = h.appliances["microwave"].1;
     let attacker = h.add_internet_host("attacker", "203.0.113.66", DatagramProbe::new(4000));
     for _ in 0..3 {
@@ -2226,10 +2224,7 @@ fn command_bounds_are_enforced() {
 #[test]
 fn closed_link_keeps_order_under_loss() {
     for keyed in [false, true] {
-        let mut h = Home::new(Setup {
-            link_key: keyed,
-            ..Setup::default()
-        });
+        let mut h = Home::new(Setup::keyed(keyed));
         h.send("phone", "microwave", b"hello");
         h.run(3);
         h.appliance_events("microwave");
@@ -2274,10 +2269,7 @@ fn closed_link_keeps_order_under_loss() {
 #[test]
 fn link_survives_an_appliance_restart() {
     for keyed in [false, true] {
-        let mut h = Home::new(Setup {
-            link_key: keyed,
-            ..Setup::default()
-        });
+        let mut h = Home::new(Setup::keyed(keyed));
         let request = h.connect("microwave", "phone", None);
         h.run(3);
         let s = session_of(&h.appliance_events("microwave"));
