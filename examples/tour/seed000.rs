@@ -315,41 +315,52 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
         )
     })?;
 
-    tour.step(
-        "S22",
-        "The microwave answers with a crypto accept and a proxy designation: the proxy's \
-         address as reachable from outside, and its own name.",
+    // S22–S25 need nothing from the story but time: each ends when its node reports.
+    type Step<'a> = (
+        &'a str,
+        &'a str,
+        (&'a str, NodeId),
+        u64,
+        fn(&OffloadEvent) -> bool,
     );
-    witness(sim, tour, ("phone", phone), 2, "S22", |e| {
-        matches!(e, OffloadEvent::Remote(RemoteEvent::Designated { .. }))
-    })?;
-
-    tour.step(
-        "S23",
-        "The phone opens a stream to the proxy and runs the secure channel. The proxy's \
-         certificate must come from the home CA and name the microwave — a forged designation \
-         fails here — and the phone proves its own certificate. Then, inside the channel, the \
-         proxy request: \"deputize for the microwave\".",
-    );
-    witness(sim, tour, ("crypto-proxy", proxy), 3, "S23", |e| {
-        matches!(e, OffloadEvent::Proxy(ProxyEvent::SessionUp { .. }))
-    })?;
-
-    tour.step(
-        "S24",
-        "The proxy checks that the phone may reach the microwave and confirms: proxy accept.",
-    );
-    witness(sim, tour, ("phone", phone), 2, "S24", |e| {
-        matches!(e, OffloadEvent::Remote(RemoteEvent::SessionUp { .. }))
-    })?;
-
-    tour.step(
-        "S25",
-        "The phone sends \"defrost 300 g\" as secure data inside the channel.",
-    );
-    witness(sim, tour, ("crypto-proxy", proxy), 2, "S25", |e| {
-        matches!(e, OffloadEvent::Proxy(ProxyEvent::Forwarded { .. }))
-    })?;
+    let flow_a: [Step; 4] = [
+        (
+            "S22",
+            "The microwave answers with a crypto accept and a proxy designation: the proxy's \
+             address as reachable from outside, and its own name.",
+            ("phone", phone),
+            2,
+            |e| matches!(e, OffloadEvent::Remote(RemoteEvent::Designated { .. })),
+        ),
+        (
+            "S23",
+            "The phone opens a stream to the proxy and runs the secure channel. The proxy's \
+             certificate must come from the home CA and name the microwave — a forged \
+             designation fails here — and the phone proves its own certificate. Then, inside \
+             the channel, the proxy request: \"deputize for the microwave\".",
+            ("crypto-proxy", proxy),
+            3,
+            |e| matches!(e, OffloadEvent::Proxy(ProxyEvent::SessionUp { .. })),
+        ),
+        (
+            "S24",
+            "The proxy checks that the phone may reach the microwave and confirms: proxy accept.",
+            ("phone", phone),
+            2,
+            |e| matches!(e, OffloadEvent::Remote(RemoteEvent::SessionUp { .. })),
+        ),
+        (
+            "S25",
+            "The phone sends \"defrost 300 g\" as secure data inside the channel.",
+            ("crypto-proxy", proxy),
+            2,
+            |e| matches!(e, OffloadEvent::Proxy(ProxyEvent::Forwarded { .. })),
+        ),
+    ];
+    for (id, text, who, secs, pred) in flow_a {
+        tour.step(id, text);
+        witness(sim, tour, who, secs, id, pred)?;
+    }
 
     tour.step(
         "S26",
