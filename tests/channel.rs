@@ -20,6 +20,8 @@ use deputy::{Error, Instant, UnixTime};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
+mod common;
+
 const ANCHOR: UnixTime = UnixTime(1_800_000_000);
 const DAY: u64 = 86_400;
 
@@ -155,6 +157,11 @@ impl Pair {
             self.server_err
         );
         self
+    }
+
+    /// Feed `bytes` to the server (as if read from its stream), returning its verdict.
+    fn server_reads(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.server.feed(self.now, bytes, &mut self.rng)
     }
 
     /// Send `data` one way and return what the other side received.
@@ -599,40 +606,29 @@ fn two_records() -> (Pair, Vec<u8>, Vec<u8>) {
     (pair, first, second)
 }
 
-#[test]
-fn a_replayed_record_is_rejected() {
-    let (mut pair, first, _) = two_records();
-    pair.server.feed(pair.now, &first, &mut pair.rng).unwrap();
-    assert_eq!(pair.server.take_received().unwrap(), b"first");
-    let err = pair
-        .server
-        .feed(pair.now, &first, &mut pair.rng)
-        .unwrap_err();
+/// The server refuses `record` as out of order (`got` where `expected` was due) and
+/// delivers nothing.
+fn assert_out_of_order(pair: &mut Pair, record: &[u8], expected: u64, got: u64) {
+    let err = pair.server_reads(record).unwrap_err();
     assert_eq!(
         err,
-        Error::Channel(ChannelError::RecordOutOfOrder {
-            expected: 1,
-            got: 0
-        })
+        Error::Channel(ChannelError::RecordOutOfOrder { expected, got })
     );
     assert_eq!(pair.server.take_received(), None);
 }
 
 #[test]
+fn a_replayed_record_is_rejected() {
+    let (mut pair, first, _) = two_records();
+    pair.server_reads(&first).unwrap();
+    assert_eq!(pair.server.take_received().unwrap(), b"first");
+    assert_out_of_order(&mut pair, &first, 1, 0);
+}
+
+#[test]
 fn a_reordered_record_is_rejected() {
     let (mut pair, _, second) = two_records();
-    let err = pair
-        .server
-        .feed(pair.now, &second, &mut pair.rng)
-        .unwrap_err();
-    assert_eq!(
-        err,
-        Error::Channel(ChannelError::RecordOutOfOrder {
-            expected: 0,
-            got: 1
-        })
-    );
-    assert_eq!(pair.server.take_received(), None);
+    assert_out_of_order(&mut pair, &second, 0, 1);
 }
 
 #[test]
@@ -642,17 +638,12 @@ fn a_truncated_record_is_rejected() {
     let msg = Message::decode(&first, &Limits::default()).unwrap();
     let mut env = messages::RecordEnvelope::decode(&msg, &Limits::default()).unwrap();
     env.ciphertext.truncate(env.ciphertext.len() - 1);
-    let err = pair
-        .server
-        .feed(pair.now, &env.encode().unwrap(), &mut pair.rng)
-        .unwrap_err();
+    let err = pair.server_reads(&env.encode().unwrap()).unwrap_err();
     assert_eq!(err, Error::Channel(ChannelError::DecryptFailed));
 
     // The stream ends in the middle of a record.
     let (mut pair, first, _) = two_records();
-    pair.server
-        .feed(pair.now, &first[..first.len() - 3], &mut pair.rng)
-        .unwrap();
+    pair.server_reads(&first[..first.len() - 3]).unwrap();
     assert_eq!(pair.server.take_received(), None);
     assert_eq!(
         pair.server.stream_closed(),
@@ -789,10 +780,7 @@ fn receive_queue_and_outgoing_buffer_are_bounded() {
 fn garbage_fails_the_connection_with_a_typed_error_and_it_stays_failed() {
     let (client, server) = psk_pair(Group::X25519);
     let mut pair = Pair::new(client, server, 41);
-    let err = pair
-        .server
-        .feed(pair.now, b"GET / HTTP/1.1\r\n\r\n", &mut pair.rng)
-        .unwrap_err();
+    let err = pair.server_reads(b"GET / HTTP/1.1\r\n\r\n").unwrap_err();
     assert_eq!(
         err,
         Error::Channel(ChannelError::Decode(deputy::wire::WireError::BadMagic))
@@ -800,7 +788,7 @@ fn garbage_fails_the_connection_with_a_typed_error_and_it_stays_failed() {
     let alert = pair.server.take_outgoing();
     assert_eq!(alert[3], messages::ALERT, "the peer is told");
     assert_eq!(
-        pair.server.feed(pair.now, b"anything", &mut pair.rng),
+        pair.server_reads(b"anything"),
         Err(Error::Channel(ChannelError::Failed))
     );
 }
@@ -811,7 +799,7 @@ fn garbage_fails_the_connection_with_a_typed_error_and_it_stays_failed() {
 #[test]
 fn a_burst_of_records_in_one_read_reaches_the_server_actor() {
     use deputy::channel::{ChannelEvent, ChannelServer, ChannelServerConfig};
-    use deputy::{Actor, Event, Input, Output, StreamId};
+    use deputy::{Actor, Input, Output, StreamId};
 
     let (client_cfg, server_cfg) = psk_pair(Group::X25519);
     let bound = server_cfg.common.max_received;
@@ -843,7 +831,7 @@ fn a_burst_of_records_in_one_read_reaches_the_server_actor() {
         while let Some(out) = server.poll_output() {
             match out {
                 Output::StreamSend { data, .. } => back.extend(data),
-                Output::Event(Event::Channel(e)) => events.push(e),
+                Output::Event(e) => events.extend(common::event::<ChannelEvent>(e)),
                 _ => {}
             }
         }
@@ -882,7 +870,7 @@ mod through_the_simulator {
     //! The ready-made actors, over simulated TCP through a NAPT router.
 
     use super::*;
-    use deputy::Event;
+    use common::Build;
     use deputy::channel::{ChannelClient, ChannelEvent, ChannelServer, ChannelServerConfig};
     use deputy::sim::{LinkConfig, NatConfig, NodeId, Sim};
     use std::time::Duration;
@@ -893,68 +881,48 @@ mod through_the_simulator {
         clients: Vec<NodeId>,
     }
 
-    fn channel_events(sim: &mut Sim, node: NodeId) -> Vec<ChannelEvent> {
-        sim.events(node)
-            .unwrap()
-            .into_iter()
-            .filter_map(|(_, e)| match e {
-                Event::Channel(c) => Some(c),
-                _ => None,
-            })
-            .collect()
-    }
-
     /// `n` clients on a LAN behind a NAPT, a PSK server on the internet allowing
     /// `max_sessions` connections.
     fn world(n: usize, max_sessions: usize) -> World {
         let mut sim = Sim::new(77);
-        let lan = sim
-            .add_network(
-                "lan",
-                "10.1.0.0/24",
-                LinkConfig::with_latency(Duration::from_millis(2)),
-            )
-            .unwrap();
-        let wan = sim
-            .add_network(
-                "wan",
-                "198.51.100.0/24",
-                LinkConfig::with_latency(Duration::from_millis(10)),
-            )
-            .unwrap();
-        sim.add_napt(
+        let lan = sim.net_with(
+            "lan",
+            "10.1.0.0/24",
+            LinkConfig::with_latency(Duration::from_millis(2)),
+        );
+        let wan = sim.net_with(
+            "wan",
+            "198.51.100.0/24",
+            LinkConfig::with_latency(Duration::from_millis(10)),
+        );
+        sim.napt(
             "nat",
-            lan,
-            "10.1.0.1".parse().unwrap(),
-            wan,
-            "198.51.100.2".parse().unwrap(),
+            (lan, "10.1.0.1"),
+            (wan, "198.51.100.2"),
             NatConfig::default(),
-        )
-        .unwrap();
+        );
         let (_, server_cfg) = psk_pair(Group::X25519);
-        let server = sim
-            .add_host(
-                "server",
-                wan,
-                "198.51.100.10".parse().unwrap(),
-                ChannelServer::new(
-                    ChannelServerConfig {
-                        channel: Arc::new(server_cfg),
-                        max_sessions,
-                    },
-                    Box::new(sim.rng("server")),
-                ),
-            )
-            .unwrap();
+        let server = sim.host(
+            "server",
+            wan,
+            "198.51.100.10",
+            ChannelServer::new(
+                ChannelServerConfig {
+                    channel: Arc::new(server_cfg),
+                    max_sessions,
+                },
+                Box::new(sim.rng("server")),
+            ),
+        );
         sim.listen(server, 443).unwrap();
         let clients = (0..n)
             .map(|i| {
                 let (client_cfg, _) = psk_pair(Group::X25519);
                 let ip = format!("10.1.0.{}", 10 + i);
-                sim.add_host(
+                sim.host(
                     &format!("client{i}"),
                     lan,
-                    ip.parse().unwrap(),
+                    &ip,
                     ChannelClient::new(
                         Arc::new(client_cfg),
                         format!("{ip}:0").parse().unwrap(),
@@ -962,7 +930,6 @@ mod through_the_simulator {
                         Box::new(sim.rng(&format!("client{i}"))),
                     ),
                 )
-                .unwrap()
             })
             .collect();
         World {
@@ -985,7 +952,7 @@ mod through_the_simulator {
             .unwrap();
         w.sim.run_for(Duration::from_secs(1)).unwrap();
 
-        let server_saw = channel_events(&mut w.sim, w.server);
+        let server_saw = common::events::<ChannelEvent>(&mut w.sim, w.server);
         let (stream, peer) = match &server_saw[0] {
             ChannelEvent::Established { stream, peer, .. } => (*stream, peer.clone()),
             other => panic!("server saw {other:?}"),
@@ -1005,7 +972,7 @@ mod through_the_simulator {
             .unwrap()
             .unwrap();
         w.sim.run_for(Duration::from_secs(1)).unwrap();
-        let client_saw = channel_events(&mut w.sim, client);
+        let client_saw = common::events::<ChannelEvent>(&mut w.sim, client);
         assert!(matches!(client_saw[0], ChannelEvent::Established { .. }));
         assert!(matches!(&client_saw[1], ChannelEvent::Received { data, .. } if data == b"ack"));
 
@@ -1015,11 +982,11 @@ mod through_the_simulator {
             .unwrap();
         w.sim.run_for(Duration::from_secs(1)).unwrap();
         assert!(matches!(
-            channel_events(&mut w.sim, w.server)[..],
+            common::events::<ChannelEvent>(&mut w.sim, w.server)[..],
             [ChannelEvent::Closed { .. }]
         ));
         assert!(matches!(
-            channel_events(&mut w.sim, client)[..],
+            common::events::<ChannelEvent>(&mut w.sim, client)[..],
             [ChannelEvent::Closed { .. }]
         ));
         let server_sessions = w
@@ -1047,7 +1014,7 @@ mod through_the_simulator {
                 .unwrap();
         }
         w.sim.run_for(Duration::from_secs(2)).unwrap();
-        let established = channel_events(&mut w.sim, w.server)
+        let established = common::events::<ChannelEvent>(&mut w.sim, w.server)
             .iter()
             .filter(|e| matches!(e, ChannelEvent::Established { .. }))
             .count();
@@ -1064,7 +1031,7 @@ mod through_the_simulator {
             .clone()
             .into_iter()
             .filter(|&c| {
-                channel_events(&mut w.sim, c)
+                common::events::<ChannelEvent>(&mut w.sim, c)
                     .iter()
                     .any(|e| matches!(e, ChannelEvent::Failed { .. }))
             })
@@ -1093,7 +1060,7 @@ fn messages_authenticated_before_a_failure_are_delivered_whatever_the_read_size(
             vec![&bytes[..]]
         };
         for read in reads {
-            if let Err(e) = pair.server.feed(pair.now, read, &mut pair.rng) {
+            if let Err(e) = pair.server_reads(read) {
                 error = Some(e);
                 break;
             }

@@ -16,9 +16,11 @@ use deputy::ipsec::{
     Action, ChildSa, DataPlane, DataPlaneConfig, Direction, Inbound, Mode, Outbound, Policy,
     Protected, Selector, Suite, TrafficSelector,
 };
-use deputy::{Actor, Error, Event, Input, Instant, Output, Transmit};
+use deputy::{Actor, Error, Input, Instant, Output, Transmit};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
+
+mod common;
 
 const PSK: &[u8] = b"correct horse battery staple";
 
@@ -117,6 +119,16 @@ impl Net {
         SocketAddr::new(addr(I_ADDR).ip(), a.port() - 40000)
     }
 
+    /// Neither side refused any input.
+    fn assert_no_errors(&self) {
+        assert!(
+            self.i_errors.is_empty() && self.r_errors.is_empty(),
+            "{:?} {:?}",
+            self.i_errors,
+            self.r_errors
+        );
+    }
+
     /// Move every queued datagram; returns whether anything moved.
     fn deliver(&mut self) -> bool {
         let mut moved = false;
@@ -126,7 +138,7 @@ impl Net {
                 while let Some(o) = i.poll_output() {
                     match o {
                         Output::Transmit(t) => batch.push((k, Dir::ToResponder, t)),
-                        Output::Event(Event::Ike(e)) => self.i_events[k].push(e),
+                        Output::Event(e) => self.i_events[k].push(common::expect_event(e)),
                         other => panic!("unexpected output {other:?}"),
                     }
                 }
@@ -137,7 +149,7 @@ impl Net {
                         let who = self.initiator_for(t.to);
                         batch.push((who, Dir::ToInitiator, t));
                     }
-                    Output::Event(Event::Ike(e)) => self.r_events.push(e),
+                    Output::Event(e) => self.r_events.push(common::expect_event(e)),
                     other => panic!("unexpected output {other:?}"),
                 }
             }
@@ -674,12 +686,7 @@ fn child_sa_rekey_from_either_side() {
     assert_eq!(i.keys_in, r.keys_out);
     assert_responder_initiated(&net, &i, &r);
     assert_eq!(net.inits[0].child_sas().len(), 1);
-    assert!(
-        net.i_errors.is_empty() && net.r_errors.is_empty(),
-        "{:?} {:?}",
-        net.i_errors,
-        net.r_errors
-    );
+    net.assert_no_errors();
 }
 
 #[test]
@@ -1434,12 +1441,7 @@ fn ike_sa_rekey_from_either_side_keeps_the_child_sas() {
         e,
         IkeEvent::IkeSaDeleted { id, by_peer: true } if *id == third
     )));
-    assert!(
-        net.i_errors.is_empty() && net.r_errors.is_empty(),
-        "{:?} {:?}",
-        net.i_errors,
-        net.r_errors
-    );
+    net.assert_no_errors();
 }
 
 #[test]

@@ -37,6 +37,9 @@ use deputy::{Actor, Error, Event, IfaceId, Input, Instant, Outbox, Output, UnixT
 use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
 
+mod common;
+use common::{Build, FromEvent, ip, probe_send, probe_send_from, probe_take};
+
 const ANCHOR: UnixTime = UnixTime(1_800_000_000);
 const YEAR: u64 = 365 * 86_400;
 const APPLIANCE_PORT: u16 = 5683;
@@ -45,10 +48,6 @@ const PROXY_TCP: u16 = 8443;
 const REMOTE_UDP: u16 = 7000;
 const REMOTE_TCP: u16 = 7443;
 const HEAT: &[u8] = b"heat for one hour";
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
 
 fn sa(ip: IpAddr, port: u16) -> SocketAddr {
     SocketAddr::new(ip, port)
@@ -83,6 +82,18 @@ impl Tap {
 
     fn arm(&mut self, rule: impl FnMut(IfaceId, &[u8]) -> Verdict + 'static) {
         self.rule = Some(Box::new(rule));
+    }
+
+    /// Arm a rule that drops the first packet `matches` picks, and forwards everything else.
+    fn drop_once(&mut self, matches: impl Fn(IfaceId, &[u8]) -> bool + 'static) {
+        let mut done = false;
+        self.arm(move |iface, data| {
+            if !done && matches(iface, data) {
+                done = true;
+                return Verdict::Drop;
+            }
+            Verdict::Forward
+        })
     }
 
     fn disarm(&mut self) {
@@ -203,6 +214,16 @@ impl Default for Setup {
     }
 }
 
+impl Setup {
+    /// The default system, its closed-network link keyed or not.
+    fn keyed(link_key: bool) -> Setup {
+        Setup {
+            link_key,
+            ..Setup::default()
+        }
+    }
+}
+
 struct Home {
     sim: Sim,
     ca: CertificateAuthority,
@@ -238,22 +259,14 @@ impl Home {
         let home_link = LinkConfig::with_latency(Duration::from_millis(1)).loss(setup.home_loss);
         let net_link =
             LinkConfig::with_latency(Duration::from_millis(20)).loss(setup.internet_loss);
-        let home = sim
-            .add_network("home", "192.168.0.0/24", home_link)
-            .unwrap();
-        let devices = sim
-            .add_network("devices", "192.168.0.0/24", home_link)
-            .unwrap();
-        let wan = sim
-            .add_network(
-                "wan",
-                "203.0.113.0/24",
-                LinkConfig::with_latency(Duration::from_millis(1)),
-            )
-            .unwrap();
-        let internet = sim
-            .add_network("internet", "203.0.113.0/24", net_link)
-            .unwrap();
+        let home = sim.net_with("home", "192.168.0.0/24", home_link);
+        let devices = sim.net_with("devices", "192.168.0.0/24", home_link);
+        let wan = sim.net_with(
+            "wan",
+            "203.0.113.0/24",
+            LinkConfig::with_latency(Duration::from_millis(1)),
+        );
+        let internet = sim.net_with("internet", "203.0.113.0/24", net_link);
 
         let mut gw = GatewayConfig::default().allow(AllowRule {
             protocol: Some(Proto::Tcp.number()),
@@ -317,14 +330,12 @@ impl Home {
             pc.serve(name, served).unwrap();
         }
         (setup.proxy)(&mut pc);
-        let proxy = sim
-            .add_host(
-                "crypto-proxy",
-                home,
-                ip("192.168.0.2"),
-                CryptoProxy::new(pc, Box::new(sim.rng("offload/proxy"))),
-            )
-            .unwrap();
+        let proxy = sim.host(
+            "crypto-proxy",
+            home,
+            "192.168.0.2",
+            CryptoProxy::new(pc, Box::new(sim.rng("offload/proxy"))),
+        );
         sim.listen(proxy, PROXY_TCP).unwrap();
 
         let mut appliances = BTreeMap::new();
@@ -336,9 +347,7 @@ impl Home {
             }
             (setup.appliance)(name, &mut cfg);
             let rng = Box::new(sim.rng(&format!("offload/{name}")));
-            let node = sim
-                .add_host(name, devices, *addr, Appliance::new(cfg, rng))
-                .unwrap();
+            let node = sim.host(name, devices, *addr, Appliance::new(cfg, rng));
             appliances.insert(name.to_string(), (node, local));
         }
 
@@ -363,9 +372,7 @@ impl Home {
             }
             (setup.remote)(name, &mut cfg);
             let rng = Box::new(sim.rng(&format!("offload/{name}")));
-            let node = sim
-                .add_host(name, internet, addr, RemoteNode::new(cfg, rng))
-                .unwrap();
+            let node = sim.host(name, internet, addr, RemoteNode::new(cfg, rng));
             sim.listen(node, REMOTE_TCP).unwrap();
             remotes.insert(name.to_string(), (node, sa(addr, REMOTE_UDP)));
         }
@@ -434,6 +441,19 @@ impl Home {
             .unwrap()
     }
 
+    /// Flow B up to S34 with no identity required: the session comes up and is all the
+    /// appliance reports within `secs`.
+    fn open_session(&mut self, appliance: &str, remote: &str, secs: u64) -> u64 {
+        let request = self.connect(appliance, remote, None);
+        self.run(secs);
+        let events = self.appliance_events(appliance);
+        assert!(matches!(
+            events.as_slice(),
+            [ApplianceEvent::SessionUp { request: Some(r), .. }] if *r == request
+        ));
+        session_of(&events)
+    }
+
     fn appliance_send(&mut self, appliance: &str, session: u64, data: &[u8]) {
         let node = self.appliance(appliance);
         self.sim
@@ -443,48 +463,31 @@ impl Home {
     }
 
     fn events(&mut self, node: NodeId) -> Vec<OffloadEvent> {
-        self.sim
-            .events(node)
-            .unwrap()
+        common::events(&mut self.sim, node)
+    }
+
+    /// `node`'s offload events, all of which must be `T`s: each node runs one kind of
+    /// seed 000 actor, so an appliance reporting a proxy event is a bug.
+    fn events_of<T: FromEvent>(&mut self, node: NodeId) -> Vec<T> {
+        self.events(node)
             .into_iter()
-            .filter_map(|(_, e)| match e {
-                Event::Offload(o) => Some(o),
-                _ => None,
-            })
+            .map(|e| common::expect_event(Event::Offload(e)))
             .collect()
     }
 
     fn appliance_events(&mut self, name: &str) -> Vec<ApplianceEvent> {
         let node = self.appliance(name);
-        self.events(node)
-            .into_iter()
-            .map(|e| match e {
-                OffloadEvent::Appliance(a) => a,
-                other => panic!("appliance reported {other:?}"),
-            })
-            .collect()
+        self.events_of(node)
     }
 
     fn proxy_events(&mut self) -> Vec<ProxyEvent> {
         let node = self.proxy;
-        self.events(node)
-            .into_iter()
-            .map(|e| match e {
-                OffloadEvent::Proxy(p) => p,
-                other => panic!("proxy reported {other:?}"),
-            })
-            .collect()
+        self.events_of(node)
     }
 
     fn remote_events(&mut self, name: &str) -> Vec<RemoteEvent> {
         let node = self.remote(name);
-        self.events(node)
-            .into_iter()
-            .map(|e| match e {
-                OffloadEvent::Remote(r) => r,
-                other => panic!("remote reported {other:?}"),
-            })
-            .collect()
+        self.events_of(node)
     }
 
     fn faults(&self, node: NodeId) -> Vec<Error> {
@@ -523,6 +526,13 @@ impl Home {
         tap.seen.iter().map(|(_, d)| d.clone()).collect()
     }
 
+    /// Whether `data` crossed the open network in clear, in any packet.
+    fn seen_in_clear(&self, data: &[u8]) -> bool {
+        self.open_network_packets()
+            .iter()
+            .any(|p| contains(p, data))
+    }
+
     fn closed_tap(&mut self, f: impl FnOnce(&mut Tap)) {
         let node = self.closed_tap;
         self.sim.with_actor(node, |t: &mut Tap, _| f(t)).unwrap();
@@ -536,7 +546,7 @@ impl Home {
     /// Add a host on the internet with any actor.
     fn add_internet_host(&mut self, name: &str, addr: &str, actor: impl Actor + 'static) -> NodeId {
         let net = self.internet;
-        self.sim.add_host(name, net, ip(addr), actor).unwrap()
+        self.sim.host(name, net, ip(addr), actor)
     }
 }
 
@@ -579,6 +589,19 @@ fn delivered(events: &[ApplianceEvent]) -> Vec<(Option<u64>, Peer, Vec<u8>)> {
         .collect()
 }
 
+/// What reached the appliance's application, without the session and the sender.
+fn delivered_data(events: &[ApplianceEvent]) -> Vec<Vec<u8>> {
+    delivered(events).into_iter().map(|(_, _, d)| d).collect()
+}
+
+/// What reached the appliance's application, by sender.
+fn delivered_from(events: &[ApplianceEvent]) -> Vec<(Peer, Vec<u8>)> {
+    delivered(events)
+        .into_iter()
+        .map(|(_, p, d)| (p, d))
+        .collect()
+}
+
 fn received(events: &[RemoteEvent]) -> Vec<(String, Vec<u8>)> {
     events
         .iter()
@@ -610,6 +633,65 @@ fn phone() -> Peer {
     Peer::Certificate("phone".into())
 }
 
+// Expected events, spelled once: most flows run between the phone and the microwave.
+
+fn session_up(appliance: &str, initiated_by: Initiator) -> RemoteEvent {
+    RemoteEvent::SessionUp {
+        appliance: appliance.into(),
+        initiated_by,
+    }
+}
+
+/// The microwave named the proxy to the remote node (S22, or S42 when `solicited`).
+fn designated(solicited: bool) -> RemoteEvent {
+    RemoteEvent::Designated {
+        appliance: "microwave".into(),
+        proxy: proxy_public(),
+        solicited,
+    }
+}
+
+fn phone_session(session: u64, initiated_by: Initiator, request: Option<u64>) -> ApplianceEvent {
+    ApplianceEvent::SessionUp {
+        session,
+        remote: phone(),
+        initiated_by,
+        request,
+    }
+}
+
+fn from_phone(session: u64, data: &[u8]) -> ApplianceEvent {
+    ApplianceEvent::Delivered {
+        session: Some(session),
+        from: phone(),
+        data: data.to_vec(),
+    }
+}
+
+/// The proxy's account of a phone–microwave session that carried one message of `len`
+/// bytes.
+fn proxy_session(
+    session: u64,
+    initiated_by: Initiator,
+    to_appliance: bool,
+    len: usize,
+) -> [ProxyEvent; 2] {
+    [
+        ProxyEvent::SessionUp {
+            session,
+            appliance: "microwave".into(),
+            remote: phone(),
+            initiated_by,
+        },
+        ProxyEvent::Forwarded {
+            session,
+            appliance: "microwave".into(),
+            to_appliance,
+            len,
+        },
+    ]
+}
+
 // ----- the flows -----
 
 /// Flow A (S21–S26): the remote node asks the appliance, is designated the proxy, proves
@@ -625,15 +707,8 @@ fn remote_initiated_flow() {
     assert_eq!(
         remote,
         [
-            RemoteEvent::Designated {
-                appliance: "microwave".into(),
-                proxy: proxy_public(),
-                solicited: false
-            },
-            RemoteEvent::SessionUp {
-                appliance: "microwave".into(),
-                initiated_by: Initiator::Remote
-            },
+            designated(false),
+            session_up("microwave", Initiator::Remote),
         ]
     );
     let appliance = h.appliance_events("microwave");
@@ -645,43 +720,19 @@ fn remote_initiated_flow() {
                 from: h.remotes["phone"].1,
                 answer: Solicited::Full
             },
-            ApplianceEvent::SessionUp {
-                session: s,
-                remote: phone(),
-                initiated_by: Initiator::Remote,
-                request: None
-            },
-            ApplianceEvent::Delivered {
-                session: Some(s),
-                from: phone(),
-                data: b"defrost 300 g".to_vec()
-            },
+            phone_session(s, Initiator::Remote, None),
+            from_phone(s, b"defrost 300 g"),
         ]
     );
     assert_eq!(
         h.proxy_events(),
-        [
-            ProxyEvent::SessionUp {
-                session: s,
-                appliance: "microwave".into(),
-                remote: phone(),
-                initiated_by: Initiator::Remote
-            },
-            ProxyEvent::Forwarded {
-                session: s,
-                appliance: "microwave".into(),
-                to_appliance: true,
-                len: 13
-            },
-        ]
+        proxy_session(s, Initiator::Remote, true, 13)
     );
 
     // On the wire, in the seed's order: S21, S22 on the open network; the channel to the
     // proxy (S23–S25 are records inside it); S26 in clear on the closed network.
-    let internet = h.internet;
-    let devices = h.devices;
     assert_in_order(
-        &h.labels(internet),
+        &h.labels(h.internet),
         &[
             "CryptoRequest",
             "CryptoAccept",
@@ -692,13 +743,11 @@ fn remote_initiated_flow() {
         ],
     );
     assert_in_order(
-        &h.labels(devices),
+        &h.labels(h.devices),
         &["CryptoRequest", "CryptoAccept", "PlainData", "Ack"],
     );
     assert!(
-        !h.open_network_packets()
-            .iter()
-            .any(|p| contains(p, b"defrost")),
+        !h.seen_in_clear(b"defrost"),
         "the data never crosses the open network in clear"
     );
 
@@ -709,11 +758,7 @@ fn remote_initiated_flow() {
         received(&h.remote_events("phone")),
         [("microwave".to_string(), b"defrosting, 4 min".to_vec())]
     );
-    assert!(
-        !h.open_network_packets()
-            .iter()
-            .any(|p| contains(p, b"defrosting"))
-    );
+    assert!(!h.seen_in_clear(b"defrosting"));
     h.assert_no_faults();
 }
 
@@ -728,12 +773,7 @@ fn refused_plaintext_flow() {
 
     // An attacker on the internet sends the seed's forged command, in the clear.
     let attacker = h.add_internet_host("attacker", "203.0.113.66", DatagramProbe::new(4000));
-    h.sim
-        .with_actor(attacker, |p: &mut DatagramProbe, _| {
-            p.send(microwave, HEAT.to_vec())
-        })
-        .unwrap()
-        .unwrap();
+    probe_send(&mut h.sim, attacker, microwave, HEAT.to_vec());
     h.run(1);
     assert_eq!(
         h.appliance_events("microwave"),
@@ -743,10 +783,7 @@ fn refused_plaintext_flow() {
             answer: Solicited::Minimal
         }]
     );
-    let answers = h
-        .sim
-        .with_actor(attacker, |p: &mut DatagramProbe, _| p.take_received())
-        .unwrap();
+    let answers = probe_take(&mut h.sim, attacker);
     assert_eq!(answers.len(), 1);
     assert!(answers[0].data.len() <= HEAT.len(), "no amplification");
     let decoded = Message::decode(&answers[0].data, &Default::default()).unwrap();
@@ -768,40 +805,20 @@ fn refused_plaintext_flow() {
                 len: 192,
                 answer: Solicited::Full
             },
-            ApplianceEvent::SessionUp {
-                session: s,
-                remote: phone(),
-                initiated_by: Initiator::Remote,
-                request: None
-            },
-            ApplianceEvent::Delivered {
-                session: Some(s),
-                from: phone(),
-                data: HEAT.to_vec()
-            },
+            phone_session(s, Initiator::Remote, None),
+            from_phone(s, HEAT),
         ]
     );
     assert_eq!(
         h.remote_events("phone"),
-        [
-            RemoteEvent::Designated {
-                appliance: "microwave".into(),
-                proxy: proxy_public(),
-                solicited: true
-            },
-            RemoteEvent::SessionUp {
-                appliance: "microwave".into(),
-                initiated_by: Initiator::Remote
-            },
-        ]
+        [designated(true), session_up("microwave", Initiator::Remote),]
     );
-    let internet = h.internet;
     assert_in_order(
-        &h.labels(internet),
+        &h.labels(h.internet),
         &["PlainData", "CryptoSolicitation", "ClientHello", "Record"],
     );
     assert!(
-        !h.labels(internet)
+        !h.labels(h.internet)
             .iter()
             .any(|l| l.contains("CryptoRequest")),
         "the solicitation carried the designation: no S21 needed"
@@ -850,12 +867,7 @@ fn undecryptable_data_is_refused() {
         c.take_outgoing()
     };
     for bytes in [forged.clone(), hello.clone()] {
-        h.sim
-            .with_actor(stranger, |p: &mut DatagramProbe, _| {
-                p.send(microwave, bytes)
-            })
-            .unwrap()
-            .unwrap();
+        probe_send(&mut h.sim, stranger, microwave, bytes);
         h.run(1);
     }
     let from = sa(ip("203.0.113.66"), 4000);
@@ -874,10 +886,7 @@ fn undecryptable_data_is_refused() {
             },
         ]
     );
-    let answers = h
-        .sim
-        .with_actor(stranger, |p: &mut DatagramProbe, _| p.take_received())
-        .unwrap();
+    let answers = probe_take(&mut h.sim, stranger);
     assert_eq!(answers.len(), 2);
     for a in &answers {
         let m = Message::decode(&a.data, &Default::default())
@@ -921,12 +930,7 @@ fn undecryptable_data_is_refused() {
         })
         .unwrap();
     let payload = packet::parse(&sealed).unwrap().payload.to_vec();
-    h.sim
-        .with_actor(stranger, |p: &mut DatagramProbe, _| {
-            p.send(microwave, payload)
-        })
-        .unwrap()
-        .unwrap();
+    probe_send(&mut h.sim, stranger, microwave, payload);
     h.run(1);
     assert_eq!(h.appliance_events("microwave"), []);
     assert_eq!(
@@ -947,19 +951,11 @@ fn appliance_initiated_flow() {
     let s = session_of(&appliance);
     assert_eq!(
         appliance,
-        [ApplianceEvent::SessionUp {
-            session: s,
-            remote: phone(),
-            initiated_by: Initiator::Appliance,
-            request: Some(request)
-        }]
+        [phone_session(s, Initiator::Appliance, Some(request))]
     );
     assert_eq!(
         h.remote_events("phone"),
-        [RemoteEvent::SessionUp {
-            appliance: "microwave".into(),
-            initiated_by: Initiator::Appliance
-        }]
+        [session_up("microwave", Initiator::Appliance)]
     );
 
     h.appliance_send("microwave", s, b"door opened");
@@ -973,34 +969,15 @@ fn appliance_initiated_flow() {
     );
     assert_eq!(
         h.proxy_events(),
-        [
-            ProxyEvent::SessionUp {
-                session: s,
-                appliance: "microwave".into(),
-                remote: phone(),
-                initiated_by: Initiator::Appliance
-            },
-            ProxyEvent::Forwarded {
-                session: s,
-                appliance: "microwave".into(),
-                to_appliance: false,
-                len: 11
-            },
-        ]
+        proxy_session(s, Initiator::Appliance, false, 11)
     );
-    let devices = h.devices;
-    let internet = h.internet;
     // S31 and S34 on the closed network around the channel set-up; S35 then S36.
     assert_in_order(
-        &h.labels(devices),
+        &h.labels(h.devices),
         &["ProxyRequest", "ProxyAccept", "PlainData"],
     );
-    assert_in_order(&h.labels(internet), &["[SYN]", "ClientHello", "Record"]);
-    assert!(
-        !h.open_network_packets()
-            .iter()
-            .any(|p| contains(p, b"door opened"))
-    );
+    assert_in_order(&h.labels(h.internet), &["[SYN]", "ClientHello", "Record"]);
+    assert!(!h.seen_in_clear(b"door opened"));
 
     // The remote node answers on the appliance's session.
     h.send("phone", "microwave", b"close it");
@@ -1038,8 +1015,7 @@ fn both_directions_in_one_system() {
     h.appliance_send("aircon", s_air, b"aircon->laptop");
     h.run(2);
 
-    let mw = delivered(&h.appliance_events("microwave"));
-    let mut from: Vec<(Peer, Vec<u8>)> = mw.into_iter().map(|(_, p, d)| (p, d)).collect();
+    let mut from = delivered_from(&h.appliance_events("microwave"));
     from.sort();
     assert_eq!(
         from,
@@ -1054,14 +1030,8 @@ fn both_directions_in_one_system() {
         received(&laptop),
         [("aircon".to_string(), b"aircon->laptop".to_vec())]
     );
-    assert!(laptop.contains(&RemoteEvent::SessionUp {
-        appliance: "aircon".into(),
-        initiated_by: Initiator::Appliance
-    }));
-    assert!(laptop.contains(&RemoteEvent::SessionUp {
-        appliance: "microwave".into(),
-        initiated_by: Initiator::Remote
-    }));
+    assert!(laptop.contains(&session_up("aircon", Initiator::Appliance)));
+    assert!(laptop.contains(&session_up("microwave", Initiator::Remote)));
     assert_eq!(
         h.sim.actor::<CryptoProxy>(h.proxy).unwrap().session_count(),
         3
@@ -1212,10 +1182,7 @@ fn unauthorized_remote_is_refused() {
     }
     h.run(3);
     assert_eq!(
-        delivered(&h.appliance_events("microwave"))
-            .into_iter()
-            .map(|(_, p, d)| (p, d))
-            .collect::<Vec<_>>(),
+        delivered_from(&h.appliance_events("microwave")),
         [(phone(), b"phone says hi".to_vec())]
     );
     for who in ["laptop", "anonymous"] {
@@ -1307,10 +1274,7 @@ fn unauthorized_remote_is_refused() {
 /// authentic retransmission is delivered once.
 #[test]
 fn tampered_secure_data_is_dropped() {
-    let mut h = Home::new(Setup {
-        link_key: true,
-        ..Setup::default()
-    });
+    let mut h = Home::new(Setup::keyed(true));
     h.send("phone", "microwave", b"status?");
     h.run(3);
     assert_eq!(delivered(&h.appliance_events("microwave")).len(), 1);
@@ -1410,10 +1374,7 @@ fn tampered_secure_data_is_dropped() {
 /// link is acknowledged again but not acted on.
 #[test]
 fn replayed_secure_data_is_dropped() {
-    let mut h = Home::new(Setup {
-        link_key: true,
-        ..Setup::default()
-    });
+    let mut h = Home::new(Setup::keyed(true));
     h.send("phone", "microwave", b"heat 1 minute");
     h.run(3);
     let first = delivered(&h.appliance_events("microwave"));
@@ -1529,10 +1490,7 @@ fn session_limit_is_enforced() {
         h.sim.actor::<CryptoProxy>(h.proxy).unwrap().session_count(),
         2
     );
-    let got: Vec<Vec<u8>> = delivered(&h.appliance_events("microwave"))
-        .into_iter()
-        .map(|(_, _, d)| d)
-        .collect();
+    let got = delivered_data(&h.appliance_events("microwave"));
     assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
     assert_eq!(
         h.remote_events("tablet")[1..],
@@ -1567,10 +1525,7 @@ fn session_limit_is_enforced() {
     h.send("tablet", "microwave", b"three again");
     h.run(3);
     assert_eq!(
-        delivered(&h.appliance_events("microwave"))
-            .into_iter()
-            .map(|(_, _, d)| d)
-            .collect::<Vec<_>>(),
+        delivered_data(&h.appliance_events("microwave")),
         [b"three again".to_vec()]
     );
 }
@@ -1620,16 +1575,7 @@ fn session_limit_holds_for_concurrent_appliance_requests() {
 fn lost_packets_are_retransmitted() {
     let mut h = Home::new(Setup::default());
     // Drop the first crypto request on the open network.
-    h.open_tap(|t| {
-        let mut done = false;
-        t.arm(move |_, data| {
-            if !done && carries(data, messages::CRYPTO_REQUEST) {
-                done = true;
-                return Verdict::Drop;
-            }
-            Verdict::Forward
-        })
-    });
+    h.open_tap(|t| t.drop_once(|_, data| carries(data, messages::CRYPTO_REQUEST)));
     // Drop the first S26, the first acknowledgement from the appliance and the first S31.
     h.closed_tap(|t| {
         let mut dropped = [false; 3];
@@ -1652,8 +1598,7 @@ fn lost_packets_are_retransmitted() {
     });
     h.send("phone", "microwave", b"defrost");
     h.run(5);
-    let internet = h.internet;
-    let labels = h.labels(internet);
+    let labels = h.labels(h.internet);
     assert_eq!(
         labels
             .iter()
@@ -1663,25 +1608,11 @@ fn lost_packets_are_retransmitted() {
         "S21 was retransmitted once"
     );
     let appliance = h.appliance_events("microwave");
-    assert_eq!(
-        delivered(&appliance)
-            .into_iter()
-            .map(|(_, _, d)| d)
-            .collect::<Vec<_>>(),
-        [b"defrost".to_vec()]
-    );
-    let request = h.connect("microwave", "phone", None);
-    h.run(5);
-    let events = h.appliance_events("microwave");
-    assert!(matches!(
-        events.as_slice(),
-        [ApplianceEvent::SessionUp { request: Some(r), .. }] if *r == request
-    ));
-    let s = session_of(&events);
+    assert_eq!(delivered_data(&appliance), [b"defrost".to_vec()]);
+    let s = h.open_session("microwave", "phone", 5);
     h.appliance_send("microwave", s, b"done");
     h.run(3);
-    let devices = h.devices;
-    let dl = h.labels(devices);
+    let dl = h.labels(h.devices);
     assert!(
         dl.iter().filter(|l| l.contains("PlainData")).count() >= 3,
         "{dl:#?}"
@@ -1709,10 +1640,7 @@ fn lost_packets_are_retransmitted() {
         .count();
     assert!(drops > 0);
     assert_eq!(
-        delivered(&h.appliance_events("microwave"))
-            .into_iter()
-            .map(|(_, _, d)| d)
-            .collect::<Vec<_>>(),
+        delivered_data(&h.appliance_events("microwave")),
         [b"over a bad line".to_vec()]
     );
 }
@@ -1726,17 +1654,9 @@ fn solicitations_never_amplify_and_are_rate_limited() {
     let attacker = h.add_internet_host("attacker", "203.0.113.66", DatagramProbe::new(4000));
     // Sizes from 1 to 200 bytes, spaced out so the per-source bucket refills.
     for len in [1usize, 15, 16, 17, 40, 43, 44, 45, 120, 200] {
-        h.sim
-            .with_actor(attacker, |p: &mut DatagramProbe, _| {
-                p.send(microwave, vec![b'x'; len])
-            })
-            .unwrap()
-            .unwrap();
+        probe_send(&mut h.sim, attacker, microwave, vec![b'x'; len]);
         h.run(2);
-        let answers = h
-            .sim
-            .with_actor(attacker, |p: &mut DatagramProbe, _| p.take_received())
-            .unwrap();
+        let answers = probe_take(&mut h.sim, attacker);
         for a in &answers {
             assert!(a.data.len() <= len, "{} > {len}", a.data.len());
         }
@@ -1747,12 +1667,7 @@ fn solicitations_never_amplify_and_are_rate_limited() {
 
     // A burst from one source: two answers (the per-source burst), the rest refused.
     for _ in 0..20 {
-        h.sim
-            .with_actor(attacker, |p: &mut DatagramProbe, _| {
-                p.send(microwave, vec![b'y'; 100])
-            })
-            .unwrap()
-            .unwrap();
+        probe_send(&mut h.sim, attacker, microwave, vec![b'y'; 100]);
     }
     h.run(1);
     let events = h.appliance_events("microwave");
@@ -1771,12 +1686,7 @@ fn solicitations_never_amplify_and_are_rate_limited() {
     h.run(10);
     for i in 0..40u8 {
         let from = sa(ip(&format!("203.0.113.{}", 100 + i)), 4000);
-        h.sim
-            .with_actor(attacker, |p: &mut DatagramProbe, _| {
-                p.send_from(from, microwave, vec![b'z'; 100])
-            })
-            .unwrap()
-            .unwrap();
+        probe_send_from(&mut h.sim, attacker, from, microwave, vec![b'z'; 100]);
     }
     h.run(1);
     let events = h.appliance_events("microwave");
@@ -1793,12 +1703,7 @@ fn solicitations_never_amplify_and_are_rate_limited() {
     .encode()
     .unwrap();
     h.run(10);
-    h.sim
-        .with_actor(attacker, |p: &mut DatagramProbe, _| {
-            p.send(microwave, small)
-        })
-        .unwrap()
-        .unwrap();
+    probe_send(&mut h.sim, attacker, microwave, small);
     h.run(1);
     assert_eq!(
         h.appliance_events("microwave"),
@@ -1832,29 +1737,18 @@ fn optional_steps_can_be_skipped() {
     h.send("phone", "microwave", b"no questions asked");
     h.run(3);
     assert_eq!(
-        delivered(&h.appliance_events("microwave"))
-            .into_iter()
-            .map(|(_, p, d)| (p, d))
-            .collect::<Vec<_>>(),
+        delivered_from(&h.appliance_events("microwave")),
         [(phone(), b"no questions asked".to_vec())]
     );
-    let internet = h.internet;
     assert!(
-        !h.labels(internet)
+        !h.labels(h.internet)
             .iter()
             .any(|l| l.contains("CryptoRequest") || l.contains("CryptoAccept")),
         "S21/S22 skipped"
     );
 
     // Flow B with S34 before S33.
-    let request = h.connect("microwave", "phone", None);
-    h.run(3);
-    let events = h.appliance_events("microwave");
-    assert!(matches!(
-        events.as_slice(),
-        [ApplianceEvent::SessionUp { request: Some(r), .. }] if *r == request
-    ));
-    let s = session_of(&events);
+    let s = h.open_session("microwave", "phone", 3);
     h.appliance_send("microwave", s, b"quick reply");
     h.run(2);
     assert!(
@@ -1887,24 +1781,20 @@ fn designations_are_remembered() {
         .unwrap()
         .unwrap();
     h.run(2);
-    let internet = h.internet;
     let before = h
-        .labels(internet)
+        .labels(h.internet)
         .iter()
         .filter(|l| l.contains("CryptoRequest"))
         .count();
     h.send("phone", "microwave", b"second");
     h.run(3);
     let after = h
-        .labels(internet)
+        .labels(h.internet)
         .iter()
         .filter(|l| l.contains("CryptoRequest"))
         .count();
     assert_eq!((before, after), (1, 1));
-    let got: Vec<Vec<u8>> = delivered(&h.appliance_events("microwave"))
-        .into_iter()
-        .map(|(_, _, d)| d)
-        .collect();
+    let got = delivered_data(&h.appliance_events("microwave"));
     assert_eq!(got, [b"first".to_vec(), b"second".to_vec()]);
 }
 
@@ -2122,10 +2012,7 @@ fn undeliverable_data_is_reported() {
 /// proxy's address but lacks the key is refused.
 #[test]
 fn spoofed_proxy_datagrams_need_the_link_key() {
-    let mut h = Home::new(Setup {
-        link_key: true,
-        ..Setup::default()
-    });
+    let mut h = Home::new(Setup::keyed(true));
     let microwave = h.appliances["microwave"].1;
     let attacker = h.add_internet_host("attacker", "203.0.113.66", DatagramProbe::new(4000));
     for _ in 0..3 {
@@ -2137,12 +2024,7 @@ fn spoofed_proxy_datagrams_need_the_link_key() {
         })
         .encode()
         .unwrap();
-        h.sim
-            .with_actor(attacker, |p: &mut DatagramProbe, _| {
-                p.send_from(proxy_addr(), microwave, forged)
-            })
-            .unwrap()
-            .unwrap();
+        probe_send_from(&mut h.sim, attacker, proxy_addr(), microwave, forged);
     }
     h.run(2);
     assert_eq!(h.appliance_events("microwave"), []);
@@ -2272,10 +2154,7 @@ fn command_bounds_are_enforced() {
     );
     // Queued messages went out once the session was up.
     assert_eq!(
-        delivered(&h.appliance_events("microwave"))
-            .into_iter()
-            .map(|(_, _, d)| d)
-            .collect::<Vec<_>>(),
+        delivered_data(&h.appliance_events("microwave")),
         [b"1".to_vec(), b"2".to_vec()]
     );
 
@@ -2325,7 +2204,9 @@ fn command_bounds_are_enforced() {
             )
             .unwrap();
         while let Some(o) = toaster_actor.poll_output() {
-            if let Output::Event(Event::Offload(OffloadEvent::Appliance(e))) = o {
+            if let Output::Event(e) = o
+                && let Some(e) = common::event::<ApplianceEvent>(e)
+            {
                 outcomes.push(matches!(e, ApplianceEvent::Delivered { .. }));
             }
         }
@@ -2343,37 +2224,20 @@ fn command_bounds_are_enforced() {
 #[test]
 fn closed_link_keeps_order_under_loss() {
     for keyed in [false, true] {
-        let mut h = Home::new(Setup {
-            link_key: keyed,
-            ..Setup::default()
-        });
+        let mut h = Home::new(Setup::keyed(keyed));
         h.send("phone", "microwave", b"hello");
         h.run(3);
         h.appliance_events("microwave");
-        h.closed_tap(|t| {
-            let mut done = false;
-            t.arm(move |iface, data| {
-                if !done && iface == IfaceId(0) && carries(data, messages::PLAIN_DATA) {
-                    done = true;
-                    return Verdict::Drop;
-                }
-                Verdict::Forward
-            })
-        });
+        // The next datagram of data toward the appliance is lost, once.
+        let lose_next_data = |t: &mut Tap| {
+            t.drop_once(|iface, data| iface == IfaceId(0) && carries(data, messages::PLAIN_DATA))
+        };
+        h.closed_tap(lose_next_data);
         h.send("phone", "microwave", b"start");
         h.send("phone", "microwave", b"stop");
         h.run(3);
         // Now "bye" and the close: the close must not overtake the data.
-        h.closed_tap(|t| {
-            let mut done = false;
-            t.arm(move |iface, data| {
-                if !done && iface == IfaceId(0) && carries(data, messages::PLAIN_DATA) {
-                    done = true;
-                    return Verdict::Drop;
-                }
-                Verdict::Forward
-            })
-        });
+        h.closed_tap(lose_next_data);
         h.send("phone", "microwave", b"bye");
         let phone = h.remote("phone");
         h.sim
@@ -2405,10 +2269,7 @@ fn closed_link_keeps_order_under_loss() {
 #[test]
 fn link_survives_an_appliance_restart() {
     for keyed in [false, true] {
-        let mut h = Home::new(Setup {
-            link_key: keyed,
-            ..Setup::default()
-        });
+        let mut h = Home::new(Setup::keyed(keyed));
         let request = h.connect("microwave", "phone", None);
         h.run(3);
         let s = session_of(&h.appliance_events("microwave"));
@@ -2504,10 +2365,7 @@ fn appliance_initiated_sessions_can_be_declined() {
         appliance: "microwave".into(),
         reason: RefusalReason::AccessDenied
     }));
-    assert!(remote.contains(&RemoteEvent::SessionUp {
-        appliance: "aircon".into(),
-        initiated_by: Initiator::Appliance
-    }));
+    assert!(remote.contains(&session_up("aircon", Initiator::Appliance)));
     assert!(h.proxy_events().contains(&ProxyEvent::Refused {
         appliance: Some("microwave".into()),
         remote: Some(phone()),

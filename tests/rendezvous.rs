@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use deputy::Instant;
 use deputy::channel::{AlertCode, ChannelClient, ChannelError, ChannelEvent, ClientConfig};
 use deputy::crypto::cert::TrustStore;
 use deputy::rendezvous::messages::{self, Fetch, Refused, Register};
@@ -21,7 +22,9 @@ use deputy::rendezvous::{
 };
 use deputy::sim::{DatagramProbe, LinkConfig, Mapping, NatConfig, NodeId, Sim, TraceKind};
 use deputy::wire::{Limits, Message};
-use deputy::{Event, Instant};
+
+mod common;
+use common::{Build, probe_send_from};
 
 const PASSWORD: &[u8] = b"2133-secret";
 
@@ -30,6 +33,19 @@ fn world(sim: &mut Sim, cfg: WorldConfig) -> World {
     // S202: let the acceptor register.
     sim.run_for(Duration::from_secs(1)).unwrap();
     w
+}
+
+/// The issuer asks for the device with the right password (S203 on) and waits up to
+/// `secs` for the outcome.
+fn request(sim: &mut Sim, w: &World, secs: u64) -> Outcome {
+    let session = w.connect(sim, PASSWORD).unwrap();
+    w.wait(sim, session, Duration::from_secs(secs)).unwrap()
+}
+
+/// The device is still reachable: a request connects within 30 s.
+fn assert_connects(sim: &mut Sim, w: &World) {
+    let outcome = request(sim, w, 30);
+    assert!(matches!(outcome, Outcome::Connected { .. }), "{outcome}");
 }
 
 fn events(sim: &Sim, node: NodeId) -> Vec<RendezvousEvent> {
@@ -59,21 +75,11 @@ fn received(sim: &Sim, node: NodeId) -> Vec<Vec<u8>> {
 
 /// A host on the internet that can send anything from anywhere.
 fn rogue(sim: &mut Sim, w: &World, ip: [u8; 4]) -> NodeId {
-    sim.add_host(
-        "rogue",
-        w.internet,
-        IpAddr::from(ip),
-        DatagramProbe::new(40_000),
-    )
-    .unwrap()
+    sim.probe("rogue", w.internet, IpAddr::from(ip), 40_000)
 }
 
 fn send_from(sim: &mut Sim, node: NodeId, from: SocketAddr, data: Vec<u8>) {
-    sim.with_actor(node, |p: &mut DatagramProbe, _| {
-        p.send_from(from, server_udp(), data)
-    })
-    .unwrap()
-    .unwrap();
+    probe_send_from(sim, node, from, server_udp(), data);
 }
 
 /// Every UDP datagram in the capture: (source, destination, payload).
@@ -256,9 +262,7 @@ fn registration_refreshes_after_public_address_change() {
     }
 
     // And the notice (S205) follows the device to its new address.
-    let session = w.connect(&mut sim, PASSWORD).unwrap();
-    let outcome = w.wait(&mut sim, session, Duration::from_secs(30)).unwrap();
-    assert!(matches!(outcome, Outcome::Connected { .. }), "{outcome}");
+    assert_connects(&mut sim, &w);
 }
 
 #[test]
@@ -278,8 +282,7 @@ fn registration_expires() {
     let server = sim.actor::<RendezvousServer>(w.server).unwrap();
     assert_eq!(server.directory().len(), 0);
     // A request for it is now refused as unknown (S204).
-    let session = w.connect(&mut sim, PASSWORD).unwrap();
-    let outcome = w.wait(&mut sim, session, Duration::from_secs(10)).unwrap();
+    let outcome = request(&mut sim, &w, 10);
     assert_eq!(outcome, Outcome::Refused(RefusalReason::UnknownDevice));
 }
 
@@ -331,9 +334,7 @@ fn spoofed_registration_is_refused() {
         .unwrap();
     assert_eq!(heard, 0);
     // The genuine device is still reachable.
-    let session = w.connect(&mut sim, PASSWORD).unwrap();
-    let outcome = w.wait(&mut sim, session, Duration::from_secs(30)).unwrap();
-    assert!(matches!(outcome, Outcome::Connected { .. }), "{outcome}");
+    assert_connects(&mut sim, &w);
 }
 
 #[test]
@@ -425,19 +426,17 @@ fn acceptor_channel_requires_device_authentication() {
     sim.run_for(Duration::from_millis(500)).unwrap();
 
     // 1. Without a device certificate the channel itself refuses (S206 requires one).
-    let anonymous = sim
-        .add_host(
-            "anonymous",
-            w.internet,
-            "66.6.6.8".parse().unwrap(),
-            ChannelClient::new(
-                Arc::new(ClientConfig::with_ca(trust.clone(), SERVER_NAME, ANCHOR)),
-                "66.6.6.8:0".parse().unwrap(),
-                device_port,
-                Box::new(sim.rng("anonymous")),
-            ),
-        )
-        .unwrap();
+    let anonymous = sim.host(
+        "anonymous",
+        w.internet,
+        "66.6.6.8",
+        ChannelClient::new(
+            Arc::new(ClientConfig::with_ca(trust.clone(), SERVER_NAME, ANCHOR)),
+            "66.6.6.8:0".parse().unwrap(),
+            device_port,
+            Box::new(sim.rng("anonymous")),
+        ),
+    );
     sim.with_actor(anonymous, |c: &mut ChannelClient, now| c.connect(now))
         .unwrap()
         .unwrap();
@@ -453,21 +452,17 @@ fn acceptor_channel_requires_device_authentication() {
             &mut rng,
         )
         .unwrap();
-    let impostor = sim
-        .add_host(
-            "impostor",
-            w.internet,
-            "66.6.6.9".parse().unwrap(),
-            ChannelClient::new(
-                Arc::new(
-                    ClientConfig::with_ca(trust, SERVER_NAME, ANCHOR).with_client_identity(other),
-                ),
-                "66.6.6.9:0".parse().unwrap(),
-                device_port,
-                Box::new(sim.rng("impostor")),
-            ),
-        )
-        .unwrap();
+    let impostor = sim.host(
+        "impostor",
+        w.internet,
+        "66.6.6.9",
+        ChannelClient::new(
+            Arc::new(ClientConfig::with_ca(trust, SERVER_NAME, ANCHOR).with_client_identity(other)),
+            "66.6.6.9:0".parse().unwrap(),
+            device_port,
+            Box::new(sim.rng("impostor")),
+        ),
+    );
     sim.with_actor(impostor, |c: &mut ChannelClient, now| {
         c.connect(now)?;
         for device in [DEVICE, DeviceId(9999)] {
@@ -485,16 +480,7 @@ fn acceptor_channel_requires_device_authentication() {
     .unwrap();
     sim.run_for(Duration::from_secs(1)).unwrap();
 
-    let channel_events = |sim: &mut Sim, node| -> Vec<ChannelEvent> {
-        sim.events(node)
-            .unwrap()
-            .into_iter()
-            .filter_map(|(_, e)| match e {
-                Event::Channel(c) => Some(c),
-                _ => None,
-            })
-            .collect()
-    };
+    let channel_events = common::events::<ChannelEvent>;
     let anon = channel_events(&mut sim, anonymous);
     assert!(
         anon.iter().any(|e| matches!(
@@ -599,24 +585,22 @@ fn wrong_password_is_refused_and_backs_off() {
     // Three wrong passwords on the device: it now backs off for everyone. Another issuer
     // (a host with a global address) is refused unchecked, device-wide …
     let trust = TrustStore::with(w.ca.certificate().clone());
-    let other = sim
-        .add_host(
-            "other-issuer",
-            w.internet,
-            "8.117.12.109".parse().unwrap(),
-            Issuer::new(
-                IssuerConfig::new(
-                    trust,
-                    SERVER_NAME,
-                    SocketAddr::new(IpAddr::V4(SERVER_IP), 1201),
-                    server_udp(),
-                    "8.117.12.109:1600".parse().unwrap(),
-                    ANCHOR,
-                ),
-                Box::new(sim.rng("other issuer")),
+    let other = sim.host(
+        "other-issuer",
+        w.internet,
+        "8.117.12.109",
+        Issuer::new(
+            IssuerConfig::new(
+                trust,
+                SERVER_NAME,
+                SocketAddr::new(IpAddr::V4(SERVER_IP), 1201),
+                server_udp(),
+                "8.117.12.109:1600".parse().unwrap(),
+                ANCHOR,
             ),
-        )
-        .unwrap();
+            Box::new(sim.rng("other issuer")),
+        ),
+    );
     let refused = |sim: &Sim, session| {
         events(sim, other).into_iter().find_map(|e| match e {
             RendezvousEvent::Refused { request, reason } if request == session => Some(reason),
@@ -651,9 +635,7 @@ fn wrong_password_is_refused_and_backs_off() {
 
     // The right password, once the back-off is over, connects.
     sim.run_for(Duration::from_secs(5)).unwrap();
-    let good = w.connect(&mut sim, PASSWORD).unwrap();
-    let outcome = w.wait(&mut sim, good, Duration::from_secs(30)).unwrap();
-    assert!(matches!(outcome, Outcome::Connected { .. }), "{outcome}");
+    assert_connects(&mut sim, &w);
 }
 
 #[test]
@@ -993,7 +975,5 @@ fn registration_flood_is_bounded() {
     assert_eq!(registered_at(&sim, &w), Some(genuine));
 
     // Still reachable through it all.
-    let session = w.connect(&mut sim, PASSWORD).unwrap();
-    let outcome = w.wait(&mut sim, session, Duration::from_secs(30)).unwrap();
-    assert!(matches!(outcome, Outcome::Connected { .. }), "{outcome}");
+    assert_connects(&mut sim, &w);
 }

@@ -1,6 +1,6 @@
 //! The network simulator: determinism, NAPT behaviours, streams, middleboxes, recording.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use deputy::sim::packet::{self, PROTO_ESP, PROTO_IPIP};
@@ -11,9 +11,8 @@ use deputy::sim::{
 };
 use deputy::{Actor, Error, IfaceId, Instant, Output};
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
+mod common;
+use common::{Build, ip, probe_send, probe_send_from};
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -37,38 +36,15 @@ struct World {
 
 fn world(seed: u64, cfg: NatConfig, link: LinkConfig) -> World {
     let mut sim = Sim::new(seed);
-    let home = sim.add_network("home", "192.168.1.0/24", link).unwrap();
-    let internet = sim.add_network("internet", "203.0.113.0/24", link).unwrap();
+    let home = sim.net_with("home", "192.168.1.0/24", link);
+    let internet = sim.net_with("internet", "203.0.113.0/24", link);
     let nat = sim
         .add_napt("router", home, ip("192.168.1.1"), internet, ip(PUBLIC), cfg)
         .unwrap();
-    let alice = sim
-        .add_host("alice", home, ip("192.168.1.10"), DatagramProbe::new(4000))
-        .unwrap();
-    let server = sim
-        .add_host(
-            "server",
-            internet,
-            ip("203.0.113.80"),
-            DatagramProbe::new(3478),
-        )
-        .unwrap();
-    let server2 = sim
-        .add_host(
-            "server2",
-            internet,
-            ip("203.0.113.81"),
-            DatagramProbe::new(3478),
-        )
-        .unwrap();
-    let stranger = sim
-        .add_host(
-            "stranger",
-            internet,
-            ip("203.0.113.99"),
-            DatagramProbe::new(9999),
-        )
-        .unwrap();
+    let alice = sim.probe("alice", home, "192.168.1.10", 4000);
+    let server = sim.probe("server", internet, "203.0.113.80", 3478);
+    let server2 = sim.probe("server2", internet, "203.0.113.81", 3478);
+    let stranger = sim.probe("stranger", internet, "203.0.113.99", 9999);
     World {
         sim,
         home,
@@ -81,20 +57,24 @@ fn world(seed: u64, cfg: NatConfig, link: LinkConfig) -> World {
     }
 }
 
-fn send(sim: &mut Sim, host: NodeId, to: &str, data: &[u8]) {
-    let to = sa(to);
-    let data = data.to_vec();
-    sim.with_actor(host, |p: &mut DatagramProbe, _| p.send(to, data))
-        .unwrap()
+/// `world` on default links, its server swapped for one that echoes. Swapped after the
+/// build (not built echoing) so the world's nodes, and so every trace, stay those of `world`.
+fn echo_world(seed: u64, cfg: NatConfig) -> World {
+    let mut w = world(seed, cfg, LinkConfig::default());
+    w.sim
+        .with_actor(w.server, |p: &mut DatagramProbe, _| {
+            *p = DatagramProbe::new(3478).echoing();
+        })
         .unwrap();
+    w
+}
+
+fn send(sim: &mut Sim, host: NodeId, to: &str, data: &[u8]) {
+    probe_send(sim, host, sa(to), data);
 }
 
 fn send_from(sim: &mut Sim, host: NodeId, from: &str, to: SocketAddr, data: &[u8]) {
-    let from = sa(from);
-    let data = data.to_vec();
-    sim.with_actor(host, |p: &mut DatagramProbe, _| p.send_from(from, to, data))
-        .unwrap()
-        .unwrap();
+    probe_send_from(sim, host, sa(from), to, data);
 }
 
 fn received(sim: &Sim, host: NodeId) -> Vec<(SocketAddr, Vec<u8>)> {
@@ -113,6 +93,17 @@ fn drops_at(sim: &Sim, node: NodeId) -> Vec<DropReason> {
             _ => None,
         })
         .collect()
+}
+
+/// A call on `node`'s stream probe that must succeed.
+fn on_stream<R>(
+    sim: &mut Sim,
+    node: NodeId,
+    f: impl FnOnce(&mut StreamProbe) -> Result<R, Error>,
+) -> R {
+    sim.with_actor(node, |p: &mut StreamProbe, _| f(p))
+        .unwrap()
+        .unwrap()
 }
 
 fn ms(n: u64) -> Duration {
@@ -174,12 +165,7 @@ fn rng_is_derived_from_seed_and_label() {
 
 #[test]
 fn stranger_is_dropped_by_apdm_napt() {
-    let mut w = world(1, NatConfig::symmetric(), LinkConfig::default());
-    w.sim
-        .with_actor(w.server, |p: &mut DatagramProbe, _| {
-            *p = DatagramProbe::new(3478).echoing();
-        })
-        .unwrap();
+    let mut w = echo_world(1, NatConfig::symmetric());
     send(&mut w.sim, w.alice, SERVER, b"hello");
     w.sim.run_for(ms(20)).unwrap();
 
@@ -333,10 +319,7 @@ fn port_preservation_and_sequential_allocation() {
         ..NatConfig::default()
     };
     let mut w = world(7, cfg, LinkConfig::default());
-    let bob = w
-        .sim
-        .add_host("bob", w.home, ip("192.168.1.11"), DatagramProbe::new(4000))
-        .unwrap();
+    let bob = w.sim.probe("bob", w.home, "192.168.1.11", 4000);
     send(&mut w.sim, w.alice, SERVER, b"a");
     w.sim.run_for(ms(5)).unwrap();
     send(&mut w.sim, bob, SERVER, b"b");
@@ -392,21 +375,14 @@ fn static_mapping_forwards_udp_and_tcp() {
     // TCP: a web server behind the NAT, reachable on public port 8080 only.
     let web = w
         .sim
-        .add_host(
-            "web",
-            w.home,
-            ip("192.168.1.20"),
-            StreamProbe::new().echoing(),
-        )
-        .unwrap();
+        .host("web", w.home, "192.168.1.20", StreamProbe::new().echoing());
     w.sim.listen(web, 80).unwrap();
     w.sim
         .add_static_mapping(w.nat, Proto::Tcp, 8080, sa("192.168.1.20:80"))
         .unwrap();
     let client = w
         .sim
-        .add_host("client", w.internet, ip("203.0.113.50"), StreamProbe::new())
-        .unwrap();
+        .host("client", w.internet, "203.0.113.50", StreamProbe::new());
     let (ok, blocked) = w
         .sim
         .with_actor(client, |p: &mut StreamProbe, _| {
@@ -417,12 +393,7 @@ fn static_mapping_forwards_udp_and_tcp() {
         })
         .unwrap();
     w.sim.run_for(ms(50)).unwrap();
-    w.sim
-        .with_actor(client, |p: &mut StreamProbe, _| {
-            p.send(ok, b"GET /".to_vec())
-        })
-        .unwrap()
-        .unwrap();
+    on_stream(&mut w.sim, client, |p| p.send(ok, b"GET /".to_vec()));
     w.sim.run_for(Duration::from_secs(120)).unwrap();
     let c = w.sim.actor::<StreamProbe>(client).unwrap();
     assert_eq!(c.received(ok), b"GET /");
@@ -449,10 +420,7 @@ fn hairpin(on: bool) -> (Vec<(SocketAddr, Vec<u8>)>, Vec<DropReason>) {
         ..NatConfig::full_cone()
     };
     let mut w = world(9, cfg, LinkConfig::default());
-    let bob = w
-        .sim
-        .add_host("bob", w.home, ip("192.168.1.11"), DatagramProbe::new(4000))
-        .unwrap();
+    let bob = w.sim.probe("bob", w.home, "192.168.1.11", 4000);
     // Bob registers with the server, which learns his public endpoint …
     send(&mut w.sim, bob, SERVER, b"register");
     w.sim.run_for(ms(10)).unwrap();
@@ -510,17 +478,13 @@ fn stream_world(seed: u64, link: LinkConfig) -> (World, NodeId, NodeId) {
     let mut w = world(seed, NatConfig::default(), link);
     let client = w
         .sim
-        .add_host("client", w.home, ip("192.168.1.30"), StreamProbe::new())
-        .unwrap();
-    let web = w
-        .sim
-        .add_host(
-            "web",
-            w.internet,
-            ip("203.0.113.8"),
-            StreamProbe::new().echoing(),
-        )
-        .unwrap();
+        .host("client", w.home, "192.168.1.30", StreamProbe::new());
+    let web = w.sim.host(
+        "web",
+        w.internet,
+        "203.0.113.8",
+        StreamProbe::new().echoing(),
+    );
     w.sim.listen(web, 443).unwrap();
     (w, client, web)
 }
@@ -532,20 +496,11 @@ fn pattern(n: usize) -> Vec<u8> {
 #[test]
 fn stream_through_napt() {
     let (mut w, client, web) = stream_world(11, LinkConfig::with_latency(ms(5)));
-    let id = w
-        .sim
-        .with_actor(client, |p: &mut StreamProbe, _| {
-            p.connect(sa("203.0.113.8:443"))
-        })
-        .unwrap()
-        .unwrap();
+    let id = on_stream(&mut w.sim, client, |p| p.connect(sa("203.0.113.8:443")));
     w.sim.run_for(ms(100)).unwrap();
     let data = pattern(10_000);
     let chunk = data.clone();
-    w.sim
-        .with_actor(client, |p: &mut StreamProbe, _| p.send(id, chunk))
-        .unwrap()
-        .unwrap();
+    on_stream(&mut w.sim, client, |p| p.send(id, chunk));
     w.sim.run_for(Duration::from_secs(1)).unwrap();
 
     let server_side = w.sim.actor::<StreamProbe>(web).unwrap();
@@ -574,10 +529,7 @@ fn stream_through_napt() {
     assert!(max_tcp <= 1400 + 40);
 
     // Closing: the server hears StreamClosed, the NAT's TCP binding stays until it times out.
-    w.sim
-        .with_actor(client, |p: &mut StreamProbe, _| p.close(id))
-        .unwrap()
-        .unwrap();
+    on_stream(&mut w.sim, client, |p| p.close(id));
     w.sim.run_for(Duration::from_secs(1)).unwrap();
     let rec = w
         .sim
@@ -589,17 +541,9 @@ fn stream_through_napt() {
     assert_eq!(w.sim.open_streams(client).unwrap(), 0);
     assert_eq!(w.sim.open_streams(web).unwrap(), 0);
     // Closing what the peer already closed is harmless; sending on it is a recorded fault.
-    w.sim
-        .with_actor(web, |p: &mut StreamProbe, _| p.close(accepted[0]))
-        .unwrap()
-        .unwrap();
+    on_stream(&mut w.sim, web, |p| p.close(accepted[0]));
     assert!(w.sim.faults(web).unwrap().is_empty());
-    w.sim
-        .with_actor(web, |p: &mut StreamProbe, _| {
-            p.send(accepted[0], b"late".to_vec())
-        })
-        .unwrap()
-        .unwrap();
+    on_stream(&mut w.sim, web, |p| p.send(accepted[0], b"late".to_vec()));
     assert_eq!(
         w.sim.faults(web).unwrap()[0].error,
         Error::UnknownStream(accepted[0])
@@ -615,20 +559,11 @@ fn streams_survive_loss_duplication_and_reordering() {
         .duplicate(0.1)
         .reorder(0.1, ms(20));
     let (mut w, client, web) = stream_world(12, link);
-    let id = w
-        .sim
-        .with_actor(client, |p: &mut StreamProbe, _| {
-            p.connect(sa("203.0.113.8:443"))
-        })
-        .unwrap()
-        .unwrap();
+    let id = on_stream(&mut w.sim, client, |p| p.connect(sa("203.0.113.8:443")));
     let data = pattern(50_000);
     let chunk = data.clone();
     // Queued before the stream is up: sent once it connects.
-    w.sim
-        .with_actor(client, |p: &mut StreamProbe, _| p.send(id, chunk))
-        .unwrap()
-        .unwrap();
+    on_stream(&mut w.sim, client, |p| p.send(id, chunk));
     w.sim.run_for(Duration::from_secs(60)).unwrap();
     let c = w.sim.actor::<StreamProbe>(client).unwrap();
     assert_eq!(c.received(id).len(), data.len());
@@ -644,13 +579,7 @@ fn streams_survive_loss_duplication_and_reordering() {
 #[test]
 fn connect_to_closed_port_is_reset() {
     let (mut w, client, _web) = stream_world(13, LinkConfig::default());
-    let id = w
-        .sim
-        .with_actor(client, |p: &mut StreamProbe, _| {
-            p.connect(sa("203.0.113.8:444"))
-        })
-        .unwrap()
-        .unwrap();
+    let id = on_stream(&mut w.sim, client, |p| p.connect(sa("203.0.113.8:444")));
     w.sim.run_for(ms(20)).unwrap();
     let r = w
         .sim
@@ -673,57 +602,35 @@ fn connect_to_closed_port_is_reset() {
 /// Two devices behind their own NAPTs open a TCP connection to each other at once.
 fn simultaneous_open(cfg: NatConfig) -> (bool, bool) {
     let mut sim = Sim::new(14);
-    let internet = sim
-        .add_network(
-            "internet",
-            "198.51.100.0/24",
-            LinkConfig::with_latency(ms(10)),
-        )
-        .unwrap();
-    let home_a = sim
-        .add_network("home-a", "10.0.1.0/24", LinkConfig::default())
-        .unwrap();
-    let home_b = sim
-        .add_network("home-b", "10.0.2.0/24", LinkConfig::default())
-        .unwrap();
-    sim.add_napt(
+    let internet = sim.net_with(
+        "internet",
+        "198.51.100.0/24",
+        LinkConfig::with_latency(ms(10)),
+    );
+    let home_a = sim.net("home-a", "10.0.1.0/24");
+    let home_b = sim.net("home-b", "10.0.2.0/24");
+    sim.napt(
         "nat-a",
-        home_a,
-        ip("10.0.1.1"),
-        internet,
-        ip("198.51.100.1"),
+        (home_a, "10.0.1.1"),
+        (internet, "198.51.100.1"),
         cfg.clone(),
-    )
-    .unwrap();
-    sim.add_napt(
+    );
+    sim.napt(
         "nat-b",
-        home_b,
-        ip("10.0.2.1"),
-        internet,
-        ip("198.51.100.2"),
+        (home_b, "10.0.2.1"),
+        (internet, "198.51.100.2"),
         cfg,
-    )
-    .unwrap();
-    let a = sim
-        .add_host("a", home_a, ip("10.0.1.5"), StreamProbe::new())
-        .unwrap();
-    let b = sim
-        .add_host("b", home_b, ip("10.0.2.5"), StreamProbe::new())
-        .unwrap();
+    );
+    let a = sim.host("a", home_a, "10.0.1.5", StreamProbe::new());
+    let b = sim.host("b", home_b, "10.0.2.5", StreamProbe::new());
     // Each aims at the other's predicted public endpoint (port preserved).
-    let ida = sim
-        .with_actor(a, |p: &mut StreamProbe, _| {
-            p.connect_from(sa("0.0.0.0:7000"), sa("198.51.100.2:7000"))
-        })
-        .unwrap()
-        .unwrap();
+    let ida = on_stream(&mut sim, a, |p| {
+        p.connect_from(sa("0.0.0.0:7000"), sa("198.51.100.2:7000"))
+    });
     sim.run_for(ms(5)).unwrap();
-    let idb = sim
-        .with_actor(b, |p: &mut StreamProbe, _| {
-            p.connect_from(sa("0.0.0.0:7000"), sa("198.51.100.1:7000"))
-        })
-        .unwrap()
-        .unwrap();
+    let idb = on_stream(&mut sim, b, |p| {
+        p.connect_from(sa("0.0.0.0:7000"), sa("198.51.100.1:7000"))
+    });
     sim.run_for(Duration::from_secs(2)).unwrap();
     let _ = sim.with_actor(a, |p: &mut StreamProbe, _| p.send(ida, b"from a".to_vec()));
     let _ = sim.with_actor(b, |p: &mut StreamProbe, _| p.send(idb, b"from b".to_vec()));
@@ -750,40 +657,24 @@ fn tcp_simultaneous_open_through_napts() {
 #[test]
 fn ipv6_datagrams_and_streams() {
     let mut sim = Sim::new(15);
-    let net = sim
-        .add_network("v6", "2001:db8::/64", LinkConfig::default())
-        .unwrap();
-    let a = sim
-        .add_host("a", net, ip("2001:db8::a"), StreamProbe::new())
-        .unwrap();
-    let b = sim
-        .add_host("b", net, ip("2001:db8::b"), StreamProbe::new().echoing())
-        .unwrap();
-    let c = sim
-        .add_host(
-            "c",
-            net,
-            ip("2001:db8::c"),
-            DatagramProbe::new(53).echoing(),
-        )
-        .unwrap();
-    let d = sim
-        .add_host("d", net, ip("2001:db8::d"), DatagramProbe::new(5353))
-        .unwrap();
+    let net = sim.net("v6", "2001:db8::/64");
+    let a = sim.host("a", net, "2001:db8::a", StreamProbe::new());
+    let b = sim.host("b", net, "2001:db8::b", StreamProbe::new().echoing());
+    let c = sim.host("c", net, "2001:db8::c", DatagramProbe::new(53).echoing());
+    let d = sim.probe("d", net, "2001:db8::d", 5353);
     sim.listen(b, 22).unwrap();
-    let id = sim
-        .with_actor(a, |p: &mut StreamProbe, _| {
-            let id = p.connect_from(sa("[::]:0"), sa("[2001:db8::b]:22"))?;
-            p.send(id, b"ssh".to_vec())?;
-            Ok::<_, Error>(id)
-        })
-        .unwrap()
-        .unwrap();
-    sim.with_actor(d, |p: &mut DatagramProbe, _| {
-        p.send_from(sa("[::]:5353"), sa("[2001:db8::c]:53"), b"q".to_vec())
-    })
-    .unwrap()
-    .unwrap();
+    let id = on_stream(&mut sim, a, |p| {
+        let id = p.connect_from(sa("[::]:0"), sa("[2001:db8::b]:22"))?;
+        p.send(id, b"ssh".to_vec())?;
+        Ok::<_, Error>(id)
+    });
+    probe_send_from(
+        &mut sim,
+        d,
+        sa("[::]:5353"),
+        sa("[2001:db8::c]:53"),
+        b"q".to_vec(),
+    );
     // Nothing periodic here: the network goes idle once the exchange is over.
     let idle_at = sim.run_until_idle(10_000).unwrap();
     assert!(idle_at > Instant::ZERO && idle_at < Instant::from_secs(1));
@@ -801,12 +692,8 @@ fn ipv6_datagrams_and_streams() {
 #[test]
 fn closed_gateway_lets_replies_and_allowed_ports_in() {
     let mut sim = Sim::new(16);
-    let home = sim
-        .add_network("home", "10.10.0.0/24", LinkConfig::default())
-        .unwrap();
-    let open = sim
-        .add_network("open", "198.51.100.0/24", LinkConfig::default())
-        .unwrap();
+    let home = sim.net("home", "10.10.0.0/24");
+    let open = sim.net("open", "198.51.100.0/24");
     let gw = sim
         .add_gateway(
             "gateway",
@@ -821,20 +708,14 @@ fn closed_gateway_lets_replies_and_allowed_ports_in() {
             }),
         )
         .unwrap();
-    let appliance = sim
-        .add_host("appliance", home, ip("10.10.0.5"), DatagramProbe::new(4000))
-        .unwrap();
-    let proxy = sim
-        .add_host("proxy", home, ip("10.10.0.7"), DatagramProbe::new(5683))
-        .unwrap();
-    let remote = sim
-        .add_host(
-            "remote",
-            open,
-            ip("198.51.100.9"),
-            DatagramProbe::new(7000).echoing(),
-        )
-        .unwrap();
+    let appliance = sim.probe("appliance", home, "10.10.0.5", 4000);
+    let proxy = sim.probe("proxy", home, "10.10.0.7", 5683);
+    let remote = sim.host(
+        "remote",
+        open,
+        "198.51.100.9",
+        DatagramProbe::new(7000).echoing(),
+    );
 
     // Unsolicited from the open network: refused.
     send(&mut sim, remote, "10.10.0.5:4000", b"heat for one hour");
@@ -858,15 +739,9 @@ fn closed_gateway_lets_replies_and_allowed_ports_in() {
 #[test]
 fn open_gateway_and_plain_router_route_everything() {
     let mut sim = Sim::new(17);
-    let a = sim
-        .add_network("a", "10.1.0.0/16", LinkConfig::default())
-        .unwrap();
-    let b = sim
-        .add_network("b", "10.2.0.0/16", LinkConfig::default())
-        .unwrap();
-    let c = sim
-        .add_network("c", "10.3.0.0/16", LinkConfig::default())
-        .unwrap();
+    let a = sim.net("a", "10.1.0.0/16");
+    let b = sim.net("b", "10.2.0.0/16");
+    let c = sim.net("c", "10.3.0.0/16");
     sim.add_gateway(
         "gw",
         a,
@@ -882,12 +757,8 @@ fn open_gateway_and_plain_router_route_everything() {
     sim.add_route(b, "10.3.0.0/16", r).unwrap();
     sim.add_route(c, "10.0.0.0/8", r).unwrap();
     sim.add_router_route(r, "10.1.0.0/16", b).unwrap();
-    let x = sim
-        .add_host("x", a, ip("10.1.0.9"), DatagramProbe::new(1))
-        .unwrap();
-    let z = sim
-        .add_host("z", c, ip("10.3.0.9"), DatagramProbe::new(2).echoing())
-        .unwrap();
+    let x = sim.probe("x", a, "10.1.0.9", 1);
+    let z = sim.host("z", c, "10.3.0.9", DatagramProbe::new(2).echoing());
     send(&mut sim, z, "10.1.0.9:1", b"in");
     send(&mut sim, x, "10.3.0.9:2", b"out");
     sim.run_for(ms(20)).unwrap();
@@ -914,27 +785,14 @@ fn open_gateway_and_plain_router_route_everything() {
 #[test]
 fn inline_middlebox_sees_and_forwards_packets() {
     let mut sim = Sim::new(18);
-    let lan = sim
-        .add_network("lan", "10.0.0.0/24", LinkConfig::default())
-        .unwrap();
-    let wire = sim
-        .add_network("wire", "10.0.0.0/24", LinkConfig::default())
-        .unwrap();
+    let lan = sim.net("lan", "10.0.0.0/24");
+    let wire = sim.net("wire", "10.0.0.0/24");
     // A bump in the wire with no address of its own.
     let bump = sim
         .add_inline("bump", wire, lan, PacketProbe::bridge())
         .unwrap();
-    let terminal = sim
-        .add_host("terminal", lan, ip("10.0.0.2"), DatagramProbe::new(500))
-        .unwrap();
-    let peer = sim
-        .add_host(
-            "peer",
-            wire,
-            ip("10.0.0.1"),
-            DatagramProbe::new(500).echoing(),
-        )
-        .unwrap();
+    let terminal = sim.probe("terminal", lan, "10.0.0.2", 500);
+    let peer = sim.host("peer", wire, "10.0.0.1", DatagramProbe::new(500).echoing());
     send(&mut sim, terminal, "10.0.0.1:500", b"IKE_SA_INIT");
     sim.run_for(ms(20)).unwrap();
     assert_eq!(
@@ -962,9 +820,7 @@ fn inline_middlebox_sees_and_forwards_packets() {
         &[0, 0, 1, 0, 0, 0, 0, 1, 9, 9],
     )
     .unwrap();
-    let sender = sim
-        .add_host("esp-sender", wire, ip("10.0.0.3"), PacketProbe::new())
-        .unwrap();
+    let sender = sim.host("esp-sender", wire, "10.0.0.3", PacketProbe::new());
     let spoofed = esp.clone();
     sim.with_actor(sender, |p: &mut PacketProbe, _| p.emit(IfaceId(0), spoofed))
         .unwrap()
@@ -983,12 +839,8 @@ fn inline_middlebox_sees_and_forwards_packets() {
 #[test]
 fn inline_router_with_addresses_and_ip_in_ip() {
     let mut sim = Sim::new(19);
-    let sub = sim
-        .add_network("subscribers", "10.1.0.0/24", LinkConfig::default())
-        .unwrap();
-    let core = sim
-        .add_network("operator", "10.2.0.0/24", LinkConfig::default())
-        .unwrap();
+    let sub = sim.net("subscribers", "10.1.0.0/24");
+    let core = sim.net("operator", "10.2.0.0/24");
     let edge = sim
         .add_inline_with(
             "edge",
@@ -996,12 +848,8 @@ fn inline_router_with_addresses_and_ip_in_ip() {
             PacketProbe::bridge(),
         )
         .unwrap();
-    let phone = sim
-        .add_host("phone", sub, ip("10.1.0.5"), DatagramProbe::new(500))
-        .unwrap();
-    let proxy = sim
-        .add_host("proxy", core, ip("10.2.0.9"), PacketProbe::new())
-        .unwrap();
+    let phone = sim.probe("phone", sub, "10.1.0.5", 500);
+    let proxy = sim.host("proxy", core, "10.2.0.9", PacketProbe::new());
     sim.set_raw_ip(proxy, RawIp::All).unwrap();
     // Phone → proxy crosses the edge (reached by bridging, no route needed).
     send(&mut sim, phone, "10.2.0.9:500", b"proxy request");
@@ -1031,12 +879,7 @@ fn inline_router_with_addresses_and_ip_in_ip() {
 
 #[test]
 fn pcap_is_written_and_well_formed() {
-    let mut w = world(20, NatConfig::default(), LinkConfig::default());
-    w.sim
-        .with_actor(w.server, |p: &mut DatagramProbe, _| {
-            *p = DatagramProbe::new(3478).echoing();
-        })
-        .unwrap();
+    let mut w = echo_world(20, NatConfig::default());
     send(&mut w.sim, w.alice, SERVER, b"pcap me");
     w.sim.run_for(ms(20)).unwrap();
     let hops = w
@@ -1194,13 +1037,9 @@ fn bad_calls_are_typed_errors() {
         Err(SimError::BadPrefix)
     );
     let mut other = Sim::new(0);
-    let mut foreign = other
-        .add_network("x", "10.0.0.0/8", LinkConfig::default())
-        .unwrap();
+    let mut foreign = other.net("x", "10.0.0.0/8");
     for _ in 0..5 {
-        foreign = other
-            .add_network("x", "10.0.0.0/8", LinkConfig::default())
-            .unwrap();
+        foreign = other.net("x", "10.0.0.0/8");
     }
     assert_eq!(
         w.sim
@@ -1209,19 +1048,6 @@ fn bad_calls_are_typed_errors() {
         Err(SimError::UnknownNetwork(foreign))
     );
     // An actor that re-arms a timer for "now" forever hits the step budget.
-    struct Spinner;
-    impl Actor for Spinner {
-        fn handle_input(&mut self, _: Instant, _: deputy::Input<'_>) -> Result<(), Error> {
-            Ok(())
-        }
-        fn handle_timeout(&mut self, _: Instant) {}
-        fn poll_output(&mut self) -> Option<Output> {
-            None
-        }
-        fn poll_timeout(&self) -> Option<Instant> {
-            Some(Instant::ZERO)
-        }
-    }
     let mut sim = Sim::with_config(
         1,
         deputy::sim::SimConfig {
@@ -1229,10 +1055,8 @@ fn bad_calls_are_typed_errors() {
             ..Default::default()
         },
     );
-    let n = sim
-        .add_network("n", "10.0.0.0/8", LinkConfig::default())
-        .unwrap();
-    sim.add_host("spinner", n, ip("10.0.0.1"), Spinner).unwrap();
+    let n = sim.net("n", "10.0.0.0/8");
+    sim.host("spinner", n, "10.0.0.1", Quiet(Some(Instant::ZERO)));
     assert_eq!(sim.run_for(ms(1)), Err(SimError::StepLimit(1000)));
     assert_eq!(sim.run_until_idle(10), Err(SimError::StepLimit(10)));
 }
@@ -1243,8 +1067,7 @@ fn actor_output_errors_are_recorded_not_panicked() {
     // Sending on a stream that does not exist, and a datagram across families.
     let client = w
         .sim
-        .add_host("client", w.home, ip("192.168.1.40"), StreamProbe::new())
-        .unwrap();
+        .host("client", w.home, "192.168.1.40", StreamProbe::new());
     w.sim.run_for(ms(1)).unwrap();
     struct Bad(Vec<Output>);
     impl Actor for Bad {
@@ -1278,10 +1101,7 @@ fn actor_output_errors_are_recorded_not_panicked() {
             data: vec![0x45, 0, 0],
         },
     ]);
-    let b = w
-        .sim
-        .add_host("bad", w.home, ip("192.168.1.41"), bad)
-        .unwrap();
+    let b = w.sim.host("bad", w.home, "192.168.1.41", bad);
     send(&mut w.sim, w.alice, "192.168.1.41:1", b"hi");
     w.sim.run_for(ms(10)).unwrap();
     let faults = w.sim.faults(b).unwrap();
@@ -1290,8 +1110,8 @@ fn actor_output_errors_are_recorded_not_panicked() {
     let _ = client;
 }
 
-/// Takes anything, says nothing.
-struct Quiet;
+/// Takes anything, says nothing; asks to be woken at its instant, if any, every time.
+struct Quiet(Option<Instant>);
 
 impl Actor for Quiet {
     fn handle_input(&mut self, _: Instant, _: deputy::Input<'_>) -> Result<(), Error> {
@@ -1302,7 +1122,7 @@ impl Actor for Quiet {
         None
     }
     fn poll_timeout(&self) -> Option<Instant> {
-        None
+        self.0
     }
 }
 
@@ -1332,13 +1152,9 @@ fn events_are_recorded_with_their_time() {
         })
     };
     let mut sim = Sim::new(25);
-    let n = sim
-        .add_network("n", "10.0.0.0/24", LinkConfig::default())
-        .unwrap();
-    let quiet = sim.add_host("quiet", n, ip("10.0.0.2"), Quiet).unwrap();
-    let e = sim
-        .add_host("emitter", n, ip("10.0.0.1"), Emitter(vec![event()]))
-        .unwrap();
+    let n = sim.net("n", "10.0.0.0/24");
+    let quiet = sim.host("quiet", n, "10.0.0.2", Quiet(None));
+    let e = sim.host("emitter", n, "10.0.0.1", Emitter(vec![event()]));
     sim.run_until(Instant::from_secs(1)).unwrap();
     sim.with_actor(e, |a: &mut Emitter, _| a.0.push(event()))
         .unwrap();
@@ -1416,12 +1232,10 @@ fn mangled_packets_never_panic() {
     let mut w = world(27, NatConfig::default(), LinkConfig::default());
     let raw = w
         .sim
-        .add_host("raw", w.home, ip("192.168.1.66"), PacketProbe::new())
-        .unwrap();
+        .host("raw", w.home, "192.168.1.66", PacketProbe::new());
     let sink = w
         .sim
-        .add_host("sink", w.internet, ip("203.0.113.70"), PacketProbe::new())
-        .unwrap();
+        .host("sink", w.internet, "203.0.113.70", PacketProbe::new());
     w.sim.set_raw_ip(sink, RawIp::All).unwrap();
     w.sim.listen(sink, 80).unwrap();
     let mut rng = w.sim.rng("mangle");

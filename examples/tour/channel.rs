@@ -9,28 +9,13 @@ use deputy::channel::{
     ClientConfig, PeerIdentity, ServerConfig,
 };
 use deputy::crypto::cert::{CertificateAuthority, TrustStore};
-use deputy::sim::{LinkConfig, NatConfig, NodeId, Sim};
-use deputy::{Event, StreamId, UnixTime};
+use deputy::sim::{NatConfig, Sim};
+use deputy::{StreamId, UnixTime};
 
-use crate::Narrator;
+use crate::events::{event, has_event};
+use crate::{Build, Narrator, err, events_of};
 
 const ANCHOR: UnixTime = UnixTime(1_800_000_000);
-
-fn err(e: impl std::fmt::Debug) -> String {
-    format!("{e:?}")
-}
-
-fn channel_events(sim: &mut Sim, node: NodeId) -> Result<Vec<ChannelEvent>, String> {
-    Ok(sim
-        .events(node)
-        .map_err(err)?
-        .into_iter()
-        .filter_map(|(_, e)| match e {
-            Event::Channel(c) => Some(c),
-            _ => None,
-        })
-        .collect())
-}
 
 fn describe(peer: &PeerIdentity) -> String {
     match peer {
@@ -56,20 +41,8 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
         .map_err(err)?;
     let trust = || TrustStore::with(ca.certificate().clone());
 
-    let lan = sim
-        .add_network(
-            "sensor-lan",
-            "10.0.0.0/24",
-            LinkConfig::with_latency(Duration::from_millis(1)),
-        )
-        .map_err(err)?;
-    let internet = sim
-        .add_network(
-            "internet-1",
-            "198.51.100.0/24",
-            LinkConfig::with_latency(Duration::from_millis(20)),
-        )
-        .map_err(err)?;
+    let lan = sim.net("sensor-lan", "10.0.0.0/24", 1)?;
+    let internet = sim.net("internet-1", "198.51.100.0/24", 20)?;
     sim.add_napt(
         "sensor-router",
         lan,
@@ -83,36 +56,32 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
     let server_addr = "198.51.100.10:443".parse().map_err(err)?;
     let server_cfg = ServerConfig::with_certificate(server_id, ANCHOR)
         .with_client_certs(ClientCertPolicy::Required(trust()));
-    let server = sim
-        .add_host(
-            "server",
-            internet,
-            "198.51.100.10".parse().map_err(err)?,
-            ChannelServer::new(
-                ChannelServerConfig {
-                    channel: Arc::new(server_cfg),
-                    max_sessions: 64,
-                },
-                Box::new(sim.rng("tour/channel/server")),
-            ),
-        )
-        .map_err(err)?;
+    let server = sim.host(
+        "server",
+        internet,
+        "198.51.100.10",
+        ChannelServer::new(
+            ChannelServerConfig {
+                channel: Arc::new(server_cfg),
+                max_sessions: 64,
+            },
+            Box::new(sim.rng("tour/channel/server")),
+        ),
+    )?;
     sim.listen(server, 443).map_err(err)?;
     let client_cfg =
         ClientConfig::with_ca(trust(), "server.example", ANCHOR).with_client_identity(sensor_id);
-    let sensor = sim
-        .add_host(
-            "sensor",
-            lan,
-            "10.0.0.7".parse().map_err(err)?,
-            ChannelClient::new(
-                Arc::new(client_cfg),
-                "10.0.0.7:0".parse().map_err(err)?,
-                server_addr,
-                Box::new(sim.rng("tour/channel/sensor")),
-            ),
-        )
-        .map_err(err)?;
+    let sensor = sim.host(
+        "sensor",
+        lan,
+        "10.0.0.7",
+        ChannelClient::new(
+            Arc::new(client_cfg),
+            "10.0.0.7:0".parse().map_err(err)?,
+            server_addr,
+            Box::new(sim.rng("tour/channel/sensor")),
+        ),
+    )?;
     tour.note("sensor 10.0.0.7 sits on a home LAN behind a NAPT router (public 198.51.100.2);");
     tour.note(
         "server 198.51.100.10:443 holds a certificate for \"server.example\" from \"tour CA\";",
@@ -134,12 +103,7 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
     let start = sim.now();
     let up = sim
         .run_until_cond(start + Duration::from_secs(5), |s| {
-            s.peek_events(server)
-                .map(|evs| {
-                    evs.iter()
-                        .any(|(_, e)| matches!(e, Event::Channel(ChannelEvent::Established { .. })))
-                })
-                .unwrap_or(false)
+            has_event(s, server, |e| matches!(e, ChannelEvent::Established { .. }))
         })
         .map_err(err)?;
     sim.run_for(Duration::from_millis(50)).map_err(err)?;
@@ -149,12 +113,12 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
     }
     for (who, node) in [("sensor", sensor), ("server", server)] {
         for (at, ev) in sim.events(node).map_err(err)? {
-            if let Event::Channel(ChannelEvent::Established {
+            if let Some(ChannelEvent::Established {
                 peer,
                 suite,
                 session,
                 ..
-            }) = ev
+            }) = event(ev)
             {
                 tour.note(&format!(
                     "{who}: channel up {:.0} ms after connect, suite {suite}, session \
@@ -185,7 +149,7 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
     sim.run_for(Duration::from_millis(100)).map_err(err)?;
     tour.packets(sim);
     let mut stream = None;
-    for ev in channel_events(sim, server)? {
+    for ev in events_of::<ChannelEvent>(sim, server)? {
         if let ChannelEvent::Received { stream: s, data } = ev {
             tour.note(&format!(
                 "server received {:?}",
@@ -204,7 +168,7 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
     .map_err(err)?;
     sim.run_for(Duration::from_millis(100)).map_err(err)?;
     tour.packets(sim);
-    for ev in channel_events(sim, sensor)? {
+    for ev in events_of::<ChannelEvent>(sim, sensor)? {
         if let ChannelEvent::Received { data, .. } = ev {
             tour.note(&format!(
                 "sensor received {:?}",
@@ -224,7 +188,7 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
     sim.run_for(Duration::from_millis(200)).map_err(err)?;
     tour.packets(sim);
     for (who, node) in [("sensor", sensor), ("server", server)] {
-        for ev in channel_events(sim, node)? {
+        for ev in events_of::<ChannelEvent>(sim, node)? {
             if let ChannelEvent::Closed { .. } = ev {
                 tour.note(&format!("{who}: channel closed cleanly"));
             }

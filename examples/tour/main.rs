@@ -10,13 +10,61 @@
 //! The same seed gives the same run every time.
 
 mod channel;
+// Event matching is shared with the tests: one file to change when `Event` changes shape.
+#[path = "../../tests/common/events.rs"]
+mod events;
 mod seed000;
 mod seed002;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use deputy::sim::{Sim, TraceKind};
+use deputy::Actor;
+use deputy::sim::{LinkConfig, NetworkId, NodeId, Sim, TraceKind};
+
+use crate::events::{FromEvent, take_events};
+
+/// A chapter's failure as the tour reports it: the tour stops with a message, it never
+/// panics, so every fallible step maps its error to text.
+pub fn err(e: impl std::fmt::Debug) -> String {
+    format!("{e:?}")
+}
+
+/// The `T`s `node` reported since the last call.
+pub fn events_of<T: FromEvent>(sim: &mut Sim, node: NodeId) -> Result<Vec<T>, String> {
+    take_events(sim, node).map_err(err)
+}
+
+/// The chapters' world building. A trait on `Sim`, not free functions, so that the actor
+/// argument may borrow the simulator for its RNG (`sim.host(.., X::new(.., sim.rng(..)))`):
+/// method calls get two-phase borrows.
+pub trait Build {
+    fn sim(&mut self) -> &mut Sim;
+
+    /// A network whose links all have `latency_ms` of latency (and nothing else).
+    fn net(&mut self, name: &str, prefix: &str, latency_ms: u64) -> Result<NetworkId, String> {
+        let link = LinkConfig::with_latency(Duration::from_millis(latency_ms));
+        self.sim().add_network(name, prefix, link).map_err(err)
+    }
+
+    fn host(
+        &mut self,
+        name: &str,
+        net: NetworkId,
+        addr: &str,
+        actor: impl Actor + 'static,
+    ) -> Result<NodeId, String> {
+        let addr = addr.parse().map_err(err)?;
+        self.sim().add_host(name, net, addr, actor).map_err(err)
+    }
+}
+
+impl Build for Sim {
+    fn sim(&mut self) -> &mut Sim {
+        self
+    }
+}
 
 /// Prints the story: chapters, numbered steps, and the packets the simulator carried.
 pub struct Narrator {

@@ -7,24 +7,21 @@
 
 use std::time::Duration;
 
+use deputy::UnixTime;
 use deputy::channel::{ClientCertPolicy, ClientConfig, ServerConfig};
 use deputy::crypto::cert::{CertificateAuthority, TrustStore};
 use deputy::offload::{
     AccessPolicy, Appliance, ApplianceConfig, ApplianceEvent, CryptoProxy, OffloadEvent, Peer,
     ProxyConfig, ProxyEvent, RemoteEvent, RemoteNode, RemoteNodeConfig, ServedAppliance, Target,
 };
-use deputy::sim::{AllowRule, GatewayConfig, LinkConfig, NodeId, Proto, Sim};
-use deputy::{Event, UnixTime};
+use deputy::sim::{AllowRule, GatewayConfig, NodeId, Proto, Sim};
 
-use crate::Narrator;
+use crate::events::has_event;
+use crate::{Build, Narrator, err, events_of};
 
 const ANCHOR: UnixTime = UnixTime(1_800_000_000);
 const YEAR: u64 = 365 * 86_400;
 const HEAT: &[u8] = b"heat for one hour";
-
-fn err(e: impl std::fmt::Debug) -> String {
-    format!("{e:?}")
-}
 
 /// Run until `node` reports an offload event `pred` accepts (at most `secs` of virtual
 /// time).
@@ -37,12 +34,7 @@ fn wait_for(
 ) -> Result<(), String> {
     let deadline = sim.now() + Duration::from_secs(secs);
     let seen = sim
-        .run_until_cond(deadline, |s| {
-            s.peek_events(node).is_ok_and(|evs| {
-                evs.iter()
-                    .any(|(_, e)| matches!(e, Event::Offload(o) if pred(o)))
-            })
-        })
+        .run_until_cond(deadline, |s| has_event(s, node, &pred))
         .map_err(err)?;
     if seen {
         Ok(())
@@ -51,22 +43,23 @@ fn wait_for(
     }
 }
 
-/// Take a node's offload events.
-fn events(sim: &mut Sim, node: NodeId) -> Result<Vec<OffloadEvent>, String> {
-    Ok(sim
-        .events(node)
-        .map_err(err)?
-        .into_iter()
-        .filter_map(|(_, e)| match e {
-            Event::Offload(o) => Some(o),
-            _ => None,
-        })
-        .collect())
+/// `wait_for`, then print the packets and what `who` reported: how most steps end.
+fn witness(
+    sim: &mut Sim,
+    tour: &mut Narrator,
+    (who, node): (&str, NodeId),
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&OffloadEvent) -> bool,
+) -> Result<(), String> {
+    wait_for(sim, node, secs, what, pred)?;
+    tour.packets(sim);
+    report(sim, tour, who, node)
 }
 
 /// Print a node's offload events as notes.
 fn report(sim: &mut Sim, tour: &mut Narrator, who: &str, node: NodeId) -> Result<(), String> {
-    for e in events(sim, node)? {
+    for e in events_of::<OffloadEvent>(sim, node)? {
         let text = match e {
             OffloadEvent::Appliance(a) => describe_appliance(&a),
             OffloadEvent::Proxy(p) => describe_proxy(&p),
@@ -205,20 +198,8 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
         .map_err(err)?;
     let trust = || TrustStore::with(home_ca.certificate().clone());
 
-    let home = sim
-        .add_network(
-            "seed000-home",
-            "192.168.0.0/24",
-            LinkConfig::with_latency(Duration::from_millis(1)),
-        )
-        .map_err(err)?;
-    let public = sim
-        .add_network(
-            "seed000-internet",
-            "203.0.113.0/24",
-            LinkConfig::with_latency(Duration::from_millis(20)),
-        )
-        .map_err(err)?;
+    let home = sim.net("seed000-home", "192.168.0.0/24", 1)?;
+    let public = sim.net("seed000-internet", "203.0.113.0/24", 20)?;
     let ip = |s: &str| s.parse::<std::net::IpAddr>().map_err(err);
     let sock = |s: &str| s.parse::<std::net::SocketAddr>().map_err(err);
     let mut gateway = GatewayConfig::default().allow(AllowRule {
@@ -255,14 +236,12 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
             .serve(name, ServedAppliance::new(sock(addr)?, only_phone.clone()))
             .map_err(err)?;
     }
-    let proxy = sim
-        .add_host(
-            "crypto-proxy",
-            home,
-            ip("192.168.0.2")?,
-            CryptoProxy::new(proxy_cfg, Box::new(sim.rng("tour/seed000/proxy"))),
-        )
-        .map_err(err)?;
+    let proxy = sim.host(
+        "crypto-proxy",
+        home,
+        "192.168.0.2",
+        CryptoProxy::new(proxy_cfg, Box::new(sim.rng("tour/seed000/proxy"))),
+    )?;
     sim.listen(proxy, 8443).map_err(err)?;
 
     let mut appliances = Vec::new();
@@ -274,14 +253,12 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
             sock("192.168.0.2:8443")?,
         )
         .map_err(err)?;
-        let node = sim
-            .add_host(
-                name,
-                home,
-                ip(addr)?,
-                Appliance::new(cfg, Box::new(sim.rng(&format!("tour/seed000/{name}")))),
-            )
-            .map_err(err)?;
+        let node = sim.host(
+            name,
+            home,
+            addr,
+            Appliance::new(cfg, Box::new(sim.rng(&format!("tour/seed000/{name}")))),
+        )?;
         appliances.push(node);
     }
     let (microwave, aircon) = (appliances[0], appliances[1]);
@@ -290,28 +267,24 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
         ClientConfig::with_ca(trust(), "proxy.home", ANCHOR).with_client_identity(phone_id),
         sock("203.0.113.20:7000")?,
     );
-    let phone = sim
-        .add_host(
-            "phone",
-            public,
-            ip("203.0.113.20")?,
-            RemoteNode::new(phone_cfg, Box::new(sim.rng("tour/seed000/phone"))),
-        )
-        .map_err(err)?;
+    let phone = sim.host(
+        "phone",
+        public,
+        "203.0.113.20",
+        RemoteNode::new(phone_cfg, Box::new(sim.rng("tour/seed000/phone"))),
+    )?;
     sim.listen(phone, 7443).map_err(err)?;
     // The attacker runs the same software, without a certificate.
     let attacker_cfg = RemoteNodeConfig::new(
         ClientConfig::with_ca(trust(), "proxy.home", ANCHOR),
         sock("203.0.113.66:7000")?,
     );
-    let attacker = sim
-        .add_host(
-            "attacker",
-            public,
-            ip("203.0.113.66")?,
-            RemoteNode::new(attacker_cfg, Box::new(sim.rng("tour/seed000/attacker"))),
-        )
-        .map_err(err)?;
+    let attacker = sim.host(
+        "attacker",
+        public,
+        "203.0.113.66",
+        RemoteNode::new(attacker_cfg, Box::new(sim.rng("tour/seed000/attacker"))),
+    )?;
     let microwave_target = Target::new("microwave", sock("192.168.0.10:5683")?);
 
     tour.note("closed home network 192.168.0.0/24 behind home-gateway (203.0.113.1): it lets in");
@@ -335,58 +308,59 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
     })
     .map_err(err)?
     .map_err(err)?;
-    wait_for(sim, microwave, 2, "S21", |e| {
+    witness(sim, tour, ("microwave", microwave), 2, "S21", |e| {
         matches!(
             e,
             OffloadEvent::Appliance(ApplianceEvent::CryptoRequested { .. })
         )
     })?;
-    tour.packets(sim);
-    report(sim, tour, "microwave", microwave)?;
 
-    tour.step(
-        "S22",
-        "The microwave answers with a crypto accept and a proxy designation: the proxy's \
-         address as reachable from outside, and its own name.",
+    // S22–S25 need nothing from the story but time: each ends when its node reports.
+    type Step<'a> = (
+        &'a str,
+        &'a str,
+        (&'a str, NodeId),
+        u64,
+        fn(&OffloadEvent) -> bool,
     );
-    wait_for(sim, phone, 2, "S22", |e| {
-        matches!(e, OffloadEvent::Remote(RemoteEvent::Designated { .. }))
-    })?;
-    tour.packets(sim);
-    report(sim, tour, "phone", phone)?;
-
-    tour.step(
-        "S23",
-        "The phone opens a stream to the proxy and runs the secure channel. The proxy's \
-         certificate must come from the home CA and name the microwave — a forged designation \
-         fails here — and the phone proves its own certificate. Then, inside the channel, the \
-         proxy request: \"deputize for the microwave\".",
-    );
-    wait_for(sim, proxy, 3, "S23", |e| {
-        matches!(e, OffloadEvent::Proxy(ProxyEvent::SessionUp { .. }))
-    })?;
-    tour.packets(sim);
-    report(sim, tour, "crypto-proxy", proxy)?;
-
-    tour.step(
-        "S24",
-        "The proxy checks that the phone may reach the microwave and confirms: proxy accept.",
-    );
-    wait_for(sim, phone, 2, "S24", |e| {
-        matches!(e, OffloadEvent::Remote(RemoteEvent::SessionUp { .. }))
-    })?;
-    tour.packets(sim);
-    report(sim, tour, "phone", phone)?;
-
-    tour.step(
-        "S25",
-        "The phone sends \"defrost 300 g\" as secure data inside the channel.",
-    );
-    wait_for(sim, proxy, 2, "S25", |e| {
-        matches!(e, OffloadEvent::Proxy(ProxyEvent::Forwarded { .. }))
-    })?;
-    tour.packets(sim);
-    report(sim, tour, "crypto-proxy", proxy)?;
+    let flow_a: [Step; 4] = [
+        (
+            "S22",
+            "The microwave answers with a crypto accept and a proxy designation: the proxy's \
+             address as reachable from outside, and its own name.",
+            ("phone", phone),
+            2,
+            |e| matches!(e, OffloadEvent::Remote(RemoteEvent::Designated { .. })),
+        ),
+        (
+            "S23",
+            "The phone opens a stream to the proxy and runs the secure channel. The proxy's \
+             certificate must come from the home CA and name the microwave — a forged \
+             designation fails here — and the phone proves its own certificate. Then, inside \
+             the channel, the proxy request: \"deputize for the microwave\".",
+            ("crypto-proxy", proxy),
+            3,
+            |e| matches!(e, OffloadEvent::Proxy(ProxyEvent::SessionUp { .. })),
+        ),
+        (
+            "S24",
+            "The proxy checks that the phone may reach the microwave and confirms: proxy accept.",
+            ("phone", phone),
+            2,
+            |e| matches!(e, OffloadEvent::Remote(RemoteEvent::SessionUp { .. })),
+        ),
+        (
+            "S25",
+            "The phone sends \"defrost 300 g\" as secure data inside the channel.",
+            ("crypto-proxy", proxy),
+            2,
+            |e| matches!(e, OffloadEvent::Proxy(ProxyEvent::Forwarded { .. })),
+        ),
+    ];
+    for (id, text, who, secs, pred) in flow_a {
+        tour.step(id, text);
+        witness(sim, tour, who, secs, id, pred)?;
+    }
 
     tour.step(
         "S26",
@@ -437,7 +411,7 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
     tour.packets(sim);
     report(sim, tour, "attacker", attacker)?;
     report(sim, tour, "crypto-proxy", proxy)?;
-    let heated = events(sim, microwave)?
+    let heated = events_of::<OffloadEvent>(sim, microwave)?
         .iter()
         .any(|e| matches!(e, OffloadEvent::Appliance(ApplianceEvent::Delivered { .. })));
     if heated {
@@ -485,7 +459,7 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
     })?;
     tour.packets(sim);
     let mut session = None;
-    for e in events(sim, aircon)? {
+    for e in events_of::<OffloadEvent>(sim, aircon)? {
         if let OffloadEvent::Appliance(
             ref a @ ApplianceEvent::SessionUp {
                 session: s,
@@ -512,11 +486,9 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
     })
     .map_err(err)?
     .map_err(err)?;
-    wait_for(sim, proxy, 2, "S35", |e| {
+    witness(sim, tour, ("crypto-proxy", proxy), 2, "S35", |e| {
         matches!(e, OffloadEvent::Proxy(ProxyEvent::Forwarded { .. }))
     })?;
-    tour.packets(sim);
-    report(sim, tour, "crypto-proxy", proxy)?;
 
     tour.step(
         "S36",

@@ -9,11 +9,7 @@ use deputy::rendezvous::scenario::{
 use deputy::rendezvous::{Acceptor, Issuer, RendezvousEvent, RendezvousServer};
 use deputy::sim::{NodeId, Sim};
 
-use crate::Narrator;
-
-fn err(e: impl std::fmt::Debug) -> String {
-    format!("{e:?}")
-}
+use crate::{Narrator, err};
 
 /// The rendezvous events `node` reported since `from` (an index into its event list).
 fn news(sim: &Sim, node: NodeId, from: &mut usize) -> Vec<RendezvousEvent> {
@@ -69,6 +65,8 @@ fn say(tour: &mut Narrator, who: &str, events: &[RendezvousEvent]) {
     }
 }
 
+/// How far each of a world's three event lists has been told.
+#[derive(Default)]
 struct Cursor {
     server: usize,
     issuer: usize,
@@ -76,11 +74,31 @@ struct Cursor {
 }
 
 impl Cursor {
+    /// Print the packets carried so far, then what each node reported since last time.
     fn tell(&mut self, sim: &Sim, w: &World, tour: &mut Narrator) {
+        tour.packets(sim);
         say(tour, "server", &news(sim, w.server, &mut self.server));
         say(tour, "issuer", &news(sim, w.issuer, &mut self.issuer));
         say(tour, "acceptor", &news(sim, w.acceptor, &mut self.acceptor));
     }
+
+    /// Let the network run for `ms` milliseconds, then [`Cursor::tell`].
+    fn settle(
+        &mut self,
+        sim: &mut Sim,
+        w: &World,
+        tour: &mut Narrator,
+        ms: u64,
+    ) -> Result<(), String> {
+        sim.run_for(Duration::from_millis(ms)).map_err(err)?;
+        self.tell(sim, w, tour);
+        Ok(())
+    }
+}
+
+/// The world's rendezvous server, to read its directory and counters.
+fn server_of<'a>(sim: &'a Sim, w: &World) -> Result<&'a RendezvousServer, String> {
+    sim.actor::<RendezvousServer>(w.server).map_err(err)
 }
 
 /// Run until `done` (at most 10 s of virtual time).
@@ -103,11 +121,7 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
             ..WorldConfig::default()
         },
     )?;
-    let mut cursor = Cursor {
-        server: 0,
-        issuer: 0,
-        acceptor: 0,
-    };
+    let mut cursor = Cursor::default();
     tour.note("issuer 192.168.1.11 on its LAN behind NAPT router 4.17.168.2 (static entry 5000 → :1600, Fig. 6);");
     tour.note("acceptor (device 2133) 192.168.1.3 on another LAN 192.168.1.0/24 behind NAPT router 202.204.16.13;");
     tour.note("rendezvous server 130.74.23.6: UDP 1200, issuer streams 1201, device streams 1300.");
@@ -119,12 +133,8 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
          its registration key. The server records the address the datagram came from — the \
          router's public address and port — and acknowledges (MAC'd). It repeats every 20–26 s.",
     );
-    sim.run_for(Duration::from_millis(500)).map_err(err)?;
-    tour.packets(sim);
-    cursor.tell(sim, &w, tour);
-    let entry = sim
-        .actor::<RendezvousServer>(w.server)
-        .map_err(err)?
+    cursor.settle(sim, &w, tour, 500)?;
+    let entry = server_of(sim, &w)?
         .lookup(DEVICE, sim.now())
         .ok_or("the acceptor did not register")?;
     tour.note(&format!("directory (Fig. 9): {DEVICE} → {}", entry.addr));
@@ -155,7 +165,6 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
         s.actor::<Acceptor>(acceptor)
             .is_ok_and(|a| a.stats().notices > 0)
     })?;
-    tour.packets(sim);
     cursor.tell(sim, &w, tour);
     tour.step(
         "S206",
@@ -168,7 +177,6 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
             .iter()
             .any(|e| matches!(e, RendezvousEvent::ConnectionRequested { .. }))
     })?;
-    tour.packets(sim);
     cursor.tell(sim, &w, tour);
     tour.step(
         "S207",
@@ -190,9 +198,7 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
          the server the outcome and close their streams.",
     );
     let outcome = w.wait(sim, session, Duration::from_secs(30))?;
-    sim.run_for(Duration::from_millis(100)).map_err(err)?;
-    tour.packets(sim);
-    cursor.tell(sim, &w, tour);
+    cursor.settle(sim, &w, tour, 100)?;
     if !matches!(outcome, Outcome::Connected { .. }) {
         return Err(format!("the devices did not connect: {outcome}"));
     }
@@ -213,9 +219,7 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
     })
     .map_err(err)?
     .map_err(err)?;
-    sim.run_for(Duration::from_millis(200)).map_err(err)?;
-    tour.packets(sim);
-    cursor.tell(sim, &w, tour);
+    cursor.settle(sim, &w, tour, 200)?;
 
     tour.step(
         "S207",
@@ -231,13 +235,8 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
             String::from_utf8_lossy(guess)
         ));
     }
-    sim.run_for(Duration::from_millis(100)).map_err(err)?;
-    tour.packets(sim);
-    cursor.tell(sim, &w, tour);
-    let stats = sim
-        .actor::<RendezvousServer>(w.server)
-        .map_err(err)?
-        .stats();
+    cursor.settle(sim, &w, tour, 100)?;
+    let stats = server_of(sim, &w)?.stats();
     tour.note(&format!(
         "server counters: {} registrations, {} notices, {} requests rate-limited, {} connected",
         stats.registrations, stats.notices, stats.rate_limited_requests, stats.connected
@@ -268,14 +267,7 @@ fn hole_punching(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
     tour.packets(sim);
     let session = w.connect(sim, b"2133-secret")?;
     let outcome = w.wait(sim, session, Duration::from_secs(30))?;
-    sim.run_for(Duration::from_millis(100)).map_err(err)?;
-    tour.packets(sim);
-    let mut cursor = Cursor {
-        server: 0,
-        issuer: 0,
-        acceptor: 0,
-    };
-    cursor.tell(sim, &w, tour);
+    Cursor::default().settle(sim, &w, tour, 100)?;
     if !matches!(outcome, Outcome::Connected { .. }) {
         return Err(format!("hole punching failed: {outcome}"));
     }

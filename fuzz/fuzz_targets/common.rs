@@ -39,6 +39,40 @@ pub fn configs(psk: bool, rng: &mut ChaCha20Rng) -> (Arc<ClientConfig>, Arc<Serv
     }
 }
 
+/// One channel target: the mode byte picks raw bytes fed to a fresh connection (its top bit
+/// picking PSK or certificate mode), or a corrupted certificate or PSK handshake; the
+/// connection under test is the server's when `target_is_server`, else the client's.
+pub fn fuzz_one_side(data: &[u8], target_is_server: bool) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    match mode % 3 {
+        0 => raw_bytes(mode & 0x80 != 0, target_is_server, rest),
+        1 => corrupted_handshake(false, target_is_server, rest),
+        _ => corrupted_handshake(true, target_is_server, rest),
+    }
+}
+
+/// Arbitrary bytes, in 97-byte reads (an odd size, so records straddle reads), to a
+/// connection that has sent nothing the peer could answer. Errors are the point: the
+/// fuzzer looks for panics, not for bytes a connection accepts.
+fn raw_bytes(psk: bool, target_is_server: bool, data: &[u8]) {
+    let mut rng = rng();
+    let (client_cfg, server_cfg) = configs(psk, &mut rng);
+    let now = Instant::from_secs(1);
+    let mut conn = if target_is_server {
+        Connection::server(server_cfg, now)
+    } else {
+        match Connection::client(client_cfg, now, &mut rng) {
+            Ok(c) => c,
+            Err(_) => return,
+        }
+    };
+    for chunk in data.chunks(97) {
+        let _ = conn.feed(now, chunk, &mut rng);
+    }
+}
+
 /// Run a handshake; bytes travelling toward the target side are XORed with `noise`
 /// (cycled), so the fuzzer explores corrupted but mostly well-framed input.
 pub fn corrupted_handshake(psk: bool, target_is_server: bool, noise: &[u8]) {

@@ -13,28 +13,14 @@ use libfuzzer_sys::fuzz_target;
 
 #[path = "rendezvous_common.rs"]
 mod common;
-use common::{acceptor_udp, chunks, mutate, server_udp, Net, Who, DEVICE};
-
-fn u64_of(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    let n = b.len().min(8);
-    a[..n].copy_from_slice(&b[..n]);
-    u64::from_be_bytes(a)
-}
+use common::{acceptor_udp, chunks, server_udp, u64_of, Who, DEVICE};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else {
+    let Some((mode, rest, mut net)) = common::start(data) else {
         return;
     };
-    let mut net = Net::new();
     match mode % 3 {
-        0 => {
-            for (i, c) in chunks(rest).into_iter().enumerate() {
-                let from = if i % 2 == 0 { server_udp() } else { common::issuer_udp() };
-                net.input(Who::Acceptor, Input::Datagram { from, to: acceptor_udp(), data: c });
-                net.tick(Duration::from_millis(300));
-            }
-        }
+        0 => net.spray(Who::Acceptor, common::issuer_udp(), rest),
         1 => {
             let key = *net.key.as_bytes();
             for c in chunks(rest) {
@@ -65,32 +51,16 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => {
             net.flow(common::PASSWORD, Duration::from_secs(4));
-            let seen: Vec<_> = net
-                .datagrams
-                .iter()
-                .filter(|(_, to, _)| to.ip() == acceptor_udp().ip())
-                .cloned()
-                .collect();
-            let streamed: Vec<_> = net
-                .stream_bytes
-                .iter()
-                .filter(|(to, _, _)| *to == Who::Acceptor)
-                .cloned()
-                .collect();
-            for (i, c) in chunks(rest).into_iter().enumerate() {
-                if i % 2 == 0 {
-                    if let Some((from, to, bytes)) = seen.get(i % seen.len().max(1)) {
-                        let m = mutate(bytes, c);
-                        net.input(Who::Acceptor, Input::Datagram { from: *from, to: *to, data: &m });
-                    }
-                } else if let Some((_, id, bytes)) = streamed.get(i % streamed.len().max(1)) {
-                    let m = mutate(bytes, c);
-                    net.input(Who::Acceptor, Input::StreamData { id: *id, data: &m });
-                    net.input(Who::Acceptor, Input::StreamClosed { id: StreamId::outbound(9) });
-                }
-                let _ = net.acceptor.send(net.now, u64_of(c), c);
-            }
-            net.run(Duration::from_secs(30));
+            net.replay_mutated(
+                Who::Acceptor,
+                rest,
+                // A close for a stream the acceptor never had: it must shrug it off.
+                |net| net.input(Who::Acceptor, Input::StreamClosed { id: StreamId::outbound(9) }),
+                // Refusals of fuzzed sends (unknown session, too long) are the expected answer.
+                |net, c| {
+                    let _ = net.acceptor.send(net.now, u64_of(c), c);
+                },
+            );
         }
     }
     net.run(Duration::from_secs(120));

@@ -32,6 +32,21 @@ pub fn issuer_udp() -> SocketAddr {
     "4.17.168.2:1600".parse().unwrap()
 }
 
+/// A fuzzer-chosen number: the first (up to) eight bytes, big-endian, zero-padded.
+pub fn u64_of(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    let n = b.len().min(8);
+    a[..n].copy_from_slice(&b[..n]);
+    u64::from_be_bytes(a)
+}
+
+/// A target's input split into the mode byte (which scenario) and the rest, with a fresh
+/// network; `None` for empty input.
+pub fn start(data: &[u8]) -> Option<(u8, &[u8], Net)> {
+    let (&mode, rest) = data.split_first()?;
+    Some((mode, rest, Net::new()))
+}
+
 /// Which actor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Who {
@@ -41,12 +56,17 @@ pub enum Who {
 }
 
 impl Who {
-    fn ip(self) -> std::net::IpAddr {
+    /// Its UDP address.
+    pub fn udp(self) -> SocketAddr {
         match self {
-            Who::Server => server_udp().ip(),
-            Who::Issuer => issuer_udp().ip(),
-            Who::Acceptor => acceptor_udp().ip(),
+            Who::Server => server_udp(),
+            Who::Issuer => issuer_udp(),
+            Who::Acceptor => acceptor_udp(),
         }
+    }
+
+    fn ip(self) -> std::net::IpAddr {
+        self.udp().ip()
     }
 
     fn of(ip: std::net::IpAddr) -> Option<Who> {
@@ -282,6 +302,56 @@ impl Net {
     }
 
     /// Register, connect with `password`, and run the flow for `d`; returns the session.
+    /// Raw datagrams to `who`'s UDP address, one per chunk of `noise`, alternately from the
+    /// server and from `other` (the peer device), 300 ms apart at most.
+    pub fn spray(&mut self, who: Who, other: SocketAddr, noise: &[u8]) {
+        for (i, c) in chunks(noise).into_iter().enumerate() {
+            let from = if i % 2 == 0 { server_udp() } else { other };
+            self.input(who, Input::Datagram { from, to: who.udp(), data: c });
+            self.tick(Duration::from_millis(300));
+        }
+    }
+
+    /// After a real flow: feed `who` mutated copies of what it received, one chunk of
+    /// `noise` per copy (even chunks mutate a datagram sent to its address, odd ones a
+    /// chunk of stream bytes), so the fuzzer reaches states only a real session gets to.
+    /// `after_stream` runs after each stream copy, `after` after every chunk (the target's
+    /// own commands); then the network runs for 30 s.
+    pub fn replay_mutated(
+        &mut self,
+        who: Who,
+        noise: &[u8],
+        mut after_stream: impl FnMut(&mut Net),
+        mut after: impl FnMut(&mut Net, &[u8]),
+    ) {
+        let seen: Vec<_> = self
+            .datagrams
+            .iter()
+            .filter(|(_, to, _)| to.ip() == who.ip())
+            .cloned()
+            .collect();
+        let streamed: Vec<_> = self
+            .stream_bytes
+            .iter()
+            .filter(|(to, _, _)| *to == who)
+            .cloned()
+            .collect();
+        for (i, c) in chunks(noise).into_iter().enumerate() {
+            if i % 2 == 0 {
+                if let Some((from, to, bytes)) = seen.get(i % seen.len().max(1)) {
+                    let m = mutate(bytes, c);
+                    self.input(who, Input::Datagram { from: *from, to: *to, data: &m });
+                }
+            } else if let Some((_, id, bytes)) = streamed.get(i % streamed.len().max(1)) {
+                let m = mutate(bytes, c);
+                self.input(who, Input::StreamData { id: *id, data: &m });
+                after_stream(self);
+            }
+            after(self, c);
+        }
+        self.run(Duration::from_secs(30));
+    }
+
     pub fn flow(&mut self, password: &[u8], d: Duration) -> Option<u64> {
         self.run(Duration::from_secs(1));
         let now = self.now;

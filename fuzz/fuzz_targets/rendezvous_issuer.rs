@@ -5,57 +5,37 @@
 
 use std::time::Duration;
 
-use deputy::Input;
 use libfuzzer_sys::fuzz_target;
 
 #[path = "rendezvous_common.rs"]
 mod common;
-use common::{chunks, issuer_udp, mutate, server_udp, Net, Who, DEVICE};
+use common::{Who, DEVICE};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else {
+    let Some((mode, rest, mut net)) = common::start(data) else {
         return;
     };
-    let mut net = Net::new();
     match mode % 3 {
         0 => {
             let now = net.now;
+            // Only to have a session waiting for answers; a refusal would be a bug the
+            // flow modes catch, not this one.
             let _ = net.issuer.connect(now, DEVICE, b"anything");
             net.drain_all();
-            for (i, c) in chunks(rest).into_iter().enumerate() {
-                let from = if i % 2 == 0 { server_udp() } else { common::acceptor_udp() };
-                net.input(Who::Issuer, Input::Datagram { from, to: issuer_udp(), data: c });
-                net.tick(Duration::from_millis(300));
-            }
+            net.spray(Who::Issuer, common::acceptor_udp(), rest);
         }
         m => {
             let password: &[u8] = if m == 1 { common::PASSWORD } else { b"wrong" };
             let session = net.flow(password, Duration::from_secs(4)).unwrap_or(0);
-            let seen: Vec<_> = net
-                .datagrams
-                .iter()
-                .filter(|(_, to, _)| to.ip() == issuer_udp().ip())
-                .cloned()
-                .collect();
-            let streamed: Vec<_> = net
-                .stream_bytes
-                .iter()
-                .filter(|(to, _, _)| *to == Who::Issuer)
-                .cloned()
-                .collect();
-            for (i, c) in chunks(rest).into_iter().enumerate() {
-                if i % 2 == 0 {
-                    if let Some((from, to, bytes)) = seen.get(i % seen.len().max(1)) {
-                        let m = mutate(bytes, c);
-                        net.input(Who::Issuer, Input::Datagram { from: *from, to: *to, data: &m });
-                    }
-                } else if let Some((_, id, bytes)) = streamed.get(i % streamed.len().max(1)) {
-                    let m = mutate(bytes, c);
-                    net.input(Who::Issuer, Input::StreamData { id: *id, data: &m });
-                }
-                let _ = net.issuer.send(net.now, session, c);
-            }
-            net.run(Duration::from_secs(30));
+            net.replay_mutated(
+                Who::Issuer,
+                rest,
+                |_| {},
+                // Refusals of fuzzed sends (no session yet, too long) are the expected answer.
+                |net, c| {
+                    let _ = net.issuer.send(net.now, session, c);
+                },
+            );
         }
     }
     net.run(Duration::from_secs(120));

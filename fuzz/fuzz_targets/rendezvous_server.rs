@@ -14,36 +14,26 @@ use libfuzzer_sys::fuzz_target;
 
 #[path = "rendezvous_common.rs"]
 mod common;
-use common::{chunks, mutate, server_udp, Client, Net, Who, DEVICE};
-
-fn u64_of(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    let n = b.len().min(8);
-    a[..n].copy_from_slice(&b[..n]);
-    u64::from_be_bytes(a)
-}
+use common::{chunks, mutate, server_udp, u64_of, Client, Net, Who, DEVICE};
 
 fn source(i: usize, c: &[u8]) -> SocketAddr {
     let last = c.first().copied().unwrap_or(0);
     SocketAddr::from(([66, 6, (i % 7) as u8, last], 1000 + (i % 50) as u16))
 }
 
+/// A datagram to the server's UDP port from the fuzzer-chosen `source(i, c)`.
+fn from_source(net: &mut Net, i: usize, c: &[u8], data: &[u8]) {
+    net.input(Who::Server, Input::Datagram { from: source(i, c), to: server_udp(), data });
+}
+
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else {
+    let Some((mode, rest, mut net)) = common::start(data) else {
         return;
     };
-    let mut net = Net::new();
     match mode % 5 {
         0 => {
             for (i, c) in chunks(rest).into_iter().enumerate() {
-                net.input(
-                    Who::Server,
-                    Input::Datagram {
-                        from: source(i, c),
-                        to: server_udp(),
-                        data: c,
-                    },
-                );
+                from_source(&mut net, i, c, c);
             }
         }
         1 => {
@@ -69,28 +59,14 @@ fuzz_target!(|data: &[u8]| {
                 }
                 .encode(&key)
                 .expect("encode");
-                net.input(
-                    Who::Server,
-                    Input::Datagram {
-                        from: source(i, c),
-                        to: server_udp(),
-                        data: &reg,
-                    },
-                );
+                from_source(&mut net, i, c, &reg);
                 let probe = Probe {
                     request: u64_of(c),
                     token: [c.len() as u8; 16],
                 }
                 .encode()
                 .expect("encode");
-                net.input(
-                    Who::Server,
-                    Input::Datagram {
-                        from: source(i, c),
-                        to: server_udp(),
-                        data: &probe,
-                    },
-                );
+                from_source(&mut net, i, c, &probe);
                 net.tick(Duration::from_millis(u64::from(c.first().copied().unwrap_or(0)) * 100));
             }
         }
