@@ -259,6 +259,9 @@ impl Home {
         let home_link = LinkConfig::with_latency(Duration::from_millis(1)).loss(setup.home_loss);
         let net_link =
             LinkConfig::with_latency(Duration::from_millis(20)).loss(setup.internet_loss);
+        // Two halves of one subnet each side of the gateway, joined by a tap (a bridge with
+        // no address): the tests can watch and tamper with what crosses without a router
+        // changing any address.
         let home = sim.net_with("home", "192.168.0.0/24", home_link);
         let devices = sim.net_with("devices", "192.168.0.0/24", home_link);
         let wan = sim.net_with(
@@ -802,6 +805,8 @@ fn refused_plaintext_flow() {
         [
             ApplianceEvent::RefusedPlaintext {
                 from: h.remotes["phone"].1,
+                // The remote node pads open-network datagrams to its probe_len (192), so
+                // the appliance may answer in full (Solicited::Full) without amplifying.
                 len: 192,
                 answer: Solicited::Full
             },
