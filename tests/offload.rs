@@ -33,7 +33,7 @@ use deputy::sim::{
     AllowRule, DatagramProbe, DropReason, GatewayConfig, LinkConfig, NetworkId, NodeId, Proto, Sim,
     TraceKind,
 };
-use deputy::{Actor, Error, Event, IfaceId, Input, Instant, Outbox, Output, UnixTime};
+use deputy::{Actor, Error, IfaceId, Input, Instant, Outbox, Output, UnixTime};
 use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
 
@@ -474,7 +474,7 @@ impl Home {
     fn events_of<T: FromEvent>(&mut self, node: NodeId) -> Vec<T> {
         self.events(node)
             .into_iter()
-            .map(|e| common::expect_event(Event::Offload(e)))
+            .map(common::expect_offload_event)
             .collect()
     }
 
