@@ -33,7 +33,7 @@ use deputy::sim::{
     AllowRule, DatagramProbe, DropReason, GatewayConfig, LinkConfig, NetworkId, NodeId, Proto, Sim,
     TraceKind,
 };
-use deputy::{Actor, Error, Event, IfaceId, Input, Instant, Outbox, Output, UnixTime};
+use deputy::{Actor, Error, IfaceId, Input, Instant, Outbox, Output, UnixTime};
 use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
 
@@ -259,6 +259,9 @@ impl Home {
         let home_link = LinkConfig::with_latency(Duration::from_millis(1)).loss(setup.home_loss);
         let net_link =
             LinkConfig::with_latency(Duration::from_millis(20)).loss(setup.internet_loss);
+        // Two halves of one subnet each side of the gateway, joined by a tap (a bridge with
+        // no address): the tests can watch and tamper with what crosses without a router
+        // changing any address.
         let home = sim.net_with("home", "192.168.0.0/24", home_link);
         let devices = sim.net_with("devices", "192.168.0.0/24", home_link);
         let wan = sim.net_with(
@@ -471,13 +474,20 @@ impl Home {
     fn events_of<T: FromEvent>(&mut self, node: NodeId) -> Vec<T> {
         self.events(node)
             .into_iter()
-            .map(|e| common::expect_event(Event::Offload(e)))
+            .map(common::expect_offload_event)
             .collect()
     }
 
     fn appliance_events(&mut self, name: &str) -> Vec<ApplianceEvent> {
         let node = self.appliance(name);
         self.events_of(node)
+    }
+
+    /// `appliance`'s events, which include a session coming up, and that session.
+    fn session_events(&mut self, appliance: &str) -> (Vec<ApplianceEvent>, u64) {
+        let events = self.appliance_events(appliance);
+        let session = session_of(&events);
+        (events, session)
     }
 
     fn proxy_events(&mut self) -> Vec<ProxyEvent> {
@@ -668,6 +678,20 @@ fn from_phone(session: u64, data: &[u8]) -> ApplianceEvent {
     }
 }
 
+/// What a remote node the proxy refuses reports: the typed refusal, then the failed set-up.
+fn refusal(reason: RefusalReason) -> [RemoteEvent; 2] {
+    [
+        RemoteEvent::Refused {
+            appliance: "microwave".into(),
+            reason,
+        },
+        RemoteEvent::Failed {
+            appliance: Some("microwave".into()),
+            error: OffloadError::Refused(reason),
+        },
+    ]
+}
+
 /// The proxy's account of a phone–microwave session that carried one message of `len`
 /// bytes.
 fn proxy_session(
@@ -711,8 +735,7 @@ fn remote_initiated_flow() {
             session_up("microwave", Initiator::Remote),
         ]
     );
-    let appliance = h.appliance_events("microwave");
-    let s = session_of(&appliance);
+    let (appliance, s) = h.session_events("microwave");
     assert_eq!(
         appliance,
         [
@@ -795,13 +818,14 @@ fn refused_plaintext_flow() {
     // The phone tries plaintext first (Fig. 4): refused, solicited (S42), then S23–S26.
     h.send_plaintext("phone", "microwave", HEAT);
     h.run(3);
-    let appliance = h.appliance_events("microwave");
-    let s = session_of(&appliance);
+    let (appliance, s) = h.session_events("microwave");
     assert_eq!(
         appliance,
         [
             ApplianceEvent::RefusedPlaintext {
                 from: h.remotes["phone"].1,
+                // The remote node pads open-network datagrams to its probe_len (192), so
+                // the appliance may answer in full (Solicited::Full) without amplifying.
                 len: 192,
                 answer: Solicited::Full
             },
@@ -947,8 +971,7 @@ fn appliance_initiated_flow() {
     let mut h = Home::new(Setup::default());
     let request = h.connect("microwave", "phone", Some(phone()));
     h.run(3);
-    let appliance = h.appliance_events("microwave");
-    let s = session_of(&appliance);
+    let (appliance, s) = h.session_events("microwave");
     assert_eq!(
         appliance,
         [phone_session(s, Initiator::Appliance, Some(request))]
@@ -1001,8 +1024,7 @@ fn both_directions_in_one_system() {
     let request = h.connect("aircon", "laptop", Some(Peer::Psk(b"laptop".to_vec())));
     h.send("laptop", "microwave", b"laptop->microwave");
     h.run(3);
-    let aircon = h.appliance_events("aircon");
-    let s_air = session_of(&aircon);
+    let (aircon, s_air) = h.session_events("aircon");
     assert_eq!(
         aircon,
         [ApplianceEvent::SessionUp {
@@ -1187,20 +1209,7 @@ fn unauthorized_remote_is_refused() {
     );
     for who in ["laptop", "anonymous"] {
         let events = h.remote_events(who);
-        assert_eq!(
-            events[1..],
-            [
-                RemoteEvent::Refused {
-                    appliance: "microwave".into(),
-                    reason: RefusalReason::AccessDenied
-                },
-                RemoteEvent::Failed {
-                    appliance: Some("microwave".into()),
-                    error: OffloadError::Refused(RefusalReason::AccessDenied)
-                },
-            ],
-            "{who}"
-        );
+        assert_eq!(events[1..], refusal(RefusalReason::AccessDenied), "{who}");
     }
     assert_eq!(
         h.remote_events("kiosk")[1..],
@@ -1242,16 +1251,7 @@ fn unauthorized_remote_is_refused() {
     );
     assert_eq!(
         h.remote_events("laptop"),
-        [
-            RemoteEvent::Refused {
-                appliance: "microwave".into(),
-                reason: RefusalReason::AccessDenied
-            },
-            RemoteEvent::Failed {
-                appliance: Some("microwave".into()),
-                error: OffloadError::Refused(RefusalReason::AccessDenied)
-            },
-        ]
+        refusal(RefusalReason::AccessDenied)
     );
     // And one the appliance names but a different node answers at that address.
     let request = h.connect(
@@ -1494,16 +1494,7 @@ fn session_limit_is_enforced() {
     assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
     assert_eq!(
         h.remote_events("tablet")[1..],
-        [
-            RemoteEvent::Refused {
-                appliance: "microwave".into(),
-                reason: RefusalReason::SessionLimit
-            },
-            RemoteEvent::Failed {
-                appliance: Some("microwave".into()),
-                error: OffloadError::Refused(RefusalReason::SessionLimit)
-            },
-        ]
+        refusal(RefusalReason::SessionLimit)
     );
     // An appliance-initiated session is refused by the same bound.
     let request = h.connect("microwave", "tablet", None);

@@ -47,6 +47,16 @@ pub fn start(data: &[u8]) -> Option<(u8, &[u8], Net)> {
     Some((mode, rest, Net::new()))
 }
 
+/// A target's whole run: the input split as [`start`] does, `scenario` on the fresh
+/// network, then 120 s more of virtual time for whatever the scenario left armed.
+pub fn run(data: &[u8], scenario: impl FnOnce(&mut Net, u8, &[u8])) {
+    let Some((mode, rest, mut net)) = start(data) else {
+        return;
+    };
+    scenario(&mut net, mode, rest);
+    net.run(Duration::from_secs(120));
+}
+
 /// Which actor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Who {

@@ -68,6 +68,11 @@ pub fn expect_event<T: FromEvent>(e: Event) -> T {
     T::from_event(e).unwrap_or_else(|other| panic!("unexpected event {other:?}"))
 }
 
+/// `e`, which must be a `T`: for a seed 000 node, which runs one kind of offload actor.
+pub fn expect_offload_event<T: FromEvent>(e: OffloadEvent) -> T {
+    expect_event(Event::Offload(e))
+}
+
 /// Take the events `node` reported since the last call, keeping the `T`s (the others are
 /// dropped: the simulator hands out each event once).
 pub fn take_events<T: FromEvent>(sim: &mut Sim, node: NodeId) -> Result<Vec<T>, SimError> {
