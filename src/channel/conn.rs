@@ -20,7 +20,7 @@ use super::messages::{
 };
 use super::{ChannelError, PeerIdentity};
 use crate::crypto::aead::AeadAlg;
-use crate::crypto::cert::Certificate;
+use crate::crypto::cert::{Certificate, Identity};
 use crate::crypto::dh::{Group, KeyPair};
 use crate::crypto::kdf::Prk;
 use crate::crypto::{ct_eq, random_array};
@@ -41,11 +41,12 @@ type FinishedKey = zeroize::Zeroizing<[u8; 32]>;
 /// step needs, so a message can only be handled with what its step has (rustls'
 /// `client/tls13.rs` and deputy's own `ikev2::session` follow the same shape).
 ///
-/// Client: `ClientWaitServerHello` → (`ClientWaitCertificate` →
-/// `ClientWaitCertRequestOrVerify` → [`ClientWaitVerify`]) → `ClientWaitFinished` →
-/// `Established`; the bracketed steps are certificate mode only. Server:
-/// `ServerWaitClientHello` → [`ServerWaitCertificate` → [`ServerWaitVerify`]] →
-/// `ServerWaitFinished` → `Established`. Any failure goes to `Failed`.
+/// Client: `ClientWaitServerHello` → `ClientWaitCertificate` →
+/// `ClientWaitCertRequestOrVerify` → (`ClientWaitVerify` if asked for a certificate) →
+/// `ClientWaitFinished` → `Established`, skipping the certificate steps in PSK mode.
+/// Server: `ServerWaitClientHello` → (`ServerWaitCertificate` → `ServerWaitVerify` if it
+/// asks for one and gets one) → `ServerWaitFinished` → `Established`. Any failure goes to
+/// `Failed`.
 enum State {
     /// Client: hello sent, waiting for the server's.
     ClientWaitServerHello(ClientHelloSent),
@@ -802,12 +803,7 @@ impl Connection {
             if request_cert {
                 self.send_handshake(&Handshake::CertificateRequest(CertificateRequest))?;
             }
-            let signature = identity
-                .key
-                .sign(SERVER_VERIFY_CONTEXT, &self.transcript.hash());
-            self.send_handshake(&Handshake::CertificateVerify(CertificateVerify {
-                signature,
-            }))?;
+            self.send_certificate_verify(SERVER_VERIFY_CONTEXT, identity)?;
         }
         let mac = finished_mac(&server_finished, &self.transcript.hash());
         self.send_handshake(&Handshake::Finished(Finished { mac }))?;
@@ -924,12 +920,7 @@ impl Connection {
                 certificate: identity.map(|id| id.certificate.as_bytes().to_vec()),
             }))?;
             if let Some(identity) = identity {
-                let signature = identity
-                    .key
-                    .sign(CLIENT_VERIFY_CONTEXT, &self.transcript.hash());
-                self.send_handshake(&Handshake::CertificateVerify(CertificateVerify {
-                    signature,
-                }))?;
+                self.send_certificate_verify(CLIENT_VERIFY_CONTEXT, identity)?;
             }
         }
         let mac = finished_mac(&hs.client_finished, &self.transcript.hash());
@@ -944,7 +935,20 @@ impl Connection {
         }))
     }
 
-    // ----- shared checks -----
+    // ----- shared steps -----
+
+    /// Sign the transcript so far with our certificate's key. The context string differs
+    /// per side, so a server's signature can never be replayed as a client's.
+    fn send_certificate_verify(
+        &mut self,
+        context: &[u8],
+        identity: &Identity,
+    ) -> Result<(), ChannelError> {
+        let signature = identity.key.sign(context, &self.transcript.hash());
+        self.send_handshake(&Handshake::CertificateVerify(CertificateVerify {
+            signature,
+        }))
+    }
 
     /// Check the peer's signature over the transcript so far, then add its message and
     /// make its certificate the peer's proven identity.
