@@ -1066,6 +1066,7 @@ mod tests {
         assert_eq!(a.stats().notices, 5);
         // The remembered ids are bounded too.
         for r in 100..300 {
+            // Past the pending bound these are refused; only the memory's bound matters.
             let _ = datagram(&mut a, now, server_udp(), &notice(&key, r, now));
         }
         assert!(a.seen.len() <= SEEN);
@@ -1091,6 +1092,7 @@ mod tests {
             } else {
                 "66.6.6.6:9".parse().unwrap()
             };
+            // Garbage is refused with an error; the test is that nothing panics.
             let _ = datagram(&mut a, now, from, &data);
             let _ = a.handle_input(
                 now,

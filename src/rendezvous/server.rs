@@ -1220,6 +1220,7 @@ mod tests {
             for _ in 0..8 {
                 let bytes = conn.take_outgoing();
                 if !bytes.is_empty() {
+                    // Refusals are what some tests provoke; they read the answers instead.
                     let _ = self
                         .server
                         .handle_input(self.now, Input::StreamData { id, data: &bytes });
