@@ -149,6 +149,39 @@ struct Live {
     sync_deadline: Option<Instant>,
 }
 
+/// The device's own channel to the server (S206): opened when a notice arrives, closed
+/// when nothing is left to fetch or report. One stream at a time.
+// One per acceptor, never in a table: the open variant's size costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+enum ServerLink {
+    /// No stream.
+    Idle,
+    /// The stream is being opened.
+    Connecting(StreamId),
+    /// The stream is open and runs the channel.
+    Open(SecureStream),
+}
+
+impl ServerLink {
+    fn open(&self) -> Option<&SecureStream> {
+        match self {
+            ServerLink::Open(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn is_connecting(&self, id: StreamId) -> bool {
+        matches!(self, ServerLink::Connecting(c) if *c == id)
+    }
+
+    fn open_mut(&mut self) -> Option<&mut SecureStream> {
+        match self {
+            ServerLink::Open(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
 /// How long an accepted offer waits for the sealed password.
 const PASSWORD_WAIT: Duration = Duration::from_secs(30);
 /// How long the acceptor waits for the issuer's next Sync.
@@ -176,8 +209,7 @@ pub struct Acceptor {
     pending: VecDeque<u64>,
     fetched: VecDeque<u64>,
     seen: VecDeque<u64>,
-    server: Option<SecureStream>,
-    connecting: Option<StreamId>,
+    server: ServerLink,
     next_stream: u64,
     requests: BTreeMap<u64, Pending>,
     sessions: BTreeMap<u64, Live>,
@@ -213,8 +245,7 @@ impl Acceptor {
             pending: VecDeque::new(),
             fetched: VecDeque::new(),
             seen: VecDeque::new(),
-            server: None,
-            connecting: None,
+            server: ServerLink::Idle,
             next_stream: 0,
             requests: BTreeMap::new(),
             sessions: BTreeMap::new(),
@@ -386,16 +417,13 @@ impl Acceptor {
     // ----- S206: the device's own channel to the server -----
 
     fn ensure_server(&mut self) -> Result<(), Error> {
-        if self.connecting.is_some() {
-            return Ok(());
-        }
-        match self.server.as_ref() {
-            Some(s) if !s.is_closed() => self.send_fetches(),
+        match &self.server {
+            ServerLink::Connecting(_) => Ok(()),
+            ServerLink::Open(s) if !s.is_closed() => self.send_fetches(),
             _ => {
-                self.server = None;
                 self.next_stream += 1;
                 let id = StreamId::outbound(self.next_stream);
-                self.connecting = Some(id);
+                self.server = ServerLink::Connecting(id);
                 self.outbox.push(Output::Connect {
                     id,
                     local: SocketAddr::new(self.cfg.local.ip(), 0),
@@ -408,7 +436,7 @@ impl Acceptor {
     fn send_fetches(&mut self) -> Result<(), Error> {
         let Some(server) = self
             .server
-            .as_mut()
+            .open_mut()
             .filter(|s| s.connection().is_established())
         else {
             return Ok(());
@@ -430,7 +458,10 @@ impl Acceptor {
     }
 
     fn send_server(&mut self, message: &[u8]) -> Result<(), Error> {
-        let server = self.server.as_mut().ok_or(RendezvousError::NotConnected)?;
+        let server = self
+            .server
+            .open_mut()
+            .ok_or(RendezvousError::NotConnected)?;
         server.send(message, &mut self.outbox)
     }
 
@@ -683,8 +714,8 @@ impl Acceptor {
         }
         self.sessions.retain(|_, l| !l.peer.is_gone());
         self.requests.retain(|_, p| p.deadline > now);
-        if self.server.as_ref().is_some_and(SecureStream::is_closed) {
-            self.server = None;
+        if self.server.open().is_some_and(SecureStream::is_closed) {
+            self.server = ServerLink::Idle;
             self.pending.clear();
             self.fetched.clear();
         }
@@ -692,9 +723,9 @@ impl Acceptor {
             || !self.fetched.is_empty()
             || !self.requests.is_empty()
             || self.sessions.values().any(|l| !l.reported);
-        if !busy && let Some(server) = self.server.as_mut() {
+        if !busy && let Some(server) = self.server.open_mut() {
             server.close(&mut self.outbox)?;
-            self.server = None;
+            self.server = ServerLink::Idle;
         }
         Ok(())
     }
@@ -730,7 +761,7 @@ impl Acceptor {
                 .as_ref()
                 .map(|o| (Timer::RegisterRetry, o.retry_at)),
             self.server
-                .as_ref()
+                .open()
                 .and_then(|s| s.connection().poll_timeout())
                 .map(|t| (Timer::ServerChannel, t)),
         ];
@@ -767,12 +798,12 @@ impl Acceptor {
                 _ => Ok(()),
             },
             Timer::ServerChannel => {
-                if let Some(server) = self.server.as_mut()
+                if let Some(server) = self.server.open_mut()
                     && server
                         .handle_timeout(now, &mut self.outbox)
                         .unwrap_or(false)
                 {
-                    self.server = None;
+                    self.server = ServerLink::Idle;
                     self.pending.clear();
                 }
                 Ok(())
@@ -814,15 +845,16 @@ impl Actor for Acceptor {
                     }
                 }
             }
-            Input::StreamConnected { id, .. } if self.connecting == Some(id) => {
-                self.connecting = None;
+            Input::StreamConnected { id, .. } if self.server.is_connecting(id) => {
+                self.server = ServerLink::Idle;
                 let conn = Connection::client(self.cfg.channel.clone(), now, self.rng.as_mut())?;
                 let mut server = SecureStream::new(id, conn, now);
                 server.pump(&mut self.outbox)?;
-                self.server = Some(server);
+                self.server = ServerLink::Open(server);
                 Ok(())
             }
-            Input::StreamData { id, data } => match self.server.as_mut().filter(|s| s.id() == id) {
+            Input::StreamData { id, data } => match self.server.open_mut().filter(|s| s.id() == id)
+            {
                 Some(server) => {
                     let mut messages = Vec::new();
                     let fed = server.feed(
@@ -839,14 +871,14 @@ impl Actor for Acceptor {
                 None => Err(Error::UnknownStream(id)),
             },
             Input::StreamClosed { id } => {
-                if self.connecting == Some(id) {
-                    self.connecting = None;
+                if self.server.is_connecting(id) {
+                    self.server = ServerLink::Idle;
                     self.pending.clear();
                     Err(Error::Unexpected("connection to the server failed"))
-                } else if let Some(server) = self.server.as_mut().filter(|s| s.id() == id) {
+                } else if let Some(server) = self.server.open_mut().filter(|s| s.id() == id) {
                     // A truncation is recorded in the connection; the stream is over either way.
                     let _ = server.stream_closed();
-                    self.server = None;
+                    self.server = ServerLink::Idle;
                     self.pending.clear();
                     Ok(())
                 } else {
@@ -865,17 +897,11 @@ impl Actor for Acceptor {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<Timer> = self
-            .timers()
-            .filter(|(_, at)| now >= *at)
-            .map(|(timer, _)| timer)
-            .collect();
-        for timer in due {
-            // Errors here are outbox overflows; they surface on the next call.
+        // Errors here are outbox overflows; they surface on the next call.
+        for timer in super::due(self.timers(), now) {
             let _ = self.fire(now, timer);
         }
-        // Finishes what the timers started (and applies the password and Sync waits).
-        // Its errors are outbox overflows too.
+        // Finishes what the timers started, and applies the password and Sync waits.
         let _ = self.settle(now);
     }
 
@@ -1072,6 +1098,7 @@ mod tests {
         assert_eq!(a.stats().notices, 5);
         // The remembered ids are bounded too.
         for r in 100..300 {
+            // Past the pending bound these are refused; only the memory's bound matters.
             let _ = datagram(&mut a, now, server_udp(), &notice(&key, r, now));
         }
         assert!(a.seen.len() <= SEEN);
@@ -1097,6 +1124,7 @@ mod tests {
             } else {
                 "66.6.6.6:9".parse().unwrap()
             };
+            // Garbage is refused with an error; the test is that nothing panics.
             let _ = datagram(&mut a, now, from, &data);
             let _ = a.handle_input(
                 now,

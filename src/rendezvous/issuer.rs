@@ -650,17 +650,11 @@ impl Actor for Issuer {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<Timer> = self
-            .timers()
-            .filter(|(_, at)| now >= *at)
-            .map(|(timer, _)| timer)
-            .collect();
-        for timer in due {
-            // Errors here are outbox overflows; they surface on the next call.
+        // Errors here are outbox overflows; they surface on the next call.
+        for timer in super::due(self.timers(), now) {
             let _ = self.fire(now, timer);
         }
-        // Finishes what the timers started (and applies the request deadlines). Its
-        // errors are outbox overflows too.
+        // Finishes what the timers started, and applies the request deadlines.
         let _ = self.settle(now);
     }
 

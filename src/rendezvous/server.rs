@@ -269,6 +269,24 @@ impl<D: Directory> core::fmt::Debug for RendezvousServer<D> {
     }
 }
 
+/// Every deadline the server keeps. [`RendezvousServer::timers`] lists the armed ones:
+/// `poll_timeout` is the earliest, `handle_timeout` sweeps the due ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// The next directory entry to expire.
+    DirectoryExpiry,
+    /// A request must finish by then.
+    RequestDeadline(u64),
+    /// The next notice of a request the device has not fetched (S205).
+    Notice(u64),
+    /// A fetched request stops waiting for the issuer's probe and is offered.
+    ProbeWait(u64),
+    /// A stream's channel (handshake deadline).
+    Stream(StreamId),
+    /// A stream with no request closes when idle.
+    StreamIdle(StreamId),
+}
+
 /// Probes kept while their connection request is on its way.
 const EARLY_PROBES: usize = 256;
 /// How long an early probe is kept.
@@ -961,20 +979,64 @@ impl<D: Directory> RendezvousServer<D> {
             .event(RendezvousEvent::RequestFinished { request, connected })
     }
 
+    /// The armed timers, in the order `sweep` handles them.
+    fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
+        let directory = self
+            .directory
+            .next_expiry()
+            .map(|t| (Timer::DirectoryExpiry, t));
+        let requests = self.requests.iter().flat_map(|(id, r)| {
+            [
+                Some((Timer::RequestDeadline(*id), r.deadline)),
+                // Notices stop once the device fetched the request.
+                r.next_notice
+                    .filter(|_| r.device_stream.is_none())
+                    .map(|t| (Timer::Notice(*id), t)),
+                r.fetched_at
+                    .filter(|_| !r.offered)
+                    .map(|f| (Timer::ProbeWait(*id), f + self.cfg.probe_wait)),
+            ]
+            .into_iter()
+            .flatten()
+        });
+        let streams = self.sessions.iter().flat_map(|(id, s)| {
+            [
+                s.link
+                    .connection()
+                    .poll_timeout()
+                    .map(|t| (Timer::Stream(*id), t)),
+                // A stream with a request in flight is never idle.
+                s.requests.is_empty().then(|| {
+                    (
+                        Timer::StreamIdle(*id),
+                        s.link.last_activity() + self.cfg.idle_timeout,
+                    )
+                }),
+            ]
+            .into_iter()
+            .flatten()
+        });
+        directory.into_iter().chain(requests).chain(streams)
+    }
+
+    /// Every timeout: the due timers of [`RendezvousServer::timers`], phase by phase.
     fn sweep(&mut self, now: Instant) -> Result<(), Error> {
-        self.directory.expire(now, self.cfg.expiry_batch);
+        let due = super::due(self.timers(), now);
+        if due.contains(&Timer::DirectoryExpiry) {
+            self.directory.expire(now, self.cfg.expiry_batch);
+        }
+        // Housekeeping of two bounded tables, not timers: nothing waits on their
+        // entries, which only need to be gone by the time they are looked up.
         self.blocks.retain(|_, until| *until > now);
         self.early_probes
             .retain(|(at, _), _| now < *at + EARLY_PROBE_LIFE);
-        let expired: Vec<u64> = self
-            .requests
-            .iter()
-            .filter(|(_, r)| now >= r.deadline)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            self.refuse(id, RefusalReason::Timeout)?;
+        for timer in &due {
+            if let Timer::RequestDeadline(id) = *timer {
+                self.refuse(id, RefusalReason::Timeout)?;
+            }
         }
+        // Offers and notices re-check their own conditions (`try_offer`, `send_notices`),
+        // so every waiting request gets its chance, as after any input.
         let waiting: Vec<u64> = self
             .requests
             .iter()
@@ -1040,25 +1102,7 @@ impl<D: Directory> Actor for RendezvousServer<D> {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let mut at = self.directory.next_expiry().unwrap_or(Instant::MAX);
-        for r in self.requests.values() {
-            at = at.min(r.deadline);
-            if let Some(t) = r.next_notice.filter(|_| r.device_stream.is_none()) {
-                at = at.min(t);
-            }
-            if let (Some(f), false) = (r.fetched_at, r.offered) {
-                at = at.min(f + self.cfg.probe_wait);
-            }
-        }
-        for s in self.sessions.values() {
-            if let Some(t) = s.link.connection().poll_timeout() {
-                at = at.min(t);
-            }
-            if s.requests.is_empty() {
-                at = at.min(s.link.last_activity() + self.cfg.idle_timeout);
-            }
-        }
-        (at != Instant::MAX).then_some(at)
+        self.timers().map(|(_, at)| at).min()
     }
 }
 
@@ -1176,6 +1220,7 @@ mod tests {
             for _ in 0..8 {
                 let bytes = conn.take_outgoing();
                 if !bytes.is_empty() {
+                    // Refusals are what some tests provoke; they read the answers instead.
                     let _ = self
                         .server
                         .handle_input(self.now, Input::StreamData { id, data: &bytes });
