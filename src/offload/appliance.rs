@@ -732,7 +732,9 @@ impl Appliance {
 }
 
 /// A secure-channel message (types 0x01–0x0F): encrypted traffic the appliance cannot take
-/// part in.
+/// part in. Only the header's type range is read, not a decode into the channel's message
+/// enum: the appliance holds no channel state, must not parse attacker bytes further than
+/// it needs to refuse them, and only chooses which refusal event to report.
 fn is_channel_message(data: &[u8]) -> bool {
     data.len() >= crate::wire::HEADER_LEN
         && data[..2] == crate::wire::MAGIC
