@@ -13,7 +13,7 @@ use super::messages::{
     Close, CryptoAccept, CryptoSolicitation, Decoded, Designation, Message, PlainData, ProxyAccept,
     ProxyRequest, Refusal, SealedData,
 };
-use super::timer::{due, earliest};
+use super::timer::TimerTable;
 use super::{Initiator, OffloadError, Peer, RefusalReason, check_name, check_payload};
 use crate::crypto::aead::{AeadAlg, AeadKey, NONCE_LEN};
 use crate::io::{Actor, Input, Outbox, Output, Transmit};
@@ -732,7 +732,9 @@ impl Appliance {
 }
 
 /// A secure-channel message (types 0x01–0x0F): encrypted traffic the appliance cannot take
-/// part in.
+/// part in. Only the header's type range is read, not a decode into the channel's message
+/// enum: the appliance holds no channel state, must not parse attacker bytes further than
+/// it needs to refuse them, and only chooses which refusal event to report.
 fn is_channel_message(data: &[u8]) -> bool {
     data.len() >= crate::wire::HEADER_LEN
         && data[..2] == crate::wire::MAGIC
@@ -741,14 +743,16 @@ fn is_channel_message(data: &[u8]) -> bool {
 
 /// The appliance's timers: its table is [`Appliance::timers`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Timer {
+pub(crate) enum Timer {
     /// A retransmission on the link to the proxy.
     Link,
     /// The deadline of this flow B request (S31 waiting for S34).
     Open(u64),
 }
 
-impl Appliance {
+impl TimerTable for Appliance {
+    type Timer = Timer;
+
     /// Every armed timer, in the order `handle_timeout` fires them: the link first, so a
     /// request whose S31 was given up is reported once, as lost, before its deadline.
     fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
@@ -814,9 +818,7 @@ impl Actor for Appliance {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        for timer in due(self.timers(), now) {
-            self.fire(now, timer);
-        }
+        self.run_timers(now);
     }
 
     fn poll_output(&mut self) -> Option<Output> {
@@ -824,7 +826,7 @@ impl Actor for Appliance {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        earliest(self.timers())
+        self.next_timer()
     }
 }
 

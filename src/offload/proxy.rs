@@ -13,7 +13,7 @@ use super::link::{Link, LinkKey, LinkTiming};
 use super::messages::{
     Close, CryptoRequest, Message, PlainData, ProxyAccept, ProxyRequest, Refusal, SecureData,
 };
-use super::timer::{StreamActor, StreamTimer, due, earliest};
+use super::timer::{StreamActor, StreamTimer, TimerTable};
 use super::{Initiator, OffloadError, Peer, RefusalReason, check_name};
 use crate::channel::{ChannelError, Connection, SecureStream, ServerConfig};
 use crate::crypto::CertError;
@@ -1086,14 +1086,16 @@ impl CryptoProxy {
 
 /// The proxy's timers: its table is [`CryptoProxy::timers`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Timer {
+pub(crate) enum Timer {
     /// A retransmission on the link to this appliance.
     Link(String),
     /// A stream's set-up deadline or channel handshake.
     Stream(StreamId, StreamTimer),
 }
 
-impl CryptoProxy {
+impl TimerTable for CryptoProxy {
+    type Timer = Timer;
+
     /// Every armed timer, in the order `handle_timeout` fires them: the links first, so a
     /// session whose data the appliance never acknowledged ends before its stream's own
     /// timers run.
@@ -1220,9 +1222,7 @@ impl Actor for CryptoProxy {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        for timer in due(self.timers(), now) {
-            self.fire(now, timer);
-        }
+        self.run_timers(now);
     }
 
     fn poll_output(&mut self) -> Option<Output> {
@@ -1230,6 +1230,6 @@ impl Actor for CryptoProxy {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        earliest(self.timers())
+        self.next_timer()
     }
 }

@@ -14,7 +14,7 @@ use super::messages::{
     CryptoAccept, CryptoRequest, CryptoSolicitation, Designation, Message, PlainData, ProxyAccept,
     ProxyRequest, Refusal, SecureData,
 };
-use super::timer::{StreamActor, StreamTimer, due, earliest};
+use super::timer::{StreamActor, StreamTimer, TimerTable};
 use super::{Initiator, OffloadError, RefusalReason, backoff, check_name, check_payload};
 use crate::channel::{ChannelError, ClientConfig, Connection, PeerIdentity, SecureStream};
 use crate::io::{Actor, Input, Outbox, Output, StreamId, Transmit};
@@ -1083,7 +1083,7 @@ fn padded(min_len: usize, build: impl Fn(usize) -> Message) -> Result<Vec<u8>, E
 
 /// The timers of one session set-up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum AttemptTimer {
+pub(crate) enum AttemptTimer {
     /// The whole set-up must finish by then.
     SetUp,
     /// The stage's own timer: the end of the wait for S42, or the next S21 retransmission.
@@ -1092,14 +1092,16 @@ enum AttemptTimer {
 
 /// The remote node's timers: its table is [`RemoteNode::timers`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Timer {
+pub(crate) enum Timer {
     /// A session set-up with this appliance.
     Attempt(String, AttemptTimer),
     /// A stream's set-up deadline or channel handshake.
     Stream(StreamId, StreamTimer),
 }
 
-impl RemoteNode {
+impl TimerTable for RemoteNode {
+    type Timer = Timer;
+
     /// Every armed timer, in the order `handle_timeout` fires them: set-ups first (one
     /// that gives up closes its stream, whose timers then have nothing to do), each
     /// set-up's deadline before its stage timer (no S21 retransmission after giving up).
@@ -1285,9 +1287,7 @@ impl Actor for RemoteNode {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        for timer in due(self.timers(), now) {
-            self.fire(now, timer);
-        }
+        self.run_timers(now);
     }
 
     fn poll_output(&mut self) -> Option<Output> {
@@ -1295,7 +1295,7 @@ impl Actor for RemoteNode {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        earliest(self.timers())
+        self.next_timer()
     }
 }
 

@@ -86,14 +86,38 @@ pub(crate) trait StreamActor {
     fn drive_failed(&mut self, now: Instant, id: StreamId);
 }
 
+/// An actor's timer table: the one list both `poll_timeout` and `handle_timeout` read.
+pub(crate) trait TimerTable {
+    /// The actor's timer enum.
+    type Timer;
+
+    /// Every armed timer with its deadline, in the order they fire.
+    fn timers(&self) -> impl Iterator<Item = (Self::Timer, Instant)> + '_;
+
+    /// Fire one timer taken from [`TimerTable::timers`] (it may no longer be armed).
+    fn fire(&mut self, now: Instant, timer: Self::Timer);
+
+    /// `handle_timeout`: fire every timer due at `now`.
+    fn run_timers(&mut self, now: Instant) {
+        for timer in due(self.timers(), now) {
+            self.fire(now, timer);
+        }
+    }
+
+    /// `poll_timeout`: the earliest deadline.
+    fn next_timer(&self) -> Option<Instant> {
+        earliest(self.timers())
+    }
+}
+
 /// The earliest deadline of a timer list.
-pub(crate) fn earliest<T>(timers: impl IntoIterator<Item = (T, Instant)>) -> Option<Instant> {
+fn earliest<T>(timers: impl IntoIterator<Item = (T, Instant)>) -> Option<Instant> {
     timers.into_iter().map(|(_, at)| at).min()
 }
 
 /// The timers of a list that are due at `now`, in list order. Collected before any fires,
 /// so firing one may change the state the list was read from.
-pub(crate) fn due<T>(timers: impl IntoIterator<Item = (T, Instant)>, now: Instant) -> Vec<T> {
+fn due<T>(timers: impl IntoIterator<Item = (T, Instant)>, now: Instant) -> Vec<T> {
     timers
         .into_iter()
         .filter(|(_, at)| *at <= now)
