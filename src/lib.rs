@@ -74,6 +74,7 @@ pub mod ratelimit;
 pub mod rendezvous;
 #[cfg(feature = "sim")]
 pub mod sim;
+mod stream_id;
 mod time;
 pub mod wire;
 
