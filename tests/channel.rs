@@ -811,7 +811,7 @@ fn garbage_fails_the_connection_with_a_typed_error_and_it_stays_failed() {
 #[test]
 fn a_burst_of_records_in_one_read_reaches_the_server_actor() {
     use deputy::channel::{ChannelEvent, ChannelServer, ChannelServerConfig};
-    use deputy::{Actor, Event, Input, Output, StreamId};
+    use deputy::{Actor, Input, Output, StreamId};
 
     let (client_cfg, server_cfg) = psk_pair(Group::X25519);
     let bound = server_cfg.common.max_received;
@@ -843,7 +843,7 @@ fn a_burst_of_records_in_one_read_reaches_the_server_actor() {
         while let Some(out) = server.poll_output() {
             match out {
                 Output::StreamSend { data, .. } => back.extend(data),
-                Output::Event(Event::Channel(e)) => events.push(e),
+                Output::Event(e) => events.push(e),
                 _ => {}
             }
         }

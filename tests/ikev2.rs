@@ -16,7 +16,7 @@ use deputy::ipsec::{
     Action, ChildSa, DataPlane, DataPlaneConfig, Direction, Inbound, Mode, Outbound, Policy,
     Protected, Selector, Suite, TrafficSelector,
 };
-use deputy::{Actor, Error, Event, Input, Instant, Output, Transmit};
+use deputy::{Actor, Error, Input, Instant, Output, Transmit};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -126,7 +126,7 @@ impl Net {
                 while let Some(o) = i.poll_output() {
                     match o {
                         Output::Transmit(t) => batch.push((k, Dir::ToResponder, t)),
-                        Output::Event(Event::Ike(e)) => self.i_events[k].push(e),
+                        Output::Event(e) => self.i_events[k].push(e),
                         other => panic!("unexpected output {other:?}"),
                     }
                 }
@@ -137,7 +137,7 @@ impl Net {
                         let who = self.initiator_for(t.to);
                         batch.push((who, Dir::ToInitiator, t));
                     }
-                    Output::Event(Event::Ike(e)) => self.r_events.push(e),
+                    Output::Event(e) => self.r_events.push(e),
                     other => panic!("unexpected output {other:?}"),
                 }
             }

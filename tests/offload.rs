@@ -69,7 +69,7 @@ type Rule = Box<dyn FnMut(IfaceId, &[u8]) -> Verdict>;
 struct Tap {
     seen: Vec<(IfaceId, Vec<u8>)>,
     rule: Option<Rule>,
-    outbox: Outbox,
+    outbox: Outbox<Event>,
 }
 
 impl Tap {
@@ -96,6 +96,8 @@ impl Tap {
 }
 
 impl Actor for Tap {
+    type Event = Event;
+
     fn handle_input(&mut self, _now: Instant, input: Input<'_>) -> Result<(), Error> {
         let Input::Packet { iface, data } = input else {
             return Err(Error::Unexpected("a tap takes packets"));
@@ -118,7 +120,7 @@ impl Actor for Tap {
 
     fn handle_timeout(&mut self, _now: Instant) {}
 
-    fn poll_output(&mut self) -> Option<Output> {
+    fn poll_output(&mut self) -> Option<Output<Event>> {
         self.outbox.pop()
     }
 
@@ -534,7 +536,12 @@ impl Home {
     }
 
     /// Add a host on the internet with any actor.
-    fn add_internet_host(&mut self, name: &str, addr: &str, actor: impl Actor + 'static) -> NodeId {
+    fn add_internet_host(
+        &mut self,
+        name: &str,
+        addr: &str,
+        actor: impl Actor<Event: Into<Event>> + 'static,
+    ) -> NodeId {
         let net = self.internet;
         self.sim.add_host(name, net, ip(addr), actor).unwrap()
     }
@@ -2325,7 +2332,7 @@ fn command_bounds_are_enforced() {
             )
             .unwrap();
         while let Some(o) = toaster_actor.poll_output() {
-            if let Output::Event(Event::Offload(OffloadEvent::Appliance(e))) = o {
+            if let Output::Event(OffloadEvent::Appliance(e)) = o {
                 outcomes.push(matches!(e, ApplianceEvent::Delivered { .. }));
             }
         }

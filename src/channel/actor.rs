@@ -35,7 +35,11 @@ impl Session {
     }
 
     /// Tell the application: established (once), each message, then the end (once).
-    fn report(&mut self, received: Vec<Vec<u8>>, outbox: &mut Outbox) -> Result<(), Error> {
+    fn report(
+        &mut self,
+        received: Vec<Vec<u8>>,
+        outbox: &mut Outbox<ChannelEvent>,
+    ) -> Result<(), Error> {
         let stream = self.inner.id();
         let conn = self.inner.connection();
         if conn.is_established() && !self.announced {
@@ -65,7 +69,7 @@ impl Session {
         Ok(())
     }
 
-    fn pump(&mut self, outbox: &mut Outbox) -> Result<(), Error> {
+    fn pump(&mut self, outbox: &mut Outbox<ChannelEvent>) -> Result<(), Error> {
         let received = self.inner.pump(outbox)?;
         self.report(received, outbox)
     }
@@ -75,7 +79,7 @@ impl Session {
         now: Instant,
         data: &[u8],
         rng: &mut Rng,
-        outbox: &mut Outbox,
+        outbox: &mut Outbox<ChannelEvent>,
     ) -> Result<(), Error> {
         let mut received = Vec::new();
         let fed = self
@@ -86,13 +90,17 @@ impl Session {
     }
 
     /// The stream is gone: graceful if close-notify came first, otherwise a truncation.
-    fn stream_closed(&mut self, outbox: &mut Outbox) -> Result<(), Error> {
+    fn stream_closed(&mut self, outbox: &mut Outbox<ChannelEvent>) -> Result<(), Error> {
         let result = self.inner.stream_closed();
         self.report(Vec::new(), outbox)?;
         result
     }
 
-    fn handle_timeout(&mut self, now: Instant, outbox: &mut Outbox) -> Result<(), Error> {
+    fn handle_timeout(
+        &mut self,
+        now: Instant,
+        outbox: &mut Outbox<ChannelEvent>,
+    ) -> Result<(), Error> {
         if self.inner.handle_timeout(now, outbox)? {
             self.report(Vec::new(), outbox)?;
         }
@@ -130,7 +138,7 @@ pub struct ChannelClient {
     next_stream: u64,
     session: Option<Session>,
     pending: VecDeque<Vec<u8>>,
-    outbox: Outbox,
+    outbox: Outbox<ChannelEvent>,
 }
 
 impl core::fmt::Debug for ChannelClient {
@@ -226,6 +234,8 @@ impl ChannelClient {
 }
 
 impl Actor for ChannelClient {
+    type Event = ChannelEvent;
+
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         match input {
             Input::StreamConnected { id, .. } if id == StreamId::outbound(self.next_stream) => {
@@ -274,7 +284,7 @@ impl Actor for ChannelClient {
         }
     }
 
-    fn poll_output(&mut self) -> Option<Output> {
+    fn poll_output(&mut self) -> Option<Output<ChannelEvent>> {
         self.outbox.pop()
     }
 
@@ -297,7 +307,7 @@ pub struct ChannelServer {
     config: ChannelServerConfig,
     rng: Rng,
     sessions: BTreeMap<StreamId, Session>,
-    outbox: Outbox,
+    outbox: Outbox<ChannelEvent>,
 }
 
 impl core::fmt::Debug for ChannelServer {
@@ -335,7 +345,7 @@ impl ChannelServer {
     fn on_session(
         &mut self,
         stream: StreamId,
-        f: impl FnOnce(&mut Session, &mut Rng, &mut Outbox) -> Result<(), Error>,
+        f: impl FnOnce(&mut Session, &mut Rng, &mut Outbox<ChannelEvent>) -> Result<(), Error>,
     ) -> Result<(), Error> {
         let s = self
             .sessions
@@ -361,6 +371,8 @@ impl ChannelServer {
 }
 
 impl Actor for ChannelServer {
+    type Event = ChannelEvent;
+
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         match input {
             Input::StreamAccepted { id, .. } => {
@@ -396,7 +408,7 @@ impl Actor for ChannelServer {
         self.sessions.retain(|_, s| !s.finished());
     }
 
-    fn poll_output(&mut self) -> Option<Output> {
+    fn poll_output(&mut self) -> Option<Output<ChannelEvent>> {
         self.outbox.pop()
     }
 

@@ -211,9 +211,3 @@ pub enum IkeEvent {
         reason: FailReason,
     },
 }
-
-impl From<IkeEvent> for crate::Event {
-    fn from(e: IkeEvent) -> Self {
-        crate::Event::Ike(e)
-    }
-}

@@ -113,27 +113,21 @@ pub enum OffloadEvent {
     Remote(RemoteEvent),
 }
 
-impl From<OffloadEvent> for crate::Event {
-    fn from(e: OffloadEvent) -> Self {
-        crate::Event::Offload(e)
-    }
-}
-
-impl From<ApplianceEvent> for crate::Event {
+impl From<ApplianceEvent> for OffloadEvent {
     fn from(e: ApplianceEvent) -> Self {
-        crate::Event::Offload(OffloadEvent::Appliance(e))
+        OffloadEvent::Appliance(e)
     }
 }
 
-impl From<ProxyEvent> for crate::Event {
+impl From<ProxyEvent> for OffloadEvent {
     fn from(e: ProxyEvent) -> Self {
-        crate::Event::Offload(OffloadEvent::Proxy(e))
+        OffloadEvent::Proxy(e)
     }
 }
 
-impl From<RemoteEvent> for crate::Event {
+impl From<RemoteEvent> for OffloadEvent {
     fn from(e: RemoteEvent) -> Self {
-        crate::Event::Offload(OffloadEvent::Remote(e))
+        OffloadEvent::Remote(e)
     }
 }
 

@@ -9,6 +9,7 @@ use core::fmt;
 use core::net::SocketAddr;
 use core::time::Duration;
 
+use super::OffloadEvent;
 use super::link::{Link, LinkKey, LinkTiming};
 use super::messages::{
     Close, CryptoRequest, Message, PlainData, ProxyAccept, ProxyRequest, Refusal, SecureData,
@@ -294,7 +295,7 @@ struct Stream {
 pub struct CryptoProxy {
     cfg: ProxyConfig,
     rng: Rng,
-    outbox: Outbox,
+    outbox: Outbox<OffloadEvent>,
     links: BTreeMap<String, Link<Tag>>,
     by_addr: BTreeMap<SocketAddr, String>,
     streams: BTreeMap<StreamId, Stream>,
@@ -1067,6 +1068,8 @@ impl CryptoProxy {
 }
 
 impl Actor for CryptoProxy {
+    type Event = OffloadEvent;
+
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         match input {
             Input::Datagram { from, data, .. } => self.on_datagram(now, from, data),
@@ -1165,7 +1168,7 @@ impl Actor for CryptoProxy {
         }
     }
 
-    fn poll_output(&mut self) -> Option<Output> {
+    fn poll_output(&mut self) -> Option<Output<OffloadEvent>> {
         self.outbox.pop()
     }
 

@@ -9,6 +9,7 @@ use core::fmt;
 use core::net::SocketAddr;
 use core::time::Duration;
 
+use super::OffloadEvent;
 use super::appliance::DirectKey;
 use super::messages::{
     CryptoAccept, CryptoRequest, CryptoSolicitation, Designation, Message, PlainData, ProxyAccept,
@@ -290,7 +291,7 @@ struct RStream {
 pub struct RemoteNode {
     cfg: RemoteNodeConfig,
     rng: Rng,
-    outbox: Outbox,
+    outbox: Outbox<OffloadEvent>,
     attempts: BTreeMap<String, Attempt>,
     streams: BTreeMap<StreamId, RStream>,
     up: BTreeMap<String, StreamId>,
@@ -1044,6 +1045,8 @@ fn padded(min_len: usize, build: impl Fn(usize) -> Message) -> Result<Vec<u8>, E
 }
 
 impl Actor for RemoteNode {
+    type Event = OffloadEvent;
+
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         match input {
             Input::Datagram { from, data, .. } => self.on_datagram(now, from, data),
@@ -1184,7 +1187,7 @@ impl Actor for RemoteNode {
         }
     }
 
-    fn poll_output(&mut self) -> Option<Output> {
+    fn poll_output(&mut self) -> Option<Output<OffloadEvent>> {
         self.outbox.pop()
     }
 

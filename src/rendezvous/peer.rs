@@ -308,7 +308,7 @@ impl PeerSession {
         now: Instant,
         attempt: u8,
         rng: &mut dyn CryptoRng,
-        outbox: &mut Outbox,
+        outbox: &mut Outbox<RendezvousEvent>,
     ) -> Result<(), Error> {
         if self.found.is_some() || self.outcome.is_some() {
             return Ok(());
@@ -362,7 +362,7 @@ impl PeerSession {
         &mut self,
         from_port: u16,
         dest: SocketAddr,
-        outbox: &mut Outbox,
+        outbox: &mut Outbox<RendezvousEvent>,
     ) -> Result<(), Error> {
         self.next_punch_id = self.next_punch_id.wrapping_add(1);
         let data = Punch {
@@ -384,7 +384,7 @@ impl PeerSession {
         &mut self,
         now: Instant,
         rng: &mut dyn CryptoRng,
-        outbox: &mut Outbox,
+        outbox: &mut Outbox<RendezvousEvent>,
     ) -> Result<(), Error> {
         if self.found.is_some() || self.outcome.is_some() {
             return Ok(());
@@ -439,7 +439,7 @@ impl PeerSession {
         to: SocketAddr,
         msg: &Message<'_>,
         rng: &mut dyn CryptoRng,
-        outbox: &mut Outbox,
+        outbox: &mut Outbox<RendezvousEvent>,
     ) -> Result<(), Error> {
         if !messages::verify_mac(msg, &*self.link_key, PEER_MAC_LEN) {
             return Err(RendezvousError::BadMac.into());
@@ -516,7 +516,7 @@ impl PeerSession {
         now: Instant,
         path: (SocketAddr, SocketAddr),
         rng: &mut dyn CryptoRng,
-        outbox: &mut Outbox,
+        outbox: &mut Outbox<RendezvousEvent>,
     ) -> Result<(), Error> {
         if self.found.is_some() || self.outcome.is_some() {
             return Ok(());
@@ -549,7 +549,7 @@ impl PeerSession {
     }
 
     /// Move channel output onto the link and channel news into events.
-    fn pump(&mut self, now: Instant, outbox: &mut Outbox) -> Result<(), Error> {
+    fn pump(&mut self, now: Instant, outbox: &mut Outbox<RendezvousEvent>) -> Result<(), Error> {
         let (Some(conn), Some(link)) = (self.conn.as_mut(), self.link.as_mut()) else {
             return Ok(());
         };
@@ -603,7 +603,11 @@ impl PeerSession {
     }
 
     /// End the session with a failure event.
-    pub(crate) fn fail(&mut self, reason: PeerFailure, outbox: &mut Outbox) -> Result<(), Error> {
+    pub(crate) fn fail(
+        &mut self,
+        reason: PeerFailure,
+        outbox: &mut Outbox<RendezvousEvent>,
+    ) -> Result<(), Error> {
         if self.gone || self.linger_until.is_some() {
             return Ok(());
         }
@@ -623,7 +627,7 @@ impl PeerSession {
         &mut self,
         now: Instant,
         data: &[u8],
-        outbox: &mut Outbox,
+        outbox: &mut Outbox<RendezvousEvent>,
     ) -> Result<(), Error> {
         if !self.is_connected() {
             return Err(RendezvousError::NotConnected.into());
@@ -644,7 +648,11 @@ impl PeerSession {
 
     /// Close gracefully: the channel's close-notify goes out; the session lingers until
     /// the peer answers or [`LINGER`] passes.
-    pub(crate) fn close(&mut self, now: Instant, outbox: &mut Outbox) -> Result<(), Error> {
+    pub(crate) fn close(
+        &mut self,
+        now: Instant,
+        outbox: &mut Outbox<RendezvousEvent>,
+    ) -> Result<(), Error> {
         if !self.is_connected() {
             return Err(RendezvousError::NotConnected.into());
         }
@@ -659,7 +667,7 @@ impl PeerSession {
         &mut self,
         now: Instant,
         rng: &mut dyn CryptoRng,
-        outbox: &mut Outbox,
+        outbox: &mut Outbox<RendezvousEvent>,
     ) -> Result<(), Error> {
         if self.gone {
             return Ok(());
@@ -741,8 +749,8 @@ mod tests {
     struct Net {
         issuer: PeerSession,
         acceptor: PeerSession,
-        out_i: Outbox,
-        out_a: Outbox,
+        out_i: Outbox<RendezvousEvent>,
+        out_a: Outbox<RendezvousEvent>,
         rng: ChaCha20Rng,
         now: Instant,
         last_fired: Instant,
@@ -820,7 +828,7 @@ mod tests {
                                 s.handle_datagram(self.now, t.from, t.to, &msg, &mut self.rng, out)
                                     .unwrap();
                             }
-                            Output::Event(crate::Event::Rendezvous(e)) => self.events.push(e),
+                            Output::Event(e) => self.events.push(e),
                             other => panic!("unexpected {other:?}"),
                         }
                     }

@@ -207,16 +207,42 @@ pub enum SimError {
     Io(String),
 }
 
-/// An [`Actor`] the simulator can hand back as its concrete type. Implemented for every
-/// `Actor + 'static`.
-pub trait AnyActor: Actor + Any {
+/// An [`Actor`] as the simulator holds it: its events converted into the aggregate
+/// [`Event`] (so one node table holds every kind of actor and records one event type), and
+/// handed back as its concrete type for commands. Implemented for every `Actor + 'static`
+/// whose `Actor::Event` converts into [`Event`].
+pub trait AnyActor: Any {
+    /// [`Actor::handle_input`].
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error>;
+    /// [`Actor::handle_timeout`].
+    fn handle_timeout(&mut self, now: Instant);
+    /// [`Actor::poll_output`], with the event converted into [`Event`].
+    fn poll_output(&mut self) -> Option<Output<Event>>;
+    /// [`Actor::poll_timeout`].
+    fn poll_timeout(&self) -> Option<Instant>;
     /// As `&mut dyn Any`, for downcasting.
     fn as_any_mut(&mut self) -> &mut dyn Any;
     /// As `&dyn Any`, for downcasting.
     fn as_any(&self) -> &dyn Any;
 }
 
-impl<T: Actor + Any> AnyActor for T {
+impl<T> AnyActor for T
+where
+    T: Actor + Any,
+    T::Event: Into<Event>,
+{
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
+        Actor::handle_input(self, now, input)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Actor::handle_timeout(self, now)
+    }
+    fn poll_output(&mut self) -> Option<Output<Event>> {
+        Actor::poll_output(self).map(|o| o.map_event(Into::into))
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Actor::poll_timeout(self)
+    }
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
@@ -727,7 +753,7 @@ impl Core {
         }
     }
 
-    fn host_output(&mut self, id: NodeId, net: NetworkId, host: &mut Host, out: Output) {
+    fn host_output(&mut self, id: NodeId, net: NetworkId, host: &mut Host, out: Output<Event>) {
         let net_now = self.now;
         let result = match out {
             Output::Transmit(t) => {
@@ -1199,7 +1225,7 @@ impl Sim {
         name: &str,
         net: NetworkId,
         ip: IpAddr,
-        actor: impl Actor + 'static,
+        actor: impl Actor<Event: Into<Event>> + 'static,
     ) -> Result<HostId, SimError> {
         self.check_iface(&[(net, Some(ip))])?;
         let id = NodeId(self.nodes.len() as u32);
@@ -1297,7 +1323,7 @@ impl Sim {
         name: &str,
         net_a: NetworkId,
         net_b: NetworkId,
-        actor: impl Actor + 'static,
+        actor: impl Actor<Event: Into<Event>> + 'static,
     ) -> Result<NodeId, SimError> {
         self.add_inline_with(name, &[(net_a, None), (net_b, None)], actor)
     }
@@ -1309,7 +1335,7 @@ impl Sim {
         &mut self,
         name: &str,
         ifaces: &[(NetworkId, Option<IpAddr>)],
-        actor: impl Actor + 'static,
+        actor: impl Actor<Event: Into<Event>> + 'static,
     ) -> Result<NodeId, SimError> {
         self.check_iface(ifaces)?;
         let id = self.add_node(

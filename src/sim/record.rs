@@ -209,7 +209,7 @@ pub fn default_label(info: &PacketInfo<'_>) -> String {
 fn deputy_messages(mut p: &[u8]) -> Option<String> {
     let mut runs: Vec<(String, usize)> = Vec::new();
     while p.len() >= 4 && p[..2] == crate::wire::MAGIC {
-        let name = match crate::wire::message_name(p[3]) {
+        let name = match crate::event::message_name(p[3]) {
             Some(n) => n.to_string(),
             None => std::format!("DP type {:#04x}", p[3]),
         };
