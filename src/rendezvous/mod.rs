@@ -41,8 +41,6 @@ mod keys;
 mod link;
 pub mod messages;
 mod peer;
-#[cfg(feature = "sim")]
-pub mod scenario;
 mod server;
 
 use alloc::vec::Vec;

@@ -52,8 +52,9 @@
 //! [`trace`](Sim::trace), in a [pcap](Sim::pcap_bytes) (LINKTYPE_RAW, nanosecond
 //! timestamps), and as an arrow in a [Mermaid chart](Sim::mermaid). Drops are trace
 //! entries and chart notes with a [`DropReason`], never pcap records. Labels name the
-//! protocol, ports, TCP flags and length, or deputy's message type; protocol modules
-//! can name their own messages with [`Sim::set_labeler`].
+//! protocol, ports, TCP flags and length, and the deputy messages a payload carries, named
+//! by the catalogue each `Sim` registers ([`Sim::register_message_names`] adds more);
+//! [`Sim::set_labeler`] replaces labels altogether.
 //!
 //! # Limitations
 //!
@@ -102,6 +103,7 @@ mod net;
 pub mod packet;
 pub mod probe;
 mod record;
+pub mod scenario;
 mod tcp;
 
 use std::any::Any;
@@ -122,7 +124,9 @@ pub use nat::{
 };
 pub use net::{LinkConfig, NetworkId, Prefix};
 pub use probe::{DatagramProbe, PacketProbe, StreamProbe};
-pub use record::{DropReason, Labeler, PacketSummary, TraceEntry, TraceKind, default_label};
+pub use record::{
+    DropReason, Labeler, MessageNamer, PacketSummary, TraceEntry, TraceKind, default_label,
+};
 pub use tcp::TcpConfig;
 
 use nat::{Firewall, Nat};
@@ -423,6 +427,9 @@ struct Core {
     trace_lost: u64,
     pcap: Pcap,
     labeler: Option<Labeler>,
+    /// Who names deputy wire messages in labels, most recently registered first; deputy's
+    /// own catalogue is registered by default, so `wire` need not know the protocols.
+    message_names: Vec<MessageNamer>,
 }
 
 /// The simulation. See the [module docs](self).
@@ -535,7 +542,7 @@ impl Core {
                 .labeler
                 .as_ref()
                 .and_then(|l| l(i))
-                .unwrap_or_else(|| default_label(i)),
+                .unwrap_or_else(|| record::label_with(i, &self.message_names)),
         }
     }
 
@@ -1082,6 +1089,7 @@ impl Sim {
                 trace_lost: 0,
                 pcap,
                 labeler: None,
+                message_names: std::vec![crate::event::message_name as MessageNamer],
             },
             nodes: Vec::new(),
         }
@@ -1813,6 +1821,13 @@ impl Sim {
     }
 
     // ----- recording -----
+
+    /// Name more wire message types in trace, pcap and chart labels (a protocol of your
+    /// own that frames with [`crate::wire`]): `names` is asked before the ones registered
+    /// earlier; deputy's own names are registered by default.
+    pub fn register_message_names(&mut self, names: MessageNamer) {
+        self.core.message_names.insert(0, names);
+    }
 
     /// Name packets in the trace and chart: return `Some(label)` for packets you know,
     /// `None` to keep the default label.
