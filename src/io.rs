@@ -34,50 +34,8 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::net::SocketAddr;
 
+pub use crate::stream_id::StreamId;
 use crate::{Error, Instant};
-
-/// A TCP-like stream, named by whoever opened it.
-///
-/// The top bit says who chose the id: clear for streams the driver accepted on the actor's
-/// behalf, set for streams the actor opened with [`Output::Connect`].
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct StreamId(u64);
-
-impl StreamId {
-    const OUTBOUND: u64 = 1 << 63;
-
-    /// An id for a stream the driver accepted (the top bit is ignored).
-    pub const fn inbound(n: u64) -> Self {
-        StreamId(n & !Self::OUTBOUND)
-    }
-
-    /// An id for a stream the actor opens (the top bit is set).
-    pub const fn outbound(n: u64) -> Self {
-        StreamId(n | Self::OUTBOUND)
-    }
-
-    /// Whether the actor opened this stream.
-    pub const fn is_outbound(self) -> bool {
-        self.0 & Self::OUTBOUND != 0
-    }
-
-    /// The raw value (including the direction bit).
-    pub const fn to_u64(self) -> u64 {
-        self.0
-    }
-
-    /// The id from its raw value.
-    pub const fn from_u64(raw: u64) -> Self {
-        StreamId(raw)
-    }
-}
-
-impl fmt::Debug for StreamId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let dir = if self.is_outbound() { "out" } else { "in" };
-        write!(f, "stream-{dir}-{}", self.0 & !Self::OUTBOUND)
-    }
-}
 
 /// A network interface of an IP-layer actor (bump-in-the-wire proxy, edge router).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -157,8 +115,12 @@ impl fmt::Debug for Transmit {
 }
 
 /// Something the actor wants done, or wants the application to know.
+///
+/// `E` is the actor's event type ([`Actor::Event`]): each protocol has its own, so this
+/// contract names none of them; `deputy::Event` gathers them all for drivers that hold
+/// several kinds of actor.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Output {
+pub enum Output<E> {
     /// Send a UDP datagram.
     Transmit(Transmit),
     /// Open a stream to `remote`; the driver answers [`Input::StreamConnected`] or
@@ -191,49 +153,33 @@ pub enum Output {
         data: Vec<u8>,
     },
     /// Tell the application something.
-    Event(crate::Event),
+    Event(E),
 }
 
-/// Something an actor tells the application. Each protocol module has its own event type;
-/// this enum gathers them so every actor shares one [`Output`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Event {
-    /// From a secure-channel actor.
-    Channel(crate::channel::ChannelEvent),
-    /// From a seed 000 actor (appliance, crypto proxy, remote node).
-    Offload(crate::offload::OffloadEvent),
-    /// From an IKEv2 initiator or responder.
-    Ike(crate::ikev2::IkeEvent),
-    /// From an ESP data plane ([`crate::ipsec`]).
-    Ipsec(crate::ipsec::IpsecEvent),
-    /// From a seed 002 rendezvous actor (server, issuer, acceptor).
-    Rendezvous(crate::rendezvous::RendezvousEvent),
-}
-
-impl From<crate::rendezvous::RendezvousEvent> for Event {
-    fn from(e: crate::rendezvous::RendezvousEvent) -> Self {
-        Event::Rendezvous(e)
-    }
-}
-
-impl From<crate::ipsec::IpsecEvent> for Event {
-    fn from(e: crate::ipsec::IpsecEvent) -> Self {
-        Event::Ipsec(e)
-    }
-}
-
-impl From<crate::channel::ChannelEvent> for Event {
-    fn from(e: crate::channel::ChannelEvent) -> Self {
-        Event::Channel(e)
+impl<E> Output<E> {
+    /// The same output with its event (if it is one) converted by `f`, e.g. into the
+    /// aggregate `deputy::Event`.
+    pub fn map_event<F>(self, f: impl FnOnce(E) -> F) -> Output<F> {
+        match self {
+            Output::Transmit(t) => Output::Transmit(t),
+            Output::Connect { id, local, remote } => Output::Connect { id, local, remote },
+            Output::StreamSend { id, data } => Output::StreamSend { id, data },
+            Output::StreamClose { id } => Output::StreamClose { id },
+            Output::Packet { iface, data } => Output::Packet { iface, data },
+            Output::Event(e) => Output::Event(f(e)),
+        }
     }
 }
 
 /// The contract every deputy actor implements. See the [module docs](self) for the
 /// polling rules.
 pub trait Actor {
+    /// What this actor tells the application: its protocol's event type
+    /// (`ChannelEvent`, `OffloadEvent` …).
+    type Event;
+
     /// Feed one input. Malformed or unexpected input is dropped or answered and reported
-    /// through an error or an [`Event`]; it never panics and never leaves the
+    /// through an error or an [`Output::Event`]; it never panics and never leaves the
     /// actor in a corrupted state. An `Err` describes this one input; the actor stays usable.
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error>;
 
@@ -242,7 +188,7 @@ pub trait Actor {
 
     /// The next thing to do, in order. Call until `None` after every input, timeout and
     /// command.
-    fn poll_output(&mut self) -> Option<Output>;
+    fn poll_output(&mut self) -> Option<Output<Self::Event>>;
 
     /// When the actor next needs [`Actor::handle_timeout`]. Call last.
     fn poll_timeout(&self) -> Option<Instant>;
@@ -253,12 +199,12 @@ pub trait Actor {
 /// Pushing into a full outbox fails with [`Error::CapacityExceeded`]: the driver has stopped
 /// draining, and the actor reports that instead of growing without bound.
 #[derive(Debug)]
-pub struct Outbox {
-    queue: VecDeque<Output>,
+pub struct Outbox<E> {
+    queue: VecDeque<Output<E>>,
     bound: usize,
 }
 
-impl Outbox {
+impl<E> Outbox<E> {
     /// Default bound on queued outputs.
     pub const DEFAULT_BOUND: usize = 1024;
 
@@ -271,7 +217,7 @@ impl Outbox {
     }
 
     /// Queue an output.
-    pub fn push(&mut self, output: Output) -> Result<(), Error> {
+    pub fn push(&mut self, output: Output<E>) -> Result<(), Error> {
         if self.queue.len() >= self.bound {
             return Err(Error::CapacityExceeded {
                 what: "outbox",
@@ -283,12 +229,12 @@ impl Outbox {
     }
 
     /// Queue an application event.
-    pub fn event(&mut self, event: impl Into<crate::Event>) -> Result<(), Error> {
+    pub fn event(&mut self, event: impl Into<E>) -> Result<(), Error> {
         self.push(Output::Event(event.into()))
     }
 
     /// Take the oldest output.
-    pub fn pop(&mut self) -> Option<Output> {
+    pub fn pop(&mut self) -> Option<Output<E>> {
         self.queue.pop_front()
     }
 
@@ -308,7 +254,7 @@ impl Outbox {
     }
 }
 
-impl Default for Outbox {
+impl<E> Default for Outbox<E> {
     fn default() -> Self {
         Outbox::new(Self::DEFAULT_BOUND)
     }
@@ -332,7 +278,7 @@ mod tests {
 
     #[test]
     fn outbox_refuses_past_its_bound() {
-        let mut outbox = Outbox::new(2);
+        let mut outbox: Outbox<()> = Outbox::new(2);
         let close = || Output::StreamClose {
             id: StreamId::inbound(1),
         };

@@ -66,6 +66,7 @@ extern crate std;
 pub mod channel;
 pub mod crypto;
 mod error;
+mod event;
 pub mod ikev2;
 pub mod io;
 pub mod ipsec;
@@ -74,11 +75,13 @@ pub mod ratelimit;
 pub mod rendezvous;
 #[cfg(feature = "sim")]
 pub mod sim;
+mod stream_id;
 mod time;
 pub mod wire;
 
 pub use error::Error;
-pub use io::{Actor, Event, IfaceId, Input, Outbox, Output, StreamId, Transmit};
+pub use event::Event;
+pub use io::{Actor, IfaceId, Input, Outbox, Output, StreamId, Transmit};
 pub use time::{Instant, UnixTime};
 
 /// The random number generator every actor is given: any cryptographically secure

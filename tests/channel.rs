@@ -831,7 +831,7 @@ fn a_burst_of_records_in_one_read_reaches_the_server_actor() {
         while let Some(out) = server.poll_output() {
             match out {
                 Output::StreamSend { data, .. } => back.extend(data),
-                Output::Event(e) => events.extend(common::event::<ChannelEvent>(e)),
+                Output::Event(e) => events.push(e),
                 _ => {}
             }
         }

@@ -138,7 +138,7 @@ impl Net {
                 while let Some(o) = i.poll_output() {
                     match o {
                         Output::Transmit(t) => batch.push((k, Dir::ToResponder, t)),
-                        Output::Event(e) => self.i_events[k].push(common::expect_event(e)),
+                        Output::Event(e) => self.i_events[k].push(e),
                         other => panic!("unexpected output {other:?}"),
                     }
                 }
@@ -149,7 +149,7 @@ impl Net {
                         let who = self.initiator_for(t.to);
                         batch.push((who, Dir::ToInitiator, t));
                     }
-                    Output::Event(e) => self.r_events.push(common::expect_event(e)),
+                    Output::Event(e) => self.r_events.push(e),
                     other => panic!("unexpected output {other:?}"),
                 }
             }

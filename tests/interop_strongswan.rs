@@ -39,7 +39,7 @@ use deputy::ipsec::{
     Action, ChildSa, DataPlane, DataPlaneConfig, Direction, Inbound, Outbound, Policy, Protected,
     Selector, Suite, TrafficSelector,
 };
-use deputy::{Actor, Error, Event, Input, Instant, Output};
+use deputy::{Actor, Error, Input, Instant, Output};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -389,7 +389,7 @@ impl Wire {
 }
 
 /// A deputy IKE actor plus the ESP data plane its Child SAs go into, on real sockets.
-struct Peer<A: Actor> {
+struct Peer<A: Actor<Event = IkeEvent>> {
     wire: Wire,
     ike: A,
     dp: DataPlane,
@@ -404,7 +404,7 @@ struct Peer<A: Actor> {
     peer_requests: Vec<(u8, u32)>,
 }
 
-impl<A: Actor> Peer<A> {
+impl<A: Actor<Event = IkeEvent>> Peer<A> {
     fn new(ike: A) -> Peer<A> {
         let mut dp = DataPlane::new(DataPlaneConfig::default(), os_rng()).unwrap();
         let sel = Selector::parse(&format!("{DEPUTY_INNER}/32"), &format!("{CHARON_INNER}/32"));
@@ -433,7 +433,7 @@ impl<A: Actor> Peer<A> {
                     self.init_requests += usize::from(is_init_request(&t.data, t.from.port()));
                     self.wire.send(t.from, t.to, &t.data);
                 }
-                Output::Event(Event::Ike(e)) => {
+                Output::Event(e) => {
                     match &e {
                         IkeEvent::ChildSaEstablished { child, .. }
                         | IkeEvent::ChildSaRekeyed { child, .. } => {
@@ -842,7 +842,7 @@ fn children(events: &[IkeEvent]) -> Vec<ChildSa> {
 
 /// The commands the scenario gives, for either actor (the initiator has one IKE SA and
 /// ignores `id`).
-trait Deputy: Actor {
+trait Deputy: Actor<Event = IkeEvent> {
     fn do_rekey_child(&mut self, now: Instant, id: IkeSaId) -> Result<(), Error>;
     fn do_rekey_ike(&mut self, now: Instant, id: IkeSaId) -> Result<(), Error>;
     fn do_delete_child(&mut self, now: Instant, id: IkeSaId) -> Result<(), Error>;
@@ -1205,7 +1205,7 @@ fn leave_a_half_open_sa_at_charon(p: &Profile, wire: &Wire) -> [u8; 8] {
 }
 
 /// The IKE SA came up with the profile's group, against charon's identity.
-fn assert_ike_sa(peer: &Peer<impl Actor>, p: &Profile, initiator: bool) {
+fn assert_ike_sa(peer: &Peer<impl Actor<Event = IkeEvent>>, p: &Profile, initiator: bool) {
     assert!(
         peer.has_event(|e| matches!(
             e,

@@ -9,7 +9,7 @@
 //! `PeerFailed { HolePunchFailed }` on both devices, not hang or fail in another way
 //! (`matrix_case` returns an error otherwise).
 
-use deputy::rendezvous::scenario::{BEHAVIOURS, cell, expected_direct, label, nat_matrix};
+use deputy::sim::scenario::{BEHAVIOURS, cell, expected_direct, label, nat_matrix};
 use deputy::sim::{Filtering, Mapping};
 
 #[test]

@@ -33,7 +33,7 @@ use deputy::sim::{
     AllowRule, DatagramProbe, DropReason, GatewayConfig, LinkConfig, NetworkId, NodeId, Proto, Sim,
     TraceKind,
 };
-use deputy::{Actor, Error, IfaceId, Input, Instant, Outbox, Output, UnixTime};
+use deputy::{Actor, Error, Event, IfaceId, Input, Instant, Outbox, Output, UnixTime};
 use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
 
@@ -68,7 +68,7 @@ type Rule = Box<dyn FnMut(IfaceId, &[u8]) -> Verdict>;
 struct Tap {
     seen: Vec<(IfaceId, Vec<u8>)>,
     rule: Option<Rule>,
-    outbox: Outbox,
+    outbox: Outbox<Event>,
 }
 
 impl Tap {
@@ -107,6 +107,8 @@ impl Tap {
 }
 
 impl Actor for Tap {
+    type Event = Event;
+
     fn handle_input(&mut self, _now: Instant, input: Input<'_>) -> Result<(), Error> {
         let Input::Packet { iface, data } = input else {
             return Err(Error::Unexpected("a tap takes packets"));
@@ -129,7 +131,7 @@ impl Actor for Tap {
 
     fn handle_timeout(&mut self, _now: Instant) {}
 
-    fn poll_output(&mut self) -> Option<Output> {
+    fn poll_output(&mut self) -> Option<Output<Event>> {
         self.outbox.pop()
     }
 
@@ -554,7 +556,12 @@ impl Home {
     }
 
     /// Add a host on the internet with any actor.
-    fn add_internet_host(&mut self, name: &str, addr: &str, actor: impl Actor + 'static) -> NodeId {
+    fn add_internet_host(
+        &mut self,
+        name: &str,
+        addr: &str,
+        actor: impl Actor<Event: Into<Event>> + 'static,
+    ) -> NodeId {
         let net = self.internet;
         self.sim.host(name, net, ip(addr), actor)
     }
@@ -2195,9 +2202,7 @@ fn command_bounds_are_enforced() {
             )
             .unwrap();
         while let Some(o) = toaster_actor.poll_output() {
-            if let Output::Event(e) = o
-                && let Some(e) = common::event::<ApplianceEvent>(e)
-            {
+            if let Output::Event(OffloadEvent::Appliance(e)) = o {
                 outcomes.push(matches!(e, ApplianceEvent::Delivered { .. }));
             }
         }

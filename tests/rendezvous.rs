@@ -1,7 +1,7 @@
 //! Seed 002 through the simulator: the rendezvous server, the request-issuing and the
 //! request-accepting device behind NAPT routers, every step S202–S209 and the refusals.
 //!
-//! The worlds come from `deputy::rendezvous::scenario` (the seed's addresses: issuer LAN
+//! The worlds come from `deputy::sim::scenario` (the seed's addresses: issuer LAN
 //! behind 4.17.168.2, acceptor LAN behind 202.204.16.13, server 130.74.23.6:1200).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -12,13 +12,13 @@ use deputy::Instant;
 use deputy::channel::{AlertCode, ChannelClient, ChannelError, ChannelEvent, ClientConfig};
 use deputy::crypto::cert::TrustStore;
 use deputy::rendezvous::messages::{self, Fetch, Refused, Register};
-use deputy::rendezvous::scenario::{
-    ACCEPTOR_PUBLIC, ANCHOR, DEVICE, ISSUER_PUBLIC, Outcome, SERVER_IP, SERVER_NAME, World,
-    WorldConfig, server_udp,
-};
 use deputy::rendezvous::{
     Acceptor, BackoffConfig, DerivedRegistrationKeys, DeviceId, Directory, Issuer, IssuerConfig,
     PeerFailure, RefusalReason, RendezvousEvent, RendezvousServer, ServerStats,
+};
+use deputy::sim::scenario::{
+    ACCEPTOR_PUBLIC, ANCHOR, DEVICE, ISSUER_PUBLIC, Outcome, SERVER_IP, SERVER_NAME, World,
+    WorldConfig, server_udp,
 };
 use deputy::sim::{DatagramProbe, LinkConfig, Mapping, NatConfig, NodeId, Sim, TraceKind};
 use deputy::wire::{Limits, Message};

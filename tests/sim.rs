@@ -9,7 +9,7 @@ use deputy::sim::{
     NetworkId, NodeId, PacketProbe, PortAllocation, Proto, RawIp, Sim, SimError, StreamProbe,
     TraceKind,
 };
-use deputy::{Actor, Error, IfaceId, Instant, Output};
+use deputy::{Actor, Error, Event, IfaceId, Instant, Output};
 
 mod common;
 use common::{Build, ip, probe_send, probe_send_from};
@@ -1069,13 +1069,15 @@ fn actor_output_errors_are_recorded_not_panicked() {
         .sim
         .host("client", w.home, "192.168.1.40", StreamProbe::new());
     w.sim.run_for(ms(1)).unwrap();
-    struct Bad(Vec<Output>);
+    struct Bad(Vec<Output<Event>>);
     impl Actor for Bad {
+        type Event = Event;
+
         fn handle_input(&mut self, _: Instant, _: deputy::Input<'_>) -> Result<(), Error> {
             Err(Error::Unexpected("bad actor"))
         }
         fn handle_timeout(&mut self, _: Instant) {}
-        fn poll_output(&mut self) -> Option<Output> {
+        fn poll_output(&mut self) -> Option<Output<Event>> {
             self.0.pop()
         }
         fn poll_timeout(&self) -> Option<Instant> {
@@ -1114,11 +1116,13 @@ fn actor_output_errors_are_recorded_not_panicked() {
 struct Quiet(Option<Instant>);
 
 impl Actor for Quiet {
+    type Event = Event;
+
     fn handle_input(&mut self, _: Instant, _: deputy::Input<'_>) -> Result<(), Error> {
         Ok(())
     }
     fn handle_timeout(&mut self, _: Instant) {}
-    fn poll_output(&mut self) -> Option<Output> {
+    fn poll_output(&mut self) -> Option<Output<Event>> {
         None
     }
     fn poll_timeout(&self) -> Option<Instant> {
@@ -1130,11 +1134,13 @@ impl Actor for Quiet {
 struct Emitter(Vec<deputy::Event>);
 
 impl Actor for Emitter {
+    type Event = Event;
+
     fn handle_input(&mut self, _: Instant, _: deputy::Input<'_>) -> Result<(), Error> {
         Ok(())
     }
     fn handle_timeout(&mut self, _: Instant) {}
-    fn poll_output(&mut self) -> Option<Output> {
+    fn poll_output(&mut self) -> Option<Output<Event>> {
         self.0.pop().map(Output::Event)
     }
     fn poll_timeout(&self) -> Option<Instant> {

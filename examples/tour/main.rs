@@ -53,7 +53,7 @@ pub trait Build {
         name: &str,
         net: NetworkId,
         addr: &str,
-        actor: impl Actor + 'static,
+        actor: impl Actor<Event: Into<deputy::Event>> + 'static,
     ) -> Result<NodeId, String> {
         let addr = addr.parse().map_err(err)?;
         self.sim().add_host(name, net, addr, actor).map_err(err)

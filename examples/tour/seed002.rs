@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use deputy::rendezvous::scenario::{
+use deputy::rendezvous::{Acceptor, Issuer, RendezvousEvent, RendezvousServer};
+use deputy::sim::scenario::{
     BEHAVIOURS, DEVICE, Outcome, World, WorldConfig, cell, expected_direct, label, nat_matrix,
 };
-use deputy::rendezvous::{Acceptor, Issuer, RendezvousEvent, RendezvousServer};
 use deputy::sim::{NodeId, Sim};
 
 use crate::{Narrator, err};

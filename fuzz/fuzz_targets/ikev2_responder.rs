@@ -16,7 +16,7 @@ use deputy::ikev2::{
     Identity, IkeConfig, IkeEvent, IkeProposal, Initiator, InitiatorConfig, Responder,
     ResponderConfig,
 };
-use deputy::{Actor, Event, Input, Instant, Output};
+use deputy::{Actor, Input, Instant, Output};
 use libfuzzer_sys::fuzz_target;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -52,7 +52,7 @@ fn drain(r: &mut Responder) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
     while let Some(o) = r.poll_output() {
         match o {
             Output::Transmit(t) => out.push((t.from, t.to, t.data)),
-            Output::Event(Event::Ike(_)) => {}
+            Output::Event(_) => {}
             other => panic!("unexpected output {other:?}"),
         }
     }
@@ -146,7 +146,7 @@ fuzz_target!(|data: &[u8]| {
                         }
                         let _ = r.handle_input(now, Input::Datagram { from: t.from, to: t.to, data: &t.data });
                     }
-                    Output::Event(Event::Ike(IkeEvent::ChildSaEstablished { .. })) => established = true,
+                    Output::Event(IkeEvent::ChildSaEstablished { .. }) => established = true,
                     _ => {}
                 }
             }
@@ -165,7 +165,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         while let Some(o) = i.poll_output() {
-            if let Output::Event(Event::Ike(IkeEvent::ChildSaEstablished { .. })) = o {
+            if let Output::Event(IkeEvent::ChildSaEstablished { .. }) = o {
                 established = true;
             }
         }

@@ -15,7 +15,7 @@ use deputy::offload::{
     AccessPolicy, Appliance, ApplianceConfig, ApplianceEvent, CryptoProxy, DirectKey, LinkKey,
     OffloadEvent, ProxyConfig, RemoteNode, RemoteNodeConfig, ServedAppliance, Target,
 };
-use deputy::{Actor, Event, Input, Instant, Output, StreamId, UnixTime};
+use deputy::{Actor, Input, Instant, Output, StreamId, UnixTime};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -180,7 +180,7 @@ impl World {
         Target::new("microwave", appliance_addr())
     }
 
-    fn actor(&mut self, who: Who) -> &mut dyn Actor {
+    fn actor(&mut self, who: Who) -> &mut dyn Actor<Event = OffloadEvent> {
         match who {
             Who::Appliance => &mut self.appliance,
             Who::Proxy => &mut self.proxy,
@@ -281,8 +281,7 @@ impl World {
                     }
                 }
                 Output::Packet { .. } => panic!("{who:?} emitted a raw packet"),
-                Output::Event(Event::Offload(e)) => self.events.push(e),
-                Output::Event(other) => panic!("{who:?} emitted {other:?}"),
+                Output::Event(e) => self.events.push(e),
             }
         }
     }

@@ -12,7 +12,7 @@ use deputy::channel::{ClientCertPolicy, ServerConfig as ChannelServerConfig};
 use deputy::crypto::cert::{CertificateAuthority, Identity, TrustStore};
 use deputy::rendezvous::{
     Acceptor, AcceptorConfig, DerivedRegistrationKeys, DeviceId, Issuer, IssuerConfig,
-    MemoryDirectory, Password, RegistrationKey, RendezvousServer, ServerConfig,
+    MemoryDirectory, Password, RegistrationKey, RendezvousEvent, RendezvousServer, ServerConfig,
 };
 use deputy::{Actor, Input, Instant, Output, StreamId, UnixTime};
 use rand_chacha::ChaCha20Rng;
@@ -177,7 +177,7 @@ impl Net {
         }
     }
 
-    pub fn actor(&mut self, who: Who) -> &mut dyn Actor {
+    pub fn actor(&mut self, who: Who) -> &mut dyn Actor<Event = RendezvousEvent> {
         match who {
             Who::Server => &mut self.server,
             Who::Issuer => &mut self.issuer,
@@ -283,7 +283,7 @@ impl Net {
         let next = [Who::Server, Who::Issuer, Who::Acceptor]
             .into_iter()
             .filter_map(|w| {
-                let a: &dyn Actor = match w {
+                let a: &dyn Actor<Event = RendezvousEvent> = match w {
                     Who::Server => &self.server,
                     Who::Issuer => &self.issuer,
                     Who::Acceptor => &self.acceptor,

@@ -51,7 +51,11 @@ impl Session {
     }
 
     /// Tell the application: established (once), each message, then the end (once).
-    fn report(&mut self, received: Vec<Vec<u8>>, outbox: &mut Outbox) -> Result<(), Error> {
+    fn report(
+        &mut self,
+        received: Vec<Vec<u8>>,
+        outbox: &mut Outbox<ChannelEvent>,
+    ) -> Result<(), Error> {
         let stream = self.inner.id();
         let conn = self.inner.connection();
         if conn.is_established() && !self.announced {
@@ -81,7 +85,7 @@ impl Session {
         Ok(())
     }
 
-    fn pump(&mut self, outbox: &mut Outbox) -> Result<(), Error> {
+    fn pump(&mut self, outbox: &mut Outbox<ChannelEvent>) -> Result<(), Error> {
         let received = self.inner.pump(outbox)?;
         self.report(received, outbox)
     }
@@ -91,7 +95,7 @@ impl Session {
         now: Instant,
         data: &[u8],
         rng: &mut Rng,
-        outbox: &mut Outbox,
+        outbox: &mut Outbox<ChannelEvent>,
     ) -> Result<(), Error> {
         let mut received = Vec::new();
         let fed = self
@@ -102,13 +106,13 @@ impl Session {
     }
 
     /// The stream is gone: graceful if close-notify came first, otherwise a truncation.
-    fn stream_closed(&mut self, outbox: &mut Outbox) -> Result<(), Error> {
+    fn stream_closed(&mut self, outbox: &mut Outbox<ChannelEvent>) -> Result<(), Error> {
         let result = self.inner.stream_closed();
         self.report(Vec::new(), outbox)?;
         result
     }
 
-    fn on_timer(&mut self, now: Instant, outbox: &mut Outbox) -> Result<(), Error> {
+    fn on_timer(&mut self, now: Instant, outbox: &mut Outbox<ChannelEvent>) -> Result<(), Error> {
         if self.inner.handle_timeout(now, outbox)? {
             self.report(Vec::new(), outbox)?;
         }
@@ -177,7 +181,7 @@ pub struct ChannelClient {
     next_stream: u64,
     link: Link,
     pending: VecDeque<Vec<u8>>,
-    outbox: Outbox,
+    outbox: Outbox<ChannelEvent>,
 }
 
 impl core::fmt::Debug for ChannelClient {
@@ -293,6 +297,8 @@ impl ChannelClient {
 }
 
 impl Actor for ChannelClient {
+    type Event = ChannelEvent;
+
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         match input {
             Input::StreamConnected { id, .. } if id == StreamId::outbound(self.next_stream) => {
@@ -349,7 +355,7 @@ impl Actor for ChannelClient {
         }
     }
 
-    fn poll_output(&mut self) -> Option<Output> {
+    fn poll_output(&mut self) -> Option<Output<ChannelEvent>> {
         self.outbox.pop()
     }
 
@@ -372,7 +378,7 @@ pub struct ChannelServer {
     config: ChannelServerConfig,
     rng: Rng,
     sessions: BTreeMap<StreamId, Session>,
-    outbox: Outbox,
+    outbox: Outbox<ChannelEvent>,
 }
 
 impl core::fmt::Debug for ChannelServer {
@@ -410,7 +416,7 @@ impl ChannelServer {
     fn on_session(
         &mut self,
         stream: StreamId,
-        f: impl FnOnce(&mut Session, &mut Rng, &mut Outbox) -> Result<(), Error>,
+        f: impl FnOnce(&mut Session, &mut Rng, &mut Outbox<ChannelEvent>) -> Result<(), Error>,
     ) -> Result<(), Error> {
         let s = self
             .sessions
@@ -443,6 +449,8 @@ impl ChannelServer {
 }
 
 impl Actor for ChannelServer {
+    type Event = ChannelEvent;
+
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         match input {
             Input::StreamAccepted { id, .. } => {
@@ -487,7 +495,7 @@ impl Actor for ChannelServer {
         self.sessions.retain(|_, s| !s.finished());
     }
 
-    fn poll_output(&mut self) -> Option<Output> {
+    fn poll_output(&mut self) -> Option<Output<ChannelEvent>> {
         self.outbox.pop()
     }
 

@@ -8,6 +8,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
+pub use crate::error::AlertCode;
 use crate::wire::{self, CRITICAL, FieldWriter, Fields, Limits, Message, WireError};
 
 /// Message type: client hello (seed 002 packet 212).
@@ -377,96 +378,6 @@ impl StreamMessage {
             StreamMessage::Record(_) => RECORD,
             StreamMessage::Alert(_) => ALERT,
         }
-    }
-}
-
-/// Alert codes (numbered as in TLS, for familiarity).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum AlertCode {
-    /// Graceful close: no more data follows.
-    CloseNotify,
-    /// A message arrived that does not fit the state.
-    UnexpectedMessage,
-    /// A record failed authentication.
-    BadRecordMac,
-    /// A record was too large.
-    RecordOverflow,
-    /// No acceptable parameters, or a handshake check failed.
-    HandshakeFailure,
-    /// A certificate was refused.
-    BadCertificate,
-    /// A certificate is outside its validity window.
-    CertificateExpired,
-    /// A certificate's issuer is not trusted.
-    UnknownCa,
-    /// The peer is not allowed.
-    AccessDenied,
-    /// A message could not be decoded.
-    DecodeError,
-    /// A signature or Finished MAC failed.
-    DecryptError,
-    /// No common version.
-    ProtocolVersion,
-    /// Something went wrong inside the sender.
-    InternalError,
-    /// The requested server name is not served here.
-    UnrecognizedName,
-    /// The PSK identity is unknown.
-    UnknownPskIdentity,
-    /// A client certificate is required.
-    CertificateRequired,
-    /// A code this crate does not know.
-    Other(u8),
-}
-
-impl AlertCode {
-    /// The alert's number.
-    pub fn code(self) -> u8 {
-        match self {
-            AlertCode::CloseNotify => 0,
-            AlertCode::UnexpectedMessage => 10,
-            AlertCode::BadRecordMac => 20,
-            AlertCode::RecordOverflow => 22,
-            AlertCode::HandshakeFailure => 40,
-            AlertCode::BadCertificate => 42,
-            AlertCode::CertificateExpired => 45,
-            AlertCode::UnknownCa => 48,
-            AlertCode::AccessDenied => 49,
-            AlertCode::DecodeError => 50,
-            AlertCode::DecryptError => 51,
-            AlertCode::ProtocolVersion => 70,
-            AlertCode::InternalError => 80,
-            AlertCode::UnrecognizedName => 112,
-            AlertCode::UnknownPskIdentity => 115,
-            AlertCode::CertificateRequired => 116,
-            AlertCode::Other(c) => c,
-        }
-    }
-
-    /// The alert with this number.
-    pub fn from_code(c: u8) -> Self {
-        [
-            AlertCode::CloseNotify,
-            AlertCode::UnexpectedMessage,
-            AlertCode::BadRecordMac,
-            AlertCode::RecordOverflow,
-            AlertCode::HandshakeFailure,
-            AlertCode::BadCertificate,
-            AlertCode::CertificateExpired,
-            AlertCode::UnknownCa,
-            AlertCode::AccessDenied,
-            AlertCode::DecodeError,
-            AlertCode::DecryptError,
-            AlertCode::ProtocolVersion,
-            AlertCode::InternalError,
-            AlertCode::UnrecognizedName,
-            AlertCode::UnknownPskIdentity,
-            AlertCode::CertificateRequired,
-        ]
-        .into_iter()
-        .find(|a| a.code() == c)
-        .unwrap_or(AlertCode::Other(c))
     }
 }
 

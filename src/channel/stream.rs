@@ -72,7 +72,7 @@ impl SecureStream {
 
     /// Write the connection's bytes to the stream and collect the application messages
     /// received. A failed connection, or one the peer closed, ends the stream.
-    pub fn pump(&mut self, outbox: &mut Outbox) -> Result<Vec<Vec<u8>>, Error> {
+    pub fn pump<E>(&mut self, outbox: &mut Outbox<E>) -> Result<Vec<Vec<u8>>, Error> {
         self.flush(outbox)?;
         let mut received = Vec::new();
         while let Some(m) = self.conn.take_received() {
@@ -89,7 +89,7 @@ impl SecureStream {
         Ok(received)
     }
 
-    fn flush(&mut self, outbox: &mut Outbox) -> Result<(), Error> {
+    fn flush<E>(&mut self, outbox: &mut Outbox<E>) -> Result<(), Error> {
         let bytes = self.conn.take_outgoing();
         if bytes.is_empty() || self.closed {
             return Ok(());
@@ -104,12 +104,12 @@ impl SecureStream {
     /// to `received`. Messages authenticated before a failure are appended too, so what
     /// the application gets does not depend on how the driver sliced its reads; the
     /// failure is returned after them.
-    pub fn feed(
+    pub fn feed<E>(
         &mut self,
         now: Instant,
         data: &[u8],
         rng: &mut dyn CryptoRng,
-        outbox: &mut Outbox,
+        outbox: &mut Outbox<E>,
         received: &mut Vec<Vec<u8>>,
     ) -> Result<(), Error> {
         self.last_activity = now;
@@ -124,12 +124,12 @@ impl SecureStream {
 
     /// [`SecureStream::feed`] with `Some(data)`; with `None`, just [`SecureStream::pump`]
     /// (after a timeout, or when the stream has just connected).
-    pub fn feed_or_pump(
+    pub fn feed_or_pump<E>(
         &mut self,
         now: Instant,
         data: Option<&[u8]>,
         rng: &mut dyn CryptoRng,
-        outbox: &mut Outbox,
+        outbox: &mut Outbox<E>,
         received: &mut Vec<Vec<u8>>,
     ) -> Result<(), Error> {
         match data {
@@ -142,7 +142,7 @@ impl SecureStream {
     }
 
     /// Send one application message.
-    pub fn send(&mut self, message: &[u8], outbox: &mut Outbox) -> Result<(), Error> {
+    pub fn send<E>(&mut self, message: &[u8], outbox: &mut Outbox<E>) -> Result<(), Error> {
         if self.closed {
             return Err(ChannelError::Closed.into());
         }
@@ -152,7 +152,7 @@ impl SecureStream {
 
     /// Send close-notify but keep the stream until the peer answers with its own (then
     /// [`SecureStream::pump`] ends it).
-    pub fn close_notify(&mut self, outbox: &mut Outbox) -> Result<(), Error> {
+    pub fn close_notify<E>(&mut self, outbox: &mut Outbox<E>) -> Result<(), Error> {
         if self.closed {
             return Err(ChannelError::Closed.into());
         }
@@ -161,7 +161,7 @@ impl SecureStream {
     }
 
     /// Close at once: close-notify (if the handshake finished), then end the stream.
-    pub fn close(&mut self, outbox: &mut Outbox) -> Result<(), Error> {
+    pub fn close<E>(&mut self, outbox: &mut Outbox<E>) -> Result<(), Error> {
         if self.closed {
             return Ok(());
         }
@@ -182,7 +182,11 @@ impl SecureStream {
 
     /// Run the handshake deadline; returns whether the connection just failed (its stream
     /// is then ended).
-    pub fn handle_timeout(&mut self, now: Instant, outbox: &mut Outbox) -> Result<bool, Error> {
+    pub fn handle_timeout<E>(
+        &mut self,
+        now: Instant,
+        outbox: &mut Outbox<E>,
+    ) -> Result<bool, Error> {
         if self.closed || self.conn.handle_timeout(now).is_ok() {
             return Ok(false);
         }

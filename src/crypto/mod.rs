@@ -36,9 +36,6 @@ pub enum CryptoError {
     /// outside 2..p-2, or a low-order X25519 point).
     #[error("invalid Diffie-Hellman public value")]
     InvalidPublicValue,
-    /// The Diffie-Hellman groups of two values differ.
-    #[error("Diffie-Hellman group mismatch")]
-    GroupMismatch,
     /// An Ed25519 public key or signature is malformed.
     #[error("malformed key or signature")]
     Malformed,

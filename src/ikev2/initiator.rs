@@ -27,7 +27,7 @@ pub struct Initiator {
     local: SocketAddr,
     remote: SocketAddr,
     rng: Rng,
-    out: Outbox,
+    out: Outbox<IkeEvent>,
     phase: Phase,
     /// The IKE SA a rekey replaced, until it is deleted.
     retiring: Option<Box<IkeSa>>,
@@ -387,6 +387,8 @@ pub(crate) fn strip_marker(
 }
 
 impl Actor for Initiator {
+    type Event = IkeEvent;
+
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         let Input::Datagram { from, to, data } = input else {
             return Err(Error::Unexpected("IKEv2 takes datagrams only"));
@@ -463,7 +465,7 @@ impl Actor for Initiator {
         self.settle();
     }
 
-    fn poll_output(&mut self) -> Option<Output> {
+    fn poll_output(&mut self) -> Option<Output<IkeEvent>> {
         self.out.pop()
     }
 

@@ -65,7 +65,6 @@
 pub mod codec;
 pub mod config;
 pub mod consts;
-mod error;
 mod initiator;
 pub mod keys;
 pub mod nat;
@@ -74,9 +73,9 @@ mod responder;
 mod session;
 pub mod sk;
 
+pub use crate::error::IkeError;
 pub use codec::Identity;
 pub use config::{ChildMode, IkeConfig, InitiatorConfig, ResponderConfig, Retransmit};
-pub use error::IkeError;
 pub use initiator::Initiator;
 pub use keys::{IkeDissectionKeys, SecretBytes};
 pub use proposal::{Encr, IkeProposal, IkeSuite, Integ, Prf};
@@ -211,10 +210,4 @@ pub enum IkeEvent {
         /// Why.
         reason: FailReason,
     },
-}
-
-impl From<IkeEvent> for crate::Event {
-    fn from(e: IkeEvent) -> Self {
-        crate::Event::Ike(e)
-    }
 }

@@ -5,6 +5,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
+use super::IkeEvent;
 use super::codec::{Flags, Header, KePayload, Message, Notify, Payload, find_notify};
 use super::config::{IkeConfig, ResponderConfig};
 use super::consts::{exchange, notify};
@@ -24,7 +25,7 @@ pub struct Responder {
     cfg: ResponderConfig,
     ike: Arc<IkeConfig>,
     rng: Rng,
-    out: Outbox,
+    out: Outbox<IkeEvent>,
     /// IKE SAs by our SPI (the responder SPI, except for an IKE SA we rekeyed, where we
     /// are the initiator).
     sas: BTreeMap<[u8; 8], IkeSa>,
@@ -384,6 +385,8 @@ impl Responder {
 }
 
 impl Actor for Responder {
+    type Event = IkeEvent;
+
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         let Input::Datagram { from, to, data } = input else {
             return Err(Error::Unexpected("IKEv2 takes datagrams only"));
@@ -422,7 +425,7 @@ impl Actor for Responder {
         self.reap();
     }
 
-    fn poll_output(&mut self) -> Option<Output> {
+    fn poll_output(&mut self) -> Option<Output<IkeEvent>> {
         self.out.pop()
     }
 

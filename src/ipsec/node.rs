@@ -5,7 +5,7 @@
 //!                                                 └▶ Output::Transmit (ESP-in-UDP)
 //!   protected iface ── Input::Packet ──▶ unprotect ─▶ Output::Packet on plaintext iface
 //!   Input::Datagram (NAT-T port) ──────▶ unprotect ─▶ Output::Packet on plaintext iface
-//!   data-plane events ─────────────────────────────▶ Output::Event(Event::Ipsec(…))
+//!   data-plane events ─────────────────────────────▶ Output::Event(IpsecEvent::…)
 //! ```
 //!
 //! Bypassed packets are forwarded unchanged to the other side; discarded, queued and
@@ -16,10 +16,11 @@
 
 use core::net::SocketAddr;
 
+use super::IpsecEvent;
 use super::dataplane::{DataPlane, Inbound, Outbound, Protected};
 use super::sa::ChildSa;
 use crate::io::{Actor, IfaceId, Input, Outbox, Output, Transmit};
-use crate::{Error, Event, Instant};
+use crate::{Error, Instant};
 
 /// The two interfaces of an [`IpsecNode`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +38,7 @@ pub struct NodeConfig {
 pub struct IpsecNode {
     plane: DataPlane,
     config: NodeConfig,
-    outbox: Outbox,
+    outbox: Outbox<IpsecEvent>,
     ike_dropped: u64,
 }
 
@@ -94,7 +95,7 @@ impl IpsecNode {
 
     fn drain_events(&mut self) -> Result<(), Error> {
         while let Some(e) = self.plane.poll_event() {
-            self.outbox.push(Output::Event(Event::Ipsec(e)))?;
+            self.outbox.push(Output::Event(e))?;
         }
         Ok(())
     }
@@ -132,6 +133,8 @@ impl IpsecNode {
 }
 
 impl Actor for IpsecNode {
+    type Event = IpsecEvent;
+
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         match input {
             Input::Packet { iface, data } if iface == self.config.plaintext => {
@@ -167,7 +170,7 @@ impl Actor for IpsecNode {
         let _ = self.drain_events();
     }
 
-    fn poll_output(&mut self) -> Option<Output> {
+    fn poll_output(&mut self) -> Option<Output<IpsecEvent>> {
         self.outbox.pop()
     }
 

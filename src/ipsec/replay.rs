@@ -11,18 +11,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use super::IpsecError;
-
-/// Why the window refused a sequence number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ReplayKind {
-    /// Already received.
-    Duplicate,
-    /// Left of the window: too old to tell.
-    TooOld,
-    /// Sequence number zero is never sent (RFC 4303 §3.3.3: the first packet is 1).
-    Zero,
-}
+use super::{IpsecError, ReplayKind};
 
 /// A sliding anti-replay window of a configurable size.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use rand_core::SeedableRng;
 
 use super::packet::tests::udp;
 use super::*;
-use crate::{Actor, Event, IfaceId, Input, Instant, Output};
+use crate::{Actor, IfaceId, Input, Instant, Output};
 
 fn unhex(s: &str) -> Vec<u8> {
     let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
@@ -1340,7 +1340,7 @@ fn the_node_actor_protects_unprotects_and_reports() {
     .unwrap();
     assert!(matches!(
         a.poll_output(),
-        Some(Output::Event(Event::Ipsec(IpsecEvent::Acquire(_))))
+        Some(Output::Event(IpsecEvent::Acquire(_)))
     ));
     assert_eq!(a.poll_output(), None);
     assert_eq!(a.poll_timeout(), Some(Instant::from_secs(30)));

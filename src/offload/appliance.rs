@@ -8,6 +8,7 @@ use core::fmt;
 use core::net::SocketAddr;
 use core::time::Duration;
 
+use super::OffloadEvent;
 use super::link::{Link, LinkKey, LinkTiming};
 use super::messages::{
     Close, CryptoAccept, CryptoSolicitation, Decoded, Designation, Message, PlainData, ProxyAccept,
@@ -280,7 +281,7 @@ struct PendingOpen {
 ///
 /// ```
 /// use deputy::offload::{Appliance, ApplianceConfig, ApplianceEvent, Solicited};
-/// use deputy::{Actor, Event, Input, Instant, Output};
+/// use deputy::{Actor, Input, Instant, Output};
 /// use deputy::offload::OffloadEvent;
 /// use rand_chacha::ChaCha20Rng;
 /// use rand_core::SeedableRng;
@@ -306,14 +307,14 @@ struct PendingOpen {
 /// let mut outputs = Vec::new();
 /// while let Some(o) = microwave.poll_output() { outputs.push(o); }
 /// assert!(matches!(&outputs[0], Output::Transmit(t) if t.to == attacker && t.data.len() <= command.len()));
-/// assert!(matches!(&outputs[1], Output::Event(Event::Offload(OffloadEvent::Appliance(
-///     ApplianceEvent::RefusedPlaintext { answer: Solicited::Full, .. })))));
+/// assert!(matches!(&outputs[1], Output::Event(OffloadEvent::Appliance(
+///     ApplianceEvent::RefusedPlaintext { answer: Solicited::Full, .. }))));
 /// assert_eq!(outputs.len(), 2);
 /// ```
 pub struct Appliance {
     cfg: ApplianceConfig,
     rng: Rng,
-    outbox: Outbox,
+    outbox: Outbox<OffloadEvent>,
     link: Link<Tag>,
     limiter: SourceLimiter,
     sessions: BTreeMap<u64, Peer>,
@@ -800,6 +801,8 @@ impl TimerTable for Appliance {
 }
 
 impl Actor for Appliance {
+    type Event = OffloadEvent;
+
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         match input {
             Input::Datagram { from, data, .. } if from == self.link.peer() => {
@@ -821,7 +824,7 @@ impl Actor for Appliance {
         self.run_timers(now);
     }
 
-    fn poll_output(&mut self) -> Option<Output> {
+    fn poll_output(&mut self) -> Option<Output<OffloadEvent>> {
         self.outbox.pop()
     }
 
@@ -884,10 +887,7 @@ mod tests {
             );
             let mut events = Vec::new();
             while let Some(o) = self.appliance.poll_output() {
-                if let Output::Event(crate::Event::Offload(
-                    super::super::OffloadEvent::Appliance(e),
-                )) = o
-                {
+                if let Output::Event(super::super::OffloadEvent::Appliance(e)) = o {
                     events.push(e);
                 }
             }

@@ -27,6 +27,7 @@ use core::time::Duration;
 use rand_core::CryptoRng;
 use zeroize::Zeroizing;
 
+use super::OffloadEvent;
 use super::messages::{Ack, Challenge, Decoded, LinkFields, Message, Resync, split_mac};
 use super::{OffloadError, backoff};
 use crate::crypto::ct_eq;
@@ -245,7 +246,7 @@ impl<T: Clone> Link<T> {
         Ok(bytes?)
     }
 
-    fn transmit(&self, data: Vec<u8>, outbox: &mut Outbox) -> Result<(), Error> {
+    fn transmit(&self, data: Vec<u8>, outbox: &mut Outbox<OffloadEvent>) -> Result<(), Error> {
         outbox.push(Output::Transmit(Transmit {
             from: self.local,
             to: self.peer,
@@ -259,7 +260,7 @@ impl<T: Clone> Link<T> {
         now: Instant,
         msg: &Message,
         tag: T,
-        outbox: &mut Outbox,
+        outbox: &mut Outbox<OffloadEvent>,
     ) -> Result<u64, Error> {
         if !self.has_room() {
             return Err(Error::CapacityExceeded {
@@ -294,7 +295,7 @@ impl<T: Clone> Link<T> {
         msg: &Message,
         epoch: u64,
         floor: Option<u64>,
-        outbox: &mut Outbox,
+        outbox: &mut Outbox<OffloadEvent>,
     ) -> Result<(), Error> {
         let link = LinkFields {
             seq: None,
@@ -311,7 +312,7 @@ impl<T: Clone> Link<T> {
         &mut self,
         raw: &[u8],
         limits: &Limits,
-        outbox: &mut Outbox,
+        outbox: &mut Outbox<OffloadEvent>,
         rng: &mut dyn CryptoRng,
     ) -> Result<Vec<Message>, Error> {
         let Decoded {
@@ -426,7 +427,11 @@ impl<T: Clone> Link<T> {
     }
 
     /// Retransmit what is due; returns the tags of messages given up.
-    pub(crate) fn handle_timeout(&mut self, now: Instant, outbox: &mut Outbox) -> Vec<T> {
+    pub(crate) fn handle_timeout(
+        &mut self,
+        now: Instant,
+        outbox: &mut Outbox<OffloadEvent>,
+    ) -> Vec<T> {
         let mut lost = Vec::new();
         let mut gone = Vec::new();
         for (seq, m) in self.in_flight.iter_mut() {
@@ -502,7 +507,7 @@ mod tests {
         (link(A, B, key, 111), link(B, A, key, 222))
     }
 
-    fn sent(outbox: &mut Outbox) -> Vec<Vec<u8>> {
+    fn sent(outbox: &mut Outbox<OffloadEvent>) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         while let Some(o) = outbox.pop() {
             if let Output::Transmit(t) = o {
@@ -533,7 +538,7 @@ mod tests {
     struct Net {
         a: Link<u8>,
         b: Link<u8>,
-        out: Outbox,
+        out: Outbox<OffloadEvent>,
         rng: ChaCha20Rng,
         limits: Limits,
     }

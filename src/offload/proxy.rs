@@ -9,6 +9,7 @@ use core::fmt;
 use core::net::SocketAddr;
 use core::time::Duration;
 
+use super::OffloadEvent;
 use super::link::{Link, LinkKey, LinkTiming};
 use super::messages::{
     Close, CryptoRequest, Message, PlainData, ProxyAccept, ProxyRequest, Refusal, SecureData,
@@ -310,7 +311,7 @@ struct Stream {
 pub struct CryptoProxy {
     cfg: ProxyConfig,
     rng: Rng,
-    outbox: Outbox,
+    outbox: Outbox<OffloadEvent>,
     links: BTreeMap<String, Link<Tag>>,
     by_addr: BTreeMap<SocketAddr, String>,
     streams: BTreeMap<StreamId, Stream>,
@@ -1150,7 +1151,7 @@ impl StreamActor for CryptoProxy {
         }
     }
 
-    fn channel(&mut self, id: StreamId) -> (Option<&mut SecureStream>, &mut Outbox) {
+    fn channel(&mut self, id: StreamId) -> (Option<&mut SecureStream>, &mut Outbox<OffloadEvent>) {
         let channel = self.streams.get_mut(&id).and_then(|s| s.channel.as_mut());
         (channel, &mut self.outbox)
     }
@@ -1163,6 +1164,8 @@ impl StreamActor for CryptoProxy {
 }
 
 impl Actor for CryptoProxy {
+    type Event = OffloadEvent;
+
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         match input {
             Input::Datagram { from, data, .. } => self.on_datagram(now, from, data),
@@ -1225,7 +1228,7 @@ impl Actor for CryptoProxy {
         self.run_timers(now);
     }
 
-    fn poll_output(&mut self) -> Option<Output> {
+    fn poll_output(&mut self) -> Option<Output<OffloadEvent>> {
         self.outbox.pop()
     }
 

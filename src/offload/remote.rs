@@ -9,6 +9,7 @@ use core::fmt;
 use core::net::SocketAddr;
 use core::time::Duration;
 
+use super::OffloadEvent;
 use super::appliance::DirectKey;
 use super::messages::{
     CryptoAccept, CryptoRequest, CryptoSolicitation, Designation, Message, PlainData, ProxyAccept,
@@ -317,7 +318,7 @@ struct RStream {
 pub struct RemoteNode {
     cfg: RemoteNodeConfig,
     rng: Rng,
-    outbox: Outbox,
+    outbox: Outbox<OffloadEvent>,
     attempts: BTreeMap<String, Attempt>,
     streams: BTreeMap<StreamId, RStream>,
     up: BTreeMap<String, StreamId>,
@@ -1200,7 +1201,7 @@ impl StreamActor for RemoteNode {
         }
     }
 
-    fn channel(&mut self, id: StreamId) -> (Option<&mut SecureStream>, &mut Outbox) {
+    fn channel(&mut self, id: StreamId) -> (Option<&mut SecureStream>, &mut Outbox<OffloadEvent>) {
         let channel = self.streams.get_mut(&id).and_then(|s| s.channel.as_mut());
         (channel, &mut self.outbox)
     }
@@ -1213,6 +1214,8 @@ impl StreamActor for RemoteNode {
 }
 
 impl Actor for RemoteNode {
+    type Event = OffloadEvent;
+
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         match input {
             Input::Datagram { from, data, .. } => self.on_datagram(now, from, data),
@@ -1290,7 +1293,7 @@ impl Actor for RemoteNode {
         self.run_timers(now);
     }
 
-    fn poll_output(&mut self) -> Option<Output> {
+    fn poll_output(&mut self) -> Option<Output<OffloadEvent>> {
         self.outbox.pop()
     }
 

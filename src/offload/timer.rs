@@ -13,6 +13,7 @@ use alloc::vec::Vec;
 use crate::Instant;
 use crate::channel::SecureStream;
 use crate::io::{Outbox, StreamId};
+use crate::offload::OffloadEvent;
 
 /// The timers of one stream of the [`CryptoProxy`](super::CryptoProxy) or the
 /// [`RemoteNode`](super::RemoteNode).
@@ -81,7 +82,7 @@ pub(crate) trait StreamActor {
     /// Stream `id` gave up: drop it and report why.
     fn give_up(&mut self, now: Instant, id: StreamId);
     /// Stream `id`'s channel (if it is open) and the actor's outbox.
-    fn channel(&mut self, id: StreamId) -> (Option<&mut SecureStream>, &mut Outbox);
+    fn channel(&mut self, id: StreamId) -> (Option<&mut SecureStream>, &mut Outbox<OffloadEvent>);
     /// Stream `id`'s handshake timed out: act on the failure.
     fn drive_failed(&mut self, now: Instant, id: StreamId);
 }

@@ -197,7 +197,7 @@ const SEEN: usize = 64;
 pub struct Acceptor {
     cfg: AcceptorConfig,
     rng: Rng,
-    outbox: Outbox,
+    outbox: Outbox<RendezvousEvent>,
     clock_offset_ms: i64,
     /// The timestamp of the last registration sent; the next one is larger.
     last_timestamp: u64,
@@ -822,6 +822,8 @@ impl Acceptor {
 }
 
 impl Actor for Acceptor {
+    type Event = RendezvousEvent;
+
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         let result = match input {
             Input::Datagram { from, to, data } => {
@@ -905,7 +907,7 @@ impl Actor for Acceptor {
         let _ = self.settle(now);
     }
 
-    fn poll_output(&mut self) -> Option<Output> {
+    fn poll_output(&mut self) -> Option<Output<RendezvousEvent>> {
         self.outbox.pop()
     }
 

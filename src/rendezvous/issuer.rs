@@ -128,7 +128,7 @@ struct Request {
 pub struct Issuer {
     cfg: IssuerConfig,
     rng: Rng,
-    outbox: Outbox,
+    outbox: Outbox<RendezvousEvent>,
     next_stream: u64,
     requests: BTreeMap<u64, Request>,
     sessions: BTreeMap<u64, PeerSession>,
@@ -545,6 +545,8 @@ impl Issuer {
 }
 
 impl Actor for Issuer {
+    type Event = RendezvousEvent;
+
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         let result = match input {
             Input::Datagram { from, to, data } => {
@@ -658,7 +660,7 @@ impl Actor for Issuer {
         let _ = self.settle(now);
     }
 
-    fn poll_output(&mut self) -> Option<Output> {
+    fn poll_output(&mut self) -> Option<Output<RendezvousEvent>> {
         self.outbox.pop()
     }
 

@@ -20,6 +20,7 @@ use core::time::Duration;
 
 use rand_core::CryptoRng;
 
+use super::RendezvousEvent;
 use super::messages::{MAX_PEER_PAYLOAD, PeerData};
 use crate::io::{Outbox, Output, Transmit};
 use crate::{Error, Instant};
@@ -159,7 +160,7 @@ impl Link {
         seq: Option<u64>,
         payload: Vec<u8>,
         now: Instant,
-        outbox: &mut Outbox,
+        outbox: &mut Outbox<RendezvousEvent>,
     ) -> Result<(), Error> {
         let data = PeerData {
             session: self.session,
@@ -183,7 +184,7 @@ impl Link {
         &mut self,
         now: Instant,
         key: &[u8],
-        outbox: &mut Outbox,
+        outbox: &mut Outbox<RendezvousEvent>,
     ) -> Result<(), Error> {
         while self.inflight.len() < self.cfg.window {
             let Some(chunk) = self.queue.pop_front() else {
@@ -208,7 +209,7 @@ impl Link {
         now: Instant,
         key: &[u8],
         rng: &mut dyn CryptoRng,
-        outbox: &mut Outbox,
+        outbox: &mut Outbox<RendezvousEvent>,
     ) -> Result<Result<(), LinkDead>, Error> {
         if now >= self.last_rx + self.cfg.idle_timeout {
             return Ok(Err(LinkDead));
@@ -282,9 +283,9 @@ mod tests {
 
     /// Deliver every queued datagram from `outbox` to `to`; `drop` decides losses.
     fn deliver(
-        outbox: &mut Outbox,
+        outbox: &mut Outbox<RendezvousEvent>,
         to: &mut Link,
-        to_out: &mut Outbox,
+        to_out: &mut Outbox<RendezvousEvent>,
         now: Instant,
         drop: &mut dyn FnMut() -> bool,
         got: &mut Vec<u8>,

@@ -41,8 +41,6 @@ mod keys;
 mod link;
 pub mod messages;
 mod peer;
-#[cfg(feature = "sim")]
-pub mod scenario;
 mod server;
 
 use alloc::vec::Vec;
@@ -50,6 +48,7 @@ use core::fmt;
 use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
 
+pub use crate::error::{RegistrationRefusal, RendezvousError};
 pub use crate::ratelimit::RateLimit;
 pub use acceptor::{Acceptor, AcceptorConfig, AcceptorStats};
 pub use backoff::BackoffConfig;
@@ -60,7 +59,6 @@ pub use peer::PeerConfig;
 pub use server::{RefusalCounters, RendezvousServer, ServerConfig, ServerStats};
 
 use crate::channel::ChannelError;
-use crate::wire::WireError;
 
 /// A device's identity in the directory (the seed's 機器ID, e.g. 2133).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -148,25 +146,6 @@ impl RefusalReason {
             _ => return None,
         })
     }
-}
-
-/// Why a registration was refused by the server (counted in [`RefusalCounters`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RegistrationRefusal {
-    /// The datagram did not decode.
-    Malformed,
-    /// No key is known for the device ID.
-    UnknownDevice,
-    /// The MAC did not verify (a spoofed registration).
-    BadMac,
-    /// The timestamp is outside the allowed clock skew.
-    Stale,
-    /// The timestamp is not newer than the last accepted one (a replay).
-    Replayed,
-    /// The source sent too many datagrams.
-    RateLimited,
-    /// The directory is full of live devices.
-    DirectoryFull,
 }
 
 /// Why a peer connection (S208–S209) failed.
@@ -287,45 +266,6 @@ pub enum RendezvousEvent {
         /// Why.
         reason: PeerFailure,
     },
-}
-
-/// Why a rendezvous actor refused an input or command.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum RendezvousError {
-    /// A message did not decode.
-    #[error("decode: {0}")]
-    Decode(WireError),
-    /// A message of this type does not fit here.
-    #[error("unexpected message type {0:#04x}")]
-    UnexpectedMessage(u8),
-    /// A registration was refused.
-    #[error("registration refused: {0:?}")]
-    RegistrationRefused(RegistrationRefusal),
-    /// A MAC did not verify.
-    #[error("bad MAC")]
-    BadMac,
-    /// No such request or session.
-    #[error("unknown session {0:#x}")]
-    UnknownSession(u64),
-    /// A password longer than [`Password::MAX_LEN`] bytes, or empty.
-    #[error("password must be 1 to 64 bytes")]
-    BadPassword,
-    /// The peer connection is not up.
-    #[error("peer connection not established")]
-    NotConnected,
-    /// The acceptor's certificate or signature was refused.
-    #[error("acceptor not authenticated: {0}")]
-    AcceptorNotAuthenticated(&'static str),
-    /// A datagram arrived on an address this actor does not serve.
-    #[error("datagram for {0}, which this actor does not serve")]
-    NotServed(SocketAddr),
-}
-
-impl From<WireError> for RendezvousError {
-    fn from(e: WireError) -> Self {
-        RendezvousError::Decode(e)
-    }
 }
 
 /// The timers of an actor's table that are due at `now`, in the table's order. Collected

@@ -55,7 +55,7 @@ pub(crate) fn route_datagram<'s>(
     msg: &Message<'_>,
     session: impl FnOnce(u64) -> Option<&'s mut PeerSession>,
     rng: &mut dyn CryptoRng,
-    outbox: &mut Outbox,
+    outbox: &mut Outbox<RendezvousEvent>,
 ) -> Result<(), Error> {
     match session(msg.session()) {
         Some(peer) => peer.handle_datagram(now, from, to, msg, rng, outbox),
@@ -324,7 +324,7 @@ impl PeerSession {
         now: Instant,
         attempt: u8,
         rng: &mut dyn CryptoRng,
-        outbox: &mut Outbox,
+        outbox: &mut Outbox<RendezvousEvent>,
     ) -> Result<(), Error> {
         if self.found.is_some() || self.outcome.is_some() {
             return Ok(());
@@ -378,7 +378,7 @@ impl PeerSession {
         &mut self,
         from_port: u16,
         dest: SocketAddr,
-        outbox: &mut Outbox,
+        outbox: &mut Outbox<RendezvousEvent>,
     ) -> Result<(), Error> {
         self.next_punch_id = self.next_punch_id.wrapping_add(1);
         let data = Punch {
@@ -400,7 +400,7 @@ impl PeerSession {
         &mut self,
         now: Instant,
         rng: &mut dyn CryptoRng,
-        outbox: &mut Outbox,
+        outbox: &mut Outbox<RendezvousEvent>,
     ) -> Result<(), Error> {
         if self.found.is_some() || self.outcome.is_some() {
             return Ok(());
@@ -455,7 +455,7 @@ impl PeerSession {
         to: SocketAddr,
         msg: &Message<'_>,
         rng: &mut dyn CryptoRng,
-        outbox: &mut Outbox,
+        outbox: &mut Outbox<RendezvousEvent>,
     ) -> Result<(), Error> {
         if !messages::verify_mac(msg, &*self.link_key, PEER_MAC_LEN) {
             return Err(RendezvousError::BadMac.into());
@@ -526,7 +526,7 @@ impl PeerSession {
         now: Instant,
         path: (SocketAddr, SocketAddr),
         rng: &mut dyn CryptoRng,
-        outbox: &mut Outbox,
+        outbox: &mut Outbox<RendezvousEvent>,
     ) -> Result<(), Error> {
         if self.found.is_some() || self.outcome.is_some() {
             return Ok(());
@@ -559,7 +559,7 @@ impl PeerSession {
     }
 
     /// Move channel output onto the link and channel news into events.
-    fn pump(&mut self, now: Instant, outbox: &mut Outbox) -> Result<(), Error> {
+    fn pump(&mut self, now: Instant, outbox: &mut Outbox<RendezvousEvent>) -> Result<(), Error> {
         let (Some(conn), Some(link)) = (self.conn.as_mut(), self.link.as_mut()) else {
             return Ok(());
         };
@@ -613,7 +613,11 @@ impl PeerSession {
     }
 
     /// End the session with a failure event.
-    pub(crate) fn fail(&mut self, reason: PeerFailure, outbox: &mut Outbox) -> Result<(), Error> {
+    pub(crate) fn fail(
+        &mut self,
+        reason: PeerFailure,
+        outbox: &mut Outbox<RendezvousEvent>,
+    ) -> Result<(), Error> {
         if self.gone || self.linger_until.is_some() {
             return Ok(());
         }
@@ -633,7 +637,7 @@ impl PeerSession {
         &mut self,
         now: Instant,
         data: &[u8],
-        outbox: &mut Outbox,
+        outbox: &mut Outbox<RendezvousEvent>,
     ) -> Result<(), Error> {
         if !self.is_connected() {
             return Err(RendezvousError::NotConnected.into());
@@ -654,7 +658,11 @@ impl PeerSession {
 
     /// Close gracefully: the channel's close-notify goes out; the session lingers until
     /// the peer answers or [`LINGER`] passes.
-    pub(crate) fn close(&mut self, now: Instant, outbox: &mut Outbox) -> Result<(), Error> {
+    pub(crate) fn close(
+        &mut self,
+        now: Instant,
+        outbox: &mut Outbox<RendezvousEvent>,
+    ) -> Result<(), Error> {
         if !self.is_connected() {
             return Err(RendezvousError::NotConnected.into());
         }
@@ -669,7 +677,7 @@ impl PeerSession {
         &mut self,
         now: Instant,
         rng: &mut dyn CryptoRng,
-        outbox: &mut Outbox,
+        outbox: &mut Outbox<RendezvousEvent>,
     ) -> Result<(), Error> {
         if self.gone {
             return Ok(());
@@ -751,8 +759,8 @@ mod tests {
     struct Net {
         issuer: PeerSession,
         acceptor: PeerSession,
-        out_i: Outbox,
-        out_a: Outbox,
+        out_i: Outbox<RendezvousEvent>,
+        out_a: Outbox<RendezvousEvent>,
         rng: ChaCha20Rng,
         now: Instant,
         last_fired: Instant,
@@ -830,7 +838,7 @@ mod tests {
                                 s.handle_datagram(self.now, t.from, t.to, &msg, &mut self.rng, out)
                                     .unwrap();
                             }
-                            Output::Event(crate::Event::Rendezvous(e)) => self.events.push(e),
+                            Output::Event(e) => self.events.push(e),
                             other => panic!("unexpected {other:?}"),
                         }
                     }

@@ -254,7 +254,7 @@ pub struct RendezvousServer<D: Directory = MemoryDirectory> {
     early_probes: BTreeMap<(Instant, [u8; 16]), (u64, SocketAddr)>,
     blocks: BTreeMap<(DeviceId, IpAddr), Instant>,
     stats: ServerStats,
-    outbox: Outbox,
+    outbox: Outbox<RendezvousEvent>,
 }
 
 impl<D: Directory> core::fmt::Debug for RendezvousServer<D> {
@@ -320,7 +320,7 @@ impl<D: Directory> RendezvousServer<D> {
             early_probes: BTreeMap::new(),
             blocks: BTreeMap::new(),
             stats: ServerStats::default(),
-            outbox: Outbox::new(4 * Outbox::DEFAULT_BOUND),
+            outbox: Outbox::new(4 * Outbox::<RendezvousEvent>::DEFAULT_BOUND),
         })
     }
 
@@ -1068,6 +1068,8 @@ impl<D: Directory> RendezvousServer<D> {
 }
 
 impl<D: Directory> Actor for RendezvousServer<D> {
+    type Event = RendezvousEvent;
+
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         match input {
             Input::Datagram { from, to, data } => {
@@ -1097,7 +1099,7 @@ impl<D: Directory> Actor for RendezvousServer<D> {
         let _ = self.sweep(now);
     }
 
-    fn poll_output(&mut self) -> Option<Output> {
+    fn poll_output(&mut self) -> Option<Output<RendezvousEvent>> {
         self.outbox.pop()
     }
 
@@ -1164,7 +1166,7 @@ mod tests {
             }
         }
 
-        fn drain(&mut self) -> Vec<Output> {
+        fn drain(&mut self) -> Vec<Output<RendezvousEvent>> {
             let mut out = Vec::new();
             while let Some(o) = self.server.poll_output() {
                 out.push(o);

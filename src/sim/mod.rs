@@ -52,8 +52,9 @@
 //! [`trace`](Sim::trace), in a [pcap](Sim::pcap_bytes) (LINKTYPE_RAW, nanosecond
 //! timestamps), and as an arrow in a [Mermaid chart](Sim::mermaid). Drops are trace
 //! entries and chart notes with a [`DropReason`], never pcap records. Labels name the
-//! protocol, ports, TCP flags and length, or deputy's message type; protocol modules
-//! can name their own messages with [`Sim::set_labeler`].
+//! protocol, ports, TCP flags and length, and the deputy messages a payload carries, named
+//! by the catalogue each `Sim` registers ([`Sim::register_message_names`] adds more);
+//! [`Sim::set_labeler`] replaces labels altogether.
 //!
 //! # Limitations
 //!
@@ -102,6 +103,7 @@ mod net;
 pub mod packet;
 pub mod probe;
 mod record;
+pub mod scenario;
 mod tcp;
 
 use std::any::Any;
@@ -122,7 +124,9 @@ pub use nat::{
 };
 pub use net::{LinkConfig, NetworkId, Prefix};
 pub use probe::{DatagramProbe, PacketProbe, StreamProbe};
-pub use record::{DropReason, Labeler, PacketSummary, TraceEntry, TraceKind, default_label};
+pub use record::{
+    DropReason, Labeler, MessageNamer, PacketSummary, TraceEntry, TraceKind, default_label,
+};
 pub use tcp::TcpConfig;
 
 use nat::{Firewall, Nat};
@@ -207,16 +211,42 @@ pub enum SimError {
     Io(String),
 }
 
-/// An [`Actor`] the simulator can hand back as its concrete type. Implemented for every
-/// `Actor + 'static`.
-pub trait AnyActor: Actor + Any {
+/// An [`Actor`] as the simulator holds it: its events converted into the aggregate
+/// [`Event`] (so one node table holds every kind of actor and records one event type), and
+/// handed back as its concrete type for commands. Implemented for every `Actor + 'static`
+/// whose `Actor::Event` converts into [`Event`].
+pub trait AnyActor: Any {
+    /// [`Actor::handle_input`].
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error>;
+    /// [`Actor::handle_timeout`].
+    fn handle_timeout(&mut self, now: Instant);
+    /// [`Actor::poll_output`], with the event converted into [`Event`].
+    fn poll_output(&mut self) -> Option<Output<Event>>;
+    /// [`Actor::poll_timeout`].
+    fn poll_timeout(&self) -> Option<Instant>;
     /// As `&mut dyn Any`, for downcasting.
     fn as_any_mut(&mut self) -> &mut dyn Any;
     /// As `&dyn Any`, for downcasting.
     fn as_any(&self) -> &dyn Any;
 }
 
-impl<T: Actor + Any> AnyActor for T {
+impl<T> AnyActor for T
+where
+    T: Actor + Any,
+    T::Event: Into<Event>,
+{
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
+        Actor::handle_input(self, now, input)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Actor::handle_timeout(self, now)
+    }
+    fn poll_output(&mut self) -> Option<Output<Event>> {
+        Actor::poll_output(self).map(|o| o.map_event(Into::into))
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Actor::poll_timeout(self)
+    }
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
@@ -397,6 +427,9 @@ struct Core {
     trace_lost: u64,
     pcap: Pcap,
     labeler: Option<Labeler>,
+    /// Who names deputy wire messages in labels, most recently registered first; deputy's
+    /// own catalogue is registered by default, so `wire` need not know the protocols.
+    message_names: Vec<MessageNamer>,
 }
 
 /// The simulation. See the [module docs](self).
@@ -509,7 +542,7 @@ impl Core {
                 .labeler
                 .as_ref()
                 .and_then(|l| l(i))
-                .unwrap_or_else(|| default_label(i)),
+                .unwrap_or_else(|| record::label_with(i, &self.message_names)),
         }
     }
 
@@ -727,7 +760,7 @@ impl Core {
         }
     }
 
-    fn host_output(&mut self, id: NodeId, net: NetworkId, host: &mut Host, out: Output) {
+    fn host_output(&mut self, id: NodeId, net: NetworkId, host: &mut Host, out: Output<Event>) {
         let net_now = self.now;
         let result = match out {
             Output::Transmit(t) => {
@@ -1056,6 +1089,7 @@ impl Sim {
                 trace_lost: 0,
                 pcap,
                 labeler: None,
+                message_names: std::vec![crate::event::message_name as MessageNamer],
             },
             nodes: Vec::new(),
         }
@@ -1199,7 +1233,7 @@ impl Sim {
         name: &str,
         net: NetworkId,
         ip: IpAddr,
-        actor: impl Actor + 'static,
+        actor: impl Actor<Event: Into<Event>> + 'static,
     ) -> Result<HostId, SimError> {
         self.check_iface(&[(net, Some(ip))])?;
         let id = NodeId(self.nodes.len() as u32);
@@ -1297,7 +1331,7 @@ impl Sim {
         name: &str,
         net_a: NetworkId,
         net_b: NetworkId,
-        actor: impl Actor + 'static,
+        actor: impl Actor<Event: Into<Event>> + 'static,
     ) -> Result<NodeId, SimError> {
         self.add_inline_with(name, &[(net_a, None), (net_b, None)], actor)
     }
@@ -1309,7 +1343,7 @@ impl Sim {
         &mut self,
         name: &str,
         ifaces: &[(NetworkId, Option<IpAddr>)],
-        actor: impl Actor + 'static,
+        actor: impl Actor<Event: Into<Event>> + 'static,
     ) -> Result<NodeId, SimError> {
         self.check_iface(ifaces)?;
         let id = self.add_node(
@@ -1787,6 +1821,13 @@ impl Sim {
     }
 
     // ----- recording -----
+
+    /// Name more wire message types in trace, pcap and chart labels (a protocol of your
+    /// own that frames with [`crate::wire`]): `names` is asked before the ones registered
+    /// earlier; deputy's own names are registered by default.
+    pub fn register_message_names(&mut self, names: MessageNamer) {
+        self.core.message_names.insert(0, names);
+    }
 
     /// Name packets in the trace and chart: return `Some(label)` for packets you know,
     /// `None` to keep the default label.

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::prelude::rust_2024::*;
 use std::time::Duration;
 
-use crate::{Actor, Error, IfaceId, Input, Instant, Outbox, Output, StreamId, Transmit};
+use crate::{Actor, Error, Event, IfaceId, Input, Instant, Outbox, Output, StreamId, Transmit};
 
 /// A datagram a probe received.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub struct Received {
 pub struct DatagramProbe {
     port: u16,
     echo: bool,
-    outbox: Outbox,
+    outbox: Outbox<Event>,
     received: Vec<Received>,
     max_received: usize,
     every: Option<(SocketAddr, Duration, Vec<u8>)>,
@@ -125,6 +125,8 @@ impl DatagramProbe {
 }
 
 impl Actor for DatagramProbe {
+    type Event = Event;
+
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         match input {
             Input::Datagram { from, to, data } => {
@@ -154,7 +156,7 @@ impl Actor for DatagramProbe {
         self.tick(now);
     }
 
-    fn poll_output(&mut self) -> Option<Output> {
+    fn poll_output(&mut self) -> Option<Output<Event>> {
         self.outbox.pop()
     }
 
@@ -188,7 +190,7 @@ pub struct StreamRecord {
 /// echoes received bytes back on the same stream.
 #[derive(Debug, Default)]
 pub struct StreamProbe {
-    outbox: Outbox,
+    outbox: Outbox<Event>,
     streams: BTreeMap<StreamId, StreamRecord>,
     next_id: u64,
     echo: bool,
@@ -285,6 +287,8 @@ impl StreamProbe {
 }
 
 impl Actor for StreamProbe {
+    type Event = Event;
+
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         match input {
             Input::StreamAccepted { id, local, remote } => {
@@ -334,7 +338,7 @@ impl Actor for StreamProbe {
 
     fn handle_timeout(&mut self, _now: Instant) {}
 
-    fn poll_output(&mut self) -> Option<Output> {
+    fn poll_output(&mut self) -> Option<Output<Event>> {
         self.outbox.pop()
     }
 
@@ -360,7 +364,7 @@ pub struct ReceivedPacket {
 /// bump in the wire that shows what crossed it.
 #[derive(Debug, Default)]
 pub struct PacketProbe {
-    outbox: Outbox,
+    outbox: Outbox<Event>,
     received: Vec<ReceivedPacket>,
     bridge: bool,
 }
@@ -402,6 +406,8 @@ impl PacketProbe {
 }
 
 impl Actor for PacketProbe {
+    type Event = Event;
+
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         let Input::Packet { iface, data } = input else {
             return Err(Error::Unexpected("a packet probe takes raw packets only"));
@@ -426,7 +432,7 @@ impl Actor for PacketProbe {
 
     fn handle_timeout(&mut self, _now: Instant) {}
 
-    fn poll_output(&mut self) -> Option<Output> {
+    fn poll_output(&mut self) -> Option<Output<Event>> {
         self.outbox.pop()
     }
 

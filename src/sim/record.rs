@@ -179,9 +179,20 @@ fn proto_name(p: u8) -> Option<&'static str> {
     })
 }
 
-/// The default label: protocol, ports, TCP flags, length; for a payload that starts with
-/// deputy's wire magic `"DP"`, the message type byte.
+/// Names a deputy wire message type (the header's type byte), or `None` for a type it does
+/// not know. Protocols register theirs with
+/// [`Sim::register_message_names`](super::Sim::register_message_names).
+pub type MessageNamer = fn(u8) -> Option<&'static str>;
+
+/// The default label with deputy's own message names (every `Sim` registers them).
 pub fn default_label(info: &PacketInfo<'_>) -> String {
+    label_with(info, &[crate::event::message_name])
+}
+
+/// The default label: protocol, ports, TCP flags, length; for a payload that starts with
+/// deputy's wire magic `"DP"`, the messages it carries, named by the first of `names` that
+/// knows each type.
+pub(crate) fn label_with(info: &PacketInfo<'_>, names: &[MessageNamer]) -> String {
     let proto = match proto_name(info.protocol) {
         Some(n) => n.to_string(),
         None => std::format!("proto {}", info.protocol),
@@ -195,10 +206,10 @@ pub fn default_label(info: &PacketInfo<'_>) -> String {
     }
     let p = info.payload;
     if info.ports.is_some()
-        && let Some(names) = deputy_messages(p)
+        && let Some(messages) = deputy_messages(p, names)
     {
         s.push(' ');
-        s.push_str(&names);
+        s.push_str(&messages);
     }
     s.push_str(&std::format!(" ({} B)", p.len()));
     s
@@ -206,10 +217,10 @@ pub fn default_label(info: &PacketInfo<'_>) -> String {
 
 /// Name the deputy wire messages a UDP/TCP payload carries, in order, runs compressed:
 /// `"ServerHello, Record×4"`. A message cut off by the segment end is marked `…`.
-fn deputy_messages(mut p: &[u8]) -> Option<String> {
+fn deputy_messages(mut p: &[u8], names: &[MessageNamer]) -> Option<String> {
     let mut runs: Vec<(String, usize)> = Vec::new();
     while p.len() >= 4 && p[..2] == crate::wire::MAGIC {
-        let name = match crate::wire::message_name(p[3]) {
+        let name = match names.iter().find_map(|n| n(p[3])) {
             Some(n) => n.to_string(),
             None => std::format!("DP type {:#04x}", p[3]),
         };

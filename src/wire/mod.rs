@@ -42,17 +42,6 @@ pub const CRITICAL: u16 = 0x8000;
 /// The largest value one field can carry.
 pub const MAX_FIELD_LEN: usize = u16::MAX as usize;
 
-/// The name of a deputy message type, from the registry in `docs/wire.md` (for traces,
-/// pcap labels and charts).
-pub fn message_name(msg_type: u8) -> Option<&'static str> {
-    match msg_type {
-        0x01..=0x0F => crate::channel::messages::type_name(msg_type),
-        0x10..=0x2F => crate::offload::messages::type_name(msg_type),
-        0x30..=0x4F => crate::rendezvous::messages::type_name(msg_type),
-        _ => None,
-    }
-}
-
 /// Why a message could not be decoded or encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -74,7 +74,7 @@ pub trait Build {
         name: &str,
         net: NetworkId,
         addr: impl ToIp,
-        actor: impl Actor + 'static,
+        actor: impl Actor<Event: Into<deputy::Event>> + 'static,
     ) -> NodeId {
         self.sim().add_host(name, net, addr.to_ip(), actor).unwrap()
     }

@@ -38,7 +38,7 @@ pub(crate) const MAX_CHILDREN: usize = 2;
 /// Everything an IKE SA operation needs from its actor.
 pub(crate) struct Ctx<'a> {
     pub now: Instant,
-    pub out: &'a mut Outbox,
+    pub out: &'a mut Outbox<IkeEvent>,
     pub rng: &'a mut dyn CryptoRng,
     /// Whether an IKE SPI of ours is already used by another IKE SA of the actor (a new
     /// one for a rekeyed IKE SA must not be).
@@ -49,7 +49,11 @@ pub(crate) struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     /// A context for work that starts no IKE SA rekey (so needs no SPI check or room).
-    pub(crate) fn new(now: Instant, out: &'a mut Outbox, rng: &'a mut dyn CryptoRng) -> Ctx<'a> {
+    pub(crate) fn new(
+        now: Instant,
+        out: &'a mut Outbox<IkeEvent>,
+        rng: &'a mut dyn CryptoRng,
+    ) -> Ctx<'a> {
         fn none_taken(_: &[u8; 8]) -> bool {
             false
         }

@@ -1,4 +1,4 @@
-//! Why the IKEv2 engine refused an input or a command.
+//! Why the IKEv2 engine ([`crate::ikev2`]) refused an input or a command.
 
 use crate::crypto::CryptoError;
 
@@ -78,8 +78,8 @@ impl From<CryptoError> for IkeError {
     }
 }
 
-impl From<IkeError> for crate::Error {
+impl From<IkeError> for super::Error {
     fn from(e: IkeError) -> Self {
-        crate::Error::Ike(e)
+        super::Error::Ike(e)
     }
 }

@@ -1,10 +1,28 @@
-//! The crate's error type.
+//! The crate's error types.
 //!
 //! One enum, [`Error`], with a variant per layer; each layer's own enum carries the detail.
 //! Errors are values describing one rejected input or command: an actor that returns one
 //! stays usable.
+//!
+//! The protocols' own error enums live here too (as rustls keeps all of its error types in
+//! one module), each re-exported at its protocol's path (`deputy::channel::ChannelError`
+//! …). Why here: the aggregate [`Error`] must name every protocol's error, and every
+//! protocol returns [`Error`]; keeping both in this module, which imports only the bottom
+//! layers (`wire`, `crypto`, the stream id), is what lets the layers point one way.
 
-use crate::io::StreamId;
+mod channel;
+mod ike;
+mod ipsec;
+mod offload;
+mod rendezvous;
+
+pub use channel::{AlertCode, ChannelError};
+pub use ike::IkeError;
+pub use ipsec::{IpsecError, ReplayKind};
+pub use offload::{OffloadError, RefusalReason};
+pub use rendezvous::{RegistrationRefusal, RendezvousError};
+
+use crate::stream_id::StreamId;
 
 /// Everything that can go wrong in deputy.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -21,19 +39,19 @@ pub enum Error {
     Certificate(#[from] crate::crypto::CertError),
     /// The secure channel failed or refused.
     #[error("channel: {0}")]
-    Channel(#[from] crate::channel::ChannelError),
+    Channel(#[from] ChannelError),
     /// A seed 000 offload actor refused an input or command.
     #[error("offload: {0}")]
-    Offload(crate::offload::OffloadError),
+    Offload(OffloadError),
     /// An IKEv2 message or command was refused.
     #[error("ike: {0}")]
-    Ike(crate::ikev2::IkeError),
+    Ike(IkeError),
     /// The ESP data plane refused a packet, an SA or a command.
     #[error("ipsec: {0}")]
-    Ipsec(#[from] crate::ipsec::IpsecError),
+    Ipsec(#[from] IpsecError),
     /// A seed 002 rendezvous actor refused an input or command.
     #[error("rendezvous: {0}")]
-    Rendezvous(#[from] crate::rendezvous::RendezvousError),
+    Rendezvous(#[from] RendezvousError),
     /// A configured bound was reached; the input or command was refused.
     #[error("{what} is full (bound {bound})")]
     CapacityExceeded {

@@ -14,7 +14,7 @@
 //! `0.0.0.0/0`, so a world can share a simulator with other networks.
 //!
 //! ```
-//! use deputy::rendezvous::scenario::{Outcome, World, WorldConfig};
+//! use deputy::sim::scenario::{Outcome, World, WorldConfig};
 //! use deputy::sim::Sim;
 //! use std::time::Duration;
 //!
@@ -33,14 +33,14 @@ use std::string::String;
 use std::time::Duration;
 use std::vec::Vec;
 
-use super::{
+use super::{Filtering, LinkConfig, Mapping, NatConfig, NetworkId, NodeId, Proto, Sim};
+use crate::channel::{ClientCertPolicy, ServerConfig as ChannelServerConfig};
+use crate::crypto::cert::{CertificateAuthority, TrustStore};
+use crate::rendezvous::{
     Acceptor, AcceptorConfig, BackoffConfig, DerivedRegistrationKeys, DeviceId, Issuer,
     IssuerConfig, MemoryDirectory, Password, PeerFailure, RefusalReason, RendezvousEvent,
     RendezvousServer, ServerConfig,
 };
-use crate::channel::{ClientCertPolicy, ServerConfig as ChannelServerConfig};
-use crate::crypto::cert::{CertificateAuthority, TrustStore};
-use crate::sim::{Filtering, LinkConfig, Mapping, NatConfig, NetworkId, NodeId, Proto, Sim};
 use crate::{Event, UnixTime};
 
 /// Wall-clock time at `Instant::ZERO` in every world.

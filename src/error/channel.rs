@@ -1,0 +1,231 @@
+//! The secure channel's errors ([`crate::channel`]) and the alert codes they map to.
+
+use crate::crypto::{CertError, CryptoError};
+use crate::wire::WireError;
+
+/// Why a channel failed or refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChannelError {
+    /// A message could not be decoded.
+    #[error("decode: {0}")]
+    Decode(WireError),
+    /// A message of this type does not fit the handshake state.
+    #[error("unexpected message type {0:#04x}")]
+    UnexpectedMessage(u8),
+    /// No channel version in common.
+    #[error("no common version")]
+    NoCommonVersion,
+    /// No AEAD suite in common.
+    #[error("no common suite")]
+    NoCommonSuite,
+    /// The server does not accept the client's Diffie-Hellman group.
+    #[error("unsupported group {0}")]
+    UnsupportedGroup(u16),
+    /// The server does not offer the authentication mode the client asked for.
+    #[error("authentication mode unavailable")]
+    AuthModeUnavailable,
+    /// The server knows no pre-shared key by that identity.
+    #[error("unknown PSK identity")]
+    UnknownPskIdentity,
+    /// The server's certificate does not name what the client asked for.
+    #[error("unrecognized server name")]
+    UnrecognizedName,
+    /// The peer's certificate was refused.
+    #[error("certificate refused: {0}")]
+    Certificate(CertError),
+    /// The server requires a client certificate and got none.
+    #[error("client certificate required")]
+    ClientCertificateRequired,
+    /// The peer's transcript signature did not verify.
+    #[error("bad CertificateVerify signature")]
+    BadSignature,
+    /// The peer's Finished MAC did not match our transcript.
+    #[error("bad Finished MAC")]
+    BadFinished,
+    /// The peer's key share was refused.
+    #[error("key exchange: {0}")]
+    KeyExchange(CryptoError),
+    /// Deriving keys failed (an internal error; never caused by the peer).
+    #[error("key schedule: {0}")]
+    KeySchedule(CryptoError),
+    /// The peer violated the protocol in a handshake parameter.
+    #[error("illegal parameter: {0}")]
+    IllegalParameter(&'static str),
+    /// A record failed authentication.
+    #[error("record failed authentication")]
+    DecryptFailed,
+    /// A record arrived out of sequence (replayed, reordered or dropped).
+    #[error("record {got} out of order (expected {expected})")]
+    RecordOutOfOrder {
+        /// The sequence number due.
+        expected: u64,
+        /// The one received.
+        got: u64,
+    },
+    /// A record or message exceeds the configured bound.
+    #[error("record of {len} bytes exceeds {max}")]
+    RecordTooLarge {
+        /// Its length.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// A record named another session.
+    #[error("record for session {got:#x}, expected {expected:#x}")]
+    WrongSession {
+        /// Our session.
+        expected: u64,
+        /// The record's.
+        got: u64,
+    },
+    /// The application did not drain received messages; the bound was hit.
+    #[error("receive queue full (bound {0})")]
+    ReceiveQueueFull(usize),
+    /// 2^64 records were sent in one epoch.
+    #[error("sequence numbers exhausted")]
+    SequenceExhausted,
+    /// The peer sent an alert.
+    #[error("peer alert {0:?}")]
+    PeerAlert(AlertCode),
+    /// The handshake did not finish in time.
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    /// The stream ended without close-notify.
+    #[error("stream truncated (no close-notify)")]
+    TruncatedStream,
+    /// The connection is not established yet.
+    #[error("not established")]
+    NotEstablished,
+    /// We already sent close-notify.
+    #[error("closed")]
+    Closed,
+    /// The connection failed earlier; see [`Connection::error`](crate::channel::Connection::error).
+    #[error("connection already failed")]
+    Failed,
+}
+
+impl ChannelError {
+    /// The alert to send the peer for this failure, if any.
+    pub fn alert(&self) -> Option<AlertCode> {
+        use ChannelError as E;
+        Some(match self {
+            E::Decode(_) => AlertCode::DecodeError,
+            E::UnexpectedMessage(_) | E::WrongSession { .. } => AlertCode::UnexpectedMessage,
+            E::NoCommonVersion => AlertCode::ProtocolVersion,
+            E::NoCommonSuite
+            | E::UnsupportedGroup(_)
+            | E::AuthModeUnavailable
+            | E::KeyExchange(_)
+            | E::IllegalParameter(_)
+            | E::HandshakeTimeout => AlertCode::HandshakeFailure,
+            E::UnknownPskIdentity => AlertCode::UnknownPskIdentity,
+            E::UnrecognizedName => AlertCode::UnrecognizedName,
+            E::Certificate(CertError::UnknownIssuer(_)) => AlertCode::UnknownCa,
+            E::Certificate(CertError::Expired(_) | CertError::NotYetValid(_)) => {
+                AlertCode::CertificateExpired
+            }
+            E::Certificate(_) => AlertCode::BadCertificate,
+            E::ClientCertificateRequired => AlertCode::CertificateRequired,
+            E::BadSignature | E::BadFinished => AlertCode::DecryptError,
+            E::DecryptFailed | E::RecordOutOfOrder { .. } => AlertCode::BadRecordMac,
+            E::RecordTooLarge { .. } => AlertCode::RecordOverflow,
+            E::ReceiveQueueFull(_) | E::SequenceExhausted | E::KeySchedule(_) => {
+                AlertCode::InternalError
+            }
+            E::PeerAlert(_) | E::TruncatedStream | E::NotEstablished | E::Closed | E::Failed => {
+                return None;
+            }
+        })
+    }
+}
+
+/// Alert codes (numbered as in TLS, for familiarity).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AlertCode {
+    /// Graceful close: no more data follows.
+    CloseNotify,
+    /// A message arrived that does not fit the state.
+    UnexpectedMessage,
+    /// A record failed authentication.
+    BadRecordMac,
+    /// A record was too large.
+    RecordOverflow,
+    /// No acceptable parameters, or a handshake check failed.
+    HandshakeFailure,
+    /// A certificate was refused.
+    BadCertificate,
+    /// A certificate is outside its validity window.
+    CertificateExpired,
+    /// A certificate's issuer is not trusted.
+    UnknownCa,
+    /// The peer is not allowed.
+    AccessDenied,
+    /// A message could not be decoded.
+    DecodeError,
+    /// A signature or Finished MAC failed.
+    DecryptError,
+    /// No common version.
+    ProtocolVersion,
+    /// Something went wrong inside the sender.
+    InternalError,
+    /// The requested server name is not served here.
+    UnrecognizedName,
+    /// The PSK identity is unknown.
+    UnknownPskIdentity,
+    /// A client certificate is required.
+    CertificateRequired,
+    /// A code this crate does not know.
+    Other(u8),
+}
+
+impl AlertCode {
+    /// The alert's number.
+    pub fn code(self) -> u8 {
+        match self {
+            AlertCode::CloseNotify => 0,
+            AlertCode::UnexpectedMessage => 10,
+            AlertCode::BadRecordMac => 20,
+            AlertCode::RecordOverflow => 22,
+            AlertCode::HandshakeFailure => 40,
+            AlertCode::BadCertificate => 42,
+            AlertCode::CertificateExpired => 45,
+            AlertCode::UnknownCa => 48,
+            AlertCode::AccessDenied => 49,
+            AlertCode::DecodeError => 50,
+            AlertCode::DecryptError => 51,
+            AlertCode::ProtocolVersion => 70,
+            AlertCode::InternalError => 80,
+            AlertCode::UnrecognizedName => 112,
+            AlertCode::UnknownPskIdentity => 115,
+            AlertCode::CertificateRequired => 116,
+            AlertCode::Other(c) => c,
+        }
+    }
+
+    /// The alert with this number.
+    pub fn from_code(c: u8) -> Self {
+        [
+            AlertCode::CloseNotify,
+            AlertCode::UnexpectedMessage,
+            AlertCode::BadRecordMac,
+            AlertCode::RecordOverflow,
+            AlertCode::HandshakeFailure,
+            AlertCode::BadCertificate,
+            AlertCode::CertificateExpired,
+            AlertCode::UnknownCa,
+            AlertCode::AccessDenied,
+            AlertCode::DecodeError,
+            AlertCode::DecryptError,
+            AlertCode::ProtocolVersion,
+            AlertCode::InternalError,
+            AlertCode::UnrecognizedName,
+            AlertCode::UnknownPskIdentity,
+            AlertCode::CertificateRequired,
+        ]
+        .into_iter()
+        .find(|a| a.code() == c)
+        .unwrap_or(AlertCode::Other(c))
+    }
+}
