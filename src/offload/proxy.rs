@@ -230,8 +230,12 @@ enum Phase {
         appliance: String,
         request_id: u64,
         expect: Option<Peer>,
-        /// S32 went out (the channel is up and the remote node allowed).
-        crypto_sent: bool,
+        deadline: Instant,
+    },
+    /// Flow B: the channel is up, the remote node allowed, S32 sent; waiting for S33.
+    CryptoSent {
+        appliance: String,
+        request_id: u64,
         deadline: Instant,
     },
     /// A session: data flows both ways.
@@ -242,9 +246,9 @@ impl Phase {
     /// When set-up gives up, until the session is up.
     fn deadline(&self) -> Option<Instant> {
         match self {
-            Phase::AwaitingRequest { deadline } | Phase::Outbound { deadline, .. } => {
-                Some(*deadline)
-            }
+            Phase::AwaitingRequest { deadline }
+            | Phase::Outbound { deadline, .. }
+            | Phase::CryptoSent { deadline, .. } => Some(*deadline),
             Phase::Up { .. } => None,
         }
     }
@@ -379,7 +383,7 @@ impl CryptoProxy {
     fn pending_count(&self) -> usize {
         self.streams
             .values()
-            .filter(|s| matches!(s.phase, Phase::Outbound { .. }))
+            .filter(|s| matches!(s.phase, Phase::Outbound { .. } | Phase::CryptoSent { .. }))
             .count()
     }
 
@@ -576,6 +580,11 @@ impl CryptoProxy {
                 appliance,
                 request_id,
                 ..
+            }
+            | Phase::CryptoSent {
+                appliance,
+                request_id,
+                ..
             } => {
                 let (appliance, request) = (appliance.clone(), *request_id);
                 self.notify_appliance(now, &appliance, Some(request), 0, reason)?;
@@ -617,9 +626,9 @@ impl CryptoProxy {
         requested: Option<&str>,
     ) -> Result<(), Error> {
         let appliance = match &s.phase {
-            Phase::Outbound { appliance, .. } | Phase::Up { appliance, .. } => {
-                Some(appliance.clone())
-            }
+            Phase::Outbound { appliance, .. }
+            | Phase::CryptoSent { appliance, .. }
+            | Phase::Up { appliance, .. } => Some(appliance.clone()),
             Phase::AwaitingRequest { .. } => requested.map(String::from),
         };
         let refusal = Message::Refusal(Refusal {
@@ -664,12 +673,12 @@ impl CryptoProxy {
             appliance,
             request_id,
             expect,
-            ..
+            deadline,
         } = &s.phase
         else {
             return Ok(true);
         };
-        let (appliance, request_id) = (appliance.clone(), *request_id);
+        let (appliance, request_id, deadline) = (appliance.clone(), *request_id, *deadline);
         let peer = s.peer.clone().ok_or(Error::Unexpected("no peer"))?;
         let allowed = expect.as_ref().is_none_or(|e| *e == peer)
             && self
@@ -696,9 +705,11 @@ impl CryptoProxy {
                 padding: 0,
             }),
         )?;
-        if let Phase::Outbound { crypto_sent, .. } = &mut s.phase {
-            *crypto_sent = true;
-        }
+        s.phase = Phase::CryptoSent {
+            appliance: appliance.clone(),
+            request_id,
+            deadline,
+        };
         if !self.cfg.await_crypto_accept {
             self.session_up_for_appliance(now, id, s, appliance, request_id)?;
         }
@@ -766,14 +777,13 @@ impl CryptoProxy {
             Phase::Outbound {
                 appliance,
                 request_id,
-                crypto_sent,
                 ..
-            } => (
-                None,
-                Some(appliance.clone()),
-                Some(*request_id),
-                *crypto_sent,
-            ),
+            } => (None, Some(appliance.clone()), Some(*request_id), false),
+            Phase::CryptoSent {
+                appliance,
+                request_id,
+                ..
+            } => (None, Some(appliance.clone()), Some(*request_id), true),
             Phase::Up { session, appliance } => {
                 (Some(*session), Some(appliance.clone()), None, true)
             }
@@ -996,7 +1006,6 @@ impl CryptoProxy {
                     appliance: appliance.into(),
                     request_id: req.request_id,
                     expect: req.remote_identity,
-                    crypto_sent: false,
                     deadline: now + self.cfg.request_timeout,
                 },
                 peer: None,
