@@ -231,8 +231,12 @@ enum Phase {
         appliance: String,
         request_id: u64,
         expect: Option<Peer>,
-        /// S32 went out (the channel is up and the remote node allowed).
-        crypto_sent: bool,
+        deadline: Instant,
+    },
+    /// Flow B: the channel is up, the remote node allowed, S32 sent; waiting for S33.
+    CryptoSent {
+        appliance: String,
+        request_id: u64,
         deadline: Instant,
     },
     /// A session: data flows both ways.
@@ -243,9 +247,9 @@ impl Phase {
     /// When set-up gives up, until the session is up.
     fn deadline(&self) -> Option<Instant> {
         match self {
-            Phase::AwaitingRequest { deadline } | Phase::Outbound { deadline, .. } => {
-                Some(*deadline)
-            }
+            Phase::AwaitingRequest { deadline }
+            | Phase::Outbound { deadline, .. }
+            | Phase::CryptoSent { deadline, .. } => Some(*deadline),
             Phase::Up { .. } => None,
         }
     }
@@ -380,7 +384,7 @@ impl CryptoProxy {
     fn pending_count(&self) -> usize {
         self.streams
             .values()
-            .filter(|s| matches!(s.phase, Phase::Outbound { .. }))
+            .filter(|s| matches!(s.phase, Phase::Outbound { .. } | Phase::CryptoSent { .. }))
             .count()
     }
 
@@ -577,6 +581,11 @@ impl CryptoProxy {
                 appliance,
                 request_id,
                 ..
+            }
+            | Phase::CryptoSent {
+                appliance,
+                request_id,
+                ..
             } => {
                 let (appliance, request) = (appliance.clone(), *request_id);
                 self.notify_appliance(now, &appliance, Some(request), 0, reason)?;
@@ -618,9 +627,9 @@ impl CryptoProxy {
         requested: Option<&str>,
     ) -> Result<(), Error> {
         let appliance = match &s.phase {
-            Phase::Outbound { appliance, .. } | Phase::Up { appliance, .. } => {
-                Some(appliance.clone())
-            }
+            Phase::Outbound { appliance, .. }
+            | Phase::CryptoSent { appliance, .. }
+            | Phase::Up { appliance, .. } => Some(appliance.clone()),
             Phase::AwaitingRequest { .. } => requested.map(String::from),
         };
         let refusal = Message::Refusal(Refusal {
@@ -665,12 +674,12 @@ impl CryptoProxy {
             appliance,
             request_id,
             expect,
-            ..
+            deadline,
         } = &s.phase
         else {
             return Ok(true);
         };
-        let (appliance, request_id) = (appliance.clone(), *request_id);
+        let (appliance, request_id, deadline) = (appliance.clone(), *request_id, *deadline);
         let peer = s.peer.clone().ok_or(Error::Unexpected("no peer"))?;
         let allowed = expect.as_ref().is_none_or(|e| *e == peer)
             && self
@@ -697,9 +706,11 @@ impl CryptoProxy {
                 padding: 0,
             }),
         )?;
-        if let Phase::Outbound { crypto_sent, .. } = &mut s.phase {
-            *crypto_sent = true;
-        }
+        s.phase = Phase::CryptoSent {
+            appliance: appliance.clone(),
+            request_id,
+            deadline,
+        };
         if !self.cfg.await_crypto_accept {
             self.session_up_for_appliance(now, id, s, appliance, request_id)?;
         }
@@ -767,14 +778,13 @@ impl CryptoProxy {
             Phase::Outbound {
                 appliance,
                 request_id,
-                crypto_sent,
                 ..
-            } => (
-                None,
-                Some(appliance.clone()),
-                Some(*request_id),
-                *crypto_sent,
-            ),
+            } => (None, Some(appliance.clone()), Some(*request_id), false),
+            Phase::CryptoSent {
+                appliance,
+                request_id,
+                ..
+            } => (None, Some(appliance.clone()), Some(*request_id), true),
             Phase::Up { session, appliance } => {
                 (Some(*session), Some(appliance.clone()), None, true)
             }
@@ -997,7 +1007,6 @@ impl CryptoProxy {
                     appliance: appliance.into(),
                     request_id: req.request_id,
                     expect: req.remote_identity,
-                    crypto_sent: false,
                     deadline: now + self.cfg.request_timeout,
                 },
                 peer: None,
