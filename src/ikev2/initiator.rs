@@ -420,16 +420,16 @@ pub(crate) fn arrival<'a>(
 
 impl Actor for Initiator {
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
-        let Some(Arrival {
+        let Some(a) = arrival(input, self.cfg.nat_t_port, &self.cfg.limits)? else {
+            return Ok(());
+        };
+        let Arrival {
             from,
             to,
             msg,
             marker,
             header,
-        }) = arrival(input, self.cfg.nat_t_port, &self.cfg.limits)?
-        else {
-            return Ok(());
-        };
+        } = a;
         let ids = (header.spi_i, header.spi_r);
         // For the IKE SA a rekey replaced (its Delete, or the answer to ours)?
         if let Some(old) = self.retiring.as_mut()

@@ -384,16 +384,16 @@ impl Responder {
 
 impl Actor for Responder {
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
-        let Some(Arrival {
+        let Some(a) = arrival(input, self.ike.nat_t_port, &self.ike.limits)? else {
+            return Ok(());
+        };
+        let Arrival {
             from,
             to,
             msg,
             marker,
             header: h,
-        }) = arrival(input, self.ike.nat_t_port, &self.ike.limits)?
-        else {
-            return Ok(());
-        };
+        } = a;
         if h.exchange == exchange::IKE_SA_INIT && !h.flags.response && h.spi_r == [0; 8] {
             return self.init_request(now, msg, from, to, marker);
         }
