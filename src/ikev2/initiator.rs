@@ -5,7 +5,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
-use super::codec::{Flags, Header, KePayload, Message, Notify, Payload};
+use super::codec::{Flags, Header, KePayload, Limits, Message, Notify, Payload};
 use super::config::{IkeConfig, InitiatorConfig};
 use super::consts::{exchange, notify};
 use super::keys::{IkeKeys, skeyseed};
@@ -386,18 +386,53 @@ pub(crate) fn strip_marker(
     }
 }
 
+/// One IKE datagram as both actors first take it apart: who sent it to where, the
+/// message (marker stripped), whether it carried the non-ESP marker, and its header.
+pub(crate) struct Arrival<'a> {
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    pub msg: &'a [u8],
+    pub marker: bool,
+    pub header: Header,
+}
+
+/// Take an actor input apart into an [`Arrival`]; `Ok(None)` for a NAT-keepalive.
+pub(crate) fn arrival<'a>(
+    input: Input<'a>,
+    nat_t_port: u16,
+    limits: &Limits,
+) -> Result<Option<Arrival<'a>>, Error> {
+    let Input::Datagram { from, to, data } = input else {
+        return Err(Error::Unexpected("IKEv2 takes datagrams only"));
+    };
+    let Some((msg, marker)) = strip_marker(data, to, nat_t_port)? else {
+        return Ok(None);
+    };
+    let header = Header::decode(msg, limits)?.header;
+    Ok(Some(Arrival {
+        from,
+        to,
+        msg,
+        marker,
+        header,
+    }))
+}
+
 impl Actor for Initiator {
     type Event = IkeEvent;
 
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
-        let Input::Datagram { from, to, data } = input else {
-            return Err(Error::Unexpected("IKEv2 takes datagrams only"));
-        };
-        let Some((msg, marker)) = strip_marker(data, to, self.cfg.nat_t_port)? else {
+        let Some(a) = arrival(input, self.cfg.nat_t_port, &self.cfg.limits)? else {
             return Ok(());
         };
-        let raw = Header::decode(msg, &self.cfg.limits)?;
-        let ids = (raw.header.spi_i, raw.header.spi_r);
+        let Arrival {
+            from,
+            to,
+            msg,
+            marker,
+            header,
+        } = a;
+        let ids = (header.spi_i, header.spi_r);
         // For the IKE SA a rekey replaced (its Delete, or the answer to ours)?
         if let Some(old) = self.retiring.as_mut()
             && (old.id.spi_i, old.id.spi_r) == ids
@@ -410,14 +445,14 @@ impl Actor for Initiator {
         match core::mem::replace(&mut self.phase, Phase::Idle) {
             Phase::Idle => Err(IkeError::UnknownSpi.into()),
             Phase::Init(st) => {
-                if raw.header.spi_i != st.spi_i {
+                if header.spi_i != st.spi_i {
                     self.phase = Phase::Init(st);
                     return Err(IkeError::UnknownSpi.into());
                 }
                 self.init_response(now, st, msg, from, to)
             }
             Phase::Sa(mut sa) => {
-                if raw.header.spi_i != sa.id.spi_i || raw.header.spi_r != sa.id.spi_r {
+                if header.spi_i != sa.id.spi_i || header.spi_r != sa.id.spi_r {
                     self.phase = Phase::Sa(sa);
                     return Err(IkeError::UnknownSpi.into());
                 }
@@ -438,6 +473,7 @@ impl Actor for Initiator {
 
     fn handle_timeout(&mut self, now: Instant) {
         let policy = self.cfg.retransmit;
+        // Timer::Init and Timer::Sa: the current phase's timer (at most one is armed).
         match core::mem::replace(&mut self.phase, Phase::Idle) {
             Phase::Idle => {}
             Phase::Init(mut st) => match st.retrans.tick(now, &policy) {
@@ -449,17 +485,23 @@ impl Actor for Initiator {
                     self.phase = Phase::Init(st);
                 }
                 Tick::GiveUp => {
+                    // The phase is already Idle; only the Failed event can be lost, to a
+                    // full outbox the driver's next call reports.
                     let _ = self.fail_init(st.spi_i, FailReason::Timeout);
                 }
             },
             Phase::Sa(mut sa) => {
                 let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
+                // The SA's state changes before it queues anything, so the only error,
+                // a full outbox, leaves it consistent.
                 let _ = sa.handle_timeout(&mut ctx);
                 self.phase = Phase::Sa(sa);
             }
         }
+        // Timer::Retiring.
         if let Some(old) = self.retiring.as_mut() {
             let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
+            // As above: only a full outbox, and the old SA stays consistent.
             let _ = old.handle_timeout(&mut ctx);
         }
         self.settle();
@@ -470,12 +512,36 @@ impl Actor for Initiator {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let current = match &self.phase {
-            Phase::Idle => None,
-            Phase::Init(st) => Some(st.retrans.next_at()),
-            Phase::Sa(sa) => sa.poll_timeout(),
-        };
-        let retiring = self.retiring.as_ref().and_then(|r| r.poll_timeout());
-        current.into_iter().chain(retiring).min()
+        Timer::ALL
+            .into_iter()
+            .filter_map(|t| self.deadline(t))
+            .min()
+    }
+}
+
+/// The initiator's timers; `poll_timeout` reads them from [`Initiator::deadline`] and
+/// `handle_timeout` serves them in this order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// IKE_SA_INIT retransmission or give-up (phase `Init`).
+    Init,
+    /// The current IKE SA's own timers (phase `Sa`), see `session::Timer`.
+    Sa,
+    /// The old IKE SA of a rekey, until its Delete exchange ends.
+    Retiring,
+}
+
+impl Timer {
+    const ALL: [Timer; 3] = [Timer::Init, Timer::Sa, Timer::Retiring];
+}
+
+impl Initiator {
+    fn deadline(&self, t: Timer) -> Option<Instant> {
+        match (t, &self.phase) {
+            (Timer::Init, Phase::Init(st)) => Some(st.retrans.next_at()),
+            (Timer::Sa, Phase::Sa(sa)) => sa.poll_timeout(),
+            (Timer::Init | Timer::Sa, _) => None,
+            (Timer::Retiring, _) => self.retiring.as_ref().and_then(|r| r.poll_timeout()),
+        }
     }
 }

@@ -367,22 +367,28 @@ mod tests {
         }
     }
 
-    #[test]
-    fn skeyseed_and_sk_keys_match_python() {
+    /// The keys of `suite(encr, integ)` from `seed` and the fixed `inputs()`.
+    fn derive(seed: &SecretBytes, encr: Encr, integ: Option<Integ>) -> IkeKeys {
         let (ni, nr, spi_i, spi_r) = inputs();
-        let seed = skeyseed(&ni, &nr, &[0x5a; 32]);
-        assert_eq!(seed.as_bytes(), unhex(SKEYSEED));
-        let km = unhex(IKE_KM);
-
-        let k = IkeKeys::derive(
-            &suite(Encr::AesCbc128, Some(Integ::HmacSha256_128)),
+        IkeKeys::derive(
+            &suite(encr, integ),
             seed.as_bytes(),
             &ni,
             &nr,
             &spi_i,
             &spi_r,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn skeyseed_and_sk_keys_match_python() {
+        let (ni, nr, _, _) = inputs();
+        let seed = skeyseed(&ni, &nr, &[0x5a; 32]);
+        assert_eq!(seed.as_bytes(), unhex(SKEYSEED));
+        let km = unhex(IKE_KM);
+
+        let k = derive(&seed, Encr::AesCbc128, Some(Integ::HmacSha256_128));
         let cuts = [32, 32, 32, 16, 16, 32, 32];
         let got = [
             &k.sk_d, &k.sk_ai, &k.sk_ar, &k.sk_ei, &k.sk_er, &k.sk_pi, &k.sk_pr,
@@ -394,15 +400,7 @@ mod tests {
         }
 
         // AEAD: no integrity keys; 32-octet key + 4-octet salt per direction.
-        let k = IkeKeys::derive(
-            &suite(Encr::ChaCha20Poly1305, None),
-            seed.as_bytes(),
-            &ni,
-            &nr,
-            &spi_i,
-            &spi_r,
-        )
-        .unwrap();
+        let k = derive(&seed, Encr::ChaCha20Poly1305, None);
         assert!(k.sk_ai.is_empty() && k.sk_ar.is_empty());
         assert_eq!(k.sk_d.as_bytes(), &km[0..32]);
         assert_eq!(k.sk_ei.as_bytes(), &km[32..68]);
@@ -410,32 +408,16 @@ mod tests {
         assert_eq!(k.sk_pi.as_bytes(), &km[104..136]);
         assert_eq!(k.sk_pr.as_bytes(), &km[136..168]);
 
-        let k = IkeKeys::derive(
-            &suite(Encr::AesGcm16_128, None),
-            seed.as_bytes(),
-            &ni,
-            &nr,
-            &spi_i,
-            &spi_r,
-        )
-        .unwrap();
+        let k = derive(&seed, Encr::AesGcm16_128, None);
         assert_eq!(k.sk_ei.as_bytes(), &km[32..52]);
         assert_eq!(k.sk_pr.as_bytes(), &km[104..136]);
     }
 
     #[test]
     fn psk_auth_matches_python() {
-        let (ni, nr, spi_i, spi_r) = inputs();
+        let (ni, nr, _, _) = inputs();
         let seed = skeyseed(&ni, &nr, &[0x5a; 32]);
-        let k = IkeKeys::derive(
-            &suite(Encr::AesCbc128, Some(Integ::HmacSha256_128)),
-            seed.as_bytes(),
-            &ni,
-            &nr,
-            &spi_i,
-            &spi_r,
-        )
-        .unwrap();
+        let k = derive(&seed, Encr::AesCbc128, Some(Integ::HmacSha256_128));
         let id = crate::ikev2::codec::Identity::Fqdn("initiator.example".into());
         let auth = psk_auth(
             b"test psk",

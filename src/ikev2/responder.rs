@@ -4,12 +4,13 @@ use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
+use core::time::Duration;
 
 use super::IkeEvent;
 use super::codec::{Flags, Header, KePayload, Message, Notify, Payload, find_notify};
 use super::config::{IkeConfig, ResponderConfig};
 use super::consts::{exchange, notify};
-use super::initiator::strip_marker;
+use super::initiator::{Arrival, arrival};
 use super::keys::{IkeKeys, skeyseed};
 use super::nat::{CookieJar, nat_detected, natd_notifies, natd_source};
 use super::proposal::select_ike;
@@ -201,6 +202,7 @@ impl Responder {
     /// An unencrypted IKE_SA_INIT answer carrying one notify (responder SPI zero, §2.6).
     fn refuse_init(
         &mut self,
+        now: Instant,
         h: &Header,
         n: Notify,
         from: SocketAddr,
@@ -223,7 +225,7 @@ impl Responder {
             payloads: alloc::vec![Payload::Notify(n)],
         }
         .encode()?;
-        let mut ctx = Ctx::new(Instant::ZERO, &mut self.out, &mut *self.rng);
+        let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
         ctx.transmit(to, from, marker, &bytes)
     }
 
@@ -254,7 +256,7 @@ impl Responder {
             Ok(m) => m,
             Err(IkeError::UnsupportedCriticalPayload(ty)) => {
                 let n = Notify::new(notify::UNSUPPORTED_CRITICAL_PAYLOAD, alloc::vec![ty]);
-                self.refuse_init(&h, n, from, to, marker)?;
+                self.refuse_init(now, &h, n, from, to, marker)?;
                 return Err(IkeError::UnsupportedCriticalPayload(ty).into());
             }
             Err(e) => return Err(e.into()),
@@ -266,13 +268,8 @@ impl Responder {
             });
         }
         let Some((sa, ke, ni)) = Found::of(&m.payloads).sa_ke_nonce() else {
-            self.refuse_init(
-                &h,
-                Notify::new(notify::INVALID_SYNTAX, Vec::new()),
-                from,
-                to,
-                marker,
-            )?;
+            let n = Notify::new(notify::INVALID_SYNTAX, Vec::new());
+            self.refuse_init(now, &h, n, from, to, marker)?;
             return Err(IkeError::MissingPayload("SA, KE or Ni").into());
         };
         // Cookies (§2.6) once too many SAs are half-open.
@@ -283,7 +280,14 @@ impl Responder {
                 .is_some_and(|c| self.cookies.check(&c.data, ni, from.ip(), &h.spi_i));
             if !valid {
                 let cookie = self.cookies.make(ni, from.ip(), &h.spi_i);
-                self.refuse_init(&h, Notify::new(notify::COOKIE, cookie), from, to, marker)?;
+                self.refuse_init(
+                    now,
+                    &h,
+                    Notify::new(notify::COOKIE, cookie),
+                    from,
+                    to,
+                    marker,
+                )?;
                 return Ok(());
             }
         }
@@ -295,7 +299,7 @@ impl Responder {
         }
         let Some(choice) = select_ike(sa, &self.ike.ike_proposals, Some(ke.group)) else {
             let n = Notify::new(notify::NO_PROPOSAL_CHOSEN, Vec::new());
-            self.refuse_init(&h, n, from, to, marker)?;
+            self.refuse_init(now, &h, n, from, to, marker)?;
             return Err(IkeError::Refused(notify::NO_PROPOSAL_CHOSEN).into());
         };
         let group = choice.suite.group;
@@ -304,19 +308,14 @@ impl Responder {
                 notify::INVALID_KE_PAYLOAD,
                 group.id().to_be_bytes().to_vec(),
             );
-            self.refuse_init(&h, n, from, to, marker)?;
+            self.refuse_init(now, &h, n, from, to, marker)?;
             return Ok(());
         }
         let kp = KeyPair::generate(group, &mut *self.rng);
         let our_public = kp.public().to_vec();
         let Ok(shared) = kp.agree(&ke.data) else {
-            self.refuse_init(
-                &h,
-                Notify::new(notify::INVALID_SYNTAX, Vec::new()),
-                from,
-                to,
-                marker,
-            )?;
+            let n = Notify::new(notify::INVALID_SYNTAX, Vec::new());
+            self.refuse_init(now, &h, n, from, to, marker)?;
             return Err(IkeError::Malformed("KE value").into());
         };
         let mut spi_r = [0u8; 8];
@@ -388,14 +387,16 @@ impl Actor for Responder {
     type Event = IkeEvent;
 
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
-        let Input::Datagram { from, to, data } = input else {
-            return Err(Error::Unexpected("IKEv2 takes datagrams only"));
-        };
-        let Some((msg, marker)) = strip_marker(data, to, self.ike.nat_t_port)? else {
+        let Some(a) = arrival(input, self.ike.nat_t_port, &self.ike.limits)? else {
             return Ok(());
         };
-        let raw = Header::decode(msg, &self.ike.limits)?;
-        let h = raw.header;
+        let Arrival {
+            from,
+            to,
+            msg,
+            marker,
+            header: h,
+        } = a;
         if h.exchange == exchange::IKE_SA_INIT && !h.flags.response && h.spi_r == [0; 8] {
             return self.init_request(now, msg, from, to, marker);
         }
@@ -416,10 +417,16 @@ impl Actor for Responder {
         let timeout = self.cfg.half_open_timeout;
         let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
         for sa in self.sas.values_mut() {
-            if sa.is_half_open() && now.saturating_duration_since(sa.created) >= timeout {
+            if Timer::HalfOpen
+                .deadline(sa, timeout)
+                .is_some_and(|t| now >= t)
+            {
+                // The SA is marked dead before its Failed event is queued, so a full
+                // outbox (reported by the driver's next call) cannot keep it alive.
                 let _ = sa.fail(&mut ctx, super::FailReason::Timeout);
                 continue;
             }
+            // The SA walks its own timers; as above, the only error is a full outbox.
             let _ = sa.handle_timeout(&mut ctx);
         }
         self.reap();
@@ -430,17 +437,33 @@ impl Actor for Responder {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
+        let timeout = self.cfg.half_open_timeout;
         self.sas
             .values()
-            .filter_map(|sa| {
-                let t = sa.poll_timeout();
-                if sa.is_half_open() {
-                    let expiry = sa.created + self.cfg.half_open_timeout;
-                    Some(t.map_or(expiry, |t| t.min(expiry)))
-                } else {
-                    t
-                }
-            })
+            .flat_map(|sa| Timer::ALL.map(|t| t.deadline(sa, timeout)))
+            .flatten()
             .min()
+    }
+}
+
+/// The responder's timers of one IKE SA; both `poll_timeout` and `handle_timeout` read
+/// their deadlines from [`Timer::deadline`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// A half-open SA (IKE_SA_INIT answered, no IKE_AUTH yet) is dropped after
+    /// `half_open_timeout`, so spoofed IKE_SA_INITs cannot hold state for long (§2.6).
+    HalfOpen,
+    /// The SA's own timers (retransmission, linger), see `session::Timer`.
+    Sa,
+}
+
+impl Timer {
+    const ALL: [Timer; 2] = [Timer::HalfOpen, Timer::Sa];
+
+    fn deadline(self, sa: &IkeSa, half_open_timeout: Duration) -> Option<Instant> {
+        match self {
+            Timer::HalfOpen => sa.is_half_open().then(|| sa.created + half_open_timeout),
+            Timer::Sa => sa.poll_timeout(),
+        }
     }
 }

@@ -20,6 +20,8 @@ fn clean(s: &str) -> String {
 /// Render a chart: one participant per node (`names[i]` is node `i`'s display name), an
 /// arrow per hop, a crossed arrow per lost packet, a note per other drop.
 pub(crate) fn render(names: &[String], trace: &[TraceEntry], truncated: bool) -> String {
+    // `writeln!` into a `String` cannot fail (its `fmt::Write` never errors), hence the
+    // `let _ =` below.
     let mut out = String::from("sequenceDiagram\n");
     for (i, name) in names.iter().enumerate() {
         let _ = writeln!(out, "    participant n{i} as {}", clean(name));

@@ -35,8 +35,9 @@ pub struct DatagramProbe {
     received: Vec<Received>,
     max_received: usize,
     every: Option<(SocketAddr, Duration, Vec<u8>)>,
+    /// The probe's one timer, read by both `poll_timeout` and `handle_timeout`: the next
+    /// periodic send (armed only while `every` is set).
     next_tick: Option<Instant>,
-    started: bool,
 }
 
 impl DatagramProbe {
@@ -54,7 +55,6 @@ impl DatagramProbe {
             max_received: Self::MAX_RECEIVED,
             every: None,
             next_tick: None,
-            started: false,
         }
     }
 
@@ -67,7 +67,11 @@ impl DatagramProbe {
     /// Also send `data` to `to` every `interval`, the first time as soon as it runs (a
     /// keepalive).
     pub fn every(mut self, to: SocketAddr, interval: Duration, data: impl Into<Vec<u8>>) -> Self {
+        // A zero interval would re-arm the timer at `now` forever; one nanosecond keeps the
+        // simulated clock moving.
         self.every = Some((to, interval.max(Duration::from_nanos(1)), data.into()));
+        // The first send as soon as the probe runs: the earliest instant there is.
+        self.next_tick = Some(Instant::ZERO);
         self
     }
 
@@ -75,7 +79,6 @@ impl DatagramProbe {
     pub fn stop_periodic(&mut self) {
         self.every = None;
         self.next_tick = None;
-        self.started = false;
     }
 
     fn local(&self) -> SocketAddr {
@@ -115,11 +118,9 @@ impl DatagramProbe {
         if let Some((to, interval, data)) = self.every.clone()
             && self.next_tick.is_none_or(|t| t <= now)
         {
-            {
-                // A full outbox only skips one keepalive.
-                let _ = self.send(to, data);
-                self.next_tick = Some(now + interval);
-            }
+            // A full outbox only skips one keepalive; the next stays on schedule.
+            let _ = self.send(to, data);
+            self.next_tick = Some(now + interval);
         }
     }
 }
@@ -152,7 +153,6 @@ impl Actor for DatagramProbe {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        self.started = true;
         self.tick(now);
     }
 
@@ -161,11 +161,7 @@ impl Actor for DatagramProbe {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        match (&self.every, self.started) {
-            (Some(_), false) => Some(Instant::ZERO),
-            (Some(_), true) => self.next_tick,
-            (None, _) => None,
-        }
+        self.next_tick
     }
 }
 

@@ -124,6 +124,51 @@ struct Conn {
     reported_closed: bool,
 }
 
+impl Conn {
+    /// A connection whose SYN (active, `passive` false) or SYN-ACK (passive) is about to
+    /// go out with sequence number `iss`; its retransmission timer is armed at `deadline`.
+    #[allow(clippy::too_many_arguments)]
+    fn opening(
+        id: StreamId,
+        local: SocketAddr,
+        remote: SocketAddr,
+        passive: bool,
+        iss: u32,
+        rcv_nxt: u32,
+        deadline: Instant,
+        rto: Duration,
+    ) -> Conn {
+        Conn {
+            id,
+            local,
+            remote,
+            state: if passive {
+                State::SynReceived
+            } else {
+                State::SynSent
+            },
+            passive,
+            iss,
+            snd_una: iss,
+            // The SYN takes one sequence number.
+            snd_nxt: iss.wrapping_add(1),
+            buf: VecDeque::new(),
+            fin_queued: false,
+            fin_sent: false,
+            fin_acked: false,
+            rcv_nxt,
+            ooo: Vec::new(),
+            peer_fin_seq: None,
+            peer_fin: false,
+            rto,
+            deadline: Some(deadline),
+            retries: 0,
+            actor_closed: false,
+            reported_closed: false,
+        }
+    }
+}
+
 fn seq_lt(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) < 0
 }
@@ -264,29 +309,16 @@ impl Tcp {
             return refuse(self, Error::Unexpected("connection already exists"));
         }
         let iss = self.rng.next_u32();
-        let conn = Conn {
+        let conn = Conn::opening(
             id,
             local,
             remote,
-            state: State::SynSent,
-            passive: false,
+            false,
             iss,
-            snd_una: iss,
-            snd_nxt: iss.wrapping_add(1),
-            buf: VecDeque::new(),
-            fin_queued: false,
-            fin_sent: false,
-            fin_acked: false,
-            rcv_nxt: 0,
-            ooo: Vec::new(),
-            peer_fin_seq: None,
-            peer_fin: false,
-            rto: self.cfg.rto,
-            deadline: Some(now + self.cfg.rto),
-            retries: 0,
-            actor_closed: false,
-            reported_closed: false,
-        };
+            0,
+            now + self.cfg.rto,
+            self.cfg.rto,
+        );
         self.out.push(syn(&conn, self.cfg.window));
         self.insert(conn);
         Ok(())
@@ -422,29 +454,16 @@ impl Tcp {
                 let iss = self.rng.next_u32();
                 let id = StreamId::inbound(self.next_inbound);
                 self.next_inbound += 1;
-                let conn = Conn {
+                let conn = Conn::opening(
                     id,
                     local,
                     remote,
-                    state: State::SynReceived,
-                    passive: true,
+                    true,
                     iss,
-                    snd_una: iss,
-                    snd_nxt: iss.wrapping_add(1),
-                    buf: VecDeque::new(),
-                    fin_queued: false,
-                    fin_sent: false,
-                    fin_acked: false,
-                    rcv_nxt: tcp.seq.wrapping_add(1),
-                    ooo: Vec::new(),
-                    peer_fin_seq: None,
-                    peer_fin: false,
-                    rto: self.cfg.rto,
-                    deadline: Some(now + self.cfg.rto),
-                    retries: 0,
-                    actor_closed: false,
-                    reported_closed: false,
-                };
+                    tcp.seq.wrapping_add(1),
+                    now + self.cfg.rto,
+                    self.cfg.rto,
+                );
                 self.out.push(syn_ack(&conn, self.cfg.window));
                 self.insert(conn);
                 return true;

@@ -21,8 +21,8 @@ use alloc::vec::Vec;
 use super::{Ctx, Found, IkeSa, NewSa, Request, State, nonce};
 use crate::Error;
 use crate::crypto::dh::{KeyPair, SharedSecret};
-use crate::ikev2::codec::{Delete, KePayload, Notify, Payload, find_notify};
-use crate::ikev2::consts::{exchange, notify, protocol};
+use crate::ikev2::codec::{KePayload, Notify, Payload, find_notify};
+use crate::ikev2::consts::{exchange, notify};
 use crate::ikev2::keys::{IkeKeys, skeyseed_rekey};
 use crate::ikev2::proposal::{
     IkeSuite, accept_ike_rekey, ike_rekey_offer, invalid_ke_group, select_ike_rekey,
@@ -134,15 +134,10 @@ impl IkeSa {
         };
         self.hand_over(ctx, suite, id, true, &shared, ni, nr)?;
         // §1.3.2: the rekey initiator deletes the old IKE SA.
-        let d = Delete {
-            protocol: protocol::IKE,
-            spi_size: 0,
-            spis: Vec::new(),
-        };
         self.send_request(
             ctx,
             exchange::INFORMATIONAL,
-            &[Payload::Delete(d)],
+            &[super::delete_ike_sa()],
             Request::DeleteRekeyed,
         )?;
         // Commands queued behind the rekey moved to the new SA, which the peer now holds

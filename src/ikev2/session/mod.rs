@@ -193,6 +193,31 @@ pub(crate) enum State {
     Dead,
 }
 
+/// The timers of one IKE SA (quinn-proto's connection/timer.rs shape): their deadlines
+/// come from [`IkeSa::deadline`], which both `poll_timeout` and `handle_timeout` consult.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Timer {
+    /// A closing or rekeyed SA's end of life.
+    Linger,
+    /// The next retransmission (or the give-up) of our pending request.
+    Retransmit,
+}
+
+impl Timer {
+    /// Every timer, in the order `handle_timeout` walks them: the end of life first, as it
+    /// makes any retransmission moot.
+    pub(crate) const ALL: [Timer; 2] = [Timer::Linger, Timer::Retransmit];
+}
+
+/// The Delete payload of an IKE SA: no SPIs, as the header already names the SA (§3.11).
+fn delete_ike_sa() -> Payload {
+    Payload::Delete(super::codec::Delete {
+        protocol: super::consts::protocol::IKE,
+        spi_size: 0,
+        spis: Vec::new(),
+    })
+}
+
 /// What IKE_SA_INIT produced.
 pub(crate) struct NewSa {
     pub cfg: Arc<IkeConfig>,
@@ -423,25 +448,35 @@ impl IkeSa {
         Ok(())
     }
 
-    /// Retransmit or give up.
-    pub(crate) fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Error> {
-        if let State::Closing { until } = self.state {
-            if ctx.now >= until {
-                self.state = State::Dead;
-            }
-            return Ok(());
+    /// When timer `t` of this SA fires, if it is armed. The one source of deadlines for
+    /// both [`IkeSa::poll_timeout`] and [`IkeSa::handle_timeout`].
+    fn deadline(&self, t: Timer) -> Option<Instant> {
+        match (t, self.state) {
+            (Timer::Linger, State::Closing { until } | State::Rekeyed { until }) => Some(until),
+            (Timer::Linger, _) => None,
+            // A closing SA only replays its cached response; a dead one sends nothing.
+            (Timer::Retransmit, State::Closing { .. } | State::Dead) => None,
+            (Timer::Retransmit, _) => self.pending.as_ref().map(|p| p.retrans.next_at()),
         }
-        if let State::Rekeyed { until } = self.state
-            && ctx.now >= until
-        {
+    }
+
+    /// Walk the timers in [`Timer::ALL`] order: retransmit or give up.
+    pub(crate) fn handle_timeout(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Error> {
+        if self.deadline(Timer::Linger).is_some_and(|t| ctx.now >= t) {
+            // The linger ended: a closing SA stops replaying, a rekeyed one stops waiting
+            // for the Delete exchange (and drops its own unanswered request).
             self.state = State::Dead;
             self.pending = None;
+            return Ok(());
+        }
+        if self.deadline(Timer::Retransmit).is_none() {
             return Ok(());
         }
         let policy = self.cfg.retransmit;
         let Some(p) = self.pending.as_mut() else {
             return Ok(());
         };
+        // `tick` itself tells a spurious wake-up (Wait) from a due retransmission.
         match p.retrans.tick(ctx.now, &policy) {
             Tick::Wait => Ok(()),
             Tick::Resend => {
@@ -455,14 +490,12 @@ impl IkeSa {
         }
     }
 
+    /// The earliest armed timer of this SA.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let retrans = self.pending.as_ref().map(|p| p.retrans.next_at());
-        match self.state {
-            State::Closing { until } => Some(until),
-            State::Rekeyed { until } => Some(retrans.map_or(until, |t| t.min(until))),
-            State::Dead => None,
-            _ => retrans,
-        }
+        Timer::ALL
+            .into_iter()
+            .filter_map(|t| self.deadline(t))
+            .min()
     }
 
     /// The SA is gone: report its Child SAs deleted and the failure.
@@ -488,13 +521,18 @@ impl IkeSa {
 
     fn drop_children(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Error> {
         for c in core::mem::take(&mut self.children) {
-            ctx.event(IkeEvent::ChildSaDeleted {
-                id: self.id,
-                spi_in: c.spi_in,
-                spi_out: c.spi_out,
-            })?;
+            self.child_deleted(ctx, &c)?;
         }
         Ok(())
+    }
+
+    /// Tell the application Child SA `c` (already out of `children`) is gone.
+    fn child_deleted(&self, ctx: &mut Ctx<'_>, c: &ChildSa) -> Result<(), Error> {
+        ctx.event(IkeEvent::ChildSaDeleted {
+            id: self.id,
+            spi_in: c.spi_in,
+            spi_out: c.spi_out,
+        })
     }
 
     /// A responder that refused IKE_AUTH keeps its response for replays a while.
@@ -680,11 +718,7 @@ impl IkeSa {
             Request::DeleteChild { spi_in } => {
                 if let Some(i) = self.children.iter().position(|c| c.spi_in == spi_in) {
                     let c = self.children.remove(i);
-                    ctx.event(IkeEvent::ChildSaDeleted {
-                        id: self.id,
-                        spi_in: c.spi_in,
-                        spi_out: c.spi_out,
-                    })?;
+                    self.child_deleted(ctx, &c)?;
                 }
                 Ok(())
             }
@@ -760,19 +794,12 @@ impl IkeSa {
                     Request::DeleteChild { spi_in },
                 )
             }
-            Command::DeleteIke => {
-                let d = super::codec::Delete {
-                    protocol: super::consts::protocol::IKE,
-                    spi_size: 0,
-                    spis: Vec::new(),
-                };
-                self.send_request(
-                    ctx,
-                    exchange::INFORMATIONAL,
-                    &[Payload::Delete(d)],
-                    Request::DeleteIke,
-                )
-            }
+            Command::DeleteIke => self.send_request(
+                ctx,
+                exchange::INFORMATIONAL,
+                &[delete_ike_sa()],
+                Request::DeleteIke,
+            ),
             Command::Liveness => {
                 self.send_request(ctx, exchange::INFORMATIONAL, &[], Request::Liveness)
             }
