@@ -126,6 +126,29 @@ impl UnixTime {
     }
 }
 
+/// The earliest deadline of an actor's timer list (`poll_timeout`).
+///
+/// An actor lists its timers as `(Timer, Instant)` pairs read from its state, once; both
+/// `poll_timeout` ([`earliest`]) and `handle_timeout` ([`due`]) read that one list, so
+/// a deadline cannot be armed in one and forgotten in the other.
+pub(crate) fn earliest<T>(timers: impl IntoIterator<Item = (T, Instant)>) -> Option<Instant> {
+    timers.into_iter().map(|(_, at)| at).min()
+}
+
+/// The timers of a list that are due at `now`, in list order (`handle_timeout`). Collected
+/// before any fires, so firing one may change the state the list was read from; a timer
+/// fired later looks its state up again.
+pub(crate) fn due<T>(
+    timers: impl IntoIterator<Item = (T, Instant)>,
+    now: Instant,
+) -> alloc::vec::Vec<T> {
+    timers
+        .into_iter()
+        .filter(|(_, at)| *at <= now)
+        .map(|(timer, _)| timer)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,18 +2,18 @@
 //!
 //! Each actor lists its timers once, as `(Timer, Instant)` pairs derived from its state (a
 //! deadline lives in the state it belongs to, so a timer disappears with its state and
-//! cannot be forgotten). `poll_timeout` is [`earliest`] of that list; `handle_timeout`
-//! takes the [`due`] ones and fires them in list order. A timer fired after an earlier
+//! cannot be forgotten). `poll_timeout` is [`earliest`](crate::time::earliest) of that list; `handle_timeout`
+//! takes the [`due`](crate::time::due) ones and fires them in list order. A timer fired after an earlier
 //! one changed the state looks its state up again and does nothing if it is gone — the
 //! same tolerance the actor contract asks for spurious timeouts.
 
 use alloc::collections::BTreeMap;
-use alloc::vec::Vec;
 
 use crate::Instant;
 use crate::channel::SecureStream;
 use crate::io::{Outbox, StreamId};
 use crate::offload::OffloadEvent;
+use crate::time::{due, earliest};
 
 /// The timers of one stream of the [`CryptoProxy`](super::CryptoProxy) or the
 /// [`RemoteNode`](super::RemoteNode).
@@ -109,19 +109,4 @@ pub(crate) trait TimerTable {
     fn next_timer(&self) -> Option<Instant> {
         earliest(self.timers())
     }
-}
-
-/// The earliest deadline of a timer list.
-fn earliest<T>(timers: impl IntoIterator<Item = (T, Instant)>) -> Option<Instant> {
-    timers.into_iter().map(|(_, at)| at).min()
-}
-
-/// The timers of a list that are due at `now`, in list order. Collected before any fires,
-/// so firing one may change the state the list was read from.
-fn due<T>(timers: impl IntoIterator<Item = (T, Instant)>, now: Instant) -> Vec<T> {
-    timers
-        .into_iter()
-        .filter(|(_, at)| *at <= now)
-        .map(|(timer, _)| timer)
-        .collect()
 }

@@ -653,7 +653,7 @@ impl Actor for Issuer {
 
     fn handle_timeout(&mut self, now: Instant) {
         // Errors here are outbox overflows; they surface on the next call.
-        for timer in super::due(self.timers(), now) {
+        for timer in crate::time::due(self.timers(), now) {
             let _ = self.fire(now, timer);
         }
         // Finishes what the timers started, and applies the request deadlines.

@@ -268,18 +268,6 @@ pub enum RendezvousEvent {
     },
 }
 
-/// The timers of an actor's table that are due at `now`, in the table's order. Collected
-/// first, so the actor may change its table while it fires them.
-pub(crate) fn due<T>(
-    timers: impl Iterator<Item = (T, crate::Instant)>,
-    now: crate::Instant,
-) -> Vec<T> {
-    timers
-        .filter(|(_, at)| now >= *at)
-        .map(|(timer, _)| timer)
-        .collect()
-}
-
 /// Wall-clock milliseconds at `now`, given the anchor.
 pub(crate) fn wall_millis(anchor: crate::UnixTime, now: crate::Instant) -> u64 {
     anchor

@@ -1021,7 +1021,7 @@ impl<D: Directory> RendezvousServer<D> {
 
     /// Every timeout: the due timers of [`RendezvousServer::timers`], phase by phase.
     fn sweep(&mut self, now: Instant) -> Result<(), Error> {
-        let due = super::due(self.timers(), now);
+        let due = crate::time::due(self.timers(), now);
         if due.contains(&Timer::DirectoryExpiry) {
             self.directory.expire(now, self.cfg.expiry_batch);
         }
