@@ -66,7 +66,7 @@ extern crate std;
 pub mod channel;
 pub mod crypto;
 mod error;
-mod event;
+pub mod event;
 pub mod ikev2;
 pub mod io;
 pub mod ipsec;

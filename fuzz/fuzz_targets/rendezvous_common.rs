@@ -215,7 +215,7 @@ impl Net {
         }
     }
 
-    fn carry(&mut self, from: Who, out: Output) {
+    fn carry(&mut self, from: Who, out: Output<RendezvousEvent>) {
         let now = self.now;
         match out {
             Output::Transmit(t) => {
