@@ -480,12 +480,7 @@ impl Actor for ChannelServer {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<Timer> = self
-            .timers()
-            .filter(|&(_, at)| at <= now)
-            .map(|(timer, _)| timer)
-            .collect();
-        for Timer::Handshake(id) in due {
+        for Timer::Handshake(id) in crate::time::due(self.timers(), now) {
             if let Some(s) = self.sessions.get_mut(&id) {
                 timer_error_has_nowhere_to_go(s.on_timer(now, &mut self.outbox));
             }
@@ -500,6 +495,6 @@ impl Actor for ChannelServer {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.timers().map(|(_, at)| at).min()
+        crate::time::earliest(self.timers())
     }
 }

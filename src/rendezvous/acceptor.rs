@@ -912,7 +912,7 @@ impl Actor for Acceptor {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.timers().map(|(_, at)| at).min()
+        crate::time::earliest(self.timers())
     }
 }
 

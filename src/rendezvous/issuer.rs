@@ -665,7 +665,7 @@ impl Actor for Issuer {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.timers().map(|(_, at)| at).min()
+        crate::time::earliest(self.timers())
     }
 }
 

@@ -1104,7 +1104,7 @@ impl<D: Directory> Actor for RendezvousServer<D> {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.timers().map(|(_, at)| at).min()
+        crate::time::earliest(self.timers())
     }
 }
 
