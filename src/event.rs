@@ -85,6 +85,7 @@ pub fn message_name(msg_type: u8) -> Option<&'static str> {
         0x01..=0x0F => crate::channel::messages::type_name(msg_type),
         0x10..=0x2F => crate::offload::messages::type_name(msg_type),
         0x30..=0x4F => crate::rendezvous::messages::type_name(msg_type),
+        0x50..=0x6F => crate::keyx::messages::type_name(msg_type),
         _ => None,
     }
 }

@@ -70,6 +70,7 @@ pub mod event;
 pub mod ikev2;
 pub mod io;
 pub mod ipsec;
+pub mod keyx;
 pub mod offload;
 pub mod ratelimit;
 pub mod rendezvous;

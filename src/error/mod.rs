@@ -13,12 +13,14 @@
 mod channel;
 mod ike;
 mod ipsec;
+mod keyx;
 mod offload;
 mod rendezvous;
 
 pub use channel::{AlertCode, ChannelError};
 pub use ike::IkeError;
 pub use ipsec::{IpsecError, ReplayKind};
+pub use keyx::KeyxError;
 pub use offload::{OffloadError, RefusalReason};
 pub use rendezvous::{RegistrationRefusal, RendezvousError};
 
@@ -52,6 +54,9 @@ pub enum Error {
     /// A seed 002 rendezvous actor refused an input or command.
     #[error("rendezvous: {0}")]
     Rendezvous(#[from] RendezvousError),
+    /// A key-exchange delegation message was refused.
+    #[error("keyx: {0}")]
+    Keyx(#[from] KeyxError),
     /// A configured bound was reached; the input or command was refused.
     #[error("{what} is full (bound {bound})")]
     CapacityExceeded {

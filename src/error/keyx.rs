@@ -1,0 +1,62 @@
+//! Why a key-exchange delegation message ([`crate::keyx`]) was refused.
+
+use crate::wire::WireError;
+
+/// Why a delegation message or a sealed key body was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyxError {
+    /// A message did not decode.
+    #[error("decode: {0}")]
+    Decode(WireError),
+    /// A delegation message type this receiver does not know (the server's S49: discard
+    /// and count it).
+    #[error("unknown delegation message type {0:#04x}")]
+    UnknownMessage(u8),
+    /// A start request names a role other than initiator or responder.
+    #[error("unknown role {0}")]
+    UnknownRole(u8),
+    /// A start response names an outcome this receiver does not know.
+    #[error("unknown start outcome {0}")]
+    UnknownOutcome(u8),
+    /// A start response that proceeds lacks the method or the chosen transforms.
+    #[error("start response proceeds without a method or transforms")]
+    IncompleteStart,
+    /// A transform list is not a whole number of 5-byte entries, or has too many.
+    #[error("bad transform list of {0} bytes")]
+    BadTransformList(usize),
+    /// A field that carries protocol bytes is longer than the bound for it.
+    #[error("field {field:#06x} of {len} bytes exceeds {max}")]
+    TooLarge {
+        /// The field type.
+        field: u16,
+        /// Its length.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// A whole message would not fit one channel record.
+    #[error("message of {len} bytes exceeds {max}")]
+    MessageTooLarge {
+        /// Its length.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// An authentication request or response has payloads without the type of the first.
+    #[error("payload chain without its first payload type")]
+    MissingFirstPayload,
+    /// A sealed body is shorter than its nonce and tag.
+    #[error("sealed body of {0} bytes is too short")]
+    SealedTooShort(usize),
+    /// A sealed body failed authentication under the delegation key: another terminal's
+    /// key, another message's context, or damage.
+    #[error("sealed body failed authentication")]
+    SealedBodyRejected,
+}
+
+impl From<WireError> for KeyxError {
+    fn from(e: WireError) -> Self {
+        KeyxError::Decode(e)
+    }
+}

@@ -1,0 +1,18 @@
+//! Key-exchange delegation: seeds 001, 003 and 004 (design in `docs/keyx.md`).
+//!
+//! **Built so far:** the delegation messages of seed 004 ([`messages`]) and the sealing of
+//! key material with a terminal's delegation key ([`seal`]), shared by all three seeds.
+//! **Not built yet:** the substitution server, the delegating terminal, the inline proxy
+//! (seed 001) and the operator network (seed 003). Nothing in the crate uses this module's
+//! messages on a network yet.
+
+pub mod messages;
+pub mod seal;
+
+pub use crate::error::KeyxError;
+pub use messages::{
+    AuthRequest, AuthResponse, AuthResult, Body, ErrorCode, KeyGenRequest, KeyGenResponse,
+    KeyResponse, Message, Method, PolicyResult, Protocol, Relay, Role, StartOutcome, StartRequest,
+    StartResponse, Transform,
+};
+pub use seal::{DelegationKey, SealContext};
