@@ -470,6 +470,8 @@ pub enum ErrorCode {
     Busy,
     /// The session expired.
     Expired,
+    /// The server failed to build its answer (never caused by the request).
+    Internal,
     /// A code this crate does not know.
     Other(u8),
 }
@@ -487,6 +489,7 @@ impl ErrorCode {
             ErrorCode::SessionLimit => 7,
             ErrorCode::Busy => 8,
             ErrorCode::Expired => 9,
+            ErrorCode::Internal => 10,
             ErrorCode::Other(c) => c,
         }
     }
@@ -503,6 +506,7 @@ impl ErrorCode {
             7 => ErrorCode::SessionLimit,
             8 => ErrorCode::Busy,
             9 => ErrorCode::Expired,
+            10 => ErrorCode::Internal,
             c => ErrorCode::Other(c),
         }
     }

@@ -1,11 +1,15 @@
 //! Key-exchange delegation: seeds 001, 003 and 004 (design in `docs/keyx.md`).
 //!
-//! **Built so far:** the delegation messages of seed 004 ([`messages`]) and the sealing of
-//! key material with a terminal's delegation key ([`seal`]), shared by all three seeds.
+//! **Built so far:** the delegation messages of seed 004 ([`messages`]), the sealing of
+//! key material with a terminal's delegation key ([`seal`]), shared by all three seeds,
+//! and the substitution server's protocol-independent message loop ([`dispatch`]: S33-S49,
+//! sessions, sequence numbers and the answer cache, the key-request gate, bounds, S37
+//! expiry).
 //! **Not built yet:** the substitution server, the delegating terminal, the inline proxy
 //! (seed 001) and the operator network (seed 003). Nothing in the crate uses this module's
 //! messages on a network yet.
 
+pub mod dispatch;
 pub mod messages;
 pub mod seal;
 
