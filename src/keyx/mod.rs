@@ -4,19 +4,22 @@
 //! key material with a terminal's delegation key ([`seal`]), shared by all three seeds,
 //! and the substitution server's protocol-independent message loop ([`dispatch`]: S33-S49,
 //! sessions, sequence numbers and the answer cache, the key-request gate, bounds, S37
-//! expiry).
+//! expiry), and its policy database ([`policy`], S43).
 //! **Not built yet:** the substitution server, the delegating terminal, the inline proxy
 //! (seed 001) and the operator network (seed 003). Nothing in the crate uses this module's
 //! messages on a network yet.
 
 pub mod dispatch;
 pub mod messages;
+pub mod policy;
 pub mod seal;
 
 pub use crate::error::KeyxError;
+pub use dispatch::{Bounds, Dispatcher, Substitute, TerminalId};
 pub use messages::{
     AuthRequest, AuthResponse, AuthResult, Body, ErrorCode, KeyGenRequest, KeyGenResponse,
     KeyResponse, Message, Method, PolicyResult, Protocol, Relay, Role, StartOutcome, StartRequest,
     StartResponse, Transform,
 };
+pub use policy::{Direction, PeerPattern, PolicyDb};
 pub use seal::{DelegationKey, SealContext};
