@@ -1070,7 +1070,7 @@ fn child_sa_table_is_bounded_during_a_rekey() {
     // A further rekey is refused on both sides until the old SA is gone.
     assert!(matches!(
         net.resp.rekey_child(net.now, id),
-        Err(Error::Ike(deputy::ikev2::IkeError::Unexpected(_)))
+        Err(Error::Ike(deputy::ikev2::IkeError::RekeyPending))
     ));
     // The delete is retransmitted; once it gets through, the table shrinks again.
     net.drop = Box::new(|_, _| false);
