@@ -1070,7 +1070,7 @@ fn child_sa_table_is_bounded_during_a_rekey() {
     // A further rekey is refused on both sides until the old SA is gone.
     assert!(matches!(
         net.resp.rekey_child(net.now, id),
-        Err(Error::Ike(deputy::ikev2::IkeError::Unexpected(_)))
+        Err(Error::Ike(deputy::ikev2::IkeError::RekeyPending))
     ));
     // The delete is retransmitted; once it gets through, the table shrinks again.
     net.drop = Box::new(|_, _| false);
@@ -1596,4 +1596,52 @@ fn commands_queued_behind_an_ike_sa_rekey_run_on_the_new_sa() {
     assert_ne!(i.spi_in, child.spi_in, "the queued Child SA rekey ran");
     assert_child_pair(&net, &i, &r, Suite::AesCbc128HmacSha256);
     assert!(net.i_errors.is_empty() && net.r_errors.is_empty());
+}
+
+/// Each configuration rule has its own error, and the actors refuse commands and inputs
+/// they cannot take with a typed error rather than a catch-all.
+#[test]
+fn each_broken_configuration_rule_has_its_own_error() {
+    use deputy::ikev2::IkeError as E;
+    type Breaker = fn(&mut IkeConfig);
+    let cases: [(Breaker, E); 6] = [
+        (|c| c.ike_proposals.clear(), E::BadIkeProposals),
+        (|c| c.esp_proposals.clear(), E::NoEspProposals),
+        (|c| c.ts_local.clear(), E::BadTrafficSelectorCount),
+        (
+            |c| c.child_lifetime.soft_time = Some(Duration::from_secs(7200)),
+            E::SoftLifetimeBeyondHard,
+        ),
+        (|c| c.retransmit.max_tries = 0, E::BadRetransmit),
+        (|c| c.limits.max_payloads = 0, E::LimitsTooSmall),
+    ];
+    for (breaker, want) in cases {
+        let mut cfg = i_config(I_ADDR);
+        breaker(&mut cfg.ike);
+        assert_eq!(cfg.ike.validate(), Err(Error::Ike(want)));
+        assert_eq!(
+            Initiator::new(cfg, rng(1)).err(),
+            Some(Error::Ike(want)),
+            "{want:?}"
+        );
+    }
+    let mut r = r_config();
+    r.max_ike_sas = 0;
+    assert_eq!(
+        Responder::new(r, rng(2), Instant::ZERO).err(),
+        Some(Error::Ike(E::ZeroBound))
+    );
+    // A second start, and a stream event, are refused with their own errors.
+    let mut i = Initiator::new(i_config(I_ADDR), rng(3)).unwrap();
+    i.start(Instant::ZERO).unwrap();
+    assert_eq!(i.start(Instant::ZERO), Err(Error::Ike(E::AlreadyStarted)));
+    let mut resp = Responder::new(r_config(), rng(4), Instant::ZERO).unwrap();
+    let packet = Input::Packet {
+        iface: deputy::IfaceId(0),
+        data: &[0x45],
+    };
+    assert_eq!(
+        resp.handle_input(Instant::ZERO, packet),
+        Err(Error::Ike(E::NotADatagram))
+    );
 }

@@ -55,12 +55,78 @@ pub enum IkeError {
         /// The one expected.
         expected: u32,
     },
-    /// The message does not fit the exchange's state.
-    #[error("unexpected message: {0}")]
-    Unexpected(&'static str),
-    /// A required payload is missing.
-    #[error("missing {0} payload")]
-    MissingPayload(&'static str),
+    /// A request arrived with the I flag saying we sent it (RFC 7296 §3.1: the flag names
+    /// the IKE SA's original initiator).
+    #[error("the I flag names us as the sender")]
+    WrongInitiatorFlag,
+    /// An IKE_SA_INIT request whose header is not that of a first message (message ID
+    /// not 0, or the I flag clear).
+    #[error("IKE_SA_INIT request with a bad header")]
+    BadInitRequestHeader,
+    /// A new IKE_SA_INIT request from an address and SPI that already have an IKE SA
+    /// with another first message.
+    #[error("IKE_SA_INIT request reusing an initiator SPI")]
+    InitiatorSpiReused,
+    /// An answer to our IKE_SA_INIT that is not an IKE_SA_INIT response with message ID 0.
+    #[error("not an IKE_SA_INIT response")]
+    NotInitResponse,
+    /// A request of an exchange type this IKE SA does not take in its state.
+    #[error("request not accepted in this state")]
+    UnexpectedRequest,
+    /// A response while no request of ours is outstanding.
+    #[error("response without a request")]
+    UnsolicitedResponse,
+    /// A response whose exchange type differs from that of our outstanding request.
+    #[error("response of another exchange type")]
+    ExchangeTypeMismatch,
+    /// A datagram on the NAT-T port without the non-ESP marker: ESP, which the IKE
+    /// engine does not process.
+    #[error("ESP packet on the NAT-T port")]
+    EspOnIkePort,
+    /// The IKE actors take datagrams only (no streams, no raw packets).
+    #[error("IKEv2 takes datagrams only")]
+    NotADatagram,
+    /// `connect` on an initiator whose IKE SA already exists.
+    #[error("IKE SA already started")]
+    AlreadyStarted,
+    /// The command names a Child SA this IKE SA does not have (or it has none).
+    #[error("no such Child SA")]
+    NoChildSa,
+    /// A Child SA rekey is refused while the previous one still waits for its Delete.
+    #[error("a rekey is still completing")]
+    RekeyPending,
+    /// An IKE_SA_INIT request without its SA, KE or Nonce payload.
+    #[error("IKE_SA_INIT request without SA, KE or Nonce")]
+    MissingInitPayload,
+    /// A message after IKE_SA_INIT that has no SK payload (RFC 7296 §3.14).
+    #[error("missing SK payload")]
+    MissingEncryptedPayload,
+    /// The IKE configuration's proposals are empty or incoherent.
+    #[error("IKE proposals must be non-empty and coherent")]
+    BadIkeProposals,
+    /// More than 255 proposals (a proposal number is one octet).
+    #[error("at most 255 proposals")]
+    TooManyProposals,
+    /// The configuration has no ESP proposal.
+    #[error("ESP proposals must be non-empty")]
+    NoEspProposals,
+    /// A side of the configured traffic selectors is empty or longer than [`MAX_TS`].
+    ///
+    /// [`MAX_TS`]: crate::ikev2::MAX_TS
+    #[error("traffic selectors: 1 to 16 on each side")]
+    BadTrafficSelectorCount,
+    /// The Child SA's soft lifetime lies beyond its hard lifetime.
+    #[error("Child SA soft lifetime beyond the hard lifetime")]
+    SoftLifetimeBeyondHard,
+    /// Retransmission configured with no try or a zero interval.
+    #[error("retransmission needs at least one try and a positive interval")]
+    BadRetransmit,
+    /// Decoding limits below what an IKE_SA_INIT needs.
+    #[error("decoding limits too small")]
+    LimitsTooSmall,
+    /// A responder bound (IKE SAs, half-open SAs) is zero.
+    #[error("responder bounds must be positive")]
+    ZeroBound,
     /// We answered the request with this error notify (NO_PROPOSAL_CHOSEN …).
     #[error("refused with notify {0}")]
     Refused(u16),

@@ -64,15 +64,54 @@ pub enum IpsecError {
     /// The protected packet would exceed the IP length limit.
     #[error("packet too large")]
     TooLarge,
-    /// Something this data plane does not do (see `docs/ipsec.md`).
-    #[error("unsupported: {0}")]
-    Unsupported(&'static str),
-    /// The SA description is inconsistent.
-    #[error("invalid SA: {0}")]
-    InvalidSa(&'static str),
-    /// A selector is malformed.
-    #[error("invalid selector: {0}")]
-    InvalidSelector(&'static str),
+    /// Transport mode cannot protect an IP fragment (RFC 4301 §4.1: fragments go through
+    /// tunnel mode, or are reassembled first).
+    #[error("transport mode cannot protect a fragment")]
+    TransportFragment,
+    /// A fragmented ESP packet: this data plane does not reassemble.
+    #[error("fragmented ESP: reassemble before unprotect")]
+    FragmentedEsp,
+    /// An SA uses an SPI of 0..=255 (reserved, RFC 4303 §2.1).
+    #[error("SPIs 0..=255 are reserved")]
+    ReservedSpi,
+    /// An SA has no traffic selector on a side, or more than the data plane holds.
+    #[error("bad traffic selector count")]
+    TrafficSelectorCount,
+    /// A tunnel's, encapsulation's or header's two addresses are of different families.
+    #[error("address families differ")]
+    AddressFamilyMismatch,
+    /// A UDP encapsulation endpoint has port 0.
+    #[error("UDP encapsulation endpoint without a port")]
+    EncapPortZero,
+    /// The SA's soft lifetime lies beyond its hard lifetime.
+    #[error("soft lifetime beyond hard lifetime")]
+    SoftLifetimeBeyondHard,
+    /// A replay window of 0 or more than [`MAX_SIZE`] packets.
+    ///
+    /// [`MAX_SIZE`]: crate::ipsec::ReplayWindow::MAX_SIZE
+    #[error("replay window size {0}")]
+    ReplayWindowSize(u32),
+    /// A data plane bound is zero.
+    #[error("data plane bounds must be at least 1")]
+    ZeroBound,
+    /// An address range whose ends differ in family or whose start lies after its end.
+    #[error("bad address range")]
+    AddressRange,
+    /// A prefix longer than its family's address.
+    #[error("prefix length {0} too long")]
+    PrefixLength(u8),
+    /// A selector string that does not parse as an address, prefix or range.
+    #[error("bad address syntax")]
+    AddressSyntax,
+    /// A port range whose start lies after its end.
+    #[error("bad port range")]
+    PortRange,
+    /// A packet on an interface the node does not serve.
+    #[error("packet on an unknown interface")]
+    UnknownInterface,
+    /// The IPsec node takes packets and datagrams only.
+    #[error("the IPsec node takes packets and datagrams only")]
+    UnsupportedInput,
     /// Key material of the wrong length.
     #[error("bad key length {got} (want {want})")]
     BadKeyLength {

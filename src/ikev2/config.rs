@@ -1,5 +1,6 @@
 //! Configuration of the initiator and the responder.
 
+use super::IkeError;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 use core::time::Duration;
@@ -134,36 +135,33 @@ impl IkeConfig {
 
     /// Check the configuration for contradictions.
     pub fn validate(&self) -> Result<(), crate::Error> {
-        let bad = crate::Error::Config;
         if self.ike_proposals.is_empty() || self.ike_proposals.iter().any(|p| !p.is_valid()) {
-            return Err(bad("IKE proposals must be non-empty and coherent"));
+            return Err(IkeError::BadIkeProposals.into());
         }
         if self.ike_proposals.len() > 255 || self.esp_proposals.len() > 255 {
-            return Err(bad("at most 255 proposals"));
+            return Err(IkeError::TooManyProposals.into());
         }
         if self.esp_proposals.is_empty() {
-            return Err(bad("ESP proposals must be non-empty"));
+            return Err(IkeError::NoEspProposals.into());
         }
         if self.ts_local.is_empty()
             || self.ts_remote.is_empty()
             || self.ts_local.len() > MAX_TS
             || self.ts_remote.len() > MAX_TS
         {
-            return Err(bad("traffic selectors: 1 to 16 valid selectors each side"));
+            return Err(IkeError::BadTrafficSelectorCount.into());
         }
         let l = &self.child_lifetime;
         let times = matches!((l.soft_time, l.hard_time), (Some(s), Some(h)) if s > h);
         let bytes = matches!((l.soft_bytes, l.hard_bytes), (Some(s), Some(h)) if s > h);
         if times || bytes {
-            return Err(bad("Child SA soft lifetime beyond the hard lifetime"));
+            return Err(IkeError::SoftLifetimeBeyondHard.into());
         }
         if self.retransmit.max_tries == 0 || self.retransmit.initial.is_zero() {
-            return Err(bad(
-                "retransmission needs at least one try and a positive interval",
-            ));
+            return Err(IkeError::BadRetransmit.into());
         }
         if self.limits.max_payloads == 0 || self.limits.max_message_len < 256 {
-            return Err(bad("decoding limits too small"));
+            return Err(IkeError::LimitsTooSmall.into());
         }
         Ok(())
     }

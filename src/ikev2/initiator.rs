@@ -5,9 +5,9 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
-use super::codec::{Flags, Header, KePayload, Limits, Message, Notify, Payload};
+use super::codec::{ExchangeType, Header, KePayload, Limits, Message, Notify, Payload};
 use super::config::{IkeConfig, InitiatorConfig};
-use super::consts::{exchange, notify};
+use super::consts::notify;
 use super::keys::{IkeKeys, skeyseed};
 use super::nat::{nat_detected, natd_notifies, natd_source};
 use super::proposal::{accept_ike, ike_offer, invalid_ke_group};
@@ -80,7 +80,7 @@ impl Initiator {
     /// Begin IKE_SA_INIT. Refused while an IKE SA is being set up or is up.
     pub fn start(&mut self, now: Instant) -> Result<(), Error> {
         if !matches!(self.phase, Phase::Idle) {
-            return Err(Error::Unexpected("IKE SA already started"));
+            return Err(IkeError::AlreadyStarted.into());
         }
         let mut spi_i = [0u8; 8];
         while spi_i == [0; 8] {
@@ -217,17 +217,7 @@ impl Initiator {
     }
 
     fn send_init(&mut self, now: Instant, st: &mut InitState) -> Result<(), Error> {
-        let header = Header {
-            spi_i: st.spi_i,
-            spi_r: [0; 8],
-            exchange: exchange::IKE_SA_INIT,
-            flags: Flags {
-                initiator: true,
-                version: false,
-                response: false,
-            },
-            message_id: 0,
-        };
+        let header = Header::ike_sa_init(st.spi_i, [0; 8], false);
         let mut payloads = Vec::new();
         if let Some(c) = &st.cookie {
             payloads.push(Payload::Notify(Notify::new(notify::COOKIE, c.clone())));
@@ -274,9 +264,9 @@ impl Initiator {
             }
         };
         let h = m.header;
-        if !h.flags.response || h.message_id != 0 || h.exchange != exchange::IKE_SA_INIT {
+        if !h.flags.response || h.message_id != 0 || h.exchange != ExchangeType::IkeSaInit {
             self.phase = Phase::Init(st);
-            return Err(IkeError::Unexpected("not an IKE_SA_INIT response").into());
+            return Err(IkeError::NotInitResponse.into());
         }
         let found = Found::of(&m.payloads);
         let Some(sa) = found.sa else {
@@ -381,7 +371,7 @@ pub(crate) fn strip_marker(
     }
     match data.split_first_chunk::<4>() {
         Some((m, rest)) if *m == [0; 4] => Ok(Some((rest, true))),
-        Some(_) => Err(IkeError::Unexpected("ESP packet on the NAT-T port")),
+        Some(_) => Err(IkeError::EspOnIkePort),
         None => Err(IkeError::Truncated),
     }
 }
@@ -403,7 +393,7 @@ pub(crate) fn arrival<'a>(
     limits: &Limits,
 ) -> Result<Option<Arrival<'a>>, Error> {
     let Input::Datagram { from, to, data } = input else {
-        return Err(Error::Unexpected("IKEv2 takes datagrams only"));
+        return Err(IkeError::NotADatagram.into());
     };
     let Some((msg, marker)) = strip_marker(data, to, nat_t_port)? else {
         return Ok(None);
@@ -425,34 +415,27 @@ impl Actor for Initiator {
         let Some(a) = arrival(input, self.cfg.nat_t_port, &self.cfg.limits)? else {
             return Ok(());
         };
-        let Arrival {
-            from,
-            to,
-            msg,
-            marker,
-            header,
-        } = a;
-        let ids = (header.spi_i, header.spi_r);
+        let ids = (a.header.spi_i, a.header.spi_r);
         // For the IKE SA a rekey replaced (its Delete, or the answer to ours)?
         if let Some(old) = self.retiring.as_mut()
             && (old.id.spi_i, old.id.spi_r) == ids
         {
             let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
-            let r = old.handle(&mut ctx, msg, from, to, marker);
+            let r = old.handle(&mut ctx, a.msg, a.from, a.to, a.marker);
             self.settle();
             return r;
         }
         match core::mem::replace(&mut self.phase, Phase::Idle) {
             Phase::Idle => Err(IkeError::UnknownSpi.into()),
             Phase::Init(st) => {
-                if header.spi_i != st.spi_i {
+                if a.header.spi_i != st.spi_i {
                     self.phase = Phase::Init(st);
                     return Err(IkeError::UnknownSpi.into());
                 }
-                self.init_response(now, st, msg, from, to)
+                self.init_response(now, st, a.msg, a.from, a.to)
             }
             Phase::Sa(mut sa) => {
-                if header.spi_i != sa.id.spi_i || header.spi_r != sa.id.spi_r {
+                if (sa.id.spi_i, sa.id.spi_r) != ids {
                     self.phase = Phase::Sa(sa);
                     return Err(IkeError::UnknownSpi.into());
                 }
@@ -463,7 +446,7 @@ impl Actor for Initiator {
                     spi_taken: &taken,
                     ..Ctx::new(now, &mut self.out, &mut *self.rng)
                 };
-                let r = sa.handle(&mut ctx, msg, from, to, marker);
+                let r = sa.handle(&mut ctx, a.msg, a.from, a.to, a.marker);
                 self.phase = Phase::Sa(sa);
                 self.settle();
                 r

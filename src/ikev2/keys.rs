@@ -299,12 +299,7 @@ mod tests {
     use crate::crypto::dh::Group;
     use crate::ikev2::proposal::{Encr, Integ, Prf};
 
-    fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::ipsec::tests::unhex;
 
     const SKEYSEED: &str = "0379be7a7260bb2f4a774c66f724cf2431b1c91f525b5dd0b5f64af76b74bf08";
     const IKE_KM: &str = "401a903abcde0224214750c56b0738f6fab40466c21aaebb168aa3ee7a1a04cf\

@@ -7,9 +7,9 @@ use core::net::SocketAddr;
 use core::time::Duration;
 
 use super::IkeEvent;
-use super::codec::{Flags, Header, KePayload, Message, Notify, Payload, find_notify};
+use super::codec::{ExchangeType, Header, KePayload, Message, Notify, Payload, find_notify};
 use super::config::{IkeConfig, ResponderConfig};
-use super::consts::{exchange, notify};
+use super::consts::notify;
 use super::initiator::{Arrival, arrival};
 use super::keys::{IkeKeys, skeyseed};
 use super::nat::{CookieJar, nat_detected, natd_notifies, natd_source};
@@ -49,7 +49,7 @@ impl Responder {
     pub fn new(cfg: ResponderConfig, mut rng: Rng, now: Instant) -> Result<Responder, Error> {
         cfg.ike.validate()?;
         if cfg.max_ike_sas == 0 || cfg.max_half_open == 0 {
-            return Err(Error::Config("responder bounds must be positive"));
+            return Err(IkeError::ZeroBound.into());
         }
         let cookies = CookieJar::new(&mut *rng, now, cfg.cookie_secret_lifetime);
         Ok(Responder {
@@ -209,17 +209,7 @@ impl Responder {
         to: SocketAddr,
         marker: bool,
     ) -> Result<(), Error> {
-        let header = Header {
-            spi_i: h.spi_i,
-            spi_r: [0; 8],
-            exchange: exchange::IKE_SA_INIT,
-            flags: Flags {
-                initiator: false,
-                version: false,
-                response: true,
-            },
-            message_id: 0,
-        };
+        let header = Header::ike_sa_init(h.spi_i, [0; 8], true);
         let bytes = Message {
             header,
             payloads: alloc::vec![Payload::Notify(n)],
@@ -240,7 +230,7 @@ impl Responder {
         let raw = Header::decode(msg, &self.ike.limits)?;
         let h = raw.header;
         if h.message_id != 0 || !h.flags.initiator {
-            return Err(IkeError::Unexpected("bad IKE_SA_INIT request header").into());
+            return Err(IkeError::BadInitRequestHeader.into());
         }
         // A retransmission: replay our answer (§2.1).
         if let Some(spi_r) = self.init_index.get(&(h.spi_i, from))
@@ -250,7 +240,7 @@ impl Responder {
                 let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
                 return sa.replay_init(&mut ctx, from, to, marker);
             }
-            return Err(IkeError::Unexpected("IKE_SA_INIT reusing an SPI").into());
+            return Err(IkeError::InitiatorSpiReused.into());
         }
         let m = match Message::decode(msg, &self.ike.limits) {
             Ok(m) => m,
@@ -270,7 +260,7 @@ impl Responder {
         let Some((sa, ke, ni)) = Found::of(&m.payloads).sa_ke_nonce() else {
             let n = Notify::new(notify::INVALID_SYNTAX, Vec::new());
             self.refuse_init(now, &h, n, from, to, marker)?;
-            return Err(IkeError::MissingPayload("SA, KE or Ni").into());
+            return Err(IkeError::MissingInitPayload.into());
         };
         // Cookies (§2.6) once too many SAs are half-open.
         let half_open = self.half_open_count();
@@ -328,17 +318,7 @@ impl Responder {
         let nat = nat_detected(&m.payloads, &h.spi_i, &[0; 8], from, to);
         let udp_encap = nat.is_some_and(|nat| nat || self.ike.force_encap);
 
-        let header = Header {
-            spi_i: h.spi_i,
-            spi_r,
-            exchange: exchange::IKE_SA_INIT,
-            flags: Flags {
-                initiator: false,
-                version: false,
-                response: true,
-            },
-            message_id: 0,
-        };
+        let header = Header::ike_sa_init(h.spi_i, spi_r, true);
         let mut payloads = alloc::vec![
             Payload::Sa(alloc::vec![choice.suite.to_proposal(choice.num)]),
             Payload::Ke(KePayload {
@@ -397,7 +377,7 @@ impl Actor for Responder {
             marker,
             header: h,
         } = a;
-        if h.exchange == exchange::IKE_SA_INIT && !h.flags.response && h.spi_r == [0; 8] {
+        if h.exchange == ExchangeType::IkeSaInit && !h.flags.response && h.spi_r == [0; 8] {
             return self.init_request(now, msg, from, to, marker);
         }
         // Our SPI is the responder's when the sender is the original initiator.

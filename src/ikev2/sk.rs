@@ -135,7 +135,7 @@ impl SkCipher {
     /// one, which is dropped).
     pub fn open_raw(&self, bytes: &[u8], limits: &Limits) -> Result<Opened, IkeError> {
         let msg = super::codec::Message::decode(bytes, limits)?;
-        let sk = msg.encrypted().ok_or(IkeError::MissingPayload("SK"))?;
+        let sk = msg.encrypted().ok_or(IkeError::MissingEncryptedPayload)?;
         let outer = msg.payloads.len();
         let data_start = bytes.len() - sk.data.len();
         let mut plain = match &self.inb {

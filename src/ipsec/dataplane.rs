@@ -162,6 +162,17 @@ pub struct DataPlaneStats {
     pub keepalives: u64,
 }
 
+/// The data plane's timers (see [`DataPlane::timers`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Timer {
+    /// An SA's soft time lifetime: report it once so the key manager rekeys.
+    SoftLifetime(u32),
+    /// An SA's hard time lifetime: remove it.
+    HardLifetime(u32),
+    /// An acquire nobody answered: drop its queued packets.
+    Acquire(u32),
+}
+
 struct Pending {
     id: u32,
     policy: Option<usize>,
@@ -220,9 +231,7 @@ impl DataPlane {
             || c.max_queued_total == 0
             || c.max_events == 0
         {
-            return Err(IpsecError::InvalidSa(
-                "data plane bounds must be at least 1",
-            ));
+            return Err(IpsecError::ZeroBound);
         }
         let id: [u8; 2] = crate::crypto::random_array(&mut *rng);
         Ok(DataPlane {
@@ -356,19 +365,33 @@ impl DataPlane {
     /// When [`DataPlane::handle_timeout`] should next run (a lifetime or an acquire
     /// deadline).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let sas = self
-            .sas
-            .values()
-            .flat_map(|e| [e.soft_deadline(), e.hard_deadline()])
-            .flatten();
-        let acquires = self.pending.iter().map(|p| p.deadline);
-        sas.chain(acquires).min()
+        crate::time::earliest(self.timers())
     }
 
     /// Fire the lifetimes and acquire time-outs due at `now`. Also runs at the start of
     /// every packet call, so a late timer never lets an expired SA work.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.expire(now);
+    }
+
+    /// Every armed timer with its deadline: the one list both [`DataPlane::poll_timeout`]
+    /// and [`DataPlane::handle_timeout`] read. Soft lifetimes come first, then hard ones,
+    /// then acquires, so that events of one tick keep that order (a rekey hint before any
+    /// removal).
+    pub(crate) fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
+        let soft = self
+            .sas
+            .iter()
+            .filter_map(|(spi, e)| Some((Timer::SoftLifetime(*spi), e.soft_deadline()?)));
+        let hard = self
+            .sas
+            .iter()
+            .filter_map(|(spi, e)| Some((Timer::HardLifetime(*spi), e.hard_deadline()?)));
+        let acquires = self
+            .pending
+            .iter()
+            .map(|p| (Timer::Acquire(p.id), p.deadline));
+        soft.chain(hard).chain(acquires)
     }
 
     fn push_event(&mut self, event: IpsecEvent) {
@@ -380,37 +403,46 @@ impl DataPlane {
     }
 
     fn expire(&mut self, now: Instant) {
-        let mut soft = Vec::new();
-        let mut hard = Vec::new();
-        for (spi, e) in self.sas.iter_mut() {
-            if let Some(trigger) = e.hard_expired(now) {
-                hard.push((*spi, trigger));
-            } else if let Some(trigger) = e.take_soft(now) {
-                soft.push((*spi, e.sa.spi_out, trigger));
+        for timer in crate::time::due(self.timers(), now) {
+            self.fire_timer(now, timer);
+        }
+    }
+
+    /// Fire one timer read from [`DataPlane::timers`]; it looks its state up again, as an
+    /// earlier one of the same tick may have changed it.
+    pub(crate) fn fire_timer(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::SoftLifetime(spi_in) => {
+                let Some(e) = self.sas.get_mut(&spi_in) else {
+                    return;
+                };
+                // An SA past its hard limit too is only removed (its hard timer is in the
+                // same list): no rekey hint for an SA that is already gone.
+                if e.hard_expired(now).is_some() {
+                    return;
+                }
+                if let Some(trigger) = e.take_soft(now) {
+                    let spi_out = e.sa.spi_out;
+                    self.push_event(IpsecEvent::SoftExpired {
+                        spi_in,
+                        spi_out,
+                        trigger,
+                    });
+                }
             }
-        }
-        for (spi_in, spi_out, trigger) in soft {
-            self.push_event(IpsecEvent::SoftExpired {
-                spi_in,
-                spi_out,
-                trigger,
-            });
-        }
-        for (spi, trigger) in hard {
-            self.expire_sa(spi, trigger);
-        }
-        let mut expired = Vec::new();
-        self.pending.retain(|p| {
-            if now >= p.deadline {
-                expired.push((p.id, p.packets.len()));
-                false
-            } else {
-                true
+            Timer::HardLifetime(spi_in) => {
+                let trigger = self.sas.get(&spi_in).and_then(|e| e.hard_expired(now));
+                if let Some(trigger) = trigger {
+                    self.expire_sa(spi_in, trigger);
+                }
             }
-        });
-        for (id, dropped) in expired {
-            self.stats.queue_drops += dropped as u64;
-            self.push_event(IpsecEvent::AcquireExpired { id, dropped });
+            Timer::Acquire(id) => {
+                if let Some(i) = self.pending.iter().position(|p| p.id == id) {
+                    let dropped = self.pending.remove(i).packets.len();
+                    self.stats.queue_drops += dropped as u64;
+                    self.push_event(IpsecEvent::AcquireExpired { id, dropped });
+                }
+            }
         }
     }
 
@@ -589,9 +621,7 @@ impl DataPlane {
             ),
             Mode::Transport => {
                 if info.is_fragment {
-                    return Err(IpsecError::Unsupported(
-                        "transport mode cannot protect a fragment",
-                    ));
+                    return Err(IpsecError::TransportFragment);
                 }
                 let body = whole
                     .get(info.header_len..)
@@ -685,9 +715,7 @@ impl DataPlane {
         {
             if info.is_fragment {
                 self.stats.malformed += 1;
-                return Err(IpsecError::Unsupported(
-                    "fragmented ESP: reassemble before unprotect",
-                ));
+                return Err(IpsecError::FragmentedEsp);
             }
             if info.protocol == PROTO_ESP {
                 return self.open_esp(now, body, outer);

@@ -64,7 +64,7 @@ mod sa;
 mod selector;
 mod spd;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use crate::error::{IpsecError, ReplayKind};
 pub use dataplane::{

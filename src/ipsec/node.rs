@@ -16,9 +16,9 @@
 
 use core::net::SocketAddr;
 
-use super::IpsecEvent;
-use super::dataplane::{DataPlane, Inbound, Outbound, Protected};
+use super::dataplane::{DataPlane, Inbound, Outbound, Protected, Timer};
 use super::sa::ChildSa;
+use super::{IpsecError, IpsecEvent};
 use crate::io::{Actor, IfaceId, Input, Outbox, Output, Transmit};
 use crate::{Error, Instant};
 
@@ -77,6 +77,12 @@ impl IpsecNode {
             self.emit_protected(p)?;
         }
         self.drain_events()
+    }
+
+    /// The node's timers: those of its data plane (SA lifetimes, acquire time-outs); the
+    /// node adds none of its own. Read by both `poll_timeout` and `handle_timeout`.
+    fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
+        self.plane.timers()
     }
 
     fn emit_protected(&mut self, p: Protected) -> Result<(), Error> {
@@ -156,16 +162,16 @@ impl Actor for IpsecNode {
                 self.drain_events()?;
                 r
             }
-            Input::Packet { .. } => Err(Error::Unexpected("packet on an unknown interface")),
+            Input::Packet { .. } => Err(IpsecError::UnknownInterface.into()),
             Input::Datagram { from, to, data } => self.inbound_datagram(now, from, to, data),
-            _ => Err(Error::Unexpected(
-                "the IPsec node takes packets and datagrams only",
-            )),
+            _ => Err(IpsecError::UnsupportedInput.into()),
         }
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        self.plane.handle_timeout(now);
+        for timer in crate::time::due(self.timers(), now) {
+            self.plane.fire_timer(now, timer);
+        }
         // A full outbox drops the events; the driver stopped draining.
         let _ = self.drain_events();
     }
@@ -175,6 +181,6 @@ impl Actor for IpsecNode {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.plane.poll_timeout()
+        crate::time::earliest(self.timers())
     }
 }

@@ -293,7 +293,7 @@ pub fn push_ip_header(
             out.extend_from_slice(&d.octets());
             Ok(())
         }
-        _ => Err(IpsecError::InvalidSa("address families of a header differ")),
+        _ => Err(IpsecError::AddressFamilyMismatch),
     }
 }
 

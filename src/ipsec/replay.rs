@@ -33,7 +33,7 @@ impl ReplayWindow {
     /// A window of `size` packets (1 ..= [`ReplayWindow::MAX_SIZE`]).
     pub fn new(size: u32) -> Result<ReplayWindow, IpsecError> {
         if size == 0 || size > Self::MAX_SIZE {
-            return Err(IpsecError::InvalidSa("replay window size"));
+            return Err(IpsecError::ReplayWindowSize(size));
         }
         let words = size.div_ceil(64) as usize;
         Ok(ReplayWindow {

@@ -143,24 +143,25 @@ impl ChildSa {
         self.keys_in.check(self.suite)?;
         self.keys_out.check(self.suite)?;
         if self.spi_in < 256 || self.spi_out < 256 {
-            return Err(IpsecError::InvalidSa("SPIs 0..=255 are reserved"));
+            return Err(IpsecError::ReservedSpi);
         }
         for ts in [&self.local_ts, &self.remote_ts] {
             if ts.is_empty() || ts.len() > MAX_TRAFFIC_SELECTORS {
-                return Err(IpsecError::InvalidSa("traffic selector count"));
+                return Err(IpsecError::TrafficSelectorCount);
             }
         }
         if let Mode::Tunnel { local, remote } = self.mode
             && local.is_ipv4() != remote.is_ipv4()
         {
-            return Err(IpsecError::InvalidSa("tunnel address families differ"));
+            return Err(IpsecError::AddressFamilyMismatch);
         }
-        if let Some(e) = self.encap
-            && (e.local.is_ipv4() != e.remote.is_ipv4()
-                || e.local.port() == 0
-                || e.remote.port() == 0)
-        {
-            return Err(IpsecError::InvalidSa("UDP encapsulation endpoints"));
+        if let Some(e) = self.encap {
+            if e.local.is_ipv4() != e.remote.is_ipv4() {
+                return Err(IpsecError::AddressFamilyMismatch);
+            }
+            if e.local.port() == 0 || e.remote.port() == 0 {
+                return Err(IpsecError::EncapPortZero);
+            }
         }
         ReplayWindow::new(self.replay_window)?;
         let l = &self.lifetime;
@@ -173,7 +174,7 @@ impl ChildSa {
             _ => true,
         };
         if !bytes_ok || !time_ok {
-            return Err(IpsecError::InvalidSa("soft lifetime beyond hard lifetime"));
+            return Err(IpsecError::SoftLifetimeBeyondHard);
         }
         Ok(())
     }

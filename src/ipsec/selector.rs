@@ -33,7 +33,7 @@ impl AddrRange {
         match (start, end) {
             (IpAddr::V4(a), IpAddr::V4(b)) if a <= b => Ok(AddrRange { start, end }),
             (IpAddr::V6(a), IpAddr::V6(b)) if a <= b => Ok(AddrRange { start, end }),
-            _ => Err(IpsecError::InvalidSelector("address range")),
+            _ => Err(IpsecError::AddressRange),
         }
     }
 
@@ -42,7 +42,7 @@ impl AddrRange {
         match addr {
             IpAddr::V4(a) => {
                 if len > 32 {
-                    return Err(IpsecError::InvalidSelector("IPv4 prefix length"));
+                    return Err(IpsecError::PrefixLength(len));
                 }
                 let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
                 let base = u32::from(a) & mask;
@@ -53,7 +53,7 @@ impl AddrRange {
             }
             IpAddr::V6(a) => {
                 if len > 128 {
-                    return Err(IpsecError::InvalidSelector("IPv6 prefix length"));
+                    return Err(IpsecError::PrefixLength(len));
                 }
                 let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
                 let base = u128::from(a) & mask;
@@ -140,7 +140,7 @@ impl FromStr for AddrRange {
 
     /// `"10.0.0.0/24"`, `"2001::1"` (a host), `"2001::1/128"`, or `"10.0.0.1-10.0.0.9"`.
     fn from_str(s: &str) -> Result<AddrRange, IpsecError> {
-        let bad = IpsecError::InvalidSelector("address syntax");
+        let bad = IpsecError::AddressSyntax;
         if let Some((addr, len)) = s.split_once('/') {
             let addr = IpAddr::from_str(addr).map_err(|_| bad.clone())?;
             let len = u8::from_str(len).map_err(|_| bad)?;
@@ -174,7 +174,7 @@ impl PortRange {
         if start <= end {
             Ok(PortRange { start, end })
         } else {
-            Err(IpsecError::InvalidSelector("port range"))
+            Err(IpsecError::PortRange)
         }
     }
 

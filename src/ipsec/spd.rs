@@ -152,7 +152,7 @@ impl Spd {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ipsec::packet::tests::{icmp, udp};
     use crate::ipsec::packet::{PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, parse};
@@ -165,36 +165,43 @@ mod tests {
         parse(&p).unwrap()
     }
 
-    /// Seed 001, Fig. 2: the policy table's three example rows.
+    /// Seed 001, Fig. 2: the policy table's three example rows (also used by the data
+    /// plane's policy tests).
+    pub(crate) fn seed_001_policies() -> [Policy; 3] {
+        let out = |sel: Selector, action| Policy::new(sel, Direction::Outbound, action);
+        [
+            // TCP from 10.0.0.1 to anything in 10.0.0.0/24.
+            out(
+                Selector::parse("10.0.0.1/32", "10.0.0.0/24")
+                    .unwrap()
+                    .protocol(PROTO_TCP),
+                Action::Bypass,
+            ),
+            // NetBIOS name service between two IPv6 hosts.
+            out(
+                Selector::parse("2001::1", "2001::2")
+                    .unwrap()
+                    .protocol(PROTO_UDP)
+                    .src_ports(PortRange::single(137))
+                    .dst_ports(PortRange::single(137)),
+                Action::Bypass,
+            ),
+            // ICMPv6 neighbour solicitation (type 135).
+            out(
+                Selector::parse("2001::1/128", "2001::2/128")
+                    .unwrap()
+                    .protocol(PROTO_ICMPV6)
+                    .src_ports(PortRange::single(135)),
+                Action::Discard,
+            ),
+        ]
+    }
+
     fn seed_001_table() -> Spd {
         let mut spd = Spd::new(8, Action::Protect);
-        spd.push(Policy::new(
-            Selector::parse("10.0.0.1/32", "10.0.0.0/24")
-                .unwrap()
-                .protocol(PROTO_TCP),
-            Direction::Outbound,
-            Action::Bypass,
-        ))
-        .unwrap();
-        spd.push(Policy::new(
-            Selector::parse("2001::1", "2001::2")
-                .unwrap()
-                .protocol(PROTO_UDP)
-                .src_ports(PortRange::single(137))
-                .dst_ports(PortRange::single(137)),
-            Direction::Outbound,
-            Action::Bypass,
-        ))
-        .unwrap();
-        spd.push(Policy::new(
-            Selector::parse("2001::1/128", "2001::2/128")
-                .unwrap()
-                .protocol(PROTO_ICMPV6)
-                .src_ports(PortRange::single(135)),
-            Direction::Outbound,
-            Action::Discard,
-        ))
-        .unwrap();
+        for p in seed_001_policies() {
+            spd.push(p).unwrap();
+        }
         spd
     }
 

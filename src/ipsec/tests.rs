@@ -15,7 +15,9 @@ use super::packet::tests::udp;
 use super::*;
 use crate::{Actor, IfaceId, Input, Instant, Output};
 
-fn unhex(s: &str) -> Vec<u8> {
+/// Hex digits (whitespace ignored) to bytes; the crate's one test helper for known
+/// answers, also used by the IKEv2 tests.
+pub(crate) fn unhex(s: &str) -> Vec<u8> {
     let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     digits
         .chunks(2)
@@ -561,12 +563,7 @@ fn every_suite_mode_family_and_encapsulation_round_trips_both_ways() {
 #[test]
 fn cbc_ivs_are_random_and_aead_ivs_are_the_sequence_number() {
     for suite in Suite::ALL {
-        let setup = Setup {
-            suite,
-            tunnel: true,
-            v6: false,
-            encap: true,
-        };
+        let setup = encap_tunnel_setup(suite);
         let (mut a, _) = pair(setup);
         let pkt = udp("10.1.0.5", "10.2.0.9", 1, 2, b"same");
         let ivs: Vec<Vec<u8>> = (1..=3u64)
@@ -639,7 +636,7 @@ fn transport_mode_keeps_the_original_header_and_ipv6_extension_headers() {
     frag[10..12].copy_from_slice(&sum.to_be_bytes());
     assert!(matches!(
         a.protect(Instant::ZERO, &frag),
-        Err(IpsecError::Unsupported(_))
+        Err(IpsecError::TransportFragment)
     ));
 }
 
@@ -651,6 +648,14 @@ fn tunnel_setup(suite: Suite) -> Setup {
         tunnel: true,
         v6: false,
         encap: false,
+    }
+}
+
+/// IPv4 tunnel mode inside UDP (RFC 3948).
+fn encap_tunnel_setup(suite: Suite) -> Setup {
+    Setup {
+        encap: true,
+        ..tunnel_setup(suite)
     }
 }
 
@@ -763,12 +768,7 @@ fn configurable_window_of_1024_packets() {
 #[test]
 fn tampering_with_any_byte_of_an_esp_packet_is_rejected() {
     for suite in Suite::ALL {
-        let setup = Setup {
-            suite,
-            tunnel: true,
-            v6: false,
-            encap: true,
-        };
+        let setup = encap_tunnel_setup(suite);
         let (mut a, mut b) = pair(setup);
         let pkt = udp("10.1.0.5", "10.2.0.9", 7, 8, b"tamper me, if you can");
         let Protected::Udp(d) = protect(&mut a, Instant::ZERO, &pkt) else {
@@ -910,7 +910,10 @@ fn time_lifetimes_follow_the_driver_clock() {
     let mut bad = child_sa(setup, true, (0x1000, 0x2000));
     bad.lifetime.soft_bytes = Some(10);
     bad.lifetime.hard_bytes = Some(5);
-    assert!(matches!(a.install(t0, bad), Err(IpsecError::InvalidSa(_))));
+    assert!(matches!(
+        a.install(t0, bad),
+        Err(IpsecError::SoftLifetimeBeyondHard)
+    ));
 }
 
 #[test]
@@ -1014,10 +1017,7 @@ fn the_sad_is_bounded_and_spis_are_unique() {
         .unwrap();
     assert_eq!(
         a.install(Instant::ZERO, child_sa(setup, true, (0x1002, 0x2002))),
-        Err(IpsecError::CapacityExceeded {
-            what: "security association database",
-            bound: 2
-        })
+        full("security association database", 2)
     );
     assert!(a.remove(0x1000).is_some());
     a.install(Instant::ZERO, child_sa(setup, true, (0x1002, 0x2002)))
@@ -1031,7 +1031,7 @@ fn the_sad_is_bounded_and_spis_are_unique() {
     let mut bad = child_sa(setup, true, (200, 0x2003));
     assert!(matches!(
         a.install(Instant::ZERO, bad.clone()),
-        Err(IpsecError::InvalidSa(_))
+        Err(IpsecError::ReservedSpi)
     ));
     bad.spi_in = 0x1003;
     bad.keys_in.encryption.pop();
@@ -1040,6 +1040,11 @@ fn the_sad_is_bounded_and_spis_are_unique() {
         a.install(Instant::ZERO, bad),
         Err(IpsecError::BadKeyLength { .. })
     ));
+}
+
+/// The refusal of a full table or queue.
+fn full<T>(what: &'static str, bound: usize) -> Result<T, IpsecError> {
+    Err(IpsecError::CapacityExceeded { what, bound })
 }
 
 #[test]
@@ -1085,25 +1090,13 @@ fn acquire_queues_are_bounded_and_released_on_install() {
     );
     assert!(drain(&mut a).is_empty(), "one acquire per destination");
     // Per-acquire bound.
-    assert_eq!(
-        a.protect(now, &to_b(3)),
-        Err(IpsecError::CapacityExceeded {
-            what: "acquire queue",
-            bound: 2
-        })
-    );
+    assert_eq!(a.protect(now, &to_b(3)), full("acquire queue", 2));
     // A second destination: a second acquire.
     let to_c = udp("10.1.0.5", "10.3.0.1", 1, 2, b"c");
     assert_eq!(a.protect(now, &to_c), Ok(Outbound::Queued { acquire: 2 }));
     // Total bound (3 queued).
     let to_d = udp("10.1.0.5", "10.4.0.1", 1, 2, b"d");
-    assert_eq!(
-        a.protect(now, &to_d),
-        Err(IpsecError::CapacityExceeded {
-            what: "acquire queues",
-            bound: 3
-        })
-    );
+    assert_eq!(a.protect(now, &to_d), full("acquire queues", 3));
     assert_eq!(a.queued(), 3);
     assert_eq!(a.stats().queue_drops, 2);
     // Installing the SA for 10.2.0.9 releases exactly its two packets, in order.
@@ -1122,13 +1115,7 @@ fn acquire_queues_are_bounded_and_released_on_install() {
     let to_e = udp("10.1.0.5", "10.5.0.1", 1, 2, b"e");
     assert_eq!(a.protect(now, &to_e), Ok(Outbound::Queued { acquire: 3 }));
     let to_f = udp("10.1.0.5", "10.6.0.1", 1, 2, b"f");
-    assert_eq!(
-        a.protect(now, &to_f),
-        Err(IpsecError::CapacityExceeded {
-            what: "pending acquires",
-            bound: 2
-        })
-    );
+    assert_eq!(a.protect(now, &to_f), full("pending acquires", 2));
     // Acquires time out: their packets are dropped and reported.
     drain(&mut a);
     assert_eq!(a.poll_timeout(), Some(now + Duration::from_secs(30)));
@@ -1170,7 +1157,10 @@ fn bad_configurations_are_refused() {
     ] {
         let mut c = DataPlaneConfig::default();
         f(&mut c);
-        assert!(DataPlane::new(c, rng(1)).is_err());
+        assert!(matches!(
+            DataPlane::new(c, rng(1)),
+            Err(IpsecError::ZeroBound)
+        ));
     }
 }
 
@@ -1179,35 +1169,20 @@ fn bad_configurations_are_refused() {
 #[test]
 fn spd_bypass_discard_and_unprotected_inbound() {
     let mut dp = DataPlane::new(DataPlaneConfig::default(), rng(1)).unwrap();
-    dp.add_policy(Policy::new(
-        Selector::parse("10.0.0.1/32", "10.0.0.0/24")
-            .unwrap()
-            .protocol(PROTO_TCP),
-        Direction::Outbound,
-        Action::Bypass,
-    ))
-    .unwrap();
-    dp.add_policy(Policy::new(
-        Selector::parse("2001::1/128", "2001::2/128")
-            .unwrap()
-            .protocol(PROTO_ICMPV6)
-            .src_ports(PortRange::single(135)),
-        Direction::Outbound,
-        Action::Discard,
-    ))
-    .unwrap();
-    dp.add_policy(Policy::new(
-        Selector::parse("10.2.0.0/16", "10.1.0.0/16").unwrap(),
-        Direction::Inbound,
-        Action::Protect,
-    ))
-    .unwrap();
-    dp.add_policy(Policy::new(
-        Selector::parse("10.3.0.0/16", "10.1.0.0/16").unwrap(),
-        Direction::Inbound,
-        Action::Bypass,
-    ))
-    .unwrap();
+    // Seed 001's TCP bypass and ICMPv6 discard rows, then two inbound rules.
+    let [tcp_bypass, _, ns_discard] = super::spd::tests::seed_001_policies();
+    let inbound = |sel: &str, action| {
+        let sel = Selector::parse(sel, "10.1.0.0/16").unwrap();
+        Policy::new(sel, Direction::Inbound, action)
+    };
+    for p in [
+        tcp_bypass,
+        ns_discard,
+        inbound("10.2.0.0/16", Action::Protect),
+        inbound("10.3.0.0/16", Action::Bypass),
+    ] {
+        dp.add_policy(p).unwrap();
+    }
     let mut tcp = udp("10.0.0.1", "10.0.0.9", 1, 2, b"");
     tcp[9] = PROTO_TCP;
     assert_eq!(dp.protect(Instant::ZERO, &tcp), Ok(Outbound::Bypass));
@@ -1261,12 +1236,7 @@ fn decrypted_packets_outside_the_selectors_are_refused() {
 
 #[test]
 fn nat_t_port_carries_keepalives_ike_and_esp() {
-    let setup = Setup {
-        suite: Suite::AesGcm256,
-        tunnel: true,
-        v6: false,
-        encap: true,
-    };
+    let setup = encap_tunnel_setup(Suite::AesGcm256);
     let (mut a, mut b) = pair(setup);
     let from: SocketAddr = "198.51.100.1:4500".parse().unwrap();
     let to: SocketAddr = "192.0.2.1:4500".parse().unwrap();
@@ -1317,6 +1287,22 @@ fn nat_t_port_carries_keepalives_ike_and_esp() {
 
 // ------------------------------------------------------------------- actor
 
+/// Hand the node a raw packet on interface `iface`.
+fn packet_in(
+    node: &mut IpsecNode,
+    now: Instant,
+    iface: u32,
+    data: &[u8],
+) -> Result<(), crate::Error> {
+    node.handle_input(
+        now,
+        Input::Packet {
+            iface: IfaceId(iface),
+            data,
+        },
+    )
+}
+
 #[test]
 fn the_node_actor_protects_unprotects_and_reports() {
     let setup = tunnel_setup(Suite::ChaCha20Poly1305);
@@ -1330,14 +1316,7 @@ fn the_node_actor_protects_unprotects_and_reports() {
     let now = Instant::ZERO;
     let pkt = udp("10.1.0.5", "10.2.0.9", 1, 2, b"actor");
     // No SA yet: an acquire comes out as an event.
-    a.handle_input(
-        now,
-        Input::Packet {
-            iface: IfaceId(0),
-            data: &pkt,
-        },
-    )
-    .unwrap();
+    packet_in(&mut a, now, 0, &pkt).unwrap();
     assert!(matches!(
         a.poll_output(),
         Some(Output::Event(IpsecEvent::Acquire(_)))
@@ -1353,14 +1332,7 @@ fn the_node_actor_protects_unprotects_and_reports() {
         panic!()
     };
     assert_eq!(iface, IfaceId(1));
-    b.handle_input(
-        now,
-        Input::Packet {
-            iface: IfaceId(1),
-            data: &data,
-        },
-    )
-    .unwrap();
+    packet_in(&mut b, now, 1, &data).unwrap();
     assert_eq!(
         b.poll_output(),
         Some(Output::Packet {
@@ -1369,27 +1341,12 @@ fn the_node_actor_protects_unprotects_and_reports() {
         })
     );
     // Errors come back typed, and the node keeps working.
-    let e = b.handle_input(
-        now,
-        Input::Packet {
-            iface: IfaceId(1),
-            data: &data,
-        },
-    );
+    let e = packet_in(&mut b, now, 1, &data);
     assert!(matches!(
         e,
         Err(crate::Error::Ipsec(IpsecError::Replay { .. }))
     ));
-    assert!(
-        b.handle_input(
-            now,
-            Input::Packet {
-                iface: IfaceId(7),
-                data: &data
-            }
-        )
-        .is_err()
-    );
+    assert!(packet_in(&mut b, now, 7, &data).is_err());
     // With UDP encapsulation the node emits datagrams and takes them back.
     let setup = Setup {
         encap: true,
@@ -1401,14 +1358,7 @@ fn the_node_actor_protects_unprotects_and_reports() {
         .unwrap();
     b.install(now, child_sa(setup, false, (0x1000, 0x2000)))
         .unwrap();
-    a.handle_input(
-        now,
-        Input::Packet {
-            iface: IfaceId(0),
-            data: &pkt,
-        },
-    )
-    .unwrap();
+    packet_in(&mut a, now, 0, &pkt).unwrap();
     let Some(Output::Transmit(t)) = a.poll_output() else {
         panic!()
     };
@@ -1552,10 +1502,8 @@ mod props {
 fn oversize_results_are_refused_without_reusing_a_sequence_number() {
     for encap in [false, true] {
         let setup = Setup {
-            suite: Suite::AesGcm128,
-            tunnel: true,
-            v6: false,
             encap,
+            ..tunnel_setup(Suite::AesGcm128)
         };
         let (mut a, mut b) = pair(setup);
         // A maximal inner packet: tunnel overhead pushes it past 65535.

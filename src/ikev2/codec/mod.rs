@@ -27,7 +27,7 @@ pub use ts::{
 };
 
 use super::IkeError;
-use super::consts::payload as pt;
+use super::consts::{exchange, payload as pt};
 
 /// Length of the IKE header.
 pub const HEADER_LEN: usize = 28;
@@ -97,6 +97,47 @@ impl Flags {
     }
 }
 
+/// An IKEv2 exchange type (RFC 7296 §3.1), decoded from the header's octet so that the
+/// engine matches on names, not numbers. `Other` keeps any unassigned or unsupported value
+/// so that a decoded header re-encodes to the same octet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExchangeType {
+    /// IKE_SA_INIT (34).
+    IkeSaInit,
+    /// IKE_AUTH (35).
+    IkeAuth,
+    /// CREATE_CHILD_SA (36).
+    CreateChildSa,
+    /// INFORMATIONAL (37).
+    Informational,
+    /// Any other value (never one of the four above).
+    Other(u8),
+}
+
+impl From<u8> for ExchangeType {
+    fn from(v: u8) -> Self {
+        match v {
+            exchange::IKE_SA_INIT => ExchangeType::IkeSaInit,
+            exchange::IKE_AUTH => ExchangeType::IkeAuth,
+            exchange::CREATE_CHILD_SA => ExchangeType::CreateChildSa,
+            exchange::INFORMATIONAL => ExchangeType::Informational,
+            other => ExchangeType::Other(other),
+        }
+    }
+}
+
+impl From<ExchangeType> for u8 {
+    fn from(e: ExchangeType) -> u8 {
+        match e {
+            ExchangeType::IkeSaInit => exchange::IKE_SA_INIT,
+            ExchangeType::IkeAuth => exchange::IKE_AUTH,
+            ExchangeType::CreateChildSa => exchange::CREATE_CHILD_SA,
+            ExchangeType::Informational => exchange::INFORMATIONAL,
+            ExchangeType::Other(v) => v,
+        }
+    }
+}
+
 /// The IKE header, less the two fields the encoder computes (next payload, length).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
@@ -104,8 +145,8 @@ pub struct Header {
     pub spi_i: [u8; 8],
     /// IKE SA responder's SPI (zero in the first IKE_SA_INIT request).
     pub spi_r: [u8; 8],
-    /// Exchange type ([`super::consts::exchange`]).
-    pub exchange: u8,
+    /// Exchange type.
+    pub exchange: ExchangeType,
     /// Flags.
     pub flags: Flags,
     /// Message ID.
@@ -124,6 +165,22 @@ pub struct RawHeader {
 }
 
 impl Header {
+    /// An IKE_SA_INIT header (message ID 0): a request from the initiator, or the
+    /// responder's answer.
+    pub fn ike_sa_init(spi_i: [u8; 8], spi_r: [u8; 8], response: bool) -> Header {
+        Header {
+            spi_i,
+            spi_r,
+            exchange: ExchangeType::IkeSaInit,
+            flags: Flags {
+                initiator: !response,
+                version: false,
+                response,
+            },
+            message_id: 0,
+        }
+    }
+
     /// Read the header at the start of `bytes` and check version and length against the
     /// datagram (`bytes` must be exactly one IKE message).
     pub fn decode(bytes: &[u8], limits: &Limits) -> Result<RawHeader, IkeError> {
@@ -150,7 +207,7 @@ impl Header {
             header: Header {
                 spi_i,
                 spi_r,
-                exchange: h[18],
+                exchange: ExchangeType::from(h[18]),
                 flags: Flags::from_byte(h[19]),
                 message_id: u32::from_be_bytes([h[20], h[21], h[22], h[23]]),
             },
@@ -166,7 +223,7 @@ impl Header {
         out[8..16].copy_from_slice(&self.spi_r);
         out[16] = first_payload;
         out[17] = VERSION;
-        out[18] = self.exchange;
+        out[18] = self.exchange.into();
         out[19] = self.flags.to_byte();
         out[20..24].copy_from_slice(&self.message_id.to_be_bytes());
         out[24..28].copy_from_slice(&length.to_be_bytes());

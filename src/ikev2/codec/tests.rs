@@ -1,4 +1,3 @@
-use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -6,29 +5,14 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use proptest::prelude::*;
 
 use super::*;
-use crate::ikev2::consts::{exchange, notify, payload as pt, protocol, transform as t};
+use crate::ikev2::codec::ExchangeType;
+use crate::ikev2::consts::{notify, payload as pt, protocol, transform as t};
 
 fn header() -> Header {
-    Header {
-        spi_i: [1, 2, 3, 4, 5, 6, 7, 8],
-        spi_r: [0; 8],
-        exchange: exchange::IKE_SA_INIT,
-        flags: Flags {
-            initiator: true,
-            version: false,
-            response: false,
-        },
-        message_id: 0,
-    }
+    Header::ike_sa_init([1, 2, 3, 4, 5, 6, 7, 8], [0; 8], false)
 }
 
-fn unhex(s: &str) -> Vec<u8> {
-    let s: String = s.split_whitespace().collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
+use crate::ipsec::tests::unhex;
 
 /// Byte-exact layout of a small message, written out by hand from RFC 7296 §3.1, §3.3,
 /// §3.4, §3.10 and §3.13.
@@ -490,7 +474,7 @@ fn message() -> impl Strategy<Value = Message> {
                     header: Header {
                         spi_i,
                         spi_r,
-                        exchange,
+                        exchange: ExchangeType::from(exchange),
                         flags: Flags {
                             initiator: i,
                             version: v,

@@ -6,9 +6,10 @@ use super::{Ctx, Found, IkeSa, Request, State, error_notify};
 use crate::Error;
 use crate::ikev2::ChildMode;
 use crate::ikev2::codec::{
-    AuthPayload, Identity, Notify, Payload, TrafficSelector, find_notify, ts_from_wire, ts_to_wire,
+    AuthPayload, ExchangeType, Identity, Notify, Payload, TrafficSelector, find_notify,
+    ts_from_wire, ts_to_wire,
 };
-use crate::ikev2::consts::{auth_method, exchange, notify};
+use crate::ikev2::consts::{auth_method, notify};
 use crate::ikev2::keys::{child_keys, psk_auth};
 use crate::ikev2::proposal::{accept_esp, esp_offer, esp_proposal, select_esp};
 use crate::ikev2::{FailReason, IkeEvent};
@@ -46,7 +47,7 @@ impl IkeSa {
         p.push(Payload::Sa(esp_offer(&cfg.esp_proposals, spi_in)));
         p.push(Payload::TsI(ts_to_wire(&cfg.ts_local)));
         p.push(Payload::TsR(ts_to_wire(&cfg.ts_remote)));
-        self.send_request(ctx, exchange::IKE_AUTH, &p, Request::Auth { spi_in })
+        self.send_request(ctx, ExchangeType::IkeAuth, &p, Request::Auth { spi_in })
     }
 
     /// Original initiator: the IKE_AUTH response.
@@ -149,7 +150,7 @@ impl IkeSa {
     fn send_auth_failed(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Error> {
         // RFC 7296 §2.21.2: tell the responder in a separate INFORMATIONAL, sent once.
         let msg_id = self.next_msg_id;
-        let header = self.header(exchange::INFORMATIONAL, false, msg_id);
+        let header = self.header(ExchangeType::Informational, false, msg_id);
         let n = Payload::Notify(Notify::new(notify::AUTHENTICATION_FAILED, Vec::new()));
         let bytes = self.sk.seal(&header, &[n], ctx.rng)?;
         self.next_msg_id = self.next_msg_id.wrapping_add(1);

@@ -6,8 +6,8 @@ use alloc::vec::Vec;
 use super::{Command, Ctx, Found, IkeSa, MAX_CHILDREN, Request, State, error_notify, nonce};
 use crate::Error;
 use crate::ikev2::IkeEvent;
-use crate::ikev2::codec::{Delete, Notify, Payload, ts_to_wire};
-use crate::ikev2::consts::{exchange, notify, protocol};
+use crate::ikev2::codec::{Delete, ExchangeType, Notify, Payload, ts_to_wire};
+use crate::ikev2::consts::{notify, protocol};
 use crate::ikev2::keys::child_keys;
 use crate::ikev2::proposal::esp_offer;
 
@@ -16,10 +16,10 @@ impl IkeSa {
     pub(super) fn start_rekey(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Error> {
         let old = self
             .current_child()
-            .ok_or(crate::ikev2::IkeError::Unexpected("no Child SA"))?
+            .ok_or(crate::ikev2::IkeError::NoChildSa)?
             .clone();
         if self.children.len() >= MAX_CHILDREN {
-            return Err(crate::ikev2::IkeError::Unexpected("a rekey is still completing").into());
+            return Err(crate::ikev2::IkeError::RekeyPending.into());
         }
         let spi_in = self.new_spi(ctx.rng);
         let ni = nonce(ctx.rng);
@@ -39,7 +39,7 @@ impl IkeSa {
         p.push(Payload::TsR(ts_to_wire(&old.remote_ts)));
         self.send_request(
             ctx,
-            exchange::CREATE_CHILD_SA,
+            ExchangeType::CreateChildSa,
             &p,
             Request::Rekey {
                 old_spi_in: old.spi_in,

@@ -21,8 +21,8 @@ use alloc::vec::Vec;
 use super::{Ctx, Found, IkeSa, NewSa, Request, State, nonce};
 use crate::Error;
 use crate::crypto::dh::{KeyPair, SharedSecret};
-use crate::ikev2::codec::{KePayload, Notify, Payload, find_notify};
-use crate::ikev2::consts::{exchange, notify};
+use crate::ikev2::codec::{ExchangeType, KePayload, Notify, Payload, find_notify};
+use crate::ikev2::consts::notify;
 use crate::ikev2::keys::{IkeKeys, skeyseed_rekey};
 use crate::ikev2::proposal::{
     IkeSuite, accept_ike_rekey, ike_rekey_offer, invalid_ke_group, select_ike_rekey,
@@ -90,7 +90,7 @@ impl IkeSa {
             kp,
             rounds,
         };
-        self.send_request(ctx, exchange::CREATE_CHILD_SA, &payloads, request)
+        self.send_request(ctx, ExchangeType::CreateChildSa, &payloads, request)
     }
 
     /// Exchange initiator: the answer to our IKE SA rekey.
@@ -136,7 +136,7 @@ impl IkeSa {
         // §1.3.2: the rekey initiator deletes the old IKE SA.
         self.send_request(
             ctx,
-            exchange::INFORMATIONAL,
+            ExchangeType::Informational,
             &[super::delete_ike_sa()],
             Request::DeleteRekeyed,
         )?;

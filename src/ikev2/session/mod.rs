@@ -19,11 +19,11 @@ use core::time::Duration;
 use rand_core::CryptoRng;
 
 use super::codec::{
-    AuthPayload, Flags, Header, Identity, KePayload, NON_ESP_MARKER, Notify, Payload, Proposal,
-    TrafficSelector,
+    AuthPayload, ExchangeType, Flags, Header, Identity, KePayload, NON_ESP_MARKER, Notify, Payload,
+    Proposal, TrafficSelector,
 };
 use super::config::{IkeConfig, Retransmit};
-use super::consts::{exchange, notify};
+use super::consts::notify;
 use super::keys::{IkeDissectionKeys, IkeKeys, SecretBytes};
 use super::proposal::IkeSuite;
 use super::sk::SkCipher;
@@ -159,7 +159,7 @@ pub(crate) enum Request {
 
 struct Pending {
     msg_id: u32,
-    exchange: u8,
+    exchange: ExchangeType,
     retrans: Retrans,
     request: Request,
 }
@@ -405,7 +405,7 @@ impl IkeSa {
         ctx.transmit(to, from, marker, &self.init_response)
     }
 
-    fn header(&self, exchange: u8, response: bool, message_id: u32) -> Header {
+    fn header(&self, exchange: ExchangeType, response: bool, message_id: u32) -> Header {
         Header {
             spi_i: self.id.spi_i,
             spi_r: self.id.spi_r,
@@ -423,7 +423,7 @@ impl IkeSa {
     fn send_request(
         &mut self,
         ctx: &mut Ctx<'_>,
-        exchange: u8,
+        exchange: ExchangeType,
         payloads: &[Payload],
         request: Request,
     ) -> Result<(), Error> {
@@ -555,7 +555,7 @@ impl IkeSa {
         let raw = Header::decode(msg, &limits)?;
         let h = raw.header;
         if h.flags.initiator == self.initiator {
-            return Err(IkeError::Unexpected("I flag names us as the sender").into());
+            return Err(IkeError::WrongInitiatorFlag.into());
         }
         if self.state == State::Dead {
             return Err(IkeError::UnknownSpi.into());
@@ -580,10 +580,10 @@ impl IkeSa {
         }
         if !matches!(
             h.exchange,
-            exchange::IKE_AUTH | exchange::CREATE_CHILD_SA | exchange::INFORMATIONAL
+            ExchangeType::IkeAuth | ExchangeType::CreateChildSa | ExchangeType::Informational
         ) || matches!(self.state, State::Closing { .. })
         {
-            return Err(IkeError::Unexpected("request in this state").into());
+            return Err(IkeError::UnexpectedRequest.into());
         }
         let opened = self.sk.open_raw(msg, &limits)?;
         let reply = match opened.payloads(&limits) {
@@ -627,7 +627,7 @@ impl IkeSa {
     fn respond(
         &mut self,
         ctx: &mut Ctx<'_>,
-        exchange: u8,
+        exchange: ExchangeType,
         msg_id: u32,
         payloads: &[Payload],
         from: SocketAddr,
@@ -644,7 +644,7 @@ impl IkeSa {
     fn handle_response(&mut self, ctx: &mut Ctx<'_>, msg: &[u8], h: &Header) -> Result<(), Error> {
         let limits = self.cfg.limits;
         let Some(p) = &self.pending else {
-            return Err(IkeError::Unexpected("response without a request").into());
+            return Err(IkeError::UnsolicitedResponse.into());
         };
         if h.message_id != p.msg_id {
             return Err(IkeError::InvalidMessageId {
@@ -654,7 +654,7 @@ impl IkeSa {
             .into());
         }
         if h.exchange != p.exchange {
-            return Err(IkeError::Unexpected("response of another exchange type").into());
+            return Err(IkeError::ExchangeTypeMismatch.into());
         }
         let payloads = self.sk.open_raw(msg, &limits)?.payloads(&limits);
         let Some(p) = self.pending.take() else {
@@ -679,22 +679,25 @@ impl IkeSa {
     fn on_request(
         &mut self,
         ctx: &mut Ctx<'_>,
-        exchange: u8,
+        exchange: ExchangeType,
         payloads: Vec<Payload>,
     ) -> Result<Vec<Payload>, Error> {
         match (exchange, self.state) {
-            (exchange::IKE_AUTH, State::Authenticating) if !self.initiator => {
+            (ExchangeType::IkeAuth, State::Authenticating) if !self.initiator => {
                 self.auth_request(ctx, payloads)
             }
-            (exchange::INFORMATIONAL, State::Established | State::Rekeyed { .. }) => {
+            (ExchangeType::Informational, State::Established | State::Rekeyed { .. }) => {
                 self.informational_request(ctx, payloads)
             }
-            (exchange::CREATE_CHILD_SA, State::Established) => {
+            (ExchangeType::CreateChildSa, State::Established) => {
                 self.create_child_request(ctx, payloads)
             }
-            (exchange::CREATE_CHILD_SA, State::Rekeyed { .. }) => Ok(alloc::vec![Payload::Notify(
-                Notify::new(notify::TEMPORARY_FAILURE, Vec::new())
-            )]),
+            (ExchangeType::CreateChildSa, State::Rekeyed { .. }) => {
+                Ok(alloc::vec![Payload::Notify(Notify::new(
+                    notify::TEMPORARY_FAILURE,
+                    Vec::new()
+                ))])
+            }
             _ => Ok(alloc::vec![Payload::Notify(Notify::new(
                 notify::INVALID_SYNTAX,
                 Vec::new()
@@ -763,7 +766,7 @@ impl IkeSa {
             match self.start_command(ctx, cmd) {
                 // A queued command that no longer applies (its Child SA went away) is
                 // dropped; anything else is reported.
-                Err(Error::Ike(IkeError::Unexpected(_))) => {}
+                Err(Error::Ike(IkeError::NoChildSa | IkeError::RekeyPending)) => {}
                 other => other?,
             }
         }
@@ -776,11 +779,7 @@ impl IkeSa {
             Command::DeleteChild(which) => {
                 let spi_in = match which {
                     Some(s) => s,
-                    None => {
-                        self.current_child()
-                            .ok_or(IkeError::Unexpected("no Child SA"))?
-                            .spi_in
-                    }
+                    None => self.current_child().ok_or(IkeError::NoChildSa)?.spi_in,
                 };
                 let d = super::codec::Delete {
                     protocol: super::consts::protocol::ESP,
@@ -789,19 +788,19 @@ impl IkeSa {
                 };
                 self.send_request(
                     ctx,
-                    exchange::INFORMATIONAL,
+                    ExchangeType::Informational,
                     &[Payload::Delete(d)],
                     Request::DeleteChild { spi_in },
                 )
             }
             Command::DeleteIke => self.send_request(
                 ctx,
-                exchange::INFORMATIONAL,
+                ExchangeType::Informational,
                 &[delete_ike_sa()],
                 Request::DeleteIke,
             ),
             Command::Liveness => {
-                self.send_request(ctx, exchange::INFORMATIONAL, &[], Request::Liveness)
+                self.send_request(ctx, ExchangeType::Informational, &[], Request::Liveness)
             }
             Command::RekeyIke => self.start_ike_rekey(ctx),
         }

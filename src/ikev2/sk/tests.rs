@@ -33,8 +33,8 @@ use core::convert::Infallible;
 
 use super::*;
 use crate::crypto::dh::Group;
-use crate::ikev2::codec::{Delete, Flags, Message, Notify};
-use crate::ikev2::consts::{exchange, protocol};
+use crate::ikev2::codec::{Delete, ExchangeType, Flags, Message, Notify};
+use crate::ikev2::consts::protocol;
 use crate::ikev2::proposal::{Integ, Prf};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -58,12 +58,7 @@ impl rand_core::TryRng for Constant {
 
 impl rand_core::TryCryptoRng for Constant {}
 
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
+use crate::ipsec::tests::unhex;
 
 fn suite(encr: Encr) -> IkeSuite {
     IkeSuite {
@@ -97,7 +92,7 @@ fn header() -> Header {
     Header {
         spi_i: [1, 2, 3, 4, 5, 6, 7, 8],
         spi_r: [0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18],
-        exchange: exchange::INFORMATIONAL,
+        exchange: ExchangeType::Informational,
         flags: Flags {
             initiator: true,
             version: false,
@@ -219,7 +214,7 @@ fn opening_needs_an_sk_payload_and_valid_padding() {
     .unwrap();
     assert_eq!(
         peer.open(&plain, &Limits::default()).unwrap_err(),
-        IkeError::MissingPayload("SK")
+        IkeError::MissingEncryptedPayload
     );
     // Too short for IV + one block + ICV.
     let short = Message {
