@@ -1071,3 +1071,239 @@ fn messages_authenticated_before_a_failure_are_delivered_whatever_the_read_size(
         assert_eq!(pair.server.take_received(), None);
     }
 }
+
+// ----- progress and liveness (issue 13, item 3) -----
+
+/// One application record from the client, as bytes on the stream.
+fn one_record(pair: &mut Pair, data: &[u8]) -> Vec<u8> {
+    pair.client.send(data).unwrap();
+    pair.client.take_outgoing()
+}
+
+/// A record whose length field was damaged in transit (lengthened), or whose tail never
+/// arrived, leaves a partial message in the reader: the progress timer fails the
+/// connection with a typed error instead of waiting for bytes that never come, and the
+/// peer is told.
+#[test]
+fn corrupted_record_length_is_detected_not_stalled() {
+    let progress = deputy::channel::Common::DEFAULT_PROGRESS_TIMEOUT;
+    // Lengthened: the header claims 16 more body bytes than follow.
+    let (client, server) = psk_pair(Group::X25519);
+    let mut pair = Pair::new(client, server, 60).handshake();
+    let mut record = one_record(&mut pair, b"status");
+    record[7] = record[7].wrapping_add(16);
+    let started = pair.now;
+    pair.server_reads(&record).unwrap();
+    assert_eq!(pair.server.take_received(), None);
+    assert_eq!(pair.server.poll_timeout(), Some(started + progress));
+    // More bytes of the same message do not restart its clock.
+    pair.now = started + std::time::Duration::from_secs(5);
+    pair.server_reads(&[0; 4]).unwrap();
+    let deadline = started + progress;
+    assert_eq!(pair.server.poll_timeout(), Some(deadline));
+    assert_eq!(
+        pair.server
+            .handle_timeout(deadline - std::time::Duration::from_millis(1)),
+        Ok(())
+    );
+    assert_eq!(
+        pair.server.handle_timeout(deadline),
+        Err(Error::Channel(ChannelError::IncompleteRecord {
+            buffered: record.len() + 4
+        }))
+    );
+    // The alert reaches the client, whose direction's framing is intact.
+    let alert = pair.server.take_outgoing();
+    assert_eq!(
+        pair.client.feed(deadline, &alert, &mut pair.rng),
+        Err(Error::Channel(ChannelError::PeerAlert(
+            AlertCode::DecodeError
+        )))
+    );
+
+    // Truncated: only the first half of a message arrives, during the handshake too (with
+    // a progress timeout shorter than the handshake's, so it is the one that fires).
+    let (client, mut server) = psk_pair(Group::X25519);
+    server.common.progress_timeout = std::time::Duration::from_secs(1);
+    let mut pair = Pair::new(client, server, 61);
+    let hello = pair.client.take_outgoing();
+    pair.server_reads(&hello[..hello.len() / 2]).unwrap();
+    let at = pair.now + std::time::Duration::from_secs(1);
+    assert_eq!(pair.server.poll_timeout(), Some(at));
+    assert_eq!(
+        pair.server.handle_timeout(at),
+        Err(Error::Channel(ChannelError::IncompleteRecord {
+            buffered: hello.len() / 2
+        }))
+    );
+
+    let (client, server) = psk_pair(Group::X25519);
+    let mut pair = Pair::new(client, server, 62).handshake();
+    let record = one_record(&mut pair, b"status");
+    pair.server_reads(&record[..record.len() / 2]).unwrap();
+    let deadline = pair.server.poll_timeout().unwrap();
+    assert_eq!(deadline, pair.now + progress);
+    assert_eq!(
+        pair.server.handle_timeout(deadline),
+        Err(Error::Channel(ChannelError::IncompleteRecord {
+            buffered: record.len() / 2
+        }))
+    );
+}
+
+/// A record that arrives slowly but completes before the progress timeout is delivered;
+/// each message has its own clock.
+#[test]
+fn a_slow_record_that_completes_is_not_a_stall() {
+    let (client, server) = psk_pair(Group::X25519);
+    let mut pair = Pair::new(client, server, 63).handshake();
+    let record = one_record(&mut pair, b"slowly");
+    let start = pair.now;
+    for (i, byte) in record.chunks(1).enumerate() {
+        pair.now = start + std::time::Duration::from_millis(100 * i as u64);
+        pair.server.handle_timeout(pair.now).unwrap();
+        pair.server_reads(byte).unwrap();
+    }
+    assert_eq!(pair.server.take_received().unwrap(), b"slowly");
+    // Nothing partial is left: the next deadline is the keepalive, counted from the
+    // record's arrival.
+    assert_eq!(
+        pair.server.poll_timeout(),
+        Some(pair.now + deputy::channel::Common::DEFAULT_KEEPALIVE_INTERVAL)
+    );
+}
+
+/// An idle established connection asks its peer with a keepalive request; a peer that
+/// never answers fails the connection within interval + timeout of when it was last
+/// heard.
+#[test]
+fn silent_peer_is_detected_by_keepalive() {
+    use deputy::channel::Common;
+    let (client, server) = psk_pair(Group::X25519);
+    let mut pair = Pair::new(client, server, 64).handshake();
+    let heard = pair.now;
+    let ask = heard + Common::DEFAULT_KEEPALIVE_INTERVAL;
+    assert_eq!(pair.client.poll_timeout(), Some(ask));
+    pair.client.handle_timeout(ask).unwrap();
+    let request = pair.client.take_outgoing();
+    assert_eq!(
+        request[3],
+        messages::RECORD,
+        "a keepalive is a sealed record"
+    );
+    // The request is lost (the peer is gone): no answer comes.
+    let deadline = ask + Common::DEFAULT_KEEPALIVE_TIMEOUT;
+    assert_eq!(pair.client.poll_timeout(), Some(deadline));
+    assert_eq!(
+        pair.client.handle_timeout(deadline),
+        Err(Error::Channel(ChannelError::PeerSilent))
+    );
+    assert_eq!(pair.client.poll_timeout(), None);
+
+    // After our close-notify the peer owes its own; nothing may follow ours, so the
+    // keepalive timer only starts the wait, which the same timeout bounds.
+    let (client, server) = psk_pair(Group::X25519);
+    let mut pair = Pair::new(client, server, 65).handshake();
+    pair.client.close().unwrap();
+    let _lost = pair.client.take_outgoing();
+    let ask = pair.now + Common::DEFAULT_KEEPALIVE_INTERVAL;
+    assert_eq!(pair.client.poll_timeout(), Some(ask));
+    pair.client.handle_timeout(ask).unwrap();
+    assert!(
+        pair.client.take_outgoing().is_empty(),
+        "nothing after close-notify"
+    );
+    let deadline = ask + Common::DEFAULT_KEEPALIVE_TIMEOUT;
+    assert_eq!(
+        pair.client.handle_timeout(deadline),
+        Err(Error::Channel(ChannelError::PeerSilent))
+    );
+}
+
+/// A keepalive request is answered by the peer at once; neither reaches an application,
+/// both sides stay up, and the peer's activity clock does not count it.
+#[test]
+fn keepalives_are_answered_and_never_delivered() {
+    use deputy::channel::Common;
+    let (client, server) = psk_pair(Group::X25519);
+    let mut pair = Pair::new(client, server, 66).handshake();
+    let start = pair.now;
+    for round in 1..=3u32 {
+        let ask = pair.client.poll_timeout().unwrap();
+        pair.now = ask;
+        pair.client.handle_timeout(ask).unwrap();
+        pair.pump();
+        assert_eq!(pair.server.take_received(), None);
+        assert_eq!(pair.client.take_received(), None);
+        assert!(pair.established(), "round {round}");
+        assert_eq!(pair.client_err, None);
+        assert_eq!(pair.server_err, None);
+        // Answered: the next request is due an interval after the answer.
+        assert_eq!(
+            pair.client.poll_timeout(),
+            Some(ask + Common::DEFAULT_KEEPALIVE_INTERVAL)
+        );
+    }
+    assert_eq!(pair.server.last_activity(), start);
+    assert_eq!(pair.client.last_activity(), start);
+    // Application data still flows after them (sequence numbers stayed in step).
+    assert_eq!(pair.transfer(Dir::ToServer, b"after"), b"after");
+    assert_eq!(pair.server.last_activity(), pair.now);
+}
+
+/// The channel client's connect has a deadline too: a stream that never opens fails with
+/// a typed error, and a late report of it is refused.
+#[test]
+fn client_connect_times_out_with_a_typed_error() {
+    use deputy::channel::{ChannelClient, ChannelEvent};
+    use deputy::{Actor, Input, Output};
+
+    let (client_cfg, _) = psk_pair(Group::X25519);
+    let timeout = client_cfg.common.handshake_timeout;
+    let mut client = ChannelClient::new(
+        Arc::new(client_cfg),
+        "10.0.0.7:0".parse().unwrap(),
+        "198.51.100.1:443".parse().unwrap(),
+        Box::new(ChaCha20Rng::seed_from_u64(67)),
+    );
+    let now = Instant::from_secs(3);
+    let id = client.connect(now).unwrap();
+    assert!(matches!(client.poll_output(), Some(Output::Connect { .. })));
+    assert_eq!(client.poll_timeout(), Some(now + timeout));
+    client.handle_timeout(now + timeout);
+    assert_eq!(client.poll_output(), Some(Output::StreamClose { id }));
+    assert_eq!(
+        client.poll_output(),
+        Some(Output::Event(ChannelEvent::Failed {
+            stream: id,
+            error: ChannelError::ConnectTimeout
+        }))
+    );
+    assert_eq!(client.poll_output(), None);
+    assert_eq!(client.poll_timeout(), None);
+    assert_eq!(
+        client.handle_input(
+            now + timeout,
+            Input::StreamConnected {
+                id,
+                local: "10.0.0.7:4000".parse().unwrap(),
+            }
+        ),
+        Err(Error::UnknownStream(id))
+    );
+
+    // A connect the driver reports failed is a typed failure too.
+    let id = client.connect(now + timeout).unwrap();
+    assert!(matches!(client.poll_output(), Some(Output::Connect { .. })));
+    assert_eq!(
+        client.handle_input(now + timeout, Input::StreamClosed { id }),
+        Err(Error::Channel(ChannelError::ConnectFailed))
+    );
+    assert_eq!(
+        client.poll_output(),
+        Some(Output::Event(ChannelEvent::Failed {
+            stream: id,
+            error: ChannelError::ConnectFailed
+        }))
+    );
+}

@@ -91,6 +91,27 @@ pub enum ChannelError {
     /// The handshake did not finish in time.
     #[error("handshake timed out")]
     HandshakeTimeout,
+    /// A message started arriving but did not complete within the progress timeout: its
+    /// length field was damaged (a lengthened record) or bytes of it were lost, and the
+    /// stream would otherwise wait for bytes that never come.
+    #[error("message incomplete after the progress timeout ({buffered} bytes held)")]
+    IncompleteRecord {
+        /// Bytes of the partial message held when the timer fired.
+        buffered: usize,
+    },
+    /// The peer did not answer our keepalive request (or our close-notify) within the
+    /// keepalive timeout.
+    #[error("peer silent: no answer within the keepalive timeout")]
+    PeerSilent,
+    /// A keepalive record's payload is not one of the two defined bytes.
+    #[error("malformed keepalive")]
+    MalformedKeepalive,
+    /// The stream to the server did not open within the handshake timeout.
+    #[error("connect timed out")]
+    ConnectTimeout,
+    /// The driver reported the stream to the server gone before it opened.
+    #[error("connect failed")]
+    ConnectFailed,
     /// The stream ended without close-notify.
     #[error("stream truncated (no close-notify)")]
     TruncatedStream,
@@ -110,7 +131,11 @@ impl ChannelError {
     pub fn alert(&self) -> Option<AlertCode> {
         use ChannelError as E;
         Some(match self {
-            E::Decode(_) => AlertCode::DecodeError,
+            // A stalled message means the stream's framing is lost; the alert still
+            // reaches the peer (the other direction's framing is intact).
+            E::Decode(_) | E::IncompleteRecord { .. } | E::MalformedKeepalive => {
+                AlertCode::DecodeError
+            }
             E::UnexpectedMessage(_) | E::WrongSession { .. } => AlertCode::UnexpectedMessage,
             E::NoCommonVersion => AlertCode::ProtocolVersion,
             E::NoCommonSuite
@@ -133,7 +158,15 @@ impl ChannelError {
             E::ReceiveQueueFull(_) | E::SequenceExhausted | E::KeySchedule(_) => {
                 AlertCode::InternalError
             }
-            E::PeerAlert(_) | E::TruncatedStream | E::NotEstablished | E::Closed | E::Failed => {
+            // A silent peer is not listening, and a stream that never opened has no peer.
+            E::PeerAlert(_)
+            | E::TruncatedStream
+            | E::PeerSilent
+            | E::ConnectTimeout
+            | E::ConnectFailed
+            | E::NotEstablished
+            | E::Closed
+            | E::Failed => {
                 return None;
             }
         })
