@@ -1307,3 +1307,60 @@ fn client_connect_times_out_with_a_typed_error() {
         }))
     );
 }
+
+/// Issue 13, item 4: events raised inside `handle_timeout` while the outbox is full are
+/// not silently lost: every output is either queued or counted in an `Output::Lost`
+/// report, and every session is settled.
+#[test]
+fn events_raised_in_handle_timeout_with_a_full_outbox_are_counted_not_lost() {
+    use deputy::channel::{ChannelEvent, ChannelServer, ChannelServerConfig};
+    use deputy::{Actor, Input, Outbox, Output, StreamId};
+
+    let (_, server_cfg) = psk_pair(Group::X25519);
+    let timeout = server_cfg.common.handshake_timeout;
+    // Each handshake that times out queues three outputs (its alert, the stream close and
+    // the Failed event): enough sessions to overflow the outbox from one timeout.
+    let n = Outbox::<ChannelEvent>::DEFAULT_BOUND / 2;
+    let mut server = ChannelServer::new(
+        ChannelServerConfig {
+            channel: Arc::new(server_cfg),
+            max_sessions: n,
+        },
+        Box::new(ChaCha20Rng::seed_from_u64(70)),
+    );
+    let now = Instant::from_secs(1);
+    for i in 0..n {
+        server
+            .handle_input(
+                now,
+                Input::StreamAccepted {
+                    id: StreamId::inbound(i as u64),
+                    local: "198.51.100.10:443".parse().unwrap(),
+                    remote: "198.51.100.2:5000".parse().unwrap(),
+                },
+            )
+            .unwrap();
+    }
+    server.handle_timeout(now + timeout);
+    let (mut queued, mut failed, mut lost) = (0, 0, 0);
+    while let Some(out) = server.poll_output() {
+        match out {
+            Output::Lost { count } => lost += count,
+            Output::Event(ChannelEvent::Failed { error, .. }) => {
+                assert_eq!(error, ChannelError::HandshakeTimeout);
+                failed += 1;
+                queued += 1;
+            }
+            _ => queued += 1,
+        }
+    }
+    assert_eq!(queued, Outbox::<ChannelEvent>::DEFAULT_BOUND);
+    assert!(lost > 0 && failed > 0);
+    assert_eq!(
+        queued as u64 + lost,
+        3 * n as u64,
+        "every output queued or counted"
+    );
+    assert_eq!(server.session_count(), 0, "every session settled");
+    assert_eq!(server.poll_timeout(), None);
+}

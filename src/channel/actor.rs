@@ -53,6 +53,10 @@ impl Session {
     }
 
     /// Tell the application: established (once), each message, then the end (once).
+    ///
+    /// Every event is attempted even after one was refused by a full outbox (which counts
+    /// each refusal as lost), and each is marked told before it is queued: an event is
+    /// then either delivered or reported lost, never raised twice.
     fn report(
         &mut self,
         received: Vec<Vec<u8>>,
@@ -60,31 +64,32 @@ impl Session {
     ) -> Result<(), Error> {
         let stream = self.inner.id();
         let conn = self.inner.connection();
-        if conn.is_established() && !self.announced {
+        let mut result = Ok(());
+        // The suite is set with the server hello, before any state that is established.
+        if let (false, true, Some(suite)) = (self.announced, conn.is_established(), conn.suite()) {
             self.announced = true;
-            outbox.event(ChannelEvent::Established {
+            result = result.and(outbox.event(ChannelEvent::Established {
                 stream,
                 peer: conn.peer().clone(),
-                suite: conn
-                    .suite()
-                    .ok_or(Error::Unexpected("established without a suite"))?,
+                suite,
                 session: conn.session_id(),
-            })?;
+            }));
         }
         for data in received {
-            outbox.event(ChannelEvent::Received { stream, data })?;
+            result = result.and(outbox.event(ChannelEvent::Received { stream, data }));
         }
         if self.inner.is_closed() && !self.reported {
             self.reported = true;
-            match conn.error() {
-                Some(error) => outbox.event(ChannelEvent::Failed {
+            let end = match conn.error() {
+                Some(error) => ChannelEvent::Failed {
                     stream,
                     error: error.clone(),
-                })?,
-                None => outbox.event(ChannelEvent::Closed { stream })?,
-            }
+                },
+                None => ChannelEvent::Closed { stream },
+            };
+            result = result.and(outbox.event(end));
         }
-        Ok(())
+        result
     }
 
     fn pump(&mut self, outbox: &mut Outbox<ChannelEvent>) -> Result<(), Error> {
@@ -114,11 +119,13 @@ impl Session {
         result
     }
 
+    /// Run the stream's timers and tell the application how it ended, if it did. The
+    /// report is attempted even when queuing the stream's last bytes failed: from a timer
+    /// no caller can retry, and the outbox counts whatever it refuses.
     fn on_timer(&mut self, now: Instant, outbox: &mut Outbox<ChannelEvent>) -> Result<(), Error> {
-        if self.inner.handle_timeout(now, outbox)? {
-            self.report(Vec::new(), outbox)?;
-        }
-        Ok(())
+        let fired = self.inner.handle_timeout(now, outbox);
+        let reported = self.report(Vec::new(), outbox);
+        fired.and(reported).map(|_| ())
     }
 }
 

@@ -75,19 +75,25 @@ impl SecureStream {
 
     /// Write the connection's bytes to the stream and collect the application messages
     /// received. A failed connection, or one the peer closed, ends the stream.
+    ///
+    /// A full outbox fails the pump, but only after the stream's end was still attempted
+    /// and recorded: each refused output is counted as lost by the outbox
+    /// ([`Output::Lost`]), and a stream that ended is [`SecureStream::is_closed`] either
+    /// way, so nothing waits on it (a pump from a timer has no caller to retry).
     pub fn pump<E>(&mut self, outbox: &mut Outbox<E>) -> Result<Vec<Vec<u8>>, Error> {
-        self.flush(outbox)?;
-        let mut received = Vec::new();
-        while let Some(m) = self.conn.take_received() {
-            received.push(m);
-        }
+        let mut result = self.flush(outbox);
         if !self.closed && (self.conn.error().is_some() || self.conn.peer_closed()) {
             if self.conn.peer_closed() && !self.conn.is_closing() {
                 self.conn.close()?;
-                self.flush(outbox)?;
+                result = result.and(self.flush(outbox));
             }
             self.closed = true;
-            outbox.push(Output::StreamClose { id: self.id })?;
+            result = result.and(outbox.push(Output::StreamClose { id: self.id }));
+        }
+        result?;
+        let mut received = Vec::new();
+        while let Some(m) = self.conn.take_received() {
+            received.push(m);
         }
         Ok(received)
     }
