@@ -450,6 +450,11 @@ fn a_server_certificate_naming_another_server_is_refused() {
         Some(&ChannelError::PeerAlert(AlertCode::BadCertificate))
     );
     assert!(!pair.client.is_established() && !pair.server.is_established());
+    // A refused identity, on both sides, and not damage.
+    for e in [&pair.client_err, &pair.server_err] {
+        let e = channel_err(e).unwrap();
+        assert!(e.is_identity_refusal() && !e.is_transport_damage(), "{e:?}");
+    }
 }
 
 #[test]
@@ -522,14 +527,14 @@ fn parameter_mismatches_are_refused() {
 }
 
 /// Run a handshake in which byte `byte` of message `index` in direction `dir` has one bit
-/// flipped; return whether anything failed with a typed error.
+/// flipped; return the channel errors of both sides (client, server) if it failed.
 fn flipped_handshake_fails(
     configs: &dyn Fn() -> (ClientConfig, ServerConfig),
     dir: Dir,
     index: usize,
     byte: usize,
     bit: u8,
-) -> bool {
+) -> Option<[Option<ChannelError>; 2]> {
     let (client, server) = configs();
     let mut pair = Pair::new(client, server, 30);
     pair.pump_with(&mut |d, i, msg| {
@@ -549,8 +554,11 @@ fn flipped_handshake_fails(
             err.get_or_insert(e);
         }
     }
-    let typed = |e: &Option<Error>| matches!(e, Some(Error::Channel(_)));
-    !pair.established() && (typed(&pair.client_err) || typed(&pair.server_err))
+    let errors = [
+        channel_err(&pair.client_err).cloned(),
+        channel_err(&pair.server_err).cloned(),
+    ];
+    (!pair.established() && errors.iter().any(Option::is_some)).then_some(errors)
 }
 
 fn check_every_flip(configs: &dyn Fn() -> (ClientConfig, ServerConfig)) -> usize {
@@ -564,11 +572,25 @@ fn check_every_flip(configs: &dyn Fn() -> (ClientConfig, ServerConfig)) -> usize
         index[dir as usize] += 1;
         for byte in 0..msg.len() {
             for bit in [0x01, 0x80] {
-                assert!(
-                    flipped_handshake_fails(configs, dir, i, byte, bit),
-                    "{dir:?} message {i} ({:?}) byte {byte} bit {bit:#x} went unnoticed",
-                    messages::type_name(msg[3])
-                );
+                let errors = flipped_handshake_fails(configs, dir, i, byte, bit);
+                let name = messages::type_name(msg[3]);
+                let Some(errors) = errors else {
+                    panic!(
+                        "{dir:?} message {i} ({name:?}) byte {byte} bit {bit:#x} went unnoticed"
+                    );
+                };
+                // Issue 13, item 5: damage to an authenticated message is reported as
+                // damage on both sides, never as a refused identity (the hellos are
+                // plaintext: damage there may be refused as what it reads).
+                if msg[3] == messages::RECORD {
+                    for e in errors.iter().flatten() {
+                        assert!(
+                            e.is_transport_damage() || *e == ChannelError::HandshakeTimeout,
+                            "{dir:?} message {i} byte {byte} bit {bit:#x}: {e:?}"
+                        );
+                        assert!(!e.is_identity_refusal());
+                    }
+                }
                 checked += 1;
             }
         }
@@ -1120,6 +1142,7 @@ fn corrupted_record_length_is_detected_not_stalled() {
             AlertCode::DecodeError
         )))
     );
+    assert!(pair.server.error().unwrap().is_transport_damage());
 
     // Truncated: only the first half of a message arrives, during the handshake too (with
     // a progress timeout shorter than the handshake's, so it is the one that fires).
@@ -1363,4 +1386,107 @@ fn events_raised_in_handle_timeout_with_a_full_outbox_are_counted_not_lost() {
     );
     assert_eq!(server.session_count(), 0, "every session settled");
     assert_eq!(server.poll_timeout(), None);
+}
+
+/// Each rule a server hello can break has its own error on the client.
+#[test]
+fn a_server_hello_breaking_a_rule_gets_its_own_error() {
+    use messages::ServerHello;
+    type Case = (fn(&mut ServerHello), ChannelError);
+    let cases: [Case; 3] = [
+        (|h| h.suite = 0x7777, ChannelError::SuiteNotOffered(0x7777)),
+        (
+            |h| h.group = 14,
+            ChannelError::GroupChanged {
+                offered: Group::X25519.id(),
+                chosen: 14,
+            },
+        ),
+        (|h| h.session_id = 0, ChannelError::ZeroSessionId),
+    ];
+    for (i, (change, expected)) in cases.into_iter().enumerate() {
+        let (client, server) = psk_pair(Group::X25519);
+        let mut pair = Pair::new(client, server, 80 + i as u64);
+        pair.pump_with(&mut |dir, index, msg| {
+            if dir == Dir::ToClient && index == 0 {
+                let limits = Limits::default();
+                let mut hello =
+                    ServerHello::decode(&Message::decode(msg, &limits).unwrap(), &limits).unwrap();
+                change(&mut hello);
+                *msg = hello.encode().unwrap();
+            }
+            true
+        });
+        assert_eq!(channel_err(&pair.client_err), Some(&expected));
+        assert!(expected.is_transport_damage());
+        // The client has no keys yet, so its alert is plaintext; the server already has
+        // keys and refuses a plaintext alert as out of step.
+        assert_eq!(
+            channel_err(&pair.server_err),
+            Some(&ChannelError::UnexpectedMessage(messages::ALERT))
+        );
+    }
+}
+
+/// Local misconfiguration and misdirected input are refused with one error per rule.
+#[test]
+fn misconfiguration_and_misdirected_input_get_their_own_errors() {
+    use deputy::channel::{ChannelClient, ChannelServer, ChannelServerConfig};
+    use deputy::{Actor, Input, Output, StreamId};
+
+    assert_eq!(
+        Psk::new("id", &[0; 15]).unwrap_err(),
+        Error::Channel(ChannelError::PskLength(15))
+    );
+    assert_eq!(
+        Psk::new("id", &[0; 1025]).unwrap_err(),
+        Error::Channel(ChannelError::PskLength(1025))
+    );
+    assert_eq!(
+        Psk::new(vec![b'x'; 1025], &[0; 16]).unwrap_err(),
+        Error::Channel(ChannelError::PskIdentityTooLong(1025))
+    );
+    let (mut client_cfg, server_cfg) = psk_pair(Group::X25519);
+    client_cfg.common.suites.clear();
+    let mut rng = ChaCha20Rng::seed_from_u64(90);
+    assert_eq!(
+        Connection::client(Arc::new(client_cfg), Instant::ZERO, &mut rng).unwrap_err(),
+        Error::Channel(ChannelError::NoSuitesConfigured)
+    );
+
+    let (client_cfg, _) = psk_pair(Group::X25519);
+    let local = "10.0.0.7:4000".parse().unwrap();
+    let remote = "198.51.100.1:443".parse().unwrap();
+    let mut client = ChannelClient::new(
+        Arc::new(client_cfg),
+        local,
+        remote,
+        Box::new(ChaCha20Rng::seed_from_u64(91)),
+    );
+    let mut server = ChannelServer::new(
+        ChannelServerConfig {
+            channel: Arc::new(server_cfg),
+            max_sessions: 1,
+        },
+        Box::new(ChaCha20Rng::seed_from_u64(92)),
+    );
+    let datagram = Input::Datagram {
+        from: remote,
+        to: local,
+        data: b"hello",
+    };
+    assert_eq!(
+        client.handle_input(Instant::ZERO, datagram),
+        Err(Error::Channel(ChannelError::NotStreamInput))
+    );
+    assert_eq!(
+        server.handle_input(Instant::ZERO, datagram),
+        Err(Error::Channel(ChannelError::NotStreamInput))
+    );
+    let id = StreamId::inbound(1);
+    assert_eq!(
+        client.handle_input(Instant::ZERO, Input::StreamAccepted { id, local, remote }),
+        Err(Error::Channel(ChannelError::UnexpectedStreamAccepted))
+    );
+    assert_eq!(client.poll_output(), Some(Output::StreamClose { id }));
 }

@@ -370,12 +370,12 @@ impl Actor for ChannelClient {
             },
             Input::StreamAccepted { id, .. } => {
                 self.outbox.push(Output::StreamClose { id })?;
-                Err(Error::Unexpected("a channel client accepts no streams"))
+                Err(ChannelError::UnexpectedStreamAccepted.into())
             }
             Input::StreamConnected { id, .. } => Err(Error::UnknownStream(id)),
-            Input::Datagram { .. } | Input::Packet { .. } => Err(Error::Unexpected(
-                "a channel client takes only stream input",
-            )),
+            Input::Datagram { .. } | Input::Packet { .. } => {
+                Err(ChannelError::NotStreamInput.into())
+            }
         }
     }
 
@@ -527,9 +527,9 @@ impl Actor for ChannelServer {
                 s.stream_closed(&mut self.outbox)
             }
             Input::StreamConnected { id, .. } => Err(Error::UnknownStream(id)),
-            Input::Datagram { .. } | Input::Packet { .. } => Err(Error::Unexpected(
-                "a channel server takes only stream input",
-            )),
+            Input::Datagram { .. } | Input::Packet { .. } => {
+                Err(ChannelError::NotStreamInput.into())
+            }
         }
     }
 

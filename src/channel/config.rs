@@ -9,6 +9,7 @@ use core::time::Duration;
 
 use zeroize::Zeroizing;
 
+use super::ChannelError;
 use crate::UnixTime;
 use crate::crypto::aead::AeadAlg;
 use crate::crypto::cert::{Identity, TrustStore};
@@ -112,12 +113,10 @@ impl Psk {
     pub fn new(identity: impl Into<Vec<u8>>, key: &[u8]) -> Result<Self, crate::Error> {
         let identity = identity.into();
         if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&key.len()) {
-            return Err(crate::Error::Config(
-                "pre-shared key must be 16 to 1024 bytes",
-            ));
+            return Err(ChannelError::PskLength(key.len()).into());
         }
         if identity.len() > Self::MAX_LEN {
-            return Err(crate::Error::Config("PSK identity longer than 1024 bytes"));
+            return Err(ChannelError::PskIdentityTooLong(identity.len()).into());
         }
         Ok(Psk {
             identity,

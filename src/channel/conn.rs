@@ -154,10 +154,10 @@ struct Liveness {
 /// [`Connection::handle_timeout`] fires the due ones, so the two cannot disagree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Timer {
-    /// The handshake must have finished (any handshake step).
-    Handshake,
     /// The partial message in the deframer must be whole (any state but `Failed`).
     Progress,
+    /// The handshake must have finished (any handshake step).
+    Handshake,
     /// The peer owes us an answer (established, after a keepalive request or our
     /// close-notify).
     PeerSilent,
@@ -263,7 +263,7 @@ impl Connection {
     ) -> Result<Connection, Error> {
         let common = &config.common;
         if common.suites.is_empty() {
-            return Err(Error::Config("no AEAD suites configured"));
+            return Err(ChannelError::NoSuitesConfigured.into());
         }
         let key_pair = KeyPair::generate(config.group, rng);
         let client_random = hello_random(common.time_anchor, now, rng);
@@ -439,7 +439,9 @@ impl Connection {
             ),
             _ => (None, None),
         };
-        [handshake, progress, silent, keepalive]
+        // A stalled message first: when both are due (a damaged length during the
+        // handshake), the more precise error wins.
+        [progress, handshake, silent, keepalive]
             .into_iter()
             .flatten()
     }
@@ -1002,14 +1004,16 @@ impl Connection {
         }
         let suite = AeadAlg::from_id(hello.suite)
             .filter(|s| config.common.suites.contains(s))
-            .ok_or(ChannelError::IllegalParameter(
-                "server chose a suite not offered",
-            ))?;
+            .ok_or(ChannelError::SuiteNotOffered(hello.suite))?;
+        // The client sent one key share, so the server cannot pick another group.
         if hello.group != config.group.id() {
-            return Err(ChannelError::IllegalParameter("server changed the group"));
+            return Err(ChannelError::GroupChanged {
+                offered: config.group.id(),
+                chosen: hello.group,
+            });
         }
         if hello.session_id == 0 {
-            return Err(ChannelError::IllegalParameter("zero session id"));
+            return Err(ChannelError::ZeroSessionId);
         }
         let dh = sent
             .key_pair
@@ -1150,7 +1154,7 @@ fn on_server_certificate(
     };
     let raw = msg
         .certificate
-        .ok_or(ChannelError::IllegalParameter("server sent no certificate"))?;
+        .ok_or(ChannelError::ServerCertificateMissing)?;
     let at = UnixTime::at(config.common.time_anchor, now);
     let cert = trust
         .verify(&raw, at, Some(server_name))

@@ -49,9 +49,40 @@ pub enum ChannelError {
     /// Deriving keys failed (an internal error; never caused by the peer).
     #[error("key schedule: {0}")]
     KeySchedule(CryptoError),
-    /// The peer violated the protocol in a handshake parameter.
-    #[error("illegal parameter: {0}")]
-    IllegalParameter(&'static str),
+    /// The server hello chose a suite the client did not offer.
+    #[error("server chose suite {0:#06x}, which was not offered")]
+    SuiteNotOffered(u16),
+    /// The server hello names another group than the client's key share.
+    #[error("server changed the group from {offered} to {chosen}")]
+    GroupChanged {
+        /// The group of the client's key share.
+        offered: u16,
+        /// The group the server hello names.
+        chosen: u16,
+    },
+    /// The server hello gave session id 0 (which means "no session").
+    #[error("server hello with session id 0")]
+    ZeroSessionId,
+    /// The server's Certificate message carried no certificate (certificate mode).
+    #[error("server sent no certificate")]
+    ServerCertificateMissing,
+    /// Local configuration: no AEAD suite is configured, so no hello can be sent.
+    #[error("no AEAD suites configured")]
+    NoSuitesConfigured,
+    /// Local configuration: a pre-shared key outside 16 to 1024 bytes.
+    #[error("pre-shared key of {0} bytes (16 to 1024 allowed)")]
+    PskLength(usize),
+    /// Local configuration: a PSK identity longer than 1024 bytes.
+    #[error("PSK identity of {0} bytes (at most 1024 allowed)")]
+    PskIdentityTooLong(usize),
+    /// The driver reported an inbound stream to a channel client, which accepts none (it
+    /// is closed at once).
+    #[error("a channel client accepts no streams")]
+    UnexpectedStreamAccepted,
+    /// The driver gave a channel actor a datagram or raw packet: they take only stream
+    /// input.
+    #[error("channel actors take only stream input")]
+    NotStreamInput,
     /// A record failed authentication.
     #[error("record failed authentication")]
     DecryptFailed,
@@ -127,6 +158,92 @@ pub enum ChannelError {
 }
 
 impl ChannelError {
+    /// Whether this failure is what damage in transit (or an attacker on the path)
+    /// produces, as opposed to a peer whose identity was checked and refused
+    /// ([`ChannelError::is_identity_refusal`]).
+    ///
+    /// Everything after the hellos is authenticated, and both handshake keys are bound to
+    /// the hellos' transcript, so a byte changed anywhere in a handshake shows up as one
+    /// of these: [`Decode`](Self::Decode), [`UnexpectedMessage`](Self::UnexpectedMessage),
+    /// [`DecryptFailed`](Self::DecryptFailed), [`BadFinished`](Self::BadFinished),
+    /// [`RecordOutOfOrder`](Self::RecordOutOfOrder), [`WrongSession`](Self::WrongSession),
+    /// [`RecordTooLarge`](Self::RecordTooLarge), [`KeyExchange`](Self::KeyExchange) (a
+    /// damaged key share), [`IncompleteRecord`](Self::IncompleteRecord) (a damaged
+    /// length), [`TruncatedStream`](Self::TruncatedStream), a malformed server hello
+    /// ([`SuiteNotOffered`](Self::SuiteNotOffered), [`GroupChanged`](Self::GroupChanged),
+    /// [`ZeroSessionId`](Self::ZeroSessionId)) — or the peer's alert for one of those
+    /// (`decode_error`, `unexpected_message`, `bad_record_mac`, `record_overflow`,
+    /// `decrypt_error`; a bad CertificateVerify signature earns that alert too, but only a
+    /// peer without its certificate's key sends one).
+    ///
+    /// Two limits a reader must know. In PSK mode a client holding a *different key* for
+    /// an identity the server knows derives different keys, and that looks exactly like
+    /// damage ([`DecryptFailed`](Self::DecryptFailed)) — no MAC can tell a wrong key from
+    /// a changed message. And the hellos travel in the clear before anything is
+    /// authenticated, so damage there can also make the server refuse what it read (a
+    /// suite, group, name or PSK identity that is not the one sent).
+    pub fn is_transport_damage(&self) -> bool {
+        use ChannelError as E;
+        match self {
+            E::Decode(_)
+            | E::UnexpectedMessage(_)
+            | E::DecryptFailed
+            | E::BadFinished
+            | E::RecordOutOfOrder { .. }
+            | E::WrongSession { .. }
+            | E::RecordTooLarge { .. }
+            | E::KeyExchange(_)
+            | E::IncompleteRecord { .. }
+            | E::MalformedKeepalive
+            | E::TruncatedStream
+            | E::SuiteNotOffered(_)
+            | E::GroupChanged { .. }
+            | E::ZeroSessionId => true,
+            E::PeerAlert(code) => matches!(
+                code,
+                AlertCode::DecodeError
+                    | AlertCode::UnexpectedMessage
+                    | AlertCode::BadRecordMac
+                    | AlertCode::RecordOverflow
+                    | AlertCode::DecryptError
+            ),
+            _ => false,
+        }
+    }
+
+    /// Whether the peer's identity was checked and refused: its certificate (chain,
+    /// validity, name), its proof of holding the certificate's key, a required client
+    /// certificate that was missing, or a PSK identity the server does not know — or the
+    /// peer's alert saying it refused ours.
+    ///
+    /// The certificate verdicts are made on authenticated bytes (inside records that
+    /// verified), so they are never caused by damage in transit: an operator may read them
+    /// as "not who it claims to be". [`UnknownPskIdentity`](Self::UnknownPskIdentity) and
+    /// [`UnrecognizedName`](Self::UnrecognizedName) are judged on the plaintext client
+    /// hello (see [`ChannelError::is_transport_damage`] for what that implies).
+    pub fn is_identity_refusal(&self) -> bool {
+        use ChannelError as E;
+        match self {
+            E::Certificate(_)
+            | E::BadSignature
+            | E::ClientCertificateRequired
+            | E::ServerCertificateMissing
+            | E::UnknownPskIdentity
+            | E::UnrecognizedName => true,
+            E::PeerAlert(code) => matches!(
+                code,
+                AlertCode::BadCertificate
+                    | AlertCode::CertificateExpired
+                    | AlertCode::UnknownCa
+                    | AlertCode::AccessDenied
+                    | AlertCode::UnknownPskIdentity
+                    | AlertCode::CertificateRequired
+                    | AlertCode::UnrecognizedName
+            ),
+            _ => false,
+        }
+    }
+
     /// The alert to send the peer for this failure, if any.
     pub fn alert(&self) -> Option<AlertCode> {
         use ChannelError as E;
@@ -142,7 +259,10 @@ impl ChannelError {
             | E::UnsupportedGroup(_)
             | E::AuthModeUnavailable
             | E::KeyExchange(_)
-            | E::IllegalParameter(_)
+            | E::SuiteNotOffered(_)
+            | E::GroupChanged { .. }
+            | E::ZeroSessionId
+            | E::ServerCertificateMissing
             | E::HandshakeTimeout => AlertCode::HandshakeFailure,
             E::UnknownPskIdentity => AlertCode::UnknownPskIdentity,
             E::UnrecognizedName => AlertCode::UnrecognizedName,
@@ -164,6 +284,11 @@ impl ChannelError {
             | E::PeerSilent
             | E::ConnectTimeout
             | E::ConnectFailed
+            | E::NoSuitesConfigured
+            | E::PskLength(_)
+            | E::PskIdentityTooLong(_)
+            | E::UnexpectedStreamAccepted
+            | E::NotStreamInput
             | E::NotEstablished
             | E::Closed
             | E::Failed => {
