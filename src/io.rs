@@ -25,6 +25,16 @@
 //! Outputs wait in a bounded [`Outbox`]; a driver that stops draining sees
 //! [`Error::CapacityExceeded`] from the next call instead of unbounded growth.
 //!
+//! # Nothing vanishes unreported
+//!
+//! Every output an actor could not queue because its outbox was full is counted, and the
+//! count comes out of [`Actor::poll_output`] as [`Output::Lost`] in the place the first of
+//! them would have had, once the outputs queued before it are drained. That holds in
+//! every context: a call that can return an error also returns
+//! [`Error::CapacityExceeded`], but [`Actor::handle_timeout`] cannot, and an event raised
+//! there (a handshake that timed out, a peer given up on) would otherwise disappear. So
+//! every output is either delivered or counted as lost and reported.
+//!
 //! Streams are TCP-like reliable byte streams named by a [`StreamId`]. The driver names the
 //! streams it accepts ([`StreamId::inbound`]); an actor names the streams it opens
 //! ([`StreamId::outbound`]), so the two never collide.
@@ -154,6 +164,14 @@ pub enum Output<E> {
     },
     /// Tell the application something.
     Event(E),
+    /// `count` outputs that belonged here were lost: the outbox was full when the actor
+    /// raised them (the driver had stopped draining it). Consecutive losses share one
+    /// report; the outputs themselves are gone, so whatever they carried (an event, a
+    /// stream write) must be treated as not having happened.
+    Lost {
+        /// How many outputs were lost.
+        count: u64,
+    },
 }
 
 impl<E> Output<E> {
@@ -167,6 +185,7 @@ impl<E> Output<E> {
             Output::StreamClose { id } => Output::StreamClose { id },
             Output::Packet { iface, data } => Output::Packet { iface, data },
             Output::Event(e) => Output::Event(f(e)),
+            Output::Lost { count } => Output::Lost { count },
         }
     }
 }
@@ -197,7 +216,11 @@ pub trait Actor {
 /// A bounded FIFO of outputs, shared by all actors.
 ///
 /// Pushing into a full outbox fails with [`Error::CapacityExceeded`]: the driver has stopped
-/// draining, and the actor reports that instead of growing without bound.
+/// draining, and the actor reports that instead of growing without bound. The refused
+/// output is also counted: an [`Output::Lost`] takes its place in the queue (one slot past
+/// the bound, shared by every loss until the driver makes room), so even a push whose
+/// error has nowhere to go (inside [`Actor::handle_timeout`]) is reported to the driver.
+/// The queue thus never holds more than `bound` outputs plus one loss report.
 #[derive(Debug)]
 pub struct Outbox<E> {
     queue: VecDeque<Output<E>>,
@@ -216,9 +239,11 @@ impl<E> Outbox<E> {
         }
     }
 
-    /// Queue an output.
+    /// Queue an output; when the outbox is full, count it as lost (see [`Output::Lost`])
+    /// and fail.
     pub fn push(&mut self, output: Output<E>) -> Result<(), Error> {
         if self.queue.len() >= self.bound {
+            self.count_lost();
             return Err(Error::CapacityExceeded {
                 what: "outbox",
                 bound: self.bound,
@@ -226,6 +251,16 @@ impl<E> Outbox<E> {
         }
         self.queue.push_back(output);
         Ok(())
+    }
+
+    /// One more output lost: added to the loss report at the tail if there is one (the
+    /// losses are consecutive), otherwise a new report in the one slot past the bound. A
+    /// full queue only loses while its tail is that report, so it never grows further.
+    fn count_lost(&mut self) {
+        match self.queue.back_mut() {
+            Some(Output::Lost { count }) => *count = count.saturating_add(1),
+            _ => self.queue.push_back(Output::Lost { count: 1 }),
+        }
     }
 
     /// Queue an application event.
@@ -238,7 +273,7 @@ impl<E> Outbox<E> {
         self.queue.pop_front()
     }
 
-    /// Number of queued outputs.
+    /// Number of queued outputs (a pending loss report included).
     pub fn len(&self) -> usize {
         self.queue.len()
     }
@@ -291,8 +326,43 @@ mod tests {
                 bound: 2
             })
         );
+        // The refused output is counted, in the place it would have had.
+        assert_eq!(outbox.len(), 3);
         assert!(outbox.pop().is_some());
+        // Still at the bound (one output and the loss report): refused and counted again.
+        assert!(outbox.push(close()).is_err());
+        assert!(outbox.pop().is_some());
+        assert_eq!(outbox.pop(), Some(Output::Lost { count: 2 }));
         outbox.push(close()).unwrap();
-        assert_eq!(outbox.len(), 2);
+        assert_eq!(outbox.len(), 1);
+    }
+
+    /// Issue 13, item 4: an output raised where no error can be returned (as in
+    /// `handle_timeout`) is never silently lost: it is counted and reported after the
+    /// outputs queued before it, and outputs queued after room was made follow the report.
+    #[test]
+    fn an_event_lost_to_a_full_outbox_in_handle_timeout_is_counted_and_reported() {
+        let mut outbox: Outbox<u32> = Outbox::new(2);
+        outbox.event(1u32).unwrap();
+        outbox.event(2u32).unwrap();
+        // Three events raised with nowhere to return the error.
+        for e in 3..=5u32 {
+            let _ = outbox.event(e);
+        }
+        assert_eq!(outbox.pop(), Some(Output::Event(1)));
+        outbox.event(6u32).unwrap_err();
+        assert_eq!(outbox.pop(), Some(Output::Event(2)));
+        // Room again: a new event queues behind the report.
+        outbox.event(7u32).unwrap();
+        assert_eq!(outbox.pop(), Some(Output::Lost { count: 4 }));
+        assert_eq!(outbox.pop(), Some(Output::Event(7)));
+        assert_eq!(outbox.pop(), None);
+        // A later loss is a new report, at its own place.
+        outbox.event(8u32).unwrap();
+        outbox.event(9u32).unwrap();
+        let _ = outbox.event(10u32);
+        outbox.pop();
+        outbox.pop();
+        assert_eq!(outbox.pop(), Some(Output::Lost { count: 1 }));
     }
 }

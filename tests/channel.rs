@@ -450,6 +450,11 @@ fn a_server_certificate_naming_another_server_is_refused() {
         Some(&ChannelError::PeerAlert(AlertCode::BadCertificate))
     );
     assert!(!pair.client.is_established() && !pair.server.is_established());
+    // A refused identity, on both sides, and not damage.
+    for e in [&pair.client_err, &pair.server_err] {
+        let e = channel_err(e).unwrap();
+        assert!(e.is_identity_refusal() && !e.is_transport_damage(), "{e:?}");
+    }
 }
 
 #[test]
@@ -522,14 +527,14 @@ fn parameter_mismatches_are_refused() {
 }
 
 /// Run a handshake in which byte `byte` of message `index` in direction `dir` has one bit
-/// flipped; return whether anything failed with a typed error.
+/// flipped; return the channel errors of both sides (client, server) if it failed.
 fn flipped_handshake_fails(
     configs: &dyn Fn() -> (ClientConfig, ServerConfig),
     dir: Dir,
     index: usize,
     byte: usize,
     bit: u8,
-) -> bool {
+) -> Option<[Option<ChannelError>; 2]> {
     let (client, server) = configs();
     let mut pair = Pair::new(client, server, 30);
     pair.pump_with(&mut |d, i, msg| {
@@ -549,8 +554,11 @@ fn flipped_handshake_fails(
             err.get_or_insert(e);
         }
     }
-    let typed = |e: &Option<Error>| matches!(e, Some(Error::Channel(_)));
-    !pair.established() && (typed(&pair.client_err) || typed(&pair.server_err))
+    let errors = [
+        channel_err(&pair.client_err).cloned(),
+        channel_err(&pair.server_err).cloned(),
+    ];
+    (!pair.established() && errors.iter().any(Option::is_some)).then_some(errors)
 }
 
 fn check_every_flip(configs: &dyn Fn() -> (ClientConfig, ServerConfig)) -> usize {
@@ -564,11 +572,25 @@ fn check_every_flip(configs: &dyn Fn() -> (ClientConfig, ServerConfig)) -> usize
         index[dir as usize] += 1;
         for byte in 0..msg.len() {
             for bit in [0x01, 0x80] {
-                assert!(
-                    flipped_handshake_fails(configs, dir, i, byte, bit),
-                    "{dir:?} message {i} ({:?}) byte {byte} bit {bit:#x} went unnoticed",
-                    messages::type_name(msg[3])
-                );
+                let errors = flipped_handshake_fails(configs, dir, i, byte, bit);
+                let name = messages::type_name(msg[3]);
+                let Some(errors) = errors else {
+                    panic!(
+                        "{dir:?} message {i} ({name:?}) byte {byte} bit {bit:#x} went unnoticed"
+                    );
+                };
+                // Issue 13, item 5: damage to an authenticated message is reported as
+                // damage on both sides, never as a refused identity (the hellos are
+                // plaintext: damage there may be refused as what it reads).
+                if msg[3] == messages::RECORD {
+                    for e in errors.iter().flatten() {
+                        assert!(
+                            e.is_transport_damage() || *e == ChannelError::HandshakeTimeout,
+                            "{dir:?} message {i} byte {byte} bit {bit:#x}: {e:?}"
+                        );
+                        assert!(!e.is_identity_refusal());
+                    }
+                }
                 checked += 1;
             }
         }
@@ -1070,4 +1092,401 @@ fn messages_authenticated_before_a_failure_are_delivered_whatever_the_read_size(
         assert_eq!(pair.server.take_received().unwrap(), b"two");
         assert_eq!(pair.server.take_received(), None);
     }
+}
+
+// ----- progress and liveness (issue 13, item 3) -----
+
+/// One application record from the client, as bytes on the stream.
+fn one_record(pair: &mut Pair, data: &[u8]) -> Vec<u8> {
+    pair.client.send(data).unwrap();
+    pair.client.take_outgoing()
+}
+
+/// A record whose length field was damaged in transit (lengthened), or whose tail never
+/// arrived, leaves a partial message in the reader: the progress timer fails the
+/// connection with a typed error instead of waiting for bytes that never come, and the
+/// peer is told.
+#[test]
+fn corrupted_record_length_is_detected_not_stalled() {
+    let progress = deputy::channel::Common::DEFAULT_PROGRESS_TIMEOUT;
+    // Lengthened: the header claims 16 more body bytes than follow.
+    let (client, server) = psk_pair(Group::X25519);
+    let mut pair = Pair::new(client, server, 60).handshake();
+    let mut record = one_record(&mut pair, b"status");
+    record[7] = record[7].wrapping_add(16);
+    let started = pair.now;
+    pair.server_reads(&record).unwrap();
+    assert_eq!(pair.server.take_received(), None);
+    assert_eq!(pair.server.poll_timeout(), Some(started + progress));
+    // More bytes of the same message do not restart its clock.
+    pair.now = started + std::time::Duration::from_secs(5);
+    pair.server_reads(&[0; 4]).unwrap();
+    let deadline = started + progress;
+    assert_eq!(pair.server.poll_timeout(), Some(deadline));
+    assert_eq!(
+        pair.server
+            .handle_timeout(deadline - std::time::Duration::from_millis(1)),
+        Ok(())
+    );
+    assert_eq!(
+        pair.server.handle_timeout(deadline),
+        Err(Error::Channel(ChannelError::IncompleteRecord {
+            buffered: record.len() + 4
+        }))
+    );
+    // The alert reaches the client, whose direction's framing is intact.
+    let alert = pair.server.take_outgoing();
+    assert_eq!(
+        pair.client.feed(deadline, &alert, &mut pair.rng),
+        Err(Error::Channel(ChannelError::PeerAlert(
+            AlertCode::DecodeError
+        )))
+    );
+    assert!(pair.server.error().unwrap().is_transport_damage());
+
+    // Truncated: only the first half of a message arrives, during the handshake too (with
+    // a progress timeout shorter than the handshake's, so it is the one that fires).
+    let (client, mut server) = psk_pair(Group::X25519);
+    server.common.progress_timeout = std::time::Duration::from_secs(1);
+    let mut pair = Pair::new(client, server, 61);
+    let hello = pair.client.take_outgoing();
+    pair.server_reads(&hello[..hello.len() / 2]).unwrap();
+    let at = pair.now + std::time::Duration::from_secs(1);
+    assert_eq!(pair.server.poll_timeout(), Some(at));
+    assert_eq!(
+        pair.server.handle_timeout(at),
+        Err(Error::Channel(ChannelError::IncompleteRecord {
+            buffered: hello.len() / 2
+        }))
+    );
+
+    let (client, server) = psk_pair(Group::X25519);
+    let mut pair = Pair::new(client, server, 62).handshake();
+    let record = one_record(&mut pair, b"status");
+    pair.server_reads(&record[..record.len() / 2]).unwrap();
+    let deadline = pair.server.poll_timeout().unwrap();
+    assert_eq!(deadline, pair.now + progress);
+    assert_eq!(
+        pair.server.handle_timeout(deadline),
+        Err(Error::Channel(ChannelError::IncompleteRecord {
+            buffered: record.len() / 2
+        }))
+    );
+}
+
+/// A record that arrives slowly but completes before the progress timeout is delivered;
+/// each message has its own clock.
+#[test]
+fn a_slow_record_that_completes_is_not_a_stall() {
+    let (client, server) = psk_pair(Group::X25519);
+    let mut pair = Pair::new(client, server, 63).handshake();
+    let record = one_record(&mut pair, b"slowly");
+    let start = pair.now;
+    for (i, byte) in record.chunks(1).enumerate() {
+        pair.now = start + std::time::Duration::from_millis(100 * i as u64);
+        pair.server.handle_timeout(pair.now).unwrap();
+        pair.server_reads(byte).unwrap();
+    }
+    assert_eq!(pair.server.take_received().unwrap(), b"slowly");
+    // Nothing partial is left: the next deadline is the keepalive, counted from the
+    // record's arrival.
+    assert_eq!(
+        pair.server.poll_timeout(),
+        Some(pair.now + deputy::channel::Common::DEFAULT_KEEPALIVE_INTERVAL)
+    );
+}
+
+/// An idle established connection asks its peer with a keepalive request; a peer that
+/// never answers fails the connection within interval + timeout of when it was last
+/// heard.
+#[test]
+fn silent_peer_is_detected_by_keepalive() {
+    use deputy::channel::Common;
+    let (client, server) = psk_pair(Group::X25519);
+    let mut pair = Pair::new(client, server, 64).handshake();
+    let heard = pair.now;
+    let ask = heard + Common::DEFAULT_KEEPALIVE_INTERVAL;
+    assert_eq!(pair.client.poll_timeout(), Some(ask));
+    pair.client.handle_timeout(ask).unwrap();
+    let request = pair.client.take_outgoing();
+    assert_eq!(
+        request[3],
+        messages::RECORD,
+        "a keepalive is a sealed record"
+    );
+    // The request is lost (the peer is gone): no answer comes.
+    let deadline = ask + Common::DEFAULT_KEEPALIVE_TIMEOUT;
+    assert_eq!(pair.client.poll_timeout(), Some(deadline));
+    assert_eq!(
+        pair.client.handle_timeout(deadline),
+        Err(Error::Channel(ChannelError::PeerSilent))
+    );
+    assert_eq!(pair.client.poll_timeout(), None);
+
+    // After our close-notify the peer owes its own; nothing may follow ours, so the
+    // keepalive timer only starts the wait, which the same timeout bounds.
+    let (client, server) = psk_pair(Group::X25519);
+    let mut pair = Pair::new(client, server, 65).handshake();
+    pair.client.close().unwrap();
+    let _lost = pair.client.take_outgoing();
+    let ask = pair.now + Common::DEFAULT_KEEPALIVE_INTERVAL;
+    assert_eq!(pair.client.poll_timeout(), Some(ask));
+    pair.client.handle_timeout(ask).unwrap();
+    assert!(
+        pair.client.take_outgoing().is_empty(),
+        "nothing after close-notify"
+    );
+    let deadline = ask + Common::DEFAULT_KEEPALIVE_TIMEOUT;
+    assert_eq!(
+        pair.client.handle_timeout(deadline),
+        Err(Error::Channel(ChannelError::PeerSilent))
+    );
+}
+
+/// A keepalive request is answered by the peer at once; neither reaches an application,
+/// both sides stay up, and the peer's activity clock does not count it.
+#[test]
+fn keepalives_are_answered_and_never_delivered() {
+    use deputy::channel::Common;
+    let (client, server) = psk_pair(Group::X25519);
+    let mut pair = Pair::new(client, server, 66).handshake();
+    let start = pair.now;
+    for round in 1..=3u32 {
+        let ask = pair.client.poll_timeout().unwrap();
+        pair.now = ask;
+        pair.client.handle_timeout(ask).unwrap();
+        pair.pump();
+        assert_eq!(pair.server.take_received(), None);
+        assert_eq!(pair.client.take_received(), None);
+        assert!(pair.established(), "round {round}");
+        assert_eq!(pair.client_err, None);
+        assert_eq!(pair.server_err, None);
+        // Answered: the next request is due an interval after the answer.
+        assert_eq!(
+            pair.client.poll_timeout(),
+            Some(ask + Common::DEFAULT_KEEPALIVE_INTERVAL)
+        );
+    }
+    assert_eq!(pair.server.last_activity(), start);
+    assert_eq!(pair.client.last_activity(), start);
+    // Application data still flows after them (sequence numbers stayed in step).
+    assert_eq!(pair.transfer(Dir::ToServer, b"after"), b"after");
+    assert_eq!(pair.server.last_activity(), pair.now);
+}
+
+/// The channel client's connect has a deadline too: a stream that never opens fails with
+/// a typed error, and a late report of it is refused.
+#[test]
+fn client_connect_times_out_with_a_typed_error() {
+    use deputy::channel::{ChannelClient, ChannelEvent};
+    use deputy::{Actor, Input, Output};
+
+    let (client_cfg, _) = psk_pair(Group::X25519);
+    let timeout = client_cfg.common.handshake_timeout;
+    let mut client = ChannelClient::new(
+        Arc::new(client_cfg),
+        "10.0.0.7:0".parse().unwrap(),
+        "198.51.100.1:443".parse().unwrap(),
+        Box::new(ChaCha20Rng::seed_from_u64(67)),
+    );
+    let now = Instant::from_secs(3);
+    let id = client.connect(now).unwrap();
+    assert!(matches!(client.poll_output(), Some(Output::Connect { .. })));
+    assert_eq!(client.poll_timeout(), Some(now + timeout));
+    client.handle_timeout(now + timeout);
+    assert_eq!(client.poll_output(), Some(Output::StreamClose { id }));
+    assert_eq!(
+        client.poll_output(),
+        Some(Output::Event(ChannelEvent::Failed {
+            stream: id,
+            error: ChannelError::ConnectTimeout
+        }))
+    );
+    assert_eq!(client.poll_output(), None);
+    assert_eq!(client.poll_timeout(), None);
+    assert_eq!(
+        client.handle_input(
+            now + timeout,
+            Input::StreamConnected {
+                id,
+                local: "10.0.0.7:4000".parse().unwrap(),
+            }
+        ),
+        Err(Error::UnknownStream(id))
+    );
+
+    // A connect the driver reports failed is a typed failure too.
+    let id = client.connect(now + timeout).unwrap();
+    assert!(matches!(client.poll_output(), Some(Output::Connect { .. })));
+    assert_eq!(
+        client.handle_input(now + timeout, Input::StreamClosed { id }),
+        Err(Error::Channel(ChannelError::ConnectFailed))
+    );
+    assert_eq!(
+        client.poll_output(),
+        Some(Output::Event(ChannelEvent::Failed {
+            stream: id,
+            error: ChannelError::ConnectFailed
+        }))
+    );
+}
+
+/// Issue 13, item 4: events raised inside `handle_timeout` while the outbox is full are
+/// not silently lost: every output is either queued or counted in an `Output::Lost`
+/// report, and every session is settled.
+#[test]
+fn events_raised_in_handle_timeout_with_a_full_outbox_are_counted_not_lost() {
+    use deputy::channel::{ChannelEvent, ChannelServer, ChannelServerConfig};
+    use deputy::{Actor, Input, Outbox, Output, StreamId};
+
+    let (_, server_cfg) = psk_pair(Group::X25519);
+    let timeout = server_cfg.common.handshake_timeout;
+    // Each handshake that times out queues three outputs (its alert, the stream close and
+    // the Failed event): enough sessions to overflow the outbox from one timeout.
+    let n = Outbox::<ChannelEvent>::DEFAULT_BOUND / 2;
+    let mut server = ChannelServer::new(
+        ChannelServerConfig {
+            channel: Arc::new(server_cfg),
+            max_sessions: n,
+        },
+        Box::new(ChaCha20Rng::seed_from_u64(70)),
+    );
+    let now = Instant::from_secs(1);
+    for i in 0..n {
+        server
+            .handle_input(
+                now,
+                Input::StreamAccepted {
+                    id: StreamId::inbound(i as u64),
+                    local: "198.51.100.10:443".parse().unwrap(),
+                    remote: "198.51.100.2:5000".parse().unwrap(),
+                },
+            )
+            .unwrap();
+    }
+    server.handle_timeout(now + timeout);
+    let (mut queued, mut failed, mut lost) = (0, 0, 0);
+    while let Some(out) = server.poll_output() {
+        match out {
+            Output::Lost { count } => lost += count,
+            Output::Event(ChannelEvent::Failed { error, .. }) => {
+                assert_eq!(error, ChannelError::HandshakeTimeout);
+                failed += 1;
+                queued += 1;
+            }
+            _ => queued += 1,
+        }
+    }
+    assert_eq!(queued, Outbox::<ChannelEvent>::DEFAULT_BOUND);
+    assert!(lost > 0 && failed > 0);
+    assert_eq!(
+        queued as u64 + lost,
+        3 * n as u64,
+        "every output queued or counted"
+    );
+    assert_eq!(server.session_count(), 0, "every session settled");
+    assert_eq!(server.poll_timeout(), None);
+}
+
+/// Each rule a server hello can break has its own error on the client.
+#[test]
+fn a_server_hello_breaking_a_rule_gets_its_own_error() {
+    use messages::ServerHello;
+    type Case = (fn(&mut ServerHello), ChannelError);
+    let cases: [Case; 3] = [
+        (|h| h.suite = 0x7777, ChannelError::SuiteNotOffered(0x7777)),
+        (
+            |h| h.group = 14,
+            ChannelError::GroupChanged {
+                offered: Group::X25519.id(),
+                chosen: 14,
+            },
+        ),
+        (|h| h.session_id = 0, ChannelError::ZeroSessionId),
+    ];
+    for (i, (change, expected)) in cases.into_iter().enumerate() {
+        let (client, server) = psk_pair(Group::X25519);
+        let mut pair = Pair::new(client, server, 80 + i as u64);
+        pair.pump_with(&mut |dir, index, msg| {
+            if dir == Dir::ToClient && index == 0 {
+                let limits = Limits::default();
+                let mut hello =
+                    ServerHello::decode(&Message::decode(msg, &limits).unwrap(), &limits).unwrap();
+                change(&mut hello);
+                *msg = hello.encode().unwrap();
+            }
+            true
+        });
+        assert_eq!(channel_err(&pair.client_err), Some(&expected));
+        assert!(expected.is_transport_damage());
+        // The client has no keys yet, so its alert is plaintext; the server already has
+        // keys and refuses a plaintext alert as out of step.
+        assert_eq!(
+            channel_err(&pair.server_err),
+            Some(&ChannelError::UnexpectedMessage(messages::ALERT))
+        );
+    }
+}
+
+/// Local misconfiguration and misdirected input are refused with one error per rule.
+#[test]
+fn misconfiguration_and_misdirected_input_get_their_own_errors() {
+    use deputy::channel::{ChannelClient, ChannelServer, ChannelServerConfig};
+    use deputy::{Actor, Input, Output, StreamId};
+
+    assert_eq!(
+        Psk::new("id", &[0; 15]).unwrap_err(),
+        Error::Channel(ChannelError::PskLength(15))
+    );
+    assert_eq!(
+        Psk::new("id", &[0; 1025]).unwrap_err(),
+        Error::Channel(ChannelError::PskLength(1025))
+    );
+    assert_eq!(
+        Psk::new(vec![b'x'; 1025], &[0; 16]).unwrap_err(),
+        Error::Channel(ChannelError::PskIdentityTooLong(1025))
+    );
+    let (mut client_cfg, server_cfg) = psk_pair(Group::X25519);
+    client_cfg.common.suites.clear();
+    let mut rng = ChaCha20Rng::seed_from_u64(90);
+    assert_eq!(
+        Connection::client(Arc::new(client_cfg), Instant::ZERO, &mut rng).unwrap_err(),
+        Error::Channel(ChannelError::NoSuitesConfigured)
+    );
+
+    let (client_cfg, _) = psk_pair(Group::X25519);
+    let local = "10.0.0.7:4000".parse().unwrap();
+    let remote = "198.51.100.1:443".parse().unwrap();
+    let mut client = ChannelClient::new(
+        Arc::new(client_cfg),
+        local,
+        remote,
+        Box::new(ChaCha20Rng::seed_from_u64(91)),
+    );
+    let mut server = ChannelServer::new(
+        ChannelServerConfig {
+            channel: Arc::new(server_cfg),
+            max_sessions: 1,
+        },
+        Box::new(ChaCha20Rng::seed_from_u64(92)),
+    );
+    let datagram = Input::Datagram {
+        from: remote,
+        to: local,
+        data: b"hello",
+    };
+    assert_eq!(
+        client.handle_input(Instant::ZERO, datagram),
+        Err(Error::Channel(ChannelError::NotStreamInput))
+    );
+    assert_eq!(
+        server.handle_input(Instant::ZERO, datagram),
+        Err(Error::Channel(ChannelError::NotStreamInput))
+    );
+    let id = StreamId::inbound(1);
+    assert_eq!(
+        client.handle_input(Instant::ZERO, Input::StreamAccepted { id, local, remote }),
+        Err(Error::Channel(ChannelError::UnexpectedStreamAccepted))
+    );
+    assert_eq!(client.poll_output(), Some(Output::StreamClose { id }));
 }

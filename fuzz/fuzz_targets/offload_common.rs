@@ -282,6 +282,7 @@ impl World {
                 }
                 Output::Packet { .. } => panic!("{who:?} emitted a raw packet"),
                 Output::Event(e) => self.events.push(e),
+                Output::Lost { .. } => {}
             }
         }
     }

@@ -274,7 +274,7 @@ impl Net {
                         .handle_input(now, Input::StreamClosed { id: theirs });
                 }
             }
-            Output::Event(_) | Output::Packet { .. } => {}
+            Output::Event(_) | Output::Packet { .. } | Output::Lost { .. } => {}
         }
     }
 

@@ -9,14 +9,16 @@ use super::{ChannelError, ChannelEvent, ClientConfig, Connection, SecureStream, 
 use crate::io::{Actor, Input, Outbox, Output, StreamId};
 use crate::{Error, Instant, Rng};
 
-/// The channel actors' one kind of timer: the handshake deadline of the connection on a
-/// stream (its [`SecureStream::poll_timeout`]). Each actor lists its timers in one place
-/// (`timers`), which both `poll_timeout` and `handle_timeout` read, so the two cannot
-/// disagree.
+/// The channel client's timers. Each actor lists its timers in one place (`timers`), which
+/// both `poll_timeout` and `handle_timeout` read, so the two cannot disagree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Timer {
-    /// The handshake on this stream must have finished.
-    Handshake(StreamId),
+    /// Client: the stream asked for must have opened (within the handshake timeout,
+    /// which counts from the connect).
+    Connect(StreamId),
+    /// The connection on this stream has a deadline (its [`SecureStream::poll_timeout`]:
+    /// handshake, progress of a partial message, keepalive).
+    Channel(StreamId),
 }
 
 /// Why a timer's error may be dropped: the connection's failure itself is reported as a
@@ -51,6 +53,10 @@ impl Session {
     }
 
     /// Tell the application: established (once), each message, then the end (once).
+    ///
+    /// Every event is attempted even after one was refused by a full outbox (which counts
+    /// each refusal as lost), and each is marked told before it is queued: an event is
+    /// then either delivered or reported lost, never raised twice.
     fn report(
         &mut self,
         received: Vec<Vec<u8>>,
@@ -58,31 +64,32 @@ impl Session {
     ) -> Result<(), Error> {
         let stream = self.inner.id();
         let conn = self.inner.connection();
-        if conn.is_established() && !self.announced {
+        let mut result = Ok(());
+        // The suite is set with the server hello, before any state that is established.
+        if let (false, true, Some(suite)) = (self.announced, conn.is_established(), conn.suite()) {
             self.announced = true;
-            outbox.event(ChannelEvent::Established {
+            result = result.and(outbox.event(ChannelEvent::Established {
                 stream,
                 peer: conn.peer().clone(),
-                suite: conn
-                    .suite()
-                    .ok_or(Error::Unexpected("established without a suite"))?,
+                suite,
                 session: conn.session_id(),
-            })?;
+            }));
         }
         for data in received {
-            outbox.event(ChannelEvent::Received { stream, data })?;
+            result = result.and(outbox.event(ChannelEvent::Received { stream, data }));
         }
         if self.inner.is_closed() && !self.reported {
             self.reported = true;
-            match conn.error() {
-                Some(error) => outbox.event(ChannelEvent::Failed {
+            let end = match conn.error() {
+                Some(error) => ChannelEvent::Failed {
                     stream,
                     error: error.clone(),
-                })?,
-                None => outbox.event(ChannelEvent::Closed { stream })?,
-            }
+                },
+                None => ChannelEvent::Closed { stream },
+            };
+            result = result.and(outbox.event(end));
         }
-        Ok(())
+        result
     }
 
     fn pump(&mut self, outbox: &mut Outbox<ChannelEvent>) -> Result<(), Error> {
@@ -112,11 +119,13 @@ impl Session {
         result
     }
 
+    /// Run the stream's timers and tell the application how it ended, if it did. The
+    /// report is attempted even when queuing the stream's last bytes failed: from a timer
+    /// no caller can retry, and the outbox counts whatever it refuses.
     fn on_timer(&mut self, now: Instant, outbox: &mut Outbox<ChannelEvent>) -> Result<(), Error> {
-        if self.inner.handle_timeout(now, outbox)? {
-            self.report(Vec::new(), outbox)?;
-        }
-        Ok(())
+        let fired = self.inner.handle_timeout(now, outbox);
+        let reported = self.report(Vec::new(), outbox);
+        fired.and(reported).map(|_| ())
     }
 }
 
@@ -216,7 +225,9 @@ impl ChannelClient {
     ///
     /// `now` starts the handshake clock: [`Common::handshake_timeout`] counts from the
     /// connect, so the time the stream takes to open is part of the handshake's budget,
-    /// as it is for the application waiting on it.
+    /// as it is for the application waiting on it. A stream that has not opened by then
+    /// is given up ([`Output::StreamClose`]) and reported as
+    /// [`ChannelEvent::Failed`] with [`ChannelError::ConnectTimeout`].
     ///
     /// [`Common::handshake_timeout`]: super::Common::handshake_timeout
     pub fn connect(&mut self, now: Instant) -> Result<StreamId, Error> {
@@ -234,11 +245,31 @@ impl ChannelClient {
         Ok(id)
     }
 
-    /// This actor's timers (see [`Timer`]).
+    /// This actor's timers (see [`Timer`]): at most one, for the one stream.
     fn timers(&self) -> Option<(Timer, Instant)> {
-        let s = self.link.session()?;
-        let at = s.inner.poll_timeout()?;
-        Some((Timer::Handshake(s.inner.id()), at))
+        match &self.link {
+            Link::Idle => None,
+            Link::Connecting { since } => Some((
+                Timer::Connect(self.stream()),
+                *since + self.config.common.handshake_timeout,
+            )),
+            Link::Open(s) => Some((Timer::Channel(s.inner.id()), s.inner.poll_timeout()?)),
+        }
+    }
+
+    /// The stream asked for last.
+    fn stream(&self) -> StreamId {
+        StreamId::outbound(self.next_stream)
+    }
+
+    /// The stream asked for did not open (`error` says how): the link goes idle and the
+    /// application hears it as a failure of that stream.
+    fn connect_failed(&mut self, error: ChannelError) -> Result<(), Error> {
+        self.link = Link::Idle;
+        self.outbox.event(ChannelEvent::Failed {
+            stream: self.stream(),
+            error,
+        })
     }
 
     /// Send one application message (queued until the handshake completes).
@@ -301,11 +332,14 @@ impl Actor for ChannelClient {
 
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         match input {
-            Input::StreamConnected { id, .. } if id == StreamId::outbound(self.next_stream) => {
+            Input::StreamConnected { id, .. } if id == self.stream() => {
+                // Only the stream we wait for: one given up on (connect timeout) stays
+                // unknown even if a driver reports it after our close.
+                let Link::Connecting { since } = self.link else {
+                    return Err(Error::UnknownStream(id));
+                };
                 let mut conn = Connection::client(self.config.clone(), now, self.rng.as_mut())?;
-                if let Link::Connecting { since } = self.link {
-                    conn.start_handshake_clock(since);
-                }
+                conn.start_handshake_clock(since);
                 let mut session = Session::new(id, conn, now);
                 session.pump(&mut self.outbox)?;
                 self.link = Link::Open(session);
@@ -325,10 +359,9 @@ impl Actor for ChannelClient {
                     session.stream_closed(&mut self.outbox)
                 }
                 // The connect itself failed (the link stays idle).
-                Link::Idle | Link::Connecting { .. }
-                    if id == StreamId::outbound(self.next_stream) =>
-                {
-                    Err(Error::Unexpected("connection to the server failed"))
+                Link::Connecting { .. } if id == self.stream() => {
+                    self.connect_failed(ChannelError::ConnectFailed)?;
+                    Err(ChannelError::ConnectFailed.into())
                 }
                 other => {
                     self.link = other;
@@ -337,21 +370,33 @@ impl Actor for ChannelClient {
             },
             Input::StreamAccepted { id, .. } => {
                 self.outbox.push(Output::StreamClose { id })?;
-                Err(Error::Unexpected("a channel client accepts no streams"))
+                Err(ChannelError::UnexpectedStreamAccepted.into())
             }
             Input::StreamConnected { id, .. } => Err(Error::UnknownStream(id)),
-            Input::Datagram { .. } | Input::Packet { .. } => Err(Error::Unexpected(
-                "a channel client takes only stream input",
-            )),
+            Input::Datagram { .. } | Input::Packet { .. } => {
+                Err(ChannelError::NotStreamInput.into())
+            }
         }
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        if let Some((Timer::Handshake(_), at)) = self.timers()
-            && at <= now
-            && let Link::Open(s) = &mut self.link
-        {
-            timer_error_has_nowhere_to_go(s.on_timer(now, &mut self.outbox));
+        for timer in crate::time::due(self.timers(), now) {
+            match timer {
+                Timer::Connect(id) => {
+                    // Tell the driver to drop the connect it still runs; it reports nothing
+                    // more for a stream we closed.
+                    timer_error_has_nowhere_to_go(
+                        self.outbox
+                            .push(Output::StreamClose { id })
+                            .and_then(|()| self.connect_failed(ChannelError::ConnectTimeout)),
+                    );
+                }
+                Timer::Channel(_) => {
+                    if let Link::Open(s) = &mut self.link {
+                        timer_error_has_nowhere_to_go(s.on_timer(now, &mut self.outbox));
+                    }
+                }
+            }
         }
     }
 
@@ -371,6 +416,13 @@ pub struct ChannelServerConfig {
     pub channel: Arc<ServerConfig>,
     /// The most concurrent connections; more are closed at once.
     pub max_sessions: usize,
+}
+
+/// The channel server's timers (it opens no streams, so it has no connect timer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ServerTimer {
+    /// The connection on this stream has a deadline (see [`Timer::Channel`]).
+    Channel(StreamId),
 }
 
 /// A secure-channel server: runs one [`Connection`] per accepted stream.
@@ -440,11 +492,13 @@ impl ChannelServer {
         self.sessions.len()
     }
 
-    /// This actor's timers (see [`Timer`]): one per connection still handshaking.
-    fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
-        self.sessions
-            .iter()
-            .filter_map(|(&id, s)| s.inner.poll_timeout().map(|at| (Timer::Handshake(id), at)))
+    /// This actor's timers (see [`ServerTimer`]): one per connection with a deadline.
+    fn timers(&self) -> impl Iterator<Item = (ServerTimer, Instant)> + '_ {
+        self.sessions.iter().filter_map(|(&id, s)| {
+            s.inner
+                .poll_timeout()
+                .map(|at| (ServerTimer::Channel(id), at))
+        })
     }
 }
 
@@ -473,14 +527,14 @@ impl Actor for ChannelServer {
                 s.stream_closed(&mut self.outbox)
             }
             Input::StreamConnected { id, .. } => Err(Error::UnknownStream(id)),
-            Input::Datagram { .. } | Input::Packet { .. } => Err(Error::Unexpected(
-                "a channel server takes only stream input",
-            )),
+            Input::Datagram { .. } | Input::Packet { .. } => {
+                Err(ChannelError::NotStreamInput.into())
+            }
         }
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        for Timer::Handshake(id) in crate::time::due(self.timers(), now) {
+        for ServerTimer::Channel(id) in crate::time::due(self.timers(), now) {
             if let Some(s) = self.sessions.get_mut(&id) {
                 timer_error_has_nowhere_to_go(s.on_timer(now, &mut self.outbox));
             }

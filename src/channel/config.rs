@@ -9,6 +9,7 @@ use core::time::Duration;
 
 use zeroize::Zeroizing;
 
+use super::ChannelError;
 use crate::UnixTime;
 use crate::crypto::aead::AeadAlg;
 use crate::crypto::cert::{Identity, TrustStore};
@@ -25,8 +26,34 @@ pub struct Common {
     pub suites: Vec<AeadAlg>,
     /// The largest application message one record may carry.
     pub max_record_len: usize,
-    /// The handshake must finish within this time or fail.
+    /// The handshake must finish within this time or fail
+    /// ([`ChannelError::HandshakeTimeout`]). A [`ChannelClient`] counts it from its connect,
+    /// so a stream that does not open within it fails with
+    /// [`ChannelError::ConnectTimeout`]. Default 10 s.
+    ///
+    /// [`ChannelError::HandshakeTimeout`]: super::ChannelError::HandshakeTimeout
+    /// [`ChannelError::ConnectTimeout`]: super::ChannelError::ConnectTimeout
+    /// [`ChannelClient`]: super::ChannelClient
     pub handshake_timeout: Duration,
+    /// A message whose first bytes arrived must be whole within this time, or the
+    /// connection fails with [`ChannelError::IncompleteRecord`]: a length field damaged
+    /// in transit (a record lengthened, or bytes lost) would otherwise leave the reader
+    /// waiting for bytes that never come. Default 30 s, far above what the largest record
+    /// (16 KiB) takes even on a slow link.
+    ///
+    /// [`ChannelError::IncompleteRecord`]: super::ChannelError::IncompleteRecord
+    pub progress_timeout: Duration,
+    /// An established connection that has heard nothing from its peer for this long
+    /// sends a keepalive request (answered at once by the peer, never delivered to either
+    /// application). `None`: never. Default 60 s; both sides run it.
+    pub keepalive_interval: Option<Duration>,
+    /// How long an answer may take: to our keepalive request, or to our close-notify. Past
+    /// it the connection fails with [`ChannelError::PeerSilent`]. So an idle peer that
+    /// stopped answering is detected at most `keepalive_interval + keepalive_timeout`
+    /// after it was last heard. Default 15 s.
+    ///
+    /// [`ChannelError::PeerSilent`]: super::ChannelError::PeerSilent
+    pub keepalive_timeout: Duration,
     /// Bound on bytes waiting to be written to the stream.
     pub max_outgoing: usize,
     /// Bound on received application messages waiting for [`take_received`].
@@ -42,12 +69,23 @@ pub struct Common {
 impl Common {
     /// Default largest application message per record.
     pub const DEFAULT_MAX_RECORD_LEN: usize = 16 * 1024;
+    /// Default [`Common::progress_timeout`].
+    pub const DEFAULT_PROGRESS_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default [`Common::keepalive_interval`]: long enough that a short exchange never
+    /// sees one, short enough that a dead peer on a long-lived stream is found within
+    /// 75 s (with the default timeout), well under common NAT mapping lifetimes for TCP.
+    pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+    /// Default [`Common::keepalive_timeout`].
+    pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(15);
 
     fn new(time_anchor: UnixTime) -> Self {
         Common {
             suites: AeadAlg::ALL.to_vec(),
             max_record_len: Self::DEFAULT_MAX_RECORD_LEN,
             handshake_timeout: Duration::from_secs(10),
+            progress_timeout: Self::DEFAULT_PROGRESS_TIMEOUT,
+            keepalive_interval: Some(Self::DEFAULT_KEEPALIVE_INTERVAL),
+            keepalive_timeout: Self::DEFAULT_KEEPALIVE_TIMEOUT,
             max_outgoing: 256 * 1024,
             max_received: 64,
             limits: Limits::default(),
@@ -75,12 +113,10 @@ impl Psk {
     pub fn new(identity: impl Into<Vec<u8>>, key: &[u8]) -> Result<Self, crate::Error> {
         let identity = identity.into();
         if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&key.len()) {
-            return Err(crate::Error::Config(
-                "pre-shared key must be 16 to 1024 bytes",
-            ));
+            return Err(ChannelError::PskLength(key.len()).into());
         }
         if identity.len() > Self::MAX_LEN {
-            return Err(crate::Error::Config("PSK identity longer than 1024 bytes"));
+            return Err(ChannelError::PskIdentityTooLong(identity.len()).into());
         }
         Ok(Psk {
             identity,

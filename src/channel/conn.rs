@@ -11,8 +11,8 @@ use super::config::{
     CHANNEL_VERSION, ClientAuthMode, ClientCertPolicy, ClientConfig, Common, ServerConfig,
 };
 use super::keys::{
-    ApplicationKeys, CT_ALERT, CT_APPLICATION, CT_HANDSHAKE, Content, DirectionKeys, HandshakeKeys,
-    Schedule, Transcript, finished_mac, pre_master_secret,
+    ApplicationKeys, CT_ALERT, CT_APPLICATION, CT_HANDSHAKE, CT_KEEPALIVE, Content, DirectionKeys,
+    HandshakeKeys, Keepalive, Schedule, Transcript, finished_mac, pre_master_secret,
 };
 use super::messages::{
     Alert, AlertCode, AuthMode, CERTIFICATE, CertificateMsg, CertificateRequest, CertificateVerify,
@@ -121,10 +121,59 @@ struct ServerHandshake {
     exporter: Prk,
 }
 
-/// Established: the exporter and where closing stands.
+/// Established: the exporter, where closing stands, and when the peer was last heard.
 struct Traffic {
     exporter: Prk,
     close: CloseState,
+    liveness: Liveness,
+}
+
+impl Traffic {
+    fn new(exporter: Prk, now: Instant) -> Self {
+        Traffic {
+            exporter,
+            close: CloseState::default(),
+            liveness: Liveness {
+                last_heard: now,
+                asked: None,
+            },
+        }
+    }
+}
+
+/// What the keepalive needs: when a whole message last came from the peer, and since when
+/// we wait for an answer it owes (to our keepalive request, or to our close-notify).
+#[derive(Clone, Copy)]
+struct Liveness {
+    last_heard: Instant,
+    asked: Option<Instant>,
+}
+
+/// The connection's timers, one variant per kind of deadline. [`Connection::timers`] lists
+/// them from the state; [`Connection::poll_timeout`] is the earliest and
+/// [`Connection::handle_timeout`] fires the due ones, so the two cannot disagree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// The partial message in the deframer must be whole (any state but `Failed`).
+    Progress,
+    /// The handshake must have finished (any handshake step).
+    Handshake,
+    /// The peer owes us an answer (established, after a keepalive request or our
+    /// close-notify).
+    PeerSilent,
+    /// Nothing heard for the keepalive interval (established, nothing asked yet): send a
+    /// keepalive request, or, once we sent close-notify (after which nothing may be
+    /// sent), just start waiting for the peer's.
+    Keepalive,
+}
+
+/// What one whole frame from the peer was, for [`Connection::last_activity`]: keepalives
+/// prove the peer alive but are not activity (an idle timeout above the channel must
+/// still see an idle stream as idle).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Heard {
+    Keepalive,
+    Other,
 }
 
 /// Which close-notifies have passed. Kept across a failure, so a driver can still tell a
@@ -182,9 +231,14 @@ pub struct Connection {
     suite: Option<AeadAlg>,
     transcript: Transcript,
     peer: PeerIdentity,
-    /// The connection's one timer: when the handshake must have finished. Armed only
-    /// while the state is a handshake step.
+    /// When the handshake must have finished ([`Timer::Handshake`], armed only while
+    /// the state is a handshake step).
     handshake_deadline: Instant,
+    /// When the first bytes of the partial message in the deframer arrived
+    /// ([`Timer::Progress`]); `None` while the deframer holds nothing.
+    partial_since: Option<Instant>,
+    /// When the peer last sent anything but a keepalive (see [`Heard`]).
+    last_activity: Instant,
 }
 
 impl core::fmt::Debug for Connection {
@@ -209,7 +263,7 @@ impl Connection {
     ) -> Result<Connection, Error> {
         let common = &config.common;
         if common.suites.is_empty() {
-            return Err(Error::Config("no AEAD suites configured"));
+            return Err(ChannelError::NoSuitesConfigured.into());
         }
         let key_pair = KeyPair::generate(config.group, rng);
         let client_random = hello_random(common.time_anchor, now, rng);
@@ -259,6 +313,8 @@ impl Connection {
         Connection {
             deframer: Deframer::new(common.limits),
             handshake_deadline: now + common.handshake_timeout,
+            partial_since: None,
+            last_activity: now,
             role,
             state,
             records: Records::Plaintext,
@@ -354,16 +410,95 @@ impl Connection {
         self.received.pop_front()
     }
 
-    /// When [`Connection::handle_timeout`] must next be called.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.is_handshaking().then_some(self.handshake_deadline)
+    /// When the peer last sent something other than a keepalive: a whole message, or the
+    /// first bytes of one still partial. Drivers with an idle timeout of their own read
+    /// this, so keepalives keep a stream's liveness known without making it look busy.
+    pub fn last_activity(&self) -> Instant {
+        self.last_activity
     }
 
-    /// Fail the handshake if its deadline passed.
+    /// The armed timers, read from the state (see [`Timer`]).
+    fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + use<> {
+        let common = self.common();
+        let handshake = self
+            .is_handshaking()
+            .then_some((Timer::Handshake, self.handshake_deadline));
+        let progress = self
+            .partial_since
+            .filter(|_| !matches!(self.state, State::Failed(_)))
+            .map(|since| (Timer::Progress, since + common.progress_timeout));
+        let (silent, keepalive) = match &self.state {
+            State::Established(t) => (
+                t.liveness
+                    .asked
+                    .map(|at| (Timer::PeerSilent, at + common.keepalive_timeout)),
+                common
+                    .keepalive_interval
+                    .filter(|_| t.liveness.asked.is_none())
+                    .map(|every| (Timer::Keepalive, t.liveness.last_heard + every)),
+            ),
+            _ => (None, None),
+        };
+        // A stalled message first: when both are due (a damaged length during the
+        // handshake), the more precise error wins.
+        [progress, handshake, silent, keepalive]
+            .into_iter()
+            .flatten()
+    }
+
+    /// When [`Connection::handle_timeout`] must next be called: the handshake deadline,
+    /// the deadline of a partial message, a keepalive due, or an answer overdue.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        crate::time::earliest(self.timers())
+    }
+
+    /// Run the timers due at `now`: fail a handshake that did not finish
+    /// ([`ChannelError::HandshakeTimeout`]), a message that did not complete
+    /// ([`ChannelError::IncompleteRecord`]) or a peer that did not answer
+    /// ([`ChannelError::PeerSilent`]); send a keepalive request on an idle connection
+    /// (then write out [`Connection::take_outgoing`]). Early and spurious calls do nothing.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
-        match self.poll_timeout() {
-            Some(deadline) if now >= deadline => Err(self.fail(ChannelError::HandshakeTimeout)),
-            _ => Ok(()),
+        for timer in crate::time::due(self.timers(), now) {
+            // The first failure is final: the timers after it belong to a state that is
+            // gone, so they are not run.
+            let error = match timer {
+                Timer::Handshake => ChannelError::HandshakeTimeout,
+                Timer::Progress => ChannelError::IncompleteRecord {
+                    buffered: self.deframer.buffered(),
+                },
+                Timer::PeerSilent => ChannelError::PeerSilent,
+                Timer::Keepalive => match self.ask_keepalive(now) {
+                    Ok(()) => continue,
+                    Err(e) => e,
+                },
+            };
+            return Err(self.fail(error));
+        }
+        Ok(())
+    }
+
+    /// Send a keepalive request (unless we closed) and start waiting for the answer.
+    fn ask_keepalive(&mut self, now: Instant) -> Result<(), ChannelError> {
+        if !self.is_closing() {
+            self.seal(CT_KEEPALIVE, &Keepalive::Request.payload())?;
+        }
+        if let State::Established(t) = &mut self.state {
+            t.liveness.asked = Some(now);
+        }
+        Ok(())
+    }
+
+    /// A whole message came from the peer: it is alive, and (unless we wait for its
+    /// close-notify, which only that answers) owes us nothing.
+    fn heard(&mut self, now: Instant, what: Heard) {
+        if what == Heard::Other {
+            self.last_activity = now;
+        }
+        if let State::Established(t) = &mut self.state {
+            t.liveness.last_heard = now;
+            if !t.close.sent {
+                t.liveness.asked = None;
+            }
         }
     }
 
@@ -411,6 +546,8 @@ impl Connection {
         };
         self.seal(CT_ALERT, &alert.payload())
             .map_err(|e| self.fail(e))?;
+        // From here the peer owes its close-notify: the keepalive timer, instead of asking
+        // (nothing may follow ours), starts the wait for it (see `Timer::Keepalive`).
         self.check_can_send()?.close.sent = true;
         Ok(())
     }
@@ -471,14 +608,26 @@ impl Connection {
                 Err(e) => return Err(self.fail(ChannelError::Decode(e))),
             };
             rest = &rest[used..];
+            if self.deframer.buffered() > 0 && self.partial_since.is_none() {
+                // A new message started: its progress clock starts now (and more bytes of
+                // it do not restart it, so a trickle cannot hold a stalled read open).
+                self.partial_since = Some(now);
+            }
             let mut progressed = used > 0;
             while let Some(frame) = self.deframer.take() {
                 progressed = true;
-                if let Err(e) = self.handle_frame(now, &frame, rng) {
-                    return Err(self.fail(e));
+                self.partial_since = None;
+                match self.handle_frame(now, &frame, rng) {
+                    Ok(heard) => self.heard(now, heard),
+                    Err(e) => return Err(self.fail(e)),
                 }
             }
             if rest.is_empty() || !progressed {
+                if self.deframer.buffered() > 0 {
+                    // Part of a message is in: what it is is unknown yet, so it counts
+                    // as activity (a whole keepalive does not).
+                    self.last_activity = now;
+                }
                 return Ok(());
             }
         }
@@ -535,7 +684,7 @@ impl Connection {
         now: Instant,
         frame: &[u8],
         rng: &mut dyn CryptoRng,
-    ) -> Result<(), ChannelError> {
+    ) -> Result<Heard, ChannelError> {
         if self.peer_closed() {
             // Nothing may follow close-notify; the frame is not even decoded. Byte 3 of
             // the header is its type.
@@ -575,7 +724,7 @@ impl Connection {
                 };
             }
         };
-        Ok(())
+        Ok(Heard::Other)
     }
 
     /// Take the state out to move a step's secrets into its successor, leaving a
@@ -590,7 +739,7 @@ impl Connection {
         core::mem::replace(&mut self.state, placeholder)
     }
 
-    fn on_record(&mut self, now: Instant, record: RecordEnvelope) -> Result<(), ChannelError> {
+    fn on_record(&mut self, now: Instant, record: RecordEnvelope) -> Result<Heard, ChannelError> {
         if record.session != self.session {
             return Err(ChannelError::WrongSession {
                 expected: self.session,
@@ -624,7 +773,8 @@ impl Connection {
                     });
                 }
                 let hs = Handshake::decode(&msg, &limits).map_err(ChannelError::Decode)?;
-                self.on_handshake(now, hs, &bytes)
+                self.on_handshake(now, hs, &bytes)?;
+                Ok(Heard::Other)
             }
             (State::Established(_), Content::Application(data)) => {
                 let bound = self.common().max_received;
@@ -632,11 +782,21 @@ impl Connection {
                     return Err(ChannelError::ReceiveQueueFull(bound));
                 }
                 self.received.push_back(data);
-                Ok(())
+                Ok(Heard::Other)
             }
             (State::Established(traffic), Content::Alert(AlertCode::CloseNotify)) => {
                 traffic.close.received = true;
-                Ok(())
+                Ok(Heard::Other)
+            }
+            (State::Established(traffic), Content::Keepalive(kind)) => {
+                // Answer at once, unless we closed: nothing may follow our close-notify,
+                // and the peer's own close answers that. The answer is not held to
+                // `max_outgoing`: one small record per request read, and a driver drains
+                // the outgoing bytes after every read.
+                if kind == Keepalive::Request && !traffic.close.sent {
+                    self.seal(CT_KEEPALIVE, &Keepalive::Response.payload())?;
+                }
+                Ok(Heard::Keepalive)
             }
             (_, Content::Alert(code)) => Err(ChannelError::PeerAlert(code)),
             (_, other) => Err(ChannelError::UnexpectedMessage(other.content_type())),
@@ -676,7 +836,7 @@ impl Connection {
             }
             (State::ClientWaitFinished { hs, cert_requested }, Handshake::Finished(f)) => {
                 self.accept_finished(&hs.server_finished, &f, bytes)?;
-                self.client_finish(hs, cert_requested)?
+                self.client_finish(now, hs, cert_requested)?
             }
             (State::ServerWaitCertificate(hs), Handshake::Certificate(c)) => {
                 self.transcript.add(bytes);
@@ -694,10 +854,7 @@ impl Connection {
                 if let Records::Protected { recv, .. } = &mut self.records {
                     *recv = hs.client_application;
                 }
-                State::Established(Traffic {
-                    exporter: hs.exporter,
-                    close: CloseState::default(),
-                })
+                State::Established(Traffic::new(hs.exporter, now))
             }
             (state, other) => {
                 self.state = state;
@@ -847,14 +1004,16 @@ impl Connection {
         }
         let suite = AeadAlg::from_id(hello.suite)
             .filter(|s| config.common.suites.contains(s))
-            .ok_or(ChannelError::IllegalParameter(
-                "server chose a suite not offered",
-            ))?;
+            .ok_or(ChannelError::SuiteNotOffered(hello.suite))?;
+        // The client sent one key share, so the server cannot pick another group.
         if hello.group != config.group.id() {
-            return Err(ChannelError::IllegalParameter("server changed the group"));
+            return Err(ChannelError::GroupChanged {
+                offered: config.group.id(),
+                chosen: hello.group,
+            });
         }
         if hello.session_id == 0 {
-            return Err(ChannelError::IllegalParameter("zero session id"));
+            return Err(ChannelError::ZeroSessionId);
         }
         let dh = sent
             .key_pair
@@ -900,6 +1059,7 @@ impl Connection {
     /// The server's flight verified: send ours and switch to application keys.
     fn client_finish(
         &mut self,
+        now: Instant,
         hs: ClientHandshake,
         cert_requested: bool,
     ) -> Result<State, ChannelError> {
@@ -929,10 +1089,7 @@ impl Connection {
             send: app.client,
             recv: app.server,
         };
-        Ok(State::Established(Traffic {
-            exporter: app.exporter,
-            close: CloseState::default(),
-        }))
+        Ok(State::Established(Traffic::new(app.exporter, now)))
     }
 
     // ----- shared steps -----
@@ -997,7 +1154,7 @@ fn on_server_certificate(
     };
     let raw = msg
         .certificate
-        .ok_or(ChannelError::IllegalParameter("server sent no certificate"))?;
+        .ok_or(ChannelError::ServerCertificateMissing)?;
     let at = UnixTime::at(config.common.time_anchor, now);
     let cert = trust
         .verify(&raw, at, Some(server_name))

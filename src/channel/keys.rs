@@ -33,6 +33,28 @@ pub(crate) const CT_HANDSHAKE: u8 = 1;
 pub(crate) const CT_APPLICATION: u8 = 2;
 /// Content type: an alert (one byte).
 pub(crate) const CT_ALERT: u8 = 3;
+/// Content type: a keepalive (one byte, [`Keepalive`]). Only once established; never
+/// delivered to the application.
+pub(crate) const CT_KEEPALIVE: u8 = 4;
+
+/// A keepalive record's one byte: an idle side asks, the other answers at once, so the
+/// asker learns within its own bound whether the peer still reads and writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Keepalive {
+    /// "Are you there?" (0x01).
+    Request,
+    /// "Yes" (0x02).
+    Response,
+}
+
+impl Keepalive {
+    pub(crate) fn payload(self) -> [u8; 1] {
+        match self {
+            Keepalive::Request => [1],
+            Keepalive::Response => [2],
+        }
+    }
+}
 
 /// What an authenticated record carries, decoded from its content type.
 #[derive(Debug)]
@@ -43,6 +65,8 @@ pub(crate) enum Content {
     Application(Vec<u8>),
     /// An alert (close-notify included).
     Alert(AlertCode),
+    /// A keepalive request or response.
+    Keepalive(Keepalive),
 }
 
 impl Content {
@@ -56,6 +80,11 @@ impl Content {
                 [code] => Ok(Content::Alert(AlertCode::from_code(*code))),
                 _ => Err(ChannelError::Decode(WireError::Truncated)),
             },
+            CT_KEEPALIVE => match payload.as_slice() {
+                [1] => Ok(Content::Keepalive(Keepalive::Request)),
+                [2] => Ok(Content::Keepalive(Keepalive::Response)),
+                _ => Err(ChannelError::MalformedKeepalive),
+            },
             t => Err(ChannelError::UnexpectedMessage(t)),
         }
     }
@@ -66,6 +95,7 @@ impl Content {
             Content::Handshake(_) => CT_HANDSHAKE,
             Content::Application(_) => CT_APPLICATION,
             Content::Alert(_) => CT_ALERT,
+            Content::Keepalive(_) => CT_KEEPALIVE,
         }
     }
 }

@@ -43,25 +43,35 @@ pub fn type_name(t: u8) -> Option<&'static str> {
     })
 }
 
+// Field types, by the message that carries them. The critical bit (see `wire`) marks the
+// fields a receiver must understand; the session id and server name are optional, so a
+// receiver may skip them.
+//
+// ClientHello: offers, key share and random, then how the client authenticates.
 const F_VERSIONS: u16 = CRITICAL | 0x01;
 const F_SUITES: u16 = CRITICAL | 0x02;
 const F_GROUP: u16 = CRITICAL | 0x03;
 const F_KEY_SHARE: u16 = CRITICAL | 0x04;
 const F_RANDOM: u16 = CRITICAL | 0x05;
+// Group, key share, random and session id are shared by both hellos.
 const F_SESSION_ID: u16 = 0x06;
 const F_AUTH_MODE: u16 = CRITICAL | 0x07;
 const F_PSK_IDENTITY: u16 = CRITICAL | 0x08;
 const F_SERVER_NAME: u16 = 0x09;
+// ServerHello: the choices made.
 const F_VERSION: u16 = CRITICAL | 0x0A;
 const F_SUITE: u16 = CRITICAL | 0x0B;
+// Inside records: Certificate, CertificateVerify, Finished; and the plaintext Alert.
 const F_CERT: u16 = CRITICAL | 0x0C;
 const F_SIGNATURE: u16 = CRITICAL | 0x0D;
 const F_MAC: u16 = CRITICAL | 0x0E;
 const F_ALERT: u16 = CRITICAL | 0x0F;
+// Record: the envelope.
 const F_SEQ: u16 = CRITICAL | 0x10;
 const F_CIPHERTEXT: u16 = CRITICAL | 0x11;
 
-/// Largest lists accepted in a hello.
+/// Largest lists accepted in a hello: far more versions, suites or groups than exist, and
+/// small enough that a hello cannot make the server scan a long list.
 const MAX_LIST: usize = 16;
 
 /// How the client wants to authenticate.

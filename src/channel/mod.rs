@@ -15,6 +15,7 @@
 //!   {Certificate, CertificateVerify}  if asked        ──▶
 //!   {Finished}                                        ──▶
 //!   {application data} ◀──────────────────────────────────▶ {application data}
+//!   {keepalive request} ──▶ / ◀── {keepalive response}   either side, when idle
 //!   {close-notify}                                    ──▶
 //! ```
 //!

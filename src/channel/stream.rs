@@ -25,7 +25,8 @@ pub struct SecureStream {
     id: StreamId,
     conn: Connection,
     closed: bool,
-    last_activity: Instant,
+    /// When the stream was set up: its activity until the peer sends something.
+    opened: Instant,
 }
 
 impl core::fmt::Debug for SecureStream {
@@ -45,7 +46,7 @@ impl SecureStream {
             id,
             conn,
             closed: false,
-            last_activity: now,
+            opened: now,
         }
     }
 
@@ -59,9 +60,11 @@ impl SecureStream {
         &self.conn
     }
 
-    /// When bytes last arrived (or the stream was set up).
+    /// When the peer last sent something other than a keepalive (or the stream was set
+    /// up): [`Connection::last_activity`]. Keepalives are left out so that an idle
+    /// timeout built on this still closes a stream nobody uses.
     pub fn last_activity(&self) -> Instant {
-        self.last_activity
+        self.opened.max(self.conn.last_activity())
     }
 
     /// Whether the stream is over: the connection failed, either side closed it, or the
@@ -72,19 +75,25 @@ impl SecureStream {
 
     /// Write the connection's bytes to the stream and collect the application messages
     /// received. A failed connection, or one the peer closed, ends the stream.
+    ///
+    /// A full outbox fails the pump, but only after the stream's end was still attempted
+    /// and recorded: each refused output is counted as lost by the outbox
+    /// ([`Output::Lost`]), and a stream that ended is [`SecureStream::is_closed`] either
+    /// way, so nothing waits on it (a pump from a timer has no caller to retry).
     pub fn pump<E>(&mut self, outbox: &mut Outbox<E>) -> Result<Vec<Vec<u8>>, Error> {
-        self.flush(outbox)?;
-        let mut received = Vec::new();
-        while let Some(m) = self.conn.take_received() {
-            received.push(m);
-        }
+        let mut result = self.flush(outbox);
         if !self.closed && (self.conn.error().is_some() || self.conn.peer_closed()) {
             if self.conn.peer_closed() && !self.conn.is_closing() {
                 self.conn.close()?;
-                self.flush(outbox)?;
+                result = result.and(self.flush(outbox));
             }
             self.closed = true;
-            outbox.push(Output::StreamClose { id: self.id })?;
+            result = result.and(outbox.push(Output::StreamClose { id: self.id }));
+        }
+        result?;
+        let mut received = Vec::new();
+        while let Some(m) = self.conn.take_received() {
+            received.push(m);
         }
         Ok(received)
     }
@@ -112,7 +121,6 @@ impl SecureStream {
         outbox: &mut Outbox<E>,
         received: &mut Vec<Vec<u8>>,
     ) -> Result<(), Error> {
-        self.last_activity = now;
         let step = self.conn.feed_chunk_len().max(1);
         for part in data.chunks(step) {
             let fed = self.conn.feed(now, part, rng);
@@ -180,14 +188,20 @@ impl SecureStream {
         self.conn.stream_closed()
     }
 
-    /// Run the handshake deadline; returns whether the connection just failed (its stream
+    /// Run the connection's timers (handshake, progress and keepalive deadlines; see
+    /// [`Connection::handle_timeout`]) and write what they queued (a keepalive request,
+    /// or the alert of a failure). Returns whether the connection just failed (its stream
     /// is then ended).
     pub fn handle_timeout<E>(
         &mut self,
         now: Instant,
         outbox: &mut Outbox<E>,
     ) -> Result<bool, Error> {
-        if self.closed || self.conn.handle_timeout(now).is_ok() {
+        if self.closed {
+            return Ok(false);
+        }
+        if self.conn.handle_timeout(now).is_ok() {
+            self.flush(outbox)?;
             return Ok(false);
         }
         self.pump(outbox)?;

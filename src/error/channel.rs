@@ -49,9 +49,40 @@ pub enum ChannelError {
     /// Deriving keys failed (an internal error; never caused by the peer).
     #[error("key schedule: {0}")]
     KeySchedule(CryptoError),
-    /// The peer violated the protocol in a handshake parameter.
-    #[error("illegal parameter: {0}")]
-    IllegalParameter(&'static str),
+    /// The server hello chose a suite the client did not offer.
+    #[error("server chose suite {0:#06x}, which was not offered")]
+    SuiteNotOffered(u16),
+    /// The server hello names another group than the client's key share.
+    #[error("server changed the group from {offered} to {chosen}")]
+    GroupChanged {
+        /// The group of the client's key share.
+        offered: u16,
+        /// The group the server hello names.
+        chosen: u16,
+    },
+    /// The server hello gave session id 0 (which means "no session").
+    #[error("server hello with session id 0")]
+    ZeroSessionId,
+    /// The server's Certificate message carried no certificate (certificate mode).
+    #[error("server sent no certificate")]
+    ServerCertificateMissing,
+    /// Local configuration: no AEAD suite is configured, so no hello can be sent.
+    #[error("no AEAD suites configured")]
+    NoSuitesConfigured,
+    /// Local configuration: a pre-shared key outside 16 to 1024 bytes.
+    #[error("pre-shared key of {0} bytes (16 to 1024 allowed)")]
+    PskLength(usize),
+    /// Local configuration: a PSK identity longer than 1024 bytes.
+    #[error("PSK identity of {0} bytes (at most 1024 allowed)")]
+    PskIdentityTooLong(usize),
+    /// The driver reported an inbound stream to a channel client, which accepts none (it
+    /// is closed at once).
+    #[error("a channel client accepts no streams")]
+    UnexpectedStreamAccepted,
+    /// The driver gave a channel actor a datagram or raw packet: they take only stream
+    /// input.
+    #[error("channel actors take only stream input")]
+    NotStreamInput,
     /// A record failed authentication.
     #[error("record failed authentication")]
     DecryptFailed,
@@ -91,6 +122,27 @@ pub enum ChannelError {
     /// The handshake did not finish in time.
     #[error("handshake timed out")]
     HandshakeTimeout,
+    /// A message started arriving but did not complete within the progress timeout: its
+    /// length field was damaged (a lengthened record) or bytes of it were lost, and the
+    /// stream would otherwise wait for bytes that never come.
+    #[error("message incomplete after the progress timeout ({buffered} bytes held)")]
+    IncompleteRecord {
+        /// Bytes of the partial message held when the timer fired.
+        buffered: usize,
+    },
+    /// The peer did not answer our keepalive request (or our close-notify) within the
+    /// keepalive timeout.
+    #[error("peer silent: no answer within the keepalive timeout")]
+    PeerSilent,
+    /// A keepalive record's payload is not one of the two defined bytes.
+    #[error("malformed keepalive")]
+    MalformedKeepalive,
+    /// The stream to the server did not open within the handshake timeout.
+    #[error("connect timed out")]
+    ConnectTimeout,
+    /// The driver reported the stream to the server gone before it opened.
+    #[error("connect failed")]
+    ConnectFailed,
     /// The stream ended without close-notify.
     #[error("stream truncated (no close-notify)")]
     TruncatedStream,
@@ -106,18 +158,111 @@ pub enum ChannelError {
 }
 
 impl ChannelError {
+    /// Whether this failure is what damage in transit (or an attacker on the path)
+    /// produces, as opposed to a peer whose identity was checked and refused
+    /// ([`ChannelError::is_identity_refusal`]).
+    ///
+    /// Everything after the hellos is authenticated, and both handshake keys are bound to
+    /// the hellos' transcript, so a byte changed anywhere in a handshake shows up as one
+    /// of these: [`Decode`](Self::Decode), [`UnexpectedMessage`](Self::UnexpectedMessage),
+    /// [`DecryptFailed`](Self::DecryptFailed), [`BadFinished`](Self::BadFinished),
+    /// [`RecordOutOfOrder`](Self::RecordOutOfOrder), [`WrongSession`](Self::WrongSession),
+    /// [`RecordTooLarge`](Self::RecordTooLarge), [`KeyExchange`](Self::KeyExchange) (a
+    /// damaged key share), [`IncompleteRecord`](Self::IncompleteRecord) (a damaged
+    /// length), [`TruncatedStream`](Self::TruncatedStream), a malformed server hello
+    /// ([`SuiteNotOffered`](Self::SuiteNotOffered), [`GroupChanged`](Self::GroupChanged),
+    /// [`ZeroSessionId`](Self::ZeroSessionId)) — or the peer's alert for one of those
+    /// (`decode_error`, `unexpected_message`, `bad_record_mac`, `record_overflow`,
+    /// `decrypt_error`; a bad CertificateVerify signature earns that alert too, but only a
+    /// peer without its certificate's key sends one).
+    ///
+    /// Two limits a reader must know. In PSK mode a client holding a *different key* for
+    /// an identity the server knows derives different keys, and that looks exactly like
+    /// damage ([`DecryptFailed`](Self::DecryptFailed)) — no MAC can tell a wrong key from
+    /// a changed message. And the hellos travel in the clear before anything is
+    /// authenticated, so damage there can also make the server refuse what it read (a
+    /// suite, group, name or PSK identity that is not the one sent).
+    pub fn is_transport_damage(&self) -> bool {
+        use ChannelError as E;
+        match self {
+            E::Decode(_)
+            | E::UnexpectedMessage(_)
+            | E::DecryptFailed
+            | E::BadFinished
+            | E::RecordOutOfOrder { .. }
+            | E::WrongSession { .. }
+            | E::RecordTooLarge { .. }
+            | E::KeyExchange(_)
+            | E::IncompleteRecord { .. }
+            | E::MalformedKeepalive
+            | E::TruncatedStream
+            | E::SuiteNotOffered(_)
+            | E::GroupChanged { .. }
+            | E::ZeroSessionId => true,
+            E::PeerAlert(code) => matches!(
+                code,
+                AlertCode::DecodeError
+                    | AlertCode::UnexpectedMessage
+                    | AlertCode::BadRecordMac
+                    | AlertCode::RecordOverflow
+                    | AlertCode::DecryptError
+            ),
+            _ => false,
+        }
+    }
+
+    /// Whether the peer's identity was checked and refused: its certificate (chain,
+    /// validity, name), its proof of holding the certificate's key, a required client
+    /// certificate that was missing, or a PSK identity the server does not know — or the
+    /// peer's alert saying it refused ours.
+    ///
+    /// The certificate verdicts are made on authenticated bytes (inside records that
+    /// verified), so they are never caused by damage in transit: an operator may read them
+    /// as "not who it claims to be". [`UnknownPskIdentity`](Self::UnknownPskIdentity) and
+    /// [`UnrecognizedName`](Self::UnrecognizedName) are judged on the plaintext client
+    /// hello (see [`ChannelError::is_transport_damage`] for what that implies).
+    pub fn is_identity_refusal(&self) -> bool {
+        use ChannelError as E;
+        match self {
+            E::Certificate(_)
+            | E::BadSignature
+            | E::ClientCertificateRequired
+            | E::ServerCertificateMissing
+            | E::UnknownPskIdentity
+            | E::UnrecognizedName => true,
+            E::PeerAlert(code) => matches!(
+                code,
+                AlertCode::BadCertificate
+                    | AlertCode::CertificateExpired
+                    | AlertCode::UnknownCa
+                    | AlertCode::AccessDenied
+                    | AlertCode::UnknownPskIdentity
+                    | AlertCode::CertificateRequired
+                    | AlertCode::UnrecognizedName
+            ),
+            _ => false,
+        }
+    }
+
     /// The alert to send the peer for this failure, if any.
     pub fn alert(&self) -> Option<AlertCode> {
         use ChannelError as E;
         Some(match self {
-            E::Decode(_) => AlertCode::DecodeError,
+            // A stalled message means the stream's framing is lost; the alert still
+            // reaches the peer (the other direction's framing is intact).
+            E::Decode(_) | E::IncompleteRecord { .. } | E::MalformedKeepalive => {
+                AlertCode::DecodeError
+            }
             E::UnexpectedMessage(_) | E::WrongSession { .. } => AlertCode::UnexpectedMessage,
             E::NoCommonVersion => AlertCode::ProtocolVersion,
             E::NoCommonSuite
             | E::UnsupportedGroup(_)
             | E::AuthModeUnavailable
             | E::KeyExchange(_)
-            | E::IllegalParameter(_)
+            | E::SuiteNotOffered(_)
+            | E::GroupChanged { .. }
+            | E::ZeroSessionId
+            | E::ServerCertificateMissing
             | E::HandshakeTimeout => AlertCode::HandshakeFailure,
             E::UnknownPskIdentity => AlertCode::UnknownPskIdentity,
             E::UnrecognizedName => AlertCode::UnrecognizedName,
@@ -133,7 +278,20 @@ impl ChannelError {
             E::ReceiveQueueFull(_) | E::SequenceExhausted | E::KeySchedule(_) => {
                 AlertCode::InternalError
             }
-            E::PeerAlert(_) | E::TruncatedStream | E::NotEstablished | E::Closed | E::Failed => {
+            // A silent peer is not listening, and a stream that never opened has no peer.
+            E::PeerAlert(_)
+            | E::TruncatedStream
+            | E::PeerSilent
+            | E::ConnectTimeout
+            | E::ConnectFailed
+            | E::NoSuitesConfigured
+            | E::PskLength(_)
+            | E::PskIdentityTooLong(_)
+            | E::UnexpectedStreamAccepted
+            | E::NotStreamInput
+            | E::NotEstablished
+            | E::Closed
+            | E::Failed => {
                 return None;
             }
         })

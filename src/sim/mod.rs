@@ -796,6 +796,10 @@ impl Core {
                 self.event(&mut host.slot, e);
                 Ok(())
             }
+            Output::Lost { count } => {
+                host.slot.events_lost += count;
+                Ok(())
+            }
         };
         if let Err(e) = result {
             self.fault(&mut host.slot, FaultSource::Output, e);
@@ -873,6 +877,10 @@ impl Core {
                 },
                 Output::Event(e) => {
                     self.event(slot, e);
+                    Ok(())
+                }
+                Output::Lost { count } => {
+                    slot.events_lost += count;
                     Ok(())
                 }
                 _ => Err(Error::Unexpected(
@@ -1666,7 +1674,8 @@ impl Sim {
         Ok(&self.slot_ref(node)?.events)
     }
 
-    /// Events that did not fit the per-node bound.
+    /// Events that did not fit the per-node bound, plus outputs the actor reported lost
+    /// to its own full outbox ([`Output::Lost`]).
     pub fn events_lost(&self, node: NodeId) -> Result<u64, SimError> {
         Ok(self.slot_ref(node)?.events_lost)
     }
