@@ -14,12 +14,12 @@ use super::messages::{
     Close, CryptoAccept, CryptoSolicitation, Decoded, Designation, Message, PlainData, ProxyAccept,
     ProxyRequest, Refusal, SealedData,
 };
-use super::timer::TimerTable;
 use super::{Initiator, OffloadError, Peer, RefusalReason, check_name, check_payload};
 use crate::crypto::aead::{AeadAlg, AeadKey, NONCE_LEN};
 use crate::io::{Actor, Input, Outbox, Output, Transmit};
 use crate::ipsec::ReplayWindow;
 use crate::ratelimit::{RateLimit, SourceLimiter};
+use crate::time::TimerTable;
 use crate::wire::Limits;
 use crate::{Error, Instant, Rng};
 
@@ -820,17 +820,7 @@ impl Actor for Appliance {
         }
     }
 
-    fn handle_timeout(&mut self, now: Instant) {
-        self.run_timers(now);
-    }
-
-    fn poll_output(&mut self) -> Option<Output<OffloadEvent>> {
-        self.outbox.pop()
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.next_timer()
-    }
+    timers_and_outbox!();
 }
 
 #[cfg(test)]
