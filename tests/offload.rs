@@ -110,8 +110,10 @@ impl Actor for Tap {
     type Event = Event;
 
     fn handle_input(&mut self, _now: Instant, input: Input<'_>) -> Result<(), Error> {
+        // A tap sits on a link: the simulator hands it packets only. Anything else is a
+        // broken test world, so fail the test loudly.
         let Input::Packet { iface, data } = input else {
-            return Err(Error::Unexpected("a tap takes packets"));
+            panic!("a tap takes packets, got {input:?}");
         };
         self.seen.push((iface, data.to_vec()));
         let out = IfaceId(1 - iface.0.min(1));
@@ -1222,7 +1224,7 @@ fn unauthorized_remote_is_refused() {
         h.remote_events("kiosk")[1..],
         [RemoteEvent::Failed {
             appliance: Some("microwave".into()),
-            error: OffloadError::ProxyNotTrusted(ChannelError::PeerAlert(
+            error: OffloadError::CredentialsRefused(ChannelError::PeerAlert(
                 deputy::channel::AlertCode::UnknownPskIdentity
             ))
         }]
@@ -2220,9 +2222,15 @@ fn command_bounds_are_enforced() {
         }
     }
     assert_eq!(outcomes, [true, true, false, false]);
-    assert!(ApplianceConfig::new("", proxy_addr(), proxy_addr(), proxy_public()).is_err());
-    assert!(
-        ApplianceConfig::new(&"x".repeat(65), proxy_addr(), proxy_addr(), proxy_public()).is_err()
+    let bad_name = Error::Offload(OffloadError::BadName);
+    assert_eq!(
+        ApplianceConfig::new("", proxy_addr(), proxy_addr(), proxy_public()).unwrap_err(),
+        bad_name
+    );
+    assert_eq!(
+        ApplianceConfig::new(&"x".repeat(65), proxy_addr(), proxy_addr(), proxy_public())
+            .unwrap_err(),
+        bad_name
     );
 }
 

@@ -515,11 +515,9 @@ impl Appliance {
         if !self.pending.contains_key(&m.request_id) {
             return Err(OffloadError::UnknownRequest(m.request_id).into());
         }
-        let remote = m.peer.ok_or(OffloadError::Malformed(
-            "proxy accept without the remote node",
-        ))?;
+        let remote = m.peer.ok_or(OffloadError::ProxyAcceptWithoutPeer)?;
         if m.session == 0 {
-            return Err(OffloadError::Malformed("proxy accept without a session").into());
+            return Err(OffloadError::ProxyAcceptWithoutSession.into());
         }
         self.pending.remove(&m.request_id);
         if self.sessions.len() >= self.cfg.max_sessions {
@@ -562,7 +560,7 @@ impl Appliance {
     /// S26: data a remote node sent through the proxy.
     fn on_plain_data(&mut self, now: Instant, m: PlainData) -> Result<(), Error> {
         if m.session == 0 {
-            return Err(OffloadError::Malformed("plain data without a session").into());
+            return Err(OffloadError::PlainDataWithoutSession.into());
         }
         if self.closed.contains(&m.session) {
             // Late data for a session that ended here: not a new session.
@@ -811,12 +809,12 @@ impl Actor for Appliance {
             Input::Datagram { from, data, .. } => self.on_open(now, from, data),
             Input::StreamAccepted { id, .. } => {
                 self.outbox.push(Output::StreamClose { id })?;
-                Err(Error::Unexpected("an appliance accepts no streams"))
+                Err(OffloadError::StreamNotTaken.into())
             }
             Input::StreamConnected { id, .. }
             | Input::StreamData { id, .. }
             | Input::StreamClosed { id } => Err(Error::UnknownStream(id)),
-            Input::Packet { .. } => Err(Error::Unexpected("an appliance takes datagrams only")),
+            Input::Packet { .. } => Err(OffloadError::PacketNotTaken.into()),
         }
     }
 

@@ -51,7 +51,7 @@ impl LinkKey {
     /// A link key from provisioned bytes.
     pub fn new(key: &[u8]) -> Result<LinkKey, Error> {
         if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&key.len()) {
-            return Err(Error::Config("link key must be 16 to 64 bytes"));
+            return Err(OffloadError::BadLinkKeyLength(key.len()).into());
         }
         Ok(LinkKey(Zeroizing::new(key.to_vec())))
     }
@@ -332,7 +332,7 @@ impl<T: Clone> Link<T> {
             (None, false) => {}
             _ => return Err(OffloadError::LinkAuthentication.into()),
         }
-        let epoch = epoch.ok_or(OffloadError::Malformed("link message without an epoch"))?;
+        let epoch = epoch.ok_or(OffloadError::LinkWithoutEpoch)?;
         match message {
             Message::Ack(Ack { seq }) => {
                 if epoch != self.epoch || self.in_flight.remove(&seq).is_none() {
@@ -358,7 +358,7 @@ impl<T: Clone> Link<T> {
                 Ok(Vec::new())
             }
             Message::Resync(Resync { nonce }) => {
-                let floor = floor.ok_or(OffloadError::Malformed("resync without a floor"))?;
+                let floor = floor.ok_or(OffloadError::LinkWithoutFloor)?;
                 match self.rx.challenge {
                     Some((challenged, expected))
                         if nonce != 0 && challenged == epoch && expected == nonce =>
@@ -371,14 +371,10 @@ impl<T: Clone> Link<T> {
                 }
             }
             message => {
-                let seq = seq.ok_or(OffloadError::Malformed(
-                    "link message without a sequence number",
-                ))?;
-                let floor = floor.ok_or(OffloadError::Malformed("link message without a floor"))?;
+                let seq = seq.ok_or(OffloadError::LinkWithoutSequence)?;
+                let floor = floor.ok_or(OffloadError::LinkWithoutFloor)?;
                 if floor > seq {
-                    return Err(
-                        OffloadError::Malformed("link floor above the sequence number").into(),
-                    );
+                    return Err(OffloadError::FloorAboveSequence { floor, seq }.into());
                 }
                 if self.rx.retired.contains(&epoch) {
                     return Err(OffloadError::Replayed(seq).into());
@@ -415,9 +411,7 @@ impl<T: Clone> Link<T> {
                     return Ok(self.rx.advance(floor));
                 }
                 if seq - next >= RECEIVE_WINDOW {
-                    return Err(
-                        OffloadError::Malformed("link sequence number out of window").into(),
-                    );
+                    return Err(OffloadError::SequenceOutOfWindow { seq, next }.into());
                 }
                 self.control(&Message::Ack(Ack { seq }), epoch, None, outbox)?;
                 self.rx.held.insert(seq, message);
@@ -641,10 +635,10 @@ mod tests {
         let m = net.send(7);
         assert_eq!(net.b_takes(&m).0, [7]);
         // A late packet from before the restart does not flip the receiver back.
-        assert!(
+        assert_eq!(
             net.b
-                .receive(&old[2], &net.limits, &mut net.out, &mut net.rng)
-                .is_err()
+                .receive(&old[2], &net.limits, &mut net.out, &mut net.rng),
+            Err(Error::Offload(OffloadError::Replayed(3)))
         );
         let m = net.send(8);
         assert_eq!(net.b_takes(&m).0, [8]);
@@ -700,11 +694,16 @@ mod tests {
         for i in 0..wire.len() {
             let mut bad = wire.clone();
             bad[i] ^= 0x01;
+            // The header and framing fail to decode; everything else fails the MAC.
+            let refused = net.b.receive(&bad, &net.limits, &mut net.out, &mut net.rng);
             assert!(
-                net.b
-                    .receive(&bad, &net.limits, &mut net.out, &mut net.rng)
-                    .is_err(),
-                "byte {i}"
+                matches!(
+                    refused,
+                    Err(Error::Offload(
+                        OffloadError::Decode(_) | OffloadError::LinkAuthentication
+                    ))
+                ),
+                "byte {i}: {refused:?}"
             );
         }
         assert!(sent(&mut net.out).is_empty());
@@ -724,8 +723,12 @@ mod tests {
             refused
         );
         assert_eq!(plain.receive(&wire, limits, out, rng).unwrap_err(), refused);
-        assert!(LinkKey::new(&[0; 15]).is_err());
-        assert!(LinkKey::new(&[0; 65]).is_err());
+        for len in [15, 65] {
+            assert_eq!(
+                LinkKey::new(&alloc::vec![0; len]).unwrap_err(),
+                Error::Offload(OffloadError::BadLinkKeyLength(len))
+            );
+        }
     }
 
     #[test]
@@ -756,10 +759,13 @@ mod tests {
             .send(Instant::ZERO, &data(8), 0, &mut net.out)
             .unwrap();
         let wire = sent(&mut net.out).remove(0);
-        assert!(
+        assert_eq!(
             net.b
-                .receive(&wire, &net.limits, &mut net.out, &mut net.rng)
-                .is_err()
+                .receive(&wire, &net.limits, &mut net.out, &mut net.rng),
+            Err(Error::Offload(OffloadError::SequenceOutOfWindow {
+                seq: 500,
+                next: 100
+            }))
         );
     }
 

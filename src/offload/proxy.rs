@@ -146,7 +146,7 @@ impl ProxyConfig {
         if self.appliances.contains_key(name)
             || self.appliances.values().any(|a| a.addr == appliance.addr)
         {
-            return Err(Error::Config("appliance name or address served twice"));
+            return Err(OffloadError::ServedTwice(name.into()).into());
         }
         if let Some(id) = &self.channel.identity
             && !id.certificate.names(name)
@@ -460,7 +460,7 @@ impl CryptoProxy {
         let link = self
             .links
             .get_mut(appliance)
-            .ok_or(Error::Unexpected("no link to that appliance"))?;
+            .ok_or_else(|| OffloadError::NotServed(appliance.into()))?;
         link.send(now, msg, tag, &mut self.outbox)?;
         Ok(())
     }
@@ -1223,7 +1223,7 @@ impl Actor for CryptoProxy {
                     });
                 }
                 if self.streams.contains_key(&id) {
-                    return Err(Error::Unexpected("stream id reused"));
+                    return Err(OffloadError::StreamIdReused(id).into());
                 }
                 let conn = Connection::server(self.cfg.channel.clone(), now);
                 self.streams.insert(
@@ -1267,7 +1267,7 @@ impl Actor for CryptoProxy {
                     self.stream_gone(now, &s.phase, RefusalReason::Closed)
                 }
             },
-            Input::Packet { .. } => Err(Error::Unexpected("a crypto proxy takes no raw packets")),
+            Input::Packet { .. } => Err(OffloadError::PacketNotTaken.into()),
         }
     }
 

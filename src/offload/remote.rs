@@ -486,7 +486,7 @@ impl RemoteNode {
             .iter()
             .find(|(name, _)| *name == target.name)
             .map(|(_, k)| k.clone())
-            .ok_or(Error::Config("no direct key for that appliance"))?;
+            .ok_or_else(|| OffloadError::NoDirectKey(target.name.clone()))?;
         let seq = self.direct_seq.entry(target.name.clone()).or_insert(0);
         *seq = seq.saturating_add(1);
         let sealed = Message::SealedData(key.seal(*seq, data)).encode()?;
@@ -498,7 +498,7 @@ impl RemoteNode {
         let id = self
             .up
             .remove(appliance)
-            .ok_or(Error::Unexpected("no session with that appliance"))?;
+            .ok_or_else(|| OffloadError::NoSession(appliance.into()))?;
         match self.streams.remove(&id) {
             Some(mut s) => self.end_stream(id, &mut s),
             None => Ok(()),
@@ -680,7 +680,7 @@ impl RemoteNode {
                             matches!(a.stage, Stage::Plaintext { .. } | Stage::Requesting { .. });
                         (n.clone(), waiting)
                     })
-                    .ok_or(Error::Unexpected("unsolicited crypto solicitation"))?;
+                    .ok_or(OffloadError::UnsolicitedSolicitation(from))?;
                 if !waiting {
                     return Ok(());
                 }
@@ -938,11 +938,7 @@ impl RemoteNode {
         req: CryptoRequest,
     ) -> Result<bool, Error> {
         let Some(name) = req.appliance else {
-            self.abort(
-                id,
-                s,
-                OffloadError::Malformed("crypto request without an appliance"),
-            )?;
+            self.abort(id, s, OffloadError::CryptoRequestWithoutAppliance)?;
             return Ok(false);
         };
         let deputy = self.check_deputy(s.channel.connection(), &name);
@@ -984,6 +980,27 @@ impl RemoteNode {
         )?;
         self.session_up(id, s, &name, Initiator::Appliance)?;
         Ok(true)
+    }
+}
+
+/// Why the channel handshake with a proxy failed, told apart for the operator: an identity
+/// verdict (the proxy failed our check, or refused our credentials) or a failure that says
+/// nothing about who the proxy is (damage in transit, a timeout, a failed negotiation).
+fn handshake_failure(error: ChannelError) -> OffloadError {
+    use crate::error::AlertCode;
+    match error {
+        ChannelError::Certificate(_)
+        | ChannelError::UnrecognizedName
+        | ChannelError::BadSignature => OffloadError::ProxyNotTrusted(error),
+        ChannelError::PeerAlert(
+            AlertCode::BadCertificate
+            | AlertCode::CertificateExpired
+            | AlertCode::UnknownCa
+            | AlertCode::AccessDenied
+            | AlertCode::UnknownPskIdentity
+            | AlertCode::CertificateRequired,
+        ) => OffloadError::CredentialsRefused(error),
+        _ => OffloadError::ProxyHandshakeFailed(error),
     }
 }
 
@@ -1042,7 +1059,7 @@ impl StreamActor for RemoteNode {
     }
 
     fn give_up(&mut self, _now: Instant, id: StreamId) {
-        let error = OffloadError::Timeout("session set-up");
+        let error = OffloadError::SetUpTimeout;
         // The stream is gone either way; the only failure left is a full outbox (the
         // driver stopped draining), and a timer has no caller to return it to.
         let _ = match self.streams.remove(&id) {
@@ -1090,11 +1107,10 @@ impl StreamActor for RemoteNode {
             }
         }
         if let Some(error) = s.channel.connection().error().cloned() {
-            // A proxy that could not complete the handshake did not prove who it is.
             let error = if s.phase.established() {
                 OffloadError::Channel(error)
             } else {
-                OffloadError::ProxyNotTrusted(error)
+                handshake_failure(error)
             };
             self.forget_stream(id, s.phase.appliance());
             self.fail(s.phase.appliance().map(String::from), error)?;
@@ -1170,7 +1186,7 @@ impl TimerTable for RemoteNode {
                     let _ = self.end_stream(stream, &mut s);
                 }
                 // Reporting can only fail on a full outbox; a timer has no caller to tell.
-                let _ = self.fail(Some(name), OffloadError::Timeout("session set-up"));
+                let _ = self.fail(Some(name), OffloadError::SetUpTimeout);
             }
             Timer::Attempt(name, AttemptTimer::Stage) => {
                 let Some(mut attempt) = self.attempts.remove(&name) else {
@@ -1205,8 +1221,7 @@ impl TimerTable for RemoteNode {
                     }
                     Ok(false) => {
                         // Reporting can only fail on a full outbox; a timer has no caller to tell.
-                        let _ =
-                            self.fail(Some(name), OffloadError::Timeout("crypto request (S21)"));
+                        let _ = self.fail(Some(name), OffloadError::CryptoRequestUnanswered);
                     }
                 }
             }
@@ -1248,7 +1263,7 @@ impl Actor for RemoteNode {
                     });
                 }
                 if self.streams.contains_key(&id) {
-                    return Err(Error::Unexpected("stream id reused"));
+                    return Err(OffloadError::StreamIdReused(id).into());
                 }
                 // Flow B: the proxy opened this stream; we are the channel client.
                 let conn = Connection::client(self.cfg.channel.clone(), now, self.rng.as_mut())?;
@@ -1295,7 +1310,7 @@ impl Actor for RemoteNode {
                     Ok(())
                 }
             },
-            Input::Packet { .. } => Err(Error::Unexpected("a remote node takes no raw packets")),
+            Input::Packet { .. } => Err(OffloadError::PacketNotTaken.into()),
         }
     }
 
@@ -1330,7 +1345,10 @@ mod tests {
         assert_eq!(n.known_proxies.len(), 2);
         assert_eq!(n.known_proxy("aircon"), None, "the first name went");
         assert_eq!(n.known_proxy("microwave"), Some(proxy));
-        assert!(n.learn_proxy("", proxy).is_err());
+        assert_eq!(
+            n.learn_proxy("", proxy),
+            Err(Error::Offload(OffloadError::BadName))
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use rand_core::CryptoRng;
 
 use crate::channel::SecureStream;
 use crate::io::{Outbox, StreamId};
-use crate::offload::OffloadEvent;
+use crate::offload::{OffloadError, OffloadEvent};
 use crate::{Error, Instant};
 
 /// A stream's set-up deadline, from the state it is in (`None` once its session is up).
@@ -71,7 +71,7 @@ pub(crate) fn take_dialing<D, P>(streams: &mut Streams<D, P>, id: StreamId) -> R
         Some(Slot::Dialing(d)) => Ok(d),
         Some(open) => {
             streams.insert(id, open);
-            Err(Error::Unexpected("stream connected twice"))
+            Err(OffloadError::StreamConnectedTwice(id).into())
         }
         None => Err(Error::UnknownStream(id)),
     }
