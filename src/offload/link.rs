@@ -363,8 +363,18 @@ impl<T: Clone> Link<T> {
                     Some((challenged, expected))
                         if nonce != 0 && challenged == epoch && expected == nonce =>
                     {
-                        self.rx.start(epoch, floor);
-                        Ok(Vec::new())
+                        self.rx.challenge = None;
+                        if self.rx.epoch == Some(epoch) {
+                            // The live sender confirmed a far floor of its current epoch:
+                            // move forward only, so nothing taken is taken again.
+                            Ok(self.rx.advance(floor))
+                        } else {
+                            self.rx.start(epoch, floor);
+                            Ok(Vec::new())
+                        }
+                    }
+                    _ if self.rx.epoch == Some(epoch) && self.far(floor) => {
+                        self.challenge(epoch, outbox, rng)
                     }
                     _ if self.rx.epoch == Some(epoch) => Ok(self.rx.advance(floor)),
                     _ => Err(OffloadError::Replayed(nonce).into()),
@@ -379,30 +389,24 @@ impl<T: Clone> Link<T> {
                 if self.rx.retired.contains(&epoch) {
                     return Err(OffloadError::Replayed(seq).into());
                 }
-                if self.rx.epoch != Some(epoch) {
-                    if self.key.is_none() {
-                        self.rx.start(epoch, floor);
-                    } else {
-                        // A new epoch on a keyed link: believe it only once the sender
-                        // echoes a fresh nonce under the key.
-                        let nonce = match self.rx.challenge {
-                            Some((e, n)) if e == epoch => n,
-                            _ => loop {
-                                let n = rng.next_u64();
-                                if n != 0 {
-                                    break n;
-                                }
-                            },
-                        };
-                        self.rx.challenge = Some((epoch, nonce));
-                        self.control(
-                            &Message::Challenge(Challenge { nonce }),
-                            epoch,
-                            None,
-                            outbox,
-                        )?;
-                        return Ok(Vec::new());
+                match self.rx.epoch {
+                    // First contact on an unkeyed link: nothing was delivered yet, so
+                    // nothing can be delivered twice, and a wrong first epoch is left
+                    // at the genuine sender's first message (a change, challenged below).
+                    None if self.key.is_none() => self.rx.start(epoch, floor),
+                    Some(current) if current == epoch => {
+                        if self.far(floor) {
+                            // A floor this far ahead would skip what the genuine sender
+                            // has yet to deliver: only the live sender may confirm it.
+                            return self.challenge(epoch, outbox, rng);
+                        }
                     }
+                    // A new epoch (keyed: also the first): believe it only once the
+                    // sender, asked at its address (and under the key, if any), echoes a
+                    // fresh nonce. Until then the current epoch stays current, so one
+                    // datagram with a damaged or forged epoch can neither replace the
+                    // genuine sender's state nor restart delivery at an old message.
+                    _ => return self.challenge(epoch, outbox, rng),
                 }
                 let next = self.rx.next.max(floor);
                 if seq < next || self.rx.held.contains_key(&seq) {
@@ -418,6 +422,40 @@ impl<T: Clone> Link<T> {
                 Ok(self.rx.advance(floor))
             }
         }
+    }
+
+    /// Whether `floor` lies beyond the receive window of what was delivered.
+    fn far(&self, floor: u64) -> bool {
+        floor > self.rx.next.saturating_add(RECEIVE_WINDOW)
+    }
+
+    /// Ask the sender of `epoch` to prove it is live (see [`Link::receive`]): a Challenge
+    /// with a nonce, kept while the same epoch asks again, so a retransmission that
+    /// crosses the answer does not invalidate it.
+    fn challenge(
+        &mut self,
+        epoch: u64,
+        outbox: &mut Outbox<OffloadEvent>,
+        rng: &mut dyn CryptoRng,
+    ) -> Result<Vec<Message>, Error> {
+        let nonce = match self.rx.challenge {
+            Some((e, n)) if e == epoch => n,
+            _ => loop {
+                // 0 marks an unchallenged resync (a floor update).
+                let n = rng.next_u64();
+                if n != 0 {
+                    break n;
+                }
+            },
+        };
+        self.rx.challenge = Some((epoch, nonce));
+        self.control(
+            &Message::Challenge(Challenge { nonce }),
+            epoch,
+            None,
+            outbox,
+        )?;
+        Ok(Vec::new())
     }
 
     /// Retransmit what is due; returns the tags of messages given up.
@@ -630,10 +668,17 @@ mod tests {
             net.b_takes(&m);
             old.push(m);
         }
-        // a restarts: same sequence numbers, new epoch.
+        // a restarts: same sequence numbers, new epoch. b asks the new epoch to prove it
+        // is live at a's address; a answers and resends, and 7 is delivered once.
         net.a = link(A, B, None, 999);
         let m = net.send(7);
-        assert_eq!(net.b_takes(&m).0, [7]);
+        let (got, challenge) = net.b_takes(&m);
+        assert!(got.is_empty());
+        let answer = net.a_takes(&challenge[0]);
+        assert_eq!(answer.len(), 2, "resync and the resent 7");
+        assert!(net.b_takes(&answer[0]).0.is_empty());
+        assert_eq!(net.b_takes(&answer[1]).0, [7]);
+        assert!(net.b_takes(&m).0.is_empty(), "never twice");
         // A late packet from before the restart does not flip the receiver back.
         assert_eq!(
             net.b
@@ -642,6 +687,75 @@ mod tests {
         );
         let m = net.send(8);
         assert_eq!(net.b_takes(&m).0, [8]);
+    }
+
+    /// Issue 13, item 2: on an unkeyed link, one datagram from the peer's address whose
+    /// epoch differs by one bit made the receiver deliver an earlier command a second
+    /// time and then refuse the genuine sender's traffic as replays. Now the changed
+    /// epoch is only challenged (the genuine sender ignores a challenge for an epoch it
+    /// does not have), nothing is delivered twice, and genuine traffic flows on; a floor
+    /// pushed far ahead in the genuine epoch is challenged the same way.
+    #[test]
+    fn item_2_one_flipped_epoch_bit_delivers_nothing_twice_and_wedges_nothing() {
+        let mut net = Net::new(None);
+        let command = net.send(1);
+        assert_eq!(net.b_takes(&command).0, [1]);
+        let genuine = Message::decode(&command, &net.limits).unwrap();
+        let mut forgeries = 0;
+        for i in 0..command.len() {
+            for bit in 0..8 {
+                let mut forged = command.clone();
+                forged[i] ^= 1 << bit;
+                let Ok(d) = Message::decode(&forged, &net.limits) else {
+                    continue;
+                };
+                if d.epoch.is_none()
+                    || d.epoch == genuine.epoch
+                    || d.seq != genuine.seq
+                    || d.message != genuine.message
+                {
+                    continue;
+                }
+                forgeries += 1;
+                // The forged epoch only draws a challenge; the command is not taken again.
+                let got = net
+                    .b
+                    .receive(&forged, &net.limits, &mut net.out, &mut net.rng)
+                    .unwrap();
+                assert!(got.is_empty(), "byte {i} bit {bit}: delivered twice");
+                // The genuine sender ignores a challenge for an epoch it does not have.
+                for challenge in sent(&mut net.out) {
+                    assert_eq!(
+                        net.a
+                            .receive(&challenge, &net.limits, &mut net.out, &mut net.rng),
+                        Err(Error::Offload(OffloadError::Replayed(
+                            match Message::decode(&challenge, &net.limits).unwrap().message {
+                                Message::Challenge(Challenge { nonce }) => nonce,
+                                other => panic!("{other:?}"),
+                            }
+                        )))
+                    );
+                }
+            }
+        }
+        assert!(forgeries >= 8, "every bit of the epoch field was tried");
+        // The genuine sender's next command is delivered, once.
+        let next = net.send(2);
+        assert_eq!(net.b_takes(&next).0, [2]);
+        assert!(net.b_takes(&next).0.is_empty());
+
+        // A floor pushed far ahead in the genuine epoch skips nothing either.
+        let mut far = link(A, B, None, 111);
+        far.next_seq = 10_000;
+        far.send(Instant::ZERO, &data(9), 0, &mut net.out).unwrap();
+        let forged = sent(&mut net.out).remove(0);
+        let (got, challenge) = net.b_takes(&forged);
+        assert!(got.is_empty(), "the far message waits for the live sender");
+        // The live sender answers with its true floor: nothing is skipped.
+        let answer = net.a_takes(&challenge[0]);
+        net.b_takes(&answer[0]);
+        let after = net.send(3);
+        assert_eq!(net.b_takes(&after).0, [3]);
     }
 
     #[test]
