@@ -2432,3 +2432,44 @@ fn one_lost_datagram_in_flow_a_set_up_costs_no_session() {
     h.run(40);
     assert_eq!(delivered(&h.appliance_events("microwave")).len(), 1);
 }
+
+/// Issue 13, item 5: a channel handshake damaged in transit was reported to the remote
+/// node as `ProxyNotTrusted`, which reads as an impersonated proxy. Damage (here one
+/// flipped byte in the proxy's first handshake flight, at the start and at the end) now
+/// fails as `ProxyHandshakeFailed`; `forged_proxy_designation_fails` keeps the identity
+/// verdicts as `ProxyNotTrusted`.
+#[test]
+fn item_5_handshake_damage_is_not_reported_as_an_untrusted_proxy() {
+    for at_end in [false, true] {
+        let mut h = Home::new(Setup::default());
+        let proxy_ip = proxy_public().ip();
+        h.open_tap(|t| {
+            let mut done = false;
+            t.arm(move |_, data| {
+                if done || !tcp_data_from(data, proxy_ip) {
+                    return Verdict::Forward;
+                }
+                done = true;
+                let mut payload = packet::parse(data).unwrap().payload.to_vec();
+                let i = if at_end { payload.len() - 1 } else { 3 };
+                payload[i] ^= 0x01;
+                Verdict::Replace(with_tcp_payload(data, &payload))
+            })
+        });
+        h.send("phone", "microwave", b"status?");
+        h.run(30);
+        let failures: Vec<OffloadError> = h
+            .remote_events("phone")
+            .into_iter()
+            .filter_map(|e| match e {
+                RemoteEvent::Failed { error, .. } => Some(error),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            matches!(failures.as_slice(), [OffloadError::ProxyHandshakeFailed(_)]),
+            "at_end {at_end}: {failures:?}"
+        );
+        assert!(delivered(&h.appliance_events("microwave")).is_empty());
+    }
+}
