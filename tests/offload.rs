@@ -2473,3 +2473,68 @@ fn item_5_handshake_damage_is_not_reported_as_an_untrusted_proxy() {
         assert!(delivered(&h.appliance_events("microwave")).is_empty());
     }
 }
+
+/// Issue 13, item 6: a Close to the appliance was lost when its link had 32 messages in
+/// flight (the link refused it and nothing retried). At the bound it now waits for room
+/// and reaches the appliance after the data that was in flight.
+#[test]
+fn item_6_a_close_at_the_in_flight_bound_is_not_lost() {
+    let mut h = Home::new(Setup::default());
+    h.send("phone", "microwave", b"hello");
+    h.run(3);
+    assert_eq!(delivered(&h.appliance_events("microwave")).len(), 1);
+    h.proxy_events();
+    // The closed network drops everything the proxy sends for a while: its link to the
+    // microwave fills up to the bound (32 in flight).
+    let proxy_ip = proxy_addr().ip();
+    h.closed_tap(|t| {
+        t.arm(move |_, data| match packet::parse(data) {
+            Ok(p) if p.src == proxy_ip => Verdict::Drop,
+            _ => Verdict::Forward,
+        })
+    });
+    for i in 0..32 {
+        h.send("phone", "microwave", format!("command {i}").as_bytes());
+    }
+    h.run(1);
+    assert_eq!(
+        h.proxy_events()
+            .iter()
+            .filter(|e| matches!(
+                e,
+                ProxyEvent::Forwarded {
+                    to_appliance: true,
+                    ..
+                }
+            ))
+            .count(),
+        32,
+        "the link is at its bound"
+    );
+    let phone = h.remote("phone");
+    h.sim
+        .with_actor(phone, |n: &mut RemoteNode, _| n.close("microwave"))
+        .unwrap()
+        .unwrap();
+    h.run(1);
+    h.closed_tap(Tap::disarm);
+    h.run(20);
+    let events = h.appliance_events("microwave");
+    assert_eq!(delivered(&events).len(), 32, "{events:?}");
+    assert!(
+        matches!(
+            events.last(),
+            Some(ApplianceEvent::SessionClosed {
+                reason: RefusalReason::Closed,
+                ..
+            })
+        ),
+        "{events:?}"
+    );
+    let node = h.appliance("microwave");
+    let open = h
+        .sim
+        .with_actor(node, |a: &mut Appliance, _| a.sessions().count())
+        .unwrap();
+    assert_eq!(open, 0);
+}

@@ -435,10 +435,20 @@ impl Appliance {
 
     /// End a session: the proxy closes the secure channel to the remote node (after the
     /// data already sent on it).
+    ///
+    /// Refused with [`Error::CapacityExceeded`] while the link has no room (its in-flight
+    /// bound): the session then stays open, so the close can be retried and is never lost.
     pub fn close(&mut self, now: Instant, session: u64) -> Result<(), Error> {
-        if self.sessions.remove(&session).is_none() {
+        if !self.sessions.contains_key(&session) {
             return Err(OffloadError::UnknownSession(session).into());
         }
+        if !self.link.has_room() {
+            return Err(Error::CapacityExceeded {
+                what: "offload link messages in flight",
+                bound: self.cfg.link.max_in_flight.clamp(1, 32),
+            });
+        }
+        self.sessions.remove(&session);
         self.remember_closed(session);
         self.link.send(
             now,

@@ -2,7 +2,7 @@
 //! for the appliances of the closed network.
 
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -371,6 +371,8 @@ pub struct CryptoProxy {
     by_addr: BTreeMap<SocketAddr, String>,
     streams: Streams<Outbound, Phase>,
     sessions: BTreeMap<u64, StreamId>,
+    /// Per appliance: sessions whose Close waits for room on the link.
+    closes: BTreeMap<String, VecDeque<u64>>,
     next_stream: u64,
 }
 
@@ -409,6 +411,7 @@ impl CryptoProxy {
             by_addr,
             streams: BTreeMap::new(),
             sessions: BTreeMap::new(),
+            closes: BTreeMap::new(),
             next_stream: 0,
         }
     }
@@ -462,6 +465,49 @@ impl CryptoProxy {
             .get_mut(appliance)
             .ok_or_else(|| OffloadError::NotServed(appliance.into()))?;
         link.send(now, msg, tag, &mut self.outbox)?;
+        Ok(())
+    }
+
+    /// Tell the appliance a session ended (Close). A Close must never be lost: when the
+    /// link has no room (its in-flight bound is reached), it waits in the appliance's close
+    /// queue, sent in order as acknowledgements or give-ups make room. The queue holds at
+    /// most one Close per session, so `max_sessions` bounds it.
+    fn close_to_appliance(
+        &mut self,
+        now: Instant,
+        appliance: &str,
+        session: u64,
+    ) -> Result<(), Error> {
+        let queue = self.closes.entry(appliance.into()).or_default();
+        if queue.len() >= self.cfg.max_sessions {
+            return Err(Error::CapacityExceeded {
+                what: "proxy closes waiting for link room",
+                bound: self.cfg.max_sessions,
+            });
+        }
+        queue.push_back(session);
+        self.flush_closes(now, appliance)
+    }
+
+    /// Send the closes that wait for `appliance`, while its link has room.
+    fn flush_closes(&mut self, now: Instant, appliance: &str) -> Result<(), Error> {
+        let (Some(queue), Some(link)) = (
+            self.closes.get_mut(appliance),
+            self.links.get_mut(appliance),
+        ) else {
+            return Ok(());
+        };
+        while link.has_room()
+            && let Some(&session) = queue.front()
+        {
+            link.send(
+                now,
+                &Message::Close(Close { session }),
+                Tag::Control,
+                &mut self.outbox,
+            )?;
+            queue.pop_front();
+        }
         Ok(())
     }
 
@@ -537,12 +583,7 @@ impl CryptoProxy {
                 self.sessions.remove(&session);
                 // Data already forwarded still reaches the appliance: the link delivers it
                 // before the close.
-                self.send_to_appliance(
-                    now,
-                    &appliance,
-                    &Message::Close(Close { session }),
-                    Tag::Control,
-                )?;
+                self.close_to_appliance(now, &appliance, session)?;
                 self.outbox.event(ProxyEvent::SessionClosed {
                     session,
                     appliance,
@@ -887,7 +928,10 @@ impl CryptoProxy {
             .links
             .get_mut(&appliance)
             .ok_or(OffloadError::UnknownSource(from))?;
-        let messages = link.receive(data, &self.cfg.limits, &mut self.outbox, self.rng.as_mut())?;
+        let received = link.receive(data, &self.cfg.limits, &mut self.outbox, self.rng.as_mut());
+        // An acknowledgement may have made room for a close that waits.
+        self.flush_closes(now, &appliance)?;
+        let messages = received?;
         // Act on each in order; report the first failure after trying them all.
         let mut result = Ok(());
         for msg in messages {
@@ -1188,6 +1232,9 @@ impl TimerTable for CryptoProxy {
                     Some(link) => link.handle_timeout(now, &mut self.outbox),
                     None => return,
                 };
+                // Messages given up make room for closes that wait. A full outbox leaves
+                // them queued for the next timer or acknowledgement.
+                let _ = self.flush_closes(now, &name);
                 for tag in lost {
                     if let Tag::Data { session } = tag {
                         // S26 was never acknowledged: tell the remote node and end the
