@@ -2538,3 +2538,52 @@ fn item_6_a_close_at_the_in_flight_bound_is_not_lost() {
         .unwrap();
     assert_eq!(open, 0);
 }
+
+/// Issue 13, item 6: an up session had no idle timeout. The proxy now ends a session
+/// that passed no data for `session_idle_timeout`; data either way starts it again.
+#[test]
+fn item_6_idle_sessions_time_out_and_traffic_keeps_them_up() {
+    let mut h = Home::new(Setup {
+        proxy: |c| c.session_idle_timeout = Duration::from_secs(30),
+        ..Setup::default()
+    });
+    h.send("phone", "microwave", b"hello");
+    h.run(20);
+    let (events, session) = h.session_events("microwave");
+    assert_eq!(delivered(&events).len(), 1);
+    // Traffic 20 s in keeps it up past the first 30 s.
+    h.appliance_send("microwave", session, b"still here");
+    h.run(25);
+    assert!(
+        h.appliance_events("microwave").is_empty(),
+        "still up at 45 s"
+    );
+    assert_eq!(
+        received(&h.remote_events("phone")),
+        [("microwave".to_string(), b"still here".to_vec())]
+    );
+    // 30 s without data: the proxy ends it on both sides.
+    h.run(10);
+    assert_eq!(
+        h.appliance_events("microwave"),
+        [ApplianceEvent::SessionClosed {
+            session,
+            reason: RefusalReason::Closed
+        }]
+    );
+    assert!(h.proxy_events().iter().any(|e| matches!(
+        e,
+        ProxyEvent::SessionClosed {
+            reason: RefusalReason::Timeout,
+            ..
+        }
+    )));
+    let remote = h.remote_events("phone");
+    assert!(
+        remote.contains(&RemoteEvent::Refused {
+            appliance: "microwave".into(),
+            reason: RefusalReason::Timeout
+        }),
+        "{remote:?}"
+    );
+}

@@ -103,6 +103,10 @@ pub struct ProxyConfig {
     /// How long a stream may go without a session: from accepting it to S23 (flow A), or
     /// from S31 to S33 (flow B).
     pub request_timeout: Duration,
+    /// How long an up session may pass no data either way; then the proxy ends it (a
+    /// `Timeout` refusal to the remote node, a Close to the appliance), so an abandoned
+    /// session does not hold its slot forever.
+    pub session_idle_timeout: Duration,
     /// Wait for the remote node's S33 before S34 (default). `false` skips the wait as
     /// ¶0078 allows: S34 goes to the appliance as soon as the channel is up and the remote
     /// node is authorized, with S32 sent for information.
@@ -128,6 +132,7 @@ impl ProxyConfig {
             max_sessions: 32,
             max_pending: 16,
             request_timeout: Duration::from_secs(15),
+            session_idle_timeout: Duration::from_secs(600),
             await_crypto_accept: true,
             limits: Limits::default(),
         }
@@ -253,11 +258,13 @@ pub(crate) enum Phase {
         request_id: u64,
         deadline: Instant,
     },
-    /// A session: data flows both ways.
+    /// A session: data flows both ways. It ends when no data has passed either way for
+    /// `session_idle_timeout` (at `idle_deadline`).
     Up {
         peer: Peer,
         session: u64,
         appliance: String,
+        idle_deadline: Instant,
     },
 }
 
@@ -269,7 +276,7 @@ impl Deadline for Phase {
             | Phase::Outbound(Outbound { deadline, .. })
             | Phase::AwaitingRequest { deadline, .. }
             | Phase::CryptoSent { deadline, .. } => Some(*deadline),
-            Phase::Up { .. } => None,
+            Phase::Up { idle_deadline, .. } => Some(*idle_deadline),
         }
     }
 }
@@ -731,12 +738,14 @@ impl CryptoProxy {
             }),
             Tag::Control,
         )?;
-        self.session_up(id, s, session, appliance, peer, Initiator::Appliance)
+        self.session_up(now, id, s, session, appliance, peer, Initiator::Appliance)
     }
 
     /// S24 or S34 went out: the stream carries `session` from now on.
+    #[allow(clippy::too_many_arguments)] // each is a fact of the new session; no struct reads better
     fn session_up(
         &mut self,
+        now: Instant,
         id: StreamId,
         s: &mut Open,
         session: u64,
@@ -749,6 +758,7 @@ impl CryptoProxy {
             peer: remote.clone(),
             session,
             appliance: appliance.clone(),
+            idle_deadline: now + self.cfg.session_idle_timeout,
         };
         self.outbox.event(ProxyEvent::SessionUp {
             session,
@@ -776,6 +786,7 @@ impl CryptoProxy {
                     peer,
                     session,
                     appliance,
+                    ..
                 },
                 Message::SecureData(SecureData { payload }),
             ) => {
@@ -838,6 +849,7 @@ impl CryptoProxy {
         appliance: String,
         payload: Vec<u8>,
     ) -> Result<bool, Error> {
+        touch(s, now, self.cfg.session_idle_timeout);
         if !self.links.get(&appliance).is_some_and(Link::has_room) {
             let busy = Message::Refusal(Refusal {
                 reason: RefusalReason::Busy,
@@ -912,7 +924,7 @@ impl CryptoProxy {
                 peer: None,
             }),
         )?;
-        self.session_up(id, s, session, appliance, peer, Initiator::Remote)?;
+        self.session_up(now, id, s, session, appliance, peer, Initiator::Remote)?;
         Ok(true)
     }
 
@@ -1025,6 +1037,7 @@ impl CryptoProxy {
             self.notify_appliance(now, appliance, None, m.session, RefusalReason::Closed)?;
             return Err(OffloadError::UnknownSession(m.session).into());
         };
+        touch(s, now, self.cfg.session_idle_timeout);
         let len = m.payload.len();
         let secure = Message::SecureData(SecureData { payload: m.payload }).encode()?;
         s.channel.send(&secure, &mut self.outbox)?;
@@ -1097,6 +1110,13 @@ fn close_open(
         let _ = s.channel.send(bytes, outbox);
     }
     s.channel.close(outbox)
+}
+
+/// Data passed on an up session: its idle timeout starts again.
+fn touch(s: &mut Open, now: Instant, idle_timeout: Duration) {
+    if let Phase::Up { idle_deadline, .. } = &mut s.phase {
+        *idle_deadline = now + idle_timeout;
+    }
 }
 
 /// The stream if it carries a session of `appliance`.
