@@ -149,6 +149,32 @@ pub(crate) fn due<T>(
         .collect()
 }
 
+/// An actor's timer table: the one list both `poll_timeout` and `handle_timeout` read
+/// ([`earliest`] and [`due`] of [`TimerTable::timers`]). Protocol-neutral: the actor names
+/// its own timer enum and says how each fires.
+pub(crate) trait TimerTable {
+    /// The actor's timer enum.
+    type Timer;
+
+    /// Every armed timer with its deadline, in the order they fire.
+    fn timers(&self) -> impl Iterator<Item = (Self::Timer, Instant)> + '_;
+
+    /// Fire one timer taken from [`TimerTable::timers`] (it may no longer be armed).
+    fn fire(&mut self, now: Instant, timer: Self::Timer);
+
+    /// `handle_timeout`: fire every timer due at `now`.
+    fn run_timers(&mut self, now: Instant) {
+        for timer in due(self.timers(), now) {
+            self.fire(now, timer);
+        }
+    }
+
+    /// `poll_timeout`: the earliest deadline.
+    fn next_timer(&self) -> Option<Instant> {
+        earliest(self.timers())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

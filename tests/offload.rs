@@ -110,8 +110,10 @@ impl Actor for Tap {
     type Event = Event;
 
     fn handle_input(&mut self, _now: Instant, input: Input<'_>) -> Result<(), Error> {
+        // A tap sits on a link: the simulator hands it packets only. Anything else is a
+        // broken test world, so fail the test loudly.
         let Input::Packet { iface, data } = input else {
-            return Err(Error::Unexpected("a tap takes packets"));
+            panic!("a tap takes packets, got {input:?}");
         };
         self.seen.push((iface, data.to_vec()));
         let out = IfaceId(1 - iface.0.min(1));
@@ -1222,7 +1224,7 @@ fn unauthorized_remote_is_refused() {
         h.remote_events("kiosk")[1..],
         [RemoteEvent::Failed {
             appliance: Some("microwave".into()),
-            error: OffloadError::ProxyNotTrusted(ChannelError::PeerAlert(
+            error: OffloadError::CredentialsRefused(ChannelError::PeerAlert(
                 deputy::channel::AlertCode::UnknownPskIdentity
             ))
         }]
@@ -2220,9 +2222,15 @@ fn command_bounds_are_enforced() {
         }
     }
     assert_eq!(outcomes, [true, true, false, false]);
-    assert!(ApplianceConfig::new("", proxy_addr(), proxy_addr(), proxy_public()).is_err());
-    assert!(
-        ApplianceConfig::new(&"x".repeat(65), proxy_addr(), proxy_addr(), proxy_public()).is_err()
+    let bad_name = Error::Offload(OffloadError::BadName);
+    assert_eq!(
+        ApplianceConfig::new("", proxy_addr(), proxy_addr(), proxy_public()).unwrap_err(),
+        bad_name
+    );
+    assert_eq!(
+        ApplianceConfig::new(&"x".repeat(65), proxy_addr(), proxy_addr(), proxy_public())
+            .unwrap_err(),
+        bad_name
     );
 }
 
@@ -2423,4 +2431,159 @@ fn one_lost_datagram_in_flow_a_set_up_costs_no_session() {
     }
     h.run(40);
     assert_eq!(delivered(&h.appliance_events("microwave")).len(), 1);
+}
+
+/// Issue 13, item 5: a channel handshake damaged in transit was reported to the remote
+/// node as `ProxyNotTrusted`, which reads as an impersonated proxy. Damage (here one
+/// flipped byte in the proxy's first handshake flight, at the start and at the end) now
+/// fails as `ProxyHandshakeFailed`; `forged_proxy_designation_fails` keeps the identity
+/// verdicts as `ProxyNotTrusted`.
+#[test]
+fn item_5_handshake_damage_is_not_reported_as_an_untrusted_proxy() {
+    for at_end in [false, true] {
+        let mut h = Home::new(Setup::default());
+        let proxy_ip = proxy_public().ip();
+        h.open_tap(|t| {
+            let mut done = false;
+            t.arm(move |_, data| {
+                if done || !tcp_data_from(data, proxy_ip) {
+                    return Verdict::Forward;
+                }
+                done = true;
+                let mut payload = packet::parse(data).unwrap().payload.to_vec();
+                let i = if at_end { payload.len() - 1 } else { 3 };
+                payload[i] ^= 0x01;
+                Verdict::Replace(with_tcp_payload(data, &payload))
+            })
+        });
+        h.send("phone", "microwave", b"status?");
+        h.run(30);
+        let failures: Vec<OffloadError> = h
+            .remote_events("phone")
+            .into_iter()
+            .filter_map(|e| match e {
+                RemoteEvent::Failed { error, .. } => Some(error),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            matches!(failures.as_slice(), [OffloadError::ProxyHandshakeFailed(_)]),
+            "at_end {at_end}: {failures:?}"
+        );
+        assert!(delivered(&h.appliance_events("microwave")).is_empty());
+    }
+}
+
+/// Issue 13, item 6: a Close to the appliance was lost when its link had 32 messages in
+/// flight (the link refused it and nothing retried). At the bound it now waits for room
+/// and reaches the appliance after the data that was in flight.
+#[test]
+fn item_6_a_close_at_the_in_flight_bound_is_not_lost() {
+    let mut h = Home::new(Setup::default());
+    h.send("phone", "microwave", b"hello");
+    h.run(3);
+    assert_eq!(delivered(&h.appliance_events("microwave")).len(), 1);
+    h.proxy_events();
+    // The closed network drops everything the proxy sends for a while: its link to the
+    // microwave fills up to the bound (32 in flight).
+    let proxy_ip = proxy_addr().ip();
+    h.closed_tap(|t| {
+        t.arm(move |_, data| match packet::parse(data) {
+            Ok(p) if p.src == proxy_ip => Verdict::Drop,
+            _ => Verdict::Forward,
+        })
+    });
+    for i in 0..32 {
+        h.send("phone", "microwave", format!("command {i}").as_bytes());
+    }
+    h.run(1);
+    assert_eq!(
+        h.proxy_events()
+            .iter()
+            .filter(|e| matches!(
+                e,
+                ProxyEvent::Forwarded {
+                    to_appliance: true,
+                    ..
+                }
+            ))
+            .count(),
+        32,
+        "the link is at its bound"
+    );
+    let phone = h.remote("phone");
+    h.sim
+        .with_actor(phone, |n: &mut RemoteNode, _| n.close("microwave"))
+        .unwrap()
+        .unwrap();
+    h.run(1);
+    h.closed_tap(Tap::disarm);
+    h.run(20);
+    let events = h.appliance_events("microwave");
+    assert_eq!(delivered(&events).len(), 32, "{events:?}");
+    assert!(
+        matches!(
+            events.last(),
+            Some(ApplianceEvent::SessionClosed {
+                reason: RefusalReason::Closed,
+                ..
+            })
+        ),
+        "{events:?}"
+    );
+    let node = h.appliance("microwave");
+    let open = h
+        .sim
+        .with_actor(node, |a: &mut Appliance, _| a.sessions().count())
+        .unwrap();
+    assert_eq!(open, 0);
+}
+
+/// Issue 13, item 6: an up session had no idle timeout. The proxy now ends a session
+/// that passed no data for `session_idle_timeout`; data either way starts it again.
+#[test]
+fn item_6_idle_sessions_time_out_and_traffic_keeps_them_up() {
+    let mut h = Home::new(Setup {
+        proxy: |c| c.session_idle_timeout = Duration::from_secs(30),
+        ..Setup::default()
+    });
+    h.send("phone", "microwave", b"hello");
+    h.run(20);
+    let (events, session) = h.session_events("microwave");
+    assert_eq!(delivered(&events).len(), 1);
+    // Traffic 20 s in keeps it up past the first 30 s.
+    h.appliance_send("microwave", session, b"still here");
+    h.run(25);
+    assert!(
+        h.appliance_events("microwave").is_empty(),
+        "still up at 45 s"
+    );
+    assert_eq!(
+        received(&h.remote_events("phone")),
+        [("microwave".to_string(), b"still here".to_vec())]
+    );
+    // 30 s without data: the proxy ends it on both sides.
+    h.run(10);
+    assert_eq!(
+        h.appliance_events("microwave"),
+        [ApplianceEvent::SessionClosed {
+            session,
+            reason: RefusalReason::Closed
+        }]
+    );
+    assert!(h.proxy_events().iter().any(|e| matches!(
+        e,
+        ProxyEvent::SessionClosed {
+            reason: RefusalReason::Timeout,
+            ..
+        }
+    )));
+    let remote = h.remote_events("phone");
+    assert!(
+        remote.contains(&RemoteEvent::Refused {
+            appliance: "microwave".into(),
+            reason: RefusalReason::Timeout
+        }),
+        "{remote:?}"
+    );
 }

@@ -14,12 +14,12 @@ use super::messages::{
     Close, CryptoAccept, CryptoSolicitation, Decoded, Designation, Message, PlainData, ProxyAccept,
     ProxyRequest, Refusal, SealedData,
 };
-use super::timer::TimerTable;
 use super::{Initiator, OffloadError, Peer, RefusalReason, check_name, check_payload};
 use crate::crypto::aead::{AeadAlg, AeadKey, NONCE_LEN};
 use crate::io::{Actor, Input, Outbox, Output, Transmit};
 use crate::ipsec::ReplayWindow;
 use crate::ratelimit::{RateLimit, SourceLimiter};
+use crate::time::TimerTable;
 use crate::wire::Limits;
 use crate::{Error, Instant, Rng};
 
@@ -435,10 +435,20 @@ impl Appliance {
 
     /// End a session: the proxy closes the secure channel to the remote node (after the
     /// data already sent on it).
+    ///
+    /// Refused with [`Error::CapacityExceeded`] while the link has no room (its in-flight
+    /// bound): the session then stays open, so the close can be retried and is never lost.
     pub fn close(&mut self, now: Instant, session: u64) -> Result<(), Error> {
-        if self.sessions.remove(&session).is_none() {
+        if !self.sessions.contains_key(&session) {
             return Err(OffloadError::UnknownSession(session).into());
         }
+        if !self.link.has_room() {
+            return Err(Error::CapacityExceeded {
+                what: "offload link messages in flight",
+                bound: self.cfg.link.max_in_flight.clamp(1, 32),
+            });
+        }
+        self.sessions.remove(&session);
         self.remember_closed(session);
         self.link.send(
             now,
@@ -515,11 +525,9 @@ impl Appliance {
         if !self.pending.contains_key(&m.request_id) {
             return Err(OffloadError::UnknownRequest(m.request_id).into());
         }
-        let remote = m.peer.ok_or(OffloadError::Malformed(
-            "proxy accept without the remote node",
-        ))?;
+        let remote = m.peer.ok_or(OffloadError::ProxyAcceptWithoutPeer)?;
         if m.session == 0 {
-            return Err(OffloadError::Malformed("proxy accept without a session").into());
+            return Err(OffloadError::ProxyAcceptWithoutSession.into());
         }
         self.pending.remove(&m.request_id);
         if self.sessions.len() >= self.cfg.max_sessions {
@@ -562,7 +570,7 @@ impl Appliance {
     /// S26: data a remote node sent through the proxy.
     fn on_plain_data(&mut self, now: Instant, m: PlainData) -> Result<(), Error> {
         if m.session == 0 {
-            return Err(OffloadError::Malformed("plain data without a session").into());
+            return Err(OffloadError::PlainDataWithoutSession.into());
         }
         if self.closed.contains(&m.session) {
             // Late data for a session that ended here: not a new session.
@@ -811,26 +819,16 @@ impl Actor for Appliance {
             Input::Datagram { from, data, .. } => self.on_open(now, from, data),
             Input::StreamAccepted { id, .. } => {
                 self.outbox.push(Output::StreamClose { id })?;
-                Err(Error::Unexpected("an appliance accepts no streams"))
+                Err(OffloadError::StreamNotTaken.into())
             }
             Input::StreamConnected { id, .. }
             | Input::StreamData { id, .. }
             | Input::StreamClosed { id } => Err(Error::UnknownStream(id)),
-            Input::Packet { .. } => Err(Error::Unexpected("an appliance takes datagrams only")),
+            Input::Packet { .. } => Err(OffloadError::PacketNotTaken.into()),
         }
     }
 
-    fn handle_timeout(&mut self, now: Instant) {
-        self.run_timers(now);
-    }
-
-    fn poll_output(&mut self) -> Option<Output<OffloadEvent>> {
-        self.outbox.pop()
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.next_timer()
-    }
+    timers_and_outbox!();
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ impl LinkKey {
     /// A link key from provisioned bytes.
     pub fn new(key: &[u8]) -> Result<LinkKey, Error> {
         if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&key.len()) {
-            return Err(Error::Config("link key must be 16 to 64 bytes"));
+            return Err(OffloadError::BadLinkKeyLength(key.len()).into());
         }
         Ok(LinkKey(Zeroizing::new(key.to_vec())))
     }
@@ -332,7 +332,7 @@ impl<T: Clone> Link<T> {
             (None, false) => {}
             _ => return Err(OffloadError::LinkAuthentication.into()),
         }
-        let epoch = epoch.ok_or(OffloadError::Malformed("link message without an epoch"))?;
+        let epoch = epoch.ok_or(OffloadError::LinkWithoutEpoch)?;
         match message {
             Message::Ack(Ack { seq }) => {
                 if epoch != self.epoch || self.in_flight.remove(&seq).is_none() {
@@ -358,55 +358,55 @@ impl<T: Clone> Link<T> {
                 Ok(Vec::new())
             }
             Message::Resync(Resync { nonce }) => {
-                let floor = floor.ok_or(OffloadError::Malformed("resync without a floor"))?;
+                let floor = floor.ok_or(OffloadError::LinkWithoutFloor)?;
                 match self.rx.challenge {
                     Some((challenged, expected))
                         if nonce != 0 && challenged == epoch && expected == nonce =>
                     {
-                        self.rx.start(epoch, floor);
-                        Ok(Vec::new())
+                        self.rx.challenge = None;
+                        if self.rx.epoch == Some(epoch) {
+                            // The live sender confirmed a far floor of its current epoch:
+                            // move forward only, so nothing taken is taken again.
+                            Ok(self.rx.advance(floor))
+                        } else {
+                            self.rx.start(epoch, floor);
+                            Ok(Vec::new())
+                        }
+                    }
+                    _ if self.rx.epoch == Some(epoch) && self.far(floor) => {
+                        self.challenge(epoch, outbox, rng)
                     }
                     _ if self.rx.epoch == Some(epoch) => Ok(self.rx.advance(floor)),
                     _ => Err(OffloadError::Replayed(nonce).into()),
                 }
             }
             message => {
-                let seq = seq.ok_or(OffloadError::Malformed(
-                    "link message without a sequence number",
-                ))?;
-                let floor = floor.ok_or(OffloadError::Malformed("link message without a floor"))?;
+                let seq = seq.ok_or(OffloadError::LinkWithoutSequence)?;
+                let floor = floor.ok_or(OffloadError::LinkWithoutFloor)?;
                 if floor > seq {
-                    return Err(
-                        OffloadError::Malformed("link floor above the sequence number").into(),
-                    );
+                    return Err(OffloadError::FloorAboveSequence { floor, seq }.into());
                 }
                 if self.rx.retired.contains(&epoch) {
                     return Err(OffloadError::Replayed(seq).into());
                 }
-                if self.rx.epoch != Some(epoch) {
-                    if self.key.is_none() {
-                        self.rx.start(epoch, floor);
-                    } else {
-                        // A new epoch on a keyed link: believe it only once the sender
-                        // echoes a fresh nonce under the key.
-                        let nonce = match self.rx.challenge {
-                            Some((e, n)) if e == epoch => n,
-                            _ => loop {
-                                let n = rng.next_u64();
-                                if n != 0 {
-                                    break n;
-                                }
-                            },
-                        };
-                        self.rx.challenge = Some((epoch, nonce));
-                        self.control(
-                            &Message::Challenge(Challenge { nonce }),
-                            epoch,
-                            None,
-                            outbox,
-                        )?;
-                        return Ok(Vec::new());
+                match self.rx.epoch {
+                    // First contact on an unkeyed link: nothing was delivered yet, so
+                    // nothing can be delivered twice, and a wrong first epoch is left
+                    // at the genuine sender's first message (a change, challenged below).
+                    None if self.key.is_none() => self.rx.start(epoch, floor),
+                    Some(current) if current == epoch => {
+                        if self.far(floor) {
+                            // A floor this far ahead would skip what the genuine sender
+                            // has yet to deliver: only the live sender may confirm it.
+                            return self.challenge(epoch, outbox, rng);
+                        }
                     }
+                    // A new epoch (keyed: also the first): believe it only once the
+                    // sender, asked at its address (and under the key, if any), echoes a
+                    // fresh nonce. Until then the current epoch stays current, so one
+                    // datagram with a damaged or forged epoch can neither replace the
+                    // genuine sender's state nor restart delivery at an old message.
+                    _ => return self.challenge(epoch, outbox, rng),
                 }
                 let next = self.rx.next.max(floor);
                 if seq < next || self.rx.held.contains_key(&seq) {
@@ -415,15 +415,47 @@ impl<T: Clone> Link<T> {
                     return Ok(self.rx.advance(floor));
                 }
                 if seq - next >= RECEIVE_WINDOW {
-                    return Err(
-                        OffloadError::Malformed("link sequence number out of window").into(),
-                    );
+                    return Err(OffloadError::SequenceOutOfWindow { seq, next }.into());
                 }
                 self.control(&Message::Ack(Ack { seq }), epoch, None, outbox)?;
                 self.rx.held.insert(seq, message);
                 Ok(self.rx.advance(floor))
             }
         }
+    }
+
+    /// Whether `floor` lies beyond the receive window of what was delivered.
+    fn far(&self, floor: u64) -> bool {
+        floor > self.rx.next.saturating_add(RECEIVE_WINDOW)
+    }
+
+    /// Ask the sender of `epoch` to prove it is live (see [`Link::receive`]): a Challenge
+    /// with a nonce, kept while the same epoch asks again, so a retransmission that
+    /// crosses the answer does not invalidate it.
+    fn challenge(
+        &mut self,
+        epoch: u64,
+        outbox: &mut Outbox<OffloadEvent>,
+        rng: &mut dyn CryptoRng,
+    ) -> Result<Vec<Message>, Error> {
+        let nonce = match self.rx.challenge {
+            Some((e, n)) if e == epoch => n,
+            _ => loop {
+                // 0 marks an unchallenged resync (a floor update).
+                let n = rng.next_u64();
+                if n != 0 {
+                    break n;
+                }
+            },
+        };
+        self.rx.challenge = Some((epoch, nonce));
+        self.control(
+            &Message::Challenge(Challenge { nonce }),
+            epoch,
+            None,
+            outbox,
+        )?;
+        Ok(Vec::new())
     }
 
     /// Retransmit what is due; returns the tags of messages given up.
@@ -636,18 +668,94 @@ mod tests {
             net.b_takes(&m);
             old.push(m);
         }
-        // a restarts: same sequence numbers, new epoch.
+        // a restarts: same sequence numbers, new epoch. b asks the new epoch to prove it
+        // is live at a's address; a answers and resends, and 7 is delivered once.
         net.a = link(A, B, None, 999);
         let m = net.send(7);
-        assert_eq!(net.b_takes(&m).0, [7]);
+        let (got, challenge) = net.b_takes(&m);
+        assert!(got.is_empty());
+        let answer = net.a_takes(&challenge[0]);
+        assert_eq!(answer.len(), 2, "resync and the resent 7");
+        assert!(net.b_takes(&answer[0]).0.is_empty());
+        assert_eq!(net.b_takes(&answer[1]).0, [7]);
+        assert!(net.b_takes(&m).0.is_empty(), "never twice");
         // A late packet from before the restart does not flip the receiver back.
-        assert!(
+        assert_eq!(
             net.b
-                .receive(&old[2], &net.limits, &mut net.out, &mut net.rng)
-                .is_err()
+                .receive(&old[2], &net.limits, &mut net.out, &mut net.rng),
+            Err(Error::Offload(OffloadError::Replayed(3)))
         );
         let m = net.send(8);
         assert_eq!(net.b_takes(&m).0, [8]);
+    }
+
+    /// Issue 13, item 2: on an unkeyed link, one datagram from the peer's address whose
+    /// epoch differs by one bit made the receiver deliver an earlier command a second
+    /// time and then refuse the genuine sender's traffic as replays. Now the changed
+    /// epoch is only challenged (the genuine sender ignores a challenge for an epoch it
+    /// does not have), nothing is delivered twice, and genuine traffic flows on; a floor
+    /// pushed far ahead in the genuine epoch is challenged the same way.
+    #[test]
+    fn item_2_one_flipped_epoch_bit_delivers_nothing_twice_and_wedges_nothing() {
+        let mut net = Net::new(None);
+        let command = net.send(1);
+        assert_eq!(net.b_takes(&command).0, [1]);
+        let genuine = Message::decode(&command, &net.limits).unwrap();
+        let mut forgeries = 0;
+        for i in 0..command.len() {
+            for bit in 0..8 {
+                let mut forged = command.clone();
+                forged[i] ^= 1 << bit;
+                let Ok(d) = Message::decode(&forged, &net.limits) else {
+                    continue;
+                };
+                if d.epoch.is_none()
+                    || d.epoch == genuine.epoch
+                    || d.seq != genuine.seq
+                    || d.message != genuine.message
+                {
+                    continue;
+                }
+                forgeries += 1;
+                // The forged epoch only draws a challenge; the command is not taken again.
+                let got = net
+                    .b
+                    .receive(&forged, &net.limits, &mut net.out, &mut net.rng)
+                    .unwrap();
+                assert!(got.is_empty(), "byte {i} bit {bit}: delivered twice");
+                // The genuine sender ignores a challenge for an epoch it does not have.
+                for challenge in sent(&mut net.out) {
+                    assert_eq!(
+                        net.a
+                            .receive(&challenge, &net.limits, &mut net.out, &mut net.rng),
+                        Err(Error::Offload(OffloadError::Replayed(
+                            match Message::decode(&challenge, &net.limits).unwrap().message {
+                                Message::Challenge(Challenge { nonce }) => nonce,
+                                other => panic!("{other:?}"),
+                            }
+                        )))
+                    );
+                }
+            }
+        }
+        assert!(forgeries >= 8, "every bit of the epoch field was tried");
+        // The genuine sender's next command is delivered, once.
+        let next = net.send(2);
+        assert_eq!(net.b_takes(&next).0, [2]);
+        assert!(net.b_takes(&next).0.is_empty());
+
+        // A floor pushed far ahead in the genuine epoch skips nothing either.
+        let mut far = link(A, B, None, 111);
+        far.next_seq = 10_000;
+        far.send(Instant::ZERO, &data(9), 0, &mut net.out).unwrap();
+        let forged = sent(&mut net.out).remove(0);
+        let (got, challenge) = net.b_takes(&forged);
+        assert!(got.is_empty(), "the far message waits for the live sender");
+        // The live sender answers with its true floor: nothing is skipped.
+        let answer = net.a_takes(&challenge[0]);
+        net.b_takes(&answer[0]);
+        let after = net.send(3);
+        assert_eq!(net.b_takes(&after).0, [3]);
     }
 
     #[test]
@@ -700,11 +808,16 @@ mod tests {
         for i in 0..wire.len() {
             let mut bad = wire.clone();
             bad[i] ^= 0x01;
+            // The header and framing fail to decode; everything else fails the MAC.
+            let refused = net.b.receive(&bad, &net.limits, &mut net.out, &mut net.rng);
             assert!(
-                net.b
-                    .receive(&bad, &net.limits, &mut net.out, &mut net.rng)
-                    .is_err(),
-                "byte {i}"
+                matches!(
+                    refused,
+                    Err(Error::Offload(
+                        OffloadError::Decode(_) | OffloadError::LinkAuthentication
+                    ))
+                ),
+                "byte {i}: {refused:?}"
             );
         }
         assert!(sent(&mut net.out).is_empty());
@@ -724,8 +837,12 @@ mod tests {
             refused
         );
         assert_eq!(plain.receive(&wire, limits, out, rng).unwrap_err(), refused);
-        assert!(LinkKey::new(&[0; 15]).is_err());
-        assert!(LinkKey::new(&[0; 65]).is_err());
+        for len in [15, 65] {
+            assert_eq!(
+                LinkKey::new(&alloc::vec![0; len]).unwrap_err(),
+                Error::Offload(OffloadError::BadLinkKeyLength(len))
+            );
+        }
     }
 
     #[test]
@@ -756,10 +873,13 @@ mod tests {
             .send(Instant::ZERO, &data(8), 0, &mut net.out)
             .unwrap();
         let wire = sent(&mut net.out).remove(0);
-        assert!(
+        assert_eq!(
             net.b
-                .receive(&wire, &net.limits, &mut net.out, &mut net.rng)
-                .is_err()
+                .receive(&wire, &net.limits, &mut net.out, &mut net.rng),
+            Err(Error::Offload(OffloadError::SequenceOutOfWindow {
+                seq: 500,
+                next: 100
+            }))
         );
     }
 

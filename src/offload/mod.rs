@@ -33,6 +33,24 @@
 //! anti-amplification rules and every bound are described in `docs/offload.md`; the wire
 //! table is in `docs/wire.md` ("Seed 000 offload messages").
 
+/// The three `Actor` methods every offload actor writes the same way: timers from its
+/// [`TimerTable`](crate::time::TimerTable), outputs from its outbox.
+macro_rules! timers_and_outbox {
+    () => {
+        fn handle_timeout(&mut self, now: crate::Instant) {
+            crate::time::TimerTable::run_timers(self, now);
+        }
+
+        fn poll_output(&mut self) -> Option<crate::io::Output<crate::offload::OffloadEvent>> {
+            self.outbox.pop()
+        }
+
+        fn poll_timeout(&self) -> Option<crate::Instant> {
+            crate::time::TimerTable::next_timer(self)
+        }
+    };
+}
+
 mod appliance;
 mod link;
 pub mod messages;

@@ -1,7 +1,8 @@
 //! The crypto proxy (seed 000's 家庭内サーバ, 暗号通信代行サーバ): encrypts and decrypts
 //! for the appliances of the closed network.
 
-use alloc::collections::BTreeMap;
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -14,11 +15,14 @@ use super::link::{Link, LinkKey, LinkTiming};
 use super::messages::{
     Close, CryptoRequest, Message, PlainData, ProxyAccept, ProxyRequest, Refusal, SecureData,
 };
-use super::timer::{StreamActor, StreamTimer, TimerTable};
+use super::timer::{self, Deadline, Slot, StreamActor, StreamTimer, Streams};
 use super::{Initiator, OffloadError, Peer, RefusalReason, check_name};
 use crate::channel::{ChannelError, Connection, SecureStream, ServerConfig};
 use crate::crypto::CertError;
+use rand_core::CryptoRng;
+
 use crate::io::{Actor, Input, Outbox, Output, StreamId};
+use crate::time::TimerTable;
 use crate::wire::Limits;
 use crate::{Error, Instant, Rng};
 
@@ -99,6 +103,10 @@ pub struct ProxyConfig {
     /// How long a stream may go without a session: from accepting it to S23 (flow A), or
     /// from S31 to S33 (flow B).
     pub request_timeout: Duration,
+    /// How long an up session may pass no data either way; then the proxy ends it (a
+    /// `Timeout` refusal to the remote node, a Close to the appliance), so an abandoned
+    /// session does not hold its slot forever.
+    pub session_idle_timeout: Duration,
     /// Wait for the remote node's S33 before S34 (default). `false` skips the wait as
     /// ¶0078 allows: S34 goes to the appliance as soon as the channel is up and the remote
     /// node is authorized, with S32 sent for information.
@@ -124,6 +132,7 @@ impl ProxyConfig {
             max_sessions: 32,
             max_pending: 16,
             request_timeout: Duration::from_secs(15),
+            session_idle_timeout: Duration::from_secs(600),
             await_crypto_accept: true,
             limits: Limits::default(),
         }
@@ -142,7 +151,7 @@ impl ProxyConfig {
         if self.appliances.contains_key(name)
             || self.appliances.values().any(|a| a.addr == appliance.addr)
         {
-            return Err(Error::Config("appliance name or address served twice"));
+            return Err(OffloadError::ServedTwice(name.into()).into());
         }
         if let Some(id) = &self.channel.identity
             && !id.certificate.names(name)
@@ -219,48 +228,97 @@ enum Tag {
     Control,
 }
 
-/// Where a stream is. A stream that has no session yet carries its set-up deadline (S23
-/// must come, or flow B finish, within `request_timeout`), so no stream holds a slot
-/// without a session; a session has none.
+/// Flow B: what an appliance's S31 asked for, until the remote node has authenticated.
 #[derive(Debug)]
-enum Phase {
-    /// Flow A: an accepted stream; waiting for the handshake and S23.
-    AwaitingRequest { deadline: Instant },
-    /// Flow B: the stream the proxy opened for an appliance's S31.
-    Outbound {
-        appliance: String,
-        request_id: u64,
-        expect: Option<Peer>,
-        deadline: Instant,
-    },
-    /// Flow B: the channel is up, the remote node allowed, S32 sent; waiting for S33.
-    CryptoSent {
-        appliance: String,
-        request_id: u64,
-        deadline: Instant,
-    },
-    /// A session: data flows both ways.
-    Up { session: u64, appliance: String },
+pub(crate) struct Outbound {
+    appliance: String,
+    request_id: u64,
+    /// The identity the appliance requires the remote node to prove, if any.
+    expect: Option<Peer>,
+    deadline: Instant,
 }
 
-impl Phase {
+/// Where a stream with a running channel is. A stream that has no session yet carries its
+/// set-up deadline (S23 must come, or flow B finish, within `request_timeout`), so no
+/// stream holds a slot without a session; a session has none. The remote node's identity
+/// exists from the step where the channel proved it.
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// Flow A: an accepted stream; the channel handshake runs.
+    Accepted { deadline: Instant },
+    /// Flow B: the stream the proxy opened for an appliance's S31 connected; the channel
+    /// handshake runs.
+    Outbound(Outbound),
+    /// Flow A: the channel authenticated the remote node; waiting for S23.
+    AwaitingRequest { peer: Peer, deadline: Instant },
+    /// Flow B: the remote node is allowed, S32 sent; waiting for S33.
+    CryptoSent {
+        peer: Peer,
+        appliance: String,
+        request_id: u64,
+        deadline: Instant,
+    },
+    /// A session: data flows both ways. It ends when no data has passed either way for
+    /// `session_idle_timeout` (at `idle_deadline`).
+    Up {
+        peer: Peer,
+        session: u64,
+        appliance: String,
+        idle_deadline: Instant,
+    },
+}
+
+impl Deadline for Phase {
     /// When set-up gives up, until the session is up.
     fn deadline(&self) -> Option<Instant> {
         match self {
-            Phase::AwaitingRequest { deadline }
-            | Phase::Outbound { deadline, .. }
+            Phase::Accepted { deadline }
+            | Phase::Outbound(Outbound { deadline, .. })
+            | Phase::AwaitingRequest { deadline, .. }
             | Phase::CryptoSent { deadline, .. } => Some(*deadline),
-            Phase::Up { .. } => None,
+            Phase::Up { idle_deadline, .. } => Some(*idle_deadline),
         }
     }
 }
 
-struct Stream {
-    /// `None` while an outbound stream is connecting.
-    channel: Option<SecureStream>,
-    phase: Phase,
+impl Phase {
     /// The remote node, once the channel authenticated it.
-    peer: Option<Peer>,
+    fn peer(&self) -> Option<&Peer> {
+        match self {
+            Phase::Accepted { .. } | Phase::Outbound(_) => None,
+            Phase::AwaitingRequest { peer, .. }
+            | Phase::CryptoSent { peer, .. }
+            | Phase::Up { peer, .. } => Some(peer),
+        }
+    }
+
+    /// The appliance the stream serves, once known (flow A learns it from S23).
+    fn appliance(&self) -> Option<&str> {
+        match self {
+            Phase::Accepted { .. } | Phase::AwaitingRequest { .. } => None,
+            Phase::Outbound(Outbound { appliance, .. })
+            | Phase::CryptoSent { appliance, .. }
+            | Phase::Up { appliance, .. } => Some(appliance),
+        }
+    }
+}
+
+/// A stream toward a remote node: dialing (flow B, connecting) or open.
+type Stream = Slot<Outbound, Phase>;
+type Open = timer::Open<Phase>;
+
+impl Deadline for Outbound {
+    fn deadline(&self) -> Option<Instant> {
+        Some(self.deadline)
+    }
+}
+
+/// Whether a stream sets up a flow B session (counted against `max_pending`).
+fn is_pending(s: &Stream) -> bool {
+    match s {
+        Slot::Dialing(_) => true,
+        Slot::Open(open) => matches!(open.phase, Phase::Outbound(_) | Phase::CryptoSent { .. }),
+    }
 }
 
 /// The crypto proxy.
@@ -318,8 +376,10 @@ pub struct CryptoProxy {
     outbox: Outbox<OffloadEvent>,
     links: BTreeMap<String, Link<Tag>>,
     by_addr: BTreeMap<SocketAddr, String>,
-    streams: BTreeMap<StreamId, Stream>,
+    streams: Streams<Outbound, Phase>,
     sessions: BTreeMap<u64, StreamId>,
+    /// Per appliance: sessions whose Close waits for room on the link.
+    closes: BTreeMap<String, VecDeque<u64>>,
     next_stream: u64,
 }
 
@@ -358,6 +418,7 @@ impl CryptoProxy {
             by_addr,
             streams: BTreeMap::new(),
             sessions: BTreeMap::new(),
+            closes: BTreeMap::new(),
             next_stream: 0,
         }
     }
@@ -374,18 +435,19 @@ impl CryptoProxy {
 
     /// The appliance and remote node of a session.
     pub fn session(&self, session: u64) -> Option<(&str, Option<&Peer>)> {
-        let stream = self.streams.get(self.sessions.get(&session)?)?;
-        match &stream.phase {
-            Phase::Up { appliance, .. } => Some((appliance.as_str(), stream.peer.as_ref())),
-            _ => None,
+        match self.streams.get(self.sessions.get(&session)?)? {
+            Slot::Open(open) => match &open.phase {
+                Phase::Up {
+                    appliance, peer, ..
+                } => Some((appliance.as_str(), Some(peer))),
+                _ => None,
+            },
+            Slot::Dialing(_) => None,
         }
     }
 
     fn pending_count(&self) -> usize {
-        self.streams
-            .values()
-            .filter(|s| matches!(s.phase, Phase::Outbound { .. } | Phase::CryptoSent { .. }))
-            .count()
+        self.streams.values().filter(|s| is_pending(s)).count()
     }
 
     fn fresh_session_id(&mut self) -> u64 {
@@ -408,8 +470,51 @@ impl CryptoProxy {
         let link = self
             .links
             .get_mut(appliance)
-            .ok_or(Error::Unexpected("no link to that appliance"))?;
+            .ok_or_else(|| OffloadError::NotServed(appliance.into()))?;
         link.send(now, msg, tag, &mut self.outbox)?;
+        Ok(())
+    }
+
+    /// Tell the appliance a session ended (Close). A Close must never be lost: when the
+    /// link has no room (its in-flight bound is reached), it waits in the appliance's close
+    /// queue, sent in order as acknowledgements or give-ups make room. The queue holds at
+    /// most one Close per session, so `max_sessions` bounds it.
+    fn close_to_appliance(
+        &mut self,
+        now: Instant,
+        appliance: &str,
+        session: u64,
+    ) -> Result<(), Error> {
+        let queue = self.closes.entry(appliance.into()).or_default();
+        if queue.len() >= self.cfg.max_sessions {
+            return Err(Error::CapacityExceeded {
+                what: "proxy closes waiting for link room",
+                bound: self.cfg.max_sessions,
+            });
+        }
+        queue.push_back(session);
+        self.flush_closes(now, appliance)
+    }
+
+    /// Send the closes that wait for `appliance`, while its link has room.
+    fn flush_closes(&mut self, now: Instant, appliance: &str) -> Result<(), Error> {
+        let (Some(queue), Some(link)) = (
+            self.closes.get_mut(appliance),
+            self.links.get_mut(appliance),
+        ) else {
+            return Ok(());
+        };
+        while link.has_room()
+            && let Some(&session) = queue.front()
+        {
+            link.send(
+                now,
+                &Message::Close(Close { session }),
+                Tag::Control,
+                &mut self.outbox,
+            )?;
+            queue.pop_front();
+        }
         Ok(())
     }
 
@@ -449,122 +554,10 @@ impl CryptoProxy {
 
     // ----- streams: the secure channel toward remote nodes -----
 
-    /// Feed (or, without data, just pump), then act on everything the connection
-    /// produced. The stream is taken out of the table while it is worked on and put back
-    /// unless it ended.
-    fn drive(&mut self, now: Instant, id: StreamId, data: Option<&[u8]>) -> Result<(), Error> {
-        let mut s = self.streams.remove(&id).ok_or(Error::UnknownStream(id))?;
-        let mut received = Vec::new();
-        let mut result = Ok(());
-        if let Some(secure) = s.channel.as_mut() {
-            result = secure.feed_or_pump(
-                now,
-                data,
-                self.rng.as_mut(),
-                &mut self.outbox,
-                &mut received,
-            );
-        }
-        match self.work(now, id, &mut s, received) {
-            Ok(true) => {
-                self.streams.insert(id, s);
-            }
-            Ok(false) => {}
-            Err(e) => {
-                // Could not report (full outbox): drop the stream rather than leave it
-                // half-handled.
-                self.end_stream(now, id, s, None);
-                return Err(e);
-            }
-        }
-        result
-    }
-
-    /// Act on the messages a stream's connection produced, then on its end (failure or
-    /// the peer's close, which the stream has already answered). Returns whether the
-    /// stream stays open.
-    fn work(
-        &mut self,
-        now: Instant,
-        id: StreamId,
-        s: &mut Stream,
-        received: Vec<Vec<u8>>,
-    ) -> Result<bool, Error> {
-        let Some(secure) = s.channel.as_ref() else {
-            return Ok(true);
-        };
-        let conn = secure.connection();
-        if conn.is_established() && s.peer.is_none() {
-            match Peer::from_channel(conn.peer()) {
-                Some(peer) => s.peer = Some(peer),
-                None => {
-                    self.refuse_stream(now, id, s, RefusalReason::AccessDenied, None, None)?;
-                    return Ok(false);
-                }
-            }
-            if matches!(s.phase, Phase::Outbound { .. })
-                && !self.start_crypto_request(now, id, s)?
-            {
-                return Ok(false);
-            }
-        }
-        for bytes in received {
-            let msg = match Message::decode(&bytes, &self.cfg.limits) {
-                Ok(d) => d.message,
-                Err(_) => {
-                    self.refuse_stream(now, id, s, RefusalReason::BadRequest, None, None)?;
-                    return Ok(false);
-                }
-            };
-            if !self.on_channel_message(now, id, s, msg)? {
-                return Ok(false);
-            }
-        }
-        let Some(secure) = s.channel.as_ref() else {
-            return Ok(true);
-        };
-        if let Some(error) = secure.connection().error().cloned() {
-            self.outbox.event(ProxyEvent::ChannelFailed {
-                stream: id,
-                error: error.clone(),
-            })?;
-            let reason = match error {
-                ChannelError::Certificate(_)
-                | ChannelError::ClientCertificateRequired
-                | ChannelError::UnknownPskIdentity => RefusalReason::AccessDenied,
-                _ => RefusalReason::RemoteUnreachable,
-            };
-            self.stream_gone(now, s, reason)?;
-            return Ok(false);
-        }
-        if secure.is_closed() {
-            // The peer closed; the stream answered with close-notify and ended.
-            self.stream_gone(now, s, RefusalReason::Closed)?;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
     /// End a stream gracefully: close-notify (after `last`, if the channel is up), then
-    /// the stream itself — also for an outbound stream still connecting.
-    fn close_stream(
-        &mut self,
-        id: StreamId,
-        s: &mut Stream,
-        last: Option<&[u8]>,
-    ) -> Result<(), Error> {
-        match s.channel.as_mut() {
-            Some(secure) => {
-                if let Some(bytes) = last
-                    && secure.connection().is_established()
-                {
-                    // Best effort: the stream ends either way.
-                    let _ = secure.send(bytes, &mut self.outbox);
-                }
-                secure.close(&mut self.outbox)
-            }
-            None => self.outbox.push(Output::StreamClose { id }),
-        }
+    /// the stream itself.
+    fn close_stream(&mut self, s: &mut Open, last: Option<&[u8]>) -> Result<(), Error> {
+        close_open(s, last, &mut self.outbox)
     }
 
     /// A stream ended (already closed toward the driver): tell the appliance concerned and
@@ -572,40 +565,32 @@ impl CryptoProxy {
     fn stream_gone(
         &mut self,
         now: Instant,
-        s: &Stream,
+        phase: &Phase,
         reason: RefusalReason,
     ) -> Result<(), Error> {
-        match &s.phase {
-            Phase::AwaitingRequest { .. } => Ok(()),
-            Phase::Outbound {
+        match phase {
+            Phase::Accepted { .. } | Phase::AwaitingRequest { .. } => Ok(()),
+            Phase::Outbound(Outbound {
                 appliance,
                 request_id,
                 ..
-            }
+            })
             | Phase::CryptoSent {
                 appliance,
                 request_id,
                 ..
             } => {
-                let (appliance, request) = (appliance.clone(), *request_id);
-                self.notify_appliance(now, &appliance, Some(request), 0, reason)?;
-                self.outbox.event(ProxyEvent::Refused {
-                    appliance: Some(appliance),
-                    remote: s.peer.clone(),
-                    reason,
-                })
+                let remote = phase.peer().cloned();
+                self.request_gone(now, appliance, *request_id, remote, reason)
             }
-            Phase::Up { session, appliance } => {
+            Phase::Up {
+                session, appliance, ..
+            } => {
                 let (session, appliance) = (*session, appliance.clone());
                 self.sessions.remove(&session);
                 // Data already forwarded still reaches the appliance: the link delivers it
                 // before the close.
-                self.send_to_appliance(
-                    now,
-                    &appliance,
-                    &Message::Close(Close { session }),
-                    Tag::Control,
-                )?;
+                self.close_to_appliance(now, &appliance, session)?;
                 self.outbox.event(ProxyEvent::SessionClosed {
                     session,
                     appliance,
@@ -615,23 +600,35 @@ impl CryptoProxy {
         }
     }
 
+    /// A flow B request ended before its session came up: tell the appliance and report.
+    fn request_gone(
+        &mut self,
+        now: Instant,
+        appliance: &str,
+        request_id: u64,
+        remote: Option<Peer>,
+        reason: RefusalReason,
+    ) -> Result<(), Error> {
+        self.notify_appliance(now, appliance, Some(request_id), 0, reason)?;
+        self.outbox.event(ProxyEvent::Refused {
+            appliance: Some(appliance.into()),
+            remote,
+            reason,
+        })
+    }
+
     /// Send a typed refusal on the channel, close it, and tell the appliance if needed.
     /// `requested` names the appliance a flow A request asked for (for the report).
     fn refuse_stream(
         &mut self,
         now: Instant,
-        id: StreamId,
-        s: &mut Stream,
+        _id: StreamId,
+        s: &mut Open,
         reason: RefusalReason,
         request_id: Option<u64>,
         requested: Option<&str>,
     ) -> Result<(), Error> {
-        let appliance = match &s.phase {
-            Phase::Outbound { appliance, .. }
-            | Phase::CryptoSent { appliance, .. }
-            | Phase::Up { appliance, .. } => Some(appliance.clone()),
-            Phase::AwaitingRequest { .. } => requested.map(String::from),
-        };
+        let appliance = s.phase.appliance().or(requested).map(String::from);
         let refusal = Message::Refusal(Refusal {
             reason,
             request_id,
@@ -639,28 +636,30 @@ impl CryptoProxy {
             appliance: appliance.clone(),
         })
         .encode()?;
-        self.close_stream(id, s, Some(&refusal))?;
-        if matches!(s.phase, Phase::AwaitingRequest { .. }) {
+        self.close_stream(s, Some(&refusal))?;
+        if matches!(
+            s.phase,
+            Phase::Accepted { .. } | Phase::AwaitingRequest { .. }
+        ) {
             self.outbox.event(ProxyEvent::Refused {
                 appliance,
-                remote: s.peer.clone(),
+                remote: s.phase.peer().cloned(),
                 reason,
             })?;
         }
-        self.stream_gone(now, s, reason)
+        self.stream_gone(now, &s.phase, reason)
     }
 
     /// Close a stream without ceremony (used when reporting failed).
-    fn end_stream(&mut self, now: Instant, id: StreamId, s: Stream, reason: Option<RefusalReason>) {
+    fn end_stream(&mut self, now: Instant, id: StreamId, phase: &Phase) {
         // Only called while an error is already on its way to the caller: both steps are
         // best effort, and their own failure could only be the same full outbox.
         let _ = self.outbox.push(Output::StreamClose { id });
-        let _ = self.stream_gone(now, &s, reason.unwrap_or(RefusalReason::Closed));
+        let _ = self.stream_gone(now, phase, RefusalReason::Closed);
     }
 
-    fn send_on(&mut self, id: StreamId, s: &mut Stream, msg: &Message) -> Result<(), Error> {
-        let secure = s.channel.as_mut().ok_or(Error::UnknownStream(id))?;
-        secure.send(&msg.encode()?, &mut self.outbox)
+    fn send_on(&mut self, s: &mut Open, msg: &Message) -> Result<(), Error> {
+        s.channel.send(&msg.encode()?, &mut self.outbox)
     }
 
     /// Flow B, the channel to the remote node is up: check who it is, then S32.
@@ -668,19 +667,19 @@ impl CryptoProxy {
         &mut self,
         now: Instant,
         id: StreamId,
-        s: &mut Stream,
+        s: &mut Open,
+        peer: Peer,
     ) -> Result<bool, Error> {
-        let Phase::Outbound {
+        let Phase::Outbound(Outbound {
             appliance,
             request_id,
             expect,
             deadline,
-        } = &s.phase
+        }) = &s.phase
         else {
             return Ok(true);
         };
         let (appliance, request_id, deadline) = (appliance.clone(), *request_id, *deadline);
-        let peer = s.peer.clone().ok_or(Error::Unexpected("no peer"))?;
         let allowed = expect.as_ref().is_none_or(|e| *e == peer)
             && self
                 .cfg
@@ -697,7 +696,6 @@ impl CryptoProxy {
         }
         // S32.
         self.send_on(
-            id,
             s,
             &Message::CryptoRequest(CryptoRequest {
                 request_id,
@@ -707,12 +705,13 @@ impl CryptoProxy {
             }),
         )?;
         s.phase = Phase::CryptoSent {
+            peer: peer.clone(),
             appliance: appliance.clone(),
             request_id,
             deadline,
         };
         if !self.cfg.await_crypto_accept {
-            self.session_up_for_appliance(now, id, s, appliance, request_id)?;
+            self.session_up_for_appliance(now, id, s, appliance, request_id, peer)?;
         }
         Ok(true)
     }
@@ -722,11 +721,11 @@ impl CryptoProxy {
         &mut self,
         now: Instant,
         id: StreamId,
-        s: &mut Stream,
+        s: &mut Open,
         appliance: String,
         request_id: u64,
+        peer: Peer,
     ) -> Result<(), Error> {
-        let peer = s.peer.clone().ok_or(Error::Unexpected("no peer"))?;
         let session = self.fresh_session_id();
         self.send_to_appliance(
             now,
@@ -739,14 +738,16 @@ impl CryptoProxy {
             }),
             Tag::Control,
         )?;
-        self.session_up(id, s, session, appliance, peer, Initiator::Appliance)
+        self.session_up(now, id, s, session, appliance, peer, Initiator::Appliance)
     }
 
     /// S24 or S34 went out: the stream carries `session` from now on.
+    #[allow(clippy::too_many_arguments)] // each is a fact of the new session; no struct reads better
     fn session_up(
         &mut self,
+        now: Instant,
         id: StreamId,
-        s: &mut Stream,
+        s: &mut Open,
         session: u64,
         appliance: String,
         remote: Peer,
@@ -754,8 +755,10 @@ impl CryptoProxy {
     ) -> Result<(), Error> {
         self.sessions.insert(session, id);
         s.phase = Phase::Up {
+            peer: remote.clone(),
             session,
             appliance: appliance.clone(),
+            idle_deadline: now + self.cfg.session_idle_timeout,
         };
         self.outbox.event(ProxyEvent::SessionUp {
             session,
@@ -770,33 +773,37 @@ impl CryptoProxy {
         &mut self,
         now: Instant,
         id: StreamId,
-        s: &mut Stream,
+        s: &mut Open,
         msg: Message,
     ) -> Result<bool, Error> {
-        let (session, appliance, request_id, crypto_sent) = match &s.phase {
-            Phase::AwaitingRequest { .. } => (None, None, None, false),
-            Phase::Outbound {
-                appliance,
-                request_id,
-                ..
-            } => (None, Some(appliance.clone()), Some(*request_id), false),
-            Phase::CryptoSent {
-                appliance,
-                request_id,
-                ..
-            } => (None, Some(appliance.clone()), Some(*request_id), true),
-            Phase::Up { session, appliance } => {
-                (Some(*session), Some(appliance.clone()), None, true)
+        match (&s.phase, msg) {
+            (Phase::AwaitingRequest { peer, .. }, Message::ProxyRequest(req)) => {
+                let peer = peer.clone();
+                self.on_proxy_request(now, id, s, peer, req)
             }
-        };
-        match (session, appliance, msg) {
-            (None, None, Message::ProxyRequest(req)) => self.on_proxy_request(now, id, s, req),
-            (Some(session), Some(appliance), Message::SecureData(SecureData { payload })) => {
-                self.on_secure_data(now, id, s, session, appliance, payload)
+            (
+                Phase::Up {
+                    peer,
+                    session,
+                    appliance,
+                    ..
+                },
+                Message::SecureData(SecureData { payload }),
+            ) => {
+                let (peer, session, appliance) = (peer.clone(), *session, appliance.clone());
+                self.on_secure_data(now, s, peer, session, appliance, payload)
             }
-            (None, Some(appliance), Message::CryptoAccept(acc)) if crypto_sent => {
+            (
+                Phase::CryptoSent {
+                    peer,
+                    appliance,
+                    request_id,
+                    ..
+                },
+                Message::CryptoAccept(acc),
+            ) => {
                 // S33.
-                if Some(acc.request_id) != request_id
+                if acc.request_id != *request_id
                     || acc.appliance.as_deref() != Some(appliance.as_str())
                 {
                     self.refuse_stream(now, id, s, RefusalReason::BadRequest, None, None)?;
@@ -807,22 +814,22 @@ impl CryptoProxy {
                     self.refuse_stream(now, id, s, RefusalReason::SessionLimit, None, None)?;
                     return Ok(false);
                 }
-                let request_id = acc.request_id;
-                self.session_up_for_appliance(now, id, s, appliance, request_id)?;
+                let (peer, appliance) = (peer.clone(), appliance.clone());
+                self.session_up_for_appliance(now, id, s, appliance, acc.request_id, peer)?;
                 Ok(true)
             }
             // S33 after S34 went out early (¶0078): nothing more to do.
-            (Some(_), Some(_), Message::CryptoAccept(_)) if !self.cfg.await_crypto_accept => {
+            (Phase::Up { .. }, Message::CryptoAccept(_)) if !self.cfg.await_crypto_accept => {
                 Ok(true)
             }
-            (_, Some(_), Message::Refusal(r)) => {
+            (phase, Message::Refusal(r)) if phase.appliance().is_some() => {
                 // The remote node turned the session down (S32 refused) or ended it.
                 let reason = match r.reason {
                     RefusalReason::AccessDenied => RefusalReason::RemoteRefused,
                     other => other,
                 };
-                self.close_stream(id, s, None)?;
-                self.stream_gone(now, s, reason)?;
+                self.close_stream(s, None)?;
+                self.stream_gone(now, &s.phase, reason)?;
                 Ok(false)
             }
             _ => {
@@ -836,12 +843,13 @@ impl CryptoProxy {
     fn on_secure_data(
         &mut self,
         now: Instant,
-        id: StreamId,
-        s: &mut Stream,
+        s: &mut Open,
+        peer: Peer,
         session: u64,
         appliance: String,
         payload: Vec<u8>,
     ) -> Result<bool, Error> {
+        touch(s, now, self.cfg.session_idle_timeout);
         if !self.links.get(&appliance).is_some_and(Link::has_room) {
             let busy = Message::Refusal(Refusal {
                 reason: RefusalReason::Busy,
@@ -849,10 +857,10 @@ impl CryptoProxy {
                 session: 0,
                 appliance: Some(appliance.clone()),
             });
-            self.send_on(id, s, &busy)?;
+            self.send_on(s, &busy)?;
             self.outbox.event(ProxyEvent::Refused {
                 appliance: Some(appliance),
-                remote: s.peer.clone(),
+                remote: Some(peer),
                 reason: RefusalReason::Busy,
             })?;
             return Ok(true);
@@ -860,7 +868,7 @@ impl CryptoProxy {
         let len = payload.len();
         let forward = Message::PlainData(PlainData {
             session,
-            peer: s.peer.clone(),
+            peer: Some(peer),
             payload,
             padding: 0,
         });
@@ -879,10 +887,10 @@ impl CryptoProxy {
         &mut self,
         now: Instant,
         id: StreamId,
-        s: &mut Stream,
+        s: &mut Open,
+        peer: Peer,
         req: ProxyRequest,
     ) -> Result<bool, Error> {
-        let peer = s.peer.clone().ok_or(Error::Unexpected("no peer"))?;
         let Some(appliance) = req.appliance else {
             self.refuse_stream(
                 now,
@@ -908,7 +916,6 @@ impl CryptoProxy {
         }
         let session = self.fresh_session_id();
         self.send_on(
-            id,
             s,
             &Message::ProxyAccept(ProxyAccept {
                 request_id: req.request_id,
@@ -917,7 +924,7 @@ impl CryptoProxy {
                 peer: None,
             }),
         )?;
-        self.session_up(id, s, session, appliance, peer, Initiator::Remote)?;
+        self.session_up(now, id, s, session, appliance, peer, Initiator::Remote)?;
         Ok(true)
     }
 
@@ -933,7 +940,10 @@ impl CryptoProxy {
             .links
             .get_mut(&appliance)
             .ok_or(OffloadError::UnknownSource(from))?;
-        let messages = link.receive(data, &self.cfg.limits, &mut self.outbox, self.rng.as_mut())?;
+        let received = link.receive(data, &self.cfg.limits, &mut self.outbox, self.rng.as_mut());
+        // An acknowledgement may have made room for a close that waits.
+        self.flush_closes(now, &appliance)?;
+        let messages = received?;
         // Act on each in order; report the first failure after trying them all.
         let mut result = Ok(());
         for msg in messages {
@@ -1001,16 +1011,12 @@ impl CryptoProxy {
         })?;
         self.streams.insert(
             id,
-            Stream {
-                channel: None,
-                phase: Phase::Outbound {
-                    appliance: appliance.into(),
-                    request_id: req.request_id,
-                    expect: req.remote_identity,
-                    deadline: now + self.cfg.request_timeout,
-                },
-                peer: None,
-            },
+            Slot::Dialing(Outbound {
+                appliance: appliance.into(),
+                request_id: req.request_id,
+                expect: req.remote_identity,
+                deadline: now + self.cfg.request_timeout,
+            }),
         );
         Ok(())
     }
@@ -1022,26 +1028,19 @@ impl CryptoProxy {
         appliance: &str,
         m: PlainData,
     ) -> Result<(), Error> {
-        let owner =
-            |s: &Stream| matches!(&s.phase, Phase::Up { appliance: a, .. } if a == appliance);
         let stream = self
             .sessions
             .get(&m.session)
-            .copied()
-            .filter(|id| self.streams.get(id).is_some_and(owner));
-        let Some(id) = stream else {
+            .and_then(|id| self.streams.get_mut(id))
+            .and_then(|s| session_of(s, appliance));
+        let Some(s) = stream else {
             self.notify_appliance(now, appliance, None, m.session, RefusalReason::Closed)?;
             return Err(OffloadError::UnknownSession(m.session).into());
         };
+        touch(s, now, self.cfg.session_idle_timeout);
         let len = m.payload.len();
-        let mut s = self.streams.remove(&id).ok_or(Error::UnknownStream(id))?;
-        let sent = self.send_on(
-            id,
-            &mut s,
-            &Message::SecureData(SecureData { payload: m.payload }),
-        );
-        self.streams.insert(id, s);
-        sent?;
+        let secure = Message::SecureData(SecureData { payload: m.payload }).encode()?;
+        s.channel.send(&secure, &mut self.outbox)?;
         self.outbox.event(ProxyEvent::Forwarded {
             session: m.session,
             appliance: appliance.into(),
@@ -1061,15 +1060,13 @@ impl CryptoProxy {
         let Some(id) = self.sessions.get(&session).copied() else {
             return Err(OffloadError::UnknownSession(session).into());
         };
-        let Some(mut s) = self.streams.remove(&id) else {
-            self.sessions.remove(&session);
-            return Err(Error::UnknownStream(id));
-        };
-        if !matches!(&s.phase, Phase::Up { appliance: a, .. } if a == appliance) {
-            self.streams.insert(id, s);
+        let Some(s) = self
+            .streams
+            .get_mut(&id)
+            .and_then(|s| session_of(s, appliance))
+        else {
             return Err(OffloadError::UnknownSession(session).into());
-        }
-        self.sessions.remove(&session);
+        };
         let last = match refusal {
             Some(reason) => Some(
                 Message::Refusal(Refusal {
@@ -1082,7 +1079,12 @@ impl CryptoProxy {
             ),
             None => None,
         };
-        self.close_stream(id, &mut s, last.as_deref())?;
+        // Close (and drop) the stream before reporting: a full outbox leaves no stream
+        // behind that the session table no longer names.
+        let closed = close_open(s, last.as_deref(), &mut self.outbox);
+        self.streams.remove(&id);
+        self.sessions.remove(&session);
+        closed?;
         if let Some(link) = self.links.get_mut(appliance) {
             link.forget(|t| *t == Tag::Data { session });
         }
@@ -1094,6 +1096,39 @@ impl CryptoProxy {
     }
 }
 
+/// End a stream gracefully: close-notify (after `last`, if the channel is up), then the
+/// stream itself.
+fn close_open(
+    s: &mut Open,
+    last: Option<&[u8]>,
+    outbox: &mut Outbox<OffloadEvent>,
+) -> Result<(), Error> {
+    if let Some(bytes) = last
+        && s.channel.connection().is_established()
+    {
+        // Best effort: the stream ends either way.
+        let _ = s.channel.send(bytes, outbox);
+    }
+    s.channel.close(outbox)
+}
+
+/// Data passed on an up session: its idle timeout starts again.
+fn touch(s: &mut Open, now: Instant, idle_timeout: Duration) {
+    if let Phase::Up { idle_deadline, .. } = &mut s.phase {
+        *idle_deadline = now + idle_timeout;
+    }
+}
+
+/// The stream if it carries a session of `appliance`.
+fn session_of<'a>(s: &'a mut Stream, appliance: &str) -> Option<&'a mut Open> {
+    match s {
+        Slot::Open(open) if matches!(&open.phase, Phase::Up { appliance: a, .. } if a == appliance) => {
+            Some(&mut **open)
+        }
+        _ => None,
+    }
+}
+
 /// The proxy's timers: its table is [`CryptoProxy::timers`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Timer {
@@ -1101,6 +1136,97 @@ pub(crate) enum Timer {
     Link(String),
     /// A stream's set-up deadline or channel handshake.
     Stream(StreamId, StreamTimer),
+}
+
+impl StreamActor for CryptoProxy {
+    type Dialing = Outbound;
+    type Phase = Phase;
+
+    fn parts(
+        &mut self,
+    ) -> (
+        &mut Streams<Outbound, Phase>,
+        &mut Outbox<OffloadEvent>,
+        &mut dyn CryptoRng,
+    ) {
+        (&mut self.streams, &mut self.outbox, self.rng.as_mut())
+    }
+
+    fn give_up(&mut self, now: Instant, id: StreamId) {
+        // The stream is gone either way; the only failure left is a full outbox (the
+        // driver stopped draining), and a timer has no caller to return it to.
+        let _ = match self.streams.remove(&id) {
+            Some(Slot::Open(mut s)) => {
+                self.refuse_stream(now, id, &mut s, RefusalReason::Timeout, None, None)
+            }
+            Some(Slot::Dialing(out)) => {
+                self.outbox.push(Output::StreamClose { id }).and_then(|()| {
+                    let reason = RefusalReason::Timeout;
+                    self.request_gone(now, &out.appliance, out.request_id, None, reason)
+                })
+            }
+            None => Ok(()),
+        };
+    }
+
+    fn work(
+        &mut self,
+        now: Instant,
+        id: StreamId,
+        s: &mut Open,
+        received: Vec<Vec<u8>>,
+    ) -> Result<bool, Error> {
+        let conn = s.channel.connection();
+        if conn.is_established() && s.phase.peer().is_none() {
+            let Some(peer) = Peer::from_channel(conn.peer()) else {
+                self.refuse_stream(now, id, s, RefusalReason::AccessDenied, None, None)?;
+                return Ok(false);
+            };
+            if let Phase::Accepted { deadline } = s.phase {
+                // Flow A: S23 may come now.
+                s.phase = Phase::AwaitingRequest { peer, deadline };
+            } else if !self.start_crypto_request(now, id, s, peer)? {
+                // Flow B: the remote node was checked and S32 sent, or it was refused.
+                return Ok(false);
+            }
+        }
+        for bytes in received {
+            let msg = match Message::decode(&bytes, &self.cfg.limits) {
+                Ok(d) => d.message,
+                Err(_) => {
+                    self.refuse_stream(now, id, s, RefusalReason::BadRequest, None, None)?;
+                    return Ok(false);
+                }
+            };
+            if !self.on_channel_message(now, id, s, msg)? {
+                return Ok(false);
+            }
+        }
+        if let Some(error) = s.channel.connection().error().cloned() {
+            self.outbox.event(ProxyEvent::ChannelFailed {
+                stream: id,
+                error: error.clone(),
+            })?;
+            let reason = match error {
+                ChannelError::Certificate(_)
+                | ChannelError::ClientCertificateRequired
+                | ChannelError::UnknownPskIdentity => RefusalReason::AccessDenied,
+                _ => RefusalReason::RemoteUnreachable,
+            };
+            self.stream_gone(now, &s.phase, reason)?;
+            return Ok(false);
+        }
+        if s.channel.is_closed() {
+            // The peer closed; the stream answered with close-notify and ended.
+            self.stream_gone(now, &s.phase, RefusalReason::Closed)?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn abandon(&mut self, now: Instant, id: StreamId, s: &mut Open) {
+        self.end_stream(now, id, &s.phase);
+    }
 }
 
 impl TimerTable for CryptoProxy {
@@ -1115,8 +1241,7 @@ impl TimerTable for CryptoProxy {
                 .map(|at| (Timer::Link(name.clone()), at))
         });
         let streams =
-            StreamTimer::table(&self.streams, |s| (s.phase.deadline(), s.channel.as_ref()))
-                .map(|(id, timer, at)| (Timer::Stream(id, timer), at));
+            StreamTimer::table(&self.streams).map(|(id, timer, at)| (Timer::Stream(id, timer), at));
         links.chain(streams)
     }
 
@@ -1127,6 +1252,9 @@ impl TimerTable for CryptoProxy {
                     Some(link) => link.handle_timeout(now, &mut self.outbox),
                     None => return,
                 };
+                // Messages given up make room for closes that wait. A full outbox leaves
+                // them queued for the next timer or acknowledgement.
+                let _ = self.flush_closes(now, &name);
                 for tag in lost {
                     if let Tag::Data { session } = tag {
                         // S26 was never acknowledged: tell the remote node and end the
@@ -1147,31 +1275,6 @@ impl TimerTable for CryptoProxy {
     }
 }
 
-impl StreamActor for CryptoProxy {
-    fn set_up_deadline(&self, id: StreamId) -> Option<Instant> {
-        self.streams.get(&id).and_then(|s| s.phase.deadline())
-    }
-
-    fn give_up(&mut self, now: Instant, id: StreamId) {
-        if let Some(mut s) = self.streams.remove(&id) {
-            // The stream is gone either way; the only failure left is a full outbox
-            // (the driver stopped draining), and a timer has no caller to return it to.
-            let _ = self.refuse_stream(now, id, &mut s, RefusalReason::Timeout, None, None);
-        }
-    }
-
-    fn channel(&mut self, id: StreamId) -> (Option<&mut SecureStream>, &mut Outbox<OffloadEvent>) {
-        let channel = self.streams.get_mut(&id).and_then(|s| s.channel.as_mut());
-        (channel, &mut self.outbox)
-    }
-
-    fn drive_failed(&mut self, now: Instant, id: StreamId) {
-        // The drive reports the failure as an event and drops the stream; its error is
-        // only a full outbox, which a timer has no caller to return to.
-        let _ = self.drive(now, id, None);
-    }
-}
-
 impl Actor for CryptoProxy {
     type Event = OffloadEvent;
 
@@ -1187,61 +1290,53 @@ impl Actor for CryptoProxy {
                     });
                 }
                 if self.streams.contains_key(&id) {
-                    return Err(Error::Unexpected("stream id reused"));
+                    return Err(OffloadError::StreamIdReused(id).into());
                 }
                 let conn = Connection::server(self.cfg.channel.clone(), now);
                 self.streams.insert(
                     id,
-                    Stream {
-                        channel: Some(SecureStream::new(id, conn, now)),
-                        phase: Phase::AwaitingRequest {
+                    Slot::Open(Box::new(Open {
+                        channel: SecureStream::new(id, conn, now),
+                        phase: Phase::Accepted {
                             deadline: now + self.cfg.request_timeout,
                         },
-                        peer: None,
-                    },
+                    })),
                 );
                 Ok(())
             }
             Input::StreamConnected { id, .. } => {
-                let s = self.streams.get_mut(&id).ok_or(Error::UnknownStream(id))?;
-                if s.channel.is_some() {
-                    return Err(Error::Unexpected("stream connected twice"));
-                }
+                let out = timer::take_dialing(&mut self.streams, id)?;
                 // The remote node speaks first (ClientHello).
                 let conn = Connection::server(self.cfg.channel.clone(), now);
-                s.channel = Some(SecureStream::new(id, conn, now));
+                let channel = SecureStream::new(id, conn, now);
+                let phase = Phase::Outbound(out);
+                self.streams
+                    .insert(id, Slot::Open(Box::new(Open { channel, phase })));
                 Ok(())
             }
             Input::StreamData { id, data } => self.drive(now, id, Some(data)),
-            Input::StreamClosed { id } => {
-                let mut s = self.streams.remove(&id).ok_or(Error::UnknownStream(id))?;
-                let reason = match s.channel.as_mut() {
-                    None => RefusalReason::RemoteUnreachable,
-                    Some(secure) => {
-                        let truncated = secure.stream_closed().is_err();
-                        let error = secure.connection().error().cloned();
-                        if let (true, Some(error)) = (truncated, error) {
-                            self.outbox
-                                .event(ProxyEvent::ChannelFailed { stream: id, error })?;
-                        }
-                        RefusalReason::Closed
+            Input::StreamClosed { id } => match self.streams.remove(&id) {
+                None => Err(Error::UnknownStream(id)),
+                Some(Slot::Dialing(out)) => self.request_gone(
+                    now,
+                    &out.appliance,
+                    out.request_id,
+                    None,
+                    RefusalReason::RemoteUnreachable,
+                ),
+                Some(Slot::Open(mut s)) => {
+                    let truncated = s.channel.stream_closed().is_err();
+                    let error = s.channel.connection().error().cloned();
+                    if let (true, Some(error)) = (truncated, error) {
+                        self.outbox
+                            .event(ProxyEvent::ChannelFailed { stream: id, error })?;
                     }
-                };
-                self.stream_gone(now, &s, reason)
-            }
-            Input::Packet { .. } => Err(Error::Unexpected("a crypto proxy takes no raw packets")),
+                    self.stream_gone(now, &s.phase, RefusalReason::Closed)
+                }
+            },
+            Input::Packet { .. } => Err(OffloadError::PacketNotTaken.into()),
         }
     }
 
-    fn handle_timeout(&mut self, now: Instant) {
-        self.run_timers(now);
-    }
-
-    fn poll_output(&mut self) -> Option<Output<OffloadEvent>> {
-        self.outbox.pop()
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.next_timer()
-    }
+    timers_and_outbox!();
 }

@@ -1,6 +1,7 @@
 //! The remote node (seed 000's 外部ノード): talks to appliances on a closed network only
 //! through their crypto proxy.
 
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -15,10 +16,13 @@ use super::messages::{
     CryptoAccept, CryptoRequest, CryptoSolicitation, Designation, Message, PlainData, ProxyAccept,
     ProxyRequest, Refusal, SecureData,
 };
-use super::timer::{StreamActor, StreamTimer, TimerTable};
+use super::timer::{self, Deadline, Slot, StreamActor, StreamTimer, Streams};
 use super::{Initiator, OffloadError, RefusalReason, backoff, check_name, check_payload};
 use crate::channel::{ChannelError, ClientConfig, Connection, PeerIdentity, SecureStream};
+use rand_core::CryptoRng;
+
 use crate::io::{Actor, Input, Outbox, Output, StreamId, Transmit};
+use crate::time::TimerTable;
 use crate::wire::{FIELD_HEADER_LEN, Limits};
 use crate::{Error, Instant, Rng};
 
@@ -224,32 +228,61 @@ struct Attempt {
     deadline: Instant,
 }
 
-/// Where a stream to a proxy is. Until the session is up, a stream carries its set-up
-/// deadline, so no stream holds a slot without a session.
+/// Flow A: a stream to the designated proxy of `appliance`, until S24 answers S23.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FlowA {
+    appliance: String,
+    request_id: u64,
+    deadline: Instant,
+}
+
+/// Where a stream with a running channel is. Until the session is up, a stream carries
+/// its set-up deadline, so no stream holds a slot without a session. The appliance is
+/// known from the start in flow A, and in flow B from S32 on.
 #[derive(Debug, PartialEq, Eq)]
-enum Phase {
-    /// Flow A: the stream to the designated proxy connects and the channel handshake
-    /// runs; S23 goes once the channel is up.
-    Connecting { request_id: u64, deadline: Instant },
+pub(crate) enum Phase {
+    /// Flow A: the stream to the designated proxy connected; the channel handshake runs.
+    /// S23 goes once the channel is up.
+    Connecting(FlowA),
     /// Flow A: S23 sent; waiting for S24.
-    Requested { request_id: u64, deadline: Instant },
+    Requested(FlowA),
     /// Flow B: the proxy opened the stream; the channel handshake runs.
     Handshaking { deadline: Instant },
     /// Flow B: the channel is up; waiting for S32.
     AwaitingCryptoRequest { deadline: Instant },
     /// Data flows.
-    Up,
+    Up { appliance: String },
 }
 
-impl Phase {
+impl Deadline for Phase {
     /// When set-up gives up, until the session is up.
     fn deadline(&self) -> Option<Instant> {
         match self {
-            Phase::Connecting { deadline, .. }
-            | Phase::Requested { deadline, .. }
+            Phase::Connecting(FlowA { deadline, .. })
+            | Phase::Requested(FlowA { deadline, .. })
             | Phase::Handshaking { deadline }
             | Phase::AwaitingCryptoRequest { deadline } => Some(*deadline),
-            Phase::Up => None,
+            Phase::Up { .. } => None,
+        }
+    }
+}
+
+impl Phase {
+    /// The appliance, once known.
+    fn appliance(&self) -> Option<&str> {
+        match self {
+            Phase::Connecting(FlowA { appliance, .. })
+            | Phase::Requested(FlowA { appliance, .. })
+            | Phase::Up { appliance } => Some(appliance),
+            Phase::Handshaking { .. } | Phase::AwaitingCryptoRequest { .. } => None,
+        }
+    }
+
+    /// The appliance of an up session.
+    fn up(&self) -> Option<&str> {
+        match self {
+            Phase::Up { appliance } => Some(appliance),
+            _ => None,
         }
     }
 
@@ -258,17 +291,19 @@ impl Phase {
     fn established(&self) -> bool {
         matches!(
             self,
-            Phase::Requested { .. } | Phase::AwaitingCryptoRequest { .. } | Phase::Up
+            Phase::Requested(_) | Phase::AwaitingCryptoRequest { .. } | Phase::Up { .. }
         )
     }
 }
 
-struct RStream {
-    /// `None` while an outbound stream is connecting.
-    channel: Option<SecureStream>,
-    /// Known from the start in flow A; in flow B, from S32 (or the proxy's refusal).
-    appliance: Option<String>,
-    phase: Phase,
+/// A stream to (or from) a proxy: dialing (flow A, connecting) or open.
+type RStream = Slot<FlowA, Phase>;
+type Open = timer::Open<Phase>;
+
+impl Deadline for FlowA {
+    fn deadline(&self) -> Option<Instant> {
+        Some(self.deadline)
+    }
 }
 
 /// The remote node.
@@ -320,7 +355,7 @@ pub struct RemoteNode {
     rng: Rng,
     outbox: Outbox<OffloadEvent>,
     attempts: BTreeMap<String, Attempt>,
-    streams: BTreeMap<StreamId, RStream>,
+    streams: Streams<FlowA, Phase>,
     up: BTreeMap<String, StreamId>,
     known_proxies: BTreeMap<String, SocketAddr>,
     direct_seq: BTreeMap<String, u64>,
@@ -451,7 +486,7 @@ impl RemoteNode {
             .iter()
             .find(|(name, _)| *name == target.name)
             .map(|(_, k)| k.clone())
-            .ok_or(Error::Config("no direct key for that appliance"))?;
+            .ok_or_else(|| OffloadError::NoDirectKey(target.name.clone()))?;
         let seq = self.direct_seq.entry(target.name.clone()).or_insert(0);
         *seq = seq.saturating_add(1);
         let sealed = Message::SealedData(key.seal(*seq, data)).encode()?;
@@ -463,20 +498,25 @@ impl RemoteNode {
         let id = self
             .up
             .remove(appliance)
-            .ok_or(Error::Unexpected("no session with that appliance"))?;
-        if let Some(mut s) = self.streams.remove(&id) {
-            self.end_channel(id, &mut s)?;
+            .ok_or_else(|| OffloadError::NoSession(appliance.into()))?;
+        match self.streams.remove(&id) {
+            Some(mut s) => self.end_stream(id, &mut s),
+            None => Ok(()),
         }
-        Ok(())
     }
 
-    /// End a stream: close-notify if the channel is up, then the stream itself — also for
+    /// End a stream: close-notify if the channel runs, then the stream itself — also for
     /// a stream still connecting.
-    fn end_channel(&mut self, id: StreamId, s: &mut RStream) -> Result<(), Error> {
-        match s.channel.as_mut() {
-            Some(secure) => secure.close(&mut self.outbox),
-            None => self.outbox.push(Output::StreamClose { id }),
+    fn end_stream(&mut self, id: StreamId, s: &mut RStream) -> Result<(), Error> {
+        match s {
+            Slot::Open(open) => self.end_channel(open),
+            Slot::Dialing(_) => self.outbox.push(Output::StreamClose { id }),
         }
+    }
+
+    /// Close-notify, then the stream.
+    fn end_channel(&mut self, s: &mut Open) -> Result<(), Error> {
+        s.channel.close(&mut self.outbox)
     }
 
     fn new_attempt(&mut self, now: Instant, target: &Target) -> Result<Attempt, Error> {
@@ -562,34 +602,28 @@ impl RemoteNode {
         })?;
         self.streams.insert(
             id,
-            RStream {
-                channel: None,
-                appliance: Some(appliance.into()),
-                phase: Phase::Connecting {
-                    request_id,
-                    deadline: now + self.cfg.setup_timeout,
-                },
-            },
+            Slot::Dialing(FlowA {
+                appliance: appliance.into(),
+                request_id,
+                deadline: now + self.cfg.setup_timeout,
+            }),
         );
         Ok(id)
     }
 
     fn send_secure(&mut self, id: StreamId, data: &[u8]) -> Result<(), Error> {
-        let mut s = self.streams.remove(&id).ok_or(Error::UnknownStream(id))?;
-        let sent = self.send_on(
-            id,
-            &mut s,
-            &Message::SecureData(SecureData {
-                payload: data.to_vec(),
-            }),
-        );
-        self.streams.insert(id, s);
-        sent
+        let Some(Slot::Open(s)) = self.streams.get_mut(&id) else {
+            return Err(Error::UnknownStream(id));
+        };
+        let bytes = Message::SecureData(SecureData {
+            payload: data.to_vec(),
+        })
+        .encode()?;
+        s.channel.send(&bytes, &mut self.outbox)
     }
 
-    fn send_on(&mut self, id: StreamId, s: &mut RStream, msg: &Message) -> Result<(), Error> {
-        let secure = s.channel.as_mut().ok_or(Error::UnknownStream(id))?;
-        secure.send(&msg.encode()?, &mut self.outbox)
+    fn send_on(&mut self, s: &mut Open, msg: &Message) -> Result<(), Error> {
+        s.channel.send(&msg.encode()?, &mut self.outbox)
     }
 
     fn fail(&mut self, appliance: Option<String>, error: OffloadError) -> Result<(), Error> {
@@ -646,7 +680,7 @@ impl RemoteNode {
                             matches!(a.stage, Stage::Plaintext { .. } | Stage::Requesting { .. });
                         (n.clone(), waiting)
                     })
-                    .ok_or(Error::Unexpected("unsolicited crypto solicitation"))?;
+                    .ok_or(OffloadError::UnsolicitedSolicitation(from))?;
                 if !waiting {
                     return Ok(());
                 }
@@ -714,39 +748,10 @@ impl RemoteNode {
 
     // ----- streams: the secure channel to proxies -----
 
-    /// Feed (or, without data, just pump), then act on everything the connection
-    /// produced.
-    fn drive(&mut self, now: Instant, id: StreamId, data: Option<&[u8]>) -> Result<(), Error> {
-        let mut s = self.streams.remove(&id).ok_or(Error::UnknownStream(id))?;
-        let mut received = Vec::new();
-        let mut result = Ok(());
-        if let Some(secure) = s.channel.as_mut() {
-            result = secure.feed_or_pump(
-                now,
-                data,
-                self.rng.as_mut(),
-                &mut self.outbox,
-                &mut received,
-            );
-        }
-        match self.work(id, &mut s, received) {
-            Ok(true) => {
-                self.streams.insert(id, s);
-            }
-            Ok(false) => {}
-            Err(e) => {
-                // `e` goes to the caller; closing is best effort (its failure could only
-                // be the same full outbox) and the stream is forgotten either way.
-                let _ = self.end_channel(id, &mut s);
-                self.forget_stream(id, &s);
-                return Err(e);
-            }
-        }
-        result
-    }
-
-    fn forget_stream(&mut self, id: StreamId, s: &RStream) {
-        if let Some(name) = &s.appliance {
+    /// Stream `id` (serving `appliance`, if known) is gone: forget the session or the
+    /// set-up it carried.
+    fn forget_stream(&mut self, id: StreamId, appliance: Option<&str>) {
+        if let Some(name) = appliance {
             if self.up.get(name) == Some(&id) {
                 self.up.remove(name);
             }
@@ -758,105 +763,35 @@ impl RemoteNode {
         }
     }
 
-    /// Act on the messages a stream's connection produced, then on its end (failure or
-    /// the proxy's close, which the stream has already answered). Returns whether the
-    /// stream stays open.
-    fn work(
-        &mut self,
-        id: StreamId,
-        s: &mut RStream,
-        received: Vec<Vec<u8>>,
-    ) -> Result<bool, Error> {
-        let Some(secure) = s.channel.as_ref() else {
-            return Ok(true);
-        };
-        if secure.connection().is_established() {
-            // Flow B: the handshake just completed; S32 may come now.
-            if let Phase::Handshaking { deadline } = s.phase {
-                s.phase = Phase::AwaitingCryptoRequest { deadline };
-            }
-            // Flow A: the channel just came up; check the proxy, then S23.
-            if let Phase::Connecting { request_id, .. } = s.phase
-                && !self.request_proxy(id, s, request_id)?
-            {
-                return Ok(false);
-            }
-        }
-        for bytes in received {
-            let msg = match Message::decode(&bytes, &self.cfg.limits) {
-                Ok(d) => d.message,
-                Err(e) => {
-                    self.abort(id, s, OffloadError::Decode(e))?;
-                    return Ok(false);
-                }
-            };
-            if !self.on_channel_message(id, s, msg)? {
-                return Ok(false);
-            }
-        }
-        let Some(secure) = s.channel.as_ref() else {
-            return Ok(true);
-        };
-        if let Some(error) = secure.connection().error().cloned() {
-            // A proxy that could not complete the handshake did not prove who it is.
-            let error = if s.phase.established() {
-                OffloadError::Channel(error)
-            } else {
-                OffloadError::ProxyNotTrusted(error)
-            };
-            self.forget_stream(id, s);
-            self.fail(s.appliance.clone(), error)?;
-            if s.phase == Phase::Up
-                && let Some(name) = s.appliance.clone()
-            {
-                self.outbox.event(RemoteEvent::Closed { appliance: name })?;
-            }
-            return Ok(false);
-        }
-        if secure.is_closed() {
-            // The proxy closed; the stream answered with close-notify and ended.
-            self.forget_stream(id, s);
-            if let Some(name) = s.appliance.clone() {
-                if s.phase == Phase::Up {
-                    self.outbox.event(RemoteEvent::Closed { appliance: name })?;
-                } else {
-                    self.fail(Some(name), OffloadError::Refused(RefusalReason::Closed))?;
-                }
-            }
-            return Ok(false);
-        }
-        Ok(true)
+    /// Close the stream after a protocol violation and report it.
+    fn abort(&mut self, id: StreamId, s: &mut Open, error: OffloadError) -> Result<(), Error> {
+        let appliance = s.phase.appliance().map(String::from);
+        self.abort_for(id, s, appliance, error)
     }
 
-    /// Close the stream after a protocol violation and report it.
-    fn abort(&mut self, id: StreamId, s: &mut RStream, error: OffloadError) -> Result<(), Error> {
-        self.end_channel(id, s)?;
-        self.forget_stream(id, s);
-        self.fail(s.appliance.clone(), error)
+    /// [`RemoteNode::abort`] on a flow B stream whose appliance the proxy just named.
+    fn abort_for(
+        &mut self,
+        id: StreamId,
+        s: &mut Open,
+        appliance: Option<String>,
+        error: OffloadError,
+    ) -> Result<(), Error> {
+        self.end_channel(s)?;
+        self.forget_stream(id, appliance.as_deref());
+        self.fail(appliance, error)
     }
 
     /// Flow A: the channel to the designated proxy is up. Check the proxy deputizes for the
     /// appliance, then S23 (and, without waiting for S24, the queued data).
-    fn request_proxy(
-        &mut self,
-        id: StreamId,
-        s: &mut RStream,
-        request_id: u64,
-    ) -> Result<bool, Error> {
-        let name = s
-            .appliance
-            .clone()
-            .ok_or(Error::Unexpected("no appliance"))?;
-        let check = match s.channel.as_ref() {
-            Some(secure) => self.check_deputy(secure.connection(), &name),
-            None => return Ok(true),
-        };
-        if let Err(error) = check {
+    fn request_proxy(&mut self, id: StreamId, s: &mut Open, flow: FlowA) -> Result<bool, Error> {
+        let name = flow.appliance.clone();
+        let request_id = flow.request_id;
+        if let Err(error) = self.check_deputy(s.channel.connection(), &name) {
             self.abort(id, s, error)?;
             return Ok(false);
         }
         self.send_on(
-            id,
             s,
             &Message::ProxyRequest(ProxyRequest {
                 request_id,
@@ -865,16 +800,7 @@ impl RemoteNode {
                 remote_identity: None,
             }),
         )?;
-        if let Phase::Connecting {
-            request_id,
-            deadline,
-        } = s.phase
-        {
-            s.phase = Phase::Requested {
-                request_id,
-                deadline,
-            };
-        }
+        s.phase = Phase::Requested(flow);
         if !self.cfg.await_proxy_accept {
             self.session_up(id, s, &name, Initiator::Remote)?;
         }
@@ -885,11 +811,13 @@ impl RemoteNode {
     fn session_up(
         &mut self,
         id: StreamId,
-        s: &mut RStream,
+        s: &mut Open,
         name: &str,
         initiated_by: Initiator,
     ) -> Result<(), Error> {
-        s.phase = Phase::Up;
+        s.phase = Phase::Up {
+            appliance: name.into(),
+        };
         // The attempt that opened this stream (flow A) hands over its queue, and its proxy
         // is remembered (¶0066 lets later sessions skip S21/S22). An attempt still
         // discovering the proxy is finished by any session with the appliance (flow B
@@ -912,7 +840,7 @@ impl RemoteNode {
             initiated_by,
         })?;
         for data in queued {
-            self.send_on(id, s, &Message::SecureData(SecureData { payload: data }))?;
+            self.send_on(s, &Message::SecureData(SecureData { payload: data }))?;
         }
         Ok(())
     }
@@ -921,22 +849,22 @@ impl RemoteNode {
     fn on_channel_message(
         &mut self,
         id: StreamId,
-        s: &mut RStream,
+        s: &mut Open,
         msg: Message,
     ) -> Result<bool, Error> {
-        let awaiting_accept = match s.phase {
-            Phase::Requested { request_id, .. } => Some(request_id),
+        let awaiting_accept = match &s.phase {
+            Phase::Requested(flow) => Some((flow.request_id, flow.appliance.as_str())),
             _ => None,
         };
-        let up = s.phase == Phase::Up;
+        let up = s.phase.up().is_some();
         match msg {
             Message::ProxyAccept(ProxyAccept {
                 request_id,
                 appliance,
                 ..
-            }) if awaiting_accept == Some(request_id)
-                && appliance.is_some()
-                && appliance == s.appliance =>
+            }) if awaiting_accept.is_some()
+                && awaiting_accept.map(|(r, _)| r) == Some(request_id)
+                && appliance.as_deref() == awaiting_accept.map(|(_, a)| a) =>
             {
                 // S24.
                 let name = appliance.unwrap_or_default();
@@ -954,7 +882,7 @@ impl RemoteNode {
             }
             Message::SecureData(SecureData { payload }) if up => {
                 // S36.
-                let appliance = s.appliance.clone().unwrap_or_default();
+                let appliance = s.phase.up().unwrap_or_default().into();
                 self.outbox.event(RemoteEvent::Received {
                     appliance,
                     data: payload,
@@ -965,12 +893,14 @@ impl RemoteNode {
                 reason, appliance, ..
             }) => {
                 // Flow B refusals name the appliance the stream was opened for.
-                if s.appliance.is_none() {
-                    s.appliance = appliance.filter(|a| check_name(a).is_ok());
-                }
-                let appliance = s.appliance.clone().unwrap_or_default();
-                self.outbox
-                    .event(RemoteEvent::Refused { appliance, reason })?;
+                let appliance = match s.phase.appliance() {
+                    Some(known) => Some(String::from(known)),
+                    None => appliance.filter(|a| check_name(a).is_ok()),
+                };
+                self.outbox.event(RemoteEvent::Refused {
+                    appliance: appliance.clone().unwrap_or_default(),
+                    reason,
+                })?;
                 if reason == RefusalReason::Busy && up {
                     return Ok(true);
                 }
@@ -978,7 +908,7 @@ impl RemoteNode {
                     self.close_stream(id, s)?;
                     return Ok(false);
                 }
-                self.abort(id, s, OffloadError::Refused(reason))?;
+                self.abort_for(id, s, appliance, OffloadError::Refused(reason))?;
                 Ok(false)
             }
             other => {
@@ -989,11 +919,13 @@ impl RemoteNode {
     }
 
     /// End an up session the proxy ended.
-    fn close_stream(&mut self, id: StreamId, s: &mut RStream) -> Result<(), Error> {
-        self.end_channel(id, s)?;
-        self.forget_stream(id, s);
-        match s.appliance.clone() {
-            Some(appliance) => self.outbox.event(RemoteEvent::Closed { appliance }),
+    fn close_stream(&mut self, id: StreamId, s: &mut Open) -> Result<(), Error> {
+        self.end_channel(s)?;
+        self.forget_stream(id, s.phase.appliance());
+        match s.phase.appliance() {
+            Some(appliance) => self.outbox.event(RemoteEvent::Closed {
+                appliance: appliance.into(),
+            }),
             None => Ok(()),
         }
     }
@@ -1002,22 +934,14 @@ impl RemoteNode {
     fn on_crypto_request(
         &mut self,
         id: StreamId,
-        s: &mut RStream,
+        s: &mut Open,
         req: CryptoRequest,
     ) -> Result<bool, Error> {
         let Some(name) = req.appliance else {
-            self.abort(
-                id,
-                s,
-                OffloadError::Malformed("crypto request without an appliance"),
-            )?;
+            self.abort(id, s, OffloadError::CryptoRequestWithoutAppliance)?;
             return Ok(false);
         };
-        s.appliance = Some(name.clone());
-        let deputy = match s.channel.as_ref() {
-            Some(secure) => self.check_deputy(secure.connection(), &name),
-            None => return Ok(true),
-        };
+        let deputy = self.check_deputy(s.channel.connection(), &name);
         let accepted = match &self.cfg.accept {
             AppliancePolicy::Any => true,
             AppliancePolicy::Only(list) => list.contains(&name),
@@ -1032,11 +956,11 @@ impl RemoteNode {
             });
             // Best effort: the stream is closed next either way; the refusal only tells
             // the proxy why.
-            let _ = self.send_on(id, s, &refusal);
+            let _ = self.send_on(s, &refusal);
             match deputy {
-                Err(error) => self.abort(id, s, error)?,
+                Err(error) => self.abort_for(id, s, Some(name), error)?,
                 Ok(()) => {
-                    self.end_channel(id, s)?;
+                    self.end_channel(s)?;
                     self.outbox.event(RemoteEvent::Declined {
                         appliance: name,
                         reason: RefusalReason::AccessDenied,
@@ -1047,7 +971,6 @@ impl RemoteNode {
         }
         // S33.
         self.send_on(
-            id,
             s,
             &Message::CryptoAccept(CryptoAccept {
                 request_id: req.request_id,
@@ -1057,6 +980,27 @@ impl RemoteNode {
         )?;
         self.session_up(id, s, &name, Initiator::Appliance)?;
         Ok(true)
+    }
+}
+
+/// Why the channel handshake with a proxy failed, told apart for the operator: an identity
+/// verdict (the proxy failed our check, or refused our credentials) or a failure that says
+/// nothing about who the proxy is (damage in transit, a timeout, a failed negotiation).
+fn handshake_failure(error: ChannelError) -> OffloadError {
+    use crate::error::AlertCode;
+    match error {
+        ChannelError::Certificate(_)
+        | ChannelError::UnrecognizedName
+        | ChannelError::BadSignature => OffloadError::ProxyNotTrusted(error),
+        ChannelError::PeerAlert(
+            AlertCode::BadCertificate
+            | AlertCode::CertificateExpired
+            | AlertCode::UnknownCa
+            | AlertCode::AccessDenied
+            | AlertCode::UnknownPskIdentity
+            | AlertCode::CertificateRequired,
+        ) => OffloadError::CredentialsRefused(error),
+        _ => OffloadError::ProxyHandshakeFailed(error),
     }
 }
 
@@ -1100,6 +1044,106 @@ pub(crate) enum Timer {
     Stream(StreamId, StreamTimer),
 }
 
+impl StreamActor for RemoteNode {
+    type Dialing = FlowA;
+    type Phase = Phase;
+
+    fn parts(
+        &mut self,
+    ) -> (
+        &mut Streams<FlowA, Phase>,
+        &mut Outbox<OffloadEvent>,
+        &mut dyn CryptoRng,
+    ) {
+        (&mut self.streams, &mut self.outbox, self.rng.as_mut())
+    }
+
+    fn give_up(&mut self, _now: Instant, id: StreamId) {
+        let error = OffloadError::SetUpTimeout;
+        // The stream is gone either way; the only failure left is a full outbox (the
+        // driver stopped draining), and a timer has no caller to return it to.
+        let _ = match self.streams.remove(&id) {
+            Some(Slot::Open(mut s)) => self.abort(id, &mut s, error),
+            Some(Slot::Dialing(flow)) => {
+                self.forget_stream(id, Some(&flow.appliance));
+                self.outbox
+                    .push(Output::StreamClose { id })
+                    .and_then(|()| self.fail(Some(flow.appliance), error))
+            }
+            None => Ok(()),
+        };
+    }
+
+    fn work(
+        &mut self,
+        _now: Instant,
+        id: StreamId,
+        s: &mut Open,
+        received: Vec<Vec<u8>>,
+    ) -> Result<bool, Error> {
+        if s.channel.connection().is_established() {
+            // Flow B: the handshake just completed; S32 may come now.
+            if let Phase::Handshaking { deadline } = s.phase {
+                s.phase = Phase::AwaitingCryptoRequest { deadline };
+            }
+            // Flow A: the channel just came up; check the proxy, then S23.
+            if let Phase::Connecting(flow) = &s.phase {
+                let flow = flow.clone();
+                if !self.request_proxy(id, s, flow)? {
+                    return Ok(false);
+                }
+            }
+        }
+        for bytes in received {
+            let msg = match Message::decode(&bytes, &self.cfg.limits) {
+                Ok(d) => d.message,
+                Err(e) => {
+                    self.abort(id, s, OffloadError::Decode(e))?;
+                    return Ok(false);
+                }
+            };
+            if !self.on_channel_message(id, s, msg)? {
+                return Ok(false);
+            }
+        }
+        if let Some(error) = s.channel.connection().error().cloned() {
+            let error = if s.phase.established() {
+                OffloadError::Channel(error)
+            } else {
+                handshake_failure(error)
+            };
+            self.forget_stream(id, s.phase.appliance());
+            self.fail(s.phase.appliance().map(String::from), error)?;
+            if let Some(name) = s.phase.up() {
+                self.outbox.event(RemoteEvent::Closed {
+                    appliance: name.into(),
+                })?;
+            }
+            return Ok(false);
+        }
+        if s.channel.is_closed() {
+            // The proxy closed; the stream answered with close-notify and ended.
+            self.forget_stream(id, s.phase.appliance());
+            if let Some(name) = s.phase.appliance().map(String::from) {
+                if s.phase.up().is_some() {
+                    self.outbox.event(RemoteEvent::Closed { appliance: name })?;
+                } else {
+                    self.fail(Some(name), OffloadError::Refused(RefusalReason::Closed))?;
+                }
+            }
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn abandon(&mut self, _now: Instant, id: StreamId, s: &mut Open) {
+        // Closing is best effort (its failure could only be the same full outbox) and the
+        // stream is forgotten either way.
+        let _ = self.end_channel(s);
+        self.forget_stream(id, s.phase.appliance());
+    }
+}
+
 impl TimerTable for RemoteNode {
     type Timer = Timer;
 
@@ -1121,8 +1165,7 @@ impl TimerTable for RemoteNode {
             .filter_map(move |(timer, at)| Some((Timer::Attempt(name.clone(), timer), at?)))
         });
         let streams =
-            StreamTimer::table(&self.streams, |s| (s.phase.deadline(), s.channel.as_ref()))
-                .map(|(id, timer, at)| (Timer::Stream(id, timer), at));
+            StreamTimer::table(&self.streams).map(|(id, timer, at)| (Timer::Stream(id, timer), at));
         attempts.chain(streams)
     }
 
@@ -1140,10 +1183,10 @@ impl TimerTable for RemoteNode {
                 {
                     // The stream is dropped either way; closing it can only fail on a
                     // full outbox, which a timer has no caller to return to.
-                    let _ = self.end_channel(stream, &mut s);
+                    let _ = self.end_stream(stream, &mut s);
                 }
                 // Reporting can only fail on a full outbox; a timer has no caller to tell.
-                let _ = self.fail(Some(name), OffloadError::Timeout("session set-up"));
+                let _ = self.fail(Some(name), OffloadError::SetUpTimeout);
             }
             Timer::Attempt(name, AttemptTimer::Stage) => {
                 let Some(mut attempt) = self.attempts.remove(&name) else {
@@ -1178,38 +1221,12 @@ impl TimerTable for RemoteNode {
                     }
                     Ok(false) => {
                         // Reporting can only fail on a full outbox; a timer has no caller to tell.
-                        let _ =
-                            self.fail(Some(name), OffloadError::Timeout("crypto request (S21)"));
+                        let _ = self.fail(Some(name), OffloadError::CryptoRequestUnanswered);
                     }
                 }
             }
             Timer::Stream(id, timer) => timer.fire(self, now, id),
         }
-    }
-}
-
-impl StreamActor for RemoteNode {
-    fn set_up_deadline(&self, id: StreamId) -> Option<Instant> {
-        self.streams.get(&id).and_then(|s| s.phase.deadline())
-    }
-
-    fn give_up(&mut self, _now: Instant, id: StreamId) {
-        if let Some(mut s) = self.streams.remove(&id) {
-            // The stream is gone either way; the only failure left is a full outbox
-            // (the driver stopped draining), and a timer has no caller to return it to.
-            let _ = self.abort(id, &mut s, OffloadError::Timeout("session set-up"));
-        }
-    }
-
-    fn channel(&mut self, id: StreamId) -> (Option<&mut SecureStream>, &mut Outbox<OffloadEvent>) {
-        let channel = self.streams.get_mut(&id).and_then(|s| s.channel.as_mut());
-        (channel, &mut self.outbox)
-    }
-
-    fn drive_failed(&mut self, now: Instant, id: StreamId) {
-        // The drive reports the failure as an event and drops the stream; its error is
-        // only a full outbox, which a timer has no caller to return to.
-        let _ = self.drive(now, id, None);
     }
 }
 
@@ -1220,12 +1237,21 @@ impl Actor for RemoteNode {
         match input {
             Input::Datagram { from, data, .. } => self.on_datagram(now, from, data),
             Input::StreamConnected { id, .. } => {
-                let s = self.streams.get_mut(&id).ok_or(Error::UnknownStream(id))?;
-                if s.channel.is_some() {
-                    return Err(Error::Unexpected("stream connected twice"));
-                }
-                let conn = Connection::client(self.cfg.channel.clone(), now, self.rng.as_mut())?;
-                s.channel = Some(SecureStream::new(id, conn, now));
+                let flow = timer::take_dialing(&mut self.streams, id)?;
+                let conn =
+                    match Connection::client(self.cfg.channel.clone(), now, self.rng.as_mut()) {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            // Still dialing as far as the set-up is concerned; its deadline
+                            // ends it.
+                            self.streams.insert(id, Slot::Dialing(flow));
+                            return Err(e);
+                        }
+                    };
+                let channel = SecureStream::new(id, conn, now);
+                let phase = Phase::Connecting(flow);
+                self.streams
+                    .insert(id, Slot::Open(Box::new(Open { channel, phase })));
                 self.drive(now, id, None)
             }
             Input::StreamAccepted { id, .. } => {
@@ -1237,69 +1263,58 @@ impl Actor for RemoteNode {
                     });
                 }
                 if self.streams.contains_key(&id) {
-                    return Err(Error::Unexpected("stream id reused"));
+                    return Err(OffloadError::StreamIdReused(id).into());
                 }
                 // Flow B: the proxy opened this stream; we are the channel client.
                 let conn = Connection::client(self.cfg.channel.clone(), now, self.rng.as_mut())?;
                 self.streams.insert(
                     id,
-                    RStream {
-                        channel: Some(SecureStream::new(id, conn, now)),
-                        appliance: None,
+                    Slot::Open(Box::new(Open {
+                        channel: SecureStream::new(id, conn, now),
                         phase: Phase::Handshaking {
                             deadline: now + self.cfg.setup_timeout,
                         },
-                    },
+                    })),
                 );
                 self.drive(now, id, None)
             }
             Input::StreamData { id, data } => self.drive(now, id, Some(data)),
-            Input::StreamClosed { id } => {
-                let mut s = self.streams.remove(&id).ok_or(Error::UnknownStream(id))?;
-                self.forget_stream(id, &s);
-                let error = match s.channel.as_mut() {
-                    None => OffloadError::Unreachable,
-                    Some(secure) => match secure.stream_closed() {
+            Input::StreamClosed { id } => match self.streams.remove(&id) {
+                None => Err(Error::UnknownStream(id)),
+                Some(Slot::Dialing(flow)) => {
+                    self.forget_stream(id, Some(&flow.appliance));
+                    self.fail(Some(flow.appliance), OffloadError::Unreachable)
+                }
+                Some(Slot::Open(mut s)) => {
+                    self.forget_stream(id, s.phase.appliance());
+                    let up = s.phase.up().map(String::from);
+                    let error = match s.channel.stream_closed() {
                         Ok(()) => {
-                            if s.phase == Phase::Up
-                                && let Some(name) = s.appliance.clone()
-                            {
+                            if let Some(name) = up {
                                 return self.outbox.event(RemoteEvent::Closed { appliance: name });
                             }
                             OffloadError::Refused(RefusalReason::Closed)
                         }
                         Err(_) => OffloadError::Channel(
-                            secure
+                            s.channel
                                 .connection()
                                 .error()
                                 .cloned()
                                 .unwrap_or(ChannelError::TruncatedStream),
                         ),
-                    },
-                };
-                self.fail(s.appliance.clone(), error)?;
-                if s.phase == Phase::Up
-                    && let Some(name) = s.appliance
-                {
-                    self.outbox.event(RemoteEvent::Closed { appliance: name })?;
+                    };
+                    self.fail(s.phase.appliance().map(String::from), error)?;
+                    if let Some(name) = up {
+                        self.outbox.event(RemoteEvent::Closed { appliance: name })?;
+                    }
+                    Ok(())
                 }
-                Ok(())
-            }
-            Input::Packet { .. } => Err(Error::Unexpected("a remote node takes no raw packets")),
+            },
+            Input::Packet { .. } => Err(OffloadError::PacketNotTaken.into()),
         }
     }
 
-    fn handle_timeout(&mut self, now: Instant) {
-        self.run_timers(now);
-    }
-
-    fn poll_output(&mut self) -> Option<Output<OffloadEvent>> {
-        self.outbox.pop()
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.next_timer()
-    }
+    timers_and_outbox!();
 }
 
 #[cfg(test)]
@@ -1330,7 +1345,10 @@ mod tests {
         assert_eq!(n.known_proxies.len(), 2);
         assert_eq!(n.known_proxy("aircon"), None, "the first name went");
         assert_eq!(n.known_proxy("microwave"), Some(proxy));
-        assert!(n.learn_proxy("", proxy).is_err());
+        assert_eq!(
+            n.learn_proxy("", proxy),
+            Err(Error::Offload(OffloadError::BadName))
+        );
     }
 
     #[test]
