@@ -219,7 +219,28 @@ struct Linked {
     attempt: u8,
     link: Link,
     conn: Connection,
+    /// Our punch confirmation, repeated until the peer is heard on the link.
+    confirm: Option<Confirm>,
 }
+
+/// A punch confirmation that gates the peer's progress: when only our punches get
+/// through, the peer learns its path from this one datagram, and the issuer (the
+/// channel server) says nothing until the acceptor's first flight. So it is repeated,
+/// with a doubling interval, until a link datagram from the peer shows it has a path
+/// ([`CONFIRM_REPEATS`] at most).
+#[derive(Debug)]
+struct Confirm {
+    from: SocketAddr,
+    to: SocketAddr,
+    data: Vec<u8>,
+    next: Instant,
+    interval: Duration,
+    left: u32,
+}
+
+/// Repeats of a punch confirmation at most (first after `punch_interval`, then doubling:
+/// 100 ms … 3.2 s with the defaults, about the span of an attempt's timeout).
+const CONFIRM_REPEATS: u32 = 6;
 
 /// Where a session stands. Each step holds only what it needs.
 // Boxed link state: a session table holds these, and most of its sessions punch.
@@ -272,6 +293,8 @@ enum Timer {
     /// The attempt in progress ran out. The owner takes it
     /// ([`PeerSession::take_expired_attempt`]) and decides whether another one follows.
     AttemptExpired,
+    /// The next repeat of our punch confirmation.
+    Confirm,
     /// The channel's handshake deadline.
     Channel,
     /// The link's retransmission, keepalive and idle deadlines.
@@ -349,7 +372,6 @@ impl PeerSession {
     }
 
     /// Whether a path has been proven.
-    #[cfg(test)]
     pub(crate) fn has_path(&self) -> bool {
         self.step.linked().is_some()
     }
@@ -611,9 +633,24 @@ impl PeerSession {
                     outbox.push(Output::Transmit(Transmit {
                         from: path.0,
                         to: path.1,
-                        data,
+                        data: data.clone(),
                     }))?;
+                    let first = !self.has_path();
                     self.found_path(now, path, rng, outbox)?;
+                    if first
+                        && CONFIRM_REPEATS > 0
+                        && let Step::Handshake(linked) = &mut self.step
+                    {
+                        let interval = self.cfg.punch_interval.max(Duration::from_millis(1));
+                        linked.confirm = Some(Confirm {
+                            from: path.0,
+                            to: path.1,
+                            data,
+                            next: now + interval,
+                            interval,
+                            left: CONFIRM_REPEATS,
+                        });
+                    }
                 }
             }
             PeerDatagram::PunchConfirm(c) => {
@@ -629,6 +666,8 @@ impl PeerSession {
                     self.found_path(now, (self.local(to.port()), from), rng, outbox)?;
                 }
                 if let Some(linked) = self.step.linked_mut() {
+                    // The peer has a path: it needs no more confirmations.
+                    linked.confirm = None;
                     let bytes = linked.link.on_data(now, &d);
                     if !bytes.is_empty() {
                         // A failure is recorded in the connection and reported by `pump`.
@@ -665,6 +704,7 @@ impl PeerSession {
             attempt: self.attempt.max(1),
             link,
             conn,
+            confirm: None,
         }));
         self.pump(now, outbox)
     }
@@ -851,6 +891,10 @@ impl PeerSession {
             _ => (None, None),
         };
         let linked = self.step.linked();
+        let confirm = match &self.step {
+            Step::Handshake(l) => l.confirm.as_ref().map(|c| c.next),
+            _ => None,
+        };
         [
             linger.map(|t| (Timer::Linger, t)),
             punching
@@ -859,6 +903,7 @@ impl PeerSession {
             punching
                 .and_then(|p| p.deadline)
                 .map(|t| (Timer::AttemptExpired, t)),
+            confirm.map(|t| (Timer::Confirm, t)),
             linked
                 .and_then(|l| l.conn.poll_timeout())
                 .map(|t| (Timer::Channel, t)),
@@ -887,6 +932,23 @@ impl PeerSession {
                 Timer::Probe => self.run_probes(now, rng, outbox)?,
                 // The owner takes it after this call (`take_expired_attempt`).
                 Timer::AttemptExpired => {}
+                Timer::Confirm => {
+                    if let Step::Handshake(linked) = &mut self.step
+                        && let Some(c) = linked.confirm.as_mut()
+                    {
+                        outbox.push(Output::Transmit(Transmit {
+                            from: c.from,
+                            to: c.to,
+                            data: c.data.clone(),
+                        }))?;
+                        c.left -= 1;
+                        c.interval = c.interval.saturating_mul(2);
+                        c.next = now + c.interval;
+                        if c.left == 0 {
+                            linked.confirm = None;
+                        }
+                    }
+                }
                 Timer::Channel => {
                     if let Some(linked) = self.step.linked_mut() {
                         // A handshake timeout is recorded in the connection and reported
@@ -1189,6 +1251,32 @@ mod tests {
         net.run(t + Duration::from_secs(2), &mut |tx| {
             !(tx.from.ip() == issuer_ip && tx.data[3] == PUNCH)
         });
+        assert!(net.issuer.is_connected() && net.acceptor.is_connected());
+    }
+
+    #[test]
+    fn lost_punch_confirmation_costs_no_connection() {
+        // Issue 13 item 1: only the issuer's punches get through (the acceptor's are
+        // dropped, as an address-and-port-dependent NAT in front of the issuer does),
+        // and the first punch confirmation is lost. The issuer, the channel server,
+        // waits for the acceptor's first flight, which needs the confirmation.
+        let mut net = Net::new(6, PeerConfig::default());
+        let t = net.now;
+        net.issuer.schedule_attempt(t, 1);
+        net.acceptor.schedule_attempt(t, 1);
+        let acceptor_ip: core::net::IpAddr = "203.0.113.9".parse().unwrap();
+        let mut confirms = 0;
+        net.run(t + Duration::from_secs(2), &mut |tx| {
+            if tx.from.ip() == acceptor_ip && tx.data[3] == PUNCH {
+                return false;
+            }
+            if tx.data[3] == crate::rendezvous::messages::PUNCH_CONFIRM {
+                confirms += 1;
+                return confirms > 1;
+            }
+            true
+        });
+        assert!(confirms >= 1, "a confirmation was sent");
         assert!(net.issuer.is_connected() && net.acceptor.is_connected());
     }
 }
