@@ -48,9 +48,34 @@ pub enum RendezvousError {
     /// The peer connection is not up.
     #[error("peer connection not established")]
     NotConnected,
-    /// The acceptor's certificate or signature was refused.
-    #[error("acceptor not authenticated: {0}")]
-    AcceptorNotAuthenticated(&'static str),
+    /// A device asked for a request that is not its own, or fetched without a device
+    /// certificate naming the request's device (answered with `Refused(NotAuthorized)`).
+    #[error("fetch of request {0:#x} not authorized")]
+    FetchNotAuthorized(u64),
+    /// A stream arrived on a port the server does not serve (it was closed).
+    #[error("stream on port {0}, which the server does not serve")]
+    PortNotServed(u16),
+    /// A device (issuer or acceptor) was offered an inbound stream: it opens its own
+    /// streams and accepts none (it was closed).
+    #[error("a device accepts no streams")]
+    AcceptsNoStreams,
+    /// A raw IP packet was given to a rendezvous actor, which runs on UDP and streams.
+    #[error("rendezvous actors take no raw packets")]
+    TakesNoPackets,
+    /// The acceptor's stream to the server closed before it connected.
+    #[error("the stream to the server could not be opened")]
+    ServerConnectFailed,
+    /// Configuration: the acceptor's server channel carries no device identity (S206
+    /// needs the device certificate).
+    #[error("the acceptor's channel carries no device identity")]
+    NoDeviceIdentity,
+    /// Configuration: the server's device channel must require device certificates.
+    #[error("the device channel must require device certificates")]
+    DeviceCertificatesNotRequired,
+    /// Configuration: `max_clock_skew` must be shorter than `registration_lifetime`, or
+    /// a replayed registration could outlive the replay check.
+    #[error("max_clock_skew must be shorter than registration_lifetime")]
+    SkewNotShorterThanLifetime,
     /// A datagram arrived on an address this actor does not serve.
     #[error("datagram for {0}, which this actor does not serve")]
     NotServed(SocketAddr),

@@ -21,7 +21,7 @@ use super::{DeviceId, PeerFailure, RefusalReason, RendezvousError, RendezvousEve
 use crate::channel::SecureStream;
 use crate::channel::{ClientAuthMode, ClientConfig, Connection};
 use crate::crypto::cert::{Identity, TrustStore};
-use crate::io::{Actor, Input, Outbox, Output, StreamId, Transmit};
+use crate::io::{Input, Outbox, Output, StreamId, Transmit};
 use crate::wire::{Limits, Message};
 use crate::{Error, Instant, Rng, UnixTime};
 
@@ -145,8 +145,18 @@ struct Pending {
 
 struct Live {
     peer: PeerSession,
-    reported: bool,
-    sync_deadline: Option<Instant>,
+    phase: Phase,
+}
+
+/// Where a session stands towards the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the issuer's next Sync (until then, [`SYNC_WAIT`]).
+    AwaitSync(Instant),
+    /// An attempt runs.
+    Punching,
+    /// The outcome went to the server; nothing more is owed it.
+    Reported,
 }
 
 /// The device's own channel to the server (S206): opened when a notice arrives, closed
@@ -495,7 +505,7 @@ impl Acceptor {
                 {
                     return Err(RendezvousError::UnexpectedMessage(SYNC).into());
                 }
-                live.sync_deadline = None;
+                live.phase = Phase::Punching;
                 live.peer
                     .handle_timeout(now, self.rng.as_mut(), &mut self.outbox)
             }
@@ -565,9 +575,7 @@ impl Acceptor {
             ..
         } = &self.cfg.channel.auth
         else {
-            return Err(Error::Config(
-                "the acceptor's channel carries no device identity",
-            ));
+            return Err(RendezvousError::NoDeviceIdentity.into());
         };
         let share = Share::generate(self.rng.as_mut());
         let transcript = TranscriptInput {
@@ -649,8 +657,7 @@ impl Acceptor {
                     request,
                     Live {
                         peer,
-                        reported: false,
-                        sync_deadline: Some(now + SYNC_WAIT),
+                        phase: Phase::AwaitSync(now + SYNC_WAIT),
                     },
                 );
                 let msg = Proceed { request }.encode()?;
@@ -686,11 +693,11 @@ impl Acceptor {
                         &mut self.outbox,
                     )?;
                 } else {
-                    live.sync_deadline = Some(now + SYNC_WAIT);
+                    live.phase = Phase::AwaitSync(now + SYNC_WAIT);
                 }
             }
-            if live.sync_deadline.is_some_and(|t| now >= t) {
-                live.sync_deadline = None;
+            if matches!(live.phase, Phase::AwaitSync(t) if now >= t) {
+                live.phase = Phase::Punching;
                 let attempts = live.peer.attempt();
                 let reason = if attempts == 0 {
                     PeerFailure::ServerLost
@@ -699,8 +706,8 @@ impl Acceptor {
                 };
                 live.peer.fail(reason, &mut self.outbox)?;
             }
-            if let (false, Some(connected)) = (live.reported, live.peer.outcome()) {
-                live.reported = true;
+            if let (false, Some(connected)) = (live.phase == Phase::Reported, live.peer.outcome()) {
+                live.phase = Phase::Reported;
                 reports.push(Outcome {
                     request: *id,
                     connected,
@@ -722,7 +729,7 @@ impl Acceptor {
         let busy = !self.pending.is_empty()
             || !self.fetched.is_empty()
             || !self.requests.is_empty()
-            || self.sessions.values().any(|l| !l.reported);
+            || self.sessions.values().any(|l| l.phase != Phase::Reported);
         if !busy && let Some(server) = self.server.open_mut() {
             server.close(&mut self.outbox)?;
             self.server = ServerLink::Idle;
@@ -772,7 +779,10 @@ impl Acceptor {
         let sessions = self.sessions.iter().flat_map(|(id, l)| {
             [
                 l.peer.poll_timeout().map(|t| (Timer::Peer(*id), t)),
-                l.sync_deadline.map(|t| (Timer::SyncWait(*id), t)),
+                match l.phase {
+                    Phase::AwaitSync(t) => Some((Timer::SyncWait(*id), t)),
+                    Phase::Punching | Phase::Reported => None,
+                },
             ]
             .into_iter()
             .flatten()
@@ -821,30 +831,24 @@ impl Acceptor {
     }
 }
 
-impl Actor for Acceptor {
-    type Event = RendezvousEvent;
-
-    fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
-        let result = match input {
+impl Acceptor {
+    /// One input; `settle` runs after it (see `timer_driven_actor`).
+    fn input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
+        match input {
             Input::Datagram { from, to, data } => {
                 if from == self.cfg.server_udp {
                     self.on_server_datagram(now, data)
                 } else {
-                    match Message::decode(data, &Limits::default()) {
-                        Ok(msg) => {
-                            let sessions = &mut self.sessions;
-                            route_datagram(
-                                now,
-                                from,
-                                to,
-                                &msg,
-                                |id| sessions.get_mut(&id).map(|l| &mut l.peer),
-                                self.rng.as_mut(),
-                                &mut self.outbox,
-                            )
-                        }
-                        Err(e) => Err(RendezvousError::Decode(e).into()),
-                    }
+                    let sessions = &mut self.sessions;
+                    route_datagram(
+                        now,
+                        from,
+                        to,
+                        data,
+                        |id| sessions.get_mut(&id).map(|l| &mut l.peer),
+                        self.rng.as_mut(),
+                        &mut self.outbox,
+                    )
                 }
             }
             Input::StreamConnected { id, .. } if self.server.is_connecting(id) => {
@@ -876,7 +880,7 @@ impl Actor for Acceptor {
                 if self.server.is_connecting(id) {
                     self.server = ServerLink::Idle;
                     self.pending.clear();
-                    Err(Error::Unexpected("connection to the server failed"))
+                    Err(RendezvousError::ServerConnectFailed.into())
                 } else if let Some(server) = self.server.open_mut().filter(|s| s.id() == id) {
                     // A truncation is recorded in the connection; the stream is over either way.
                     let _ = server.stream_closed();
@@ -887,39 +891,20 @@ impl Actor for Acceptor {
                     Err(Error::UnknownStream(id))
                 }
             }
-            Input::StreamAccepted { id, .. } => {
-                self.outbox.push(Output::StreamClose { id })?;
-                Err(Error::Unexpected("the acceptor accepts no streams"))
-            }
+            Input::StreamAccepted { id, .. } => super::device_refuses(Some(id), &mut self.outbox),
             Input::StreamConnected { id, .. } => Err(Error::UnknownStream(id)),
-            Input::Packet { .. } => Err(Error::Unexpected("the acceptor takes no raw packets")),
-        };
-        self.settle(now)?;
-        result
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        // Errors here are outbox overflows; they surface on the next call.
-        for timer in crate::time::due(self.timers(), now) {
-            let _ = self.fire(now, timer);
+            Input::Packet { .. } => super::device_refuses(None, &mut self.outbox),
         }
-        // Finishes what the timers started, and applies the password and Sync waits.
-        let _ = self.settle(now);
-    }
-
-    fn poll_output(&mut self) -> Option<Output<RendezvousEvent>> {
-        self.outbox.pop()
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        crate::time::earliest(self.timers())
     }
 }
+
+super::timer_driven_actor!(impl [] Acceptor);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crypto::cert::CertificateAuthority;
+    use crate::io::Actor;
     use crate::rendezvous::DerivedRegistrationKeys;
     use crate::rendezvous::messages::{Notice, RegisterAck};
     use alloc::boxed::Box;
@@ -1080,10 +1065,16 @@ mod tests {
         );
         // Old: more than a minute by the server's clock.
         let old = notice(&key, 2, Instant::from_secs(0));
-        assert!(datagram(&mut a, Instant::from_secs(100), server_udp(), &old).is_err());
+        assert_eq!(
+            datagram(&mut a, Instant::from_secs(100), server_udp(), &old),
+            Err(RendezvousError::UnknownSession(2).into())
+        );
         // From somewhere else than the server: treated as a peer datagram, refused.
         let good = notice(&key, 3, now);
-        assert!(datagram(&mut a, now, "66.6.6.6:1200".parse().unwrap(), &good).is_err());
+        assert_eq!(
+            datagram(&mut a, now, "66.6.6.6:1200".parse().unwrap(), &good),
+            Err(RendezvousError::UnknownSession(3).into())
+        );
         assert_eq!(a.stats().notices, 0);
         // Genuine ones queue (the stream to the server is still connecting), repeats are
         // ignored, and the queue is bounded.

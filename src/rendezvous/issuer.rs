@@ -20,7 +20,7 @@ use super::{DeviceId, PeerFailure, RefusalReason, RendezvousError, RendezvousEve
 use crate::channel::SecureStream;
 use crate::channel::{ClientConfig, Connection};
 use crate::crypto::cert::TrustStore;
-use crate::io::{Actor, Input, Outbox, Output, StreamId, Transmit};
+use crate::io::{Input, Outbox, Output, StreamId, Transmit};
 use crate::wire::{Limits, Message, WireError};
 use crate::{Error, Instant, Rng, UnixTime};
 
@@ -92,7 +92,9 @@ impl IssuerConfig {
 }
 
 enum Stage {
-    /// Waiting for the stream and the channel.
+    /// Waiting for the stream to open (the channel runs no timers before).
+    Opening,
+    /// The stream is open; waiting for the channel.
     Connecting,
     /// ConnectRequest sent; waiting for the acceptor's answer.
     Requested(Share),
@@ -110,14 +112,12 @@ struct Request {
     device: DeviceId,
     password: Zeroizing<Vec<u8>>,
     server: SecureStream,
-    connected: bool,
     stage: Stage,
     token: [u8; 16],
     probes_left: u32,
     next_probe: Option<Instant>,
     deadline: Instant,
     rtt: Duration,
-    reported: bool,
 }
 
 /// The request-issuing device.
@@ -195,14 +195,12 @@ impl Issuer {
                 device,
                 password: Zeroizing::new(password.to_vec()),
                 server: SecureStream::new(id, conn, now),
-                connected: false,
-                stage: Stage::Connecting,
+                stage: Stage::Opening,
                 token,
                 probes_left: self.cfg.probes,
                 next_probe: None,
                 deadline: now + self.cfg.request_timeout,
                 rtt: Duration::ZERO,
-                reported: false,
             },
         );
         Ok(request)
@@ -231,6 +229,27 @@ impl Issuer {
             .get_mut(&session)
             .ok_or(RendezvousError::UnknownSession(session))?;
         peer.close(now, &mut self.outbox)
+    }
+
+    /// The datagram as one from the server, if it came from the server's address and is
+    /// of a type the server sends; `None` for everything else.
+    fn server_datagram(
+        &self,
+        from: SocketAddr,
+        data: &[u8],
+    ) -> Result<Option<IssuerDatagram>, Error> {
+        if from != self.cfg.server_udp {
+            return Ok(None);
+        }
+        let limits = Limits::default();
+        let Ok(msg) = Message::decode(data, &limits) else {
+            return Ok(None);
+        };
+        match IssuerDatagram::decode(&msg, &limits) {
+            Ok(m) => Ok(Some(m)),
+            Err(WireError::UnexpectedType(_)) => Ok(None),
+            Err(e) => Err(RendezvousError::Decode(e).into()),
+        }
     }
 
     fn request_of(&self, stream: StreamId) -> Option<u64> {
@@ -433,11 +452,10 @@ impl Issuer {
                     syncs.push((*id, expired + 1));
                 }
             }
+            // Reported once: the request is removed below, and the session lives on alone.
             if let Some(connected) = peer.outcome()
-                && let Some(r) = self.requests.get_mut(id)
-                && !r.reported
+                && self.requests.contains_key(id)
             {
-                r.reported = true;
                 reports.push(Outcome {
                     request: *id,
                     connected,
@@ -513,7 +531,7 @@ impl Issuer {
             .map(|(id, r)| (Timer::RequestDeadline(*id), r.deadline));
         // A channel runs no timers before its stream opens.
         let channels = self.requests.iter().filter_map(|(id, r)| {
-            r.connected
+            (!matches!(r.stage, Stage::Opening))
                 .then(|| r.server.connection().poll_timeout())
                 .flatten()
                 .map(|t| (Timer::ServerChannel(*id), t))
@@ -544,28 +562,15 @@ impl Issuer {
     }
 }
 
-impl Actor for Issuer {
-    type Event = RendezvousEvent;
-
-    fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
-        let result = match input {
+impl Issuer {
+    /// One input; `settle` runs after it (see `timer_driven_actor`).
+    fn input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
+        match input {
             Input::Datagram { from, to, data } => {
-                let limits = Limits::default();
-                let msg = Message::decode(data, &limits);
                 // Only the server's own address may answer a probe; anything else there,
                 // and everything from elsewhere, is for a peer session.
-                let from_server = match &msg {
-                    Ok(msg) if from == self.cfg.server_udp => {
-                        match IssuerDatagram::decode(msg, &limits) {
-                            Ok(m) => Some(m),
-                            Err(WireError::UnexpectedType(_)) => None,
-                            Err(e) => return Err(RendezvousError::Decode(e).into()),
-                        }
-                    }
-                    _ => None,
-                };
-                match (msg, from_server) {
-                    (_, Some(IssuerDatagram::ProbeAck(ack))) => {
+                match self.server_datagram(from, data)? {
+                    Some(IssuerDatagram::ProbeAck(ack)) => {
                         match self.requests.get_mut(&ack.request) {
                             Some(r) if r.token == ack.token => {
                                 r.next_probe = None;
@@ -574,19 +579,18 @@ impl Actor for Issuer {
                             _ => Err(RendezvousError::UnknownSession(ack.request).into()),
                         }
                     }
-                    (Ok(msg), None) => {
+                    None => {
                         let sessions = &mut self.sessions;
                         route_datagram(
                             now,
                             from,
                             to,
-                            &msg,
+                            data,
                             |id| sessions.get_mut(&id),
                             self.rng.as_mut(),
                             &mut self.outbox,
                         )
                     }
-                    (Err(e), _) => Err(RendezvousError::Decode(e).into()),
                 }
             }
             Input::StreamConnected { id, .. } => match self.request_of(id) {
@@ -595,7 +599,9 @@ impl Actor for Issuer {
                         .requests
                         .get_mut(&request)
                         .ok_or(RendezvousError::UnknownSession(request))?;
-                    r.connected = true;
+                    if matches!(r.stage, Stage::Opening) {
+                        r.stage = Stage::Connecting;
+                    }
                     r.server.pump(&mut self.outbox).map(|_| ())
                 }
                 None => Err(Error::UnknownStream(id)),
@@ -641,59 +647,45 @@ impl Actor for Issuer {
                 }
                 None => Err(Error::UnknownStream(id)),
             },
-            Input::StreamAccepted { id, .. } => {
-                self.outbox.push(Output::StreamClose { id })?;
-                Err(Error::Unexpected("the issuer accepts no streams"))
-            }
-            Input::Packet { .. } => Err(Error::Unexpected("the issuer takes no raw packets")),
-        };
-        self.settle(now)?;
-        result
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        // Errors here are outbox overflows; they surface on the next call.
-        for timer in crate::time::due(self.timers(), now) {
-            let _ = self.fire(now, timer);
+            Input::StreamAccepted { id, .. } => super::device_refuses(Some(id), &mut self.outbox),
+            Input::Packet { .. } => super::device_refuses(None, &mut self.outbox),
         }
-        // Finishes what the timers started, and applies the request deadlines.
-        let _ = self.settle(now);
-    }
-
-    fn poll_output(&mut self) -> Option<Output<RendezvousEvent>> {
-        self.outbox.pop()
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        crate::time::earliest(self.timers())
     }
 }
+
+super::timer_driven_actor!(impl [] Issuer);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crypto::cert::CertificateAuthority;
+    use crate::io::Actor;
     use alloc::boxed::Box;
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
 
-    #[test]
-    fn messages_out_of_turn_leave_the_request_as_it_was() {
-        let mut rng = ChaCha20Rng::seed_from_u64(5);
-        let ca = CertificateAuthority::generate("CA", &mut rng);
-        let cfg = IssuerConfig::new(
+    /// An issuer's configuration with the seed's addresses and a fresh CA.
+    fn config(rng: &mut ChaCha20Rng) -> IssuerConfig {
+        let ca = CertificateAuthority::generate("CA", rng);
+        IssuerConfig::new(
             TrustStore::with(ca.certificate().clone()),
             "rendezvous.example",
             "130.74.23.6:1201".parse().unwrap(),
             "130.74.23.6:1200".parse().unwrap(),
             "192.168.1.11:1600".parse().unwrap(),
             UnixTime(1_800_000_000),
-        );
+        )
+    }
+
+    #[test]
+    fn messages_out_of_turn_leave_the_request_as_it_was() {
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let cfg = config(&mut rng);
         let mut issuer = Issuer::new(cfg, Box::new(rng.clone()));
         let now = Instant::from_secs(1);
         let request = issuer.connect(now, DeviceId(2133), b"pw").unwrap();
         let stage = |i: &Issuer| match &i.requests[&request].stage {
-            Stage::Connecting => "connecting",
+            Stage::Opening | Stage::Connecting => "connecting",
             Stage::Requested(_) => "requested",
             Stage::Sealed { .. } => "sealed",
             Stage::Punching => "punching",
@@ -715,7 +707,10 @@ mod tests {
         // A Proceed before the password went out does not discard the key share.
         issuer.requests.get_mut(&request).unwrap().stage =
             Stage::Requested(Share::generate(&mut rng));
-        assert!(issuer.on_server_message(now, request, &proceed).is_err());
+        assert_eq!(
+            issuer.on_server_message(now, request, &proceed),
+            Err(RendezvousError::UnexpectedMessage(PROCEED).into())
+        );
         assert_eq!(stage(&issuer), "requested");
 
         // A second AcceptorHello after the password was sealed does not discard the keys:
@@ -727,7 +722,10 @@ mod tests {
             candidates: alloc::vec!["203.0.113.9:2000".parse().unwrap()],
             sent: now,
         };
-        assert!(issuer.on_server_message(now, request, &hello).is_err());
+        assert_eq!(
+            issuer.on_server_message(now, request, &hello),
+            Err(RendezvousError::UnexpectedMessage(ACCEPTOR_HELLO).into())
+        );
         assert_eq!(stage(&issuer), "sealed");
         // (Its Sync finds no server channel here: there is none in this test.)
         let _ = issuer.on_server_message(now + Duration::from_millis(40), request, &proceed);
@@ -738,15 +736,7 @@ mod tests {
     #[test]
     fn requests_are_bounded_and_passwords_checked() {
         let mut rng = ChaCha20Rng::seed_from_u64(4);
-        let ca = CertificateAuthority::generate("CA", &mut rng);
-        let mut cfg = IssuerConfig::new(
-            TrustStore::with(ca.certificate().clone()),
-            "rendezvous.example",
-            "130.74.23.6:1201".parse().unwrap(),
-            "130.74.23.6:1200".parse().unwrap(),
-            "192.168.1.11:1600".parse().unwrap(),
-            UnixTime(1_800_000_000),
-        );
+        let mut cfg = config(&mut rng);
         cfg.max_sessions = 2;
         let mut issuer = Issuer::new(cfg, Box::new(rng));
         let now = Instant::from_secs(1);

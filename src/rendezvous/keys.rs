@@ -285,8 +285,14 @@ mod tests {
         assert!(!pw.matches(b"open sesamE"));
         assert!(!pw.matches(b"open sesame "));
         assert!(!pw.matches(b""));
-        assert!(Password::new(b"", &mut rng).is_err());
-        assert!(Password::new(&[b'x'; 65], &mut rng).is_err());
+        assert_eq!(
+            Password::new(b"", &mut rng).map(|_| ()),
+            Err(super::super::RendezvousError::BadPassword)
+        );
+        assert_eq!(
+            Password::new(&[b'x'; 65], &mut rng).map(|_| ()),
+            Err(super::super::RendezvousError::BadPassword)
+        );
         assert!(Password::new(&[b'x'; 64], &mut rng).is_ok());
         assert!(!format!("{pw:?}").contains("sesame"));
     }

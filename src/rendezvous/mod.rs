@@ -268,6 +268,65 @@ pub enum RendezvousEvent {
     },
 }
 
+/// The `Actor` methods every rendezvous actor shares: `handle_input` is the actor's
+/// `input`, then `settle`; `handle_timeout` fires the due entries of its one timer list (`timers`,
+/// `fire`), then `settle` finishes what they started; `poll_timeout` is the earliest
+/// entry of the same list, so no deadline is armed in one and forgotten in the other.
+macro_rules! timer_driven_actor {
+    (impl [$($generics:tt)*] $actor:ty) => {
+        impl<$($generics)*> $crate::io::Actor for $actor {
+            type Event = $crate::rendezvous::RendezvousEvent;
+
+            fn handle_input(
+                &mut self,
+                now: $crate::Instant,
+                input: $crate::io::Input<'_>,
+            ) -> Result<(), $crate::Error> {
+                let result = self.input(now, input);
+                // Finishes what the input started (outcomes, cleanup, expiries), so a late
+                // input cannot revive what ran out.
+                self.settle(now)?;
+                result
+            }
+
+            fn handle_timeout(&mut self, now: $crate::Instant) {
+                // Errors here are outbox overflows; they surface on the next call, as a
+                // timer has no caller to return them to.
+                for timer in $crate::time::due(self.timers(), now) {
+                    let _ = self.fire(now, timer);
+                }
+                let _ = self.settle(now);
+            }
+
+            fn poll_output(
+                &mut self,
+            ) -> Option<$crate::io::Output<$crate::rendezvous::RendezvousEvent>> {
+                self.outbox.pop()
+            }
+
+            fn poll_timeout(&self) -> Option<$crate::Instant> {
+                $crate::time::earliest(self.timers())
+            }
+        }
+    };
+}
+pub(crate) use timer_driven_actor;
+
+/// A device's answer to an input only the server takes: an inbound stream (closed at
+/// once) or a raw packet.
+pub(crate) fn device_refuses(
+    stream: Option<crate::io::StreamId>,
+    outbox: &mut crate::io::Outbox<RendezvousEvent>,
+) -> Result<(), crate::Error> {
+    match stream {
+        Some(id) => {
+            outbox.push(crate::io::Output::StreamClose { id })?;
+            Err(RendezvousError::AcceptsNoStreams.into())
+        }
+        None => Err(RendezvousError::TakesNoPackets.into()),
+    }
+}
+
 /// Wall-clock milliseconds at `now`, given the anchor.
 pub(crate) fn wall_millis(anchor: crate::UnixTime, now: crate::Instant) -> u64 {
     anchor

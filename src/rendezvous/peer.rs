@@ -26,7 +26,17 @@
 //!
 //! Every datagram carries a MAC under the session's link key, which only the two devices
 //! hold; stray or forged datagrams are refused before they touch any state.
+//!
+//! # State
+//!
+//! A session is one [`Step`] at a time: punching (what the attempt in progress still has
+//! to send), a proven path whose channel handshake runs, connected, closing (lingering to
+//! deliver the close-notify), or done. The path, the link and the channel exist only in
+//! the steps that have them. [`PeerSession::timers`] lists the deadlines read from the
+//! step; the owner arms the earliest ([`PeerSession::poll_timeout`]) and
+//! [`PeerSession::handle_timeout`] fires the due ones.
 
+use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
@@ -47,22 +57,21 @@ use crate::{Error, Instant, UnixTime};
 /// Hand a datagram from a peer to the session its header names. The issuer and the
 /// acceptor both route device-to-device datagrams this way: the session id is the only
 /// thing read before the session's MAC check, so a stray datagram costs one map lookup.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn route_datagram<'s>(
     now: Instant,
     from: SocketAddr,
     to: SocketAddr,
-    msg: &Message<'_>,
+    data: &[u8],
     session: impl FnOnce(u64) -> Option<&'s mut PeerSession>,
     rng: &mut dyn CryptoRng,
     outbox: &mut Outbox<RendezvousEvent>,
 ) -> Result<(), Error> {
+    let msg = Message::decode(data, &Limits::default()).map_err(RendezvousError::Decode)?;
     match session(msg.session()) {
-        Some(peer) => peer.handle_datagram(now, from, to, msg, rng, outbox),
+        Some(peer) => peer.handle_datagram(now, from, to, &msg, rng, outbox),
         None => Err(RendezvousError::UnknownSession(msg.session()).into()),
     }
 }
-
 /// Hole punching and direct-link parameters, shared by both devices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerConfig {
@@ -154,11 +163,142 @@ const SPRAY_BATCH: u32 = 64;
 /// How long a closing session lingers to deliver its close-notify.
 const LINGER: Duration = Duration::from_secs(10);
 
+/// The birthday technique's spray from the main socket (attempts 2 and 3).
 #[derive(Debug)]
 struct Spray {
     next: Instant,
     left: u32,
     interval: Duration,
+}
+
+/// Plain punches still to send in this attempt.
+#[derive(Debug)]
+struct Plain {
+    next: Instant,
+    left: u32,
+}
+
+/// The extra sockets' punches still to send in this attempt, a batch per tick.
+#[derive(Debug)]
+struct ExtraRound {
+    next: Instant,
+    sent: usize,
+}
+
+/// No path yet: what is scheduled, and what the attempt in progress still sends.
+#[derive(Debug, Default)]
+struct Punching {
+    /// The next attempt and when it starts.
+    start_at: Option<(Instant, u8)>,
+    /// The attempt in progress gives up at this time (taken once by the owner).
+    deadline: Option<Instant>,
+    plain: Option<Plain>,
+    extra: Option<ExtraRound>,
+    spray: Option<Spray>,
+}
+
+impl Punching {
+    /// When the next probe (or the next attempt's start) is due.
+    fn next_probe(&self) -> Option<Instant> {
+        [
+            self.start_at.map(|(t, _)| t),
+            self.plain.as_ref().map(|p| p.next),
+            self.extra.as_ref().map(|e| e.next),
+            self.spray.as_ref().map(|s| s.next),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+/// A proven path: the link over it and the devices' channel on the link.
+#[derive(Debug)]
+struct Linked {
+    /// The attempt that found the path (1–3).
+    attempt: u8,
+    link: Link,
+    conn: Connection,
+    /// Our punch confirmation, repeated until the peer is heard on the link.
+    confirm: Option<Confirm>,
+}
+
+/// A punch confirmation that gates the peer's progress: when only our punches get
+/// through, the peer learns its path from this one datagram, and the issuer (the
+/// channel server) says nothing until the acceptor's first flight. So it is repeated,
+/// with a doubling interval, until a link datagram from the peer shows it has a path
+/// ([`CONFIRM_REPEATS`] at most).
+#[derive(Debug)]
+struct Confirm {
+    from: SocketAddr,
+    to: SocketAddr,
+    data: Vec<u8>,
+    next: Instant,
+    interval: Duration,
+    left: u32,
+}
+
+/// Repeats of a punch confirmation at most (first after `punch_interval`, then doubling:
+/// 100 ms … 3.2 s with the defaults, about the span of an attempt's timeout).
+const CONFIRM_REPEATS: u32 = 6;
+
+/// Where a session stands. Each step holds only what it needs.
+// Boxed link state: a session table holds these, and most of its sessions punch.
+enum Step {
+    /// Looking for a path.
+    Punching(Punching),
+    /// A path is proven; the channel handshake runs over it.
+    Handshake(Box<Linked>),
+    /// The channel is up (reported once, on entering this step).
+    Connected(Box<Linked>),
+    /// Closing: the close-notify is delivered until `until`. `established` says whether
+    /// the channel came up (the outcome reported to the server); `peer_closed` whether
+    /// the peer's close-notify arrived (then `PeerClosed` was reported).
+    Closing {
+        linked: Box<Linked>,
+        until: Instant,
+        established: bool,
+        peer_closed: bool,
+    },
+    /// Over: `Some(true)` if the channel had come up, `Some(false)` if the session
+    /// failed, `None` if it closed before its handshake finished.
+    Done { outcome: Option<bool> },
+}
+
+impl Step {
+    fn linked_mut(&mut self) -> Option<&mut Linked> {
+        match self {
+            Step::Handshake(l) | Step::Connected(l) | Step::Closing { linked: l, .. } => Some(l),
+            _ => None,
+        }
+    }
+
+    fn linked(&self) -> Option<&Linked> {
+        match self {
+            Step::Handshake(l) | Step::Connected(l) | Step::Closing { linked: l, .. } => Some(l),
+            _ => None,
+        }
+    }
+}
+
+/// Every deadline a session keeps. [`PeerSession::timers`] lists the armed ones, read
+/// from its step: the owner's `poll_timeout` takes the earliest and its `handle_timeout`
+/// calls [`PeerSession::handle_timeout`], which fires the due ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// A closing session is over.
+    Linger,
+    /// The next probe of the attempt in progress, or the next attempt's start.
+    Probe,
+    /// The attempt in progress ran out. The owner takes it
+    /// ([`PeerSession::take_expired_attempt`]) and decides whether another one follows.
+    AttemptExpired,
+    /// The next repeat of our punch confirmation.
+    Confirm,
+    /// The channel's handshake deadline.
+    Channel,
+    /// The link's retransmission, keepalive and idle deadlines.
+    Link,
 }
 
 pub(crate) struct PeerSession {
@@ -171,36 +311,25 @@ pub(crate) struct PeerSession {
     main: SocketAddr,
     candidates: Vec<SocketAddr>,
     rtt: Duration,
+    /// The latest attempt started (0 before the first).
     attempt: u8,
-    deadline: Option<Instant>,
-    start_at: Option<(Instant, u8)>,
-    punch_next: Option<Instant>,
-    punches_left: u32,
+    /// The extra sockets, opened once (attempt 2) and kept: an acknowledgment of their
+    /// punches may arrive after the path was found.
     extra: Vec<u16>,
-    extra_sent: usize,
-    extra_next: Option<Instant>,
-    spray: Option<Spray>,
     next_punch_id: u32,
-    found: Option<(SocketAddr, SocketAddr)>,
-    found_attempt: u8,
-    link: Option<Link>,
-    conn: Option<Connection>,
-    announced: bool,
-    outcome: Option<bool>,
-    linger_until: Option<Instant>,
-    closed_reported: bool,
-    gone: bool,
+    step: Step,
     limits: Limits,
 }
 
 impl core::fmt::Debug for PeerSession {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let path = self.step.linked().map(|l| (l.link.local, l.link.remote));
         f.debug_struct("PeerSession")
             .field("session", &self.session)
             .field("side", &self.side)
             .field("attempt", &self.attempt)
-            .field("path", &self.found)
-            .field("connected", &self.announced)
+            .field("path", &path)
+            .field("connected", &self.is_connected())
             .finish_non_exhaustive()
     }
 }
@@ -230,24 +359,9 @@ impl PeerSession {
             candidates,
             rtt,
             attempt: 0,
-            deadline: None,
-            start_at: None,
-            punch_next: None,
-            punches_left: 0,
             extra: Vec::new(),
-            extra_sent: 0,
-            extra_next: None,
-            spray: None,
             next_punch_id: 0,
-            found: None,
-            found_attempt: 0,
-            link: None,
-            conn: None,
-            announced: false,
-            outcome: None,
-            linger_until: None,
-            closed_reported: false,
-            gone: false,
+            step: Step::Punching(Punching::default()),
             limits: Limits::default(),
         }
     }
@@ -258,25 +372,29 @@ impl PeerSession {
     }
 
     /// Whether a path has been proven.
-    #[cfg(test)]
     pub(crate) fn has_path(&self) -> bool {
-        self.found.is_some()
+        self.step.linked().is_some()
     }
 
     /// `Some(true)` once the channel is up, `Some(false)` once the session failed; `None`
     /// while undecided. Reported to the server once.
     pub(crate) fn outcome(&self) -> Option<bool> {
-        self.outcome
+        match &self.step {
+            Step::Punching(_) | Step::Handshake(_) => None,
+            Step::Connected(_) => Some(true),
+            Step::Closing { established, .. } => established.then_some(true),
+            Step::Done { outcome } => *outcome,
+        }
     }
 
     /// Whether the owner may drop this session.
     pub(crate) fn is_gone(&self) -> bool {
-        self.gone
+        matches!(self.step, Step::Done { .. })
     }
 
     /// Whether the session is connected and may carry data.
     pub(crate) fn is_connected(&self) -> bool {
-        self.announced && self.outcome == Some(true) && self.linger_until.is_none()
+        matches!(self.step, Step::Connected(_))
     }
 
     /// The extra sockets opened for the birthday technique.
@@ -290,21 +408,24 @@ impl PeerSession {
     /// repeated Sync cannot make the device punch and spray again). Returns whether it
     /// was scheduled.
     pub(crate) fn schedule_attempt(&mut self, at: Instant, attempt: u8) -> bool {
-        let latest = self
+        let Step::Punching(p) = &mut self.step else {
+            return false;
+        };
+        let latest = p
             .start_at
             .map_or(self.attempt, |(_, a)| a.max(self.attempt));
-        if attempt <= latest || self.found.is_some() || self.outcome.is_some() {
+        if attempt <= latest {
             return false;
         }
-        self.start_at = Some((at, attempt));
+        p.start_at = Some((at, attempt));
         true
     }
 
     /// The attempt whose time ran out without a path, if any (reported once).
     pub(crate) fn take_expired_attempt(&mut self, now: Instant) -> Option<u8> {
-        match self.deadline {
-            Some(d) if now >= d && self.found.is_none() && self.outcome.is_none() => {
-                self.deadline = None;
+        match &mut self.step {
+            Step::Punching(p) if p.deadline.is_some_and(|d| now >= d) => {
+                p.deadline = None;
                 Some(self.attempt)
             }
             _ => None,
@@ -326,21 +447,24 @@ impl PeerSession {
         rng: &mut dyn CryptoRng,
         outbox: &mut Outbox<RendezvousEvent>,
     ) -> Result<(), Error> {
-        if self.found.is_some() || self.outcome.is_some() {
+        if !matches!(self.step, Step::Punching(_)) {
             return Ok(());
         }
         self.attempt = attempt;
-        self.punch_next = Some(now);
-        self.punches_left = self.cfg.punches;
+        let mut round = Punching {
+            plain: (self.cfg.punches > 0).then_some(Plain {
+                next: now,
+                left: self.cfg.punches,
+            }),
+            ..Punching::default()
+        };
         let plain_end = now + self.cfg.punch_interval.saturating_mul(self.cfg.punches);
         let mut end = plain_end;
-        let target = self.candidates.last().copied();
-        if attempt >= 2 && self.cfg.extra_sockets > 0 && target.is_some() {
+        if attempt >= 2 && self.cfg.extra_sockets > 0 && !self.candidates.is_empty() {
             if self.extra.is_empty() {
                 self.open_extra_sockets(rng);
             }
-            self.extra_sent = 0;
-            self.extra_next = Some(now);
+            round.extra = Some(ExtraRound { next: now, sent: 0 });
             let settle = self
                 .rtt
                 .clamp(Duration::from_millis(50), Duration::from_secs(1));
@@ -352,9 +476,10 @@ impl PeerSession {
                 interval,
             };
             end = end.max(spray.next + interval.saturating_mul(self.cfg.spray_probes));
-            self.spray = Some(spray);
+            round.spray = Some(spray);
         }
-        self.deadline = Some(end + self.cfg.attempt_timeout);
+        round.deadline = Some(end + self.cfg.attempt_timeout);
+        self.step = Step::Punching(round);
         self.run_probes(now, rng, outbox)
     }
 
@@ -402,46 +527,65 @@ impl PeerSession {
         rng: &mut dyn CryptoRng,
         outbox: &mut Outbox<RendezvousEvent>,
     ) -> Result<(), Error> {
-        if self.found.is_some() || self.outcome.is_some() {
+        let Step::Punching(p) = &mut self.step else {
             return Ok(());
-        }
-        if let Some((at, attempt)) = self.start_at
+        };
+        if let Some((at, attempt)) = p.start_at
             && now >= at
         {
-            self.start_at = None;
+            p.start_at = None;
             return self.start_attempt(now, attempt, rng, outbox);
         }
-        if self.punch_next.is_some_and(|t| now >= t) && self.punches_left > 0 {
-            self.punches_left -= 1;
+        // Each kind of probe is taken out of the step while it is sent (sending needs the
+        // session) and put back if some are left.
+        let mut plain = p.plain.take_if(|pl| now >= pl.next);
+        if let Some(pl) = plain.as_mut() {
+            pl.left -= 1;
             let main = self.main.port();
             for dest in self.candidates.clone() {
                 self.punch(main, dest, outbox)?;
             }
-            self.punch_next = (self.punches_left > 0).then(|| now + self.cfg.punch_interval);
+            pl.next = now + self.cfg.punch_interval;
         }
-        if let (Some(t), Some(&target)) = (self.extra_next, self.candidates.last())
-            && now >= t
-        {
-            let end = (self.extra_sent + EXTRA_BATCH).min(self.extra.len());
-            for i in self.extra_sent..end {
+        let target = self.candidates.last().copied();
+        let mut extra = match &mut self.step {
+            Step::Punching(p) => p.extra.take_if(|e| now >= e.next),
+            _ => None,
+        };
+        if let (Some(round), Some(target)) = (extra.as_mut(), target) {
+            let end = (round.sent + EXTRA_BATCH).min(self.extra.len());
+            for i in round.sent..end {
                 let port = self.extra[i];
                 self.punch(port, target, outbox)?;
             }
-            self.extra_sent = end;
-            self.extra_next = (end < self.extra.len()).then(|| now + EXTRA_TICK);
+            round.sent = end;
+            round.next = now + EXTRA_TICK;
         }
-        if let (Some(mut spray), Some(&target)) = (self.spray.take(), self.candidates.last()) {
+        let extra = extra.filter(|round| round.sent < self.extra.len());
+        let mut spray = match &mut self.step {
+            Step::Punching(p) => p.spray.take(),
+            _ => None,
+        };
+        if let (Some(s), Some(target)) = (spray.as_mut(), target) {
             let mut sent = 0;
-            while spray.left > 0 && now >= spray.next && sent < SPRAY_BATCH {
+            while s.left > 0 && now >= s.next && sent < SPRAY_BATCH {
                 let port = 1024 + (rng.next_u32() % (65_536 - 1024)) as u16;
                 let main = self.main.port();
                 self.punch(main, SocketAddr::new(target.ip(), port), outbox)?;
-                spray.left -= 1;
-                spray.next += spray.interval;
+                s.left -= 1;
+                s.next += s.interval;
                 sent += 1;
             }
-            if spray.left > 0 {
-                self.spray = Some(spray);
+        }
+        if let Step::Punching(p) = &mut self.step {
+            if let Some(pl) = plain.filter(|pl| pl.left > 0) {
+                p.plain = Some(pl);
+            }
+            if let Some(round) = extra {
+                p.extra = Some(round);
+            }
+            if let Some(s) = spray.filter(|s| s.left > 0) {
+                p.spray = Some(s);
             }
         }
         Ok(())
@@ -489,9 +633,24 @@ impl PeerSession {
                     outbox.push(Output::Transmit(Transmit {
                         from: path.0,
                         to: path.1,
-                        data,
+                        data: data.clone(),
                     }))?;
+                    let first = !self.has_path();
                     self.found_path(now, path, rng, outbox)?;
+                    if first
+                        && CONFIRM_REPEATS > 0
+                        && let Step::Handshake(linked) = &mut self.step
+                    {
+                        let interval = self.cfg.punch_interval.max(Duration::from_millis(1));
+                        linked.confirm = Some(Confirm {
+                            from: path.0,
+                            to: path.1,
+                            data,
+                            next: now + interval,
+                            interval,
+                            left: CONFIRM_REPEATS,
+                        });
+                    }
                 }
             }
             PeerDatagram::PunchConfirm(c) => {
@@ -501,19 +660,19 @@ impl PeerSession {
                 }
             }
             PeerDatagram::PeerData(d) => {
-                if self.found.is_none() {
+                if matches!(self.step, Step::Punching(_)) {
                     // Our confirmation was lost but the peer proved its path: answer on
                     // the one this datagram came by.
                     self.found_path(now, (self.local(to.port()), from), rng, outbox)?;
                 }
-                let bytes = self
-                    .link
-                    .as_mut()
-                    .map(|l| l.on_data(now, &d))
-                    .unwrap_or_default();
-                if let (false, Some(conn)) = (bytes.is_empty(), self.conn.as_mut()) {
-                    // A failure is recorded in the connection and reported by `pump`.
-                    let _ = conn.feed(now, &bytes, rng);
+                if let Some(linked) = self.step.linked_mut() {
+                    // The peer has a path: it needs no more confirmations.
+                    linked.confirm = None;
+                    let bytes = linked.link.on_data(now, &d);
+                    if !bytes.is_empty() {
+                        // A failure is recorded in the connection and reported by `pump`.
+                        let _ = linked.conn.feed(now, &bytes, rng);
+                    }
                 }
                 self.pump(now, outbox)?;
             }
@@ -528,86 +687,136 @@ impl PeerSession {
         rng: &mut dyn CryptoRng,
         outbox: &mut Outbox<RendezvousEvent>,
     ) -> Result<(), Error> {
-        if self.found.is_some() || self.outcome.is_some() {
+        if !matches!(self.step, Step::Punching(_)) {
             return Ok(());
         }
-        self.found = Some(path);
-        self.found_attempt = self.attempt.max(1);
-        self.deadline = None;
-        self.start_at = None;
-        self.punch_next = None;
-        self.extra_next = None;
-        self.spray = None;
-        self.link = Some(Link::new(
-            self.session,
-            path.0,
-            path.1,
-            self.cfg.link(),
-            now,
-            rng,
-        ));
+        let link = Link::new(self.session, path.0, path.1, self.cfg.link(), now, rng);
         let psk = Psk::new(self.session.to_be_bytes().to_vec(), &*self.psk)?;
-        self.conn = Some(match self.side {
+        let conn = match self.side {
             Side::Acceptor => {
                 Connection::client(Arc::new(ClientConfig::with_psk(psk, self.anchor)), now, rng)?
             }
             Side::Issuer => {
                 Connection::server(Arc::new(ServerConfig::with_psks([psk], self.anchor)?), now)
             }
-        });
+        };
+        self.step = Step::Handshake(Box::new(Linked {
+            attempt: self.attempt.max(1),
+            link,
+            conn,
+            confirm: None,
+        }));
         self.pump(now, outbox)
+    }
+
+    /// Move from one step to the next with a function of the old one (which cannot fail,
+    /// so no step is ever lost half-way).
+    fn advance(&mut self, next: impl FnOnce(Step) -> Step) {
+        let step = core::mem::replace(&mut self.step, Step::Done { outcome: None });
+        self.step = next(step);
     }
 
     /// Move channel output onto the link and channel news into events.
     fn pump(&mut self, now: Instant, outbox: &mut Outbox<RendezvousEvent>) -> Result<(), Error> {
-        let (Some(conn), Some(link)) = (self.conn.as_mut(), self.link.as_mut()) else {
+        let session = self.session;
+        let Some(linked) = self.step.linked_mut() else {
             return Ok(());
         };
-        let bytes = conn.take_outgoing();
+        let bytes = linked.conn.take_outgoing();
         if !bytes.is_empty() {
-            link.write(&bytes)?;
+            linked.link.write(&bytes)?;
         }
-        link.flush(now, &*self.link_key, outbox)?;
-        if conn.is_established() && !self.announced {
-            self.announced = true;
-            self.outcome = Some(true);
+        linked.link.flush(now, &*self.link_key, outbox)?;
+        let up = linked.conn.is_established();
+        let (local, remote, attempt) = (linked.link.local, linked.link.remote, linked.attempt);
+        let newly_up = match &mut self.step {
+            Step::Handshake(_) => up,
+            // The channel finished its handshake while the session was closing.
+            Step::Closing { established, .. } if up && !*established => {
+                *established = true;
+                true
+            }
+            _ => false,
+        };
+        if newly_up {
+            self.advance(|s| match s {
+                Step::Handshake(l) => Step::Connected(l),
+                other => other,
+            });
             outbox.event(RendezvousEvent::PeerConnected {
-                session: self.session,
-                local: link.local,
-                remote: link.remote,
-                attempt: self.found_attempt,
+                session,
+                local,
+                remote,
+                attempt,
             })?;
         }
-        while let Some(data) = conn.take_received() {
-            outbox.event(RendezvousEvent::PeerData {
-                session: self.session,
-                data,
-            })?;
+        let (closing, established, close_reported) = match &self.step {
+            Step::Closing {
+                established,
+                peer_closed,
+                ..
+            } => (true, *established, *peer_closed),
+            Step::Connected(_) => (false, true, false),
+            _ => (false, false, false),
+        };
+        let Some(linked) = self.step.linked_mut() else {
+            return Ok(());
+        };
+        while let Some(data) = linked.conn.take_received() {
+            outbox.event(RendezvousEvent::PeerData { session, data })?;
         }
-        if let Some(error) = conn.error().cloned() {
-            if self.linger_until.is_some() {
+        if let Some(error) = linked.conn.error().cloned() {
+            if closing {
                 // Failing after a close: nothing more to deliver.
-                self.gone = true;
+                self.step = Step::Done {
+                    outcome: established.then_some(true),
+                };
                 return Ok(());
             }
             return self.fail(PeerFailure::Channel(error), outbox);
         }
-        if conn.peer_closed() && !self.closed_reported {
-            if !conn.is_closing() {
-                conn.close()?;
-                let bytes = conn.take_outgoing();
-                link.write(&bytes)?;
-                link.flush(now, &*self.link_key, outbox)?;
+        if linked.conn.peer_closed() && !close_reported {
+            if !linked.conn.is_closing() {
+                linked.conn.close()?;
+                let bytes = linked.conn.take_outgoing();
+                linked.link.write(&bytes)?;
+                linked.link.flush(now, &*self.link_key, outbox)?;
             }
-            self.closed_reported = true;
-            self.linger_until.get_or_insert(now + LINGER);
-            outbox.event(RendezvousEvent::PeerClosed {
-                session: self.session,
-            })?;
+            self.advance(|s| match s {
+                Step::Handshake(linked) | Step::Connected(linked) => Step::Closing {
+                    linked,
+                    until: now + LINGER,
+                    established,
+                    peer_closed: true,
+                },
+                Step::Closing {
+                    linked,
+                    until,
+                    established,
+                    ..
+                } => Step::Closing {
+                    linked,
+                    until,
+                    established,
+                    peer_closed: true,
+                },
+                other => other,
+            });
+            outbox.event(RendezvousEvent::PeerClosed { session })?;
         }
-        if self.closed_reported && conn.is_closing() && link.buffered() == 0 {
+        if let Step::Closing {
+            linked,
+            established,
+            peer_closed: true,
+            ..
+        } = &self.step
+            && linked.conn.is_closing()
+            && linked.link.buffered() == 0
+        {
             // Both close-notifies are through: the session is over.
-            self.gone = true;
+            self.step = Step::Done {
+                outcome: established.then_some(true),
+            };
         }
         Ok(())
     }
@@ -618,14 +827,12 @@ impl PeerSession {
         reason: PeerFailure,
         outbox: &mut Outbox<RendezvousEvent>,
     ) -> Result<(), Error> {
-        if self.gone || self.linger_until.is_some() {
+        if matches!(self.step, Step::Done { .. } | Step::Closing { .. }) {
             return Ok(());
         }
-        self.outcome = Some(false);
-        self.gone = true;
-        self.deadline = None;
-        self.start_at = None;
-        self.spray = None;
+        self.step = Step::Done {
+            outcome: Some(false),
+        };
         outbox.event(RendezvousEvent::PeerFailed {
             session: self.session,
             reason,
@@ -639,20 +846,17 @@ impl PeerSession {
         data: &[u8],
         outbox: &mut Outbox<RendezvousEvent>,
     ) -> Result<(), Error> {
-        if !self.is_connected() {
-            return Err(RendezvousError::NotConnected.into());
-        }
-        let (Some(conn), Some(link)) = (self.conn.as_mut(), self.link.as_ref()) else {
+        let Step::Connected(linked) = &mut self.step else {
             return Err(RendezvousError::NotConnected.into());
         };
         // Refuse before the channel commits to a record the link cannot take.
-        if link.buffered() + data.len() + 64 > self.cfg.max_buffer {
+        if linked.link.buffered() + data.len() + 64 > self.cfg.max_buffer {
             return Err(Error::CapacityExceeded {
                 what: "peer link send buffer",
                 bound: self.cfg.max_buffer,
             });
         }
-        conn.send(data)?;
+        linked.conn.send(data)?;
         self.pump(now, outbox)
     }
 
@@ -663,14 +867,50 @@ impl PeerSession {
         now: Instant,
         outbox: &mut Outbox<RendezvousEvent>,
     ) -> Result<(), Error> {
-        if !self.is_connected() {
+        let Step::Connected(linked) = &mut self.step else {
             return Err(RendezvousError::NotConnected.into());
-        }
-        if let Some(conn) = self.conn.as_mut() {
-            conn.close()?;
-        }
-        self.linger_until = Some(now + LINGER);
+        };
+        linked.conn.close()?;
+        self.advance(|s| match s {
+            Step::Connected(linked) => Step::Closing {
+                linked,
+                until: now + LINGER,
+                established: true,
+                peer_closed: false,
+            },
+            other => other,
+        });
         self.pump(now, outbox)
+    }
+
+    /// The armed deadlines, read from the step, in the order they fire.
+    fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
+        let (linger, punching) = match &self.step {
+            Step::Closing { until, .. } => (Some(*until), None),
+            Step::Punching(p) => (None, Some(p)),
+            _ => (None, None),
+        };
+        let linked = self.step.linked();
+        let confirm = match &self.step {
+            Step::Handshake(l) => l.confirm.as_ref().map(|c| c.next),
+            _ => None,
+        };
+        [
+            linger.map(|t| (Timer::Linger, t)),
+            punching
+                .and_then(Punching::next_probe)
+                .map(|t| (Timer::Probe, t)),
+            punching
+                .and_then(|p| p.deadline)
+                .map(|t| (Timer::AttemptExpired, t)),
+            confirm.map(|t| (Timer::Confirm, t)),
+            linked
+                .and_then(|l| l.conn.poll_timeout())
+                .map(|t| (Timer::Channel, t)),
+            linked.map(|l| (Timer::Link, l.link.next_timeout())),
+        ]
+        .into_iter()
+        .flatten()
     }
 
     pub(crate) fn handle_timeout(
@@ -679,51 +919,68 @@ impl PeerSession {
         rng: &mut dyn CryptoRng,
         outbox: &mut Outbox<RendezvousEvent>,
     ) -> Result<(), Error> {
-        if self.gone {
-            return Ok(());
-        }
-        if self.linger_until.is_some_and(|t| now >= t) {
-            self.gone = true;
-            return Ok(());
-        }
-        self.run_probes(now, rng, outbox)?;
-        if let Some(conn) = self.conn.as_mut() {
-            // A handshake timeout is recorded in the connection and reported by `pump`.
-            let _ = conn.handle_timeout(now);
-        }
-        if let Some(link) = self.link.as_mut()
-            && link.on_timeout(now, &*self.link_key, rng, outbox)?.is_err()
-        {
-            if self.linger_until.is_some() {
-                self.gone = true;
-                return Ok(());
+        for timer in crate::time::due(self.timers(), now) {
+            match timer {
+                Timer::Linger => {
+                    if let Step::Closing { established, .. } = self.step {
+                        self.step = Step::Done {
+                            outcome: established.then_some(true),
+                        };
+                    }
+                    return Ok(());
+                }
+                Timer::Probe => self.run_probes(now, rng, outbox)?,
+                // The owner takes it after this call (`take_expired_attempt`).
+                Timer::AttemptExpired => {}
+                Timer::Confirm => {
+                    if let Step::Handshake(linked) = &mut self.step
+                        && let Some(c) = linked.confirm.as_mut()
+                    {
+                        outbox.push(Output::Transmit(Transmit {
+                            from: c.from,
+                            to: c.to,
+                            data: c.data.clone(),
+                        }))?;
+                        c.left -= 1;
+                        c.interval = c.interval.saturating_mul(2);
+                        c.next = now + c.interval;
+                        if c.left == 0 {
+                            linked.confirm = None;
+                        }
+                    }
+                }
+                Timer::Channel => {
+                    if let Some(linked) = self.step.linked_mut() {
+                        // A handshake timeout is recorded in the connection and reported
+                        // by `pump`.
+                        let _ = linked.conn.handle_timeout(now);
+                    }
+                }
+                Timer::Link => {
+                    let dead = match self.step.linked_mut() {
+                        Some(linked) => linked
+                            .link
+                            .on_timeout(now, &*self.link_key, rng, outbox)?
+                            .is_err(),
+                        None => false,
+                    };
+                    if dead {
+                        if let Step::Closing { established, .. } = self.step {
+                            self.step = Step::Done {
+                                outcome: established.then_some(true),
+                            };
+                            return Ok(());
+                        }
+                        return self.fail(PeerFailure::Timeout, outbox);
+                    }
+                }
             }
-            return self.fail(PeerFailure::Timeout, outbox);
         }
         self.pump(now, outbox)
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        if self.gone {
-            return None;
-        }
-        let mut at: Option<Instant> = None;
-        let mut consider = |t: Option<Instant>| {
-            if let Some(t) = t {
-                at = Some(at.map_or(t, |a| a.min(t)));
-            }
-        };
-        consider(self.linger_until);
-        if self.found.is_none() && self.outcome.is_none() {
-            consider(self.deadline);
-            consider(self.start_at.map(|(t, _)| t));
-            consider(self.punch_next.filter(|_| self.punches_left > 0));
-            consider(self.extra_next);
-            consider(self.spray.as_ref().map(|s| s.next));
-        }
-        consider(self.conn.as_ref().and_then(Connection::poll_timeout));
-        consider(self.link.as_ref().map(Link::next_timeout));
-        at
+        crate::time::earliest(self.timers())
     }
 }
 
@@ -994,6 +1251,32 @@ mod tests {
         net.run(t + Duration::from_secs(2), &mut |tx| {
             !(tx.from.ip() == issuer_ip && tx.data[3] == PUNCH)
         });
+        assert!(net.issuer.is_connected() && net.acceptor.is_connected());
+    }
+
+    #[test]
+    fn lost_punch_confirmation_costs_no_connection() {
+        // Issue 13 item 1: only the issuer's punches get through (the acceptor's are
+        // dropped, as an address-and-port-dependent NAT in front of the issuer does),
+        // and the first punch confirmation is lost. The issuer, the channel server,
+        // waits for the acceptor's first flight, which needs the confirmation.
+        let mut net = Net::new(6, PeerConfig::default());
+        let t = net.now;
+        net.issuer.schedule_attempt(t, 1);
+        net.acceptor.schedule_attempt(t, 1);
+        let acceptor_ip: core::net::IpAddr = "203.0.113.9".parse().unwrap();
+        let mut confirms = 0;
+        net.run(t + Duration::from_secs(2), &mut |tx| {
+            if tx.from.ip() == acceptor_ip && tx.data[3] == PUNCH {
+                return false;
+            }
+            if tx.data[3] == crate::rendezvous::messages::PUNCH_CONFIRM {
+                confirms += 1;
+                return confirms > 1;
+            }
+            true
+        });
+        assert!(confirms >= 1, "a confirmation was sent");
         assert!(net.issuer.is_connected() && net.acceptor.is_connected());
     }
 }

@@ -18,7 +18,7 @@ use super::messages::{
 use super::{DeviceId, RefusalReason, RegistrationRefusal, RendezvousError, RendezvousEvent};
 use crate::channel::SecureStream;
 use crate::channel::{ClientCertPolicy, Connection};
-use crate::io::{Actor, Input, Outbox, Output, StreamId, Transmit};
+use crate::io::{Input, Outbox, Output, StreamId, Transmit};
 use crate::ratelimit::{RateLimit, SourceLimiter};
 use crate::wire::{Limits, Message, WireError};
 use crate::{Error, Instant, Rng, UnixTime};
@@ -101,9 +101,7 @@ impl ServerConfig {
         time_anchor: UnixTime,
     ) -> Result<ServerConfig, Error> {
         if !matches!(device_channel.client_certs, ClientCertPolicy::Required(_)) {
-            return Err(Error::Config(
-                "the device channel must require device certificates",
-            ));
+            return Err(RendezvousError::DeviceCertificatesNotRequired.into());
         }
         Ok(ServerConfig {
             udp,
@@ -296,9 +294,7 @@ impl<D: Directory> RendezvousServer<D> {
     /// A server with an empty `directory`.
     pub fn new(cfg: ServerConfig, directory: D, rng: Rng) -> Result<Self, Error> {
         if cfg.max_clock_skew >= cfg.registration_lifetime {
-            return Err(Error::Config(
-                "max_clock_skew must be shorter than registration_lifetime",
-            ));
+            return Err(RendezvousError::SkewNotShorterThanLifetime.into());
         }
         Ok(RendezvousServer {
             datagram_limiter: SourceLimiter::new(
@@ -522,30 +518,33 @@ impl<D: Directory> RendezvousServer<D> {
 
     // ----- streams -----
 
+    /// A stream arrived on our `port` from `remote`.
     fn on_accepted(
         &mut self,
         now: Instant,
         id: StreamId,
-        local: SocketAddr,
+        port: u16,
         remote: SocketAddr,
     ) -> Result<(), Error> {
-        let kind = if local.port() == self.cfg.issuer_port {
-            Kind::Issuer
-        } else if local.port() == self.cfg.device_port {
-            Kind::Device
-        } else {
-            self.outbox.push(Output::StreamClose { id })?;
-            return Err(Error::Unexpected(
-                "a stream on a port the server does not serve",
-            ));
-        };
-        if self.sessions.len() >= self.cfg.max_streams {
-            self.outbox.push(Output::StreamClose { id })?;
-            return Err(Error::CapacityExceeded {
+        let refused = if port != self.cfg.issuer_port && port != self.cfg.device_port {
+            Some(RendezvousError::PortNotServed(port).into())
+        } else if self.sessions.len() >= self.cfg.max_streams {
+            Some(Error::CapacityExceeded {
                 what: "rendezvous server streams",
                 bound: self.cfg.max_streams,
-            });
+            })
+        } else {
+            None
+        };
+        if let Some(error) = refused {
+            self.outbox.push(Output::StreamClose { id })?;
+            return Err(error);
         }
+        let kind = if port == self.cfg.issuer_port {
+            Kind::Issuer
+        } else {
+            Kind::Device
+        };
         let channel = match kind {
             Kind::Issuer => self.cfg.issuer_channel.clone(),
             Kind::Device => self.cfg.device_channel.clone(),
@@ -757,45 +756,40 @@ impl<D: Directory> RendezvousServer<D> {
             self.early_probes.remove(&key);
             self.probed(now, req.request, req.token, from)?;
         }
-        self.send_notices(now)
+        self.send_notice(now, req.request)
     }
 
-    /// S205: notify devices whose requests wait, as a reply to their registration.
-    fn send_notices(&mut self, now: Instant) -> Result<(), Error> {
-        let due: Vec<u64> = self
+    /// S205: notify the device of `request` while it has not fetched it; after
+    /// [`ServerConfig::notices`] unanswered notices the device is unreachable.
+    fn send_notice(&mut self, now: Instant, request: u64) -> Result<(), Error> {
+        let Some(r) = self
             .requests
-            .iter()
-            .filter(|(_, r)| r.device_stream.is_none() && r.next_notice.is_some_and(|t| now >= t))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            let Some(r) = self.requests.get(&id) else {
-                continue;
-            };
-            let device = r.device;
-            if r.notices_sent >= self.cfg.notices {
-                self.refuse(id, RefusalReason::DeviceUnreachable)?;
-                continue;
-            }
-            let (Some(entry), Some(key)) = (
-                self.directory.lookup(device, now),
-                self.cfg.keys.key(device),
-            ) else {
-                self.refuse(id, RefusalReason::DeviceUnreachable)?;
-                continue;
-            };
-            let data = Notice {
-                request: id,
-                device,
-                server_time_ms: self.wall_ms(now),
-            }
-            .encode(key.as_bytes())?;
-            self.transmit(entry.addr, data)?;
-            self.stats.notices += 1;
-            if let Some(r) = self.requests.get_mut(&id) {
-                r.notices_sent += 1;
-                r.next_notice = Some(now + self.cfg.notice_interval);
-            }
+            .get(&request)
+            .filter(|r| r.device_stream.is_none() && r.next_notice.is_some_and(|t| now >= t))
+        else {
+            return Ok(());
+        };
+        let device = r.device;
+        if r.notices_sent >= self.cfg.notices {
+            return self.refuse(request, RefusalReason::DeviceUnreachable);
+        }
+        let (Some(entry), Some(key)) = (
+            self.directory.lookup(device, now),
+            self.cfg.keys.key(device),
+        ) else {
+            return self.refuse(request, RefusalReason::DeviceUnreachable);
+        };
+        let data = Notice {
+            request,
+            device,
+            server_time_ms: self.wall_ms(now),
+        }
+        .encode(key.as_bytes())?;
+        self.transmit(entry.addr, data)?;
+        self.stats.notices += 1;
+        if let Some(r) = self.requests.get_mut(&request) {
+            r.notices_sent += 1;
+            r.next_notice = Some(now + self.cfg.notice_interval);
         }
         Ok(())
     }
@@ -891,7 +885,7 @@ impl<D: Directory> RendezvousServer<D> {
             self.stats.unauthorized_fetches += 1;
             let msg = Refused::new(fetch.request, RefusalReason::NotAuthorized).encode()?;
             self.send_on(stream, &msg)?;
-            return Err(RendezvousError::AcceptorNotAuthenticated("fetch refused").into());
+            return Err(RendezvousError::FetchNotAuthorized(fetch.request).into());
         };
         if let Some(r) = self.requests.get_mut(&fetch.request) {
             r.device_stream = Some(stream);
@@ -979,7 +973,7 @@ impl<D: Directory> RendezvousServer<D> {
             .event(RendezvousEvent::RequestFinished { request, connected })
     }
 
-    /// The armed timers, in the order `sweep` handles them.
+    /// The armed timers, in the order `handle_timeout` fires them.
     fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
         let directory = self
             .directory
@@ -1019,58 +1013,57 @@ impl<D: Directory> RendezvousServer<D> {
         directory.into_iter().chain(requests).chain(streams)
     }
 
-    /// Every timeout: the due timers of [`RendezvousServer::timers`], phase by phase.
-    fn sweep(&mut self, now: Instant) -> Result<(), Error> {
-        let due = crate::time::due(self.timers(), now);
-        if due.contains(&Timer::DirectoryExpiry) {
-            self.directory.expire(now, self.cfg.expiry_batch);
+    /// Run one due timer of [`RendezvousServer::timers`] (a timer whose request or stream
+    /// an earlier one ended finds nothing to do).
+    fn fire(&mut self, now: Instant, timer: Timer) -> Result<(), Error> {
+        match timer {
+            Timer::DirectoryExpiry => {
+                self.directory.expire(now, self.cfg.expiry_batch);
+                Ok(())
+            }
+            Timer::RequestDeadline(id) => self.refuse(id, RefusalReason::Timeout),
+            Timer::Notice(id) => self.send_notice(now, id),
+            // `try_offer` re-checks that the request still waits.
+            Timer::ProbeWait(id) => self.try_offer(now, id),
+            Timer::Stream(id) => match self.sessions.get_mut(&id) {
+                Some(s) => {
+                    s.link.handle_timeout(now, &mut self.outbox)?;
+                    if s.link.is_closed() {
+                        self.end_session(id)?;
+                    }
+                    Ok(())
+                }
+                None => Ok(()),
+            },
+            Timer::StreamIdle(id) => match self.sessions.get_mut(&id) {
+                Some(s)
+                    if s.requests.is_empty()
+                        && now >= s.link.last_activity() + self.cfg.idle_timeout =>
+                {
+                    s.link.close(&mut self.outbox)?;
+                    self.end_session(id)
+                }
+                _ => Ok(()),
+            },
         }
-        // Housekeeping of two bounded tables, not timers: nothing waits on their
-        // entries, which only need to be gone by the time they are looked up.
+    }
+
+    /// After every input and the timers: housekeeping of two bounded tables, not timers — nothing waits
+    /// on their entries, which only need to be gone by the time they are looked up.
+    /// Early probes are ordered by arrival, so only the expired ones are visited.
+    fn settle(&mut self, now: Instant) -> Result<(), Error> {
         self.blocks.retain(|_, until| *until > now);
-        self.early_probes
-            .retain(|(at, _), _| now < *at + EARLY_PROBE_LIFE);
-        for timer in &due {
-            if let Timer::RequestDeadline(id) = *timer {
-                self.refuse(id, RefusalReason::Timeout)?;
-            }
-        }
-        // Offers and notices re-check their own conditions (`try_offer`, `send_notices`),
-        // so every waiting request gets its chance, as after any input.
-        let waiting: Vec<u64> = self
-            .requests
-            .iter()
-            .filter(|(_, r)| !r.offered && r.fetched_at.is_some())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in waiting {
-            self.try_offer(now, id)?;
-        }
-        self.send_notices(now)?;
-        // Streams: handshake deadlines and idleness.
-        let ids: Vec<StreamId> = self.sessions.keys().copied().collect();
-        for id in ids {
-            let Some(s) = self.sessions.get_mut(&id) else {
-                continue;
-            };
-            s.link.handle_timeout(now, &mut self.outbox)?;
-            let idle =
-                s.requests.is_empty() && now >= s.link.last_activity() + self.cfg.idle_timeout;
-            if idle {
-                s.link.close(&mut self.outbox)?;
-            }
-            if s.link.is_closed() {
-                self.end_session(id)?;
-            }
+        while let Some(((at, _), _)) = self.early_probes.first_key_value()
+            && now >= *at + EARLY_PROBE_LIFE
+        {
+            self.early_probes.pop_first();
         }
         Ok(())
     }
 }
 
-impl<D: Directory> Actor for RendezvousServer<D> {
-    type Event = RendezvousEvent;
-
-    fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
+impl<D: Directory> RendezvousServer<D> {
+    fn input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         match input {
             Input::Datagram { from, to, data } => {
                 if to.port() != self.cfg.udp.port() {
@@ -1078,7 +1071,9 @@ impl<D: Directory> Actor for RendezvousServer<D> {
                 }
                 self.on_datagram(now, from, data)
             }
-            Input::StreamAccepted { id, local, remote } => self.on_accepted(now, id, local, remote),
+            Input::StreamAccepted { id, local, remote } => {
+                self.on_accepted(now, id, local.port(), remote)
+            }
             Input::StreamData { id, data } => self.on_stream_data(now, id, data),
             Input::StreamClosed { id } => {
                 if let Some(s) = self.sessions.get_mut(&id) {
@@ -1088,31 +1083,19 @@ impl<D: Directory> Actor for RendezvousServer<D> {
                 self.end_session(id)
             }
             Input::StreamConnected { id, .. } => Err(Error::UnknownStream(id)),
-            Input::Packet { .. } => Err(Error::Unexpected(
-                "the rendezvous server takes no raw packets",
-            )),
+            Input::Packet { .. } => Err(RendezvousError::TakesNoPackets.into()),
         }
     }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        // An outbox overflow here surfaces as the next call's error.
-        let _ = self.sweep(now);
-    }
-
-    fn poll_output(&mut self) -> Option<Output<RendezvousEvent>> {
-        self.outbox.pop()
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        crate::time::earliest(self.timers())
-    }
 }
+
+super::timer_driven_actor!(impl [D: Directory] RendezvousServer<D>);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::channel::ClientConfig;
     use crate::crypto::cert::{CertificateAuthority, TrustStore};
+    use crate::io::Actor;
     use crate::rendezvous::DerivedRegistrationKeys;
     use alloc::vec;
     use rand_chacha::ChaCha20Rng;
@@ -1343,17 +1326,16 @@ mod tests {
         assert_eq!(h.drain(), vec![Output::StreamClose { id: third }]);
         assert_eq!(h.server.open_streams(), 2);
         // A stream on a port the server does not serve is closed at once.
-        assert!(
-            h.server
-                .handle_input(
-                    h.now,
-                    Input::StreamAccepted {
-                        id: StreamId::inbound(4),
-                        local: "130.74.23.6:22".parse().unwrap(),
-                        remote: "4.17.168.2:7003".parse().unwrap(),
-                    },
-                )
-                .is_err()
+        assert_eq!(
+            h.server.handle_input(
+                h.now,
+                Input::StreamAccepted {
+                    id: StreamId::inbound(4),
+                    local: "130.74.23.6:22".parse().unwrap(),
+                    remote: "4.17.168.2:7003".parse().unwrap(),
+                },
+            ),
+            Err(RendezvousError::PortNotServed(22).into())
         );
     }
 
@@ -1469,7 +1451,9 @@ mod tests {
         // The device port must require device certificates.
         assert!(matches!(
             make(ClientCertPolicy::None),
-            Err(Error::Config(_))
+            Err(Error::Rendezvous(
+                RendezvousError::DeviceCertificatesNotRequired
+            ))
         ));
         // Replay protection needs the skew window shorter than an entry's lifetime.
         let mut cfg = make(ClientCertPolicy::Required(trust)).unwrap();
@@ -1480,7 +1464,9 @@ mod tests {
                 MemoryDirectory::new(1),
                 Box::new(ChaCha20Rng::seed_from_u64(2))
             ),
-            Err(Error::Config(_))
+            Err(Error::Rendezvous(
+                RendezvousError::SkewNotShorterThanLifetime
+            ))
         ));
     }
 }
