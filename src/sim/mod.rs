@@ -97,6 +97,7 @@
 //! assert!(sim.mermaid().starts_with("sequenceDiagram"));
 //! ```
 
+pub mod fault;
 mod mermaid;
 mod nat;
 mod net;
@@ -209,6 +210,12 @@ pub enum SimError {
     /// Writing a file failed.
     #[error("i/o: {0}")]
     Io(String),
+    /// No such fault (never added, or removed).
+    #[error("unknown {0:?}")]
+    UnknownFault(fault::FaultId),
+    /// [`fault::MAX_FAULTS`] faults were added to this simulation already.
+    #[error("at most {0} faults per simulation")]
+    TooManyFaults(usize),
 }
 
 /// An [`Actor`] as the simulator holds it: its events converted into the aggregate
@@ -422,6 +429,10 @@ struct Core {
     queue: BTreeMap<(Instant, u64), Ev>,
     nets: Vec<Network>,
     link_rng: ChaCha20Rng,
+    faults: fault::Faults,
+    /// The faults' probability draws: their own stream, so that adding a fault with
+    /// probability 1 does not shift the link model's draws.
+    fault_rng: ChaCha20Rng,
     last_arrival: BTreeMap<(NetworkId, NodeId), Instant>,
     trace: Vec<TraceEntry>,
     trace_lost: u64,
@@ -577,20 +588,47 @@ impl Core {
         self.push_trace(entry);
     }
 
-    /// Put `data` on `net` from node `from`: next hop, link model, recording, delivery.
+    /// Put `data` on `net` from node `from`: next hop, injected faults, link model,
+    /// recording, delivery.
     fn transmit(&mut self, from: NodeId, net: NetworkId, data: Vec<u8>) {
-        let info = match packet::parse(&data) {
-            Ok(i) => i,
+        self.transmit_hop(from, net, data, true);
+    }
+
+    /// [`Core::transmit`]; `faults` is false for a replayed copy, which no fault sees.
+    fn transmit_hop(&mut self, from: NodeId, net: NetworkId, data: Vec<u8>, faults: bool) {
+        let hop = match packet::parse(&data) {
+            Ok(info) => net::next_hop(&self.nets, net, info.dst, from),
             Err(_) => {
                 self.record_drop(from, None, Some(net), DropReason::Malformed, &data);
                 return;
             }
         };
-        let Some(hop) = net::next_hop(&self.nets, net, info.dst, from) else {
+        let Some(hop) = hop else {
             self.record_drop(from, None, Some(net), DropReason::NoRoute, &data);
             return;
         };
         let Some(link) = self.nets.get(net.index()).map(|n| n.link) else {
+            return;
+        };
+        let (data, verdict) = if faults && !self.faults.is_empty() {
+            let rng = &mut self.fault_rng;
+            let at = fault::Hop {
+                net,
+                from,
+                to: hop.node,
+            };
+            self.faults.apply(&at, data, |p| chance(rng, p))
+        } else {
+            (data, fault::Verdict::default())
+        };
+        if verdict.dropped {
+            self.record_drop(from, Some(hop.node), Some(net), DropReason::Injected, &data);
+            return;
+        }
+        // The faults rebuild what they change, so this parses; a packet that does not is
+        // dropped as any malformed one.
+        let Ok(info) = packet::parse(&data) else {
+            self.record_drop(from, None, Some(net), DropReason::Malformed, &data);
             return;
         };
         if chance(&mut self.link_rng, link.loss) {
@@ -601,9 +639,12 @@ impl Core {
             2
         } else {
             1
-        };
+        } + verdict.copies;
         let summary = PacketSummary::of(&data, Some(&info));
-        let label = self.label(Some(&info));
+        let mut label = self.label(Some(&info));
+        if verdict.changed {
+            label.insert_str(0, "(altered) ");
+        }
         for _ in 0..copies {
             let jitter = u64::try_from(link.jitter.as_nanos()).unwrap_or(u64::MAX);
             let extra = if jitter > 0 {
@@ -619,6 +660,9 @@ impl Core {
                 arrives = arrives.max(*last);
                 *last = arrives;
             }
+            // After the ordering: a delayed packet leaves the link's order instead of
+            // holding back everything behind it.
+            arrives += verdict.delay;
             if !self.schedule(
                 arrives,
                 Ev::Deliver {
@@ -650,6 +694,9 @@ impl Core {
                 packet: summary,
                 label: label.clone(),
             });
+        }
+        for copy in verdict.replays {
+            self.transmit_hop(from, net, copy, false);
         }
     }
 
@@ -1078,6 +1125,8 @@ impl Sim {
         Sim {
             core: Core {
                 link_rng: ChaCha20Rng::from_seed(derive_seed(seed, "links")),
+                faults: fault::Faults::default(),
+                fault_rng: ChaCha20Rng::from_seed(derive_seed(seed, "faults")),
                 cfg,
                 seed,
                 now: Instant::ZERO,
@@ -1532,6 +1581,36 @@ impl Sim {
                 expected: "host",
             }),
         }
+    }
+    // ----- fault injection -----
+
+    /// Install a fault: from now on it sees every packet put on a network and acts on the
+    /// ones it chooses (see [`fault`]). Faults act in the order they were added. Fails
+    /// with [`SimError::TooManyFaults`] past [`fault::MAX_FAULTS`].
+    ///
+    /// ```
+    /// use deputy::sim::fault::{Fault, FaultAction};
+    /// use deputy::sim::{LinkConfig, Sim, packet::PROTO_TCP};
+    ///
+    /// let mut sim = Sim::new(1);
+    /// let wan = sim.add_network("wan", "0.0.0.0/0", LinkConfig::default()).unwrap();
+    /// // Truncate the fourth data segment on the wan to 10 bytes.
+    /// let cut = Fault::new(FaultAction::Truncate(10)).on_network(wan).protocol(PROTO_TCP);
+    /// let id = sim.add_fault(cut.with_payload().nth(3)).unwrap();
+    /// assert_eq!(sim.fault_stats(id).unwrap().matched, 0);
+    /// ```
+    pub fn add_fault(&mut self, fault: fault::Fault) -> Result<fault::FaultId, SimError> {
+        self.core.faults.add(fault)
+    }
+
+    /// Remove a fault; returns what it did.
+    pub fn remove_fault(&mut self, id: fault::FaultId) -> Result<fault::FaultStats, SimError> {
+        self.core.faults.remove(id)
+    }
+
+    /// How many packets a fault matched and acted on so far.
+    pub fn fault_stats(&self, id: fault::FaultId) -> Result<fault::FaultStats, SimError> {
+        self.core.faults.stats(id)
     }
 
     /// Accept TCP connections on `port` of a host.
