@@ -8,8 +8,8 @@ use deputy::sim::packet::{self, PROTO_ESP, PROTO_IPIP};
 use deputy::sim::scenario::{Outcome, World as Seed002, WorldConfig};
 use deputy::sim::{
     AllowRule, DatagramProbe, DropReason, Filtering, GatewayConfig, LinkConfig, Mapping, NatConfig,
-    NetworkId, NodeId, PacketProbe, PortAllocation, Proto, RawIp, Sim, SimError, StreamProbe,
-    TraceKind,
+    NetworkId, NodeId, PacketProbe, PortAllocation, Proto, RawIp, Sim, SimActorError, SimError,
+    StreamProbe, TraceKind,
 };
 use deputy::{Actor, Error, Event, IfaceId, Instant, Output};
 
@@ -834,7 +834,7 @@ fn inline_middlebox_sees_and_forwards_packets() {
     assert_eq!(faults.len(), 1);
     assert_eq!(
         faults[0].error,
-        Error::Unexpected("a datagram probe takes datagrams only")
+        Error::Sim(SimActorError::DatagramProbeInput)
     );
 }
 

@@ -15,12 +15,14 @@ mod ike;
 mod ipsec;
 mod offload;
 mod rendezvous;
+mod sim;
 
 pub use channel::{AlertCode, ChannelError};
 pub use ike::IkeError;
 pub use ipsec::{IpsecError, ReplayKind};
 pub use offload::{OffloadError, RefusalReason};
 pub use rendezvous::{RegistrationRefusal, RendezvousError};
+pub use sim::SimActorError;
 
 use crate::stream_id::StreamId;
 
@@ -60,6 +62,10 @@ pub enum Error {
         /// Its configured bound.
         bound: usize,
     },
+    /// A rule of the simulator broken (feature `sim`; the variant exists without it so
+    /// the enum does not change shape with features).
+    #[error("sim: {0}")]
+    Sim(#[from] SimActorError),
     /// The input named a stream the actor does not know.
     #[error("unknown {0:?}")]
     UnknownStream(StreamId),

@@ -118,6 +118,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
+pub use crate::error::SimActorError;
 use crate::{Actor, Error, Event, IfaceId, Input, Instant, Output};
 
 pub use nat::{
@@ -756,7 +757,7 @@ impl Core {
                     Err(_) => self.fault(
                         &mut host.slot,
                         FaultSource::Output,
-                        Error::Unexpected("TCP segment could not be built"),
+                        Error::Sim(SimActorError::SegmentUnbuildable),
                     ),
                 }
             }
@@ -821,7 +822,7 @@ impl Core {
                         self.transmit(id, net, p);
                         Ok(())
                     }
-                    Err(_) => Err(Error::Unexpected("datagram could not be built")),
+                    Err(_) => Err(Error::Sim(SimActorError::DatagramUnbuildable)),
                 }
             }
             Output::Connect {
@@ -833,7 +834,7 @@ impl Core {
             Output::StreamClose { id: sid } => host.tcp.close(net_now, sid),
             Output::Packet { iface, data } => {
                 if iface != IfaceId(0) {
-                    Err(Error::Unexpected("a host has only interface 0"))
+                    Err(Error::Sim(SimActorError::HostInterface(iface.0)))
                 } else {
                     self.transmit(id, net, data);
                     Ok(())
@@ -916,15 +917,13 @@ impl Core {
                         self.transmit(id, i.net, data);
                         Ok(())
                     }
-                    None => Err(Error::Unexpected("no such interface")),
+                    None => Err(Error::Sim(SimActorError::NoSuchInterface(iface.0))),
                 },
                 Output::Event(e) => {
                     self.event(slot, e);
                     Ok(())
                 }
-                _ => Err(Error::Unexpected(
-                    "inline nodes emit raw packets and events only",
-                )),
+                _ => Err(Error::Sim(SimActorError::InlineOutput)),
             };
             if let Err(e) = result {
                 self.fault(slot, FaultSource::Output, e);
@@ -969,6 +968,30 @@ impl Core {
         best.map(|(_, i)| i)
     }
 
+    /// The egress interface of a packet a plain router or a gateway forwards: none (and
+    /// the drop recorded) for one addressed to the router itself or without a route.
+    fn forward(
+        &mut self,
+        id: NodeId,
+        net: Option<NetworkId>,
+        ifaces: &[Iface],
+        routes: &[(Prefix, usize)],
+        own: bool,
+        data: &[u8],
+    ) -> Option<usize> {
+        let reason = if own {
+            DropReason::AddressedToRouter
+        } else {
+            let dst = packet::parse(data).ok()?.dst;
+            match self.route(ifaces, routes, dst) {
+                Some(e) => return Some(e),
+                None => DropReason::NoRoute,
+            }
+        };
+        self.record_drop(id, None, net, reason, data);
+        None
+    }
+
     fn deliver_router(
         &mut self,
         id: NodeId,
@@ -1010,12 +1033,7 @@ impl Core {
         let egress: usize;
         match &mut router.role {
             Role::Plain => {
-                if own {
-                    drop(self, DropReason::AddressedToRouter, &data);
-                    return;
-                }
-                let Some(e) = self.route(ifaces, &router.routes, dst) else {
-                    drop(self, DropReason::NoRoute, &data);
+                let Some(e) = self.forward(id, net, ifaces, &router.routes, own, &data) else {
                     return;
                 };
                 egress = e;
@@ -1079,12 +1097,7 @@ impl Core {
                 }
             }
             Role::Gateway(fw) => {
-                if own {
-                    drop(self, DropReason::AddressedToRouter, &data);
-                    return;
-                }
-                let Some(e) = self.route(ifaces, &router.routes, dst) else {
-                    drop(self, DropReason::NoRoute, &data);
+                let Some(e) = self.forward(id, net, ifaces, &router.routes, own, &data) else {
                     return;
                 };
                 let s = src_sock.unwrap_or(SocketAddr::new(src, 0));
@@ -1482,19 +1495,7 @@ impl Sim {
 
     /// The live bindings of a NAPT.
     pub fn bindings(&self, router: NodeId) -> Result<Vec<BindingInfo>, SimError> {
-        match &self.node(router)?.kind {
-            Kind::Router(r) => match &r.role {
-                Role::Napt(nat) => Ok(nat.bindings(self.core.now)),
-                _ => Err(SimError::WrongNodeKind {
-                    node: router,
-                    expected: "NAPT",
-                }),
-            },
-            _ => Err(SimError::WrongNodeKind {
-                node: router,
-                expected: "NAPT",
-            }),
-        }
+        Ok(self.nat(router)?.bindings(self.core.now))
     }
 
     /// Forget a NAPT's dynamic bindings, as a router reboot does (static mappings stay).
@@ -1507,15 +1508,12 @@ impl Sim {
     /// every dynamic binding is lost, static mappings move to the new address.
     pub fn set_public_ip(&mut self, router: NodeId, public_ip: IpAddr) -> Result<(), SimError> {
         self.nat_mut(router)?;
-        let outside =
-            self.node(router)?
-                .ifaces
-                .get(1)
-                .map(|f| f.net)
-                .ok_or(SimError::WrongNodeKind {
-                    node: router,
-                    expected: "NAPT",
-                })?;
+        let outside = self
+            .node(router)?
+            .ifaces
+            .get(1)
+            .map(|f| f.net)
+            .ok_or(not_a_napt(router))?;
         let n = self.net(outside)?;
         if !n.prefix.contains(public_ip) {
             return Err(SimError::AddressOutsidePrefix {
@@ -1547,20 +1545,22 @@ impl Sim {
         Ok(())
     }
 
-    fn nat_mut(&mut self, router: NodeId) -> Result<&mut Nat, SimError> {
-        match &mut self.node_mut(router)?.kind {
-            Kind::Router(r) => match &mut r.role {
-                Role::Napt(nat) => Ok(nat),
-                _ => Err(SimError::WrongNodeKind {
-                    node: router,
-                    expected: "NAPT",
-                }),
-            },
-            _ => Err(SimError::WrongNodeKind {
-                node: router,
-                expected: "NAPT",
-            }),
+    fn nat(&self, router: NodeId) -> Result<&Nat, SimError> {
+        if let Kind::Router(r) = &self.node(router)?.kind
+            && let Role::Napt(nat) = &r.role
+        {
+            return Ok(nat);
         }
+        Err(not_a_napt(router))
+    }
+
+    fn nat_mut(&mut self, router: NodeId) -> Result<&mut Nat, SimError> {
+        if let Kind::Router(r) = &mut self.node_mut(router)?.kind
+            && let Role::Napt(nat) = &mut r.role
+        {
+            return Ok(nat);
+        }
+        Err(not_a_napt(router))
     }
 
     fn node(&self, id: NodeId) -> Result<&Node, SimError> {
@@ -1582,6 +1582,7 @@ impl Sim {
             }),
         }
     }
+
     // ----- fault injection -----
 
     /// Install a fault: from now on it sees every packet put on a network and acts on the
@@ -1965,6 +1966,13 @@ impl Sim {
             })
             .collect();
         mermaid::render(&names, &self.core.trace, self.core.trace_lost > 0)
+    }
+}
+
+fn not_a_napt(router: NodeId) -> SimError {
+    SimError::WrongNodeKind {
+        node: router,
+        expected: "NAPT",
     }
 }
 

@@ -13,6 +13,7 @@ use deputy::sim::probe::Received;
 use deputy::sim::{DatagramProbe, LinkConfig, NatConfig, NetworkId, NodeId, Sim};
 
 mod events;
+pub mod mutation;
 pub use events::*;
 
 pub fn ip(s: &str) -> IpAddr {
