@@ -14,6 +14,7 @@ use deputy::sim::{DatagramProbe, LinkConfig, NatConfig, NetworkId, NodeId, Sim};
 
 mod events;
 pub mod mutation;
+pub mod offload;
 pub use events::*;
 
 pub fn ip(s: &str) -> IpAddr {
