@@ -3,11 +3,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use deputy::sim::fault::{Fault, FaultAction, FaultId, FaultStats, MAX_FAULTS};
 use deputy::sim::packet::{self, PROTO_ESP, PROTO_IPIP};
+use deputy::sim::scenario::{Outcome, World as Seed002, WorldConfig};
 use deputy::sim::{
     AllowRule, DatagramProbe, DropReason, Filtering, GatewayConfig, LinkConfig, Mapping, NatConfig,
-    NetworkId, NodeId, PacketProbe, PortAllocation, Proto, RawIp, Sim, SimError, StreamProbe,
-    TraceKind,
+    NetworkId, NodeId, PacketProbe, PortAllocation, Proto, RawIp, Sim, SimActorError, SimError,
+    StreamProbe, TraceKind,
 };
 use deputy::{Actor, Error, Event, IfaceId, Instant, Output};
 
@@ -832,7 +834,7 @@ fn inline_middlebox_sees_and_forwards_packets() {
     assert_eq!(faults.len(), 1);
     assert_eq!(
         faults[0].error,
-        Error::Unexpected("a datagram probe takes datagrams only")
+        Error::Sim(SimActorError::DatagramProbeInput)
     );
 }
 
@@ -1074,7 +1076,7 @@ fn actor_output_errors_are_recorded_not_panicked() {
         type Event = Event;
 
         fn handle_input(&mut self, _: Instant, _: deputy::Input<'_>) -> Result<(), Error> {
-            Err(Error::Unexpected("bad actor"))
+            Err(Error::UnknownStream(deputy::StreamId::inbound(0)))
         }
         fn handle_timeout(&mut self, _: Instant) {}
         fn poll_output(&mut self) -> Option<Output<Event>> {
@@ -1300,5 +1302,303 @@ fn mangled_packets_never_panic() {
     assert!(!through.is_empty());
     for r in through {
         assert!(packet::parse(&r.data).is_ok());
+    }
+}
+
+// ---------------------------------------------------------------- fault injection
+
+/// One LAN, probes `a` (10.0.0.1) and `b` (10.0.0.2) on port 9, and the faults given.
+fn fault_lan(seed: u64, faults: Vec<Fault>) -> (Sim, NodeId, NodeId, Vec<FaultId>) {
+    let mut sim = Sim::new(seed);
+    let lan = sim.net_with("lan", "10.0.0.0/24", LinkConfig::with_latency(ms(1)));
+    let a = sim.probe("a", lan, "10.0.0.1", 9);
+    let b = sim.probe("b", lan, "10.0.0.2", 9);
+    let ids = faults
+        .into_iter()
+        .map(|f| sim.add_fault(f).unwrap())
+        .collect();
+    (sim, a, b, ids)
+}
+
+/// `a` sends `n` datagrams `[i; 8]` to `b`, 10 ms apart; what `b` got.
+fn fault_flow(sim: &mut Sim, a: NodeId, b: NodeId, n: u8) -> Vec<Vec<u8>> {
+    for i in 0..n {
+        send(sim, a, "10.0.0.2:9", &[i; 8]);
+        sim.run_for(ms(10)).unwrap();
+    }
+    sim.run_for(Duration::from_secs(2)).unwrap();
+    received(sim, b).into_iter().map(|(_, d)| d).collect()
+}
+
+fn ab_flow() -> Fault {
+    Fault::new(FaultAction::Drop).flow(sa("10.0.0.1:9"), sa("10.0.0.2:9"))
+}
+
+fn with_action(action: FaultAction) -> Fault {
+    Fault::new(action).flow(sa("10.0.0.1:9"), sa("10.0.0.2:9"))
+}
+
+#[test]
+fn fault_drops_the_nth_datagram_of_a_flow() {
+    let (mut sim, a, b, ids) = fault_lan(1, vec![ab_flow().nth(2)]);
+    let got = fault_flow(&mut sim, a, b, 5);
+    assert_eq!(got, [[0; 8], [1; 8], [3; 8], [4; 8]]);
+    assert_eq!(
+        sim.fault_stats(ids[0]).unwrap(),
+        FaultStats {
+            matched: 5,
+            applied: 1
+        }
+    );
+    assert_eq!(drops_at(&sim, a), [DropReason::Injected]);
+    assert!(sim.mermaid().contains("dropped by a fault"));
+}
+
+#[test]
+fn fault_count_and_removal() {
+    let (mut sim, a, b, ids) = fault_lan(1, vec![ab_flow().nth(1).count(2)]);
+    let got = fault_flow(&mut sim, a, b, 3);
+    assert_eq!(got, [[0; 8]]);
+    let stats = sim.remove_fault(ids[0]).unwrap();
+    assert_eq!(stats.applied, 2);
+    assert_eq!(sim.fault_stats(ids[0]), Err(SimError::UnknownFault(ids[0])));
+    assert_eq!(
+        sim.remove_fault(ids[0]),
+        Err(SimError::UnknownFault(ids[0]))
+    );
+    // Removed: the flow is whole again.
+    let got = fault_flow(&mut sim, a, b, 2);
+    assert_eq!(got.len(), 3);
+}
+
+#[test]
+fn fault_duplicates_and_delays() {
+    let (mut sim, a, b, _) = fault_lan(
+        1,
+        vec![
+            with_action(FaultAction::Duplicate).nth(1),
+            with_action(FaultAction::Delay(ms(500))).nth(2),
+        ],
+    );
+    let got = fault_flow(&mut sim, a, b, 4);
+    // The delayed third datagram arrives after the fourth, the second arrives twice.
+    assert_eq!(got, [[0; 8], [1; 8], [1; 8], [3; 8], [2; 8]]);
+}
+
+#[test]
+fn fault_corrupts_payloads_with_valid_checksums() {
+    let (mut sim, a, b, _) = fault_lan(
+        1,
+        vec![
+            with_action(FaultAction::Flip {
+                offset: 3,
+                mask: 0x01,
+            })
+            .nth(0),
+            with_action(FaultAction::Truncate(2)).nth(1),
+            with_action(FaultAction::Extend(vec![0xee, 0xff])).nth(2),
+            with_action(FaultAction::Replace(b"other".to_vec())).nth(3),
+            with_action(FaultAction::rewrite(|p| p.iter().rev().copied().collect())).nth(4),
+            // Past the end: passes unchanged.
+            with_action(FaultAction::flip(100)).nth(5),
+        ],
+    );
+    let mut sent = (0..6u8).map(|i| vec![i; 8]).collect::<Vec<_>>();
+    sent[4] = b"abcdefgh".to_vec();
+    for d in &sent {
+        send(&mut sim, a, "10.0.0.2:9", d);
+        sim.run_for(ms(10)).unwrap();
+    }
+    sim.run_for(ms(100)).unwrap();
+    let got: Vec<Vec<u8>> = received(&sim, b).into_iter().map(|(_, d)| d).collect();
+    assert_eq!(
+        got,
+        [
+            vec![0, 0, 0, 1, 0, 0, 0, 0],
+            vec![1, 1],
+            vec![2, 2, 2, 2, 2, 2, 2, 2, 0xee, 0xff],
+            b"other".to_vec(),
+            b"hgfedcba".to_vec(),
+            vec![5; 8],
+        ]
+    );
+    // Every altered packet is a well-formed one (the receiver took it) and is marked.
+    let altered = sim
+        .trace()
+        .iter()
+        .filter(|e| e.label.starts_with("(altered)"))
+        .count();
+    assert_eq!(altered, 5);
+    assert!(sim.drops().next().is_none());
+}
+
+#[test]
+fn fault_replays_an_earlier_datagram() {
+    let (mut sim, a, b, _) = fault_lan(
+        1,
+        vec![with_action(FaultAction::Replay { earlier: 0 }).nth(2)],
+    );
+    let got = fault_flow(&mut sim, a, b, 4);
+    assert_eq!(got, [[0; 8], [1; 8], [2; 8], [0; 8], [3; 8]]);
+}
+
+#[test]
+fn fault_replay_of_an_unseen_match_sends_nothing() {
+    let (mut sim, a, b, ids) = fault_lan(
+        1,
+        vec![with_action(FaultAction::Replay { earlier: 5 }).nth(1)],
+    );
+    let got = fault_flow(&mut sim, a, b, 3);
+    assert_eq!(got.len(), 3);
+    assert_eq!(sim.fault_stats(ids[0]).unwrap().applied, 1);
+}
+
+#[test]
+fn fault_matches_by_node_network_direction_and_closure() {
+    // alice behind the NAPT sends to the server; drop by where the hop is.
+    for (which, expect_lost) in [
+        ("on home network, toward the nat", true),
+        ("from the nat, on the internet", true),
+        ("toward alice", false),
+        ("closure on first payload byte 7", true),
+        ("protocol TCP", false),
+    ] {
+        let mut w = world(3, NatConfig::default(), LinkConfig::default());
+        let base = Fault::new(FaultAction::Drop);
+        let f = match which {
+            "on home network, toward the nat" => base.on_network(w.home).to_node(w.nat),
+            "from the nat, on the internet" => base.on_network(w.internet).from_node(w.nat),
+            "toward alice" => base.at_node(w.alice).to_node(w.alice),
+            "closure on first payload byte 7" => base.when(|p| p.payload.first() == Some(&7)),
+            _ => base.protocol(packet::PROTO_TCP),
+        };
+        let id = w.sim.add_fault(f).unwrap();
+        send_from(
+            &mut w.sim,
+            w.alice,
+            "192.168.1.10:40000",
+            sa(SERVER),
+            &[7; 4],
+        );
+        w.sim.run_for(ms(100)).unwrap();
+        assert_eq!(
+            received(&w.sim, w.server).is_empty(),
+            expect_lost,
+            "{which}"
+        );
+        let stats = w.sim.fault_stats(id).unwrap();
+        assert_eq!(stats.applied, u64::from(expect_lost), "{which}");
+    }
+}
+
+#[test]
+fn fault_on_tcp_data_segments() {
+    // Truncating the first data segment costs nothing (TCP resends what was not
+    // acknowledged); flipping a byte of the second reaches the application: the checksums
+    // were rebuilt, as for damage they do not catch.
+    let (mut w, client, web) = stream_world(11, LinkConfig::with_latency(ms(5)));
+    // On the internet only: the same packet crosses the home network first, and each hop
+    // is one match.
+    let internet = w.internet;
+    let to_web = |a| {
+        Fault::new(a)
+            .on_network(internet)
+            .protocol(packet::PROTO_TCP)
+            .dst(sa("203.0.113.8:443"))
+            .with_payload()
+    };
+    let cut = w
+        .sim
+        .add_fault(to_web(FaultAction::Truncate(100)).nth(0))
+        .unwrap();
+    let flip = w
+        .sim
+        .add_fault(
+            to_web(FaultAction::Flip {
+                offset: 0,
+                mask: 0x80,
+            })
+            .nth(1),
+        )
+        .unwrap();
+    let id = on_stream(&mut w.sim, client, |p| p.connect(sa("203.0.113.8:443")));
+    w.sim.run_for(ms(100)).unwrap();
+    let data = pattern(1000);
+    on_stream(&mut w.sim, client, |p| p.send(id, data.clone()));
+    w.sim.run_for(Duration::from_secs(5)).unwrap();
+    let server_side = w.sim.actor::<StreamProbe>(web).unwrap();
+    let got = server_side.received(server_side.accepted()[0]).to_vec();
+    let mut expect = data.clone();
+    expect[100] ^= 0x80;
+    assert_eq!(got, expect);
+    assert_eq!(w.sim.fault_stats(cut).unwrap().applied, 1);
+    assert_eq!(w.sim.fault_stats(flip).unwrap().applied, 1);
+}
+
+#[test]
+fn fault_probability_is_seeded() {
+    let run = |seed| {
+        let (mut sim, a, b, _) = fault_lan(seed, vec![ab_flow().probability(0.5)]);
+        fault_flow(&mut sim, a, b, 40)
+    };
+    let first = run(5);
+    assert_eq!(first, run(5), "same seed, same losses");
+    assert!(first.len() > 5 && first.len() < 35, "{}", first.len());
+    assert_ne!(first, run(6));
+}
+
+#[test]
+fn faults_are_bounded() {
+    let mut sim = Sim::new(1);
+    for _ in 0..MAX_FAULTS {
+        sim.add_fault(Fault::new(FaultAction::Duplicate).nth(u64::MAX))
+            .unwrap();
+    }
+    let err = sim.add_fault(Fault::new(FaultAction::Drop)).unwrap_err();
+    assert_eq!(err, SimError::TooManyFaults(MAX_FAULTS));
+}
+
+/// Seed 002 (default world: both devices behind home routers): one chosen packet of the
+/// right-password flow is dropped, and the request still connects in its first attempt.
+/// The packets: the issuer's ClientHello segment on its channel to the server (recovered
+/// by the host TCP's retransmission), and the issuer's punch confirmation to the acceptor
+/// (recovered because in this world both sides' punches get through and both confirm).
+#[test]
+fn fault_drop_in_seed_002_flow_is_recovered() {
+    for (name, label) in [
+        ("client hello", "ClientHello"),
+        ("punch confirmation", "PunchConfirm"),
+    ] {
+        let mut sim = Sim::new(1);
+        let w = Seed002::build(&mut sim, WorldConfig::default()).unwrap();
+        sim.run_for(Duration::from_secs(1)).unwrap();
+        let fault = match label {
+            "ClientHello" => Fault::new(FaultAction::Drop)
+                .from_node(w.issuer)
+                .protocol(packet::PROTO_TCP)
+                .with_payload()
+                .nth(0),
+            // The issuer's datagrams to the acceptor's router: punch, ack, confirmation.
+            _ => Fault::new(FaultAction::Drop)
+                .from_node(w.issuer_router.unwrap())
+                .to_node(w.acceptor_router.unwrap())
+                .protocol(packet::PROTO_UDP)
+                .nth(2),
+        };
+        let id = sim.add_fault(fault).unwrap();
+        let session = w.connect(&mut sim, b"2133-secret").unwrap();
+        let outcome = w.wait(&mut sim, session, Duration::from_secs(30)).unwrap();
+        assert!(
+            matches!(outcome, Outcome::Connected { attempt: 1 }),
+            "{name}: {outcome}"
+        );
+        assert_eq!(sim.fault_stats(id).unwrap().applied, 1, "{name}");
+        let injected: Vec<String> = sim
+            .drops()
+            .filter(|e| e.drop_reason() == Some(DropReason::Injected))
+            .map(|e| e.label.clone())
+            .collect();
+        assert_eq!(injected.len(), 1, "{name}");
+        assert!(injected[0].contains(label), "{name}: dropped {injected:?}");
     }
 }

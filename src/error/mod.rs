@@ -16,6 +16,7 @@ mod ipsec;
 mod keyx;
 mod offload;
 mod rendezvous;
+mod sim;
 
 pub use channel::{AlertCode, ChannelError};
 pub use ike::IkeError;
@@ -23,6 +24,7 @@ pub use ipsec::{IpsecError, ReplayKind};
 pub use keyx::KeyxError;
 pub use offload::{OffloadError, RefusalReason};
 pub use rendezvous::{RegistrationRefusal, RendezvousError};
+pub use sim::SimActorError;
 
 use crate::stream_id::StreamId;
 
@@ -65,14 +67,11 @@ pub enum Error {
         /// Its configured bound.
         bound: usize,
     },
+    /// A rule of the simulator broken (feature `sim`; the variant exists without it so
+    /// the enum does not change shape with features).
+    #[error("sim: {0}")]
+    Sim(#[from] SimActorError),
     /// The input named a stream the actor does not know.
     #[error("unknown {0:?}")]
     UnknownStream(StreamId),
-    /// The input does not fit the actor's state (a command before the session is up, a
-    /// datagram on an address it does not serve …).
-    #[error("unexpected: {0}")]
-    Unexpected(&'static str),
-    /// The configuration is inconsistent.
-    #[error("invalid configuration: {0}")]
-    Config(&'static str),
 }

@@ -40,6 +40,18 @@ pub(crate) fn render(names: &[String], trace: &[TraceEntry], truncated: bool) ->
             } => {
                 let _ = writeln!(out, "    n{}-xn{}: {label} (lost)", at.0, to.0);
             }
+            TraceKind::Drop {
+                at,
+                toward: Some(to),
+                reason: DropReason::Injected,
+                ..
+            } => {
+                let _ = writeln!(
+                    out,
+                    "    n{}-xn{}: {label} (dropped by a fault)",
+                    at.0, to.0
+                );
+            }
             TraceKind::Drop { at, reason, .. } => {
                 let _ = writeln!(out, "    Note over n{}: ✗ {label}: {reason}", at.0);
             }

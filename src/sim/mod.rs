@@ -97,6 +97,7 @@
 //! assert!(sim.mermaid().starts_with("sequenceDiagram"));
 //! ```
 
+pub mod fault;
 mod mermaid;
 mod nat;
 mod net;
@@ -117,6 +118,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
+pub use crate::error::SimActorError;
 use crate::{Actor, Error, Event, IfaceId, Input, Instant, Output};
 
 pub use nat::{
@@ -209,6 +211,12 @@ pub enum SimError {
     /// Writing a file failed.
     #[error("i/o: {0}")]
     Io(String),
+    /// No such fault (never added, or removed).
+    #[error("unknown {0:?}")]
+    UnknownFault(fault::FaultId),
+    /// [`fault::MAX_FAULTS`] faults were added to this simulation already.
+    #[error("at most {0} faults per simulation")]
+    TooManyFaults(usize),
 }
 
 /// An [`Actor`] as the simulator holds it: its events converted into the aggregate
@@ -422,6 +430,10 @@ struct Core {
     queue: BTreeMap<(Instant, u64), Ev>,
     nets: Vec<Network>,
     link_rng: ChaCha20Rng,
+    faults: fault::Faults,
+    /// The faults' probability draws: their own stream, so that adding a fault with
+    /// probability 1 does not shift the link model's draws.
+    fault_rng: ChaCha20Rng,
     last_arrival: BTreeMap<(NetworkId, NodeId), Instant>,
     trace: Vec<TraceEntry>,
     trace_lost: u64,
@@ -577,20 +589,47 @@ impl Core {
         self.push_trace(entry);
     }
 
-    /// Put `data` on `net` from node `from`: next hop, link model, recording, delivery.
+    /// Put `data` on `net` from node `from`: next hop, injected faults, link model,
+    /// recording, delivery.
     fn transmit(&mut self, from: NodeId, net: NetworkId, data: Vec<u8>) {
-        let info = match packet::parse(&data) {
-            Ok(i) => i,
+        self.transmit_hop(from, net, data, true);
+    }
+
+    /// [`Core::transmit`]; `faults` is false for a replayed copy, which no fault sees.
+    fn transmit_hop(&mut self, from: NodeId, net: NetworkId, data: Vec<u8>, faults: bool) {
+        let hop = match packet::parse(&data) {
+            Ok(info) => net::next_hop(&self.nets, net, info.dst, from),
             Err(_) => {
                 self.record_drop(from, None, Some(net), DropReason::Malformed, &data);
                 return;
             }
         };
-        let Some(hop) = net::next_hop(&self.nets, net, info.dst, from) else {
+        let Some(hop) = hop else {
             self.record_drop(from, None, Some(net), DropReason::NoRoute, &data);
             return;
         };
         let Some(link) = self.nets.get(net.index()).map(|n| n.link) else {
+            return;
+        };
+        let (data, verdict) = if faults && !self.faults.is_empty() {
+            let rng = &mut self.fault_rng;
+            let at = fault::Hop {
+                net,
+                from,
+                to: hop.node,
+            };
+            self.faults.apply(&at, data, |p| chance(rng, p))
+        } else {
+            (data, fault::Verdict::default())
+        };
+        if verdict.dropped {
+            self.record_drop(from, Some(hop.node), Some(net), DropReason::Injected, &data);
+            return;
+        }
+        // The faults rebuild what they change, so this parses; a packet that does not is
+        // dropped as any malformed one.
+        let Ok(info) = packet::parse(&data) else {
+            self.record_drop(from, None, Some(net), DropReason::Malformed, &data);
             return;
         };
         if chance(&mut self.link_rng, link.loss) {
@@ -601,9 +640,12 @@ impl Core {
             2
         } else {
             1
-        };
+        } + verdict.copies;
         let summary = PacketSummary::of(&data, Some(&info));
-        let label = self.label(Some(&info));
+        let mut label = self.label(Some(&info));
+        if verdict.changed {
+            label.insert_str(0, "(altered) ");
+        }
         for _ in 0..copies {
             let jitter = u64::try_from(link.jitter.as_nanos()).unwrap_or(u64::MAX);
             let extra = if jitter > 0 {
@@ -619,6 +661,9 @@ impl Core {
                 arrives = arrives.max(*last);
                 *last = arrives;
             }
+            // After the ordering: a delayed packet leaves the link's order instead of
+            // holding back everything behind it.
+            arrives += verdict.delay;
             if !self.schedule(
                 arrives,
                 Ev::Deliver {
@@ -650,6 +695,9 @@ impl Core {
                 packet: summary,
                 label: label.clone(),
             });
+        }
+        for copy in verdict.replays {
+            self.transmit_hop(from, net, copy, false);
         }
     }
 
@@ -709,7 +757,7 @@ impl Core {
                     Err(_) => self.fault(
                         &mut host.slot,
                         FaultSource::Output,
-                        Error::Unexpected("TCP segment could not be built"),
+                        Error::Sim(SimActorError::SegmentUnbuildable),
                     ),
                 }
             }
@@ -774,7 +822,7 @@ impl Core {
                         self.transmit(id, net, p);
                         Ok(())
                     }
-                    Err(_) => Err(Error::Unexpected("datagram could not be built")),
+                    Err(_) => Err(Error::Sim(SimActorError::DatagramUnbuildable)),
                 }
             }
             Output::Connect {
@@ -786,7 +834,7 @@ impl Core {
             Output::StreamClose { id: sid } => host.tcp.close(net_now, sid),
             Output::Packet { iface, data } => {
                 if iface != IfaceId(0) {
-                    Err(Error::Unexpected("a host has only interface 0"))
+                    Err(Error::Sim(SimActorError::HostInterface(iface.0)))
                 } else {
                     self.transmit(id, net, data);
                     Ok(())
@@ -873,7 +921,7 @@ impl Core {
                         self.transmit(id, i.net, data);
                         Ok(())
                     }
-                    None => Err(Error::Unexpected("no such interface")),
+                    None => Err(Error::Sim(SimActorError::NoSuchInterface(iface.0))),
                 },
                 Output::Event(e) => {
                     self.event(slot, e);
@@ -883,9 +931,7 @@ impl Core {
                     slot.events_lost += count;
                     Ok(())
                 }
-                _ => Err(Error::Unexpected(
-                    "inline nodes emit raw packets and events only",
-                )),
+                _ => Err(Error::Sim(SimActorError::InlineOutput)),
             };
             if let Err(e) = result {
                 self.fault(slot, FaultSource::Output, e);
@@ -930,6 +976,30 @@ impl Core {
         best.map(|(_, i)| i)
     }
 
+    /// The egress interface of a packet a plain router or a gateway forwards: none (and
+    /// the drop recorded) for one addressed to the router itself or without a route.
+    fn forward(
+        &mut self,
+        id: NodeId,
+        net: Option<NetworkId>,
+        ifaces: &[Iface],
+        routes: &[(Prefix, usize)],
+        own: bool,
+        data: &[u8],
+    ) -> Option<usize> {
+        let reason = if own {
+            DropReason::AddressedToRouter
+        } else {
+            let dst = packet::parse(data).ok()?.dst;
+            match self.route(ifaces, routes, dst) {
+                Some(e) => return Some(e),
+                None => DropReason::NoRoute,
+            }
+        };
+        self.record_drop(id, None, net, reason, data);
+        None
+    }
+
     fn deliver_router(
         &mut self,
         id: NodeId,
@@ -971,12 +1041,7 @@ impl Core {
         let egress: usize;
         match &mut router.role {
             Role::Plain => {
-                if own {
-                    drop(self, DropReason::AddressedToRouter, &data);
-                    return;
-                }
-                let Some(e) = self.route(ifaces, &router.routes, dst) else {
-                    drop(self, DropReason::NoRoute, &data);
+                let Some(e) = self.forward(id, net, ifaces, &router.routes, own, &data) else {
                     return;
                 };
                 egress = e;
@@ -1040,12 +1105,7 @@ impl Core {
                 }
             }
             Role::Gateway(fw) => {
-                if own {
-                    drop(self, DropReason::AddressedToRouter, &data);
-                    return;
-                }
-                let Some(e) = self.route(ifaces, &router.routes, dst) else {
-                    drop(self, DropReason::NoRoute, &data);
+                let Some(e) = self.forward(id, net, ifaces, &router.routes, own, &data) else {
                     return;
                 };
                 let s = src_sock.unwrap_or(SocketAddr::new(src, 0));
@@ -1086,6 +1146,8 @@ impl Sim {
         Sim {
             core: Core {
                 link_rng: ChaCha20Rng::from_seed(derive_seed(seed, "links")),
+                faults: fault::Faults::default(),
+                fault_rng: ChaCha20Rng::from_seed(derive_seed(seed, "faults")),
                 cfg,
                 seed,
                 now: Instant::ZERO,
@@ -1441,19 +1503,7 @@ impl Sim {
 
     /// The live bindings of a NAPT.
     pub fn bindings(&self, router: NodeId) -> Result<Vec<BindingInfo>, SimError> {
-        match &self.node(router)?.kind {
-            Kind::Router(r) => match &r.role {
-                Role::Napt(nat) => Ok(nat.bindings(self.core.now)),
-                _ => Err(SimError::WrongNodeKind {
-                    node: router,
-                    expected: "NAPT",
-                }),
-            },
-            _ => Err(SimError::WrongNodeKind {
-                node: router,
-                expected: "NAPT",
-            }),
-        }
+        Ok(self.nat(router)?.bindings(self.core.now))
     }
 
     /// Forget a NAPT's dynamic bindings, as a router reboot does (static mappings stay).
@@ -1466,15 +1516,12 @@ impl Sim {
     /// every dynamic binding is lost, static mappings move to the new address.
     pub fn set_public_ip(&mut self, router: NodeId, public_ip: IpAddr) -> Result<(), SimError> {
         self.nat_mut(router)?;
-        let outside =
-            self.node(router)?
-                .ifaces
-                .get(1)
-                .map(|f| f.net)
-                .ok_or(SimError::WrongNodeKind {
-                    node: router,
-                    expected: "NAPT",
-                })?;
+        let outside = self
+            .node(router)?
+            .ifaces
+            .get(1)
+            .map(|f| f.net)
+            .ok_or(not_a_napt(router))?;
         let n = self.net(outside)?;
         if !n.prefix.contains(public_ip) {
             return Err(SimError::AddressOutsidePrefix {
@@ -1506,20 +1553,22 @@ impl Sim {
         Ok(())
     }
 
-    fn nat_mut(&mut self, router: NodeId) -> Result<&mut Nat, SimError> {
-        match &mut self.node_mut(router)?.kind {
-            Kind::Router(r) => match &mut r.role {
-                Role::Napt(nat) => Ok(nat),
-                _ => Err(SimError::WrongNodeKind {
-                    node: router,
-                    expected: "NAPT",
-                }),
-            },
-            _ => Err(SimError::WrongNodeKind {
-                node: router,
-                expected: "NAPT",
-            }),
+    fn nat(&self, router: NodeId) -> Result<&Nat, SimError> {
+        if let Kind::Router(r) = &self.node(router)?.kind
+            && let Role::Napt(nat) = &r.role
+        {
+            return Ok(nat);
         }
+        Err(not_a_napt(router))
+    }
+
+    fn nat_mut(&mut self, router: NodeId) -> Result<&mut Nat, SimError> {
+        if let Kind::Router(r) = &mut self.node_mut(router)?.kind
+            && let Role::Napt(nat) = &mut r.role
+        {
+            return Ok(nat);
+        }
+        Err(not_a_napt(router))
     }
 
     fn node(&self, id: NodeId) -> Result<&Node, SimError> {
@@ -1540,6 +1589,37 @@ impl Sim {
                 expected: "host",
             }),
         }
+    }
+
+    // ----- fault injection -----
+
+    /// Install a fault: from now on it sees every packet put on a network and acts on the
+    /// ones it chooses (see [`fault`]). Faults act in the order they were added. Fails
+    /// with [`SimError::TooManyFaults`] past [`fault::MAX_FAULTS`].
+    ///
+    /// ```
+    /// use deputy::sim::fault::{Fault, FaultAction};
+    /// use deputy::sim::{LinkConfig, Sim, packet::PROTO_TCP};
+    ///
+    /// let mut sim = Sim::new(1);
+    /// let wan = sim.add_network("wan", "0.0.0.0/0", LinkConfig::default()).unwrap();
+    /// // Truncate the fourth data segment on the wan to 10 bytes.
+    /// let cut = Fault::new(FaultAction::Truncate(10)).on_network(wan).protocol(PROTO_TCP);
+    /// let id = sim.add_fault(cut.with_payload().nth(3)).unwrap();
+    /// assert_eq!(sim.fault_stats(id).unwrap().matched, 0);
+    /// ```
+    pub fn add_fault(&mut self, fault: fault::Fault) -> Result<fault::FaultId, SimError> {
+        self.core.faults.add(fault)
+    }
+
+    /// Remove a fault; returns what it did.
+    pub fn remove_fault(&mut self, id: fault::FaultId) -> Result<fault::FaultStats, SimError> {
+        self.core.faults.remove(id)
+    }
+
+    /// How many packets a fault matched and acted on so far.
+    pub fn fault_stats(&self, id: fault::FaultId) -> Result<fault::FaultStats, SimError> {
+        self.core.faults.stats(id)
     }
 
     /// Accept TCP connections on `port` of a host.
@@ -1895,6 +1975,13 @@ impl Sim {
             })
             .collect();
         mermaid::render(&names, &self.core.trace, self.core.trace_lost > 0)
+    }
+}
+
+fn not_a_napt(router: NodeId) -> SimError {
+    SimError::WrongNodeKind {
+        node: router,
+        expected: "NAPT",
     }
 }
 

@@ -43,9 +43,21 @@ pub const PROTO_ICMPV6: u8 = 58;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PacketError {
-    /// The bytes are not a well-formed IPv4/IPv6 packet (or its UDP/TCP header is broken).
-    #[error("malformed packet: {0}")]
-    Malformed(&'static str),
+    /// The IPv4/IPv6 header is broken or truncated.
+    #[error("malformed IP header")]
+    BadIpHeader,
+    /// The UDP header is broken or truncated.
+    #[error("malformed UDP header")]
+    BadUdpHeader,
+    /// The UDP length field disagrees with the packet.
+    #[error("UDP length field does not fit the packet")]
+    BadUdpLength,
+    /// The TCP header is broken or truncated.
+    #[error("malformed TCP header")]
+    BadTcpHeader,
+    /// The transport segment is shorter than its ports.
+    #[error("transport segment too short")]
+    ShortTransport,
     /// An IPv4 header, UDP or TCP checksum does not match the contents.
     #[error("bad checksum")]
     BadChecksum,
@@ -149,8 +161,7 @@ impl PacketInfo<'_> {
 /// IPv4 header checksum and the UDP/TCP checksums (a UDP-over-IPv4 checksum of zero means
 /// "none" and is accepted). Bytes after the length the IP header announces are ignored.
 pub fn parse(data: &[u8]) -> Result<PacketInfo<'_>, PacketError> {
-    let (ip, payload) =
-        IpHeaders::from_slice(data).map_err(|_| PacketError::Malformed("IP header"))?;
+    let (ip, payload) = IpHeaders::from_slice(data).map_err(|_| PacketError::BadIpHeader)?;
     let header_len = ip.header_len();
     let protocol = payload.ip_number.0;
     let fragment = payload.fragmented;
@@ -189,12 +200,11 @@ pub fn parse(data: &[u8]) -> Result<PacketInfo<'_>, PacketError> {
     }
     match protocol {
         PROTO_UDP => {
-            let (udp, rest) =
-                UdpHeader::from_slice(l4).map_err(|_| PacketError::Malformed("UDP header"))?;
+            let (udp, rest) = UdpHeader::from_slice(l4).map_err(|_| PacketError::BadUdpHeader)?;
             let body_len = usize::from(udp.length)
                 .checked_sub(UdpHeader::LEN)
                 .filter(|n| *n <= rest.len())
-                .ok_or(PacketError::Malformed("UDP length"))?;
+                .ok_or(PacketError::BadUdpLength)?;
             let body = &rest[..body_len];
             let skip = matches!(ip, IpHeaders::Ipv4(..)) && udp.checksum == 0;
             if !skip && udp_checksum(&udp, &ip, body)? != udp.checksum {
@@ -204,8 +214,7 @@ pub fn parse(data: &[u8]) -> Result<PacketInfo<'_>, PacketError> {
             info.payload = body;
         }
         PROTO_TCP => {
-            let (tcp, rest) =
-                TcpHeader::from_slice(l4).map_err(|_| PacketError::Malformed("TCP header"))?;
+            let (tcp, rest) = TcpHeader::from_slice(l4).map_err(|_| PacketError::BadTcpHeader)?;
             if tcp_checksum(&tcp, &ip, rest)? != tcp.checksum {
                 return Err(PacketError::BadChecksum);
             }
@@ -364,8 +373,7 @@ pub(crate) struct Rewrite {
 /// passed [`parse`]; the new addresses must be of the packet's family.
 pub(crate) fn rewrite(data: &mut [u8], rw: Rewrite) -> Result<(), PacketError> {
     let (v4, header_len, l4_len, protocol, fragment) = {
-        let (ip, payload) =
-            IpHeaders::from_slice(data).map_err(|_| PacketError::Malformed("IP header"))?;
+        let (ip, payload) = IpHeaders::from_slice(data).map_err(|_| PacketError::BadIpHeader)?;
         (
             matches!(ip, IpHeaders::Ipv4(..)),
             ip.header_len(),
@@ -378,7 +386,7 @@ pub(crate) fn rewrite(data: &mut [u8], rw: Rewrite) -> Result<(), PacketError> {
     let set_addr = |data: &mut [u8], at: usize, ip: IpAddr| -> Result<(), PacketError> {
         let slot = data
             .get_mut(at..at + addr_len)
-            .ok_or(PacketError::Malformed("IP header"))?;
+            .ok_or(PacketError::BadIpHeader)?;
         match ip {
             IpAddr::V4(a) if v4 => slot.copy_from_slice(&a.octets()),
             IpAddr::V6(a) if !v4 => slot.copy_from_slice(&a.octets()),
@@ -393,14 +401,11 @@ pub(crate) fn rewrite(data: &mut [u8], rw: Rewrite) -> Result<(), PacketError> {
         set_addr(data, dst_at, d.ip())?;
     }
     if rw.dec_ttl {
-        let ttl = data
-            .get_mut(ttl_at)
-            .ok_or(PacketError::Malformed("IP header"))?;
+        let ttl = data.get_mut(ttl_at).ok_or(PacketError::BadIpHeader)?;
         *ttl = ttl.saturating_sub(1);
     }
     if v4 {
-        let (h, _) =
-            Ipv4Header::from_slice(data).map_err(|_| PacketError::Malformed("IP header"))?;
+        let (h, _) = Ipv4Header::from_slice(data).map_err(|_| PacketError::BadIpHeader)?;
         let sum = h.calc_header_checksum();
         data[10..12].copy_from_slice(&sum.to_be_bytes());
     }
@@ -413,9 +418,9 @@ pub(crate) fn rewrite(data: &mut [u8], rw: Rewrite) -> Result<(), PacketError> {
     };
     let seg = data
         .get_mut(header_len..header_len + l4_len)
-        .ok_or(PacketError::Malformed("transport"))?;
+        .ok_or(PacketError::ShortTransport)?;
     if seg.len() < 4 {
-        return Err(PacketError::Malformed("transport"));
+        return Err(PacketError::ShortTransport);
     }
     if let Some(s) = rw.src {
         seg[0..2].copy_from_slice(&s.port().to_be_bytes());
@@ -424,12 +429,11 @@ pub(crate) fn rewrite(data: &mut [u8], rw: Rewrite) -> Result<(), PacketError> {
         seg[2..4].copy_from_slice(&d.port().to_be_bytes());
     }
     if protocol == PROTO_UDP {
-        let (udp, rest) =
-            UdpHeader::from_slice(seg).map_err(|_| PacketError::Malformed("UDP header"))?;
+        let (udp, rest) = UdpHeader::from_slice(seg).map_err(|_| PacketError::BadUdpHeader)?;
         let body_len = usize::from(udp.length)
             .checked_sub(UdpHeader::LEN)
             .filter(|n| *n <= rest.len())
-            .ok_or(PacketError::Malformed("UDP length"))?;
+            .ok_or(PacketError::BadUdpLength)?;
         if v4 && udp.checksum == 0 {
             return Ok(());
         }
@@ -446,8 +450,7 @@ pub(crate) fn rewrite(data: &mut [u8], rw: Rewrite) -> Result<(), PacketError> {
         .map_err(|_| PacketError::TooLarge)?;
         seg[6..8].copy_from_slice(&sum.to_be_bytes());
     } else {
-        let (tcp, rest) =
-            TcpHeader::from_slice(seg).map_err(|_| PacketError::Malformed("TCP header"))?;
+        let (tcp, rest) = TcpHeader::from_slice(seg).map_err(|_| PacketError::BadTcpHeader)?;
         let sum = match (src_ip, dst_ip) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 tcp.calc_checksum_ipv4_raw(s.octets(), d.octets(), rest)
@@ -464,7 +467,7 @@ pub(crate) fn rewrite(data: &mut [u8], rw: Rewrite) -> Result<(), PacketError> {
 }
 
 fn parse_addrs(data: &[u8], v4: bool) -> Result<(IpAddr, IpAddr), PacketError> {
-    let bad = PacketError::Malformed("IP header");
+    let bad = PacketError::BadIpHeader;
     if v4 {
         let s: [u8; 4] = data.get(12..16).ok_or(bad)?.try_into().map_err(|_| bad)?;
         let d: [u8; 4] = data.get(16..20).ok_or(bad)?.try_into().map_err(|_| bad)?;

@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::prelude::rust_2024::*;
 use std::time::Duration;
 
+use crate::error::SimActorError;
 use crate::{Actor, Error, Event, IfaceId, Input, Instant, Outbox, Output, StreamId, Transmit};
 
 /// A datagram a probe received.
@@ -148,7 +149,7 @@ impl Actor for DatagramProbe {
                 }
                 Ok(())
             }
-            _ => Err(Error::Unexpected("a datagram probe takes datagrams only")),
+            _ => Err(Error::Sim(SimActorError::DatagramProbeInput)),
         }
     }
 
@@ -328,7 +329,7 @@ impl Actor for StreamProbe {
                 self.known(id)?.closed_at = Some(now);
                 Ok(())
             }
-            _ => Err(Error::Unexpected("a stream probe takes stream events only")),
+            _ => Err(Error::Sim(SimActorError::StreamProbeInput)),
         }
     }
 
@@ -406,7 +407,7 @@ impl Actor for PacketProbe {
 
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         let Input::Packet { iface, data } = input else {
-            return Err(Error::Unexpected("a packet probe takes raw packets only"));
+            return Err(Error::Sim(SimActorError::PacketProbeInput));
         };
         if self.received.len() < Self::MAX_RECORDED {
             self.received.push(ReceivedPacket {
@@ -419,7 +420,7 @@ impl Actor for PacketProbe {
             let out = match iface.0 {
                 0 => IfaceId(1),
                 1 => IfaceId(0),
-                _ => return Err(Error::Unexpected("a bridge has two interfaces")),
+                _ => return Err(Error::Sim(SimActorError::BridgeInterface(iface.0))),
             };
             self.emit(out, data.to_vec())?;
         }

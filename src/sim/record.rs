@@ -51,6 +51,8 @@ pub enum DropReason {
     AddressedToRouter,
     /// The simulator's event queue is full.
     QueueFull,
+    /// A fault installed with [`Sim::add_fault`](super::Sim::add_fault) dropped it.
+    Injected,
 }
 
 impl fmt::Display for DropReason {
@@ -73,6 +75,7 @@ impl fmt::Display for DropReason {
             DropReason::StreamLimit => "stream limit",
             DropReason::AddressedToRouter => "addressed to router",
             DropReason::QueueFull => "event queue full",
+            DropReason::Injected => "dropped by an injected fault",
         };
         f.write_str(s)
     }

@@ -18,6 +18,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::Rng;
 
 use super::packet::{PacketInfo, TcpFlags, TcpSegment};
+use crate::error::SimActorError;
 use crate::{Error, Instant, StreamId};
 
 /// Parameters of the simulated hosts' TCP.
@@ -273,14 +274,14 @@ impl Tcp {
         remote: SocketAddr,
     ) -> Result<(), Error> {
         if self.conns.values().any(|c| c.id == id) {
-            return Err(Error::Unexpected("connect with a stream id already in use"));
+            return Err(Error::Sim(SimActorError::StreamIdInUse(id)));
         }
         let refuse = |tcp: &mut Tcp, why: Error| {
             tcp.notify.push_back(Notify::Closed { id });
             Err(why)
         };
         if remote.is_ipv4() != self.ip.is_ipv4() || remote.port() == 0 {
-            return refuse(self, Error::Unexpected("connect to an unusable address"));
+            return refuse(self, Error::Sim(SimActorError::UnusableAddress));
         }
         if self.conns.len() >= self.cfg.max_streams {
             return refuse(
@@ -299,14 +300,14 @@ impl Tcp {
         let port = if local.port() == 0 {
             match self.ephemeral() {
                 Some(p) => p,
-                None => return refuse(self, Error::Unexpected("no free ephemeral port")),
+                None => return refuse(self, Error::Sim(SimActorError::NoEphemeralPort)),
             }
         } else {
             local.port()
         };
         let local = SocketAddr::new(ip, port);
         if self.find_tuple(local, remote).is_some() {
-            return refuse(self, Error::Unexpected("connection already exists"));
+            return refuse(self, Error::Sim(SimActorError::ConnectionExists));
         }
         let iss = self.rng.next_u32();
         let conn = Conn::opening(
@@ -332,7 +333,7 @@ impl Tcp {
             return Err(Error::UnknownStream(id));
         };
         if c.fin_queued {
-            return Err(Error::Unexpected("send on a closed stream"));
+            return Err(Error::Sim(SimActorError::SendAfterClose(id)));
         }
         if c.buf.len() + data.len() > cfg.max_send_buffer {
             return Err(Error::CapacityExceeded {

@@ -13,6 +13,8 @@ use deputy::sim::probe::Received;
 use deputy::sim::{DatagramProbe, LinkConfig, NatConfig, NetworkId, NodeId, Sim};
 
 mod events;
+pub mod mutation;
+pub mod offload;
 pub use events::*;
 
 pub fn ip(s: &str) -> IpAddr {
