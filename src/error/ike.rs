@@ -112,7 +112,7 @@ pub enum IkeError {
     NoEspProposals,
     /// A side of the configured traffic selectors is empty or longer than [`MAX_TS`].
     ///
-    /// [`MAX_TS`]: crate::ikev2::MAX_TS
+    /// [`MAX_TS`]: crate::ikev2::config::MAX_TS
     #[error("traffic selectors: 1 to 16 on each side")]
     BadTrafficSelectorCount,
     /// The Child SA's soft lifetime lies beyond its hard lifetime.
