@@ -15,7 +15,9 @@ use deputy::keyx::messages::{
     AuthResponse, AuthResult, KeyGenResponse, KeyResponse, PolicyResult, StartOutcome,
     StartResponse,
 };
-use deputy::keyx::{Body, Bounds, Dispatcher, ErrorCode, Message, StartRequest, Substitute, TerminalId};
+use deputy::keyx::{
+    Body, Bounds, Dispatcher, ErrorCode, Message, StartRequest, Substitute, TerminalId,
+};
 use deputy::wire::Limits;
 use libfuzzer_sys::fuzz_target;
 
@@ -24,13 +26,33 @@ struct AnswersEverything;
 impl Substitute for AnswersEverything {
     type Session = ();
 
-    fn start(&mut self, _: Instant, _: &TerminalId, _: &StartRequest) -> Result<((), Body), ErrorCode> {
-        Ok(((), Body::StartResponse(StartResponse { outcome: StartOutcome::NoProposalChosen })))
+    fn start(
+        &mut self,
+        _: Instant,
+        _: &TerminalId,
+        _: &StartRequest,
+    ) -> Result<((), Body), ErrorCode> {
+        Ok((
+            (),
+            Body::StartResponse(StartResponse {
+                outcome: StartOutcome::NoProposalChosen,
+            }),
+        ))
     }
 
-    fn step(&mut self, _: Instant, _: &TerminalId, _: &mut (), request: &Body) -> Result<Body, ErrorCode> {
+    fn step(
+        &mut self,
+        _: Instant,
+        _: &TerminalId,
+        _: &mut (),
+        request: &Body,
+    ) -> Result<Body, ErrorCode> {
         Ok(match request {
-            Body::KeyGenRequest(_) => Body::KeyGenResponse(KeyGenResponse { message: None, sealed: None, local_auth: None }),
+            Body::KeyGenRequest(_) => Body::KeyGenResponse(KeyGenResponse {
+                message: None,
+                sealed: None,
+                local_auth: None,
+            }),
             // The first payload type byte decides the verdict, so the fuzzer reaches both.
             Body::AuthRequest(a) if a.first_payload % 2 == 0 => Body::AuthResponse(AuthResponse {
                 auth: AuthResult::Authenticated,
@@ -42,7 +64,9 @@ impl Substitute for AnswersEverything {
                 policy: PolicyResult::NotChecked,
                 local_auth: None,
             }),
-            Body::KeyRequest => Body::KeyResponse(KeyResponse { sealed: vec![0; 40] }),
+            Body::KeyRequest => Body::KeyResponse(KeyResponse {
+                sealed: vec![0; 40],
+            }),
             _ => return Err(ErrorCode::OutOfState),
         })
     }
@@ -50,7 +74,12 @@ impl Substitute for AnswersEverything {
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits::default();
-    let bounds = Bounds { terminals: 2, sessions_per_terminal: 2, sessions: 3, idle: Duration::from_secs(5) };
+    let bounds = Bounds {
+        terminals: 2,
+        sessions_per_terminal: 2,
+        sessions: 3,
+        idle: Duration::from_secs(5),
+    };
     let mut d = Dispatcher::new(AnswersEverything, bounds, limits);
     let terminals: [TerminalId; 2] = ["a".into(), "b".into()];
     // Sessions whose last authentication answer was accepted, per terminal.
@@ -66,7 +95,10 @@ fuzz_target!(|data: &[u8]| {
         rest = &rest[3 + len..];
         if let Ok(m) = Message::decode(msg, &limits) {
             let again = m.encode().expect("a decoded message encodes");
-            assert_eq!(Message::decode(&again, &limits).expect("and decodes again"), m);
+            assert_eq!(
+                Message::decode(&again, &limits).expect("and decodes again"),
+                m
+            );
         }
         d.handle_timeout(now);
         if let Some(answer) = d.handle(now, &terminals[who], msg) {
