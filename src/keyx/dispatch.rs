@@ -204,7 +204,7 @@ impl<P: Substitute> Dispatcher<P> {
             return self.refuse(0, msg.seq, ErrorCode::BadRequest);
         }
         let key = (terminal.clone(), msg.session);
-        match self.sessions.get(&key) {
+        match self.sessions.get_mut(&key) {
             None => match &msg.body {
                 Body::StartRequest(req) => self.open(now, key, msg.seq, req),
                 _ => self.refuse(msg.session, msg.seq, ErrorCode::UnknownSession),
@@ -213,9 +213,8 @@ impl<P: Substitute> Dispatcher<P> {
                 // A retransmission (the terminal lost our answer, or its channel broke):
                 // the same bytes again, nothing recomputed.
                 self.counters.answered_from_cache += 1;
-                let answer = open.last_answer.clone();
-                self.touch(now, &key);
-                Some(answer)
+                rearm(&mut self.deadlines, open, &key, now + self.bounds.idle);
+                Some(open.last_answer.clone())
             }
             Some(open) if Some(msg.seq) != open.last_seq.checked_add(1) => {
                 self.refuse(msg.session, msg.seq, ErrorCode::BadSequence)
@@ -266,7 +265,7 @@ impl<P: Substitute> Dispatcher<P> {
             Ok(r) => r,
             Err(code) => return self.refuse(key.1, seq, code),
         };
-        let answer = self.encode(key.1, seq, body)?;
+        let answer = encode(key.1, seq, body)?;
         let expires = now + self.bounds.idle;
         *self.per_terminal.entry(key.0.clone()).or_insert(0) += 1;
         self.deadlines.insert((expires, key.0.clone(), key.1));
@@ -306,21 +305,11 @@ impl<P: Substitute> Dispatcher<P> {
                 Gate::Closed
             };
         }
-        let answer = self.encode(msg.session, msg.seq, body)?;
-        let open = self.sessions.get_mut(&key)?;
+        let answer = encode(msg.session, msg.seq, body)?;
         open.last_seq = msg.seq;
         open.last_answer = answer.clone();
-        self.touch(now, &key);
+        rearm(&mut self.deadlines, open, &key, now + self.bounds.idle);
         Some(answer)
-    }
-
-    fn touch(&mut self, now: Instant, key: &(TerminalId, u64)) {
-        let Some(open) = self.sessions.get_mut(key) else {
-            return;
-        };
-        self.deadlines.remove(&(open.expires, key.0.clone(), key.1));
-        open.expires = now + self.bounds.idle;
-        self.deadlines.insert((open.expires, key.0.clone(), key.1));
     }
 
     fn close(&mut self, key: &(TerminalId, u64)) -> bool {
@@ -339,23 +328,35 @@ impl<P: Substitute> Dispatcher<P> {
 
     fn refuse(&mut self, session: u64, seq: u32, code: ErrorCode) -> Option<Vec<u8>> {
         self.counters.refused += 1;
-        self.encode(session, seq, Body::ErrorResponse(code))
+        encode(session, seq, Body::ErrorResponse(code))
     }
+}
 
-    fn encode(&mut self, session: u64, seq: u32, body: Body) -> Option<Vec<u8>> {
-        let msg = Message { session, seq, body };
-        match msg.encode() {
-            Ok(bytes) => Some(bytes),
-            // The protocol produced something too large for a record: tell the terminal
-            // rather than drop the request silently.
-            Err(_) => Message {
-                session,
-                seq,
-                body: Body::ErrorResponse(ErrorCode::Internal),
-            }
-            .encode()
-            .ok(),
+/// Move one session's idle deadline to `at`, in its entry and in the deadline index.
+fn rearm<S>(
+    deadlines: &mut BTreeSet<(Instant, TerminalId, u64)>,
+    open: &mut Open<S>,
+    key: &(TerminalId, u64),
+    at: Instant,
+) {
+    deadlines.remove(&(open.expires, key.0.clone(), key.1));
+    open.expires = at;
+    deadlines.insert((at, key.0.clone(), key.1));
+}
+
+/// One answer as bytes.
+fn encode(session: u64, seq: u32, body: Body) -> Option<Vec<u8>> {
+    match (Message { session, seq, body }).encode() {
+        Ok(bytes) => Some(bytes),
+        // The protocol produced something too large for a record: tell the terminal
+        // rather than drop the request silently.
+        Err(_) => Message {
+            session,
+            seq,
+            body: Body::ErrorResponse(ErrorCode::Internal),
         }
+        .encode()
+        .ok(),
     }
 }
 

@@ -635,13 +635,13 @@ impl Message {
                 if let Some(s) = &m.sealed {
                     w = w.bytes(F_SEALED, bounded(F_SEALED, s, MAX_SEALED)?);
                 }
-                chain(w, m.local_auth.as_ref())?
+                chain(w, m.local_auth.as_ref().map(|(t, b)| (*t, b.as_slice())))?
             }
-            Body::AuthRequest(m) => chain(w, Some(&(m.first_payload, m.payloads.clone())))?,
+            Body::AuthRequest(m) => chain(w, Some((m.first_payload, &m.payloads)))?,
             Body::AuthResponse(m) => chain(
                 w.u8(F_AUTH_RESULT, m.auth.code())
                     .u8(F_POLICY_RESULT, m.policy.code()),
-                m.local_auth.as_ref(),
+                m.local_auth.as_ref().map(|(t, b)| (*t, b.as_slice())),
             )?,
             Body::KeyRequest => w,
             Body::KeyResponse(m) => w.bytes(F_SEALED, bounded(F_SEALED, &m.sealed, MAX_SEALED)?),
@@ -774,10 +774,10 @@ fn opt_bounded(f: &Fields<'_>, field: u16, max: usize) -> Result<Option<Vec<u8>>
 }
 
 /// Writes a payload chain (first payload type, bytes), if any.
-fn chain(w: FieldWriter, chain: Option<&(u8, Vec<u8>)>) -> Result<FieldWriter, KeyxError> {
+fn chain(w: FieldWriter, chain: Option<(u8, &[u8])>) -> Result<FieldWriter, KeyxError> {
     Ok(match chain {
         Some((first, bytes)) => w
-            .u8(F_FIRST_PAYLOAD, *first)
+            .u8(F_FIRST_PAYLOAD, first)
             .bytes(F_PAYLOADS, bounded(F_PAYLOADS, bytes, MAX_PROTOCOL_BYTES)?),
         None => w,
     })
