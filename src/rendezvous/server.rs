@@ -2,7 +2,7 @@
 //! connection requests (S202, S204, S205, and the server's half of S203 and S206).
 
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::{IpAddr, SocketAddr};
@@ -251,6 +251,9 @@ pub struct RendezvousServer<D: Directory = MemoryDirectory> {
     tokens: BTreeMap<[u8; 16], u64>,
     early_probes: BTreeMap<(Instant, [u8; 16]), (u64, SocketAddr)>,
     blocks: BTreeMap<(DeviceId, IpAddr), Instant>,
+    /// The same back-offs ordered by their end, so expiry and eviction visit only the
+    /// entries they remove, whatever the table's size.
+    block_ends: BTreeSet<(Instant, DeviceId, IpAddr)>,
     stats: ServerStats,
     outbox: Outbox<RendezvousEvent>,
 }
@@ -315,6 +318,7 @@ impl<D: Directory> RendezvousServer<D> {
             tokens: BTreeMap::new(),
             early_probes: BTreeMap::new(),
             blocks: BTreeMap::new(),
+            block_ends: BTreeSet::new(),
             stats: ServerStats::default(),
             outbox: Outbox::new(4 * Outbox::<RendezvousEvent>::DEFAULT_BOUND),
         })
@@ -857,14 +861,20 @@ impl<D: Directory> RendezvousServer<D> {
     }
 
     fn remember_block(&mut self, device: DeviceId, issuer: IpAddr, until: Instant) {
-        if self.blocks.len() >= self.cfg.max_blocks && !self.blocks.contains_key(&(device, issuer))
-        {
-            // Forget the back-off that ends first.
-            if let Some(first) = self.blocks.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k) {
-                self.blocks.remove(&first);
+        match self.blocks.get(&(device, issuer)) {
+            Some(&old) => {
+                self.block_ends.remove(&(old, device, issuer));
             }
+            None if self.blocks.len() >= self.cfg.max_blocks => {
+                // Forget the back-off that ends first.
+                if let Some((_, d, ip)) = self.block_ends.pop_first() {
+                    self.blocks.remove(&(d, ip));
+                }
+            }
+            None => {}
         }
         self.blocks.insert((device, issuer), until);
+        self.block_ends.insert((until, device, issuer));
     }
 
     /// S206: hand the request to the genuine device only.
@@ -1050,9 +1060,15 @@ impl<D: Directory> RendezvousServer<D> {
 
     /// After every input and the timers: housekeeping of two bounded tables, not timers — nothing waits
     /// on their entries, which only need to be gone by the time they are looked up.
-    /// Early probes are ordered by arrival, so only the expired ones are visited.
+    /// Both are visited in order of expiry (back-offs through `block_ends`, early probes by
+    /// arrival), so only the expired entries are touched: this runs on every datagram.
     fn settle(&mut self, now: Instant) -> Result<(), Error> {
-        self.blocks.retain(|_, until| *until > now);
+        while let Some(&(until, device, issuer)) = self.block_ends.first()
+            && until <= now
+        {
+            self.block_ends.pop_first();
+            self.blocks.remove(&(device, issuer));
+        }
         while let Some(((at, _), _)) = self.early_probes.first_key_value()
             && now >= *at + EARLY_PROBE_LIFE
         {
