@@ -1831,7 +1831,7 @@ const REMOTES: [&str; 3] = ["phone", "laptop", "tablet"];
 /// run and a failure is reproducible rather than a random chance of a red run. Change it
 /// (or set `rng_seed` to `RngSeed::Random` locally) to explore further. Random seeds, and
 /// the fixed seed `0x5eed_0000_0000_0001`, still find the known failure kept below as
-/// `an_unconfirmed_flow_a_session_under_loss_tells_its_sender`; this seed's 256 cases pass.
+/// `accepted_flow_a_data_under_loss_arrives_or_is_reported`; this seed's 256 cases pass.
 const INTERLEAVINGS_SEED: u64 = 0x5eed_0000_0000_0004;
 
 proptest! {
@@ -2005,13 +2005,16 @@ fn interleaving_keeps_plaintext_home(
 }
 
 /// Known failure (not fixed yet), found by the proptest above with a random seed: at 14%
-/// loss, the phone's flow A session to the microwave comes up on its side (it does not wait
-/// for S24) while its S23 and data never reach the proxy within the run, and the phone is
-/// never told: "lost without a word to the sender". Ignored, and not counted as passing,
-/// until the remote node detects a session the proxy never confirmed.
+/// loss, the phone's flow A session to the microwave comes up on both sides (the proxy
+/// reports `SessionUp`, the phone got S24), yet the phone's S25 data is never forwarded to
+/// the microwave within the run (no `Forwarded` event for that session, while the other
+/// three sessions forward theirs) and neither the phone nor the proxy reports a failure:
+/// "lost without a word to the sender". Where the data stops, on the proxy's stream or on
+/// its link to the appliance, is not traced yet. Ignored, and not counted as passing,
+/// until data a session accepted is delivered or its loss reported.
 #[test]
-#[ignore = "known reliability failure: an unconfirmed flow A session loses data silently"]
-fn an_unconfirmed_flow_a_session_under_loss_tells_its_sender() {
+#[ignore = "known reliability failure: S25 data on an up flow A session is lost silently under loss"]
+fn accepted_flow_a_data_under_loss_arrives_or_is_reported() {
     interleaving_keeps_plaintext_home(
         17145670415721419264,
         0.1443712441443146,
