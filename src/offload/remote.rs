@@ -94,8 +94,14 @@ pub struct RemoteNodeConfig {
     pub request_retries: u32,
     /// After a plaintext attempt (flow A'), how long to wait for S42 before sending S21.
     pub solicit_wait: Duration,
-    /// From the first datagram to S24, at most.
+    /// From the first datagram to S24, at most (per set-up; see `setup_restarts`).
     pub setup_timeout: Duration,
+    /// Flow A: how many times a set-up the proxy gave up waiting for (its S23 wait ended,
+    /// `Refused { Timeout }`, typically after a stream segment was lost several times in a
+    /// row) is started again on a new stream to the same proxy, with the queued data and a
+    /// fresh `setup_timeout`. A set-up therefore ends within
+    /// `(1 + setup_restarts) × setup_timeout`.
+    pub setup_restarts: u32,
     /// Open-network datagrams to appliances are padded to at least this many bytes, so an
     /// appliance can answer in full without sending more than it received.
     pub probe_len: usize,
@@ -128,6 +134,7 @@ impl RemoteNodeConfig {
             request_retries: 4,
             solicit_wait: Duration::from_secs(1),
             setup_timeout: Duration::from_secs(20),
+            setup_restarts: 2,
             probe_len: 192,
             max_sessions: 16,
             max_attempts: 16,
@@ -226,6 +233,8 @@ struct Attempt {
     stage: Stage,
     queued: VecDeque<Vec<u8>>,
     deadline: Instant,
+    /// Times flow A started its set-up again on a new stream (at most `setup_restarts`).
+    restarts: u32,
 }
 
 /// Flow A: a stream to the designated proxy of `appliance`, until S24 answers S23.
@@ -532,6 +541,7 @@ impl RemoteNode {
             stage: Stage::Plaintext { until: now },
             queued: VecDeque::new(),
             deadline: now + self.cfg.setup_timeout,
+            restarts: 0,
         })
     }
 
@@ -848,6 +858,7 @@ impl RemoteNode {
     /// One offload message from a proxy. Returns whether the stream stays open.
     fn on_channel_message(
         &mut self,
+        now: Instant,
         id: StreamId,
         s: &mut Open,
         msg: Message,
@@ -892,6 +903,9 @@ impl RemoteNode {
             Message::Refusal(Refusal {
                 reason, appliance, ..
             }) => {
+                if reason == RefusalReason::Timeout && self.restart_set_up(now, id, s)? {
+                    return Ok(false);
+                }
                 // Flow B refusals name the appliance the stream was opened for.
                 let appliance = match s.phase.appliance() {
                     Some(known) => Some(String::from(known)),
@@ -914,6 +928,42 @@ impl RemoteNode {
             other => {
                 self.abort(id, s, OffloadError::UnexpectedMessage(other.msg_type()))?;
                 Ok(false)
+            }
+        }
+    }
+
+    /// Flow A: the proxy gave up waiting for our S23 on stream `id` (`Refused { Timeout }`).
+    /// If the attempt has restarts left, close this stream and start the set-up again on a
+    /// new one to the same proxy, keeping the queued data. Returns whether it restarted
+    /// (the stream is then closed and nothing is reported).
+    fn restart_set_up(&mut self, now: Instant, id: StreamId, s: &mut Open) -> Result<bool, Error> {
+        let Phase::Requested(flow) = &s.phase else {
+            return Ok(false);
+        };
+        let name = flow.appliance.clone();
+        let proxy = match self.attempts.get(&name) {
+            Some(Attempt {
+                stage: Stage::Connecting { stream, proxy },
+                restarts,
+                ..
+            }) if *stream == id && *restarts < self.cfg.setup_restarts => *proxy,
+            _ => return Ok(false),
+        };
+        self.end_channel(s)?;
+        let Some(mut attempt) = self.attempts.remove(&name) else {
+            return Ok(false);
+        };
+        match self.open_stream(now, &name, proxy, attempt.request_id) {
+            Ok(stream) => {
+                attempt.restarts += 1;
+                attempt.deadline = now + self.cfg.setup_timeout;
+                attempt.stage = Stage::Connecting { stream, proxy };
+                self.attempts.insert(name, attempt);
+                Ok(true)
+            }
+            Err(e) => {
+                self.fail(Some(name), OffloadError::Refused(RefusalReason::Timeout))?;
+                Err(e)
             }
         }
     }
@@ -1076,7 +1126,7 @@ impl StreamActor for RemoteNode {
 
     fn work(
         &mut self,
-        _now: Instant,
+        now: Instant,
         id: StreamId,
         s: &mut Open,
         received: Vec<Vec<u8>>,
@@ -1102,7 +1152,7 @@ impl StreamActor for RemoteNode {
                     return Ok(false);
                 }
             };
-            if !self.on_channel_message(id, s, msg)? {
+            if !self.on_channel_message(now, id, s, msg)? {
                 return Ok(false);
             }
         }
