@@ -398,8 +398,11 @@ struct Peer<A: Actor<Event = IkeEvent>> {
     /// Decrypted inbound packets, oldest first.
     inbound: Vec<Vec<u8>>,
     esp_errors: Vec<String>,
-    /// IKE_SA_INIT requests sent (initiator) or received (responder).
+    /// Distinct IKE_SA_INIT requests sent (initiator) or received (responder). A
+    /// retransmission is bit-identical (RFC 7296 §2.1) and is not a new round: charon
+    /// retransmits a MODP-2048 IKE_SA_INIT when a loaded machine answers late.
     init_requests: usize,
+    init_seen: std::collections::BTreeSet<Vec<u8>>,
     /// (exchange type, message ID) of every IKE request received after IKE_SA_INIT.
     peer_requests: Vec<(u8, u32)>,
 }
@@ -419,6 +422,7 @@ impl<A: Actor<Event = IkeEvent>> Peer<A> {
             inbound: Vec::new(),
             esp_errors: Vec::new(),
             init_requests: 0,
+            init_seen: std::collections::BTreeSet::new(),
             peer_requests: Vec::new(),
         }
     }
@@ -430,7 +434,11 @@ impl<A: Actor<Event = IkeEvent>> Peer<A> {
         while let Some(o) = self.ike.poll_output() {
             match o {
                 Output::Transmit(t) => {
-                    self.init_requests += usize::from(is_init_request(&t.data, t.from.port()));
+                    if is_init_request(&t.data, t.from.port())
+                        && self.init_seen.insert(t.data.clone())
+                    {
+                        self.init_requests += 1;
+                    }
                     self.wire.send(t.from, t.to, &t.data);
                 }
                 Output::Event(e) => {
@@ -491,7 +499,9 @@ impl<A: Actor<Event = IkeEvent>> Peer<A> {
         // data plane (RFC 3948 §2.2).
         let is_ike = to.port() == 500 || data.starts_with(&[0; 4]) || data == [0xff];
         if is_ike {
-            self.init_requests += usize::from(is_init_request(data, to.port()));
+            if is_init_request(data, to.port()) && self.init_seen.insert(data.to_vec()) {
+                self.init_requests += 1;
+            }
             if let Some(r) = ike_request(data, to.port()) {
                 self.peer_requests.push(r);
             }
