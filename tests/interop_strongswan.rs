@@ -398,11 +398,11 @@ struct Peer<A: Actor<Event = IkeEvent>> {
     /// Decrypted inbound packets, oldest first.
     inbound: Vec<Vec<u8>>,
     esp_errors: Vec<String>,
-    /// Distinct IKE_SA_INIT requests sent (initiator) or received (responder). A
-    /// retransmission is bit-identical (RFC 7296 §2.1) and is not a new round: charon
-    /// retransmits a MODP-2048 IKE_SA_INIT when a loaded machine answers late.
-    init_requests: usize,
-    init_seen: std::collections::BTreeSet<Vec<u8>>,
+    /// The distinct IKE_SA_INIT requests sent (initiator) or received (responder); their
+    /// number is the rounds run. A retransmission is bit-identical (RFC 7296 §2.1) and is
+    /// not a new round: charon retransmits a MODP-2048 IKE_SA_INIT when a loaded machine
+    /// answers late.
+    init_requests: std::collections::BTreeSet<Vec<u8>>,
     /// (exchange type, message ID) of every IKE request received after IKE_SA_INIT.
     peer_requests: Vec<(u8, u32)>,
 }
@@ -421,8 +421,7 @@ impl<A: Actor<Event = IkeEvent>> Peer<A> {
             ike_errors: Vec::new(),
             inbound: Vec::new(),
             esp_errors: Vec::new(),
-            init_requests: 0,
-            init_seen: std::collections::BTreeSet::new(),
+            init_requests: std::collections::BTreeSet::new(),
             peer_requests: Vec::new(),
         }
     }
@@ -434,10 +433,8 @@ impl<A: Actor<Event = IkeEvent>> Peer<A> {
         while let Some(o) = self.ike.poll_output() {
             match o {
                 Output::Transmit(t) => {
-                    if is_init_request(&t.data, t.from.port())
-                        && self.init_seen.insert(t.data.clone())
-                    {
-                        self.init_requests += 1;
+                    if is_init_request(&t.data, t.from.port()) {
+                        self.init_requests.insert(t.data.clone());
                     }
                     self.wire.send(t.from, t.to, &t.data);
                 }
@@ -499,8 +496,8 @@ impl<A: Actor<Event = IkeEvent>> Peer<A> {
         // data plane (RFC 3948 §2.2).
         let is_ike = to.port() == 500 || data.starts_with(&[0; 4]) || data == [0xff];
         if is_ike {
-            if is_init_request(data, to.port()) && self.init_seen.insert(data.to_vec()) {
-                self.init_requests += 1;
+            if is_init_request(data, to.port()) {
+                self.init_requests.insert(data.to_vec());
             }
             if let Some(r) = ike_request(data, to.port()) {
                 self.peer_requests.push(r);
@@ -1255,7 +1252,7 @@ fn deputy_initiates(name: &str) {
     // charon demanded a COOKIE, then (MODP-2048) refused the X25519 KE: one IKE_SA_INIT
     // request per round.
     assert_eq!(
-        peer.init_requests,
+        peer.init_requests.len(),
         2 + usize::from(p.invalid_ke),
         "COOKIE and INVALID_KE rounds"
     );
@@ -1295,7 +1292,7 @@ fn charon_initiates(name: &str) {
     Env::finish(initiate, "--initiate");
     assert_ike_sa(&peer, &p, false);
     assert_eq!(
-        peer.init_requests,
+        peer.init_requests.len(),
         2 + usize::from(p.invalid_ke),
         "COOKIE and INVALID_KE rounds"
     );

@@ -1827,6 +1827,12 @@ fn op() -> impl Strategy<Value = Op> {
 
 const APPLIANCES: [&str; 3] = ["microwave", "aircon", "fridge"];
 const REMOTES: [&str; 3] = ["phone", "laptop", "tablet"];
+/// The remote nodes of the three-by-three worlds and how each authenticates its proxies.
+const REMOTE_AUTH: [(&str, Auth); 3] = [
+    ("phone", Auth::Cert),
+    ("laptop", Auth::Psk),
+    ("tablet", Auth::Cert),
+];
 
 /// The proptest's seed: fixed, so `cargo test` and CI try the same 256 interleavings every
 /// run and a failure is reproducible rather than a random chance of a red run. Change it
@@ -1865,11 +1871,7 @@ fn interleaving_keeps_plaintext_home(
         seed,
         link_key: keyed,
         appliances: APPLIANCES.to_vec(),
-        remotes: vec![
-            ("phone", Auth::Cert),
-            ("laptop", Auth::Psk),
-            ("tablet", Auth::Cert),
-        ],
+        remotes: REMOTE_AUTH.to_vec(),
         home_loss: loss,
         internet_loss: loss,
         ..Setup::default()
@@ -2494,16 +2496,14 @@ fn without_set_up_restarts_the_same_loss_fails_typed() {
     );
 }
 
+/// The world of the set-up restart tests: its seed and loss make the phone's S23 to the
+/// microwave's proxy lose four tries in a row; `remote` adjusts the remote nodes.
 fn lossy_set_up_world(remote: fn(&str, &mut RemoteNodeConfig)) -> Home {
     let mut h = Home::new(Setup {
         seed: 10775455596642802548,
         link_key: false,
         appliances: APPLIANCES.to_vec(),
-        remotes: vec![
-            ("phone", Auth::Cert),
-            ("laptop", Auth::Psk),
-            ("tablet", Auth::Cert),
-        ],
+        remotes: REMOTE_AUTH.to_vec(),
         home_loss: 0.0465154233531464,
         internet_loss: 0.0465154233531464,
         remote,
