@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use deputy::Instant;
 use deputy::keyx::messages::{
-    AuthResponse, AuthResult, KeyGenResponse, KeyResponse, PolicyResult, StartOutcome,
+    AuthResponse, AuthResult, KeyGenResponse, KeyResponse, Method, PolicyResult, StartOutcome,
     StartResponse,
 };
 use deputy::keyx::{
-    Body, Bounds, Dispatcher, ErrorCode, Message, StartRequest, Substitute, TerminalId,
+    Body, Bounds, Dispatcher, ErrorCode, Message, Place, StartRequest, Substitute, TerminalId,
 };
 use deputy::wire::Limits;
 use libfuzzer_sys::fuzz_target;
@@ -30,12 +30,18 @@ impl Substitute for AnswersEverything {
         &mut self,
         _: Instant,
         _: &TerminalId,
+        _: Place,
         _: &StartRequest,
     ) -> Result<((), Body), ErrorCode> {
+        // A start that does not proceed opens no session, so the stand-in proceeds.
         Ok((
             (),
             Body::StartResponse(StartResponse {
-                outcome: StartOutcome::NoProposalChosen,
+                outcome: StartOutcome::Proceed {
+                    method: Method::IkePsk,
+                    transforms: Vec::new(),
+                    sa: Vec::new(),
+                },
             }),
         ))
     }
@@ -44,6 +50,7 @@ impl Substitute for AnswersEverything {
         &mut self,
         _: Instant,
         _: &TerminalId,
+        _: Place,
         _: &mut (),
         request: &Body,
     ) -> Result<Body, ErrorCode> {

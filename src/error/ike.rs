@@ -148,6 +148,13 @@ pub enum IkeError {
     /// A command needs an established IKE SA.
     #[error("no established IKE SA")]
     NotEstablished,
+    /// The step needs SK_d or the proof keys, which a substitution server holds for this
+    /// delegated IKE SA (seed 004) and has not released.
+    #[error("the keys are held by the substitution server")]
+    KeysAtServer,
+    /// A delegated IKE SA was asked to resume an IKE_AUTH it is not holding.
+    #[error("no delegated IKE_AUTH is waiting for the server")]
+    NotDelegating,
     /// A cryptographic primitive failed.
     #[error("crypto: {0}")]
     Crypto(CryptoError),

@@ -49,6 +49,9 @@ pub enum KeyxError {
     /// A sealed body is shorter than its nonce and tag.
     #[error("sealed body of {0} bytes is too short")]
     SealedTooShort(usize),
+    /// An opened key body does not have the layout its message defines.
+    #[error("opened key body has the wrong layout")]
+    BadKeyBody,
     /// A sealed body failed authentication under the delegation key: another terminal's
     /// key, another message's context, or damage.
     #[error("sealed body failed authentication")]

@@ -11,7 +11,7 @@ use super::consts::notify;
 use super::keys::{IkeKeys, skeyseed};
 use super::nat::{nat_detected, natd_notifies, natd_source};
 use super::proposal::{accept_ike, ike_offer, invalid_ke_group};
-use super::session::{Command, Ctx, Found, IkeSa, NewSa, Retrans, Tick, nonce};
+use super::session::{Authority, Command, Ctx, Found, IkeSa, NewSa, Retrans, Tick, nonce};
 use super::{FailReason, IkeError, IkeEvent, IkeSaId};
 use crate::crypto::dh::KeyPair;
 use crate::ipsec::ChildSa;
@@ -330,6 +330,7 @@ impl Initiator {
             (self.local, from)
         };
         let mut sa = IkeSa::new(NewSa {
+            authority: Authority::Local,
             cfg: self.cfg.clone(),
             id: IkeSaId {
                 spi_i,

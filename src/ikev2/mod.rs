@@ -71,7 +71,7 @@ pub mod keys;
 pub mod nat;
 pub mod proposal;
 mod responder;
-mod session;
+pub(crate) mod session;
 pub mod sk;
 
 pub use crate::error::IkeError;

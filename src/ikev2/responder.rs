@@ -14,7 +14,7 @@ use super::initiator::{Arrival, arrival};
 use super::keys::{IkeKeys, skeyseed};
 use super::nat::{CookieJar, nat_detected, natd_notifies, natd_source};
 use super::proposal::select_ike;
-use super::session::{Command, Ctx, Found, IkeSa, NewSa, nonce};
+use super::session::{Authority, Command, Ctx, Found, IkeSa, NewSa, nonce};
 use super::{IkeError, IkeSaId};
 use crate::crypto::dh::KeyPair;
 use crate::ipsec::ChildSa;
@@ -336,6 +336,7 @@ impl Responder {
         let seed = skeyseed(ni, &nr, shared.as_bytes());
         let keys = IkeKeys::derive(&choice.suite, seed.as_bytes(), ni, &nr, &h.spi_i, &spi_r)?;
         let sa = IkeSa::new(NewSa {
+            authority: Authority::Local,
             cfg: self.ike.clone(),
             id: IkeSaId {
                 spi_i: h.spi_i,

@@ -28,7 +28,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::time::Duration;
 
-use super::messages::{Body, ErrorCode, Message, StartRequest};
+use super::messages::{Body, ErrorCode, Message, StartOutcome, StartRequest, StartResponse};
 use crate::Instant;
 use crate::wire::Limits;
 
@@ -36,17 +36,40 @@ use crate::wire::Limits;
 /// identity or its certificate's name). Never taken from the message itself.
 pub type TerminalId = String;
 
+/// Where one answer travels: the delegation session and the request's sequence number,
+/// which the answer echoes (and a sealed body is bound to, see [`super::seal`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Place {
+    /// The delegation session (the header's session id).
+    pub session: u64,
+    /// The sequence number of the request being answered.
+    pub seq: u32,
+}
+
+impl Place {
+    /// The sealing context of a body carried in an answer of type `msg_type` here.
+    pub fn seal_context(self, msg_type: u8) -> super::SealContext {
+        super::SealContext {
+            msg_type,
+            session: self.session,
+            seq: self.seq,
+        }
+    }
+}
+
 /// The protocol work behind the four pairs, for one kind of key exchange.
 pub trait Substitute {
     /// What the protocol keeps per delegated session.
     type Session;
 
     /// S34-S35: open a session for `terminal` and decide the method. An `Err` refuses the
-    /// start with that code and opens nothing.
+    /// start with that code and opens nothing; so does a start response whose outcome
+    /// does not proceed (there is nothing more to ask in that session).
     fn start(
         &mut self,
         now: Instant,
         terminal: &TerminalId,
+        at: Place,
         request: &StartRequest,
     ) -> Result<(Self::Session, Body), ErrorCode>;
 
@@ -56,6 +79,7 @@ pub trait Substitute {
         &mut self,
         now: Instant,
         terminal: &TerminalId,
+        at: Place,
         session: &mut Self::Session,
         request: &Body,
     ) -> Result<Body, ErrorCode>;
@@ -261,11 +285,26 @@ impl<P: Substitute> Dispatcher<P> {
         if self.sessions.len() >= self.bounds.sessions {
             return self.refuse(key.1, seq, ErrorCode::Busy);
         }
-        let (state, body) = match self.protocol.start(now, &key.0, req) {
+        let at = Place {
+            session: key.1,
+            seq,
+        };
+        let (state, body) = match self.protocol.start(now, &key.0, at, req) {
             Ok(r) => r,
             Err(code) => return self.refuse(key.1, seq, code),
         };
+        let proceeds = matches!(
+            &body,
+            Body::StartResponse(StartResponse {
+                outcome: StartOutcome::Proceed { .. }
+            })
+        );
         let answer = encode(key.1, seq, body)?;
+        if !proceeds {
+            // NO_PROPOSAL_CHOSEN, INVALID_KE_PAYLOAD, a policy refusal: the terminal
+            // answers the peer itself, and nothing more will be asked in this session.
+            return Some(answer);
+        }
         let expires = now + self.bounds.idle;
         *self.per_terminal.entry(key.0.clone()).or_insert(0) += 1;
         self.deadlines.insert((expires, key.0.clone(), key.1));
@@ -290,7 +329,13 @@ impl<P: Substitute> Dispatcher<P> {
             (Body::StartRequest(_), _) | (Body::KeyRequest, Gate::Closed) => {
                 Err(ErrorCode::OutOfState)
             }
-            (body, _) => self.protocol.step(now, &key.0, &mut open.state, body),
+            (body, _) => {
+                let at = Place {
+                    session: msg.session,
+                    seq: msg.seq,
+                };
+                self.protocol.step(now, &key.0, at, &mut open.state, body)
+            }
         };
         let body = match result {
             Ok(body) => body,
@@ -390,6 +435,7 @@ mod tests {
             &mut self,
             _: Instant,
             _: &TerminalId,
+            _: Place,
             _: &StartRequest,
         ) -> Result<(u32, Body), ErrorCode> {
             if let Some(code) = self.refuse_start {
@@ -412,6 +458,7 @@ mod tests {
             &mut self,
             _: Instant,
             _: &TerminalId,
+            _: Place,
             steps: &mut u32,
             request: &Body,
         ) -> Result<Body, ErrorCode> {

@@ -10,12 +10,13 @@
 //! messages on a network yet.
 
 pub mod dispatch;
+pub mod ike;
 pub mod messages;
 pub mod policy;
 pub mod seal;
 
 pub use crate::error::KeyxError;
-pub use dispatch::{Bounds, Dispatcher, Substitute, TerminalId};
+pub use dispatch::{Bounds, Dispatcher, Place, Substitute, TerminalId};
 pub use messages::{
     AuthRequest, AuthResponse, AuthResult, Body, ErrorCode, KeyGenRequest, KeyGenResponse,
     KeyResponse, Message, Method, PolicyResult, Protocol, Relay, Role, StartOutcome, StartRequest,

@@ -125,6 +125,11 @@ impl Identity {
         out
     }
 
+    /// The identity of an ID payload body ([`Identity::payload_body`]'s inverse).
+    pub fn from_payload_body(data: &[u8]) -> Result<Identity, IkeError> {
+        Identity::decode(data)
+    }
+
     fn decode(data: &[u8]) -> Result<Identity, IkeError> {
         let ty = *data.first().ok_or(IkeError::BadLength("ID"))?;
         let body = data.get(4..).ok_or(IkeError::BadLength("ID"))?;

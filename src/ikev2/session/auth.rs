@@ -1,10 +1,12 @@
-//! IKE_AUTH with a pre-shared key (RFC 7296 §1.2, §2.15) and the first Child SA.
+//! IKE_AUTH (RFC 7296 §1.2, §2.15) and the first Child SA: authenticated here with a
+//! pre-shared key, or delegated to a substitution server (seed 004, `Secrets::AtServer`).
 
 use alloc::vec::Vec;
 
-use super::{Ctx, Found, IkeSa, Request, State, error_notify};
+use super::{Ctx, Delegation, Found, Held, IkeSa, Request, Secrets, State, Verdict, error_notify};
 use crate::Error;
 use crate::ikev2::ChildMode;
+use crate::ikev2::IkeError;
 use crate::ikev2::codec::{
     AuthPayload, ExchangeType, Identity, Notify, Payload, TrafficSelector, find_notify,
     ts_from_wire, ts_to_wire,
@@ -16,28 +18,52 @@ use crate::ikev2::{FailReason, IkeEvent};
 use crate::ipsec::{self, ChildSa, Suite};
 
 impl IkeSa {
-    /// Original initiator: send IKE_AUTH.
+    /// Original initiator with a local credential: send IKE_AUTH.
     pub(crate) fn start_auth(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Error> {
-        let spi_in = self.new_spi(ctx.rng);
+        let Secrets::Local { sk_pi, .. } = &self.secrets else {
+            return Err(IkeError::KeysAtServer.into());
+        };
         let cfg = self.cfg.clone();
         let auth = psk_auth(
             cfg.psk.as_bytes(),
             &self.init_request,
             &self.nr,
-            self.sk_pi.as_bytes(),
+            sk_pi.as_bytes(),
             &cfg.local_id.payload_body(),
         );
-        let mut p = alloc::vec![
-            Payload::IdI(cfg.local_id.clone()),
-            Payload::Notify(Notify::new(notify::INITIAL_CONTACT, Vec::new())),
-        ];
+        let mut proof = alloc::vec![Payload::IdI(cfg.local_id.clone())];
         if let Some(r) = &cfg.remote_id {
-            p.push(Payload::IdR(r.clone()));
+            proof.push(Payload::IdR(r.clone()));
         }
-        p.push(Payload::Auth(AuthPayload {
+        proof.push(Payload::Auth(AuthPayload {
             method: auth_method::SHARED_KEY_MIC,
             data: auth.to_vec(),
         }));
+        self.send_auth(ctx, proof)
+    }
+
+    /// Original initiator whose authentication is delegated (seed 004): send IKE_AUTH with
+    /// the proof the substitution server built (IDi, [CERT], [IDr], AUTH), unchanged (the
+    /// server signed over exactly that IDi).
+    pub(crate) fn start_auth_delegated(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        proof: Vec<Payload>,
+    ) -> Result<(), Error> {
+        if !matches!(self.secrets, Secrets::AtServer(Delegation::AwaitPeer)) {
+            return Err(IkeError::NotDelegating.into());
+        }
+        self.send_auth(ctx, proof)
+    }
+
+    /// IKE_AUTH request: our proof, then what the Child SA needs.
+    fn send_auth(&mut self, ctx: &mut Ctx<'_>, mut p: Vec<Payload>) -> Result<(), Error> {
+        let spi_in = self.new_spi(ctx.rng);
+        let cfg = self.cfg.clone();
+        p.push(Payload::Notify(Notify::new(
+            notify::INITIAL_CONTACT,
+            Vec::new(),
+        )));
         if cfg.mode == ChildMode::Transport {
             p.push(Payload::Notify(Notify::new(
                 notify::USE_TRANSPORT_MODE,
@@ -71,34 +97,64 @@ impl IkeSa {
             self.send_auth_failed(ctx)?;
             return self.fail(ctx, FailReason::IdentityMismatch);
         }
-        let expected = psk_auth(
-            cfg.psk.as_bytes(),
-            &self.init_response,
-            &self.ni,
-            self.sk_pr.as_bytes(),
-            &idr.payload_body(),
-        );
-        if auth.method != auth_method::SHARED_KEY_MIC
-            || !crate::crypto::ct_eq(&expected[..], &auth.data)
-        {
+        let verified =
+            match &self.secrets {
+                Secrets::Local { sk_pr, .. } => {
+                    let expected = psk_auth(
+                        cfg.psk.as_bytes(),
+                        &self.init_response,
+                        &self.ni,
+                        sk_pr.as_bytes(),
+                        &idr.payload_body(),
+                    );
+                    auth.method == auth_method::SHARED_KEY_MIC
+                        && crate::crypto::ct_eq(&expected[..], &auth.data)
+                }
+                Secrets::AtServer(Delegation::AwaitPeer) => {
+                    // S9: the server judges the peer; the response waits here until it has.
+                    self.secrets = Secrets::AtServer(Delegation::Asked(alloc::boxed::Box::new(
+                        Held::Response { payloads, spi_in },
+                    )));
+                    return Ok(());
+                }
+                Secrets::AtServer(Delegation::Asked(_)) | Secrets::Released { .. } => {
+                    return Err(IkeError::UnsolicitedResponse.into());
+                }
+            };
+        if !verified {
             self.send_auth_failed(ctx)?;
             return self.fail(ctx, FailReason::AuthenticationFailed);
         }
-        self.state = State::Established;
-        self.established_event(ctx, idr.clone())?;
+        let idr = idr.clone();
+        self.finish_initiator(ctx, idr, &payloads, spi_in)
+    }
 
-        if let Some(n) = error_notify(&payloads) {
+    /// Original initiator, the peer authenticated: the IKE SA is up; take the Child SA
+    /// from the IKE_AUTH response.
+    fn finish_initiator(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        idr: Identity,
+        payloads: &[Payload],
+        spi_in: u32,
+    ) -> Result<(), Error> {
+        self.state = State::Established;
+        self.established_event(ctx, idr)?;
+
+        if let Some(n) = error_notify(payloads) {
             return ctx.event(IkeEvent::ChildSaFailed {
                 id: self.id,
                 notify: n,
             });
         }
-        let transport = find_notify(&payloads, notify::USE_TRANSPORT_MODE).is_some();
+        let cfg = self.cfg.clone();
+        let transport = find_notify(payloads, notify::USE_TRANSPORT_MODE).is_some();
         let offered_i = ts_to_wire(&cfg.ts_local);
         let offered_r = ts_to_wire(&cfg.ts_remote);
-        let child = match self.accept_child(&payloads, &offered_i, &offered_r) {
+        let child = match self.accept_child(payloads, &offered_i, &offered_r) {
             Ok((suite, spi_out, ts_i, ts_r)) => {
-                let (i2r, r2i) = child_keys(suite, self.sk_d.as_bytes(), None, &self.ni, &self.nr)?;
+                let (i2r, r2i) =
+                    child_keys(suite, self.sk_d()?.as_bytes(), None, &self.ni, &self.nr)?;
                 self.child_sa(suite, transport, spi_in, spi_out, r2i, i2r, ts_i, ts_r)
             }
             Err(n) => Err(n),
@@ -116,6 +172,78 @@ impl IkeSa {
                 id: self.id,
                 notify: n,
             }),
+        }
+    }
+
+    /// A delegated IKE_AUTH resumes with the substitution server's verdict (seed 004,
+    /// S11-S17): the held request is answered, or the held response taken.
+    pub(crate) fn server_answered(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        verdict: Verdict,
+    ) -> Result<(), Error> {
+        let held =
+            match core::mem::replace(&mut self.secrets, Secrets::AtServer(Delegation::AwaitPeer)) {
+                Secrets::AtServer(Delegation::Asked(held)) => held,
+                other => {
+                    self.secrets = other;
+                    return Err(IkeError::NotDelegating.into());
+                }
+            };
+        let refusal = alloc::vec![Payload::Notify(Notify::new(
+            notify::AUTHENTICATION_FAILED,
+            Vec::new()
+        ))];
+        match (*held, verdict) {
+            (
+                Held::Request {
+                    msg_id,
+                    payloads,
+                    from,
+                    to,
+                    marker,
+                },
+                verdict,
+            ) => {
+                let idi = Found::of(&payloads).id_i.cloned();
+                let reply = match (verdict, idi) {
+                    (Verdict::Accepted { proof, sk_d }, Some(idi)) => {
+                        self.secrets = Secrets::Released { sk_d };
+                        self.finish_responder(ctx, idi, &payloads, proof)?
+                    }
+                    (verdict, _) => {
+                        let reason = match verdict {
+                            Verdict::Refused(r) => r,
+                            Verdict::Accepted { .. } => FailReason::InvalidResponse,
+                        };
+                        self.close_after_response(ctx);
+                        ctx.event(IkeEvent::Failed {
+                            id: self.id,
+                            reason,
+                        })?;
+                        refusal
+                    }
+                };
+                self.respond(ctx, ExchangeType::IkeAuth, msg_id, &reply, from, to, marker)
+            }
+            (Held::Response { payloads, spi_in }, verdict) => {
+                let idr = Found::of(&payloads).id_r.cloned();
+                match (verdict, idr) {
+                    (Verdict::Accepted { sk_d, .. }, Some(idr)) => {
+                        self.secrets = Secrets::Released { sk_d };
+                        self.finish_initiator(ctx, idr, &payloads, spi_in)?;
+                        self.pump_queue(ctx)
+                    }
+                    (Verdict::Refused(reason), _) => {
+                        self.send_auth_failed(ctx)?;
+                        self.fail(ctx, reason)
+                    }
+                    (Verdict::Accepted { .. }, None) => {
+                        self.send_auth_failed(ctx)?;
+                        self.fail(ctx, FailReason::InvalidResponse)
+                    }
+                }
+            }
         }
     }
 
@@ -170,13 +298,18 @@ impl IkeSa {
         })
     }
 
-    /// Original responder: an IKE_AUTH request. Returns the response payloads.
+    /// Original responder with a local credential: an IKE_AUTH request. Returns the
+    /// response payloads. (A delegated responder holds the request for the server
+    /// instead, see `on_request`.)
     pub(super) fn auth_request(
         &mut self,
         ctx: &mut Ctx<'_>,
         payloads: Vec<Payload>,
     ) -> Result<Vec<Payload>, Error> {
         let refuse = |ty: u16| alloc::vec![Payload::Notify(Notify::new(ty, Vec::new()))];
+        let Secrets::Local { sk_pi, sk_pr, .. } = &self.secrets else {
+            return Err(IkeError::KeysAtServer.into());
+        };
         let found = Found::of(&payloads);
         let auth = found.auth;
         let cfg = self.cfg.clone();
@@ -193,7 +326,7 @@ impl IkeSa {
                 cfg.psk.as_bytes(),
                 &self.init_request,
                 &self.nr,
-                self.sk_pi.as_bytes(),
+                sk_pi.as_bytes(),
                 &idi.payload_body(),
             );
             a.method == auth_method::SHARED_KEY_MIC && crate::crypto::ct_eq(&expected[..], &a.data)
@@ -211,33 +344,45 @@ impl IkeSa {
             })?;
             return Ok(refuse(notify::AUTHENTICATION_FAILED));
         }
-        self.state = State::Established;
-        self.established_event(ctx, idi.clone())?;
-        // RFC 7296 §2.4: the peer has no other IKE SA with us (it restarted); the actor
-        // forgets any it still holds for this identity.
-        self.initial_contact = find_notify(&payloads, notify::INITIAL_CONTACT).is_some();
-
         let our_auth = psk_auth(
             cfg.psk.as_bytes(),
             &self.init_response,
             &self.ni,
-            self.sk_pr.as_bytes(),
+            sk_pr.as_bytes(),
             &cfg.local_id.payload_body(),
         );
-        let mut reply = alloc::vec![
+        let proof = alloc::vec![
             Payload::IdR(cfg.local_id.clone()),
             Payload::Auth(AuthPayload {
                 method: auth_method::SHARED_KEY_MIC,
                 data: our_auth.to_vec(),
             }),
         ];
-        if found.sa.is_none() {
+        let idi = idi.clone();
+        self.finish_responder(ctx, idi, &payloads, proof)
+    }
+
+    /// Original responder, the peer authenticated: the IKE SA is up; answer with our
+    /// proof and the Child SA. Returns the response payloads.
+    fn finish_responder(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        idi: Identity,
+        payloads: &[Payload],
+        mut reply: Vec<Payload>,
+    ) -> Result<Vec<Payload>, Error> {
+        self.state = State::Established;
+        self.established_event(ctx, idi)?;
+        // RFC 7296 §2.4: the peer has no other IKE SA with us (it restarted); the actor
+        // forgets any it still holds for this identity.
+        self.initial_contact = find_notify(payloads, notify::INITIAL_CONTACT).is_some();
+        if Found::of(payloads).sa.is_none() {
             // No Child SA requested (RFC 6023 style): the IKE SA alone.
             return Ok(reply);
         }
         let ni = self.ni.clone();
         let nr = self.nr.clone();
-        match self.create_child(ctx, &payloads, &ni, &nr, None) {
+        match self.create_child(ctx, payloads, &ni, &nr, None) {
             Ok((child, mut extra)) => {
                 reply.append(&mut extra);
                 self.children.push(child.clone());
@@ -284,7 +429,8 @@ impl IkeSa {
         let transport = self.cfg.mode == ChildMode::Transport
             && find_notify(payloads, notify::USE_TRANSPORT_MODE).is_some();
         let spi_in = self.new_spi(ctx.rng);
-        let (i2r, r2i) = child_keys(choice.suite, self.sk_d.as_bytes(), None, ni, nr)
+        let sk_d = self.sk_d().map_err(|_| notify::NO_PROPOSAL_CHOSEN)?;
+        let (i2r, r2i) = child_keys(choice.suite, sk_d.as_bytes(), None, ni, nr)
             .map_err(|_| notify::NO_PROPOSAL_CHOSEN)?;
         let child = self.child_sa(
             choice.suite,

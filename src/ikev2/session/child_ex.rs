@@ -81,7 +81,7 @@ impl IkeSa {
                 Ok(x) => x,
                 Err(n) => return fail(ctx, self.id, n),
             };
-        let (i2r, r2i) = child_keys(suite, self.sk_d.as_bytes(), None, ni, &nr)?;
+        let (i2r, r2i) = child_keys(suite, self.sk_d()?.as_bytes(), None, ni, &nr)?;
         let transport =
             crate::ikev2::codec::find_notify(&payloads, notify::USE_TRANSPORT_MODE).is_some();
         let child = match self.child_sa(suite, transport, spi_in, spi_out, r2i, i2r, ts_i, ts_r) {

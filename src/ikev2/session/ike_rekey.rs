@@ -49,11 +49,17 @@ impl IkeSa {
         }
     }
 
+    /// Whether this actor can rekey the IKE SA itself: it must run the Diffie-Hellman and
+    /// hold SK_d, which a delegated terminal (seed 004) does not do.
+    fn rekeys_ike_locally(&self) -> bool {
+        matches!(self.secrets, super::Secrets::Local { .. })
+    }
+
     /// Exchange initiator: propose a new IKE SA with every configured proposal, KE in our
     /// most preferred group (as in IKE_SA_INIT; an INVALID_KE_PAYLOAD answer names the
     /// peer's choice and we follow it once).
     pub(super) fn start_ike_rekey(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Error> {
-        if !ctx.room_to_rekey {
+        if !ctx.room_to_rekey || !self.rekeys_ike_locally() {
             return self.ike_rekey_failed(ctx, notify::TEMPORARY_FAILURE);
         }
         let spi = self.new_ike_spi(ctx);
@@ -163,9 +169,11 @@ impl IkeSa {
         payloads: &[Payload],
     ) -> Result<Vec<Payload>, Error> {
         let refuse = |ty: u16| Ok(alloc::vec![Payload::Notify(Notify::new(ty, Vec::new()))]);
-        if self.pending.is_some() || !ctx.room_to_rekey {
+        if self.pending.is_some() || !ctx.room_to_rekey || !self.rekeys_ike_locally() {
             // One exchange at a time around a rekey (no §2.8.1 collision handling), and
-            // a bounded number of old IKE SAs waiting to be deleted.
+            // a bounded number of old IKE SAs waiting to be deleted. A delegated IKE SA
+            // runs no Diffie-Hellman of its own: its terminal rekeys the IKE SA through
+            // the substitution server (`keyx`), never here.
             return refuse(notify::TEMPORARY_FAILURE);
         }
         let Some((sa, ke, ni)) = Found::of(payloads).sa_ke_nonce() else {
@@ -224,9 +232,10 @@ impl IkeSa {
         ni: &[u8],
         nr: &[u8],
     ) -> Result<(), Error> {
-        let seed = skeyseed_rekey(self.sk_d.as_bytes(), shared.as_bytes(), ni, nr);
+        let seed = skeyseed_rekey(self.sk_d()?.as_bytes(), shared.as_bytes(), ni, nr);
         let keys = IkeKeys::derive(&suite, seed.as_bytes(), ni, nr, &id.spi_i, &id.spi_r)?;
         let mut new = IkeSa::new(NewSa {
+            authority: super::Authority::Local,
             cfg: self.cfg.clone(),
             id,
             initiator: initiated,

@@ -218,8 +218,81 @@ fn delete_ike_sa() -> Payload {
     })
 }
 
+/// Who holds an IKE SA's proof keys (SK_pi, SK_pr), its credential and SK_d.
+pub(crate) enum Secrets {
+    /// This actor: it computes and checks AUTH itself (the plain initiator and responder).
+    Local {
+        sk_d: SecretBytes,
+        sk_pi: SecretBytes,
+        sk_pr: SecretBytes,
+    },
+    /// A substitution server (seed 004): the terminal holds SK_e and SK_a only, and its
+    /// IKE_AUTH waits for the server's authentication and key responses.
+    AtServer(Delegation),
+    /// The server released SK_d with its key response (S48), after it authenticated the
+    /// peer and its policy allowed it; SK_pi, SK_pr and the credential never leave it.
+    Released { sk_d: SecretBytes },
+}
+
+/// Where a delegated IKE_AUTH is (seed 004, S9-S14 at the terminal).
+pub(crate) enum Delegation {
+    /// Waiting for the peer's IKE_AUTH (responder: its request; initiator: its response).
+    AwaitPeer,
+    /// The peer's IKE_AUTH is held while the server authenticates it and releases SK_d.
+    Asked(alloc::boxed::Box<Held>),
+}
+
+/// A peer's IKE_AUTH held for the server's verdict.
+pub(crate) enum Held {
+    /// Original responder: the peer's IKE_AUTH request, answered once the server spoke.
+    Request {
+        msg_id: u32,
+        payloads: Vec<Payload>,
+        from: SocketAddr,
+        to: SocketAddr,
+        marker: bool,
+    },
+    /// Original initiator: the peer's IKE_AUTH response; the Child SA it carries is taken
+    /// once the server spoke.
+    Response { payloads: Vec<Payload>, spi_in: u32 },
+}
+
+impl Held {
+    fn payloads(&self) -> &[Payload] {
+        match self {
+            Held::Request { payloads, .. } | Held::Response { payloads, .. } => payloads,
+        }
+    }
+}
+
+/// The server's answer to a delegated IKE_AUTH (seed 004, S10-S14).
+pub(crate) enum Verdict {
+    /// S11 yes and S14: the peer is authenticated and allowed. `proof` is our own
+    /// identification and AUTH (and CERT) as the server built them (responder: IDr …;
+    /// for an initiator it was sent already and is empty here); `sk_d` came sealed in the
+    /// key response.
+    Accepted {
+        /// Our IDr, [CERT], AUTH payloads (responder only).
+        proof: Vec<Payload>,
+        /// SK_d.
+        sk_d: SecretBytes,
+    },
+    /// S11 no, or the server could not be asked (S19): the exchange fails with this reason.
+    Refused(FailReason),
+}
+
+/// How an IKE SA is to be authenticated.
+pub(crate) enum Authority {
+    /// Here, with the configuration's credential.
+    Local,
+    /// By a substitution server (seed 004).
+    Delegated,
+}
+
 /// What IKE_SA_INIT produced.
 pub(crate) struct NewSa {
+    /// Who authenticates: with `Delegated`, `keys` carries only SK_e and SK_a.
+    pub authority: Authority,
     pub cfg: Arc<IkeConfig>,
     pub id: IkeSaId,
     pub initiator: bool,
@@ -245,9 +318,7 @@ pub(crate) struct IkeSa {
     pub state: State,
     pub suite: IkeSuite,
     sk: SkCipher,
-    sk_d: SecretBytes,
-    sk_pi: SecretBytes,
-    sk_pr: SecretBytes,
+    secrets: Secrets,
     ni: Vec<u8>,
     nr: Vec<u8>,
     init_request: Vec<u8>,
@@ -299,9 +370,14 @@ impl IkeSa {
             state: State::Authenticating,
             suite: n.suite,
             sk,
-            sk_d: n.keys.sk_d.clone(),
-            sk_pi: n.keys.sk_pi.clone(),
-            sk_pr: n.keys.sk_pr.clone(),
+            secrets: match n.authority {
+                Authority::Local => Secrets::Local {
+                    sk_d: n.keys.sk_d.clone(),
+                    sk_pi: n.keys.sk_pi.clone(),
+                    sk_pr: n.keys.sk_pr.clone(),
+                },
+                Authority::Delegated => Secrets::AtServer(Delegation::AwaitPeer),
+            },
             ni: n.ni,
             nr: n.nr,
             init_request: n.init_request,
@@ -321,6 +397,34 @@ impl IkeSa {
             children: Vec::new(),
             cfg: n.cfg,
         })
+    }
+
+    /// SK_d, once this actor holds it (a delegated SA before the key response does not).
+    pub(crate) fn sk_d(&self) -> Result<&SecretBytes, IkeError> {
+        match &self.secrets {
+            Secrets::Local { sk_d, .. } | Secrets::Released { sk_d } => Ok(sk_d),
+            Secrets::AtServer(_) => Err(IkeError::KeysAtServer),
+        }
+    }
+
+    /// A delegated IKE_AUTH waiting for the server: the peer's identification, certificates
+    /// and AUTH payloads, for the authentication request (S9).
+    pub(crate) fn peer_proof(&self) -> Option<Vec<Payload>> {
+        match &self.secrets {
+            Secrets::AtServer(Delegation::Asked(held)) => Some(
+                held.payloads()
+                    .iter()
+                    .filter(|p| is_proof(p))
+                    .cloned()
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Whether this SA's authentication is delegated and not finished.
+    pub(crate) fn is_delegating(&self) -> bool {
+        matches!(self.secrets, Secrets::AtServer(_))
     }
 
     pub(crate) fn is_dead(&self) -> bool {
@@ -571,6 +675,15 @@ impl IkeSa {
             self.sk.open_raw(msg, &limits)?;
             return ctx.transmit(to, from, marker, cached);
         }
+        // A retransmitted IKE_AUTH request while the server is being asked: the answer
+        // does not exist yet, and the peer will retransmit again; authenticate and absorb.
+        if let Secrets::AtServer(Delegation::Asked(held)) = &self.secrets
+            && let Held::Request { msg_id, .. } = **held
+            && msg_id == h.message_id
+        {
+            self.sk.open_raw(msg, &limits)?;
+            return Ok(());
+        }
         if h.message_id != self.peer_next_id {
             return Err(IkeError::InvalidMessageId {
                 got: h.message_id,
@@ -595,7 +708,17 @@ impl IkeSa {
                     self.local = to;
                     self.nat_t = marker;
                 }
-                self.on_request(ctx, h.exchange, payloads)?
+                match self.on_request(
+                    ctx,
+                    h.exchange,
+                    payloads,
+                    (from, to, marker),
+                    h.message_id,
+                )? {
+                    Some(reply) => reply,
+                    // Held for the substitution server; answered by `server_answered`.
+                    None => return Ok(()),
+                }
             }
             Err(e) => {
                 self.peer_next_id = self.peer_next_id.wrapping_add(1);
@@ -676,14 +799,29 @@ impl IkeSa {
         self.pump_queue(ctx)
     }
 
+    /// A request's answer, or `None` when it waits for the substitution server.
     fn on_request(
         &mut self,
         ctx: &mut Ctx<'_>,
         exchange: ExchangeType,
         payloads: Vec<Payload>,
-    ) -> Result<Vec<Payload>, Error> {
-        match (exchange, self.state) {
+        (from, to, marker): (SocketAddr, SocketAddr, bool),
+        msg_id: u32,
+    ) -> Result<Option<Vec<Payload>>, Error> {
+        let answer = match (exchange, self.state) {
             (ExchangeType::IkeAuth, State::Authenticating) if !self.initiator => {
+                if let Secrets::AtServer(Delegation::AwaitPeer) = self.secrets {
+                    self.secrets = Secrets::AtServer(Delegation::Asked(alloc::boxed::Box::new(
+                        Held::Request {
+                            msg_id,
+                            payloads,
+                            from,
+                            to,
+                            marker,
+                        },
+                    )));
+                    return Ok(None);
+                }
                 self.auth_request(ctx, payloads)
             }
             (ExchangeType::Informational, State::Established | State::Rekeyed { .. }) => {
@@ -702,7 +840,8 @@ impl IkeSa {
                 notify::INVALID_SYNTAX,
                 Vec::new()
             ))]),
-        }
+        };
+        answer.map(Some)
     }
 
     fn on_response(
@@ -869,6 +1008,16 @@ impl IkeSa {
             && got.len() <= super::config::MAX_TS
             && got.iter().all(|g| offered.iter().any(|o| o.covers(g)))
     }
+}
+
+/// Whether a payload is part of a peer's proof of identity: identification, certificates,
+/// certificate requests and AUTH (what an authentication request carries, S9).
+fn is_proof(p: &Payload) -> bool {
+    use super::consts::payload as pt;
+    matches!(
+        p.payload_type(),
+        pt::IDI | pt::IDR | pt::AUTH | pt::CERT | pt::CERTREQ
+    )
 }
 
 /// A fresh 32-octet nonce.
