@@ -32,6 +32,8 @@ CASES=(
   charon_initiator_aes256gcm16_x25519
   deputy_initiator_strongswan_defaults
   charon_initiator_strongswan_defaults
+  deputy_initiator_certificates
+  charon_initiator_certificates
 )
 TSHARK_CHECK=tshark_dissects_every_packet_of_the_run
 # A developer may run a subset: DEPUTY_INTEROP_CASES="deputy_initiator_aes128_sha256_x25519 …"
@@ -46,7 +48,7 @@ die() { printf '[interop] error: %s\n' "$*" >&2; exit 1; }
 
 # ----------------------------------------------------------------- packages
 need=()
-for pkg in strongswan-charon strongswan-swanctl libcharon-extra-plugins tshark; do
+for pkg in strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins tshark; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then
@@ -60,6 +62,7 @@ CHARON=/usr/lib/ipsec/charon
 [ -x "$CHARON" ] || die "no $CHARON after installing strongswan-charon"
 [ -e /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so ] || die "no kernel-libipsec plugin"
 command -v swanctl >/dev/null || die "no swanctl"
+command -v pki >/dev/null || die "no pki (strongswan-pki)"
 command -v dumpcap >/dev/null || die "no dumpcap (tshark)"
 log "$("$CHARON" --version 2>/dev/null | head -1 || true), $(tshark --version | head -1)"
 
@@ -108,6 +111,27 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# -------------------------------------------------------------- certificates
+# The certificate cases' PKI, made by strongSwan's own `pki` (DER, ECDSA P-256, SHA-256,
+# valid for 30 days from now): a CA, charon's certificate for gateway.example and
+# deputy's for appliance.example (subjectAltName dNSName each). The tests read
+# $work/pki/{ca.der,deputy.key,deputy.der}; charon loads ca.der, charon.key, charon.der.
+mkdir -p "$work/pki"
+(
+  cd "$work/pki"
+  pki --gen --type ecdsa --size 256 --outform der >ca.key
+  pki --self --ca --in ca.key --type ecdsa --dn "CN=deputy interop CA, O=deputy" \
+    --lifetime 30 --outform der >ca.der
+  for who in charon:gateway.example deputy:appliance.example; do
+    name=${who%%:*} fqdn=${who#*:}
+    pki --gen --type ecdsa --size 256 --outform der >"$name.key"
+    pki --pub --in "$name.key" --type ecdsa --outform der |
+      pki --issue --type pub --cacert ca.der --cakey ca.key --dn "CN=$fqdn, O=deputy" \
+        --san "$fqdn" --lifetime 30 --outform der >"$name.der"
+  done
+) || die "pki could not make the certificates"
+log "PKI made by $(pki --version 2>/dev/null | head -1 || echo pki) in $work/pki"
 
 # ------------------------------------------------------------------ network
 # Namespaces left over from an interrupted run are ours: clear them first.

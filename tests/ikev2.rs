@@ -6,11 +6,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use deputy::crypto::dh::Group;
+use deputy::ikev2::auth::{AuthKeyDb, Credential, Signer};
 use deputy::ikev2::codec::{Message, Payload};
 use deputy::ikev2::consts::{exchange, notify};
 use deputy::ikev2::{
-    ChildMode, FailReason, Identity, IkeConfig, IkeEvent, IkeProposal, Initiator, InitiatorConfig,
-    Responder, ResponderConfig,
+    AuthFailure, ChildMode, FailReason, Identity, IkeConfig, IkeEvent, IkeProposal, Initiator,
+    InitiatorConfig, Responder, ResponderConfig,
 };
 use deputy::ipsec::{
     Action, ChildSa, DataPlane, DataPlaneConfig, Direction, Inbound, Mode, Outbound, Policy,
@@ -788,14 +789,15 @@ fn liveness_both_ways_and_the_command_queue_bound() {
 #[test]
 fn wrong_psk_is_authentication_failed() {
     let mut rc = r_config();
-    rc.ike.psk = deputy::ikev2::SecretBytes::from_slice(b"another secret");
+    rc.ike.credential = Credential::Psk(deputy::ikev2::SecretBytes::from_slice(b"another secret"));
+    rc.ike.auth_db.set_any_peer_psk(Some(b"another secret"));
     let mut net = Net::new(i_config(I_ADDR), rc);
     net.start(0);
     assert!(!net.inits[0].is_established());
     assert!(has_event(&net.r_events, |e| matches!(
         e,
         IkeEvent::Failed {
-            reason: FailReason::AuthenticationFailed,
+            reason: FailReason::PeerAuth(AuthFailure::BadAuth),
             ..
         }
     )));
@@ -1644,4 +1646,310 @@ fn each_broken_configuration_rule_has_its_own_error() {
         resp.handle_input(Instant::ZERO, packet),
         Err(Error::Ike(E::NotADatagram))
     );
+}
+
+// ------------------------------------------------------------ certificate authentication
+
+mod cert {
+    use super::*;
+    use common::certs::{self, Alg, DAY, Issued, NOW, Spec};
+    use deputy::UnixTime;
+    use deputy::ikev2::codec::{CertReq, Limits};
+    use deputy::ikev2::consts::cert_encoding;
+
+    pub const I_ID: &str = "appliance.example";
+    pub const R_ID: &str = "gateway.example";
+
+    /// The wall-clock time at Instant::ZERO: the tests' NOW.
+    pub const ANCHOR: UnixTime = UnixTime(NOW);
+
+    pub fn signer(leaf: &Issued, chain: &[&Issued]) -> Signer {
+        let mut ders = vec![leaf.der.clone()];
+        ders.extend(chain.iter().map(|c| c.der.clone()));
+        Signer::new(leaf.key.clone(), ders).unwrap()
+    }
+
+    pub fn db(anchors: &[&Issued]) -> AuthKeyDb {
+        let mut db = AuthKeyDb::new();
+        for a in anchors {
+            db.add_trust_anchor(&a.der).unwrap();
+        }
+        db
+    }
+
+    /// An initiator and a responder, each with a leaf of `alg` issued by its own CA's
+    /// intermediate-less root, trusting `i_trusts` / `r_trusts`.
+    pub fn configs(
+        i_leaf: &Issued,
+        i_chain: &[&Issued],
+        i_trusts: &[&Issued],
+        r_leaf: &Issued,
+        r_trusts: &[&Issued],
+    ) -> (InitiatorConfig, ResponderConfig) {
+        let mut ike = IkeConfig::with_certificate(
+            Identity::Fqdn(I_ID.into()),
+            signer(i_leaf, i_chain),
+            db(i_trusts),
+            ANCHOR,
+        );
+        ike.remote_id = Some(Identity::Fqdn(R_ID.into()));
+        let ic = InitiatorConfig {
+            ike,
+            local: addr(I_ADDR),
+            remote: addr(R_ADDR),
+        };
+        let ike = IkeConfig::with_certificate(
+            Identity::Fqdn(R_ID.into()),
+            signer(r_leaf, &[]),
+            db(r_trusts),
+            ANCHOR,
+        );
+        (ic, ResponderConfig::new(ike))
+    }
+
+    fn failed(events: &[IkeEvent]) -> Vec<FailReason> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                IkeEvent::Failed { reason, .. } => Some(*reason),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn init_response(net: &Net) -> Message {
+        let sent = net.exchanges(Dir::ToInitiator, exchange::IKE_SA_INIT);
+        Message::decode(ike_bytes(&sent.last().unwrap().t), &Limits::default()).unwrap()
+    }
+
+    #[test]
+    fn ecdsa_and_ed25519_certificates_establish_in_both_roles() {
+        for (i_alg, r_alg) in [
+            (Alg::P256, Alg::P256),
+            (Alg::Ed25519, Alg::Ed25519),
+            (Alg::P256, Alg::Ed25519),
+            (Alg::Ed25519, Alg::P256),
+        ] {
+            let i_ca = certs::root(i_alg, 1, "Appliance CA");
+            let r_ca = certs::root(r_alg, 2, "Gateway CA");
+            let inter = certs::issue(
+                &Spec::ca("Appliance sub-CA"),
+                certs::key(r_alg, 5),
+                Some(&i_ca),
+                5,
+            );
+            let i_leaf = certs::leaf(i_alg, 3, I_ID, &inter);
+            let r_leaf = certs::leaf(r_alg, 4, R_ID, &r_ca);
+            let (ic, rc) = configs(&i_leaf, &[&inter], &[&r_ca], &r_leaf, &[&i_ca]);
+            let mut net = Net::new(ic, rc);
+            // An hour after the anchor: validity is judged at anchor + now.
+            net.now = Instant::from_secs(3600);
+            net.start(0);
+            established(&net);
+            net.assert_no_errors();
+            assert_child_pair(
+                &net,
+                &net.i_child(0),
+                &net.r_child(0),
+                Suite::AesCbc128HmacSha256,
+            );
+            assert!(has_event(&net.i_events[0], |e| matches!(
+                e,
+                IkeEvent::IkeSaEstablished { peer_id, .. } if *peer_id == Identity::Fqdn(R_ID.into())
+            )));
+            // IKE_SA_INIT: SIGNATURE_HASH_ALGORITHMS both ways, the responder's CERTREQ
+            // names the anchor it trusts.
+            let resp = init_response(&net);
+            assert!(resp.notify(notify::SIGNATURE_HASH_ALGORITHMS).is_some());
+            let req: Vec<&CertReq> = resp
+                .payloads
+                .iter()
+                .filter_map(|p| match p {
+                    Payload::CertReq(r) => Some(r),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(req.len(), 1);
+            assert_eq!(req[0].encoding, cert_encoding::X509_SIGNATURE);
+            assert!(db(&[&i_ca]).requested_by(&req));
+            let sent = net.exchanges(Dir::ToResponder, exchange::IKE_SA_INIT);
+            let init = Message::decode(ike_bytes(&sent[0].t), &Limits::default()).unwrap();
+            assert!(init.notify(notify::SIGNATURE_HASH_ALGORITHMS).is_some());
+        }
+    }
+
+    #[test]
+    fn a_certificate_side_meets_a_psk_side() {
+        // The initiator signs; the responder proves with a PSK the initiator's database
+        // holds for it.
+        let ca = certs::root(Alg::P256, 1, "CA");
+        let i_leaf = certs::leaf(Alg::P256, 3, I_ID, &ca);
+        let mut i_db = AuthKeyDb::new();
+        i_db.add_peer_psk(Identity::Fqdn(R_ID.into()), PSK).unwrap();
+        let ike = IkeConfig::with_certificate(
+            Identity::Fqdn(I_ID.into()),
+            signer(&i_leaf, &[]),
+            i_db,
+            ANCHOR,
+        );
+        let ic = InitiatorConfig {
+            ike,
+            local: addr(I_ADDR),
+            remote: addr(R_ADDR),
+        };
+        let mut rc = r_config();
+        rc.ike.auth_db = db(&[&ca]);
+        rc.ike.time_anchor = ANCHOR;
+        let mut net = Net::new(ic, rc);
+        net.start(0);
+        established(&net);
+        net.assert_no_errors();
+    }
+
+    /// Each refusal: the verifying side's typed reason, and AUTHENTICATION_FAILED for the
+    /// other.
+    #[test]
+    fn certificate_refusals_are_typed_on_the_verifying_side() {
+        let ca = certs::root(Alg::P256, 1, "CA");
+        let other_ca = certs::root(Alg::Ed25519, 9, "Other CA");
+        let r_leaf = certs::leaf(Alg::Ed25519, 4, R_ID, &ca);
+        let good_i = certs::leaf(Alg::P256, 3, I_ID, &ca);
+        let mut spec = Spec::leaf(I_ID);
+        spec.not_after = NOW - DAY;
+        let expired = certs::issue(&spec, certs::key(Alg::P256, 3), Some(&ca), 3);
+        let mut spec = Spec::leaf(I_ID);
+        spec.not_before = NOW + DAY;
+        let early = certs::issue(&spec, certs::key(Alg::P256, 3), Some(&ca), 3);
+        let wrong_name = certs::leaf(Alg::P256, 3, "intruder.example", &ca);
+        let foreign = certs::leaf(Alg::P256, 3, I_ID, &other_ca);
+        let cases: Vec<(&str, &Issued, AuthFailure)> = vec![
+            ("wrong CA", &foreign, AuthFailure::UnknownCa),
+            ("expired", &expired, AuthFailure::Expired),
+            ("not yet valid", &early, AuthFailure::NotYetValid),
+            ("wrong identity", &wrong_name, AuthFailure::IdentityMismatch),
+        ];
+        for (what, i_leaf, want) in cases {
+            let (ic, rc) = configs(i_leaf, &[], &[&ca], &r_leaf, &[&ca]);
+            let mut net = Net::new(ic, rc);
+            net.start(0);
+            assert!(!net.inits[0].is_established(), "{what}");
+            assert_eq!(
+                failed(&net.r_events),
+                vec![FailReason::PeerAuth(want)],
+                "{what}"
+            );
+            assert_eq!(
+                failed(&net.i_events[0]),
+                vec![FailReason::AuthenticationFailed],
+                "{what}: the responder answered AUTHENTICATION_FAILED"
+            );
+        }
+        // The initiator refuses the responder's certificate: it tells the responder in an
+        // INFORMATIONAL, which drops the SA.
+        let (ic, rc) = configs(&good_i, &[], &[&other_ca], &r_leaf, &[&ca]);
+        let mut net = Net::new(ic, rc);
+        net.start(0);
+        assert_eq!(
+            failed(&net.i_events[0]),
+            vec![FailReason::PeerAuth(AuthFailure::UnknownCa)]
+        );
+        assert_eq!(
+            failed(&net.r_events),
+            vec![FailReason::AuthenticationFailed]
+        );
+        // Validity follows the clock: the responder's leaf (30 days) has expired for an
+        // initiator 31 days after the anchor.
+        let (ic, rc) = configs(&good_i, &[], &[&ca], &r_leaf, &[&ca]);
+        let mut net = Net::new(ic, rc);
+        net.now = Instant::from_secs(31 * DAY);
+        net.start(0);
+        assert_eq!(
+            failed(&net.r_events),
+            vec![FailReason::PeerAuth(AuthFailure::Expired)],
+            "the initiator's leaf expired as well"
+        );
+    }
+
+    /// A signature altered in flight (re-sealed with the IKE SA's keys, so the SK payload
+    /// is intact): the responder refuses with BadAuth and answers AUTHENTICATION_FAILED.
+    #[test]
+    fn tampered_auth_is_bad_auth() {
+        use deputy::ikev2::keys::{IkeKeys, SecretBytes};
+        use deputy::ikev2::sk::SkCipher;
+        use deputy::ikev2::{IkeSuite, Prf};
+        for alg in [Alg::P256, Alg::Ed25519] {
+            let ca = certs::root(alg, 1, "CA");
+            let i_leaf = certs::leaf(alg, 3, I_ID, &ca);
+            let r_leaf = certs::leaf(alg, 4, R_ID, &ca);
+            let (mut ic, rc) = configs(&i_leaf, &[], &[&ca], &r_leaf, &[&ca]);
+            ic.ike.keep_keys_for_dissection = true;
+            let mut net = Net::new(ic, rc);
+            // Hold back every IKE_AUTH request; forge one from the first.
+            net.drop = Box::new(|s, _| {
+                s.dir == Dir::ToResponder && ike_bytes(&s.t)[18] == exchange::IKE_AUTH
+            });
+            net.start(0);
+            let original = net.exchanges(Dir::ToResponder, exchange::IKE_AUTH)[0]
+                .t
+                .clone();
+            let k = net.inits[0].ike_keys_for_dissection().unwrap();
+            let suite = IkeSuite {
+                encr: k.encr,
+                integ: k.integ,
+                prf: Prf::HmacSha256,
+                group: Group::X25519,
+            };
+            let keys = IkeKeys {
+                sk_d: SecretBytes::default(),
+                sk_ai: k.sk_ai.clone(),
+                sk_ar: k.sk_ar.clone(),
+                sk_ei: k.sk_ei.clone(),
+                sk_er: k.sk_er.clone(),
+                sk_pi: SecretBytes::default(),
+                sk_pr: SecretBytes::default(),
+            };
+            let limits = Limits::default();
+            let (header, mut inner) = SkCipher::new(&suite, &keys, false)
+                .unwrap()
+                .open(ike_bytes(&original), &limits)
+                .unwrap();
+            let mut certs_seen = 0;
+            for p in &mut inner {
+                match p {
+                    Payload::Auth(a) => {
+                        let n = a.data.len();
+                        a.data[n - 2] ^= 0x10;
+                    }
+                    Payload::Cert(_) => certs_seen += 1,
+                    _ => {}
+                }
+            }
+            assert_eq!(certs_seen, 1, "the leaf travels in a CERT payload");
+            assert!(inner.iter().any(|p| matches!(p, Payload::CertReq(_))));
+            let forged = SkCipher::new(&suite, &keys, true)
+                .unwrap()
+                .seal(&header, &inner, &mut *rng(5))
+                .unwrap();
+            net.drop = Box::new(|_, _| false);
+            net.resp
+                .handle_input(
+                    net.now,
+                    Input::Datagram {
+                        from: original.from,
+                        to: original.to,
+                        data: &forged,
+                    },
+                )
+                .unwrap();
+            net.run_for(Duration::from_secs(1));
+            assert_eq!(
+                failed(&net.r_events),
+                vec![FailReason::PeerAuth(AuthFailure::BadAuth)]
+            );
+            assert_eq!(
+                failed(&net.i_events[0]),
+                vec![FailReason::AuthenticationFailed]
+            );
+        }
+    }
 }

@@ -31,6 +31,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use deputy::crypto::dh::Group;
+use deputy::ikev2::auth::{AuthKeyDb, Credential, Signer, SigningKey};
 use deputy::ikev2::{
     Encr, Identity, IkeConfig, IkeDissectionKeys, IkeEvent, IkeProposal, IkeSaId, Initiator,
     InitiatorConfig, Integ, Responder, ResponderConfig,
@@ -39,7 +40,7 @@ use deputy::ipsec::{
     Action, ChildSa, DataPlane, DataPlaneConfig, Direction, Inbound, Outbound, Policy, Protected,
     Selector, Suite, TrafficSelector,
 };
-use deputy::{Actor, Error, Input, Instant, Output};
+use deputy::{Actor, Error, Input, Instant, Output, UnixTime};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -79,6 +80,9 @@ struct Profile {
     group: Group,
     /// Whether IKE_SA_INIT takes an INVALID_KE_PAYLOAD round.
     invalid_ke: bool,
+    /// Authentication by ECDSA P-256 certificates (made by strongSwan's `pki` in
+    /// scripts/interop.sh) instead of the PSK.
+    certs: bool,
 }
 
 fn profile(name: &str) -> Profile {
@@ -98,6 +102,7 @@ fn profile(name: &str) -> Profile {
             deputy_esp: vec![Suite::AesCbc128HmacSha256],
             group: Group::Modp2048,
             invalid_ke: true,
+            certs: false,
         },
         "aes128-sha256-x25519" => Profile {
             name: "aes128-sha256-x25519",
@@ -110,6 +115,7 @@ fn profile(name: &str) -> Profile {
             deputy_esp: vec![Suite::AesCbc128HmacSha256],
             group: Group::X25519,
             invalid_ke: false,
+            certs: false,
         },
         "chacha20poly1305-x25519" => Profile {
             name: "chacha20poly1305-x25519",
@@ -123,6 +129,7 @@ fn profile(name: &str) -> Profile {
             deputy_esp: vec![Suite::ChaCha20Poly1305],
             group: Group::X25519,
             invalid_ke: false,
+            certs: false,
         },
         "aes256gcm16-x25519" => Profile {
             name: "aes256gcm16-x25519",
@@ -135,6 +142,7 @@ fn profile(name: &str) -> Profile {
             deputy_esp: vec![Suite::AesGcm256],
             group: Group::X25519,
             invalid_ke: false,
+            certs: false,
         },
         "defaults" => Profile {
             name: "defaults",
@@ -144,6 +152,12 @@ fn profile(name: &str) -> Profile {
             deputy_esp: defaults.esp_proposals,
             group: Group::X25519,
             invalid_ke: false,
+            certs: false,
+        },
+        "certificates" => Profile {
+            name: "certificates",
+            certs: true,
+            ..profile("aes128-sha256-x25519")
         },
         other => panic!("no profile {other}"),
     }
@@ -214,6 +228,7 @@ impl Env {
     fn swanctl_command(&self, args: &[&str]) -> Command {
         let mut c = Command::new("swanctl");
         c.env("STRONGSWAN_CONF", self.dir.join("strongswan.conf"))
+            .env("SWANCTL_DIR", self.dir.join("swanctl"))
             .args(args)
             .arg("--uri")
             .arg(format!("unix://{}", self.dir.join("charon.vici").display()))
@@ -225,6 +240,48 @@ impl Env {
     fn load_profile(&self, p: &Profile, role: Role) {
         let conf_dir = self.dir.join("swanctl");
         fs::create_dir_all(&conf_dir).unwrap();
+        let pki = self.dir.join("pki");
+        // charon's private key: swanctl loads private keys from its directory
+        // (SWANCTL_DIR/ecdsa), not from swanctl.conf; a PSK profile leaves it empty.
+        let ecdsa_dir = conf_dir.join("ecdsa");
+        let _ = fs::remove_dir_all(&ecdsa_dir);
+        if p.certs {
+            fs::create_dir_all(&ecdsa_dir).unwrap();
+            fs::copy(pki.join("charon.key"), ecdsa_dir.join("charon.key")).unwrap();
+        }
+        let pki = pki.display();
+        let (auth, creds) = if p.certs {
+            (
+                format!("auth = pubkey\n      certs = {pki}/charon.der",),
+                format!(
+                    r#"authorities {{
+  deputy-ca {{
+    cacert = {pki}/ca.der
+  }}
+}}
+"#
+                ),
+            )
+        } else {
+            (
+                "auth = psk".to_string(),
+                format!(
+                    r#"secrets {{
+  ike-deputy {{
+    id-1 = {CHARON_ID}
+    id-2 = {DEPUTY_ID}
+    secret = "{PSK}"
+  }}
+}}
+"#
+                ),
+            )
+        };
+        let remote_auth = if p.certs {
+            format!("auth = pubkey\n      cacerts = {pki}/ca.der")
+        } else {
+            "auth = psk".to_string()
+        };
         let conf = format!(
             r#"connections {{
   deputy {{
@@ -235,11 +292,11 @@ impl Env {
     encap = yes
     dpd_delay = 1s
     local {{
-      auth = psk
+      {auth}
       id = {CHARON_ID}
     }}
     remote {{
-      auth = psk
+      {remote_auth}
       id = {DEPUTY_ID}
     }}
     children {{
@@ -253,14 +310,7 @@ impl Env {
     }}
   }}
 }}
-secrets {{
-  ike-deputy {{
-    id-1 = {CHARON_ID}
-    id-2 = {DEPUTY_ID}
-    secret = "{PSK}"
-  }}
-}}
-"#,
+{creds}"#,
             ike = p.charon_ike[usize::from(role == Role::CharonInitiates)],
             esp = p.charon_esp,
         );
@@ -608,6 +658,25 @@ fn ike_config(p: &Profile, role: Role) -> IkeConfig {
     // kernel-libipsec only does ESP-in-UDP.
     ike.force_encap = true;
     ike.keep_keys_for_dissection = true;
+    if p.certs {
+        // deputy's key and certificate and the CA, made by strongSwan's `pki` (DER).
+        let pki = env().dir.join("pki");
+        let read = |f: &str| fs::read(pki.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        let key = SigningKey::ecdsa_p256_from_sec1_der(&read("deputy.key"))
+            .or_else(|_| SigningKey::from_pkcs8_der(&read("deputy.key")))
+            .expect("deputy.key");
+        let signer = Signer::new(key, vec![read("deputy.der")]).expect("deputy.der");
+        let mut db = AuthKeyDb::new();
+        db.add_trust_anchor(&read("ca.der")).expect("ca.der");
+        ike.credential = Credential::Signature(signer);
+        ike.auth_db = db;
+        // The wall clock at Instant::ZERO (the driver's origin is set just after this:
+        // our clock runs a moment ahead, never behind the certificates' notBefore).
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        ike.time_anchor = UnixTime(wall.as_secs());
+    }
     ike
 }
 
@@ -1692,4 +1761,16 @@ fn deputy_initiator_strongswan_defaults() {
 #[ignore = "needs strongSwan: run scripts/interop.sh"]
 fn charon_initiator_strongswan_defaults() {
     charon_initiates("defaults");
+}
+
+#[test]
+#[ignore = "needs strongSwan: run scripts/interop.sh"]
+fn deputy_initiator_certificates() {
+    deputy_initiates("certificates");
+}
+
+#[test]
+#[ignore = "needs strongSwan: run scripts/interop.sh"]
+fn charon_initiator_certificates() {
+    charon_initiates("certificates");
 }

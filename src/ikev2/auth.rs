@@ -7,7 +7,8 @@
 //! ```text
 //! pub enum Credential { Psk(SecretBytes), Signature(Signer) }
 //! Signer::new(key: SigningKey, chain: Vec<Vec<u8>>) -> Result<Signer, IkeError>   // DER, leaf first
-//! SigningKey::{from_pkcs8_der(&[u8]), ecdsa_p256_from_bytes(&[u8]), ed25519_from_bytes(&[u8; 32])}
+//! SigningKey::{from_pkcs8_der(&[u8]), ecdsa_p256_from_sec1_der(&[u8]),
+//!              ecdsa_p256_from_bytes(&[u8]), ed25519_from_bytes(&[u8; 32])}
 //! pub struct Proof { pub auth: AuthPayload, pub certs: Vec<CertPayload> }
 //!
 //! pub fn prove(cred: &Credential, sk_p: &[u8], message: &[u8], peer_nonce: &[u8],
@@ -57,7 +58,9 @@ use rand_core::CryptoRng;
 use sha1::{Digest as _, Sha1};
 
 use super::IkeError;
-use super::codec::{AuthPayload, CertPayload, CertReq, Identity, MAX_CERT_LEN, MAX_CERTS, Notify};
+use super::codec::{
+    AuthPayload, CertPayload, CertReq, Identity, MAX_CERT_LEN, MAX_CERTS, Notify, Payload,
+};
 use super::consts::{auth_method, cert_encoding, hash_algorithm, notify};
 use super::keys::{SecretBytes, prf, psk_auth};
 use crate::UnixTime;
@@ -93,6 +96,14 @@ impl SigningKey {
         }
         ed25519_dalek::SigningKey::from_pkcs8_der(der)
             .map(SigningKey::Ed25519)
+            .map_err(|_| IkeError::BadPrivateKey)
+    }
+
+    /// A SEC1 `ECPrivateKey` (DER) on P-256: what strongSwan's `pki --gen --type ecdsa`
+    /// and `openssl ecparam -genkey` write.
+    pub fn ecdsa_p256_from_sec1_der(der: &[u8]) -> Result<SigningKey, IkeError> {
+        p256::SecretKey::from_sec1_der(der)
+            .map(|k| SigningKey::EcdsaP256(k.into()))
             .map_err(|_| IkeError::BadPrivateKey)
     }
 
@@ -624,6 +635,31 @@ impl AuthKeyDb {
     fn anchors_named(&self, issuer: &[u8]) -> impl Iterator<Item = &TrustAnchor> {
         self.anchors.iter().filter(move |a| a.subject == issuer)
     }
+}
+
+/// What IKE_SA_INIT adds for authentication: SIGNATURE_HASH_ALGORITHMS when we sign or
+/// verify signatures, and (responder, with trust anchors) our CERTREQ (RFC 7296 §1.2: the
+/// responder may request certificates in IKE_SA_INIT; the initiator does in IKE_AUTH).
+pub fn sa_init_payloads(cred: &Credential, db: &AuthKeyDb, responder: bool) -> Vec<Payload> {
+    let mut out = Vec::new();
+    if matches!(cred, Credential::Signature(_)) || db.accepts_signatures() {
+        out.push(Payload::Notify(signature_hash_algorithms()));
+    }
+    if responder && let Some(req) = db.certreq() {
+        out.push(Payload::CertReq(req));
+    }
+    out
+}
+
+/// The CERT payloads among `payloads`.
+pub fn cert_payloads(payloads: &[Payload]) -> Vec<CertPayload> {
+    payloads
+        .iter()
+        .filter_map(|p| match p {
+            Payload::Cert(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// SHA-1 of a DER SubjectPublicKeyInfo: how a CERTREQ names an authority.

@@ -5,9 +5,11 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 use core::time::Duration;
 
+use super::auth::{AuthKeyDb, Credential, Signer};
 use super::codec::{Identity, Limits};
 use super::keys::SecretBytes;
 use super::proposal::IkeProposal;
+use crate::UnixTime;
 use crate::crypto::dh::Group;
 use crate::ipsec::{Lifetime, MAX_TRAFFIC_SELECTORS, Suite, TrafficSelector};
 
@@ -58,10 +60,17 @@ impl Default for Retransmit {
 pub struct IkeConfig {
     /// Our identity (IDi as initiator, IDr as responder).
     pub local_id: Identity,
-    /// The identity the peer must present; `None` accepts any (the PSK still has to match).
+    /// The identity the peer must present; `None` accepts any that `auth_db` vouches for.
     pub remote_id: Option<Identity>,
-    /// The pre-shared key.
-    pub psk: SecretBytes,
+    /// What we authenticate with: a pre-shared key (AUTH method 2) or a private key with
+    /// its certificates (method 14 and CERT payloads). See [`super::auth`].
+    pub credential: Credential,
+    /// What the peer may authenticate with: trust anchors, pinned public keys, pre-shared
+    /// keys per peer identity or for any peer (seed 004's authentication-key database).
+    pub auth_db: AuthKeyDb,
+    /// The wall-clock time at `Instant::ZERO`: certificate validity is judged at
+    /// `UnixTime::at(time_anchor, now)`.
+    pub time_anchor: UnixTime,
     /// IKE SA proposals in preference order.
     pub ike_proposals: Vec<IkeProposal>,
     /// ESP suites in preference order (the data plane's suites).
@@ -98,12 +107,49 @@ impl IkeConfig {
     /// A configuration with the default suites (AES-128-CBC/HMAC-SHA-256 with X25519 or
     /// MODP-2048, then ChaCha20-Poly1305 and AES-GCM; the same for ESP), any-to-any IPv4
     /// traffic selectors, tunnel mode, NAT-T on 4500 without forcing, Child SA lifetimes of
-    /// 54 minutes (soft) and one hour (hard).
+    /// 54 minutes (soft) and one hour (hard). Authentication by the pre-shared key `psk`
+    /// both ways: our credential, and the key of any peer in `auth_db`.
     pub fn new(local_id: Identity, psk: &[u8]) -> IkeConfig {
+        let mut auth_db = AuthKeyDb::new();
+        auth_db.set_any_peer_psk(Some(psk));
+        IkeConfig::with_credential(
+            local_id,
+            Credential::Psk(SecretBytes::from_slice(psk)),
+            auth_db,
+            UnixTime(0),
+        )
+    }
+
+    /// The defaults of [`IkeConfig::new`], authenticating with a private key and its
+    /// certificates, and accepting the peers `auth_db` vouches for (certificates are
+    /// judged at `UnixTime::at(time_anchor, now)`).
+    pub fn with_certificate(
+        local_id: Identity,
+        signer: Signer,
+        auth_db: AuthKeyDb,
+        time_anchor: UnixTime,
+    ) -> IkeConfig {
+        IkeConfig::with_credential(
+            local_id,
+            Credential::Signature(signer),
+            auth_db,
+            time_anchor,
+        )
+    }
+
+    /// The defaults of [`IkeConfig::new`] with any credential and database.
+    pub fn with_credential(
+        local_id: Identity,
+        credential: Credential,
+        auth_db: AuthKeyDb,
+        time_anchor: UnixTime,
+    ) -> IkeConfig {
         IkeConfig {
             local_id,
             remote_id: None,
-            psk: SecretBytes::from_slice(psk),
+            credential,
+            auth_db,
+            time_anchor,
             ike_proposals: alloc::vec![
                 IkeProposal::aes128_sha256(&[Group::X25519, Group::Modp2048]),
                 IkeProposal::chacha20poly1305(&[Group::X25519]),

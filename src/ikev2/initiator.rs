@@ -229,6 +229,11 @@ impl Initiator {
         }));
         payloads.push(Payload::Nonce(st.ni.clone()));
         payloads.extend(natd_notifies(st.natd_src, &st.spi_i, &[0; 8], self.remote));
+        payloads.extend(super::auth::sa_init_payloads(
+            &self.cfg.credential,
+            &self.cfg.auth_db,
+            false,
+        ));
         let bytes = Message { header, payloads }.encode()?;
         let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
         ctx.transmit(self.local, self.remote, false, &bytes)?;

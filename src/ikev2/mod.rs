@@ -5,8 +5,11 @@
 //! - [`sk`]: the SK payload for AES-CBC + HMAC-SHA2-256-128, AES-GCM-16 and
 //!   ChaCha20-Poly1305.
 //! - [`proposal`]: suites and proposal selection.
+//! - [`auth`]: what we prove in IKE_AUTH and how the peer's proof is checked — pre-shared
+//!   keys, RFC 7427 / RFC 8420 signatures, X.509 certificate paths — as pure functions
+//!   (`prove`, `verify`) over a [`auth::Credential`] and an [`auth::AuthKeyDb`].
 //! - [`Initiator`] and [`Responder`]: [`crate::Actor`]s that run IKE_SA_INIT, IKE_AUTH with a
-//!   pre-shared key, one ESP Child SA, INFORMATIONAL (delete, liveness) and CREATE_CHILD_SA
+//!   pre-shared key or certificates, one ESP Child SA, INFORMATIONAL (delete, liveness) and CREATE_CHILD_SA
 //!   rekeying of the Child SA and of the IKE SA, with retransmission, cookies,
 //!   INVALID_KE_PAYLOAD, INITIAL_CONTACT and NAT-T. Checked against strongSwan 5.9 by
 //!   `scripts/interop.sh`.
@@ -74,7 +77,7 @@ mod responder;
 pub(crate) mod session;
 pub mod sk;
 
-pub use crate::error::IkeError;
+pub use crate::error::{AuthFailure, IkeError};
 pub use codec::Identity;
 pub use config::{ChildMode, IkeConfig, InitiatorConfig, ResponderConfig, Retransmit};
 pub use initiator::Initiator;
@@ -101,9 +104,12 @@ pub struct IkeSaId {
 pub enum FailReason {
     /// A request went unanswered through every retransmission.
     Timeout,
-    /// The peer's AUTH did not verify, or the peer refused ours (AUTHENTICATION_FAILED).
+    /// The peer refused our AUTH (AUTHENTICATION_FAILED).
     AuthenticationFailed,
-    /// The peer's identity is not the configured one.
+    /// We refused the peer's AUTH, for this reason (a wrong PSK is
+    /// `PeerAuth(AuthFailure::BadAuth)`; certificate rules have their own variants).
+    PeerAuth(AuthFailure),
+    /// The peer's identity is not the configured `remote_id`.
     IdentityMismatch,
     /// The peer refused with this error notify (e.g. NO_PROPOSAL_CHOSEN).
     PeerNotify(u16),

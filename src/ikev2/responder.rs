@@ -332,6 +332,11 @@ impl Responder {
             let source = natd_source(self.ike.force_encap, &mut *self.rng, &h.spi_i, &spi_r, to);
             payloads.extend(natd_notifies(source, &h.spi_i, &spi_r, from));
         }
+        payloads.extend(super::auth::sa_init_payloads(
+            &self.ike.credential,
+            &self.ike.auth_db,
+            true,
+        ));
         let response = Message { header, payloads }.encode()?;
         let seed = skeyseed(ni, &nr, shared.as_bytes());
         let keys = IkeKeys::derive(&choice.suite, seed.as_bytes(), ni, &nr, &h.spi_i, &spi_r)?;

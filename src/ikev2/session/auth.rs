@@ -1,18 +1,19 @@
-//! IKE_AUTH (RFC 7296 §1.2, §2.15) and the first Child SA: authenticated here with a
-//! pre-shared key, or delegated to a substitution server (seed 004, `Secrets::AtServer`).
+//! IKE_AUTH (RFC 7296 §1.2, §2.15) and the first Child SA: authenticated here with the
+//! configured credential and authentication-key database (`ikev2::auth`), or delegated to a substitution server (seed 004, `Secrets::AtServer`).
 
 use alloc::vec::Vec;
 
 use super::{Ctx, Delegation, Found, Held, IkeSa, Request, Secrets, State, Verdict, error_notify};
 use crate::Error;
+use crate::UnixTime;
 use crate::ikev2::ChildMode;
 use crate::ikev2::IkeError;
+use crate::ikev2::auth::{self, AuthFailure};
 use crate::ikev2::codec::{
-    AuthPayload, ExchangeType, Identity, Notify, Payload, TrafficSelector, find_notify,
-    ts_from_wire, ts_to_wire,
+    ExchangeType, Identity, Notify, Payload, TrafficSelector, find_notify, ts_from_wire, ts_to_wire,
 };
-use crate::ikev2::consts::{auth_method, notify};
-use crate::ikev2::keys::{child_keys, psk_auth};
+use crate::ikev2::consts::notify;
+use crate::ikev2::keys::child_keys;
 use crate::ikev2::proposal::{accept_esp, esp_offer, esp_proposal, select_esp};
 use crate::ikev2::{FailReason, IkeEvent};
 use crate::ipsec::{self, ChildSa, Suite};
@@ -24,21 +25,22 @@ impl IkeSa {
             return Err(IkeError::KeysAtServer.into());
         };
         let cfg = self.cfg.clone();
-        let auth = psk_auth(
-            cfg.psk.as_bytes(),
+        let ours = auth::prove(
+            &cfg.credential,
+            sk_pi.as_bytes(),
             &self.init_request,
             &self.nr,
-            sk_pi.as_bytes(),
-            &cfg.local_id.payload_body(),
-        );
+            &cfg.local_id,
+            ctx.rng,
+        )?;
+        // RFC 7296 §1.2: IDi, [CERT+], [CERTREQ+], [IDr], AUTH.
         let mut proof = alloc::vec![Payload::IdI(cfg.local_id.clone())];
+        proof.extend(ours.certs.into_iter().map(Payload::Cert));
+        proof.extend(cfg.auth_db.certreq().map(Payload::CertReq));
         if let Some(r) = &cfg.remote_id {
             proof.push(Payload::IdR(r.clone()));
         }
-        proof.push(Payload::Auth(AuthPayload {
-            method: auth_method::SHARED_KEY_MIC,
-            data: auth.to_vec(),
-        }));
+        proof.push(Payload::Auth(ours.auth));
         self.send_auth(ctx, proof)
     }
 
@@ -99,17 +101,16 @@ impl IkeSa {
         }
         let verified =
             match &self.secrets {
-                Secrets::Local { sk_pr, .. } => {
-                    let expected = psk_auth(
-                        cfg.psk.as_bytes(),
-                        &self.init_response,
-                        &self.ni,
-                        sk_pr.as_bytes(),
-                        &idr.payload_body(),
-                    );
-                    auth.method == auth_method::SHARED_KEY_MIC
-                        && crate::crypto::ct_eq(&expected[..], &auth.data)
-                }
+                Secrets::Local { sk_pr, .. } => auth::verify(
+                    &cfg.auth_db,
+                    sk_pr.as_bytes(),
+                    &self.init_response,
+                    &self.ni,
+                    idr,
+                    auth,
+                    &auth::cert_payloads(&payloads),
+                    UnixTime::at(cfg.time_anchor, ctx.now),
+                ),
                 Secrets::AtServer(Delegation::AwaitPeer) => {
                     // S9: the server judges the peer; the response waits here until it has.
                     self.secrets = Secrets::AtServer(Delegation::Asked(alloc::boxed::Box::new(
@@ -121,9 +122,9 @@ impl IkeSa {
                     return Err(IkeError::UnsolicitedResponse.into());
                 }
             };
-        if !verified {
+        if let Err(f) = verified {
             self.send_auth_failed(ctx)?;
-            return self.fail(ctx, FailReason::AuthenticationFailed);
+            return self.fail(ctx, FailReason::PeerAuth(f));
         }
         let idr = idr.clone();
         self.finish_initiator(ctx, idr, &payloads, spi_in)
@@ -321,43 +322,42 @@ impl IkeSa {
             })?;
             return Ok(refuse(notify::INVALID_SYNTAX));
         };
-        let verified = auth.is_some_and(|a| {
-            let expected = psk_auth(
-                cfg.psk.as_bytes(),
+        let id_ok = cfg.remote_id.as_ref().is_none_or(|r| r == idi);
+        let verified = match auth {
+            _ if !id_ok => Err(FailReason::IdentityMismatch),
+            None => Err(FailReason::PeerAuth(AuthFailure::MalformedAuth)),
+            Some(a) => auth::verify(
+                &cfg.auth_db,
+                sk_pi.as_bytes(),
                 &self.init_request,
                 &self.nr,
-                sk_pi.as_bytes(),
-                &idi.payload_body(),
-            );
-            a.method == auth_method::SHARED_KEY_MIC && crate::crypto::ct_eq(&expected[..], &a.data)
-        });
-        let id_ok = cfg.remote_id.as_ref().is_none_or(|r| r == idi);
-        if !verified || !id_ok {
+                idi,
+                a,
+                &auth::cert_payloads(&payloads),
+                UnixTime::at(cfg.time_anchor, ctx.now),
+            )
+            .map_err(FailReason::PeerAuth),
+        };
+        if let Err(reason) = verified {
             self.close_after_response(ctx);
             ctx.event(IkeEvent::Failed {
                 id: self.id,
-                reason: if id_ok {
-                    FailReason::AuthenticationFailed
-                } else {
-                    FailReason::IdentityMismatch
-                },
+                reason,
             })?;
             return Ok(refuse(notify::AUTHENTICATION_FAILED));
         }
-        let our_auth = psk_auth(
-            cfg.psk.as_bytes(),
+        let ours = auth::prove(
+            &cfg.credential,
+            sk_pr.as_bytes(),
             &self.init_response,
             &self.ni,
-            sk_pr.as_bytes(),
-            &cfg.local_id.payload_body(),
-        );
-        let proof = alloc::vec![
-            Payload::IdR(cfg.local_id.clone()),
-            Payload::Auth(AuthPayload {
-                method: auth_method::SHARED_KEY_MIC,
-                data: our_auth.to_vec(),
-            }),
-        ];
+            &cfg.local_id,
+            ctx.rng,
+        )?;
+        // RFC 7296 §1.2: IDr, [CERT+], AUTH.
+        let mut proof = alloc::vec![Payload::IdR(cfg.local_id.clone())];
+        proof.extend(ours.certs.into_iter().map(Payload::Cert));
+        proof.push(Payload::Auth(ours.auth));
         let idi = idi.clone();
         self.finish_responder(ctx, idi, &payloads, proof)
     }
