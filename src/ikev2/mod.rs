@@ -65,7 +65,7 @@
 pub mod codec;
 pub mod config;
 pub mod consts;
-mod initiator;
+pub(crate) mod initiator;
 pub mod keys;
 pub mod nat;
 pub mod proposal;

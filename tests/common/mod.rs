@@ -13,6 +13,7 @@ use deputy::sim::probe::Received;
 use deputy::sim::{DatagramProbe, LinkConfig, NatConfig, NetworkId, NodeId, Sim};
 
 mod events;
+pub mod keyx;
 pub mod mutation;
 pub mod offload;
 pub use events::*;
