@@ -90,6 +90,12 @@ pub fn server_actor(sim: &Sim, spec: &Spec) -> Server {
             .allow(&TERMINAL_NAME.into(), Direction::FromTerminal, p.clone())
             .unwrap();
     }
+    let ike = substitute(sim, policy);
+    SubstitutionServer::new(channel, ike, spec.bounds, Box::new(sim.rng("server-chan")))
+}
+
+/// The server's IKE work for the one terminal, with `policy`.
+pub fn substitute(sim: &Sim, policy: PolicyDb) -> IkeSubstitute {
     let mut ike = IkeSubstitute::new(policy, 16, Box::new(sim.rng("server-ike")));
     ike.provision(
         TERMINAL_NAME.into(),
@@ -102,7 +108,7 @@ pub fn server_actor(sim: &Sim, spec: &Spec) -> Server {
         },
     )
     .unwrap();
-    SubstitutionServer::new(channel, ike, spec.bounds, Box::new(sim.rng("server-chan")))
+    ike
 }
 
 pub fn terminal_actor(sim: &Sim, spec: &Spec) -> Terminal {
