@@ -720,3 +720,60 @@ fn prearranged_key_protects_every_message() {
         .count();
     assert!(records > 0);
 }
+
+mod arbitrary_sequences {
+    //! Arbitrary delegation-message sequences into the server's IKE work after a genuine
+    //! start: no panic, every answer decodes, and SK_d is never released unless an
+    //! authentication response of the same session said authenticated and allowed.
+
+    use super::direct::*;
+    use deputy::keyx::messages::{AuthRequest, Body, KeyGenRequest, Message, Relay};
+    use proptest::prelude::*;
+
+    fn body() -> impl Strategy<Value = (u32, Body)> {
+        let bytes = proptest::collection::vec(any::<u8>(), 0..200);
+        let seq = 0u32..6;
+        prop_oneof![
+            (seq.clone(), proptest::option::of(bytes.clone()))
+                .prop_map(|(s, m)| (s, Body::KeyGenRequest(KeyGenRequest { peer_message: m }))),
+            (seq.clone(), any::<u8>(), bytes.clone()).prop_map(|(s, f, p)| (
+                s,
+                Body::AuthRequest(AuthRequest {
+                    first_payload: f,
+                    payloads: p,
+                })
+            )),
+            seq.clone().prop_map(|s| (s, Body::KeyRequest)),
+            (seq, bytes).prop_map(|(s, d)| (s, Body::Relay(Relay { data: d }))),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 64,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x5EED_0004),
+            ..ProptestConfig::default()
+        })]
+        #[test]
+        fn arbitrary_delegation_sequences_never_panic_or_leak_keys(
+            genuine_keygen in any::<bool>(),
+            steps in proptest::collection::vec(body(), 0..12),
+        ) {
+            let mut x = direct(deputy::keyx::Bounds::default());
+            prop_assert!(proceeds(&x.start(every_transform())));
+            if genuine_keygen {
+                let _ = x.keygen_and_peer_proof();
+            }
+            for (seq, b) in steps {
+                let Some(answer) = x.send(seq, b) else { continue };
+                let m = Message::decode(&answer, &deputy::wire::Limits::default());
+                prop_assert!(m.is_ok(), "an answer that does not decode");
+                if let Ok(Message { body: Body::KeyResponse(_), .. }) = m {
+                    prop_assert!(false, "SK_d released without authentication");
+                }
+            }
+            prop_assert_eq!(x.d.protocol().counters().keys_released, 0);
+            prop_assert!(x.d.protocol().counters().diffie_hellman <= 1);
+        }
+    }
+}
