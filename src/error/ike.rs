@@ -35,6 +35,21 @@ pub enum IkeError {
     /// A payload type this engine does not know, marked critical.
     #[error("unsupported critical payload {0}")]
     UnsupportedCriticalPayload(u8),
+    /// More CERT payloads in one message than [`MAX_CERTS`].
+    ///
+    /// [`MAX_CERTS`]: crate::ikev2::codec::MAX_CERTS
+    #[error("more than {0} certificates")]
+    TooManyCertificates(usize),
+    /// A CERT payload larger than [`MAX_CERT_LEN`].
+    ///
+    /// [`MAX_CERT_LEN`]: crate::ikev2::codec::MAX_CERT_LEN
+    #[error("certificate of {len} bytes exceeds the limit of {max}")]
+    CertificateTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A payload or substructure is malformed.
     #[error("malformed {0}")]
     Malformed(&'static str),
@@ -143,6 +158,138 @@ pub enum IkeError {
     /// A cryptographic primitive failed.
     #[error("crypto: {0}")]
     Crypto(CryptoError),
+    /// A private key that does not decode (PKCS#8 or raw) or is of an unsupported type.
+    #[error("bad private key")]
+    BadPrivateKey,
+    /// A certificate of our own chain or a trust anchor that does not decode as X.509.
+    #[error("undecodable certificate in the configuration")]
+    BadConfiguredCertificate,
+    /// Our certificate chain's first certificate does not carry our private key's public
+    /// key.
+    #[error("the leaf certificate is not that of the private key")]
+    CertificateKeyMismatch,
+    /// A pinned public key that does not decode as a SubjectPublicKeyInfo of a supported
+    /// type.
+    #[error("bad pinned public key")]
+    BadPinnedKey,
+    /// The peer failed authentication (carried where an [`AuthFailure`] must travel as an
+    /// `IkeError`).
+    #[error("peer authentication: {0}")]
+    PeerAuth(AuthFailure),
+}
+
+/// Why a peer's authentication was refused ([`crate::ikev2::auth::verify`]): one variant
+/// per rule. [`AuthFailure::code`] maps each onto the key-exchange delegation's
+/// `AuthResult` codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthFailure {
+    /// The AUTH value did not verify (shared-key MIC or signature).
+    #[error("AUTH did not verify")]
+    BadAuth,
+    /// The AUTH payload's data is malformed (a Digital Signature without its
+    /// AlgorithmIdentifier, a signature of the wrong shape).
+    #[error("malformed AUTH data")]
+    MalformedAuth,
+    /// The peer's certificate does not lead to a trust anchor (or it sent a raw public
+    /// key that is not pinned for its identity).
+    #[error("no trust anchor for the peer's certificate")]
+    UnknownCa,
+    /// A certificate of the path is past its notAfter.
+    #[error("certificate expired")]
+    Expired,
+    /// A certificate of the path is before its notBefore.
+    #[error("certificate not yet valid")]
+    NotYetValid,
+    /// The peer's identity is not one its certificate names (subjectAltName dNSName,
+    /// rfc822Name or iPAddress; the subject for an ID_DER_ASN1_DN), or an identity type
+    /// a certificate cannot vouch for.
+    #[error("identity not covered by the certificate")]
+    IdentityMismatch,
+    /// A signature method, but no certificate and no pinned key for the peer.
+    #[error("no certificate")]
+    MissingCertificate,
+    /// An AUTH method this engine does not accept.
+    #[error("unsupported authentication method")]
+    UnsupportedMethod,
+    /// A signature or public key algorithm this engine does not verify, or a signature
+    /// algorithm that does not fit the key.
+    #[error("unsupported signature or key algorithm")]
+    UnsupportedAlgorithm,
+    /// Shared-key authentication from a peer for which the database holds no PSK.
+    #[error("no pre-shared key for the peer")]
+    NoSharedKey,
+    /// A certificate does not decode as X.509 DER (or a CERT of an encoding other than
+    /// X.509 signature / raw public key).
+    #[error("undecodable certificate")]
+    BadCertificate,
+    /// A certificate's signature by its issuer did not verify.
+    #[error("bad certificate signature")]
+    BadCertificateSignature,
+    /// The path to a trust anchor is longer than the database allows.
+    #[error("certificate chain too long")]
+    ChainTooLong,
+    /// An issuer is not a CA (no basicConstraints cA, or its keyUsage lacks
+    /// keyCertSign).
+    #[error("issuer is not a CA")]
+    NotACa,
+    /// An issuer's pathLenConstraint is exceeded.
+    #[error("path length constraint exceeded")]
+    PathLenExceeded,
+    /// The leaf's keyUsage does not allow digital signatures.
+    #[error("key usage forbids signing")]
+    KeyUsage,
+    /// A certificate carries a critical extension this engine does not process.
+    #[error("unsupported critical extension")]
+    UnsupportedCriticalExtension,
+    /// The peer's key is pinned for its identity and the certificate or raw key it sent
+    /// is another.
+    #[error("not the pinned key")]
+    PinnedKeyMismatch,
+    /// An RSA key shorter than 2048 bits.
+    #[error("key too weak")]
+    WeakKey,
+}
+
+impl AuthFailure {
+    /// The code of the key-exchange delegation's `AuthResult` (`keyx::messages`):
+    /// 1 BadAuth, 2 UnknownCa, 3 Expired, 4 IdentityMismatch, 5 MissingCertificate,
+    /// 6 UnsupportedMethod; the finer rules without a code of their own there map onto
+    /// these (`MalformedAuth` → 1, `NotYetValid` → 3, `UnsupportedAlgorithm` and
+    /// `NoSharedKey` → 6, `PinnedKeyMismatch` → 1), the certificate-path rules onto codes
+    /// 16 and up (`AuthResult::Other`).
+    pub const fn code(self) -> u8 {
+        match self {
+            AuthFailure::BadAuth | AuthFailure::MalformedAuth | AuthFailure::PinnedKeyMismatch => 1,
+            AuthFailure::UnknownCa => 2,
+            AuthFailure::Expired | AuthFailure::NotYetValid => 3,
+            AuthFailure::IdentityMismatch => 4,
+            AuthFailure::MissingCertificate => 5,
+            AuthFailure::UnsupportedMethod
+            | AuthFailure::UnsupportedAlgorithm
+            | AuthFailure::NoSharedKey => 6,
+            AuthFailure::BadCertificate => 16,
+            AuthFailure::BadCertificateSignature => 17,
+            AuthFailure::ChainTooLong => 18,
+            AuthFailure::NotACa => 19,
+            AuthFailure::PathLenExceeded => 20,
+            AuthFailure::KeyUsage => 21,
+            AuthFailure::UnsupportedCriticalExtension => 22,
+            AuthFailure::WeakKey => 23,
+        }
+    }
+}
+
+impl From<AuthFailure> for IkeError {
+    fn from(e: AuthFailure) -> Self {
+        IkeError::PeerAuth(e)
+    }
+}
+
+impl From<AuthFailure> for super::Error {
+    fn from(e: AuthFailure) -> Self {
+        super::Error::Ike(IkeError::PeerAuth(e))
+    }
 }
 
 impl From<CryptoError> for IkeError {

@@ -19,7 +19,7 @@ mod rendezvous;
 mod sim;
 
 pub use channel::{AlertCode, ChannelError};
-pub use ike::IkeError;
+pub use ike::{AuthFailure, IkeError};
 pub use ipsec::{IpsecError, ReplayKind};
 pub use keyx::KeyxError;
 pub use offload::{OffloadError, RefusalReason};

@@ -110,10 +110,38 @@ pub mod id_type {
     pub const KEY_ID: u8 = 11;
 }
 
-/// Authentication methods (RFC 7296 §3.8).
+/// Authentication methods (RFC 7296 §3.8, RFC 4754, RFC 7427).
 pub mod auth_method {
+    /// RSA Digital Signature: RSASSA-PKCS1-v1_5 with SHA-1 (RFC 7296 §3.8).
+    pub const RSA_DIGITAL_SIGNATURE: u8 = 1;
     /// Shared Key Message Integrity Code.
     pub const SHARED_KEY_MIC: u8 = 2;
+    /// ECDSA with SHA-256 on the P-256 curve, signature r ‖ s (RFC 4754).
+    pub const ECDSA_SHA256_P256: u8 = 9;
+    /// Digital Signature: an ASN.1 AlgorithmIdentifier, then the signature (RFC 7427).
+    pub const DIGITAL_SIGNATURE: u8 = 14;
+}
+
+/// Certificate encodings of the CERT and CERTREQ payloads (RFC 7296 §3.6, RFC 7670).
+pub mod cert_encoding {
+    /// X.509 Certificate - Signature: one DER certificate (CERTREQ: SHA-1 hashes of the
+    /// trusted authorities' SubjectPublicKeyInfo).
+    pub const X509_SIGNATURE: u8 = 4;
+    /// Raw Public Key: a DER SubjectPublicKeyInfo (RFC 7670).
+    pub const RAW_PUBLIC_KEY: u8 = 15;
+}
+
+/// Hash algorithm identifiers of the SIGNATURE_HASH_ALGORITHMS notify (RFC 7427 §4,
+/// RFC 8420 §2).
+pub mod hash_algorithm {
+    /// SHA2-256.
+    pub const SHA2_256: u16 = 2;
+    /// SHA2-384.
+    pub const SHA2_384: u16 = 3;
+    /// SHA2-512.
+    pub const SHA2_512: u16 = 4;
+    /// Identity: the message itself is signed (Ed25519, RFC 8420).
+    pub const IDENTITY: u16 = 5;
 }
 
 /// Traffic selector types (RFC 7296 §3.13.1).
@@ -178,4 +206,6 @@ pub mod notify {
     pub const ESP_TFC_PADDING_NOT_SUPPORTED: u16 = 16394;
     /// NON_FIRST_FRAGMENTS_ALSO.
     pub const NON_FIRST_FRAGMENTS_ALSO: u16 = 16395;
+    /// SIGNATURE_HASH_ALGORITHMS (RFC 7427 §4): two octets per supported hash.
+    pub const SIGNATURE_HASH_ALGORITHMS: u16 = 16431;
 }

@@ -62,6 +62,7 @@
 //! assert!(init.child_sa().is_some());
 //! ```
 
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod consts;

@@ -12,6 +12,7 @@ use deputy::Actor;
 use deputy::sim::probe::Received;
 use deputy::sim::{DatagramProbe, LinkConfig, NatConfig, NetworkId, NodeId, Sim};
 
+pub mod certs;
 mod events;
 pub mod keyx;
 pub mod mutation;

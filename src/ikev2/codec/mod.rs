@@ -7,7 +7,8 @@
 //! [`IkeError::UnsupportedCriticalPayload`] (non-critical unknown payloads are kept as
 //! [`Payload::Unknown`] so a caller can skip them). An SK payload must be the last one; its
 //! body stays opaque ([`Encrypted`]) until [`super::sk`] opens it, after which the inner
-//! chain is decoded with [`decode_chain`].
+//! chain is decoded with [`decode_chain`]. A chain carries at most [`MAX_CERTS`] CERT
+//! payloads of at most [`MAX_CERT_LEN`] octets each.
 //!
 //! Encoding writes the RFC's canonical form: version 2.0, reserved fields zero, the critical
 //! bit clear on every payload this engine defines, and `decode(encode(m)) == m`.
@@ -19,7 +20,8 @@ mod ts;
 use alloc::vec::Vec;
 
 pub use payload::{
-    AuthPayload, Delete, Encrypted, Identity, KePayload, Notify, Payload, UnknownPayload,
+    AuthPayload, CERTREQ_HASH_LEN, CertPayload, CertReq, Delete, Encrypted, Identity, KePayload,
+    MAX_CERT_LEN, MAX_CERTS, Notify, Payload, UnknownPayload,
 };
 pub use sa::{AttrValue, Attribute, Proposal, Transform};
 pub use ts::{
@@ -303,6 +305,7 @@ pub fn decode_chain(
 ) -> Result<Vec<Payload>, IkeError> {
     let mut next = first;
     let mut out = Vec::new();
+    let mut certs = 0;
     while next != pt::NONE {
         if *count >= limits.max_payloads {
             return Err(IkeError::TooManyPayloads(limits.max_payloads));
@@ -329,6 +332,12 @@ pub fn decode_chain(
                 data: data.to_vec(),
             }));
             return Ok(out);
+        }
+        if next == pt::CERT {
+            certs += 1;
+            if certs > MAX_CERTS {
+                return Err(IkeError::TooManyCertificates(MAX_CERTS));
+            }
         }
         out.push(Payload::decode(next, critical, data)?);
         next = following;

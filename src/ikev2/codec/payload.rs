@@ -8,7 +8,7 @@ use super::sa::{decode_proposals, encode_proposals};
 use super::ts::{decode_ts, encode_ts};
 use super::{Proposal, TrafficSelector, be16, len16};
 use crate::ikev2::IkeError;
-use crate::ikev2::consts::{id_type, payload as pt};
+use crate::ikev2::consts::{cert_encoding, id_type, payload as pt};
 
 /// One payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,10 +35,14 @@ pub enum Payload {
     TsI(Vec<TrafficSelector>),
     /// Traffic selectors of the responder.
     TsR(Vec<TrafficSelector>),
+    /// Certificate (§3.6).
+    Cert(CertPayload),
+    /// Certificate Request (§3.7).
+    CertReq(CertReq),
     /// Encrypted and Authenticated (SK), still sealed.
     Encrypted(Encrypted),
     /// A payload type RFC 7296 defines that this engine carries but does not process
-    /// (CERT, CERTREQ, CP, EAP, SKF). Never critical on the wire.
+    /// (CP, EAP, SKF). Never critical on the wire.
     Other {
         /// Payload type.
         ty: u8,
@@ -172,6 +176,47 @@ pub struct AuthPayload {
     pub data: Vec<u8>,
 }
 
+/// Certificate payload (§3.6): an encoding and its data. For
+/// [`cert_encoding::X509_SIGNATURE`] the data is one DER certificate; the decoder bounds
+/// it by [`MAX_CERT_LEN`] and a message by [`MAX_CERTS`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertPayload {
+    /// Certificate encoding ([`cert_encoding`]).
+    pub encoding: u8,
+    /// Certificate data.
+    pub data: Vec<u8>,
+}
+
+/// Certificate Request payload (§3.7): an encoding and the certification authorities
+/// accepted. For [`cert_encoding::X509_SIGNATURE`] the authorities are SHA-1 hashes of
+/// their SubjectPublicKeyInfo, 20 octets each (checked when decoding and encoding).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertReq {
+    /// Certificate encoding ([`cert_encoding`]).
+    pub encoding: u8,
+    /// Certification Authority data.
+    pub authorities: Vec<u8>,
+}
+
+/// Length of one X.509 authority hash in a CERTREQ (SHA-1).
+pub const CERTREQ_HASH_LEN: usize = 20;
+
+/// The largest certificate a CERT payload may carry (octets).
+pub const MAX_CERT_LEN: usize = 8 * 1024;
+
+/// The most CERT payloads one payload chain may carry (a leaf and its intermediates).
+pub const MAX_CERTS: usize = 8;
+
+impl CertReq {
+    /// The X.509 authority hashes (empty for another encoding).
+    pub fn hashes(&self) -> impl Iterator<Item = &[u8]> {
+        let x509 = self.encoding == cert_encoding::X509_SIGNATURE;
+        self.authorities
+            .chunks_exact(CERTREQ_HASH_LEN)
+            .filter(move |_| x509)
+    }
+}
+
 /// Notify payload (§3.10).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Notify {
@@ -238,6 +283,8 @@ impl Payload {
             Payload::Vendor(_) => pt::VENDOR,
             Payload::TsI(_) => pt::TSI,
             Payload::TsR(_) => pt::TSR,
+            Payload::Cert(_) => pt::CERT,
+            Payload::CertReq(_) => pt::CERTREQ,
             Payload::Encrypted(_) => pt::SK,
             Payload::Other { ty, .. } => *ty,
             Payload::Unknown(u) => u.ty,
@@ -324,7 +371,30 @@ impl Payload {
             pt::VENDOR => Payload::Vendor(data.to_vec()),
             pt::TSI => Payload::TsI(decode_ts(data)?),
             pt::TSR => Payload::TsR(decode_ts(data)?),
-            pt::CERT | pt::CERTREQ | pt::CP | pt::EAP | pt::SKF => Payload::Other {
+            pt::CERT => {
+                let (&encoding, cert) = data.split_first().ok_or(IkeError::BadLength("CERT"))?;
+                if cert.len() > MAX_CERT_LEN {
+                    return Err(IkeError::CertificateTooLarge {
+                        len: cert.len(),
+                        max: MAX_CERT_LEN,
+                    });
+                }
+                Payload::Cert(CertPayload {
+                    encoding,
+                    data: cert.to_vec(),
+                })
+            }
+            pt::CERTREQ => {
+                let (&encoding, cas) = data.split_first().ok_or(IkeError::BadLength("CERTREQ"))?;
+                if encoding == cert_encoding::X509_SIGNATURE && cas.len() % CERTREQ_HASH_LEN != 0 {
+                    return Err(IkeError::BadLength("CERTREQ"));
+                }
+                Payload::CertReq(CertReq {
+                    encoding,
+                    authorities: cas.to_vec(),
+                })
+            }
+            pt::CP | pt::EAP | pt::SKF => Payload::Other {
                 ty,
                 data: data.to_vec(),
             },
@@ -392,9 +462,25 @@ impl Payload {
             }
             Payload::Vendor(v) => out.extend_from_slice(v),
             Payload::TsI(ts) | Payload::TsR(ts) => encode_ts(ts, out)?,
+            Payload::Cert(c) => {
+                if c.data.len() > MAX_CERT_LEN {
+                    return Err(IkeError::Unencodable("certificate too large"));
+                }
+                out.push(c.encoding);
+                out.extend_from_slice(&c.data);
+            }
+            Payload::CertReq(c) => {
+                if c.encoding == cert_encoding::X509_SIGNATURE
+                    && c.authorities.len() % CERTREQ_HASH_LEN != 0
+                {
+                    return Err(IkeError::Unencodable("CERTREQ hash length"));
+                }
+                out.push(c.encoding);
+                out.extend_from_slice(&c.authorities);
+            }
             Payload::Encrypted(e) => out.extend_from_slice(&e.data),
             Payload::Other { ty, data } => {
-                if !matches!(*ty, pt::CERT | pt::CERTREQ | pt::CP | pt::EAP | pt::SKF) {
+                if !matches!(*ty, pt::CP | pt::EAP | pt::SKF) {
                     return Err(IkeError::Unencodable("Payload::Other type"));
                 }
                 out.extend_from_slice(data);

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::ikev2::codec::ExchangeType;
-use crate::ikev2::consts::{notify, payload as pt, protocol, transform as t};
+use crate::ikev2::consts::{cert_encoding, notify, payload as pt, protocol, transform as t};
 
 fn header() -> Header {
     Header::ike_sa_init([1, 2, 3, 4, 5, 6, 7, 8], [0; 8], false)
@@ -439,14 +439,25 @@ fn payload() -> impl Strategy<Value = Payload> {
         bytes(20).prop_map(Payload::Vendor),
         proptest::collection::vec(ts(), 0..4).prop_map(Payload::TsI),
         proptest::collection::vec(ts(), 0..4).prop_map(Payload::TsR),
+        (any::<u8>(), bytes(300))
+            .prop_map(|(encoding, data)| Payload::Cert(CertPayload { encoding, data })),
+        (0usize..4, any::<bool>(), bytes(80)).prop_map(|(n, x509, mut authorities)| {
+            // X.509 requests carry whole 20-octet hashes; other encodings anything.
+            let encoding = if x509 {
+                cert_encoding::X509_SIGNATURE
+            } else {
+                7
+            };
+            if x509 {
+                authorities.resize(n * CERTREQ_HASH_LEN, 0xee);
+            }
+            Payload::CertReq(CertReq {
+                encoding,
+                authorities,
+            })
+        }),
         (
-            prop_oneof![
-                Just(pt::CERT),
-                Just(pt::CERTREQ),
-                Just(pt::CP),
-                Just(pt::EAP),
-                Just(pt::SKF)
-            ],
+            prop_oneof![Just(pt::CP), Just(pt::EAP), Just(pt::SKF)],
             bytes(20)
         )
             .prop_map(|(ty, data)| Payload::Other { ty, data }),
@@ -488,6 +499,94 @@ fn message() -> impl Strategy<Value = Message> {
         )
 }
 
+/// CERT and CERTREQ (RFC 7296 §3.6, §3.7): the encoding octet, then the data; the
+/// bounds on certificate size, certificates per chain and the X.509 hash length.
+#[test]
+fn cert_and_certreq_layout_and_bounds() {
+    let cert = Payload::Cert(CertPayload {
+        encoding: cert_encoding::X509_SIGNATURE,
+        data: vec![0x30, 0x03, 1, 2, 3],
+    });
+    let req = Payload::CertReq(CertReq {
+        encoding: cert_encoding::X509_SIGNATURE,
+        authorities: vec![0xaa; 40],
+    });
+    let (first, body) = encode_chain(&[cert.clone(), req.clone()]).unwrap();
+    assert_eq!(first, pt::CERT);
+    assert_eq!(
+        &body[..10],
+        &[pt::CERTREQ, 0, 0, 10, 4, 0x30, 0x03, 1, 2, 3]
+    );
+    assert_eq!(&body[10..15], &[0, 0, 0, 45, 4]);
+    let mut count = 0;
+    let back = decode_chain(first, &body, &Limits::default(), &mut count, false).unwrap();
+    assert_eq!(back, vec![cert.clone(), req.clone()]);
+    if let Payload::CertReq(r) = &back[1] {
+        assert_eq!(r.hashes().count(), 2);
+    }
+
+    // A CERTREQ of X.509 hashes must hold whole 20-octet hashes.
+    let mut bad = body.clone();
+    bad[12..14].copy_from_slice(&44u16.to_be_bytes());
+    bad.pop();
+    let mut count = 0;
+    assert_eq!(
+        decode_chain(first, &bad, &Limits::default(), &mut count, false),
+        Err(IkeError::BadLength("CERTREQ"))
+    );
+    // An empty CERT (no encoding octet) is refused.
+    let mut count = 0;
+    assert_eq!(
+        decode_chain(
+            pt::CERT,
+            &[0, 0, 0, 4],
+            &Limits::default(),
+            &mut count,
+            false
+        ),
+        Err(IkeError::BadLength("CERT"))
+    );
+
+    // Too large a certificate.
+    let big = Payload::Cert(CertPayload {
+        encoding: 4,
+        data: vec![0; MAX_CERT_LEN + 1],
+    });
+    assert!(encode_chain(core::slice::from_ref(&big)).is_err());
+    let mut raw = vec![0, 0];
+    raw.extend_from_slice(&((MAX_CERT_LEN + 6) as u16).to_be_bytes());
+    raw.push(4);
+    raw.extend_from_slice(&[0; MAX_CERT_LEN + 1]);
+    let mut count = 0;
+    assert_eq!(
+        decode_chain(pt::CERT, &raw, &Limits::default(), &mut count, false),
+        Err(IkeError::CertificateTooLarge {
+            len: MAX_CERT_LEN + 1,
+            max: MAX_CERT_LEN
+        })
+    );
+
+    // MAX_CERTS certificates pass, one more is refused.
+    let limits = Limits {
+        max_message_len: Limits::DEFAULT_MAX_MESSAGE_LEN,
+        max_payloads: 64,
+    };
+    let (first, body) = encode_chain(&vec![cert.clone(); MAX_CERTS]).unwrap();
+    let mut count = 0;
+    assert_eq!(
+        decode_chain(first, &body, &limits, &mut count, false)
+            .unwrap()
+            .len(),
+        MAX_CERTS
+    );
+    let (first, body) = encode_chain(&vec![cert; MAX_CERTS + 1]).unwrap();
+    let mut count = 0;
+    assert_eq!(
+        decode_chain(first, &body, &limits, &mut count, false),
+        Err(IkeError::TooManyCertificates(MAX_CERTS))
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(10_000))]
 
@@ -511,7 +610,7 @@ proptest! {
         let _ = Message::decode(&data, &Limits::default());
         // Also behind a valid header, so the payload parsers see the bytes.
         let first = if raw_first { first } else { [pt::SA, pt::KE, pt::IDI, pt::AUTH, pt::NONCE,
-            pt::NOTIFY, pt::DELETE, pt::TSI, pt::SK][usize::from(first) % 9] };
+            pt::NOTIFY, pt::DELETE, pt::TSI, pt::SK, pt::CERT, pt::CERTREQ][usize::from(first) % 11] };
         let mut msg = header().encode(first, (HEADER_LEN + data.len()) as u32).to_vec();
         msg.extend_from_slice(&data);
         if let Ok(m) = Message::decode(&msg, &Limits::default()) {
