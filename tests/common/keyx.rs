@@ -1,5 +1,8 @@
 //! The seed 004 (IKEv2) world: a peer, a delegating terminal and a substitution server on
-//! their own hosts of one network, shared by tests/keyx_ike.rs and the tour.
+//! their own hosts of one network, shared by tests/keyx_ike.rs and the tour (which includes
+//! this file with `#[path]`, so it uses only the simulator's own API).
+
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,10 +16,8 @@ use deputy::ikev2::{
 use deputy::ipsec::{Action, DataPlane, DataPlaneConfig, Direction as Dir, Policy, Selector};
 use deputy::keyx::ike::{IkeProfile, IkeSubstitute, Terminal, TerminalConfig, TerminalEvent};
 use deputy::keyx::{Bounds, DelegationKey, Direction, PeerPattern, PolicyDb, SubstitutionServer};
-use deputy::sim::{LinkConfig, NodeId, Sim};
+use deputy::sim::{LinkConfig, NetworkId, NodeId, Sim};
 use deputy::{Event, UnixTime};
-
-use super::Build;
 
 pub const PEER: &str = "192.0.2.10";
 pub const TERMINAL: &str = "192.0.2.20";
@@ -145,9 +146,29 @@ pub fn peer_ike(spec: &Spec) -> IkeConfig {
     ike
 }
 
+fn internet(sim: &mut Sim, spec: &Spec) -> NetworkId {
+    sim.add_network("internet", "192.0.2.0/24", spec.link)
+        .unwrap()
+}
+
+fn host(
+    sim: &mut Sim,
+    name: &str,
+    net: NetworkId,
+    ip: &str,
+    actor: impl deputy::Actor<Event: Into<Event>> + 'static,
+) -> NodeId {
+    sim.add_host(name, net, ip.parse().unwrap(), actor).unwrap()
+}
+
 /// The peer initiates toward the terminal (the seed's Fig. 12).
 pub fn fig12(sim: &mut Sim, spec: &Spec) -> World {
-    let net = sim.net_with("internet", "192.0.2.0/24", spec.link);
+    let net = internet(sim, spec);
+    fig12_on(sim, spec, net)
+}
+
+/// [`fig12`] on a network the caller made (prefix 192.0.2.0/24).
+pub fn fig12_on(sim: &mut Sim, spec: &Spec, net: NetworkId) -> World {
     let peer = Initiator::new(
         InitiatorConfig {
             ike: peer_ike(spec),
@@ -157,38 +178,39 @@ pub fn fig12(sim: &mut Sim, spec: &Spec) -> World {
         Box::new(sim.rng("peer")),
     )
     .unwrap();
-    let peer = sim.host("peer", net, PEER, peer);
+    let peer = host(sim, "peer", net, PEER, peer);
     terminal_and_server(sim, spec, net, peer)
 }
 
 /// The terminal initiates toward a peer that responds.
 pub fn peer_responds(sim: &mut Sim, spec: &Spec) -> World {
-    let net = sim.net_with("internet", "192.0.2.0/24", spec.link);
+    let net = internet(sim, spec);
     let peer = Responder::new(
         ResponderConfig::new(peer_ike(spec)),
         Box::new(sim.rng("peer")),
         sim.now(),
     )
     .unwrap();
-    let peer = sim.host("peer", net, PEER, peer);
+    let peer = host(sim, "peer", net, PEER, peer);
     terminal_and_server(sim, spec, net, peer)
 }
 
-fn terminal_and_server(
-    sim: &mut Sim,
-    spec: &Spec,
-    net: deputy::sim::NetworkId,
-    peer: NodeId,
-) -> World {
+fn terminal_and_server(sim: &mut Sim, spec: &Spec, net: NetworkId, peer: NodeId) -> World {
     let t = terminal_actor(sim, spec);
-    let terminal = sim.host("terminal", net, TERMINAL, t);
+    let terminal = host(sim, "terminal", net, TERMINAL, t);
     let server = if spec.server_up {
         let s = server_actor(sim, spec);
-        let server = sim.host("server", net, SERVER, s);
+        let server = host(sim, "server", net, SERVER, s);
         sim.listen(server, SERVER_PORT).unwrap();
         server
     } else {
-        sim.probe("server", net, SERVER, 9)
+        host(
+            sim,
+            "server",
+            net,
+            SERVER,
+            deputy::sim::DatagramProbe::new(9),
+        )
     };
     World {
         peer,
