@@ -589,7 +589,7 @@ impl<D: Directory> RendezvousServer<D> {
             }
         }
         if self.sessions.get(&id).is_some_and(|s| s.link.is_closed()) {
-            self.end_session(id)?;
+            self.end_session(now, id)?;
         }
         result
     }
@@ -599,26 +599,59 @@ impl<D: Directory> RendezvousServer<D> {
         s.link.send(message, &mut self.outbox)
     }
 
-    /// The stream of `id` is over: forget it and settle its requests.
-    fn end_session(&mut self, id: StreamId) -> Result<(), Error> {
+    /// The stream of `id` is over: forget it and settle its requests. An issuer's
+    /// requests end (and a device that fetched one is told, so it lets it go). A device's
+    /// request that was fetched but not yet offered is taken back — noticed again, to be
+    /// fetched on the device's next stream (the acceptor opens one after a back-off, issue
+    /// 13 item 3); one already offered is refused `DeviceUnreachable`, as its answer could
+    /// only come over the stream that ended.
+    fn end_session(&mut self, now: Instant, id: StreamId) -> Result<(), Error> {
         let Some(s) = self.sessions.remove(&id) else {
             return Ok(());
         };
+        let mut result = Ok(());
         for request in s.requests {
-            match s.kind {
-                Kind::Issuer => self.finish(request, false)?,
-                Kind::Device => {
-                    if self
-                        .requests
-                        .get(&request)
-                        .is_some_and(|r| r.device_stream == Some(id))
-                    {
-                        self.refuse(request, RefusalReason::DeviceUnreachable)?;
+            let step = match s.kind {
+                Kind::Issuer => self.issuer_gone(request),
+                Kind::Device => match self.requests.get_mut(&request) {
+                    Some(r) if r.device_stream == Some(id) && !r.offered => {
+                        r.device_stream = None;
+                        r.device_cert = None;
+                        r.fetched_at = None;
+                        r.notices_sent = 0;
+                        r.next_notice = Some(now + self.cfg.notice_interval);
+                        Ok(())
                     }
-                }
-            }
+                    Some(r) if r.device_stream == Some(id) => {
+                        self.refuse(request, RefusalReason::DeviceUnreachable)
+                    }
+                    _ => Ok(()),
+                },
+            };
+            // Every request is settled even if the outbox refused an output for one.
+            result = result.and(step);
         }
-        Ok(())
+        result
+    }
+
+    /// The issuer's stream of `request` ended: the request ends, and the device that
+    /// fetched it (if its stream is still up) is told with a refusal, so it drops what it
+    /// holds for it at once instead of at its own deadline.
+    fn issuer_gone(&mut self, request: u64) -> Result<(), Error> {
+        let device_stream = self
+            .requests
+            .get(&request)
+            .and_then(|r| r.device_stream)
+            .filter(|d| self.sessions.contains_key(d));
+        let told = match device_stream {
+            Some(d) => match Refused::new(request, RefusalReason::IssuerGone).encode() {
+                Ok(msg) => self.send_on(d, &msg),
+                Err(e) => Err(RendezvousError::from(e).into()),
+            },
+            None => Ok(()),
+        };
+        let finished = self.finish(request, false);
+        told.and(finished)
     }
 
     fn on_issuer_message(
@@ -1039,7 +1072,7 @@ impl<D: Directory> RendezvousServer<D> {
                 Some(s) => {
                     s.link.handle_timeout(now, &mut self.outbox)?;
                     if s.link.is_closed() {
-                        self.end_session(id)?;
+                        self.end_session(now, id)?;
                     }
                     Ok(())
                 }
@@ -1051,7 +1084,7 @@ impl<D: Directory> RendezvousServer<D> {
                         && now >= s.link.last_activity() + self.cfg.idle_timeout =>
                 {
                     s.link.close(&mut self.outbox)?;
-                    self.end_session(id)
+                    self.end_session(now, id)
                 }
                 _ => Ok(()),
             },
@@ -1096,7 +1129,7 @@ impl<D: Directory> RendezvousServer<D> {
                     // A truncation is recorded in the connection; the session ends either way.
                     let _ = s.link.stream_closed();
                 }
-                self.end_session(id)
+                self.end_session(now, id)
             }
             Input::StreamConnected { id, .. } => Err(Error::UnknownStream(id)),
             Input::Packet { .. } => Err(RendezvousError::TakesNoPackets.into()),
