@@ -731,15 +731,19 @@ impl Acceptor {
     }
 
     /// Report outcomes, drop finished sessions, and close the server stream when idle.
+    ///
+    /// Every step is taken for every session even after the outbox refused an output
+    /// (counted as lost); the first error is returned at the end.
     fn settle(&mut self, now: Instant) -> Result<(), Error> {
+        let mut result = Ok(());
         let mut reports = Vec::new();
         for (id, live) in self.sessions.iter_mut() {
             if let Some(expired) = live.peer.take_expired_attempt(now) {
                 if expired >= self.cfg.peer.attempts {
-                    live.peer.fail(
+                    result = result.and(live.peer.fail(
                         PeerFailure::HolePunchFailed { attempts: expired },
                         &mut self.outbox,
-                    )?;
+                    ));
                 } else {
                     live.phase = Phase::AwaitSync(now + SYNC_WAIT);
                 }
@@ -752,7 +756,7 @@ impl Acceptor {
                 } else {
                     PeerFailure::HolePunchFailed { attempts }
                 };
-                live.peer.fail(reason, &mut self.outbox)?;
+                result = result.and(live.peer.fail(reason, &mut self.outbox));
             }
             if let (false, Some(connected)) = (live.phase == Phase::Reported, live.peer.outcome()) {
                 live.phase = Phase::Reported;
@@ -763,9 +767,11 @@ impl Acceptor {
             }
         }
         for report in reports {
-            let msg = report.encode()?;
             // The server may be gone; the outcome is then moot.
-            let _ = self.send_server(&msg);
+            let _ = report
+                .encode()
+                .map_err(Error::from)
+                .and_then(|msg| self.send_server(&msg));
         }
         self.sessions.retain(|_, l| !l.peer.is_gone());
         self.requests.retain(|_, p| p.deadline > now);
@@ -777,10 +783,11 @@ impl Acceptor {
             || !self.requests.is_empty()
             || self.sessions.values().any(|l| l.phase != Phase::Reported);
         if !busy && let Some(server) = self.server.open_mut() {
-            server.close(&mut self.outbox)?;
+            // The stream ends even if the outbox refused its close (counted as lost).
+            result = result.and(server.close(&mut self.outbox));
             self.server = ServerLink::Idle;
         }
-        Ok(())
+        result
     }
 }
 

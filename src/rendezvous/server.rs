@@ -986,16 +986,19 @@ impl<D: Directory> RendezvousServer<D> {
             return Ok(());
         };
         let (device, issuer) = (r.device, r.issuer_stream);
-        let msg = Refused::new(request, reason).encode()?;
-        if self.sessions.contains_key(&issuer) {
-            self.send_on(issuer, &msg)?;
-        }
-        self.outbox.event(RendezvousEvent::RequestRefused {
+        // The request is forgotten and every report attempted even if the outbox refused
+        // one (counted as lost): a timer that refuses a request must not leave it behind.
+        let told = match Refused::new(request, reason).encode() {
+            Ok(msg) if self.sessions.contains_key(&issuer) => self.send_on(issuer, &msg),
+            Ok(_) => Ok(()),
+            Err(e) => Err(RendezvousError::from(e).into()),
+        };
+        let reported = self.outbox.event(RendezvousEvent::RequestRefused {
             request,
             device,
             reason,
-        })?;
-        self.finish(request, false)
+        });
+        told.and(reported).and(self.finish(request, false))
     }
 
     /// Forget `request`.
@@ -1068,13 +1071,15 @@ impl<D: Directory> RendezvousServer<D> {
             Timer::Notice(id) => self.send_notice(now, id),
             // `try_offer` re-checks that the request still waits.
             Timer::ProbeWait(id) => self.try_offer(now, id),
+            // A stream whose channel failed, or that closes idle, is ended (its requests
+            // settled) even if the outbox refused its last output (counted as lost).
             Timer::Stream(id) => match self.sessions.get_mut(&id) {
                 Some(s) => {
-                    s.link.handle_timeout(now, &mut self.outbox)?;
+                    let result = s.link.handle_timeout(now, &mut self.outbox).map(drop);
                     if s.link.is_closed() {
-                        self.end_session(now, id)?;
+                        return result.and(self.end_session(now, id));
                     }
-                    Ok(())
+                    result
                 }
                 None => Ok(()),
             },
@@ -1083,8 +1088,8 @@ impl<D: Directory> RendezvousServer<D> {
                     if s.requests.is_empty()
                         && now >= s.link.last_activity() + self.cfg.idle_timeout =>
                 {
-                    s.link.close(&mut self.outbox)?;
-                    self.end_session(now, id)
+                    let closed = s.link.close(&mut self.outbox);
+                    closed.and(self.end_session(now, id))
                 }
                 _ => Ok(()),
             },
@@ -1345,6 +1350,37 @@ mod tests {
         assert_eq!(
             h.server.lookup(device, start + Duration::from_secs(150)),
             None
+        );
+    }
+
+    /// Issue 13 item 5: a request the deadline timer refuses while the outbox is full is
+    /// still forgotten (and the refused outputs are counted as lost). Before, the refused
+    /// send to the issuer returned early and the request stayed in the table, its deadline
+    /// due again at every later timeout.
+    #[test]
+    fn item_5_a_request_refused_on_a_full_outbox_is_forgotten() {
+        let mut h = Harness::new(|_| {});
+        h.register(DeviceId(2133), "202.204.16.13:3400");
+        let (id, mut conn) = h.issuer(1, "4.17.168.2:7000");
+        assert_eq!(
+            refusal(&h.request(id, &mut conn, 101, DeviceId(2133))),
+            None
+        );
+        assert_eq!(h.server.requests_in_progress(), 1);
+        while h
+            .server
+            .outbox
+            .push(Output::StreamClose {
+                id: StreamId::inbound(99),
+            })
+            .is_ok()
+        {}
+        h.server.handle_timeout(h.now + Duration::from_secs(61));
+        assert_eq!(h.server.requests_in_progress(), 0);
+        assert!(
+            h.drain()
+                .iter()
+                .any(|o| matches!(o, Output::Lost { count } if *count > 0))
         );
     }
 
