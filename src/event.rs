@@ -9,6 +9,8 @@
 use crate::channel::ChannelEvent;
 use crate::ikev2::IkeEvent;
 use crate::ipsec::IpsecEvent;
+use crate::keyx::ike::TerminalEvent;
+use crate::keyx::{KeyxEvent, ServerEvent};
 use crate::offload::{ApplianceEvent, OffloadEvent, ProxyEvent, RemoteEvent};
 use crate::rendezvous::RendezvousEvent;
 
@@ -27,6 +29,26 @@ pub enum Event {
     Ipsec(IpsecEvent),
     /// From a seed 002 rendezvous actor (server, issuer, acceptor).
     Rendezvous(RendezvousEvent),
+    /// From a key-exchange delegation actor (seed 004 terminal or substitution server).
+    Keyx(KeyxEvent),
+}
+
+impl From<KeyxEvent> for Event {
+    fn from(e: KeyxEvent) -> Self {
+        Event::Keyx(e)
+    }
+}
+
+impl From<TerminalEvent> for Event {
+    fn from(e: TerminalEvent) -> Self {
+        Event::Keyx(KeyxEvent::Terminal(e))
+    }
+}
+
+impl From<ServerEvent> for Event {
+    fn from(e: ServerEvent) -> Self {
+        Event::Keyx(KeyxEvent::Server(e))
+    }
 }
 
 impl From<ChannelEvent> for Event {

@@ -977,3 +977,46 @@ fn registration_flood_is_bounded() {
     // Still reachable through it all.
     assert_connects(&mut sim, &w);
 }
+
+/// Issue 13 item 3: a record damaged in transit on the acceptor's stream to the server
+/// (the handshake, the certificate, the Fetch) kills that channel; the acceptor opens a
+/// new one after its back-off (1 s) and fetches again, the server takes the fetch back
+/// (nothing was offered yet), and the request connects. Before, the acceptor dropped
+/// its pending fetch with the stream, the server's notices were ignored as repeats, and
+/// the request ended `DeviceUnreachable`.
+#[test]
+fn item_3_a_damaged_record_on_the_device_channel_costs_no_connection() {
+    use deputy::sim::fault::{Fault, FaultAction};
+    use deputy::sim::packet::PROTO_TCP;
+    for n in 0..3 {
+        let mut sim = Sim::new(31 + n);
+        let w = world(&mut sim, WorldConfig::default());
+        // The n-th data segment the acceptor's router puts on the internet towards the
+        // server's device port, its last byte flipped.
+        let fault = Fault::new(FaultAction::Rewrite(std::rc::Rc::new(|p: &[u8]| {
+            let mut p = p.to_vec();
+            if let Some(last) = p.last_mut() {
+                *last ^= 0x5a;
+            }
+            p
+        })))
+        .on_network(w.internet)
+        .protocol(PROTO_TCP)
+        .dst_port(1300)
+        .when(|p| !p.payload.is_empty())
+        .nth(n);
+        let id = sim.add_fault(fault).unwrap();
+        let outcome = request(&mut sim, &w, 60);
+        assert_eq!(sim.fault_stats(id).unwrap().applied, 1, "segment {n}");
+        assert!(
+            matches!(outcome, Outcome::Connected { .. }),
+            "segment {n}: {outcome}"
+        );
+        let reconnects = sim
+            .actor::<deputy::rendezvous::Acceptor>(w.acceptor)
+            .unwrap()
+            .stats()
+            .reconnects;
+        assert_eq!(reconnects, 1, "segment {n}");
+    }
+}

@@ -13,8 +13,11 @@ mod channel;
 // Event matching is shared with the tests: one file to change when `Event` changes shape.
 #[path = "../../tests/common/events.rs"]
 mod events;
+#[path = "../../tests/common/keyx.rs"]
+mod keyx;
 mod seed000;
 mod seed002;
+mod seed004;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -186,6 +189,7 @@ fn run() -> Result<PathBuf, String> {
     channel::run(&mut sim, &mut tour)?;
     seed000::run(&mut sim, &mut tour)?;
     seed002::run(&mut sim, &mut tour)?;
+    seed004::run(&mut sim, &mut tour)?;
 
     let pcap = out.join("tour.pcap");
     let chart = out.join("tour.mmd");

@@ -173,12 +173,16 @@ impl SecureStream {
         if self.closed {
             return Ok(());
         }
-        if self.conn.is_established() && !self.conn.is_closing() {
-            self.conn.close()?;
-        }
-        self.flush(outbox)?;
+        // The stream ends whatever happens to the close-notify: a refused write is
+        // counted as lost by the outbox and the close is still attempted.
+        let notify = if self.conn.is_established() && !self.conn.is_closing() {
+            self.conn.close()
+        } else {
+            Ok(())
+        };
+        let flushed = notify.and(self.flush(outbox));
         self.closed = true;
-        outbox.push(Output::StreamClose { id: self.id })
+        flushed.and(outbox.push(Output::StreamClose { id: self.id }))
     }
 
     /// The driver reported the stream gone. Without the peer's close-notify first that is

@@ -69,7 +69,7 @@ pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod consts;
-mod initiator;
+pub(crate) mod initiator;
 pub mod keys;
 pub mod nat;
 pub mod proposal;

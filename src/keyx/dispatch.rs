@@ -181,6 +181,11 @@ impl<P: Substitute> Dispatcher<P> {
         self.counters
     }
 
+    /// The protocol, mutably (to provision terminals).
+    pub fn protocol_mut(&mut self) -> &mut P {
+        &mut self.protocol
+    }
+
     /// Open sessions in all.
     pub fn len(&self) -> usize {
         self.sessions.len()

@@ -14,6 +14,7 @@ pub mod ike;
 pub mod messages;
 pub mod policy;
 pub mod seal;
+pub mod server;
 
 pub use crate::error::KeyxError;
 pub use dispatch::{Bounds, Dispatcher, Place, Substitute, TerminalId};
@@ -24,3 +25,14 @@ pub use messages::{
 };
 pub use policy::{Direction, PeerPattern, PolicyDb};
 pub use seal::{DelegationKey, SealContext};
+pub use server::{ServerEvent, SubstitutionServer};
+
+/// What the key-exchange delegation actors report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyxEvent {
+    /// From a seed 004 delegating terminal.
+    Terminal(ike::TerminalEvent),
+    /// From a substitution server.
+    Server(ServerEvent),
+}

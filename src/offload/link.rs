@@ -481,8 +481,9 @@ impl<T: Clone> Link<T> {
                 data: m.bytes.clone(),
             }));
             if sent.is_err() {
-                // The driver stopped draining; try again at the next timeout.
-                break;
+                // Counted as lost by the outbox; this one is tried again at the next
+                // timeout, and the others due are still attempted now.
+                continue;
             }
             m.tries += 1;
             m.next_at = now + backoff(self.timing.rto, m.tries);
@@ -930,5 +931,30 @@ mod tests {
         );
         a.forget(|_| true);
         assert!(a.has_room());
+    }
+
+    /// Issue 13 item 5: every retransmission due is attempted even after the outbox
+    /// refused one, so each is counted as lost (before, the first refusal ended the round
+    /// and the others were neither sent nor counted), and each is tried again later.
+    #[test]
+    fn item_5_retransmissions_refused_by_a_full_outbox_are_each_counted() {
+        let (mut a, _) = pair(None);
+        let mut out = Outbox::default();
+        for i in 0..3 {
+            a.send(Instant::ZERO, &data(i), 0, &mut out).unwrap();
+        }
+        let mut full = Outbox::new(1);
+        full.push(Output::Event(OffloadEvent::Appliance(
+            crate::offload::ApplianceEvent::SendFailed { session: 0 },
+        )))
+        .unwrap();
+        let due = a.poll_timeout().unwrap();
+        assert!(a.handle_timeout(due, &mut full).is_empty());
+        full.pop();
+        assert_eq!(full.pop(), Some(Output::Lost { count: 3 }));
+        // Nothing was given up: the three go out at the next timeout.
+        let mut out = Outbox::default();
+        assert!(a.handle_timeout(due, &mut out).is_empty());
+        assert_eq!(out.len(), 3);
     }
 }

@@ -65,6 +65,12 @@ pub struct AcceptorConfig {
     pub max_sessions: usize,
     /// Notices waiting to be fetched.
     pub max_pending: usize,
+    /// The first wait before the server channel is opened again after it failed with
+    /// requests still to fetch (it doubles with each further failure in a row).
+    pub reconnect_backoff: Duration,
+    /// Failures of the server channel in a row after which the requests it still had to
+    /// fetch are dropped (the server refuses them to their issuers).
+    pub reconnects: u32,
 }
 
 impl AcceptorConfig {
@@ -103,6 +109,8 @@ impl AcceptorConfig {
             peer: PeerConfig::default(),
             max_sessions: 4,
             max_pending: 8,
+            reconnect_backoff: Duration::from_secs(1),
+            reconnects: 3,
         }
     }
 }
@@ -126,6 +134,8 @@ pub struct AcceptorStats {
     pub wrong_passwords: u64,
     /// Requests refused without checking, because of back-off.
     pub refused_unchecked: u64,
+    /// Times the server channel failed with requests still to fetch and was opened again.
+    pub reconnects: u64,
 }
 
 struct Outstanding {
@@ -160,7 +170,8 @@ enum Phase {
 }
 
 /// The device's own channel to the server (S206): opened when a notice arrives, closed
-/// when nothing is left to fetch or report. One stream at a time.
+/// when nothing is left to fetch or report, opened again after a back-off when it fails
+/// with requests still to fetch. One stream at a time.
 // One per acceptor, never in a table: the open variant's size costs nothing worth a box.
 #[allow(clippy::large_enum_variant)]
 enum ServerLink {
@@ -170,6 +181,8 @@ enum ServerLink {
     Connecting(StreamId),
     /// The stream is open and runs the channel.
     Open(SecureStream),
+    /// The last stream failed with requests still to fetch; the next opens at this time.
+    Waiting(Instant),
 }
 
 impl ServerLink {
@@ -220,6 +233,8 @@ pub struct Acceptor {
     fetched: VecDeque<u64>,
     seen: VecDeque<u64>,
     server: ServerLink,
+    /// Failures of the server channel in a row (reset once a channel is established).
+    server_failures: u32,
     next_stream: u64,
     requests: BTreeMap<u64, Pending>,
     sessions: BTreeMap<u64, Live>,
@@ -256,6 +271,7 @@ impl Acceptor {
             fetched: VecDeque::new(),
             seen: VecDeque::new(),
             server: ServerLink::Idle,
+            server_failures: 0,
             next_stream: 0,
             requests: BTreeMap::new(),
             sessions: BTreeMap::new(),
@@ -428,7 +444,8 @@ impl Acceptor {
 
     fn ensure_server(&mut self) -> Result<(), Error> {
         match &self.server {
-            ServerLink::Connecting(_) => Ok(()),
+            // The reconnect timer opens the stream and fetches what waits.
+            ServerLink::Connecting(_) | ServerLink::Waiting(_) => Ok(()),
             ServerLink::Open(s) if !s.is_closed() => self.send_fetches(),
             _ => {
                 self.next_stream += 1;
@@ -465,6 +482,37 @@ impl Acceptor {
             self.fetched.push_back(request);
         }
         Ok(())
+    }
+
+    /// The server stream failed or closed (issue 13 item 3). Requests fetched but not yet
+    /// offered go back to the pending queue (the server takes a fetch back when the
+    /// device's stream ends before its offer), and while any wait the channel is opened
+    /// again after a back-off (`reconnect_backoff`, doubling), up to `reconnects` failures
+    /// in a row. Accepted offers die with the stream: their password can only come over
+    /// it, and the server refuses them to their issuers.
+    fn server_lost(&mut self, now: Instant) {
+        self.server = ServerLink::Idle;
+        while let Some(request) = self.fetched.pop_back() {
+            self.pending.push_front(request);
+        }
+        self.requests.clear();
+        if self.pending.is_empty() {
+            return;
+        }
+        if self.server_failures >= self.cfg.reconnects {
+            // Given up: the server's notices or the issuer's timeout end these requests.
+            self.server_failures = 0;
+            self.pending.clear();
+            return;
+        }
+        let wait = crate::time::doubled(
+            self.cfg.reconnect_backoff,
+            self.server_failures,
+            Duration::from_secs(60),
+        );
+        self.server_failures += 1;
+        self.stats.reconnects += 1;
+        self.server = ServerLink::Waiting(now + wait);
     }
 
     fn send_server(&mut self, message: &[u8]) -> Result<(), Error> {
@@ -683,15 +731,19 @@ impl Acceptor {
     }
 
     /// Report outcomes, drop finished sessions, and close the server stream when idle.
+    ///
+    /// Every step is taken for every session even after the outbox refused an output
+    /// (counted as lost); the first error is returned at the end.
     fn settle(&mut self, now: Instant) -> Result<(), Error> {
+        let mut result = Ok(());
         let mut reports = Vec::new();
         for (id, live) in self.sessions.iter_mut() {
             if let Some(expired) = live.peer.take_expired_attempt(now) {
                 if expired >= self.cfg.peer.attempts {
-                    live.peer.fail(
+                    result = result.and(live.peer.fail(
                         PeerFailure::HolePunchFailed { attempts: expired },
                         &mut self.outbox,
-                    )?;
+                    ));
                 } else {
                     live.phase = Phase::AwaitSync(now + SYNC_WAIT);
                 }
@@ -704,7 +756,7 @@ impl Acceptor {
                 } else {
                     PeerFailure::HolePunchFailed { attempts }
                 };
-                live.peer.fail(reason, &mut self.outbox)?;
+                result = result.and(live.peer.fail(reason, &mut self.outbox));
             }
             if let (false, Some(connected)) = (live.phase == Phase::Reported, live.peer.outcome()) {
                 live.phase = Phase::Reported;
@@ -715,26 +767,27 @@ impl Acceptor {
             }
         }
         for report in reports {
-            let msg = report.encode()?;
             // The server may be gone; the outcome is then moot.
-            let _ = self.send_server(&msg);
+            let _ = report
+                .encode()
+                .map_err(Error::from)
+                .and_then(|msg| self.send_server(&msg));
         }
         self.sessions.retain(|_, l| !l.peer.is_gone());
         self.requests.retain(|_, p| p.deadline > now);
         if self.server.open().is_some_and(SecureStream::is_closed) {
-            self.server = ServerLink::Idle;
-            self.pending.clear();
-            self.fetched.clear();
+            self.server_lost(now);
         }
         let busy = !self.pending.is_empty()
             || !self.fetched.is_empty()
             || !self.requests.is_empty()
             || self.sessions.values().any(|l| l.phase != Phase::Reported);
         if !busy && let Some(server) = self.server.open_mut() {
-            server.close(&mut self.outbox)?;
+            // The stream ends even if the outbox refused its close (counted as lost).
+            result = result.and(server.close(&mut self.outbox));
             self.server = ServerLink::Idle;
         }
-        Ok(())
+        result
     }
 }
 
@@ -749,6 +802,8 @@ enum Timer {
     RegisterRetry,
     /// The channel to the server (handshake and idle deadlines).
     ServerChannel,
+    /// The server channel opens again after a failure.
+    ServerReconnect,
     /// An accepted offer waits for its sealed password ([`PASSWORD_WAIT`]).
     PasswordWait(u64),
     /// A session waits for the issuer's next Sync ([`SYNC_WAIT`]).
@@ -771,6 +826,10 @@ impl Acceptor {
                 .open()
                 .and_then(|s| s.connection().poll_timeout())
                 .map(|t| (Timer::ServerChannel, t)),
+            match self.server {
+                ServerLink::Waiting(t) => Some((Timer::ServerReconnect, t)),
+                _ => None,
+            },
         ];
         let waits = self
             .requests
@@ -807,17 +866,25 @@ impl Acceptor {
                 Some(o) if o.retries_left > 0 => self.register(now, o.retries_left - 1),
                 _ => Ok(()),
             },
-            Timer::ServerChannel => {
-                if let Some(server) = self.server.open_mut()
-                    && server
-                        .handle_timeout(now, &mut self.outbox)
-                        .unwrap_or(false)
-                {
-                    self.server = ServerLink::Idle;
-                    self.pending.clear();
+            Timer::ServerChannel => match self.server.open_mut() {
+                Some(server) => {
+                    let result = server.handle_timeout(now, &mut self.outbox);
+                    // A failed channel has ended its stream (even if the outbox refused
+                    // the close: that is counted as lost).
+                    if server.is_closed() {
+                        self.server_lost(now);
+                    }
+                    result.map(drop)
                 }
-                Ok(())
-            }
+                None => Ok(()),
+            },
+            Timer::ServerReconnect => match self.server {
+                ServerLink::Waiting(t) if now >= t => {
+                    self.server = ServerLink::Idle;
+                    self.ensure_server()
+                }
+                _ => Ok(()),
+            },
             // Expiry is applied by `settle`, which runs after every input as well, so a
             // late input cannot revive what ran out.
             Timer::PasswordWait(_) | Timer::SyncWait(_) => Ok(()),
@@ -870,6 +937,9 @@ impl Acceptor {
                         &mut self.outbox,
                         &mut messages,
                     );
+                    if server.connection().is_established() {
+                        self.server_failures = 0;
+                    }
                     self.send_fetches()?;
                     self.on_server_messages(now, messages)?;
                     fed
@@ -878,14 +948,12 @@ impl Acceptor {
             },
             Input::StreamClosed { id } => {
                 if self.server.is_connecting(id) {
-                    self.server = ServerLink::Idle;
-                    self.pending.clear();
+                    self.server_lost(now);
                     Err(RendezvousError::ServerConnectFailed.into())
                 } else if let Some(server) = self.server.open_mut().filter(|s| s.id() == id) {
                     // A truncation is recorded in the connection; the stream is over either way.
                     let _ = server.stream_closed();
-                    self.server = ServerLink::Idle;
-                    self.pending.clear();
+                    self.server_lost(now);
                     Ok(())
                 } else {
                     Err(Error::UnknownStream(id))

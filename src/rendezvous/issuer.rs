@@ -428,24 +428,31 @@ impl Issuer {
 
     fn end_request(&mut self, request: u64, reason: RefusalReason) -> Result<(), Error> {
         if let Some(mut r) = self.requests.remove(&request) {
-            r.server.close(&mut self.outbox)?;
-            self.outbox
-                .event(RendezvousEvent::Refused { request, reason })?;
+            // The refusal is reported even if the outbox refused the close (both are
+            // attempted; a refused one is counted as lost).
+            let closed = r.server.close(&mut self.outbox);
+            return closed.and(
+                self.outbox
+                    .event(RendezvousEvent::Refused { request, reason }),
+            );
         }
         Ok(())
     }
 
-    /// Attempts, outcomes, cleanup.
+    /// Attempts, outcomes, cleanup. Every step is taken for every request and session
+    /// even after the outbox refused an output (counted as lost); the first error is
+    /// returned at the end.
     fn settle(&mut self, now: Instant) -> Result<(), Error> {
+        let mut result = Ok(());
         let mut syncs = Vec::new();
         let mut reports = Vec::new();
         for (id, peer) in self.sessions.iter_mut() {
             if let Some(expired) = peer.take_expired_attempt(now) {
                 if expired >= self.cfg.peer.attempts {
-                    peer.fail(
+                    result = result.and(peer.fail(
                         PeerFailure::HolePunchFailed { attempts: expired },
                         &mut self.outbox,
-                    )?;
+                    ));
                 } else {
                     let rtt = self.requests.get(id).map_or(Duration::ZERO, |r| r.rtt);
                     peer.schedule_attempt(now + rtt / 2, expired + 1);
@@ -466,15 +473,17 @@ impl Issuer {
             if self.sync(id, attempt).is_err()
                 && let Some(peer) = self.sessions.get_mut(&id)
             {
-                peer.fail(PeerFailure::ServerLost, &mut self.outbox)?;
+                result = result.and(peer.fail(PeerFailure::ServerLost, &mut self.outbox));
             }
         }
         for report in reports {
-            let msg = report.encode()?;
             // The server may be gone; the outcome is then moot.
-            let _ = self.send_server(report.request, &msg);
+            let _ = report
+                .encode()
+                .map_err(Error::from)
+                .and_then(|msg| self.send_server(report.request, &msg));
             if let Some(mut r) = self.requests.remove(&report.request) {
-                r.server.close(&mut self.outbox)?;
+                result = result.and(r.server.close(&mut self.outbox));
             }
         }
         // Requests that lost their server, or did not reach punching in time.
@@ -493,10 +502,10 @@ impl Issuer {
             })
             .collect();
         for (id, reason) in stale {
-            self.end_request(id, reason)?;
+            result = result.and(self.end_request(id, reason));
         }
         self.sessions.retain(|_, p| !p.is_gone());
-        Ok(())
+        result
     }
 }
 

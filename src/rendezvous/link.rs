@@ -214,6 +214,9 @@ impl Link {
         if now >= self.last_rx + self.cfg.idle_timeout {
             return Ok(Err(LinkDead));
         }
+        // Every chunk due is resent and the keepalive still goes out after the outbox
+        // refused one (each refusal is counted as lost); the back-off moves on either way.
+        let mut result = Ok(());
         if self.retry_at.is_some_and(|at| now >= at) {
             self.retries += 1;
             if self.retries > self.cfg.max_retries {
@@ -226,7 +229,7 @@ impl Link {
                 .map(|(i, c)| (self.una + i as u64, c.clone()))
                 .collect();
             for (seq, chunk) in resend {
-                self.transmit(key, Some(seq), chunk, now, outbox)?;
+                result = result.and(self.transmit(key, Some(seq), chunk, now, outbox));
             }
             self.rto = self.rto.saturating_mul(2).min(self.cfg.max_rto);
             self.retry_at = Some(now + self.rto);
@@ -234,9 +237,9 @@ impl Link {
         if now >= self.keepalive_at {
             self.keepalive_every =
                 super::jitter(rng, self.cfg.keepalive_min, self.cfg.keepalive_max);
-            self.transmit(key, None, Vec::new(), now, outbox)?;
+            result = result.and(self.transmit(key, None, Vec::new(), now, outbox));
         }
-        Ok(Ok(()))
+        result.map(Ok)
     }
 
     /// When [`Link::on_timeout`] must next run.

@@ -108,6 +108,9 @@ pub enum RefusalReason {
     Busy,
     /// A protocol error on the other side.
     ProtocolError,
+    /// To the device: the issuer's stream to the server ended before the request was
+    /// through, so the request is over (what the device holds for it can go).
+    IssuerGone,
 }
 
 impl RefusalReason {
@@ -121,6 +124,7 @@ impl RefusalReason {
             RefusalReason::NotAuthorized => 6,
             RefusalReason::Busy => 7,
             RefusalReason::ProtocolError => 8,
+            RefusalReason::IssuerGone => 9,
         }
     }
 
@@ -143,6 +147,7 @@ impl RefusalReason {
             6 => RefusalReason::NotAuthorized,
             7 => RefusalReason::Busy,
             8 => RefusalReason::ProtocolError,
+            9 => RefusalReason::IssuerGone,
             _ => return None,
         })
     }

@@ -537,13 +537,16 @@ impl PeerSession {
             return self.start_attempt(now, attempt, rng, outbox);
         }
         // Each kind of probe is taken out of the step while it is sent (sending needs the
-        // session) and put back if some are left.
+        // session) and put back if some are left. Every due probe is attempted even after
+        // the outbox refused one (each refusal is counted as lost), and the probes are put
+        // back whatever happened, so a full outbox never stops the punching.
+        let mut result = Ok(());
         let mut plain = p.plain.take_if(|pl| now >= pl.next);
         if let Some(pl) = plain.as_mut() {
             pl.left -= 1;
             let main = self.main.port();
             for dest in self.candidates.clone() {
-                self.punch(main, dest, outbox)?;
+                result = result.and(self.punch(main, dest, outbox));
             }
             pl.next = now + self.cfg.punch_interval;
         }
@@ -556,7 +559,7 @@ impl PeerSession {
             let end = (round.sent + EXTRA_BATCH).min(self.extra.len());
             for i in round.sent..end {
                 let port = self.extra[i];
-                self.punch(port, target, outbox)?;
+                result = result.and(self.punch(port, target, outbox));
             }
             round.sent = end;
             round.next = now + EXTRA_TICK;
@@ -571,7 +574,7 @@ impl PeerSession {
             while s.left > 0 && now >= s.next && sent < SPRAY_BATCH {
                 let port = 1024 + (rng.next_u32() % (65_536 - 1024)) as u16;
                 let main = self.main.port();
-                self.punch(main, SocketAddr::new(target.ip(), port), outbox)?;
+                result = result.and(self.punch(main, SocketAddr::new(target.ip(), port), outbox));
                 s.left -= 1;
                 s.next += s.interval;
                 sent += 1;
@@ -588,7 +591,7 @@ impl PeerSession {
                 p.spray = Some(s);
             }
         }
-        Ok(())
+        result
     }
 
     /// A datagram for this session arrived at `to` from `from`.
@@ -919,6 +922,9 @@ impl PeerSession {
         rng: &mut dyn CryptoRng,
         outbox: &mut Outbox<RendezvousEvent>,
     ) -> Result<(), Error> {
+        // Every due timer runs and the pump follows even after the outbox refused an
+        // output (counted as lost); the first error is returned after all of them.
+        let mut result = Ok(());
         for timer in crate::time::due(self.timers(), now) {
             match timer {
                 Timer::Linger => {
@@ -927,20 +933,22 @@ impl PeerSession {
                             outcome: established.then_some(true),
                         };
                     }
-                    return Ok(());
+                    return result;
                 }
-                Timer::Probe => self.run_probes(now, rng, outbox)?,
+                Timer::Probe => result = result.and(self.run_probes(now, rng, outbox)),
                 // The owner takes it after this call (`take_expired_attempt`).
                 Timer::AttemptExpired => {}
                 Timer::Confirm => {
                     if let Step::Handshake(linked) = &mut self.step
                         && let Some(c) = linked.confirm.as_mut()
                     {
-                        outbox.push(Output::Transmit(Transmit {
+                        // Refused by a full outbox, the repeat is counted as lost and the
+                        // next one is due as if it had been sent.
+                        result = result.and(outbox.push(Output::Transmit(Transmit {
                             from: c.from,
                             to: c.to,
                             data: c.data.clone(),
-                        }))?;
+                        })));
                         c.left -= 1;
                         c.interval = c.interval.saturating_mul(2);
                         c.next = now + c.interval;
@@ -958,10 +966,15 @@ impl PeerSession {
                 }
                 Timer::Link => {
                     let dead = match self.step.linked_mut() {
-                        Some(linked) => linked
-                            .link
-                            .on_timeout(now, &*self.link_key, rng, outbox)?
-                            .is_err(),
+                        Some(linked) => {
+                            match linked.link.on_timeout(now, &*self.link_key, rng, outbox) {
+                                Ok(verdict) => verdict.is_err(),
+                                Err(e) => {
+                                    result = Err(e);
+                                    false
+                                }
+                            }
+                        }
                         None => false,
                     };
                     if dead {
@@ -969,14 +982,14 @@ impl PeerSession {
                             self.step = Step::Done {
                                 outcome: established.then_some(true),
                             };
-                            return Ok(());
+                            return result;
                         }
-                        return self.fail(PeerFailure::Timeout, outbox);
+                        return result.and(self.fail(PeerFailure::Timeout, outbox));
                     }
                 }
             }
         }
-        self.pump(now, outbox)
+        result.and(self.pump(now, outbox))
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
@@ -1164,6 +1177,47 @@ mod tests {
                 .any(|e| matches!(e, RendezvousEvent::PeerClosed { .. }))
         );
         assert!(net.issuer.is_gone());
+    }
+
+    /// Issue 13 item 5: probes due while the outbox is full are each attempted (and
+    /// counted as lost), and the punching carries on afterwards. Before, the first refused
+    /// punch returned early with the probe rounds taken out of the step, and the side sent
+    /// no further punch in that attempt.
+    #[test]
+    fn item_5_a_full_outbox_does_not_stop_the_punching() {
+        let mut net = Net::new(3, PeerConfig::default());
+        let t = net.now;
+        net.issuer.schedule_attempt(t, 1);
+        let mut full: Outbox<RendezvousEvent> = Outbox::new(1);
+        full.push(Output::Event(RendezvousEvent::Refused {
+            request: 0,
+            reason: crate::rendezvous::RefusalReason::Busy,
+        }))
+        .unwrap();
+        // The attempt starts and its first two probe rounds fall due while nothing drains.
+        for _ in 0..3 {
+            let at = net.issuer.poll_timeout().unwrap();
+            assert!(
+                net.issuer
+                    .handle_timeout(at, &mut net.rng, &mut full)
+                    .is_err()
+            );
+            net.now = at;
+        }
+        // Then the driver drains again: the next probe round is due within the attempt
+        // and puts punches on the wire.
+        let at = net.issuer.poll_timeout().unwrap();
+        assert!(at < t + Duration::from_secs(1), "next timer at {at:?}");
+        net.issuer
+            .handle_timeout(at, &mut net.rng, &mut net.out_i)
+            .unwrap();
+        let mut punches = 0;
+        while let Some(o) = net.out_i.pop() {
+            if matches!(o, Output::Transmit(_)) {
+                punches += 1;
+            }
+        }
+        assert!(punches > 0);
     }
 
     #[test]

@@ -589,7 +589,7 @@ impl<D: Directory> RendezvousServer<D> {
             }
         }
         if self.sessions.get(&id).is_some_and(|s| s.link.is_closed()) {
-            self.end_session(id)?;
+            self.end_session(now, id)?;
         }
         result
     }
@@ -599,26 +599,59 @@ impl<D: Directory> RendezvousServer<D> {
         s.link.send(message, &mut self.outbox)
     }
 
-    /// The stream of `id` is over: forget it and settle its requests.
-    fn end_session(&mut self, id: StreamId) -> Result<(), Error> {
+    /// The stream of `id` is over: forget it and settle its requests. An issuer's
+    /// requests end (and a device that fetched one is told, so it lets it go). A device's
+    /// request that was fetched but not yet offered is taken back — noticed again, to be
+    /// fetched on the device's next stream (the acceptor opens one after a back-off, issue
+    /// 13 item 3); one already offered is refused `DeviceUnreachable`, as its answer could
+    /// only come over the stream that ended.
+    fn end_session(&mut self, now: Instant, id: StreamId) -> Result<(), Error> {
         let Some(s) = self.sessions.remove(&id) else {
             return Ok(());
         };
+        let mut result = Ok(());
         for request in s.requests {
-            match s.kind {
-                Kind::Issuer => self.finish(request, false)?,
-                Kind::Device => {
-                    if self
-                        .requests
-                        .get(&request)
-                        .is_some_and(|r| r.device_stream == Some(id))
-                    {
-                        self.refuse(request, RefusalReason::DeviceUnreachable)?;
+            let step = match s.kind {
+                Kind::Issuer => self.issuer_gone(request),
+                Kind::Device => match self.requests.get_mut(&request) {
+                    Some(r) if r.device_stream == Some(id) && !r.offered => {
+                        r.device_stream = None;
+                        r.device_cert = None;
+                        r.fetched_at = None;
+                        r.notices_sent = 0;
+                        r.next_notice = Some(now + self.cfg.notice_interval);
+                        Ok(())
                     }
-                }
-            }
+                    Some(r) if r.device_stream == Some(id) => {
+                        self.refuse(request, RefusalReason::DeviceUnreachable)
+                    }
+                    _ => Ok(()),
+                },
+            };
+            // Every request is settled even if the outbox refused an output for one.
+            result = result.and(step);
         }
-        Ok(())
+        result
+    }
+
+    /// The issuer's stream of `request` ended: the request ends, and the device that
+    /// fetched it (if its stream is still up) is told with a refusal, so it drops what it
+    /// holds for it at once instead of at its own deadline.
+    fn issuer_gone(&mut self, request: u64) -> Result<(), Error> {
+        let device_stream = self
+            .requests
+            .get(&request)
+            .and_then(|r| r.device_stream)
+            .filter(|d| self.sessions.contains_key(d));
+        let told = match device_stream {
+            Some(d) => match Refused::new(request, RefusalReason::IssuerGone).encode() {
+                Ok(msg) => self.send_on(d, &msg),
+                Err(e) => Err(RendezvousError::from(e).into()),
+            },
+            None => Ok(()),
+        };
+        let finished = self.finish(request, false);
+        told.and(finished)
     }
 
     fn on_issuer_message(
@@ -953,16 +986,19 @@ impl<D: Directory> RendezvousServer<D> {
             return Ok(());
         };
         let (device, issuer) = (r.device, r.issuer_stream);
-        let msg = Refused::new(request, reason).encode()?;
-        if self.sessions.contains_key(&issuer) {
-            self.send_on(issuer, &msg)?;
-        }
-        self.outbox.event(RendezvousEvent::RequestRefused {
+        // The request is forgotten and every report attempted even if the outbox refused
+        // one (counted as lost): a timer that refuses a request must not leave it behind.
+        let told = match Refused::new(request, reason).encode() {
+            Ok(msg) if self.sessions.contains_key(&issuer) => self.send_on(issuer, &msg),
+            Ok(_) => Ok(()),
+            Err(e) => Err(RendezvousError::from(e).into()),
+        };
+        let reported = self.outbox.event(RendezvousEvent::RequestRefused {
             request,
             device,
             reason,
-        })?;
-        self.finish(request, false)
+        });
+        told.and(reported).and(self.finish(request, false))
     }
 
     /// Forget `request`.
@@ -1035,13 +1071,15 @@ impl<D: Directory> RendezvousServer<D> {
             Timer::Notice(id) => self.send_notice(now, id),
             // `try_offer` re-checks that the request still waits.
             Timer::ProbeWait(id) => self.try_offer(now, id),
+            // A stream whose channel failed, or that closes idle, is ended (its requests
+            // settled) even if the outbox refused its last output (counted as lost).
             Timer::Stream(id) => match self.sessions.get_mut(&id) {
                 Some(s) => {
-                    s.link.handle_timeout(now, &mut self.outbox)?;
+                    let result = s.link.handle_timeout(now, &mut self.outbox).map(drop);
                     if s.link.is_closed() {
-                        self.end_session(id)?;
+                        return result.and(self.end_session(now, id));
                     }
-                    Ok(())
+                    result
                 }
                 None => Ok(()),
             },
@@ -1050,8 +1088,8 @@ impl<D: Directory> RendezvousServer<D> {
                     if s.requests.is_empty()
                         && now >= s.link.last_activity() + self.cfg.idle_timeout =>
                 {
-                    s.link.close(&mut self.outbox)?;
-                    self.end_session(id)
+                    let closed = s.link.close(&mut self.outbox);
+                    closed.and(self.end_session(now, id))
                 }
                 _ => Ok(()),
             },
@@ -1096,7 +1134,7 @@ impl<D: Directory> RendezvousServer<D> {
                     // A truncation is recorded in the connection; the session ends either way.
                     let _ = s.link.stream_closed();
                 }
-                self.end_session(id)
+                self.end_session(now, id)
             }
             Input::StreamConnected { id, .. } => Err(Error::UnknownStream(id)),
             Input::Packet { .. } => Err(RendezvousError::TakesNoPackets.into()),
@@ -1312,6 +1350,37 @@ mod tests {
         assert_eq!(
             h.server.lookup(device, start + Duration::from_secs(150)),
             None
+        );
+    }
+
+    /// Issue 13 item 5: a request the deadline timer refuses while the outbox is full is
+    /// still forgotten (and the refused outputs are counted as lost). Before, the refused
+    /// send to the issuer returned early and the request stayed in the table, its deadline
+    /// due again at every later timeout.
+    #[test]
+    fn item_5_a_request_refused_on_a_full_outbox_is_forgotten() {
+        let mut h = Harness::new(|_| {});
+        h.register(DeviceId(2133), "202.204.16.13:3400");
+        let (id, mut conn) = h.issuer(1, "4.17.168.2:7000");
+        assert_eq!(
+            refusal(&h.request(id, &mut conn, 101, DeviceId(2133))),
+            None
+        );
+        assert_eq!(h.server.requests_in_progress(), 1);
+        while h
+            .server
+            .outbox
+            .push(Output::StreamClose {
+                id: StreamId::inbound(99),
+            })
+            .is_ok()
+        {}
+        h.server.handle_timeout(h.now + Duration::from_secs(61));
+        assert_eq!(h.server.requests_in_progress(), 0);
+        assert!(
+            h.drain()
+                .iter()
+                .any(|o| matches!(o, Output::Lost { count } if *count > 0))
         );
     }
 

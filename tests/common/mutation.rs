@@ -7,7 +7,7 @@
 //! properties, runs it again (the health run) and reports what it saw. The harness first
 //! runs the flow without a fault to learn its messages, then every case.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 
@@ -69,14 +69,23 @@ impl Mutation {
 }
 
 /// A recorder to chain into a selector with [`Fault::when`]: it logs every message the
-/// selector matches (the baseline's message list).
+/// selector matches (the baseline's message list) until [`Log::end_flow`], and from then
+/// on matches nothing, so the fault (counted over the selector's matches) can only hit the
+/// flow under test and never the health run after it.
 #[derive(Clone, Default)]
-pub struct Log(Rc<RefCell<Vec<Msg>>>);
+pub struct Log {
+    messages: Rc<RefCell<Vec<Msg>>>,
+    ended: Rc<Cell<bool>>,
+}
 
 impl Log {
     pub fn record(&self) -> impl Fn(&PacketInfo<'_>) -> bool + 'static {
-        let log = self.0.clone();
+        let log = self.messages.clone();
+        let ended = self.ended.clone();
         move |p| {
+            if ended.get() {
+                return false;
+            }
             log.borrow_mut().push(Msg {
                 src: format!("{:?}", p.src_socket()),
                 dst: format!("{:?}", p.dst_socket()),
@@ -86,8 +95,14 @@ impl Log {
         }
     }
 
+    /// The flow under test is over: what follows (the health run) is neither recorded
+    /// nor faulted.
+    pub fn end_flow(&self) {
+        self.ended.set(true);
+    }
+
     pub fn take(&self) -> Vec<Msg> {
-        std::mem::take(&mut self.0.borrow_mut())
+        std::mem::take(&mut self.messages.borrow_mut())
     }
 }
 

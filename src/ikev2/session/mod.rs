@@ -422,11 +422,6 @@ impl IkeSa {
         }
     }
 
-    /// Whether this SA's authentication is delegated and not finished.
-    pub(crate) fn is_delegating(&self) -> bool {
-        matches!(self.secrets, Secrets::AtServer(_))
-    }
-
     pub(crate) fn is_dead(&self) -> bool {
         self.state == State::Dead
     }

@@ -17,10 +17,10 @@
 //! | SK_d | KeyResponse | SK_d as a u16 length and its octets |
 
 pub mod server;
-// pub mod terminal;
+pub mod terminal;
 
 pub use server::{IkeProfile, IkeSubstitute, IkeSubstituteCounters};
-// pub use terminal::{Terminal, TerminalConfig, TerminalEvent, TerminalFailure};
+pub use terminal::{Terminal, TerminalConfig, TerminalEvent, TerminalFailure};
 
 use alloc::vec::Vec;
 

@@ -101,7 +101,6 @@ pub struct Chosen {
 /// Initiator: the offer and its current IKE_SA_INIT request.
 pub struct Offering {
     proposals: Vec<IkeProposal>,
-    local: SocketAddr,
     remote: SocketAddr,
     spi_i: [u8; 8],
     ni: Vec<u8>,
@@ -117,7 +116,6 @@ pub struct Offering {
 /// An IKE SA whose keys exist at the server.
 pub struct Keyed {
     initiator: bool,
-    suite: IkeSuite,
     keys: IkeKeys,
     ni: Vec<u8>,
     nr: Vec<u8>,
@@ -357,7 +355,6 @@ impl IkeSubstitute {
             sa: chain(&[Payload::Sa(ike_offer(&proposals))])?.1,
         };
         let offering = Offering {
-            local: request.local,
             remote: request.remote,
             spi_i,
             ni: nonce(&mut *self.rng),
@@ -434,7 +431,6 @@ impl IkeSubstitute {
         );
         let keyed = Keyed {
             initiator: false,
-            suite: c.choice.suite,
             keys,
             ni: c.ni.clone(),
             nr,
@@ -558,7 +554,6 @@ impl IkeSubstitute {
         );
         let keyed = Keyed {
             initiator: true,
-            suite,
             keys,
             ni: o.ni,
             nr: nr.to_vec(),

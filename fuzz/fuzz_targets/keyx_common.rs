@@ -1,0 +1,101 @@
+//! Seed 004's world for the keyx targets, as tests/common/keyx.rs builds it: the IKEv2
+//! substitution server's dispatcher (PSK profile, a policy letting terminal-1 and
+//! peer.example reach each other), the peer's IKE configuration, the delegation key.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use deputy::crypto::dh::Group;
+use deputy::ikev2::consts::transform as t;
+use deputy::ikev2::{Identity, IkeConfig, IkeProposal, SecretBytes};
+use deputy::keyx::ike::{IkeProfile, IkeSubstitute};
+use deputy::keyx::{
+    Bounds, DelegationKey, Direction, Dispatcher, PeerPattern, PolicyDb, Transform,
+};
+use deputy::wire::Limits;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+pub const IKE_PSK: &[u8] = b"ike psk between peer and terminal";
+pub const CHANNEL_PSK: &[u8] = b"pre-arranged key, terminal<->server";
+pub const PEER_ID: &str = "peer.example";
+pub const TERMINAL_ID: &str = "terminal.example";
+/// terminal-1 is allowed to reach peer.example both ways; terminal-2 is provisioned but
+/// the policy database lets it reach no one.
+pub const TERMINALS: [&str; 2] = ["terminal-1", "terminal-2"];
+
+pub fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("address")
+}
+
+pub fn delegation_key() -> DelegationKey {
+    DelegationKey::new([0x42; 32])
+}
+
+/// The peer's IKE configuration (the terminal's PSK, X25519 only: a MODP-2048 key share
+/// would make every case slow).
+pub fn peer_ike() -> IkeConfig {
+    let mut ike = IkeConfig::new(Identity::Fqdn(PEER_ID.into()), IKE_PSK);
+    ike.ike_proposals = vec![
+        IkeProposal::aes128_sha256(&[Group::X25519]),
+        IkeProposal::chacha20poly1305(&[Group::X25519]),
+    ];
+    ike
+}
+
+/// The substitution server's message loop with the IKE substitute behind it.
+pub fn dispatcher(bounds: Bounds, seed: u64) -> Dispatcher<IkeSubstitute> {
+    let mut policy = PolicyDb::new();
+    let allowed = PeerPattern::Exactly(Identity::Fqdn(PEER_ID.into()));
+    for dir in [Direction::ToTerminal, Direction::FromTerminal] {
+        policy
+            .allow(&TERMINALS[0].into(), dir, allowed.clone())
+            .expect("policy");
+    }
+    let mut ike = IkeSubstitute::new(policy, 2, Box::new(ChaCha20Rng::seed_from_u64(seed)));
+    for name in TERMINALS {
+        ike.provision(
+            name.into(),
+            IkeProfile {
+                local_id: Identity::Fqdn(TERMINAL_ID.into()),
+                psk: SecretBytes::from_slice(IKE_PSK),
+                ike_proposals: IkeConfig::new(Identity::Fqdn("x".into()), b"x").ike_proposals,
+                delegation_key: delegation_key(),
+                force_encap: false,
+            },
+        )
+        .expect("provision");
+    }
+    Dispatcher::new(ike, bounds, Limits::default())
+}
+
+/// Small bounds, so the fuzzer reaches them.
+pub fn small_bounds() -> Bounds {
+    Bounds {
+        terminals: 2,
+        sessions_per_terminal: 2,
+        sessions: 3,
+        idle: Duration::from_secs(5),
+    }
+}
+
+/// The symmetric transforms of the default IKE proposals, as a terminal lists them.
+pub fn transforms() -> Vec<Transform> {
+    let mut out: Vec<Transform> = Vec::new();
+    for p in IkeConfig::new(Identity::Fqdn("x".into()), b"x").ike_proposals {
+        let encr = p.encr.transform();
+        let mut add = |kind, id, key_bits| {
+            let tr = Transform { kind, id, key_bits };
+            if !out.contains(&tr) {
+                out.push(tr);
+            }
+        };
+        add(t::ENCR, encr.id, encr.key_len().unwrap_or(0));
+        add(t::PRF, p.prf.id(), 0);
+        if let Some(i) = p.integ {
+            add(t::INTEG, i.id(), 0);
+        }
+    }
+    out
+}

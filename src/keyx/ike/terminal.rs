@@ -1,0 +1,1519 @@
+//! Seed 004's delegating terminal over IKEv2 (its steps S1-S19).
+//!
+//! The terminal talks standard IKEv2 to an unmodified peer from its own address and hands
+//! the expensive steps to a substitution server over deputy's secure channel:
+//!
+//! | seed step | what happens here |
+//! |---|---|
+//! | S1-S2 | the channel to the server ([`TerminalConfig::channel`]: PSK mode is the seed's pre-arranged key) |
+//! | S3-S4 | start: the peer's IKE_SA_INIT request (responder) or the peer to reach (initiator) → method and proposal |
+//! | S5-S7 | key generation: the server's IKE_SA_INIT message and SK_e/SK_a, sealed with the delegation key |
+//! | S8-S11 | authentication: the peer's IDx, CERT and AUTH (opened here with SK_e/SK_a) → both verdicts and our proof |
+//! | S12 | an initiator loops back to key generation on COOKIE and INVALID_KE_PAYLOAD |
+//! | S13-S14 | key: SK_d, sealed, only once the peer was authenticated and allowed |
+//! | S15-S17 | the Child SA's KEYMAT from SK_d; installed into the terminal's [`DataPlane`] |
+//! | S18 | a method without authentication: refused |
+//! | S19 | any failure: no keys are set, the peer gets IKE's refusal, the application an event |
+//!
+//! After that the IKE SA lives on here with the crate's ordinary IKE session code and no
+//! server: retransmissions, INFORMATIONAL (delete, liveness), Child SA rekeys without PFS
+//! (the seed's Fig. 13, "the terminal does phase 2 itself"). The terminal runs no
+//! Diffie-Hellman, no signature and no certificate check; its configuration has no field
+//! for the IKE credential.
+//!
+//! Not built yet: IKE SA rekeys through the server (a delegated IKE SA answers a peer's
+//! IKE SA rekey with TEMPORARY_FAILURE and refuses to start one) and Child SA rekeys with
+//! PFS.
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+use core::time::Duration;
+
+use crate::channel::{ChannelClient, ChannelEvent, ClientConfig};
+use crate::crypto::dh::Group;
+use crate::ikev2::codec::{
+    ExchangeType, Header, Identity, Limits, Message, Notify, Payload, decode_chain, encode_chain,
+    find_notify,
+};
+use crate::ikev2::config::{ChildMode, IkeConfig, Retransmit};
+use crate::ikev2::consts::notify;
+use crate::ikev2::initiator::arrival;
+use crate::ikev2::nat::{CookieJar, nat_detected};
+use crate::ikev2::proposal::{IkeProposal, accept_ike};
+use crate::ikev2::session::{Authority, Ctx, Found, IkeSa, NewSa, Retrans, Tick, Verdict};
+use crate::ikev2::{FailReason, IkeError, IkeEvent, IkeSaId};
+use crate::io::{Actor, Input, Outbox, Output};
+use crate::ipsec::{ChildSa, DataPlane, Lifetime, Suite, TrafficSelector};
+use crate::keyx::messages::{
+    AuthRequest, AuthResponse, AuthResult, Body, ErrorCode, KEY_RESPONSE, KEYGEN_RESPONSE,
+    KeyGenRequest, KeyGenResponse, Message as KeyxMessage, Protocol, Role, StartOutcome,
+    StartRequest, Transform,
+};
+use crate::keyx::seal::{DelegationKey, SealContext, open};
+use crate::keyx::{KeyxError, Place};
+use crate::time::{due, earliest};
+use crate::{Error, Instant, Rng};
+
+/// The terminal's configuration: what it runs itself. There is no place for the IKE
+/// credential: the substitution server holds it.
+#[derive(Clone, Debug)]
+pub struct TerminalConfig {
+    /// Our IKE address (port 500 normally; NAT-T moves to `nat_t_port`).
+    pub local: SocketAddr,
+    /// The substitution server's channel address.
+    pub server: SocketAddr,
+    /// Our address toward the server (port 0: any).
+    pub server_local: SocketAddr,
+    /// The secure channel to the server (S1-S2): PSK mode is the seed's pre-arranged key.
+    pub channel: Arc<ClientConfig>,
+    /// The delegation key the server seals our keys with.
+    pub delegation_key: DelegationKey,
+    /// The IKE SA algorithms this terminal can run (their groups are ignored: the server
+    /// chooses the group, and the terminal never computes with it).
+    pub ike_algorithms: Vec<IkeProposal>,
+    /// ESP suites in preference order.
+    pub esp_proposals: Vec<Suite>,
+    /// Our traffic selectors.
+    pub ts_local: Vec<TrafficSelector>,
+    /// The peer's traffic selectors.
+    pub ts_remote: Vec<TrafficSelector>,
+    /// Requested (initiator) or permitted (responder) mode.
+    pub mode: ChildMode,
+    /// The NAT-T port.
+    pub nat_t_port: u16,
+    /// Always UDP-encapsulate ESP (the server fakes the NAT detection hash the same way).
+    pub force_encap: bool,
+    /// Retransmission of IKE requests we send (IKE_SA_INIT, IKE_AUTH, INFORMATIONAL …).
+    pub retransmit: Retransmit,
+    /// Lifetimes of every Child SA.
+    pub child_lifetime: Lifetime,
+    /// IKE decoding limits.
+    pub limits: Limits,
+    /// Delegated exchanges in progress at once (each holds a half-open IKE SA or less).
+    pub max_exchanges: usize,
+    /// IKE SAs held (established or being set up).
+    pub max_ike_sas: usize,
+    /// Demand a COOKIE from a peer once this many exchanges are in progress (0: always).
+    pub cookie_threshold: usize,
+    /// How long the server may take to answer one delegation request.
+    pub request_timeout: Duration,
+    /// How long one delegated exchange may take in all (start to key response).
+    pub exchange_timeout: Duration,
+    /// Consecutive failed attempts to reach the server before waiting exchanges fail.
+    pub max_reconnects: u32,
+    /// Wait before reconnecting to the server.
+    pub reconnect_delay: Duration,
+}
+
+impl TerminalConfig {
+    /// Defaults: AES-128-CBC/HMAC-SHA-256, ChaCha20-Poly1305 and AES-GCM for IKE and ESP,
+    /// any-to-any IPv4 selectors, tunnel mode, NAT-T on 4500, Child SA lifetimes of 54/60
+    /// minutes, 8 exchanges and 32 IKE SAs, requests answered within 10 s, exchanges
+    /// within 30 s.
+    pub fn new(
+        local: SocketAddr,
+        server: SocketAddr,
+        channel: Arc<ClientConfig>,
+        delegation_key: DelegationKey,
+    ) -> TerminalConfig {
+        let ike = IkeConfig::new(Identity::KeyId(Vec::new()), &[]);
+        TerminalConfig {
+            local,
+            server,
+            server_local: SocketAddr::new(local.ip(), 0),
+            channel,
+            delegation_key,
+            ike_algorithms: ike.ike_proposals,
+            esp_proposals: ike.esp_proposals,
+            ts_local: ike.ts_local,
+            ts_remote: ike.ts_remote,
+            mode: ike.mode,
+            nat_t_port: ike.nat_t_port,
+            force_encap: false,
+            retransmit: ike.retransmit,
+            child_lifetime: ike.child_lifetime,
+            limits: ike.limits,
+            max_exchanges: 8,
+            max_ike_sas: 32,
+            cookie_threshold: 4,
+            request_timeout: Duration::from_secs(10),
+            exchange_timeout: Duration::from_secs(30),
+            max_reconnects: 3,
+            reconnect_delay: Duration::from_secs(1),
+        }
+    }
+
+    /// The session code's configuration: everything the terminal runs, an empty
+    /// credential the delegated session never reads.
+    fn ike(&self) -> IkeConfig {
+        let mut ike = IkeConfig::new(Identity::KeyId(Vec::new()), &[]);
+        ike.ike_proposals = self.algorithms();
+        ike.esp_proposals = self.esp_proposals.clone();
+        ike.ts_local = self.ts_local.clone();
+        ike.ts_remote = self.ts_remote.clone();
+        ike.mode = self.mode;
+        ike.nat_t_port = self.nat_t_port;
+        ike.force_encap = self.force_encap;
+        ike.retransmit = self.retransmit;
+        ike.child_lifetime = self.child_lifetime;
+        ike.limits = self.limits;
+        ike
+    }
+
+    /// Our algorithms with every group the crate knows, so that any group the server
+    /// chose reads as acceptable.
+    fn algorithms(&self) -> Vec<IkeProposal> {
+        self.ike_algorithms
+            .iter()
+            .map(|p| IkeProposal {
+                groups: Group::ALL.to_vec(),
+                ..p.clone()
+            })
+            .collect()
+    }
+
+    /// The symmetric transforms we run, as a start request lists them.
+    fn transforms(&self) -> Vec<Transform> {
+        use crate::ikev2::consts::transform as t;
+        let mut out: Vec<Transform> = Vec::new();
+        for p in &self.ike_algorithms {
+            let encr = p.encr.transform();
+            let mut add = |kind, id, key_bits| {
+                let tr = Transform { kind, id, key_bits };
+                if !out.contains(&tr) {
+                    out.push(tr);
+                }
+            };
+            add(t::ENCR, encr.id, encr.key_len().unwrap_or(0));
+            add(t::PRF, p.prf.id(), 0);
+            if let Some(i) = p.integ {
+                add(t::INTEG, i.id(), 0);
+            }
+        }
+        out
+    }
+}
+
+/// Why a delegated exchange failed at the terminal (S19).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TerminalFailure {
+    /// The server refused a request with this code.
+    Server(ErrorCode),
+    /// Nothing in the peer's offer could be used (answered NO_PROPOSAL_CHOSEN).
+    NoProposalChosen,
+    /// The peer sent its key share in another group (answered INVALID_KE_PAYLOAD).
+    InvalidKe,
+    /// S42 said no: the peer did not authenticate.
+    NotAuthenticated(AuthResult),
+    /// S43 said no: the policy database does not let this peer and this terminal talk.
+    PolicyDenied,
+    /// The server chose a method without authentication (S8 = no → S18).
+    Malfunction,
+    /// A sealed body did not open under our delegation key.
+    SealRejected,
+    /// The server's answer did not fit the exchange (a message we could not use).
+    BadAnswer,
+    /// The server did not answer in time, or could not be reached.
+    ServerUnreachable,
+    /// The exchange did not finish within [`TerminalConfig::exchange_timeout`].
+    Timeout,
+    /// The peer refused or went silent (IKE's own reason).
+    Peer(FailReason),
+}
+
+/// What the terminal tells the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TerminalEvent {
+    /// What the IKE session reports (IKE SA and Child SA life); Child SAs are already
+    /// installed into (or removed from) the terminal's data plane when this arrives.
+    Ike(IkeEvent),
+    /// A delegated exchange failed; no keys were set.
+    Failed {
+        /// The delegation session.
+        session: u64,
+        /// Why.
+        reason: TerminalFailure,
+    },
+    /// The channel to the server is up.
+    ServerConnected,
+    /// The channel to the server went down.
+    ServerLost,
+}
+
+impl From<IkeEvent> for TerminalEvent {
+    fn from(e: IkeEvent) -> Self {
+        TerminalEvent::Ike(e)
+    }
+}
+
+/// What the terminal counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TerminalCounters {
+    /// Delegation messages of a type the terminal does not know, discarded (S49's rule at
+    /// this end).
+    pub unknown_discarded: u64,
+    /// Answers for no waiting request (stale, duplicated, another session's), discarded.
+    pub stale_discarded: u64,
+    /// Delegation requests sent.
+    pub requests: u64,
+    /// COOKIE challenges sent to peers.
+    pub cookies: u64,
+}
+
+/// The peer's IKE_SA_INIT request (responder).
+struct PeerInit {
+    msg: Vec<u8>,
+    from: SocketAddr,
+    to: SocketAddr,
+    marker: bool,
+    spi_i: [u8; 8],
+}
+
+/// One delegated exchange's step (S3 … S14).
+enum Step {
+    /// Responder: S3 sent, waiting for the method.
+    Start(Box<PeerInit>),
+    /// Responder: S6 sent, waiting for the server's IKE_SA_INIT response and SK_e/SK_a.
+    KeyGen(Box<PeerInit>),
+    /// Initiator: S3 sent.
+    InitiatorStart { remote: SocketAddr },
+    /// Initiator: S6 sent, waiting for the IKE_SA_INIT request to send.
+    InitiatorKeyGen { remote: SocketAddr },
+    /// Initiator: our IKE_SA_INIT request is out; we retransmit it until the peer answers.
+    InitSent {
+        remote: SocketAddr,
+        retrans: Retrans,
+    },
+    /// Initiator: the peer's IKE_SA_INIT answer is at the server (S6 again).
+    InitAnswered {
+        remote: SocketAddr,
+        request: Vec<u8>,
+        response: Vec<u8>,
+        from: SocketAddr,
+        to: SocketAddr,
+    },
+    /// The IKE SA exists here (by our SPI); waiting for the peer's IKE_AUTH.
+    AwaitPeer { spi: [u8; 8] },
+    /// S9 sent: the peer's proof is with the server.
+    Authenticating { spi: [u8; 8] },
+    /// S13 sent: waiting for SK_d; `proof` is our own (responder).
+    Keying { spi: [u8; 8], proof: Vec<Payload> },
+}
+
+/// The delegation request an exchange waits on.
+struct Asked {
+    seq: u32,
+    bytes: Vec<u8>,
+    deadline: Instant,
+}
+
+struct Exchange {
+    step: Step,
+    asked: Option<Asked>,
+    meta: Meta,
+}
+
+/// What an exchange keeps across its steps.
+#[derive(Clone, Copy, Debug)]
+struct Meta {
+    /// The whole exchange's deadline.
+    deadline: Instant,
+    /// The sequence number of the next request (start is 0; each request one more).
+    next_seq: u32,
+}
+
+/// The channel to the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    /// No stream (yet, or it failed and nothing waits).
+    Down,
+    /// Connecting or up (the channel client queues until its handshake completes).
+    Open,
+    /// It failed with requests waiting: reconnect at `at` (attempt `tries`).
+    Retry { at: Instant, tries: u32 },
+}
+
+/// The terminal's timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// An exchange's overall deadline.
+    Exchange(u64),
+    /// The deadline of an exchange's delegation request.
+    Request(u64),
+    /// An initiator's IKE_SA_INIT retransmission.
+    InitRetransmit(u64),
+    /// An IKE SA's own timers (retransmission, linger) by our SPI.
+    Sa([u8; 8]),
+    /// The channel client's timers.
+    Channel,
+    /// Reconnect to the server.
+    Reconnect,
+}
+
+/// Seed 004's delegating terminal over IKEv2: an [`Actor`] for IKE datagrams (ports
+/// `local` and `nat_t_port`) and the stream to the server.
+pub struct Terminal {
+    cfg: TerminalConfig,
+    ike: Arc<IkeConfig>,
+    transforms: Vec<Transform>,
+    rng: Rng,
+    channel: ChannelClient,
+    link: Link,
+    out: Outbox<TerminalEvent>,
+    ike_out: Outbox<IkeEvent>,
+    plane: DataPlane,
+    exchanges: BTreeMap<u64, Exchange>,
+    /// (initiator SPI, the peer's address) → the exchange that owns it (both roles).
+    by_init: BTreeMap<[u8; 8], u64>,
+    /// IKE SAs by our SPI.
+    sas: BTreeMap<[u8; 8], IkeSa>,
+    cookies: CookieJar,
+    counters: TerminalCounters,
+}
+
+impl core::fmt::Debug for Terminal {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Terminal")
+            .field("local", &self.cfg.local)
+            .field("exchanges", &self.exchanges.len())
+            .field("ike_sas", &self.sas.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Terminal {
+    /// A terminal with data plane `plane`; `channel_rng` drives its channel to the server.
+    pub fn new(
+        cfg: TerminalConfig,
+        plane: DataPlane,
+        mut rng: Rng,
+        channel_rng: Rng,
+        now: Instant,
+    ) -> Result<Terminal, Error> {
+        let ike = cfg.ike();
+        ike.validate()?;
+        if cfg.max_exchanges == 0 || cfg.max_ike_sas == 0 {
+            return Err(IkeError::ZeroBound.into());
+        }
+        let cookies = CookieJar::new(&mut *rng, now, Duration::from_secs(300));
+        let channel = ChannelClient::new(
+            cfg.channel.clone(),
+            cfg.server_local,
+            cfg.server,
+            channel_rng,
+        );
+        Ok(Terminal {
+            transforms: cfg.transforms(),
+            ike: Arc::new(ike),
+            cfg,
+            rng,
+            channel,
+            link: Link::Down,
+            out: Outbox::default(),
+            ike_out: Outbox::default(),
+            plane,
+            exchanges: BTreeMap::new(),
+            by_init: BTreeMap::new(),
+            sas: BTreeMap::new(),
+            cookies,
+            counters: TerminalCounters::default(),
+        })
+    }
+
+    /// S1-S2: open the protected path to the server now (it also opens by itself when the
+    /// first exchange needs it).
+    pub fn connect(&mut self, now: Instant) -> Result<(), Error> {
+        self.channel.connect(now)?;
+        self.link = Link::Open;
+        self.drain_channel(now)
+    }
+
+    /// Start an IKE SA toward `remote`, whose identity must be `peer_id` (the server checks
+    /// that this terminal may reach it). Returns the delegation session.
+    pub fn initiate(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        peer_id: Identity,
+    ) -> Result<u64, Error> {
+        self.room_for_exchange()?;
+        let session = self.new_session();
+        let start = StartRequest {
+            protocol: Protocol::Ikev2,
+            role: Role::Initiator,
+            local: self.cfg.local,
+            remote,
+            peer_message: None,
+            transforms: self.transforms.clone(),
+            peer_id: Some(peer_id.payload_body()),
+        };
+        self.exchanges.insert(
+            session,
+            Exchange {
+                step: Step::InitiatorStart { remote },
+                asked: None,
+                meta: Meta {
+                    deadline: now + self.cfg.exchange_timeout,
+                    next_seq: 0,
+                },
+            },
+        );
+        self.ask(now, session, Body::StartRequest(start))?;
+        Ok(session)
+    }
+
+    /// The data plane the negotiated Child SAs are installed into.
+    pub fn data_plane(&self) -> &DataPlane {
+        &self.plane
+    }
+
+    /// The data plane, to protect and unprotect traffic or add policies.
+    pub fn data_plane_mut(&mut self) -> &mut DataPlane {
+        &mut self.plane
+    }
+
+    /// The established IKE SAs.
+    pub fn established(&self) -> Vec<IkeSaId> {
+        self.sas
+            .values()
+            .filter(|s| s.is_established())
+            .map(|s| s.id)
+            .collect()
+    }
+
+    /// The current Child SA of IKE SA `id`.
+    pub fn child_sa(&self, id: IkeSaId) -> Option<&ChildSa> {
+        self.sa_key(id)
+            .and_then(|k| self.sas.get(&k))
+            .and_then(IkeSa::current_child)
+    }
+
+    /// Delegated exchanges in progress.
+    pub fn exchange_count(&self) -> usize {
+        self.exchanges.len()
+    }
+
+    /// IKE SAs held.
+    pub fn ike_sa_count(&self) -> usize {
+        self.sas.len()
+    }
+
+    /// What was counted.
+    pub fn counters(&self) -> TerminalCounters {
+        self.counters
+    }
+
+    /// Rekey the Child SA of `id` (no PFS: nonces and SK_d, no server).
+    pub fn rekey_child(&mut self, now: Instant, id: IkeSaId) -> Result<(), Error> {
+        self.command(now, id, crate::ikev2::session::Command::Rekey)
+    }
+
+    /// Delete the IKE SA `id`.
+    pub fn delete_ike(&mut self, now: Instant, id: IkeSaId) -> Result<(), Error> {
+        self.command(now, id, crate::ikev2::session::Command::DeleteIke)
+    }
+
+    /// Send a liveness check on `id`.
+    pub fn send_liveness(&mut self, now: Instant, id: IkeSaId) -> Result<(), Error> {
+        self.command(now, id, crate::ikev2::session::Command::Liveness)
+    }
+
+    fn sa_key(&self, id: IkeSaId) -> Option<[u8; 8]> {
+        [id.spi_r, id.spi_i]
+            .into_iter()
+            .find(|k| self.sas.get(k).is_some_and(|s| s.id == id))
+    }
+
+    fn command(
+        &mut self,
+        now: Instant,
+        id: IkeSaId,
+        cmd: crate::ikev2::session::Command,
+    ) -> Result<(), Error> {
+        let key = self.sa_key(id).ok_or(IkeError::UnknownSpi)?;
+        let r = self.with_sa(now, key, |sa, ctx| sa.command(ctx, cmd));
+        self.settle(now);
+        r.unwrap_or(Err(IkeError::UnknownSpi.into()))
+    }
+
+    fn room_for_exchange(&self) -> Result<(), Error> {
+        if self.exchanges.len() >= self.cfg.max_exchanges {
+            return Err(Error::CapacityExceeded {
+                what: "delegated exchanges",
+                bound: self.cfg.max_exchanges,
+            });
+        }
+        if self.sas.len() >= self.cfg.max_ike_sas {
+            return Err(Error::CapacityExceeded {
+                what: "IKE SAs",
+                bound: self.cfg.max_ike_sas,
+            });
+        }
+        Ok(())
+    }
+
+    /// A fresh delegation session id: random, non-zero, unused here.
+    fn new_session(&mut self) -> u64 {
+        loop {
+            let s = self.rng.next_u64();
+            if s != 0 && !self.exchanges.contains_key(&s) {
+                return s;
+            }
+        }
+    }
+
+    /// Send the next delegation request of `session` and wait for its answer.
+    fn ask(&mut self, now: Instant, session: u64, body: Body) -> Result<(), Error> {
+        let Some(x) = self.exchanges.get_mut(&session) else {
+            return Ok(());
+        };
+        let seq = x.meta.next_seq;
+        let bytes = KeyxMessage { session, seq, body }
+            .encode()
+            .map_err(Error::from)?;
+        x.meta.next_seq = seq.wrapping_add(1);
+        x.asked = Some(Asked {
+            seq,
+            bytes: bytes.clone(),
+            deadline: now + self.cfg.request_timeout,
+        });
+        self.counters.requests += 1;
+        match self.link {
+            Link::Down => {
+                self.channel.connect(now)?;
+                self.link = Link::Open;
+            }
+            Link::Open => {}
+            // Sent when the channel is back (every waiting request is).
+            Link::Retry { .. } => return Ok(()),
+        }
+        let r = self.channel.send(&bytes);
+        let drained = self.drain_channel(now);
+        r.and(drained)
+    }
+
+    /// Move the channel client's outputs: its stream outputs are ours; its events are
+    /// handled here.
+    fn drain_channel(&mut self, now: Instant) -> Result<(), Error> {
+        let mut result = Ok(());
+        while let Some(o) = self.channel.poll_output() {
+            match o {
+                Output::Event(e) => {
+                    let r = self.on_channel(now, e);
+                    result = result.and(r);
+                }
+                other => {
+                    let r = self
+                        .out
+                        .push(other.map_event(|_: ChannelEvent| TerminalEvent::ServerLost));
+                    result = result.and(r);
+                }
+            }
+        }
+        result
+    }
+
+    fn on_channel(&mut self, now: Instant, e: ChannelEvent) -> Result<(), Error> {
+        match e {
+            ChannelEvent::Established { .. } => {
+                self.link = Link::Open;
+                self.out.event(TerminalEvent::ServerConnected)
+            }
+            ChannelEvent::Received { data, .. } => self.on_server(now, &data),
+            ChannelEvent::Closed { .. } | ChannelEvent::Failed { .. } => {
+                let waiting = self.exchanges.values().any(|x| x.asked.is_some());
+                let tries = match self.link {
+                    Link::Retry { tries, .. } => tries + 1,
+                    _ => 1,
+                };
+                self.link = match self.link {
+                    Link::Retry { .. } | Link::Open if waiting => {
+                        if tries > self.cfg.max_reconnects {
+                            self.link = Link::Down;
+                            self.fail_waiting(TerminalFailure::ServerUnreachable)?;
+                            return self.out.event(TerminalEvent::ServerLost);
+                        }
+                        Link::Retry {
+                            at: now + self.cfg.reconnect_delay,
+                            tries,
+                        }
+                    }
+                    _ => Link::Down,
+                };
+                self.out.event(TerminalEvent::ServerLost)
+            }
+        }
+    }
+
+    /// Every exchange waiting on the server fails.
+    fn fail_waiting(&mut self, reason: TerminalFailure) -> Result<(), Error> {
+        let waiting: Vec<u64> = self
+            .exchanges
+            .iter()
+            .filter(|(_, x)| x.asked.is_some())
+            .map(|(s, _)| *s)
+            .collect();
+        let mut result = Ok(());
+        for s in waiting {
+            result = result.and(self.fail(Instant::ZERO, s, reason));
+        }
+        result
+    }
+
+    /// Reconnect and send every waiting request again (the server answers a repeated
+    /// request from its cache; a restarted server says it knows no such session).
+    fn reconnect(&mut self, now: Instant, tries: u32) -> Result<(), Error> {
+        self.channel.connect(now)?;
+        self.link = Link::Retry {
+            at: now + self.cfg.request_timeout,
+            tries,
+        };
+        let resend: Vec<Vec<u8>> = self
+            .exchanges
+            .values()
+            .filter_map(|x| x.asked.as_ref().map(|a| a.bytes.clone()))
+            .collect();
+        let mut result = Ok(());
+        for bytes in resend {
+            result = result.and(self.channel.send(&bytes));
+        }
+        // The channel is being opened; it is `Open` for sending from now on (the client
+        // queues until its handshake completes), and a failure comes back as an event.
+        self.link = Link::Open;
+        result.and(self.drain_channel(now))
+    }
+
+    /// One message from the server.
+    fn on_server(&mut self, now: Instant, bytes: &[u8]) -> Result<(), Error> {
+        let msg = match KeyxMessage::decode(bytes, &crate::wire::Limits::default()) {
+            Ok(m) => m,
+            Err(KeyxError::UnknownMessage(_)) => {
+                self.counters.unknown_discarded += 1;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let waiting = self
+            .exchanges
+            .get(&msg.session)
+            .and_then(|x| x.asked.as_ref())
+            .is_some_and(|a| a.seq == msg.seq);
+        if !waiting || msg.body.is_request() {
+            self.counters.stale_discarded += 1;
+            return Ok(());
+        }
+        let session = msg.session;
+        let Some(x) = self.exchanges.get_mut(&session) else {
+            return Ok(());
+        };
+        x.asked = None;
+        if self.link != Link::Open {
+            self.link = Link::Open;
+        }
+        let at = Place {
+            session,
+            seq: msg.seq,
+        };
+        let r = self.answer(now, at, msg.body);
+        self.settle(now);
+        r
+    }
+
+    /// Take the server's answer for the exchange at `at`.
+    fn answer(&mut self, now: Instant, at: Place, body: Body) -> Result<(), Error> {
+        let session = at.session;
+        let Some(x) = self.exchanges.remove(&session) else {
+            return Ok(());
+        };
+        let meta = x.meta;
+        match (x.step, body) {
+            (_, Body::ErrorResponse(code)) => {
+                self.fail(now, session, TerminalFailure::Server(code))
+            }
+            (Step::Start(init), Body::StartResponse(r)) => match r.outcome {
+                StartOutcome::Proceed { method, .. } => {
+                    if !method.needs_authentication() {
+                        return self.fail(now, session, TerminalFailure::Malfunction);
+                    }
+                    self.resume(session, Step::KeyGen(init), meta);
+                    let req = KeyGenRequest { peer_message: None };
+                    self.ask(now, session, Body::KeyGenRequest(req))
+                }
+                StartOutcome::NoProposalChosen => {
+                    self.refuse_init(&init, Notify::new(notify::NO_PROPOSAL_CHOSEN, Vec::new()))?;
+                    self.report(session, TerminalFailure::NoProposalChosen)
+                }
+                StartOutcome::InvalidKe { group } => {
+                    let data = group.to_be_bytes().to_vec();
+                    self.refuse_init(&init, Notify::new(notify::INVALID_KE_PAYLOAD, data))?;
+                    self.report(session, TerminalFailure::InvalidKe)
+                }
+                StartOutcome::PolicyDenied => self.report(session, TerminalFailure::PolicyDenied),
+            },
+            (Step::KeyGen(init), Body::KeyGenResponse(k)) => {
+                self.responder_keys(now, at, meta, *init, k)
+            }
+            (Step::InitiatorStart { remote }, Body::StartResponse(r)) => match r.outcome {
+                StartOutcome::Proceed { method, .. } if method.needs_authentication() => {
+                    self.resume(session, Step::InitiatorKeyGen { remote }, meta);
+                    let req = KeyGenRequest { peer_message: None };
+                    self.ask(now, session, Body::KeyGenRequest(req))
+                }
+                StartOutcome::Proceed { .. } => {
+                    self.fail(now, session, TerminalFailure::Malfunction)
+                }
+                StartOutcome::PolicyDenied => self.report(session, TerminalFailure::PolicyDenied),
+                StartOutcome::NoProposalChosen | StartOutcome::InvalidKe { .. } => {
+                    self.report(session, TerminalFailure::NoProposalChosen)
+                }
+            },
+            (
+                Step::InitiatorKeyGen { remote } | Step::InitAnswered { remote, .. },
+                Body::KeyGenResponse(KeyGenResponse {
+                    message: Some(request),
+                    ..
+                }),
+            ) => self.send_init(now, session, meta, remote, request),
+            (
+                Step::InitAnswered {
+                    remote,
+                    request,
+                    response,
+                    from,
+                    to,
+                },
+                Body::KeyGenResponse(k),
+            ) => {
+                let _ = remote;
+                self.initiator_keys(now, at, meta, (request, response, from, to), k)
+            }
+            (Step::Authenticating { spi }, Body::AuthResponse(a)) => {
+                self.authenticated(now, at, meta, spi, a)
+            }
+            (Step::Keying { spi, proof }, Body::KeyResponse(k)) => {
+                let ctx = at.seal_context(KEY_RESPONSE);
+                let sk_d = match self.open_sealed(ctx, &k.sealed, super::decode_sk_d) {
+                    Ok(sk_d) => sk_d,
+                    Err(reason) => return self.fail_sa(now, session, spi, reason),
+                };
+                // S16-S17: the IKE SA resumes; KEYMAT and the Child SA come from SK_d.
+                self.with_sa(now, spi, |sa, ctx| {
+                    sa.server_answered(ctx, Verdict::Accepted { proof, sk_d })
+                })
+                .unwrap_or(Ok(()))
+            }
+            (step, _) => {
+                // An answer of the wrong kind for this step: the server misbehaves.
+                if let Some(spi) = step_sa(&step) {
+                    return self.fail_sa(now, session, spi, TerminalFailure::BadAnswer);
+                }
+                self.fail(now, session, TerminalFailure::BadAnswer)
+            }
+        }
+    }
+
+    fn resume(&mut self, session: u64, step: Step, meta: Meta) {
+        self.exchanges.insert(
+            session,
+            Exchange {
+                step,
+                asked: None,
+                meta,
+            },
+        );
+    }
+
+    /// Open a sealed body bound to `ctx` and decode it.
+    fn open_sealed<T>(
+        &self,
+        ctx: SealContext,
+        sealed: &[u8],
+        decode: impl FnOnce(&[u8]) -> Result<T, KeyxError>,
+    ) -> Result<T, TerminalFailure> {
+        let plain = open(&self.cfg.delegation_key, ctx, sealed)
+            .map_err(|_| TerminalFailure::SealRejected)?;
+        decode(&plain).map_err(|_| TerminalFailure::SealRejected)
+    }
+
+    /// Responder, S7: send the server's IKE_SA_INIT response and set up the IKE SA with
+    /// SK_e/SK_a.
+    fn responder_keys(
+        &mut self,
+        now: Instant,
+        at: Place,
+        meta: Meta,
+        init: PeerInit,
+        k: KeyGenResponse,
+    ) -> Result<(), Error> {
+        let session = at.session;
+        let (Some(response), Some(sealed)) = (k.message, k.sealed) else {
+            return self.fail(now, session, TerminalFailure::BadAnswer);
+        };
+        let keys =
+            match self.open_sealed(at.seal_context(KEYGEN_RESPONSE), &sealed, super::decode_sk) {
+                Ok(keys) => keys,
+                Err(reason) => return self.fail(now, session, reason),
+            };
+        let Ok(req) = Message::decode(&init.msg, &self.ike.limits) else {
+            return self.fail(now, session, TerminalFailure::BadAnswer);
+        };
+        let Ok(resp) = Message::decode(&response, &self.ike.limits) else {
+            return self.fail(now, session, TerminalFailure::BadAnswer);
+        };
+        let h = resp.header;
+        let found = Found::of(&resp.payloads);
+        let suite = found
+            .sa
+            .and_then(|sa| accept_ike(sa, &self.ike.ike_proposals));
+        let (Some(suite), Some(nr), Some(ni)) =
+            (suite, found.nonce, Found::of(&req.payloads).nonce)
+        else {
+            return self.fail(now, session, TerminalFailure::BadAnswer);
+        };
+        if h.spi_i != init.spi_i || h.spi_r == [0; 8] || self.sas.contains_key(&h.spi_r) {
+            return self.fail(now, session, TerminalFailure::BadAnswer);
+        }
+        let nat = nat_detected(&req.payloads, &init.spi_i, &[0; 8], init.from, init.to);
+        let udp_encap = nat.is_some_and(|n| n || self.cfg.force_encap);
+        let sa = IkeSa::new(NewSa {
+            authority: Authority::Delegated,
+            cfg: self.ike.clone(),
+            id: IkeSaId {
+                spi_i: h.spi_i,
+                spi_r: h.spi_r,
+            },
+            initiator: false,
+            suite,
+            keys,
+            ni: ni.to_vec(),
+            nr: nr.to_vec(),
+            init_request: init.msg.clone(),
+            init_response: response.clone(),
+            local: init.to,
+            remote: init.from,
+            nat_t: init.marker,
+            udp_encap,
+            now,
+            linger: self.cfg.exchange_timeout,
+        })?;
+        let mut ctx = Ctx::new(now, &mut self.ike_out, &mut *self.rng);
+        ctx.transmit(init.to, init.from, init.marker, &response)?;
+        self.sas.insert(h.spi_r, sa);
+        self.resume(session, Step::AwaitPeer { spi: h.spi_r }, meta);
+        self.flush_ike(now)
+    }
+
+    /// Initiator: send (or send again, after COOKIE / INVALID_KE_PAYLOAD) the IKE_SA_INIT
+    /// request the server built.
+    fn send_init(
+        &mut self,
+        now: Instant,
+        session: u64,
+        meta: Meta,
+        remote: SocketAddr,
+        request: Vec<u8>,
+    ) -> Result<(), Error> {
+        let Ok(h) = Header::decode(&request, &self.ike.limits).map(|r| r.header) else {
+            return self.fail(now, session, TerminalFailure::BadAnswer);
+        };
+        if h.exchange != ExchangeType::IkeSaInit || h.flags.response {
+            return self.fail(now, session, TerminalFailure::BadAnswer);
+        }
+        if self.by_init.get(&h.spi_i).is_some_and(|s| *s != session)
+            || self.sas.contains_key(&h.spi_i)
+        {
+            return self.fail(now, session, TerminalFailure::BadAnswer);
+        }
+        self.by_init.insert(h.spi_i, session);
+        let mut ctx = Ctx::new(now, &mut self.ike_out, &mut *self.rng);
+        ctx.transmit(self.cfg.local, remote, false, &request)?;
+        let retrans = Retrans::new(request, now, &self.cfg.retransmit);
+        self.resume(session, Step::InitSent { remote, retrans }, meta);
+        self.flush_ike(now)
+    }
+
+    /// Initiator: the peer's IKE_SA_INIT answer.
+    fn init_answer(
+        &mut self,
+        now: Instant,
+        session: u64,
+        msg: &[u8],
+        from: SocketAddr,
+        to: SocketAddr,
+    ) -> Result<(), Error> {
+        let Some(x) = self.exchanges.get(&session) else {
+            return Ok(());
+        };
+        let Step::InitSent { .. } = &x.step else {
+            // A copy of an answer already with the server.
+            return Ok(());
+        };
+        let m = Message::decode(msg, &self.ike.limits)?;
+        let h = m.header;
+        if !h.flags.response || h.message_id != 0 {
+            return Err(IkeError::NotInitResponse.into());
+        }
+        if Found::of(&m.payloads).sa.is_none()
+            && m.notify(notify::COOKIE).is_none()
+            && m.notify(notify::INVALID_KE_PAYLOAD).is_none()
+        {
+            // The peer refused outright: IKE's own failure, nothing for the server.
+            let reason = match crate::ikev2::session::error_notify(&m.payloads) {
+                Some(n) => FailReason::PeerNotify(n),
+                None => FailReason::InvalidResponse,
+            };
+            return self.fail(now, session, TerminalFailure::Peer(reason));
+        }
+        let Some(x) = self.exchanges.remove(&session) else {
+            return Ok(());
+        };
+        let Step::InitSent {
+            remote, retrans, ..
+        } = x.step
+        else {
+            return Ok(());
+        };
+        self.resume(
+            session,
+            Step::InitAnswered {
+                remote,
+                request: retrans.bytes,
+                response: msg.to_vec(),
+                from,
+                to,
+            },
+            x.meta,
+        );
+        let req = KeyGenRequest {
+            peer_message: Some(msg.to_vec()),
+        };
+        self.ask(now, session, Body::KeyGenRequest(req))
+    }
+
+    /// Initiator, S7 (final round): the keys, and our proof to send in IKE_AUTH.
+    fn initiator_keys(
+        &mut self,
+        now: Instant,
+        at: Place,
+        meta: Meta,
+        (request, response, from, to): (Vec<u8>, Vec<u8>, SocketAddr, SocketAddr),
+        k: KeyGenResponse,
+    ) -> Result<(), Error> {
+        let session = at.session;
+        let (Some(sealed), Some((first, proof))) = (k.sealed, k.local_auth) else {
+            return self.fail(now, session, TerminalFailure::BadAnswer);
+        };
+        let keys =
+            match self.open_sealed(at.seal_context(KEYGEN_RESPONSE), &sealed, super::decode_sk) {
+                Ok(keys) => keys,
+                Err(reason) => return self.fail(now, session, reason),
+            };
+        let mut count = 0;
+        let proof = decode_chain(first, &proof, &self.ike.limits, &mut count, false);
+        let (Ok(req), Ok(resp), Ok(proof)) = (
+            Message::decode(&request, &self.ike.limits),
+            Message::decode(&response, &self.ike.limits),
+            proof,
+        ) else {
+            return self.fail(now, session, TerminalFailure::BadAnswer);
+        };
+        let h = resp.header;
+        let found = Found::of(&resp.payloads);
+        let suite = found
+            .sa
+            .and_then(|sa| accept_ike(sa, &self.ike.ike_proposals));
+        let (Some(suite), Some(nr), Some(ni)) =
+            (suite, found.nonce, Found::of(&req.payloads).nonce)
+        else {
+            return self.fail(now, session, TerminalFailure::BadAnswer);
+        };
+        if h.spi_r == [0; 8] || self.sas.contains_key(&h.spi_i) {
+            return self.fail(now, session, TerminalFailure::BadAnswer);
+        }
+        let udp_encap = nat_detected(&resp.payloads, &h.spi_i, &h.spi_r, from, to)
+            .is_some_and(|nat| nat || self.cfg.force_encap);
+        let port = self.cfg.nat_t_port;
+        let (local, remote) = if udp_encap {
+            (
+                SocketAddr::new(to.ip(), port),
+                SocketAddr::new(from.ip(), port),
+            )
+        } else {
+            (to, from)
+        };
+        let mut sa = IkeSa::new(NewSa {
+            authority: Authority::Delegated,
+            cfg: self.ike.clone(),
+            id: IkeSaId {
+                spi_i: h.spi_i,
+                spi_r: h.spi_r,
+            },
+            initiator: true,
+            suite,
+            keys,
+            ni: ni.to_vec(),
+            nr: nr.to_vec(),
+            init_request: request,
+            init_response: response,
+            local,
+            remote,
+            nat_t: udp_encap,
+            udp_encap,
+            now,
+            linger: self.cfg.retransmit.initial,
+        })?;
+        let mut ctx = Ctx::new(now, &mut self.ike_out, &mut *self.rng);
+        sa.start_auth_delegated(&mut ctx, proof)?;
+        self.sas.insert(h.spi_i, sa);
+        self.resume(session, Step::AwaitPeer { spi: h.spi_i }, meta);
+        self.flush_ike(now)
+    }
+
+    /// S10-S11: the server's verdicts. On yes, ask for the key (S13); on no, the held
+    /// IKE_AUTH is refused (S19).
+    fn authenticated(
+        &mut self,
+        now: Instant,
+        at: Place,
+        meta: Meta,
+        spi: [u8; 8],
+        a: AuthResponse,
+    ) -> Result<(), Error> {
+        let session = at.session;
+        if !a.accepted() {
+            let reason = if a.auth != AuthResult::Authenticated {
+                TerminalFailure::NotAuthenticated(a.auth)
+            } else {
+                TerminalFailure::PolicyDenied
+            };
+            return self.fail_sa(now, session, spi, reason);
+        }
+        let proof = match a.local_auth {
+            Some((first, bytes)) => {
+                let mut count = 0;
+                match decode_chain(first, &bytes, &self.ike.limits, &mut count, false) {
+                    Ok(p) => p,
+                    Err(_) => return self.fail_sa(now, session, spi, TerminalFailure::BadAnswer),
+                }
+            }
+            None => Vec::new(),
+        };
+        let responder = self.sas.get(&spi).is_some_and(|s| !s.initiator);
+        if responder && proof.is_empty() {
+            return self.fail_sa(now, session, spi, TerminalFailure::BadAnswer);
+        }
+        self.resume(session, Step::Keying { spi, proof }, meta);
+        self.ask(now, session, Body::KeyRequest)
+    }
+
+    /// An exchange whose IKE SA exists failed: the held IKE_AUTH is refused to the peer
+    /// (AUTHENTICATION_FAILED), the SA goes, and the application is told.
+    fn fail_sa(
+        &mut self,
+        now: Instant,
+        session: u64,
+        spi: [u8; 8],
+        reason: TerminalFailure,
+    ) -> Result<(), Error> {
+        let ike_reason = match reason {
+            TerminalFailure::NotAuthenticated(_) => FailReason::AuthenticationFailed,
+            TerminalFailure::PolicyDenied => FailReason::IdentityMismatch,
+            _ => FailReason::AuthenticationFailed,
+        };
+        let r = self
+            .with_sa(now, spi, |sa, ctx| {
+                if sa.peer_proof().is_some() {
+                    sa.server_answered(ctx, Verdict::Refused(ike_reason))
+                } else {
+                    sa.fail(ctx, ike_reason)
+                }
+            })
+            .unwrap_or(Ok(()));
+        self.exchanges.remove(&session);
+        r.and(self.report(session, reason))
+    }
+
+    /// An exchange failed before an IKE SA existed here (or with none to tell).
+    fn fail(&mut self, now: Instant, session: u64, reason: TerminalFailure) -> Result<(), Error> {
+        if let Some(x) = self.exchanges.remove(&session)
+            && let Some(spi) = step_sa(&x.step)
+        {
+            self.exchanges.insert(session, x);
+            return self.fail_sa(now, session, spi, reason);
+        }
+        self.report(session, reason)
+    }
+
+    fn report(&mut self, session: u64, reason: TerminalFailure) -> Result<(), Error> {
+        self.exchanges.remove(&session);
+        self.by_init.retain(|_, s| *s != session);
+        self.out.event(TerminalEvent::Failed { session, reason })
+    }
+
+    /// The unencrypted IKE_SA_INIT answer carrying one notify (§2.6).
+    fn refuse_init(&mut self, init: &PeerInit, n: Notify) -> Result<(), Error> {
+        let header = Header::ike_sa_init(init.spi_i, [0; 8], true);
+        let bytes = Message {
+            header,
+            payloads: alloc::vec![Payload::Notify(n)],
+        }
+        .encode()?;
+        let mut ctx = Ctx::new(Instant::ZERO, &mut self.ike_out, &mut *self.rng);
+        ctx.transmit(init.to, init.from, init.marker, &bytes)?;
+        self.flush_ike(Instant::ZERO)
+    }
+
+    /// Responder: a peer's IKE_SA_INIT request.
+    fn peer_init(
+        &mut self,
+        now: Instant,
+        msg: &[u8],
+        from: SocketAddr,
+        to: SocketAddr,
+        marker: bool,
+    ) -> Result<(), Error> {
+        let h = Header::decode(msg, &self.ike.limits)?.header;
+        if h.message_id != 0 || !h.flags.initiator {
+            return Err(IkeError::BadInitRequestHeader.into());
+        }
+        // A retransmission: replay our answer if it exists; else it is with the server.
+        if let Some(session) = self.by_init.get(&h.spi_i).copied() {
+            let spi_r = self.exchanges.get(&session).and_then(|x| step_sa(&x.step));
+            if let Some(sa) = spi_r.and_then(|s| self.sas.get(&s)) {
+                if sa.init_request() != msg {
+                    return Err(IkeError::InitiatorSpiReused.into());
+                }
+                let mut ctx = Ctx::new(now, &mut self.ike_out, &mut *self.rng);
+                sa.replay_init(&mut ctx, from, to, marker)?;
+                return self.flush_ike(now);
+            }
+            return Ok(());
+        }
+        let m = Message::decode(msg, &self.ike.limits)?;
+        self.room_for_exchange()?;
+        let Some((_, _, ni)) = Found::of(&m.payloads).sa_ke_nonce() else {
+            let init = PeerInit {
+                msg: msg.to_vec(),
+                from,
+                to,
+                marker,
+                spi_i: h.spi_i,
+            };
+            self.refuse_init(&init, Notify::new(notify::INVALID_SYNTAX, Vec::new()))?;
+            return Err(IkeError::MissingInitPayload.into());
+        };
+        // Cookies (§2.6): stateless, a hash — the terminal does this itself.
+        if self.exchanges.len() >= self.cfg.cookie_threshold {
+            self.cookies.maybe_rotate(&mut *self.rng, now);
+            let valid = find_notify(&m.payloads, notify::COOKIE)
+                .is_some_and(|c| self.cookies.check(&c.data, ni, from.ip(), &h.spi_i));
+            if !valid {
+                let cookie = self.cookies.make(ni, from.ip(), &h.spi_i);
+                self.counters.cookies += 1;
+                let init = PeerInit {
+                    msg: Vec::new(),
+                    from,
+                    to,
+                    marker,
+                    spi_i: h.spi_i,
+                };
+                return self.refuse_init(&init, Notify::new(notify::COOKIE, cookie));
+            }
+        }
+        let session = self.new_session();
+        let init = PeerInit {
+            msg: msg.to_vec(),
+            from,
+            to,
+            marker,
+            spi_i: h.spi_i,
+        };
+        let start = StartRequest {
+            protocol: Protocol::Ikev2,
+            role: Role::Responder,
+            local: to,
+            remote: from,
+            peer_message: Some(msg.to_vec()),
+            transforms: self.transforms.clone(),
+            peer_id: None,
+        };
+        self.by_init.insert(h.spi_i, session);
+        self.exchanges.insert(
+            session,
+            Exchange {
+                step: Step::Start(Box::new(init)),
+                asked: None,
+                meta: Meta {
+                    deadline: now + self.cfg.exchange_timeout,
+                    next_seq: 0,
+                },
+            },
+        );
+        self.ask(now, session, Body::StartRequest(start))
+    }
+
+    /// Run `f` on the IKE SA with our SPI `key`, then move what it queued.
+    fn with_sa<R>(
+        &mut self,
+        now: Instant,
+        key: [u8; 8],
+        f: impl FnOnce(&mut IkeSa, &mut Ctx<'_>) -> Result<R, Error>,
+    ) -> Option<Result<R, Error>> {
+        let sa = self.sas.get_mut(&key)?;
+        let mut ctx = Ctx::new(now, &mut self.ike_out, &mut *self.rng);
+        let r = f(sa, &mut ctx);
+        let flushed = self.flush_ike(now);
+        Some(r.and_then(|v| flushed.map(|()| v)))
+    }
+
+    /// Move the IKE session's outputs out, installing and removing Child SAs in the data
+    /// plane on the way.
+    fn flush_ike(&mut self, now: Instant) -> Result<(), Error> {
+        let mut result = Ok(());
+        while let Some(o) = self.ike_out.pop() {
+            let r = match o {
+                Output::Event(e) => {
+                    self.on_ike_event(now, &e);
+                    self.out.event(TerminalEvent::Ike(e))
+                }
+                other => self.out.push(other.map_event(TerminalEvent::Ike)),
+            };
+            result = result.and(r);
+        }
+        result
+    }
+
+    fn on_ike_event(&mut self, now: Instant, e: &IkeEvent) {
+        match e {
+            IkeEvent::ChildSaEstablished { child, .. } | IkeEvent::ChildSaRekeyed { child, .. } => {
+                // A Child SA the data plane refuses (its table is full) is reported by the
+                // data plane's own event queue.
+                let _ = self.plane.install(now, (**child).clone());
+            }
+            IkeEvent::ChildSaDeleted { spi_in, .. } => {
+                let _ = self.plane.remove(*spi_in);
+            }
+            _ => {}
+        }
+    }
+
+    /// After an IKE SA handled something: a delegated IKE_AUTH that is now held goes to
+    /// the server (S9); exchanges whose SA died end; dead SAs go.
+    fn settle(&mut self, now: Instant) {
+        let waiting: Vec<(u64, [u8; 8])> = self
+            .exchanges
+            .iter()
+            .filter_map(|(s, x)| match x.step {
+                Step::AwaitPeer { spi } => Some((*s, spi)),
+                _ => None,
+            })
+            .collect();
+        for (session, spi) in waiting {
+            let proof = self.sas.get(&spi).and_then(IkeSa::peer_proof);
+            if let Some(proof) = proof {
+                let Ok((first_payload, payloads)) = encode_chain(&proof) else {
+                    // Our own payloads re-encode; nothing to do but fail if not.
+                    let _ = self.fail_sa(now, session, spi, TerminalFailure::BadAnswer);
+                    continue;
+                };
+                let Some(meta) = self.exchanges.get(&session).map(|x| x.meta) else {
+                    continue;
+                };
+                self.resume(session, Step::Authenticating { spi }, meta);
+                let req = AuthRequest {
+                    first_payload,
+                    payloads,
+                };
+                // A full outbox is reported as lost by the driver's next call.
+                let _ = self.ask(now, session, Body::AuthRequest(req));
+            }
+        }
+        let dead: Vec<[u8; 8]> = self
+            .sas
+            .iter()
+            .filter(|(_, s)| s.is_dead())
+            .map(|(k, _)| *k)
+            .collect();
+        for k in dead {
+            self.sas.remove(&k);
+            let orphans: Vec<u64> = self
+                .exchanges
+                .iter()
+                .filter(|(_, x)| step_sa(&x.step) == Some(k))
+                .map(|(s, _)| *s)
+                .collect();
+            for s in orphans {
+                self.exchanges.remove(&s);
+            }
+        }
+        let live = &self.exchanges;
+        self.by_init.retain(|_, s| live.contains_key(s));
+    }
+
+    /// An IKE datagram.
+    fn on_datagram(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
+        let Some(a) = arrival(input, self.cfg.nat_t_port, &self.ike.limits)? else {
+            return Ok(());
+        };
+        let h = a.header;
+        if h.exchange == ExchangeType::IkeSaInit && h.spi_r == [0; 8] && !h.flags.response {
+            return self.peer_init(now, a.msg, a.from, a.to, a.marker);
+        }
+        if h.exchange == ExchangeType::IkeSaInit && h.flags.response {
+            let Some(session) = self.by_init.get(&h.spi_i).copied() else {
+                return Err(IkeError::UnknownSpi.into());
+            };
+            return self.init_answer(now, session, a.msg, a.from, a.to);
+        }
+        let key = if h.flags.initiator { h.spi_r } else { h.spi_i };
+        let known = self
+            .sas
+            .get(&key)
+            .is_some_and(|s| s.id.spi_i == h.spi_i && s.id.spi_r == h.spi_r);
+        if !known {
+            return Err(IkeError::UnknownSpi.into());
+        }
+        let r = self
+            .with_sa(now, key, |sa, ctx| {
+                sa.handle(ctx, a.msg, a.from, a.to, a.marker)
+            })
+            .unwrap_or(Err(IkeError::UnknownSpi.into()));
+        self.settle(now);
+        r
+    }
+
+    fn timers(&self) -> Vec<(Timer, Instant)> {
+        let mut t = Vec::new();
+        for (s, x) in &self.exchanges {
+            t.push((Timer::Exchange(*s), x.meta.deadline));
+            if let Some(a) = &x.asked {
+                t.push((Timer::Request(*s), a.deadline));
+            }
+            if let Step::InitSent { retrans, .. } = &x.step {
+                t.push((Timer::InitRetransmit(*s), retrans.next_at()));
+            }
+        }
+        for (k, sa) in &self.sas {
+            if let Some(at) = sa.poll_timeout() {
+                t.push((Timer::Sa(*k), at));
+            }
+        }
+        if let Some(at) = self.channel.poll_timeout() {
+            t.push((Timer::Channel, at));
+        }
+        if let Link::Retry { at, .. } = self.link {
+            t.push((Timer::Reconnect, at));
+        }
+        t
+    }
+
+    fn fire(&mut self, now: Instant, timer: Timer) -> Result<(), Error> {
+        match timer {
+            Timer::Exchange(s) => {
+                if self
+                    .exchanges
+                    .get(&s)
+                    .is_some_and(|x| now >= x.meta.deadline)
+                {
+                    return self.fail(now, s, TerminalFailure::Timeout);
+                }
+                Ok(())
+            }
+            Timer::Request(s) => {
+                let late = self
+                    .exchanges
+                    .get(&s)
+                    .and_then(|x| x.asked.as_ref())
+                    .is_some_and(|a| now >= a.deadline);
+                if late {
+                    return self.fail(now, s, TerminalFailure::ServerUnreachable);
+                }
+                Ok(())
+            }
+            Timer::InitRetransmit(s) => {
+                let policy = self.cfg.retransmit;
+                let local = self.cfg.local;
+                let Some(x) = self.exchanges.get_mut(&s) else {
+                    return Ok(());
+                };
+                let Step::InitSent {
+                    remote, retrans, ..
+                } = &mut x.step
+                else {
+                    return Ok(());
+                };
+                match retrans.tick(now, &policy) {
+                    Tick::Wait => Ok(()),
+                    Tick::Resend => {
+                        let (remote, bytes) = (*remote, retrans.bytes.clone());
+                        let mut ctx = Ctx::new(now, &mut self.ike_out, &mut *self.rng);
+                        let r = ctx.transmit(local, remote, false, &bytes);
+                        r.and(self.flush_ike(now))
+                    }
+                    Tick::GiveUp => self.fail(now, s, TerminalFailure::Peer(FailReason::Timeout)),
+                }
+            }
+            Timer::Sa(k) => {
+                let r = self
+                    .with_sa(now, k, |sa, ctx| sa.handle_timeout(ctx))
+                    .unwrap_or(Ok(()));
+                self.settle(now);
+                r
+            }
+            Timer::Channel => {
+                self.channel.handle_timeout(now);
+                self.drain_channel(now)
+            }
+            Timer::Reconnect => match self.link {
+                Link::Retry { at, tries } if now >= at => self.reconnect(now, tries),
+                _ => Ok(()),
+            },
+        }
+    }
+}
+
+/// The IKE SA an exchange's step is bound to, if it has one yet.
+fn step_sa(step: &Step) -> Option<[u8; 8]> {
+    match step {
+        Step::AwaitPeer { spi } | Step::Authenticating { spi } | Step::Keying { spi, .. } => {
+            Some(*spi)
+        }
+        _ => None,
+    }
+}
+
+impl Actor for Terminal {
+    type Event = TerminalEvent;
+
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
+        match input {
+            Input::Datagram { .. } => self.on_datagram(now, input),
+            _ => {
+                let r = self.channel.handle_input(now, input);
+                let drained = self.drain_channel(now);
+                r.and(drained)
+            }
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        let fired = due(self.timers(), now);
+        for t in fired {
+            // Each timer's outputs are attempted; a full outbox is counted as lost and
+            // reported by the driver's next call, so nothing is dropped silently.
+            let _ = self.fire(now, t);
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<Output<TerminalEvent>> {
+        self.out.pop()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        earliest(self.timers())
+    }
+}

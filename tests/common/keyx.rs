@@ -1,0 +1,249 @@
+//! The seed 004 (IKEv2) world: a peer, a delegating terminal and a substitution server on
+//! their own hosts of one network, shared by tests/keyx_ike.rs and the tour (which includes
+//! this file with `#[path]`, so it uses only the simulator's own API).
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deputy::channel::{ChannelServerConfig, ClientConfig, Psk, ServerConfig};
+use deputy::ikev2::{
+    Identity, IkeConfig, IkeEvent, Initiator, InitiatorConfig, Responder, ResponderConfig,
+    SecretBytes,
+};
+use deputy::ipsec::{Action, DataPlane, DataPlaneConfig, Direction as Dir, Policy, Selector};
+use deputy::keyx::ike::{IkeProfile, IkeSubstitute, Terminal, TerminalConfig, TerminalEvent};
+use deputy::keyx::{Bounds, DelegationKey, Direction, PeerPattern, PolicyDb, SubstitutionServer};
+use deputy::sim::{LinkConfig, NetworkId, NodeId, Sim};
+use deputy::{Event, UnixTime};
+
+pub const PEER: &str = "192.0.2.10";
+pub const TERMINAL: &str = "192.0.2.20";
+pub const SERVER: &str = "192.0.2.30";
+/// The server's channel port.
+pub const SERVER_PORT: u16 = 7040;
+pub const TERMINAL_NAME: &str = "terminal-1";
+/// The IKE PSK the server holds for the terminal (the peer has it too).
+pub const IKE_PSK: &[u8] = b"ike psk between peer and terminal";
+/// The channel's pre-arranged key (the seed's S1-S2).
+pub const CHANNEL_PSK: &[u8] = b"pre-arranged key, terminal<->server";
+pub const PEER_ID: &str = "peer.example";
+pub const TERMINAL_ID: &str = "terminal.example";
+
+pub fn addr(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse().unwrap(), port)
+}
+
+pub fn delegation_key() -> DelegationKey {
+    DelegationKey::new([0x42; 32])
+}
+
+/// What a world is made of; tests change fields before building.
+pub struct Spec {
+    pub link: LinkConfig,
+    /// Peers the policy database lets reach the terminal (and the terminal reach).
+    pub allowed: Vec<PeerPattern>,
+    /// The PSK the peer uses (a wrong one makes its AUTH fail).
+    pub peer_psk: Vec<u8>,
+    /// Whether the server host runs the server (else nothing listens there).
+    pub server_up: bool,
+    pub bounds: Bounds,
+    pub terminal: fn(&mut TerminalConfig),
+    pub peer_ike: fn(&mut IkeConfig),
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Spec {
+            link: LinkConfig::default(),
+            allowed: vec![PeerPattern::Exactly(Identity::Fqdn(PEER_ID.into()))],
+            peer_psk: IKE_PSK.to_vec(),
+            server_up: true,
+            bounds: Bounds::default(),
+            terminal: |_| {},
+            peer_ike: |_| {},
+        }
+    }
+}
+
+pub struct World {
+    pub peer: NodeId,
+    pub terminal: NodeId,
+    pub server: NodeId,
+}
+
+pub type Server = SubstitutionServer<IkeSubstitute>;
+
+pub fn server_actor(sim: &Sim, spec: &Spec) -> Server {
+    let psk = Psk::new(TERMINAL_NAME, CHANNEL_PSK).unwrap();
+    let channel = ChannelServerConfig {
+        channel: Arc::new(ServerConfig::with_psks([psk], UnixTime(1_800_000_000)).unwrap()),
+        max_sessions: 16,
+    };
+    let mut policy = PolicyDb::new();
+    for p in &spec.allowed {
+        policy
+            .allow(&TERMINAL_NAME.into(), Direction::ToTerminal, p.clone())
+            .unwrap();
+        policy
+            .allow(&TERMINAL_NAME.into(), Direction::FromTerminal, p.clone())
+            .unwrap();
+    }
+    let ike = substitute(sim, policy);
+    SubstitutionServer::new(channel, ike, spec.bounds, Box::new(sim.rng("server-chan")))
+}
+
+/// The server's IKE work for the one terminal, with `policy`.
+pub fn substitute(sim: &Sim, policy: PolicyDb) -> IkeSubstitute {
+    let mut ike = IkeSubstitute::new(policy, 16, Box::new(sim.rng("server-ike")));
+    ike.provision(
+        TERMINAL_NAME.into(),
+        IkeProfile {
+            local_id: Identity::Fqdn(TERMINAL_ID.into()),
+            psk: SecretBytes::from_slice(IKE_PSK),
+            ike_proposals: IkeConfig::new(Identity::Fqdn("x".into()), b"x").ike_proposals,
+            delegation_key: delegation_key(),
+            force_encap: false,
+        },
+    )
+    .unwrap();
+    ike
+}
+
+pub fn terminal_actor(sim: &Sim, spec: &Spec) -> Terminal {
+    let psk = Psk::new(TERMINAL_NAME, CHANNEL_PSK).unwrap();
+    let channel = Arc::new(ClientConfig::with_psk(psk, UnixTime(1_800_000_000)));
+    let mut cfg = TerminalConfig::new(
+        addr(TERMINAL, 500),
+        addr(SERVER, SERVER_PORT),
+        channel,
+        delegation_key(),
+    );
+    (spec.terminal)(&mut cfg);
+    let mut plane = DataPlane::new(DataPlaneConfig::default(), Box::new(sim.rng("plane"))).unwrap();
+    plane
+        .add_policy(Policy::new(
+            Selector::parse("0.0.0.0/0", "0.0.0.0/0").unwrap(),
+            Dir::Both,
+            Action::Protect,
+        ))
+        .unwrap();
+    Terminal::new(
+        cfg,
+        plane,
+        Box::new(sim.rng("terminal")),
+        Box::new(sim.rng("terminal-chan")),
+        sim.now(),
+    )
+    .unwrap()
+}
+
+pub fn peer_ike(spec: &Spec) -> IkeConfig {
+    let mut ike = IkeConfig::new(Identity::Fqdn(PEER_ID.into()), &spec.peer_psk);
+    (spec.peer_ike)(&mut ike);
+    ike
+}
+
+fn internet(sim: &mut Sim, spec: &Spec) -> NetworkId {
+    sim.add_network("internet", "192.0.2.0/24", spec.link)
+        .unwrap()
+}
+
+fn host(
+    sim: &mut Sim,
+    name: &str,
+    net: NetworkId,
+    ip: &str,
+    actor: impl deputy::Actor<Event: Into<Event>> + 'static,
+) -> NodeId {
+    sim.add_host(name, net, ip.parse().unwrap(), actor).unwrap()
+}
+
+/// The peer initiates toward the terminal (the seed's Fig. 12).
+pub fn fig12(sim: &mut Sim, spec: &Spec) -> World {
+    let net = internet(sim, spec);
+    fig12_on(sim, spec, net)
+}
+
+/// [`fig12`] on a network the caller made (prefix 192.0.2.0/24).
+pub fn fig12_on(sim: &mut Sim, spec: &Spec, net: NetworkId) -> World {
+    let peer = Initiator::new(
+        InitiatorConfig {
+            ike: peer_ike(spec),
+            local: addr(PEER, 500),
+            remote: addr(TERMINAL, 500),
+        },
+        Box::new(sim.rng("peer")),
+    )
+    .unwrap();
+    let peer = host(sim, "peer", net, PEER, peer);
+    terminal_and_server(sim, spec, net, peer)
+}
+
+/// The terminal initiates toward a peer that responds.
+pub fn peer_responds(sim: &mut Sim, spec: &Spec) -> World {
+    let net = internet(sim, spec);
+    let peer = Responder::new(
+        ResponderConfig::new(peer_ike(spec)),
+        Box::new(sim.rng("peer")),
+        sim.now(),
+    )
+    .unwrap();
+    let peer = host(sim, "peer", net, PEER, peer);
+    terminal_and_server(sim, spec, net, peer)
+}
+
+fn terminal_and_server(sim: &mut Sim, spec: &Spec, net: NetworkId, peer: NodeId) -> World {
+    let t = terminal_actor(sim, spec);
+    let terminal = host(sim, "terminal", net, TERMINAL, t);
+    let server = if spec.server_up {
+        let s = server_actor(sim, spec);
+        let server = host(sim, "server", net, SERVER, s);
+        sim.listen(server, SERVER_PORT).unwrap();
+        server
+    } else {
+        host(
+            sim,
+            "server",
+            net,
+            SERVER,
+            deputy::sim::DatagramProbe::new(9),
+        )
+    };
+    World {
+        peer,
+        terminal,
+        server,
+    }
+}
+
+/// The terminal's events.
+pub fn terminal_events(sim: &mut Sim, node: NodeId) -> Vec<TerminalEvent> {
+    sim.events(node)
+        .unwrap()
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            Event::Keyx(deputy::keyx::KeyxEvent::Terminal(t)) => Some(t),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The peer's IKE events.
+pub fn ike_events(sim: &mut Sim, node: NodeId) -> Vec<IkeEvent> {
+    sim.events(node)
+        .unwrap()
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            Event::Ike(i) => Some(i),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Run long enough for one delegated exchange (and its retransmissions) to finish.
+pub fn settle(sim: &mut Sim) {
+    sim.run_for(Duration::from_secs(60)).unwrap();
+}

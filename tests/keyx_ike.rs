@@ -1,0 +1,779 @@
+//! Seed 004 over IKEv2 through the simulator: a peer (deputy's plain Initiator or
+//! Responder, standing in for any IKEv2 endpoint), the delegating terminal and the
+//! substitution server, each on its own host. Each test tells one flow or one refusal of
+//! the seed and asserts what every party saw.
+
+mod common;
+
+use deputy::ikev2::{FailReason, IkeEvent, Initiator, Responder};
+use deputy::keyx::ike::{Terminal, TerminalEvent, TerminalFailure};
+use deputy::keyx::messages::AuthResult;
+use deputy::sim::Sim;
+
+use common::keyx::*;
+
+fn established_child(events: &[IkeEvent]) -> Option<deputy::ipsec::ChildSa> {
+    events.iter().find_map(|e| match e {
+        IkeEvent::ChildSaEstablished { child, .. } => Some((**child).clone()),
+        _ => None,
+    })
+}
+
+fn terminal_ike(events: &[TerminalEvent]) -> Vec<IkeEvent> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            TerminalEvent::Ike(i) => Some(i.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn failures(events: &[TerminalEvent]) -> Vec<TerminalFailure> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            TerminalEvent::Failed { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Fig. 12: the peer initiates; the terminal answers with the server's IKE_SA_INIT, asks
+/// the server to authenticate the peer, gets SK_d and sets up the Child SA itself.
+#[test]
+fn peer_initiated_terminal_responds_fig12() {
+    let mut sim = Sim::new(1);
+    let spec = Spec::default();
+    let w = fig12(&mut sim, &spec);
+    sim.with_actor(w.peer, |p: &mut Initiator, now| p.start(now))
+        .unwrap()
+        .unwrap();
+    settle(&mut sim);
+
+    let peer_events = ike_events(&mut sim, w.peer);
+    let peer_child = established_child(&peer_events).expect("peer has a Child SA");
+    assert!(peer_events.iter().any(|e| matches!(
+        e,
+        IkeEvent::IkeSaEstablished { peer_id, .. }
+            if *peer_id == deputy::ikev2::Identity::Fqdn(TERMINAL_ID.into())
+    )));
+
+    let t_events = terminal_events(&mut sim, w.terminal);
+    assert!(failures(&t_events).is_empty(), "{t_events:?}");
+    let t_child = established_child(&terminal_ike(&t_events)).expect("terminal has a Child SA");
+    // The same keys on both ends, crossed.
+    assert_eq!(t_child.spi_in, peer_child.spi_out);
+    assert_eq!(t_child.spi_out, peer_child.spi_in);
+    assert_eq!(t_child.keys_in, peer_child.keys_out);
+    assert_eq!(t_child.keys_out, peer_child.keys_in);
+    // Installed into the terminal's own data plane.
+    let t = sim.actor::<Terminal>(w.terminal).unwrap();
+    assert!(t.data_plane().sa(t_child.spi_in).is_some());
+    assert_eq!(t.exchange_count(), 0);
+
+    // The server ran one Diffie-Hellman, authenticated one peer, released SK_d once.
+    let s = sim.actor::<Server>(w.server).unwrap();
+    let c = s.dispatcher().protocol().counters();
+    assert_eq!(c.diffie_hellman, 1);
+    assert_eq!(c.authenticated, 1);
+    assert_eq!(c.keys_released, 1);
+}
+
+/// The terminal initiates toward a responding peer (beyond the seed's figures).
+#[test]
+fn terminal_initiates() {
+    let mut sim = Sim::new(2);
+    let spec = Spec::default();
+    let w = peer_responds(&mut sim, &spec);
+    sim.with_actor(w.terminal, |t: &mut Terminal, now| {
+        t.initiate(
+            now,
+            addr(PEER, 500),
+            deputy::ikev2::Identity::Fqdn(PEER_ID.into()),
+        )
+    })
+    .unwrap()
+    .unwrap();
+    settle(&mut sim);
+
+    let t_events = terminal_events(&mut sim, w.terminal);
+    assert!(failures(&t_events).is_empty(), "{t_events:?}");
+    let t_child = established_child(&terminal_ike(&t_events)).expect("terminal has a Child SA");
+    let p = sim.actor::<Responder>(w.peer).unwrap();
+    let id = p.established()[0];
+    let p_child = p.child_sa(id).unwrap();
+    assert_eq!(t_child.keys_in, p_child.keys_out);
+    assert_eq!(t_child.keys_out, p_child.keys_in);
+    let c = sim
+        .actor::<Server>(w.server)
+        .unwrap()
+        .dispatcher()
+        .protocol()
+        .counters();
+    assert_eq!((c.diffie_hellman, c.keys_released), (1, 1));
+}
+
+/// S43: a peer that authenticates but is not in the policy database is refused; no key is
+/// released; the peer hears AUTHENTICATION_FAILED.
+#[test]
+fn policy_database_refuses_the_peer() {
+    let mut sim = Sim::new(3);
+    let spec = Spec {
+        allowed: vec![deputy::keyx::PeerPattern::Domain(
+            "elsewhere.example".into(),
+        )],
+        ..Spec::default()
+    };
+    let w = fig12(&mut sim, &spec);
+    sim.with_actor(w.peer, |p: &mut Initiator, now| p.start(now))
+        .unwrap()
+        .unwrap();
+    settle(&mut sim);
+    let t_events = terminal_events(&mut sim, w.terminal);
+    assert_eq!(failures(&t_events), vec![TerminalFailure::PolicyDenied]);
+    assert!(established_child(&terminal_ike(&t_events)).is_none());
+    let peer_events = ike_events(&mut sim, w.peer);
+    assert!(peer_events.iter().any(|e| matches!(
+        e,
+        IkeEvent::Failed {
+            reason: FailReason::AuthenticationFailed,
+            ..
+        }
+    )));
+    let c = sim
+        .actor::<Server>(w.server)
+        .unwrap()
+        .dispatcher()
+        .protocol()
+        .counters();
+    assert_eq!((c.policy_refused, c.keys_released), (1, 0));
+}
+
+/// S42: a peer whose AUTH does not verify (here: a wrong PSK) is refused.
+#[test]
+fn bad_peer_signature_is_refused() {
+    let mut sim = Sim::new(4);
+    let spec = Spec {
+        peer_psk: b"not the psk the server holds".to_vec(),
+        ..Spec::default()
+    };
+    let w = fig12(&mut sim, &spec);
+    sim.with_actor(w.peer, |p: &mut Initiator, now| p.start(now))
+        .unwrap()
+        .unwrap();
+    settle(&mut sim);
+    let t_events = terminal_events(&mut sim, w.terminal);
+    assert_eq!(
+        failures(&t_events),
+        vec![TerminalFailure::NotAuthenticated(AuthResult::BadAuth)]
+    );
+    let c = sim
+        .actor::<Server>(w.server)
+        .unwrap()
+        .dispatcher()
+        .protocol()
+        .counters();
+    assert_eq!((c.auth_refused, c.keys_released), (1, 0));
+}
+
+/// Phase 2 without the server (Fig. 13): a Child SA rekey asks nothing of the server.
+#[test]
+fn child_rekey_without_pfs_needs_no_server() {
+    let mut sim = Sim::new(5);
+    let spec = Spec::default();
+    let w = fig12(&mut sim, &spec);
+    sim.with_actor(w.peer, |p: &mut Initiator, now| p.start(now))
+        .unwrap()
+        .unwrap();
+    settle(&mut sim);
+    let _ = terminal_events(&mut sim, w.terminal);
+    let requests = sim
+        .actor::<Terminal>(w.terminal)
+        .unwrap()
+        .counters()
+        .requests;
+    sim.with_actor(w.peer, |p: &mut Initiator, now| p.rekey_child(now))
+        .unwrap()
+        .unwrap();
+    settle(&mut sim);
+    let t_events = terminal_events(&mut sim, w.terminal);
+    let rekeyed = terminal_ike(&t_events)
+        .into_iter()
+        .find_map(|e| match e {
+            IkeEvent::ChildSaRekeyed { child, .. } => Some(*child),
+            _ => None,
+        })
+        .expect("the terminal rekeyed the Child SA");
+    let p = sim.actor::<Initiator>(w.peer).unwrap();
+    let p_child = p.child_sa().unwrap();
+    assert_eq!(rekeyed.keys_in, p_child.keys_out);
+    let t = sim.actor::<Terminal>(w.terminal).unwrap();
+    assert_eq!(t.counters().requests, requests, "no delegation request");
+    assert!(t.data_plane().sa(rekeyed.spi_in).is_some());
+}
+
+/// No server: the exchange fails with a typed reason, no key is set, and the terminal
+/// keeps working (its tables are empty again).
+#[test]
+fn server_unreachable_fails_cleanly() {
+    let mut sim = Sim::new(6);
+    let spec = Spec {
+        server_up: false,
+        ..Spec::default()
+    };
+    let w = fig12(&mut sim, &spec);
+    sim.with_actor(w.peer, |p: &mut Initiator, now| p.start(now))
+        .unwrap()
+        .unwrap();
+    settle(&mut sim);
+    let t_events = terminal_events(&mut sim, w.terminal);
+    let f = failures(&t_events);
+    assert!(!f.is_empty(), "{t_events:?}");
+    assert!(
+        f.iter().all(|r| matches!(
+            r,
+            TerminalFailure::ServerUnreachable | TerminalFailure::Timeout
+        )),
+        "{f:?}"
+    );
+    let t = sim.actor::<Terminal>(w.terminal).unwrap();
+    assert_eq!((t.exchange_count(), t.ike_sa_count()), (0, 0));
+}
+
+/// 10% loss, duplication and reordering on every hop: IKE retransmits, the channel's TCP
+/// recovers, and the exchange still completes once.
+#[test]
+fn loss_and_reordering_are_survived() {
+    for seed in 10..14 {
+        let mut sim = Sim::new(seed);
+        let spec = Spec {
+            link: deputy::sim::LinkConfig {
+                loss: 0.1,
+                duplicate: 0.05,
+                reorder: 0.1,
+                reorder_delay: std::time::Duration::from_millis(20),
+                ..Default::default()
+            },
+            ..Spec::default()
+        };
+        let w = fig12(&mut sim, &spec);
+        sim.with_actor(w.peer, |p: &mut Initiator, now| p.start(now))
+            .unwrap()
+            .unwrap();
+        settle(&mut sim);
+        let t_events = terminal_events(&mut sim, w.terminal);
+        let children = terminal_ike(&t_events)
+            .iter()
+            .filter(|e| matches!(e, IkeEvent::ChildSaEstablished { .. }))
+            .count();
+        assert_eq!(children, 1, "seed {seed}: {t_events:?}");
+        let c = sim
+            .actor::<Server>(w.server)
+            .unwrap()
+            .dispatcher()
+            .protocol()
+            .counters();
+        assert_eq!(
+            c.diffie_hellman, 1,
+            "seed {seed}: one DH, however often asked"
+        );
+    }
+}
+
+// ------------------------------------------------- the server's rules, message by message
+
+mod direct {
+    //! The substitution server's dispatcher driven message by message, with a real peer
+    //! (deputy's Initiator) whose IKE_AUTH is opened with the keys the server released.
+
+    use super::*;
+    use deputy::ikev2::codec::{Payload, encode_chain};
+    use deputy::ikev2::keys::{IkeKeys, SecretBytes};
+    use deputy::ikev2::sk::SkCipher;
+    use deputy::ikev2::{IkeConfig, InitiatorConfig};
+    use deputy::keyx::ike::IkeSubstitute;
+    use deputy::keyx::messages::{
+        AuthRequest, Body, ErrorCode, KEYGEN_RESPONSE, KeyGenRequest, Message, Protocol, Role,
+        StartOutcome, StartRequest, Transform,
+    };
+    use deputy::keyx::{Bounds, Direction, Dispatcher, PeerPattern, PolicyDb, SealContext};
+    use deputy::{Actor, Input, Output};
+
+    pub const SESSION: u64 = 0x5E55_1011;
+
+    pub struct Direct {
+        pub d: Dispatcher<IkeSubstitute>,
+        pub peer: deputy::ikev2::Initiator,
+        pub terminal: String,
+        pub now: deputy::Instant,
+    }
+
+    pub fn every_transform() -> Vec<Transform> {
+        vec![
+            Transform {
+                kind: 1,
+                id: 12,
+                key_bits: 128,
+            },
+            Transform {
+                kind: 1,
+                id: 28,
+                key_bits: 0,
+            },
+            Transform {
+                kind: 1,
+                id: 20,
+                key_bits: 128,
+            },
+            Transform {
+                kind: 1,
+                id: 20,
+                key_bits: 256,
+            },
+            Transform {
+                kind: 2,
+                id: 5,
+                key_bits: 0,
+            },
+            Transform {
+                kind: 3,
+                id: 12,
+                key_bits: 0,
+            },
+        ]
+    }
+
+    pub fn direct(bounds: Bounds) -> Direct {
+        let sim = Sim::new(77);
+        let mut policy = PolicyDb::new();
+        let peer_id = PeerPattern::Exactly(deputy::ikev2::Identity::Fqdn(PEER_ID.into()));
+        policy
+            .allow(&TERMINAL_NAME.into(), Direction::ToTerminal, peer_id)
+            .unwrap();
+        let d = Dispatcher::new(
+            substitute(&sim, policy),
+            bounds,
+            deputy::wire::Limits::default(),
+        );
+        let peer = deputy::ikev2::Initiator::new(
+            InitiatorConfig {
+                ike: IkeConfig::new(deputy::ikev2::Identity::Fqdn(PEER_ID.into()), IKE_PSK),
+                local: addr(PEER, 500),
+                remote: addr(TERMINAL, 500),
+            },
+            Box::new(sim.rng("direct-peer")),
+        )
+        .unwrap();
+        Direct {
+            d,
+            peer,
+            terminal: TERMINAL_NAME.into(),
+            now: deputy::Instant::ZERO,
+        }
+    }
+
+    impl Direct {
+        pub fn send(&mut self, seq: u32, body: Body) -> Option<Vec<u8>> {
+            let bytes = Message {
+                session: SESSION,
+                seq,
+                body,
+            }
+            .encode()
+            .unwrap();
+            self.d.handle(self.now, &self.terminal, &bytes)
+        }
+
+        pub fn ask(&mut self, seq: u32, body: Body) -> Body {
+            let answer = self.send(seq, body).expect("an answer");
+            Message::decode(&answer, &deputy::wire::Limits::default())
+                .unwrap()
+                .body
+        }
+
+        fn peer_sends(&mut self) -> Vec<u8> {
+            let mut sent = None;
+            while let Some(o) = self.peer.poll_output() {
+                if let Output::Transmit(t) = o {
+                    sent = Some(t.data);
+                }
+            }
+            sent.expect("the peer sent a message")
+        }
+
+        /// S3-S4 with the peer's real IKE_SA_INIT request.
+        pub fn start(&mut self, transforms: Vec<Transform>) -> Body {
+            self.peer.start(self.now).unwrap();
+            let init = self.peer_sends();
+            self.ask(
+                0,
+                Body::StartRequest(StartRequest {
+                    protocol: Protocol::Ikev2,
+                    role: Role::Responder,
+                    local: addr(TERMINAL, 500),
+                    remote: addr(PEER, 500),
+                    peer_message: Some(init),
+                    transforms,
+                    peer_id: None,
+                }),
+            )
+        }
+
+        /// S6-S7, then the peer's IKE_AUTH opened with the released keys: the proof it
+        /// carries, ready for S9.
+        pub fn keygen_and_peer_proof(&mut self) -> AuthRequest {
+            let Body::KeyGenResponse(k) =
+                self.ask(1, Body::KeyGenRequest(KeyGenRequest { peer_message: None }))
+            else {
+                panic!("no key generation response");
+            };
+            let response = k.message.unwrap();
+            self.peer
+                .handle_input(
+                    self.now,
+                    Input::Datagram {
+                        from: addr(TERMINAL, 500),
+                        to: addr(PEER, 500),
+                        data: &response,
+                    },
+                )
+                .unwrap();
+            let ike_auth = self.peer_sends();
+            let ctx = SealContext {
+                msg_type: KEYGEN_RESPONSE,
+                session: SESSION,
+                seq: 1,
+            };
+            let plain = deputy::keyx::seal::open(&delegation_key(), ctx, &k.sealed.unwrap())
+                .expect("sealed for this terminal");
+            let mut fields = Vec::new();
+            let mut rest = &plain[..];
+            while rest.len() >= 2 {
+                let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                fields.push(SecretBytes::from_slice(&rest[2..2 + len]));
+                rest = &rest[2 + len..];
+            }
+            let [sk_ei, sk_er, sk_ai, sk_ar] = <[SecretBytes; 4]>::try_from(fields).unwrap();
+            let keys = IkeKeys {
+                sk_d: SecretBytes::from_slice(&[]),
+                sk_ai,
+                sk_ar,
+                sk_ei,
+                sk_er,
+                sk_pi: SecretBytes::from_slice(&[]),
+                sk_pr: SecretBytes::from_slice(&[]),
+            };
+            let suite = deputy::ikev2::IkeSuite {
+                encr: deputy::ikev2::Encr::AesCbc128,
+                integ: Some(deputy::ikev2::Integ::HmacSha256_128),
+                prf: deputy::ikev2::Prf::HmacSha256,
+                group: deputy::crypto::dh::Group::X25519,
+            };
+            let limits = deputy::ikev2::codec::Limits::default();
+            let sk = SkCipher::new(&suite, &keys, false).unwrap();
+            let payloads = sk
+                .open_raw(&ike_auth, &limits)
+                .unwrap()
+                .payloads(&limits)
+                .unwrap();
+            let proof: Vec<Payload> = payloads
+                .into_iter()
+                .filter(|p| matches!(p, Payload::IdI(_) | Payload::IdR(_) | Payload::Auth(_)))
+                .collect();
+            let (first_payload, payloads) = encode_chain(&proof).unwrap();
+            AuthRequest {
+                first_payload,
+                payloads,
+            }
+        }
+    }
+
+    pub fn proceeds(b: &Body) -> bool {
+        matches!(b, Body::StartResponse(r) if matches!(r.outcome, StartOutcome::Proceed { .. }))
+    }
+
+    pub fn error(b: &Body) -> Option<ErrorCode> {
+        match b {
+            Body::ErrorResponse(c) => Some(*c),
+            _ => None,
+        }
+    }
+}
+
+use deputy::keyx::messages::{Body, ErrorCode};
+use direct::*;
+
+/// S45 before S42/S43: the key request is refused (OutOfState), and so is one after an
+/// authentication that failed.
+#[test]
+fn key_request_before_authentication_is_refused() {
+    let mut x = direct(deputy::keyx::Bounds::default());
+    assert!(proceeds(&x.start(every_transform())));
+    let mut proof = x.keygen_and_peer_proof();
+    assert_eq!(
+        error(&x.ask(2, Body::KeyRequest)),
+        Some(ErrorCode::OutOfState)
+    );
+    // A tampered AUTH: S42 says no; the key stays refused.
+    let last = proof.payloads.len() - 1;
+    proof.payloads[last] ^= 1;
+    let Body::AuthResponse(a) = x.ask(2, Body::AuthRequest(proof)) else {
+        panic!("no authentication response");
+    };
+    assert_eq!(a.auth, AuthResult::BadAuth);
+    assert!(!a.accepted() && a.local_auth.is_none());
+    assert_eq!(
+        error(&x.ask(3, Body::KeyRequest)),
+        Some(ErrorCode::OutOfState)
+    );
+    assert_eq!(x.d.protocol().counters().keys_released, 0);
+}
+
+/// A key request repeated (the terminal lost the answer) gets the same bytes from the
+/// cache: no second computation, no second key.
+#[test]
+fn repeated_key_request_answered_from_cache() {
+    let mut x = direct(deputy::keyx::Bounds::default());
+    assert!(proceeds(&x.start(every_transform())));
+    let proof = x.keygen_and_peer_proof();
+    let Body::AuthResponse(a) = x.ask(2, Body::AuthRequest(proof)) else {
+        panic!("no authentication response");
+    };
+    assert!(a.accepted(), "{a:?}");
+    let first = x.send(3, Body::KeyRequest).unwrap();
+    let again = x.send(3, Body::KeyRequest).unwrap();
+    assert_eq!(first, again);
+    let c = x.d.protocol().counters();
+    assert_eq!((c.diffie_hellman, c.keys_released), (1, 1));
+    assert_eq!(x.d.counters().answered_from_cache, 1);
+}
+
+/// S49: a message of a type nobody knows is discarded and counted, with no answer and the
+/// session untouched.
+#[test]
+fn unknown_message_is_discarded_s49() {
+    let mut x = direct(deputy::keyx::Bounds::default());
+    assert!(proceeds(&x.start(every_transform())));
+    let mut unknown = deputy::keyx::messages::Message {
+        session: SESSION,
+        seq: 1,
+        body: Body::KeyRequest,
+    }
+    .encode()
+    .unwrap();
+    unknown[3] = 0x6E; // the header's type byte: inside the keyx range, unassigned
+    assert_eq!(x.d.handle(x.now, &x.terminal, &unknown), None);
+    assert_eq!(x.d.counters().unknown_discarded, 1);
+    // The session goes on at the same sequence number.
+    let proof = x.keygen_and_peer_proof();
+    let Body::AuthResponse(a) = x.ask(2, Body::AuthRequest(proof)) else {
+        panic!("no authentication response");
+    };
+    assert!(a.accepted());
+}
+
+/// S35: the server picks from the peer's offer only what the terminal can run.
+#[test]
+fn start_chooses_from_the_peers_offer() {
+    let mut sim = Sim::new(8);
+    let spec = Spec {
+        // The peer prefers ChaCha20-Poly1305; the terminal runs only AES-CBC/HMAC.
+        peer_ike: |ike| {
+            ike.ike_proposals = vec![
+                deputy::ikev2::IkeProposal::chacha20poly1305(&[deputy::crypto::dh::Group::X25519]),
+                deputy::ikev2::IkeProposal::aes128_sha256(&[deputy::crypto::dh::Group::X25519]),
+            ]
+        },
+        terminal: |t| {
+            t.ike_algorithms = vec![deputy::ikev2::IkeProposal::aes128_sha256(&[
+                deputy::crypto::dh::Group::X25519,
+            ])]
+        },
+        ..Spec::default()
+    };
+    let w = fig12(&mut sim, &spec);
+    sim.with_actor(w.peer, |p: &mut Initiator, now| p.start(now))
+        .unwrap()
+        .unwrap();
+    settle(&mut sim);
+    let t_events = terminal_events(&mut sim, w.terminal);
+    let suite = terminal_ike(&t_events)
+        .into_iter()
+        .find_map(|e| match e {
+            IkeEvent::IkeSaEstablished { suite, .. } => Some(suite),
+            _ => None,
+        })
+        .expect("established");
+    assert_eq!(suite.encr, deputy::ikev2::Encr::AesCbc128);
+
+    // And with nothing in common the peer hears NO_PROPOSAL_CHOSEN from the terminal.
+    let mut x = direct(deputy::keyx::Bounds::default());
+    let only_gcm = vec![
+        deputy::keyx::messages::Transform {
+            kind: 1,
+            id: 20,
+            key_bits: 192,
+        },
+        deputy::keyx::messages::Transform {
+            kind: 2,
+            id: 5,
+            key_bits: 0,
+        },
+    ];
+    let Body::StartResponse(r) = x.start(only_gcm) else {
+        panic!("no start response");
+    };
+    assert_eq!(
+        r.outcome,
+        deputy::keyx::messages::StartOutcome::NoProposalChosen
+    );
+    assert_eq!(
+        x.d.len(),
+        0,
+        "a start that does not proceed opens no session"
+    );
+}
+
+/// The bounds: the terminal's exchanges, the server's sessions per terminal.
+#[test]
+fn every_bound_is_enforced() {
+    // Terminal: one exchange at a time.
+    let mut sim = Sim::new(9);
+    let spec = Spec {
+        terminal: |t| t.max_exchanges = 1,
+        ..Spec::default()
+    };
+    let w = peer_responds(&mut sim, &spec);
+    let id = deputy::ikev2::Identity::Fqdn(PEER_ID.into());
+    let (first, second) = sim
+        .with_actor(w.terminal, |t: &mut Terminal, now| {
+            let a = t.initiate(now, addr(PEER, 500), id.clone());
+            let b = t.initiate(now, addr(PEER, 500), id.clone());
+            (a, b)
+        })
+        .unwrap();
+    assert!(first.is_ok());
+    assert!(matches!(
+        second,
+        Err(deputy::Error::CapacityExceeded {
+            what: "delegated exchanges",
+            bound: 1
+        })
+    ));
+
+    // Server: one session per terminal; the second start is refused with SessionLimit.
+    let mut x = direct(deputy::keyx::Bounds {
+        sessions_per_terminal: 1,
+        ..deputy::keyx::Bounds::default()
+    });
+    assert!(proceeds(&x.start(every_transform())));
+    let other = deputy::keyx::messages::Message {
+        session: SESSION + 1,
+        seq: 0,
+        body: Body::StartRequest(deputy::keyx::messages::StartRequest {
+            protocol: deputy::keyx::messages::Protocol::Ikev2,
+            role: deputy::keyx::messages::Role::Initiator,
+            local: addr(TERMINAL, 500),
+            remote: addr(PEER, 500),
+            peer_message: None,
+            transforms: every_transform(),
+            peer_id: Some(id.payload_body()),
+        }),
+    }
+    .encode()
+    .unwrap();
+    let answer = x.d.handle(x.now, &x.terminal, &other).unwrap();
+    let body = deputy::keyx::messages::Message::decode(&answer, &deputy::wire::Limits::default())
+        .unwrap()
+        .body;
+    assert_eq!(error(&body), Some(ErrorCode::SessionLimit));
+}
+
+/// S1-S2: every delegation message travels inside the secure channel: no deputy message of
+/// the delegation range appears in clear on the wire, while the exchange did happen.
+#[test]
+fn prearranged_key_protects_every_message() {
+    let mut sim = Sim::new(11);
+    let w = fig12(&mut sim, &Spec::default());
+    sim.with_actor(w.peer, |p: &mut Initiator, now| p.start(now))
+        .unwrap()
+        .unwrap();
+    settle(&mut sim);
+    let c = sim
+        .actor::<Server>(w.server)
+        .unwrap()
+        .dispatcher()
+        .protocol()
+        .counters();
+    assert_eq!(c.keys_released, 1);
+    let pcap = sim.pcap_bytes();
+    let clear = pcap
+        .windows(4)
+        .filter(|w| w[..2] == *b"DP" && w[2] == 1 && (0x60..=0x69).contains(&w[3]))
+        .count();
+    assert_eq!(clear, 0, "a delegation message header in clear");
+    // The channel's own records do appear (the positive control of the search).
+    let records = pcap
+        .windows(3)
+        .filter(|w| w[..2] == *b"DP" && w[2] == 1)
+        .count();
+    assert!(records > 0);
+}
+
+mod arbitrary_sequences {
+    //! Arbitrary delegation-message sequences into the server's IKE work after a genuine
+    //! start: no panic, every answer decodes, and SK_d is never released unless an
+    //! authentication response of the same session said authenticated and allowed.
+
+    use super::direct::*;
+    use deputy::keyx::messages::{AuthRequest, Body, KeyGenRequest, Message, Relay};
+    use proptest::prelude::*;
+
+    fn body() -> impl Strategy<Value = (u32, Body)> {
+        let bytes = proptest::collection::vec(any::<u8>(), 0..200);
+        let seq = 0u32..6;
+        prop_oneof![
+            (seq.clone(), proptest::option::of(bytes.clone()))
+                .prop_map(|(s, m)| (s, Body::KeyGenRequest(KeyGenRequest { peer_message: m }))),
+            (seq.clone(), any::<u8>(), bytes.clone()).prop_map(|(s, f, p)| (
+                s,
+                Body::AuthRequest(AuthRequest {
+                    first_payload: f,
+                    payloads: p,
+                })
+            )),
+            seq.clone().prop_map(|s| (s, Body::KeyRequest)),
+            (seq, bytes).prop_map(|(s, d)| (s, Body::Relay(Relay { data: d }))),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 64,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x5EED_0004),
+            ..ProptestConfig::default()
+        })]
+        #[test]
+        fn arbitrary_delegation_sequences_never_panic_or_leak_keys(
+            genuine_keygen in any::<bool>(),
+            steps in proptest::collection::vec(body(), 0..12),
+        ) {
+            let mut x = direct(deputy::keyx::Bounds::default());
+            prop_assert!(proceeds(&x.start(every_transform())));
+            if genuine_keygen {
+                let _ = x.keygen_and_peer_proof();
+            }
+            for (seq, b) in steps {
+                let Some(answer) = x.send(seq, b) else { continue };
+                let m = Message::decode(&answer, &deputy::wire::Limits::default());
+                prop_assert!(m.is_ok(), "an answer that does not decode");
+                if let Ok(Message { body: Body::KeyResponse(_), .. }) = m {
+                    prop_assert!(false, "SK_d released without authentication");
+                }
+            }
+            prop_assert_eq!(x.d.protocol().counters().keys_released, 0);
+            prop_assert!(x.d.protocol().counters().diffie_hellman <= 1);
+        }
+    }
+}
