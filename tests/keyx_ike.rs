@@ -352,7 +352,7 @@ mod direct {
             .allow(&TERMINAL_NAME.into(), Direction::ToTerminal, peer_id)
             .unwrap();
         let d = Dispatcher::new(
-            substitute(&sim, policy),
+            substitute(&sim, &Spec::default(), policy),
             bounds,
             deputy::wire::Limits::default(),
         );
@@ -774,6 +774,160 @@ mod arbitrary_sequences {
             }
             prop_assert_eq!(x.d.protocol().counters().keys_released, 0);
             prop_assert!(x.d.protocol().counters().diffie_hellman <= 1);
+        }
+    }
+}
+
+// ------------------------------------------------------------------- certificates
+
+mod certificates {
+    //! S42 with certificates: the server signs with the terminal's key and checks the
+    //! peer's chain against its authentication-key database, then S43 its policy.
+
+    use super::*;
+    use common::certs::{Alg, Issued, leaf, root};
+    use deputy::ikev2::auth::{AuthKeyDb, Credential, Signer};
+    use deputy::ikev2::{Identity, IkeConfig};
+
+    fn signer(l: &Issued) -> Signer {
+        Signer::new(l.key.clone(), vec![l.der.clone()]).unwrap()
+    }
+
+    fn db(ca: &Issued) -> AuthKeyDb {
+        let mut db = AuthKeyDb::new();
+        db.add_trust_anchor(&ca.der).unwrap();
+        db
+    }
+
+    /// A world where the terminal's server holds a certificate from `ca` and trusts `ca`;
+    /// the peer holds `peer_cert` and trusts `ca`.
+    pub fn spec(alg: Alg, ca: &Issued, peer_cert: &Issued) -> Spec {
+        let terminal_cert = leaf(alg, 21, TERMINAL_ID, ca);
+        Spec {
+            credential: Credential::Signature(signer(&terminal_cert)),
+            auth_db: db(ca),
+            peer: Some(IkeConfig::with_certificate(
+                Identity::Fqdn(PEER_ID.into()),
+                signer(peer_cert),
+                db(ca),
+                ANCHOR,
+            )),
+            ..Spec::default()
+        }
+    }
+
+    fn run_fig12(
+        spec: &Spec,
+        seed: u64,
+    ) -> (
+        Vec<TerminalEvent>,
+        Vec<IkeEvent>,
+        deputy::keyx::ike::IkeSubstituteCounters,
+    ) {
+        let mut sim = Sim::new(seed);
+        let w = fig12(&mut sim, spec);
+        sim.with_actor(w.peer, |p: &mut Initiator, now| p.start(now))
+            .unwrap()
+            .unwrap();
+        settle(&mut sim);
+        let c = sim
+            .actor::<Server>(w.server)
+            .unwrap()
+            .dispatcher()
+            .protocol()
+            .counters();
+        (
+            terminal_events(&mut sim, w.terminal),
+            ike_events(&mut sim, w.peer),
+            c,
+        )
+    }
+
+    /// ECDSA P-256 and Ed25519 certificates, both roles: the peer's chain is checked at the
+    /// server and the policy consulted; the terminal never sees a private key.
+    #[test]
+    fn authentication_checks_certificate_and_policy() {
+        for alg in [Alg::P256, Alg::Ed25519] {
+            let ca = root(alg, 20, "CN=keyx test CA");
+            let peer_cert = leaf(alg, 22, PEER_ID, &ca);
+            let spec = spec(alg, &ca, &peer_cert);
+
+            // Fig. 12 with certificates.
+            let (t, p, c) = run_fig12(&spec, 30);
+            assert!(failures(&t).is_empty(), "{alg:?}: {t:?}");
+            let t_child = established_child(&terminal_ike(&t)).expect("terminal Child SA");
+            let p_child = established_child(&p).expect("peer Child SA");
+            assert_eq!(t_child.keys_in, p_child.keys_out);
+            assert!(p.iter().any(|e| matches!(
+                e,
+                IkeEvent::IkeSaEstablished { peer_id, .. }
+                    if *peer_id == Identity::Fqdn(TERMINAL_ID.into())
+            )));
+            assert_eq!((c.authenticated, c.proofs, c.keys_released), (1, 1, 1));
+
+            // The terminal initiates, with certificates.
+            let mut sim = Sim::new(31);
+            let w = peer_responds(&mut sim, &spec);
+            sim.with_actor(w.terminal, |t: &mut Terminal, now| {
+                t.initiate(now, addr(PEER, 500), Identity::Fqdn(PEER_ID.into()))
+            })
+            .unwrap()
+            .unwrap();
+            settle(&mut sim);
+            let t = terminal_events(&mut sim, w.terminal);
+            assert!(failures(&t).is_empty(), "{alg:?} initiator: {t:?}");
+            assert!(established_child(&terminal_ike(&t)).is_some());
+
+            // S43 after S42: an authenticated peer the policy does not list.
+            let denied = Spec {
+                allowed: vec![deputy::keyx::PeerPattern::Domain(
+                    "elsewhere.example".into(),
+                )],
+                ..spec
+            };
+            let (t, _, c) = run_fig12(&denied, 32);
+            assert_eq!(failures(&t), vec![TerminalFailure::PolicyDenied]);
+            assert_eq!(
+                (c.authenticated, c.policy_refused, c.keys_released),
+                (0, 1, 0)
+            );
+        }
+    }
+
+    /// S42 refusals with certificates, each with its own result.
+    #[test]
+    fn bad_certificates_are_refused_with_their_reason() {
+        let ca = root(Alg::P256, 40, "CN=keyx test CA");
+        let stranger_ca = root(Alg::P256, 41, "CN=someone else's CA");
+        let cases: [(Issued, AuthResult); 2] = [
+            (
+                leaf(Alg::P256, 42, PEER_ID, &stranger_ca),
+                AuthResult::UnknownCa,
+            ),
+            (
+                leaf(Alg::P256, 43, "not-the-peer.example", &ca),
+                AuthResult::IdentityMismatch,
+            ),
+        ];
+        for (peer_cert, expected) in cases {
+            let mut spec = spec(Alg::P256, &ca, &peer_cert);
+            if expected == AuthResult::UnknownCa {
+                // The peer itself trusts our CA, so only the server's check can fail.
+                spec.peer = Some(IkeConfig::with_certificate(
+                    deputy::ikev2::Identity::Fqdn(PEER_ID.into()),
+                    signer(&peer_cert),
+                    db(&ca),
+                    ANCHOR,
+                ));
+            }
+            let (t, p, c) = run_fig12(&spec, 50);
+            assert_eq!(
+                failures(&t),
+                vec![TerminalFailure::NotAuthenticated(expected)],
+                "{t:?}"
+            );
+            assert!(p.iter().any(|e| matches!(e, IkeEvent::Failed { .. })));
+            assert_eq!((c.auth_refused, c.keys_released), (1, 0));
         }
     }
 }

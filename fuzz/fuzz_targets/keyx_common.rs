@@ -53,13 +53,23 @@ pub fn dispatcher(bounds: Bounds, seed: u64) -> Dispatcher<IkeSubstitute> {
             .allow(&TERMINALS[0].into(), dir, allowed.clone())
             .expect("policy");
     }
-    let mut ike = IkeSubstitute::new(policy, 2, Box::new(ChaCha20Rng::seed_from_u64(seed)));
+    let mut ike = IkeSubstitute::new(
+        policy,
+        2,
+        deputy::UnixTime(1_800_000_000),
+        Box::new(ChaCha20Rng::seed_from_u64(seed)),
+    );
     for name in TERMINALS {
         ike.provision(
             name.into(),
             IkeProfile {
                 local_id: Identity::Fqdn(TERMINAL_ID.into()),
-                psk: SecretBytes::from_slice(IKE_PSK),
+                credential: deputy::ikev2::auth::Credential::Psk(SecretBytes::from_slice(IKE_PSK)),
+                auth_db: {
+                    let mut db = deputy::ikev2::auth::AuthKeyDb::new();
+                    db.set_any_peer_psk(Some(IKE_PSK));
+                    db
+                },
                 ike_proposals: IkeConfig::new(Identity::Fqdn("x".into()), b"x").ike_proposals,
                 delegation_key: delegation_key(),
                 force_encap: false,

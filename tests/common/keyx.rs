@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deputy::channel::{ChannelServerConfig, ClientConfig, Psk, ServerConfig};
+use deputy::ikev2::auth::{AuthKeyDb, Credential};
 use deputy::ikev2::{
     Identity, IkeConfig, IkeEvent, Initiator, InitiatorConfig, Responder, ResponderConfig,
     SecretBytes,
@@ -32,6 +33,9 @@ pub const CHANNEL_PSK: &[u8] = b"pre-arranged key, terminal<->server";
 pub const PEER_ID: &str = "peer.example";
 pub const TERMINAL_ID: &str = "terminal.example";
 
+/// The wall-clock time at the simulator's start (certificates are judged against it).
+pub const ANCHOR: UnixTime = UnixTime(1_800_000_000);
+
 pub fn addr(ip: &str, port: u16) -> SocketAddr {
     SocketAddr::new(ip.parse().unwrap(), port)
 }
@@ -52,6 +56,13 @@ pub struct Spec {
     pub bounds: Bounds,
     pub terminal: fn(&mut TerminalConfig),
     pub peer_ike: fn(&mut IkeConfig),
+    /// The credential the server acts with for the terminal.
+    pub credential: Credential,
+    /// The server's authentication-key database for the terminal's peers.
+    pub auth_db: AuthKeyDb,
+    /// The peer's own configuration, when a test builds it (certificates); else a PSK one
+    /// from `peer_psk` and `peer_ike`.
+    pub peer: Option<IkeConfig>,
 }
 
 impl Default for Spec {
@@ -64,6 +75,13 @@ impl Default for Spec {
             bounds: Bounds::default(),
             terminal: |_| {},
             peer_ike: |_| {},
+            credential: Credential::Psk(SecretBytes::from_slice(IKE_PSK)),
+            auth_db: {
+                let mut db = AuthKeyDb::new();
+                db.set_any_peer_psk(Some(IKE_PSK));
+                db
+            },
+            peer: None,
         }
     }
 }
@@ -91,18 +109,19 @@ pub fn server_actor(sim: &Sim, spec: &Spec) -> Server {
             .allow(&TERMINAL_NAME.into(), Direction::FromTerminal, p.clone())
             .unwrap();
     }
-    let ike = substitute(sim, policy);
+    let ike = substitute(sim, spec, policy);
     SubstitutionServer::new(channel, ike, spec.bounds, Box::new(sim.rng("server-chan")))
 }
 
 /// The server's IKE work for the one terminal, with `policy`.
-pub fn substitute(sim: &Sim, policy: PolicyDb) -> IkeSubstitute {
-    let mut ike = IkeSubstitute::new(policy, 16, Box::new(sim.rng("server-ike")));
+pub fn substitute(sim: &Sim, spec: &Spec, policy: PolicyDb) -> IkeSubstitute {
+    let mut ike = IkeSubstitute::new(policy, 16, ANCHOR, Box::new(sim.rng("server-ike")));
     ike.provision(
         TERMINAL_NAME.into(),
         IkeProfile {
             local_id: Identity::Fqdn(TERMINAL_ID.into()),
-            psk: SecretBytes::from_slice(IKE_PSK),
+            credential: spec.credential.clone(),
+            auth_db: spec.auth_db.clone(),
             ike_proposals: IkeConfig::new(Identity::Fqdn("x".into()), b"x").ike_proposals,
             delegation_key: delegation_key(),
             force_encap: false,
@@ -141,6 +160,9 @@ pub fn terminal_actor(sim: &Sim, spec: &Spec) -> Terminal {
 }
 
 pub fn peer_ike(spec: &Spec) -> IkeConfig {
+    if let Some(ike) = &spec.peer {
+        return ike.clone();
+    }
     let mut ike = IkeConfig::new(Identity::Fqdn(PEER_ID.into()), &spec.peer_psk);
     (spec.peer_ike)(&mut ike);
     ike

@@ -25,12 +25,15 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 
 use crate::crypto::dh::KeyPair;
-use crate::ikev2::codec::{
-    AuthPayload, ExchangeType, Header, Identity, KePayload, Limits, Message, Notify, Payload,
-    decode_chain, encode_chain,
+use crate::ikev2::auth::{
+    AuthKeyDb, Credential, Proof, cert_payloads, prove, sa_init_payloads, verify,
 };
-use crate::ikev2::consts::{auth_method, notify, transform as t};
-use crate::ikev2::keys::{IkeKeys, SecretBytes, psk_auth, skeyseed};
+use crate::ikev2::codec::{
+    ExchangeType, Header, Identity, KePayload, Limits, Message, Notify, Payload, decode_chain,
+    encode_chain,
+};
+use crate::ikev2::consts::{notify, transform as t};
+use crate::ikev2::keys::{IkeKeys, skeyseed};
 use crate::ikev2::nat::{nat_detected, natd_notifies, natd_source};
 use crate::ikev2::proposal::{
     IkeChoice, IkeProposal, IkeSuite, accept_ike, ike_offer, invalid_ke_group, select_ike,
@@ -44,7 +47,7 @@ use crate::keyx::messages::{
 };
 use crate::keyx::policy::{Direction, PolicyDb};
 use crate::keyx::seal::{DelegationKey, seal};
-use crate::{Instant, Rng};
+use crate::{Instant, Rng, UnixTime};
 
 /// COOKIE and INVALID_KE_PAYLOAD rounds tolerated in one delegated IKE_SA_INIT (the plain
 /// initiator's bound).
@@ -55,10 +58,12 @@ const MAX_INIT_ROUNDS: u8 = 4;
 pub struct IkeProfile {
     /// The identity the server authenticates as, on the terminal's behalf (its IDi or IDr).
     pub local_id: Identity,
-    /// The IKE pre-shared key: the credential the server proves the terminal's identity
-    /// with and, IKE PSKs being symmetric, the key the peer's AUTH is checked against (the
-    /// authentication-key database entry for this terminal's peers).
-    pub psk: SecretBytes,
+    /// The credential the server proves the terminal's identity with: an IKE pre-shared
+    /// key, or a private key with its certificate chain. It never leaves the server.
+    pub credential: Credential,
+    /// The authentication-key database the peers of this terminal are checked against
+    /// (S42): trust anchors, pinned peer keys, peer PSKs.
+    pub auth_db: AuthKeyDb,
     /// IKE SA proposals in preference order; only those whose symmetric transforms the
     /// terminal can run are used.
     pub ike_proposals: Vec<IkeProposal>,
@@ -176,6 +181,7 @@ pub struct IkeSubstituteCounters {
 
 /// Seed 004's substitution server, IKEv2 part: a [`Substitute`] for the dispatcher.
 pub struct IkeSubstitute {
+    time_anchor: UnixTime,
     profiles: BTreeMap<TerminalId, IkeProfile>,
     max_terminals: usize,
     policy: PolicyDb,
@@ -195,8 +201,17 @@ impl core::fmt::Debug for IkeSubstitute {
 
 impl IkeSubstitute {
     /// A server for at most `max_terminals` provisioned terminals, with `policy`.
-    pub fn new(policy: PolicyDb, max_terminals: usize, rng: Rng) -> IkeSubstitute {
+    ///
+    /// `time_anchor` is the wall-clock time at the driver's `Instant::ZERO`: certificates
+    /// are judged at `UnixTime::at(time_anchor, now)`.
+    pub fn new(
+        policy: PolicyDb,
+        max_terminals: usize,
+        time_anchor: UnixTime,
+        rng: Rng,
+    ) -> IkeSubstitute {
         IkeSubstitute {
+            time_anchor,
             profiles: BTreeMap::new(),
             max_terminals,
             policy,
@@ -279,7 +294,7 @@ impl IkeSubstitute {
             request.local,
         );
         let outcome = StartOutcome::Proceed {
-            method: Method::IkePsk,
+            method: method_of(&profile.credential),
             transforms: suite_transforms(&choice.suite),
             sa: chain(&[Payload::Sa(alloc::vec![
                 choice.suite.to_proposal(choice.num)
@@ -350,7 +365,7 @@ impl IkeSubstitute {
                     all
                 });
         let outcome = StartOutcome::Proceed {
-            method: Method::IkePsk,
+            method: method_of(&profile.credential),
             transforms,
             sa: chain(&[Payload::Sa(ike_offer(&proposals))])?.1,
         };
@@ -409,6 +424,11 @@ impl IkeSubstitute {
             );
             payloads.extend(natd_notifies(source, &c.spi_i, &spi_r, c.remote));
         }
+        payloads.extend(sa_init_payloads(
+            &profile.credential,
+            &profile.auth_db,
+            true,
+        ));
         let header = Header::ike_sa_init(c.spi_i, spi_r, true);
         let response = Message { header, payloads }
             .encode()
@@ -466,7 +486,7 @@ impl IkeSubstitute {
                 // step (a retransmission would have repeated the sequence number).
                 return refuse(o, ErrorCode::OutOfState);
             }
-            return self.build_init(o);
+            return self.build_init(profile, o);
         };
         if o.request.is_empty() {
             return refuse(o, ErrorCode::OutOfState);
@@ -492,7 +512,7 @@ impl IkeSubstitute {
             {
                 o.rounds += 1;
                 o.cookie = Some(c.data.clone());
-                return self.build_init(o);
+                return self.build_init(profile, o);
             }
             if let Some(n) = m.notify(notify::INVALID_KE_PAYLOAD)
                 && let Some(g) = invalid_ke_group(n, &o.proposals)
@@ -501,7 +521,7 @@ impl IkeSubstitute {
             {
                 o.rounds += 1;
                 o.kp = KeyPair::generate(g, &mut *self.rng);
-                return self.build_init(o);
+                return self.build_init(profile, o);
             }
             return refuse(o, ErrorCode::BadRequest);
         };
@@ -526,22 +546,25 @@ impl IkeSubstitute {
         };
         // Our AUTH (§2.15): over the request this server built, the peer's nonce, and the
         // identity provisioned for this terminal.
-        let auth = psk_auth(
-            profile.psk.as_bytes(),
+        let Ok(Proof { auth, certs }) = prove(
+            &profile.credential,
+            keys.sk_pi.as_bytes(),
             &o.request,
             nr,
-            keys.sk_pi.as_bytes(),
-            &profile.local_id.payload_body(),
-        );
+            &profile.local_id,
+            &mut *self.rng,
+        ) else {
+            return (IkeSession::Refused, Err(ErrorCode::Internal));
+        };
         self.counters.proofs += 1;
-        let proof = [
-            Payload::IdI(profile.local_id.clone()),
-            Payload::IdR(o.peer_id.clone()),
-            Payload::Auth(AuthPayload {
-                method: auth_method::SHARED_KEY_MIC,
-                data: auth.to_vec(),
-            }),
-        ];
+        let mut proof = alloc::vec![Payload::IdI(profile.local_id.clone())];
+        proof.extend(certs.into_iter().map(Payload::Cert));
+        // RFC 7296 §3.7: an initiator asks for certificates in IKE_AUTH.
+        if let Some(req) = profile.auth_db.certreq() {
+            proof.push(Payload::CertReq(req));
+        }
+        proof.push(Payload::IdR(o.peer_id.clone()));
+        proof.push(Payload::Auth(auth));
         let local_auth = match chain(&proof) {
             Ok(c) => c,
             Err(code) => return (IkeSession::Refused, Err(code)),
@@ -573,7 +596,11 @@ impl IkeSubstitute {
     }
 
     /// The IKE_SA_INIT request of an offer (as the plain initiator builds it).
-    fn build_init(&mut self, mut o: Box<Offering>) -> (IkeSession, Result<Body, ErrorCode>) {
+    fn build_init(
+        &mut self,
+        profile: &IkeProfile,
+        mut o: Box<Offering>,
+    ) -> (IkeSession, Result<Body, ErrorCode>) {
         let header = Header::ike_sa_init(o.spi_i, [0; 8], false);
         let mut payloads = Vec::new();
         if let Some(c) = &o.cookie {
@@ -586,6 +613,11 @@ impl IkeSubstitute {
         }));
         payloads.push(Payload::Nonce(o.ni.clone()));
         payloads.extend(natd_notifies(o.natd_src, &o.spi_i, &[0; 8], o.remote));
+        payloads.extend(sa_init_payloads(
+            &profile.credential,
+            &profile.auth_db,
+            false,
+        ));
         let bytes = match (Message { header, payloads }).encode() {
             Ok(b) => b,
             Err(_) => return (IkeSession::Offering(o), Err(ErrorCode::Internal)),
@@ -605,6 +637,7 @@ impl IkeSubstitute {
     /// and for a responder our own proof.
     fn authenticate(
         &mut self,
+        now: Instant,
         terminal: &TerminalId,
         profile: &IkeProfile,
         mut k: Box<Keyed>,
@@ -626,27 +659,27 @@ impl IkeSubstitute {
             return (IkeSession::Keyed(k), Err(ErrorCode::BadRequest));
         };
         // The peer signed the IKE_SA_INIT message it sent, our nonce, and its identity
-        // under its own SK_p.
+        // under its own SK_p; certificates are judged at the server's wall-clock time.
         let (signed, nonce, sk_p) = if k.initiator {
             (&k.init_response, &k.ni, &k.keys.sk_pr)
         } else {
             (&k.init_request, &k.nr, &k.keys.sk_pi)
         };
-        let expected = psk_auth(
-            profile.psk.as_bytes(),
+        let verdict = match verify(
+            &profile.auth_db,
+            sk_p.as_bytes(),
             signed,
             nonce,
-            sk_p.as_bytes(),
-            &peer_id.payload_body(),
-        );
-        let verdict = if auth.method != auth_method::SHARED_KEY_MIC {
-            AuthResult::UnsupportedMethod
-        } else if !crate::crypto::ct_eq(&expected[..], &auth.data) {
-            AuthResult::BadAuth
-        } else if k.wanted.as_ref().is_some_and(|w| w != peer_id) {
-            AuthResult::IdentityMismatch
-        } else {
-            AuthResult::Authenticated
+            peer_id,
+            auth,
+            &cert_payloads(&payloads),
+            UnixTime::at(self.time_anchor, now),
+        ) {
+            Err(failure) => AuthResult::from_code(failure.code()),
+            Ok(_) if k.wanted.as_ref().is_some_and(|w| w != peer_id) => {
+                AuthResult::IdentityMismatch
+            }
+            Ok(_) => AuthResult::Authenticated,
         };
         let direction = if k.initiator {
             Direction::FromTerminal
@@ -680,21 +713,20 @@ impl IkeSubstitute {
         } else {
             // Our AUTH as responder: over the IKE_SA_INIT response this server built, the
             // peer's nonce, and the provisioned identity.
-            let ours = psk_auth(
-                profile.psk.as_bytes(),
+            let Ok(Proof { auth, certs }) = prove(
+                &profile.credential,
+                k.keys.sk_pr.as_bytes(),
                 &k.init_response,
                 &k.ni,
-                k.keys.sk_pr.as_bytes(),
-                &profile.local_id.payload_body(),
-            );
+                &profile.local_id,
+                &mut *self.rng,
+            ) else {
+                return (IkeSession::Keyed(k), Err(ErrorCode::Internal));
+            };
             self.counters.proofs += 1;
-            let proof = [
-                Payload::IdR(profile.local_id.clone()),
-                Payload::Auth(AuthPayload {
-                    method: auth_method::SHARED_KEY_MIC,
-                    data: ours.to_vec(),
-                }),
-            ];
+            let mut proof = alloc::vec![Payload::IdR(profile.local_id.clone())];
+            proof.extend(certs.into_iter().map(Payload::Cert));
+            proof.push(Payload::Auth(auth));
             match chain(&proof) {
                 Ok(c) => Some(c),
                 Err(e) => return (IkeSession::Keyed(k), Err(e)),
@@ -736,7 +768,7 @@ impl Substitute for IkeSubstitute {
 
     fn step(
         &mut self,
-        _now: Instant,
+        now: Instant,
         terminal: &TerminalId,
         at: Place,
         session: &mut IkeSession,
@@ -759,7 +791,7 @@ impl Substitute for IkeSubstitute {
                 self.initiator_keygen(&profile, at, o, k.peer_message.as_deref())
             }
             (IkeSession::Keyed(k), Body::AuthRequest(a)) => {
-                self.authenticate(terminal, &profile, k, a)
+                self.authenticate(now, terminal, &profile, k, a)
             }
             (IkeSession::Authenticated(k), Body::KeyRequest) => {
                 self.counters.keys_released += 1;
@@ -844,4 +876,12 @@ fn runnable(ours: &[IkeProposal], terminal: &[Transform]) -> Vec<IkeProposal> {
         })
         .cloned()
         .collect()
+}
+
+/// The method a credential authenticates with (S35's decision).
+fn method_of(credential: &Credential) -> Method {
+    match credential {
+        Credential::Psk(_) => Method::IkePsk,
+        Credential::Signature(_) => Method::IkeSignature,
+    }
 }
