@@ -590,3 +590,78 @@ fn configuration_rules_have_their_errors() {
     assert_eq!(AuthFailure::NotYetValid.code(), 3);
     assert_eq!(AuthFailure::ChainTooLong.code(), 18);
 }
+
+/// A genuine certificate proof (P-256 leaf under an Ed25519 intermediate under a P-256
+/// root, and an Ed25519 leaf straight under the root) and its database, made once.
+fn genuine() -> &'static (AuthKeyDb, Vec<Proof>) {
+    static CELL: std::sync::OnceLock<(AuthKeyDb, Vec<Proof>)> = std::sync::OnceLock::new();
+    CELL.get_or_init(|| {
+        let ca = certs::root(Alg::P256, 1, "Root");
+        let inter = certs::issue(
+            &Spec::ca("Intermediate"),
+            certs::key(Alg::Ed25519, 4),
+            Some(&ca),
+            4,
+        );
+        let a = certs::leaf(Alg::P256, 2, "peer.example", &inter);
+        let b = certs::leaf(Alg::Ed25519, 3, "peer.example", &ca);
+        let id = fqdn("peer.example");
+        let proofs = vec![
+            proof(&signer(&a, &[&inter]), &id),
+            proof(&signer(&b, &[]), &id),
+        ];
+        (db_with(&[&ca]), proofs)
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+    /// Any change to a genuine proof — a byte of a certificate or of the AUTH data
+    /// altered, either truncated — is refused, and nothing panics.
+    #[test]
+    fn altered_proofs_are_refused_and_never_panic(
+        which in 0usize..2,
+        target in 0usize..3,
+        at in proptest::prelude::any::<proptest::sample::Index>(),
+        xor in 1u8..=255,
+        truncate in proptest::prelude::any::<bool>(),
+    ) {
+        let (db, proofs) = genuine();
+        let id = fqdn("peer.example");
+        let mut p = proofs[which].clone();
+        proptest::prop_assert!(check(db, &id, &p).is_ok());
+        let bytes = match target {
+            0 => &mut p.auth.data,
+            1 => &mut p.certs[0].data,
+            _ => &mut p.certs.last_mut().unwrap().data,
+        };
+        let i = at.index(bytes.len());
+        if truncate {
+            bytes.truncate(i);
+        } else {
+            bytes[i] ^= xor;
+        }
+        proptest::prop_assert!(check(db, &id, &p).is_err());
+    }
+
+    /// Arbitrary CERT and AUTH bytes never panic the verifier.
+    #[test]
+    fn arbitrary_cert_and_auth_bytes_never_panic(
+        method in proptest::prelude::any::<u8>(),
+        auth in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        certs in proptest::collection::vec(
+            (proptest::prelude::any::<u8>(), proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)),
+            0..4,
+        ),
+    ) {
+        let (db, _) = genuine();
+        let certs: Vec<CertPayload> = certs
+            .into_iter()
+            .map(|(e, data)| CertPayload { encoding: if e % 2 == 0 { 4 } else { e }, data })
+            .collect();
+        let auth = AuthPayload { method, data: auth };
+        let r = verify(db, SK_P, MESSAGE, NONCE, &fqdn("peer.example"), &auth, &certs, UnixTime(NOW));
+        proptest::prop_assert!(r.is_err());
+    }
+}
