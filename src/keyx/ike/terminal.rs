@@ -44,7 +44,7 @@ use crate::ikev2::initiator::arrival;
 use crate::ikev2::nat::{CookieJar, nat_detected};
 use crate::ikev2::proposal::{IkeProposal, accept_ike};
 use crate::ikev2::session::{Authority, Ctx, Found, IkeSa, NewSa, Retrans, Tick, Verdict};
-use crate::ikev2::{FailReason, IkeError, IkeEvent, IkeSaId};
+use crate::ikev2::{AuthFailure, FailReason, IkeError, IkeEvent, IkeSaId};
 use crate::io::{Actor, Input, Outbox, Output};
 use crate::ipsec::{ChildSa, DataPlane, Lifetime, Suite, TrafficSelector};
 use crate::keyx::messages::{
@@ -1119,10 +1119,13 @@ impl Terminal {
         spi: [u8; 8],
         reason: TerminalFailure,
     ) -> Result<(), Error> {
+        // What the IKE session reports: the server refused the peer (S42, with its
+        // reason), the policy database did (S43: the identity is not one this terminal
+        // talks to), or the exchange could not be finished (the IKE SA just fails).
         let ike_reason = match reason {
-            TerminalFailure::NotAuthenticated(_) => FailReason::AuthenticationFailed,
+            TerminalFailure::NotAuthenticated(r) => FailReason::PeerAuth(auth_failure(r)),
             TerminalFailure::PolicyDenied => FailReason::IdentityMismatch,
-            _ => FailReason::AuthenticationFailed,
+            _ => FailReason::InvalidResponse,
         };
         let r = self
             .with_sa(now, spi, |sa, ctx| {
@@ -1473,6 +1476,21 @@ impl Terminal {
                 _ => Ok(()),
             },
         }
+    }
+}
+
+/// The IKE session's name for the server's S42 result. The delegation message carries the
+/// coarse result; a finer certificate-path rule (codes 16 and up) reads as a bad
+/// certificate here, and the server's own log has the detail.
+fn auth_failure(r: AuthResult) -> AuthFailure {
+    match r {
+        AuthResult::UnknownCa => AuthFailure::UnknownCa,
+        AuthResult::Expired => AuthFailure::Expired,
+        AuthResult::IdentityMismatch => AuthFailure::IdentityMismatch,
+        AuthResult::MissingCertificate => AuthFailure::MissingCertificate,
+        AuthResult::UnsupportedMethod => AuthFailure::UnsupportedMethod,
+        AuthResult::Other(_) => AuthFailure::BadCertificate,
+        AuthResult::BadAuth | AuthResult::Authenticated => AuthFailure::BadAuth,
     }
 }
 
