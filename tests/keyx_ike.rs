@@ -931,3 +931,81 @@ mod certificates {
         }
     }
 }
+
+/// An IKE SA rekey needs a Diffie-Hellman: the terminal holds the peer's CREATE_CHILD_SA,
+/// the server makes the new share and g^ir, the terminal derives the new IKE SA from its
+/// SK_d; the Child SA moves over and keeps working, and later exchanges need no server.
+#[test]
+fn ike_rekey_goes_through_the_server() {
+    let mut sim = Sim::new(12);
+    let w = fig12(&mut sim, &Spec::default());
+    sim.with_actor(w.peer, |p: &mut Initiator, now| p.start(now))
+        .unwrap()
+        .unwrap();
+    settle(&mut sim);
+    let _ = terminal_events(&mut sim, w.terminal);
+    let _ = ike_events(&mut sim, w.peer);
+    sim.with_actor(w.peer, |p: &mut Initiator, now| p.rekey_ike(now))
+        .unwrap()
+        .unwrap();
+    settle(&mut sim);
+
+    let rekeyed = |events: &[IkeEvent]| {
+        events.iter().find_map(|e| match e {
+            IkeEvent::IkeSaRekeyed { old, new, .. } => Some((*old, *new)),
+            _ => None,
+        })
+    };
+    let p_events = ike_events(&mut sim, w.peer);
+    let t_events = terminal_events(&mut sim, w.terminal);
+    assert!(failures(&t_events).is_empty(), "{t_events:?}");
+    let (p_old, p_new) = rekeyed(&p_events).expect("the peer rekeyed");
+    let (t_old, t_new) = rekeyed(&terminal_ike(&t_events)).expect("the terminal rekeyed");
+    assert_eq!((p_old, p_new), (t_old, t_new));
+    let c = sim
+        .actor::<Server>(w.server)
+        .unwrap()
+        .dispatcher()
+        .protocol()
+        .counters();
+    assert_eq!((c.diffie_hellman, c.ike_rekeys), (2, 1));
+
+    // The new IKE SA works on its own: a liveness check and a Child SA rekey, no server.
+    let requests = sim
+        .actor::<Terminal>(w.terminal)
+        .unwrap()
+        .counters()
+        .requests;
+    sim.with_actor(w.terminal, |t: &mut Terminal, now| {
+        t.send_liveness(now, t_new)
+    })
+    .unwrap()
+    .unwrap();
+    sim.with_actor(w.peer, |p: &mut Initiator, now| p.rekey_child(now))
+        .unwrap()
+        .unwrap();
+    settle(&mut sim);
+    let t_events = terminal_ike(&terminal_events(&mut sim, w.terminal));
+    assert!(
+        t_events
+            .iter()
+            .any(|e| matches!(e, IkeEvent::LivenessConfirmed { id } if *id == t_new))
+    );
+    let child = t_events
+        .iter()
+        .find_map(|e| match e {
+            IkeEvent::ChildSaRekeyed { id, child, .. } if *id == t_new => Some(child.clone()),
+            _ => None,
+        })
+        .expect("the Child SA rekeyed on the new IKE SA");
+    let p_child = sim
+        .actor::<Initiator>(w.peer)
+        .unwrap()
+        .child_sa()
+        .unwrap()
+        .clone();
+    assert_eq!(child.keys_in, p_child.keys_out);
+    let t = sim.actor::<Terminal>(w.terminal).unwrap();
+    assert_eq!(t.counters().requests, requests);
+    assert_eq!(t.established(), vec![t_new]);
+}

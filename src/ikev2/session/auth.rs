@@ -209,7 +209,7 @@ impl IkeSa {
                 let idi = Found::of(&payloads).id_i.cloned();
                 let reply = match (verdict, idi) {
                     (Verdict::Accepted { proof, sk_d }, Some(idi)) => {
-                        self.secrets = Secrets::Released { sk_d };
+                        self.secrets = Secrets::Released { sk_d, rekey: None };
                         self.finish_responder(ctx, idi, &payloads, proof)?
                     }
                     (verdict, _) => {
@@ -231,7 +231,7 @@ impl IkeSa {
                 let idr = Found::of(&payloads).id_r.cloned();
                 match (verdict, idr) {
                     (Verdict::Accepted { sk_d, .. }, Some(idr)) => {
-                        self.secrets = Secrets::Released { sk_d };
+                        self.secrets = Secrets::Released { sk_d, rekey: None };
                         self.finish_initiator(ctx, idr, &payloads, spi_in)?;
                         self.pump_queue(ctx)
                     }

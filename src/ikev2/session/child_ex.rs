@@ -108,11 +108,7 @@ impl IkeSa {
         payloads: Vec<Payload>,
     ) -> Result<Vec<Payload>, Error> {
         let refuse = |ty: u16| Ok(alloc::vec![Payload::Notify(Notify::new(ty, Vec::new()))]);
-        let ike_rekey = payloads.iter().any(|p| match p {
-            Payload::Sa(props) => props.iter().any(|q| q.protocol == protocol::IKE),
-            _ => false,
-        });
-        if ike_rekey {
+        if super::is_ike_rekey(&payloads) {
             return self.ike_rekey_request(ctx, &payloads);
         }
         if matches!(

@@ -20,7 +20,7 @@ use alloc::vec::Vec;
 
 use super::{Ctx, Found, IkeSa, NewSa, Request, State, nonce};
 use crate::Error;
-use crate::crypto::dh::{KeyPair, SharedSecret};
+use crate::crypto::dh::KeyPair;
 use crate::ikev2::codec::{ExchangeType, KePayload, Notify, Payload, find_notify};
 use crate::ikev2::consts::notify;
 use crate::ikev2::keys::{IkeKeys, skeyseed_rekey};
@@ -138,7 +138,7 @@ impl IkeSa {
             spi_i: spi,
             spi_r: peer_spi,
         };
-        self.hand_over(ctx, suite, id, true, &shared, ni, nr)?;
+        self.hand_over(ctx, suite, id, true, shared.as_bytes(), ni, nr)?;
         // §1.3.2: the rekey initiator deletes the old IKE SA.
         self.send_request(
             ctx,
@@ -206,7 +206,7 @@ impl IkeSa {
             spi_i: peer_spi,
             spi_r: our_spi,
         };
-        self.hand_over(ctx, choice.suite, id, false, &shared, ni, &nr)?;
+        self.hand_over(ctx, choice.suite, id, false, shared.as_bytes(), ni, &nr)?;
         Ok(alloc::vec![
             Payload::Sa(alloc::vec![
                 choice.suite.to_rekey_proposal(choice.num, our_spi)
@@ -228,12 +228,16 @@ impl IkeSa {
         suite: IkeSuite,
         id: IkeSaId,
         initiated: bool,
-        shared: &SharedSecret,
+        g_ir: &[u8],
         ni: &[u8],
         nr: &[u8],
     ) -> Result<(), Error> {
-        let seed = skeyseed_rekey(self.sk_d()?.as_bytes(), shared.as_bytes(), ni, nr);
+        let seed = skeyseed_rekey(self.sk_d()?.as_bytes(), g_ir, ni, nr);
         let keys = IkeKeys::derive(&suite, seed.as_bytes(), ni, nr, &id.spi_i, &id.spi_r)?;
+        // A delegated lineage stays delegated: the new SA has no credential to use and
+        // rekeys through the server again.
+        let delegated = !self.rekeys_ike_locally();
+        let sk_d = keys.sk_d.clone();
         let mut new = IkeSa::new(NewSa {
             authority: super::Authority::Local,
             cfg: self.cfg.clone(),
@@ -254,6 +258,9 @@ impl IkeSa {
             linger: self.linger,
         })
         .map_err(Error::from)?;
+        if delegated {
+            new.secrets = super::Secrets::Released { sk_d, rekey: None };
+        }
         new.state = State::Established;
         // §2.18: the new IKE SA starts its message IDs at 0 in both directions.
         new.next_msg_id = 0;
@@ -271,5 +278,76 @@ impl IkeSa {
             new: id,
             initiated,
         })
+    }
+
+    /// A delegated IKE SA rekey resumes with the server's answer: the held CREATE_CHILD_SA
+    /// is answered (SA with our new SPI, Nr, the server's KE) and the new IKE SA derived
+    /// here from SK_d and g^ir, or refused with the server's notify.
+    pub(crate) fn rekey_answered(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        verdict: super::RekeyVerdict,
+    ) -> Result<(), Error> {
+        let held = match &mut self.secrets {
+            super::Secrets::Released { rekey, .. } => rekey.take(),
+            _ => None,
+        };
+        let Some(held) = held else {
+            return Err(crate::ikev2::IkeError::NotDelegating.into());
+        };
+        let super::Held::Request {
+            msg_id,
+            payloads,
+            from,
+            to,
+            marker,
+        } = *held
+        else {
+            return Err(crate::ikev2::IkeError::NotDelegating.into());
+        };
+        let refuse = |ty: u16, data: Vec<u8>| alloc::vec![Payload::Notify(Notify::new(ty, data))];
+        let reply = match verdict {
+            super::RekeyVerdict::Refused { notify, data } => refuse(notify, data),
+            super::RekeyVerdict::Accepted {
+                num,
+                suite,
+                ke,
+                g_ir,
+            } => {
+                let found = Found::of(&payloads);
+                let peer = found.sa.and_then(|sa| {
+                    sa.iter()
+                        .find(|p| p.num == num)
+                        .and_then(|p| <[u8; 8]>::try_from(p.spi.as_slice()).ok())
+                });
+                match (peer, found.nonce) {
+                    (Some(peer_spi), Some(ni)) if peer_spi != [0; 8] => {
+                        let ni = ni.to_vec();
+                        let our_spi = self.new_ike_spi(ctx);
+                        let nr = nonce(ctx.rng);
+                        let id = IkeSaId {
+                            spi_i: peer_spi,
+                            spi_r: our_spi,
+                        };
+                        self.hand_over(ctx, suite, id, false, &g_ir, &ni, &nr)?;
+                        alloc::vec![
+                            Payload::Sa(alloc::vec![suite.to_rekey_proposal(num, our_spi)]),
+                            Payload::Nonce(nr),
+                            Payload::Ke(ke),
+                        ]
+                    }
+                    _ => refuse(notify::INVALID_SYNTAX, Vec::new()),
+                }
+            }
+        };
+        self.respond(
+            ctx,
+            ExchangeType::CreateChildSa,
+            msg_id,
+            &reply,
+            from,
+            to,
+            marker,
+        )
     }
 }

@@ -231,7 +231,12 @@ pub(crate) enum Secrets {
     AtServer(Delegation),
     /// The server released SK_d with its key response (S48), after it authenticated the
     /// peer and its policy allowed it; SK_pi, SK_pr and the credential never leave it.
-    Released { sk_d: SecretBytes },
+    /// An IKE SA rekey needs the server's Diffie-Hellman: the peer's request waits in
+    /// `rekey` (a `Held::Request`) until the server answered.
+    Released {
+        sk_d: SecretBytes,
+        rekey: Option<alloc::boxed::Box<Held>>,
+    },
 }
 
 /// Where a delegated IKE_AUTH is (seed 004, S9-S14 at the terminal).
@@ -279,6 +284,20 @@ pub(crate) enum Verdict {
     },
     /// S11 no, or the server could not be asked (S19): the exchange fails with this reason.
     Refused(FailReason),
+}
+
+/// The server's answer to a delegated IKE SA rekey (the peer's CREATE_CHILD_SA held).
+pub(crate) enum RekeyVerdict {
+    /// The proposal chosen (its number and suite), our KE payload, and g^ir.
+    Accepted {
+        num: u8,
+        suite: super::proposal::IkeSuite,
+        ke: KePayload,
+        g_ir: zeroize::Zeroizing<Vec<u8>>,
+    },
+    /// Answer the peer with this error notify (NO_PROPOSAL_CHOSEN, INVALID_KE_PAYLOAD with
+    /// its group as data, TEMPORARY_FAILURE when the server could not help).
+    Refused { notify: u16, data: Vec<u8> },
 }
 
 /// How an IKE SA is to be authenticated.
@@ -402,8 +421,19 @@ impl IkeSa {
     /// SK_d, once this actor holds it (a delegated SA before the key response does not).
     pub(crate) fn sk_d(&self) -> Result<&SecretBytes, IkeError> {
         match &self.secrets {
-            Secrets::Local { sk_d, .. } | Secrets::Released { sk_d } => Ok(sk_d),
+            Secrets::Local { sk_d, .. } | Secrets::Released { sk_d, .. } => Ok(sk_d),
             Secrets::AtServer(_) => Err(IkeError::KeysAtServer),
+        }
+    }
+
+    /// A delegated IKE SA rekey waiting for the server: the peer's CREATE_CHILD_SA
+    /// payloads (SA, Ni, KEi …), opened.
+    pub(crate) fn rekey_question(&self) -> Option<&[Payload]> {
+        match &self.secrets {
+            Secrets::Released {
+                rekey: Some(held), ..
+            } => Some(held.payloads()),
+            _ => None,
         }
     }
 
@@ -672,7 +702,14 @@ impl IkeSa {
         }
         // A retransmitted IKE_AUTH request while the server is being asked: the answer
         // does not exist yet, and the peer will retransmit again; authenticate and absorb.
-        if let Secrets::AtServer(Delegation::Asked(held)) = &self.secrets
+        let held = match &self.secrets {
+            Secrets::AtServer(Delegation::Asked(held)) => Some(held),
+            Secrets::Released {
+                rekey: Some(held), ..
+            } => Some(held),
+            _ => None,
+        };
+        if let Some(held) = held
             && let Held::Request { msg_id, .. } = **held
             && msg_id == h.message_id
         {
@@ -821,6 +858,23 @@ impl IkeSa {
             }
             (ExchangeType::Informational, State::Established | State::Rekeyed { .. }) => {
                 self.informational_request(ctx, payloads)
+            }
+            (ExchangeType::CreateChildSa, State::Established)
+                if is_ike_rekey(&payloads)
+                    && self.pending.is_none()
+                    && matches!(self.secrets, Secrets::Released { rekey: None, .. }) =>
+            {
+                // A delegated IKE SA: the server makes the new Diffie-Hellman share.
+                if let Secrets::Released { rekey, .. } = &mut self.secrets {
+                    *rekey = Some(alloc::boxed::Box::new(Held::Request {
+                        msg_id,
+                        payloads,
+                        from,
+                        to,
+                        marker,
+                    }));
+                }
+                return Ok(None);
             }
             (ExchangeType::CreateChildSa, State::Established) => {
                 self.create_child_request(ctx, payloads)
@@ -1003,6 +1057,16 @@ impl IkeSa {
             && got.len() <= super::config::MAX_TS
             && got.iter().all(|g| offered.iter().any(|o| o.covers(g)))
     }
+}
+
+/// Whether a CREATE_CHILD_SA request proposes a new IKE SA (§1.3.2).
+pub(crate) fn is_ike_rekey(payloads: &[Payload]) -> bool {
+    payloads.iter().any(|p| match p {
+        Payload::Sa(props) => props
+            .iter()
+            .any(|q| q.protocol == super::consts::protocol::IKE),
+        _ => false,
+    })
 }
 
 /// Whether a payload is part of a peer's proof of identity: identification, certificates,

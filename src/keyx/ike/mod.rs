@@ -15,6 +15,7 @@
 //! |---|---|---|
 //! | IKE SA protection keys | KeyGenResponse | SK_ei ‖ SK_er ‖ SK_ai ‖ SK_ar, each a u16 length and its octets |
 //! | SK_d | KeyResponse | SK_d as a u16 length and its octets |
+//! | g^ir of an IKE SA rekey | KeyGenResponse of a rekey session | g^ir as a u16 length and its octets (X25519: 32, MODP-2048: 256) |
 
 pub mod server;
 pub mod terminal;
@@ -36,13 +37,23 @@ fn put(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// Take one u16-length-prefixed field off the front of `input`.
+/// Longest key field: SK_* are at most 64 octets.
+const MAX_KEY: usize = 64;
+/// Longest shared secret: MODP-2048's 256 octets.
+const MAX_SHARED: usize = 256;
+
+/// Take one u16-length-prefixed key field off the front of `input`.
 fn take<'a>(input: &mut &'a [u8]) -> Result<&'a [u8], KeyxError> {
+    take_at_most(input, MAX_KEY)
+}
+
+/// Take one u16-length-prefixed field of at most `max` octets off the front of `input`.
+fn take_at_most<'a>(input: &mut &'a [u8], max: usize) -> Result<&'a [u8], KeyxError> {
     let (len, rest) = input
         .split_first_chunk::<2>()
         .ok_or(KeyxError::BadKeyBody)?;
     let len = usize::from(u16::from_be_bytes(*len));
-    if rest.len() < len || len > 64 {
+    if rest.len() < len || len > max {
         return Err(KeyxError::BadKeyBody);
     }
     let (field, rest) = rest.split_at(len);
@@ -96,6 +107,22 @@ pub(crate) fn decode_sk_d(mut body: &[u8]) -> Result<SecretBytes, KeyxError> {
     Ok(sk_d)
 }
 
+/// g^ir of a delegated IKE SA rekey, before sealing.
+pub(crate) fn encode_shared(g_ir: &[u8]) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(2 + g_ir.len()));
+    put(&mut out, g_ir);
+    out
+}
+
+/// g^ir, opened.
+pub(crate) fn decode_shared(mut body: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyxError> {
+    let g_ir = Zeroizing::new(take_at_most(&mut body, MAX_SHARED)?.to_vec());
+    if !body.is_empty() || g_ir.is_empty() {
+        return Err(KeyxError::BadKeyBody);
+    }
+    Ok(g_ir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +152,12 @@ mod tests {
         let d = encode_sk_d(&keys.sk_d);
         assert_eq!(decode_sk_d(&d).unwrap().as_bytes(), &[1; 32]);
         assert_eq!(decode_sk_d(&[0, 0]).err(), Some(KeyxError::BadKeyBody));
+        let g = encode_shared(&[9; 256]);
+        assert_eq!(&decode_shared(&g).unwrap()[..], &[9; 256]);
+        assert_eq!(decode_shared(&g[..100]).err(), Some(KeyxError::BadKeyBody));
+        assert_eq!(
+            decode_shared(&encode_shared(&[9; 257])).err(),
+            Some(KeyxError::BadKeyBody)
+        );
     }
 }

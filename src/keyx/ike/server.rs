@@ -37,6 +37,7 @@ use crate::ikev2::keys::{IkeKeys, skeyseed};
 use crate::ikev2::nat::{nat_detected, natd_notifies, natd_source};
 use crate::ikev2::proposal::{
     IkeChoice, IkeProposal, IkeSuite, accept_ike, ike_offer, invalid_ke_group, select_ike,
+    select_ike_rekey,
 };
 use crate::ikev2::session::{Found, nonce};
 use crate::keyx::dispatch::{Place, Substitute, TerminalId};
@@ -88,6 +89,17 @@ pub enum IkeSession {
     Released(Box<Keyed>),
     /// S42 or S43 said no: nothing more is answered in this session.
     Refused,
+    /// A delegated IKE SA rekey (the peer's CREATE_CHILD_SA, opened by the terminal):
+    /// the proposal chosen and the peer's key share.
+    RekeyChosen(Box<RekeyChosen>),
+    /// The rekey's share and g^ir were handed over: nothing more.
+    RekeyDone,
+}
+
+/// A delegated IKE SA rekey, S35 done.
+pub struct RekeyChosen {
+    choice: IkeChoice,
+    ke: KePayload,
 }
 
 /// Responder: what S35 decided.
@@ -157,6 +169,8 @@ impl IkeSession {
             IkeSession::Authenticated(_) => "authenticated",
             IkeSession::Released(_) => "released",
             IkeSession::Refused => "refused",
+            IkeSession::RekeyChosen(_) => "rekey chosen",
+            IkeSession::RekeyDone => "rekey done",
         }
     }
 }
@@ -177,6 +191,8 @@ pub struct IkeSubstituteCounters {
     pub policy_refused: u64,
     /// SK_d released (S48).
     pub keys_released: u64,
+    /// IKE SA rekeys served (a Diffie-Hellman share and g^ir for a terminal's IKE SA).
+    pub ike_rekeys: u64,
 }
 
 /// Seed 004's substitution server, IKEv2 part: a [`Substitute`] for the dispatcher.
@@ -261,6 +277,9 @@ impl IkeSubstitute {
             .ok_or(ErrorCode::BadRequest)?;
         let m = Message::decode(bytes, &self.limits).map_err(|_| ErrorCode::BadRequest)?;
         let h = m.header;
+        if h.exchange == ExchangeType::CreateChildSa {
+            return self.rekey_start(profile, request, &m.payloads);
+        }
         if h.exchange != ExchangeType::IkeSaInit
             || h.flags.response
             || !h.flags.initiator
@@ -384,6 +403,99 @@ impl IkeSubstitute {
         Ok((
             IkeSession::Offering(Box::new(offering)),
             Body::StartResponse(StartResponse { outcome }),
+        ))
+    }
+
+    /// S35 for a delegated IKE SA rekey the peer started: its CREATE_CHILD_SA, opened by
+    /// the terminal, carries SA (with the peer's new SPI), Ni and KEi. The IKE SA itself
+    /// was authenticated when it was set up; what the server adds is the Diffie-Hellman.
+    fn rekey_start(
+        &mut self,
+        profile: &IkeProfile,
+        request: &StartRequest,
+        payloads: &[Payload],
+    ) -> Result<(IkeSession, Body), ErrorCode> {
+        let (sa, ke, _) = Found::of(payloads)
+            .sa_ke_nonce()
+            .ok_or(ErrorCode::BadRequest)?;
+        let ours = runnable(&profile.ike_proposals, &request.transforms);
+        let Some((choice, _peer_spi)) = select_ike_rekey(sa, &ours, Some(ke.group)) else {
+            return Ok((
+                IkeSession::Refused,
+                start_refused(StartOutcome::NoProposalChosen),
+            ));
+        };
+        if ke.group != choice.suite.group.id() {
+            let group = choice.suite.group.id();
+            return Ok((
+                IkeSession::Refused,
+                start_refused(StartOutcome::InvalidKe { group }),
+            ));
+        }
+        let outcome = StartOutcome::Proceed {
+            method: method_of(&profile.credential),
+            transforms: suite_transforms(&choice.suite),
+            sa: chain(&[Payload::Sa(alloc::vec![
+                choice.suite.to_proposal(choice.num)
+            ])])?
+            .1,
+        };
+        let chosen = RekeyChosen {
+            choice,
+            ke: ke.clone(),
+        };
+        Ok((
+            IkeSession::RekeyChosen(Box::new(chosen)),
+            Body::StartResponse(StartResponse { outcome }),
+        ))
+    }
+
+    /// S38-S40 for a delegated IKE SA rekey: our key share (as an IKE message carrying
+    /// one KE payload) and g^ir, sealed. The terminal derives the new IKE SA from its SK_d.
+    fn rekey_keygen(
+        &mut self,
+        profile: &IkeProfile,
+        at: Place,
+        c: &RekeyChosen,
+    ) -> Result<(IkeSession, Body), ErrorCode> {
+        let kp = KeyPair::generate(c.choice.suite.group, &mut *self.rng);
+        let ke = KePayload {
+            group: c.choice.suite.group.id(),
+            data: kp.public().to_vec(),
+        };
+        self.counters.diffie_hellman += 1;
+        let shared = kp.agree(&c.ke.data).map_err(|_| ErrorCode::BadRequest)?;
+        self.counters.ike_rekeys += 1;
+        let header = Header {
+            spi_i: [0; 8],
+            spi_r: [0; 8],
+            exchange: ExchangeType::CreateChildSa,
+            flags: crate::ikev2::codec::Flags {
+                initiator: false,
+                version: false,
+                response: true,
+            },
+            message_id: 0,
+        };
+        let message = Message {
+            header,
+            payloads: alloc::vec![Payload::Ke(ke)],
+        }
+        .encode()
+        .map_err(|_| ErrorCode::Internal)?;
+        let sealed = seal(
+            &profile.delegation_key,
+            at.seal_context(KEYGEN_RESPONSE),
+            &super::encode_shared(shared.as_bytes()),
+            &mut *self.rng,
+        );
+        Ok((
+            IkeSession::RekeyDone,
+            Body::KeyGenResponse(KeyGenResponse {
+                message: Some(message),
+                sealed: Some(sealed),
+                local_auth: None,
+            }),
         ))
     }
 
@@ -787,6 +899,13 @@ impl Substitute for IkeSubstitute {
                     Err(code) => (IkeSession::Chosen(c), Err(code)),
                 }
             }
+            (
+                IkeSession::RekeyChosen(c),
+                Body::KeyGenRequest(KeyGenRequest { peer_message: None }),
+            ) => match self.rekey_keygen(&profile, at, &c) {
+                Ok((next, body)) => (next, Ok(body)),
+                Err(code) => (IkeSession::RekeyChosen(c), Err(code)),
+            },
             (IkeSession::Offering(o), Body::KeyGenRequest(k)) => {
                 self.initiator_keygen(&profile, at, o, k.peer_message.as_deref())
             }

@@ -21,9 +21,14 @@
 //! Diffie-Hellman, no signature and no certificate check; its configuration has no field
 //! for the IKE credential.
 //!
-//! Not built yet: IKE SA rekeys through the server (a delegated IKE SA answers a peer's
-//! IKE SA rekey with TEMPORARY_FAILURE and refuses to start one) and Child SA rekeys with
-//! PFS.
+//! An IKE SA rekey the peer starts goes back to the server, as a delegation session of
+//! its own (start, key generation): the terminal holds the peer's CREATE_CHILD_SA, the
+//! server chooses the proposal, makes the new Diffie-Hellman share and hands over g^ir
+//! (sealed), and the terminal derives the new IKE SA from its SK_d (RFC 7296 §2.18).
+//!
+//! Not built yet: IKE SA rekeys the terminal starts (it refuses to: `rekey_ike` is not
+//! offered, and the session code answers TEMPORARY_FAILURE to itself) and Child SA
+//! rekeys with PFS.
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
@@ -43,7 +48,9 @@ use crate::ikev2::consts::notify;
 use crate::ikev2::initiator::arrival;
 use crate::ikev2::nat::{CookieJar, nat_detected};
 use crate::ikev2::proposal::{IkeProposal, accept_ike};
-use crate::ikev2::session::{Authority, Ctx, Found, IkeSa, NewSa, Retrans, Tick, Verdict};
+use crate::ikev2::session::{
+    Authority, Ctx, Found, IkeSa, NewSa, RekeyVerdict, Retrans, Tick, Verdict,
+};
 use crate::ikev2::{AuthFailure, FailReason, IkeError, IkeEvent, IkeSaId};
 use crate::io::{Actor, Input, Outbox, Output};
 use crate::ipsec::{ChildSa, DataPlane, Lifetime, Suite, TrafficSelector};
@@ -302,6 +309,15 @@ enum Step {
     Authenticating { spi: [u8; 8] },
     /// S13 sent: waiting for SK_d; `proof` is our own (responder).
     Keying { spi: [u8; 8], proof: Vec<Payload> },
+    /// The peer rekeys the IKE SA `spi` (CREATE_CHILD_SA held): S3 sent.
+    RekeyStart { spi: [u8; 8] },
+    /// S6 sent: waiting for the server's key share and g^ir; `num` and `suite` are the
+    /// proposal it chose.
+    RekeyKeyGen {
+        spi: [u8; 8],
+        num: u8,
+        suite: crate::ikev2::proposal::IkeSuite,
+    },
 }
 
 /// The delegation request an exchange waits on.
@@ -806,7 +822,89 @@ impl Terminal {
                 })
                 .unwrap_or(Ok(()))
             }
+            (Step::RekeyStart { spi }, Body::StartResponse(r)) => match r.outcome {
+                StartOutcome::Proceed { sa, .. } => {
+                    let mut count = 0;
+                    let chosen = decode_chain(
+                        crate::ikev2::consts::payload::SA,
+                        &sa,
+                        &self.ike.limits,
+                        &mut count,
+                        false,
+                    );
+                    let chosen = chosen.ok().and_then(|p| match p.as_slice() {
+                        [Payload::Sa(props)] => props.first().and_then(|q| {
+                            accept_ike(core::slice::from_ref(q), &self.ike.ike_proposals)
+                                .map(|suite| (q.num, suite))
+                        }),
+                        _ => None,
+                    });
+                    let Some((num, suite)) = chosen else {
+                        self.exchanges.insert(
+                            session,
+                            Exchange {
+                                step: Step::RekeyStart { spi },
+                                asked: None,
+                                meta,
+                            },
+                        );
+                        return self.fail(now, session, TerminalFailure::BadAnswer);
+                    };
+                    self.resume(session, Step::RekeyKeyGen { spi, num, suite }, meta);
+                    let req = KeyGenRequest { peer_message: None };
+                    self.ask(now, session, Body::KeyGenRequest(req))
+                }
+                StartOutcome::NoProposalChosen => {
+                    let r = self.refuse_rekey(now, spi, notify::NO_PROPOSAL_CHOSEN, Vec::new());
+                    r.and(self.report(session, TerminalFailure::NoProposalChosen))
+                }
+                StartOutcome::InvalidKe { group } => {
+                    let data = group.to_be_bytes().to_vec();
+                    let r = self.refuse_rekey(now, spi, notify::INVALID_KE_PAYLOAD, data);
+                    r.and(self.report(session, TerminalFailure::InvalidKe))
+                }
+                StartOutcome::PolicyDenied => {
+                    let r = self.refuse_rekey(now, spi, notify::TEMPORARY_FAILURE, Vec::new());
+                    r.and(self.report(session, TerminalFailure::PolicyDenied))
+                }
+            },
+            (Step::RekeyKeyGen { spi, num, suite }, Body::KeyGenResponse(k)) => {
+                let ke = k
+                    .message
+                    .and_then(|m| Message::decode(&m, &self.ike.limits).ok())
+                    .and_then(|m| Found::of(&m.payloads).ke.cloned());
+                let g_ir = k.sealed.ok_or(TerminalFailure::BadAnswer).and_then(|s| {
+                    self.open_sealed(at.seal_context(KEYGEN_RESPONSE), &s, super::decode_shared)
+                });
+                match (ke, g_ir) {
+                    (Some(ke), Ok(g_ir)) if ke.group == suite.group.id() => {
+                        let verdict = RekeyVerdict::Accepted {
+                            num,
+                            suite,
+                            ke,
+                            g_ir,
+                        };
+                        let r = self
+                            .with_sa(now, spi, |sa, ctx| sa.rekey_answered(ctx, verdict))
+                            .unwrap_or(Ok(()));
+                        self.settle(now);
+                        r
+                    }
+                    (_, Err(reason)) => {
+                        let r = self.refuse_rekey(now, spi, notify::TEMPORARY_FAILURE, Vec::new());
+                        r.and(self.report(session, reason))
+                    }
+                    _ => {
+                        let r = self.refuse_rekey(now, spi, notify::TEMPORARY_FAILURE, Vec::new());
+                        r.and(self.report(session, TerminalFailure::BadAnswer))
+                    }
+                }
+            }
             (step, _) => {
+                if let Some(spi) = rekey_sa(&step) {
+                    let r = self.refuse_rekey(now, spi, notify::TEMPORARY_FAILURE, Vec::new());
+                    return r.and(self.report(session, TerminalFailure::BadAnswer));
+                }
                 // An answer of the wrong kind for this step: the server misbehaves.
                 if let Some(spi) = step_sa(&step) {
                     return self.fail_sa(now, session, spi, TerminalFailure::BadAnswer);
@@ -1110,6 +1208,85 @@ impl Terminal {
         self.ask(now, session, Body::KeyRequest)
     }
 
+    /// Answer a held IKE SA rekey with an error notify; the IKE SA stays as it is.
+    fn refuse_rekey(
+        &mut self,
+        now: Instant,
+        spi: [u8; 8],
+        notify: u16,
+        data: Vec<u8>,
+    ) -> Result<(), Error> {
+        let verdict = RekeyVerdict::Refused { notify, data };
+        self.with_sa(now, spi, |sa, ctx| {
+            if sa.rekey_question().is_some() {
+                sa.rekey_answered(ctx, verdict)
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap_or(Ok(()))
+    }
+
+    /// The peer started an IKE SA rekey on `spi`: ask the server for the new
+    /// Diffie-Hellman (a delegation session of its own: start, key generation).
+    fn start_rekey(&mut self, now: Instant, spi: [u8; 8]) -> Result<(), Error> {
+        let Some(sa) = self.sas.get(&spi) else {
+            return Ok(());
+        };
+        let Some(payloads) = sa.rekey_question() else {
+            return Ok(());
+        };
+        let (local, remote) = (sa.local, sa.remote);
+        // The peer's request, opened, as an unencrypted IKE message: the server reads the
+        // SA, Ni and KEi from it (and sees no other payload).
+        let carried: Vec<Payload> = payloads
+            .iter()
+            .filter(|p| matches!(p, Payload::Sa(_) | Payload::Nonce(_) | Payload::Ke(_)))
+            .cloned()
+            .collect();
+        let header = Header {
+            spi_i: sa.id.spi_i,
+            spi_r: sa.id.spi_r,
+            exchange: ExchangeType::CreateChildSa,
+            flags: crate::ikev2::codec::Flags {
+                initiator: !sa.initiator,
+                version: false,
+                response: false,
+            },
+            message_id: 0,
+        };
+        let message = Message {
+            header,
+            payloads: carried,
+        }
+        .encode()?;
+        if self.exchanges.len() >= self.cfg.max_exchanges {
+            return self.refuse_rekey(now, spi, notify::TEMPORARY_FAILURE, Vec::new());
+        }
+        let session = self.new_session();
+        self.exchanges.insert(
+            session,
+            Exchange {
+                step: Step::RekeyStart { spi },
+                asked: None,
+                meta: Meta {
+                    deadline: now + self.cfg.exchange_timeout,
+                    next_seq: 0,
+                },
+            },
+        );
+        let start = StartRequest {
+            protocol: Protocol::Ikev2,
+            role: Role::Responder,
+            local,
+            remote,
+            peer_message: Some(message),
+            transforms: self.transforms.clone(),
+            peer_id: None,
+        };
+        self.ask(now, session, Body::StartRequest(start))
+    }
+
     /// An exchange whose IKE SA exists failed: the held IKE_AUTH is refused to the peer
     /// (AUTHENTICATION_FAILED), the SA goes, and the application is told.
     fn fail_sa(
@@ -1142,6 +1319,11 @@ impl Terminal {
 
     /// An exchange failed before an IKE SA existed here (or with none to tell).
     fn fail(&mut self, now: Instant, session: u64, reason: TerminalFailure) -> Result<(), Error> {
+        if let Some(spi) = self.exchanges.get(&session).and_then(|x| rekey_sa(&x.step)) {
+            // The IKE SA stays; only its rekey is refused, and the peer tries again later.
+            let r = self.refuse_rekey(now, spi, notify::TEMPORARY_FAILURE, Vec::new());
+            return r.and(self.report(session, reason));
+        }
         if let Some(x) = self.exchanges.remove(&session)
             && let Some(spi) = step_sa(&x.step)
         {
@@ -1266,9 +1448,24 @@ impl Terminal {
         key: [u8; 8],
         f: impl FnOnce(&mut IkeSa, &mut Ctx<'_>) -> Result<R, Error>,
     ) -> Option<Result<R, Error>> {
-        let sa = self.sas.get_mut(&key)?;
-        let mut ctx = Ctx::new(now, &mut self.ike_out, &mut *self.rng);
-        let r = f(sa, &mut ctx);
+        let room = self.sas.len() < self.cfg.max_ike_sas;
+        let mut sa = self.sas.remove(&key)?;
+        let sas = &self.sas;
+        let taken = |s: &[u8; 8]| sas.contains_key(s) || *s == key;
+        let mut ctx = Ctx {
+            now,
+            out: &mut self.ike_out,
+            rng: &mut *self.rng,
+            spi_taken: &taken,
+            room_to_rekey: room,
+        };
+        let r = f(&mut sa, &mut ctx);
+        // An IKE SA rekey leaves the old SA retiring and a successor under its own SPI.
+        let successor = sa.take_successor();
+        self.sas.insert(key, sa);
+        if let Some(new) = successor {
+            self.sas.insert(new.our_spi(), *new);
+        }
         let flushed = self.flush_ike(now);
         Some(r.and_then(|v| flushed.map(|()| v)))
     }
@@ -1334,6 +1531,23 @@ impl Terminal {
                 // A full outbox is reported as lost by the driver's next call.
                 let _ = self.ask(now, session, Body::AuthRequest(req));
             }
+        }
+        // A held IKE SA rekey with no exchange serving it yet goes to the server.
+        let rekeys: Vec<[u8; 8]> = self
+            .sas
+            .iter()
+            .filter(|(k, s)| {
+                s.rekey_question().is_some()
+                    && !self
+                        .exchanges
+                        .values()
+                        .any(|x| rekey_sa(&x.step) == Some(**k))
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for spi in rekeys {
+            // A full outbox is reported as lost by the driver's next call.
+            let _ = self.start_rekey(now, spi);
         }
         let dead: Vec<[u8; 8]> = self
             .sas
@@ -1491,6 +1705,14 @@ fn auth_failure(r: AuthResult) -> AuthFailure {
         AuthResult::UnsupportedMethod => AuthFailure::UnsupportedMethod,
         AuthResult::Other(_) => AuthFailure::BadCertificate,
         AuthResult::BadAuth | AuthResult::Authenticated => AuthFailure::BadAuth,
+    }
+}
+
+/// The IKE SA whose rekey an exchange serves.
+fn rekey_sa(step: &Step) -> Option<[u8; 8]> {
+    match step {
+        Step::RekeyStart { spi } | Step::RekeyKeyGen { spi, .. } => Some(*spi),
+        _ => None,
     }
 }
 
