@@ -29,6 +29,16 @@ fn terminal_ike(events: &[TerminalEvent]) -> Vec<IkeEvent> {
         .collect()
 }
 
+/// A Fig. 12 world whose peer started, run until everything settled.
+fn fig12_started(sim: &mut Sim, spec: &Spec) -> common::keyx::World {
+    let w = fig12(sim, spec);
+    sim.with_actor(w.peer, |p: &mut Initiator, now| p.start(now))
+        .unwrap()
+        .unwrap();
+    settle(sim);
+    w
+}
+
 fn failures(events: &[TerminalEvent]) -> Vec<TerminalFailure> {
     events
         .iter()
@@ -45,11 +55,7 @@ fn failures(events: &[TerminalEvent]) -> Vec<TerminalFailure> {
 fn peer_initiated_terminal_responds_fig12() {
     let mut sim = Sim::new(1);
     let spec = Spec::default();
-    let w = fig12(&mut sim, &spec);
-    sim.with_actor(w.peer, |p: &mut Initiator, now| p.start(now))
-        .unwrap()
-        .unwrap();
-    settle(&mut sim);
+    let w = fig12_started(&mut sim, &spec);
 
     let peer_events = ike_events(&mut sim, w.peer);
     let peer_child = established_child(&peer_events).expect("peer has a Child SA");
@@ -125,11 +131,7 @@ fn policy_database_refuses_the_peer() {
         )],
         ..Spec::default()
     };
-    let w = fig12(&mut sim, &spec);
-    sim.with_actor(w.peer, |p: &mut Initiator, now| p.start(now))
-        .unwrap()
-        .unwrap();
-    settle(&mut sim);
+    let w = fig12_started(&mut sim, &spec);
     let t_events = terminal_events(&mut sim, w.terminal);
     assert_eq!(failures(&t_events), vec![TerminalFailure::PolicyDenied]);
     assert!(established_child(&terminal_ike(&t_events)).is_none());
@@ -158,11 +160,7 @@ fn bad_peer_signature_is_refused() {
         peer_psk: b"not the psk the server holds".to_vec(),
         ..Spec::default()
     };
-    let w = fig12(&mut sim, &spec);
-    sim.with_actor(w.peer, |p: &mut Initiator, now| p.start(now))
-        .unwrap()
-        .unwrap();
-    settle(&mut sim);
+    let w = fig12_started(&mut sim, &spec);
     let t_events = terminal_events(&mut sim, w.terminal);
     assert_eq!(
         failures(&t_events),
@@ -182,11 +180,7 @@ fn bad_peer_signature_is_refused() {
 fn child_rekey_without_pfs_needs_no_server() {
     let mut sim = Sim::new(5);
     let spec = Spec::default();
-    let w = fig12(&mut sim, &spec);
-    sim.with_actor(w.peer, |p: &mut Initiator, now| p.start(now))
-        .unwrap()
-        .unwrap();
-    settle(&mut sim);
+    let w = fig12_started(&mut sim, &spec);
     let _ = terminal_events(&mut sim, w.terminal);
     let requests = sim
         .actor::<Terminal>(w.terminal)
@@ -222,11 +216,7 @@ fn server_unreachable_fails_cleanly() {
         server_up: false,
         ..Spec::default()
     };
-    let w = fig12(&mut sim, &spec);
-    sim.with_actor(w.peer, |p: &mut Initiator, now| p.start(now))
-        .unwrap()
-        .unwrap();
-    settle(&mut sim);
+    let w = fig12_started(&mut sim, &spec);
     let t_events = terminal_events(&mut sim, w.terminal);
     let f = failures(&t_events);
     assert!(!f.is_empty(), "{t_events:?}");
@@ -257,11 +247,7 @@ fn loss_and_reordering_are_survived() {
             },
             ..Spec::default()
         };
-        let w = fig12(&mut sim, &spec);
-        sim.with_actor(w.peer, |p: &mut Initiator, now| p.start(now))
-            .unwrap()
-            .unwrap();
-        settle(&mut sim);
+        let w = fig12_started(&mut sim, &spec);
         let t_events = terminal_events(&mut sim, w.terminal);
         let children = terminal_ike(&t_events)
             .iter()
@@ -592,11 +578,7 @@ fn start_chooses_from_the_peers_offer() {
         },
         ..Spec::default()
     };
-    let w = fig12(&mut sim, &spec);
-    sim.with_actor(w.peer, |p: &mut Initiator, now| p.start(now))
-        .unwrap()
-        .unwrap();
-    settle(&mut sim);
+    let w = fig12_started(&mut sim, &spec);
     let t_events = terminal_events(&mut sim, w.terminal);
     let suite = terminal_ike(&t_events)
         .into_iter()
@@ -695,11 +677,7 @@ fn every_bound_is_enforced() {
 #[test]
 fn prearranged_key_protects_every_message() {
     let mut sim = Sim::new(11);
-    let w = fig12(&mut sim, &Spec::default());
-    sim.with_actor(w.peer, |p: &mut Initiator, now| p.start(now))
-        .unwrap()
-        .unwrap();
-    settle(&mut sim);
+    let w = fig12_started(&mut sim, &Spec::default());
     let c = sim
         .actor::<Server>(w.server)
         .unwrap()
@@ -825,11 +803,7 @@ mod certificates {
         deputy::keyx::ike::IkeSubstituteCounters,
     ) {
         let mut sim = Sim::new(seed);
-        let w = fig12(&mut sim, spec);
-        sim.with_actor(w.peer, |p: &mut Initiator, now| p.start(now))
-            .unwrap()
-            .unwrap();
-        settle(&mut sim);
+        let w = fig12_started(&mut sim, spec);
         let c = sim
             .actor::<Server>(w.server)
             .unwrap()
@@ -938,11 +912,7 @@ mod certificates {
 #[test]
 fn ike_rekey_goes_through_the_server() {
     let mut sim = Sim::new(12);
-    let w = fig12(&mut sim, &Spec::default());
-    sim.with_actor(w.peer, |p: &mut Initiator, now| p.start(now))
-        .unwrap()
-        .unwrap();
-    settle(&mut sim);
+    let w = fig12_started(&mut sim, &Spec::default());
     let _ = terminal_events(&mut sim, w.terminal);
     let _ = ike_events(&mut sim, w.peer);
     sim.with_actor(w.peer, |p: &mut Initiator, now| p.rekey_ike(now))

@@ -263,6 +263,21 @@ pub(crate) enum Held {
 }
 
 impl Held {
+    /// A request held with where its answer goes.
+    fn request(
+        msg_id: u32,
+        payloads: Vec<Payload>,
+        (from, to, marker): (SocketAddr, SocketAddr, bool),
+    ) -> alloc::boxed::Box<Held> {
+        alloc::boxed::Box::new(Held::Request {
+            msg_id,
+            payloads,
+            from,
+            to,
+            marker,
+        })
+    }
+
     fn payloads(&self) -> &[Payload] {
         match self {
             Held::Request { payloads, .. } | Held::Response { payloads, .. } => payloads,
@@ -843,15 +858,8 @@ impl IkeSa {
         let answer = match (exchange, self.state) {
             (ExchangeType::IkeAuth, State::Authenticating) if !self.initiator => {
                 if let Secrets::AtServer(Delegation::AwaitPeer) = self.secrets {
-                    self.secrets = Secrets::AtServer(Delegation::Asked(alloc::boxed::Box::new(
-                        Held::Request {
-                            msg_id,
-                            payloads,
-                            from,
-                            to,
-                            marker,
-                        },
-                    )));
+                    let held = Held::request(msg_id, payloads, (from, to, marker));
+                    self.secrets = Secrets::AtServer(Delegation::Asked(held));
                     return Ok(None);
                 }
                 self.auth_request(ctx, payloads)
@@ -866,13 +874,7 @@ impl IkeSa {
             {
                 // A delegated IKE SA: the server makes the new Diffie-Hellman share.
                 if let Secrets::Released { rekey, .. } = &mut self.secrets {
-                    *rekey = Some(alloc::boxed::Box::new(Held::Request {
-                        msg_id,
-                        payloads,
-                        from,
-                        to,
-                        marker,
-                    }));
+                    *rekey = Some(Held::request(msg_id, payloads, (from, to, marker)));
                 }
                 return Ok(None);
             }

@@ -312,14 +312,7 @@ impl IkeSubstitute {
             request.remote,
             request.local,
         );
-        let outcome = StartOutcome::Proceed {
-            method: method_of(&profile.credential),
-            transforms: suite_transforms(&choice.suite),
-            sa: chain(&[Payload::Sa(alloc::vec![
-                choice.suite.to_proposal(choice.num)
-            ])])?
-            .1,
-        };
+        let outcome = chosen(profile, &choice)?;
         let chosen = Chosen {
             request: bytes.to_vec(),
             local: request.local,
@@ -432,14 +425,7 @@ impl IkeSubstitute {
                 start_refused(StartOutcome::InvalidKe { group }),
             ));
         }
-        let outcome = StartOutcome::Proceed {
-            method: method_of(&profile.credential),
-            transforms: suite_transforms(&choice.suite),
-            sa: chain(&[Payload::Sa(alloc::vec![
-                choice.suite.to_proposal(choice.num)
-            ])])?
-            .1,
-        };
+        let outcome = chosen(profile, &choice)?;
         let chosen = RekeyChosen {
             choice,
             ke: ke.clone(),
@@ -1003,4 +989,17 @@ fn method_of(credential: &Credential) -> Method {
         Credential::Psk(_) => Method::IkePsk,
         Credential::Signature(_) => Method::IkeSignature,
     }
+}
+
+/// S35's answer for a proposal chosen from the peer's offer: the method, the suite's
+/// transforms and the chosen proposal as an SA payload.
+fn chosen(profile: &IkeProfile, choice: &IkeChoice) -> Result<StartOutcome, ErrorCode> {
+    Ok(StartOutcome::Proceed {
+        method: method_of(&profile.credential),
+        transforms: suite_transforms(&choice.suite),
+        sa: chain(&[Payload::Sa(alloc::vec![
+            choice.suite.to_proposal(choice.num)
+        ])])?
+        .1,
+    })
 }

@@ -467,17 +467,7 @@ impl Terminal {
             transforms: self.transforms.clone(),
             peer_id: Some(peer_id.payload_body()),
         };
-        self.exchanges.insert(
-            session,
-            Exchange {
-                step: Step::InitiatorStart { remote },
-                asked: None,
-                meta: Meta {
-                    deadline: now + self.cfg.exchange_timeout,
-                    next_seq: 0,
-                },
-            },
-        );
+        self.open_exchange(now, session, Step::InitiatorStart { remote });
         self.ask(now, session, Body::StartRequest(start))?;
         Ok(session)
     }
@@ -570,6 +560,15 @@ impl Terminal {
             });
         }
         Ok(())
+    }
+
+    /// A new exchange at its first step; its deadline runs from `now`.
+    fn open_exchange(&mut self, now: Instant, session: u64, step: Step) {
+        let meta = Meta {
+            deadline: now + self.cfg.exchange_timeout,
+            next_seq: 0,
+        };
+        self.resume(session, step, meta);
     }
 
     /// A fresh delegation session id: random, non-zero, unused here.
@@ -1264,17 +1263,7 @@ impl Terminal {
             return self.refuse_rekey(now, spi, notify::TEMPORARY_FAILURE, Vec::new());
         }
         let session = self.new_session();
-        self.exchanges.insert(
-            session,
-            Exchange {
-                step: Step::RekeyStart { spi },
-                asked: None,
-                meta: Meta {
-                    deadline: now + self.cfg.exchange_timeout,
-                    next_seq: 0,
-                },
-            },
-        );
+        self.open_exchange(now, session, Step::RekeyStart { spi });
         let start = StartRequest {
             protocol: Protocol::Ikev2,
             role: Role::Responder,
@@ -1427,17 +1416,7 @@ impl Terminal {
             peer_id: None,
         };
         self.by_init.insert(h.spi_i, session);
-        self.exchanges.insert(
-            session,
-            Exchange {
-                step: Step::Start(Box::new(init)),
-                asked: None,
-                meta: Meta {
-                    deadline: now + self.cfg.exchange_timeout,
-                    next_seq: 0,
-                },
-            },
-        );
+        self.open_exchange(now, session, Step::Start(Box::new(init)));
         self.ask(now, session, Body::StartRequest(start))
     }
 
