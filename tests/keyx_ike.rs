@@ -670,6 +670,58 @@ fn every_bound_is_enforced() {
         .unwrap()
         .body;
     assert_eq!(error(&body), Some(ErrorCode::SessionLimit));
+
+    // Server: provisioned terminals.
+    let sim = Sim::new(10);
+    let mut ike = deputy::keyx::ike::IkeSubstitute::new(
+        deputy::keyx::PolicyDb::new(),
+        1,
+        ANCHOR,
+        Box::new(sim.rng("bound")),
+    );
+    let profile = |id: &str| deputy::keyx::ike::IkeProfile {
+        local_id: deputy::ikev2::Identity::Fqdn(id.into()),
+        credential: Spec::default().credential,
+        auth_db: Spec::default().auth_db,
+        ike_proposals: deputy::ikev2::IkeConfig::new(
+            deputy::ikev2::Identity::Fqdn(id.into()),
+            IKE_PSK,
+        )
+        .ike_proposals,
+        delegation_key: delegation_key(),
+        force_encap: false,
+    };
+    ike.provision("one".into(), profile("one.example")).unwrap();
+    ike.provision("one".into(), profile("one.example")).unwrap();
+    assert!(matches!(
+        ike.provision("two".into(), profile("two.example")),
+        Err(deputy::Error::CapacityExceeded {
+            what: "provisioned terminals",
+            bound: 1
+        })
+    ));
+
+    // Terminal: IKE SAs held. With room for one, a second peer's IKE_SA_INIT is refused
+    // while the first SA stands.
+    let mut sim = Sim::new(13);
+    let spec = Spec {
+        terminal: |t| t.max_ike_sas = 1,
+        ..Spec::default()
+    };
+    let w = fig12_started(&mut sim, &spec);
+    assert_eq!(sim.actor::<Terminal>(w.terminal).unwrap().ike_sa_count(), 1);
+    let refused = sim
+        .with_actor(w.terminal, |t: &mut Terminal, now| {
+            t.initiate(now, addr(PEER, 500), id.clone())
+        })
+        .unwrap();
+    assert!(matches!(
+        refused,
+        Err(deputy::Error::CapacityExceeded {
+            what: "IKE SAs",
+            bound: 1
+        })
+    ));
 }
 
 /// S1-S2: every delegation message travels inside the secure channel: no deputy message of
