@@ -73,10 +73,22 @@ fn peer_initiated_terminal_responds_fig12() {
     assert_eq!(t_child.spi_out, peer_child.spi_in);
     assert_eq!(t_child.keys_in, peer_child.keys_out);
     assert_eq!(t_child.keys_out, peer_child.keys_in);
-    // Installed into the terminal's own data plane.
+    // Installed into the terminal's own data plane, and ESP flows both ways.
     let t = sim.actor::<Terminal>(w.terminal).unwrap();
     assert!(t.data_plane().sa(t_child.spi_in).is_some());
     assert_eq!(t.exchange_count(), 0);
+    let mut peer = peer_plane(&sim, peer_child);
+    let now = sim.now();
+    let out = udp_packet([192, 0, 2, 20], [192, 0, 2, 10], b"from the terminal");
+    let back = udp_packet([192, 0, 2, 10], [192, 0, 2, 20], b"from the peer");
+    sim.with_actor(w.terminal, |t: &mut Terminal, _| {
+        assert_eq!(esp_across(now, t.data_plane_mut(), &mut peer, &out).0, out);
+        assert_eq!(
+            esp_across(now, &mut peer, t.data_plane_mut(), &back).0,
+            back
+        );
+    })
+    .unwrap();
 
     // The server ran one Diffie-Hellman, authenticated one peer, released SK_d once.
     let s = sim.actor::<Server>(w.server).unwrap();

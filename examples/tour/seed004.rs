@@ -9,7 +9,8 @@ use deputy::keyx::ike::{Terminal, TerminalEvent};
 use deputy::sim::Sim;
 
 use crate::keyx::{
-    PEER, SERVER, Server, Spec, TERMINAL, addr, fig12_on, peer_ike, terminal_events,
+    PEER, SERVER, Server, Spec, TERMINAL, addr, esp_across, fig12_on, peer_ike, peer_plane,
+    terminal_events, udp_packet,
 };
 use crate::{Build, Narrator, err};
 
@@ -57,6 +58,25 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
     tour.packets(sim);
     let events = terminal_events(sim, w.terminal);
     say(tour, &events);
+    let peer_child = sim
+        .actor::<Initiator>(w.peer)
+        .map_err(err)?
+        .child_sa()
+        .cloned()
+        .ok_or("the peer has no Child SA")?;
+    let mut peer_plane = peer_plane(sim, peer_child);
+    let now = sim.now();
+    let ping = udp_packet([192, 0, 2, 20], [192, 0, 2, 10], b"reading: 21.5 C");
+    let (opened, size) = sim
+        .with_actor(w.terminal, |t: &mut Terminal, _| {
+            esp_across(now, t.data_plane_mut(), &mut peer_plane, &ping)
+        })
+        .map_err(err)?;
+    tour.note(&format!(
+        "ESP: the terminal protected a {}-byte packet into {size} bytes with its own keys; the peer opened it ({})",
+        ping.len(),
+        if opened == ping { "intact" } else { "ALTERED" }
+    ));
     let c = sim
         .actor::<Server>(w.server)
         .map_err(err)?

@@ -269,3 +269,51 @@ pub fn ike_events(sim: &mut Sim, node: NodeId) -> Vec<IkeEvent> {
 pub fn settle(sim: &mut Sim) {
     sim.run_for(Duration::from_secs(60)).unwrap();
 }
+
+/// An IPv4/UDP packet from `src` to `dst` carrying `body`.
+pub fn udp_packet(src: [u8; 4], dst: [u8; 4], body: &[u8]) -> Vec<u8> {
+    let builder = etherparse::PacketBuilder::ipv4(src, dst, 64).udp(1000, 2000);
+    let mut out = Vec::with_capacity(builder.size(body.len()));
+    builder.write(&mut out, body).unwrap();
+    out
+}
+
+/// A data plane holding `child` (the peer's side of the terminal's Child SA), protecting
+/// everything.
+pub fn peer_plane(sim: &Sim, child: deputy::ipsec::ChildSa) -> DataPlane {
+    let mut plane =
+        DataPlane::new(DataPlaneConfig::default(), Box::new(sim.rng("peer-plane"))).unwrap();
+    plane
+        .add_policy(Policy::new(
+            Selector::parse("0.0.0.0/0", "0.0.0.0/0").unwrap(),
+            Dir::Both,
+            Action::Protect,
+        ))
+        .unwrap();
+    plane.install(sim.now(), child).unwrap();
+    plane
+}
+
+/// Protect `packet` on `from` and open it on `to`: the plaintext that came out, and the
+/// size of the ESP packet that crossed.
+pub fn esp_across(
+    now: deputy::Instant,
+    from: &mut DataPlane,
+    to: &mut DataPlane,
+    packet: &[u8],
+) -> (Vec<u8>, usize) {
+    use deputy::ipsec::{Inbound, Outbound, Protected};
+    let (inbound, size) = match from.protect(now, packet).unwrap() {
+        Outbound::Protected(Protected::Ip(esp)) => (to.unprotect(now, &esp).unwrap(), esp.len()),
+        Outbound::Protected(Protected::Udp(d)) => (
+            to.unprotect_datagram(now, d.from, d.to, &d.payload)
+                .unwrap(),
+            d.payload.len(),
+        ),
+        other => panic!("not protected: {other:?}"),
+    };
+    match inbound {
+        Inbound::Packet { packet, .. } => (packet, size),
+        other => panic!("not delivered: {other:?}"),
+    }
+}
