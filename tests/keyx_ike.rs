@@ -1043,3 +1043,85 @@ fn ike_rekey_goes_through_the_server() {
     assert_eq!(t.counters().requests, requests);
     assert_eq!(t.established(), vec![t_new]);
 }
+
+/// The terminal rekeys its IKE SA itself: the server makes the share (start, key
+/// generation), the peer answers, the server turns the answer into g^ir, and the terminal
+/// derives the new IKE SA and deletes the old one. Both roles of the original exchange.
+#[test]
+fn terminal_rekeys_its_ike_sa_through_the_server() {
+    for peer_initiated in [true, false] {
+        let mut sim = Sim::new(14);
+        let spec = Spec::default();
+        let w = if peer_initiated {
+            fig12_started(&mut sim, &spec)
+        } else {
+            let w = peer_responds(&mut sim, &spec);
+            sim.with_actor(w.terminal, |t: &mut Terminal, now| {
+                t.initiate(
+                    now,
+                    addr(PEER, 500),
+                    deputy::ikev2::Identity::Fqdn(PEER_ID.into()),
+                )
+            })
+            .unwrap()
+            .unwrap();
+            settle(&mut sim);
+            w
+        };
+        let _ = ike_events(&mut sim, w.peer);
+        let t_events = terminal_events(&mut sim, w.terminal);
+        let old = terminal_ike(&t_events)
+            .into_iter()
+            .find_map(|e| match e {
+                IkeEvent::IkeSaEstablished { id, .. } => Some(id),
+                _ => None,
+            })
+            .expect("established");
+        sim.with_actor(w.terminal, |t: &mut Terminal, now| t.rekey_ike(now, old))
+            .unwrap()
+            .unwrap();
+        settle(&mut sim);
+        let t_events = terminal_events(&mut sim, w.terminal);
+        assert!(failures(&t_events).is_empty(), "{t_events:?}");
+        let new = terminal_ike(&t_events)
+            .into_iter()
+            .find_map(|e| match e {
+                IkeEvent::IkeSaRekeyed {
+                    old: o,
+                    new,
+                    initiated: true,
+                } if o == old => Some(new),
+                _ => None,
+            })
+            .expect("the terminal rekeyed its IKE SA");
+        let p_events = ike_events(&mut sim, w.peer);
+        assert!(p_events.iter().any(|e| matches!(
+            e,
+            IkeEvent::IkeSaRekeyed { new: n, initiated: false, .. } if *n == new
+        )));
+        let c = sim
+            .actor::<Server>(w.server)
+            .unwrap()
+            .dispatcher()
+            .protocol()
+            .counters();
+        assert_eq!((c.diffie_hellman, c.ike_rekeys), (2, 1));
+        // The new SA works, and the old one is gone on both sides.
+        sim.with_actor(w.terminal, |t: &mut Terminal, now| {
+            t.send_liveness(now, new)
+        })
+        .unwrap()
+        .unwrap();
+        settle(&mut sim);
+        let t_events = terminal_ike(&terminal_events(&mut sim, w.terminal));
+        assert!(
+            t_events
+                .iter()
+                .any(|e| matches!(e, IkeEvent::LivenessConfirmed { id } if *id == new))
+        );
+        assert_eq!(
+            sim.actor::<Terminal>(w.terminal).unwrap().established(),
+            vec![new]
+        );
+    }
+}

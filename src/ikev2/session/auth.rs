@@ -245,6 +245,9 @@ impl IkeSa {
                     }
                 }
             }
+            // Only IKE_AUTH is held while the SA is at the server; a rekey is held once it
+            // is released, and answered by `own_rekey_answered`.
+            (Held::OwnRekey { .. }, _) => Err(IkeError::NotDelegating.into()),
         }
     }
 

@@ -18,10 +18,10 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-use super::{Ctx, Found, IkeSa, NewSa, Request, State, nonce};
+use super::{Ctx, Found, Held, IkeSa, NewSa, Request, Secrets, Share, State, nonce};
 use crate::Error;
 use crate::crypto::dh::KeyPair;
-use crate::ikev2::codec::{ExchangeType, KePayload, Notify, Payload, find_notify};
+use crate::ikev2::codec::{ExchangeType, KePayload, Notify, Payload, Proposal, find_notify};
 use crate::ikev2::consts::notify;
 use crate::ikev2::keys::{IkeKeys, skeyseed_rekey};
 use crate::ikev2::proposal::{
@@ -71,7 +71,25 @@ impl IkeSa {
             .and_then(|p| p.groups.first().copied())
             .unwrap_or(self.suite.group);
         let kp = KeyPair::generate(group, ctx.rng);
-        self.send_ike_rekey(ctx, spi, ni, kp, 0)
+        self.send_ike_rekey(ctx, spi, ni, Share::Local(kp), 0)
+    }
+
+    /// Exchange initiator of a delegated IKE SA (seed 004): propose a new IKE SA with the
+    /// key share the substitution server made (`ke`). Refused (reported as a failed rekey)
+    /// while another exchange is outstanding: the terminal asks again later.
+    pub(crate) fn start_ike_rekey_delegated(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ke: KePayload,
+        offer: Vec<Proposal>,
+    ) -> Result<(), Error> {
+        let idle = self.pending.is_none() && self.state == State::Established;
+        if !idle || !ctx.room_to_rekey || self.rekeys_ike_locally() {
+            return self.ike_rekey_failed(ctx, notify::TEMPORARY_FAILURE);
+        }
+        let spi = self.new_ike_spi(ctx);
+        let ni = nonce(ctx.rng);
+        self.send_ike_rekey(ctx, spi, ni, Share::AtServer { ke, offer }, 0)
     }
 
     fn send_ike_rekey(
@@ -79,21 +97,28 @@ impl IkeSa {
         ctx: &mut Ctx<'_>,
         spi: [u8; 8],
         ni: Vec<u8>,
-        kp: KeyPair,
+        share: Share,
         rounds: u8,
     ) -> Result<(), Error> {
+        let offer = match &share {
+            Share::Local(_) => ike_rekey_offer(&self.cfg.ike_proposals, spi),
+            Share::AtServer { offer, .. } => offer
+                .iter()
+                .map(|p| Proposal {
+                    spi: spi.to_vec(),
+                    ..p.clone()
+                })
+                .collect(),
+        };
         let payloads = [
-            Payload::Sa(ike_rekey_offer(&self.cfg.ike_proposals, spi)),
+            Payload::Sa(offer),
             Payload::Nonce(ni.clone()),
-            Payload::Ke(KePayload {
-                group: kp.group().id(),
-                data: kp.public().to_vec(),
-            }),
+            Payload::Ke(share.payload()),
         ];
         let request = Request::RekeyIke {
             spi,
             ni,
-            kp,
+            share,
             rounds,
         };
         self.send_request(ctx, ExchangeType::CreateChildSa, &payloads, request)
@@ -105,41 +130,87 @@ impl IkeSa {
         ctx: &mut Ctx<'_>,
         payloads: Vec<Payload>,
         spi: [u8; 8],
-        ni: &[u8],
-        kp: KeyPair,
+        ni: Vec<u8>,
+        share: Share,
         rounds: u8,
     ) -> Result<(), Error> {
+        let kp = match share {
+            Share::Local(kp) => kp,
+            Share::AtServer { offer, .. } => {
+                // The server holds the private value: the answer waits for g^ir (or, after
+                // INVALID_KE_PAYLOAD, for a share in the group the peer wants).
+                if let Secrets::Released { rekey, .. } = &mut self.secrets {
+                    *rekey = Some(Box::new(Held::OwnRekey {
+                        payloads,
+                        spi,
+                        ni,
+                        offer,
+                        rounds,
+                    }));
+                }
+                return Ok(());
+            }
+        };
         if let Some(n) = find_notify(&payloads, notify::INVALID_KE_PAYLOAD) {
             return match invalid_ke_group(n, &self.cfg.ike_proposals) {
                 Some(g) if g != kp.group() && rounds < MAX_REKEY_ROUNDS => {
                     let kp = KeyPair::generate(g, ctx.rng);
-                    self.send_ike_rekey(ctx, spi, ni.to_vec(), kp, rounds + 1)
+                    self.send_ike_rekey(ctx, spi, ni, Share::Local(kp), rounds + 1)
                 }
                 _ => self.ike_rekey_failed(ctx, notify::INVALID_KE_PAYLOAD),
             };
         }
-        if let Some(n) = super::error_notify(&payloads) {
-            return self.ike_rekey_failed(ctx, n);
-        }
-        let Some((sa, ke, nr)) = Found::of(&payloads).sa_ke_nonce() else {
-            return self.ike_rekey_failed(ctx, notify::INVALID_SYNTAX);
-        };
-        let Some((suite, peer_spi)) = accept_ike_rekey(sa, &self.cfg.ike_proposals) else {
-            return self.ike_rekey_failed(ctx, notify::NO_PROPOSAL_CHOSEN);
-        };
         let group = kp.group();
-        if suite.group != group || ke.group != group.id() || peer_spi == spi {
-            return self.ike_rekey_failed(ctx, notify::INVALID_SYNTAX);
-        }
+        let (suite, peer_spi, ke, nr) = match self.rekey_answer(&payloads, spi, group.id()) {
+            Ok(x) => x,
+            Err(n) => return self.ike_rekey_failed(ctx, n),
+        };
         let Ok(shared) = kp.agree(&ke.data) else {
             return self.ike_rekey_failed(ctx, notify::INVALID_SYNTAX);
         };
+        self.finish_own_rekey(ctx, suite, spi, peer_spi, shared.as_bytes(), &ni, &nr)
+    }
+
+    /// Check the answer to our IKE SA rekey (KE in `group`): the suite, the peer's new
+    /// SPI, its KE payload and nonce; or the notify to report.
+    fn rekey_answer(
+        &self,
+        payloads: &[Payload],
+        spi: [u8; 8],
+        group: u16,
+    ) -> Result<(IkeSuite, [u8; 8], KePayload, Vec<u8>), u16> {
+        if let Some(n) = super::error_notify(payloads) {
+            return Err(n);
+        }
+        let (sa, ke, nr) = Found::of(payloads)
+            .sa_ke_nonce()
+            .ok_or(notify::INVALID_SYNTAX)?;
+        let (suite, peer_spi) =
+            accept_ike_rekey(sa, &self.cfg.ike_proposals).ok_or(notify::NO_PROPOSAL_CHOSEN)?;
+        if suite.group.id() != group || ke.group != group || peer_spi == spi {
+            return Err(notify::INVALID_SYNTAX);
+        }
+        Ok((suite, peer_spi, ke.clone(), nr.to_vec()))
+    }
+
+    /// Our rekey is answered and g^ir known: hand over to the new IKE SA and delete this
+    /// one (§1.3.2: the rekey initiator deletes the old IKE SA).
+    #[allow(clippy::too_many_arguments)]
+    fn finish_own_rekey(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        suite: IkeSuite,
+        spi: [u8; 8],
+        peer_spi: [u8; 8],
+        g_ir: &[u8],
+        ni: &[u8],
+        nr: &[u8],
+    ) -> Result<(), Error> {
         let id = IkeSaId {
             spi_i: spi,
             spi_r: peer_spi,
         };
-        self.hand_over(ctx, suite, id, true, shared.as_bytes(), ni, nr)?;
-        // §1.3.2: the rekey initiator deletes the old IKE SA.
+        self.hand_over(ctx, suite, id, true, g_ir, ni, nr)?;
         self.send_request(
             ctx,
             ExchangeType::Informational,
@@ -152,6 +223,51 @@ impl IkeSa {
         match self.successor.as_mut() {
             Some(new) => new.pump_queue(ctx),
             None => Ok(()),
+        }
+    }
+
+    /// A delegated IKE SA rekey we started resumes with the server's answer.
+    pub(crate) fn own_rekey_answered(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        verdict: super::OwnRekeyVerdict,
+    ) -> Result<(), Error> {
+        if self.own_rekey_answer().is_none() {
+            return Err(crate::ikev2::IkeError::NotDelegating.into());
+        }
+        let held = match &mut self.secrets {
+            Secrets::Released { rekey, .. } => rekey.take(),
+            _ => None,
+        };
+        let Some(Held::OwnRekey {
+            payloads,
+            spi,
+            ni,
+            offer,
+            rounds,
+        }) = held.map(|h| *h)
+        else {
+            return Err(crate::ikev2::IkeError::NotDelegating.into());
+        };
+        match verdict {
+            super::OwnRekeyVerdict::Refused(n) => self.ike_rekey_failed(ctx, n),
+            super::OwnRekeyVerdict::Resend(ke) if rounds < MAX_REKEY_ROUNDS => {
+                let share = Share::AtServer { ke, offer };
+                self.send_ike_rekey(ctx, spi, ni, share, rounds + 1)
+            }
+            super::OwnRekeyVerdict::Resend(_) => {
+                self.ike_rekey_failed(ctx, notify::INVALID_KE_PAYLOAD)
+            }
+            super::OwnRekeyVerdict::Accepted { g_ir } => {
+                // The group is the one the peer's KE payload names; the server agreed in it.
+                let group = Found::of(&payloads).ke.map_or(0, |k| k.group);
+                match self.rekey_answer(&payloads, spi, group) {
+                    Ok((suite, peer_spi, _, nr)) => {
+                        self.finish_own_rekey(ctx, suite, spi, peer_spi, &g_ir, &ni, &nr)
+                    }
+                    Err(n) => self.ike_rekey_failed(ctx, n),
+                }
+            }
         }
     }
 
@@ -288,6 +404,9 @@ impl IkeSa {
         ctx: &mut Ctx<'_>,
         verdict: super::RekeyVerdict,
     ) -> Result<(), Error> {
+        if self.rekey_question().is_none() {
+            return Err(crate::ikev2::IkeError::NotDelegating.into());
+        }
         let held = match &mut self.secrets {
             super::Secrets::Released { rekey, .. } => rekey.take(),
             _ => None,

@@ -145,11 +145,11 @@ pub(crate) enum Request {
     DeleteIke,
     /// Empty INFORMATIONAL.
     Liveness,
-    /// CREATE_CHILD_SA rekeying the IKE SA (§1.3.2): our new SPI, nonce and KE key pair.
+    /// CREATE_CHILD_SA rekeying the IKE SA (§1.3.2): our new SPI, nonce and key share.
     RekeyIke {
         spi: [u8; 8],
         ni: Vec<u8>,
-        kp: KeyPair,
+        share: Share,
         rounds: u8,
     },
     /// INFORMATIONAL deleting this IKE SA after we rekeyed it: its Child SAs live on in
@@ -247,9 +247,31 @@ pub(crate) enum Delegation {
     Asked(alloc::boxed::Box<Held>),
 }
 
-/// A peer's IKE_AUTH held for the server's verdict.
+/// Who holds our key share of an IKE SA rekey we started.
+pub(crate) enum Share {
+    /// This actor: the key pair.
+    Local(KeyPair),
+    /// The substitution server (seed 004): we hold its public value only, and offer
+    /// what the server chose to offer (its proposals, our SPI set on each).
+    AtServer { ke: KePayload, offer: Vec<Proposal> },
+}
+
+impl Share {
+    fn payload(&self) -> KePayload {
+        match self {
+            Share::Local(kp) => KePayload {
+                group: kp.group().id(),
+                data: kp.public().to_vec(),
+            },
+            Share::AtServer { ke, .. } => ke.clone(),
+        }
+    }
+}
+
+/// A peer's message held for the substitution server (seed 004).
 pub(crate) enum Held {
-    /// Original responder: the peer's IKE_AUTH request, answered once the server spoke.
+    /// A request the peer sent (its IKE_AUTH, or its IKE SA rekey), answered once the
+    /// server spoke.
     Request {
         msg_id: u32,
         payloads: Vec<Payload>,
@@ -260,6 +282,15 @@ pub(crate) enum Held {
     /// Original initiator: the peer's IKE_AUTH response; the Child SA it carries is taken
     /// once the server spoke.
     Response { payloads: Vec<Payload>, spi_in: u32 },
+    /// The answer to an IKE SA rekey we started with the server's share: the new IKE SA
+    /// (our `spi`, our nonce) is derived once the server sent g^ir.
+    OwnRekey {
+        payloads: Vec<Payload>,
+        spi: [u8; 8],
+        ni: Vec<u8>,
+        offer: Vec<Proposal>,
+        rounds: u8,
+    },
 }
 
 impl Held {
@@ -280,7 +311,9 @@ impl Held {
 
     fn payloads(&self) -> &[Payload] {
         match self {
-            Held::Request { payloads, .. } | Held::Response { payloads, .. } => payloads,
+            Held::Request { payloads, .. }
+            | Held::Response { payloads, .. }
+            | Held::OwnRekey { payloads, .. } => payloads,
         }
     }
 }
@@ -313,6 +346,16 @@ pub(crate) enum RekeyVerdict {
     /// Answer the peer with this error notify (NO_PROPOSAL_CHOSEN, INVALID_KE_PAYLOAD with
     /// its group as data, TEMPORARY_FAILURE when the server could not help).
     Refused { notify: u16, data: Vec<u8> },
+}
+
+/// The server's answer for an IKE SA rekey we started (seed 004).
+pub(crate) enum OwnRekeyVerdict {
+    /// The peer asked for another group: send the request again with this share.
+    Resend(KePayload),
+    /// g^ir: derive the new IKE SA.
+    Accepted { g_ir: zeroize::Zeroizing<Vec<u8>> },
+    /// The rekey failed (reported with this notify); the IKE SA stays.
+    Refused(u16),
 }
 
 /// How an IKE SA is to be authenticated.
@@ -447,7 +490,18 @@ impl IkeSa {
         match &self.secrets {
             Secrets::Released {
                 rekey: Some(held), ..
-            } => Some(held.payloads()),
+            } if matches!(**held, Held::Request { .. }) => Some(held.payloads()),
+            _ => None,
+        }
+    }
+
+    /// The peer's answer to a delegated IKE SA rekey we started, waiting for the server
+    /// (its SA, Nr and KEr, or a notify), opened.
+    pub(crate) fn own_rekey_answer(&self) -> Option<&[Payload]> {
+        match &self.secrets {
+            Secrets::Released {
+                rekey: Some(held), ..
+            } if matches!(**held, Held::OwnRekey { .. }) => Some(held.payloads()),
             _ => None,
         }
     }
@@ -920,9 +974,9 @@ impl IkeSa {
             Request::RekeyIke {
                 spi,
                 ni,
-                kp,
+                share,
                 rounds,
-            } => self.ike_rekey_response(ctx, payloads, spi, &ni, kp, rounds),
+            } => self.ike_rekey_response(ctx, payloads, spi, ni, share, rounds),
             Request::DeleteRekeyed => {
                 self.state = State::Dead;
                 Ok(())

@@ -36,8 +36,8 @@ use crate::ikev2::consts::{notify, transform as t};
 use crate::ikev2::keys::{IkeKeys, skeyseed};
 use crate::ikev2::nat::{nat_detected, natd_notifies, natd_source};
 use crate::ikev2::proposal::{
-    IkeChoice, IkeProposal, IkeSuite, accept_ike, ike_offer, invalid_ke_group, select_ike,
-    select_ike_rekey,
+    IkeChoice, IkeProposal, IkeSuite, accept_ike, accept_ike_rekey, ike_offer, invalid_ke_group,
+    select_ike, select_ike_rekey,
 };
 use crate::ikev2::session::{Found, nonce};
 use crate::keyx::dispatch::{Place, Substitute, TerminalId};
@@ -92,8 +92,18 @@ pub enum IkeSession {
     /// A delegated IKE SA rekey (the peer's CREATE_CHILD_SA, opened by the terminal):
     /// the proposal chosen and the peer's key share.
     RekeyChosen(Box<RekeyChosen>),
+    /// The terminal rekeys its IKE SA: what it may offer and the server's key share
+    /// (handed out by key generation; again in another group after INVALID_KE_PAYLOAD).
+    RekeyOffering(Box<RekeyOffer>),
     /// The rekey's share and g^ir were handed over: nothing more.
     RekeyDone,
+}
+
+/// A delegated IKE SA rekey the terminal starts.
+pub struct RekeyOffer {
+    proposals: Vec<IkeProposal>,
+    kp: KeyPair,
+    rounds: u8,
 }
 
 /// A delegated IKE SA rekey, S35 done.
@@ -170,6 +180,7 @@ impl IkeSession {
             IkeSession::Released(_) => "released",
             IkeSession::Refused => "refused",
             IkeSession::RekeyChosen(_) => "rekey chosen",
+            IkeSession::RekeyOffering(_) => "rekey offering",
             IkeSession::RekeyDone => "rekey done",
         }
     }
@@ -335,6 +346,15 @@ impl IkeSubstitute {
         profile: &IkeProfile,
         request: &StartRequest,
     ) -> Result<(IkeSession, Body), ErrorCode> {
+        if let Some(m) = request.peer_message.as_deref() {
+            // Only a rekey carries a message when the terminal starts: an unencrypted
+            // CREATE_CHILD_SA header that says so.
+            let h = Header::decode(m, &self.limits).map_err(|_| ErrorCode::BadRequest)?;
+            if h.header.exchange != ExchangeType::CreateChildSa {
+                return Err(ErrorCode::BadRequest);
+            }
+            return self.rekey_offer(profile, request);
+        }
         let wanted = request.peer_id.as_deref().ok_or(ErrorCode::BadRequest)?;
         let peer_id = Identity::from_payload_body(wanted).map_err(|_| ErrorCode::BadRequest)?;
         // S43 before anything is spent: may this terminal reach that peer at all? (Checked
@@ -436,6 +456,104 @@ impl IkeSubstitute {
         ))
     }
 
+    /// S35 for an IKE SA rekey the terminal starts: the proposals it may offer (as an SA
+    /// payload without SPI; the terminal sets its new SPI), our key share made now.
+    fn rekey_offer(
+        &mut self,
+        profile: &IkeProfile,
+        request: &StartRequest,
+    ) -> Result<(IkeSession, Body), ErrorCode> {
+        let proposals = runnable(&profile.ike_proposals, &request.transforms);
+        let Some(group) = proposals.first().and_then(|p| p.groups.first().copied()) else {
+            return Ok((
+                IkeSession::Refused,
+                start_refused(StartOutcome::NoProposalChosen),
+            ));
+        };
+        let outcome = StartOutcome::Proceed {
+            method: method_of(&profile.credential),
+            transforms: proposals.iter().flat_map(proposal_transforms).collect(),
+            sa: chain(&[Payload::Sa(ike_offer(&proposals))])?.1,
+        };
+        let offer = RekeyOffer {
+            kp: KeyPair::generate(group, &mut *self.rng),
+            proposals,
+            rounds: 0,
+        };
+        Ok((
+            IkeSession::RekeyOffering(Box::new(offer)),
+            Body::StartResponse(StartResponse { outcome }),
+        ))
+    }
+
+    /// S38-S40 for an IKE SA rekey the terminal starts: without the peer's answer, our key
+    /// share; with an INVALID_KE_PAYLOAD answer, a share in the group the peer wants; with
+    /// the peer's SA, KEr and Nr, g^ir (sealed) — the terminal derives the new IKE SA.
+    fn rekey_offer_keygen(
+        &mut self,
+        profile: &IkeProfile,
+        at: Place,
+        mut o: Box<RekeyOffer>,
+        answer: Option<&[u8]>,
+    ) -> (IkeSession, Result<Body, ErrorCode>) {
+        let Some(answer) = answer else {
+            let ke = KePayload {
+                group: o.kp.group().id(),
+                data: o.kp.public().to_vec(),
+            };
+            return match ke_message(ke) {
+                Ok(body) => (IkeSession::RekeyOffering(o), Ok(body)),
+                Err(code) => (IkeSession::RekeyOffering(o), Err(code)),
+            };
+        };
+        let Ok(m) = Message::decode(answer, &self.limits) else {
+            return (IkeSession::RekeyOffering(o), Err(ErrorCode::BadRequest));
+        };
+        if let Some(n) = m.notify(notify::INVALID_KE_PAYLOAD)
+            && let Some(g) = invalid_ke_group(n, &o.proposals)
+            && g != o.kp.group()
+            && o.rounds < MAX_INIT_ROUNDS
+        {
+            o.rounds += 1;
+            o.kp = KeyPair::generate(g, &mut *self.rng);
+            let ke = KePayload {
+                group: g.id(),
+                data: o.kp.public().to_vec(),
+            };
+            return match ke_message(ke) {
+                Ok(body) => (IkeSession::RekeyOffering(o), Ok(body)),
+                Err(code) => (IkeSession::RekeyOffering(o), Err(code)),
+            };
+        }
+        let found = Found::of(&m.payloads);
+        let chosen = found.sa.and_then(|sa| accept_ike_rekey(sa, &o.proposals));
+        let (Some((suite, _)), Some(ke)) = (chosen, found.ke) else {
+            return (IkeSession::RekeyOffering(o), Err(ErrorCode::BadRequest));
+        };
+        if suite.group != o.kp.group() || ke.group != o.kp.group().id() {
+            return (IkeSession::RekeyOffering(o), Err(ErrorCode::BadRequest));
+        }
+        self.counters.diffie_hellman += 1;
+        let Ok(shared) = o.kp.agree(&ke.data) else {
+            return (IkeSession::Refused, Err(ErrorCode::BadRequest));
+        };
+        self.counters.ike_rekeys += 1;
+        let sealed = seal(
+            &profile.delegation_key,
+            at.seal_context(KEYGEN_RESPONSE),
+            &super::encode_shared(shared.as_bytes()),
+            &mut *self.rng,
+        );
+        (
+            IkeSession::RekeyDone,
+            Ok(Body::KeyGenResponse(KeyGenResponse {
+                message: None,
+                sealed: Some(sealed),
+                local_auth: None,
+            })),
+        )
+    }
+
     /// S38-S40 for a delegated IKE SA rekey: our key share (as an IKE message carrying
     /// one KE payload) and g^ir, sealed. The terminal derives the new IKE SA from its SK_d.
     fn rekey_keygen(
@@ -452,23 +570,13 @@ impl IkeSubstitute {
         self.counters.diffie_hellman += 1;
         let shared = kp.agree(&c.ke.data).map_err(|_| ErrorCode::BadRequest)?;
         self.counters.ike_rekeys += 1;
-        let header = Header {
-            spi_i: [0; 8],
-            spi_r: [0; 8],
-            exchange: ExchangeType::CreateChildSa,
-            flags: crate::ikev2::codec::Flags {
-                initiator: false,
-                version: false,
-                response: true,
-            },
-            message_id: 0,
+        let Body::KeyGenResponse(KeyGenResponse {
+            message: Some(message),
+            ..
+        }) = ke_message(ke)?
+        else {
+            return Err(ErrorCode::Internal);
         };
-        let message = Message {
-            header,
-            payloads: alloc::vec![Payload::Ke(ke)],
-        }
-        .encode()
-        .map_err(|_| ErrorCode::Internal)?;
         let sealed = seal(
             &profile.delegation_key,
             at.seal_context(KEYGEN_RESPONSE),
@@ -892,6 +1000,9 @@ impl Substitute for IkeSubstitute {
                 Ok((next, body)) => (next, Ok(body)),
                 Err(code) => (IkeSession::RekeyChosen(c), Err(code)),
             },
+            (IkeSession::RekeyOffering(o), Body::KeyGenRequest(k)) => {
+                self.rekey_offer_keygen(&profile, at, o, k.peer_message.as_deref())
+            }
             (IkeSession::Offering(o), Body::KeyGenRequest(k)) => {
                 self.initiator_keygen(&profile, at, o, k.peer_message.as_deref())
             }
@@ -1002,4 +1113,31 @@ fn chosen(profile: &IkeProfile, choice: &IkeChoice) -> Result<StartOutcome, Erro
         ])])?
         .1,
     })
+}
+
+/// A key generation response whose message is our key share: an unencrypted
+/// CREATE_CHILD_SA response header and one KE payload.
+fn ke_message(ke: KePayload) -> Result<Body, ErrorCode> {
+    let header = Header {
+        spi_i: [0; 8],
+        spi_r: [0; 8],
+        exchange: ExchangeType::CreateChildSa,
+        flags: crate::ikev2::codec::Flags {
+            initiator: false,
+            version: false,
+            response: true,
+        },
+        message_id: 0,
+    };
+    let message = Message {
+        header,
+        payloads: alloc::vec![Payload::Ke(ke)],
+    }
+    .encode()
+    .map_err(|_| ErrorCode::Internal)?;
+    Ok(Body::KeyGenResponse(KeyGenResponse {
+        message: Some(message),
+        sealed: None,
+        local_auth: None,
+    }))
 }

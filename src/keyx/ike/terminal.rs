@@ -26,9 +26,12 @@
 //! server chooses the proposal, makes the new Diffie-Hellman share and hands over g^ir
 //! (sealed), and the terminal derives the new IKE SA from its SK_d (RFC 7296 §2.18).
 //!
-//! Not built yet: IKE SA rekeys the terminal starts (it refuses to: `rekey_ike` is not
-//! offered, and the session code answers TEMPORARY_FAILURE to itself) and Child SA
-//! rekeys with PFS.
+//! An IKE SA rekey the terminal starts ([`Terminal::rekey_ike`]) goes the same way: the
+//! server makes the share (start, key generation), the terminal sends CREATE_CHILD_SA,
+//! and the peer's answer goes to the server (key generation again) for g^ir.
+//!
+//! Not built: Child SA rekeys with PFS (the crate's IKE engine negotiates ESP without a
+//! Diffie-Hellman group, plain actors included).
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
@@ -49,7 +52,7 @@ use crate::ikev2::initiator::arrival;
 use crate::ikev2::nat::{CookieJar, nat_detected};
 use crate::ikev2::proposal::{IkeProposal, accept_ike};
 use crate::ikev2::session::{
-    Authority, Ctx, Found, IkeSa, NewSa, RekeyVerdict, Retrans, Tick, Verdict,
+    Authority, Ctx, Found, IkeSa, NewSa, OwnRekeyVerdict, RekeyVerdict, Retrans, Tick, Verdict,
 };
 use crate::ikev2::{AuthFailure, FailReason, IkeError, IkeEvent, IkeSaId};
 use crate::io::{Actor, Input, Outbox, Output};
@@ -318,6 +321,17 @@ enum Step {
         num: u8,
         suite: crate::ikev2::proposal::IkeSuite,
     },
+    /// We rekey the IKE SA `spi`: S3 sent.
+    OwnRekeyStart { spi: [u8; 8] },
+    /// S6 sent: waiting for the server's key share; `offer` is what we may offer.
+    OwnRekeyShare {
+        spi: [u8; 8],
+        offer: Vec<crate::ikev2::codec::Proposal>,
+    },
+    /// Our CREATE_CHILD_SA is out (the IKE session retransmits it).
+    OwnRekeySent { spi: [u8; 8] },
+    /// S6 again with the peer's answer: waiting for g^ir (or another share).
+    OwnRekeyAnswered { spi: [u8; 8] },
 }
 
 /// The delegation request an exchange waits on.
@@ -521,6 +535,39 @@ impl Terminal {
     /// Delete the IKE SA `id`.
     pub fn delete_ike(&mut self, now: Instant, id: IkeSaId) -> Result<(), Error> {
         self.command(now, id, crate::ikev2::session::Command::DeleteIke)
+    }
+
+    /// Rekey the IKE SA `id` (RFC 7296 §1.3.2) through the server: it makes the key share
+    /// and g^ir, the terminal derives the new IKE SA from SK_d. Reported as
+    /// [`IkeEvent::IkeSaRekeyed`] (or `IkeSaRekeyFailed`, or a [`TerminalEvent::Failed`]
+    /// when the server could not help).
+    pub fn rekey_ike(&mut self, now: Instant, id: IkeSaId) -> Result<(), Error> {
+        let spi = self.sa_key(id).ok_or(IkeError::UnknownSpi)?;
+        let Some(sa) = self.sas.get(&spi).filter(|s| s.is_established()) else {
+            return Err(IkeError::NotEstablished.into());
+        };
+        if self
+            .exchanges
+            .values()
+            .any(|x| rekey_sa(&x.step) == Some(spi))
+        {
+            return Err(IkeError::RekeyPending.into());
+        }
+        self.room_for_exchange()?;
+        let (local, remote) = (sa.local, sa.remote);
+        let message = rekey_message(sa, false, Vec::new())?;
+        let session = self.new_session();
+        self.open_exchange(now, session, Step::OwnRekeyStart { spi });
+        let start = StartRequest {
+            protocol: Protocol::Ikev2,
+            role: Role::Initiator,
+            local,
+            remote,
+            peer_message: Some(message),
+            transforms: self.transforms.clone(),
+            peer_id: None,
+        };
+        self.ask(now, session, Body::StartRequest(start))
     }
 
     /// Send a liveness check on `id`.
@@ -821,6 +868,82 @@ impl Terminal {
                 })
                 .unwrap_or(Ok(()))
             }
+            (Step::OwnRekeyStart { spi }, Body::StartResponse(r)) => match r.outcome {
+                StartOutcome::Proceed { sa, .. } => {
+                    let mut count = 0;
+                    let offer = decode_chain(
+                        crate::ikev2::consts::payload::SA,
+                        &sa,
+                        &self.ike.limits,
+                        &mut count,
+                        false,
+                    );
+                    let Ok([Payload::Sa(offer)]) = offer.as_deref() else {
+                        return self.report(session, TerminalFailure::BadAnswer);
+                    };
+                    let offer = offer.clone();
+                    self.resume(session, Step::OwnRekeyShare { spi, offer }, meta);
+                    let req = KeyGenRequest { peer_message: None };
+                    self.ask(now, session, Body::KeyGenRequest(req))
+                }
+                StartOutcome::PolicyDenied => self.report(session, TerminalFailure::PolicyDenied),
+                StartOutcome::NoProposalChosen | StartOutcome::InvalidKe { .. } => {
+                    self.report(session, TerminalFailure::NoProposalChosen)
+                }
+            },
+            (
+                Step::OwnRekeyShare { spi, offer },
+                Body::KeyGenResponse(KeyGenResponse {
+                    message: Some(m),
+                    sealed: None,
+                    ..
+                }),
+            ) => {
+                let Some(ke) = ke_of(&m, &self.ike.limits) else {
+                    return self.report(session, TerminalFailure::BadAnswer);
+                };
+                self.resume(session, Step::OwnRekeySent { spi }, meta);
+                let r = self
+                    .with_sa(now, spi, |sa, ctx| {
+                        sa.start_ike_rekey_delegated(ctx, ke, offer)
+                    })
+                    .unwrap_or(Ok(()));
+                self.settle(now);
+                r
+            }
+            (Step::OwnRekeyAnswered { spi }, Body::KeyGenResponse(k)) => {
+                let verdict = match (k.message, k.sealed) {
+                    (_, Some(s)) => {
+                        let ctx = at.seal_context(KEYGEN_RESPONSE);
+                        match self.open_sealed(ctx, &s, super::decode_shared) {
+                            Ok(g_ir) => OwnRekeyVerdict::Accepted { g_ir },
+                            Err(reason) => {
+                                let r = self.refuse_rekey(
+                                    now,
+                                    spi,
+                                    notify::TEMPORARY_FAILURE,
+                                    Vec::new(),
+                                );
+                                return r.and(self.report(session, reason));
+                            }
+                        }
+                    }
+                    (Some(m), None) => match ke_of(&m, &self.ike.limits) {
+                        // The peer wants another group: the server made a share in it.
+                        Some(ke) => {
+                            self.resume(session, Step::OwnRekeySent { spi }, meta);
+                            OwnRekeyVerdict::Resend(ke)
+                        }
+                        None => OwnRekeyVerdict::Refused(notify::INVALID_SYNTAX),
+                    },
+                    (None, None) => OwnRekeyVerdict::Refused(notify::INVALID_SYNTAX),
+                };
+                let r = self
+                    .with_sa(now, spi, |sa, ctx| sa.own_rekey_answered(ctx, verdict))
+                    .unwrap_or(Ok(()));
+                self.settle(now);
+                r
+            }
             (Step::RekeyStart { spi }, Body::StartResponse(r)) => match r.outcome {
                 StartOutcome::Proceed { sa, .. } => {
                     let mut count = 0;
@@ -868,10 +991,7 @@ impl Terminal {
                 }
             },
             (Step::RekeyKeyGen { spi, num, suite }, Body::KeyGenResponse(k)) => {
-                let ke = k
-                    .message
-                    .and_then(|m| Message::decode(&m, &self.ike.limits).ok())
-                    .and_then(|m| Found::of(&m.payloads).ke.cloned());
+                let ke = k.message.and_then(|m| ke_of(&m, &self.ike.limits));
                 let g_ir = k.sealed.ok_or(TerminalFailure::BadAnswer).and_then(|s| {
                     self.open_sealed(at.seal_context(KEYGEN_RESPONSE), &s, super::decode_shared)
                 });
@@ -1207,6 +1327,35 @@ impl Terminal {
         self.ask(now, session, Body::KeyRequest)
     }
 
+    /// The peer's answer to our rekey of `spi`: to the server, unless it is a refusal.
+    fn own_rekey_answer(&mut self, now: Instant, session: u64, spi: [u8; 8]) -> Result<(), Error> {
+        let Some(sa) = self.sas.get(&spi) else {
+            return Ok(());
+        };
+        let Some(payloads) = sa.own_rekey_answer() else {
+            return Ok(());
+        };
+        let refusal = crate::ikev2::session::error_notify(payloads)
+            .filter(|n| *n != notify::INVALID_KE_PAYLOAD);
+        if let Some(n) = refusal {
+            self.exchanges.remove(&session);
+            return self
+                .with_sa(now, spi, |sa, ctx| {
+                    sa.own_rekey_answered(ctx, OwnRekeyVerdict::Refused(n))
+                })
+                .unwrap_or(Ok(()));
+        }
+        let message = rekey_message(sa, true, payloads.to_vec())?;
+        let Some(meta) = self.exchanges.get(&session).map(|x| x.meta) else {
+            return Ok(());
+        };
+        self.resume(session, Step::OwnRekeyAnswered { spi }, meta);
+        let req = KeyGenRequest {
+            peer_message: Some(message),
+        };
+        self.ask(now, session, Body::KeyGenRequest(req))
+    }
+
     /// Answer a held IKE SA rekey with an error notify; the IKE SA stays as it is.
     fn refuse_rekey(
         &mut self,
@@ -1219,6 +1368,9 @@ impl Terminal {
         self.with_sa(now, spi, |sa, ctx| {
             if sa.rekey_question().is_some() {
                 sa.rekey_answered(ctx, verdict)
+            } else if sa.own_rekey_answer().is_some() {
+                // Our own rekey: it failed (reported as such); the IKE SA stays.
+                sa.own_rekey_answered(ctx, OwnRekeyVerdict::Refused(notify))
             } else {
                 Ok(())
             }
@@ -1238,27 +1390,7 @@ impl Terminal {
         let (local, remote) = (sa.local, sa.remote);
         // The peer's request, opened, as an unencrypted IKE message: the server reads the
         // SA, Ni and KEi from it (and sees no other payload).
-        let carried: Vec<Payload> = payloads
-            .iter()
-            .filter(|p| matches!(p, Payload::Sa(_) | Payload::Nonce(_) | Payload::Ke(_)))
-            .cloned()
-            .collect();
-        let header = Header {
-            spi_i: sa.id.spi_i,
-            spi_r: sa.id.spi_r,
-            exchange: ExchangeType::CreateChildSa,
-            flags: crate::ikev2::codec::Flags {
-                initiator: !sa.initiator,
-                version: false,
-                response: false,
-            },
-            message_id: 0,
-        };
-        let message = Message {
-            header,
-            payloads: carried,
-        }
-        .encode()?;
+        let message = rekey_message(sa, true, payloads.to_vec())?;
         if self.exchanges.len() >= self.cfg.max_exchanges {
             return self.refuse_rekey(now, spi, notify::TEMPORARY_FAILURE, Vec::new());
         }
@@ -1511,6 +1643,25 @@ impl Terminal {
                 let _ = self.ask(now, session, Body::AuthRequest(req));
             }
         }
+        // The peer answered our own rekey: its answer goes to the server (S6 again), or,
+        // when it refused outright, the rekey ends here.
+        let answered: Vec<(u64, [u8; 8])> = self
+            .exchanges
+            .iter()
+            .filter_map(|(s, x)| match x.step {
+                Step::OwnRekeySent { spi } => Some((*s, spi)),
+                _ => None,
+            })
+            .filter(|(_, spi)| {
+                self.sas
+                    .get(spi)
+                    .is_some_and(|sa| sa.own_rekey_answer().is_some())
+            })
+            .collect();
+        for (session, spi) in answered {
+            // A full outbox is reported as lost by the driver's next call.
+            let _ = self.own_rekey_answer(now, session, spi);
+        }
         // A held IKE SA rekey with no exchange serving it yet goes to the server.
         let rekeys: Vec<[u8; 8]> = self
             .sas
@@ -1539,7 +1690,7 @@ impl Terminal {
             let orphans: Vec<u64> = self
                 .exchanges
                 .iter()
-                .filter(|(_, x)| step_sa(&x.step) == Some(k))
+                .filter(|(_, x)| step_sa(&x.step).or(rekey_sa(&x.step)) == Some(k))
                 .map(|(s, _)| *s)
                 .collect();
             for s in orphans {
@@ -1687,10 +1838,53 @@ fn auth_failure(r: AuthResult) -> AuthFailure {
     }
 }
 
+/// An IKE SA rekey message as the server reads it: unencrypted, with the SA's SPIs and
+/// the CREATE_CHILD_SA exchange type, carrying only the payloads a rekey's key exchange
+/// needs (SA, nonce, KE, notifies). `from_peer`: the peer's request (else our own start,
+/// or the peer's answer, both sent with no payloads or the answer's).
+fn rekey_message(sa: &IkeSa, from_peer: bool, payloads: Vec<Payload>) -> Result<Vec<u8>, Error> {
+    let header = Header {
+        spi_i: sa.id.spi_i,
+        spi_r: sa.id.spi_r,
+        exchange: ExchangeType::CreateChildSa,
+        flags: crate::ikev2::codec::Flags {
+            initiator: if from_peer {
+                !sa.initiator
+            } else {
+                sa.initiator
+            },
+            version: false,
+            response: false,
+        },
+        message_id: 0,
+    };
+    let payloads = payloads
+        .into_iter()
+        .filter(|p| {
+            matches!(
+                p,
+                Payload::Sa(_) | Payload::Nonce(_) | Payload::Ke(_) | Payload::Notify(_)
+            )
+        })
+        .collect();
+    Ok(Message { header, payloads }.encode()?)
+}
+
+/// The KE payload of a key generation response's message.
+fn ke_of(message: &[u8], limits: &Limits) -> Option<crate::ikev2::codec::KePayload> {
+    let m = Message::decode(message, limits).ok()?;
+    Found::of(&m.payloads).ke.cloned()
+}
+
 /// The IKE SA whose rekey an exchange serves.
 fn rekey_sa(step: &Step) -> Option<[u8; 8]> {
     match step {
-        Step::RekeyStart { spi } | Step::RekeyKeyGen { spi, .. } => Some(*spi),
+        Step::RekeyStart { spi }
+        | Step::RekeyKeyGen { spi, .. }
+        | Step::OwnRekeyStart { spi }
+        | Step::OwnRekeyShare { spi, .. }
+        | Step::OwnRekeySent { spi }
+        | Step::OwnRekeyAnswered { spi } => Some(*spi),
         _ => None,
     }
 }
