@@ -34,6 +34,11 @@ CASES=(
   charon_initiator_strongswan_defaults
   deputy_initiator_certificates
   charon_initiator_certificates
+  charon_initiator_delegating_terminal_psk
+  delegating_terminal_initiator_psk
+  charon_initiator_delegating_terminal_certificates
+  delegating_terminal_initiator_certificates
+  charon_rekeys_child_of_delegating_terminal
 )
 TSHARK_CHECK=tshark_dissects_every_packet_of_the_run
 # A developer may run a subset: DEPUTY_INTEROP_CASES="deputy_initiator_aes128_sha256_x25519 …"

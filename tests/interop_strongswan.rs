@@ -16,6 +16,21 @@
 //! ESP-in-UDP to charon:4500, answered by the kernel in charon's namespace, protected by
 //! charon's libipsec, and unprotected here. charon's state is checked with `swanctl`.
 //!
+//! The seed 004 cases (issue 8) put the split in the same driver: [`Delegating`] is the
+//! delegating `keyx::ike::Terminal` on the same sockets plus its `SubstitutionServer` in
+//! this process, the stream between them carried in memory (`Connect` → `StreamAccepted`
+//! / `StreamConnected`, `StreamSend` → `StreamData`, `StreamClose` → `StreamClosed`). The
+//! server holds the PSK or deputy's `pki` key and certificate, the authentication-key
+//! database and a policy naming charon; the terminal holds neither. Each case brings up
+//! the IKE SA and Child SA either way round (with a COOKIE round), pings twice through
+//! the Child SA in the terminal's own data plane and checks what the server did (one
+//! Diffie-Hellman, one proof, one peer authenticated, SK_d released once);
+//! `charon_rekeys_child_of_delegating_terminal` then has charon rekey the Child SA and
+//! checks the terminal answered alone (no delegation request, no stream write, the
+//! server's counters unchanged) and that a ping crosses the new SA. For tshark their IKE
+//! SK payloads stay opaque (SK_e/SK_a are sealed to the terminal and not exported); their
+//! ESP is decrypted and authenticated like every other case's.
+//!
 //! The script passes one environment variable, `DEPUTY_INTEROP_DIR`, a directory holding
 //! `strongswan.conf` (for `swanctl`'s plugin list), charon's vici socket `charon.vici`, and
 //! `keys/`, where each test appends the negotiated keys in Wireshark's UAT formats for the
@@ -28,8 +43,10 @@ use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
+use deputy::channel::{ChannelServerConfig, ClientConfig, Psk, ServerConfig};
 use deputy::crypto::dh::Group;
 use deputy::ikev2::auth::{AuthKeyDb, Credential, Signer, SigningKey};
 use deputy::ikev2::{
@@ -40,9 +57,17 @@ use deputy::ipsec::{
     Action, ChildSa, DataPlane, DataPlaneConfig, Direction, Inbound, Outbound, Policy, Protected,
     Selector, Suite, TrafficSelector,
 };
-use deputy::{Actor, Error, Input, Instant, Output, UnixTime};
+use deputy::keyx::dispatch::Counters;
+use deputy::keyx::ike::{
+    IkeProfile, IkeSubstitute, IkeSubstituteCounters, Terminal, TerminalConfig, TerminalEvent,
+};
+use deputy::keyx::{
+    Bounds, DelegationKey, Direction as Toward, PeerPattern, PolicyDb, ServerEvent,
+    SubstitutionServer,
+};
+use deputy::{Actor, Error, Input, Instant, Output, StreamId, UnixTime};
 use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
+use rand_core::{Rng as _, SeedableRng};
 
 const CHARON: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const DEPUTY: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
@@ -438,11 +463,33 @@ impl Wire {
     }
 }
 
+/// An IKE actor the driver runs. The plain Initiator and Responder hand their Child SAs
+/// over in events and the driver installs them in a data plane of its own; the delegating
+/// terminal installs them in its own data plane, which the driver then uses.
+trait Driven: Actor<Event = IkeEvent> {
+    fn own_plane(&mut self) -> Option<&mut DataPlane> {
+        None
+    }
+}
+
+impl Driven for Initiator {}
+impl Driven for Responder {}
+
+/// A data plane protecting deputy's inner address to charon's.
+fn inner_plane() -> DataPlane {
+    let mut dp = DataPlane::new(DataPlaneConfig::default(), os_rng()).unwrap();
+    let sel = Selector::parse(&format!("{DEPUTY_INNER}/32"), &format!("{CHARON_INNER}/32"));
+    dp.add_policy(Policy::new(sel.unwrap(), Direction::Both, Action::Protect))
+        .unwrap();
+    dp
+}
+
 /// A deputy IKE actor plus the ESP data plane its Child SAs go into, on real sockets.
-struct Peer<A: Actor<Event = IkeEvent>> {
+struct Peer<A: Driven> {
     wire: Wire,
     ike: A,
-    dp: DataPlane,
+    /// The driver's data plane, for an actor without one of its own.
+    dp: Option<DataPlane>,
     events: Vec<IkeEvent>,
     ike_errors: Vec<Error>,
     /// Decrypted inbound packets, oldest first.
@@ -457,12 +504,9 @@ struct Peer<A: Actor<Event = IkeEvent>> {
     peer_requests: Vec<(u8, u32)>,
 }
 
-impl<A: Actor<Event = IkeEvent>> Peer<A> {
-    fn new(ike: A) -> Peer<A> {
-        let mut dp = DataPlane::new(DataPlaneConfig::default(), os_rng()).unwrap();
-        let sel = Selector::parse(&format!("{DEPUTY_INNER}/32"), &format!("{CHARON_INNER}/32"));
-        dp.add_policy(Policy::new(sel.unwrap(), Direction::Both, Action::Protect))
-            .unwrap();
+impl<A: Driven> Peer<A> {
+    fn new(mut ike: A) -> Peer<A> {
+        let dp = ike.own_plane().is_none().then(inner_plane);
         Peer {
             wire: Wire::bind(),
             ike,
@@ -476,8 +520,17 @@ impl<A: Actor<Event = IkeEvent>> Peer<A> {
         }
     }
 
-    /// Carry out the actor's outputs; install and remove Child SAs as its events say, the
-    /// way a key-exchange proxy hands them to a terminal: unchanged.
+    /// The data plane the Child SAs are in: the actor's own, or the driver's.
+    fn plane(&mut self) -> &mut DataPlane {
+        match self.ike.own_plane() {
+            Some(p) => p,
+            None => self.dp.as_mut().expect("a driver's data plane"),
+        }
+    }
+
+    /// Carry out the actor's outputs; install and remove Child SAs as its events say (in
+    /// the driver's data plane), the way a key-exchange proxy hands them to a terminal:
+    /// unchanged.
     fn drain(&mut self) {
         let now = self.wire.now();
         while let Some(o) = self.ike.poll_output() {
@@ -492,11 +545,15 @@ impl<A: Actor<Event = IkeEvent>> Peer<A> {
                     match &e {
                         IkeEvent::ChildSaEstablished { child, .. }
                         | IkeEvent::ChildSaRekeyed { child, .. } => {
-                            let released = self.dp.install(now, (**child).clone()).unwrap();
-                            assert!(released.is_empty());
+                            if let Some(dp) = self.dp.as_mut() {
+                                let released = dp.install(now, (**child).clone()).unwrap();
+                                assert!(released.is_empty());
+                            }
                         }
                         IkeEvent::ChildSaDeleted { spi_in, .. } => {
-                            self.dp.remove(*spi_in);
+                            if let Some(dp) = self.dp.as_mut() {
+                                dp.remove(*spi_in);
+                            }
                         }
                         _ => {}
                     }
@@ -533,7 +590,7 @@ impl<A: Actor<Event = IkeEvent>> Peer<A> {
                 self.ike.handle_timeout(now);
                 idle = false;
             }
-            self.dp.handle_timeout(now);
+            self.plane().handle_timeout(now);
             if idle {
                 std::thread::sleep(Duration::from_millis(2));
             }
@@ -560,7 +617,7 @@ impl<A: Actor<Event = IkeEvent>> Peer<A> {
             }
             return;
         }
-        match self.dp.unprotect_datagram(now, from, to, data) {
+        match self.plane().unprotect_datagram(now, from, to, data) {
             Ok(Inbound::Packet { packet, .. }) => self.inbound.push(packet),
             Ok(other) => self.esp_errors.push(format!("unexpected {other:?}")),
             Err(e) => self.esp_errors.push(e.to_string()),
@@ -589,7 +646,7 @@ impl<A: Actor<Event = IkeEvent>> Peer<A> {
     fn ping(&mut self, id: u16, seq: u16) -> u32 {
         let request = echo_request(id, seq);
         let now = self.wire.now();
-        let sent = self.dp.protect(now, &request).unwrap();
+        let sent = self.plane().protect(now, &request).unwrap();
         let Outbound::Protected(Protected::Udp(d)) = sent else {
             panic!("the echo request was not protected as ESP-in-UDP: {sent:?}");
         };
@@ -603,7 +660,10 @@ impl<A: Actor<Event = IkeEvent>> Peer<A> {
                 .any(|pkt| is_echo_reply(pkt, id, seq))
         });
         let spi = self.newest_child().spi_in;
-        let stats = self.dp.sa_stats(spi).expect("the newest SA is installed");
+        let stats = self
+            .plane()
+            .sa_stats(spi)
+            .expect("the newest SA is installed");
         assert!(stats.inbound.packets > 0, "the reply came through {spi:#x}");
         spi
     }
@@ -670,14 +730,19 @@ fn ike_config(p: &Profile, role: Role) -> IkeConfig {
         db.add_trust_anchor(&read("ca.der")).expect("ca.der");
         ike.credential = Credential::Signature(signer);
         ike.auth_db = db;
-        // The wall clock at Instant::ZERO (the driver's origin is set just after this:
-        // our clock runs a moment ahead, never behind the certificates' notBefore).
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap();
-        ike.time_anchor = UnixTime(wall.as_secs());
+        ike.time_anchor = wall_clock();
     }
     ike
+}
+
+/// The wall clock now, as the anchor of `Instant::ZERO` for an actor made now (the
+/// driver's origin is set just after: our clock runs a moment ahead, never behind the
+/// certificates' notBefore).
+fn wall_clock() -> UnixTime {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    UnixTime(wall.as_secs())
 }
 
 // -------------------------------------------------------------- charon's view
@@ -792,25 +857,57 @@ fn list_sas_output_parses() {
 
 // ------------------------------------------------------------ keys for tshark
 
+/// The IKE SAs of a case, for tshark.
+enum Keys<'a> {
+    /// Their keys, from the plain actors' `ike_keys_for_dissection`.
+    Known(&'a [IkeDissectionKeys]),
+    /// Delegated IKE SAs: SK_e and SK_a came to the terminal sealed with the delegation
+    /// key and are not handed out (the terminal has no dissection export, and the test
+    /// does not pry them from the server), so their SK payloads stay opaque to tshark.
+    /// Their ESP is decrypted: the Child SAs' keys are in the terminal's events.
+    AtServer(&'a [IkeSaId]),
+}
+
+/// What a case must have put on the wire at least: IKE messages (requests and responses,
+/// retransmissions and COOKIE rounds aside) and ICMP echoes (each a request and a reply
+/// in ESP).
+struct Expect {
+    ike_frames: usize,
+    pings: usize,
+}
+
 /// Append one case's keys in Wireshark's UAT formats (`keys/ikev2_decryption_table`,
-/// `keys/esp_sa`) and a line naming the case, its IKE SAs (and the initiator SPIs of
-/// half-open decoys, which never get keys) and its ESP SPIs (`keys/cases`).
+/// `keys/esp_sa`) and a line naming the case, what tshark must decrypt of it (`decrypt`:
+/// IKE and ESP; `esp`: ESP only; `opaque`: nothing), its IKE SAs (and the initiator SPIs
+/// of half-open decoys, which never get keys), its ESP SPIs and what it must have sent
+/// (`keys/cases`).
 fn record_keys(
     env: &Env,
-    p: &Profile,
-    role: Role,
-    ike: &[IkeDissectionKeys],
+    case: &str,
+    ike: Keys<'_>,
     decoys: &[[u8; 8]],
     children: &[ChildSa],
+    expect: Expect,
 ) {
     // Wireshark 4.0 decrypts AES-CBC and AES-GCM, not ChaCha20-Poly1305 (IKE or ESP).
+    let (ike, ids): (&[IkeDissectionKeys], Vec<_>) = match ike {
+        Keys::Known(k) => (k, k.iter().map(|k| (k.spi_i, k.spi_r)).collect()),
+        Keys::AtServer(ids) => (&[], ids.iter().map(|id| (id.spi_i, id.spi_r)).collect()),
+    };
     let ike_names: Vec<Option<(&str, &str)>> = ike.iter().map(wireshark_ike).collect();
     let esp_names: Vec<Option<(&str, &str)>> =
         children.iter().map(|c| wireshark_esp(c.suite)).collect();
-    let decryptable = ike_names.iter().chain(&esp_names).all(Option::is_some);
-    let spis: Vec<String> = ike
+    let esp_decryptable = esp_names.iter().all(Option::is_some);
+    let mode = if !esp_decryptable {
+        "opaque"
+    } else if ike.len() == ids.len() && ike_names.iter().all(Option::is_some) {
+        "decrypt"
+    } else {
+        "esp"
+    };
+    let spis: Vec<String> = ids
         .iter()
-        .map(|k| format!("{}:{}", hex(&k.spi_i), hex(&k.spi_r)))
+        .map(|(i, r)| format!("{}:{}", hex(i), hex(r)))
         .chain(
             decoys
                 .iter()
@@ -824,18 +921,14 @@ fn record_keys(
     append(
         &env.keys_file("cases"),
         &format!(
-            "{}/{} {} ike={} esp={}",
-            match role {
-                Role::DeputyInitiates => "deputy-initiator",
-                Role::CharonInitiates => "charon-initiator",
-            },
-            p.name,
-            if decryptable { "decrypt" } else { "opaque" },
+            "{case} {mode} ike={} esp={} min={}:{}",
             spis.join(","),
-            esp.join(",")
+            esp.join(","),
+            expect.ike_frames,
+            expect.pings
         ),
     );
-    if !decryptable {
+    if mode == "opaque" {
         return;
     }
     for (k, (encr, integ)) in ike.iter().zip(ike_names.into_iter().flatten()) {
@@ -868,6 +961,15 @@ fn record_keys(
             );
         }
     }
+}
+
+/// A case's name in `keys/cases`: who initiates, what, and the profile.
+fn case_name(role: Role, what: &str, p: &Profile) -> String {
+    let who = match role {
+        Role::DeputyInitiates => "deputy-initiator",
+        Role::CharonInitiates => "charon-initiator",
+    };
+    format!("{who}{what}/{}", p.name)
 }
 
 /// Wireshark 4.0's names for an IKE SA's encryption and integrity algorithms in its
@@ -918,7 +1020,7 @@ fn children(events: &[IkeEvent]) -> Vec<ChildSa> {
 
 /// The commands the scenario gives, for either actor (the initiator has one IKE SA and
 /// ignores `id`).
-trait Deputy: Actor<Event = IkeEvent> {
+trait Deputy: Driven {
     fn do_rekey_child(&mut self, now: Instant, id: IkeSaId) -> Result<(), Error>;
     fn do_rekey_ike(&mut self, now: Instant, id: IkeSaId) -> Result<(), Error>;
     fn do_delete_child(&mut self, now: Instant, id: IkeSaId) -> Result<(), Error>;
@@ -1035,6 +1137,14 @@ fn await_charon_ike(env: &Env, id: IkeSaId) {
     }
 }
 
+/// What [`exercise`] puts on the wire: 14 IKE requests and responses (IKE_SA_INIT,
+/// IKE_AUTH, three Child SA rekeys and two IKE SA rekeys each followed by a delete, the
+/// final Child SA and IKE SA deletes) and seven pings.
+const EXERCISE: Expect = Expect {
+    ike_frames: 28,
+    pings: 7,
+};
+
 /// What both directions do once the first Child SA is up, checking charon's
 /// `--list-sas` at every step and pinging through ESP after every change:
 /// deputy rekeys the Child SA (and deletes the old one); charon rekeys it; charon rekeys
@@ -1081,7 +1191,7 @@ fn exercise<A: Deputy>(env: &Env, peer: &mut Peer<A>, role: Role) -> Vec<IkeDiss
         "charon deleted the old SA:\n{}",
         env.list_sas()
     );
-    assert_eq!(peer.dp.sa_count(), 1);
+    assert_eq!(peer.plane().sa_count(), 1);
     assert_eq!(peer.ping(2, 1), second.spi_in);
 
     // charon rekeys the Child SA (deputy answers as the exchange responder), then deletes
@@ -1098,7 +1208,7 @@ fn exercise<A: Deputy>(env: &Env, peer: &mut Peer<A>, role: Role) -> Vec<IkeDiss
     )));
     assert!(charon_installed(env, &third), "{}", env.list_sas());
     assert!(charon_released(env, &second), "{}", env.list_sas());
-    assert_eq!(peer.dp.sa_count(), 1);
+    assert_eq!(peer.plane().sa_count(), 1);
     assert_eq!(peer.ping(3, 1), third.spi_in);
 
     // charon rekeys the IKE SA (strongSwan does so every 4 h by default).
@@ -1185,7 +1295,7 @@ fn exercise<A: Deputy>(env: &Env, peer: &mut Peer<A>, role: Role) -> Vec<IkeDiss
         charon_released(env, &fourth),
         "charon deleted the Child SA:\n{sas}"
     );
-    assert_eq!(peer.dp.sa_count(), 0);
+    assert_eq!(peer.plane().sa_count(), 0);
 
     // The IKE SA goes: deputy deletes it when it initiated, charon when it did.
     // (`swanctl --terminate` waits for deputy's answer: it runs beside the driver.)
@@ -1281,7 +1391,7 @@ fn leave_a_half_open_sa_at_charon(p: &Profile, wire: &Wire) -> [u8; 8] {
 }
 
 /// The IKE SA came up with the profile's group, against charon's identity.
-fn assert_ike_sa(peer: &Peer<impl Actor<Event = IkeEvent>>, p: &Profile, initiator: bool) {
+fn assert_ike_sa(peer: &Peer<impl Driven>, p: &Profile, initiator: bool) {
     assert!(
         peer.has_event(|e| matches!(
             e,
@@ -1329,11 +1439,11 @@ fn deputy_initiates(name: &str) {
     let children = children(&peer.events);
     record_keys(
         &env,
-        &p,
-        Role::DeputyInitiates,
-        &ike_keys,
+        &case_name(Role::DeputyInitiates, "", &p),
+        Keys::Known(&ike_keys),
         &[decoy],
         &children,
+        EXERCISE,
     );
 }
 
@@ -1401,14 +1511,25 @@ fn charon_initiates(name: &str) {
         IkeEvent::ChildSaDeleted { spi_in, .. } if *spi_in == stale_child.spi_in
     )));
     assert_eq!(peer.ike.ike_sa_count(), 1, "only the new IKE SA is left");
-    assert_eq!(peer.dp.sa_count(), 1, "only the new Child SA is installed");
+    assert_eq!(
+        peer.plane().sa_count(),
+        1,
+        "only the new Child SA is installed"
+    );
 
     let ike_keys = exercise(&env, &mut peer, Role::CharonInitiates);
     assert_eq!(peer.ike.ike_sa_count(), 0);
     let children = children(&peer.events);
     let mut all_keys = vec![stale_keys];
     all_keys.extend(ike_keys);
-    record_keys(&env, &p, Role::CharonInitiates, &all_keys, &[], &children);
+    record_keys(
+        &env,
+        &case_name(Role::CharonInitiates, "", &p),
+        Keys::Known(&all_keys),
+        &[],
+        &children,
+        EXERCISE,
+    );
 }
 
 #[test]
@@ -1445,6 +1566,399 @@ fn charon_initiator_aes128_sha256_x25519() {
 #[ignore = "needs strongSwan: run scripts/interop.sh"]
 fn charon_initiator_chacha20poly1305_x25519() {
     charon_initiates("chacha20poly1305-x25519");
+}
+
+// ------------------------------------------------- seed 004: the delegating terminal
+
+/// The substitution server's channel address (the stream to it is carried in memory).
+const SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7040);
+/// The terminal's name at the server (its channel PSK identity).
+const TERMINAL_NAME: &str = "interop-terminal";
+/// The channel's pre-arranged key (the seed's S1-S2).
+const CHANNEL_PSK: &[u8] = b"deputy interop channel key, terminal<->server";
+/// The server's id of the terminal's stream (a driver names the streams it accepts).
+const SERVER_STREAM: StreamId = StreamId::inbound(1);
+
+/// Seed 004's split in one process: the delegating [`Terminal`] on the real IKE sockets,
+/// its [`SubstitutionServer`] beside it. The stream between them is carried in memory
+/// with a TCP driver's meaning: the terminal's `Connect` is accepted at the server
+/// (`StreamAccepted`) and answered `StreamConnected`; `StreamSend` arrives as
+/// `StreamData` at the other end, `StreamClose` as `StreamClosed`. To [`Peer`] this is
+/// one IKE actor whose events are the terminal's IKE events; its Child SAs are in the
+/// terminal's own data plane.
+struct Delegating {
+    terminal: Terminal,
+    server: SubstitutionServer<IkeSubstitute>,
+    /// The terminal's id of its stream to the server, while it is open.
+    stream: Option<StreamId>,
+    out: std::collections::VecDeque<Output<IkeEvent>>,
+    /// What the terminal reported besides IKE (the server connected, failures).
+    terminal_events: Vec<TerminalEvent>,
+    server_events: Vec<ServerEvent>,
+    /// Errors from carrying the stream (either end refusing what it was given).
+    stream_errors: Vec<Error>,
+    /// Stream writes carried, terminal → server and back.
+    writes: [u64; 2],
+}
+
+impl Delegating {
+    /// The terminal configured as the plain actors are for profile `p` and `role`, and a
+    /// server holding what the terminal has no place for: the credential (the PSK, or
+    /// deputy's private key and certificate from `pki`), the authentication-key database
+    /// (charon's PSK, or the `pki` CA) and a policy letting charon's identity and this
+    /// terminal reach each other.
+    fn new(p: &Profile, role: Role) -> Delegating {
+        let ike = ike_config(p, role);
+        let wall = wall_clock();
+        let mut key = [0u8; 32];
+        os_rng().fill_bytes(&mut key);
+        let delegation_key = DelegationKey::new(key);
+        let psk = || Psk::new(TERMINAL_NAME, CHANNEL_PSK).unwrap();
+        let channel = Arc::new(ClientConfig::with_psk(psk(), wall));
+        let local = SocketAddr::new(IpAddr::V4(DEPUTY), 500);
+        let mut cfg = TerminalConfig::new(local, SERVER, channel, delegation_key.clone());
+        cfg.ike_algorithms = ike.ike_proposals.clone();
+        cfg.esp_proposals = ike.esp_proposals;
+        cfg.ts_local = ike.ts_local;
+        cfg.ts_remote = ike.ts_remote;
+        cfg.force_encap = ike.force_encap;
+        // Demand a COOKIE from every initiator (RFC 7296 §2.6), as `charon_initiates`
+        // does: the terminal answers it itself.
+        cfg.cookie_threshold = 0;
+        let terminal = Terminal::new(cfg, inner_plane(), os_rng(), os_rng(), Instant::ZERO);
+
+        let mut policy = PolicyDb::new();
+        for way in [Toward::ToTerminal, Toward::FromTerminal] {
+            let charon = PeerPattern::Exactly(Identity::Fqdn(CHARON_ID.into()));
+            policy.allow(&TERMINAL_NAME.into(), way, charon).unwrap();
+        }
+        let mut substitute = IkeSubstitute::new(policy, 1, wall, os_rng());
+        let profile = IkeProfile {
+            local_id: ike.local_id,
+            credential: ike.credential,
+            auth_db: ike.auth_db,
+            ike_proposals: ike.ike_proposals,
+            delegation_key,
+            force_encap: ike.force_encap,
+        };
+        substitute.provision(TERMINAL_NAME.into(), profile).unwrap();
+        let channel = ChannelServerConfig {
+            channel: Arc::new(ServerConfig::with_psks([psk()], wall).unwrap()),
+            max_sessions: 1,
+        };
+        Delegating {
+            terminal: terminal.unwrap(),
+            server: SubstitutionServer::new(channel, substitute, Bounds::default(), os_rng()),
+            stream: None,
+            out: Default::default(),
+            terminal_events: Vec::new(),
+            server_events: Vec::new(),
+            stream_errors: Vec::new(),
+            writes: [0; 2],
+        }
+    }
+
+    /// Give the terminal a command, then carry what it produced.
+    fn command<R>(&mut self, now: Instant, f: impl FnOnce(&mut Terminal, Instant) -> R) -> R {
+        let r = f(&mut self.terminal, now);
+        self.pump(now);
+        r
+    }
+
+    /// What the server has done so far: its message loop's counters and its IKE work's.
+    fn server_work(&self) -> (Counters, IkeSubstituteCounters) {
+        (
+            self.server.counters(),
+            self.server.dispatcher().protocol().counters(),
+        )
+    }
+
+    /// Carry outputs between the terminal and the server until neither has any; the
+    /// terminal's datagrams and IKE events queue for the driver.
+    fn pump(&mut self, now: Instant) {
+        loop {
+            let mut moved = false;
+            while let Some(o) = self.terminal.poll_output() {
+                moved = true;
+                let r = match o {
+                    Output::Transmit(t) => {
+                        self.out.push_back(Output::Transmit(t));
+                        Ok(())
+                    }
+                    Output::Event(TerminalEvent::Ike(e)) => {
+                        self.out.push_back(Output::Event(e));
+                        Ok(())
+                    }
+                    Output::Event(e) => {
+                        self.terminal_events.push(e);
+                        Ok(())
+                    }
+                    Output::Connect { id, local, remote } => {
+                        assert_eq!(remote, SERVER, "the terminal connects to its server");
+                        assert!(self.stream.is_none(), "one stream at a time");
+                        self.stream = Some(id);
+                        let local = SocketAddr::new(local.ip(), 40000);
+                        let accepted = Input::StreamAccepted {
+                            id: SERVER_STREAM,
+                            local: remote,
+                            remote: local,
+                        };
+                        let r = self.server.handle_input(now, accepted);
+                        r.and(
+                            self.terminal
+                                .handle_input(now, Input::StreamConnected { id, local }),
+                        )
+                    }
+                    Output::StreamSend { id, data } => {
+                        assert_eq!(Some(id), self.stream);
+                        self.writes[0] += 1;
+                        let data = Input::StreamData {
+                            id: SERVER_STREAM,
+                            data: &data,
+                        };
+                        self.server.handle_input(now, data)
+                    }
+                    Output::StreamClose { id } => {
+                        assert_eq!(Some(id), self.stream.take());
+                        let closed = Input::StreamClosed { id: SERVER_STREAM };
+                        self.server.handle_input(now, closed)
+                    }
+                    other => panic!("unexpected terminal output {other:?}"),
+                };
+                self.stream_errors.extend(r.err());
+            }
+            while let Some(o) = self.server.poll_output() {
+                moved = true;
+                let r = match o {
+                    Output::Event(e) => {
+                        self.server_events.push(e);
+                        Ok(())
+                    }
+                    Output::StreamSend { id, data } => {
+                        assert_eq!(id, SERVER_STREAM);
+                        self.writes[1] += 1;
+                        let id = self.stream.expect("the terminal's stream is open");
+                        let data = Input::StreamData { id, data: &data };
+                        self.terminal.handle_input(now, data)
+                    }
+                    Output::StreamClose { id } => {
+                        assert_eq!(id, SERVER_STREAM);
+                        let id = self.stream.take().expect("the terminal's stream is open");
+                        self.terminal.handle_input(now, Input::StreamClosed { id })
+                    }
+                    other => panic!("unexpected server output {other:?}"),
+                };
+                self.stream_errors.extend(r.err());
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+}
+
+impl Actor for Delegating {
+    type Event = IkeEvent;
+
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
+        self.command(now, |t, now| t.handle_input(now, input))
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if self.terminal.poll_timeout().is_some_and(|t| t <= now) {
+            self.terminal.handle_timeout(now);
+        }
+        if self.server.poll_timeout().is_some_and(|t| t <= now) {
+            self.server.handle_timeout(now);
+        }
+        self.pump(now);
+    }
+
+    fn poll_output(&mut self) -> Option<Output<IkeEvent>> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        [self.terminal.poll_timeout(), self.server.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+impl Driven for Delegating {
+    fn own_plane(&mut self) -> Option<&mut DataPlane> {
+        Some(self.terminal.data_plane_mut())
+    }
+}
+
+/// Issue 8's interop cases: charon against seed 004's delegating terminal, whose
+/// substitution server (in this process) does the Diffie-Hellman, AUTH and the keys.
+/// charon initiates (`role`), and the terminal answers its COOKIE challenge itself; or
+/// the terminal does, and charon (one half-open SA left by a decoy) demands a COOKIE,
+/// which the server's IKE_SA_INIT takes in a second round. Then: charon holds the Child
+/// SA, two ICMP echoes are answered through the terminal's ESP, the server ran one
+/// Diffie-Hellman and one proof, authenticated charon once and released SK_d once, and
+/// the terminal reported no failure. With `charon_rekeys`, charon rekeys the Child SA:
+/// the terminal answers the CREATE_CHILD_SA and charon's delete of the old SA itself (no
+/// delegation request, no byte to the server, the server's counters unchanged) and a
+/// third echo is answered over the new SA. The initiator of the case deletes the IKE SA.
+fn delegated(name: &str, role: Role, charon_rekeys: bool) {
+    let env = env();
+    let p = profile(name);
+    env.load_profile(&p, role);
+    let mut peer = Peer::new(Delegating::new(&p, role));
+    let initiated = role == Role::DeputyInitiates;
+    let mut decoys = Vec::new();
+    if initiated {
+        decoys.push(leave_a_half_open_sa_at_charon(&p, &peer.wire));
+        let remote = SocketAddr::new(IpAddr::V4(CHARON), 500);
+        let charon = Identity::Fqdn(CHARON_ID.into());
+        let now = peer.wire.now();
+        peer.ike
+            .command(now, |t, now| t.initiate(now, remote, charon))
+            .unwrap();
+    }
+    let initiate = (!initiated)
+        .then(|| env.swanctl_spawn(&["--initiate", "--child", "deputy", "--timeout", "10"]));
+    peer.run_until("the delegated IKE_SA_INIT + IKE_AUTH", STEP, |p| {
+        p.has_event(
+            |e| matches!(e, IkeEvent::ChildSaEstablished { initiated: i, .. } if *i == initiated),
+        )
+    });
+    if let Some(i) = initiate {
+        Env::finish(i, "--initiate");
+    }
+    assert_ike_sa(&peer, &p, initiated);
+    assert_eq!(peer.init_requests.len(), 2, "a COOKIE round");
+    let id = current_ike(&peer.events);
+    await_charon_ike(&env, id);
+    let first = peer.newest_child();
+    assert!(first.encap.is_some(), "libipsec forces UDP encapsulation");
+    assert!(charon_installed(&env, &first), "{}", env.list_sas());
+    assert_eq!(peer.ping(1, 1), first.spi_in);
+    assert_eq!(peer.ping(1, 2), first.spi_in);
+    let work = peer.ike.server_work();
+    let ike_work = work.1;
+    assert_eq!(
+        (
+            ike_work.diffie_hellman,
+            ike_work.proofs,
+            ike_work.authenticated,
+            ike_work.keys_released
+        ),
+        (1, 1, 1, 1),
+        "the server's part of the exchange"
+    );
+    // IKE_SA_INIT, IKE_AUTH, [CREATE_CHILD_SA, INFORMATIONAL], INFORMATIONAL.
+    let mut expect = Expect {
+        ike_frames: 2 * 3,
+        pings: 2,
+    };
+
+    if charon_rekeys {
+        let requests = peer.ike.terminal.counters().requests;
+        let writes = peer.ike.writes;
+        env.swanctl(&["--rekey", "--child", "deputy"]);
+        peer.run_until("charon's Child SA rekey and delete of the old SA", STEP, |p| {
+            p.has_event(|e| matches!(e, IkeEvent::ChildSaDeleted { spi_in, .. } if *spi_in == first.spi_in))
+        });
+        assert!(peer.has_event(|e| matches!(
+            e,
+            IkeEvent::ChildSaRekeyed { initiated: false, old_spi_in, .. } if *old_spi_in == first.spi_in
+        )));
+        let second = peer.newest_child();
+        assert_ne!(second.spi_in, first.spi_in);
+        assert!(charon_installed(&env, &second), "{}", env.list_sas());
+        assert!(charon_released(&env, &first), "{}", env.list_sas());
+        assert_eq!(peer.plane().sa_count(), 1);
+        assert_eq!(peer.ping(2, 1), second.spi_in);
+        assert_eq!(
+            peer.ike.terminal.counters().requests,
+            requests,
+            "no delegation request"
+        );
+        assert_eq!(
+            peer.ike.writes, writes,
+            "nothing on the stream to the server"
+        );
+        assert_eq!(peer.ike.server_work(), work, "the server did nothing");
+        expect.ike_frames += 2 * 2;
+        expect.pings += 1;
+    }
+
+    // The IKE SA goes: the terminal deletes it when it initiated, charon when it did.
+    let terminate = if initiated {
+        let now = peer.wire.now();
+        peer.ike
+            .command(now, |t, now| t.delete_ike(now, id))
+            .unwrap();
+        None
+    } else {
+        Some(env.swanctl_spawn(&["--terminate", "--ike", "deputy", "--timeout", "10"]))
+    };
+    peer.run_until("the IKE SA delete", STEP, |p| {
+        p.has_event(|e| matches!(e, IkeEvent::IkeSaDeleted { id: d, by_peer } if *d == id && *by_peer != initiated))
+    });
+    if let Some(t) = terminate {
+        Env::finish(t, "--terminate");
+    }
+    assert!(charon_ike_sas(&env.list_sas()).is_empty());
+    assert_eq!(peer.plane().sa_count(), 0);
+    let d = &peer.ike;
+    assert_eq!(d.terminal_events, [TerminalEvent::ServerConnected]);
+    assert!(
+        matches!(&d.server_events[..], [ServerEvent::TerminalConnected { terminal }] if terminal == TERMINAL_NAME),
+        "{:?}",
+        d.server_events
+    );
+    assert!(d.stream_errors.is_empty(), "{:?}", d.stream_errors);
+    assert!(peer.esp_errors.is_empty(), "{:?}", peer.esp_errors);
+    assert!(peer.ike_errors.is_empty(), "{:?}", peer.ike_errors);
+    let children = children(&peer.events);
+    let what = if charon_rekeys {
+        "/delegating-terminal+rekey"
+    } else {
+        "/delegating-terminal"
+    };
+    record_keys(
+        &env,
+        &case_name(role, what, &p),
+        Keys::AtServer(&[id]),
+        &decoys,
+        &children,
+        expect,
+    );
+}
+
+#[test]
+#[ignore = "needs strongSwan: run scripts/interop.sh"]
+fn charon_initiator_delegating_terminal_psk() {
+    delegated("aes128-sha256-x25519", Role::CharonInitiates, false);
+}
+
+#[test]
+#[ignore = "needs strongSwan: run scripts/interop.sh"]
+fn delegating_terminal_initiator_psk() {
+    delegated("aes128-sha256-x25519", Role::DeputyInitiates, false);
+}
+
+#[test]
+#[ignore = "needs strongSwan: run scripts/interop.sh"]
+fn charon_initiator_delegating_terminal_certificates() {
+    delegated("certificates", Role::CharonInitiates, false);
+}
+
+#[test]
+#[ignore = "needs strongSwan: run scripts/interop.sh"]
+fn delegating_terminal_initiator_certificates() {
+    delegated("certificates", Role::DeputyInitiates, false);
+}
+
+#[test]
+#[ignore = "needs strongSwan: run scripts/interop.sh"]
+fn charon_rekeys_child_of_delegating_terminal() {
+    delegated("aes128-sha256-x25519", Role::CharonInitiates, true);
 }
 
 // ------------------------------------------------------------------- tshark
@@ -1528,23 +2042,30 @@ fn parse_frame(line: &str) -> Frame {
     }
 }
 
-/// One line of `keys/cases`: `<profile> <decrypt|opaque> ike=<spi_i>:<spi_r>,… esp=<spi>,…`.
+/// One line of `keys/cases`: `<case> <decrypt|esp|opaque> ike=<spi_i>:<spi_r>,…
+/// esp=<spi>,… min=<IKE frames>:<pings>` (see [`record_keys`]).
 struct CaseKeys {
     name: String,
-    decrypt: bool,
+    /// What tshark must decrypt: IKE's SK payloads, ESP.
+    decrypt_ike: bool,
+    decrypt_esp: bool,
     ike: Vec<(String, String)>,
     esp: Vec<u32>,
+    expect: Expect,
 }
 
 fn parse_case(line: &str) -> CaseKeys {
     let mut w = line.split(' ');
     let name = w.next().unwrap().to_owned();
-    let decrypt = w.next() == Some("decrypt");
+    let mode = w.next().unwrap();
     let ike = w.next().and_then(|x| x.strip_prefix("ike=")).unwrap();
     let esp = w.next().and_then(|x| x.strip_prefix("esp=")).unwrap();
+    let min = w.next().and_then(|x| x.strip_prefix("min=")).unwrap();
+    let (ike_frames, pings) = min.split_once(':').unwrap();
     CaseKeys {
         name,
-        decrypt,
+        decrypt_ike: mode == "decrypt",
+        decrypt_esp: mode == "decrypt" || mode == "esp",
         ike: ike
             .split(',')
             .map(|p| {
@@ -1556,6 +2077,10 @@ fn parse_case(line: &str) -> CaseKeys {
             .split(',')
             .map(|h| u32::from_str_radix(h, 16).unwrap())
             .collect(),
+        expect: Expect {
+            ike_frames: ike_frames.parse().unwrap(),
+            pings: pings.parse().unwrap(),
+        },
     }
 }
 
@@ -1645,7 +2170,7 @@ fn tshark_dissects_every_packet_of_the_run() {
             // IKE_SA_INIT (34) is not encrypted; everything after is.
             if fr.exchange == "34" || fr.decrypted {
                 n[1] += 1;
-            } else if c.decrypt {
+            } else if c.decrypt_ike {
                 bad.push(format!(
                     "frame {}: IKE message of {} not decrypted",
                     fr.number, c.name
@@ -1660,7 +2185,7 @@ fn tshark_dissects_every_packet_of_the_run() {
                 n[3] += 1;
                 n[4] += usize::from(fr.icmp_types == [8]);
                 n[5] += usize::from(fr.icmp_types == [0]);
-            } else if c.decrypt {
+            } else if c.decrypt_esp {
                 bad.push(format!(
                     "frame {}: ESP of {} not authenticated and decrypted to ICMP ({fr:?})",
                     fr.number, c.name
@@ -1668,17 +2193,19 @@ fn tshark_dissects_every_packet_of_the_run() {
             }
         }
     }
-    // Every case exchanges 14 IKE requests and responses (IKE_SA_INIT, IKE_AUTH, three
-    // Child SA rekeys and two IKE SA rekeys each followed by a delete, the final Child SA
-    // and IKE SA deletes) and pings seven times (see `exercise`); retransmissions may add
-    // frames, nothing may be missing.
-    const IKE_FRAMES: usize = 28;
-    const PINGS: usize = 7;
+    // Every case put at least its `min=` IKE messages and pings on the wire (see
+    // `EXERCISE` and `delegated`); retransmissions and COOKIE rounds may add frames,
+    // nothing may be missing.
     for (c, n) in cases.iter().zip(&seen) {
+        let Expect { ike_frames, pings } = c.expect;
         eprintln!(
-            "tshark: {:<42} {:>6}: IKE {}/{} clear or decrypted, ESP {}/{} authenticated and decrypted (ICMP echo {} requests, {} replies)",
+            "tshark: {:<64} {:>7}: IKE {}/{} clear or decrypted, ESP {}/{} authenticated and decrypted (ICMP echo {} requests, {} replies)",
             c.name,
-            if c.decrypt { "keys" } else { "opaque" },
+            match (c.decrypt_ike, c.decrypt_esp) {
+                (true, _) => "keys",
+                (false, true) => "esp-key",
+                (false, false) => "opaque",
+            },
             n[1],
             n[0],
             n[3],
@@ -1686,18 +2213,18 @@ fn tshark_dissects_every_packet_of_the_run() {
             n[4],
             n[5]
         );
-        if n[0] < IKE_FRAMES || n[2] < 2 * PINGS {
+        if n[0] < ike_frames || n[2] < 2 * pings {
             bad.push(format!(
-                "{}: {} IKE and {} ESP frames captured, want at least {IKE_FRAMES} and {}",
+                "{}: {} IKE and {} ESP frames captured, want at least {ike_frames} and {}",
                 c.name,
                 n[0],
                 n[2],
-                2 * PINGS
+                2 * pings
             ));
         }
-        if c.decrypt && (n[4] != PINGS || n[5] != PINGS) {
+        if c.decrypt_esp && (n[4] != pings || n[5] != pings) {
             bad.push(format!(
-                "{}: {} echo requests and {} replies decrypted, want {PINGS} and {PINGS}",
+                "{}: {} echo requests and {} replies decrypted, want {pings} and {pings}",
                 c.name, n[4], n[5]
             ));
         }
@@ -1730,13 +2257,18 @@ fn tshark_field_lines_parse() {
         ]
     );
     let c = parse_case(
-        "aes128-sha256-x25519 decrypt ike=00000000000000aa:00000000000000bb,1111111111111111:2222222222222222 esp=0000abcd,12345678",
+        "aes128-sha256-x25519 decrypt ike=00000000000000aa:00000000000000bb,1111111111111111:2222222222222222 esp=0000abcd,12345678 min=28:7",
     );
     assert_eq!(c.name, "aes128-sha256-x25519");
-    assert!(c.decrypt);
+    assert!(c.decrypt_ike && c.decrypt_esp);
     assert_eq!(c.ike.len(), 2);
     assert_eq!(c.esp, vec![0xabcd, 0x1234_5678]);
-    assert!(!parse_case("chacha20poly1305-x25519 opaque ike=a:b esp=1").decrypt);
+    assert_eq!((c.expect.ike_frames, c.expect.pings), (28, 7));
+    let c = parse_case("chacha20poly1305-x25519 opaque ike=a:b esp=1 min=28:7");
+    assert!(!c.decrypt_ike && !c.decrypt_esp);
+    let c = parse_case("charon-initiator/delegating-terminal/x esp ike=a:b esp=1 min=6:2");
+    assert!(!c.decrypt_ike && c.decrypt_esp);
+    assert_eq!((c.expect.ike_frames, c.expect.pings), (6, 2));
 }
 
 #[test]
