@@ -1125,3 +1125,46 @@ fn terminal_rekeys_its_ike_sa_through_the_server() {
         );
     }
 }
+
+/// A record damaged on the terminal's channel to the server breaks that channel; the
+/// terminal opens it again, sends its waiting request once more, and the exchange
+/// completes with one Diffie-Hellman (a repeated request is answered from the cache).
+#[test]
+fn a_broken_server_channel_is_opened_again_and_the_exchange_completes() {
+    use deputy::sim::fault::{Fault, FaultAction};
+    for nth in 1..4 {
+        let mut sim = Sim::new(20 + nth);
+        let spec = Spec::default();
+        let w = fig12(&mut sim, &spec);
+        let damage = Fault::new(FaultAction::flip(8))
+            .from_node(w.terminal)
+            .dst_port(SERVER_PORT)
+            .when(|p| p.payload.len() > 20)
+            .nth(nth);
+        let fault = sim.add_fault(damage).unwrap();
+        sim.with_actor(w.peer, |p: &mut Initiator, now| p.start(now))
+            .unwrap()
+            .unwrap();
+        settle(&mut sim);
+        assert_eq!(sim.fault_stats(fault).unwrap().applied, 1, "nth {nth}");
+        let t_events = terminal_events(&mut sim, w.terminal);
+        assert!(failures(&t_events).is_empty(), "nth {nth}: {t_events:?}");
+        assert!(t_events.contains(&TerminalEvent::ServerLost), "nth {nth}");
+        let connected = t_events
+            .iter()
+            .filter(|e| **e == TerminalEvent::ServerConnected)
+            .count();
+        assert_eq!(connected, 2, "nth {nth}: {t_events:?}");
+        assert!(
+            established_child(&terminal_ike(&t_events)).is_some(),
+            "nth {nth}"
+        );
+        let c = sim
+            .actor::<Server>(w.server)
+            .unwrap()
+            .dispatcher()
+            .protocol()
+            .counters();
+        assert_eq!((c.diffie_hellman, c.keys_released), (1, 1), "nth {nth}");
+    }
+}

@@ -363,8 +363,8 @@ enum Link {
     Down,
     /// Connecting or up (the channel client queues until its handshake completes).
     Open,
-    /// It failed with requests waiting: reconnect at `at` (attempt `tries`).
-    Retry { at: Instant, tries: u32 },
+    /// It failed with requests waiting: reconnect at `at`.
+    Retry { at: Instant },
 }
 
 /// The terminal's timers.
@@ -393,6 +393,8 @@ pub struct Terminal {
     rng: Rng,
     channel: ChannelClient,
     link: Link,
+    /// Channel failures in a row while requests waited (bounded by `max_reconnects`).
+    link_failures: u32,
     out: Outbox<TerminalEvent>,
     ike_out: Outbox<IkeEvent>,
     plane: DataPlane,
@@ -443,6 +445,7 @@ impl Terminal {
             rng,
             channel,
             link: Link::Down,
+            link_failures: 0,
             out: Outbox::default(),
             ike_out: Outbox::default(),
             plane,
@@ -589,7 +592,7 @@ impl Terminal {
     ) -> Result<(), Error> {
         let key = self.sa_key(id).ok_or(IkeError::UnknownSpi)?;
         let r = self.with_sa(now, key, |sa, ctx| sa.command(ctx, cmd));
-        self.settle(now);
+        self.settle(now, key);
         r.unwrap_or(Err(IkeError::UnknownSpi.into()))
     }
 
@@ -683,28 +686,27 @@ impl Terminal {
         match e {
             ChannelEvent::Established { .. } => {
                 self.link = Link::Open;
+                self.link_failures = 0;
                 self.out.event(TerminalEvent::ServerConnected)
             }
             ChannelEvent::Received { data, .. } => self.on_server(now, &data),
             ChannelEvent::Closed { .. } | ChannelEvent::Failed { .. } => {
                 let waiting = self.exchanges.values().any(|x| x.asked.is_some());
-                let tries = match self.link {
-                    Link::Retry { tries, .. } => tries + 1,
-                    _ => 1,
-                };
-                self.link = match self.link {
-                    Link::Retry { .. } | Link::Open if waiting => {
-                        if tries > self.cfg.max_reconnects {
-                            self.link = Link::Down;
-                            self.fail_waiting(TerminalFailure::ServerUnreachable)?;
-                            return self.out.event(TerminalEvent::ServerLost);
-                        }
-                        Link::Retry {
-                            at: now + self.cfg.reconnect_delay,
-                            tries,
-                        }
-                    }
-                    _ => Link::Down,
+                if !waiting {
+                    // Nothing to resend: the channel opens again with the next request.
+                    self.link = Link::Down;
+                    self.link_failures = 0;
+                    return self.out.event(TerminalEvent::ServerLost);
+                }
+                self.link_failures += 1;
+                if self.link_failures > self.cfg.max_reconnects {
+                    self.link = Link::Down;
+                    self.link_failures = 0;
+                    let r = self.fail_waiting(now, TerminalFailure::ServerUnreachable);
+                    return r.and(self.out.event(TerminalEvent::ServerLost));
+                }
+                self.link = Link::Retry {
+                    at: now + self.cfg.reconnect_delay,
                 };
                 self.out.event(TerminalEvent::ServerLost)
             }
@@ -712,7 +714,7 @@ impl Terminal {
     }
 
     /// Every exchange waiting on the server fails.
-    fn fail_waiting(&mut self, reason: TerminalFailure) -> Result<(), Error> {
+    fn fail_waiting(&mut self, now: Instant, reason: TerminalFailure) -> Result<(), Error> {
         let waiting: Vec<u64> = self
             .exchanges
             .iter()
@@ -721,19 +723,18 @@ impl Terminal {
             .collect();
         let mut result = Ok(());
         for s in waiting {
-            result = result.and(self.fail(Instant::ZERO, s, reason));
+            result = result.and(self.fail(now, s, reason));
         }
         result
     }
 
     /// Reconnect and send every waiting request again (the server answers a repeated
     /// request from its cache; a restarted server says it knows no such session).
-    fn reconnect(&mut self, now: Instant, tries: u32) -> Result<(), Error> {
+    fn reconnect(&mut self, now: Instant) -> Result<(), Error> {
         self.channel.connect(now)?;
-        self.link = Link::Retry {
-            at: now + self.cfg.request_timeout,
-            tries,
-        };
+        // Open for sending from now on: the channel client queues until its handshake
+        // completes, and a failure comes back as an event (counted in `link_failures`).
+        self.link = Link::Open;
         let resend: Vec<Vec<u8>> = self
             .exchanges
             .values()
@@ -743,9 +744,6 @@ impl Terminal {
         for bytes in resend {
             result = result.and(self.channel.send(&bytes));
         }
-        // The channel is being opened; it is `Open` for sending from now on (the client
-        // queues until its handshake completes), and a failure comes back as an event.
-        self.link = Link::Open;
         result.and(self.drain_channel(now))
     }
 
@@ -780,8 +778,13 @@ impl Terminal {
             session,
             seq: msg.seq,
         };
+        let sa_of = |x: &Exchange| step_sa(&x.step).or(rekey_sa(&x.step));
+        let before = self.exchanges.get(&session).and_then(sa_of);
         let r = self.answer(now, at, msg.body);
-        self.settle(now);
+        let after = self.exchanges.get(&session).and_then(sa_of);
+        for key in before.into_iter().chain(after) {
+            self.settle(now, key);
+        }
         r
     }
 
@@ -806,12 +809,16 @@ impl Terminal {
                     self.ask(now, session, Body::KeyGenRequest(req))
                 }
                 StartOutcome::NoProposalChosen => {
-                    self.refuse_init(&init, Notify::new(notify::NO_PROPOSAL_CHOSEN, Vec::new()))?;
+                    self.refuse_init(
+                        now,
+                        &init,
+                        Notify::new(notify::NO_PROPOSAL_CHOSEN, Vec::new()),
+                    )?;
                     self.report(session, TerminalFailure::NoProposalChosen)
                 }
                 StartOutcome::InvalidKe { group } => {
                     let data = group.to_be_bytes().to_vec();
-                    self.refuse_init(&init, Notify::new(notify::INVALID_KE_PAYLOAD, data))?;
+                    self.refuse_init(now, &init, Notify::new(notify::INVALID_KE_PAYLOAD, data))?;
                     self.report(session, TerminalFailure::InvalidKe)
                 }
                 StartOutcome::PolicyDenied => self.report(session, TerminalFailure::PolicyDenied),
@@ -908,7 +915,7 @@ impl Terminal {
                         sa.start_ike_rekey_delegated(ctx, ke, offer)
                     })
                     .unwrap_or(Ok(()));
-                self.settle(now);
+                self.settle(now, spi);
                 r
             }
             (Step::OwnRekeyAnswered { spi }, Body::KeyGenResponse(k)) => {
@@ -941,7 +948,7 @@ impl Terminal {
                 let r = self
                     .with_sa(now, spi, |sa, ctx| sa.own_rekey_answered(ctx, verdict))
                     .unwrap_or(Ok(()));
-                self.settle(now);
+                self.settle(now, spi);
                 r
             }
             (Step::RekeyStart { spi }, Body::StartResponse(r)) => match r.outcome {
@@ -1006,7 +1013,7 @@ impl Terminal {
                         let r = self
                             .with_sa(now, spi, |sa, ctx| sa.rekey_answered(ctx, verdict))
                             .unwrap_or(Ok(()));
-                        self.settle(now);
+                        self.settle(now, spi);
                         r
                     }
                     (_, Err(reason)) => {
@@ -1461,16 +1468,16 @@ impl Terminal {
     }
 
     /// The unencrypted IKE_SA_INIT answer carrying one notify (§2.6).
-    fn refuse_init(&mut self, init: &PeerInit, n: Notify) -> Result<(), Error> {
+    fn refuse_init(&mut self, now: Instant, init: &PeerInit, n: Notify) -> Result<(), Error> {
         let header = Header::ike_sa_init(init.spi_i, [0; 8], true);
         let bytes = Message {
             header,
             payloads: alloc::vec![Payload::Notify(n)],
         }
         .encode()?;
-        let mut ctx = Ctx::new(Instant::ZERO, &mut self.ike_out, &mut *self.rng);
+        let mut ctx = Ctx::new(now, &mut self.ike_out, &mut *self.rng);
         ctx.transmit(init.to, init.from, init.marker, &bytes)?;
-        self.flush_ike(Instant::ZERO)
+        self.flush_ike(now)
     }
 
     /// Responder: a peer's IKE_SA_INIT request.
@@ -1509,7 +1516,7 @@ impl Terminal {
                 marker,
                 spi_i: h.spi_i,
             };
-            self.refuse_init(&init, Notify::new(notify::INVALID_SYNTAX, Vec::new()))?;
+            self.refuse_init(now, &init, Notify::new(notify::INVALID_SYNTAX, Vec::new()))?;
             return Err(IkeError::MissingInitPayload.into());
         };
         // Cookies (§2.6): stateless, a hash — the terminal does this itself.
@@ -1527,7 +1534,7 @@ impl Terminal {
                     marker,
                     spi_i: h.spi_i,
                 };
-                return self.refuse_init(&init, Notify::new(notify::COOKIE, cookie));
+                return self.refuse_init(now, &init, Notify::new(notify::COOKIE, cookie));
             }
         }
         let session = self.new_session();
@@ -1612,93 +1619,80 @@ impl Terminal {
         }
     }
 
-    /// After an IKE SA handled something: a delegated IKE_AUTH that is now held goes to
-    /// the server (S9); exchanges whose SA died end; dead SAs go.
-    fn settle(&mut self, now: Instant) {
-        let waiting: Vec<(u64, [u8; 8])> = self
+    /// After IKE SA `key` handled something: a delegated IKE_AUTH it now holds goes to the
+    /// server (S9), so does a peer's IKE SA rekey it holds or the peer's answer to ours;
+    /// if it died, it and the exchanges bound to it go. Only this SA and the exchanges
+    /// (at most `max_exchanges`) are looked at: the cost does not grow with the SA table.
+    fn settle(&mut self, now: Instant, key: [u8; 8]) {
+        let Some(sa) = self.sas.get(&key) else {
+            return;
+        };
+        let proof = sa.peer_proof();
+        let peer_rekey = sa.rekey_question().is_some();
+        let own_answer = sa.own_rekey_answer().is_some();
+        let dead = sa.is_dead();
+        let bound: Vec<(u64, bool, bool)> = self
             .exchanges
             .iter()
-            .filter_map(|(s, x)| match x.step {
-                Step::AwaitPeer { spi } => Some((*s, spi)),
-                _ => None,
+            .filter(|(_, x)| step_sa(&x.step).or(rekey_sa(&x.step)) == Some(key))
+            .map(|(s, x)| {
+                (
+                    *s,
+                    matches!(x.step, Step::AwaitPeer { .. }),
+                    matches!(x.step, Step::OwnRekeySent { .. }),
+                )
             })
             .collect();
-        for (session, spi) in waiting {
-            let proof = self.sas.get(&spi).and_then(IkeSa::peer_proof);
-            if let Some(proof) = proof {
-                let Ok((first_payload, payloads)) = encode_chain(&proof) else {
-                    // Our own payloads re-encode; nothing to do but fail if not.
-                    let _ = self.fail_sa(now, session, spi, TerminalFailure::BadAnswer);
-                    continue;
-                };
-                let Some(meta) = self.exchanges.get(&session).map(|x| x.meta) else {
-                    continue;
-                };
-                self.resume(session, Step::Authenticating { spi }, meta);
-                let req = AuthRequest {
-                    first_payload,
-                    payloads,
-                };
-                // A full outbox is reported as lost by the driver's next call.
-                let _ = self.ask(now, session, Body::AuthRequest(req));
+        if dead {
+            self.sas.remove(&key);
+            for (s, _, _) in &bound {
+                self.exchanges.remove(s);
+            }
+            let live = &self.exchanges;
+            self.by_init.retain(|_, s| live.contains_key(s));
+            return;
+        }
+        for (session, awaiting_peer, own_rekey_sent) in bound.iter().copied() {
+            // Outputs refused by a full outbox are reported as lost by the driver's next
+            // call; a failure to ask ends the exchange through its request deadline.
+            if awaiting_peer && let Some(proof) = &proof {
+                let _ = self.ask_authentication(now, session, key, proof);
+            }
+            if own_rekey_sent && own_answer {
+                let _ = self.own_rekey_answer(now, session, key);
             }
         }
-        // The peer answered our own rekey: its answer goes to the server (S6 again), or,
-        // when it refused outright, the rekey ends here.
-        let answered: Vec<(u64, [u8; 8])> = self
-            .exchanges
-            .iter()
-            .filter_map(|(s, x)| match x.step {
-                Step::OwnRekeySent { spi } => Some((*s, spi)),
-                _ => None,
+        let serving_rekey = bound.iter().any(|(s, _, _)| {
+            self.exchanges.get(s).is_some_and(|x| {
+                matches!(x.step, Step::RekeyStart { .. } | Step::RekeyKeyGen { .. })
             })
-            .filter(|(_, spi)| {
-                self.sas
-                    .get(spi)
-                    .is_some_and(|sa| sa.own_rekey_answer().is_some())
-            })
-            .collect();
-        for (session, spi) in answered {
-            // A full outbox is reported as lost by the driver's next call.
-            let _ = self.own_rekey_answer(now, session, spi);
+        });
+        if peer_rekey && !serving_rekey {
+            let _ = self.start_rekey(now, key);
         }
-        // A held IKE SA rekey with no exchange serving it yet goes to the server.
-        let rekeys: Vec<[u8; 8]> = self
-            .sas
-            .iter()
-            .filter(|(k, s)| {
-                s.rekey_question().is_some()
-                    && !self
-                        .exchanges
-                        .values()
-                        .any(|x| rekey_sa(&x.step) == Some(**k))
-            })
-            .map(|(k, _)| *k)
-            .collect();
-        for spi in rekeys {
-            // A full outbox is reported as lost by the driver's next call.
-            let _ = self.start_rekey(now, spi);
-        }
-        let dead: Vec<[u8; 8]> = self
-            .sas
-            .iter()
-            .filter(|(_, s)| s.is_dead())
-            .map(|(k, _)| *k)
-            .collect();
-        for k in dead {
-            self.sas.remove(&k);
-            let orphans: Vec<u64> = self
-                .exchanges
-                .iter()
-                .filter(|(_, x)| step_sa(&x.step).or(rekey_sa(&x.step)) == Some(k))
-                .map(|(s, _)| *s)
-                .collect();
-            for s in orphans {
-                self.exchanges.remove(&s);
-            }
-        }
-        let live = &self.exchanges;
-        self.by_init.retain(|_, s| live.contains_key(s));
+    }
+
+    /// S9: the peer's proof goes to the server.
+    fn ask_authentication(
+        &mut self,
+        now: Instant,
+        session: u64,
+        spi: [u8; 8],
+        proof: &[Payload],
+    ) -> Result<(), Error> {
+        let Ok((first_payload, payloads)) = encode_chain(proof) else {
+            // Payloads this engine decoded always encode again; if not, the exchange fails.
+            return self.fail_sa(now, session, spi, TerminalFailure::BadAnswer);
+        };
+        let Some(meta) = self.exchanges.get(&session).map(|x| x.meta) else {
+            return Ok(());
+        };
+        self.resume(session, Step::Authenticating { spi }, meta);
+        let req = AuthRequest {
+            first_payload,
+            payloads,
+        };
+        self.ask(now, session, Body::AuthRequest(req))
     }
 
     /// An IKE datagram.
@@ -1729,7 +1723,7 @@ impl Terminal {
                 sa.handle(ctx, a.msg, a.from, a.to, a.marker)
             })
             .unwrap_or(Err(IkeError::UnknownSpi.into()));
-        self.settle(now);
+        self.settle(now, key);
         r
     }
 
@@ -1752,7 +1746,7 @@ impl Terminal {
         if let Some(at) = self.channel.poll_timeout() {
             t.push((Timer::Channel, at));
         }
-        if let Link::Retry { at, .. } = self.link {
+        if let Link::Retry { at } = self.link {
             t.push((Timer::Reconnect, at));
         }
         t
@@ -1808,7 +1802,7 @@ impl Terminal {
                 let r = self
                     .with_sa(now, k, |sa, ctx| sa.handle_timeout(ctx))
                     .unwrap_or(Ok(()));
-                self.settle(now);
+                self.settle(now, k);
                 r
             }
             Timer::Channel => {
@@ -1816,7 +1810,7 @@ impl Terminal {
                 self.drain_channel(now)
             }
             Timer::Reconnect => match self.link {
-                Link::Retry { at, tries } if now >= at => self.reconnect(now, tries),
+                Link::Retry { at } if now >= at => self.reconnect(now),
                 _ => Ok(()),
             },
         }
