@@ -123,12 +123,7 @@ fn terminal_initiates() {
     let p_child = p.child_sa(id).unwrap();
     assert_eq!(t_child.keys_in, p_child.keys_out);
     assert_eq!(t_child.keys_out, p_child.keys_in);
-    let c = sim
-        .actor::<Server>(w.server)
-        .unwrap()
-        .dispatcher()
-        .protocol()
-        .counters();
+    let c = server_counters(&sim, w.server);
     assert_eq!((c.diffie_hellman, c.keys_released), (1, 1));
 }
 
@@ -155,12 +150,7 @@ fn policy_database_refuses_the_peer() {
             ..
         }
     )));
-    let c = sim
-        .actor::<Server>(w.server)
-        .unwrap()
-        .dispatcher()
-        .protocol()
-        .counters();
+    let c = server_counters(&sim, w.server);
     assert_eq!((c.policy_refused, c.keys_released), (1, 0));
 }
 
@@ -178,12 +168,7 @@ fn bad_peer_signature_is_refused() {
         failures(&t_events),
         vec![TerminalFailure::NotAuthenticated(AuthResult::BadAuth)]
     );
-    let c = sim
-        .actor::<Server>(w.server)
-        .unwrap()
-        .dispatcher()
-        .protocol()
-        .counters();
+    let c = server_counters(&sim, w.server);
     assert_eq!((c.auth_refused, c.keys_released), (1, 0));
 }
 
@@ -266,12 +251,7 @@ fn loss_and_reordering_are_survived() {
             .filter(|e| matches!(e, IkeEvent::ChildSaEstablished { .. }))
             .count();
         assert_eq!(children, 1, "seed {seed}: {t_events:?}");
-        let c = sim
-            .actor::<Server>(w.server)
-            .unwrap()
-            .dispatcher()
-            .protocol()
-            .counters();
+        let c = server_counters(&sim, w.server);
         assert_eq!(
             c.diffie_hellman, 1,
             "seed {seed}: one DH, however often asked"
@@ -742,12 +722,7 @@ fn every_bound_is_enforced() {
 fn prearranged_key_protects_every_message() {
     let mut sim = Sim::new(11);
     let w = fig12_started(&mut sim, &Spec::default());
-    let c = sim
-        .actor::<Server>(w.server)
-        .unwrap()
-        .dispatcher()
-        .protocol()
-        .counters();
+    let c = server_counters(&sim, w.server);
     assert_eq!(c.keys_released, 1);
     let pcap = sim.pcap_bytes();
     let clear = pcap
@@ -868,12 +843,7 @@ mod certificates {
     ) {
         let mut sim = Sim::new(seed);
         let w = fig12_started(&mut sim, spec);
-        let c = sim
-            .actor::<Server>(w.server)
-            .unwrap()
-            .dispatcher()
-            .protocol()
-            .counters();
+        let c = server_counters(&sim, w.server);
         (
             terminal_events(&mut sim, w.terminal),
             ike_events(&mut sim, w.peer),
@@ -996,12 +966,7 @@ fn ike_rekey_goes_through_the_server() {
     let (p_old, p_new) = rekeyed(&p_events).expect("the peer rekeyed");
     let (t_old, t_new) = rekeyed(&terminal_ike(&t_events)).expect("the terminal rekeyed");
     assert_eq!((p_old, p_new), (t_old, t_new));
-    let c = sim
-        .actor::<Server>(w.server)
-        .unwrap()
-        .dispatcher()
-        .protocol()
-        .counters();
+    let c = server_counters(&sim, w.server);
     assert_eq!((c.diffie_hellman, c.ike_rekeys), (2, 1));
 
     // The new IKE SA works on its own: a liveness check and a Child SA rekey, no server.
@@ -1099,12 +1064,7 @@ fn terminal_rekeys_its_ike_sa_through_the_server() {
             e,
             IkeEvent::IkeSaRekeyed { new: n, initiated: false, .. } if *n == new
         )));
-        let c = sim
-            .actor::<Server>(w.server)
-            .unwrap()
-            .dispatcher()
-            .protocol()
-            .counters();
+        let c = server_counters(&sim, w.server);
         assert_eq!((c.diffie_hellman, c.ike_rekeys), (2, 1));
         // The new SA works, and the old one is gone on both sides.
         sim.with_actor(w.terminal, |t: &mut Terminal, now| {
@@ -1159,12 +1119,7 @@ fn a_broken_server_channel_is_opened_again_and_the_exchange_completes() {
             established_child(&terminal_ike(&t_events)).is_some(),
             "nth {nth}"
         );
-        let c = sim
-            .actor::<Server>(w.server)
-            .unwrap()
-            .dispatcher()
-            .protocol()
-            .counters();
+        let c = server_counters(&sim, w.server);
         assert_eq!((c.diffie_hellman, c.keys_released), (1, 1), "nth {nth}");
     }
 }

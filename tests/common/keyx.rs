@@ -317,3 +317,12 @@ pub fn esp_across(
         other => panic!("not delivered: {other:?}"),
     }
 }
+
+/// What the server's IKE work counted.
+pub fn server_counters(sim: &Sim, server: NodeId) -> deputy::keyx::ike::IkeSubstituteCounters {
+    sim.actor::<Server>(server)
+        .unwrap()
+        .dispatcher()
+        .protocol()
+        .counters()
+}
