@@ -39,6 +39,8 @@ CASES=(
   charon_initiator_delegating_terminal_certificates
   delegating_terminal_initiator_certificates
   charon_rekeys_child_of_delegating_terminal
+  charon_rekeys_ike_sa_of_delegating_terminal
+  delegating_terminal_rekeys_ike_sa_with_charon
 )
 TSHARK_CHECK=tshark_dissects_every_packet_of_the_run
 # A developer may run a subset: DEPUTY_INTEROP_CASES="deputy_initiator_aes128_sha256_x25519 …"

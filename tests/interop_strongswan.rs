@@ -27,7 +27,12 @@
 //! Diffie-Hellman, one proof, one peer authenticated, SK_d released once);
 //! `charon_rekeys_child_of_delegating_terminal` then has charon rekey the Child SA and
 //! checks the terminal answered alone (no delegation request, no stream write, the
-//! server's counters unchanged) and that a ping crosses the new SA. For tshark their IKE
+//! server's counters unchanged) and that a ping crosses the new SA.
+//! `charon_rekeys_ike_sa_of_delegating_terminal` and
+//! `delegating_terminal_rekeys_ike_sa_with_charon` rekey the IKE SA through the server,
+//! started by charon or by the terminal: a second Diffie-Hellman at the server, charon
+//! left with the new IKE SA alone, the Child SA still carrying pings, a liveness check
+//! answered on the new IKE SA. For tshark their IKE
 //! SK payloads stay opaque (SK_e/SK_a are sealed to the terminal and not exported); their
 //! ESP is decrypted and authenticated like every other case's.
 //!
@@ -1792,6 +1797,80 @@ impl Driven for Delegating {
     }
 }
 
+/// What a [`delegated`] case does once the Child SA is up, before the IKE SA goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Then {
+    Nothing,
+    /// charon rekeys the Child SA; the terminal answers alone.
+    CharonRekeysChild,
+    /// charon rekeys the IKE SA; the terminal holds the request, the server serves it.
+    CharonRekeysIke,
+    /// The terminal rekeys the IKE SA (`Terminal::rekey_ike`) through the server.
+    TerminalRekeysIke,
+}
+
+/// An IKE SA rekey of the delegated IKE SA `old` through the server, started by charon
+/// (`swanctl --rekey --ike`) or by the terminal; returns the new IKE SA. Checks: the
+/// terminal reports `IkeSaRekeyed` with the right `initiated`; the server ran a second
+/// Diffie-Hellman for it and served one IKE SA rekey, with no new proof, authentication
+/// or SK_d release; charon ends with the new IKE SA alone, established (the rekey's
+/// initiator deleted the old one), and so does the terminal; the Child SA moved over (an
+/// echo is answered through it); a liveness check the terminal sends on the new IKE SA is
+/// answered.
+fn delegated_ike_rekey(
+    env: &Env,
+    peer: &mut Peer<Delegating>,
+    old: IkeSaId,
+    by_charon: bool,
+) -> IkeSaId {
+    let child = peer.newest_child();
+    if by_charon {
+        env.swanctl(&["--rekey", "--ike", "deputy"]);
+    } else {
+        let now = peer.wire.now();
+        peer.ike
+            .command(now, |t, now| t.rekey_ike(now, old))
+            .unwrap();
+    }
+    peer.run_until("the IKE SA rekey through the server", STEP, |p| {
+        p.has_event(|e| matches!(e, IkeEvent::IkeSaRekeyed { old: o, initiated, .. } if *o == old && *initiated != by_charon))
+    });
+    let id = current_ike(&peer.events);
+    assert_ne!(id, old);
+    peer.run_until("the delete of the old IKE SA", STEP, |_| {
+        charon_ike_sas(&env.list_sas()) == vec![("ESTABLISHED".to_owned(), id.spi_i, id.spi_r)]
+    });
+    assert_eq!(peer.ike.terminal.established(), vec![id]);
+    let ike_work = peer.ike.server_work().1;
+    assert_eq!(
+        (
+            ike_work.diffie_hellman,
+            ike_work.ike_rekeys,
+            ike_work.proofs,
+            ike_work.authenticated,
+            ike_work.keys_released
+        ),
+        (2, 1, 1, 1, 1),
+        "the server's part of the IKE SA rekey"
+    );
+    assert_eq!(
+        peer.newest_child().spi_in,
+        child.spi_in,
+        "the Child SA stays"
+    );
+    assert_eq!(peer.ping(2, 1), child.spi_in);
+    let now = peer.wire.now();
+    peer.ike
+        .command(now, |t, now| t.send_liveness(now, id))
+        .unwrap();
+    peer.run_until(
+        "charon's answer to a liveness check on the new IKE SA",
+        STEP,
+        |p| p.has_event(|e| matches!(e, IkeEvent::LivenessConfirmed { id: l } if *l == id)),
+    );
+    id
+}
+
 /// Issue 8's interop cases: charon against seed 004's delegating terminal, whose
 /// substitution server (in this process) does the Diffie-Hellman, AUTH and the keys.
 /// charon initiates (`role`), and the terminal answers its COOKIE challenge itself; or
@@ -1799,11 +1878,13 @@ impl Driven for Delegating {
 /// which the server's IKE_SA_INIT takes in a second round. Then: charon holds the Child
 /// SA, two ICMP echoes are answered through the terminal's ESP, the server ran one
 /// Diffie-Hellman and one proof, authenticated charon once and released SK_d once, and
-/// the terminal reported no failure. With `charon_rekeys`, charon rekeys the Child SA:
-/// the terminal answers the CREATE_CHILD_SA and charon's delete of the old SA itself (no
-/// delegation request, no byte to the server, the server's counters unchanged) and a
-/// third echo is answered over the new SA. The initiator of the case deletes the IKE SA.
-fn delegated(name: &str, role: Role, charon_rekeys: bool) {
+/// the terminal reported no failure. Then, as `then` says: nothing; or charon rekeys the
+/// Child SA, and the terminal answers the CREATE_CHILD_SA and charon's delete of the old
+/// SA itself (no delegation request, no byte to the server, the server's counters
+/// unchanged) and a third echo is answered over the new SA; or charon or the terminal
+/// rekeys the IKE SA through the server ([`delegated_ike_rekey`]). The initiator of the
+/// case deletes the (newest) IKE SA.
+fn delegated(name: &str, role: Role, then: Then) {
     let env = env();
     let p = profile(name);
     env.load_profile(&p, role);
@@ -1831,7 +1912,8 @@ fn delegated(name: &str, role: Role, charon_rekeys: bool) {
     }
     assert_ike_sa(&peer, &p, initiated);
     assert_eq!(peer.init_requests.len(), 2, "a COOKIE round");
-    let id = current_ike(&peer.events);
+    let mut id = current_ike(&peer.events);
+    let mut ids = vec![id];
     await_charon_ike(&env, id);
     let first = peer.newest_child();
     assert!(first.encap.is_some(), "libipsec forces UDP encapsulation");
@@ -1856,7 +1938,7 @@ fn delegated(name: &str, role: Role, charon_rekeys: bool) {
         pings: 2,
     };
 
-    if charon_rekeys {
+    if then == Then::CharonRekeysChild {
         let requests = peer.ike.terminal.counters().requests;
         let writes = peer.ike.writes;
         env.swanctl(&["--rekey", "--child", "deputy"]);
@@ -1884,6 +1966,14 @@ fn delegated(name: &str, role: Role, charon_rekeys: bool) {
         );
         assert_eq!(peer.ike.server_work(), work, "the server did nothing");
         expect.ike_frames += 2 * 2;
+        expect.pings += 1;
+    }
+    if let Then::CharonRekeysIke | Then::TerminalRekeysIke = then {
+        id = delegated_ike_rekey(&env, &mut peer, id, then == Then::CharonRekeysIke);
+        ids.push(id);
+        assert!(charon_installed(&env, &first), "{}", env.list_sas());
+        // CREATE_CHILD_SA, the old IKE SA's delete, the terminal's liveness check.
+        expect.ike_frames += 2 * 3;
         expect.pings += 1;
     }
 
@@ -1916,15 +2006,16 @@ fn delegated(name: &str, role: Role, charon_rekeys: bool) {
     assert!(peer.esp_errors.is_empty(), "{:?}", peer.esp_errors);
     assert!(peer.ike_errors.is_empty(), "{:?}", peer.ike_errors);
     let children = children(&peer.events);
-    let what = if charon_rekeys {
-        "/delegating-terminal+rekey"
-    } else {
-        "/delegating-terminal"
+    let what = match then {
+        Then::Nothing => "/delegating-terminal",
+        Then::CharonRekeysChild => "/delegating-terminal+rekey",
+        Then::CharonRekeysIke => "/delegating-terminal+charon-ike-rekey",
+        Then::TerminalRekeysIke => "/delegating-terminal+ike-rekey",
     };
     record_keys(
         &env,
         &case_name(role, what, &p),
-        Keys::AtServer(&[id]),
+        Keys::AtServer(&ids),
         &decoys,
         &children,
         expect,
@@ -1934,31 +2025,56 @@ fn delegated(name: &str, role: Role, charon_rekeys: bool) {
 #[test]
 #[ignore = "needs strongSwan: run scripts/interop.sh"]
 fn charon_initiator_delegating_terminal_psk() {
-    delegated("aes128-sha256-x25519", Role::CharonInitiates, false);
+    delegated("aes128-sha256-x25519", Role::CharonInitiates, Then::Nothing);
 }
 
 #[test]
 #[ignore = "needs strongSwan: run scripts/interop.sh"]
 fn delegating_terminal_initiator_psk() {
-    delegated("aes128-sha256-x25519", Role::DeputyInitiates, false);
+    delegated("aes128-sha256-x25519", Role::DeputyInitiates, Then::Nothing);
 }
 
 #[test]
 #[ignore = "needs strongSwan: run scripts/interop.sh"]
 fn charon_initiator_delegating_terminal_certificates() {
-    delegated("certificates", Role::CharonInitiates, false);
+    delegated("certificates", Role::CharonInitiates, Then::Nothing);
 }
 
 #[test]
 #[ignore = "needs strongSwan: run scripts/interop.sh"]
 fn delegating_terminal_initiator_certificates() {
-    delegated("certificates", Role::DeputyInitiates, false);
+    delegated("certificates", Role::DeputyInitiates, Then::Nothing);
 }
 
 #[test]
 #[ignore = "needs strongSwan: run scripts/interop.sh"]
 fn charon_rekeys_child_of_delegating_terminal() {
-    delegated("aes128-sha256-x25519", Role::CharonInitiates, true);
+    delegated(
+        "aes128-sha256-x25519",
+        Role::CharonInitiates,
+        Then::CharonRekeysChild,
+    );
+}
+
+#[test]
+#[ignore = "needs strongSwan: run scripts/interop.sh"]
+fn charon_rekeys_ike_sa_of_delegating_terminal() {
+    delegated(
+        "aes128-sha256-x25519",
+        Role::CharonInitiates,
+        Then::CharonRekeysIke,
+    );
+}
+
+/// The terminal initiated the IKE SA and rekeys it itself.
+#[test]
+#[ignore = "needs strongSwan: run scripts/interop.sh"]
+fn delegating_terminal_rekeys_ike_sa_with_charon() {
+    delegated(
+        "aes128-sha256-x25519",
+        Role::DeputyInitiates,
+        Then::TerminalRekeysIke,
+    );
 }
 
 // ------------------------------------------------------------------- tshark
@@ -2199,7 +2315,7 @@ fn tshark_dissects_every_packet_of_the_run() {
     for (c, n) in cases.iter().zip(&seen) {
         let Expect { ike_frames, pings } = c.expect;
         eprintln!(
-            "tshark: {:<64} {:>7}: IKE {}/{} clear or decrypted, ESP {}/{} authenticated and decrypted (ICMP echo {} requests, {} replies)",
+            "tshark: {:<84} {:>7}: IKE {}/{} clear or decrypted, ESP {}/{} authenticated and decrypted (ICMP echo {} requests, {} replies)",
             c.name,
             match (c.decrypt_ike, c.decrypt_esp) {
                 (true, _) => "keys",
