@@ -157,19 +157,52 @@ fn policy_database_refuses_the_peer() {
 /// S42: a peer whose AUTH does not verify (here: a wrong PSK) is refused.
 #[test]
 fn bad_peer_signature_is_refused() {
-    let mut sim = Sim::new(4);
-    let spec = Spec {
-        peer_psk: b"not the psk the server holds".to_vec(),
-        ..Spec::default()
+    use common::certs::{Alg, key, spki_der};
+    use deputy::ikev2::auth::{AuthKeyDb, Credential, Signer};
+    // A MAC under the wrong PSK, and a signature under a key other than the one the
+    // server's authentication-key database pins for the peer's identity.
+    let pinned = {
+        let mut db = AuthKeyDb::new();
+        db.pin_public_key(
+            deputy::ikev2::Identity::Fqdn(PEER_ID.into()),
+            &spki_der(&key(Alg::Ed25519, 61)),
+        )
+        .unwrap();
+        db
     };
-    let w = fig12_started(&mut sim, &spec);
-    let t_events = terminal_events(&mut sim, w.terminal);
-    assert_eq!(
-        failures(&t_events),
-        vec![TerminalFailure::NotAuthenticated(AuthResult::BadAuth)]
-    );
-    let c = server_counters(&sim, w.server);
-    assert_eq!((c.auth_refused, c.keys_released), (1, 0));
+    let signer = Signer::new(key(Alg::Ed25519, 62), Vec::new()).unwrap();
+    let cases = [
+        Spec {
+            peer_psk: b"not the psk the server holds".to_vec(),
+            ..Spec::default()
+        },
+        Spec {
+            auth_db: pinned.clone(),
+            peer: Some(deputy::ikev2::IkeConfig::with_credential(
+                deputy::ikev2::Identity::Fqdn(PEER_ID.into()),
+                Credential::Signature(signer),
+                {
+                    let mut db = AuthKeyDb::new();
+                    db.set_any_peer_psk(Some(IKE_PSK));
+                    db
+                },
+                ANCHOR,
+            )),
+            ..Spec::default()
+        },
+    ];
+    for (i, spec) in cases.iter().enumerate() {
+        let mut sim = Sim::new(4);
+        let w = fig12_started(&mut sim, spec);
+        let t_events = terminal_events(&mut sim, w.terminal);
+        assert_eq!(
+            failures(&t_events),
+            vec![TerminalFailure::NotAuthenticated(AuthResult::BadAuth)],
+            "case {i}"
+        );
+        let c = server_counters(&sim, w.server);
+        assert_eq!((c.auth_refused, c.keys_released), (1, 0), "case {i}");
+    }
 }
 
 /// Phase 2 without the server (Fig. 13): a Child SA rekey asks nothing of the server.
