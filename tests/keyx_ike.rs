@@ -237,6 +237,38 @@ fn child_rekey_without_pfs_needs_no_server() {
     assert!(t.data_plane().sa(rekeyed.spi_in).is_some());
 }
 
+/// The terminal's data plane holds one SA pair here: a Child SA rekey's new SA does not
+/// fit while the old one stands, and the terminal says so rather than losing it quietly.
+#[test]
+fn a_child_sa_the_data_plane_refuses_is_reported() {
+    let mut sim = Sim::new(15);
+    let spec = Spec {
+        plane: deputy::ipsec::DataPlaneConfig {
+            max_sas: 1,
+            ..Default::default()
+        },
+        ..Spec::default()
+    };
+    let w = fig12_started(&mut sim, &spec);
+    let _ = terminal_events(&mut sim, w.terminal);
+    sim.with_actor(w.peer, |p: &mut Initiator, now| p.rekey_child(now))
+        .unwrap()
+        .unwrap();
+    settle(&mut sim);
+    let t_events = terminal_events(&mut sim, w.terminal);
+    let new = terminal_ike(&t_events)
+        .into_iter()
+        .find_map(|e| match e {
+            IkeEvent::ChildSaRekeyed { child, .. } => Some(child.spi_in),
+            _ => None,
+        })
+        .expect("rekeyed");
+    assert!(t_events.iter().any(|e| matches!(
+        e,
+        TerminalEvent::ChildSaNotInstalled { spi_in, .. } if *spi_in == new
+    )));
+}
+
 /// No server: the exchange fails with a typed reason, no key is set, and the terminal
 /// keeps working (its tables are empty again).
 #[test]

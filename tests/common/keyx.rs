@@ -63,6 +63,8 @@ pub struct Spec {
     /// The peer's own configuration, when a test builds it (certificates); else a PSK one
     /// from `peer_psk` and `peer_ike`.
     pub peer: Option<IkeConfig>,
+    /// The terminal's data plane.
+    pub plane: DataPlaneConfig,
 }
 
 impl Default for Spec {
@@ -82,6 +84,7 @@ impl Default for Spec {
                 db
             },
             peer: None,
+            plane: DataPlaneConfig::default(),
         }
     }
 }
@@ -141,7 +144,7 @@ pub fn terminal_actor(sim: &Sim, spec: &Spec) -> Terminal {
         delegation_key(),
     );
     (spec.terminal)(&mut cfg);
-    let mut plane = DataPlane::new(DataPlaneConfig::default(), Box::new(sim.rng("plane"))).unwrap();
+    let mut plane = DataPlane::new(spec.plane.clone(), Box::new(sim.rng("plane"))).unwrap();
     plane
         .add_policy(Policy::new(
             Selector::parse("0.0.0.0/0", "0.0.0.0/0").unwrap(),

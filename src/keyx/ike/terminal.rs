@@ -252,6 +252,14 @@ pub enum TerminalEvent {
     ServerConnected,
     /// The channel to the server went down.
     ServerLost,
+    /// The data plane refused a negotiated Child SA (its SA table is full): no traffic
+    /// flows on it until an SA is deleted.
+    ChildSaNotInstalled {
+        /// Its inbound SPI.
+        spi_in: u32,
+        /// Why.
+        error: crate::ipsec::IpsecError,
+    },
 }
 
 impl From<IkeEvent> for TerminalEvent {
@@ -849,17 +857,14 @@ impl Terminal {
             ) => self.send_init(now, session, meta, remote, request),
             (
                 Step::InitAnswered {
-                    remote,
+                    remote: _,
                     request,
                     response,
                     from,
                     to,
                 },
                 Body::KeyGenResponse(k),
-            ) => {
-                let _ = remote;
-                self.initiator_keys(now, at, meta, (request, response, from, to), k)
-            }
+            ) => self.initiator_keys(now, at, meta, (request, response, from, to), k),
             (Step::Authenticating { spi }, Body::AuthResponse(a)) => {
                 self.authenticated(now, at, meta, spi, a)
             }
@@ -1595,8 +1600,8 @@ impl Terminal {
         while let Some(o) = self.ike_out.pop() {
             let r = match o {
                 Output::Event(e) => {
-                    self.on_ike_event(now, &e);
-                    self.out.event(TerminalEvent::Ike(e))
+                    let installed = self.on_ike_event(now, &e);
+                    installed.and(self.out.event(TerminalEvent::Ike(e)))
                 }
                 other => self.out.push(other.map_event(TerminalEvent::Ike)),
             };
@@ -1605,17 +1610,25 @@ impl Terminal {
         result
     }
 
-    fn on_ike_event(&mut self, now: Instant, e: &IkeEvent) {
+    /// Keep the data plane in step with the IKE session; a Child SA it refuses (its SA
+    /// table is full) is reported.
+    fn on_ike_event(&mut self, now: Instant, e: &IkeEvent) -> Result<(), Error> {
         match e {
             IkeEvent::ChildSaEstablished { child, .. } | IkeEvent::ChildSaRekeyed { child, .. } => {
-                // A Child SA the data plane refuses (its table is full) is reported by the
-                // data plane's own event queue.
-                let _ = self.plane.install(now, (**child).clone());
+                match self.plane.install(now, (**child).clone()) {
+                    Ok(_) => Ok(()),
+                    Err(error) => self.out.event(TerminalEvent::ChildSaNotInstalled {
+                        spi_in: child.spi_in,
+                        error,
+                    }),
+                }
             }
             IkeEvent::ChildSaDeleted { spi_in, .. } => {
+                // `None`: the data plane already dropped it (its hard lifetime ended).
                 let _ = self.plane.remove(*spi_in);
+                Ok(())
             }
-            _ => {}
+            _ => Ok(()),
         }
     }
 
