@@ -144,7 +144,7 @@ pub fn terminal_actor(sim: &Sim, spec: &Spec) -> Terminal {
         delegation_key(),
     );
     (spec.terminal)(&mut cfg);
-    let mut plane = DataPlane::new(spec.plane.clone(), Box::new(sim.rng("plane"))).unwrap();
+    let mut plane = DataPlane::new(spec.plane, Box::new(sim.rng("plane"))).unwrap();
     plane
         .add_policy(Policy::new(
             Selector::parse("0.0.0.0/0", "0.0.0.0/0").unwrap(),
