@@ -1,13 +1,14 @@
 //! Key-exchange delegation: seeds 001, 003 and 004 (design in `docs/keyx.md`).
 //!
-//! **Built so far:** the delegation messages of seed 004 ([`messages`]), the sealing of
-//! key material with a terminal's delegation key ([`seal`]), shared by all three seeds,
-//! and the substitution server's protocol-independent message loop ([`dispatch`]: S33-S49,
+//! **Built:** seed 004 over IKEv2. The delegation messages ([`messages`]), the sealing of
+//! key material with a terminal's delegation key ([`seal`], shared by all three seeds), the
+//! substitution server's protocol-independent message loop ([`dispatch`]: S33-S49,
 //! sessions, sequence numbers and the answer cache, the key-request gate, bounds, S37
-//! expiry), and its policy database ([`policy`], S43).
-//! **Not built yet:** the substitution server, the delegating terminal, the inline proxy
-//! (seed 001) and the operator network (seed 003). Nothing in the crate uses this module's
-//! messages on a network yet.
+//! expiry) and its policy database ([`policy`], S43), the server actor around them
+//! ([`SubstitutionServer`]), and the IKEv2 work of both sides ([`ike`]: the server's
+//! [`ike::IkeSubstitute`] and the delegating [`ike::Terminal`]).
+//! **Not built yet:** seed 004 over TLS 1.3, the inline proxy (seed 001) and the operator
+//! network (seed 003).
 
 pub mod dispatch;
 pub mod ike;
