@@ -1020,3 +1020,26 @@ fn item_3_a_damaged_record_on_the_device_channel_costs_no_connection() {
         assert_eq!(reconnects, 1, "segment {n}");
     }
 }
+
+/// A device that heard the notice but whose stream to the server takes a few TCP
+/// retransmissions to open (its first three SYNs lost: it connects 7 s later) still
+/// fetches its request: the server waits `fetch_wait` (15 s) after its last notice.
+/// Before, it refused the request `DeviceUnreachable` as soon as its five notices (5 s)
+/// were out, while the device was on its way (`tests/loss.rs` found it at 3% loss).
+#[test]
+fn a_fetch_slowed_by_tcp_retransmissions_is_waited_for() {
+    use deputy::sim::fault::{Fault, FaultAction};
+    use deputy::sim::packet::PROTO_TCP;
+    let mut sim = Sim::new(41);
+    let w = world(&mut sim, WorldConfig::default());
+    let fault = Fault::new(FaultAction::Drop)
+        .on_network(w.internet)
+        .protocol(PROTO_TCP)
+        .dst_port(1300)
+        .nth(0)
+        .count(3);
+    let id = sim.add_fault(fault).unwrap();
+    let outcome = request(&mut sim, &w, 60);
+    assert_eq!(sim.fault_stats(id).unwrap().applied, 3);
+    assert!(matches!(outcome, Outcome::Connected { .. }), "{outcome}");
+}
