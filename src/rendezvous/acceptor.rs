@@ -738,7 +738,7 @@ impl Acceptor {
         let mut result = Ok(());
         let mut reports = Vec::new();
         for (id, live) in self.sessions.iter_mut() {
-            if let Some(expired) = live.peer.take_expired_attempt(now) {
+            if let Some(expired) = live.peer.take_expired_attempt(now, self.rng.as_mut()) {
                 if expired >= self.cfg.peer.attempts {
                     result = result.and(live.peer.fail(
                         PeerFailure::HolePunchFailed { attempts: expired },

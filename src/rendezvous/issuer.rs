@@ -447,7 +447,7 @@ impl Issuer {
         let mut syncs = Vec::new();
         let mut reports = Vec::new();
         for (id, peer) in self.sessions.iter_mut() {
-            if let Some(expired) = peer.take_expired_attempt(now) {
+            if let Some(expired) = peer.take_expired_attempt(now, self.rng.as_mut()) {
                 if expired >= self.cfg.peer.attempts {
                     result = result.and(peer.fail(
                         PeerFailure::HolePunchFailed { attempts: expired },
