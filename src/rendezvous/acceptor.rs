@@ -560,6 +560,9 @@ impl Acceptor {
             ToAcceptor::Refused(refused) => {
                 self.fetched.retain(|r| *r != refused.request);
                 self.requests.remove(&refused.request);
+                // The request is over here; an issuer that sends it again (same id, on a
+                // new stream after its own failed) is noticed afresh.
+                self.seen.retain(|r| *r != refused.request);
                 self.outbox.event(RendezvousEvent::Refused {
                     request: refused.request,
                     reason: refused.reason,
