@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use deputy::rendezvous::RendezvousEvent;
 use deputy::sim::scenario::{Outcome, World, WorldConfig, label};
 use deputy::sim::{Filtering, LinkConfig, Mapping, NatConfig, Sim};
 
@@ -28,7 +29,18 @@ fn failures(
         let mut link = LinkConfig::with_latency(Duration::from_millis(10));
         link.loss = loss;
         sim.set_link(world.internet, link).unwrap();
-        sim.run_for(Duration::from_secs(3)).unwrap();
+        // The statistics are about requests to a registered device: wait for its first
+        // registration to be acknowledged (a request before the server has heard of the
+        // device is refused `UnknownDevice`, rightly; at 10% loss the first registration
+        // and its repeat 2 s later are both lost about once in a hundred worlds).
+        let registered = |s: &Sim| {
+            World::events(s, world.acceptor)
+                .iter()
+                .any(|e| matches!(e, RendezvousEvent::Registered { .. }))
+        };
+        let limit = sim.now() + Duration::from_secs(60);
+        sim.run_until_cond(limit, registered).unwrap();
+        assert!(registered(&sim), "seed {seed}: the device never registered");
         let session = world.connect(&mut sim, b"2133-secret").unwrap();
         let outcome = world
             .wait(&mut sim, session, Duration::from_secs(120))
@@ -75,29 +87,26 @@ fn sweep(loss: f64, n: u64, eim_only: bool) -> Vec<String> {
     failed
 }
 
-/// Five seeded requests per pair: what passes today (the acceptance asks for 100, below).
+/// Issue 13's acceptance: every pair the NAT matrix reports as connecting, 100 seeded
+/// right-password requests each at 3% loss on the internet, all connect (in whichever
+/// attempt). Failures it found, each fixed at its cause (with a test of its own):
+/// seed 51 ended `DeviceUnreachable` (the server gave up 5 s after its first notice while
+/// the device's stream was still in TCP retransmission: `fetch_wait`); birthday attempts
+/// missed (a spray paced by an RTT inflated by a TCP retransmission outlasted the peer's
+/// attempt; 256 extra sockets left a ≈2% miss per attempt); channel handshakes stalled on
+/// a proven path whose NAT filter entry the spray had pushed out (the link now changes
+/// path when its retransmissions go unanswered).
 #[test]
-fn every_connecting_pair_connects_at_3_percent_loss() {
-    let failed = sweep(0.03, 5, false);
-    assert!(failed.is_empty(), "{failed:#?}");
-}
-
-/// The acceptance's 100 requests per pair. Known to fail, not counted as passing: with
-/// seed 51 every pair ends `Refused(DeviceUnreachable)` (the request never reaches the
-/// device over the lossy internet; not yet diagnosed).
-#[test]
-#[ignore = "known failure: seed 51 ends Refused(DeviceUnreachable) in every pair"]
 fn every_connecting_pair_connects_at_3_percent_loss_100_requests() {
     let failed = sweep(0.03, 100, false);
     assert!(failed.is_empty(), "{failed:#?}");
 }
 
-/// Known to fail, not counted as passing: at 10% loss, pairs with an EIM/APDF acceptor
-/// and a per-destination-mapping issuer end `PeerFailed(Channel(HandshakeTimeout))` for
-/// seed 3 (the devices' 10 s channel handshake outlasted by the link's backed-off
-/// retransmissions; not yet fixed).
+/// The acceptance's second half: 100 requests per pair at 10% loss, for the pairs where a
+/// side maps endpoint-independently. Beyond the fixes above it found attempts whose Sync
+/// (relayed over TCP) came seconds late, after the peer's whole spray: the extra sockets
+/// now punch as soon as the previous attempt failed.
 #[test]
-#[ignore = "known failure: Channel(HandshakeTimeout) at 10% loss for EIM/APDF acceptors"]
 fn every_endpoint_independent_pair_connects_at_10_percent_loss() {
     let failed = sweep(0.10, 100, true);
     assert!(failed.is_empty(), "{failed:#?}");

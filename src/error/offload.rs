@@ -118,10 +118,14 @@ pub enum OffloadError {
     /// appliance.
     #[error("closed-network message from unknown {0}")]
     UnknownSource(SocketAddr),
-    /// A closed-network message without the link MAC, with a bad one, or with one where
-    /// no link key is configured.
+    /// A message on a keyed closed-network link without the link MAC or with a bad one.
     #[error("link authentication failed")]
     LinkAuthentication,
+    /// A message on an unkeyed closed-network link whose damage check (the MAC field under
+    /// the public unkeyed key) is missing or wrong: damaged in transit, or from a peer
+    /// that uses a link key.
+    #[error("link message damaged")]
+    LinkDamaged,
     /// A repeated (replayed) message, or one from an epoch the receiver retired; it was
     /// not acted on.
     #[error("replayed message {0}")]

@@ -873,7 +873,9 @@ mod tests {
                 floor: Some(self.seq),
             };
             self.seq += 1;
-            let bytes = msg.encode_link(link, None).unwrap();
+            let bytes = msg
+                .encode_link(link, Some(&super::super::link::unkeyed_check))
+                .unwrap();
             // Some inputs are refused on purpose: the tests look at the events.
             let _ = self.appliance.handle_input(
                 Instant::ZERO,

@@ -38,6 +38,17 @@ use crate::{Error, Instant};
 
 const MAC_CONTEXT: &[u8] = b"deputy offload link v1\0";
 
+/// The key of the unkeyed link's damage check: public, so the check catches damage in
+/// transit, never forgery. Without it a flipped sequence number was taken for a new
+/// message, and the genuine retransmission was delivered a second time.
+const UNKEYED_KEY: &[u8] = b"deputy offload unkeyed link: a damage check, not authentication";
+
+/// The damage check of an unkeyed link message: the MAC field, computed as a keyed link
+/// computes it but under [`UNKEYED_KEY`].
+pub(crate) fn unkeyed_check(covered: &[u8]) -> [u8; 32] {
+    hmac_sha256_parts(UNKEYED_KEY, &[MAC_CONTEXT, covered])
+}
+
 /// A provisioned closed-network link key (16 to 64 bytes), wiped on drop.
 #[derive(Clone)]
 pub struct LinkKey(Zeroizing<Vec<u8>>);
@@ -241,7 +252,7 @@ impl<T: Clone> Link<T> {
     fn encode(&self, msg: &Message, link: LinkFields) -> Result<Vec<u8>, Error> {
         let bytes = match &self.key {
             Some(k) => msg.encode_link(link, Some(&|b: &[u8]| k.mac(b))),
-            None => msg.encode_link(link, None),
+            None => msg.encode_link(link, Some(&unkeyed_check)),
         };
         Ok(bytes?)
     }
@@ -322,15 +333,19 @@ impl<T: Clone> Link<T> {
             floor,
             has_mac,
         } = Message::decode(raw, limits).map_err(OffloadError::Decode)?;
-        match (&self.key, has_mac) {
-            (Some(key), true) => {
-                let (covered, mac) = split_mac(raw).ok_or(OffloadError::LinkAuthentication)?;
-                if !ct_eq(&key.mac(covered), &mac) {
-                    return Err(OffloadError::LinkAuthentication.into());
-                }
-            }
-            (None, false) => {}
-            _ => return Err(OffloadError::LinkAuthentication.into()),
+        let refused = match self.key {
+            Some(_) => OffloadError::LinkAuthentication,
+            None => OffloadError::LinkDamaged,
+        };
+        let Some((covered, mac)) = split_mac(raw).filter(|_| has_mac) else {
+            return Err(refused.into());
+        };
+        let expected = match &self.key {
+            Some(key) => key.mac(covered),
+            None => unkeyed_check(covered),
+        };
+        if !ct_eq(&expected, &mac) {
+            return Err(refused.into());
         }
         let epoch = epoch.ok_or(OffloadError::LinkWithoutEpoch)?;
         match message {
@@ -691,7 +706,8 @@ mod tests {
     }
 
     /// Issue 13, item 2: on an unkeyed link, one datagram from the peer's address whose
-    /// epoch differs by one bit made the receiver deliver an earlier command a second
+    /// epoch differs by one bit (damage is now refused by the damage check; this is the
+    /// same datagram sent with a valid check, as an on-path sender could) made the receiver deliver an earlier command a second
     /// time and then refuse the genuine sender's traffic as replays. Now the changed
     /// epoch is only challenged (the genuine sender ignores a challenge for an epoch it
     /// does not have), nothing is delivered twice, and genuine traffic flows on; a floor
@@ -707,6 +723,12 @@ mod tests {
             for bit in 0..8 {
                 let mut forged = command.clone();
                 forged[i] ^= 1 << bit;
+                // A sender on the closed network can compute the unkeyed link's public
+                // damage check (it catches damage, not forgery): recompute it, so that
+                // what is tested is the changed epoch itself.
+                let tag_at = forged.len() - 32;
+                let tag = unkeyed_check(&forged[..tag_at - 4]);
+                forged[tag_at..].copy_from_slice(&tag);
                 let Ok(d) = Message::decode(&forged, &net.limits) else {
                     continue;
                 };
@@ -802,6 +824,37 @@ mod tests {
         assert_eq!(net.b_takes(&next).0, [3]);
     }
 
+    /// Issue 13 (the mutation suite's exhaustive run): on the unkeyed link a flipped byte
+    /// anywhere in a message — its sequence number above all — is refused as damaged and
+    /// acts on nothing; the genuine retransmission is then delivered once. Before, a
+    /// sequence number flipped within the receive window was held as another message, and
+    /// the appliance delivered the command twice.
+    #[test]
+    fn unkeyed_link_refuses_damage_and_delivers_nothing_twice() {
+        for i in 0.. {
+            let mut net = Net::new(None);
+            let wire = net.send(1);
+            if i >= wire.len() {
+                break;
+            }
+            let mut bad = wire.clone();
+            bad[i] ^= 0x01;
+            let refused = net.b.receive(&bad, &net.limits, &mut net.out, &mut net.rng);
+            assert!(
+                matches!(
+                    refused,
+                    Err(Error::Offload(
+                        OffloadError::Decode(_) | OffloadError::LinkDamaged
+                    ))
+                ),
+                "byte {i}: {refused:?}"
+            );
+            assert!(sent(&mut net.out).is_empty(), "byte {i}: answered");
+            assert_eq!(net.b_takes(&wire).0, [1], "byte {i}");
+            assert!(net.b_takes(&wire).0.is_empty(), "byte {i}: taken twice");
+        }
+    }
+
     #[test]
     fn keyed_link_refuses_tampering_and_key_mismatch() {
         let mut net = Net::new(Some(&[9; 32]));
@@ -837,7 +890,10 @@ mod tests {
             other.receive(&unkeyed, limits, out, rng).unwrap_err(),
             refused
         );
-        assert_eq!(plain.receive(&wire, limits, out, rng).unwrap_err(), refused);
+        assert_eq!(
+            plain.receive(&wire, limits, out, rng).unwrap_err(),
+            Error::Offload(OffloadError::LinkDamaged)
+        );
         for len in [15, 65] {
             assert_eq!(
                 LinkKey::new(&alloc::vec![0; len]).unwrap_err(),

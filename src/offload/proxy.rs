@@ -1080,19 +1080,20 @@ impl CryptoProxy {
             None => None,
         };
         // Close (and drop) the stream before reporting: a full outbox leaves no stream
-        // behind that the session table no longer names.
+        // behind that the session table no longer names. The session's link messages
+        // are forgotten and its end reported even if the outbox refused the close (each
+        // refused output is counted as lost); the first error is returned.
         let closed = close_open(s, last.as_deref(), &mut self.outbox);
         self.streams.remove(&id);
         self.sessions.remove(&session);
-        closed?;
         if let Some(link) = self.links.get_mut(appliance) {
             link.forget(|t| *t == Tag::Data { session });
         }
-        self.outbox.event(ProxyEvent::SessionClosed {
+        closed.and(self.outbox.event(ProxyEvent::SessionClosed {
             session,
             appliance: appliance.into(),
             reason,
-        })
+        }))
     }
 }
 

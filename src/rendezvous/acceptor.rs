@@ -490,8 +490,13 @@ impl Acceptor {
     /// again after a back-off (`reconnect_backoff`, doubling), up to `reconnects` failures
     /// in a row. Accepted offers die with the stream: their password can only come over
     /// it, and the server refuses them to their issuers.
+    ///
+    /// It also registers again at once: a stream that failed can mean the path to the
+    /// server changed (a new public address, a NAT that lost its bindings), and the
+    /// directory should hear of it now rather than at the next refresh (up to 26 s).
     fn server_lost(&mut self, now: Instant) {
         self.server = ServerLink::Idle;
+        self.next_register = self.next_register.min(now);
         while let Some(request) = self.fetched.pop_back() {
             self.pending.push_front(request);
         }
@@ -560,6 +565,9 @@ impl Acceptor {
             ToAcceptor::Refused(refused) => {
                 self.fetched.retain(|r| *r != refused.request);
                 self.requests.remove(&refused.request);
+                // The request is over here; an issuer that sends it again (same id, on a
+                // new stream after its own failed) is noticed afresh.
+                self.seen.retain(|r| *r != refused.request);
                 self.outbox.event(RendezvousEvent::Refused {
                     request: refused.request,
                     reason: refused.reason,
@@ -738,7 +746,7 @@ impl Acceptor {
         let mut result = Ok(());
         let mut reports = Vec::new();
         for (id, live) in self.sessions.iter_mut() {
-            if let Some(expired) = live.peer.take_expired_attempt(now) {
+            if let Some(expired) = live.peer.take_expired_attempt(now, self.rng.as_mut()) {
                 if expired >= self.cfg.peer.attempts {
                     result = result.and(live.peer.fail(
                         PeerFailure::HolePunchFailed { attempts: expired },
@@ -1163,6 +1171,41 @@ mod tests {
             let _ = datagram(&mut a, now, server_udp(), &notice(&key, r, now));
         }
         assert!(a.seen.len() <= SEEN);
+    }
+
+    /// Issue 13 item 3: when its server stream fails with a request still to fetch, the
+    /// acceptor registers again at once and opens a new stream after its back-off.
+    #[test]
+    fn item_3_a_failed_server_stream_re_registers_and_reconnects() {
+        let (mut a, key) = acceptor(|_| {});
+        let now = Instant::from_secs(1);
+        a.handle_timeout(now);
+        registrations(&mut a);
+        datagram(&mut a, now, server_udp(), &notice(&key, 7, now)).unwrap();
+        let id = StreamId::outbound(1);
+        let local = "192.168.1.3:40000".parse().unwrap();
+        a.handle_input(now, Input::StreamConnected { id, local })
+            .unwrap();
+        while a.poll_output().is_some() {}
+        // The stream dies before the fetch went out.
+        let t = now + Duration::from_millis(50);
+        a.handle_input(t, Input::StreamClosed { id }).unwrap();
+        assert_eq!(a.poll_timeout(), Some(t));
+        a.handle_timeout(t);
+        assert_eq!(registrations(&mut a).len(), 1, "registered again at once");
+        assert_eq!(a.pending, [7]);
+        // After the back-off (1 s) a new stream opens.
+        let later = t + Duration::from_secs(1);
+        assert_eq!(a.poll_timeout(), Some(later));
+        a.handle_timeout(later);
+        let mut connects = Vec::new();
+        while let Some(o) = a.poll_output() {
+            if let Output::Connect { id, .. } = o {
+                connects.push(id);
+            }
+        }
+        assert_eq!(connects, [StreamId::outbound(2)]);
+        assert_eq!(a.stats().reconnects, 1);
     }
 
     #[test]

@@ -52,6 +52,12 @@ pub struct IssuerConfig {
     pub request_timeout: Duration,
     /// Requests and connections at once.
     pub max_sessions: usize,
+    /// Times a request whose server channel failed before its password was sealed is sent
+    /// again on a new stream (issue 13 item 3; the password only leaves sealed, so after
+    /// that a failure ends the request).
+    pub server_restarts: u32,
+    /// The first wait before such a new stream (it doubles with each restart).
+    pub restart_backoff: Duration,
 }
 
 impl IssuerConfig {
@@ -81,6 +87,8 @@ impl IssuerConfig {
             probes: 6,
             request_timeout: Duration::from_secs(60),
             max_sessions: 4,
+            server_restarts: 2,
+            restart_backoff: Duration::from_secs(1),
         }
     }
 
@@ -106,6 +114,9 @@ enum Stage {
     },
     /// Punching; the request lives on as a session.
     Punching,
+    /// The server channel failed before the password was sealed; the request is sent again
+    /// on a new stream at this time.
+    Reopen(Instant),
 }
 
 struct Request {
@@ -118,6 +129,8 @@ struct Request {
     next_probe: Option<Instant>,
     deadline: Instant,
     rtt: Duration,
+    /// Times the request was sent again on a new stream.
+    restarts: u32,
 }
 
 /// The request-issuing device.
@@ -201,9 +214,64 @@ impl Issuer {
                 next_probe: None,
                 deadline: now + self.cfg.request_timeout,
                 rtt: Duration::ZERO,
+                restarts: 0,
             },
         );
         Ok(request)
+    }
+
+    /// The server stream of `request` failed before its password was sealed: send the
+    /// request again on a new stream after the back-off, if restarts are left and the
+    /// request's deadline allows. Returns whether it will.
+    fn schedule_restart(&mut self, now: Instant, request: u64) -> bool {
+        let Some(r) = self.requests.get_mut(&request) else {
+            return false;
+        };
+        let unsealed = matches!(
+            r.stage,
+            Stage::Opening | Stage::Connecting | Stage::Requested(_)
+        );
+        let wait = crate::time::doubled(
+            self.cfg.restart_backoff,
+            r.restarts,
+            self.cfg.request_timeout,
+        );
+        if !unsealed || r.restarts >= self.cfg.server_restarts || now + wait >= r.deadline {
+            return false;
+        }
+        r.restarts += 1;
+        r.stage = Stage::Reopen(now + wait);
+        r.next_probe = None;
+        true
+    }
+
+    /// Open the new stream of a request waiting in [`Stage::Reopen`]: a fresh channel,
+    /// probe token and probe count; the same request id (the server forgot the request
+    /// when the old stream ended, and told the device, which let it go).
+    fn reopen(&mut self, now: Instant, request: u64) -> Result<(), Error> {
+        let due = self
+            .requests
+            .get(&request)
+            .is_some_and(|r| matches!(r.stage, Stage::Reopen(t) if now >= t));
+        if !due {
+            return Ok(());
+        }
+        self.next_stream += 1;
+        let id = StreamId::outbound(self.next_stream);
+        let conn = Connection::client(self.cfg.channel.clone(), now, self.rng.as_mut())?;
+        let mut token = [0u8; 16];
+        self.rng.fill_bytes(&mut token);
+        if let Some(r) = self.requests.get_mut(&request) {
+            r.server = SecureStream::new(id, conn, now);
+            r.stage = Stage::Opening;
+            r.token = token;
+            r.probes_left = self.cfg.probes;
+        }
+        self.outbox.push(Output::Connect {
+            id,
+            local: SocketAddr::new(self.cfg.local.ip(), 0),
+            remote: self.cfg.server_stream,
+        })
     }
 
     /// Whether the direct connection of `session` is up.
@@ -447,7 +515,7 @@ impl Issuer {
         let mut syncs = Vec::new();
         let mut reports = Vec::new();
         for (id, peer) in self.sessions.iter_mut() {
-            if let Some(expired) = peer.take_expired_attempt(now) {
+            if let Some(expired) = peer.take_expired_attempt(now, self.rng.as_mut()) {
                 if expired >= self.cfg.peer.attempts {
                     result = result.and(peer.fail(
                         PeerFailure::HolePunchFailed { attempts: expired },
@@ -486,22 +554,26 @@ impl Issuer {
                 result = result.and(r.server.close(&mut self.outbox));
             }
         }
-        // Requests that lost their server, or did not reach punching in time.
+        // Requests that lost their server (sent again on a new stream while that is
+        // allowed), or did not reach punching in time.
         let stale: Vec<(u64, RefusalReason)> = self
             .requests
             .iter()
             .filter(|(id, _)| !self.sessions.contains_key(id))
             .filter_map(|(id, r)| {
-                if r.server.is_closed() {
-                    Some((*id, RefusalReason::ProtocolError))
-                } else if now >= r.deadline {
+                if now >= r.deadline {
                     Some((*id, RefusalReason::Timeout))
+                } else if r.server.is_closed() && !matches!(r.stage, Stage::Reopen(_)) {
+                    Some((*id, RefusalReason::ProtocolError))
                 } else {
                     None
                 }
             })
             .collect();
         for (id, reason) in stale {
+            if reason == RefusalReason::ProtocolError && self.schedule_restart(now, id) {
+                continue;
+            }
             result = result.and(self.end_request(id, reason));
         }
         self.sessions.retain(|_, p| !p.is_gone());
@@ -520,6 +592,8 @@ enum Timer {
     RequestDeadline(u64),
     /// A request's channel to the server (handshake and idle deadlines).
     ServerChannel(u64),
+    /// A request's new stream to the server opens (after its channel failed).
+    Reopen(u64),
     /// A session's own timers: punching, its channel, its link.
     Peer(u64),
 }
@@ -538,18 +612,26 @@ impl Issuer {
             .iter()
             .filter(|(id, _)| !self.sessions.contains_key(id))
             .map(|(id, r)| (Timer::RequestDeadline(*id), r.deadline));
-        // A channel runs no timers before its stream opens.
+        // A channel runs no timers before its stream opens, nor once it failed.
         let channels = self.requests.iter().filter_map(|(id, r)| {
-            (!matches!(r.stage, Stage::Opening))
+            (!matches!(r.stage, Stage::Opening | Stage::Reopen(_)))
                 .then(|| r.server.connection().poll_timeout())
                 .flatten()
                 .map(|t| (Timer::ServerChannel(*id), t))
+        });
+        let reopens = self.requests.iter().filter_map(|(id, r)| match r.stage {
+            Stage::Reopen(t) => Some((Timer::Reopen(*id), t)),
+            _ => None,
         });
         let sessions = self
             .sessions
             .iter()
             .filter_map(|(id, p)| p.poll_timeout().map(|t| (Timer::Peer(*id), t)));
-        probes.chain(deadlines).chain(channels).chain(sessions)
+        probes
+            .chain(deadlines)
+            .chain(channels)
+            .chain(reopens)
+            .chain(sessions)
     }
 
     /// Run one due timer.
@@ -558,6 +640,7 @@ impl Issuer {
             Timer::Probe(id) => self.send_probe(now, id),
             // Applied by `settle`, which runs after every input as well.
             Timer::RequestDeadline(_) => Ok(()),
+            Timer::Reopen(id) => self.reopen(now, id),
             Timer::ServerChannel(id) => match self.requests.get_mut(&id) {
                 // A failed handshake closes the stream; `settle` then ends the request.
                 Some(r) => r.server.handle_timeout(now, &mut self.outbox).map(|_| ()),
@@ -698,6 +781,7 @@ mod tests {
             Stage::Requested(_) => "requested",
             Stage::Sealed { .. } => "sealed",
             Stage::Punching => "punching",
+            Stage::Reopen(_) => "reopening",
         };
         let hello = AcceptorHello {
             request,

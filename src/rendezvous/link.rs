@@ -61,7 +61,15 @@ pub(crate) struct Link {
     last_rx: Instant,
     keepalive_every: Duration,
     keepalive_at: Instant,
+    /// Where the peer's last authenticated datagram came in: our socket, its address.
+    heard: Option<(SocketAddr, SocketAddr)>,
+    /// Other paths proven by hole punching (our socket, the peer's address), tried in
+    /// turn when retransmissions on the current one go unanswered.
+    alternates: VecDeque<(SocketAddr, SocketAddr)>,
 }
+
+/// Proven paths a link remembers besides its current one.
+const ALTERNATES: usize = 4;
 
 impl Link {
     pub(crate) fn new(
@@ -91,7 +99,47 @@ impl Link {
             last_rx: now,
             keepalive_every,
             keepalive_at: now + keepalive_every,
+            heard: None,
+            alternates: VecDeque::new(),
         }
+    }
+
+    /// Hole punching proved another path (our socket `local` to the peer's `remote`).
+    pub(crate) fn add_path(&mut self, local: SocketAddr, remote: SocketAddr) {
+        let path = (local, remote);
+        if path == (self.local, self.remote) || self.alternates.contains(&path) {
+            return;
+        }
+        if self.alternates.len() >= ALTERNATES {
+            self.alternates.pop_front();
+        }
+        self.alternates.push_back(path);
+    }
+
+    /// Retransmissions on the current path went unanswered: move to the way the peer's
+    /// datagrams come in, if that is another, or else to the next proven path.
+    fn change_path(&mut self) {
+        let current = (self.local, self.remote);
+        let next = match self.heard {
+            Some(heard) if heard != current => {
+                self.alternates.retain(|p| *p != heard);
+                Some(heard)
+            }
+            _ => self.alternates.pop_front(),
+        };
+        if let Some((local, remote)) = next {
+            if self.alternates.len() >= ALTERNATES {
+                self.alternates.pop_front();
+            }
+            self.alternates.push_back(current);
+            self.local = local;
+            self.remote = remote;
+        }
+    }
+
+    /// The peer's authenticated datagram came to our socket `local` from `remote`.
+    pub(crate) fn heard(&mut self, local: SocketAddr, remote: SocketAddr) {
+        self.heard = Some((local, remote));
     }
 
     /// Queue bytes for sending. Refused without change past the buffer bound.
@@ -222,6 +270,13 @@ impl Link {
             if self.retries > self.cfg.max_retries {
                 return Ok(Err(LinkDead));
             }
+            // Nothing we sent was acknowledged in time: try another way. First back the
+            // way the peer's datagrams come (from the socket they arrive on to the address
+            // they come from), else the next path hole punching proved. The path we proved
+            // can stop working: a NAT that filters by address and port remembers a bounded
+            // number of peers per binding, and a 1,024-probe spray pushes out the one our
+            // path needs (tests/loss.rs found channel handshakes stalled on it).
+            self.change_path();
             let resend: Vec<(u64, Vec<u8>)> = self
                 .inflight
                 .iter()
@@ -411,5 +466,33 @@ mod tests {
             a.on_timeout(end, &KEY, &mut rng, &mut out).unwrap(),
             Err(LinkDead)
         );
+    }
+    /// A link whose data goes unacknowledged while the peer's datagrams arrive by
+    /// another way retransmits back that way (from the socket they arrive on to the
+    /// address they come from); before, it kept sending on the path it had proved, which a
+    /// NAT's filter had since forgotten, until the channel handshake timed out.
+    #[test]
+    fn unacknowledged_data_is_retransmitted_back_the_way_the_peer_is_heard() {
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let now = Instant::from_secs(1);
+        let (mut a, _) = pair(now, &mut rng);
+        let mut out = Outbox::default();
+        a.write(b"client hello").unwrap();
+        a.flush(now, &KEY, &mut out).unwrap();
+        let Some(Output::Transmit(first)) = out.pop() else {
+            panic!("nothing sent");
+        };
+        assert_eq!((first.from, first.to), (a.local, a.remote));
+        // The peer is heard on an extra socket of ours, from another port of its address.
+        let here: SocketAddr = "10.0.0.1:40001".parse().unwrap();
+        let there: SocketAddr = "10.0.0.2:31063".parse().unwrap();
+        a.heard(here, there);
+        let due = a.next_timeout();
+        assert!(a.on_timeout(due, &KEY, &mut rng, &mut out).unwrap().is_ok());
+        let Some(Output::Transmit(again)) = out.pop() else {
+            panic!("nothing retransmitted");
+        };
+        assert_eq!((again.from, again.to), (here, there));
+        assert_eq!(again.data.len(), first.data.len());
     }
 }

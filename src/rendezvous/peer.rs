@@ -14,8 +14,10 @@
 //!   main socket at random ports of the peer's public IP. If the peer's mapping is
 //!   endpoint-independent its main socket's spray arrives from the address the extra
 //!   sockets punched, so a probe that hits one of their ports gets through any filter,
-//!   and the reply comes back through the port the spray just opened (256 sockets ×
-//!   1,024 probes over 64,512 ports: ≈98% per attempt).
+//!   and the reply comes back through the port the spray just opened (512 sockets ×
+//!   1,024 probes over 64,512 ports: a miss has probability e^-8.1 ≈ 0.03% per attempt
+//!   without loss, ≈0.1% at 10% loss; with Tailscale's 256 sockets it was ≈2%, which the
+//!   loss statistics turned into failed requests).
 //!
 //! A punch says which local port it left from and where it was sent; the receiver answers
 //! from the socket it arrived on to the address it came from ([`PunchAck`]), echoing both;
@@ -111,7 +113,7 @@ impl Default for PeerConfig {
             punches: 10,
             punch_interval: Duration::from_millis(100),
             attempt_timeout: Duration::from_secs(2),
-            extra_sockets: 256,
+            extra_sockets: 512,
             spray_probes: 1024,
             extra_ports: (20_000, 60_000),
             window: 32,
@@ -422,14 +424,36 @@ impl PeerSession {
     }
 
     /// The attempt whose time ran out without a path, if any (reported once).
-    pub(crate) fn take_expired_attempt(&mut self, now: Instant) -> Option<u8> {
-        match &mut self.step {
-            Step::Punching(p) if p.deadline.is_some_and(|d| now >= d) => {
-                p.deadline = None;
-                Some(self.attempt)
-            }
-            _ => None,
+    ///
+    /// When a birthday attempt follows, the extra sockets are opened and punch the peer's
+    /// reflexive address at once, not when that attempt starts: the start waits for the
+    /// issuer's Sync, which the server relays over TCP, and a retransmission there can
+    /// hold it back by seconds — long enough for the peer's whole spray to pass before
+    /// our extra sockets had mappings for it to hit (tests/loss.rs found it at 10% loss).
+    /// Punches are answered between attempts too, so a hit then still proves a path.
+    pub(crate) fn take_expired_attempt(
+        &mut self,
+        now: Instant,
+        rng: &mut dyn CryptoRng,
+    ) -> Option<u8> {
+        let Step::Punching(p) = &mut self.step else {
+            return None;
+        };
+        if p.deadline.is_none_or(|d| now < d) {
+            return None;
         }
+        p.deadline = None;
+        let birthday_next = self.attempt >= 1
+            && self.attempt < self.cfg.attempts
+            && self.cfg.extra_sockets > 0
+            && !self.candidates.is_empty();
+        if birthday_next {
+            p.extra = Some(ExtraRound { next: now, sent: 0 });
+            if self.extra.is_empty() {
+                self.open_extra_sockets(rng);
+            }
+        }
+        Some(self.attempt)
     }
 
     fn local(&self, port: u16) -> SocketAddr {
@@ -468,8 +492,13 @@ impl PeerSession {
             let settle = self
                 .rtt
                 .clamp(Duration::from_millis(50), Duration::from_secs(1));
-            let interval =
-                (self.rtt / 32).clamp(Duration::from_millis(1), Duration::from_millis(10));
+            // One probe per RTT/32, but the whole spray never takes longer than the plain
+            // punches (1 s by default): the RTT a device measured over the server's streams
+            // can be inflated by a TCP retransmission (1 s and more), and a spray paced by
+            // it ran for up to 10 s, far past the peer's attempt, whose extra sockets then
+            // saw only the first few hundred probes (issue 13, loss statistics).
+            let longest = (plain_end - now) / self.cfg.spray_probes.max(1);
+            let interval = (self.rtt / 32).min(longest).max(Duration::from_millis(1));
             let spray = Spray {
                 next: now + settle,
                 left: self.cfg.spray_probes,
@@ -627,6 +656,10 @@ impl PeerSession {
             PeerDatagram::PunchAck(a) => {
                 if self.is_ours(a.from_port) {
                     let path = (self.local(a.from_port), a.dest);
+                    if let Some(linked) = self.step.linked_mut() {
+                        // Linked already: one more proven path to fall back on.
+                        linked.link.add_path(path.0, path.1);
+                    }
                     let data = PunchConfirm {
                         session: self.session,
                         acker_port: a.acker_port,
@@ -659,7 +692,16 @@ impl PeerSession {
             PeerDatagram::PunchConfirm(c) => {
                 if self.is_ours(c.acker_port) {
                     let path = (self.local(c.acker_port), c.ack_dest);
+                    if let Some(linked) = self.step.linked_mut() {
+                        linked.link.add_path(path.0, path.1);
+                    }
                     self.found_path(now, path, rng, outbox)?;
+                }
+                // The peer sends its confirmations on the path it proved: where they come
+                // in is a way back if ours stops working (see `Link::on_timeout`).
+                let here = self.local(to.port());
+                if let Some(linked) = self.step.linked_mut() {
+                    linked.link.heard(here, from);
                 }
             }
             PeerDatagram::PeerData(d) => {
@@ -668,9 +710,11 @@ impl PeerSession {
                     // the one this datagram came by.
                     self.found_path(now, (self.local(to.port()), from), rng, outbox)?;
                 }
+                let here = self.local(to.port());
                 if let Some(linked) = self.step.linked_mut() {
                     // The peer has a path: it needs no more confirmations.
                     linked.confirm = None;
+                    linked.link.heard(here, from);
                     let bytes = linked.link.on_data(now, &d);
                     if !bytes.is_empty() {
                         // A failure is recorded in the connection and reported by `pump`.
@@ -1220,6 +1264,51 @@ mod tests {
         assert!(punches > 0);
     }
 
+    /// The birthday spray of a device whose measured RTT a TCP retransmission inflated
+    /// (1 s) still fits in the plain punches' second, so it ends while the peer's attempt
+    /// (and its extra sockets' answers) still runs; before, it was paced at RTT/32 = 10 ms
+    /// and ran for over 10 s.
+    #[test]
+    fn a_spray_paced_by_an_inflated_rtt_ends_within_the_plain_punches() {
+        let mut rng = ChaCha20Rng::seed_from_u64(8);
+        let (ki, _) = keys(&mut rng);
+        let cfg = PeerConfig::default();
+        let mut peer = PeerSession::new(
+            1,
+            Side::Issuer,
+            &ki,
+            Endpoints {
+                main: "198.51.100.1:1600".parse().unwrap(),
+                candidates: alloc::vec!["203.0.113.9:2000".parse().unwrap()],
+                rtt: Duration::from_secs(1),
+            },
+            cfg,
+            UnixTime(1_800_000_000),
+        );
+        let now = Instant::from_secs(5);
+        peer.schedule_attempt(now, 2);
+        let mut out = Outbox::new(1 << 16);
+        peer.handle_timeout(now, &mut rng, &mut out).unwrap();
+        let Step::Punching(p) = &peer.step else {
+            panic!("not punching");
+        };
+        let spray = p.spray.as_ref().expect("attempt 2 sprays");
+        let plain = cfg.punch_interval.saturating_mul(cfg.punches);
+        assert!(
+            spray.interval.saturating_mul(cfg.spray_probes)
+                <= plain.max(Duration::from_millis(u64::from(cfg.spray_probes)))
+        );
+        let deadline = p.deadline.expect("an attempt deadline");
+        assert!(
+            deadline
+                <= now
+                    + Duration::from_secs(1)
+                    + plain
+                    + Duration::from_millis(100)
+                    + cfg.attempt_timeout
+        );
+    }
+
     #[test]
     fn forged_and_foreign_datagrams_are_refused() {
         let mut net = Net::new(2, PeerConfig::default());
@@ -1255,8 +1344,11 @@ mod tests {
         net.run(t + Duration::from_secs(30), &mut |_| false);
         assert!(!net.issuer.has_path());
         assert_eq!(net.issuer.extra_sockets(), 8);
-        assert_eq!(net.issuer.take_expired_attempt(net.now), Some(2));
-        assert_eq!(net.issuer.take_expired_attempt(net.now), None);
+        assert_eq!(
+            net.issuer.take_expired_attempt(net.now, &mut net.rng),
+            Some(2)
+        );
+        assert_eq!(net.issuer.take_expired_attempt(net.now, &mut net.rng), None);
         net.issuer
             .fail(PeerFailure::HolePunchFailed { attempts: 2 }, &mut net.out_i)
             .unwrap();
@@ -1276,7 +1368,21 @@ mod tests {
         assert!(net.acceptor.schedule_attempt(t, 2));
         assert!(!net.acceptor.schedule_attempt(t, 2), "already scheduled");
         net.run(t + Duration::from_secs(30), &mut |_| false);
-        assert_eq!(net.acceptor.take_expired_attempt(net.now), Some(2));
+        assert_eq!(
+            net.acceptor.take_expired_attempt(net.now, &mut net.rng),
+            Some(2)
+        );
+        // Attempt 3 follows: the extra sockets punch the peer once now, ahead of its Sync.
+        let t = net.now;
+        net.acceptor
+            .handle_timeout(t, &mut net.rng, &mut net.out_a)
+            .unwrap();
+        let mut sent = 0;
+        net.run(t + Duration::from_secs(30), &mut |_| {
+            sent += 1;
+            false
+        });
+        assert_eq!(sent, 8);
         // A repeated Sync, or an older one, cannot make the device punch and spray again.
         let t = net.now;
         assert!(!net.acceptor.schedule_attempt(t, 2));
@@ -1291,6 +1397,45 @@ mod tests {
         // The next attempt still runs.
         assert!(net.acceptor.schedule_attempt(net.now, 3));
         assert_eq!(net.acceptor.poll_timeout(), Some(net.now));
+    }
+
+    /// When an attempt fails and a birthday attempt follows, the extra sockets punch the
+    /// peer's reflexive address at once, before the next Sync (which a TCP retransmission
+    /// on the server's stream may hold back for seconds) starts that attempt; before,
+    /// they were opened only when it started, and a peer that sprayed on time found no
+    /// mapping of ours to hit.
+    #[test]
+    fn a_late_sync_finds_the_extra_sockets_already_punched() {
+        let cfg = PeerConfig {
+            extra_sockets: 8,
+            spray_probes: 16,
+            ..PeerConfig::default()
+        };
+        let mut net = Net::new(6, cfg);
+        let t = net.now;
+        assert!(net.acceptor.schedule_attempt(t, 1));
+        net.run(t + Duration::from_secs(30), &mut |_| false);
+        assert_eq!(
+            net.acceptor.take_expired_attempt(net.now, &mut net.rng),
+            Some(1)
+        );
+        assert_eq!(net.acceptor.extra_sockets(), 8);
+        let mut from_extra = Vec::new();
+        let t = net.now;
+        net.acceptor
+            .handle_timeout(t, &mut net.rng, &mut net.out_a)
+            .unwrap();
+        net.run(t + Duration::from_secs(1), &mut |d| {
+            from_extra.push((d.from, d.to));
+            false
+        });
+        assert_eq!(from_extra.len(), 8);
+        let peer: SocketAddr = "198.51.100.1:1600".parse().unwrap();
+        assert!(
+            from_extra
+                .iter()
+                .all(|(from, to)| *to == peer && from.port() != 2000)
+        );
     }
 
     #[test]

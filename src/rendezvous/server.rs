@@ -68,8 +68,14 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Time between notices while the device has not fetched its request.
     pub notice_interval: Duration,
-    /// Notices sent before the device is declared unreachable.
+    /// Notices sent while the device has not fetched its request.
     pub notices: u32,
+    /// After the last notice, how long the request still waits for the device's fetch
+    /// before the device is declared unreachable (default 15 s). A device that heard a
+    /// notice may need several TCP retransmissions (1 s, doubling) and a channel
+    /// handshake to fetch; notices alone (`notices × notice_interval`, 5 s) would refuse
+    /// it while it is on its way.
+    pub fetch_wait: Duration,
     /// How long a fetched request waits for the issuer's UDP probe.
     pub probe_wait: Duration,
     /// A stream with no request and no traffic for this long is closed.
@@ -123,6 +129,7 @@ impl ServerConfig {
             request_timeout: Duration::from_secs(60),
             notice_interval: Duration::from_secs(1),
             notices: 5,
+            fetch_wait: Duration::from_secs(15),
             probe_wait: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(120),
             expiry_batch: 1024,
@@ -797,7 +804,8 @@ impl<D: Directory> RendezvousServer<D> {
     }
 
     /// S205: notify the device of `request` while it has not fetched it; after
-    /// [`ServerConfig::notices`] unanswered notices the device is unreachable.
+    /// [`ServerConfig::notices`] notices and [`ServerConfig::fetch_wait`] more without a
+    /// fetch, the device is unreachable.
     fn send_notice(&mut self, now: Instant, request: u64) -> Result<(), Error> {
         let Some(r) = self
             .requests
@@ -826,7 +834,13 @@ impl<D: Directory> RendezvousServer<D> {
         self.stats.notices += 1;
         if let Some(r) = self.requests.get_mut(&request) {
             r.notices_sent += 1;
-            r.next_notice = Some(now + self.cfg.notice_interval);
+            // After the last notice the timer is the end of the wait for the fetch.
+            let wait = if r.notices_sent >= self.cfg.notices {
+                self.cfg.fetch_wait
+            } else {
+                self.cfg.notice_interval
+            };
+            r.next_notice = Some(now + wait);
         }
         Ok(())
     }
