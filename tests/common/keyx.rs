@@ -90,6 +90,7 @@ impl Default for Spec {
 }
 
 pub struct World {
+    pub net: NetworkId,
     pub peer: NodeId,
     pub terminal: NodeId,
     pub server: NodeId,
@@ -238,6 +239,7 @@ fn terminal_and_server(sim: &mut Sim, spec: &Spec, net: NetworkId, peer: NodeId)
         )
     };
     World {
+        net,
         peer,
         terminal,
         server,
@@ -328,4 +330,19 @@ pub fn server_counters(sim: &Sim, server: NodeId) -> deputy::keyx::ike::IkeSubst
         .dispatcher()
         .protocol()
         .counters()
+}
+
+/// A second peer (at 192.0.2.11, the same identity), initiating toward the terminal when
+/// started: for health runs after a fault.
+pub fn second_peer(sim: &mut Sim, spec: &Spec, net: NetworkId) -> NodeId {
+    let peer = Initiator::new(
+        InitiatorConfig {
+            ike: peer_ike(spec),
+            local: addr("192.0.2.11", 500),
+            remote: addr(TERMINAL, 500),
+        },
+        Box::new(sim.rng("peer-2")),
+    )
+    .unwrap();
+    host(sim, "peer-2", net, "192.0.2.11", peer)
 }
