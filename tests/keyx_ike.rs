@@ -19,16 +19,6 @@ fn established_child(events: &[IkeEvent]) -> Option<deputy::ipsec::ChildSa> {
     })
 }
 
-fn terminal_ike(events: &[TerminalEvent]) -> Vec<IkeEvent> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            TerminalEvent::Ike(i) => Some(i.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 /// A Fig. 12 world whose peer started, run until everything settled.
 fn fig12_started(sim: &mut Sim, spec: &Spec) -> common::keyx::World {
     let w = fig12(sim, spec);

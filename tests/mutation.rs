@@ -660,7 +660,7 @@ mod keyx {
     use deputy::sim::packet::{PROTO_TCP, PROTO_UDP};
 
     use super::common::keyx::{
-        Spec, World, fig12, ike_events, second_peer, server_counters, terminal_events,
+        Spec, World, fig12, ike_events, second_peer, server_counters, terminal_events, terminal_ike,
     };
     use super::common::mutation::{FlowRun, Log, Mutation};
 
@@ -685,16 +685,6 @@ mod keyx {
             }
         }
         Ok(out)
-    }
-
-    fn terminal_ike(events: &[TerminalEvent]) -> Vec<IkeEvent> {
-        events
-            .iter()
-            .filter_map(|e| match e {
-                TerminalEvent::Ike(i) => Some(i.clone()),
-                _ => None,
-            })
-            .collect()
     }
 
     fn start(sim: &mut Sim, node: deputy::sim::NodeId) -> Result<(), String> {

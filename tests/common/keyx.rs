@@ -346,3 +346,14 @@ pub fn second_peer(sim: &mut Sim, spec: &Spec, net: NetworkId) -> NodeId {
     .unwrap();
     host(sim, "peer-2", net, "192.0.2.11", peer)
 }
+
+/// The IKE session's events among a terminal's events.
+pub fn terminal_ike(events: &[TerminalEvent]) -> Vec<IkeEvent> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            TerminalEvent::Ike(i) => Some(i.clone()),
+            _ => None,
+        })
+        .collect()
+}
