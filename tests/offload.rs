@@ -1976,9 +1976,8 @@ fn interleaving_keeps_plaintext_home(
     }
     // 3. Nothing is lost silently: everything sent securely arrives, or its sender was
     //    told that its session to that appliance was refused or failed. (Over good
-    //    links everything should arrive; a lost datagram during set-up can still cost
-    //    the session today — `a_set_up_the_proxy_gave_up_on_starts_again` below
-    //    is that known failure, kept as an ignored test until it is fixed.)
+    //    links everything arrives; a set-up the proxy gave up on under heavy loss starts
+    //    again, bounded — `a_set_up_the_proxy_gave_up_on_starts_again` below.)
     let remote_events: BTreeMap<&str, Vec<RemoteEvent>> =
         REMOTES.iter().map(|&r| (r, h.remote_events(r))).collect();
     for data in &sent_secure {
