@@ -1178,3 +1178,66 @@ fn a_broken_server_channel_is_opened_again_and_the_exchange_completes() {
         assert_eq!((c.diffie_hellman, c.keys_released), (1, 1), "nth {nth}");
     }
 }
+
+/// NAT-T (RFC 7296 §2.23, RFC 3948): a terminal behind a NAPT router initiates; the NAT
+/// detection payloads the server built with the terminal's own address reveal the NAT, IKE
+/// moves to port 4500 with the non-ESP marker, and both ends' Child SAs are
+/// UDP-encapsulated toward each other's outside address.
+#[test]
+fn a_terminal_behind_a_nat_moves_to_4500_and_encapsulates_esp() {
+    use common::Build;
+    use deputy::ikev2::{Responder, ResponderConfig};
+    let mut sim = Sim::new(16);
+    let spec = Spec::default();
+    let internet = sim.net("internet", "192.0.2.0/24");
+    let lan = sim.net("terminal-lan", "10.1.0.0/24");
+    sim.napt(
+        "home-router",
+        (lan, "10.1.0.1"),
+        (internet, "192.0.2.99"),
+        deputy::sim::NatConfig::default(),
+    );
+    let peer = Responder::new(
+        ResponderConfig::new(peer_ike(&spec)),
+        Box::new(sim.rng("peer")),
+        sim.now(),
+    )
+    .unwrap();
+    let peer = sim.host("peer", internet, PEER, peer);
+    let server = server_actor(&sim, &spec);
+    let server = sim.host("server", internet, SERVER, server);
+    sim.listen(server, SERVER_PORT).unwrap();
+    let mut t_spec = Spec::default();
+    t_spec.terminal = |t| {
+        t.local = "10.1.0.20:500".parse().unwrap();
+        t.server_local = "10.1.0.20:0".parse().unwrap();
+    };
+    let terminal = terminal_actor(&sim, &t_spec);
+    let terminal = sim.host("terminal", lan, "10.1.0.20", terminal);
+    sim.with_actor(terminal, |t: &mut Terminal, now| {
+        t.initiate(
+            now,
+            addr(PEER, 500),
+            deputy::ikev2::Identity::Fqdn(PEER_ID.into()),
+        )
+    })
+    .unwrap()
+    .unwrap();
+    settle(&mut sim);
+    let t_events = terminal_events(&mut sim, terminal);
+    assert!(failures(&t_events).is_empty(), "{t_events:?}");
+    assert!(terminal_ike(&t_events).iter().any(|e| matches!(
+        e,
+        IkeEvent::IkeSaEstablished { udp_encap: true, local, .. } if local.port() == 4500
+    )));
+    let t_child = established_child(&terminal_ike(&t_events)).expect("Child SA");
+    let encap = t_child.encap.expect("UDP-encapsulated");
+    assert_eq!(encap.remote, addr(PEER, 4500));
+    let p = sim.actor::<Responder>(peer).unwrap();
+    let p_child = p.child_sa(p.established()[0]).unwrap().clone();
+    assert_eq!(
+        p_child.encap.map(|e| e.remote.ip()),
+        Some("192.0.2.99".parse().unwrap())
+    );
+    assert_eq!(t_child.keys_in, p_child.keys_out);
+}
