@@ -1207,10 +1207,12 @@ fn a_terminal_behind_a_nat_moves_to_4500_and_encapsulates_esp() {
     let server = server_actor(&sim, &spec);
     let server = sim.host("server", internet, SERVER, server);
     sim.listen(server, SERVER_PORT).unwrap();
-    let mut t_spec = Spec::default();
-    t_spec.terminal = |t| {
-        t.local = "10.1.0.20:500".parse().unwrap();
-        t.server_local = "10.1.0.20:0".parse().unwrap();
+    let t_spec = Spec {
+        terminal: |t| {
+            t.local = "10.1.0.20:500".parse().unwrap();
+            t.server_local = "10.1.0.20:0".parse().unwrap();
+        },
+        ..Spec::default()
     };
     let terminal = terminal_actor(&sim, &t_spec);
     let terminal = sim.host("terminal", lan, "10.1.0.20", terminal);
