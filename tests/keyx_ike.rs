@@ -1243,3 +1243,43 @@ fn a_terminal_behind_a_nat_moves_to_4500_and_encapsulates_esp() {
     );
     assert_eq!(t_child.keys_in, p_child.keys_out);
 }
+
+/// The terminal answers a COOKIE challenge and INVALID_KE_PAYLOAD itself (the server
+/// decided the group at S35; a stateless cookie needs no server): the peer offers its key
+/// share in MODP-2048, the server takes X25519 only, and the terminal is "under load"
+/// (cookie threshold 0). The peer comes back twice and the exchange completes with one
+/// Diffie-Hellman at the server.
+#[test]
+fn the_terminal_answers_cookie_and_invalid_ke_itself() {
+    use deputy::crypto::dh::Group;
+    use deputy::ikev2::IkeProposal;
+    let mut sim = Sim::new(17);
+    let spec = Spec {
+        terminal: |t| t.cookie_threshold = 0,
+        peer_ike: |ike| {
+            ike.ike_proposals = vec![IkeProposal::aes128_sha256(&[
+                Group::Modp2048,
+                Group::X25519,
+            ])]
+        },
+        server_proposals: vec![IkeProposal::aes128_sha256(&[Group::X25519])],
+        ..Spec::default()
+    };
+    let w = fig12_started(&mut sim, &spec);
+    let t_events = terminal_events(&mut sim, w.terminal);
+    assert!(failures(&t_events).is_empty(), "{t_events:?}");
+    let suite = terminal_ike(&t_events)
+        .into_iter()
+        .find_map(|e| match e {
+            IkeEvent::IkeSaEstablished { suite, .. } => Some(suite),
+            _ => None,
+        })
+        .expect("established");
+    // The peer's first share was MODP-2048: it ended in X25519 only after the terminal's
+    // INVALID_KE_PAYLOAD.
+    assert_eq!(suite.group, Group::X25519);
+    let t = sim.actor::<Terminal>(w.terminal).unwrap();
+    assert!(t.counters().cookies >= 1);
+    let c = server_counters(&sim, w.server);
+    assert_eq!(c.diffie_hellman, 1);
+}

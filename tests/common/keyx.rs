@@ -65,6 +65,8 @@ pub struct Spec {
     pub peer: Option<IkeConfig>,
     /// The terminal's data plane.
     pub plane: DataPlaneConfig,
+    /// The IKE proposals the server may use for the terminal.
+    pub server_proposals: Vec<deputy::ikev2::IkeProposal>,
 }
 
 impl Default for Spec {
@@ -85,6 +87,7 @@ impl Default for Spec {
             },
             peer: None,
             plane: DataPlaneConfig::default(),
+            server_proposals: IkeConfig::new(Identity::Fqdn("x".into()), b"x").ike_proposals,
         }
     }
 }
@@ -126,7 +129,7 @@ pub fn substitute(sim: &Sim, spec: &Spec, policy: PolicyDb) -> IkeSubstitute {
             local_id: Identity::Fqdn(TERMINAL_ID.into()),
             credential: spec.credential.clone(),
             auth_db: spec.auth_db.clone(),
-            ike_proposals: IkeConfig::new(Identity::Fqdn("x".into()), b"x").ike_proposals,
+            ike_proposals: spec.server_proposals.clone(),
             delegation_key: delegation_key(),
             force_encap: false,
         },

@@ -214,8 +214,6 @@ pub enum TerminalFailure {
     Server(ErrorCode),
     /// Nothing in the peer's offer could be used (answered NO_PROPOSAL_CHOSEN).
     NoProposalChosen,
-    /// The peer sent its key share in another group (answered INVALID_KE_PAYLOAD).
-    InvalidKe,
     /// S42 said no: the peer did not authenticate.
     NotAuthenticated(AuthResult),
     /// S43 said no: the policy database does not let this peer and this terminal talk.
@@ -827,7 +825,10 @@ impl Terminal {
                 StartOutcome::InvalidKe { group } => {
                     let data = group.to_be_bytes().to_vec();
                     self.refuse_init(now, &init, Notify::new(notify::INVALID_KE_PAYLOAD, data))?;
-                    self.report(session, TerminalFailure::InvalidKe)
+                    // Not a failure: the peer comes back with a share in that group, as a
+                    // new IKE_SA_INIT and a new delegation session. This one just ends.
+                    self.end(session);
+                    Ok(())
                 }
                 StartOutcome::PolicyDenied => self.report(session, TerminalFailure::PolicyDenied),
             },
@@ -994,8 +995,9 @@ impl Terminal {
                 }
                 StartOutcome::InvalidKe { group } => {
                     let data = group.to_be_bytes().to_vec();
-                    let r = self.refuse_rekey(now, spi, notify::INVALID_KE_PAYLOAD, data);
-                    r.and(self.report(session, TerminalFailure::InvalidKe))
+                    // Not a failure: the peer asks again with a share in that group.
+                    self.end(session);
+                    self.refuse_rekey(now, spi, notify::INVALID_KE_PAYLOAD, data)
                 }
                 StartOutcome::PolicyDenied => {
                     let r = self.refuse_rekey(now, spi, notify::TEMPORARY_FAILURE, Vec::new());
@@ -1467,9 +1469,14 @@ impl Terminal {
     }
 
     fn report(&mut self, session: u64, reason: TerminalFailure) -> Result<(), Error> {
+        self.end(session);
+        self.out.event(TerminalEvent::Failed { session, reason })
+    }
+
+    /// An exchange is over: it and its index entry go.
+    fn end(&mut self, session: u64) {
         self.exchanges.remove(&session);
         self.by_init.retain(|_, s| *s != session);
-        self.out.event(TerminalEvent::Failed { session, reason })
     }
 
     /// The unencrypted IKE_SA_INIT answer carrying one notify (§2.6).
