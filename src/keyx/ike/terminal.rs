@@ -405,8 +405,10 @@ pub struct Terminal {
     ike_out: Outbox<IkeEvent>,
     plane: DataPlane,
     exchanges: BTreeMap<u64, Exchange>,
-    /// (initiator SPI, the peer's address) → the exchange that owns it (both roles).
-    by_init: BTreeMap<[u8; 8], u64>,
+    /// (initiator SPI, the peer's address) → the exchange in progress that owns it, both
+    /// roles: retransmitted IKE_SA_INIT requests and the answers to ours find their
+    /// exchange, and one peer's SPI cannot reach another peer's exchange.
+    by_init: BTreeMap<([u8; 8], SocketAddr), u64>,
     /// IKE SAs by our SPI.
     sas: BTreeMap<[u8; 8], IkeSa>,
     cookies: CookieJar,
@@ -787,6 +789,11 @@ impl Terminal {
         let sa_of = |x: &Exchange| step_sa(&x.step).or(rekey_sa(&x.step));
         let before = self.exchanges.get(&session).and_then(sa_of);
         let r = self.answer(now, at, msg.body);
+        if !self.exchanges.contains_key(&session) {
+            // The exchange is over (done or failed): its IKE_SA_INIT index entry goes, so
+            // the index never holds more than the exchanges in progress.
+            self.by_init.retain(|_, s| *s != session);
+        }
         let after = self.exchanges.get(&session).and_then(sa_of);
         for key in before.into_iter().chain(after) {
             self.settle(now, key);
@@ -1154,12 +1161,15 @@ impl Terminal {
         if h.exchange != ExchangeType::IkeSaInit || h.flags.response {
             return self.fail(now, session, TerminalFailure::BadAnswer);
         }
-        if self.by_init.get(&h.spi_i).is_some_and(|s| *s != session)
+        if self
+            .by_init
+            .get(&(h.spi_i, remote))
+            .is_some_and(|s| *s != session)
             || self.sas.contains_key(&h.spi_i)
         {
             return self.fail(now, session, TerminalFailure::BadAnswer);
         }
-        self.by_init.insert(h.spi_i, session);
+        self.by_init.insert((h.spi_i, remote), session);
         let mut ctx = Ctx::new(now, &mut self.ike_out, &mut *self.rng);
         ctx.transmit(self.cfg.local, remote, false, &request)?;
         let retrans = Retrans::new(request, now, &self.cfg.retransmit);
@@ -1506,7 +1516,7 @@ impl Terminal {
             return Err(IkeError::BadInitRequestHeader.into());
         }
         // A retransmission: replay our answer if it exists; else it is with the server.
-        if let Some(session) = self.by_init.get(&h.spi_i).copied() {
+        if let Some(session) = self.by_init.get(&(h.spi_i, from)).copied() {
             let spi_r = self.exchanges.get(&session).and_then(|x| step_sa(&x.step));
             if let Some(sa) = spi_r.and_then(|s| self.sas.get(&s)) {
                 if sa.init_request() != msg {
@@ -1566,7 +1576,7 @@ impl Terminal {
             transforms: self.transforms.clone(),
             peer_id: None,
         };
-        self.by_init.insert(h.spi_i, session);
+        self.by_init.insert((h.spi_i, from), session);
         self.open_exchange(now, session, Step::Start(Box::new(init)));
         self.ask(now, session, Body::StartRequest(start))
     }
@@ -1725,7 +1735,7 @@ impl Terminal {
             return self.peer_init(now, a.msg, a.from, a.to, a.marker);
         }
         if h.exchange == ExchangeType::IkeSaInit && h.flags.response {
-            let Some(session) = self.by_init.get(&h.spi_i).copied() else {
+            let Some(session) = self.by_init.get(&(h.spi_i, a.from)).copied() else {
                 return Err(IkeError::UnknownSpi.into());
             };
             return self.init_answer(now, session, a.msg, a.from, a.to);
