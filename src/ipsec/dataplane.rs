@@ -5,6 +5,7 @@ use alloc::vec::Vec;
 use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
 
+use hashbrown::HashMap;
 use rand_core::Rng as _;
 
 use super::esp::peek_header;
@@ -198,14 +199,16 @@ pub struct DataPlane {
     config: DataPlaneConfig,
     spd: Spd,
     /// The SAD, by inbound SPI (what `unprotect` looks up).
-    sas: BTreeMap<u32, SaEntry>,
+    sas: HashMap<u32, SaEntry, IndexHash>,
+    /// The inbound SPIs of `sas` in order (for `spis` and `Debug`).
+    order: BTreeSet<u32>,
     /// Armed soft time lifetimes as (deadline, inbound SPI), earliest first.
     soft_at: BTreeSet<(Instant, u32)>,
     /// Hard time lifetimes as (deadline, inbound SPI), earliest first.
     hard_at: BTreeSet<(Instant, u32)>,
     /// Outbound index: SAs whose remote traffic selectors are all single addresses, under
     /// each of those addresses (what `protect` looks up by destination).
-    by_remote_host: BTreeMap<IpAddr, Vec<u32>>,
+    by_remote_host: HashMap<u128, Vec<u32>, IndexHash>,
     /// The other SAs (a remote selector spans a range): `protect` checks each.
     wide: BTreeSet<u32>,
     /// Local UDP-encapsulation ports of the installed SAs, with how many SAs use each.
@@ -226,7 +229,7 @@ pub struct DataPlane {
 impl core::fmt::Debug for DataPlane {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("DataPlane")
-            .field("sas", &self.sas.keys().collect::<Vec<_>>())
+            .field("sas", &self.order.iter().collect::<Vec<_>>())
             .field("policies", &self.spd.entries().len())
             .field("pending_acquires", &self.pending.len())
             .field("stats", &self.stats)
@@ -251,10 +254,11 @@ impl DataPlane {
         Ok(DataPlane {
             spd: Spd::new(config.max_policies, config.default_action),
             config,
-            sas: BTreeMap::new(),
+            sas: HashMap::with_hasher(IndexHash),
+            order: BTreeSet::new(),
             soft_at: BTreeSet::new(),
             hard_at: BTreeSet::new(),
-            by_remote_host: BTreeMap::new(),
+            by_remote_host: HashMap::with_hasher(IndexHash),
             wide: BTreeSet::new(),
             encap_ports: BTreeMap::new(),
             expired: VecDeque::new(),
@@ -307,7 +311,7 @@ impl DataPlane {
 
     /// Inbound SPIs of the installed SA pairs.
     pub fn spis(&self) -> impl Iterator<Item = u32> + '_ {
-        self.sas.keys().copied()
+        self.order.iter().copied()
     }
 
     /// Number of installed SA pairs.
@@ -338,6 +342,7 @@ impl DataPlane {
         let spi = sa.spi_in;
         let entry = SaEntry::new(sa, now, self.generation)?;
         self.sas.insert(spi, entry);
+        self.order.insert(spi);
         self.index(spi);
         if self.expired_set.remove(&spi) {
             self.expired.retain(|&s| s != spi);
@@ -378,6 +383,7 @@ impl DataPlane {
     /// Remove the SA pair with inbound SPI `spi_in`; returns its final counters.
     pub fn remove(&mut self, spi_in: u32) -> Option<SaStats> {
         let e = self.sas.remove(&spi_in)?;
+        self.order.remove(&spi_in);
         self.unindex(spi_in, &e);
         Some(e.stats())
     }
@@ -396,7 +402,10 @@ impl DataPlane {
         match remote_hosts(&e.sa) {
             Some(hosts) => {
                 for host in hosts {
-                    self.by_remote_host.entry(host).or_default().push(spi_in);
+                    self.by_remote_host
+                        .entry(addr_key(host))
+                        .or_default()
+                        .push(spi_in);
                 }
             }
             None => {
@@ -419,10 +428,11 @@ impl DataPlane {
         match remote_hosts(&e.sa) {
             Some(hosts) => {
                 for host in hosts {
-                    if let Some(spis) = self.by_remote_host.get_mut(&host) {
+                    let key = addr_key(host);
+                    if let Some(spis) = self.by_remote_host.get_mut(&key) {
                         spis.retain(|&s| s != spi_in);
                         if spis.is_empty() {
-                            self.by_remote_host.remove(&host);
+                            self.by_remote_host.remove(&key);
                         }
                     }
                 }
@@ -547,6 +557,7 @@ impl DataPlane {
 
     fn expire_sa(&mut self, spi_in: u32, trigger: LifetimeTrigger) {
         if let Some(e) = self.sas.remove(&spi_in) {
+            self.order.remove(&spi_in);
             self.unindex(spi_in, &e);
             if self.expired.len() >= self.config.max_sas
                 && let Some(old) = self.expired.pop_front()
@@ -563,7 +574,9 @@ impl DataPlane {
         }
     }
 
-    /// After traffic: report a soft limit once, remove the SA at a hard one.
+    /// After traffic: report a soft limit once, remove the SA at a hard one. Only needed
+    /// for SAs with byte limits: time limits due at `now` have already fired, as every
+    /// packet call starts with [`DataPlane::expire`].
     fn check_byte_lifetimes(&mut self, now: Instant, spi_in: u32) {
         let Some(e) = self.sas.get_mut(&spi_in) else {
             return;
@@ -617,7 +630,7 @@ impl DataPlane {
         let mut best: Option<(u64, u32)> = None;
         let hosts = self
             .by_remote_host
-            .get(&info.dst)
+            .get(&addr_key(info.dst))
             .map_or(&[][..], Vec::as_slice);
         for &spi in hosts.iter().chain(self.wide.iter()) {
             let Some(e) = self.sas.get(&spi) else {
@@ -798,7 +811,9 @@ impl DataPlane {
         };
         e.stats.outbound.packets += 1;
         e.stats.outbound.bytes += payload.len() as u64;
-        self.check_byte_lifetimes(now, spi_in);
+        if e.has_byte_limits() {
+            self.check_byte_lifetimes(now, spi_in);
+        }
         Ok(out)
     }
 
@@ -995,8 +1010,66 @@ impl DataPlane {
         }
         e.stats.inbound.packets += 1;
         e.stats.inbound.bytes += counted;
-        self.check_byte_lifetimes(now, spi);
+        if e.has_byte_limits() {
+            self.check_byte_lifetimes(now, spi);
+        }
         Ok(Inbound::Packet { spi, packet: inner })
+    }
+}
+
+/// The outbound index's key for an address: IPv4 as its IPv4-mapped IPv6 form. That an
+/// IPv4 and an IPv6 address can share a key does no harm: every SA found is checked
+/// against the packet.
+fn addr_key(addr: IpAddr) -> u128 {
+    match addr {
+        IpAddr::V4(a) => u128::from(a.to_ipv6_mapped()),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+/// The hash of the SAD's maps: a multiply-fold of the integer keys. Unkeyed on purpose:
+/// only `install` adds keys (SPIs we chose, addresses of our SAs), so a remote party can
+/// pick which keys it looks up but not how the table is filled; a lookup costs at most
+/// the probe length the installed keys themselves make.
+#[derive(Clone, Copy, Debug, Default)]
+struct IndexHash;
+
+impl core::hash::BuildHasher for IndexHash {
+    type Hasher = IndexHasher;
+    fn build_hasher(&self) -> IndexHasher {
+        IndexHasher(0)
+    }
+}
+
+struct IndexHasher(u64);
+
+impl IndexHasher {
+    fn mix(&mut self, x: u64) {
+        let m = u128::from(self.0 ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+        self.0 = (m as u64) ^ ((m >> 64) as u64);
+    }
+}
+
+impl core::hash::Hasher for IndexHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u32(&mut self, x: u32) {
+        self.mix(u64::from(x));
+    }
+
+    fn write_u128(&mut self, x: u128) {
+        self.mix(x as u64);
+        self.mix((x >> 64) as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
