@@ -1,10 +1,11 @@
 //! The data plane: SPD + SAD + acquire queue, and the per-packet work.
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
 use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
 
+use hashbrown::HashMap;
 use rand_core::Rng as _;
 
 use super::esp::peek_header;
@@ -197,9 +198,25 @@ struct Outer {
 pub struct DataPlane {
     config: DataPlaneConfig,
     spd: Spd,
-    sas: BTreeMap<u32, SaEntry>,
+    /// The SAD, by inbound SPI (what `unprotect` looks up).
+    sas: HashMap<u32, SaEntry, IndexHash>,
+    /// The inbound SPIs of `sas` in order (for `spis` and `Debug`).
+    order: BTreeSet<u32>,
+    /// Armed soft time lifetimes as (deadline, inbound SPI), earliest first.
+    soft_at: BTreeSet<(Instant, u32)>,
+    /// Hard time lifetimes as (deadline, inbound SPI), earliest first.
+    hard_at: BTreeSet<(Instant, u32)>,
+    /// Outbound index: SAs whose remote traffic selectors are all single addresses, under
+    /// each of those addresses (what `protect` looks up by destination).
+    by_remote_host: HashMap<u128, Vec<u32>, IndexHash>,
+    /// The other SAs (a remote selector spans a range): `protect` checks each.
+    wide: BTreeSet<u32>,
+    /// Local UDP-encapsulation ports of the installed SAs, with how many SAs use each.
+    encap_ports: BTreeMap<u16, usize>,
     /// Recently hard-expired inbound SPIs, so late packets get `SaExpired`.
     expired: VecDeque<u32>,
+    /// The same SPIs, to look up.
+    expired_set: BTreeSet<u32>,
     pending: Vec<Pending>,
     events: VecDeque<IpsecEvent>,
     next_acquire: u32,
@@ -212,7 +229,7 @@ pub struct DataPlane {
 impl core::fmt::Debug for DataPlane {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("DataPlane")
-            .field("sas", &self.sas.keys().collect::<Vec<_>>())
+            .field("sas", &self.order.iter().collect::<Vec<_>>())
             .field("policies", &self.spd.entries().len())
             .field("pending_acquires", &self.pending.len())
             .field("stats", &self.stats)
@@ -237,8 +254,15 @@ impl DataPlane {
         Ok(DataPlane {
             spd: Spd::new(config.max_policies, config.default_action),
             config,
-            sas: BTreeMap::new(),
+            sas: HashMap::with_hasher(IndexHash),
+            order: BTreeSet::new(),
+            soft_at: BTreeSet::new(),
+            hard_at: BTreeSet::new(),
+            by_remote_host: HashMap::with_hasher(IndexHash),
+            wide: BTreeSet::new(),
+            encap_ports: BTreeMap::new(),
             expired: VecDeque::new(),
+            expired_set: BTreeSet::new(),
             pending: Vec::new(),
             events: VecDeque::new(),
             next_acquire: 1,
@@ -287,7 +311,7 @@ impl DataPlane {
 
     /// Inbound SPIs of the installed SA pairs.
     pub fn spis(&self) -> impl Iterator<Item = u32> + '_ {
-        self.sas.keys().copied()
+        self.order.iter().copied()
     }
 
     /// Number of installed SA pairs.
@@ -318,7 +342,11 @@ impl DataPlane {
         let spi = sa.spi_in;
         let entry = SaEntry::new(sa, now, self.generation)?;
         self.sas.insert(spi, entry);
-        self.expired.retain(|&s| s != spi);
+        self.order.insert(spi);
+        self.index(spi);
+        if self.expired_set.remove(&spi) {
+            self.expired.retain(|&s| s != spi);
+        }
         let mut released = Vec::new();
         let mut pending = core::mem::take(&mut self.pending);
         for p in &mut pending {
@@ -354,7 +382,74 @@ impl DataPlane {
 
     /// Remove the SA pair with inbound SPI `spi_in`; returns its final counters.
     pub fn remove(&mut self, spi_in: u32) -> Option<SaStats> {
-        self.sas.remove(&spi_in).map(|e| e.stats())
+        let e = self.sas.remove(&spi_in)?;
+        self.order.remove(&spi_in);
+        self.unindex(spi_in, &e);
+        Some(e.stats())
+    }
+
+    /// Enter the installed SA `spi_in` into the deadline, outbound and port indexes.
+    fn index(&mut self, spi_in: u32) {
+        let Some(e) = self.sas.get(&spi_in) else {
+            return;
+        };
+        if let Some(t) = e.soft_deadline() {
+            self.soft_at.insert((t, spi_in));
+        }
+        if let Some(t) = e.hard_deadline() {
+            self.hard_at.insert((t, spi_in));
+        }
+        match remote_hosts(&e.sa) {
+            Some(hosts) => {
+                for host in hosts {
+                    self.by_remote_host
+                        .entry(addr_key(host))
+                        .or_default()
+                        .push(spi_in);
+                }
+            }
+            None => {
+                self.wide.insert(spi_in);
+            }
+        }
+        if let Some(x) = e.sa.encap {
+            *self.encap_ports.entry(x.local.port()).or_default() += 1;
+        }
+    }
+
+    /// Take the removed SA `spi_in` out of the indexes [`DataPlane::index`] put it in.
+    fn unindex(&mut self, spi_in: u32, e: &SaEntry) {
+        if let Some(t) = e.soft_deadline() {
+            self.soft_at.remove(&(t, spi_in));
+        }
+        if let Some(t) = e.hard_deadline() {
+            self.hard_at.remove(&(t, spi_in));
+        }
+        match remote_hosts(&e.sa) {
+            Some(hosts) => {
+                for host in hosts {
+                    let key = addr_key(host);
+                    if let Some(spis) = self.by_remote_host.get_mut(&key) {
+                        spis.retain(|&s| s != spi_in);
+                        if spis.is_empty() {
+                            self.by_remote_host.remove(&key);
+                        }
+                    }
+                }
+            }
+            None => {
+                self.wide.remove(&spi_in);
+            }
+        }
+        if let Some(x) = e.sa.encap {
+            let port = x.local.port();
+            if let Some(n) = self.encap_ports.get_mut(&port) {
+                *n -= 1;
+                if *n == 0 {
+                    self.encap_ports.remove(&port);
+                }
+            }
+        }
     }
 
     /// Take the next event.
@@ -365,7 +460,10 @@ impl DataPlane {
     /// When [`DataPlane::handle_timeout`] should next run (a lifetime or an acquire
     /// deadline).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        crate::time::earliest(self.timers())
+        let soft = self.soft_at.first().map(|&(t, _)| t);
+        let hard = self.hard_at.first().map(|&(t, _)| t);
+        let acquire = self.pending.iter().map(|p| p.deadline).min();
+        [soft, hard, acquire].into_iter().flatten().min()
     }
 
     /// Fire the lifetimes and acquire time-outs due at `now`. Also runs at the start of
@@ -374,24 +472,26 @@ impl DataPlane {
         self.expire(now);
     }
 
-    /// Every armed timer with its deadline: the one list both [`DataPlane::poll_timeout`]
-    /// and [`DataPlane::handle_timeout`] read. Soft lifetimes come first, then hard ones,
-    /// then acquires, so that events of one tick keep that order (a rekey hint before any
-    /// removal).
-    pub(crate) fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
-        let soft = self
-            .sas
-            .iter()
-            .filter_map(|(spi, e)| Some((Timer::SoftLifetime(*spi), e.soft_deadline()?)));
-        let hard = self
-            .sas
-            .iter()
-            .filter_map(|(spi, e)| Some((Timer::HardLifetime(*spi), e.hard_deadline()?)));
+    /// The timers due at `now`: the one list both [`DataPlane::handle_timeout`] and
+    /// [`IpsecNode`](super::IpsecNode) fire, read from the deadline indexes (only the due
+    /// entries are visited). Soft lifetimes come first, then hard ones (each in inbound-SPI
+    /// order), then acquires, so that events of one tick keep that order (a rekey hint
+    /// before any removal). [`DataPlane::poll_timeout`] is the earliest deadline of the
+    /// same timers.
+    pub(crate) fn due_timers(&self, now: Instant) -> Vec<Timer> {
+        let due = |set: &BTreeSet<(Instant, u32)>| {
+            let mut spis: Vec<u32> = set.range(..=(now, u32::MAX)).map(|&(_, s)| s).collect();
+            spis.sort_unstable();
+            spis
+        };
+        let soft = due(&self.soft_at).into_iter().map(Timer::SoftLifetime);
+        let hard = due(&self.hard_at).into_iter().map(Timer::HardLifetime);
         let acquires = self
             .pending
             .iter()
-            .map(|p| (Timer::Acquire(p.id), p.deadline));
-        soft.chain(hard).chain(acquires)
+            .filter(|p| p.deadline <= now)
+            .map(|p| Timer::Acquire(p.id));
+        soft.chain(hard).chain(acquires).collect()
     }
 
     fn push_event(&mut self, event: IpsecEvent) {
@@ -402,8 +502,13 @@ impl DataPlane {
         }
     }
 
+    /// Every packet call starts here: one look at the earliest deadline, and the timers
+    /// only when one is due.
     fn expire(&mut self, now: Instant) {
-        for timer in crate::time::due(self.timers(), now) {
+        if self.poll_timeout().is_none_or(|t| t > now) {
+            return;
+        }
+        for timer in self.due_timers(now) {
             self.fire_timer(now, timer);
         }
     }
@@ -421,7 +526,11 @@ impl DataPlane {
                 if e.hard_expired(now).is_some() {
                     return;
                 }
+                let armed = e.soft_deadline();
                 if let Some(trigger) = e.take_soft(now) {
+                    if let Some(t) = armed {
+                        self.soft_at.remove(&(t, spi_in));
+                    }
                     let spi_out = e.sa.spi_out;
                     self.push_event(IpsecEvent::SoftExpired {
                         spi_in,
@@ -448,10 +557,15 @@ impl DataPlane {
 
     fn expire_sa(&mut self, spi_in: u32, trigger: LifetimeTrigger) {
         if let Some(e) = self.sas.remove(&spi_in) {
-            if self.expired.len() >= self.config.max_sas {
-                self.expired.pop_front();
+            self.order.remove(&spi_in);
+            self.unindex(spi_in, &e);
+            if self.expired.len() >= self.config.max_sas
+                && let Some(old) = self.expired.pop_front()
+            {
+                self.expired_set.remove(&old);
             }
             self.expired.push_back(spi_in);
+            self.expired_set.insert(spi_in);
             self.push_event(IpsecEvent::HardExpired {
                 spi_in,
                 spi_out: e.sa.spi_out,
@@ -460,14 +574,22 @@ impl DataPlane {
         }
     }
 
-    /// After traffic: report a soft limit once, remove the SA at a hard one.
+    /// After traffic: report a soft limit once, remove the SA at a hard one. Only needed
+    /// for SAs with byte limits: time limits due at `now` have already fired, as every
+    /// packet call starts with [`DataPlane::expire`].
     fn check_byte_lifetimes(&mut self, now: Instant, spi_in: u32) {
         let Some(e) = self.sas.get_mut(&spi_in) else {
             return;
         };
         if let Some(trigger) = e.hard_expired(now) {
             self.expire_sa(spi_in, trigger);
-        } else if let Some(trigger) = e.take_soft(now) {
+            return;
+        }
+        let armed = e.soft_deadline();
+        if let Some(trigger) = e.take_soft(now) {
+            if let Some(t) = armed {
+                self.soft_at.remove(&(t, spi_in));
+            }
             let spi_out = e.sa.spi_out;
             self.push_event(IpsecEvent::SoftExpired {
                 spi_in,
@@ -501,16 +623,26 @@ impl DataPlane {
             }
             Action::Protect => {}
         }
-        let mut exhausted = None;
+        // Every SA that can cover the packet is under its destination in the outbound
+        // index or among the wide ones; the newest covering one wins, and without one the
+        // highest exhausted SPI is reported (as a walk in SPI order would find it).
+        let mut exhausted: Option<u32> = None;
         let mut best: Option<(u64, u32)> = None;
-        for (spi, e) in &self.sas {
+        let hosts = self
+            .by_remote_host
+            .get(&addr_key(info.dst))
+            .map_or(&[][..], Vec::as_slice);
+        for &spi in hosts.iter().chain(self.wide.iter()) {
+            let Some(e) = self.sas.get(&spi) else {
+                continue;
+            };
             if !e.sa.covers_outbound(&info) {
                 continue;
             }
             if e.seq_exhausted() {
-                exhausted = Some(*spi);
+                exhausted = Some(exhausted.map_or(spi, |x| x.max(spi)));
             } else if best.is_none_or(|(g, _)| e.generation > g) {
-                best = Some((e.generation, *spi));
+                best = Some((e.generation, spi));
             }
         }
         if let Some((_, spi)) = best {
@@ -679,7 +811,9 @@ impl DataPlane {
         };
         e.stats.outbound.packets += 1;
         e.stats.outbound.bytes += payload.len() as u64;
-        self.check_byte_lifetimes(now, spi_in);
+        if e.has_byte_limits() {
+            self.check_byte_lifetimes(now, spi_in);
+        }
         Ok(out)
     }
 
@@ -702,13 +836,7 @@ impl DataPlane {
             .get(info.header_len..info.total_len)
             .ok_or(IpsecError::Malformed("short packet"))?;
         let is_encap_port = |port: Option<u16>| {
-            port.is_some_and(|p| {
-                p == NAT_T_PORT
-                    || self
-                        .sas
-                        .values()
-                        .any(|e| e.sa.encap.is_some_and(|x| x.local.port() == p))
-            })
+            port.is_some_and(|p| p == NAT_T_PORT || self.encap_ports.contains_key(&p))
         };
         if info.protocol == PROTO_ESP
             || (info.protocol == PROTO_UDP && is_encap_port(info.dst_port))
@@ -793,7 +921,7 @@ impl DataPlane {
     fn open_esp(&mut self, now: Instant, esp: &[u8], outer: Outer) -> Result<Inbound, IpsecError> {
         let (spi, seq_low) = peek_header(esp).inspect_err(|_| self.stats.malformed += 1)?;
         let Some(e) = self.sas.get_mut(&spi) else {
-            if self.expired.contains(&spi) {
+            if self.expired_set.contains(&spi) {
                 return Err(IpsecError::SaExpired { spi });
             }
             self.stats.unknown_spi += 1;
@@ -882,9 +1010,82 @@ impl DataPlane {
         }
         e.stats.inbound.packets += 1;
         e.stats.inbound.bytes += counted;
-        self.check_byte_lifetimes(now, spi);
+        if e.has_byte_limits() {
+            self.check_byte_lifetimes(now, spi);
+        }
         Ok(Inbound::Packet { spi, packet: inner })
     }
+}
+
+/// The outbound index's key for an address: IPv4 as its IPv4-mapped IPv6 form. That an
+/// IPv4 and an IPv6 address can share a key does no harm: every SA found is checked
+/// against the packet.
+fn addr_key(addr: IpAddr) -> u128 {
+    match addr {
+        IpAddr::V4(a) => u128::from(a.to_ipv6_mapped()),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+/// The hash of the SAD's maps: a multiply-fold of the integer keys. Unkeyed on purpose:
+/// only `install` adds keys (SPIs we chose, addresses of our SAs), so a remote party can
+/// pick which keys it looks up but not how the table is filled; a lookup costs at most
+/// the probe length the installed keys themselves make.
+#[derive(Clone, Copy, Debug, Default)]
+struct IndexHash;
+
+impl core::hash::BuildHasher for IndexHash {
+    type Hasher = IndexHasher;
+    fn build_hasher(&self) -> IndexHasher {
+        IndexHasher(0)
+    }
+}
+
+struct IndexHasher(u64);
+
+impl IndexHasher {
+    fn mix(&mut self, x: u64) {
+        let m = u128::from(self.0 ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+        self.0 = (m as u64) ^ ((m >> 64) as u64);
+    }
+}
+
+impl core::hash::Hasher for IndexHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u32(&mut self, x: u32) {
+        self.mix(u64::from(x));
+    }
+
+    fn write_u128(&mut self, x: u128) {
+        self.mix(x as u64);
+        self.mix((x >> 64) as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The remote addresses of an SA whose remote traffic selectors are all single addresses
+/// (sorted, without repeats), or `None` if one spans a range.
+fn remote_hosts(sa: &ChildSa) -> Option<Vec<IpAddr>> {
+    let mut hosts = Vec::with_capacity(sa.remote_ts.len());
+    for ts in &sa.remote_ts {
+        if ts.addrs.start() != ts.addrs.end() {
+            return None;
+        }
+        hosts.push(ts.addrs.start());
+    }
+    hosts.sort_unstable();
+    hosts.dedup();
+    Some(hosts)
 }
 
 /// Transport mode: the original header (options and extension headers kept), its

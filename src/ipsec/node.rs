@@ -79,10 +79,11 @@ impl IpsecNode {
         self.drain_events()
     }
 
-    /// The node's timers: those of its data plane (SA lifetimes, acquire time-outs); the
-    /// node adds none of its own. Read by both `poll_timeout` and `handle_timeout`.
-    fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
-        self.plane.timers()
+    /// The node's due timers: those of its data plane (SA lifetimes, acquire time-outs);
+    /// the node adds none of its own. `poll_timeout` is the earliest deadline of the same
+    /// timers ([`DataPlane::poll_timeout`]).
+    fn due_timers(&self, now: Instant) -> alloc::vec::Vec<Timer> {
+        self.plane.due_timers(now)
     }
 
     fn emit_protected(&mut self, p: Protected) -> Result<(), Error> {
@@ -169,7 +170,7 @@ impl Actor for IpsecNode {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        for timer in crate::time::due(self.timers(), now) {
+        for timer in self.due_timers(now) {
             self.plane.fire_timer(now, timer);
         }
         // A full outbox drops the events; the driver stopped draining.
@@ -181,6 +182,6 @@ impl Actor for IpsecNode {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        crate::time::earliest(self.timers())
+        self.plane.poll_timeout()
     }
 }

@@ -303,6 +303,12 @@ impl SaEntry {
         self.deadline(self.sa.lifetime.hard_time)
     }
 
+    /// Whether the SA has a byte lifetime (soft or hard).
+    pub(crate) fn has_byte_limits(&self) -> bool {
+        let l = &self.sa.lifetime;
+        l.soft_bytes.is_some() || l.hard_bytes.is_some()
+    }
+
     fn max_bytes(&self) -> u64 {
         self.stats.outbound.bytes.max(self.stats.inbound.bytes)
     }

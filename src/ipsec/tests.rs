@@ -1519,3 +1519,82 @@ fn oversize_results_are_refused_without_reusing_a_sequence_number() {
         assert!(deliver(&mut b, Instant::ZERO, &p, false).is_ok());
     }
 }
+
+/// The SA indexes (outbound by remote host or range, lifetimes by deadline) follow
+/// installation, removal and expiry: the newest covering SA carries a packet whichever
+/// index it sits in, and timers fire from the deadline index.
+#[test]
+fn sa_indexes_follow_install_remove_and_expiry() {
+    let suite = Suite::AesGcm128;
+    let mut dp = plane(7, DataPlaneConfig::default());
+    let tunnel = Mode::Tunnel {
+        local: ip("192.0.2.1"),
+        remote: ip("198.51.100.1"),
+    };
+    let sa = |spi_in: u32, remote: &str| {
+        ChildSa::new(
+            spi_in,
+            spi_in + 1,
+            suite,
+            keys(suite, 1),
+            keys(suite, 2),
+            tunnel,
+            ts("10.1.0.1/32"),
+            ts(remote),
+        )
+    };
+    let sent_on = |dp: &mut DataPlane, now: Instant, dst: &str| match dp
+        .protect(now, &udp("10.1.0.1", dst, 1, 2, b"x"))
+        .unwrap()
+    {
+        Outbound::Protected(Protected::Ip(p)) => Some(peek_header(&p[20..]).unwrap().0),
+        Outbound::Queued { .. } => None,
+        other => panic!("{other:?}"),
+    };
+    let t0 = Instant::ZERO;
+    let mut host = sa(0x1000, "10.2.0.1/32");
+    host.lifetime.soft_time = Some(Duration::from_secs(50));
+    host.lifetime.hard_time = Some(Duration::from_secs(100));
+    dp.install(t0, host).unwrap();
+    assert_eq!(sent_on(&mut dp, t0, "10.2.0.1"), Some(0x1001));
+    assert_eq!(sent_on(&mut dp, t0, "10.2.0.9"), None, "queued");
+    // The range SA covers the queued packet: it leaves at once.
+    assert_eq!(dp.install(t0, sa(0x2000, "10.2.0.0/16")).unwrap().len(), 1);
+    assert_eq!(sent_on(&mut dp, t0, "10.2.0.1"), Some(0x2001), "newest");
+    assert_eq!(sent_on(&mut dp, t0, "10.2.0.9"), Some(0x2001));
+    dp.install(t0, sa(0x3000, "10.2.0.1/32")).unwrap();
+    assert_eq!(sent_on(&mut dp, t0, "10.2.0.1"), Some(0x3001));
+    dp.remove(0x3000).unwrap();
+    assert_eq!(sent_on(&mut dp, t0, "10.2.0.1"), Some(0x2001));
+    dp.remove(0x2000).unwrap();
+    assert_eq!(sent_on(&mut dp, t0, "10.2.0.1"), Some(0x1001));
+    assert_eq!(sent_on(&mut dp, t0, "10.2.0.9"), None, "queued again");
+    assert_eq!(dp.spis().collect::<Vec<_>>(), [0x1000]);
+    drain(&mut dp);
+    assert_eq!(dp.poll_timeout(), Some(Instant::from_secs(30)), "acquire");
+    dp.handle_timeout(Instant::from_secs(30));
+    assert_eq!(dp.poll_timeout(), Some(Instant::from_secs(50)), "soft");
+    assert_eq!(
+        sent_on(&mut dp, Instant::from_secs(60), "10.2.0.1"),
+        Some(0x1001)
+    );
+    assert!(matches!(
+        drain(&mut dp).as_slice(),
+        [
+            IpsecEvent::AcquireExpired { .. },
+            IpsecEvent::SoftExpired { spi_in: 0x1000, .. }
+        ]
+    ));
+    assert_eq!(dp.poll_timeout(), Some(Instant::from_secs(100)), "hard");
+    assert_eq!(sent_on(&mut dp, Instant::from_secs(100), "10.2.0.1"), None);
+    assert_eq!(dp.sa_count(), 0);
+    assert!(matches!(
+        dp.unprotect(Instant::from_secs(100), &{
+            let mut p = udp("198.51.100.1", "192.0.2.1", 1, 2, &[0; 16]);
+            p[9] = PROTO_ESP;
+            p[20..24].copy_from_slice(&0x1000u32.to_be_bytes());
+            p
+        }),
+        Err(IpsecError::SaExpired { spi: 0x1000 })
+    ));
+}
