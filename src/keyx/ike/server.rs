@@ -21,6 +21,7 @@
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
@@ -209,7 +210,9 @@ pub struct IkeSubstituteCounters {
 /// Seed 004's substitution server, IKEv2 part: a [`Substitute`] for the dispatcher.
 pub struct IkeSubstitute {
     time_anchor: UnixTime,
-    profiles: BTreeMap<TerminalId, IkeProfile>,
+    /// Shared, so that a request takes its terminal's profile by a reference count, not a
+    /// copy of its authentication-key database.
+    profiles: BTreeMap<TerminalId, Arc<IkeProfile>>,
     max_terminals: usize,
     policy: PolicyDb,
     limits: Limits,
@@ -263,7 +266,7 @@ impl IkeSubstitute {
         if profile.ike_proposals.is_empty() || profile.ike_proposals.iter().any(|p| !p.is_valid()) {
             return Err(crate::ikev2::IkeError::BadIkeProposals.into());
         }
-        self.profiles.insert(terminal, profile);
+        self.profiles.insert(terminal, Arc::new(profile));
         Ok(())
     }
 
