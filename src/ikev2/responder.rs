@@ -209,12 +209,7 @@ impl Responder {
         to: SocketAddr,
         marker: bool,
     ) -> Result<(), Error> {
-        let header = Header::ike_sa_init(h.spi_i, [0; 8], true);
-        let bytes = Message {
-            header,
-            payloads: alloc::vec![Payload::Notify(n)],
-        }
-        .encode()?;
+        let bytes = Message::init_refusal(h.spi_i, n)?;
         let mut ctx = Ctx::new(now, &mut self.out, &mut *self.rng);
         ctx.transmit(to, from, marker, &bytes)
     }

@@ -243,6 +243,17 @@ pub struct Message {
 }
 
 impl Message {
+    /// The unencrypted answer to the IKE_SA_INIT request of initiator SPI `spi_i` that
+    /// carries only notify `n` (responder SPI zero, RFC 7296 §2.6): a COOKIE demand,
+    /// INVALID_KE_PAYLOAD, NO_PROPOSAL_CHOSEN and the like.
+    pub fn init_refusal(spi_i: [u8; 8], n: Notify) -> Result<Vec<u8>, IkeError> {
+        Message {
+            header: Header::ike_sa_init(spi_i, [0; 8], true),
+            payloads: alloc::vec![Payload::Notify(n)],
+        }
+        .encode()
+    }
+
     /// Decode one IKE message (without any non-ESP marker).
     pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Message, IkeError> {
         let raw = Header::decode(bytes, limits)?;

@@ -483,17 +483,10 @@ impl Terminal {
     ) -> Result<u64, Error> {
         self.room_for_exchange()?;
         let session = self.new_session();
-        let start = StartRequest {
-            protocol: Protocol::Ikev2,
-            role: Role::Initiator,
-            local: self.cfg.local,
-            remote,
-            peer_message: None,
-            transforms: self.transforms.clone(),
-            peer_id: Some(peer_id.payload_body()),
-        };
-        self.open_exchange(now, session, Step::InitiatorStart { remote });
-        self.ask(now, session, Body::StartRequest(start))?;
+        let addrs = (self.cfg.local, remote);
+        let step = Step::InitiatorStart { remote };
+        let peer_id = Some(peer_id.payload_body());
+        self.start_exchange(now, session, step, Role::Initiator, addrs, None, peer_id)?;
         Ok(session)
     }
 
@@ -568,17 +561,17 @@ impl Terminal {
         let (local, remote) = (sa.local, sa.remote);
         let message = rekey_message(sa, false, Vec::new())?;
         let session = self.new_session();
-        self.open_exchange(now, session, Step::OwnRekeyStart { spi });
-        let start = StartRequest {
-            protocol: Protocol::Ikev2,
-            role: Role::Initiator,
-            local,
-            remote,
-            peer_message: Some(message),
-            transforms: self.transforms.clone(),
-            peer_id: None,
-        };
-        self.ask(now, session, Body::StartRequest(start))
+        let step = Step::OwnRekeyStart { spi };
+        let addrs = (local, remote);
+        self.start_exchange(
+            now,
+            session,
+            step,
+            Role::Initiator,
+            addrs,
+            Some(message),
+            None,
+        )
     }
 
     /// Send a liveness check on `id`.
@@ -620,13 +613,35 @@ impl Terminal {
         Ok(())
     }
 
-    /// A new exchange at its first step; its deadline runs from `now`.
-    fn open_exchange(&mut self, now: Instant, session: u64, step: Step) {
+    /// S3: a new exchange at its first `step` (its deadline runs from `now`), and its
+    /// start request: our `role`, the (local, remote) addresses toward the peer, the
+    /// peer's message if one starts it, the identity we want to reach if we start.
+    #[allow(clippy::too_many_arguments)]
+    fn start_exchange(
+        &mut self,
+        now: Instant,
+        session: u64,
+        step: Step,
+        role: Role,
+        (local, remote): (SocketAddr, SocketAddr),
+        peer_message: Option<Vec<u8>>,
+        peer_id: Option<Vec<u8>>,
+    ) -> Result<(), Error> {
         let meta = Meta {
             deadline: now + self.cfg.exchange_timeout,
             next_seq: 0,
         };
         self.resume(session, step, meta);
+        let start = StartRequest {
+            protocol: Protocol::Ikev2,
+            role,
+            local,
+            remote,
+            peer_message,
+            transforms: self.transforms.clone(),
+            peer_id,
+        };
+        self.ask(now, session, Body::StartRequest(start))
     }
 
     /// A fresh delegation session id: random, non-zero, unused here.
@@ -1419,17 +1434,17 @@ impl Terminal {
             return self.refuse_rekey(now, spi, notify::TEMPORARY_FAILURE, Vec::new());
         }
         let session = self.new_session();
-        self.open_exchange(now, session, Step::RekeyStart { spi });
-        let start = StartRequest {
-            protocol: Protocol::Ikev2,
-            role: Role::Responder,
-            local,
-            remote,
-            peer_message: Some(message),
-            transforms: self.transforms.clone(),
-            peer_id: None,
-        };
-        self.ask(now, session, Body::StartRequest(start))
+        let step = Step::RekeyStart { spi };
+        let addrs = (local, remote);
+        self.start_exchange(
+            now,
+            session,
+            step,
+            Role::Responder,
+            addrs,
+            Some(message),
+            None,
+        )
     }
 
     /// An exchange whose IKE SA exists failed: the held IKE_AUTH is refused to the peer
@@ -1491,12 +1506,7 @@ impl Terminal {
 
     /// The unencrypted IKE_SA_INIT answer carrying one notify (§2.6).
     fn refuse_init(&mut self, now: Instant, init: &PeerInit, n: Notify) -> Result<(), Error> {
-        let header = Header::ike_sa_init(init.spi_i, [0; 8], true);
-        let bytes = Message {
-            header,
-            payloads: alloc::vec![Payload::Notify(n)],
-        }
-        .encode()?;
+        let bytes = Message::init_refusal(init.spi_i, n)?;
         let mut ctx = Ctx::new(now, &mut self.ike_out, &mut *self.rng);
         ctx.transmit(init.to, init.from, init.marker, &bytes)?;
         self.flush_ike(now)
@@ -1567,18 +1577,18 @@ impl Terminal {
             marker,
             spi_i: h.spi_i,
         };
-        let start = StartRequest {
-            protocol: Protocol::Ikev2,
-            role: Role::Responder,
-            local: to,
-            remote: from,
-            peer_message: Some(msg.to_vec()),
-            transforms: self.transforms.clone(),
-            peer_id: None,
-        };
         self.by_init.insert((h.spi_i, from), session);
-        self.open_exchange(now, session, Step::Start(Box::new(init)));
-        self.ask(now, session, Body::StartRequest(start))
+        let step = Step::Start(Box::new(init));
+        let message = Some(msg.to_vec());
+        self.start_exchange(
+            now,
+            session,
+            step,
+            Role::Responder,
+            (to, from),
+            message,
+            None,
+        )
     }
 
     /// Run `f` on the IKE SA with our SPI `key`, then move what it queued.
