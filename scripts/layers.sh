@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bottom="wire io crypto time error"
-upper="channel ipsec ikev2 offload rendezvous sim event"
+upper="channel ipsec ikev2 offload rendezvous tls sim event"
 
 modules=$(
   { ls src/*.rs | sed 's|src/||; s|\.rs$||'; ls -d src/*/ | sed 's|src/||; s|/$||'; } |

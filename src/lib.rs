@@ -78,6 +78,7 @@ pub mod rendezvous;
 pub mod sim;
 mod stream_id;
 mod time;
+pub mod tls;
 pub mod wire;
 
 pub use error::Error;

@@ -17,6 +17,7 @@ mod keyx;
 mod offload;
 mod rendezvous;
 mod sim;
+mod tls;
 
 pub use channel::{AlertCode, ChannelError};
 pub use ike::{AuthFailure, IkeError};
@@ -25,6 +26,7 @@ pub use keyx::KeyxError;
 pub use offload::{OffloadError, RefusalReason};
 pub use rendezvous::{RegistrationRefusal, RendezvousError};
 pub use sim::SimActorError;
+pub use tls::{AlertDescription, TlsError};
 
 use crate::stream_id::StreamId;
 
@@ -59,6 +61,9 @@ pub enum Error {
     /// A key-exchange delegation message was refused.
     #[error("keyx: {0}")]
     Keyx(#[from] KeyxError),
+    /// The TLS 1.3 record layer refused bytes or a command.
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
     /// A configured bound was reached; the input or command was refused.
     #[error("{what} is full (bound {bound})")]
     CapacityExceeded {
