@@ -45,6 +45,12 @@ impl From<TerminalEvent> for Event {
     }
 }
 
+impl From<crate::keyx::tls::TerminalEvent> for Event {
+    fn from(e: crate::keyx::tls::TerminalEvent) -> Self {
+        Event::Keyx(KeyxEvent::TlsTerminal(e))
+    }
+}
+
 impl From<ServerEvent> for Event {
     fn from(e: ServerEvent) -> Self {
         Event::Keyx(KeyxEvent::Server(e))

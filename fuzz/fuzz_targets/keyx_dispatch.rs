@@ -65,11 +65,13 @@ impl Substitute for AnswersEverything {
                 auth: AuthResult::Authenticated,
                 policy: PolicyResult::Allowed,
                 local_auth: None,
+                consumed: None,
             }),
             Body::AuthRequest(_) => Body::AuthResponse(AuthResponse {
                 auth: AuthResult::BadAuth,
                 policy: PolicyResult::NotChecked,
                 local_auth: None,
+                consumed: None,
             }),
             Body::KeyRequest => Body::KeyResponse(KeyResponse {
                 sealed: vec![0; 40],

@@ -56,6 +56,22 @@ pub enum KeyxError {
     /// key, another message's context, or damage.
     #[error("sealed body failed authentication")]
     SealedBodyRejected,
+    /// The peer's plaintext handshake (its ClientHello or ServerHello, which the terminal
+    /// reads itself) is not a message this terminal can follow: an alert or a protected
+    /// record before it, or a message longer than its bound.
+    #[error("the peer's plaintext handshake cannot be followed")]
+    BadPeerHandshake,
+    /// A credential given to the substitution server does not load (its key does not
+    /// parse, or does not match its certificate).
+    #[error("credential does not load")]
+    BadCredential,
+    /// The delegated connection's keys are not set yet (or it is closed): a key update
+    /// cannot be asked for.
+    #[error("the delegated connection is not established")]
+    NotEstablished,
+    /// A relay names a kind this receiver does not know, or lacks its bytes.
+    #[error("bad relay of kind {0}")]
+    BadRelay(u8),
 }
 
 impl From<WireError> for KeyxError {

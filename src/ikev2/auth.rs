@@ -65,7 +65,7 @@ use super::consts::{auth_method, cert_encoding, hash_algorithm, notify};
 use super::keys::{SecretBytes, prf, psk_auth};
 use crate::UnixTime;
 
-pub use x509::PeerKey;
+pub use x509::{PeerKey, certificate_identities};
 
 /// The octets an AUTH signs (RFC 7296 §2.15):
 /// `message | nonce | prf(SK_p, RestOfIDPayload)`.

@@ -83,6 +83,22 @@ pub trait Substitute {
         session: &mut Self::Session,
         request: &Body,
     ) -> Result<Body, ErrorCode>;
+
+    /// How long `session` may stay idle before it ends (S37): by default the dispatcher's
+    /// [`Bounds::idle`]. A protocol whose sessions outlive the handshake gives its own (a
+    /// TLS 1.3 session lasts as long as its connection, for key updates and tickets).
+    fn idle(&self, session: &Self::Session, default: Duration) -> Duration {
+        let _ = session;
+        default
+    }
+
+    /// Whether `session` is over once the answer just given has gone (the terminal said
+    /// its connection ended): the dispatcher then forgets it at once instead of waiting
+    /// for its idle deadline.
+    fn finished(&self, session: &Self::Session) -> bool {
+        let _ = session;
+        false
+    }
 }
 
 /// The dispatcher's bounds.
@@ -242,7 +258,8 @@ impl<P: Substitute> Dispatcher<P> {
                 // A retransmission (the terminal lost our answer, or its channel broke):
                 // the same bytes again, nothing recomputed.
                 self.counters.answered_from_cache += 1;
-                rearm(&mut self.deadlines, open, &key, now + self.bounds.idle);
+                let idle = self.protocol.idle(&open.state, self.bounds.idle);
+                rearm(&mut self.deadlines, open, &key, now + idle);
                 Some(open.last_answer.clone())
             }
             Some(open) if Some(msg.seq) != open.last_seq.checked_add(1) => {
@@ -356,9 +373,14 @@ impl<P: Substitute> Dispatcher<P> {
             };
         }
         let answer = encode(msg.session, msg.seq, body)?;
+        if self.protocol.finished(&open.state) {
+            self.close(&key);
+            return Some(answer);
+        }
         open.last_seq = msg.seq;
         open.last_answer = answer.clone();
-        rearm(&mut self.deadlines, open, &key, now + self.bounds.idle);
+        let idle = self.protocol.idle(&open.state, self.bounds.idle);
+        rearm(&mut self.deadlines, open, &key, now + idle);
         Some(answer)
     }
 
@@ -488,6 +510,7 @@ mod tests {
                         auth,
                         policy,
                         local_auth: None,
+                        consumed: None,
                     })
                 }
                 Body::KeyRequest => {

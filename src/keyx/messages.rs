@@ -75,8 +75,9 @@ const F_AUTH_RESULT: u16 = CRITICAL | 0x10;
 const F_POLICY_RESULT: u16 = CRITICAL | 0x11;
 const F_DATA: u16 = CRITICAL | 0x12;
 const F_ERROR: u16 = CRITICAL | 0x13;
+const F_CONSUMED: u16 = CRITICAL | 0x14;
 
-const KNOWN: [u16; 19] = [
+const KNOWN: [u16; 20] = [
     F_SEQ,
     F_PROTOCOL,
     F_ROLE,
@@ -96,6 +97,7 @@ const KNOWN: [u16; 19] = [
     F_POLICY_RESULT,
     F_DATA,
     F_ERROR,
+    F_CONSUMED,
 ];
 
 /// Longest protocol message or payload chain carried (an IKE message with a certificate
@@ -346,6 +348,13 @@ pub enum AuthResult {
     MissingCertificate,
     /// The peer used an authentication method or signature algorithm not accepted.
     UnsupportedMethod,
+    /// Not decided yet: the peer's flight is not complete (TLS 1.3, whose flight may
+    /// reach the terminal in several parts). The terminal relays the rest in the next
+    /// authentication request (the seed's S12 loop).
+    Incomplete,
+    /// The peer broke the protocol during authentication (a bad Finished, an unexpected
+    /// message, a failed decryption).
+    ProtocolViolation,
     /// A code this crate does not know.
     Other(u8),
 }
@@ -361,6 +370,8 @@ impl AuthResult {
             AuthResult::IdentityMismatch => 4,
             AuthResult::MissingCertificate => 5,
             AuthResult::UnsupportedMethod => 6,
+            AuthResult::Incomplete => 7,
+            AuthResult::ProtocolViolation => 8,
             AuthResult::Other(c) => c,
         }
     }
@@ -375,6 +386,8 @@ impl AuthResult {
             4 => AuthResult::IdentityMismatch,
             5 => AuthResult::MissingCertificate,
             6 => AuthResult::UnsupportedMethod,
+            7 => AuthResult::Incomplete,
+            8 => AuthResult::ProtocolViolation,
             c => AuthResult::Other(c),
         }
     }
@@ -423,8 +436,16 @@ pub struct AuthResponse {
     /// S43.
     pub policy: PolicyResult,
     /// On success, for a responder: our identity and proof (IDr, CERT, AUTH) as an IKE
-    /// payload chain (first payload type, bytes).
+    /// payload chain (first payload type, bytes). TLS 1.3: the records to send the peer
+    /// (our Finished, with our Certificate and CertificateVerify when we authenticate,
+    /// the server's NewSessionTickets, or the alert that ends a failed handshake), first
+    /// payload type 0.
     pub local_auth: Option<(u8, Vec<u8>)>,
+    /// TLS 1.3: how many octets of the records relayed in the request the handshake
+    /// took. What follows them arrived after the handshake's last message and is
+    /// protected with the traffic keys: it belongs to the terminal's record layer and
+    /// never reaches the server's TLS engine.
+    pub consumed: Option<u32>,
 }
 
 impl AuthResponse {
@@ -638,11 +659,15 @@ impl Message {
                 chain(w, m.local_auth.as_ref().map(|(t, b)| (*t, b.as_slice())))?
             }
             Body::AuthRequest(m) => chain(w, Some((m.first_payload, &m.payloads)))?,
-            Body::AuthResponse(m) => chain(
-                w.u8(F_AUTH_RESULT, m.auth.code())
-                    .u8(F_POLICY_RESULT, m.policy.code()),
-                m.local_auth.as_ref().map(|(t, b)| (*t, b.as_slice())),
-            )?,
+            Body::AuthResponse(m) => {
+                let mut w = w
+                    .u8(F_AUTH_RESULT, m.auth.code())
+                    .u8(F_POLICY_RESULT, m.policy.code());
+                if let Some(n) = m.consumed {
+                    w = w.u32(F_CONSUMED, n);
+                }
+                chain(w, m.local_auth.as_ref().map(|(t, b)| (*t, b.as_slice())))?
+            }
             Body::KeyRequest => w,
             Body::KeyResponse(m) => w.bytes(F_SEALED, bounded(F_SEALED, &m.sealed, MAX_SEALED)?),
             Body::Relay(m) => w.bytes(F_DATA, bounded(F_DATA, &m.data, MAX_PROTOCOL_BYTES)?),
@@ -730,6 +755,10 @@ impl Message {
                 auth: AuthResult::from_code(f.u8(F_AUTH_RESULT)?),
                 policy: PolicyResult::from_code(f.u8(F_POLICY_RESULT)?),
                 local_auth: opt_chain(&f)?,
+                consumed: match f.get(F_CONSUMED)? {
+                    Some(_) => Some(f.u32(F_CONSUMED)?),
+                    None => None,
+                },
             }),
             KEY_REQUEST => Body::KeyRequest,
             KEY_RESPONSE => Body::KeyResponse(KeyResponse {
@@ -904,11 +933,13 @@ mod tests {
                 auth: AuthResult::Authenticated,
                 policy: PolicyResult::Allowed,
                 local_auth: Some((36, vec![0x77; 80])),
+                consumed: Some(1_234),
             }),
             Body::AuthResponse(AuthResponse {
                 auth: AuthResult::UnknownCa,
                 policy: PolicyResult::NotChecked,
                 local_auth: None,
+                consumed: None,
             }),
             Body::KeyRequest,
             Body::KeyResponse(KeyResponse {

@@ -1,21 +1,24 @@
 //! Key-exchange delegation: seeds 001, 003 and 004 (design in `docs/keyx.md`).
 //!
-//! **Built:** seed 004 over IKEv2. The delegation messages ([`messages`]), the sealing of
+//! **Built:** seed 004 over IKEv2 and over TLS 1.3 ([`tls`]: the terminal relays the
+//! handshake and runs the record layer; the server runs rustls, feature `tls`). The
+//! delegation messages ([`messages`]), the sealing of
 //! key material with a terminal's delegation key ([`seal`], shared by all three seeds), the
 //! substitution server's protocol-independent message loop ([`dispatch`]: S33-S49,
 //! sessions, sequence numbers and the answer cache, the key-request gate, bounds, S37
 //! expiry) and its policy database ([`policy`], S43), the server actor around them
 //! ([`SubstitutionServer`]), and the IKEv2 work of both sides ([`ike`]: the server's
 //! [`ike::IkeSubstitute`] and the delegating [`ike::Terminal`]).
-//! **Not built yet:** seed 004 over TLS 1.3, the inline proxy (seed 001) and the operator
-//! network (seed 003).
+//! **Not built yet:** the inline proxy (seed 001) and the operator network (seed 003).
 
 pub mod dispatch;
 pub mod ike;
+mod link;
 pub mod messages;
 pub mod policy;
 pub mod seal;
 pub mod server;
+pub mod tls;
 
 pub use crate::error::KeyxError;
 pub use dispatch::{Bounds, Dispatcher, Place, Substitute, TerminalId};
@@ -36,4 +39,6 @@ pub enum KeyxEvent {
     Terminal(ike::TerminalEvent),
     /// From a substitution server.
     Server(ServerEvent),
+    /// From a seed 004 delegating terminal over TLS 1.3.
+    TlsTerminal(tls::TerminalEvent),
 }

@@ -17,6 +17,7 @@ mod events;
 pub mod keyx;
 pub mod mutation;
 pub mod offload;
+pub mod tls;
 pub use events::*;
 
 pub fn ip(s: &str) -> IpAddr {

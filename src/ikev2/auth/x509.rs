@@ -545,3 +545,44 @@ pub(super) fn check_identity(leaf: &Certificate, id: &Identity) -> Result<(), Au
         Err(AuthFailure::IdentityMismatch)
     }
 }
+
+/// Every identity a certificate names, as IKE identities: its subjectAltName's DNS names,
+/// e-mail addresses and IP addresses, then its subject as ID_DER_ASN1_DN. What a policy
+/// database is asked about when a certificate (not an IKE ID payload) says who the peer
+/// is, as in TLS. A certificate that does not decode names nobody.
+pub fn certificate_identities(der: &[u8]) -> Vec<Identity> {
+    let Ok(cert) = Certificate::from_der(der) else {
+        return Vec::new();
+    };
+    let san = cert
+        .tbs_certificate()
+        .get_extension::<SubjectAltName>()
+        .ok()
+        .flatten()
+        .map(|(_, s)| s.0)
+        .unwrap_or_default();
+    let mut out: Vec<Identity> = san
+        .iter()
+        .filter_map(|g| match g {
+            GeneralName::DnsName(d) => Some(Identity::Fqdn(d.as_str().into())),
+            GeneralName::Rfc822Name(d) => Some(Identity::Rfc822(d.as_str().into())),
+            GeneralName::IpAddress(o) => match o.as_bytes().len() {
+                4 => <[u8; 4]>::try_from(o.as_bytes())
+                    .ok()
+                    .map(|a| Identity::Ipv4(a.into())),
+                16 => <[u8; 16]>::try_from(o.as_bytes())
+                    .ok()
+                    .map(|a| Identity::Ipv6(a.into())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    if let Ok(subject) = cert.tbs_certificate().subject().to_der() {
+        out.push(Identity::Other {
+            ty: id_type::DER_ASN1_DN,
+            data: subject,
+        });
+    }
+    out
+}

@@ -906,6 +906,7 @@ impl IkeSubstitute {
             auth: verdict,
             policy,
             local_auth: None,
+            consumed: None,
         };
         if !response.accepted() {
             if verdict == AuthResult::Authenticated {

@@ -40,7 +40,7 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 use core::time::Duration;
 
-use crate::channel::{ChannelClient, ChannelEvent, ClientConfig};
+use crate::channel::{ChannelClient, ClientConfig};
 use crate::crypto::dh::Group;
 use crate::ikev2::codec::{
     ExchangeType, Header, Identity, Limits, Message, Notify, Payload, decode_chain, encode_chain,
@@ -57,6 +57,7 @@ use crate::ikev2::session::{
 use crate::ikev2::{AuthFailure, FailReason, IkeError, IkeEvent, IkeSaId};
 use crate::io::{Actor, Input, Outbox, Output};
 use crate::ipsec::{ChildSa, DataPlane, Lifetime, Suite, TrafficSelector};
+use crate::keyx::link::{LinkNote, ServerLink, decode_answer};
 use crate::keyx::messages::{
     AuthRequest, AuthResponse, AuthResult, Body, ErrorCode, KEY_RESPONSE, KEYGEN_RESPONSE,
     KeyGenRequest, KeyGenResponse, Message as KeyxMessage, Protocol, Role, StartOutcome,
@@ -362,17 +363,6 @@ struct Meta {
     next_seq: u32,
 }
 
-/// The channel to the server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Link {
-    /// No stream (yet, or it failed and nothing waits).
-    Down,
-    /// Connecting or up (the channel client queues until its handshake completes).
-    Open,
-    /// It failed with requests waiting: reconnect at `at`.
-    Retry { at: Instant },
-}
-
 /// The terminal's timers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Timer {
@@ -397,10 +387,7 @@ pub struct Terminal {
     ike: Arc<IkeConfig>,
     transforms: Vec<Transform>,
     rng: Rng,
-    channel: ChannelClient,
-    link: Link,
-    /// Channel failures in a row while requests waited (bounded by `max_reconnects`).
-    link_failures: u32,
+    link: ServerLink,
     out: Outbox<TerminalEvent>,
     ike_out: Outbox<IkeEvent>,
     plane: DataPlane,
@@ -449,11 +436,9 @@ impl Terminal {
         Ok(Terminal {
             transforms: cfg.transforms(),
             ike: Arc::new(ike),
+            link: ServerLink::new(channel, cfg.max_reconnects, cfg.reconnect_delay),
             cfg,
             rng,
-            channel,
-            link: Link::Down,
-            link_failures: 0,
             out: Outbox::default(),
             ike_out: Outbox::default(),
             plane,
@@ -468,8 +453,7 @@ impl Terminal {
     /// S1-S2: open the protected path to the server now (it also opens by itself when the
     /// first exchange needs it).
     pub fn connect(&mut self, now: Instant) -> Result<(), Error> {
-        self.channel.connect(now)?;
-        self.link = Link::Open;
+        self.link.connect(now)?;
         self.drain_channel(now)
     }
 
@@ -670,16 +654,7 @@ impl Terminal {
             deadline: now + self.cfg.request_timeout,
         });
         self.counters.requests += 1;
-        match self.link {
-            Link::Down => {
-                self.channel.connect(now)?;
-                self.link = Link::Open;
-            }
-            Link::Open => {}
-            // Sent when the channel is back (every waiting request is).
-            Link::Retry { .. } => return Ok(()),
-        }
-        let r = self.channel.send(&bytes);
+        let r = self.link.send(now, &bytes);
         let drained = self.drain_channel(now);
         r.and(drained)
     }
@@ -687,53 +662,26 @@ impl Terminal {
     /// Move the channel client's outputs: its stream outputs are ours; its events are
     /// handled here.
     fn drain_channel(&mut self, now: Instant) -> Result<(), Error> {
-        let mut result = Ok(());
-        while let Some(o) = self.channel.poll_output() {
-            match o {
-                Output::Event(e) => {
-                    let r = self.on_channel(now, e);
-                    result = result.and(r);
+        let (notes, mut result) = self
+            .link
+            .drain(now, &mut self.out, || TerminalEvent::ServerLost);
+        for note in notes {
+            let r = match note {
+                LinkNote::Connected => self.out.event(TerminalEvent::ServerConnected),
+                LinkNote::Received(data) => self.on_server(now, &data),
+                LinkNote::Lost | LinkNote::GaveUp => {
+                    let waiting = self.exchanges.values().any(|x| x.asked.is_some());
+                    let lost = self.out.event(TerminalEvent::ServerLost);
+                    if self.link.closed(now, waiting) == LinkNote::GaveUp {
+                        lost.and(self.fail_waiting(now, TerminalFailure::ServerUnreachable))
+                    } else {
+                        lost
+                    }
                 }
-                other => {
-                    let r = self
-                        .out
-                        .push(other.map_event(|_: ChannelEvent| TerminalEvent::ServerLost));
-                    result = result.and(r);
-                }
-            }
+            };
+            result = result.and(r);
         }
         result
-    }
-
-    fn on_channel(&mut self, now: Instant, e: ChannelEvent) -> Result<(), Error> {
-        match e {
-            ChannelEvent::Established { .. } => {
-                self.link = Link::Open;
-                self.link_failures = 0;
-                self.out.event(TerminalEvent::ServerConnected)
-            }
-            ChannelEvent::Received { data, .. } => self.on_server(now, &data),
-            ChannelEvent::Closed { .. } | ChannelEvent::Failed { .. } => {
-                let waiting = self.exchanges.values().any(|x| x.asked.is_some());
-                if !waiting {
-                    // Nothing to resend: the channel opens again with the next request.
-                    self.link = Link::Down;
-                    self.link_failures = 0;
-                    return self.out.event(TerminalEvent::ServerLost);
-                }
-                self.link_failures += 1;
-                if self.link_failures > self.cfg.max_reconnects {
-                    self.link = Link::Down;
-                    self.link_failures = 0;
-                    let r = self.fail_waiting(now, TerminalFailure::ServerUnreachable);
-                    return r.and(self.out.event(TerminalEvent::ServerLost));
-                }
-                self.link = Link::Retry {
-                    at: now + self.cfg.reconnect_delay,
-                };
-                self.out.event(TerminalEvent::ServerLost)
-            }
-        }
     }
 
     /// Every exchange waiting on the server fails.
@@ -754,31 +702,19 @@ impl Terminal {
     /// Reconnect and send every waiting request again (the server answers a repeated
     /// request from its cache; a restarted server says it knows no such session).
     fn reconnect(&mut self, now: Instant) -> Result<(), Error> {
-        self.channel.connect(now)?;
-        // Open for sending from now on: the channel client queues until its handshake
-        // completes, and a failure comes back as an event (counted in `link_failures`).
-        self.link = Link::Open;
         let resend: Vec<Vec<u8>> = self
             .exchanges
             .values()
             .filter_map(|x| x.asked.as_ref().map(|a| a.bytes.clone()))
             .collect();
-        let mut result = Ok(());
-        for bytes in resend {
-            result = result.and(self.channel.send(&bytes));
-        }
-        result.and(self.drain_channel(now))
+        let r = self.link.reconnect(now, resend.iter().map(Vec::as_slice));
+        r.and(self.drain_channel(now))
     }
 
     /// One message from the server.
     fn on_server(&mut self, now: Instant, bytes: &[u8]) -> Result<(), Error> {
-        let msg = match KeyxMessage::decode(bytes, &crate::wire::Limits::default()) {
-            Ok(m) => m,
-            Err(KeyxError::UnknownMessage(_)) => {
-                self.counters.unknown_discarded += 1;
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
+        let Some(msg) = decode_answer(bytes, &mut self.counters.unknown_discarded)? else {
+            return Ok(());
         };
         let waiting = self
             .exchanges
@@ -794,9 +730,7 @@ impl Terminal {
             return Ok(());
         };
         x.asked = None;
-        if self.link != Link::Open {
-            self.link = Link::Open;
-        }
+        self.link.answered();
         let at = Place {
             session,
             seq: msg.seq,
@@ -1783,10 +1717,10 @@ impl Terminal {
                 t.push((Timer::Sa(*k), at));
             }
         }
-        if let Some(at) = self.channel.poll_timeout() {
+        if let Some(at) = self.link.channel_timeout() {
             t.push((Timer::Channel, at));
         }
-        if let Link::Retry { at } = self.link {
+        if let Some(at) = self.link.reconnect_at() {
             t.push((Timer::Reconnect, at));
         }
         t
@@ -1846,11 +1780,11 @@ impl Terminal {
                 r
             }
             Timer::Channel => {
-                self.channel.handle_timeout(now);
+                self.link.handle_channel_timeout(now);
                 self.drain_channel(now)
             }
-            Timer::Reconnect => match self.link {
-                Link::Retry { at } if now >= at => self.reconnect(now),
+            Timer::Reconnect => match self.link.reconnect_at() {
+                Some(at) if now >= at => self.reconnect(now),
                 _ => Ok(()),
             },
         }
@@ -1868,7 +1802,12 @@ fn auth_failure(r: AuthResult) -> AuthFailure {
         AuthResult::MissingCertificate => AuthFailure::MissingCertificate,
         AuthResult::UnsupportedMethod => AuthFailure::UnsupportedMethod,
         AuthResult::Other(_) => AuthFailure::BadCertificate,
-        AuthResult::BadAuth | AuthResult::Authenticated => AuthFailure::BadAuth,
+        // Incomplete is TLS's S12 loop and never an IKE verdict; a server that sends it
+        // (or a protocol violation) for IKE has not authenticated the peer.
+        AuthResult::BadAuth
+        | AuthResult::Authenticated
+        | AuthResult::Incomplete
+        | AuthResult::ProtocolViolation => AuthFailure::BadAuth,
     }
 }
 
@@ -1940,7 +1879,7 @@ impl Actor for Terminal {
         match input {
             Input::Datagram { .. } => self.on_datagram(now, input),
             _ => {
-                let r = self.channel.handle_input(now, input);
+                let r = self.link.handle_input(now, input);
                 let drained = self.drain_channel(now);
                 r.and(drained)
             }
