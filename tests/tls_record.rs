@@ -796,6 +796,7 @@ fn a_key_update_flood_is_bounded_and_data_resets_the_count() {
 fn records_held_while_awaiting_a_key_are_bounded_by_max_held() {
     let cfg = RecordConfig {
         max_held: 20_000,
+        max_handshake_message: 1000,
         ..RecordConfig::default()
     };
     let mut pair = Pair::with(AES, cfg);
@@ -842,6 +843,7 @@ fn records_held_while_awaiting_a_key_are_bounded_by_max_held() {
 fn undelivered_events_count_against_max_held() {
     let cfg = RecordConfig {
         max_held: 20_000,
+        max_handshake_message: 1000,
         ..RecordConfig::default()
     };
     let mut pair = Pair::with(AES, cfg);
@@ -957,6 +959,33 @@ fn handshake_messages_are_bounded_and_only_two_types_accepted() {
             AlertDescription::UnexpectedMessage,
         );
     }
+}
+
+#[test]
+fn a_message_at_its_bound_completes_under_the_least_max_held() {
+    // The least max_held holds a message one record short of complete and the record
+    // completing it: receiving never stalls behind its own bound.
+    let cfg = RecordConfig {
+        max_handshake_message: 20_004,
+        max_held: 20_004 + deputy::tls::record::MAX_RECORD,
+        ..RecordConfig::default()
+    };
+    let mut pair = Pair::with(AES, cfg);
+    let mut ticket = vec![4, 0, 0x4e, 0x20];
+    ticket.extend((0..20_000u32).map(|i| i as u8));
+    let (a, b) = ticket.split_at(1 << 14);
+    let first = to_terminal(AES, 0, &[a, &[22]].concat());
+    // The second record's inner plaintext is padded to the most allowed.
+    let mut inner = [b, &[22]].concat();
+    inner.resize((1 << 14) + 1, 0);
+    let second = to_terminal(AES, 1, &inner);
+    pair.terminal.receive(&first).unwrap();
+    assert!(pair.terminal.receive_capacity() >= second.len());
+    pair.terminal.receive(&second).unwrap();
+    assert_eq!(
+        pair.terminal.poll_event(),
+        Some(RecordEvent::NewSessionTicket(ticket))
+    );
 }
 
 // ------------------------------------------------------------------------- limits
@@ -1296,13 +1325,13 @@ fn bad_keys_and_bounds_are_refused_at_construction() {
     );
     assert_eq!(
         refused_cfg(RecordConfig {
-            max_held: 16644,
+            max_held: 33_032,
             ..d
         }),
         TlsError::BoundTooSmall {
             field: "max_held",
-            got: 16644,
-            min: 16645
+            got: 33_032,
+            min: 16_388 + 16_645
         }
     );
     assert_eq!(

@@ -253,7 +253,9 @@ pub struct RecordConfig {
     /// yet — a partial record, or the records held while waiting for the next receive key
     /// after a peer KeyUpdate — plus a partial handshake message and the events not yet
     /// taken (their data; one byte for each other event). At least one whole record
-    /// ([`MAX_RECORD`] bytes). See [`RecordLayer::receive_capacity`].
+    /// ([`MAX_RECORD`] bytes) more than `max_handshake_message`, so that a partial
+    /// message and the record completing it always fit. See
+    /// [`RecordLayer::receive_capacity`].
     pub max_held: usize,
     /// Peer KeyUpdates accepted between two application-data records that carry data
     /// (default 8). Each one makes the terminal ask the server for a key; this bounds the
@@ -295,14 +297,19 @@ impl RecordConfig {
         if self.max_fragment > MAX_FRAGMENT {
             return Err(TlsError::FragmentTooLarge(self.max_fragment));
         }
-        // A whole record must fit, or a peer's full-size record could never be taken.
-        at_least("max_held", self.max_held as u64, MAX_RECORD as u64)?;
         at_least("max_key_updates", u64::from(self.max_key_updates), 1)?;
         // A KeyUpdate must fit: the peer may send one at any time.
         at_least(
             "max_handshake_message",
             self.max_handshake_message as u64,
             HANDSHAKE_HEADER_LEN as u64 + 1,
+        )?;
+        // A handshake message one byte short of the bound may be held while the next
+        // full-size record arrives: both must fit, or receiving could stall for good.
+        at_least(
+            "max_held",
+            self.max_held as u64,
+            (self.max_handshake_message + MAX_RECORD) as u64,
         )?;
         at_least("tx_update_margin", self.tx_update_margin, 1)?;
         let limit = suite.confidentiality_limit();
@@ -431,7 +438,6 @@ enum Failure {
 ///
 /// See the [module documentation](self) for the rules and bounds, and
 /// [`crate::tls`] for an example.
-#[derive(Debug)]
 pub struct RecordLayer {
     cfg: RecordConfig,
     suite: CipherSuite,
@@ -454,6 +460,23 @@ pub struct RecordLayer {
     event_bytes: usize,
     sealed: u64,
     opened: u64,
+}
+
+/// The state, not the contents: no key, IV, or byte of application data.
+impl fmt::Debug for RecordLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordLayer")
+            .field("suite", &self.suite)
+            .field("tx", &self.tx)
+            .field("rx", &self.rx)
+            .field("tx_closed", &self.tx_closed)
+            .field("rx_state", &self.rx_state)
+            .field("failure", &self.failure)
+            .field("owes_key_update", &self.owes_key_update)
+            .field("held", &self.held())
+            .field("events", &self.events.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl RecordLayer {
