@@ -9,45 +9,18 @@
 //!   weak device pays for each choice.
 
 use std::hint::black_box;
-use std::sync::Arc;
-use std::time::{Duration, Instant as WallClock};
+use std::time::Duration;
 
-use deputy::channel::{ClientConfig, Connection, Psk, ServerConfig};
+use deputy::Instant;
+use deputy::channel::{ClientConfig, ServerConfig};
 use deputy::crypto::aead::{AeadAlg, AeadKey};
 use deputy::crypto::cert::{CertificateAuthority, TrustStore};
 use deputy::crypto::dh::Group;
-use deputy::{Instant, UnixTime};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
-const ANCHOR: UnixTime = UnixTime(1_800_000_000);
-
-/// Median time per iteration of `f` over several batches.
-fn measure(mut f: impl FnMut()) -> Duration {
-    // Warm up and size a batch to ~20 ms.
-    let mut batch = 1u32;
-    loop {
-        let t = WallClock::now();
-        for _ in 0..batch {
-            f();
-        }
-        if t.elapsed() > Duration::from_millis(20) || batch > 1 << 20 {
-            break;
-        }
-        batch *= 2;
-    }
-    let mut samples: Vec<Duration> = (0..9)
-        .map(|_| {
-            let t = WallClock::now();
-            for _ in 0..batch {
-                f();
-            }
-            t.elapsed() / batch
-        })
-        .collect();
-    samples.sort();
-    samples[samples.len() / 2]
-}
+mod common;
+use common::{ANCHOR, established, measure, psk_configs};
 
 fn report(name: &str, baseline_name: &str, baseline: Duration, value: Duration) {
     println!(
@@ -56,31 +29,6 @@ fn report(name: &str, baseline_name: &str, baseline: Duration, value: Duration) 
         value.as_secs_f64() / baseline.as_secs_f64(),
         baseline
     );
-}
-
-fn established(
-    client: ClientConfig,
-    server: ServerConfig,
-    rng: &mut ChaCha20Rng,
-) -> (Connection, Connection) {
-    let now = Instant::ZERO;
-    let mut c = Connection::client(Arc::new(client), now, rng).unwrap();
-    let mut s = Connection::server(Arc::new(server), now);
-    while !(c.is_established() && s.is_established()) {
-        let to_s = c.take_outgoing();
-        s.feed(now, &to_s, rng).unwrap();
-        let to_c = s.take_outgoing();
-        c.feed(now, &to_c, rng).unwrap();
-    }
-    (c, s)
-}
-
-fn psk_configs(group: Group) -> (ClientConfig, ServerConfig) {
-    let psk = Psk::new("bench", &[9; 32]).unwrap();
-    (
-        ClientConfig::with_psk(psk.clone(), ANCHOR).with_group(group),
-        ServerConfig::with_psks([psk], ANCHOR).unwrap(),
-    )
 }
 
 fn main() {

@@ -17,7 +17,6 @@
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::Command;
 use std::time::{Duration, Instant as WallClock};
 
 use deputy::Instant;
@@ -34,32 +33,8 @@ const CALLGRIND_PAIRS: u32 = 2_000;
 const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
 const FIRST_REMOTE: u32 = 0x0a80_0000; // 10.128.0.0
 
-/// Median time per iteration of `f` over several batches.
-fn measure(mut f: impl FnMut()) -> Duration {
-    // Warm up and size a batch to ~20 ms.
-    let mut batch = 1u32;
-    loop {
-        let t = WallClock::now();
-        for _ in 0..batch {
-            f();
-        }
-        if t.elapsed() > Duration::from_millis(20) || batch > 1 << 20 {
-            break;
-        }
-        batch *= 2;
-    }
-    let mut samples: Vec<Duration> = (0..9)
-        .map(|_| {
-            let t = WallClock::now();
-            for _ in 0..batch {
-                f();
-            }
-            t.elapsed() / batch
-        })
-        .collect();
-    samples.sort();
-    samples[samples.len() / 2]
-}
+mod common;
+use common::{measure, udp_packet};
 
 fn remote(i: usize) -> Ipv4Addr {
     Ipv4Addr::from(FIRST_REMOTE + u32::try_from(i).unwrap())
@@ -135,29 +110,6 @@ fn planes(n: usize) -> (DataPlane, DataPlane) {
     (tx, rx)
 }
 
-/// A 64-byte-payload UDP packet from `LOCAL` to `dst`.
-fn udp_packet(dst: Ipv4Addr) -> Vec<u8> {
-    let payload = [0x5a; 64];
-    let total = 20 + 8 + payload.len();
-    let mut p = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 64, 17, 0, 0];
-    p[2..4].copy_from_slice(&u16::try_from(total).unwrap().to_be_bytes());
-    p.extend_from_slice(&LOCAL.octets());
-    p.extend_from_slice(&dst.octets());
-    let mut sum = 0u32;
-    for c in p.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-    p.extend_from_slice(&[0x03, 0xe8, 0, 53]);
-    p.extend_from_slice(&u16::try_from(8 + payload.len()).unwrap().to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(&payload);
-    p
-}
-
 /// One protect on the sender, one unprotect on the receiver.
 fn pair(tx: &mut DataPlane, rx: &mut DataPlane, packet: &[u8], now: Instant) {
     let Ok(Outbound::Protected(Protected::Ip(esp))) = tx.protect(now, black_box(packet)) else {
@@ -185,7 +137,7 @@ fn esp_scaling_counted_pairs(
 
 fn callgrind_child(n: usize, pairs: u32) {
     let (mut tx, mut rx) = planes(n);
-    let packet = udp_packet(remote(n / 2));
+    let packet = udp_packet(LOCAL, remote(n / 2), 20 + 8 + 64);
     let now = Instant::from_secs(1);
     // One pair outside the count: first-use costs (allocator growth) are not per pair.
     pair(&mut tx, &mut rx, &packet, now);
@@ -194,33 +146,12 @@ fn callgrind_child(n: usize, pairs: u32) {
 
 /// Instructions per pair with `n` SA pairs, from a callgrind run of this binary.
 fn callgrind(n: usize) -> Option<f64> {
-    let exe = std::env::current_exe().ok()?;
-    let out_file =
-        std::env::temp_dir().join(format!("esp_scaling.{}.{n}.callgrind", std::process::id()));
-    let out = Command::new("valgrind")
-        .arg("--tool=callgrind")
-        .arg("--collect-atstart=no")
-        .arg("--toggle-collect=*esp_scaling_counted_pairs*")
-        .arg(format!("--callgrind-out-file={}", out_file.display()))
-        .arg(exe)
-        .args([
-            "--callgrind-child",
-            &n.to_string(),
-            &CALLGRIND_PAIRS.to_string(),
-        ])
-        .output()
-        .ok()?;
-    let _ = std::fs::remove_file(&out_file);
-    if !out.status.success() {
-        return None;
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let collected: u64 = stderr
-        .lines()
-        .find_map(|l| l.split("Collected :").nth(1))?
-        .trim()
-        .parse()
-        .ok()?;
+    let args = [
+        "--callgrind-child".to_string(),
+        n.to_string(),
+        CALLGRIND_PAIRS.to_string(),
+    ];
+    let collected = common::callgrind_instructions("*esp_scaling_counted_pairs*", &args)?;
     Some(collected as f64 / f64::from(CALLGRIND_PAIRS))
 }
 
@@ -244,7 +175,7 @@ fn main() {
         let setup = WallClock::now();
         let (mut tx, mut rx) = planes(n);
         let setup = setup.elapsed();
-        let packet = udp_packet(remote(n / 2));
+        let packet = udp_packet(LOCAL, remote(n / 2), 20 + 8 + 64);
         let t = measure(|| pair(&mut tx, &mut rx, &packet, now));
         let base = *baseline.get_or_insert(t);
         println!(
@@ -257,10 +188,7 @@ fn main() {
         );
     }
 
-    let has_valgrind = Command::new("valgrind")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let has_valgrind = common::has_valgrind();
     if std::env::var_os("ESP_SCALING_NO_CALLGRIND").is_some() || !has_valgrind {
         println!("\n(callgrind skipped)");
         return;

@@ -264,7 +264,7 @@ fn psk_mode_handshake_with_x25519_and_modp2048() {
 }
 
 #[test]
-fn every_suite_negotiates_and_server_preference_wins() {
+fn every_suite_negotiates_and_client_preference_wins() {
     for suite in AeadAlg::ALL {
         let (mut client, server) = psk_pair(Group::X25519);
         client.common.suites = vec![suite];
@@ -275,6 +275,14 @@ fn every_suite_negotiates_and_server_preference_wins() {
     let (mut client, mut server) = psk_pair(Group::X25519);
     client.common.suites = vec![AeadAlg::ChaCha20Poly1305, AeadAlg::Aes256Gcm];
     server.common.suites = vec![AeadAlg::Aes256Gcm, AeadAlg::ChaCha20Poly1305];
+    let pair = Pair::new(client, server, 5).handshake();
+    // The client (the weak end) states its preference and the server follows it.
+    assert_eq!(pair.server.suite(), Some(AeadAlg::ChaCha20Poly1305));
+    assert_eq!(pair.client.suite(), Some(AeadAlg::ChaCha20Poly1305));
+    // A suite the server does not accept is skipped, whatever the client's order.
+    let (mut client, mut server) = psk_pair(Group::X25519);
+    client.common.suites = vec![AeadAlg::Aes128Gcm, AeadAlg::Aes256Gcm];
+    server.common.suites = vec![AeadAlg::ChaCha20Poly1305, AeadAlg::Aes256Gcm];
     let pair = Pair::new(client, server, 5).handshake();
     assert_eq!(pair.server.suite(), Some(AeadAlg::Aes256Gcm));
 }

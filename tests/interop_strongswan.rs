@@ -1452,6 +1452,53 @@ fn deputy_initiates(name: &str) {
     );
 }
 
+/// Not an interoperability case: the load of scripts/bench-strongswan.sh, which reads
+/// charon's CPU time around it. deputy's initiator sets up and deletes `DEPUTY_BENCH_N`
+/// IKE SAs (each with its Child SA) with charon, one after another, in the profile named
+/// by `DEPUTY_BENCH_PROFILE`, offering only the profile's group (no INVALID_KE round:
+/// the cost per IKE SA, not per round).
+#[test]
+#[ignore = "needs strongSwan: run scripts/bench-strongswan.sh"]
+fn bench_sequential_ike_sas() {
+    let env = env();
+    let name = std::env::var("DEPUTY_BENCH_PROFILE").unwrap_or("aes128-sha256-x25519".into());
+    let n: usize = std::env::var("DEPUTY_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let p = profile(&name);
+    env.load_profile(&p, Role::DeputyInitiates);
+    let initiator = || {
+        let mut ike = ike_config(&p, Role::DeputyInitiates);
+        ike.ike_proposals = p.deputy_ike[1].clone();
+        ike.keep_keys_for_dissection = false;
+        let cfg = InitiatorConfig {
+            ike,
+            local: SocketAddr::new(IpAddr::V4(DEPUTY), 500),
+            remote: SocketAddr::new(IpAddr::V4(CHARON), 500),
+        };
+        Initiator::new(cfg, os_rng()).unwrap()
+    };
+    let mut peer = Peer::new(initiator());
+    for i in 0..n {
+        if i > 0 {
+            peer.ike = initiator();
+            peer.events.clear();
+        }
+        let now = peer.wire.now();
+        peer.ike.start(now).unwrap();
+        peer.run_until("an IKE SA with charon", STEP, |p| {
+            p.has_event(|e| matches!(e, IkeEvent::ChildSaEstablished { .. }))
+        });
+        let now = peer.wire.now();
+        peer.ike.delete_ike(now).unwrap();
+        peer.run_until("its deletion", STEP, |p| {
+            p.has_event(|e| matches!(e, IkeEvent::IkeSaDeleted { .. }))
+        });
+    }
+    assert!(peer.ike_errors.is_empty(), "{:?}", peer.ike_errors);
+}
+
 fn charon_initiates(name: &str) {
     let env = env();
     let p = profile(name);

@@ -876,13 +876,15 @@ impl Connection {
         if !hello.versions.contains(&CHANNEL_VERSION) {
             return Err(ChannelError::NoCommonVersion);
         }
-        // The server's preference order wins, as in TLS.
-        let suite = config
-            .common
+        // The client's stated preference wins among the suites both sides accept (unlike
+        // TLS, where the server's does): the client is the weak end of a seed's channel, so
+        // the suite's cost matters most to it, and only it knows whether it has AES
+        // instructions. A server that must refuse a suite leaves it out of its own list.
+        let suite = hello
             .suites
             .iter()
-            .copied()
-            .find(|s| hello.suites.contains(&s.id()))
+            .filter_map(|&id| AeadAlg::from_id(id))
+            .find(|s| config.common.suites.contains(s))
             .ok_or(ChannelError::NoCommonSuite)?;
         // No retry round trip: the client's share is in its hello, so its group must be one
         // we accept.

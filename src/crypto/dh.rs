@@ -3,15 +3,19 @@
 //! Groups carry their IKEv2 transform numbers (RFC 7296 §3.3.2, RFC 8031) so the channel,
 //! the rendezvous protocol and IKEv2 all name them the same way.
 //!
-//! MODP-2048 is computed with `num-bigint`, which is **not constant-time**; it is here for
-//! IKEv2 group 14 peers and the seed's classic g^a mod p, never as a default. Its private
-//! exponent is 256 random bits (twice the group's ~112-bit strength, RFC 7919 §5.2) and is
-//! wiped on drop; `num-bigint`'s internal temporaries are not.
+//! MODP-2048 is computed with RustCrypto's `crypto-bigint`: fixed-width 2048-bit integers in
+//! Montgomery form, the modulus's parameters computed at compile time, and a constant-time
+//! modular exponentiation (the time depends on the exponent's length, 256 bits, never on its
+//! value). It is here for IKEv2 group 14 peers and the seed's classic g^a mod p, never as a
+//! default. Its private exponent is 256 random bits (twice the group's ~112-bit strength,
+//! RFC 7919 §5.2); the exponent and the shared value are wiped on drop, the exponentiation's
+//! internal temporaries are not.
 
 use alloc::vec::Vec;
 use core::fmt;
 
-use num_bigint::BigUint;
+use crypto_bigint::modular::ConstMontyForm;
+use crypto_bigint::{U256, U2048};
 use rand_core::CryptoRng;
 use zeroize::Zeroizing;
 
@@ -65,10 +69,11 @@ impl fmt::Display for Group {
     }
 }
 
-/// RFC 3526 §3: the 2048-bit MODP prime, big-endian. Generator 2.
-const MODP2048_P: [u8; 256] = hex_literal(
-    b"FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7EDEE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF0598DA48361C55D39A69163FA8FD24CF5F83655D23DCA3AD961C62F356208552BB9ED529077096966D670C354E4ABC9804F1746C08CA18217C32905E462E36CE3BE39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9DE2BCBF6955817183995497CEA956AE515D2261898FA051015728E5A8AACAA68FFFFFFFFFFFFFFFF",
-);
+/// RFC 3526 §3: the 2048-bit MODP prime, big-endian hex. Generator 2.
+const MODP2048_P_HEX: &str = "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A08798E3404DDEF9519B3CD3A431B302B0A6DF25F14374FE1356D6D51C245E485B576625E7EC6F44C42E9A637ED6B0BFF5CB6F406B7EDEE386BFB5A899FA5AE9F24117C4B1FE649286651ECE45B3DC2007CB8A163BF0598DA48361C55D39A69163FA8FD24CF5F83655D23DCA3AD961C62F356208552BB9ED529077096966D670C354E4ABC9804F1746C08CA18217C32905E462E36CE3BE39E772C180E86039B2783A2EC07A28FB5C55DF06F4C52C9DE2BCBF6955817183995497CEA956AE515D2261898FA051015728E5A8AACAA68FFFFFFFFFFFFFFFF";
+
+/// The same prime as bytes (for the range check of a peer's public value).
+const MODP2048_P: [u8; 256] = hex_literal(MODP2048_P_HEX.as_bytes());
 
 const fn hex_literal<const N: usize>(hex: &[u8]) -> [u8; N] {
     const fn nibble(c: u8) -> u8 {
@@ -88,6 +93,21 @@ const fn hex_literal<const N: usize>(hex: &[u8]) -> [u8; N] {
     }
     out
 }
+
+/// The 2048-bit MODP prime (RFC 3526 §3), as a `crypto-bigint` modulus with its Montgomery
+/// parameters computed at compile time. Generator 2. In a module of its own because the
+/// macro declares a public type, which is no part of deputy's API.
+mod modulus {
+    crypto_bigint::const_monty_params!(
+        Modp2048,
+        crypto_bigint::U2048,
+        super::MODP2048_P_HEX,
+        "RFC 3526 §3: the 2048-bit MODP prime"
+    );
+}
+
+/// An element of the MODP-2048 group in Montgomery form.
+type Element = ConstMontyForm<modulus::Modp2048, { U2048::LIMBS }>;
 
 enum Secret {
     X25519(x25519_dalek::EphemeralSecret),
@@ -129,7 +149,7 @@ impl KeyPair {
                 rng.fill_bytes(&mut exponent);
                 // Never zero, never one: force the top bit so the exponent has full size.
                 exponent[0] |= 0x80;
-                let public = modp_pow(&BigUint::from(2u8), &exponent);
+                let public = modp_pow(&U2048::from_u8(2), &exponent);
                 KeyPair {
                     group,
                     secret: Secret::Modp(exponent),
@@ -169,10 +189,11 @@ impl KeyPair {
                 Ok(SharedSecret(Zeroizing::new(shared.as_bytes().to_vec())))
             }
             Secret::Modp(exponent) => {
-                let p = BigUint::from_bytes_be(&MODP2048_P);
-                let y = BigUint::from_bytes_be(peer_public);
-                let one = BigUint::from(1u8);
-                if y <= one || y >= &p - &one {
+                // The length was checked above: exactly 256 bytes. The range check looks at
+                // a public value only, so it need not be constant-time.
+                let y = U2048::from_be_slice(peer_public);
+                let p_minus_one = U2048::from_be_slice(&MODP2048_P).wrapping_sub(&U2048::ONE);
+                if y <= U2048::ONE || y >= p_minus_one {
                     return Err(CryptoError::InvalidPublicValue);
                 }
                 Ok(SharedSecret(Zeroizing::new(modp_pow(&y, &exponent))))
@@ -181,14 +202,13 @@ impl KeyPair {
     }
 }
 
-/// `base^exponent mod p`, as 256 big-endian bytes.
-fn modp_pow(base: &BigUint, exponent: &[u8]) -> Vec<u8> {
-    let p = BigUint::from_bytes_be(&MODP2048_P);
-    let value = base.modpow(&BigUint::from_bytes_be(exponent), &p);
-    let bytes = value.to_bytes_be();
-    let mut out = alloc::vec![0u8; 256 - bytes.len()];
-    out.extend_from_slice(&bytes);
-    out
+/// `base^exponent mod p` (`base < p`), as 256 big-endian bytes: a constant-time
+/// exponentiation over all 256 bits of the exponent (its top bit is always set, so no
+/// shorter exponent exists to leak).
+fn modp_pow(base: &U2048, exponent: &[u8]) -> Vec<u8> {
+    let exponent = Zeroizing::new(U256::from_be_slice(exponent));
+    let value = Zeroizing::new(Element::new(base).pow(&exponent).retrieve());
+    value.to_be_bytes().as_ref().to_vec()
 }
 
 /// The Diffie-Hellman shared secret (g^ab), wiped on drop.
