@@ -578,3 +578,102 @@ fn an_unknown_terminal_is_not_served() {
 }
 
 use rand_core::SeedableRng;
+
+/// The server's dispatcher alone, for requests no honest terminal sends.
+fn bare_server(sim: &Sim) -> deputy::keyx::Dispatcher<TlsSubstitute> {
+    let spec = Spec::default();
+    let mut policy = deputy::keyx::PolicyDb::new();
+    for p in &spec.allowed {
+        policy
+            .allow(
+                &TERMINAL_NAME.into(),
+                deputy::keyx::Direction::FromTerminal,
+                p.clone(),
+            )
+            .unwrap();
+    }
+    let tls = substitute(sim, &spec, &Pki::new(), policy);
+    deputy::keyx::Dispatcher::new(
+        tls,
+        deputy::keyx::Bounds::default(),
+        deputy::wire::Limits::default(),
+    )
+}
+
+fn ask(
+    d: &mut deputy::keyx::Dispatcher<TlsSubstitute>,
+    seq: u32,
+    body: deputy::keyx::Body,
+) -> deputy::keyx::Body {
+    let bytes = deputy::keyx::Message {
+        session: 9,
+        seq,
+        body,
+    }
+    .encode()
+    .unwrap();
+    let answer = d
+        .handle(deputy::Instant::from_secs(1), &TERMINAL_NAME.into(), &bytes)
+        .unwrap();
+    deputy::keyx::Message::decode(&answer, &deputy::wire::Limits::default())
+        .unwrap()
+        .body
+}
+
+#[test]
+fn a_broken_handshake_record_fails_the_session_once_typed() {
+    use deputy::keyx::{AuthRequest, Body, KeyGenRequest, Protocol, Role, StartRequest};
+
+    // Found by the keyx_tls_server fuzz target: a record rustls refuses while framing must
+    // not be read a second time (rustls would send a second fatal alert).
+    let sim = Sim::new(41);
+    let mut d = bare_server(&sim);
+    let start = StartRequest {
+        protocol: Protocol::Tls13,
+        role: Role::Initiator,
+        local: addr(TERMINAL, 40000),
+        remote: addr(PEER, TLS_PORT),
+        peer_message: None,
+        transforms: CipherSuite::ALL
+            .iter()
+            .map(|s| deputy::keyx::tls::suite_transform(*s))
+            .collect(),
+        peer_id: Some(PEER_NAME.as_bytes().to_vec()),
+    };
+    assert!(matches!(
+        ask(&mut d, 0, Body::StartRequest(start)),
+        Body::StartResponse(_)
+    ));
+    let hello = ask(
+        &mut d,
+        1,
+        Body::KeyGenRequest(KeyGenRequest { peer_message: None }),
+    );
+    assert!(matches!(hello, Body::KeyGenResponse(k) if k.message.is_some()));
+    // The peer's "flight": a record of an unknown content type, which rustls refuses
+    // while framing (and answers with an alert, once).
+    let garbage = vec![0xFF, 0, 0, 0, 0, 0x3A, 0x4D];
+    let refused = ask(
+        &mut d,
+        2,
+        Body::AuthRequest(AuthRequest {
+            first_payload: 0,
+            payloads: garbage.clone(),
+        }),
+    );
+    let Body::AuthResponse(a) = refused else {
+        panic!("{refused:?}");
+    };
+    assert_eq!(a.auth, AuthResult::ProtocolViolation);
+    assert!(a.local_auth.is_some(), "the alert to send the peer");
+    // The session is refused for good: more records are out of state, nothing panics.
+    let again = ask(
+        &mut d,
+        3,
+        Body::AuthRequest(AuthRequest {
+            first_payload: 0,
+            payloads: garbage,
+        }),
+    );
+    assert_eq!(again, Body::ErrorResponse(ErrorCode::OutOfState));
+}

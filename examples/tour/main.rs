@@ -11,6 +11,8 @@
 
 mod channel;
 // Event matching is shared with the tests: one file to change when `Event` changes shape.
+#[path = "../../tests/common/certs.rs"]
+mod certs;
 #[path = "../../tests/common/events.rs"]
 mod events;
 #[path = "../../tests/common/keyx.rs"]
@@ -18,6 +20,9 @@ mod keyx;
 mod seed000;
 mod seed002;
 mod seed004;
+mod seed004_tls;
+#[path = "../../tests/common/tls.rs"]
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -190,6 +195,7 @@ fn run() -> Result<PathBuf, String> {
     seed000::run(&mut sim, &mut tour)?;
     seed002::run(&mut sim, &mut tour)?;
     seed004::run(&mut sim, &mut tour)?;
+    seed004_tls::run(&mut sim, &mut tour)?;
 
     let pcap = out.join("tour.pcap");
     let chart = out.join("tour.mmd");

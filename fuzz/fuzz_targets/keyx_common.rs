@@ -11,8 +11,11 @@ use deputy::ikev2::consts::transform as t;
 use deputy::ikev2::{Identity, IkeConfig, IkeProposal, SecretBytes};
 use deputy::keyx::ike::{IkeProfile, IkeSubstitute};
 use deputy::keyx::{
-    Bounds, DelegationKey, Direction, Dispatcher, PeerPattern, PolicyDb, Transform,
+    Body, Bounds, DelegationKey, Direction, Dispatcher, Message, PeerPattern, PolicyDb,
+    Substitute, Transform,
 };
+use deputy::Instant;
+use std::collections::BTreeSet;
 use deputy::wire::Limits;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -108,4 +111,81 @@ pub fn transforms() -> Vec<Transform> {
         }
     }
     out
+}
+
+/// The session the server targets' genuine prefixes use.
+pub const PREFIX_SESSION: u64 = 1;
+
+/// A substitution server's message loop under the fuzzer, with the invariants every
+/// server target checks: every answer decodes; no key response for a session whose
+/// authentication response did not say authenticated and allowed; the session bound.
+pub struct Run<P: Substitute> {
+    pub d: Dispatcher<P>,
+    pub limits: Limits,
+    /// Sessions whose last authentication answer was accepted, per terminal.
+    pub open: BTreeSet<(usize, u64)>,
+    pub now: Instant,
+    pub max_sessions: usize,
+}
+
+impl<P: Substitute> Run<P> {
+    pub fn new(d: Dispatcher<P>, max_sessions: usize) -> Self {
+        Run {
+            d,
+            limits: Limits::default(),
+            open: BTreeSet::new(),
+            now: Instant::from_secs(1),
+            max_sessions,
+        }
+    }
+
+    /// One message from terminal `who`; returns the answer, decoded.
+    pub fn handle(&mut self, who: usize, bytes: &[u8]) -> Option<Message> {
+        self.d.handle_timeout(self.now);
+        let answer = self.d.handle(self.now, &TERMINALS[who].into(), bytes)?;
+        let answer = Message::decode(&answer, &self.limits).expect("every answer decodes");
+        match &answer.body {
+            // A start is answered only while a session has done nothing else (a new one,
+            // or its start repeated), so nothing of an earlier one carries over.
+            Body::StartResponse(_) => {
+                self.open.remove(&(who, answer.session));
+            }
+            Body::AuthResponse(a) if a.accepted() => {
+                self.open.insert((who, answer.session));
+            }
+            Body::AuthResponse(_) => {
+                self.open.remove(&(who, answer.session));
+            }
+            Body::KeyResponse(_) => assert!(
+                self.open.contains(&(who, answer.session)),
+                "a key response for a session that was not authenticated and allowed"
+            ),
+            _ => {}
+        }
+        assert!(self.d.len() <= self.max_sessions, "session bound");
+        Some(answer)
+    }
+
+    /// A request of the prefix's session.
+    pub fn request(&mut self, who: usize, seq: u32, body: Body) -> Option<Message> {
+        let bytes = Message {
+            session: PREFIX_SESSION,
+            seq,
+            body,
+        }
+        .encode()
+        .expect("a request encodes");
+        self.handle(who, &bytes)
+    }
+
+    /// The answer to a record of the loop counts for the prefix's session: its sequence
+    /// moves on when the answer is for that session, that terminal and that number.
+    pub fn advances(answer: &Option<Message>, who: usize, prefix_who: usize, seq: u32) -> bool {
+        answer.as_ref().is_some_and(|a| {
+            a.session == PREFIX_SESSION
+                && who == prefix_who
+                && a.seq == seq
+                && !matches!(a.body, Body::ErrorResponse(_))
+        })
+    }
 }

@@ -18,21 +18,17 @@
 #[path = "keyx_common.rs"]
 mod common;
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{PEER_ID, TERMINALS, addr, dispatcher, peer_ike, small_bounds, transforms};
+use common::{PEER_ID, PREFIX_SESSION, addr, dispatcher, peer_ike, small_bounds, transforms};
 use deputy::ikev2::{Identity, Initiator, InitiatorConfig, Responder, ResponderConfig};
 use deputy::keyx::ike::IkeSubstitute;
-use deputy::keyx::{Body, Dispatcher, KeyGenRequest, Message, Protocol, Role, StartRequest};
-use deputy::wire::Limits;
-use deputy::{Actor, Input, Instant, Output};
+use deputy::keyx::{Body, KeyGenRequest, Message, Protocol, Role, StartRequest};
+use deputy::{Actor, Input, Output};
 use libfuzzer_sys::fuzz_target;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
-/// The session the genuine prefix uses.
-const PREFIX_SESSION: u64 = 1;
 const MAX_SESSIONS: usize = 3;
 
 /// The first datagram an actor has to send.
@@ -45,53 +41,7 @@ fn first_transmit(
     })
 }
 
-struct Run {
-    d: Dispatcher<IkeSubstitute>,
-    limits: Limits,
-    /// Sessions whose last authentication answer was accepted, per terminal.
-    open: BTreeSet<(usize, u64)>,
-    now: Instant,
-}
-
-impl Run {
-    /// One message from terminal `who`; returns the answer, decoded.
-    fn handle(&mut self, who: usize, bytes: &[u8]) -> Option<Message> {
-        self.d.handle_timeout(self.now);
-        let answer = self.d.handle(self.now, &TERMINALS[who].into(), bytes)?;
-        let answer = Message::decode(&answer, &self.limits).expect("every answer decodes");
-        match &answer.body {
-            // A start is answered only while a session has done nothing else (a new one,
-            // or its start repeated), so nothing of an earlier one carries over.
-            Body::StartResponse(_) => {
-                self.open.remove(&(who, answer.session));
-            }
-            Body::AuthResponse(a) if a.accepted() => {
-                self.open.insert((who, answer.session));
-            }
-            Body::AuthResponse(_) => {
-                self.open.remove(&(who, answer.session));
-            }
-            Body::KeyResponse(_) => assert!(
-                self.open.contains(&(who, answer.session)),
-                "a key response for a session that was not authenticated and allowed"
-            ),
-            _ => {}
-        }
-        assert!(self.d.len() <= MAX_SESSIONS, "session bound");
-        Some(answer)
-    }
-
-    fn request(&mut self, who: usize, seq: u32, body: Body) -> Option<Message> {
-        let bytes = Message {
-            session: PREFIX_SESSION,
-            seq,
-            body,
-        }
-        .encode()
-        .expect("a request encodes");
-        self.handle(who, &bytes)
-    }
-}
+type Run = common::Run<IkeSubstitute>;
 
 /// The genuine prefix picked by `mode`; returns the next sequence number of its session.
 fn prefix(run: &mut Run, who: usize, mode: u8) -> u32 {
@@ -192,12 +142,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let mut run = Run {
-        d: dispatcher(small_bounds(), 0x5e4),
-        limits: Limits::default(),
-        open: BTreeSet::new(),
-        now: Instant::from_secs(1),
-    };
+    let mut run = Run::new(dispatcher(small_bounds(), 0x5e4), MAX_SESSIONS);
     let prefix_who = usize::from(mode >> 7);
     let mut next_seq = prefix(&mut run, prefix_who, mode & 0x7f);
     // Records: [flags, length (u16), message bytes]. Flags: bit 0 the terminal, bit 1
@@ -223,12 +168,8 @@ fuzz_target!(|data: &[u8]| {
             None
         };
         let bytes = readdressed.as_deref().unwrap_or(msg);
-        if let Some(answer) = run.handle(who, bytes)
-            && answer.session == PREFIX_SESSION
-            && who == prefix_who
-            && answer.seq == next_seq
-            && !matches!(answer.body, Body::ErrorResponse(_))
-        {
+        let answer = run.handle(who, bytes);
+        if Run::advances(&answer, who, prefix_who, next_seq) {
             next_seq = next_seq.wrapping_add(1);
         }
     }

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use deputy::channel::{ChannelServerConfig, ClientConfig, Psk, ServerConfig};
 use deputy::ikev2::Identity;
-use deputy::keyx::tls::server::TlsCredential;
 use deputy::keyx::tls::{
-    ClientAuth, Terminal, TerminalConfig, TerminalEvent, TlsConnId, TlsProfile, TlsSubstitute,
+    ClientAuth, Terminal, TerminalConfig, TerminalEvent, TlsConnId, TlsCredential, TlsProfile,
+    TlsSubstitute,
 };
 use deputy::keyx::{Bounds, DelegationKey, Direction, PeerPattern, PolicyDb, SubstitutionServer};
 use deputy::sim::{LinkConfig, NetworkId, NodeId, Sim};
@@ -176,6 +176,12 @@ pub fn server_actor(sim: &Sim, spec: &Spec, pki: &Pki) -> Server {
             policy.allow(&TERMINAL_NAME.into(), d, p.clone()).unwrap();
         }
     }
+    let tls = substitute(sim, spec, pki, policy);
+    SubstitutionServer::new(channel, tls, spec.bounds, Box::new(sim.rng("server-chan")))
+}
+
+/// The server's TLS work for the one terminal, with `policy`.
+pub fn substitute(sim: &Sim, spec: &Spec, pki: &Pki, policy: PolicyDb) -> TlsSubstitute {
     let mut tls = TlsSubstitute::new(policy, 16, ANCHOR, Box::new(sim.rng("server-tls")));
     if spec.key_log {
         tls.log_keys(64);
@@ -195,7 +201,7 @@ pub fn server_actor(sim: &Sim, spec: &Spec, pki: &Pki) -> Server {
         },
     )
     .unwrap();
-    SubstitutionServer::new(channel, tls, spec.bounds, Box::new(sim.rng("server-chan")))
+    tls
 }
 
 pub fn terminal_actor(sim: &Sim, spec: &Spec) -> Terminal {
@@ -457,32 +463,36 @@ pub fn peer_client(spec: &Spec, pki: &Pki) -> TlsPeer {
     TlsPeer::client(config)
 }
 
-fn world(sim: &mut Sim, spec: &Spec, peer: impl FnOnce(&Spec, &Pki) -> TlsPeer) -> World {
+fn world(
+    sim: &mut Sim,
+    spec: &Spec,
+    net: Option<NetworkId>,
+    peer: impl FnOnce(&Spec, &Pki) -> TlsPeer,
+) -> World {
     let pki = Pki::new();
-    let net = sim
-        .add_network("internet", "192.0.2.0/24", spec.link)
-        .unwrap();
+    let net = net.unwrap_or_else(|| {
+        sim.add_network("internet", "192.0.2.0/24", spec.link)
+            .unwrap()
+    });
     let p = peer(spec, &pki);
-    let peer = sim.add_host("peer", net, PEER.parse().unwrap(), p).unwrap();
+    let peer = sim
+        .add_host("tls-peer", net, PEER.parse().unwrap(), p)
+        .unwrap();
     let t = terminal_actor(sim, spec);
     let terminal = sim
-        .add_host("terminal", net, TERMINAL.parse().unwrap(), t)
+        .add_host("tls-terminal", net, TERMINAL.parse().unwrap(), t)
         .unwrap();
     let server = if spec.server_up {
         let s = server_actor(sim, spec, &pki);
         let server = sim
-            .add_host("server", net, SERVER.parse().unwrap(), s)
+            .add_host("tls-server", net, SERVER.parse().unwrap(), s)
             .unwrap();
         sim.listen(server, SERVER_PORT).unwrap();
         server
     } else {
-        sim.add_host(
-            "server",
-            net,
-            SERVER.parse().unwrap(),
-            deputy::sim::DatagramProbe::new(9),
-        )
-        .unwrap()
+        let probe = deputy::sim::DatagramProbe::new(9);
+        sim.add_host("tls-server", net, SERVER.parse().unwrap(), probe)
+            .unwrap()
     };
     World {
         net,
@@ -495,14 +505,19 @@ fn world(sim: &mut Sim, spec: &Spec, peer: impl FnOnce(&Spec, &Pki) -> TlsPeer) 
 
 /// Fig. 14: the terminal is the client of a peer that listens.
 pub fn fig14(sim: &mut Sim, spec: &Spec) -> World {
-    let w = world(sim, spec, peer_server);
+    fig14_on(sim, spec, None)
+}
+
+/// [`fig14`] on a network the caller made (prefix 192.0.2.0/24), or a new one.
+pub fn fig14_on(sim: &mut Sim, spec: &Spec, net: Option<NetworkId>) -> World {
+    let w = world(sim, spec, net, peer_server);
     sim.listen(w.peer, TLS_PORT).unwrap();
     w
 }
 
 /// Beyond the seed: the terminal listens; the peer is the client.
 pub fn terminal_serves(sim: &mut Sim, spec: &Spec) -> World {
-    let w = world(sim, spec, peer_client);
+    let w = world(sim, spec, None, peer_client);
     sim.listen(w.terminal, TLS_PORT).unwrap();
     w
 }

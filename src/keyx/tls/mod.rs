@@ -34,7 +34,9 @@ pub mod server;
 pub mod terminal;
 
 #[cfg(feature = "tls")]
-pub use server::{ClientAuth, TlsProfile, TlsSession, TlsSubstitute, TlsSubstituteCounters};
+pub use server::{
+    ClientAuth, TlsCredential, TlsProfile, TlsSession, TlsSubstitute, TlsSubstituteCounters,
+};
 pub use terminal::{Terminal, TerminalConfig, TerminalEvent, TerminalFailure, TlsConnId};
 
 use alloc::vec::Vec;

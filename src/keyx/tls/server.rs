@@ -223,6 +223,52 @@ pub struct TlsSubstituteCounters {
 }
 
 /// Seed 004's substitution server, TLS 1.3 part: a [`Substitute`] for the dispatcher.
+///
+/// Per terminal a [`TlsProfile`]: its delegation key, the roots its peers are checked
+/// against, the certificates it shows; the policy database says which names it may reach
+/// and which client certificates may reach it.
+///
+/// ```
+/// use std::sync::Arc;
+/// use deputy::channel::{ChannelServerConfig, Psk, ServerConfig};
+/// use deputy::keyx::tls::{ClientAuth, TlsProfile, TlsSubstitute};
+/// use deputy::keyx::{Bounds, DelegationKey, Direction, PeerPattern, PolicyDb, SubstitutionServer};
+/// use deputy::UnixTime;
+/// use rand_chacha::ChaCha20Rng;
+/// use rand_core::SeedableRng;
+///
+/// let anchor = UnixTime(1_800_000_000); // the wall-clock time at the driver's Instant::ZERO
+/// let mut policy = PolicyDb::new();
+/// let reach = PeerPattern::Domain("example.com".into());
+/// policy.allow(&"sensor-7".into(), Direction::FromTerminal, reach).unwrap();
+/// let mut tls = TlsSubstitute::new(policy, 100, anchor, Box::new(ChaCha20Rng::seed_from_u64(3)));
+///
+/// let ca = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/ca.der")).unwrap();
+/// let mut roots = rustls::RootCertStore::empty();
+/// roots.add(ca.into()).unwrap();
+/// tls.provision(
+///     "sensor-7".into(),
+///     TlsProfile {
+///         delegation_key: DelegationKey::new([7; 32]),
+///         roots,
+///         client_credential: None,
+///         server_credential: None, // this terminal only connects; it accepts nothing
+///         client_auth: ClientAuth::None,
+///         alpn: vec![b"http/1.1".to_vec()],
+///     },
+/// )
+/// .unwrap();
+///
+/// // The terminal reaches the server over deputy's channel, with its pre-arranged key.
+/// let psk = Psk::new("sensor-7", &[0x42; 32]).unwrap();
+/// let channel = ChannelServerConfig {
+///     channel: Arc::new(ServerConfig::with_psks([psk], anchor).unwrap()),
+///     max_sessions: 64,
+/// };
+/// let rng = Box::new(ChaCha20Rng::seed_from_u64(4));
+/// let server = SubstitutionServer::new(channel, tls, Bounds::default(), rng);
+/// assert_eq!(server.connected().len(), 0);
+/// ```
 pub struct TlsSubstitute {
     time_anchor: UnixTime,
     clock: Arc<Clock>,
@@ -446,18 +492,24 @@ macro_rules! drive {
                 Err(e) => Some(Err(e)),
             };
             $incoming.drain(..discard);
-            match step {
-                None => continue,
-                Some(Err(e)) if failed.is_none() => {
-                    // Once more with nothing new: rustls hands out the alert it queued.
-                    failed = Some(e);
-                    continue;
-                }
-                Some(Err(_)) => {
+            match (step, failed.is_some()) {
+                // After a failure, one call only: it hands out the alert rustls queued
+                // for it. Another would read on, and what broke the connection (a record
+                // that does not frame) would be read and answered twice.
+                (None, true) => {
                     result = Err(failed.take().unwrap_or(TlsLibError::HandshakeNotComplete));
                     break;
                 }
-                Some(Ok(p)) => {
+                (None, false) => continue,
+                (Some(Err(e)), false) => {
+                    failed = Some(e);
+                    continue;
+                }
+                (Some(Err(_)), true) => {
+                    result = Err(failed.take().unwrap_or(TlsLibError::HandshakeNotComplete));
+                    break;
+                }
+                (Some(Ok(p)), _) => {
                     result = match failed.take() {
                         Some(e) => Err(e),
                         None => Ok(p),

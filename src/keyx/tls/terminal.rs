@@ -319,6 +319,38 @@ enum Timer {
 
 /// Seed 004's delegating terminal over TLS 1.3: an [`Actor`] for its TCP connections to
 /// peers (either role) and its stream to the substitution server.
+///
+/// It holds no certificate, key or trust anchor. The driver opens the TCP connections it
+/// asks for ([`Output::Connect`]) and hands it the streams a listener accepted (the
+/// terminal as a TLS server); everything else is bytes in and out.
+///
+/// ```
+/// use std::sync::Arc;
+/// use deputy::channel::{ClientConfig, Psk};
+/// use deputy::keyx::DelegationKey;
+/// use deputy::keyx::tls::{Terminal, TerminalConfig};
+/// use deputy::{Actor, Instant, Output, UnixTime};
+/// use rand_chacha::ChaCha20Rng;
+/// use rand_core::SeedableRng;
+///
+/// // The pre-arranged key to the substitution server (S1-S2) and the delegation key the
+/// // server seals traffic keys with: all the terminal is provisioned with.
+/// let psk = Psk::new("sensor-7", &[0x42; 32]).unwrap();
+/// let channel = Arc::new(ClientConfig::with_psk(psk, UnixTime(1_800_000_000)));
+/// let cfg = TerminalConfig::new(
+///     "10.0.0.7".parse().unwrap(),
+///     "198.51.100.1:7040".parse().unwrap(),
+///     channel,
+///     DelegationKey::new([7; 32]),
+/// );
+/// let rng = |seed| Box::new(ChaCha20Rng::seed_from_u64(seed));
+/// let mut terminal = Terminal::new(cfg, rng(1), rng(2)).unwrap();
+/// // Fig. 14: the terminal opens its own TCP connection; S321 follows once it is up.
+/// let conn = terminal
+///     .connect(Instant::ZERO, "203.0.113.5:443".parse().unwrap(), "peer.example")
+///     .unwrap();
+/// assert!(matches!(terminal.poll_output(), Some(Output::Connect { id, .. }) if id == conn.0));
+/// ```
 pub struct Terminal {
     cfg: TerminalConfig,
     rng: Rng,
