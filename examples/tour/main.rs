@@ -11,6 +11,8 @@
 
 mod channel;
 // Event matching is shared with the tests: one file to change when `Event` changes shape.
+// The tour uses a few of the test certificates' builders.
+#[allow(dead_code)]
 #[path = "../../tests/common/certs.rs"]
 mod certs;
 #[path = "../../tests/common/events.rs"]

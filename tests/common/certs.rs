@@ -2,8 +2,6 @@
 //! intermediates and leaves with ECDSA P-256 or Ed25519 keys, chosen names, SANs,
 //! validity windows and constraints.
 
-#![allow(dead_code)]
-
 use std::str::FromStr;
 use std::time::Duration;
 
