@@ -677,3 +677,138 @@ fn a_broken_handshake_record_fails_the_session_once_typed() {
     );
     assert_eq!(again, Body::ErrorResponse(ErrorCode::OutOfState));
 }
+
+#[test]
+fn every_bound_is_enforced() {
+    // Connections: the third is refused; accepted streams beyond the bound are closed.
+    let spec = Spec {
+        terminal: |t| {
+            t.max_connections = 2;
+            t.max_buffered = 1024;
+            t.max_relays = 1;
+        },
+        ..Spec::default()
+    };
+    let mut sim = Sim::new(42);
+    let w = fig14(&mut sim, &spec);
+    let first = connect(&mut sim, &w);
+    connect(&mut sim, &w);
+    let third = sim
+        .with_actor(w.terminal, |t: &mut Terminal, now| {
+            t.connect(now, addr(PEER, TLS_PORT), PEER_NAME)
+        })
+        .unwrap();
+    assert!(
+        matches!(
+            third,
+            Err(deputy::Error::CapacityExceeded {
+                what: "TLS connections",
+                bound: 2
+            })
+        ),
+        "{third:?}"
+    );
+    // Data sent before the keys waits, up to `max_buffered`.
+    let early = sim
+        .with_actor(w.terminal, |t: &mut Terminal, now| {
+            t.send(now, first, &[1; 1000]).unwrap();
+            t.send(now, first, &[2; 100])
+        })
+        .unwrap();
+    assert!(
+        matches!(
+            early,
+            Err(deputy::Error::CapacityExceeded { bound: 1024, .. })
+        ),
+        "{early:?}"
+    );
+    settle(&mut sim);
+    let events = terminal_events(&mut sim, w.terminal);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, TerminalEvent::Established { .. }))
+            .count(),
+        2
+    );
+    // Relays: with one queued at most, a burst of own key updates is refused beyond it
+    // (one in flight, one queued).
+    let burst: Vec<_> = sim
+        .with_actor(w.terminal, |t: &mut Terminal, now| {
+            (0..3).map(|_| t.update_keys(now, first, false)).collect()
+        })
+        .unwrap();
+    assert!(burst[0].is_ok() && burst[1].is_ok());
+    assert!(
+        matches!(
+            burst[2],
+            Err(deputy::Error::CapacityExceeded {
+                what: "TLS relays waiting",
+                bound: 1
+            })
+        ),
+        "{burst:?}"
+    );
+    settle(&mut sim);
+    let events = terminal_events(&mut sim, w.terminal);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, TerminalEvent::KeysUpdated { conn, .. } if *conn == first))
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn key_log_lines_are_nss_format_and_bounded() {
+    let mut sim = Sim::new(44);
+    let spec = Spec {
+        key_log: true,
+        ..Spec::default()
+    };
+    let (w, _conn, _) = client_up(&mut sim, &spec);
+    let lines = sim
+        .with_actor(w.server, |s: &mut SubstitutionServer<TlsSubstitute>, _| {
+            s.protocol_mut().take_key_log()
+        })
+        .unwrap();
+    // A TLS 1.3 handshake's four secrets and the exporter's: label, client random (32
+    // octets), secret, in hex.
+    for label in [
+        "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+        "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+        "CLIENT_TRAFFIC_SECRET_0",
+        "SERVER_TRAFFIC_SECRET_0",
+    ] {
+        let line = lines
+            .iter()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("{label} in {lines:?}"));
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields.len(), 3);
+        assert_eq!(fields[1].len(), 64);
+        assert!(fields[2].len() >= 64 && fields[2].chars().all(|c| c.is_ascii_hexdigit()));
+    }
+    // Taken lines are gone; the bound keeps the newest.
+    let mut sim = Sim::new(45);
+    let w = fig14(&mut sim, &Spec::default());
+    sim.with_actor(w.server, |s: &mut SubstitutionServer<TlsSubstitute>, _| {
+        s.protocol_mut().log_keys(2)
+    })
+    .unwrap();
+    connect(&mut sim, &w);
+    settle(&mut sim);
+    let lines = sim
+        .with_actor(w.server, |s: &mut SubstitutionServer<TlsSubstitute>, _| {
+            s.protocol_mut().take_key_log()
+        })
+        .unwrap();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let again = sim
+        .with_actor(w.server, |s: &mut SubstitutionServer<TlsSubstitute>, _| {
+            s.protocol_mut().take_key_log()
+        })
+        .unwrap();
+    assert!(again.is_empty());
+}

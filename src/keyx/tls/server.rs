@@ -672,6 +672,8 @@ impl TlsSubstitute {
     /// `max_lines`, the oldest dropped first), for Wireshark: [`take_key_log`](Self::take_key_log)
     /// collects them. Off by default: the lines decrypt the terminal's traffic.
     pub fn log_keys(&mut self, max_lines: usize) {
+        // Configurations built before carry no key log: build them again.
+        self.client_configs.clear();
         self.key_log = Some(Arc::new(KeyLogBuffer {
             lines: Mutex::new(alloc::collections::VecDeque::new()),
             max: max_lines.max(1),
