@@ -259,10 +259,12 @@ enum Phase {
     HelloWait,
     /// S321 sent.
     Starting,
-    /// S327 sent (the first time, or again after a HelloRetryRequest).
-    KeyGen,
+    /// S327 sent: the first time, or again after a HelloRetryRequest (`retried`: the
+    /// handshake may not retry twice).
+    KeyGen { retried: bool },
     /// Our flight is out; gathering the peer's. `hello_seen`: its ServerHello (client) or
-    /// its final ClientHello (server) was relayed already.
+    /// its final ClientHello (server) was relayed already; `retried`: a HelloRetryRequest
+    /// happened.
     PeerFlight { hello_seen: bool, retried: bool },
     /// Server after a HelloRetryRequest: waiting for the client's second ClientHello.
     HelloAgain,
@@ -781,7 +783,7 @@ impl Terminal {
                     if !suites_of(&transforms).iter().all(|s| ours.contains(s)) {
                         return Err(TerminalFailure::BadAnswer);
                     }
-                    c.phase = Phase::KeyGen;
+                    c.phase = Phase::KeyGen { retried: false };
                     self.ask(
                         now,
                         id,
@@ -801,11 +803,10 @@ impl Terminal {
                 }
             },
             // S328: our flight (S323), as the server built it.
-            (Phase::KeyGen, Body::KeyGenResponse(r)) => {
+            (Phase::KeyGen { retried }, Body::KeyGenResponse(r)) => {
                 let Some(flight) = r.message else {
                     return Err(TerminalFailure::BadAnswer);
                 };
-                let retried = c.next_seq > 2;
                 // A server that answered with a HelloRetryRequest waits for a new hello.
                 let hrr = c.role == Role::Responder
                     && matches!(first_handshake(&flight, MAX_PROTOCOL_BYTES), Ok(Some((HS_SERVER_HELLO, ref b))) if is_hello_retry(b));
@@ -998,7 +999,7 @@ impl Terminal {
                             let start = self.start_request(id, Some(records));
                             self.ask(now, id, start, None)
                         } else {
-                            c.phase = Phase::KeyGen;
+                            c.phase = Phase::KeyGen { retried: true };
                             self.ask(
                                 now,
                                 id,
@@ -1028,7 +1029,7 @@ impl Terminal {
                         }
                         // S12 → S5: the retry needs a new key share.
                         let records: Vec<u8> = c.inbuf.drain(..whole).collect();
-                        c.phase = Phase::KeyGen;
+                        c.phase = Phase::KeyGen { retried: true };
                         self.ask(
                             now,
                             id,
