@@ -9,6 +9,10 @@
 //! cargo run --release --example offload_measure -- heap        # heap per delegated IKE SA
 //! ```
 //!
+//! The TLS 1.3 lines (`tls`, `tls-record`, `tls-record-wall`, and the TLS line of `heap`)
+//! are in `offload_measure/tls.rs`; they share this file's measured function and counting
+//! allocator.
+//!
 //! SUITE is `x25519-psk`, `x25519-cert` (ECDSA P-256 certificates) or `modp2048-cert`. SIDE
 //! selects whose work goes through [`deputy_offload_measured`], the one function callgrind
 //! collects in (`--toggle-collect=deputy_offload_measured --collect-atstart=no`):
@@ -61,6 +65,10 @@ use rand_core::SeedableRng;
 #[allow(dead_code)]
 #[path = "../tests/common/certs.rs"]
 mod certs;
+#[path = "offload_measure/tls.rs"]
+mod tls;
+#[path = "../tests/common/tls.rs"]
+mod tls_world;
 
 // ------------------------------------------------------------------ what is measured
 
@@ -267,6 +275,98 @@ fn data_plane(seed: u64) -> DataPlane {
     plane
 }
 
+/// The in-process stream between a terminal and its substitution server: the terminal's
+/// id for it and the server's. Its own work is not measured; the terminal's calls are,
+/// when `on`.
+#[derive(Default)]
+struct ChannelLink {
+    stream: Option<(StreamId, StreamId)>,
+    accepted: u64,
+}
+
+impl ChannelLink {
+    /// Whether `id` (the terminal's) is this stream.
+    fn is(&self, id: StreamId) -> bool {
+        self.stream.is_some_and(|s| s.0 == id)
+    }
+
+    /// The terminal's `Connect` to the server: the server accepts, the terminal hears it
+    /// connected.
+    fn connect(
+        &mut self,
+        id: StreamId,
+        server: &mut impl Actor,
+        terminal: &mut impl Actor,
+        on: bool,
+    ) {
+        self.accepted += 1;
+        let accepted = StreamId::inbound(self.accepted);
+        self.stream = Some((id, accepted));
+        let input = Input::StreamAccepted {
+            id: accepted,
+            local: server_addr(),
+            remote: stream_local(),
+        };
+        server.handle_input(NOW, input).unwrap();
+        let connected = Input::StreamConnected {
+            id,
+            local: stream_local(),
+        };
+        measure(on, || terminal.handle_input(NOW, connected)).unwrap();
+    }
+
+    /// The terminal's `StreamSend` on this stream.
+    fn send(&mut self, id: StreamId, data: &[u8], server: &mut impl Actor) {
+        let (_, accepted) = self.stream.filter(|s| s.0 == id).unwrap();
+        let input = Input::StreamData { id: accepted, data };
+        server.handle_input(NOW, input).unwrap();
+    }
+
+    /// The terminal's `StreamClose` of this stream.
+    fn close(&mut self, id: StreamId, server: &mut impl Actor) {
+        let (_, accepted) = self.stream.filter(|s| s.0 == id).unwrap();
+        self.stream = None;
+        server
+            .handle_input(NOW, Input::StreamClosed { id: accepted })
+            .unwrap();
+    }
+
+    /// The server's outputs: stream bytes back to the terminal. Whether anything moved.
+    fn drain_server(
+        &mut self,
+        server: &mut impl Actor<Event = ServerEvent>,
+        terminal: &mut impl Actor,
+        on: bool,
+        failures: &mut Vec<String>,
+    ) -> bool {
+        let mut moved = false;
+        while let Some(o) = server.poll_output() {
+            moved = true;
+            match o {
+                Output::StreamSend { id, data } => {
+                    let (ours, _) = self.stream.filter(|s| s.1 == id).unwrap();
+                    let input = Input::StreamData {
+                        id: ours,
+                        data: &data,
+                    };
+                    measure(on, || terminal.handle_input(NOW, input)).unwrap();
+                }
+                Output::StreamClose { id } => {
+                    let (ours, _) = self.stream.filter(|s| s.1 == id).unwrap();
+                    self.stream = None;
+                    let input = Input::StreamClosed { id: ours };
+                    measure(on, || terminal.handle_input(NOW, input)).unwrap();
+                }
+                Output::Event(ServerEvent::ChannelFailed { .. }) => {
+                    failures.push("server: channel failed".into());
+                }
+                _ => {}
+            }
+        }
+        moved
+    }
+}
+
 type Server = SubstitutionServer<IkeSubstitute>;
 
 /// The local side: a full endpoint, or a terminal with its server.
@@ -287,9 +387,8 @@ struct World {
     local: Local,
     /// Whether the local side's calls are measured now.
     on: bool,
-    /// The stream the terminal opened to the server (its id, and the server's id for it).
-    stream: Option<(StreamId, StreamId)>,
-    next_accept: u64,
+    /// The stream the terminal opened to the server.
+    channel: ChannelLink,
     peer_child: Option<ChildSa>,
     local_child: Option<ChildSa>,
     server_connected: bool,
@@ -331,8 +430,7 @@ impl World {
             peer,
             local,
             on: false,
-            stream: None,
-            next_accept: 1,
+            channel: ChannelLink::default(),
             peer_child: None,
             local_child: None,
             server_connected: false,
@@ -443,43 +541,15 @@ impl World {
                     moved = true;
                     match o {
                         Output::Transmit(t) => self.peer_input(&t),
-                        Output::Connect { id, local, remote } => {
+                        Output::Connect { id, remote, .. } => {
                             assert_eq!(remote, server_addr());
-                            let accepted = StreamId::inbound(self.next_accept);
-                            self.next_accept += 1;
-                            self.stream = Some((id, accepted));
-                            let _ = local;
-                            server
-                                .handle_input(
-                                    NOW,
-                                    Input::StreamAccepted {
-                                        id: accepted,
-                                        local: server_addr(),
-                                        remote: stream_local(),
-                                    },
-                                )
-                                .unwrap();
-                            let connected = Input::StreamConnected {
-                                id,
-                                local: stream_local(),
-                            };
-                            measure(on, || terminal.handle_input(NOW, connected)).unwrap();
+                            self.channel
+                                .connect(id, server.as_mut(), terminal.as_mut(), on);
                         }
                         Output::StreamSend { id, data } => {
-                            let (_, accepted) = self.stream.filter(|s| s.0 == id).unwrap();
-                            let input = Input::StreamData {
-                                id: accepted,
-                                data: &data,
-                            };
-                            server.handle_input(NOW, input).unwrap();
+                            self.channel.send(id, &data, server.as_mut());
                         }
-                        Output::StreamClose { id } => {
-                            let (_, accepted) = self.stream.filter(|s| s.0 == id).unwrap();
-                            self.stream = None;
-                            server
-                                .handle_input(NOW, Input::StreamClosed { id: accepted })
-                                .unwrap();
-                        }
+                        Output::StreamClose { id } => self.channel.close(id, server.as_mut()),
                         Output::Event(TerminalEvent::ServerConnected) => {
                             self.server_connected = true;
                         }
@@ -505,37 +575,11 @@ impl World {
 
     /// The server's outputs (never measured): stream bytes back to the terminal.
     fn drain_server(&mut self) -> bool {
-        let on = self.on;
         let Local::Delegated { terminal, server } = &mut self.local else {
             return false;
         };
-        let mut moved = false;
-        while let Some(o) = server.poll_output() {
-            moved = true;
-            match o {
-                Output::StreamSend { id, data } => {
-                    let (ours, _) = self.stream.filter(|s| s.1 == id).unwrap();
-                    let input = Input::StreamData {
-                        id: ours,
-                        data: &data,
-                    };
-                    measure(on, || terminal.handle_input(NOW, input)).unwrap();
-                }
-                Output::StreamClose { id } => {
-                    let (ours, _) = self.stream.filter(|s| s.1 == id).unwrap();
-                    self.stream = None;
-                    measure(on, || {
-                        terminal.handle_input(NOW, Input::StreamClosed { id: ours })
-                    })
-                    .unwrap();
-                }
-                Output::Event(ServerEvent::ChannelFailed { .. }) => {
-                    self.failures.push("server: channel failed".into());
-                }
-                _ => {}
-            }
-        }
-        moved
+        let failures = &mut self.failures;
+        (self.channel).drain_server(server.as_mut(), terminal.as_mut(), self.on, failures)
     }
 
     fn peer_input(&mut self, t: &Transmit) {
@@ -694,6 +738,16 @@ fn group(n: i64) -> String {
     if n < 0 { format!("-{out}") } else { out }
 }
 
+fn done(r: Result<(), String>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -702,6 +756,17 @@ fn main() -> ExitCode {
             for s in Suite::ALL {
                 heap(s);
             }
+            tls::heap();
+            ExitCode::SUCCESS
+        }
+        ["tls", side] => done(tls::run_handshake(side)),
+        ["tls-record", suite, side] => done(
+            tls::RecordSuite::parse(suite)
+                .ok_or(format!("unknown record suite {suite}"))
+                .and_then(|s| tls::run_records(s, side)),
+        ),
+        ["tls-record-wall"] => {
+            tls::wall(50);
             ExitCode::SUCCESS
         }
         [suite, side] => match Suite::parse(suite).ok_or(format!("unknown suite {suite}")) {
@@ -719,7 +784,7 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "usage: offload_measure heap | offload_measure SUITE SIDE\n  SUITE: x25519-psk | x25519-cert | modp2048-cert\n  SIDE: endpoint | terminal | terminal-cold"
+                "usage: offload_measure heap | offload_measure SUITE SIDE\n  SUITE: x25519-psk | x25519-cert | modp2048-cert\n  SIDE: endpoint | terminal | terminal-cold\n       offload_measure tls full | terminal | terminal-cold\n       offload_measure tls-record aes128gcm | chacha20  terminal | rustls | rustls-bare\n       offload_measure tls-record-wall"
             );
             ExitCode::FAILURE
         }

@@ -5,7 +5,11 @@
 # valgrind's callgrind (instruction counts are repeatable on a noisy shared machine; wall
 # time is not). One line per suite, the terminal with its channel to the server already open
 # (the steady state) and including the channel's own set-up; then the terminal's heap per
-# delegated IKE SA. What is collected and how: examples/offload_measure.rs.
+# delegated IKE SA. Then the TLS lines (seed 004 over TLS 1.3): the TLS Terminal's
+# instructions for one delegated handshake against a full rustls client's with the same
+# peer; its record layer against rustls's on 1,400-byte records (callgrind, then wall
+# clock); its heap per connection. What is collected and how: examples/offload_measure.rs
+# and examples/offload_measure/tls.rs.
 #
 #   scripts/offload.sh            # everything (a few minutes: each run is under callgrind)
 #   KEEP=dir scripts/offload.sh   # keep the callgrind.out files in dir
@@ -24,13 +28,15 @@ out=${KEEP:-$(mktemp -d)}
 mkdir -p "$out"
 [ -n "${KEEP:-}" ] || trap 'rm -rf "$out"' EXIT
 
-# Instructions executed inside deputy_offload_measured (and what it calls) in one run.
+# Instructions executed inside deputy_offload_measured (and what it calls) in one run of
+# "$bin" ARGS...; the first argument names the run's files.
 instr() {
-  local suite=$1 side=$2 file="$out/callgrind.out.$1.$2"
+  local label=$1 file="$out/callgrind.out.$1"
+  shift
   valgrind --tool=callgrind --callgrind-out-file="$file" \
     --collect-atstart=no --toggle-collect=deputy_offload_measured \
-    "$bin" "$suite" "$side" >"$out/$suite.$side.log" 2>&1 ||
-    { cat "$out/$suite.$side.log" >&2; exit 1; }
+    "$bin" "$@" >"$out/$label.log" 2>&1 ||
+    { cat "$out/$label.log" >&2; exit 1; }
   # The totals line (callgrind writes "summary:" and/or "totals:").
   awk '/^(summary|totals):/ { print $2; exit }' "$file"
 }
@@ -44,13 +50,48 @@ for suite in x25519-psk x25519-cert modp2048-cert; do
     x25519-cert) name="x25519+ecdsa-p256-cert"; target="target ≤ 0.10" ;;
     modp2048-cert) name="modp2048+ecdsa-p256-cert"; target="target ≤ 0.03" ;;
   esac
-  full=$(instr "$suite" endpoint)
-  warm=$(instr "$suite" terminal)
-  cold=$(instr "$suite" terminal-cold)
+  full=$(instr "$suite.endpoint" "$suite" endpoint)
+  warm=$(instr "$suite.terminal" "$suite" terminal)
+  cold=$(instr "$suite.terminal-cold" "$suite" terminal-cold)
   echo "$name: terminal $(fmt "$warm") instr, full endpoint $(fmt "$full") instr," \
     "ratio $(ratio "$warm" "$full") ($target; channel open);" \
     "with the channel's set-up $(fmt "$cold") instr, ratio $(ratio "$cold" "$full")" \
     "(the set-up alone $(fmt $((cold - warm))))"
 done
+
+# Seed 004 over TLS 1.3: one delegated handshake (the peer's ECDSA P-256 chain,
+# TLS_AES_128_GCM_SHA256, rustls's default key share: P-384) at the TLS Terminal against a
+# full rustls client's with the same peer (the same defaults; then offering X25519 only).
+full=$(instr tls.full tls full)
+x25519=$(instr tls.full-x25519 tls full-x25519)
+warm=$(instr tls.terminal tls terminal)
+cold=$(instr tls.terminal-cold tls terminal-cold)
+echo "tls ecdsa-p256-chain handshake: terminal $(fmt "$warm") instr," \
+  "full rustls client $(fmt "$full") instr (p384 share, rustls's default)," \
+  "ratio $(ratio "$warm" "$full"); against $(fmt "$x25519") instr with an x25519 share," \
+  "ratio $(ratio "$warm" "$x25519") (target ≤ 0.10; channel open);" \
+  "with the channel's set-up $(fmt "$cold") instr, ratio $(ratio "$cold" "$full")" \
+  "/ $(ratio "$cold" "$x25519") (the set-up alone $(fmt $((cold - warm))))"
+
+# The record layers: 1,000 records of 1,400 bytes sealed and opened (the counts are per
+# record); throughput is the inverse of instructions per record.
+records=$(awk '/^pub const RECORDS/ { gsub(/[^0-9]/, "", $NF); print $NF }' \
+  examples/offload_measure/tls.rs)
+for suite in aes128gcm chacha20; do
+  case $suite in
+    aes128gcm) name="aes128-gcm" ;;
+    chacha20) name="chacha20-poly1305" ;;
+  esac
+  ours=$(instr "tls-record.$suite.terminal" tls-record "$suite" terminal)
+  theirs=$(instr "tls-record.$suite.rustls" tls-record "$suite" rustls)
+  bare=$(instr "tls-record.$suite.rustls-bare" tls-record "$suite" rustls-bare)
+  echo "tls records $name, 1,400 B: terminal $(fmt $((ours / records))) instr/record," \
+    "rustls $(fmt $((theirs / records))) instr/record, terminal throughput" \
+    "$(ratio "$theirs" "$ours")× rustls's (target ≥ 0.9); rustls's record protection" \
+    "alone $(fmt $((bare / records))) instr/record ($(ratio "$bare" "$ours")×)"
+done
+
+# The same natively, wall clock: interleaved rounds on a shared machine.
+"$bin" tls-record-wall
 
 "$bin" heap

@@ -8,6 +8,7 @@ use core::fmt;
 
 use aes_gcm::{Aes128Gcm, Aes256Gcm};
 use chacha20poly1305::ChaCha20Poly1305;
+use chacha20poly1305::aead::inout::InOutBuf;
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 
 use super::CryptoError;
@@ -134,6 +135,25 @@ impl AeadKey {
         };
     }
 
+    /// Encrypt `buf` in place and return the tag, for a caller that places it itself
+    /// (a record sealed straight into its output buffer).
+    pub fn seal_in_place_detached(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> [u8; TAG_LEN] {
+        let n = (*nonce).into();
+        // As in `seal_in_place`: the only failure is a plaintext over the algorithm's
+        // limit (tens of GiB), far above any caller's record bound.
+        let tag = match &self.cipher {
+            Cipher::ChaCha(c) => c.encrypt_inout_detached(&n, aad, buf.into()),
+            Cipher::Aes128(c) => c.encrypt_inout_detached(&n, aad, buf.into()),
+            Cipher::Aes256(c) => c.encrypt_inout_detached(&n, aad, buf.into()),
+        };
+        tag.map(Into::into).unwrap_or([0; TAG_LEN])
+    }
+
     /// Encrypt `plaintext`; returns ciphertext ‖ tag.
     pub fn seal(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let mut buf = Vec::with_capacity(plaintext.len() + TAG_LEN);
@@ -158,6 +178,34 @@ impl AeadKey {
             Cipher::ChaCha(c) => c.decrypt_in_place(&n, aad, buf),
             Cipher::Aes128(c) => c.decrypt_in_place(&n, aad, buf),
             Cipher::Aes256(c) => c.decrypt_in_place(&n, aad, buf),
+        }
+        .map_err(|_| CryptoError::AuthenticationFailed)
+    }
+
+    /// Check `sealed` (ciphertext ‖ tag) and decrypt it into `out`, which must be exactly
+    /// the ciphertext's length: no copy of the ciphertext is made first. On failure `out`
+    /// is left unspecified and must be discarded.
+    pub fn open_into(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        sealed: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), CryptoError> {
+        let Some(split) = sealed.len().checked_sub(TAG_LEN) else {
+            return Err(CryptoError::AuthenticationFailed);
+        };
+        let (ciphertext, tag) = sealed.split_at(split);
+        let buf = InOutBuf::new(ciphertext, out).map_err(|_| CryptoError::AuthenticationFailed)?;
+        let n = (*nonce).into();
+        let Ok(tag) = <[u8; TAG_LEN]>::try_from(tag) else {
+            return Err(CryptoError::AuthenticationFailed);
+        };
+        let tag = tag.into();
+        match &self.cipher {
+            Cipher::ChaCha(c) => c.decrypt_inout_detached(&n, aad, buf, &tag),
+            Cipher::Aes128(c) => c.decrypt_inout_detached(&n, aad, buf, &tag),
+            Cipher::Aes256(c) => c.decrypt_inout_detached(&n, aad, buf, &tag),
         }
         .map_err(|_| CryptoError::AuthenticationFailed)
     }

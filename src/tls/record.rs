@@ -536,6 +536,7 @@ impl RecordLayer {
         {
             return Err(self.tx_exhausted());
         }
+        out.reserve(data.len() + records as usize * (HEADER_LEN + 1 + TAG_LEN));
         for chunk in data.chunks(self.cfg.max_fragment) {
             self.seal_record(ContentType::ApplicationData, chunk, out);
         }
@@ -652,7 +653,8 @@ impl RecordLayer {
     }
 
     /// TLSInnerPlaintext = content ‖ type (no padding), sealed with the header as
-    /// additional data (§5.2). Callers checked the sequence number.
+    /// additional data (§5.2), in place at the end of `out` (no buffer of its own).
+    /// Callers checked the sequence number.
     fn seal_record(&mut self, typ: ContentType, content: &[u8], out: &mut Vec<u8>) {
         let len = content.len() + 1 + TAG_LEN;
         let [len_hi, len_lo] = (len as u16).to_be_bytes();
@@ -663,14 +665,16 @@ impl RecordLayer {
             len_hi,
             len_lo,
         ];
-        let mut body = Vec::with_capacity(len);
-        body.extend_from_slice(content);
-        body.push(typ.code());
-        self.tx
-            .aead
-            .seal_in_place(&self.tx.nonce(), &header, &mut body);
+        out.reserve(HEADER_LEN + len);
         out.extend_from_slice(&header);
-        out.extend_from_slice(&body);
+        let start = out.len();
+        out.extend_from_slice(content);
+        out.push(typ.code());
+        let tag = self
+            .tx
+            .aead
+            .seal_in_place_detached(&self.tx.nonce(), &header, &mut out[start..]);
+        out.extend_from_slice(&tag);
         self.tx.seq += 1;
         self.sealed += 1;
     }
@@ -707,8 +711,18 @@ impl RecordLayer {
                 bound: self.cfg.max_held,
             });
         }
-        self.rx_buf.extend_from_slice(bytes);
-        self.process()
+        if !self.rx_buf.is_empty() {
+            self.rx_buf.extend_from_slice(bytes);
+            return self.process();
+        }
+        // Nothing held: open the records straight from the caller's bytes and keep only
+        // what is left (a partial record, or records waiting for the next key).
+        let mut pos = 0;
+        let result = self.process_records(bytes, &mut pos);
+        if self.keeps_input(&result) {
+            self.rx_buf.extend_from_slice(&bytes[pos..]);
+        }
+        result
     }
 
     /// How many bytes [`receive`](Self::receive) takes now: `max_held` less what the
@@ -827,20 +841,28 @@ impl RecordLayer {
         let buf = core::mem::take(&mut self.rx_buf);
         let mut pos = 0;
         let result = self.process_records(&buf, &mut pos);
-        if let Err(e) = &result
+        if self.keeps_input(&result) {
+            self.rx_buf = buf;
+            self.rx_buf.drain(..pos);
+        }
+        result
+    }
+
+    /// After processing: whether the bytes not processed are kept. Not after a fatal
+    /// error (the layer fails) nor after the peer's fatal alert (what came after it is
+    /// not read).
+    fn keeps_input(&mut self, result: &Result<(), TlsError>) -> bool {
+        if let Err(e) = result
             && e.is_fatal()
         {
             self.fail(Failure::Local);
-            return result;
+            return false;
         }
         if self.failure.is_some() {
-            // The peer's fatal alert: what came after it is not read.
             self.discard_input();
-            return result;
+            return false;
         }
-        self.rx_buf = buf;
-        self.rx_buf.drain(..pos);
-        result
+        true
     }
 
     fn process_records(&mut self, buf: &[u8], pos: &mut usize) -> Result<(), TlsError> {
@@ -878,10 +900,12 @@ impl RecordLayer {
         if self.rx.seq == u64::MAX {
             return Err(TlsError::RxSeqExhausted);
         }
-        let mut inner = body.to_vec();
+        // Decrypted straight from the received bytes into the buffer that becomes the
+        // event's data.
+        let mut inner = alloc::vec![0; body.len().saturating_sub(TAG_LEN)];
         self.rx
             .aead
-            .open_in_place(&self.rx.nonce(), header, &mut inner)
+            .open_into(&self.rx.nonce(), header, body, &mut inner)
             .map_err(|_| TlsError::BadRecordMac)?;
         self.rx.seq += 1;
         self.opened += 1;

@@ -99,7 +99,7 @@ pub fn peer_provider(suites: &[rustls::CipherSuite]) -> Arc<rustls::crypto::Cryp
 }
 
 #[derive(Debug)]
-struct FixedTime;
+pub struct FixedTime;
 
 impl rustls::time_provider::TimeProvider for FixedTime {
     fn current_time(&self) -> Option<rustls::pki_types::UnixTime> {
