@@ -339,7 +339,7 @@ const RV_UDP: &str = "130.74.23.6:1300";
 fn rv_server(directory: MemoryDirectory) -> RendezvousServer {
     use deputy::channel::ClientCertPolicy;
     use deputy::crypto::cert::{CertificateAuthority, TrustStore};
-    use deputy::rendezvous::ServerConfig as RvConfig;
+    use deputy::rendezvous::RendezvousServerConfig as RvConfig;
     let mut rng = ChaCha20Rng::seed_from_u64(5);
     let ca = CertificateAuthority::generate("CA", &mut rng);
     let trust = TrustStore::with(ca.certificate().clone());

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use deputy::channel::{ClientCertPolicy, ServerConfig as ChannelServerConfig};
 use deputy::crypto::cert::TrustStore;
 use deputy::rendezvous::{
-    DerivedRegistrationKeys, DeviceId, MemoryDirectory, RendezvousServer, ServerConfig,
+    DerivedRegistrationKeys, DeviceId, MemoryDirectory, RendezvousServer, RendezvousServerConfig,
 };
 
 use driver::common::{
@@ -115,7 +115,7 @@ async fn run() -> Result<u8, DriverError> {
     let issuer_side = identity(&issue(&ca, &name, &[], &clock)?);
     let device_side = identity(&issue(&ca, &name, &[], &clock)?);
     let trust = TrustStore::with(ca.certificate().clone());
-    let mut cfg = ServerConfig::new(
+    let mut cfg = RendezvousServerConfig::new(
         udp,
         ChannelServerConfig::with_certificate(issuer_side, clock.anchor()),
         ChannelServerConfig::with_certificate(device_side, clock.anchor())

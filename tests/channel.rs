@@ -13,7 +13,7 @@ use deputy::channel::{
 };
 use deputy::crypto::CertError;
 use deputy::crypto::aead::AeadAlg;
-use deputy::crypto::cert::{CertificateAuthority, Identity, TrustStore};
+use deputy::crypto::cert::{CertificateAuthority, CertifiedKey, TrustStore};
 use deputy::crypto::dh::Group;
 use deputy::wire::{Deframer, Limits, Message};
 use deputy::{Error, Instant, UnixTime};
@@ -44,7 +44,7 @@ impl Pki {
         Pki { ca, rng }
     }
 
-    fn identity(&mut self, name: &str, not_before: UnixTime, lifetime: u64) -> Identity {
+    fn identity(&mut self, name: &str, not_before: UnixTime, lifetime: u64) -> CertifiedKey {
         self.ca
             .issue_identity(name, &[], not_before, lifetime, &mut self.rng)
             .unwrap()

@@ -25,8 +25,8 @@ use deputy::crypto::cert::{CertificateAuthority, TrustStore};
 use deputy::offload::messages::{self, Message};
 use deputy::offload::{
     AccessPolicy, Appliance, ApplianceConfig, ApplianceEvent, CryptoProxy, DirectKey, Discovery,
-    Initiator, LinkKey, OffloadError, OffloadEvent, Peer, ProxyConfig, ProxyEvent, RefusalReason,
-    RemoteEvent, RemoteNode, RemoteNodeConfig, ServedAppliance, Solicited, Target,
+    LinkKey, OffloadError, OffloadEvent, OffloadRefusal, Peer, ProxyConfig, ProxyEvent,
+    RemoteEvent, RemoteNode, RemoteNodeConfig, ServedAppliance, Solicited, StartedBy, Target,
 };
 use deputy::sim::fault::{Fault, FaultAction};
 use deputy::sim::packet::{self, TcpSegment};
@@ -655,7 +655,7 @@ fn phone() -> Peer {
 
 // Expected events, spelled once: most flows run between the phone and the microwave.
 
-fn session_up(appliance: &str, initiated_by: Initiator) -> RemoteEvent {
+fn session_up(appliance: &str, initiated_by: StartedBy) -> RemoteEvent {
     RemoteEvent::SessionUp {
         appliance: appliance.into(),
         initiated_by,
@@ -671,7 +671,7 @@ fn designated(solicited: bool) -> RemoteEvent {
     }
 }
 
-fn phone_session(session: u64, initiated_by: Initiator, request: Option<u64>) -> ApplianceEvent {
+fn phone_session(session: u64, initiated_by: StartedBy, request: Option<u64>) -> ApplianceEvent {
     ApplianceEvent::SessionUp {
         session,
         remote: phone(),
@@ -689,7 +689,7 @@ fn from_phone(session: u64, data: &[u8]) -> ApplianceEvent {
 }
 
 /// What a remote node the proxy refuses reports: the typed refusal, then the failed set-up.
-fn refusal(reason: RefusalReason) -> [RemoteEvent; 2] {
+fn refusal(reason: OffloadRefusal) -> [RemoteEvent; 2] {
     [
         RemoteEvent::Refused {
             appliance: "microwave".into(),
@@ -706,7 +706,7 @@ fn refusal(reason: RefusalReason) -> [RemoteEvent; 2] {
 /// bytes.
 fn proxy_session(
     session: u64,
-    initiated_by: Initiator,
+    initiated_by: StartedBy,
     to_appliance: bool,
     len: usize,
 ) -> [ProxyEvent; 2] {
@@ -742,7 +742,7 @@ fn remote_initiated_flow() {
         remote,
         [
             designated(false),
-            session_up("microwave", Initiator::Remote),
+            session_up("microwave", StartedBy::Remote),
         ]
     );
     let (appliance, s) = h.session_events("microwave");
@@ -753,13 +753,13 @@ fn remote_initiated_flow() {
                 from: h.remotes["phone"].1,
                 answer: Solicited::Full
             },
-            phone_session(s, Initiator::Remote, None),
+            phone_session(s, StartedBy::Remote, None),
             from_phone(s, b"defrost 300 g"),
         ]
     );
     assert_eq!(
         h.proxy_events(),
-        proxy_session(s, Initiator::Remote, true, 13)
+        proxy_session(s, StartedBy::Remote, true, 13)
     );
 
     // On the wire, in the seed's order: S21, S22 on the open network; the channel to the
@@ -839,13 +839,13 @@ fn refused_plaintext_flow() {
                 len: 192,
                 answer: Solicited::Full
             },
-            phone_session(s, Initiator::Remote, None),
+            phone_session(s, StartedBy::Remote, None),
             from_phone(s, HEAT),
         ]
     );
     assert_eq!(
         h.remote_events("phone"),
-        [designated(true), session_up("microwave", Initiator::Remote),]
+        [designated(true), session_up("microwave", StartedBy::Remote),]
     );
     assert_in_order(
         &h.labels(h.internet),
@@ -984,11 +984,11 @@ fn appliance_initiated_flow() {
     let (appliance, s) = h.session_events("microwave");
     assert_eq!(
         appliance,
-        [phone_session(s, Initiator::Appliance, Some(request))]
+        [phone_session(s, StartedBy::Appliance, Some(request))]
     );
     assert_eq!(
         h.remote_events("phone"),
-        [session_up("microwave", Initiator::Appliance)]
+        [session_up("microwave", StartedBy::Appliance)]
     );
 
     h.appliance_send("microwave", s, b"door opened");
@@ -1002,7 +1002,7 @@ fn appliance_initiated_flow() {
     );
     assert_eq!(
         h.proxy_events(),
-        proxy_session(s, Initiator::Appliance, false, 11)
+        proxy_session(s, StartedBy::Appliance, false, 11)
     );
     // S31 and S34 on the closed network around the channel set-up; S35 then S36.
     assert_in_order(
@@ -1040,7 +1040,7 @@ fn both_directions_in_one_system() {
         [ApplianceEvent::SessionUp {
             session: s_air,
             remote: Peer::Psk(b"laptop".to_vec()),
-            initiated_by: Initiator::Appliance,
+            initiated_by: StartedBy::Appliance,
             request: Some(request)
         }]
     );
@@ -1062,8 +1062,8 @@ fn both_directions_in_one_system() {
         received(&laptop),
         [("aircon".to_string(), b"aircon->laptop".to_vec())]
     );
-    assert!(laptop.contains(&session_up("aircon", Initiator::Appliance)));
-    assert!(laptop.contains(&session_up("microwave", Initiator::Remote)));
+    assert!(laptop.contains(&session_up("aircon", StartedBy::Appliance)));
+    assert!(laptop.contains(&session_up("microwave", StartedBy::Remote)));
     assert_eq!(
         h.sim.actor::<CryptoProxy>(h.proxy).unwrap().session_count(),
         3
@@ -1088,7 +1088,7 @@ fn forged_proxy_designation_fails() {
     });
     let mut rng = h.sim.rng("evil");
     let evil_ca = CertificateAuthority::generate("evil CA", &mut rng);
-    let cases: Vec<(&str, &str, deputy::crypto::cert::Identity, &str)> = vec![
+    let cases: Vec<(&str, &str, deputy::crypto::cert::CertifiedKey, &str)> = vec![
         (
             "203.0.113.66",
             "203.0.113.67",
@@ -1219,7 +1219,7 @@ fn unauthorized_remote_is_refused() {
     );
     for who in ["laptop", "anonymous"] {
         let events = h.remote_events(who);
-        assert_eq!(events[1..], refusal(RefusalReason::AccessDenied), "{who}");
+        assert_eq!(events[1..], refusal(OffloadRefusal::AccessDenied), "{who}");
     }
     assert_eq!(
         h.remote_events("kiosk")[1..],
@@ -1231,7 +1231,7 @@ fn unauthorized_remote_is_refused() {
         }]
     );
     let proxy = h.proxy_events();
-    let refused: Vec<(Option<Peer>, RefusalReason)> = proxy
+    let refused: Vec<(Option<Peer>, OffloadRefusal)> = proxy
         .iter()
         .filter_map(|e| match e {
             ProxyEvent::Refused { remote, reason, .. } => Some((remote.clone(), *reason)),
@@ -1243,9 +1243,9 @@ fn unauthorized_remote_is_refused() {
         [
             (
                 Some(Peer::Certificate("laptop".into())),
-                RefusalReason::AccessDenied
+                OffloadRefusal::AccessDenied
             ),
-            (None, RefusalReason::AccessDenied),
+            (None, OffloadRefusal::AccessDenied),
         ]
     );
 
@@ -1256,12 +1256,12 @@ fn unauthorized_remote_is_refused() {
         h.appliance_events("microwave"),
         [ApplianceEvent::Refused {
             request,
-            reason: RefusalReason::AccessDenied
+            reason: OffloadRefusal::AccessDenied
         }]
     );
     assert_eq!(
         h.remote_events("laptop"),
-        refusal(RefusalReason::AccessDenied)
+        refusal(OffloadRefusal::AccessDenied)
     );
     // And one the appliance names but a different node answers at that address.
     let request = h.connect(
@@ -1274,7 +1274,7 @@ fn unauthorized_remote_is_refused() {
         h.appliance_events("microwave"),
         [ApplianceEvent::Refused {
             request,
-            reason: RefusalReason::AccessDenied
+            reason: OffloadRefusal::AccessDenied
         }]
     );
 }
@@ -1314,7 +1314,7 @@ fn tampered_secure_data_is_dropped() {
     assert!(matches!(
         appliance.as_slice(),
         [ApplianceEvent::SessionClosed {
-            reason: RefusalReason::Closed,
+            reason: OffloadRefusal::Closed,
             ..
         }]
     ));
@@ -1436,7 +1436,7 @@ fn replayed_secure_data_is_dropped() {
         appliance,
         [ApplianceEvent::SessionClosed {
             session,
-            reason: RefusalReason::Closed
+            reason: OffloadRefusal::Closed
         }]
     );
     assert!(h.proxy_events().iter().any(|e| matches!(
@@ -1477,7 +1477,7 @@ fn session_limit_is_enforced() {
     assert!(
         phone.contains(&RemoteEvent::Refused {
             appliance: "aircon".into(),
-            reason: RefusalReason::SessionLimit
+            reason: OffloadRefusal::SessionLimit
         }),
         "{phone:?}"
     );
@@ -1504,7 +1504,7 @@ fn session_limit_is_enforced() {
     assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
     assert_eq!(
         h.remote_events("tablet")[1..],
-        refusal(RefusalReason::SessionLimit)
+        refusal(OffloadRefusal::SessionLimit)
     );
     // An appliance-initiated session is refused by the same bound.
     let request = h.connect("microwave", "tablet", None);
@@ -1513,7 +1513,7 @@ fn session_limit_is_enforced() {
         h.appliance_events("microwave"),
         [ApplianceEvent::Refused {
             request,
-            reason: RefusalReason::SessionLimit
+            reason: OffloadRefusal::SessionLimit
         }]
     );
     // Closing one frees a slot.
@@ -1555,7 +1555,7 @@ fn session_limit_holds_for_concurrent_appliance_requests() {
                 ApplianceEvent::SessionUp { request: r, .. } => outcomes.push((r.unwrap(), true)),
                 ApplianceEvent::Refused {
                     request: r,
-                    reason: RefusalReason::SessionLimit,
+                    reason: OffloadRefusal::SessionLimit,
                 } => outcomes.push((r, false)),
                 other => panic!("{name}: {other:?}"),
             }
@@ -2065,7 +2065,7 @@ fn undeliverable_data_is_reported() {
             matches!(
                 e,
                 RemoteEvent::Refused {
-                    reason: RefusalReason::Busy,
+                    reason: OffloadRefusal::Busy,
                     ..
                 }
             )
@@ -2074,7 +2074,7 @@ fn undeliverable_data_is_reported() {
     assert_eq!(busy, 40 - 32, "the link holds 32 in flight: {remote:?}");
     assert!(remote.contains(&RemoteEvent::Refused {
         appliance: "microwave".into(),
-        reason: RefusalReason::ApplianceUnreachable
+        reason: OffloadRefusal::ApplianceUnreachable
     }));
     assert!(remote.contains(&RemoteEvent::Closed {
         appliance: "microwave".into()
@@ -2083,7 +2083,7 @@ fn undeliverable_data_is_reported() {
     assert!(proxy.iter().any(|e| matches!(
         e,
         ProxyEvent::SessionClosed {
-            reason: RefusalReason::ApplianceUnreachable,
+            reason: OffloadRefusal::ApplianceUnreachable,
             ..
         }
     )));
@@ -2235,7 +2235,7 @@ fn command_bounds_are_enforced() {
         h.appliance_events("aircon")
             .contains(&ApplianceEvent::Refused {
                 request: air_request,
-                reason: RefusalReason::Busy
+                reason: OffloadRefusal::Busy
             })
     );
     // Queued messages went out once the session was up.
@@ -2443,7 +2443,7 @@ fn appliance_initiated_sessions_can_be_declined() {
         h.appliance_events("microwave"),
         [ApplianceEvent::Refused {
             request: declined,
-            reason: RefusalReason::RemoteRefused
+            reason: OffloadRefusal::RemoteRefused
         }]
     );
     assert!(matches!(
@@ -2453,13 +2453,13 @@ fn appliance_initiated_sessions_can_be_declined() {
     let remote = h.remote_events("phone");
     assert!(remote.contains(&RemoteEvent::Declined {
         appliance: "microwave".into(),
-        reason: RefusalReason::AccessDenied
+        reason: OffloadRefusal::AccessDenied
     }));
-    assert!(remote.contains(&session_up("aircon", Initiator::Appliance)));
+    assert!(remote.contains(&session_up("aircon", StartedBy::Appliance)));
     assert!(h.proxy_events().contains(&ProxyEvent::Refused {
         appliance: Some("microwave".into()),
         remote: Some(phone()),
-        reason: RefusalReason::RemoteRefused
+        reason: OffloadRefusal::RemoteRefused
     }));
 }
 
@@ -2475,7 +2475,7 @@ fn a_set_up_the_proxy_gave_up_on_starts_again() {
     assert_eq!(delivered(&h.appliance_events("microwave")).len(), 1);
     assert!(
         h.remote_events("phone")
-            .contains(&session_up("microwave", Initiator::Remote))
+            .contains(&session_up("microwave", StartedBy::Remote))
     );
 }
 
@@ -2489,7 +2489,7 @@ fn without_set_up_restarts_the_same_loss_fails_typed() {
     assert!(
         phone.contains(&RemoteEvent::Refused {
             appliance: "microwave".into(),
-            reason: RefusalReason::Timeout,
+            reason: OffloadRefusal::Timeout,
         }),
         "{phone:#?}"
     );
@@ -2623,7 +2623,7 @@ fn item_6_a_close_at_the_in_flight_bound_is_not_lost() {
         matches!(
             events.last(),
             Some(ApplianceEvent::SessionClosed {
-                reason: RefusalReason::Closed,
+                reason: OffloadRefusal::Closed,
                 ..
             })
         ),
@@ -2666,13 +2666,13 @@ fn item_6_idle_sessions_time_out_and_traffic_keeps_them_up() {
         h.appliance_events("microwave"),
         [ApplianceEvent::SessionClosed {
             session,
-            reason: RefusalReason::Closed
+            reason: OffloadRefusal::Closed
         }]
     );
     assert!(h.proxy_events().iter().any(|e| matches!(
         e,
         ProxyEvent::SessionClosed {
-            reason: RefusalReason::Timeout,
+            reason: OffloadRefusal::Timeout,
             ..
         }
     )));
@@ -2680,7 +2680,7 @@ fn item_6_idle_sessions_time_out_and_traffic_keeps_them_up() {
     assert!(
         remote.contains(&RemoteEvent::Refused {
             appliance: "microwave".into(),
-            reason: RefusalReason::Timeout
+            reason: OffloadRefusal::Timeout
         }),
         "{remote:?}"
     );
@@ -2724,7 +2724,7 @@ fn set_up_restarts_are_bounded() {
         matches!(
             e,
             RemoteEvent::Refused {
-                reason: RefusalReason::Timeout,
+                reason: OffloadRefusal::Timeout,
                 ..
             }
         )
@@ -2737,7 +2737,7 @@ fn set_up_restarts_are_bounded() {
             matches!(
                 e,
                 ProxyEvent::Refused {
-                    reason: RefusalReason::Timeout,
+                    reason: OffloadRefusal::Timeout,
                     ..
                 }
             )

@@ -14,7 +14,7 @@ use deputy::crypto::cert::TrustStore;
 use deputy::rendezvous::messages::{self, Fetch, Refused, Register};
 use deputy::rendezvous::{
     Acceptor, BackoffConfig, DerivedRegistrationKeys, DeviceId, Directory, Issuer, IssuerConfig,
-    PeerFailure, RefusalReason, RendezvousEvent, RendezvousServer, ServerStats,
+    PeerFailure, RendezvousEvent, RendezvousServer, RequestRefusal, ServerStats,
 };
 use deputy::sim::scenario::{
     ACCEPTOR_PUBLIC, ANCHOR, DEVICE, ISSUER_PUBLIC, Outcome, SERVER_IP, SERVER_NAME, World,
@@ -283,7 +283,7 @@ fn registration_expires() {
     assert_eq!(server.directory().len(), 0);
     // A request for it is now refused as unknown (S204).
     let outcome = request(&mut sim, &w, 10);
-    assert_eq!(outcome, Outcome::Refused(RefusalReason::UnknownDevice));
+    assert_eq!(outcome, Outcome::Refused(RequestRefusal::UnknownDevice));
 }
 
 #[test]
@@ -394,14 +394,14 @@ fn unknown_device_is_refused() {
         .unwrap()
         .unwrap();
     let outcome = w.wait(&mut sim, session, Duration::from_secs(10)).unwrap();
-    assert_eq!(outcome, Outcome::Refused(RefusalReason::UnknownDevice));
+    assert_eq!(outcome, Outcome::Refused(RequestRefusal::UnknownDevice));
     let s = stats(&sim, &w);
     assert_eq!((s.unknown_device_requests, s.notices), (1, 0));
     assert!(
         events(&sim, w.server).contains(&RendezvousEvent::RequestRefused {
             request: session,
             device: DeviceId(9999),
-            reason: RefusalReason::UnknownDevice
+            reason: RequestRefusal::UnknownDevice
         })
     );
     // The acceptor was never bothered.
@@ -492,7 +492,7 @@ fn acceptor_channel_requires_device_authentication() {
         )),
         "{anon:?}"
     );
-    let answers: Vec<RefusalReason> = channel_events(&mut sim, impostor)
+    let answers: Vec<RequestRefusal> = channel_events(&mut sim, impostor)
         .into_iter()
         .filter_map(|e| match e {
             ChannelEvent::Received { data, .. } => {
@@ -506,7 +506,7 @@ fn acceptor_channel_requires_device_authentication() {
         .collect();
     assert_eq!(
         answers,
-        vec![RefusalReason::NotAuthorized, RefusalReason::NotAuthorized]
+        vec![RequestRefusal::NotAuthorized, RequestRefusal::NotAuthorized]
     );
     assert_eq!(stats(&sim, &w).unauthorized_fetches, 2);
 
@@ -541,7 +541,7 @@ fn wrong_password_is_refused_and_backs_off() {
     let outcome = w.wait(&mut sim, first, Duration::from_secs(10)).unwrap();
     assert_eq!(
         outcome,
-        Outcome::Refused(RefusalReason::WrongPassword {
+        Outcome::Refused(RequestRefusal::WrongPassword {
             retry_after: Duration::from_secs(1)
         })
     );
@@ -551,7 +551,7 @@ fn wrong_password_is_refused_and_backs_off() {
     );
     assert!(events(&sim, w.acceptor).iter().any(|e| matches!(
         e,
-        RendezvousEvent::PasswordRefused { issuer, reason: RefusalReason::WrongPassword { .. }, .. }
+        RendezvousEvent::PasswordRefused { issuer, reason: RequestRefusal::WrongPassword { .. }, .. }
             if *issuer == IpAddr::V4(ISSUER_PUBLIC)
     )));
 
@@ -560,7 +560,10 @@ fn wrong_password_is_refused_and_backs_off() {
     let second = w.connect(&mut sim, b"guess-2").unwrap();
     let outcome = w.wait(&mut sim, second, Duration::from_secs(10)).unwrap();
     assert!(
-        matches!(outcome, Outcome::Refused(RefusalReason::RateLimited { .. })),
+        matches!(
+            outcome,
+            Outcome::Refused(RequestRefusal::RateLimited { .. })
+        ),
         "{outcome}"
     );
     assert_eq!(checks(&sim).password_checks, 1);
@@ -573,7 +576,7 @@ fn wrong_password_is_refused_and_backs_off() {
         sim.run_for(Duration::from_secs(5)).unwrap();
         let s = w.connect(&mut sim, guess).unwrap();
         match w.wait(&mut sim, s, Duration::from_secs(10)).unwrap() {
-            Outcome::Refused(RefusalReason::WrongPassword { retry_after }) => {
+            Outcome::Refused(RequestRefusal::WrongPassword { retry_after }) => {
                 waits.push(retry_after)
             }
             other => panic!("{other}"),
@@ -621,7 +624,7 @@ fn wrong_password_is_refused_and_backs_off() {
     };
     assert!(matches!(
         attempt(&mut sim),
-        RefusalReason::RateLimited { .. }
+        RequestRefusal::RateLimited { .. }
     ));
     assert_eq!(checks(&sim).refused_unchecked, 1);
     assert_eq!(checks(&sim).password_checks, 3);
@@ -629,7 +632,7 @@ fn wrong_password_is_refused_and_backs_off() {
     let notices = checks(&sim).notices;
     assert!(matches!(
         attempt(&mut sim),
-        RefusalReason::RateLimited { .. }
+        RequestRefusal::RateLimited { .. }
     ));
     assert_eq!(checks(&sim).notices, notices);
 
@@ -656,7 +659,7 @@ fn password_never_reaches_anyone_but_the_acceptor() {
     let outcome = w.wait(&mut sim, wrong, Duration::from_secs(10)).unwrap();
     assert!(matches!(
         outcome,
-        Outcome::Refused(RefusalReason::WrongPassword { .. })
+        Outcome::Refused(RequestRefusal::WrongPassword { .. })
     ));
     sim.run_for(Duration::from_secs(2)).unwrap();
     let right = w.connect(&mut sim, secret).unwrap();
@@ -1078,7 +1081,7 @@ fn item_3_a_damaged_record_on_the_issuer_channel_costs_no_connection() {
                 "segment {n}: {outcome}"
             ),
             _ => assert!(
-                matches!(outcome, Outcome::Refused(RefusalReason::ProtocolError)),
+                matches!(outcome, Outcome::Refused(RequestRefusal::ProtocolError)),
                 "segment {n}: {outcome}"
             ),
         }
@@ -1101,7 +1104,7 @@ fn item_3_a_damaged_record_on_the_issuer_channel_costs_no_connection() {
     assert!(events(&sim, w.acceptor).iter().any(|e| matches!(
         e,
         RendezvousEvent::Refused {
-            reason: RefusalReason::IssuerGone,
+            reason: RequestRefusal::IssuerGone,
             ..
         }
     )));

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use deputy::offload::{
-    Appliance, ApplianceConfig, ApplianceEvent, Initiator, LinkKey, OffloadEvent,
+    Appliance, ApplianceConfig, ApplianceEvent, LinkKey, OffloadEvent, StartedBy,
 };
 use deputy::{Error, Instant};
 
@@ -127,7 +127,7 @@ impl Behaviour {
         match event {
             ApplianceEvent::SessionUp {
                 session,
-                initiated_by: Initiator::Remote,
+                initiated_by: StartedBy::Remote,
                 ..
             } => {
                 self.started_by_remote.insert(session);

@@ -16,7 +16,7 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use deputy::crypto::cert::{
-    Certificate, CertificateAuthority, CertificateRequest, Identity, KeyPair, TrustStore,
+    Certificate, CertificateAuthority, CertificateRequest, CertifiedKey, KeyPair, TrustStore,
 };
 use deputy::{Instant, UnixTime};
 use rand_chacha::ChaCha20Rng;
@@ -514,13 +514,13 @@ impl Fields {
 
     /// The identity in this file: `certificate` and `key-seed` (the Ed25519 secret),
     /// which must belong together.
-    pub fn identity(&self) -> Result<Identity, DriverError> {
+    pub fn identity(&self) -> Result<CertifiedKey, DriverError> {
         let certificate = self.certificate("certificate")?;
         let key = KeyPair::from_seed(&self.array::<32>("key-seed")?);
         if key.public_key() != *certificate.public_key() {
             return Err(self.problem("`key-seed` is not the key of `certificate`".into()));
         }
-        Ok(Identity { certificate, key })
+        Ok(CertifiedKey { certificate, key })
     }
 }
 
@@ -628,9 +628,9 @@ pub fn write_identity(
     write_fields(path, comment, &fields, true)
 }
 
-/// An [`Identity`] from a seed and certificate just issued.
-pub fn identity((seed, certificate): &([u8; 32], Certificate)) -> Identity {
-    Identity {
+/// A [`CertifiedKey`] from a seed and certificate just issued.
+pub fn identity((seed, certificate): &([u8; 32], Certificate)) -> CertifiedKey {
+    CertifiedKey {
         certificate: certificate.clone(),
         key: KeyPair::from_seed(seed),
     }

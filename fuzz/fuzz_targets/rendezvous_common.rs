@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use deputy::channel::{ClientCertPolicy, ServerConfig as ChannelServerConfig};
-use deputy::crypto::cert::{CertificateAuthority, Identity, TrustStore};
+use deputy::crypto::cert::{CertificateAuthority, CertifiedKey, TrustStore};
 use deputy::rendezvous::{
     Acceptor, AcceptorConfig, DerivedRegistrationKeys, DeviceId, Issuer, IssuerConfig,
     MemoryDirectory, Password, RegistrationKey, RendezvousEvent, RendezvousServer, ServerConfig,
@@ -105,7 +105,7 @@ pub struct Net {
     /// The CA the devices and the server trust.
     pub trust: TrustStore,
     /// A second certificate for the device, for targets that play it themselves.
-    pub device_identity: Option<Identity>,
+    pub device_identity: Option<CertifiedKey>,
     /// Bytes the server wrote to streams no actor owns (a target's own client).
     pub external: BTreeMap<StreamId, Vec<u8>>,
 }
@@ -406,7 +406,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn open(net: &mut Net, port: u16, identity: Option<Identity>) -> Client {
+    pub fn open(net: &mut Net, port: u16, identity: Option<CertifiedKey>) -> Client {
         let mut cfg = deputy::channel::ClientConfig::with_ca(net.trust.clone(), "rv", ANCHOR);
         if let Some(id) = identity {
             cfg = cfg.with_client_identity(id);

@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 use super::ChannelError;
 use crate::UnixTime;
 use crate::crypto::aead::AeadAlg;
-use crate::crypto::cert::{Identity, TrustStore};
+use crate::crypto::cert::{CertifiedKey, TrustStore};
 use crate::crypto::dh::Group;
 use crate::wire::Limits;
 
@@ -154,7 +154,7 @@ pub enum ClientAuthMode {
         /// The name the server's certificate must carry.
         server_name: String,
         /// Our certificate, presented if the server asks.
-        identity: Option<Box<Identity>>,
+        identity: Option<Box<CertifiedKey>>,
     },
     /// Both sides prove knowledge of a pre-shared key (seed 004's "pre-arranged key").
     Psk(Psk),
@@ -201,7 +201,7 @@ impl ClientConfig {
     }
 
     /// Present `identity` when the server asks for a client certificate.
-    pub fn with_client_identity(mut self, id: Identity) -> Self {
+    pub fn with_client_identity(mut self, id: CertifiedKey) -> Self {
         if let ClientAuthMode::Certificate { identity, .. } = &mut self.auth {
             *identity = Some(Box::new(id));
         }
@@ -235,7 +235,7 @@ pub struct ServerConfig {
     /// Groups the server accepts.
     pub groups: Vec<Group>,
     /// The server's certificate and key (certificate mode).
-    pub identity: Option<Identity>,
+    pub identity: Option<CertifiedKey>,
     /// Client certificate policy (certificate mode).
     pub client_certs: ClientCertPolicy,
     /// Pre-shared keys by identity (PSK mode), at most [`ServerConfig::MAX_PSKS`].
@@ -247,7 +247,7 @@ impl ServerConfig {
     pub const MAX_PSKS: usize = 4096;
 
     /// Certificate mode with `identity`.
-    pub fn with_certificate(identity: Identity, time_anchor: UnixTime) -> Self {
+    pub fn with_certificate(identity: CertifiedKey, time_anchor: UnixTime) -> Self {
         ServerConfig {
             common: Common::new(time_anchor),
             groups: Group::ALL.to_vec(),

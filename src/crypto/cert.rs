@@ -317,7 +317,7 @@ impl KeyPair {
 /// A certificate together with the private key it certifies: what a server (or an
 /// authenticating client) presents.
 #[derive(Debug)]
-pub struct Identity {
+pub struct CertifiedKey {
     /// The certificate.
     pub certificate: Certificate,
     /// Its private key.
@@ -344,7 +344,7 @@ pub struct CertificateRequest<'a> {
 /// A certificate authority: its own self-signed certificate and its signing key.
 #[derive(Debug)]
 pub struct CertificateAuthority {
-    identity: Identity,
+    identity: CertifiedKey,
 }
 
 impl CertificateAuthority {
@@ -363,7 +363,7 @@ impl CertificateAuthority {
         let certificate = sign_certificate(&key, name, &request, rng.next_u64())
             .unwrap_or_else(|_| unreachable!("a CA name under 64 KiB always encodes"));
         CertificateAuthority {
-            identity: Identity { certificate, key },
+            identity: CertifiedKey { certificate, key },
         }
     }
 
@@ -398,7 +398,7 @@ impl CertificateAuthority {
         not_before: UnixTime,
         lifetime_secs: u64,
         rng: &mut dyn CryptoRng,
-    ) -> Result<Identity, CertError> {
+    ) -> Result<CertifiedKey, CertError> {
         let key = KeyPair::generate(rng);
         let certificate = self.issue(
             &CertificateRequest {
@@ -411,7 +411,7 @@ impl CertificateAuthority {
             },
             rng,
         )?;
-        Ok(Identity { certificate, key })
+        Ok(CertifiedKey { certificate, key })
     }
 }
 
@@ -514,7 +514,7 @@ mod tests {
 
     const T0: UnixTime = UnixTime(1_800_000_000);
 
-    fn setup() -> (CertificateAuthority, Identity, ChaCha20Rng) {
+    fn setup() -> (CertificateAuthority, CertifiedKey, ChaCha20Rng) {
         let mut rng = ChaCha20Rng::seed_from_u64(9);
         let ca = CertificateAuthority::generate("home CA", &mut rng);
         let id = ca

@@ -14,7 +14,7 @@ use super::messages::{
     Close, CryptoAccept, CryptoSolicitation, Decoded, Designation, Message, PlainData, ProxyAccept,
     ProxyRequest, Refusal, SealedData,
 };
-use super::{Initiator, OffloadError, Peer, RefusalReason, check_name, check_payload};
+use super::{OffloadError, OffloadRefusal, Peer, StartedBy, check_name, check_payload};
 use crate::crypto::aead::{AeadAlg, AeadKey, NONCE_LEN};
 use crate::io::{Actor, Input, Outbox, Output, Transmit};
 use crate::ipsec::ReplayWindow;
@@ -134,7 +134,7 @@ pub enum ApplianceEvent {
         /// The remote node, as the proxy authenticated it.
         remote: Peer,
         /// Who started it.
-        initiated_by: Initiator,
+        initiated_by: StartedBy,
         /// Flow B: the id [`Appliance::connect`] returned.
         request: Option<u64>,
     },
@@ -153,14 +153,14 @@ pub enum ApplianceEvent {
         /// The id [`Appliance::connect`] returned.
         request: u64,
         /// Why.
-        reason: RefusalReason,
+        reason: OffloadRefusal,
     },
     /// A session ended (the remote node closed, or the proxy refused it).
     SessionClosed {
         /// The session.
         session: u64,
         /// Why.
-        reason: RefusalReason,
+        reason: OffloadRefusal,
     },
     /// S35 data was never acknowledged by the proxy.
     SendFailed {
@@ -513,7 +513,7 @@ impl Appliance {
                 self.link.forget(|t| *t == Tag::Data(session));
                 self.outbox.event(ApplianceEvent::SessionClosed {
                     session,
-                    reason: RefusalReason::Closed,
+                    reason: OffloadRefusal::Closed,
                 })
             }
             other => Err(OffloadError::UnexpectedMessage(other.msg_type()).into()),
@@ -534,14 +534,14 @@ impl Appliance {
             self.refuse_session(now, m.session)?;
             return self.outbox.event(ApplianceEvent::Refused {
                 request: m.request_id,
-                reason: RefusalReason::SessionLimit,
+                reason: OffloadRefusal::SessionLimit,
             });
         }
         self.sessions.insert(m.session, remote.clone());
         self.outbox.event(ApplianceEvent::SessionUp {
             session: m.session,
             remote,
-            initiated_by: Initiator::Appliance,
+            initiated_by: StartedBy::Appliance,
             request: Some(m.request_id),
         })
     }
@@ -591,7 +591,7 @@ impl Appliance {
                 self.outbox.event(ApplianceEvent::SessionUp {
                     session: m.session,
                     remote: peer.clone(),
-                    initiated_by: Initiator::Remote,
+                    initiated_by: StartedBy::Remote,
                     request: None,
                 })?;
                 peer
@@ -614,7 +614,7 @@ impl Appliance {
 
     fn refuse_session(&mut self, now: Instant, session: u64) -> Result<(), Error> {
         let msg = Message::Refusal(Refusal {
-            reason: RefusalReason::SessionLimit,
+            reason: OffloadRefusal::SessionLimit,
             request_id: None,
             session,
             appliance: None,
@@ -782,7 +782,7 @@ impl TimerTable for Appliance {
                         Tag::Open(request) if self.pending.remove(&request).is_some() => {
                             self.outbox.event(ApplianceEvent::Refused {
                                 request,
-                                reason: RefusalReason::Timeout,
+                                reason: OffloadRefusal::Timeout,
                             })
                         }
                         Tag::Data(session) => {
@@ -801,7 +801,7 @@ impl TimerTable for Appliance {
                 // Reporting can only fail on a full outbox; the next call reports that.
                 let _ = self.outbox.event(ApplianceEvent::Refused {
                     request,
-                    reason: RefusalReason::Timeout,
+                    reason: OffloadRefusal::Timeout,
                 });
             }
         }

@@ -63,7 +63,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::time::Duration;
 
-pub use crate::error::{OffloadError, RefusalReason};
+pub use crate::error::{OffloadError, OffloadRefusal};
 pub use crate::ratelimit::RateLimit;
 pub use appliance::{Appliance, ApplianceConfig, ApplianceEvent, DirectKey, Solicited};
 pub use link::{LinkKey, LinkTiming};
@@ -114,7 +114,7 @@ impl fmt::Display for Peer {
 
 /// Which side started a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Initiator {
+pub enum StartedBy {
     /// Flow A (S21–S26): the remote node.
     Remote,
     /// Flow B (S31–S36): the appliance.

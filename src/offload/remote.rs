@@ -17,7 +17,7 @@ use super::messages::{
     ProxyRequest, Refusal, SecureData,
 };
 use super::timer::{self, Deadline, Slot, StreamActor, StreamTimer, Streams};
-use super::{Initiator, OffloadError, RefusalReason, backoff, check_name, check_payload};
+use super::{OffloadError, OffloadRefusal, StartedBy, backoff, check_name, check_payload};
 use crate::channel::{ChannelError, ClientConfig, Connection, PeerIdentity, SecureStream};
 use rand_core::CryptoRng;
 
@@ -175,7 +175,7 @@ pub enum RemoteEvent {
         /// The appliance.
         appliance: String,
         /// Who started it.
-        initiated_by: Initiator,
+        initiated_by: StartedBy,
     },
     /// Data from an appliance (S36).
     Received {
@@ -189,14 +189,14 @@ pub enum RemoteEvent {
         /// The appliance asked for.
         appliance: String,
         /// Why.
-        reason: RefusalReason,
+        reason: OffloadRefusal,
     },
     /// We declined an appliance-initiated session (S32 not accepted).
     Declined {
         /// The appliance.
         appliance: String,
         /// Why.
-        reason: RefusalReason,
+        reason: OffloadRefusal,
     },
     /// Setting up or running a session failed; queued data was dropped.
     Failed {
@@ -749,7 +749,7 @@ impl RemoteNode {
             Err(e) => {
                 self.fail(
                     Some(name.into()),
-                    OffloadError::Refused(RefusalReason::SessionLimit),
+                    OffloadError::Refused(OffloadRefusal::SessionLimit),
                 )?;
                 Err(e)
             }
@@ -812,7 +812,7 @@ impl RemoteNode {
         )?;
         s.phase = Phase::Requested(flow);
         if !self.cfg.await_proxy_accept {
-            self.session_up(id, s, &name, Initiator::Remote)?;
+            self.session_up(id, s, &name, StartedBy::Remote)?;
         }
         Ok(true)
     }
@@ -823,7 +823,7 @@ impl RemoteNode {
         id: StreamId,
         s: &mut Open,
         name: &str,
-        initiated_by: Initiator,
+        initiated_by: StartedBy,
     ) -> Result<(), Error> {
         s.phase = Phase::Up {
             appliance: name.into(),
@@ -879,7 +879,7 @@ impl RemoteNode {
             {
                 // S24.
                 let name = appliance.unwrap_or_default();
-                self.session_up(id, s, &name, Initiator::Remote)?;
+                self.session_up(id, s, &name, StartedBy::Remote)?;
                 Ok(true)
             }
             Message::ProxyAccept(_) if up && !self.cfg.await_proxy_accept => Ok(true),
@@ -903,7 +903,7 @@ impl RemoteNode {
             Message::Refusal(Refusal {
                 reason, appliance, ..
             }) => {
-                if reason == RefusalReason::Timeout && self.restart_set_up(now, id, s)? {
+                if reason == OffloadRefusal::Timeout && self.restart_set_up(now, id, s)? {
                     return Ok(false);
                 }
                 // Flow B refusals name the appliance the stream was opened for.
@@ -915,7 +915,7 @@ impl RemoteNode {
                     appliance: appliance.clone().unwrap_or_default(),
                     reason,
                 })?;
-                if reason == RefusalReason::Busy && up {
+                if reason == OffloadRefusal::Busy && up {
                     return Ok(true);
                 }
                 if up {
@@ -962,7 +962,7 @@ impl RemoteNode {
                 Ok(true)
             }
             Err(e) => {
-                self.fail(Some(name), OffloadError::Refused(RefusalReason::Timeout))?;
+                self.fail(Some(name), OffloadError::Refused(OffloadRefusal::Timeout))?;
                 Err(e)
             }
         }
@@ -999,7 +999,7 @@ impl RemoteNode {
         };
         if deputy.is_err() || !accepted {
             let refusal = Message::Refusal(Refusal {
-                reason: RefusalReason::AccessDenied,
+                reason: OffloadRefusal::AccessDenied,
                 request_id: Some(req.request_id),
                 session: 0,
                 appliance: Some(name.clone()),
@@ -1013,7 +1013,7 @@ impl RemoteNode {
                     self.end_channel(s)?;
                     self.outbox.event(RemoteEvent::Declined {
                         appliance: name,
-                        reason: RefusalReason::AccessDenied,
+                        reason: OffloadRefusal::AccessDenied,
                     })?;
                 }
             }
@@ -1028,7 +1028,7 @@ impl RemoteNode {
                 designation: None,
             }),
         )?;
-        self.session_up(id, s, &name, Initiator::Appliance)?;
+        self.session_up(id, s, &name, StartedBy::Appliance)?;
         Ok(true)
     }
 }
@@ -1178,7 +1178,7 @@ impl StreamActor for RemoteNode {
                 if s.phase.up().is_some() {
                     self.outbox.event(RemoteEvent::Closed { appliance: name })?;
                 } else {
-                    self.fail(Some(name), OffloadError::Refused(RefusalReason::Closed))?;
+                    self.fail(Some(name), OffloadError::Refused(OffloadRefusal::Closed))?;
                 }
             }
             return Ok(false);
@@ -1343,7 +1343,7 @@ impl Actor for RemoteNode {
                             if let Some(name) = up {
                                 return self.outbox.event(RemoteEvent::Closed { appliance: name });
                             }
-                            OffloadError::Refused(RefusalReason::Closed)
+                            OffloadError::Refused(OffloadRefusal::Closed)
                         }
                         Err(_) => OffloadError::Channel(
                             s.channel

@@ -17,10 +17,10 @@ use super::messages::{
     REGISTRATION_MAC_LEN, Refused, Register, SYNC, SealedPassword, ToAcceptor,
 };
 use super::peer::{Endpoints, PeerConfig, PeerSession, Side, route_datagram};
-use super::{DeviceId, PeerFailure, RefusalReason, RendezvousError, RendezvousEvent};
+use super::{DeviceId, PeerFailure, RendezvousError, RendezvousEvent, RequestRefusal};
 use crate::channel::SecureStream;
 use crate::channel::{ClientAuthMode, ClientConfig, Connection};
-use crate::crypto::cert::{Identity, TrustStore};
+use crate::crypto::cert::{CertifiedKey, TrustStore};
 use crate::io::{Input, Outbox, Output, StreamId, Transmit};
 use crate::wire::{Limits, Message};
 use crate::{Error, Instant, Rng, UnixTime};
@@ -80,7 +80,7 @@ impl AcceptorConfig {
     pub fn new(
         device: DeviceId,
         registration_key: RegistrationKey,
-        identity: Identity,
+        identity: CertifiedKey,
         trust: TrustStore,
         server_name: &str,
         server_udp: SocketAddr,
@@ -576,7 +576,7 @@ impl Acceptor {
         }
     }
 
-    fn refuse(&mut self, request: u64, reason: RefusalReason) -> Result<(), Error> {
+    fn refuse(&mut self, request: u64, reason: RequestRefusal) -> Result<(), Error> {
         self.send_server(&Refused::new(request, reason).encode()?)
     }
 
@@ -584,7 +584,7 @@ impl Acceptor {
     fn refuse_waiting(
         &mut self,
         request: u64,
-        reason: RefusalReason,
+        reason: RequestRefusal,
         device_wide: bool,
     ) -> Result<(), Error> {
         let msg = Refused {
@@ -600,13 +600,13 @@ impl Acceptor {
     fn on_offer(&mut self, now: Instant, offer: Offer) -> Result<(), Error> {
         self.stats.offers += 1;
         if offer.device != self.cfg.device {
-            return self.refuse(offer.request, RefusalReason::ProtocolError);
+            return self.refuse(offer.request, RequestRefusal::ProtocolError);
         }
         if self.requests.len() + self.sessions.len() >= self.cfg.max_sessions
             || self.requests.contains_key(&offer.request)
             || self.sessions.contains_key(&offer.request)
         {
-            return self.refuse(offer.request, RefusalReason::Busy);
+            return self.refuse(offer.request, RequestRefusal::Busy);
         }
         self.outbox.event(RendezvousEvent::ConnectionRequested {
             request: offer.request,
@@ -616,7 +616,7 @@ impl Acceptor {
         if let Err(wait) = self.backoff.check(issuer, now) {
             // Backing off: refuse before the issuer can even send a password.
             self.stats.refused_unchecked += 1;
-            let reason = RefusalReason::RateLimited {
+            let reason = RequestRefusal::RateLimited {
                 retry_after: wait.retry_after,
             };
             self.outbox.event(RendezvousEvent::PasswordRefused {
@@ -646,7 +646,7 @@ impl Acceptor {
         let signature = sign_transcript(&identity.key, &transcript);
         let (public, random) = (share.public, share.random);
         let Ok(keys) = SessionKeys::derive(share.key_pair, &offer.share, transcript) else {
-            return self.refuse(offer.request, RefusalReason::ProtocolError);
+            return self.refuse(offer.request, RequestRefusal::ProtocolError);
         };
         let accept = Accept {
             request: offer.request,
@@ -678,7 +678,7 @@ impl Acceptor {
         let issuer = pending.issuer_addr.ip();
         if let Err(wait) = self.backoff.check(issuer, now) {
             self.stats.refused_unchecked += 1;
-            let reason = RefusalReason::RateLimited {
+            let reason = RequestRefusal::RateLimited {
                 retry_after: wait.retry_after,
             };
             self.outbox.event(RendezvousEvent::PasswordRefused {
@@ -723,10 +723,10 @@ impl Acceptor {
                 self.stats.wrong_passwords += 1;
                 let wait = self.backoff.failure(issuer, now);
                 let reason = match verdict {
-                    Ok(_) => RefusalReason::WrongPassword {
+                    Ok(_) => RequestRefusal::WrongPassword {
                         retry_after: wait.retry_after,
                     },
-                    Err(_) => RefusalReason::ProtocolError,
+                    Err(_) => RequestRefusal::ProtocolError,
                 };
                 self.outbox.event(RendezvousEvent::PasswordRefused {
                     request,

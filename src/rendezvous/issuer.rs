@@ -16,7 +16,7 @@ use super::messages::{
     SealedPassword, ToIssuer,
 };
 use super::peer::{Endpoints, PeerConfig, PeerSession, Side, route_datagram};
-use super::{DeviceId, PeerFailure, RefusalReason, RendezvousError, RendezvousEvent};
+use super::{DeviceId, PeerFailure, RendezvousError, RendezvousEvent, RequestRefusal};
 use crate::channel::SecureStream;
 use crate::channel::{ClientConfig, Connection};
 use crate::crypto::cert::TrustStore;
@@ -417,7 +417,7 @@ impl Issuer {
             Some(&device.certificate_name()),
         ) {
             Ok(c) => c,
-            Err(_) => return self.end_request(request, RefusalReason::NotAuthorized),
+            Err(_) => return self.end_request(request, RequestRefusal::NotAuthorized),
         };
         let transcript = TranscriptInput {
             request,
@@ -432,10 +432,10 @@ impl Issuer {
             .verify_signature(ACCEPTOR_SIGN_CONTEXT, &transcript, &hello.signature)
             .is_err()
         {
-            return self.end_request(request, RefusalReason::NotAuthorized);
+            return self.end_request(request, RequestRefusal::NotAuthorized);
         }
         let Ok(keys) = SessionKeys::derive(share.key_pair, &hello.share, transcript) else {
-            return self.end_request(request, RefusalReason::ProtocolError);
+            return self.end_request(request, RequestRefusal::ProtocolError);
         };
         let r = self
             .requests
@@ -494,7 +494,7 @@ impl Issuer {
         self.send_server(request, &msg)
     }
 
-    fn end_request(&mut self, request: u64, reason: RefusalReason) -> Result<(), Error> {
+    fn end_request(&mut self, request: u64, reason: RequestRefusal) -> Result<(), Error> {
         if let Some(mut r) = self.requests.remove(&request) {
             // The refusal is reported even if the outbox refused the close (both are
             // attempted; a refused one is counted as lost).
@@ -556,22 +556,22 @@ impl Issuer {
         }
         // Requests that lost their server (sent again on a new stream while that is
         // allowed), or did not reach punching in time.
-        let stale: Vec<(u64, RefusalReason)> = self
+        let stale: Vec<(u64, RequestRefusal)> = self
             .requests
             .iter()
             .filter(|(id, _)| !self.sessions.contains_key(id))
             .filter_map(|(id, r)| {
                 if now >= r.deadline {
-                    Some((*id, RefusalReason::Timeout))
+                    Some((*id, RequestRefusal::Timeout))
                 } else if r.server.is_closed() && !matches!(r.stage, Stage::Reopen(_)) {
-                    Some((*id, RefusalReason::ProtocolError))
+                    Some((*id, RequestRefusal::ProtocolError))
                 } else {
                     None
                 }
             })
             .collect();
         for (id, reason) in stale {
-            if reason == RefusalReason::ProtocolError && self.schedule_restart(now, id) {
+            if reason == RequestRefusal::ProtocolError && self.schedule_restart(now, id) {
                 continue;
             }
             result = result.and(self.end_request(id, reason));

@@ -1235,7 +1235,7 @@ mod tests {
         let mut full: Outbox<RendezvousEvent> = Outbox::new(1);
         full.push(Output::Event(RendezvousEvent::Refused {
             request: 0,
-            reason: crate::rendezvous::RefusalReason::Busy,
+            reason: crate::rendezvous::RequestRefusal::Busy,
         }))
         .unwrap();
         // The attempt starts and its first two probe rounds fall due while nothing drains.

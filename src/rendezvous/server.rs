@@ -15,7 +15,7 @@ use super::messages::{
     Probe, ProbeAck, REGISTER, REGISTRATION_MAC_LEN, Refused, Register, RegisterAck,
     ServerDatagram,
 };
-use super::{DeviceId, RefusalReason, RegistrationRefusal, RendezvousError, RendezvousEvent};
+use super::{DeviceId, RegistrationRefusal, RendezvousError, RendezvousEvent, RequestRefusal};
 use crate::channel::SecureStream;
 use crate::channel::{ClientCertPolicy, Connection};
 use crate::io::{Input, Outbox, Output, StreamId, Transmit};
@@ -24,7 +24,7 @@ use crate::wire::{Limits, Message, WireError};
 use crate::{Error, Instant, Rng, UnixTime};
 
 /// Configuration of a [`RendezvousServer`].
-pub struct ServerConfig {
+pub struct RendezvousServerConfig {
     /// The UDP address registrations (S202) and probes arrive at; notices (S205) leave
     /// from it (seed: 130.74.23.6:1200).
     pub udp: SocketAddr,
@@ -86,9 +86,9 @@ pub struct ServerConfig {
     pub limits: Limits,
 }
 
-impl core::fmt::Debug for ServerConfig {
+impl core::fmt::Debug for RendezvousServerConfig {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("ServerConfig")
+        f.debug_struct("RendezvousServerConfig")
             .field("udp", &self.udp)
             .field("issuer_port", &self.issuer_port)
             .field("device_port", &self.device_port)
@@ -96,7 +96,7 @@ impl core::fmt::Debug for ServerConfig {
     }
 }
 
-impl ServerConfig {
+impl RendezvousServerConfig {
     /// A configuration with the seed's ports (issuers on 1201, devices on 1300) and
     /// defaults otherwise. `device_channel` must require device certificates.
     pub fn new(
@@ -105,11 +105,11 @@ impl ServerConfig {
         device_channel: crate::channel::ServerConfig,
         keys: Box<dyn RegistrationKeys + Send>,
         time_anchor: UnixTime,
-    ) -> Result<ServerConfig, Error> {
+    ) -> Result<RendezvousServerConfig, Error> {
         if !matches!(device_channel.client_certs, ClientCertPolicy::Required(_)) {
             return Err(RendezvousError::DeviceCertificatesNotRequired.into());
         }
-        Ok(ServerConfig {
+        Ok(RendezvousServerConfig {
             udp,
             issuer_port: 1201,
             device_port: 1300,
@@ -245,10 +245,10 @@ struct Request {
 
 /// The rendezvous server actor.
 ///
-/// Serves UDP on [`ServerConfig::udp`] and streams on the issuer and device ports (the
+/// Serves UDP on [`RendezvousServerConfig::udp`] and streams on the issuer and device ports (the
 /// driver listens on them and reports accepted streams with their local address).
 pub struct RendezvousServer<D: Directory = MemoryDirectory> {
-    cfg: ServerConfig,
+    cfg: RendezvousServerConfig,
     directory: D,
     rng: Rng,
     datagram_limiter: SourceLimiter,
@@ -302,7 +302,7 @@ const EARLY_PROBE_LIFE: Duration = Duration::from_secs(5);
 
 impl<D: Directory> RendezvousServer<D> {
     /// A server with an empty `directory`.
-    pub fn new(cfg: ServerConfig, directory: D, rng: Rng) -> Result<Self, Error> {
+    pub fn new(cfg: RendezvousServerConfig, directory: D, rng: Rng) -> Result<Self, Error> {
         if cfg.max_clock_skew >= cfg.registration_lifetime {
             return Err(RendezvousError::SkewNotShorterThanLifetime.into());
         }
@@ -630,7 +630,7 @@ impl<D: Directory> RendezvousServer<D> {
                         Ok(())
                     }
                     Some(r) if r.device_stream == Some(id) => {
-                        self.refuse(request, RefusalReason::DeviceUnreachable)
+                        self.refuse(request, RequestRefusal::DeviceUnreachable)
                     }
                     _ => Ok(()),
                 },
@@ -651,7 +651,7 @@ impl<D: Directory> RendezvousServer<D> {
             .and_then(|r| r.device_stream)
             .filter(|d| self.sessions.contains_key(d));
         let told = match device_stream {
-            Some(d) => match Refused::new(request, RefusalReason::IssuerGone).encode() {
+            Some(d) => match Refused::new(request, RequestRefusal::IssuerGone).encode() {
                 Ok(msg) => self.send_on(d, &msg),
                 Err(e) => Err(RendezvousError::from(e).into()),
             },
@@ -715,7 +715,7 @@ impl<D: Directory> RendezvousServer<D> {
             .get(&stream)
             .map(|s| (s.remote, !s.requests.is_empty()))
             .ok_or(Error::UnknownStream(stream))?;
-        let refuse = |s: &mut Self, reason: RefusalReason| -> Result<(), Error> {
+        let refuse = |s: &mut Self, reason: RequestRefusal| -> Result<(), Error> {
             let msg = Refused::new(req.request, reason).encode()?;
             s.send_on(stream, &msg)?;
             s.outbox.event(RendezvousEvent::RequestRefused {
@@ -725,17 +725,17 @@ impl<D: Directory> RendezvousServer<D> {
             })
         };
         if has_request {
-            return refuse(self, RefusalReason::ProtocolError);
+            return refuse(self, RequestRefusal::ProtocolError);
         }
         if !self.request_limiter.allow(issuer_addr.ip(), now) {
             self.stats.rate_limited_requests += 1;
             let retry_after = self.cfg.request_rate.per_token;
-            return refuse(self, RefusalReason::RateLimited { retry_after });
+            return refuse(self, RequestRefusal::RateLimited { retry_after });
         }
         // S204: look the device up.
         let Some(entry) = self.directory.lookup(req.device, now) else {
             self.stats.unknown_device_requests += 1;
-            return refuse(self, RefusalReason::UnknownDevice);
+            return refuse(self, RequestRefusal::UnknownDevice);
         };
         let blocked = [
             entry.blocked_until,
@@ -750,7 +750,7 @@ impl<D: Directory> RendezvousServer<D> {
             self.stats.rate_limited_requests += 1;
             return refuse(
                 self,
-                RefusalReason::RateLimited {
+                RequestRefusal::RateLimited {
                     retry_after: until - now,
                 },
             );
@@ -759,7 +759,7 @@ impl<D: Directory> RendezvousServer<D> {
             || self.requests.contains_key(&req.request)
             || self.tokens.contains_key(&req.token)
         {
-            return refuse(self, RefusalReason::Busy);
+            return refuse(self, RequestRefusal::Busy);
         }
         self.tokens.insert(req.token, req.request);
         self.requests.insert(
@@ -804,7 +804,7 @@ impl<D: Directory> RendezvousServer<D> {
     }
 
     /// S205: notify the device of `request` while it has not fetched it; after
-    /// [`ServerConfig::notices`] notices and [`ServerConfig::fetch_wait`] more without a
+    /// [`RendezvousServerConfig::notices`] notices and [`RendezvousServerConfig::fetch_wait`] more without a
     /// fetch, the device is unreachable.
     fn send_notice(&mut self, now: Instant, request: u64) -> Result<(), Error> {
         let Some(r) = self
@@ -816,13 +816,13 @@ impl<D: Directory> RendezvousServer<D> {
         };
         let device = r.device;
         if r.notices_sent >= self.cfg.notices {
-            return self.refuse(request, RefusalReason::DeviceUnreachable);
+            return self.refuse(request, RequestRefusal::DeviceUnreachable);
         }
         let (Some(entry), Some(key)) = (
             self.directory.lookup(device, now),
             self.cfg.keys.key(device),
         ) else {
-            return self.refuse(request, RefusalReason::DeviceUnreachable);
+            return self.refuse(request, RequestRefusal::DeviceUnreachable);
         };
         let data = Notice {
             request,
@@ -940,7 +940,7 @@ impl<D: Directory> RendezvousServer<D> {
             // Not this device's request (or not a device at all): the same answer either
             // way, so a device cannot probe for other devices' requests.
             self.stats.unauthorized_fetches += 1;
-            let msg = Refused::new(fetch.request, RefusalReason::NotAuthorized).encode()?;
+            let msg = Refused::new(fetch.request, RequestRefusal::NotAuthorized).encode()?;
             self.send_on(stream, &msg)?;
             return Err(RendezvousError::FetchNotAuthorized(fetch.request).into());
         };
@@ -995,7 +995,7 @@ impl<D: Directory> RendezvousServer<D> {
     }
 
     /// Refuse `request` to its issuer and forget it.
-    fn refuse(&mut self, request: u64, reason: RefusalReason) -> Result<(), Error> {
+    fn refuse(&mut self, request: u64, reason: RequestRefusal) -> Result<(), Error> {
         let Some(r) = self.requests.get(&request) else {
             return Ok(());
         };
@@ -1081,7 +1081,7 @@ impl<D: Directory> RendezvousServer<D> {
                 self.directory.expire(now, self.cfg.expiry_batch);
                 Ok(())
             }
-            Timer::RequestDeadline(id) => self.refuse(id, RefusalReason::Timeout),
+            Timer::RequestDeadline(id) => self.refuse(id, RequestRefusal::Timeout),
             Timer::Notice(id) => self.send_notice(now, id),
             // `try_offer` re-checks that the request still waits.
             Timer::ProbeWait(id) => self.try_offer(now, id),
@@ -1185,7 +1185,7 @@ mod tests {
     }
 
     impl Harness {
-        fn new(tweak: impl FnOnce(&mut ServerConfig)) -> Harness {
+        fn new(tweak: impl FnOnce(&mut RendezvousServerConfig)) -> Harness {
             let mut rng = ChaCha20Rng::seed_from_u64(5);
             let ca = CertificateAuthority::generate("CA", &mut rng);
             let trust = TrustStore::with(ca.certificate().clone());
@@ -1193,7 +1193,7 @@ mod tests {
                 ca.issue_identity("rendezvous.example", &[], ANCHOR, 86_400, rng)
                     .unwrap()
             };
-            let mut cfg = ServerConfig::new(
+            let mut cfg = RendezvousServerConfig::new(
                 udp(),
                 crate::channel::ServerConfig::with_certificate(id(&mut rng), ANCHOR),
                 crate::channel::ServerConfig::with_certificate(id(&mut rng), ANCHOR)
@@ -1314,7 +1314,7 @@ mod tests {
         }
     }
 
-    fn refusal(messages: &[Vec<u8>]) -> Option<RefusalReason> {
+    fn refusal(messages: &[Vec<u8>]) -> Option<RequestRefusal> {
         messages.iter().find_map(|m| {
             let msg = Message::decode(m, &Limits::default()).ok()?;
             Refused::decode(&msg, &Limits::default())
@@ -1447,12 +1447,12 @@ mod tests {
             let (id, mut conn) = h.issuer(n, &alloc::format!("4.17.168.{n}:7000"));
             answers.push(refusal(&h.request(id, &mut conn, 100 + n, DeviceId(2133))));
         }
-        assert_eq!(answers, [None, None, Some(RefusalReason::Busy)]);
+        assert_eq!(answers, [None, None, Some(RequestRefusal::Busy)]);
         assert_eq!(h.server.requests_in_progress(), 2);
         let (id, mut conn) = h.issuer(9, "4.17.168.9:7000");
         assert_eq!(
             refusal(&h.request(id, &mut conn, 999, DeviceId(7))),
-            Some(RefusalReason::UnknownDevice)
+            Some(RequestRefusal::UnknownDevice)
         );
         // A second request on the same stream is a protocol error.
         let mut h = Harness::new(|_| {});
@@ -1464,7 +1464,7 @@ mod tests {
         );
         assert_eq!(
             refusal(&h.request(id, &mut conn, 501, DeviceId(2133))),
-            Some(RefusalReason::ProtocolError)
+            Some(RequestRefusal::ProtocolError)
         );
     }
 
@@ -1479,9 +1479,9 @@ mod tests {
         assert_eq!(
             answers,
             [
-                Some(RefusalReason::UnknownDevice),
-                Some(RefusalReason::UnknownDevice),
-                Some(RefusalReason::RateLimited {
+                Some(RequestRefusal::UnknownDevice),
+                Some(RequestRefusal::UnknownDevice),
+                Some(RequestRefusal::RateLimited {
                     retry_after: Duration::from_secs(60)
                 })
             ]
@@ -1539,7 +1539,7 @@ mod tests {
         let mut make = |policy| {
             let a = ca.issue_identity("s", &[], ANCHOR, 10, &mut rng).unwrap();
             let b = ca.issue_identity("s", &[], ANCHOR, 10, &mut rng).unwrap();
-            ServerConfig::new(
+            RendezvousServerConfig::new(
                 udp(),
                 crate::channel::ServerConfig::with_certificate(a, ANCHOR),
                 crate::channel::ServerConfig::with_certificate(b, ANCHOR).with_client_certs(policy),

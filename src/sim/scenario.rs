@@ -38,8 +38,8 @@ use crate::channel::{ClientCertPolicy, ServerConfig as ChannelServerConfig};
 use crate::crypto::cert::{CertificateAuthority, TrustStore};
 use crate::rendezvous::{
     Acceptor, AcceptorConfig, BackoffConfig, DerivedRegistrationKeys, DeviceId, Issuer,
-    IssuerConfig, MemoryDirectory, Password, PeerFailure, RefusalReason, RendezvousEvent,
-    RendezvousServer, ServerConfig,
+    IssuerConfig, MemoryDirectory, Password, PeerFailure, RendezvousEvent, RendezvousServer,
+    RendezvousServerConfig, RequestRefusal,
 };
 use crate::{Event, UnixTime};
 
@@ -149,7 +149,7 @@ pub enum Outcome {
     /// The direct connection failed.
     Failed(PeerFailure),
     /// The request was refused.
-    Refused(RefusalReason),
+    Refused(RequestRefusal),
     /// Nothing decided within the time given.
     Undecided,
 }
@@ -193,7 +193,7 @@ impl World {
             .map_err(err)?;
 
         // The server.
-        let mut server_cfg = ServerConfig::new(
+        let mut server_cfg = RendezvousServerConfig::new(
             server_udp(),
             ChannelServerConfig::with_certificate(issuer_side, ANCHOR),
             ChannelServerConfig::with_certificate(device_side, ANCHOR)
