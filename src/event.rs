@@ -16,6 +16,25 @@ use crate::rendezvous::RendezvousEvent;
 
 /// Something an actor tells the application. Each protocol module has its own event type;
 /// this enum gathers them so one driver can collect the events of every actor.
+///
+/// Take it apart with the accessors rather than nested `match`es: `as_*` borrows the
+/// protocol's (or, for seed 000, the actor's) own event, `into_*` takes it, and each event
+/// type also implements `TryFrom<Event>` (the `Err` is the event handed back):
+///
+/// ```
+/// use deputy::Event;
+/// use deputy::offload::ApplianceEvent;
+///
+/// let events: Vec<Event> = vec![
+///     ApplianceEvent::SendFailed { session: 3 }.into(),
+///     deputy::rendezvous::RendezvousEvent::PeerClosed { session: 9 }.into(),
+/// ];
+/// // Instead of `Event::Offload(OffloadEvent::Appliance(ApplianceEvent::SendFailed { .. }))`:
+/// assert!(matches!(events[0].as_appliance(), Some(ApplianceEvent::SendFailed { session: 3 })));
+/// assert!(events[0].as_offload().is_some() && events[0].as_rendezvous().is_none());
+/// let appliance: Vec<ApplianceEvent> = events.into_iter().filter_map(Event::into_appliance).collect();
+/// assert_eq!(appliance.len(), 1);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
@@ -31,6 +50,64 @@ pub enum Event {
     Rendezvous(RendezvousEvent),
     /// From a key-exchange delegation actor (seed 004 terminal or substitution server).
     Keyx(KeyxEvent),
+}
+
+/// `as_*` (borrow) and `into_*` (take) accessors for one protocol's (or seed 000 actor's)
+/// events, and `TryFrom<Event>` for its event type (the `Err` hands the event back
+/// unchanged). Each entry names the pattern that binds `x` to the inner event.
+macro_rules! accessors {
+    ($(#[$doc:meta] $ty:ty, $as:ident, $into:ident, $x:ident in $pat:pat,)*) => {
+        impl Event {
+            $(
+                #[$doc]
+                pub fn $as(&self) -> Option<&$ty> {
+                    match self {
+                        $pat => Some($x),
+                        _ => None,
+                    }
+                }
+
+                #[$doc]
+                pub fn $into(self) -> Option<$ty> {
+                    <$ty>::try_from(self).ok()
+                }
+            )*
+        }
+
+        $(
+            impl TryFrom<Event> for $ty {
+                type Error = Event;
+
+                fn try_from(e: Event) -> Result<Self, Event> {
+                    match e {
+                        $pat => Ok($x),
+                        other => Err(other),
+                    }
+                }
+            }
+        )*
+    };
+}
+
+accessors! {
+    /// The event if it came from a secure-channel actor.
+    ChannelEvent, as_channel, into_channel, x in Event::Channel(x),
+    /// The event if it came from a seed 000 actor (any of the three).
+    OffloadEvent, as_offload, into_offload, x in Event::Offload(x),
+    /// The event if it came from an IKEv2 initiator or responder.
+    IkeEvent, as_ike, into_ike, x in Event::Ike(x),
+    /// The event if it came from an ESP data plane.
+    IpsecEvent, as_ipsec, into_ipsec, x in Event::Ipsec(x),
+    /// The event if it came from a seed 002 actor (server, issuer, acceptor).
+    RendezvousEvent, as_rendezvous, into_rendezvous, x in Event::Rendezvous(x),
+    /// The event if it came from a key-exchange delegation actor.
+    KeyxEvent, as_keyx, into_keyx, x in Event::Keyx(x),
+    /// The event if an [`Appliance`](crate::offload::Appliance) raised it.
+    ApplianceEvent, as_appliance, into_appliance, x in Event::Offload(OffloadEvent::Appliance(x)),
+    /// The event if a [`CryptoProxy`](crate::offload::CryptoProxy) raised it.
+    ProxyEvent, as_proxy, into_proxy, x in Event::Offload(OffloadEvent::Proxy(x)),
+    /// The event if a [`RemoteNode`](crate::offload::RemoteNode) raised it.
+    RemoteEvent, as_remote, into_remote, x in Event::Offload(OffloadEvent::Remote(x)),
 }
 
 impl From<KeyxEvent> for Event {

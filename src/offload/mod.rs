@@ -132,6 +132,32 @@ pub enum OffloadEvent {
     Remote(RemoteEvent),
 }
 
+impl OffloadEvent {
+    /// The event if an [`Appliance`] raised it.
+    pub fn as_appliance(&self) -> Option<&ApplianceEvent> {
+        match self {
+            OffloadEvent::Appliance(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The event if a [`CryptoProxy`] raised it.
+    pub fn as_proxy(&self) -> Option<&ProxyEvent> {
+        match self {
+            OffloadEvent::Proxy(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The event if a [`RemoteNode`] raised it.
+    pub fn as_remote(&self) -> Option<&RemoteEvent> {
+        match self {
+            OffloadEvent::Remote(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 impl From<ApplianceEvent> for OffloadEvent {
     fn from(e: ApplianceEvent) -> Self {
         OffloadEvent::Appliance(e)
