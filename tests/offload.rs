@@ -24,9 +24,10 @@ use deputy::crypto::CertError;
 use deputy::crypto::cert::{CertificateAuthority, TrustStore};
 use deputy::offload::messages::{self, Message};
 use deputy::offload::{
-    AccessPolicy, Appliance, ApplianceConfig, ApplianceEvent, CryptoProxy, DirectKey, Discovery,
-    LinkKey, OffloadError, OffloadEvent, OffloadRefusal, Peer, ProxyConfig, ProxyEvent,
-    RemoteEvent, RemoteNode, RemoteNodeConfig, ServedAppliance, Solicited, StartedBy, Target,
+    AccessPolicy, Appliance, ApplianceConfig, ApplianceEvent, ApplianceParams, CryptoProxy,
+    DirectKey, Discovery, LinkKey, OffloadError, OffloadEvent, OffloadRefusal, Peer, ProxyConfig,
+    ProxyEvent, RemoteEvent, RemoteNode, RemoteNodeConfig, ServedAppliance, Solicited, StartedBy,
+    Target,
 };
 use deputy::sim::fault::{Fault, FaultAction};
 use deputy::sim::packet::{self, TcpSegment};
@@ -316,9 +317,9 @@ impl Home {
         let identity = ca
             .issue_identity("proxy.home", &names, ANCHOR, YEAR, &mut rng)
             .unwrap();
-        let mut channel = ServerConfig::with_certificate(identity, ANCHOR).with_client_certs(
-            ClientCertPolicy::Optional(TrustStore::with(ca.certificate().clone())),
-        );
+        let mut channel = ServerConfig::with_certificate(identity, ANCHOR);
+        channel.client_certs =
+            ClientCertPolicy::Optional(TrustStore::with(ca.certificate().clone()));
         for (name, auth) in &setup.remotes {
             if *auth == Auth::Psk {
                 channel.add_psk(psk_for(name)).unwrap();
@@ -333,7 +334,7 @@ impl Home {
                 .map_or(AccessPolicy::AnyAuthenticated, |(_, a)| a.clone());
             let mut served = ServedAppliance::new(sa(*addr, APPLIANCE_PORT), access);
             if let Some(k) = &link_key {
-                served = served.with_link_key(k.clone());
+                served.link_key = Some(k.clone());
             }
             pc.serve(name, served).unwrap();
         }
@@ -349,9 +350,15 @@ impl Home {
         let mut appliances = BTreeMap::new();
         for (name, addr) in setup.appliances.iter().zip(&appliance_ips) {
             let local = sa(*addr, APPLIANCE_PORT);
-            let mut cfg = ApplianceConfig::new(name, local, proxy_addr(), proxy_public()).unwrap();
+            let mut cfg = ApplianceConfig::new(ApplianceParams {
+                name,
+                local,
+                proxy: proxy_addr(),
+                proxy_public: proxy_public(),
+            })
+            .unwrap();
             if let Some(k) = &link_key {
-                cfg = cfg.with_link_key(k.clone());
+                cfg.link_key = Some(k.clone());
             }
             (setup.appliance)(name, &mut cfg);
             let rng = Box::new(sim.rng(&format!("offload/{name}")));
@@ -368,7 +375,7 @@ impl Home {
                     let me = ca
                         .issue_identity(name, &[], ANCHOR, YEAR, &mut rng)
                         .unwrap();
-                    ClientConfig::with_ca(trust, "proxy.home", ANCHOR).with_client_identity(me)
+                    ClientConfig::with_client_certificate(trust, "proxy.home", me, ANCHOR)
                 }
                 Auth::Anonymous => ClientConfig::with_ca(trust, "proxy.home", ANCHOR),
                 Auth::Psk => ClientConfig::with_psk(psk_for(name), ANCHOR),
@@ -376,7 +383,7 @@ impl Home {
             };
             let mut cfg = RemoteNodeConfig::new(channel, sa(addr, REMOTE_UDP));
             if matches!(auth, Auth::Psk | Auth::UnknownPsk) {
-                cfg = cfg.with_psk_scope(&setup.appliances);
+                cfg.psk_scope = setup.appliances.iter().map(|a| a.to_string()).collect();
             }
             (setup.remote)(name, &mut cfg);
             let rng = Box::new(sim.rng(&format!("offload/{name}")));
@@ -637,8 +644,9 @@ fn remote_sealed(id: u32, data: &[u8]) -> Vec<u8> {
     let mut cfg = RemoteNodeConfig::new(
         ClientConfig::with_psk(psk_for("x"), ANCHOR),
         sa(ip("203.0.113.9"), 1),
-    )
-    .with_direct_key("toaster", DirectKey::new(id, &[1; 32]));
+    );
+    cfg.direct_keys
+        .push(("toaster".into(), DirectKey::new(id, &[1; 32])));
     cfg.probe_len = 0;
     let mut node = RemoteNode::new(cfg, Box::new(Sim::new(0).rng("sealer")));
     let target = Target::new("toaster", sa(ip("192.168.0.99"), APPLIANCE_PORT));
@@ -1129,12 +1137,12 @@ fn forged_proxy_designation_fails() {
             CryptoProxy::new(pc, Box::new(h.sim.rng("evil-proxy"))),
         );
         h.sim.listen(proxy, PROXY_TCP).unwrap();
-        let cfg = ApplianceConfig::new(
-            "microwave",
-            sa(ip(fake_ip), APPLIANCE_PORT),
-            sa(ip(evil_ip), PROXY_UDP),
-            evil_public,
-        )
+        let cfg = ApplianceConfig::new(ApplianceParams {
+            name: "microwave",
+            local: sa(ip(fake_ip), APPLIANCE_PORT),
+            proxy: sa(ip(evil_ip), PROXY_UDP),
+            proxy_public: evil_public,
+        })
         .unwrap();
         h.add_internet_host(
             &format!("fake-microwave-{i}"),
@@ -2270,9 +2278,15 @@ fn command_bounds_are_enforced() {
     assert_eq!(pc.appliances().count(), ProxyConfig::MAX_APPLIANCES);
     // Weak keys past the bound are ignored: data sealed under key 20 is undecryptable.
     let toaster = sa(ip("192.168.0.99"), APPLIANCE_PORT);
-    let mut cfg = ApplianceConfig::new("toaster", toaster, proxy_addr(), proxy_public()).unwrap();
+    let mut cfg = ApplianceConfig::new(ApplianceParams {
+        name: "toaster",
+        local: toaster,
+        proxy: proxy_addr(),
+        proxy_public: proxy_public(),
+    })
+    .unwrap();
     for id in 0..40 {
-        cfg = cfg.with_direct_key(DirectKey::new(id, &[1; 32]));
+        cfg.direct_keys.push(DirectKey::new(id, &[1; 32]));
     }
     let mut toaster_actor = Appliance::new(cfg, Box::new(h.sim.rng("toaster")));
     let sender = sa(ip("203.0.113.9"), 1);
@@ -2298,12 +2312,23 @@ fn command_bounds_are_enforced() {
     assert_eq!(outcomes, [true, true, false, false]);
     let bad_name = Error::Offload(OffloadError::BadName);
     assert_eq!(
-        ApplianceConfig::new("", proxy_addr(), proxy_addr(), proxy_public()).unwrap_err(),
+        ApplianceConfig::new(ApplianceParams {
+            name: "",
+            local: proxy_addr(),
+            proxy: proxy_addr(),
+            proxy_public: proxy_public()
+        })
+        .unwrap_err(),
         bad_name
     );
     assert_eq!(
-        ApplianceConfig::new(&"x".repeat(65), proxy_addr(), proxy_addr(), proxy_public())
-            .unwrap_err(),
+        ApplianceConfig::new(ApplianceParams {
+            name: &"x".repeat(65),
+            local: proxy_addr(),
+            proxy: proxy_addr(),
+            proxy_public: proxy_public()
+        })
+        .unwrap_err(),
         bad_name
     );
 }
@@ -2378,15 +2403,15 @@ fn link_survives_an_appliance_restart() {
 
         // Power cut: a fresh appliance with the same configuration.
         let node = h.appliance("microwave");
-        let mut cfg = ApplianceConfig::new(
-            "microwave",
-            h.appliances["microwave"].1,
-            proxy_addr(),
-            proxy_public(),
-        )
+        let mut cfg = ApplianceConfig::new(ApplianceParams {
+            name: "microwave",
+            local: h.appliances["microwave"].1,
+            proxy: proxy_addr(),
+            proxy_public: proxy_public(),
+        })
         .unwrap();
         if keyed {
-            cfg = cfg.with_link_key(LinkKey::new(b"provisioned link key for the home").unwrap());
+            cfg.link_key = Some(LinkKey::new(b"provisioned link key for the home").unwrap());
         }
         let rng = Box::new(h.sim.rng("rebooted"));
         h.sim

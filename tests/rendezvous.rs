@@ -14,11 +14,11 @@ use deputy::crypto::cert::TrustStore;
 use deputy::rendezvous::messages::{self, Fetch, Refused, Register};
 use deputy::rendezvous::{
     Acceptor, BackoffConfig, DerivedRegistrationKeys, DeviceId, Directory, Issuer, IssuerConfig,
-    PeerFailure, RendezvousEvent, RendezvousServer, RequestRefusal, ServerStats,
+    IssuerParams, PeerFailure, RendezvousEvent, RendezvousServer, RequestRefusal, ServerStats,
 };
 use deputy::sim::scenario::{
-    ACCEPTOR_PUBLIC, ANCHOR, DEVICE, ISSUER_PUBLIC, Outcome, SERVER_IP, SERVER_NAME, World,
-    WorldConfig, server_udp,
+    ACCEPTOR_PUBLIC, ANCHOR, DEVICE, ISSUER_PORT, ISSUER_PUBLIC, Outcome, SERVER_IP, SERVER_NAME,
+    World, WorldConfig, server_udp,
 };
 use deputy::sim::{DatagramProbe, LinkConfig, Mapping, NatConfig, NodeId, Sim, TraceKind};
 use deputy::wire::{Limits, Message};
@@ -457,7 +457,12 @@ fn acceptor_channel_requires_device_authentication() {
         w.internet,
         "66.6.6.9",
         ChannelClient::new(
-            Arc::new(ClientConfig::with_ca(trust, SERVER_NAME, ANCHOR).with_client_identity(other)),
+            Arc::new(ClientConfig::with_client_certificate(
+                trust,
+                SERVER_NAME,
+                other,
+                ANCHOR,
+            )),
             "66.6.6.9:0".parse().unwrap(),
             device_port,
             Box::new(sim.rng("impostor")),
@@ -593,14 +598,14 @@ fn wrong_password_is_refused_and_backs_off() {
         w.internet,
         "8.117.12.109",
         Issuer::new(
-            IssuerConfig::new(
+            IssuerConfig::new(IssuerParams {
                 trust,
-                SERVER_NAME,
-                SocketAddr::new(IpAddr::V4(SERVER_IP), 1201),
-                server_udp(),
-                "8.117.12.109:1600".parse().unwrap(),
-                ANCHOR,
-            ),
+                server_name: SERVER_NAME.into(),
+                server_stream: SocketAddr::new(IpAddr::V4(SERVER_IP), ISSUER_PORT),
+                server_udp: server_udp(),
+                local: "8.117.12.109:1600".parse().unwrap(),
+                time_anchor: ANCHOR,
+            }),
             Box::new(sim.rng("other issuer")),
         ),
     );

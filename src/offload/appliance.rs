@@ -169,40 +169,62 @@ pub enum ApplianceEvent {
     },
 }
 
-/// Configuration of an [`Appliance`].
+/// The values an [`ApplianceConfig`] has no default for, by name: the three addresses
+/// cannot be swapped without it showing.
 #[derive(Clone, Debug)]
-pub struct ApplianceConfig {
-    /// The appliance's name (what the proxy's certificate names).
-    pub name: String,
+pub struct ApplianceParams<'a> {
+    /// The appliance's name (what the proxy's certificate names): 1 to
+    /// [`MAX_NAME_LEN`](super::MAX_NAME_LEN) bytes.
+    pub name: &'a str,
     /// The appliance's datagram socket.
     pub local: SocketAddr,
     /// The proxy's datagram address on the closed network.
     pub proxy: SocketAddr,
     /// The proxy's stream address as reachable from the open network (the designation).
     pub proxy_public: SocketAddr,
-    /// The provisioned link key; `None` trusts the closed network (¶0070).
+}
+
+/// Configuration of an [`Appliance`]: [`ApplianceConfig::new`] takes what has no default,
+/// every other field is public and starts at the default its documentation states.
+#[derive(Clone, Debug)]
+pub struct ApplianceConfig {
+    /// The appliance's name (what the proxy's certificate names). No default.
+    pub name: String,
+    /// The appliance's datagram socket. No default.
+    pub local: SocketAddr,
+    /// The proxy's datagram address on the closed network. No default.
+    pub proxy: SocketAddr,
+    /// The proxy's stream address as reachable from the open network (the designation).
+    /// No default.
+    pub proxy_public: SocketAddr,
+    /// The provisioned link key; `None` (the default) trusts the closed network (¶0070).
     pub link_key: Option<LinkKey>,
-    /// Retransmission and bounds on the link to the proxy.
+    /// Retransmission and bounds on the link to the proxy. Default
+    /// [`LinkTiming::default`].
     pub link: LinkTiming,
     /// The first link sequence number. A restart is recognised by the link's random epoch,
-    /// so this may stay 1.
+    /// so this may stay at its default, 1.
     pub first_seq: u64,
-    /// Answers to one source address.
+    /// Answers to one source address. Default 2 per second, burst 1.
     pub per_source: RateLimit,
-    /// Answers to all sources together.
+    /// Answers to all sources together. Default 8 per second, burst 4.
     pub global: RateLimit,
-    /// Source addresses tracked by the rate limiter.
+    /// Source addresses tracked by the rate limiter. Default 32.
     pub max_sources: usize,
     /// Weak keys the appliance opens itself (¶0062); only the first
-    /// [`ApplianceConfig::MAX_DIRECT_KEYS`] are used.
+    /// [`ApplianceConfig::MAX_DIRECT_KEYS`] are used. Default none. A datagram sealed
+    /// with one of them is delivered once: a replay (a sequence number already seen or
+    /// below the key's window) is dropped without an answer and without an event, and
+    /// [`Actor::handle_input`](crate::Actor::handle_input) returns
+    /// [`OffloadError::Replayed`].
     pub direct_keys: Vec<DirectKey>,
-    /// Open sessions, at most.
+    /// Open sessions, at most. Default 8.
     pub max_sessions: usize,
-    /// S31 requests awaiting S34, at most.
+    /// S31 requests awaiting S34, at most. Default 4.
     pub max_pending: usize,
-    /// How long S31 may wait for S34.
+    /// How long S31 may wait for S34. Default 10 s.
     pub open_timeout: Duration,
-    /// Decoding limits.
+    /// Decoding limits. Default [`Limits::default`] with messages of at most 4096 bytes.
     pub limits: Limits,
 }
 
@@ -210,14 +232,15 @@ impl ApplianceConfig {
     /// The most weak keys one appliance holds.
     pub const MAX_DIRECT_KEYS: usize = 16;
 
-    /// An appliance named `name` on `local`, deputized by the proxy at `proxy` (closed
-    /// network), whose stream port remote nodes reach at `proxy_public`.
-    pub fn new(
-        name: &str,
-        local: SocketAddr,
-        proxy: SocketAddr,
-        proxy_public: SocketAddr,
-    ) -> Result<Self, Error> {
+    /// A configuration from `params`, every other field at its documented default. Fails
+    /// if the name is empty or too long.
+    pub fn new(params: ApplianceParams<'_>) -> Result<Self, Error> {
+        let ApplianceParams {
+            name,
+            local,
+            proxy,
+            proxy_public,
+        } = params;
         check_name(name)?;
         Ok(ApplianceConfig {
             name: name.into(),
@@ -239,18 +262,6 @@ impl ApplianceConfig {
                 ..Limits::default()
             },
         })
-    }
-
-    /// Protect the link to the proxy with `key`.
-    pub fn with_link_key(mut self, key: LinkKey) -> Self {
-        self.link_key = Some(key);
-        self
-    }
-
-    /// Accept data sealed with `key` (¶0062).
-    pub fn with_direct_key(mut self, key: DirectKey) -> Self {
-        self.direct_keys.push(key);
-        self
     }
 }
 
@@ -280,18 +291,18 @@ struct PendingOpen {
 /// It builds without `std`.
 ///
 /// ```
-/// use deputy::offload::{Appliance, ApplianceConfig, ApplianceEvent, Solicited};
+/// use deputy::offload::{Appliance, ApplianceConfig, ApplianceEvent, ApplianceParams, Solicited};
 /// use deputy::{Actor, Input, Instant, Output};
 /// use deputy::offload::OffloadEvent;
 /// use rand_chacha::ChaCha20Rng;
 /// use rand_core::SeedableRng;
 ///
-/// let config = ApplianceConfig::new(
-///     "microwave",
-///     "192.168.0.10:5683".parse().unwrap(),   // the appliance
-///     "192.168.0.2:5684".parse().unwrap(),    // its proxy, closed network
-///     "192.168.0.2:8443".parse().unwrap(),    // the proxy as remote nodes reach it
-/// ).unwrap();
+/// let config = ApplianceConfig::new(ApplianceParams {
+///     name: "microwave",
+///     local: "192.168.0.10:5683".parse().unwrap(),
+///     proxy: "192.168.0.2:5684".parse().unwrap(),        // closed network
+///     proxy_public: "192.168.0.2:8443".parse().unwrap(), // as remote nodes reach it
+/// }).unwrap();
 /// let mut microwave = Appliance::new(config, Box::new(ChaCha20Rng::seed_from_u64(1)));
 ///
 /// // A forged command arrives in plaintext from the internet (flow A').
@@ -383,7 +394,11 @@ impl Appliance {
 
     /// Flow B, S31: ask the proxy to set up a secure session with the remote node at
     /// `remote` (its address on the open network), optionally requiring it to prove
-    /// `identity`. Returns the request id that [`ApplianceEvent::SessionUp`] or
+    /// `identity`. The proxy opens a stream to exactly `remote`, so the remote node's
+    /// driver must listen for streams on that address and port (the remote node's
+    /// datagram socket, [`RemoteNodeConfig::local`](super::RemoteNodeConfig::local), plays
+    /// no part; the remote node takes a flow B stream on whatever port its driver accepted
+    /// it). Returns the request id that [`ApplianceEvent::SessionUp`] or
     /// [`ApplianceEvent::Refused`] will carry.
     pub fn connect(
         &mut self,
@@ -851,12 +866,12 @@ mod tests {
 
     impl Bench {
         fn new() -> Bench {
-            let mut cfg = ApplianceConfig::new(
-                "microwave",
-                LOCAL.parse().unwrap(),
-                PROXY.parse().unwrap(),
-                "192.168.0.2:8443".parse().unwrap(),
-            )
+            let mut cfg = ApplianceConfig::new(ApplianceParams {
+                name: "microwave",
+                local: LOCAL.parse().unwrap(),
+                proxy: PROXY.parse().unwrap(),
+                proxy_public: "192.168.0.2:8443".parse().unwrap(),
+            })
             .unwrap();
             cfg.max_sessions = 32;
             Bench {

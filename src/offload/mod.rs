@@ -65,7 +65,9 @@ use core::time::Duration;
 
 pub use crate::error::{OffloadError, OffloadRefusal};
 pub use crate::ratelimit::RateLimit;
-pub use appliance::{Appliance, ApplianceConfig, ApplianceEvent, DirectKey, Solicited};
+pub use appliance::{
+    Appliance, ApplianceConfig, ApplianceEvent, ApplianceParams, DirectKey, Solicited,
+};
 pub use link::{LinkKey, LinkTiming};
 pub use proxy::{AccessPolicy, CryptoProxy, ProxyConfig, ProxyEvent, ServedAppliance};
 pub use remote::{AppliancePolicy, Discovery, RemoteEvent, RemoteNode, RemoteNodeConfig, Target};

@@ -52,16 +52,18 @@ impl AccessPolicy {
 pub struct ServedAppliance {
     /// The appliance's datagram address on the closed network.
     pub addr: SocketAddr,
-    /// The provisioned link key (must match the appliance's).
+    /// The provisioned link key (must match the appliance's). Default `None`: the closed
+    /// network is trusted (¶0070).
     pub link_key: Option<LinkKey>,
     /// Who may reach it.
     pub access: AccessPolicy,
-    /// The first sequence number the proxy uses toward it.
+    /// The first sequence number the proxy uses toward it. Default 1.
     pub first_seq: u64,
 }
 
 impl ServedAppliance {
-    /// An appliance at `addr` reachable by the remote nodes `access` allows.
+    /// An appliance at `addr` reachable by the remote nodes `access` allows, the other
+    /// fields at their documented defaults.
     pub fn new(addr: SocketAddr, access: AccessPolicy) -> Self {
         ServedAppliance {
             addr,
@@ -69,12 +71,6 @@ impl ServedAppliance {
             access,
             first_seq: 1,
         }
-    }
-
-    /// Protect the link with `key`.
-    pub fn with_link_key(mut self, key: LinkKey) -> Self {
-        self.link_key = Some(key);
-        self
     }
 }
 
@@ -88,30 +84,31 @@ pub struct ProxyConfig {
     /// The proxy's datagram socket on the closed network.
     pub local: SocketAddr,
     /// Local address for streams the proxy opens (flow B); port 0 lets the driver choose.
+    /// Default: `local`'s IP address, port 0.
     pub stream_local: SocketAddr,
     appliances: BTreeMap<String, ServedAppliance>,
-    /// Retransmission and bounds on each appliance link.
+    /// Retransmission and bounds on each appliance link. Default [`LinkTiming::default`].
     pub link: LinkTiming,
     /// Streams (handshaking, awaiting S23, setting up flow B, or carrying a session), at
-    /// most; more are closed at once.
+    /// most; more are closed at once. Default 64.
     pub max_streams: usize,
     /// Sessions (remote node ↔ appliance), at most; more are refused with
-    /// [`OffloadRefusal::SessionLimit`].
+    /// [`OffloadRefusal::SessionLimit`]. Default 32.
     pub max_sessions: usize,
-    /// Flow B requests being set up (S31 received, S34 not yet sent), at most.
+    /// Flow B requests being set up (S31 received, S34 not yet sent), at most. Default 16.
     pub max_pending: usize,
     /// How long a stream may go without a session: from accepting it to S23 (flow A), or
-    /// from S31 to S33 (flow B).
+    /// from S31 to S33 (flow B). Default 15 s.
     pub request_timeout: Duration,
     /// How long an up session may pass no data either way; then the proxy ends it (a
     /// `Timeout` refusal to the remote node, a Close to the appliance), so an abandoned
-    /// session does not hold its slot forever.
+    /// session does not hold its slot forever. Default 10 minutes.
     pub session_idle_timeout: Duration,
     /// Wait for the remote node's S33 before S34 (default). `false` skips the wait as
     /// ¶0078 allows: S34 goes to the appliance as soon as the channel is up and the remote
     /// node is authorized, with S32 sent for information.
     pub await_crypto_accept: bool,
-    /// Decoding limits for offload messages.
+    /// Decoding limits for offload messages. Default [`Limits::default`].
     pub limits: Limits,
 }
 
@@ -120,7 +117,8 @@ impl ProxyConfig {
     pub const MAX_APPLIANCES: usize = 256;
 
     /// A proxy running `channel` toward the open network and listening for appliances on
-    /// `local`.
+    /// `local`, serving no appliance yet ([`ProxyConfig::serve`]), every other field at
+    /// its documented default.
     pub fn new(channel: ServerConfig, local: SocketAddr) -> Self {
         ProxyConfig {
             channel: Arc::new(channel),
@@ -139,7 +137,9 @@ impl ProxyConfig {
     }
 
     /// Deputize for the appliance `name`. Fails if the name is invalid or served already,
-    /// the address is taken, the table is full, or the certificate does not name it.
+    /// the address is taken, the table is full, or the certificate does not name it. A
+    /// method rather than a public field because each entry is checked against the others
+    /// and the certificate (docs/architecture.md, "API conventions").
     pub fn serve(&mut self, name: &str, appliance: ServedAppliance) -> Result<(), Error> {
         check_name(name)?;
         if self.appliances.len() >= Self::MAX_APPLIANCES {
@@ -352,8 +352,8 @@ fn is_pending(s: &Stream) -> bool {
 /// let id = home_ca
 ///     .issue_identity("proxy.home", &["microwave", "aircon"], anchor, 86_400, &mut rng)
 ///     .unwrap();
-/// let channel = ServerConfig::with_certificate(id, anchor)
-///     .with_client_certs(ClientCertPolicy::Required(TrustStore::with(home_ca.certificate().clone())));
+/// let mut channel = ServerConfig::with_certificate(id, anchor);
+/// channel.client_certs = ClientCertPolicy::Required(TrustStore::with(home_ca.certificate().clone()));
 /// let only_phone = AccessPolicy::Only(vec![Peer::Certificate("phone".into())]);
 /// let mut config = ProxyConfig::new(channel, "192.168.0.2:5684".parse().unwrap());
 /// config

@@ -76,51 +76,61 @@ pub struct RemoteNodeConfig {
     pub channel: Arc<ClientConfig>,
     /// The remote node's datagram socket (S21, S22, S42).
     pub local: SocketAddr,
-    /// Local address for streams it opens; port 0 lets the driver choose.
+    /// Local address for streams it opens; port 0 lets the driver choose. Default:
+    /// `local`'s IP address, port 0.
     pub stream_local: SocketAddr,
     /// PSK mode: the appliances the pre-shared key's proxy deputizes for (a PSK proxy
-    /// shows no certificate, so the key's provisioning is what names them).
+    /// shows no certificate, so the key's provisioning is what names them). Default none.
     pub psk_scope: Vec<String>,
-    /// Which appliances may start sessions (flow B).
+    /// Which appliances may start sessions (flow B). Default [`AppliancePolicy::Any`]:
+    /// any appliance whose proxy proves (with the certificate the channel checks) that it
+    /// deputizes for it — a remote node that listens for flow B streams and wants only its
+    /// own appliances must say so with [`AppliancePolicy::Only`]. The streams arrive on
+    /// whatever port its driver listens on: the one the appliance names in
+    /// [`Appliance::connect`](super::Appliance::connect).
     pub accept: AppliancePolicy,
-    /// When to run S21/S22.
+    /// When to run S21/S22. Default [`Discovery::Always`].
     pub discovery: Discovery,
     /// Wait for S24 before sending S25 (default). `false` pipelines the data right after
     /// S23, as ¶0066 allows (data is lost if the proxy refuses).
     pub await_proxy_accept: bool,
-    /// First S21 retransmission timeout (doubles).
+    /// First S21 retransmission timeout (doubles). Default 500 ms.
     pub request_rto: Duration,
-    /// S21 retransmissions before giving up.
+    /// S21 retransmissions before giving up. Default 4.
     pub request_retries: u32,
     /// After a plaintext attempt (flow A'), how long to wait for S42 before sending S21.
+    /// Default 1 s.
     pub solicit_wait: Duration,
     /// From the first datagram to S24, at most (per set-up; see `setup_restarts`).
+    /// Default 20 s.
     pub setup_timeout: Duration,
     /// Flow A: how many times a set-up the proxy gave up waiting for (its S23 wait ended,
     /// `Refused { Timeout }`, typically after a stream segment was lost several times in a
     /// row) is started again on a new stream to the same proxy, with the queued data and a
     /// fresh `setup_timeout`. A set-up therefore ends within
-    /// `(1 + setup_restarts) × setup_timeout`.
+    /// `(1 + setup_restarts) × setup_timeout`. Default 2.
     pub setup_restarts: u32,
     /// Open-network datagrams to appliances are padded to at least this many bytes, so an
-    /// appliance can answer in full without sending more than it received.
+    /// appliance can answer in full without sending more than it received. Default 192.
     pub probe_len: usize,
-    /// Streams (sessions and sessions being set up), at most.
+    /// Streams (sessions and sessions being set up), at most. Default 16.
     pub max_sessions: usize,
-    /// Appliances being set up at once, at most.
+    /// Appliances being set up at once, at most. Default 16.
     pub max_attempts: usize,
-    /// Messages queued per appliance while its session is set up, at most.
+    /// Messages queued per appliance while its session is set up, at most. Default 16.
     pub max_queued: usize,
-    /// Proxies remembered from designations, at most.
+    /// Proxies remembered from designations, at most. Default 64.
     pub max_known_proxies: usize,
-    /// ¶0062: weak keys shared with individual appliances, by appliance name.
+    /// ¶0062: weak keys shared with individual appliances, by appliance name. Default
+    /// none.
     pub direct_keys: Vec<(String, DirectKey)>,
-    /// Decoding limits.
+    /// Decoding limits. Default [`Limits::default`].
     pub limits: Limits,
 }
 
 impl RemoteNodeConfig {
-    /// A remote node using `channel` toward proxies and `local` for datagrams.
+    /// A remote node using `channel` toward proxies and `local` for datagrams, every
+    /// other field at its documented default.
     pub fn new(channel: ClientConfig, local: SocketAddr) -> Self {
         RemoteNodeConfig {
             channel: Arc::new(channel),
@@ -143,18 +153,6 @@ impl RemoteNodeConfig {
             direct_keys: Vec::new(),
             limits: Limits::default(),
         }
-    }
-
-    /// PSK mode: the appliances the key's proxy deputizes for.
-    pub fn with_psk_scope(mut self, appliances: &[&str]) -> Self {
-        self.psk_scope = appliances.iter().map(|a| String::from(*a)).collect();
-        self
-    }
-
-    /// Share a weak key with `appliance` (¶0062).
-    pub fn with_direct_key(mut self, appliance: &str, key: DirectKey) -> Self {
-        self.direct_keys.push((appliance.into(), key));
-        self
     }
 }
 
@@ -342,8 +340,8 @@ impl Deadline for FlowA {
 /// let home_ca = CertificateAuthority::generate("home CA", &mut rng);
 /// let anchor = UnixTime(1_800_000_000);
 /// let me = home_ca.issue_identity("phone", &[], anchor, 86_400, &mut rng).unwrap();
-/// let channel = ClientConfig::with_ca(TrustStore::with(home_ca.certificate().clone()), "proxy.home", anchor)
-///     .with_client_identity(me);
+/// let trust = TrustStore::with(home_ca.certificate().clone());
+/// let channel = ClientConfig::with_client_certificate(trust, "proxy.home", me, anchor);
 /// let config = RemoteNodeConfig::new(channel, "203.0.113.20:7000".parse().unwrap());
 /// let mut phone = RemoteNode::new(config, Box::new(ChaCha20Rng::seed_from_u64(2)));
 ///

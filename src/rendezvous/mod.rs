@@ -50,13 +50,15 @@ use core::time::Duration;
 
 pub use crate::error::{RegistrationRefusal, RendezvousError};
 pub use crate::ratelimit::RateLimit;
-pub use acceptor::{Acceptor, AcceptorConfig, AcceptorStats};
+pub use acceptor::{Acceptor, AcceptorConfig, AcceptorParams, AcceptorStats};
 pub use backoff::BackoffConfig;
 pub use directory::{Directory, DirectoryEntry, DirectoryFull, MemoryDirectory, Registered};
-pub use issuer::{Issuer, IssuerConfig};
+pub use issuer::{Issuer, IssuerConfig, IssuerParams};
 pub use keys::{DerivedRegistrationKeys, Password, RegistrationKey, RegistrationKeys};
 pub use peer::PeerConfig;
-pub use server::{RefusalCounters, RendezvousServer, RendezvousServerConfig, ServerStats};
+pub use server::{
+    RefusalCounters, RendezvousServer, RendezvousServerConfig, RendezvousServerParams, ServerStats,
+};
 
 use crate::channel::ChannelError;
 
