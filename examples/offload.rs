@@ -255,7 +255,7 @@ async fn remote(mut args: Args) -> Result<u8, DriverError> {
                     format!("answer {:?}", String::from_utf8_lossy(&data)),
                 );
                 // The session is done; the loop's grace period lets the close go out.
-                if let Err(e) = remote.close(&appliance) {
+                if let Err(e) = remote.close(now, &appliance) {
                     warn(&clock, WHO, format!("close refused: {e}"));
                 }
                 Flow::Stop(if data == expected { 0 } else { 5 })
@@ -270,10 +270,8 @@ async fn remote(mut args: Args) -> Result<u8, DriverError> {
                     ),
                 );
                 let reply = [b"ack: ".as_slice(), &data].concat();
-                // The session is up, so `send` uses it; the address only matters for a
-                // session not yet set up (flow A), and this one has none to give.
-                let back = Target::new(&appliance, SocketAddr::from(([0, 0, 0, 0], 0)));
-                if let Err(e) = remote.send(now, &back, &reply) {
+                // The appliance opened the session (flow B): answer on it, no address.
+                if let Err(e) = remote.send_on_session(now, &appliance, &reply) {
                     warn(&clock, WHO, format!("answer to {appliance} refused: {e}"));
                 }
                 Flow::Continue

@@ -650,7 +650,7 @@ fn remote_sealed(id: u32, data: &[u8]) -> Vec<u8> {
     cfg.probe_len = 0;
     let mut node = RemoteNode::new(cfg, Box::new(Sim::new(0).rng("sealer")));
     let target = Target::new("toaster", sa(ip("192.168.0.99"), APPLIANCE_PORT));
-    node.send_direct(&target, data).unwrap();
+    node.send_direct(Instant::ZERO, &target, data).unwrap();
     match node.poll_output() {
         Some(Output::Transmit(t)) => t.data,
         other => panic!("{other:?}"),
@@ -949,8 +949,8 @@ fn undecryptable_data_is_refused() {
     let target = h.target("microwave");
     let phone = h.remote("phone");
     h.sim
-        .with_actor(phone, |r: &mut RemoteNode, _| {
-            r.send_direct(&target, b"light on")
+        .with_actor(phone, |r: &mut RemoteNode, now| {
+            r.send_direct(now, &target, b"light on")
         })
         .unwrap()
         .unwrap();
@@ -978,6 +978,34 @@ fn undecryptable_data_is_refused() {
     assert_eq!(
         h.faults(h.appliance("microwave")),
         [Error::Offload(OffloadError::Replayed(1))]
+    );
+}
+
+/// The remote node answers an appliance that opened the session (flow B) on that session,
+/// by the appliance's name alone: it never learnt the appliance's address, and needs none.
+/// With no session up the same call is refused.
+#[test]
+fn remote_node_answers_a_flow_b_session_without_an_address() {
+    let mut h = Home::new(Setup::default());
+    h.connect("microwave", "phone", Some(phone()));
+    h.run(3);
+    let phone_node = h.remote("phone");
+    let reply = |h: &mut Home, appliance: &'static str| {
+        h.sim
+            .with_actor(phone_node, move |r: &mut RemoteNode, now| {
+                r.send_on_session(now, appliance, b"noted")
+            })
+            .unwrap()
+    };
+    reply(&mut h, "microwave").unwrap();
+    h.run(2);
+    assert_eq!(
+        delivered_from(&h.appliance_events("microwave")),
+        [(phone(), b"noted".to_vec())]
+    );
+    assert_eq!(
+        reply(&mut h, "aircon"),
+        Err(Error::Offload(OffloadError::NoSession("aircon".into())))
     );
 }
 
@@ -1527,7 +1555,9 @@ fn session_limit_is_enforced() {
     // Closing one frees a slot.
     let phone_node = h.remote("phone");
     h.sim
-        .with_actor(phone_node, |r: &mut RemoteNode, _| r.close("microwave"))
+        .with_actor(phone_node, |r: &mut RemoteNode, now| {
+            r.close(now, "microwave")
+        })
         .unwrap()
         .unwrap();
     h.run(2);
@@ -1738,8 +1768,8 @@ fn optional_steps_can_be_skipped() {
     });
     let phone_node = h.remote("phone");
     h.sim
-        .with_actor(phone_node, |r: &mut RemoteNode, _| {
-            r.learn_proxy("microwave", proxy_public())
+        .with_actor(phone_node, |r: &mut RemoteNode, now| {
+            r.learn_proxy(now, "microwave", proxy_public())
         })
         .unwrap()
         .unwrap();
@@ -1786,7 +1816,7 @@ fn designations_are_remembered() {
         Some(proxy_public())
     );
     h.sim
-        .with_actor(phone, |r: &mut RemoteNode, _| r.close("microwave"))
+        .with_actor(phone, |r: &mut RemoteNode, now| r.close(now, "microwave"))
         .unwrap()
         .unwrap();
     h.run(2);
@@ -2356,7 +2386,7 @@ fn closed_link_keeps_order_under_loss() {
         h.send("phone", "microwave", b"bye");
         let phone = h.remote("phone");
         h.sim
-            .with_actor(phone, |r: &mut RemoteNode, _| r.close("microwave"))
+            .with_actor(phone, |r: &mut RemoteNode, now| r.close(now, "microwave"))
             .unwrap()
             .unwrap();
         h.run(3);
@@ -2636,7 +2666,7 @@ fn item_6_a_close_at_the_in_flight_bound_is_not_lost() {
     );
     let phone = h.remote("phone");
     h.sim
-        .with_actor(phone, |n: &mut RemoteNode, _| n.close("microwave"))
+        .with_actor(phone, |n: &mut RemoteNode, now| n.close(now, "microwave"))
         .unwrap()
         .unwrap();
     h.run(1);

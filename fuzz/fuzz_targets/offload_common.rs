@@ -407,7 +407,7 @@ impl World {
                 self.drain(Who::Remote, None);
             }
             2 => {
-                let _ = self.remote.send_direct(&target, data);
+                let _ = self.remote.send_direct(self.now, &target, data);
                 self.drain(Who::Remote, None);
             }
             3 => {

@@ -411,9 +411,22 @@ impl RemoteNode {
     }
 
     /// Remember that `proxy` deputizes for `appliance` (used with
-    /// [`Discovery::WhenUnknown`] to skip S21/S22). The proxy must still prove it.
-    pub fn learn_proxy(&mut self, appliance: &str, proxy: SocketAddr) -> Result<(), Error> {
+    /// [`Discovery::WhenUnknown`] to skip S21/S22). The proxy must still prove it. `now`
+    /// is taken as by every command (docs/architecture.md, "API conventions"); the cache
+    /// has no expiry today.
+    pub fn learn_proxy(
+        &mut self,
+        _now: Instant,
+        appliance: &str,
+        proxy: SocketAddr,
+    ) -> Result<(), Error> {
         check_name(appliance)?;
+        self.remember_proxy(appliance, proxy);
+        Ok(())
+    }
+
+    /// Remember `proxy` for `appliance`, forgetting another if the cache is full.
+    fn remember_proxy(&mut self, appliance: &str, proxy: SocketAddr) {
         if !self.known_proxies.contains_key(appliance)
             && self.known_proxies.len() >= self.cfg.max_known_proxies
         {
@@ -421,11 +434,30 @@ impl RemoteNode {
             self.known_proxies.pop_first();
         }
         self.known_proxies.insert(appliance.into(), proxy);
-        Ok(())
+    }
+
+    /// Send `data` on the session that is up with `appliance`, whichever side started it:
+    /// the way to answer an appliance that opened a flow B session (whose address the
+    /// remote node never learns) — no [`Target`] needed. Fails with
+    /// [`OffloadError::NoSession`] when no session with `appliance` is up; use
+    /// [`RemoteNode::send`] to set one up.
+    pub fn send_on_session(
+        &mut self,
+        _now: Instant,
+        appliance: &str,
+        data: &[u8],
+    ) -> Result<(), Error> {
+        check_payload(data)?;
+        let id = *self
+            .up
+            .get(appliance)
+            .ok_or_else(|| OffloadError::NoSession(appliance.into()))?;
+        self.send_secure(id, data)
     }
 
     /// Send `data` to the appliance securely, through its proxy (flow A). Queued while the
-    /// session is set up.
+    /// session is set up. With a session up (either flow) it goes on that session and
+    /// `target.addr` is not used; [`RemoteNode::send_on_session`] needs no address.
     pub fn send(&mut self, now: Instant, target: &Target, data: &[u8]) -> Result<(), Error> {
         check_payload(data)?;
         check_name(&target.name)?;
@@ -485,7 +517,12 @@ impl RemoteNode {
 
     /// ¶0062: seal `data` with the weak key shared with this appliance and send it straight
     /// to the appliance (no proxy).
-    pub fn send_direct(&mut self, target: &Target, data: &[u8]) -> Result<(), Error> {
+    pub fn send_direct(
+        &mut self,
+        _now: Instant,
+        target: &Target,
+        data: &[u8],
+    ) -> Result<(), Error> {
         check_payload(data)?;
         let key = self
             .cfg
@@ -501,7 +538,7 @@ impl RemoteNode {
     }
 
     /// End the session with `appliance` (close-notify).
-    pub fn close(&mut self, appliance: &str) -> Result<(), Error> {
+    pub fn close(&mut self, _now: Instant, appliance: &str) -> Result<(), Error> {
         let id = self
             .up
             .remove(appliance)
@@ -840,7 +877,7 @@ impl RemoteNode {
             queued = a.queued;
         }
         if let Some(proxy) = learned {
-            self.learn_proxy(name, proxy)?;
+            self.remember_proxy(name, proxy);
         }
         self.up.insert(name.into(), id);
         self.outbox.event(RemoteEvent::SessionUp {
@@ -1388,13 +1425,13 @@ mod tests {
         let mut n = node(|c| c.max_known_proxies = 2);
         let proxy: SocketAddr = "192.168.0.2:8443".parse().unwrap();
         for name in ["aircon", "fridge", "microwave"] {
-            n.learn_proxy(name, proxy).unwrap();
+            n.learn_proxy(Instant::ZERO, name, proxy).unwrap();
         }
         assert_eq!(n.known_proxies.len(), 2);
         assert_eq!(n.known_proxy("aircon"), None, "the first name went");
         assert_eq!(n.known_proxy("microwave"), Some(proxy));
         assert_eq!(
-            n.learn_proxy("", proxy),
+            n.learn_proxy(Instant::ZERO, "", proxy),
             Err(Error::Offload(OffloadError::BadName))
         );
     }
@@ -1427,8 +1464,12 @@ mod tests {
         assert!(closed, "the extra stream is closed at once");
         // An outbound session set-up is refused by the same bound.
         let target = Target::new("microwave", "192.168.0.10:5683".parse().unwrap());
-        n.learn_proxy("microwave", "192.168.0.2:8443".parse().unwrap())
-            .unwrap();
+        n.learn_proxy(
+            Instant::ZERO,
+            "microwave",
+            "192.168.0.2:8443".parse().unwrap(),
+        )
+        .unwrap();
         n.cfg.discovery = Discovery::WhenUnknown;
         assert_eq!(
             n.send(now, &target, b"x"),
