@@ -1,10 +1,12 @@
 //! The aggregate [`Event`] and deputy's catalogue of message names: the top of the crate.
 //!
 //! Each protocol has its own event type, and each actor declares it as its
-//! [`Actor::Event`](crate::Actor::Event). Drivers that hold several kinds of actor (the
+//! [`Actor::Event`]. Drivers that hold several kinds of actor (the
 //! [`sim`](crate::sim), an application running a proxy next to a rendezvous server) convert
 //! them into this one enum with `From`/`Into`. It lives here, above every protocol, so that
 //! neither the contract ([`crate::io`]) nor the protocols depend on the set of protocols.
+
+use core::any::Any;
 
 use crate::channel::ChannelEvent;
 use crate::ikev2::IkeEvent;
@@ -13,6 +15,7 @@ use crate::keyx::ike::TerminalEvent;
 use crate::keyx::{KeyxEvent, ServerEvent};
 use crate::offload::{ApplianceEvent, OffloadEvent, ProxyEvent, RemoteEvent};
 use crate::rendezvous::RendezvousEvent;
+use crate::{Actor, Error, Input, Instant, Output};
 
 /// Something an actor tells the application. Each protocol module has its own event type;
 /// this enum gathers them so one driver can collect the events of every actor.
@@ -179,6 +182,71 @@ impl From<IpsecEvent> for Event {
 impl From<RendezvousEvent> for Event {
     fn from(e: RendezvousEvent) -> Self {
         Event::Rendezvous(e)
+    }
+}
+
+/// Any [`Actor`] whose events convert into [`Event`], as a driver that holds several kinds
+/// of actor keeps them: `Box<dyn AnyActor>`, with every event converted into the aggregate
+/// [`Event`], and the concrete actor handed back for its typed commands through
+/// [`AnyActor::as_any_mut`]. Implemented for every `Actor + 'static` whose `Actor::Event`
+/// converts into [`Event`]; needs no feature (the [`sim`](crate::sim) holds its actors this
+/// way too).
+///
+/// ```
+/// use deputy::{AnyActor, Instant};
+/// use deputy::offload::{Appliance, ApplianceConfig, ApplianceParams};
+/// use rand_core::SeedableRng;
+///
+/// let config = ApplianceConfig::new(ApplianceParams {
+///     name: "microwave",
+///     local: "192.168.0.10:5683".parse().unwrap(),
+///     proxy: "192.168.0.2:5684".parse().unwrap(),
+///     proxy_public: "192.168.0.2:8443".parse().unwrap(),
+/// }).unwrap();
+/// let rng = Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(1));
+/// let mut actors: Vec<Box<dyn AnyActor>> = vec![Box::new(Appliance::new(config, rng))];
+/// // Later: the concrete actor back, for a typed command.
+/// let microwave = actors[0].as_any_mut().downcast_mut::<Appliance>().unwrap();
+/// assert_eq!(microwave.name(), "microwave");
+/// assert!(actors[0].poll_output().is_none());
+/// ```
+pub trait AnyActor: Any {
+    /// [`Actor::handle_input`].
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error>;
+    /// [`Actor::handle_timeout`].
+    fn handle_timeout(&mut self, now: Instant);
+    /// [`Actor::poll_output`], with the event converted into [`Event`].
+    fn poll_output(&mut self) -> Option<Output<Event>>;
+    /// [`Actor::poll_timeout`].
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// As `&mut dyn Any`, for downcasting to the concrete actor.
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// As `&dyn Any`, for downcasting to the concrete actor.
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<T> AnyActor for T
+where
+    T: Actor + Any,
+    T::Event: Into<Event>,
+{
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
+        Actor::handle_input(self, now, input)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Actor::handle_timeout(self, now)
+    }
+    fn poll_output(&mut self) -> Option<Output<Event>> {
+        Actor::poll_output(self).map(|o| o.map_event(Into::into))
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Actor::poll_timeout(self)
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 

@@ -1000,8 +1000,7 @@ mod through_the_simulator {
         assert_eq!(server_saw.len(), 2);
 
         w.sim
-            .with_actor(w.server, |s: &mut ChannelServer, _| s.send(stream, b"ack"))
-            .unwrap()
+            .command(w.server, |s: &mut ChannelServer, _| s.send(stream, b"ack"))
             .unwrap();
         w.sim.run_for(Duration::from_secs(1)).unwrap();
         let client_saw = common::events::<ChannelEvent>(&mut w.sim, client);
@@ -1009,8 +1008,7 @@ mod through_the_simulator {
         assert!(matches!(&client_saw[1], ChannelEvent::Received { data, .. } if data == b"ack"));
 
         w.sim
-            .with_actor(client, |c: &mut ChannelClient, _| c.close())
-            .unwrap()
+            .command(client, |c: &mut ChannelClient, _| c.close())
             .unwrap();
         w.sim.run_for(Duration::from_secs(1)).unwrap();
         assert!(matches!(
@@ -1041,8 +1039,7 @@ mod through_the_simulator {
         let mut w = world(3, 2);
         for &c in &w.clients {
             w.sim
-                .with_actor(c, |c: &mut ChannelClient, now| c.connect(now).map(|_| ()))
-                .unwrap()
+                .command(c, |c: &mut ChannelClient, now| c.connect(now).map(|_| ()))
                 .unwrap();
         }
         w.sim.run_for(Duration::from_secs(2)).unwrap();

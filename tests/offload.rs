@@ -430,8 +430,7 @@ impl Home {
         let target = self.target(appliance);
         let node = self.remote(remote);
         self.sim
-            .with_actor(node, |r: &mut RemoteNode, now| r.send(now, &target, data))
-            .unwrap()
+            .command(node, |r: &mut RemoteNode, now| r.send(now, &target, data))
             .unwrap();
     }
 
@@ -439,10 +438,9 @@ impl Home {
         let target = self.target(appliance);
         let node = self.remote(remote);
         self.sim
-            .with_actor(node, |r: &mut RemoteNode, now| {
+            .command(node, |r: &mut RemoteNode, now| {
                 r.send_plaintext(now, &target, data)
             })
-            .unwrap()
             .unwrap();
     }
 
@@ -451,8 +449,7 @@ impl Home {
         let to = self.remote_stream(remote);
         let node = self.appliance(appliance);
         self.sim
-            .with_actor(node, |a: &mut Appliance, now| a.connect(now, to, expect))
-            .unwrap()
+            .command(node, |a: &mut Appliance, now| a.connect(now, to, expect))
             .unwrap()
     }
 
@@ -472,8 +469,7 @@ impl Home {
     fn appliance_send(&mut self, appliance: &str, session: u64, data: &[u8]) {
         let node = self.appliance(appliance);
         self.sim
-            .with_actor(node, |a: &mut Appliance, now| a.send(now, session, data))
-            .unwrap()
+            .command(node, |a: &mut Appliance, now| a.send(now, session, data))
             .unwrap();
     }
 
@@ -949,10 +945,9 @@ fn undecryptable_data_is_refused() {
     let target = h.target("microwave");
     let phone = h.remote("phone");
     h.sim
-        .with_actor(phone, |r: &mut RemoteNode, now| {
+        .command(phone, |r: &mut RemoteNode, now| {
             r.send_direct(now, &target, b"light on")
         })
-        .unwrap()
         .unwrap();
     h.run(1);
     assert_eq!(
@@ -1196,10 +1191,9 @@ fn forged_proxy_designation_fails() {
         let target = Target::new("microwave", fake);
         let phone = h.remote("phone");
         h.sim
-            .with_actor(phone, |r: &mut RemoteNode, now| {
+            .command(phone, |r: &mut RemoteNode, now| {
                 r.send(now, &target, b"unlock the back door")
             })
-            .unwrap()
             .unwrap();
         h.run(3);
         assert_eq!(
@@ -1555,10 +1549,9 @@ fn session_limit_is_enforced() {
     // Closing one frees a slot.
     let phone_node = h.remote("phone");
     h.sim
-        .with_actor(phone_node, |r: &mut RemoteNode, now| {
+        .command(phone_node, |r: &mut RemoteNode, now| {
             r.close(now, "microwave")
         })
-        .unwrap()
         .unwrap();
     h.run(2);
     h.send("tablet", "microwave", b"three again");
@@ -1768,10 +1761,9 @@ fn optional_steps_can_be_skipped() {
     });
     let phone_node = h.remote("phone");
     h.sim
-        .with_actor(phone_node, |r: &mut RemoteNode, now| {
+        .command(phone_node, |r: &mut RemoteNode, now| {
             r.learn_proxy(now, "microwave", proxy_public())
         })
-        .unwrap()
         .unwrap();
     h.send("phone", "microwave", b"no questions asked");
     h.run(3);
@@ -1816,8 +1808,7 @@ fn designations_are_remembered() {
         Some(proxy_public())
     );
     h.sim
-        .with_actor(phone, |r: &mut RemoteNode, now| r.close(now, "microwave"))
-        .unwrap()
+        .command(phone, |r: &mut RemoteNode, now| r.close(now, "microwave"))
         .unwrap();
     h.run(2);
     let before = h
@@ -2172,10 +2163,9 @@ fn stream_table_is_bounded_and_idle_streams_expire() {
     let idle = h.add_internet_host("idler", "203.0.113.66", deputy::sim::StreamProbe::new());
     for _ in 0..3 {
         h.sim
-            .with_actor(idle, |p: &mut deputy::sim::StreamProbe, _| {
+            .command(idle, |p: &mut deputy::sim::StreamProbe, _| {
                 p.connect(proxy_public())
             })
-            .unwrap()
             .unwrap();
     }
     h.run(1);
@@ -2386,8 +2376,7 @@ fn closed_link_keeps_order_under_loss() {
         h.send("phone", "microwave", b"bye");
         let phone = h.remote("phone");
         h.sim
-            .with_actor(phone, |r: &mut RemoteNode, now| r.close(now, "microwave"))
-            .unwrap()
+            .command(phone, |r: &mut RemoteNode, now| r.close(now, "microwave"))
             .unwrap();
         h.run(3);
         let events = h.appliance_events("microwave");
@@ -2567,8 +2556,7 @@ fn lossy_set_up_world(remote: fn(&str, &mut RemoteNodeConfig)) -> Home {
         let to = h.remote_stream("phone");
         let node = h.appliance("microwave");
         h.sim
-            .with_actor(node, |n: &mut Appliance, now| n.connect(now, to, None))
-            .unwrap()
+            .command(node, |n: &mut Appliance, now| n.connect(now, to, None))
             .unwrap();
     }
     for a in ["microwave", APPLIANCES[1]] {
@@ -2576,10 +2564,9 @@ fn lossy_set_up_world(remote: fn(&str, &mut RemoteNodeConfig)) -> Home {
         let node = h.remote("phone");
         let data = format!("R2A|phone|{a}|3");
         h.sim
-            .with_actor(node, |n: &mut RemoteNode, now| {
+            .command(node, |n: &mut RemoteNode, now| {
                 n.send(now, &target, data.as_bytes())
             })
-            .unwrap()
             .unwrap();
     }
     h.run(40);
@@ -2666,8 +2653,7 @@ fn item_6_a_close_at_the_in_flight_bound_is_not_lost() {
     );
     let phone = h.remote("phone");
     h.sim
-        .with_actor(phone, |n: &mut RemoteNode, now| n.close(now, "microwave"))
-        .unwrap()
+        .command(phone, |n: &mut RemoteNode, now| n.close(now, "microwave"))
         .unwrap();
     h.run(1);
     h.closed_tap(Tap::disarm);

@@ -176,15 +176,13 @@ fn full_flow_s202_to_s209() {
     assert_eq!(path, SocketAddr::new(IpAddr::V4(ISSUER_PUBLIC), 5000));
 
     // S209: data both ways, end to end.
-    sim.with_actor(w.issuer, |i: &mut Issuer, now| {
+    sim.command(w.issuer, |i: &mut Issuer, now| {
         i.send(now, session, b"hello, 2133")
     })
-    .unwrap()
     .unwrap();
-    sim.with_actor(w.acceptor, |a: &mut Acceptor, now| {
+    sim.command(w.acceptor, |a: &mut Acceptor, now| {
         a.send(now, session, b"hello, 1051")
     })
-    .unwrap()
     .unwrap();
     sim.run_for(Duration::from_secs(1)).unwrap();
     assert_eq!(received(&sim, w.acceptor), vec![b"hello, 2133".to_vec()]);
@@ -201,8 +199,7 @@ fn full_flow_s202_to_s209() {
     let server = sim.actor::<RendezvousServer>(w.server).unwrap();
     assert_eq!(server.requests_in_progress(), 0);
     // A graceful close reaches the other side.
-    sim.with_actor(w.issuer, |i: &mut Issuer, now| i.close(now, session))
-        .unwrap()
+    sim.command(w.issuer, |i: &mut Issuer, now| i.close(now, session))
         .unwrap();
     sim.run_for(Duration::from_secs(1)).unwrap();
     assert!(events(&sim, w.acceptor).contains(&RendezvousEvent::PeerClosed { session }));
@@ -388,10 +385,9 @@ fn unknown_device_is_refused() {
     let mut sim = Sim::new(6);
     let w = world(&mut sim, WorldConfig::default());
     let session = sim
-        .with_actor(w.issuer, |i: &mut Issuer, now| {
+        .command(w.issuer, |i: &mut Issuer, now| {
             i.connect(now, DeviceId(9999), PASSWORD)
         })
-        .unwrap()
         .unwrap();
     let outcome = w.wait(&mut sim, session, Duration::from_secs(10)).unwrap();
     assert_eq!(outcome, Outcome::Refused(RequestRefusal::UnknownDevice));
@@ -437,8 +433,7 @@ fn acceptor_channel_requires_device_authentication() {
             Box::new(sim.rng("anonymous")),
         ),
     );
-    sim.with_actor(anonymous, |c: &mut ChannelClient, now| c.connect(now))
-        .unwrap()
+    sim.command(anonymous, |c: &mut ChannelClient, now| c.connect(now))
         .unwrap();
     // 2. A genuine certificate for *another* device gets a channel, but not the request
     // — even knowing its id (notices travel in the clear).
@@ -468,7 +463,7 @@ fn acceptor_channel_requires_device_authentication() {
             Box::new(sim.rng("impostor")),
         ),
     );
-    sim.with_actor(impostor, |c: &mut ChannelClient, now| {
+    sim.command(impostor, |c: &mut ChannelClient, now| {
         c.connect(now)?;
         for device in [DEVICE, DeviceId(9999)] {
             c.send(
@@ -481,7 +476,6 @@ fn acceptor_channel_requires_device_authentication() {
         }
         Ok::<_, deputy::Error>(())
     })
-    .unwrap()
     .unwrap();
     sim.run_for(Duration::from_secs(1)).unwrap();
 
@@ -617,10 +611,9 @@ fn wrong_password_is_refused_and_backs_off() {
     };
     let attempt = |sim: &mut Sim| {
         let s = sim
-            .with_actor(other, |i: &mut Issuer, now| {
+            .command(other, |i: &mut Issuer, now| {
                 i.connect(now, DEVICE, b"guess-5")
             })
-            .unwrap()
             .unwrap();
         let deadline = sim.now() + Duration::from_secs(10);
         sim.run_until_cond(deadline, |sim| refused(sim, s).is_some())
@@ -889,10 +882,9 @@ fn global_address_devices() {
             matches!(outcome, Outcome::Connected { .. }),
             "{name}: {outcome}"
         );
-        sim.with_actor(w.issuer, |i: &mut Issuer, now| {
+        sim.command(w.issuer, |i: &mut Issuer, now| {
             i.send(now, session, name.as_bytes())
         })
-        .unwrap()
         .unwrap();
         sim.run_for(Duration::from_secs(1)).unwrap();
         assert_eq!(
@@ -924,7 +916,7 @@ fn registration_flood_is_bounded() {
     let forger = DerivedRegistrationKeys::new([0x66; 32]);
     for burst in 0..20u32 {
         let forged_at = server_ms(&sim);
-        sim.with_actor(flooder, |p: &mut DatagramProbe, _| {
+        sim.command(flooder, |p: &mut DatagramProbe, _| {
             for k in 0..1000u32 {
                 let n = burst * 1000 + k;
                 let device = DeviceId(u64::from(n) * 7919);
@@ -938,7 +930,6 @@ fn registration_flood_is_bounded() {
             }
             Ok::<_, deputy::Error>(())
         })
-        .unwrap()
         .unwrap();
         sim.run_for(Duration::from_secs(1)).unwrap();
         let server = sim.actor::<RendezvousServer>(w.server).unwrap();
@@ -956,7 +947,7 @@ fn registration_flood_is_bounded() {
     // master key) fills the directory to its bound and no further.
     let now_ms = server_ms(&sim);
     for chunk in 0..2u64 {
-        sim.with_actor(flooder, |p: &mut DatagramProbe, _| {
+        sim.command(flooder, |p: &mut DatagramProbe, _| {
             for k in 0..100u64 {
                 let device = DeviceId(100_000 + chunk * 100 + k);
                 let data = Register {
@@ -973,7 +964,6 @@ fn registration_flood_is_bounded() {
             }
             Ok::<_, deputy::Error>(())
         })
-        .unwrap()
         .unwrap();
         sim.run_for(Duration::from_millis(100)).unwrap();
     }
