@@ -99,6 +99,13 @@ pub enum CertError {
     /// A CA certificate was presented where a leaf was expected.
     #[error("a CA certificate cannot identify a peer")]
     UnexpectedCa,
+    /// A leaf certificate was given where a CA's own certificate was expected
+    /// ([`CertificateAuthority::from_parts`]).
+    #[error("not a CA certificate")]
+    NotCa,
+    /// The key is not the one the certificate certifies.
+    #[error("the key does not match the certificate")]
+    KeyMismatch,
 }
 
 impl From<WireError> for CertError {
@@ -295,9 +302,25 @@ impl KeyPair {
         KeyPair(SigningKey::from_bytes(&seed))
     }
 
-    /// Rebuild from the 32-byte secret seed (provisioning).
+    /// Rebuild from the 32-byte secret seed (provisioning), as [`KeyPair::seed`] gave it.
     pub fn from_seed(seed: &[u8; 32]) -> KeyPair {
         KeyPair(SigningKey::from_bytes(seed))
+    }
+
+    /// The 32-byte secret seed, for storing the key ([`KeyPair::from_seed`] rebuilds it).
+    /// Wiped when the returned value is dropped; whoever stores it must protect it as the
+    /// key itself.
+    ///
+    /// ```
+    /// use deputy::crypto::cert::KeyPair;
+    /// use rand_core::SeedableRng;
+    ///
+    /// let key = KeyPair::generate(&mut rand_chacha::ChaCha20Rng::seed_from_u64(1));
+    /// let stored = key.seed();
+    /// assert_eq!(KeyPair::from_seed(&stored).public_key(), key.public_key());
+    /// ```
+    pub fn seed(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.0.to_bytes())
     }
 
     /// The public key.
@@ -365,6 +388,43 @@ impl CertificateAuthority {
         CertificateAuthority {
             identity: CertifiedKey { certificate, key },
         }
+    }
+
+    /// A CA rebuilt from what was stored of it: its own certificate and the key it
+    /// certifies ([`KeyPair::seed`] stores the key, [`Certificate::as_bytes`] the
+    /// certificate). Fails if the certificate is not a CA certificate or does not certify
+    /// `key`. A driver that restarts keeps its CA this way, and every certificate it
+    /// issued stays valid.
+    ///
+    /// ```
+    /// use deputy::crypto::cert::{Certificate, CertificateAuthority, KeyPair};
+    /// use rand_core::SeedableRng;
+    ///
+    /// let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+    /// let ca = CertificateAuthority::generate("home CA", &mut rng);
+    /// let (stored_cert, stored_key) = (ca.certificate().as_bytes().to_vec(), ca.key().seed());
+    /// // After a restart:
+    /// let again = CertificateAuthority::from_parts(
+    ///     Certificate::decode(&stored_cert).unwrap(),
+    ///     KeyPair::from_seed(&stored_key),
+    /// ).unwrap();
+    /// assert_eq!(again.certificate(), ca.certificate());
+    /// ```
+    pub fn from_parts(certificate: Certificate, key: KeyPair) -> Result<Self, CertError> {
+        if !certificate.is_ca() {
+            return Err(CertError::NotCa);
+        }
+        if *certificate.public_key() != key.public_key() {
+            return Err(CertError::KeyMismatch);
+        }
+        Ok(CertificateAuthority {
+            identity: CertifiedKey { certificate, key },
+        })
+    }
+
+    /// The CA's signing key (to store it: [`KeyPair::seed`]).
+    pub fn key(&self) -> &KeyPair {
+        &self.identity.key
     }
 
     /// The CA's self-signed certificate (what devices are provisioned with).
