@@ -198,7 +198,7 @@ impl From<RendezvousEvent> for Event {
 /// use rand_core::SeedableRng;
 ///
 /// let config = ApplianceConfig::new(ApplianceParams {
-///     name: "microwave",
+///     name: "microwave".into(),
 ///     local: "192.168.0.10:5683".parse().unwrap(),
 ///     proxy: "192.168.0.2:5684".parse().unwrap(),
 ///     proxy_public: "192.168.0.2:8443".parse().unwrap(),

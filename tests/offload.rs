@@ -351,7 +351,7 @@ impl Home {
         for (name, addr) in setup.appliances.iter().zip(&appliance_ips) {
             let local = sa(*addr, APPLIANCE_PORT);
             let mut cfg = ApplianceConfig::new(ApplianceParams {
-                name,
+                name: name.to_string(),
                 local,
                 proxy: proxy_addr(),
                 proxy_public: proxy_public(),
@@ -1161,7 +1161,7 @@ fn forged_proxy_designation_fails() {
         );
         h.sim.listen(proxy, PROXY_TCP).unwrap();
         let cfg = ApplianceConfig::new(ApplianceParams {
-            name: "microwave",
+            name: "microwave".into(),
             local: sa(ip(fake_ip), APPLIANCE_PORT),
             proxy: sa(ip(evil_ip), PROXY_UDP),
             proxy_public: evil_public,
@@ -2299,7 +2299,7 @@ fn command_bounds_are_enforced() {
     // Weak keys past the bound are ignored: data sealed under key 20 is undecryptable.
     let toaster = sa(ip("192.168.0.99"), APPLIANCE_PORT);
     let mut cfg = ApplianceConfig::new(ApplianceParams {
-        name: "toaster",
+        name: "toaster".into(),
         local: toaster,
         proxy: proxy_addr(),
         proxy_public: proxy_public(),
@@ -2333,7 +2333,7 @@ fn command_bounds_are_enforced() {
     let bad_name = Error::Offload(OffloadError::BadName);
     assert_eq!(
         ApplianceConfig::new(ApplianceParams {
-            name: "",
+            name: "".into(),
             local: proxy_addr(),
             proxy: proxy_addr(),
             proxy_public: proxy_public()
@@ -2343,7 +2343,7 @@ fn command_bounds_are_enforced() {
     );
     assert_eq!(
         ApplianceConfig::new(ApplianceParams {
-            name: &"x".repeat(65),
+            name: "x".repeat(65),
             local: proxy_addr(),
             proxy: proxy_addr(),
             proxy_public: proxy_public()
@@ -2423,7 +2423,7 @@ fn link_survives_an_appliance_restart() {
         // Power cut: a fresh appliance with the same configuration.
         let node = h.appliance("microwave");
         let mut cfg = ApplianceConfig::new(ApplianceParams {
-            name: "microwave",
+            name: "microwave".into(),
             local: h.appliances["microwave"].1,
             proxy: proxy_addr(),
             proxy_public: proxy_public(),

@@ -79,7 +79,7 @@ pub fn from_args(args: &mut Args) -> Result<(ApplianceConfig, Behaviour), Driver
         problem: e.to_string(),
     })?;
     let mut config = ApplianceConfig::new(ApplianceParams {
-        name: &name,
+        name: name.clone(),
         local,
         proxy,
         proxy_public: proxy_stream,

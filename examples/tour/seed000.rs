@@ -248,7 +248,7 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
     let mut appliances = Vec::new();
     for (name, addr) in [("microwave", "192.168.0.10"), ("aircon", "192.168.0.11")] {
         let cfg = ApplianceConfig::new(ApplianceParams {
-            name,
+            name: name.into(),
             local: sock(&format!("{addr}:5683"))?,
             proxy: sock("192.168.0.2:5684")?,
             proxy_public: sock("192.168.0.2:8443")?,

@@ -143,7 +143,7 @@ impl World {
         pc.max_streams = 6;
         let proxy = CryptoProxy::new(pc, Box::new(ChaCha20Rng::seed_from_u64(1)));
 
-        let mut ac = ApplianceConfig::new(ApplianceParams { name: "microwave", local: appliance_addr(), proxy: proxy_udp(), proxy_public: proxy_tcp() })
+        let mut ac = ApplianceConfig::new(ApplianceParams { name: "microwave".into(), local: appliance_addr(), proxy: proxy_udp(), proxy_public: proxy_tcp() })
             .expect("appliance");
         ac.direct_keys.push(DirectKey::new(7, &[5; 32]));
         if let Some(k) = &link_key {

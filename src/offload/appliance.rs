@@ -172,10 +172,10 @@ pub enum ApplianceEvent {
 /// The values an [`ApplianceConfig`] has no default for, by name: the three addresses
 /// cannot be swapped without it showing.
 #[derive(Clone, Debug)]
-pub struct ApplianceParams<'a> {
+pub struct ApplianceParams {
     /// The appliance's name (what the proxy's certificate names): 1 to
     /// [`MAX_NAME_LEN`](super::MAX_NAME_LEN) bytes.
-    pub name: &'a str,
+    pub name: String,
     /// The appliance's datagram socket.
     pub local: SocketAddr,
     /// The proxy's datagram address on the closed network.
@@ -234,16 +234,16 @@ impl ApplianceConfig {
 
     /// A configuration from `params`, every other field at its documented default. Fails
     /// if the name is empty or too long.
-    pub fn new(params: ApplianceParams<'_>) -> Result<Self, Error> {
+    pub fn new(params: ApplianceParams) -> Result<Self, Error> {
         let ApplianceParams {
             name,
             local,
             proxy,
             proxy_public,
         } = params;
-        check_name(name)?;
+        check_name(&name)?;
         Ok(ApplianceConfig {
-            name: name.into(),
+            name,
             local,
             proxy,
             proxy_public,
@@ -298,7 +298,7 @@ struct PendingOpen {
 /// use rand_core::SeedableRng;
 ///
 /// let config = ApplianceConfig::new(ApplianceParams {
-///     name: "microwave",
+///     name: "microwave".into(),
 ///     local: "192.168.0.10:5683".parse().unwrap(),
 ///     proxy: "192.168.0.2:5684".parse().unwrap(),        // closed network
 ///     proxy_public: "192.168.0.2:8443".parse().unwrap(), // as remote nodes reach it
@@ -867,7 +867,7 @@ mod tests {
     impl Bench {
         fn new() -> Bench {
             let mut cfg = ApplianceConfig::new(ApplianceParams {
-                name: "microwave",
+                name: "microwave".into(),
                 local: LOCAL.parse().unwrap(),
                 proxy: PROXY.parse().unwrap(),
                 proxy_public: "192.168.0.2:8443".parse().unwrap(),

@@ -86,7 +86,7 @@ impl SmallHome {
         sim.listen(proxy, PROXY_TCP).unwrap();
 
         let mut cfg = ApplianceConfig::new(ApplianceParams {
-            name: APPLIANCE,
+            name: APPLIANCE.into(),
             local: sa("192.168.0.10", APPLIANCE_PORT),
             proxy: sa("192.168.0.2", PROXY_UDP),
             proxy_public: sa("192.168.0.2", PROXY_TCP),
