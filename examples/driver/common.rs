@@ -16,7 +16,7 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use deputy::crypto::cert::{
-    Certificate, CertificateAuthority, CertificateRequest, CertifiedKey, KeyPair, TrustStore,
+    Certificate, CertificateAuthority, CertificateRequest, CertifiedKey, SigningKeyPair, TrustStore,
 };
 use deputy::{Instant, UnixTime};
 use rand_chacha::ChaCha20Rng;
@@ -516,7 +516,7 @@ impl Fields {
     /// which must belong together.
     pub fn identity(&self) -> Result<CertifiedKey, DriverError> {
         let certificate = self.certificate("certificate")?;
-        let key = KeyPair::from_seed(&self.array::<32>("key-seed")?);
+        let key = SigningKeyPair::from_seed(&self.array::<32>("key-seed")?);
         if key.public_key() != *certificate.public_key() {
             return Err(self.problem("`key-seed` is not the key of `certificate`".into()));
         }
@@ -581,7 +581,7 @@ pub fn load_or_create_authority(
     for field in extra {
         fields.array::<32>(field)?;
     }
-    let key = KeyPair::from_seed(&fields.array::<32>("ca-key-seed")?);
+    let key = SigningKeyPair::from_seed(&fields.array::<32>("ca-key-seed")?);
     let ca = CertificateAuthority::from_parts(fields.certificate("ca-certificate")?, key)
         .map_err(|e| fields.problem(format!("the stored CA does not rebuild: {e}")))?;
     Ok((ca, fields))
@@ -598,7 +598,7 @@ pub fn issue(
 ) -> Result<([u8; 32], Certificate), DriverError> {
     const DAY: u64 = 86_400;
     let seed = random::<32>()?;
-    let key = KeyPair::from_seed(&seed);
+    let key = SigningKeyPair::from_seed(&seed);
     let not_before = UnixTime(clock.anchor().0.saturating_sub(DAY));
     let request = CertificateRequest {
         subject,
@@ -634,7 +634,7 @@ pub fn write_identity(
 pub fn identity((seed, certificate): &([u8; 32], Certificate)) -> CertifiedKey {
     CertifiedKey {
         certificate: certificate.clone(),
-        key: KeyPair::from_seed(seed),
+        key: SigningKeyPair::from_seed(seed),
     }
 }
 

@@ -287,37 +287,37 @@ pub fn verify(
 }
 
 /// An Ed25519 signing key. Wiped on drop.
-pub struct KeyPair(SigningKey);
+pub struct SigningKeyPair(SigningKey);
 
-impl fmt::Debug for KeyPair {
+impl fmt::Debug for SigningKeyPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyPair(public {:02x?})", &self.public_key()[..4])
+        write!(f, "SigningKeyPair(public {:02x?})", &self.public_key()[..4])
     }
 }
 
-impl KeyPair {
+impl SigningKeyPair {
     /// A fresh key pair.
-    pub fn generate(rng: &mut dyn CryptoRng) -> KeyPair {
+    pub fn generate(rng: &mut dyn CryptoRng) -> SigningKeyPair {
         let seed = Zeroizing::new(super::random_array::<32>(rng));
-        KeyPair(SigningKey::from_bytes(&seed))
+        SigningKeyPair(SigningKey::from_bytes(&seed))
     }
 
-    /// Rebuild from the 32-byte secret seed (provisioning), as [`KeyPair::seed`] gave it.
-    pub fn from_seed(seed: &[u8; 32]) -> KeyPair {
-        KeyPair(SigningKey::from_bytes(seed))
+    /// Rebuild from the 32-byte secret seed (provisioning), as [`SigningKeyPair::seed`] gave it.
+    pub fn from_seed(seed: &[u8; 32]) -> SigningKeyPair {
+        SigningKeyPair(SigningKey::from_bytes(seed))
     }
 
-    /// The 32-byte secret seed, for storing the key ([`KeyPair::from_seed`] rebuilds it).
+    /// The 32-byte secret seed, for storing the key ([`SigningKeyPair::from_seed`] rebuilds it).
     /// Wiped when the returned value is dropped; whoever stores it must protect it as the
     /// key itself.
     ///
     /// ```
-    /// use deputy::crypto::cert::KeyPair;
+    /// use deputy::crypto::cert::SigningKeyPair;
     /// use rand_core::SeedableRng;
     ///
-    /// let key = KeyPair::generate(&mut rand_chacha::ChaCha20Rng::seed_from_u64(1));
+    /// let key = SigningKeyPair::generate(&mut rand_chacha::ChaCha20Rng::seed_from_u64(1));
     /// let stored = key.seed();
-    /// assert_eq!(KeyPair::from_seed(&stored).public_key(), key.public_key());
+    /// assert_eq!(SigningKeyPair::from_seed(&stored).public_key(), key.public_key());
     /// ```
     pub fn seed(&self) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(self.0.to_bytes())
@@ -344,7 +344,7 @@ pub struct CertifiedKey {
     /// The certificate.
     pub certificate: Certificate,
     /// Its private key.
-    pub key: KeyPair,
+    pub key: SigningKeyPair,
 }
 
 /// What a CA writes into a certificate it issues.
@@ -373,7 +373,7 @@ pub struct CertificateAuthority {
 impl CertificateAuthority {
     /// A new CA with a fresh key and a self-signed certificate valid forever.
     pub fn generate(name: &str, rng: &mut dyn CryptoRng) -> CertificateAuthority {
-        let key = KeyPair::generate(rng);
+        let key = SigningKeyPair::generate(rng);
         let request = CertificateRequest {
             subject: name,
             also_names: &[],
@@ -391,13 +391,13 @@ impl CertificateAuthority {
     }
 
     /// A CA rebuilt from what was stored of it: its own certificate and the key it
-    /// certifies ([`KeyPair::seed`] stores the key, [`Certificate::as_bytes`] the
+    /// certifies ([`SigningKeyPair::seed`] stores the key, [`Certificate::as_bytes`] the
     /// certificate). Fails if the certificate is not a CA certificate or does not certify
     /// `key`. A driver that restarts keeps its CA this way, and every certificate it
     /// issued stays valid.
     ///
     /// ```
-    /// use deputy::crypto::cert::{Certificate, CertificateAuthority, KeyPair};
+    /// use deputy::crypto::cert::{Certificate, CertificateAuthority, SigningKeyPair};
     /// use rand_core::SeedableRng;
     ///
     /// let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
@@ -406,11 +406,11 @@ impl CertificateAuthority {
     /// // After a restart:
     /// let again = CertificateAuthority::from_parts(
     ///     Certificate::decode(&stored_cert).unwrap(),
-    ///     KeyPair::from_seed(&stored_key),
+    ///     SigningKeyPair::from_seed(&stored_key),
     /// ).unwrap();
     /// assert_eq!(again.certificate(), ca.certificate());
     /// ```
-    pub fn from_parts(certificate: Certificate, key: KeyPair) -> Result<Self, CertError> {
+    pub fn from_parts(certificate: Certificate, key: SigningKeyPair) -> Result<Self, CertError> {
         if !certificate.is_ca() {
             return Err(CertError::NotCa);
         }
@@ -422,8 +422,8 @@ impl CertificateAuthority {
         })
     }
 
-    /// The CA's signing key (to store it: [`KeyPair::seed`]).
-    pub fn key(&self) -> &KeyPair {
+    /// The CA's signing key (to store it: [`SigningKeyPair::seed`]).
+    pub fn key(&self) -> &SigningKeyPair {
         &self.identity.key
     }
 
@@ -459,7 +459,7 @@ impl CertificateAuthority {
         lifetime_secs: u64,
         rng: &mut dyn CryptoRng,
     ) -> Result<CertifiedKey, CertError> {
-        let key = KeyPair::generate(rng);
+        let key = SigningKeyPair::generate(rng);
         let certificate = self.issue(
             &CertificateRequest {
                 subject,
@@ -476,7 +476,7 @@ impl CertificateAuthority {
 }
 
 fn sign_certificate(
-    issuer_key: &KeyPair,
+    issuer_key: &SigningKeyPair,
     issuer_name: &str,
     request: &CertificateRequest<'_>,
     serial: u64,
@@ -659,7 +659,7 @@ mod tests {
     fn the_name_and_size_bounds_hold_on_decode() {
         let (ca, _, mut rng) = setup();
         let store = TrustStore::with(ca.certificate().clone());
-        let key = KeyPair::generate(&mut rng).public_key();
+        let key = SigningKeyPair::generate(&mut rng).public_key();
         let names: Vec<String> = (0..=MAX_NAMES).map(|i| alloc::format!("n{i}")).collect();
         let signed = |also: &[String]| {
             let also: Vec<&str> = also.iter().map(String::as_str).collect();

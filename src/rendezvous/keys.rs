@@ -25,7 +25,7 @@ use zeroize::Zeroizing;
 
 use super::DeviceId;
 use crate::crypto::aead::{AeadAlg, AeadKey, NONCE_LEN};
-use crate::crypto::cert::KeyPair as SigningKeyPair;
+use crate::crypto::cert::SigningKeyPair;
 use crate::crypto::dh::{Group, KeyPair};
 use crate::crypto::kdf::{Prk, hmac_sha256, hmac_sha256_parts};
 use crate::crypto::{CryptoError, ct_eq};
