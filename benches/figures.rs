@@ -20,7 +20,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant as WallClock};
 
-use deputy::channel::ServerConfig;
 use deputy::crypto::aead::{AeadAlg, AeadKey};
 use deputy::crypto::dh::{Group, KeyPair};
 use deputy::ikev2::auth::{AuthKeyDb, Credential};
@@ -337,25 +336,25 @@ const MASTER: [u8; 32] = [0x42; 32];
 const RV_UDP: &str = "130.74.23.6:1300";
 
 fn rv_server(directory: MemoryDirectory) -> RendezvousServer {
-    use deputy::channel::ClientCertPolicy;
     use deputy::crypto::cert::{CertificateAuthority, TrustStore};
-    use deputy::rendezvous::ServerConfig as RvConfig;
+    use deputy::rendezvous::{
+        RendezvousServerConfig as RvConfig, RendezvousServerParams as RvParams,
+    };
     let mut rng = ChaCha20Rng::seed_from_u64(5);
     let ca = CertificateAuthority::generate("CA", &mut rng);
     let trust = TrustStore::with(ca.certificate().clone());
-    let mut id = || {
-        ca.issue_identity("rendezvous.example", &[], ANCHOR, 86_400, &mut rng)
-            .unwrap()
-    };
-    let cfg = RvConfig::new(
-        RV_UDP.parse().unwrap(),
-        ServerConfig::with_certificate(id(), ANCHOR),
-        ServerConfig::with_certificate(id(), ANCHOR)
-            .with_client_certs(ClientCertPolicy::Required(trust)),
-        Box::new(DerivedRegistrationKeys::new(MASTER)),
-        ANCHOR,
-    )
-    .unwrap();
+    let identity = ca
+        .issue_identity("rendezvous.example", &[], ANCHOR, 86_400, &mut rng)
+        .unwrap();
+    let cfg = RvConfig::new(RvParams {
+        udp: RV_UDP.parse().unwrap(),
+        issuer_port: 1201,
+        device_port: 1300,
+        identity: std::sync::Arc::new(identity),
+        device_trust: trust,
+        keys: Box::new(DerivedRegistrationKeys::new(MASTER)),
+        time_anchor: ANCHOR,
+    });
     RendezvousServer::new(cfg, directory, Box::new(ChaCha20Rng::seed_from_u64(6))).unwrap()
 }
 

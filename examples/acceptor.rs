@@ -12,8 +12,9 @@
 mod driver;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use deputy::rendezvous::{Acceptor, AcceptorConfig, Password, RendezvousEvent};
+use deputy::rendezvous::{Acceptor, AcceptorConfig, AcceptorParams, Password, RendezvousEvent};
 
 use driver::common::{Args, Clock, DriverError, Flow, bind_udp, finish, log, rng, warn};
 use driver::rendezvous::{ServerOptions, read_device};
@@ -63,18 +64,18 @@ async fn run() -> Result<u8, DriverError> {
     // The socket first: registrations leave from it and the server records its port.
     let (socket, local) = bind_udp(server.local)?;
     let clock = Clock::start();
-    let cfg = AcceptorConfig::new(
-        device.id,
-        device.registration_key,
-        device.identity,
+    let cfg = AcceptorConfig::new(AcceptorParams {
+        device: device.id,
+        registration_key: device.registration_key,
+        identity: Arc::new(device.identity),
         trust,
-        &server.name,
-        server.udp,
-        server.stream,
+        server_name: server.name.clone(),
+        server_udp: server.udp,
+        server_stream: server.stream,
         local,
         password,
-        clock.anchor(),
-    );
+        time_anchor: clock.anchor(),
+    });
     let mut net = Net::new(Acceptor::new(cfg, rng()?), clock, WHO);
     net.add_udp((socket, local))?;
     log(

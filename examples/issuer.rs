@@ -13,7 +13,7 @@ mod driver;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use deputy::rendezvous::{DeviceId, Issuer, IssuerConfig, RendezvousEvent};
+use deputy::rendezvous::{DeviceId, Issuer, IssuerConfig, IssuerParams, RendezvousEvent};
 
 use driver::common::{Args, Clock, DriverError, Flow, bind_udp, finish, log, parse_value, rng};
 use driver::rendezvous::ServerOptions;
@@ -64,14 +64,14 @@ async fn run() -> Result<u8, DriverError> {
     // The socket first: the direct connection's candidates name its port.
     let (socket, local) = bind_udp(server.local)?;
     let clock = Clock::start();
-    let cfg = IssuerConfig::new(
+    let cfg = IssuerConfig::new(IssuerParams {
         trust,
-        &server.name,
-        server.stream,
-        server.udp,
+        server_name: server.name.clone(),
+        server_stream: server.stream,
+        server_udp: server.udp,
         local,
-        clock.anchor(),
-    );
+        time_anchor: clock.anchor(),
+    });
     let mut net = Net::new(Issuer::new(cfg, rng()?), clock, WHO);
     net.add_udp((socket, local))?;
     let request = net.command("connection request", |issuer, now| {

@@ -139,13 +139,11 @@ async fn proxy(mut args: Args) -> Result<u8, DriverError> {
     // The certificate names every appliance served: that is what a remote node checks
     // before it trusts this proxy with an appliance's data.
     let names: Vec<&str> = appliances.iter().map(|(n, _)| n.as_str()).collect();
-    let channel = ServerConfig::with_certificate(
+    let mut channel = ServerConfig::with_certificate(
         identity(&issue(&ca, &name, &names, &clock)?),
         clock.anchor(),
-    )
-    .with_client_certs(ClientCertPolicy::Required(TrustStore::with(
-        ca.certificate().clone(),
-    )));
+    );
+    channel.client_certs = ClientCertPolicy::Required(TrustStore::with(ca.certificate().clone()));
     let (socket, udp) = bind_udp(udp)?;
     let (listener, stream) = bind_tcp(stream).await?;
     let mut cfg = ProxyConfig::new(channel, udp);
@@ -160,11 +158,10 @@ async fn proxy(mut args: Args) -> Result<u8, DriverError> {
                 path: path.clone(),
                 problem: e.to_string(),
             })?;
-        cfg.serve(
-            appliance,
-            ServedAppliance::new(*addr, AccessPolicy::AnyAuthenticated).with_link_key(key),
-        )
-        .map_err(DriverError::deputy("serving an appliance"))?;
+        let mut served = ServedAppliance::new(*addr, AccessPolicy::AnyAuthenticated);
+        served.link_key = Some(key);
+        cfg.serve(appliance, served)
+            .map_err(DriverError::deputy("serving an appliance"))?;
         log(
             &clock,
             WHO,
@@ -218,8 +215,7 @@ async fn remote(mut args: Args) -> Result<u8, DriverError> {
     let clock = Clock::start();
     let trust = read_trust(&dir.join("trust.cert"))?;
     let me = Fields::read(&dir.join("remote.cred"))?.identity()?;
-    let channel =
-        ClientConfig::with_ca(trust, &proxy_name, clock.anchor()).with_client_identity(me);
+    let channel = ClientConfig::with_client_certificate(trust, &proxy_name, me, clock.anchor());
     let (socket, local) = bind_udp(local)?;
     let cfg = RemoteNodeConfig::new(channel, local);
     let mut net = Net::new(RemoteNode::new(cfg, rng()?), clock, WHO);
@@ -259,7 +255,7 @@ async fn remote(mut args: Args) -> Result<u8, DriverError> {
                     format!("answer {:?}", String::from_utf8_lossy(&data)),
                 );
                 // The session is done; the loop's grace period lets the close go out.
-                if let Err(e) = remote.close(&appliance) {
+                if let Err(e) = remote.close(now, &appliance) {
                     warn(&clock, WHO, format!("close refused: {e}"));
                 }
                 Flow::Stop(if data == expected { 0 } else { 5 })
@@ -274,10 +270,8 @@ async fn remote(mut args: Args) -> Result<u8, DriverError> {
                     ),
                 );
                 let reply = [b"ack: ".as_slice(), &data].concat();
-                // The session is up, so `send` uses it; the address only matters for a
-                // session not yet set up (flow A), and this one has none to give.
-                let back = Target::new(&appliance, SocketAddr::from(([0, 0, 0, 0], 0)));
-                if let Err(e) = remote.send(now, &back, &reply) {
+                // The appliance opened the session (flow B): answer on it, no address.
+                if let Err(e) = remote.send_on_session(now, &appliance, &reply) {
                     warn(&clock, WHO, format!("answer to {appliance} refused: {e}"));
                 }
                 Flow::Continue

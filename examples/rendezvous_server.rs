@@ -14,11 +14,12 @@
 mod driver;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use deputy::channel::{ClientCertPolicy, ServerConfig as ChannelServerConfig};
 use deputy::crypto::cert::TrustStore;
 use deputy::rendezvous::{
-    DerivedRegistrationKeys, DeviceId, MemoryDirectory, RendezvousServer, ServerConfig,
+    DerivedRegistrationKeys, DeviceId, MemoryDirectory, RendezvousServer, RendezvousServerConfig,
+    RendezvousServerParams,
 };
 
 use driver::common::{
@@ -110,22 +111,18 @@ async fn run() -> Result<u8, DriverError> {
         ));
     }
 
-    // Two channel identities (one per stream kind), issued fresh at every start: the
-    // devices check them against the CA, not against a stored copy.
-    let issuer_side = identity(&issue(&ca, &name, &[], &clock)?);
-    let device_side = identity(&issue(&ca, &name, &[], &clock)?);
-    let trust = TrustStore::with(ca.certificate().clone());
-    let mut cfg = ServerConfig::new(
+    // The channel identity (both stream kinds show it), issued fresh at every start: the
+    // devices check it against the CA, not against a stored copy.
+    let server_identity = identity(&issue(&ca, &name, &[], &clock)?);
+    let cfg = RendezvousServerConfig::new(RendezvousServerParams {
         udp,
-        ChannelServerConfig::with_certificate(issuer_side, clock.anchor()),
-        ChannelServerConfig::with_certificate(device_side, clock.anchor())
-            .with_client_certs(ClientCertPolicy::Required(trust)),
-        Box::new(DerivedRegistrationKeys::new(master)),
-        clock.anchor(),
-    )
-    .map_err(DriverError::deputy("server configuration"))?;
-    cfg.issuer_port = issuers.port();
-    cfg.device_port = device_streams.port();
+        issuer_port: issuers.port(),
+        device_port: device_streams.port(),
+        identity: Arc::new(server_identity),
+        device_trust: TrustStore::with(ca.certificate().clone()),
+        keys: Box::new(DerivedRegistrationKeys::new(master)),
+        time_anchor: clock.anchor(),
+    });
     let server = RendezvousServer::new(cfg, MemoryDirectory::new(capacity), rng()?)
         .map_err(DriverError::deputy("server"))?;
 

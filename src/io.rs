@@ -104,7 +104,14 @@ pub enum Input<'a> {
 /// A UDP datagram to send.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Transmit {
-    /// The local address to send from.
+    /// The local address to send from. It need not be a socket the driver has bound
+    /// already: an actor may send from a new local address (the rendezvous devices open
+    /// extra sockets on ports from
+    /// [`PeerConfig::extra_ports`](crate::rendezvous::PeerConfig::extra_ports) while hole
+    /// punching). A driver binds `from` on first use and keeps it for the datagrams that
+    /// answer it (they arrive as [`Input::Datagram`] with `to` = `from`); one that cannot
+    /// bind it drops the datagram (the actor treats it as lost on the network, as every
+    /// datagram may be). `examples/driver/tokio_net.rs` shows both.
     pub from: SocketAddr,
     /// The destination.
     pub to: SocketAddr,

@@ -82,7 +82,7 @@ pub mod tls;
 pub mod wire;
 
 pub use error::Error;
-pub use event::Event;
+pub use event::{AnyActor, Event};
 pub use io::{Actor, IfaceId, Input, Outbox, Output, StreamId, Transmit};
 pub use time::{Instant, UnixTime};
 

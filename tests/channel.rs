@@ -13,7 +13,7 @@ use deputy::channel::{
 };
 use deputy::crypto::CertError;
 use deputy::crypto::aead::AeadAlg;
-use deputy::crypto::cert::{CertificateAuthority, Identity, TrustStore};
+use deputy::crypto::cert::{CertificateAuthority, CertifiedKey, TrustStore};
 use deputy::crypto::dh::Group;
 use deputy::wire::{Deframer, Limits, Message};
 use deputy::{Error, Instant, UnixTime};
@@ -44,7 +44,7 @@ impl Pki {
         Pki { ca, rng }
     }
 
-    fn identity(&mut self, name: &str, not_before: UnixTime, lifetime: u64) -> Identity {
+    fn identity(&mut self, name: &str, not_before: UnixTime, lifetime: u64) -> CertifiedKey {
         self.ca
             .issue_identity(name, &[], not_before, lifetime, &mut self.rng)
             .unwrap()
@@ -62,11 +62,17 @@ impl Pki {
     fn client(&self) -> ClientConfig {
         ClientConfig::with_ca(self.trust(), "server.home", ANCHOR)
     }
+
+    /// A client that presents `identity` when asked.
+    fn client_presenting(&self, identity: CertifiedKey) -> ClientConfig {
+        ClientConfig::with_client_certificate(self.trust(), "server.home", identity, ANCHOR)
+    }
 }
 
 fn psk_pair(group: Group) -> (ClientConfig, ServerConfig) {
     let psk = Psk::new("device-2133", &[0x5a; 32]).unwrap();
-    let client = ClientConfig::with_psk(psk.clone(), ANCHOR).with_group(group);
+    let mut client = ClientConfig::with_psk(psk.clone(), ANCHOR);
+    client.group = group;
     let server = ServerConfig::with_psks([psk], ANCHOR).unwrap();
     (client, server)
 }
@@ -206,7 +212,8 @@ fn certificate_mode_handshake_with_x25519_and_modp2048() {
     for group in [Group::X25519, Group::Modp2048] {
         let mut pki = Pki::new(1);
         let server = pki.server();
-        let client = pki.client().with_group(group);
+        let mut client = pki.client();
+        client.group = group;
         let mut pair = Pair::new(client, server, 2).handshake();
 
         match pair.client.peer() {
@@ -291,10 +298,9 @@ fn every_suite_negotiates_and_client_preference_wins() {
 fn client_certificate_required_and_present() {
     let mut pki = Pki::new(6);
     let device = pki.identity("device-2133", ANCHOR, DAY);
-    let server = pki
-        .server()
-        .with_client_certs(ClientCertPolicy::Required(pki.trust()));
-    let client = pki.client().with_client_identity(device);
+    let mut server = pki.server();
+    server.client_certs = ClientCertPolicy::Required(pki.trust());
+    let client = pki.client_presenting(device);
     let pair = Pair::new(client, server, 7).handshake();
     let cert = pair.server.peer_certificate().expect("client certificate");
     assert_eq!(cert.subject(), "device-2133");
@@ -303,9 +309,8 @@ fn client_certificate_required_and_present() {
 #[test]
 fn client_certificate_required_and_missing_is_refused() {
     let mut pki = Pki::new(8);
-    let server = pki
-        .server()
-        .with_client_certs(ClientCertPolicy::Required(pki.trust()));
+    let mut server = pki.server();
+    server.client_certs = ClientCertPolicy::Required(pki.trust());
     let mut pair = Pair::new(pki.client(), server, 9);
     pair.pump();
     assert_eq!(
@@ -322,9 +327,8 @@ fn client_certificate_required_and_missing_is_refused() {
 #[test]
 fn optional_client_certificate_may_be_absent() {
     let mut pki = Pki::new(10);
-    let server = pki
-        .server()
-        .with_client_certs(ClientCertPolicy::Optional(pki.trust()));
+    let mut server = pki.server();
+    server.client_certs = ClientCertPolicy::Optional(pki.trust());
     let pair = Pair::new(pki.client(), server, 11).handshake();
     assert_eq!(pair.server.peer(), &PeerIdentity::Anonymous);
 }
@@ -334,10 +338,9 @@ fn client_certificate_from_another_ca_is_refused() {
     let mut pki = Pki::new(12);
     let mut rogue = Pki::new(13);
     let device = rogue.identity("device-2133", ANCHOR, DAY);
-    let server = pki
-        .server()
-        .with_client_certs(ClientCertPolicy::Required(pki.trust()));
-    let mut pair = Pair::new(pki.client().with_client_identity(device), server, 14);
+    let mut server = pki.server();
+    server.client_certs = ClientCertPolicy::Required(pki.trust());
+    let mut pair = Pair::new(pki.client_presenting(device), server, 14);
     pair.pump();
     assert_eq!(
         channel_err(&pair.server_err),
@@ -611,10 +614,9 @@ fn any_flipped_handshake_byte_fails_the_handshake_certificate_mode() {
     let n = check_every_flip(&|| {
         let mut pki = Pki::new(31);
         let device = pki.identity("device-2133", ANCHOR, DAY);
-        let server = pki
-            .server()
-            .with_client_certs(ClientCertPolicy::Required(pki.trust()));
-        (pki.client().with_client_identity(device), server)
+        let mut server = pki.server();
+        server.client_certs = ClientCertPolicy::Required(pki.trust());
+        (pki.client_presenting(device), server)
     });
     assert!(n > 1000, "only {n} flips checked");
 }
@@ -998,8 +1000,7 @@ mod through_the_simulator {
         assert_eq!(server_saw.len(), 2);
 
         w.sim
-            .with_actor(w.server, |s: &mut ChannelServer, _| s.send(stream, b"ack"))
-            .unwrap()
+            .command(w.server, |s: &mut ChannelServer, _| s.send(stream, b"ack"))
             .unwrap();
         w.sim.run_for(Duration::from_secs(1)).unwrap();
         let client_saw = common::events::<ChannelEvent>(&mut w.sim, client);
@@ -1007,8 +1008,7 @@ mod through_the_simulator {
         assert!(matches!(&client_saw[1], ChannelEvent::Received { data, .. } if data == b"ack"));
 
         w.sim
-            .with_actor(client, |c: &mut ChannelClient, _| c.close())
-            .unwrap()
+            .command(client, |c: &mut ChannelClient, _| c.close())
             .unwrap();
         w.sim.run_for(Duration::from_secs(1)).unwrap();
         assert!(matches!(
@@ -1039,8 +1039,7 @@ mod through_the_simulator {
         let mut w = world(3, 2);
         for &c in &w.clients {
             w.sim
-                .with_actor(c, |c: &mut ChannelClient, now| c.connect(now).map(|_| ()))
-                .unwrap()
+                .command(c, |c: &mut ChannelClient, now| c.connect(now).map(|_| ()))
                 .unwrap();
         }
         w.sim.run_for(Duration::from_secs(2)).unwrap();

@@ -24,9 +24,10 @@ use deputy::crypto::CertError;
 use deputy::crypto::cert::{CertificateAuthority, TrustStore};
 use deputy::offload::messages::{self, Message};
 use deputy::offload::{
-    AccessPolicy, Appliance, ApplianceConfig, ApplianceEvent, CryptoProxy, DirectKey, Discovery,
-    Initiator, LinkKey, OffloadError, OffloadEvent, Peer, ProxyConfig, ProxyEvent, RefusalReason,
-    RemoteEvent, RemoteNode, RemoteNodeConfig, ServedAppliance, Solicited, Target,
+    AccessPolicy, Appliance, ApplianceConfig, ApplianceEvent, ApplianceParams, CryptoProxy,
+    DirectKey, Discovery, LinkKey, OffloadError, OffloadEvent, OffloadRefusal, Peer, ProxyConfig,
+    ProxyEvent, RemoteEvent, RemoteNode, RemoteNodeConfig, ServedAppliance, Solicited, StartedBy,
+    Target,
 };
 use deputy::sim::fault::{Fault, FaultAction};
 use deputy::sim::packet::{self, TcpSegment};
@@ -316,9 +317,9 @@ impl Home {
         let identity = ca
             .issue_identity("proxy.home", &names, ANCHOR, YEAR, &mut rng)
             .unwrap();
-        let mut channel = ServerConfig::with_certificate(identity, ANCHOR).with_client_certs(
-            ClientCertPolicy::Optional(TrustStore::with(ca.certificate().clone())),
-        );
+        let mut channel = ServerConfig::with_certificate(identity, ANCHOR);
+        channel.client_certs =
+            ClientCertPolicy::Optional(TrustStore::with(ca.certificate().clone()));
         for (name, auth) in &setup.remotes {
             if *auth == Auth::Psk {
                 channel.add_psk(psk_for(name)).unwrap();
@@ -333,7 +334,7 @@ impl Home {
                 .map_or(AccessPolicy::AnyAuthenticated, |(_, a)| a.clone());
             let mut served = ServedAppliance::new(sa(*addr, APPLIANCE_PORT), access);
             if let Some(k) = &link_key {
-                served = served.with_link_key(k.clone());
+                served.link_key = Some(k.clone());
             }
             pc.serve(name, served).unwrap();
         }
@@ -349,9 +350,15 @@ impl Home {
         let mut appliances = BTreeMap::new();
         for (name, addr) in setup.appliances.iter().zip(&appliance_ips) {
             let local = sa(*addr, APPLIANCE_PORT);
-            let mut cfg = ApplianceConfig::new(name, local, proxy_addr(), proxy_public()).unwrap();
+            let mut cfg = ApplianceConfig::new(ApplianceParams {
+                name: name.to_string(),
+                local,
+                proxy: proxy_addr(),
+                proxy_public: proxy_public(),
+            })
+            .unwrap();
             if let Some(k) = &link_key {
-                cfg = cfg.with_link_key(k.clone());
+                cfg.link_key = Some(k.clone());
             }
             (setup.appliance)(name, &mut cfg);
             let rng = Box::new(sim.rng(&format!("offload/{name}")));
@@ -368,7 +375,7 @@ impl Home {
                     let me = ca
                         .issue_identity(name, &[], ANCHOR, YEAR, &mut rng)
                         .unwrap();
-                    ClientConfig::with_ca(trust, "proxy.home", ANCHOR).with_client_identity(me)
+                    ClientConfig::with_client_certificate(trust, "proxy.home", me, ANCHOR)
                 }
                 Auth::Anonymous => ClientConfig::with_ca(trust, "proxy.home", ANCHOR),
                 Auth::Psk => ClientConfig::with_psk(psk_for(name), ANCHOR),
@@ -376,7 +383,7 @@ impl Home {
             };
             let mut cfg = RemoteNodeConfig::new(channel, sa(addr, REMOTE_UDP));
             if matches!(auth, Auth::Psk | Auth::UnknownPsk) {
-                cfg = cfg.with_psk_scope(&setup.appliances);
+                cfg.psk_scope = setup.appliances.iter().map(|a| a.to_string()).collect();
             }
             (setup.remote)(name, &mut cfg);
             let rng = Box::new(sim.rng(&format!("offload/{name}")));
@@ -423,8 +430,7 @@ impl Home {
         let target = self.target(appliance);
         let node = self.remote(remote);
         self.sim
-            .with_actor(node, |r: &mut RemoteNode, now| r.send(now, &target, data))
-            .unwrap()
+            .command(node, |r: &mut RemoteNode, now| r.send(now, &target, data))
             .unwrap();
     }
 
@@ -432,10 +438,9 @@ impl Home {
         let target = self.target(appliance);
         let node = self.remote(remote);
         self.sim
-            .with_actor(node, |r: &mut RemoteNode, now| {
+            .command(node, |r: &mut RemoteNode, now| {
                 r.send_plaintext(now, &target, data)
             })
-            .unwrap()
             .unwrap();
     }
 
@@ -444,8 +449,7 @@ impl Home {
         let to = self.remote_stream(remote);
         let node = self.appliance(appliance);
         self.sim
-            .with_actor(node, |a: &mut Appliance, now| a.connect(now, to, expect))
-            .unwrap()
+            .command(node, |a: &mut Appliance, now| a.connect(now, to, expect))
             .unwrap()
     }
 
@@ -465,8 +469,7 @@ impl Home {
     fn appliance_send(&mut self, appliance: &str, session: u64, data: &[u8]) {
         let node = self.appliance(appliance);
         self.sim
-            .with_actor(node, |a: &mut Appliance, now| a.send(now, session, data))
-            .unwrap()
+            .command(node, |a: &mut Appliance, now| a.send(now, session, data))
             .unwrap();
     }
 
@@ -637,12 +640,13 @@ fn remote_sealed(id: u32, data: &[u8]) -> Vec<u8> {
     let mut cfg = RemoteNodeConfig::new(
         ClientConfig::with_psk(psk_for("x"), ANCHOR),
         sa(ip("203.0.113.9"), 1),
-    )
-    .with_direct_key("toaster", DirectKey::new(id, &[1; 32]));
+    );
+    cfg.direct_keys
+        .push(("toaster".into(), DirectKey::new(id, &[1; 32])));
     cfg.probe_len = 0;
     let mut node = RemoteNode::new(cfg, Box::new(Sim::new(0).rng("sealer")));
     let target = Target::new("toaster", sa(ip("192.168.0.99"), APPLIANCE_PORT));
-    node.send_direct(&target, data).unwrap();
+    node.send_direct(Instant::ZERO, &target, data).unwrap();
     match node.poll_output() {
         Some(Output::Transmit(t)) => t.data,
         other => panic!("{other:?}"),
@@ -655,7 +659,7 @@ fn phone() -> Peer {
 
 // Expected events, spelled once: most flows run between the phone and the microwave.
 
-fn session_up(appliance: &str, initiated_by: Initiator) -> RemoteEvent {
+fn session_up(appliance: &str, initiated_by: StartedBy) -> RemoteEvent {
     RemoteEvent::SessionUp {
         appliance: appliance.into(),
         initiated_by,
@@ -671,7 +675,7 @@ fn designated(solicited: bool) -> RemoteEvent {
     }
 }
 
-fn phone_session(session: u64, initiated_by: Initiator, request: Option<u64>) -> ApplianceEvent {
+fn phone_session(session: u64, initiated_by: StartedBy, request: Option<u64>) -> ApplianceEvent {
     ApplianceEvent::SessionUp {
         session,
         remote: phone(),
@@ -689,7 +693,7 @@ fn from_phone(session: u64, data: &[u8]) -> ApplianceEvent {
 }
 
 /// What a remote node the proxy refuses reports: the typed refusal, then the failed set-up.
-fn refusal(reason: RefusalReason) -> [RemoteEvent; 2] {
+fn refusal(reason: OffloadRefusal) -> [RemoteEvent; 2] {
     [
         RemoteEvent::Refused {
             appliance: "microwave".into(),
@@ -706,7 +710,7 @@ fn refusal(reason: RefusalReason) -> [RemoteEvent; 2] {
 /// bytes.
 fn proxy_session(
     session: u64,
-    initiated_by: Initiator,
+    initiated_by: StartedBy,
     to_appliance: bool,
     len: usize,
 ) -> [ProxyEvent; 2] {
@@ -742,7 +746,7 @@ fn remote_initiated_flow() {
         remote,
         [
             designated(false),
-            session_up("microwave", Initiator::Remote),
+            session_up("microwave", StartedBy::Remote),
         ]
     );
     let (appliance, s) = h.session_events("microwave");
@@ -753,13 +757,13 @@ fn remote_initiated_flow() {
                 from: h.remotes["phone"].1,
                 answer: Solicited::Full
             },
-            phone_session(s, Initiator::Remote, None),
+            phone_session(s, StartedBy::Remote, None),
             from_phone(s, b"defrost 300 g"),
         ]
     );
     assert_eq!(
         h.proxy_events(),
-        proxy_session(s, Initiator::Remote, true, 13)
+        proxy_session(s, StartedBy::Remote, true, 13)
     );
 
     // On the wire, in the seed's order: S21, S22 on the open network; the channel to the
@@ -839,13 +843,13 @@ fn refused_plaintext_flow() {
                 len: 192,
                 answer: Solicited::Full
             },
-            phone_session(s, Initiator::Remote, None),
+            phone_session(s, StartedBy::Remote, None),
             from_phone(s, HEAT),
         ]
     );
     assert_eq!(
         h.remote_events("phone"),
-        [designated(true), session_up("microwave", Initiator::Remote),]
+        [designated(true), session_up("microwave", StartedBy::Remote),]
     );
     assert_in_order(
         &h.labels(h.internet),
@@ -941,10 +945,9 @@ fn undecryptable_data_is_refused() {
     let target = h.target("microwave");
     let phone = h.remote("phone");
     h.sim
-        .with_actor(phone, |r: &mut RemoteNode, _| {
-            r.send_direct(&target, b"light on")
+        .command(phone, |r: &mut RemoteNode, now| {
+            r.send_direct(now, &target, b"light on")
         })
-        .unwrap()
         .unwrap();
     h.run(1);
     assert_eq!(
@@ -973,6 +976,34 @@ fn undecryptable_data_is_refused() {
     );
 }
 
+/// The remote node answers an appliance that opened the session (flow B) on that session,
+/// by the appliance's name alone: it never learnt the appliance's address, and needs none.
+/// With no session up the same call is refused.
+#[test]
+fn remote_node_answers_a_flow_b_session_without_an_address() {
+    let mut h = Home::new(Setup::default());
+    h.connect("microwave", "phone", Some(phone()));
+    h.run(3);
+    let phone_node = h.remote("phone");
+    let reply = |h: &mut Home, appliance: &'static str| {
+        h.sim
+            .with_actor(phone_node, move |r: &mut RemoteNode, now| {
+                r.send_on_session(now, appliance, b"noted")
+            })
+            .unwrap()
+    };
+    reply(&mut h, "microwave").unwrap();
+    h.run(2);
+    assert_eq!(
+        delivered_from(&h.appliance_events("microwave")),
+        [(phone(), b"noted".to_vec())]
+    );
+    assert_eq!(
+        reply(&mut h, "aircon"),
+        Err(Error::Offload(OffloadError::NoSession("aircon".into())))
+    );
+}
+
 /// Flow B (S31–S36): the appliance asks its proxy for a session with a remote node; the
 /// proxy opens the channel, sends the crypto request, gets the accept, confirms to the
 /// appliance, and encrypts what the appliance sends in clear.
@@ -984,11 +1015,11 @@ fn appliance_initiated_flow() {
     let (appliance, s) = h.session_events("microwave");
     assert_eq!(
         appliance,
-        [phone_session(s, Initiator::Appliance, Some(request))]
+        [phone_session(s, StartedBy::Appliance, Some(request))]
     );
     assert_eq!(
         h.remote_events("phone"),
-        [session_up("microwave", Initiator::Appliance)]
+        [session_up("microwave", StartedBy::Appliance)]
     );
 
     h.appliance_send("microwave", s, b"door opened");
@@ -1002,7 +1033,7 @@ fn appliance_initiated_flow() {
     );
     assert_eq!(
         h.proxy_events(),
-        proxy_session(s, Initiator::Appliance, false, 11)
+        proxy_session(s, StartedBy::Appliance, false, 11)
     );
     // S31 and S34 on the closed network around the channel set-up; S35 then S36.
     assert_in_order(
@@ -1040,7 +1071,7 @@ fn both_directions_in_one_system() {
         [ApplianceEvent::SessionUp {
             session: s_air,
             remote: Peer::Psk(b"laptop".to_vec()),
-            initiated_by: Initiator::Appliance,
+            initiated_by: StartedBy::Appliance,
             request: Some(request)
         }]
     );
@@ -1062,8 +1093,8 @@ fn both_directions_in_one_system() {
         received(&laptop),
         [("aircon".to_string(), b"aircon->laptop".to_vec())]
     );
-    assert!(laptop.contains(&session_up("aircon", Initiator::Appliance)));
-    assert!(laptop.contains(&session_up("microwave", Initiator::Remote)));
+    assert!(laptop.contains(&session_up("aircon", StartedBy::Appliance)));
+    assert!(laptop.contains(&session_up("microwave", StartedBy::Remote)));
     assert_eq!(
         h.sim.actor::<CryptoProxy>(h.proxy).unwrap().session_count(),
         3
@@ -1088,7 +1119,7 @@ fn forged_proxy_designation_fails() {
     });
     let mut rng = h.sim.rng("evil");
     let evil_ca = CertificateAuthority::generate("evil CA", &mut rng);
-    let cases: Vec<(&str, &str, deputy::crypto::cert::Identity, &str)> = vec![
+    let cases: Vec<(&str, &str, deputy::crypto::cert::CertifiedKey, &str)> = vec![
         (
             "203.0.113.66",
             "203.0.113.67",
@@ -1129,12 +1160,12 @@ fn forged_proxy_designation_fails() {
             CryptoProxy::new(pc, Box::new(h.sim.rng("evil-proxy"))),
         );
         h.sim.listen(proxy, PROXY_TCP).unwrap();
-        let cfg = ApplianceConfig::new(
-            "microwave",
-            sa(ip(fake_ip), APPLIANCE_PORT),
-            sa(ip(evil_ip), PROXY_UDP),
-            evil_public,
-        )
+        let cfg = ApplianceConfig::new(ApplianceParams {
+            name: "microwave".into(),
+            local: sa(ip(fake_ip), APPLIANCE_PORT),
+            proxy: sa(ip(evil_ip), PROXY_UDP),
+            proxy_public: evil_public,
+        })
         .unwrap();
         h.add_internet_host(
             &format!("fake-microwave-{i}"),
@@ -1160,10 +1191,9 @@ fn forged_proxy_designation_fails() {
         let target = Target::new("microwave", fake);
         let phone = h.remote("phone");
         h.sim
-            .with_actor(phone, |r: &mut RemoteNode, now| {
+            .command(phone, |r: &mut RemoteNode, now| {
                 r.send(now, &target, b"unlock the back door")
             })
-            .unwrap()
             .unwrap();
         h.run(3);
         assert_eq!(
@@ -1219,7 +1249,7 @@ fn unauthorized_remote_is_refused() {
     );
     for who in ["laptop", "anonymous"] {
         let events = h.remote_events(who);
-        assert_eq!(events[1..], refusal(RefusalReason::AccessDenied), "{who}");
+        assert_eq!(events[1..], refusal(OffloadRefusal::AccessDenied), "{who}");
     }
     assert_eq!(
         h.remote_events("kiosk")[1..],
@@ -1231,7 +1261,7 @@ fn unauthorized_remote_is_refused() {
         }]
     );
     let proxy = h.proxy_events();
-    let refused: Vec<(Option<Peer>, RefusalReason)> = proxy
+    let refused: Vec<(Option<Peer>, OffloadRefusal)> = proxy
         .iter()
         .filter_map(|e| match e {
             ProxyEvent::Refused { remote, reason, .. } => Some((remote.clone(), *reason)),
@@ -1243,9 +1273,9 @@ fn unauthorized_remote_is_refused() {
         [
             (
                 Some(Peer::Certificate("laptop".into())),
-                RefusalReason::AccessDenied
+                OffloadRefusal::AccessDenied
             ),
-            (None, RefusalReason::AccessDenied),
+            (None, OffloadRefusal::AccessDenied),
         ]
     );
 
@@ -1256,12 +1286,12 @@ fn unauthorized_remote_is_refused() {
         h.appliance_events("microwave"),
         [ApplianceEvent::Refused {
             request,
-            reason: RefusalReason::AccessDenied
+            reason: OffloadRefusal::AccessDenied
         }]
     );
     assert_eq!(
         h.remote_events("laptop"),
-        refusal(RefusalReason::AccessDenied)
+        refusal(OffloadRefusal::AccessDenied)
     );
     // And one the appliance names but a different node answers at that address.
     let request = h.connect(
@@ -1274,7 +1304,7 @@ fn unauthorized_remote_is_refused() {
         h.appliance_events("microwave"),
         [ApplianceEvent::Refused {
             request,
-            reason: RefusalReason::AccessDenied
+            reason: OffloadRefusal::AccessDenied
         }]
     );
 }
@@ -1314,7 +1344,7 @@ fn tampered_secure_data_is_dropped() {
     assert!(matches!(
         appliance.as_slice(),
         [ApplianceEvent::SessionClosed {
-            reason: RefusalReason::Closed,
+            reason: OffloadRefusal::Closed,
             ..
         }]
     ));
@@ -1436,7 +1466,7 @@ fn replayed_secure_data_is_dropped() {
         appliance,
         [ApplianceEvent::SessionClosed {
             session,
-            reason: RefusalReason::Closed
+            reason: OffloadRefusal::Closed
         }]
     );
     assert!(h.proxy_events().iter().any(|e| matches!(
@@ -1477,7 +1507,7 @@ fn session_limit_is_enforced() {
     assert!(
         phone.contains(&RemoteEvent::Refused {
             appliance: "aircon".into(),
-            reason: RefusalReason::SessionLimit
+            reason: OffloadRefusal::SessionLimit
         }),
         "{phone:?}"
     );
@@ -1504,7 +1534,7 @@ fn session_limit_is_enforced() {
     assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
     assert_eq!(
         h.remote_events("tablet")[1..],
-        refusal(RefusalReason::SessionLimit)
+        refusal(OffloadRefusal::SessionLimit)
     );
     // An appliance-initiated session is refused by the same bound.
     let request = h.connect("microwave", "tablet", None);
@@ -1513,14 +1543,15 @@ fn session_limit_is_enforced() {
         h.appliance_events("microwave"),
         [ApplianceEvent::Refused {
             request,
-            reason: RefusalReason::SessionLimit
+            reason: OffloadRefusal::SessionLimit
         }]
     );
     // Closing one frees a slot.
     let phone_node = h.remote("phone");
     h.sim
-        .with_actor(phone_node, |r: &mut RemoteNode, _| r.close("microwave"))
-        .unwrap()
+        .command(phone_node, |r: &mut RemoteNode, now| {
+            r.close(now, "microwave")
+        })
         .unwrap();
     h.run(2);
     h.send("tablet", "microwave", b"three again");
@@ -1555,7 +1586,7 @@ fn session_limit_holds_for_concurrent_appliance_requests() {
                 ApplianceEvent::SessionUp { request: r, .. } => outcomes.push((r.unwrap(), true)),
                 ApplianceEvent::Refused {
                     request: r,
-                    reason: RefusalReason::SessionLimit,
+                    reason: OffloadRefusal::SessionLimit,
                 } => outcomes.push((r, false)),
                 other => panic!("{name}: {other:?}"),
             }
@@ -1730,10 +1761,9 @@ fn optional_steps_can_be_skipped() {
     });
     let phone_node = h.remote("phone");
     h.sim
-        .with_actor(phone_node, |r: &mut RemoteNode, _| {
-            r.learn_proxy("microwave", proxy_public())
+        .command(phone_node, |r: &mut RemoteNode, now| {
+            r.learn_proxy(now, "microwave", proxy_public())
         })
-        .unwrap()
         .unwrap();
     h.send("phone", "microwave", b"no questions asked");
     h.run(3);
@@ -1778,8 +1808,7 @@ fn designations_are_remembered() {
         Some(proxy_public())
     );
     h.sim
-        .with_actor(phone, |r: &mut RemoteNode, _| r.close("microwave"))
-        .unwrap()
+        .command(phone, |r: &mut RemoteNode, now| r.close(now, "microwave"))
         .unwrap();
     h.run(2);
     let before = h
@@ -2065,7 +2094,7 @@ fn undeliverable_data_is_reported() {
             matches!(
                 e,
                 RemoteEvent::Refused {
-                    reason: RefusalReason::Busy,
+                    reason: OffloadRefusal::Busy,
                     ..
                 }
             )
@@ -2074,7 +2103,7 @@ fn undeliverable_data_is_reported() {
     assert_eq!(busy, 40 - 32, "the link holds 32 in flight: {remote:?}");
     assert!(remote.contains(&RemoteEvent::Refused {
         appliance: "microwave".into(),
-        reason: RefusalReason::ApplianceUnreachable
+        reason: OffloadRefusal::ApplianceUnreachable
     }));
     assert!(remote.contains(&RemoteEvent::Closed {
         appliance: "microwave".into()
@@ -2083,7 +2112,7 @@ fn undeliverable_data_is_reported() {
     assert!(proxy.iter().any(|e| matches!(
         e,
         ProxyEvent::SessionClosed {
-            reason: RefusalReason::ApplianceUnreachable,
+            reason: OffloadRefusal::ApplianceUnreachable,
             ..
         }
     )));
@@ -2134,10 +2163,9 @@ fn stream_table_is_bounded_and_idle_streams_expire() {
     let idle = h.add_internet_host("idler", "203.0.113.66", deputy::sim::StreamProbe::new());
     for _ in 0..3 {
         h.sim
-            .with_actor(idle, |p: &mut deputy::sim::StreamProbe, _| {
+            .command(idle, |p: &mut deputy::sim::StreamProbe, _| {
                 p.connect(proxy_public())
             })
-            .unwrap()
             .unwrap();
     }
     h.run(1);
@@ -2235,7 +2263,7 @@ fn command_bounds_are_enforced() {
         h.appliance_events("aircon")
             .contains(&ApplianceEvent::Refused {
                 request: air_request,
-                reason: RefusalReason::Busy
+                reason: OffloadRefusal::Busy
             })
     );
     // Queued messages went out once the session was up.
@@ -2270,9 +2298,15 @@ fn command_bounds_are_enforced() {
     assert_eq!(pc.appliances().count(), ProxyConfig::MAX_APPLIANCES);
     // Weak keys past the bound are ignored: data sealed under key 20 is undecryptable.
     let toaster = sa(ip("192.168.0.99"), APPLIANCE_PORT);
-    let mut cfg = ApplianceConfig::new("toaster", toaster, proxy_addr(), proxy_public()).unwrap();
+    let mut cfg = ApplianceConfig::new(ApplianceParams {
+        name: "toaster".into(),
+        local: toaster,
+        proxy: proxy_addr(),
+        proxy_public: proxy_public(),
+    })
+    .unwrap();
     for id in 0..40 {
-        cfg = cfg.with_direct_key(DirectKey::new(id, &[1; 32]));
+        cfg.direct_keys.push(DirectKey::new(id, &[1; 32]));
     }
     let mut toaster_actor = Appliance::new(cfg, Box::new(h.sim.rng("toaster")));
     let sender = sa(ip("203.0.113.9"), 1);
@@ -2298,12 +2332,23 @@ fn command_bounds_are_enforced() {
     assert_eq!(outcomes, [true, true, false, false]);
     let bad_name = Error::Offload(OffloadError::BadName);
     assert_eq!(
-        ApplianceConfig::new("", proxy_addr(), proxy_addr(), proxy_public()).unwrap_err(),
+        ApplianceConfig::new(ApplianceParams {
+            name: "".into(),
+            local: proxy_addr(),
+            proxy: proxy_addr(),
+            proxy_public: proxy_public()
+        })
+        .unwrap_err(),
         bad_name
     );
     assert_eq!(
-        ApplianceConfig::new(&"x".repeat(65), proxy_addr(), proxy_addr(), proxy_public())
-            .unwrap_err(),
+        ApplianceConfig::new(ApplianceParams {
+            name: "x".repeat(65),
+            local: proxy_addr(),
+            proxy: proxy_addr(),
+            proxy_public: proxy_public()
+        })
+        .unwrap_err(),
         bad_name
     );
 }
@@ -2331,8 +2376,7 @@ fn closed_link_keeps_order_under_loss() {
         h.send("phone", "microwave", b"bye");
         let phone = h.remote("phone");
         h.sim
-            .with_actor(phone, |r: &mut RemoteNode, _| r.close("microwave"))
-            .unwrap()
+            .command(phone, |r: &mut RemoteNode, now| r.close(now, "microwave"))
             .unwrap();
         h.run(3);
         let events = h.appliance_events("microwave");
@@ -2378,15 +2422,15 @@ fn link_survives_an_appliance_restart() {
 
         // Power cut: a fresh appliance with the same configuration.
         let node = h.appliance("microwave");
-        let mut cfg = ApplianceConfig::new(
-            "microwave",
-            h.appliances["microwave"].1,
-            proxy_addr(),
-            proxy_public(),
-        )
+        let mut cfg = ApplianceConfig::new(ApplianceParams {
+            name: "microwave".into(),
+            local: h.appliances["microwave"].1,
+            proxy: proxy_addr(),
+            proxy_public: proxy_public(),
+        })
         .unwrap();
         if keyed {
-            cfg = cfg.with_link_key(LinkKey::new(b"provisioned link key for the home").unwrap());
+            cfg.link_key = Some(LinkKey::new(b"provisioned link key for the home").unwrap());
         }
         let rng = Box::new(h.sim.rng("rebooted"));
         h.sim
@@ -2443,7 +2487,7 @@ fn appliance_initiated_sessions_can_be_declined() {
         h.appliance_events("microwave"),
         [ApplianceEvent::Refused {
             request: declined,
-            reason: RefusalReason::RemoteRefused
+            reason: OffloadRefusal::RemoteRefused
         }]
     );
     assert!(matches!(
@@ -2453,13 +2497,13 @@ fn appliance_initiated_sessions_can_be_declined() {
     let remote = h.remote_events("phone");
     assert!(remote.contains(&RemoteEvent::Declined {
         appliance: "microwave".into(),
-        reason: RefusalReason::AccessDenied
+        reason: OffloadRefusal::AccessDenied
     }));
-    assert!(remote.contains(&session_up("aircon", Initiator::Appliance)));
+    assert!(remote.contains(&session_up("aircon", StartedBy::Appliance)));
     assert!(h.proxy_events().contains(&ProxyEvent::Refused {
         appliance: Some("microwave".into()),
         remote: Some(phone()),
-        reason: RefusalReason::RemoteRefused
+        reason: OffloadRefusal::RemoteRefused
     }));
 }
 
@@ -2475,7 +2519,7 @@ fn a_set_up_the_proxy_gave_up_on_starts_again() {
     assert_eq!(delivered(&h.appliance_events("microwave")).len(), 1);
     assert!(
         h.remote_events("phone")
-            .contains(&session_up("microwave", Initiator::Remote))
+            .contains(&session_up("microwave", StartedBy::Remote))
     );
 }
 
@@ -2489,7 +2533,7 @@ fn without_set_up_restarts_the_same_loss_fails_typed() {
     assert!(
         phone.contains(&RemoteEvent::Refused {
             appliance: "microwave".into(),
-            reason: RefusalReason::Timeout,
+            reason: OffloadRefusal::Timeout,
         }),
         "{phone:#?}"
     );
@@ -2512,8 +2556,7 @@ fn lossy_set_up_world(remote: fn(&str, &mut RemoteNodeConfig)) -> Home {
         let to = h.remote_stream("phone");
         let node = h.appliance("microwave");
         h.sim
-            .with_actor(node, |n: &mut Appliance, now| n.connect(now, to, None))
-            .unwrap()
+            .command(node, |n: &mut Appliance, now| n.connect(now, to, None))
             .unwrap();
     }
     for a in ["microwave", APPLIANCES[1]] {
@@ -2521,10 +2564,9 @@ fn lossy_set_up_world(remote: fn(&str, &mut RemoteNodeConfig)) -> Home {
         let node = h.remote("phone");
         let data = format!("R2A|phone|{a}|3");
         h.sim
-            .with_actor(node, |n: &mut RemoteNode, now| {
+            .command(node, |n: &mut RemoteNode, now| {
                 n.send(now, &target, data.as_bytes())
             })
-            .unwrap()
             .unwrap();
     }
     h.run(40);
@@ -2611,8 +2653,7 @@ fn item_6_a_close_at_the_in_flight_bound_is_not_lost() {
     );
     let phone = h.remote("phone");
     h.sim
-        .with_actor(phone, |n: &mut RemoteNode, _| n.close("microwave"))
-        .unwrap()
+        .command(phone, |n: &mut RemoteNode, now| n.close(now, "microwave"))
         .unwrap();
     h.run(1);
     h.closed_tap(Tap::disarm);
@@ -2623,7 +2664,7 @@ fn item_6_a_close_at_the_in_flight_bound_is_not_lost() {
         matches!(
             events.last(),
             Some(ApplianceEvent::SessionClosed {
-                reason: RefusalReason::Closed,
+                reason: OffloadRefusal::Closed,
                 ..
             })
         ),
@@ -2666,13 +2707,13 @@ fn item_6_idle_sessions_time_out_and_traffic_keeps_them_up() {
         h.appliance_events("microwave"),
         [ApplianceEvent::SessionClosed {
             session,
-            reason: RefusalReason::Closed
+            reason: OffloadRefusal::Closed
         }]
     );
     assert!(h.proxy_events().iter().any(|e| matches!(
         e,
         ProxyEvent::SessionClosed {
-            reason: RefusalReason::Timeout,
+            reason: OffloadRefusal::Timeout,
             ..
         }
     )));
@@ -2680,7 +2721,7 @@ fn item_6_idle_sessions_time_out_and_traffic_keeps_them_up() {
     assert!(
         remote.contains(&RemoteEvent::Refused {
             appliance: "microwave".into(),
-            reason: RefusalReason::Timeout
+            reason: OffloadRefusal::Timeout
         }),
         "{remote:?}"
     );
@@ -2724,7 +2765,7 @@ fn set_up_restarts_are_bounded() {
         matches!(
             e,
             RemoteEvent::Refused {
-                reason: RefusalReason::Timeout,
+                reason: OffloadRefusal::Timeout,
                 ..
             }
         )
@@ -2737,7 +2778,7 @@ fn set_up_restarts_are_bounded() {
             matches!(
                 e,
                 ProxyEvent::Refused {
-                    reason: RefusalReason::Timeout,
+                    reason: OffloadRefusal::Timeout,
                     ..
                 }
             )

@@ -14,11 +14,11 @@ use deputy::crypto::cert::TrustStore;
 use deputy::rendezvous::messages::{self, Fetch, Refused, Register};
 use deputy::rendezvous::{
     Acceptor, BackoffConfig, DerivedRegistrationKeys, DeviceId, Directory, Issuer, IssuerConfig,
-    PeerFailure, RefusalReason, RendezvousEvent, RendezvousServer, ServerStats,
+    IssuerParams, PeerFailure, RendezvousEvent, RendezvousServer, RequestRefusal, ServerStats,
 };
 use deputy::sim::scenario::{
-    ACCEPTOR_PUBLIC, ANCHOR, DEVICE, ISSUER_PUBLIC, Outcome, SERVER_IP, SERVER_NAME, World,
-    WorldConfig, server_udp,
+    ACCEPTOR_PUBLIC, ANCHOR, DEVICE, ISSUER_PORT, ISSUER_PUBLIC, Outcome, SERVER_IP, SERVER_NAME,
+    World, WorldConfig, server_udp,
 };
 use deputy::sim::{DatagramProbe, LinkConfig, Mapping, NatConfig, NodeId, Sim, TraceKind};
 use deputy::wire::{Limits, Message};
@@ -176,15 +176,13 @@ fn full_flow_s202_to_s209() {
     assert_eq!(path, SocketAddr::new(IpAddr::V4(ISSUER_PUBLIC), 5000));
 
     // S209: data both ways, end to end.
-    sim.with_actor(w.issuer, |i: &mut Issuer, now| {
+    sim.command(w.issuer, |i: &mut Issuer, now| {
         i.send(now, session, b"hello, 2133")
     })
-    .unwrap()
     .unwrap();
-    sim.with_actor(w.acceptor, |a: &mut Acceptor, now| {
+    sim.command(w.acceptor, |a: &mut Acceptor, now| {
         a.send(now, session, b"hello, 1051")
     })
-    .unwrap()
     .unwrap();
     sim.run_for(Duration::from_secs(1)).unwrap();
     assert_eq!(received(&sim, w.acceptor), vec![b"hello, 2133".to_vec()]);
@@ -201,8 +199,7 @@ fn full_flow_s202_to_s209() {
     let server = sim.actor::<RendezvousServer>(w.server).unwrap();
     assert_eq!(server.requests_in_progress(), 0);
     // A graceful close reaches the other side.
-    sim.with_actor(w.issuer, |i: &mut Issuer, now| i.close(now, session))
-        .unwrap()
+    sim.command(w.issuer, |i: &mut Issuer, now| i.close(now, session))
         .unwrap();
     sim.run_for(Duration::from_secs(1)).unwrap();
     assert!(events(&sim, w.acceptor).contains(&RendezvousEvent::PeerClosed { session }));
@@ -283,7 +280,7 @@ fn registration_expires() {
     assert_eq!(server.directory().len(), 0);
     // A request for it is now refused as unknown (S204).
     let outcome = request(&mut sim, &w, 10);
-    assert_eq!(outcome, Outcome::Refused(RefusalReason::UnknownDevice));
+    assert_eq!(outcome, Outcome::Refused(RequestRefusal::UnknownDevice));
 }
 
 #[test]
@@ -388,20 +385,19 @@ fn unknown_device_is_refused() {
     let mut sim = Sim::new(6);
     let w = world(&mut sim, WorldConfig::default());
     let session = sim
-        .with_actor(w.issuer, |i: &mut Issuer, now| {
+        .command(w.issuer, |i: &mut Issuer, now| {
             i.connect(now, DeviceId(9999), PASSWORD)
         })
-        .unwrap()
         .unwrap();
     let outcome = w.wait(&mut sim, session, Duration::from_secs(10)).unwrap();
-    assert_eq!(outcome, Outcome::Refused(RefusalReason::UnknownDevice));
+    assert_eq!(outcome, Outcome::Refused(RequestRefusal::UnknownDevice));
     let s = stats(&sim, &w);
     assert_eq!((s.unknown_device_requests, s.notices), (1, 0));
     assert!(
         events(&sim, w.server).contains(&RendezvousEvent::RequestRefused {
             request: session,
             device: DeviceId(9999),
-            reason: RefusalReason::UnknownDevice
+            reason: RequestRefusal::UnknownDevice
         })
     );
     // The acceptor was never bothered.
@@ -437,8 +433,7 @@ fn acceptor_channel_requires_device_authentication() {
             Box::new(sim.rng("anonymous")),
         ),
     );
-    sim.with_actor(anonymous, |c: &mut ChannelClient, now| c.connect(now))
-        .unwrap()
+    sim.command(anonymous, |c: &mut ChannelClient, now| c.connect(now))
         .unwrap();
     // 2. A genuine certificate for *another* device gets a channel, but not the request
     // — even knowing its id (notices travel in the clear).
@@ -457,13 +452,18 @@ fn acceptor_channel_requires_device_authentication() {
         w.internet,
         "66.6.6.9",
         ChannelClient::new(
-            Arc::new(ClientConfig::with_ca(trust, SERVER_NAME, ANCHOR).with_client_identity(other)),
+            Arc::new(ClientConfig::with_client_certificate(
+                trust,
+                SERVER_NAME,
+                other,
+                ANCHOR,
+            )),
             "66.6.6.9:0".parse().unwrap(),
             device_port,
             Box::new(sim.rng("impostor")),
         ),
     );
-    sim.with_actor(impostor, |c: &mut ChannelClient, now| {
+    sim.command(impostor, |c: &mut ChannelClient, now| {
         c.connect(now)?;
         for device in [DEVICE, DeviceId(9999)] {
             c.send(
@@ -476,7 +476,6 @@ fn acceptor_channel_requires_device_authentication() {
         }
         Ok::<_, deputy::Error>(())
     })
-    .unwrap()
     .unwrap();
     sim.run_for(Duration::from_secs(1)).unwrap();
 
@@ -492,7 +491,7 @@ fn acceptor_channel_requires_device_authentication() {
         )),
         "{anon:?}"
     );
-    let answers: Vec<RefusalReason> = channel_events(&mut sim, impostor)
+    let answers: Vec<RequestRefusal> = channel_events(&mut sim, impostor)
         .into_iter()
         .filter_map(|e| match e {
             ChannelEvent::Received { data, .. } => {
@@ -506,7 +505,7 @@ fn acceptor_channel_requires_device_authentication() {
         .collect();
     assert_eq!(
         answers,
-        vec![RefusalReason::NotAuthorized, RefusalReason::NotAuthorized]
+        vec![RequestRefusal::NotAuthorized, RequestRefusal::NotAuthorized]
     );
     assert_eq!(stats(&sim, &w).unauthorized_fetches, 2);
 
@@ -541,7 +540,7 @@ fn wrong_password_is_refused_and_backs_off() {
     let outcome = w.wait(&mut sim, first, Duration::from_secs(10)).unwrap();
     assert_eq!(
         outcome,
-        Outcome::Refused(RefusalReason::WrongPassword {
+        Outcome::Refused(RequestRefusal::WrongPassword {
             retry_after: Duration::from_secs(1)
         })
     );
@@ -551,7 +550,7 @@ fn wrong_password_is_refused_and_backs_off() {
     );
     assert!(events(&sim, w.acceptor).iter().any(|e| matches!(
         e,
-        RendezvousEvent::PasswordRefused { issuer, reason: RefusalReason::WrongPassword { .. }, .. }
+        RendezvousEvent::PasswordRefused { issuer, reason: RequestRefusal::WrongPassword { .. }, .. }
             if *issuer == IpAddr::V4(ISSUER_PUBLIC)
     )));
 
@@ -560,7 +559,10 @@ fn wrong_password_is_refused_and_backs_off() {
     let second = w.connect(&mut sim, b"guess-2").unwrap();
     let outcome = w.wait(&mut sim, second, Duration::from_secs(10)).unwrap();
     assert!(
-        matches!(outcome, Outcome::Refused(RefusalReason::RateLimited { .. })),
+        matches!(
+            outcome,
+            Outcome::Refused(RequestRefusal::RateLimited { .. })
+        ),
         "{outcome}"
     );
     assert_eq!(checks(&sim).password_checks, 1);
@@ -573,7 +575,7 @@ fn wrong_password_is_refused_and_backs_off() {
         sim.run_for(Duration::from_secs(5)).unwrap();
         let s = w.connect(&mut sim, guess).unwrap();
         match w.wait(&mut sim, s, Duration::from_secs(10)).unwrap() {
-            Outcome::Refused(RefusalReason::WrongPassword { retry_after }) => {
+            Outcome::Refused(RequestRefusal::WrongPassword { retry_after }) => {
                 waits.push(retry_after)
             }
             other => panic!("{other}"),
@@ -590,14 +592,14 @@ fn wrong_password_is_refused_and_backs_off() {
         w.internet,
         "8.117.12.109",
         Issuer::new(
-            IssuerConfig::new(
+            IssuerConfig::new(IssuerParams {
                 trust,
-                SERVER_NAME,
-                SocketAddr::new(IpAddr::V4(SERVER_IP), 1201),
-                server_udp(),
-                "8.117.12.109:1600".parse().unwrap(),
-                ANCHOR,
-            ),
+                server_name: SERVER_NAME.into(),
+                server_stream: SocketAddr::new(IpAddr::V4(SERVER_IP), ISSUER_PORT),
+                server_udp: server_udp(),
+                local: "8.117.12.109:1600".parse().unwrap(),
+                time_anchor: ANCHOR,
+            }),
             Box::new(sim.rng("other issuer")),
         ),
     );
@@ -609,10 +611,9 @@ fn wrong_password_is_refused_and_backs_off() {
     };
     let attempt = |sim: &mut Sim| {
         let s = sim
-            .with_actor(other, |i: &mut Issuer, now| {
+            .command(other, |i: &mut Issuer, now| {
                 i.connect(now, DEVICE, b"guess-5")
             })
-            .unwrap()
             .unwrap();
         let deadline = sim.now() + Duration::from_secs(10);
         sim.run_until_cond(deadline, |sim| refused(sim, s).is_some())
@@ -621,7 +622,7 @@ fn wrong_password_is_refused_and_backs_off() {
     };
     assert!(matches!(
         attempt(&mut sim),
-        RefusalReason::RateLimited { .. }
+        RequestRefusal::RateLimited { .. }
     ));
     assert_eq!(checks(&sim).refused_unchecked, 1);
     assert_eq!(checks(&sim).password_checks, 3);
@@ -629,7 +630,7 @@ fn wrong_password_is_refused_and_backs_off() {
     let notices = checks(&sim).notices;
     assert!(matches!(
         attempt(&mut sim),
-        RefusalReason::RateLimited { .. }
+        RequestRefusal::RateLimited { .. }
     ));
     assert_eq!(checks(&sim).notices, notices);
 
@@ -656,7 +657,7 @@ fn password_never_reaches_anyone_but_the_acceptor() {
     let outcome = w.wait(&mut sim, wrong, Duration::from_secs(10)).unwrap();
     assert!(matches!(
         outcome,
-        Outcome::Refused(RefusalReason::WrongPassword { .. })
+        Outcome::Refused(RequestRefusal::WrongPassword { .. })
     ));
     sim.run_for(Duration::from_secs(2)).unwrap();
     let right = w.connect(&mut sim, secret).unwrap();
@@ -881,10 +882,9 @@ fn global_address_devices() {
             matches!(outcome, Outcome::Connected { .. }),
             "{name}: {outcome}"
         );
-        sim.with_actor(w.issuer, |i: &mut Issuer, now| {
+        sim.command(w.issuer, |i: &mut Issuer, now| {
             i.send(now, session, name.as_bytes())
         })
-        .unwrap()
         .unwrap();
         sim.run_for(Duration::from_secs(1)).unwrap();
         assert_eq!(
@@ -916,7 +916,7 @@ fn registration_flood_is_bounded() {
     let forger = DerivedRegistrationKeys::new([0x66; 32]);
     for burst in 0..20u32 {
         let forged_at = server_ms(&sim);
-        sim.with_actor(flooder, |p: &mut DatagramProbe, _| {
+        sim.command(flooder, |p: &mut DatagramProbe, _| {
             for k in 0..1000u32 {
                 let n = burst * 1000 + k;
                 let device = DeviceId(u64::from(n) * 7919);
@@ -930,7 +930,6 @@ fn registration_flood_is_bounded() {
             }
             Ok::<_, deputy::Error>(())
         })
-        .unwrap()
         .unwrap();
         sim.run_for(Duration::from_secs(1)).unwrap();
         let server = sim.actor::<RendezvousServer>(w.server).unwrap();
@@ -948,7 +947,7 @@ fn registration_flood_is_bounded() {
     // master key) fills the directory to its bound and no further.
     let now_ms = server_ms(&sim);
     for chunk in 0..2u64 {
-        sim.with_actor(flooder, |p: &mut DatagramProbe, _| {
+        sim.command(flooder, |p: &mut DatagramProbe, _| {
             for k in 0..100u64 {
                 let device = DeviceId(100_000 + chunk * 100 + k);
                 let data = Register {
@@ -965,7 +964,6 @@ fn registration_flood_is_bounded() {
             }
             Ok::<_, deputy::Error>(())
         })
-        .unwrap()
         .unwrap();
         sim.run_for(Duration::from_millis(100)).unwrap();
     }
@@ -1078,7 +1076,7 @@ fn item_3_a_damaged_record_on_the_issuer_channel_costs_no_connection() {
                 "segment {n}: {outcome}"
             ),
             _ => assert!(
-                matches!(outcome, Outcome::Refused(RefusalReason::ProtocolError)),
+                matches!(outcome, Outcome::Refused(RequestRefusal::ProtocolError)),
                 "segment {n}: {outcome}"
             ),
         }
@@ -1101,7 +1099,7 @@ fn item_3_a_damaged_record_on_the_issuer_channel_costs_no_connection() {
     assert!(events(&sim, w.acceptor).iter().any(|e| matches!(
         e,
         RendezvousEvent::Refused {
-            reason: RefusalReason::IssuerGone,
+            reason: RequestRefusal::IssuerGone,
             ..
         }
     )));

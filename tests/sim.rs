@@ -103,9 +103,7 @@ fn on_stream<R>(
     node: NodeId,
     f: impl FnOnce(&mut StreamProbe) -> Result<R, Error>,
 ) -> R {
-    sim.with_actor(node, |p: &mut StreamProbe, _| f(p))
-        .unwrap()
-        .unwrap()
+    sim.command(node, |p: &mut StreamProbe, _| f(p)).unwrap()
 }
 
 fn ms(n: u64) -> Duration {
@@ -824,8 +822,7 @@ fn inline_middlebox_sees_and_forwards_packets() {
     .unwrap();
     let sender = sim.host("esp-sender", wire, "10.0.0.3", PacketProbe::new());
     let spoofed = esp.clone();
-    sim.with_actor(sender, |p: &mut PacketProbe, _| p.emit(IfaceId(0), spoofed))
-        .unwrap()
+    sim.command(sender, |p: &mut PacketProbe, _| p.emit(IfaceId(0), spoofed))
         .unwrap();
     sim.run_for(ms(20)).unwrap();
     assert_eq!(sim.actor::<PacketProbe>(bump).unwrap().received().len(), 3);
@@ -858,8 +855,7 @@ fn inline_router_with_addresses_and_ip_in_ip() {
     // The proxy sends IP-in-IP to the edge's own address.
     let inner = packet::build_udp(sa("10.1.0.5:500"), sa("192.0.2.7:500"), 64, b"inner").unwrap();
     let outer = packet::build_ip(ip("10.2.0.9"), ip("10.2.0.1"), PROTO_IPIP, 64, &inner).unwrap();
-    sim.with_actor(proxy, |p: &mut PacketProbe, _| p.emit(IfaceId(0), outer))
-        .unwrap()
+    sim.command(proxy, |p: &mut PacketProbe, _| p.emit(IfaceId(0), outer))
         .unwrap();
     sim.run_for(ms(20)).unwrap();
     let at_proxy = sim.actor::<PacketProbe>(proxy).unwrap().received().to_vec();
@@ -1281,8 +1277,7 @@ fn mangled_packets_never_panic() {
             _ => p.iter_mut().for_each(|b| *b = rng.next_u32() as u8),
         }
         w.sim
-            .with_actor(raw, |probe: &mut PacketProbe, _| probe.emit(IfaceId(0), p))
-            .unwrap()
+            .command(raw, |probe: &mut PacketProbe, _| probe.emit(IfaceId(0), p))
             .unwrap();
         sent += 1;
         if i % 100 == 0 {

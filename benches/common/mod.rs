@@ -112,10 +112,9 @@ pub fn udp_packet(src: Ipv4Addr, dst: Ipv4Addr, total: usize) -> Vec<u8> {
 /// A PSK channel's two configurations, the client's with `group`.
 pub fn psk_configs(group: Group) -> (ClientConfig, ServerConfig) {
     let psk = Psk::new("bench", &[9; 32]).unwrap();
-    (
-        ClientConfig::with_psk(psk.clone(), ANCHOR).with_group(group),
-        ServerConfig::with_psks([psk], ANCHOR).unwrap(),
-    )
+    let mut client = ClientConfig::with_psk(psk.clone(), ANCHOR);
+    client.group = group;
+    (client, ServerConfig::with_psks([psk], ANCHOR).unwrap())
 }
 
 /// Both ends of a channel after a full handshake.

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use deputy::offload::{
-    Appliance, ApplianceConfig, ApplianceEvent, Initiator, LinkKey, OffloadEvent,
+    Appliance, ApplianceConfig, ApplianceEvent, ApplianceParams, LinkKey, OffloadEvent, StartedBy,
 };
 use deputy::{Error, Instant};
 
@@ -78,9 +78,14 @@ pub fn from_args(args: &mut Args) -> Result<(ApplianceConfig, Behaviour), Driver
         path: path.clone(),
         problem: e.to_string(),
     })?;
-    let config = ApplianceConfig::new(&name, local, proxy, proxy_stream)
-        .map_err(DriverError::deputy("appliance configuration"))?
-        .with_link_key(link_key);
+    let mut config = ApplianceConfig::new(ApplianceParams {
+        name: name.clone(),
+        local,
+        proxy,
+        proxy_public: proxy_stream,
+    })
+    .map_err(DriverError::deputy("appliance configuration"))?;
+    config.link_key = Some(link_key);
     Ok((
         config,
         Behaviour {
@@ -127,7 +132,7 @@ impl Behaviour {
         match event {
             ApplianceEvent::SessionUp {
                 session,
-                initiated_by: Initiator::Remote,
+                initiated_by: StartedBy::Remote,
                 ..
             } => {
                 self.started_by_remote.insert(session);

@@ -16,7 +16,7 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
 use deputy::crypto::cert::{
-    Certificate, CertificateAuthority, CertificateRequest, Identity, KeyPair, TrustStore,
+    Certificate, CertificateAuthority, CertificateRequest, CertifiedKey, SigningKeyPair, TrustStore,
 };
 use deputy::{Instant, UnixTime};
 use rand_chacha::ChaCha20Rng;
@@ -514,13 +514,13 @@ impl Fields {
 
     /// The identity in this file: `certificate` and `key-seed` (the Ed25519 secret),
     /// which must belong together.
-    pub fn identity(&self) -> Result<Identity, DriverError> {
+    pub fn identity(&self) -> Result<CertifiedKey, DriverError> {
         let certificate = self.certificate("certificate")?;
-        let key = KeyPair::from_seed(&self.array::<32>("key-seed")?);
+        let key = SigningKeyPair::from_seed(&self.array::<32>("key-seed")?);
         if key.public_key() != *certificate.public_key() {
             return Err(self.problem("`key-seed` is not the key of `certificate`".into()));
         }
-        Ok(Identity { certificate, key })
+        Ok(CertifiedKey { certificate, key })
     }
 }
 
@@ -545,25 +545,24 @@ pub fn write_trust(path: &Path, ca: &CertificateAuthority) -> Result<(), DriverE
     )
 }
 
-/// The CA whose secret is `seed`. deputy keeps a CA's signing key inside
-/// `CertificateAuthority` with no way to export or import it, so the examples persist the
-/// 32-byte seed of a deterministic generator and make the same CA from it every time.
-pub fn authority(name: &str, seed: [u8; 32]) -> CertificateAuthority {
-    CertificateAuthority::generate(name, &mut ChaCha20Rng::from_seed(seed))
-}
-
-/// The CA stored in `path` (field `ca-seed`), created with a fresh seed if the file does
-/// not exist yet; `extra` fields are created with it (random bytes of the given lengths)
-/// and returned. So a restarted server keeps its trust anchor and the credentials it gave
-/// out stay valid.
+/// The CA stored in `path` (fields `ca-certificate` and `ca-key-seed`, rebuilt with
+/// `CertificateAuthority::from_parts`), created if the file does not exist yet; `extra`
+/// fields are created with it (random bytes of the given lengths) and returned. So a
+/// restarted server keeps its trust anchor and the credentials it gave out stay valid.
 pub fn load_or_create_authority(
     path: &Path,
     name: &str,
     extra: &[&str],
 ) -> Result<(CertificateAuthority, Fields), DriverError> {
     if !path.exists() {
-        let seed = random::<32>()?;
-        let mut values = vec![("ca-seed".to_string(), seed.to_vec())];
+        let ca = CertificateAuthority::generate(name, &mut *rng()?);
+        let mut values = vec![
+            (
+                "ca-certificate".to_string(),
+                ca.certificate().as_bytes().to_vec(),
+            ),
+            ("ca-key-seed".to_string(), ca.key().seed().to_vec()),
+        ];
         for field in extra {
             values.push((field.to_string(), random::<32>()?.to_vec()));
         }
@@ -573,7 +572,7 @@ pub fn load_or_create_authority(
             .collect();
         write_fields(
             path,
-            "authority: the CA's secret seed and the server's master keys (secret)",
+            "authority: the CA's certificate and secret key seed, the server's master keys (secret)",
             &fields,
             true,
         )?;
@@ -582,7 +581,10 @@ pub fn load_or_create_authority(
     for field in extra {
         fields.array::<32>(field)?;
     }
-    Ok((authority(name, fields.array::<32>("ca-seed")?), fields))
+    let key = SigningKeyPair::from_seed(&fields.array::<32>("ca-key-seed")?);
+    let ca = CertificateAuthority::from_parts(fields.certificate("ca-certificate")?, key)
+        .map_err(|e| fields.problem(format!("the stored CA does not rebuild: {e}")))?;
+    Ok((ca, fields))
 }
 
 /// A new key pair certified by `ca` for `subject` (and `also_names`), valid from a day
@@ -596,7 +598,7 @@ pub fn issue(
 ) -> Result<([u8; 32], Certificate), DriverError> {
     const DAY: u64 = 86_400;
     let seed = random::<32>()?;
-    let key = KeyPair::from_seed(&seed);
+    let key = SigningKeyPair::from_seed(&seed);
     let not_before = UnixTime(clock.anchor().0.saturating_sub(DAY));
     let request = CertificateRequest {
         subject,
@@ -628,11 +630,11 @@ pub fn write_identity(
     write_fields(path, comment, &fields, true)
 }
 
-/// An [`Identity`] from a seed and certificate just issued.
-pub fn identity((seed, certificate): &([u8; 32], Certificate)) -> Identity {
-    Identity {
+/// A [`CertifiedKey`] from a seed and certificate just issued.
+pub fn identity((seed, certificate): &([u8; 32], Certificate)) -> CertifiedKey {
+    CertifiedKey {
         certificate: certificate.clone(),
-        key: KeyPair::from_seed(seed),
+        key: SigningKeyPair::from_seed(seed),
     }
 }
 

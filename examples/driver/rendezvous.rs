@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use deputy::crypto::cert::{Certificate, Identity, TrustStore};
+use deputy::crypto::cert::{Certificate, CertifiedKey, TrustStore};
 use deputy::rendezvous::{DeviceId, Password, RegistrationKey};
 
 use super::common::{Args, DriverError, Fields, read_trust, write_identity};
@@ -69,7 +69,7 @@ impl ServerOptions {
 /// the server channel, S206) and its registration key (S202).
 pub struct Device {
     pub id: DeviceId,
-    pub identity: Identity,
+    pub identity: CertifiedKey,
     pub registration_key: RegistrationKey,
 }
 

@@ -54,8 +54,8 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
     .map_err(err)?;
 
     let server_addr = "198.51.100.10:443".parse().map_err(err)?;
-    let server_cfg = ServerConfig::with_certificate(server_id, ANCHOR)
-        .with_client_certs(ClientCertPolicy::Required(trust()));
+    let mut server_cfg = ServerConfig::with_certificate(server_id, ANCHOR);
+    server_cfg.client_certs = ClientCertPolicy::Required(trust());
     let server = sim.host(
         "server",
         internet,
@@ -70,7 +70,7 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
     )?;
     sim.listen(server, 443).map_err(err)?;
     let client_cfg =
-        ClientConfig::with_ca(trust(), "server.example", ANCHOR).with_client_identity(sensor_id);
+        ClientConfig::with_client_certificate(trust(), "server.example", sensor_id, ANCHOR);
     let sensor = sim.host(
         "sensor",
         lan,

@@ -11,8 +11,9 @@ use deputy::UnixTime;
 use deputy::channel::{ClientCertPolicy, ClientConfig, ServerConfig};
 use deputy::crypto::cert::{CertificateAuthority, TrustStore};
 use deputy::offload::{
-    AccessPolicy, Appliance, ApplianceConfig, ApplianceEvent, CryptoProxy, OffloadEvent, Peer,
-    ProxyConfig, ProxyEvent, RemoteEvent, RemoteNode, RemoteNodeConfig, ServedAppliance, Target,
+    AccessPolicy, Appliance, ApplianceConfig, ApplianceEvent, ApplianceParams, CryptoProxy,
+    OffloadEvent, Peer, ProxyConfig, ProxyEvent, RemoteEvent, RemoteNode, RemoteNodeConfig,
+    ServedAppliance, Target,
 };
 use deputy::sim::{AllowRule, GatewayConfig, NodeId, Proto, Sim};
 
@@ -225,8 +226,8 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
     .map_err(err)?;
 
     let only_phone = AccessPolicy::Only(vec![Peer::Certificate("phone".into())]);
-    let channel = ServerConfig::with_certificate(proxy_id, ANCHOR)
-        .with_client_certs(ClientCertPolicy::Optional(trust()));
+    let mut channel = ServerConfig::with_certificate(proxy_id, ANCHOR);
+    channel.client_certs = ClientCertPolicy::Optional(trust());
     let mut proxy_cfg = ProxyConfig::new(channel, sock("192.168.0.2:5684")?);
     for (name, addr) in [
         ("microwave", "192.168.0.10:5683"),
@@ -246,12 +247,12 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
 
     let mut appliances = Vec::new();
     for (name, addr) in [("microwave", "192.168.0.10"), ("aircon", "192.168.0.11")] {
-        let cfg = ApplianceConfig::new(
-            name,
-            sock(&format!("{addr}:5683"))?,
-            sock("192.168.0.2:5684")?,
-            sock("192.168.0.2:8443")?,
-        )
+        let cfg = ApplianceConfig::new(ApplianceParams {
+            name: name.into(),
+            local: sock(&format!("{addr}:5683"))?,
+            proxy: sock("192.168.0.2:5684")?,
+            proxy_public: sock("192.168.0.2:8443")?,
+        })
         .map_err(err)?;
         let node = sim.host(
             name,
@@ -264,7 +265,7 @@ pub fn run(sim: &mut Sim, tour: &mut Narrator) -> Result<(), String> {
     let (microwave, aircon) = (appliances[0], appliances[1]);
 
     let phone_cfg = RemoteNodeConfig::new(
-        ClientConfig::with_ca(trust(), "proxy.home", ANCHOR).with_client_identity(phone_id),
+        ClientConfig::with_client_certificate(trust(), "proxy.home", phone_id, ANCHOR),
         sock("203.0.113.20:7000")?,
     );
     let phone = sim.host(

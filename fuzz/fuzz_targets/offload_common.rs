@@ -12,7 +12,7 @@ use std::time::Duration;
 use deputy::channel::{ClientCertPolicy, ClientConfig, Psk, ServerConfig};
 use deputy::crypto::cert::{CertificateAuthority, TrustStore};
 use deputy::offload::{
-    AccessPolicy, Appliance, ApplianceConfig, ApplianceEvent, CryptoProxy, DirectKey, LinkKey,
+    AccessPolicy, Appliance, ApplianceConfig, ApplianceParams, ApplianceEvent, CryptoProxy, DirectKey, LinkKey,
     OffloadEvent, ProxyConfig, RemoteNode, RemoteNodeConfig, ServedAppliance, Target,
 };
 use deputy::{Actor, Input, Instant, Output, StreamId, UnixTime};
@@ -130,24 +130,24 @@ impl World {
         let key = Psk::new("phone-psk", &[9; 32]).expect("psk");
         let link_key = keyed.then(|| LinkKey::new(&[3; 32]).expect("link key"));
 
-        let mut channel = ServerConfig::with_certificate(proxy_id, ANCHOR)
-            .with_client_certs(ClientCertPolicy::Optional(trust()));
+        let mut channel = ServerConfig::with_certificate(proxy_id, ANCHOR);
+        channel.client_certs = ClientCertPolicy::Optional(trust());
         channel.add_psk(key.clone()).expect("one psk");
         let mut pc = ProxyConfig::new(channel, proxy_udp());
         let mut served = ServedAppliance::new(appliance_addr(), AccessPolicy::AnyAuthenticated);
         if let Some(k) = &link_key {
-            served = served.with_link_key(k.clone());
+            served.link_key = Some(k.clone());
         }
         pc.serve("microwave", served).expect("serve");
         pc.max_sessions = 4;
         pc.max_streams = 6;
         let proxy = CryptoProxy::new(pc, Box::new(ChaCha20Rng::seed_from_u64(1)));
 
-        let mut ac = ApplianceConfig::new("microwave", appliance_addr(), proxy_udp(), proxy_tcp())
-            .expect("appliance")
-            .with_direct_key(DirectKey::new(7, &[5; 32]));
+        let mut ac = ApplianceConfig::new(ApplianceParams { name: "microwave".into(), local: appliance_addr(), proxy: proxy_udp(), proxy_public: proxy_tcp() })
+            .expect("appliance");
+        ac.direct_keys.push(DirectKey::new(7, &[5; 32]));
         if let Some(k) = &link_key {
-            ac = ac.with_link_key(k.clone());
+            ac.link_key = Some(k.clone());
         }
         ac.max_sessions = 4;
         let appliance = Appliance::new(ac, Box::new(ChaCha20Rng::seed_from_u64(2)));
@@ -155,12 +155,12 @@ impl World {
         let client = if psk {
             ClientConfig::with_psk(key, ANCHOR)
         } else {
-            ClientConfig::with_ca(trust(), "proxy.home", ANCHOR).with_client_identity(phone_id)
+            ClientConfig::with_client_certificate(trust(), "proxy.home", phone_id, ANCHOR)
         };
-        let mut rc = RemoteNodeConfig::new(client, remote_udp())
-            .with_direct_key("microwave", DirectKey::new(7, &[5; 32]));
+        let mut rc = RemoteNodeConfig::new(client, remote_udp());
+        rc.direct_keys.push(("microwave".into(), DirectKey::new(7, &[5; 32])));
         if psk {
-            rc = rc.with_psk_scope(&["microwave"]);
+            rc.psk_scope = vec!["microwave".into()];
         }
         rc.max_sessions = 4;
         let remote = RemoteNode::new(rc, Box::new(ChaCha20Rng::seed_from_u64(3)));
@@ -407,7 +407,7 @@ impl World {
                 self.drain(Who::Remote, None);
             }
             2 => {
-                let _ = self.remote.send_direct(&target, data);
+                let _ = self.remote.send_direct(self.now, &target, data);
                 self.drain(Who::Remote, None);
             }
             3 => {

@@ -8,11 +8,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use deputy::channel::{ClientCertPolicy, ServerConfig as ChannelServerConfig};
-use deputy::crypto::cert::{CertificateAuthority, Identity, TrustStore};
+use std::sync::Arc;
+
+use deputy::crypto::cert::{CertificateAuthority, CertifiedKey, TrustStore};
 use deputy::rendezvous::{
-    Acceptor, AcceptorConfig, DerivedRegistrationKeys, DeviceId, Issuer, IssuerConfig,
-    MemoryDirectory, Password, RegistrationKey, RendezvousEvent, RendezvousServer, ServerConfig,
+    Acceptor, AcceptorConfig, AcceptorParams, DerivedRegistrationKeys, DeviceId, Issuer,
+    IssuerConfig, IssuerParams, MemoryDirectory, Password, RegistrationKey, RendezvousEvent,
+    RendezvousServer, RendezvousServerConfig, RendezvousServerParams,
 };
 use deputy::{Actor, Input, Instant, Output, StreamId, UnixTime};
 use rand_chacha::ChaCha20Rng;
@@ -105,7 +107,7 @@ pub struct Net {
     /// The CA the devices and the server trust.
     pub trust: TrustStore,
     /// A second certificate for the device, for targets that play it themselves.
-    pub device_identity: Option<Identity>,
+    pub device_identity: Option<CertifiedKey>,
     /// Bytes the server wrote to streams no actor owns (a target's own client).
     pub external: BTreeMap<StreamId, Vec<u8>>,
 }
@@ -120,15 +122,15 @@ impl Net {
                 .expect("issue")
         };
         let keys = DerivedRegistrationKeys::new([7; 32]);
-        let server_cfg = ServerConfig::new(
-            server_udp(),
-            ChannelServerConfig::with_certificate(id(&mut rng, "rv"), ANCHOR),
-            ChannelServerConfig::with_certificate(id(&mut rng, "rv"), ANCHOR)
-                .with_client_certs(ClientCertPolicy::Required(trust.clone())),
-            Box::new(DerivedRegistrationKeys::new([7; 32])),
-            ANCHOR,
-        )
-        .expect("server config");
+        let server_cfg = RendezvousServerConfig::new(RendezvousServerParams {
+            udp: server_udp(),
+            issuer_port: 1201,
+            device_port: 1300,
+            identity: Arc::new(id(&mut rng, "rv")),
+            device_trust: trust.clone(),
+            keys: Box::new(DerivedRegistrationKeys::new([7; 32])),
+            time_anchor: ANCHOR,
+        });
         let server = RendezvousServer::new(
             server_cfg,
             MemoryDirectory::new(64),
@@ -136,29 +138,29 @@ impl Net {
         )
         .expect("server");
         let password = Password::new(PASSWORD, &mut rng).expect("password");
-        let mut acceptor_cfg = AcceptorConfig::new(
-            DEVICE,
-            keys.device_key(DEVICE),
-            id(&mut rng, &DEVICE.certificate_name()),
-            trust.clone(),
-            "rv",
-            server_udp(),
-            "130.74.23.6:1300".parse().unwrap(),
-            acceptor_udp(),
+        let mut acceptor_cfg = AcceptorConfig::new(AcceptorParams {
+            device: DEVICE,
+            registration_key: keys.device_key(DEVICE),
+            identity: Arc::new(id(&mut rng, &DEVICE.certificate_name())),
+            trust: trust.clone(),
+            server_name: "rv".into(),
+            server_udp: server_udp(),
+            server_stream: "130.74.23.6:1300".parse().unwrap(),
+            local: acceptor_udp(),
             password,
-            ANCHOR,
-        );
+            time_anchor: ANCHOR,
+        });
         // Keep the birthday technique small: the fuzzer explores logic, not volume.
         acceptor_cfg.peer.extra_sockets = 4;
         acceptor_cfg.peer.spray_probes = 8;
-        let mut issuer_cfg = IssuerConfig::new(
-            trust.clone(),
-            "rv",
-            "130.74.23.6:1201".parse().unwrap(),
-            server_udp(),
-            issuer_udp(),
-            ANCHOR,
-        );
+        let mut issuer_cfg = IssuerConfig::new(IssuerParams {
+            trust: trust.clone(),
+            server_name: "rv".into(),
+            server_stream: "130.74.23.6:1201".parse().unwrap(),
+            server_udp: server_udp(),
+            local: issuer_udp(),
+            time_anchor: ANCHOR,
+        });
         issuer_cfg.peer.extra_sockets = 4;
         issuer_cfg.peer.spray_probes = 8;
         Net {
@@ -406,11 +408,16 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn open(net: &mut Net, port: u16, identity: Option<Identity>) -> Client {
-        let mut cfg = deputy::channel::ClientConfig::with_ca(net.trust.clone(), "rv", ANCHOR);
-        if let Some(id) = identity {
-            cfg = cfg.with_client_identity(id);
-        }
+    pub fn open(net: &mut Net, port: u16, identity: Option<CertifiedKey>) -> Client {
+        let cfg = match identity {
+            Some(id) => deputy::channel::ClientConfig::with_client_certificate(
+                net.trust.clone(),
+                "rv",
+                id,
+                ANCHOR,
+            ),
+            None => deputy::channel::ClientConfig::with_ca(net.trust.clone(), "rv", ANCHOR),
+        };
         let mut rng = ChaCha20Rng::seed_from_u64(port.into());
         let conn = deputy::channel::Connection::client(std::sync::Arc::new(cfg), net.now, &mut rng)
             .expect("client");

@@ -273,6 +273,10 @@ impl ChannelClient {
     }
 
     /// Send one application message (queued until the handshake completes).
+    ///
+    /// Takes no `now`, unlike the other actors' commands: it only queues records, and the
+    /// connection's deadlines are read from its state by `poll_timeout` (kept so while
+    /// `keyx` builds on it; docs/architecture.md, "API conventions").
     pub fn send(&mut self, data: &[u8]) -> Result<(), Error> {
         match self.link.session_mut() {
             Some(s) if s.conn().is_established() => {
@@ -300,7 +304,7 @@ impl ChannelClient {
         }
     }
 
-    /// Close gracefully (close-notify).
+    /// Close gracefully (close-notify). Takes no `now`, as [`ChannelClient::send`].
     pub fn close(&mut self) -> Result<(), Error> {
         let Link::Open(s) = &mut self.link else {
             return Err(ChannelError::NotEstablished.into());
@@ -452,12 +456,13 @@ impl ChannelServer {
         }
     }
 
-    /// Send one application message on `stream`.
+    /// Send one application message on `stream`. Takes no `now`, as
+    /// [`ChannelClient::send`].
     pub fn send(&mut self, stream: StreamId, data: &[u8]) -> Result<(), Error> {
         self.on_session(stream, |s, _, outbox| s.inner.send(data, outbox))
     }
 
-    /// Close `stream` gracefully.
+    /// Close `stream` gracefully. Takes no `now`, as [`ChannelClient::send`].
     pub fn close(&mut self, stream: StreamId) -> Result<(), Error> {
         self.on_session(stream, |s, _, outbox| s.inner.close_notify(outbox))
     }

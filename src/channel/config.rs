@@ -1,8 +1,8 @@
 //! Channel configuration: who we are, whom we trust, what we accept.
 
-use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
 use core::time::Duration;
@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 use super::ChannelError;
 use crate::UnixTime;
 use crate::crypto::aead::AeadAlg;
-use crate::crypto::cert::{Identity, TrustStore};
+use crate::crypto::cert::{CertifiedKey, TrustStore};
 use crate::crypto::dh::Group;
 use crate::wire::Limits;
 
@@ -31,7 +31,8 @@ pub struct Common {
     /// instructions should put [`AeadAlg::Aes128Gcm`] first: a 64-byte record then costs
     /// about a third of ChaCha20-Poly1305's on such CPUs (docs/channel.md).
     pub suites: Vec<AeadAlg>,
-    /// The largest application message one record may carry.
+    /// The largest application message one record may carry. Default
+    /// [`Common::DEFAULT_MAX_RECORD_LEN`] (16 KiB).
     pub max_record_len: usize,
     /// The handshake must finish within this time or fail
     /// ([`ChannelError::HandshakeTimeout`]). A [`ChannelClient`] counts it from its connect,
@@ -61,15 +62,16 @@ pub struct Common {
     ///
     /// [`ChannelError::PeerSilent`]: super::ChannelError::PeerSilent
     pub keepalive_timeout: Duration,
-    /// Bound on bytes waiting to be written to the stream.
+    /// Bound on bytes waiting to be written to the stream. Default 256 KiB.
     pub max_outgoing: usize,
-    /// Bound on received application messages waiting for [`take_received`].
+    /// Bound on received application messages waiting for [`take_received`]. Default 64.
     ///
     /// [`take_received`]: super::Connection::take_received
     pub max_received: usize,
-    /// Decoding limits and unknown-field policy.
+    /// Decoding limits and unknown-field policy. Default [`Limits::default`].
     pub limits: Limits,
     /// Wall-clock time at `Instant::ZERO`, for certificate validity and hello timestamps.
+    /// No default: every constructor takes it.
     pub time_anchor: UnixTime,
 }
 
@@ -153,8 +155,9 @@ pub enum ClientAuthMode {
         trust: TrustStore,
         /// The name the server's certificate must carry.
         server_name: String,
-        /// Our certificate, presented if the server asks.
-        identity: Option<Box<Identity>>,
+        /// Our certificate and key, presented if the server asks (shared: one device key
+        /// serves every configuration that presents it).
+        identity: Option<Arc<CertifiedKey>>,
     },
     /// Both sides prove knowledge of a pre-shared key (seed 004's "pre-arranged key").
     Psk(Psk),
@@ -165,53 +168,89 @@ pub enum ClientAuthMode {
 pub struct ClientConfig {
     /// Shared knobs.
     pub common: Common,
-    /// The Diffie-Hellman group the client offers (one key share is sent).
+    /// The Diffie-Hellman group the client offers (one key share is sent). Default
+    /// [`Group::X25519`].
     pub group: Group,
     /// How the server is authenticated.
     pub auth: ClientAuthMode,
     /// Whether the client hello names the server it expects (certificate mode). The hello
     /// is plaintext, so leaving it out hides the name from observers; the client checks
-    /// the certificate's name either way.
+    /// the certificate's name either way. Default `true` in certificate mode, `false` in
+    /// PSK mode.
     pub send_server_name: bool,
 }
 
 impl ClientConfig {
-    /// Certificate mode: trust `trust`, expect a certificate naming `server_name`.
-    pub fn with_ca(trust: TrustStore, server_name: &str, time_anchor: UnixTime) -> Self {
+    /// A client authenticating the server as `auth` says, with every other field at its
+    /// default. The general constructor; [`ClientConfig::with_ca`] and
+    /// [`ClientConfig::with_psk`] are shorthands for the common cases. A client that
+    /// presents its own certificate names it here:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use deputy::UnixTime;
+    /// use deputy::channel::{ClientAuthMode, ClientConfig};
+    /// use deputy::crypto::cert::{CertificateAuthority, TrustStore};
+    /// use rand_core::SeedableRng;
+    ///
+    /// let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+    /// let anchor = UnixTime(1_800_000_000);
+    /// let ca = CertificateAuthority::generate("home CA", &mut rng);
+    /// let device = Arc::new(ca.issue_identity("device-7", &[], anchor, 86_400, &mut rng).unwrap());
+    /// let config = ClientConfig::new(
+    ///     ClientAuthMode::Certificate {
+    ///         trust: TrustStore::with(ca.certificate().clone()),
+    ///         server_name: "server.example".into(),
+    ///         identity: Some(device.clone()), // the same key can serve other configs
+    ///     },
+    ///     anchor,
+    /// );
+    /// assert!(config.send_server_name);
+    /// ```
+    pub fn new(auth: ClientAuthMode, time_anchor: UnixTime) -> Self {
+        let send_server_name = matches!(auth, ClientAuthMode::Certificate { .. });
         ClientConfig {
             common: Common::new(time_anchor),
             group: Group::X25519,
-            auth: ClientAuthMode::Certificate {
+            auth,
+            send_server_name,
+        }
+    }
+
+    /// Certificate mode: trust `trust`, expect a certificate naming `server_name`, present
+    /// no certificate of our own.
+    pub fn with_ca(trust: TrustStore, server_name: &str, time_anchor: UnixTime) -> Self {
+        Self::new(
+            ClientAuthMode::Certificate {
                 trust,
                 server_name: server_name.into(),
                 identity: None,
             },
-            send_server_name: true,
-        }
+            time_anchor,
+        )
+    }
+
+    /// Certificate mode, presenting `identity` (a [`CertifiedKey`] or an `Arc` of one to
+    /// share) when the server asks for a client certificate.
+    pub fn with_client_certificate(
+        trust: TrustStore,
+        server_name: &str,
+        identity: impl Into<Arc<CertifiedKey>>,
+        time_anchor: UnixTime,
+    ) -> Self {
+        Self::new(
+            ClientAuthMode::Certificate {
+                trust,
+                server_name: server_name.into(),
+                identity: Some(identity.into()),
+            },
+            time_anchor,
+        )
     }
 
     /// Pre-shared-key mode.
     pub fn with_psk(psk: Psk, time_anchor: UnixTime) -> Self {
-        ClientConfig {
-            common: Common::new(time_anchor),
-            group: Group::X25519,
-            auth: ClientAuthMode::Psk(psk),
-            send_server_name: false,
-        }
-    }
-
-    /// Present `identity` when the server asks for a client certificate.
-    pub fn with_client_identity(mut self, id: Identity) -> Self {
-        if let ClientAuthMode::Certificate { identity, .. } = &mut self.auth {
-            *identity = Some(Box::new(id));
-        }
-        self
-    }
-
-    /// Offer `group` instead of X25519.
-    pub fn with_group(mut self, group: Group) -> Self {
-        self.group = group;
-        self
+        Self::new(ClientAuthMode::Psk(psk), time_anchor)
     }
 }
 
@@ -232,11 +271,12 @@ pub enum ClientCertPolicy {
 pub struct ServerConfig {
     /// Shared knobs.
     pub common: Common,
-    /// Groups the server accepts.
+    /// Groups the server accepts. Default [`Group::ALL`].
     pub groups: Vec<Group>,
-    /// The server's certificate and key (certificate mode).
-    pub identity: Option<Identity>,
-    /// Client certificate policy (certificate mode).
+    /// The server's certificate and key (certificate mode), shared: one server key
+    /// serves every configuration that presents it (the rendezvous server's two ports).
+    pub identity: Option<Arc<CertifiedKey>>,
+    /// Client certificate policy (certificate mode). Default [`ClientCertPolicy::None`].
     pub client_certs: ClientCertPolicy,
     /// Pre-shared keys by identity (PSK mode), at most [`ServerConfig::MAX_PSKS`].
     psks: BTreeMap<Vec<u8>, Psk>,
@@ -246,12 +286,13 @@ impl ServerConfig {
     /// The most pre-shared keys one server holds.
     pub const MAX_PSKS: usize = 4096;
 
-    /// Certificate mode with `identity`.
-    pub fn with_certificate(identity: Identity, time_anchor: UnixTime) -> Self {
+    /// Certificate mode with `identity` (a [`CertifiedKey`] or an `Arc` of one to share),
+    /// asking clients for no certificate (set [`ServerConfig::client_certs`] to ask).
+    pub fn with_certificate(identity: impl Into<Arc<CertifiedKey>>, time_anchor: UnixTime) -> Self {
         ServerConfig {
             common: Common::new(time_anchor),
             groups: Group::ALL.to_vec(),
-            identity: Some(identity),
+            identity: Some(identity.into()),
             client_certs: ClientCertPolicy::None,
             psks: BTreeMap::new(),
         }
@@ -275,13 +316,9 @@ impl ServerConfig {
         Ok(cfg)
     }
 
-    /// Require (or merely request) client certificates.
-    pub fn with_client_certs(mut self, policy: ClientCertPolicy) -> Self {
-        self.client_certs = policy;
-        self
-    }
-
-    /// Add (or replace) a pre-shared key.
+    /// Add (or replace) a pre-shared key. A method rather than a public field because the
+    /// table is bounded by [`ServerConfig::MAX_PSKS`] (docs/architecture.md, "API
+    /// conventions").
     pub fn add_psk(&mut self, psk: Psk) -> Result<(), crate::Error> {
         if self.psks.len() >= Self::MAX_PSKS && !self.psks.contains_key(&psk.identity) {
             return Err(crate::Error::CapacityExceeded {

@@ -20,7 +20,7 @@ use super::messages::{
 };
 use super::{ChannelError, PeerIdentity};
 use crate::crypto::aead::AeadAlg;
-use crate::crypto::cert::{Certificate, Identity};
+use crate::crypto::cert::{Certificate, CertifiedKey};
 use crate::crypto::dh::{Group, KeyPair};
 use crate::crypto::kdf::Prk;
 use crate::crypto::{ct_eq, random_array};
@@ -1101,7 +1101,7 @@ impl Connection {
     fn send_certificate_verify(
         &mut self,
         context: &[u8],
-        identity: &Identity,
+        identity: &CertifiedKey,
     ) -> Result<(), ChannelError> {
         let signature = identity.key.sign(context, &self.transcript.hash());
         self.send_handshake(&Handshake::CertificateVerify(CertificateVerify {

@@ -99,6 +99,13 @@ pub enum CertError {
     /// A CA certificate was presented where a leaf was expected.
     #[error("a CA certificate cannot identify a peer")]
     UnexpectedCa,
+    /// A leaf certificate was given where a CA's own certificate was expected
+    /// ([`CertificateAuthority::from_parts`]).
+    #[error("not a CA certificate")]
+    NotCa,
+    /// The key is not the one the certificate certifies.
+    #[error("the key does not match the certificate")]
+    KeyMismatch,
 }
 
 impl From<WireError> for CertError {
@@ -280,24 +287,40 @@ pub fn verify(
 }
 
 /// An Ed25519 signing key. Wiped on drop.
-pub struct KeyPair(SigningKey);
+pub struct SigningKeyPair(SigningKey);
 
-impl fmt::Debug for KeyPair {
+impl fmt::Debug for SigningKeyPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "KeyPair(public {:02x?})", &self.public_key()[..4])
+        write!(f, "SigningKeyPair(public {:02x?})", &self.public_key()[..4])
     }
 }
 
-impl KeyPair {
+impl SigningKeyPair {
     /// A fresh key pair.
-    pub fn generate(rng: &mut dyn CryptoRng) -> KeyPair {
+    pub fn generate(rng: &mut dyn CryptoRng) -> SigningKeyPair {
         let seed = Zeroizing::new(super::random_array::<32>(rng));
-        KeyPair(SigningKey::from_bytes(&seed))
+        SigningKeyPair(SigningKey::from_bytes(&seed))
     }
 
-    /// Rebuild from the 32-byte secret seed (provisioning).
-    pub fn from_seed(seed: &[u8; 32]) -> KeyPair {
-        KeyPair(SigningKey::from_bytes(seed))
+    /// Rebuild from the 32-byte secret seed (provisioning), as [`SigningKeyPair::seed`] gave it.
+    pub fn from_seed(seed: &[u8; 32]) -> SigningKeyPair {
+        SigningKeyPair(SigningKey::from_bytes(seed))
+    }
+
+    /// The 32-byte secret seed, for storing the key ([`SigningKeyPair::from_seed`] rebuilds it).
+    /// Wiped when the returned value is dropped; whoever stores it must protect it as the
+    /// key itself.
+    ///
+    /// ```
+    /// use deputy::crypto::cert::SigningKeyPair;
+    /// use rand_core::SeedableRng;
+    ///
+    /// let key = SigningKeyPair::generate(&mut rand_chacha::ChaCha20Rng::seed_from_u64(1));
+    /// let stored = key.seed();
+    /// assert_eq!(SigningKeyPair::from_seed(&stored).public_key(), key.public_key());
+    /// ```
+    pub fn seed(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.0.to_bytes())
     }
 
     /// The public key.
@@ -317,11 +340,11 @@ impl KeyPair {
 /// A certificate together with the private key it certifies: what a server (or an
 /// authenticating client) presents.
 #[derive(Debug)]
-pub struct Identity {
+pub struct CertifiedKey {
     /// The certificate.
     pub certificate: Certificate,
     /// Its private key.
-    pub key: KeyPair,
+    pub key: SigningKeyPair,
 }
 
 /// What a CA writes into a certificate it issues.
@@ -344,13 +367,13 @@ pub struct CertificateRequest<'a> {
 /// A certificate authority: its own self-signed certificate and its signing key.
 #[derive(Debug)]
 pub struct CertificateAuthority {
-    identity: Identity,
+    identity: CertifiedKey,
 }
 
 impl CertificateAuthority {
     /// A new CA with a fresh key and a self-signed certificate valid forever.
     pub fn generate(name: &str, rng: &mut dyn CryptoRng) -> CertificateAuthority {
-        let key = KeyPair::generate(rng);
+        let key = SigningKeyPair::generate(rng);
         let request = CertificateRequest {
             subject: name,
             also_names: &[],
@@ -363,8 +386,45 @@ impl CertificateAuthority {
         let certificate = sign_certificate(&key, name, &request, rng.next_u64())
             .unwrap_or_else(|_| unreachable!("a CA name under 64 KiB always encodes"));
         CertificateAuthority {
-            identity: Identity { certificate, key },
+            identity: CertifiedKey { certificate, key },
         }
+    }
+
+    /// A CA rebuilt from what was stored of it: its own certificate and the key it
+    /// certifies ([`SigningKeyPair::seed`] stores the key, [`Certificate::as_bytes`] the
+    /// certificate). Fails if the certificate is not a CA certificate or does not certify
+    /// `key`. A driver that restarts keeps its CA this way, and every certificate it
+    /// issued stays valid.
+    ///
+    /// ```
+    /// use deputy::crypto::cert::{Certificate, CertificateAuthority, SigningKeyPair};
+    /// use rand_core::SeedableRng;
+    ///
+    /// let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+    /// let ca = CertificateAuthority::generate("home CA", &mut rng);
+    /// let (stored_cert, stored_key) = (ca.certificate().as_bytes().to_vec(), ca.key().seed());
+    /// // After a restart:
+    /// let again = CertificateAuthority::from_parts(
+    ///     Certificate::decode(&stored_cert).unwrap(),
+    ///     SigningKeyPair::from_seed(&stored_key),
+    /// ).unwrap();
+    /// assert_eq!(again.certificate(), ca.certificate());
+    /// ```
+    pub fn from_parts(certificate: Certificate, key: SigningKeyPair) -> Result<Self, CertError> {
+        if !certificate.is_ca() {
+            return Err(CertError::NotCa);
+        }
+        if *certificate.public_key() != key.public_key() {
+            return Err(CertError::KeyMismatch);
+        }
+        Ok(CertificateAuthority {
+            identity: CertifiedKey { certificate, key },
+        })
+    }
+
+    /// The CA's signing key (to store it: [`SigningKeyPair::seed`]).
+    pub fn key(&self) -> &SigningKeyPair {
+        &self.identity.key
     }
 
     /// The CA's self-signed certificate (what devices are provisioned with).
@@ -398,8 +458,8 @@ impl CertificateAuthority {
         not_before: UnixTime,
         lifetime_secs: u64,
         rng: &mut dyn CryptoRng,
-    ) -> Result<Identity, CertError> {
-        let key = KeyPair::generate(rng);
+    ) -> Result<CertifiedKey, CertError> {
+        let key = SigningKeyPair::generate(rng);
         let certificate = self.issue(
             &CertificateRequest {
                 subject,
@@ -411,12 +471,12 @@ impl CertificateAuthority {
             },
             rng,
         )?;
-        Ok(Identity { certificate, key })
+        Ok(CertifiedKey { certificate, key })
     }
 }
 
 fn sign_certificate(
-    issuer_key: &KeyPair,
+    issuer_key: &SigningKeyPair,
     issuer_name: &str,
     request: &CertificateRequest<'_>,
     serial: u64,
@@ -514,7 +574,7 @@ mod tests {
 
     const T0: UnixTime = UnixTime(1_800_000_000);
 
-    fn setup() -> (CertificateAuthority, Identity, ChaCha20Rng) {
+    fn setup() -> (CertificateAuthority, CertifiedKey, ChaCha20Rng) {
         let mut rng = ChaCha20Rng::seed_from_u64(9);
         let ca = CertificateAuthority::generate("home CA", &mut rng);
         let id = ca
@@ -599,7 +659,7 @@ mod tests {
     fn the_name_and_size_bounds_hold_on_decode() {
         let (ca, _, mut rng) = setup();
         let store = TrustStore::with(ca.certificate().clone());
-        let key = KeyPair::generate(&mut rng).public_key();
+        let key = SigningKeyPair::generate(&mut rng).public_key();
         let names: Vec<String> = (0..=MAX_NAMES).map(|i| alloc::format!("n{i}")).collect();
         let signed = |also: &[String]| {
             let also: Vec<&str> = also.iter().map(String::as_str).collect();

@@ -23,7 +23,7 @@ pub use channel::{AlertCode, ChannelError};
 pub use ike::{AuthFailure, IkeError};
 pub use ipsec::{IpsecError, ReplayKind};
 pub use keyx::KeyxError;
-pub use offload::{OffloadError, RefusalReason};
+pub use offload::{OffloadError, OffloadRefusal};
 pub use rendezvous::{RegistrationRefusal, RendezvousError};
 pub use sim::SimActorError;
 pub use tls::{AlertDescription, TlsError};

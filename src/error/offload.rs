@@ -10,7 +10,7 @@ use crate::wire::WireError;
 
 /// Why a party refused a request or ended a session; carried in a refusal message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RefusalReason {
+pub enum OffloadRefusal {
     /// The proxy does not deputize for that appliance.
     UnknownAppliance,
     /// The access policy does not let this remote node reach that appliance (or, in flow B,
@@ -38,40 +38,40 @@ pub enum RefusalReason {
     Other(u8),
 }
 
-impl RefusalReason {
+impl OffloadRefusal {
     /// The wire code.
     pub const fn code(self) -> u8 {
         match self {
-            RefusalReason::UnknownAppliance => 1,
-            RefusalReason::AccessDenied => 2,
-            RefusalReason::SessionLimit => 3,
-            RefusalReason::Busy => 4,
-            RefusalReason::RemoteUnreachable => 5,
-            RefusalReason::RemoteRefused => 6,
-            RefusalReason::ApplianceUnreachable => 7,
-            RefusalReason::TooLarge => 8,
-            RefusalReason::Timeout => 9,
-            RefusalReason::Closed => 10,
-            RefusalReason::BadRequest => 11,
-            RefusalReason::Other(c) => c,
+            OffloadRefusal::UnknownAppliance => 1,
+            OffloadRefusal::AccessDenied => 2,
+            OffloadRefusal::SessionLimit => 3,
+            OffloadRefusal::Busy => 4,
+            OffloadRefusal::RemoteUnreachable => 5,
+            OffloadRefusal::RemoteRefused => 6,
+            OffloadRefusal::ApplianceUnreachable => 7,
+            OffloadRefusal::TooLarge => 8,
+            OffloadRefusal::Timeout => 9,
+            OffloadRefusal::Closed => 10,
+            OffloadRefusal::BadRequest => 11,
+            OffloadRefusal::Other(c) => c,
         }
     }
 
     /// The reason with this wire code.
     pub const fn from_code(code: u8) -> Self {
         match code {
-            1 => RefusalReason::UnknownAppliance,
-            2 => RefusalReason::AccessDenied,
-            3 => RefusalReason::SessionLimit,
-            4 => RefusalReason::Busy,
-            5 => RefusalReason::RemoteUnreachable,
-            6 => RefusalReason::RemoteRefused,
-            7 => RefusalReason::ApplianceUnreachable,
-            8 => RefusalReason::TooLarge,
-            9 => RefusalReason::Timeout,
-            10 => RefusalReason::Closed,
-            11 => RefusalReason::BadRequest,
-            c => RefusalReason::Other(c),
+            1 => OffloadRefusal::UnknownAppliance,
+            2 => OffloadRefusal::AccessDenied,
+            3 => OffloadRefusal::SessionLimit,
+            4 => OffloadRefusal::Busy,
+            5 => OffloadRefusal::RemoteUnreachable,
+            6 => OffloadRefusal::RemoteRefused,
+            7 => OffloadRefusal::ApplianceUnreachable,
+            8 => OffloadRefusal::TooLarge,
+            9 => OffloadRefusal::Timeout,
+            10 => OffloadRefusal::Closed,
+            11 => OffloadRefusal::BadRequest,
+            c => OffloadRefusal::Other(c),
         }
     }
 }
@@ -187,7 +187,7 @@ pub enum OffloadError {
     // ----- sessions and set-ups -----
     /// The peer refused, with this reason.
     #[error("refused: {0:?}")]
-    Refused(RefusalReason),
+    Refused(OffloadRefusal),
     /// The secure channel of an established session failed.
     #[error("channel: {0}")]
     Channel(ChannelError),

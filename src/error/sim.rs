@@ -52,4 +52,16 @@ pub enum SimActorError {
     /// `Output::StreamSend` after the actor's own `StreamClose`.
     #[error("send on {0:?}, which the actor closed")]
     SendAfterClose(StreamId),
+    /// `Sim::command` named a node that does not exist (its index).
+    #[error("unknown node#{0}")]
+    UnknownNode(usize),
+    /// `Sim::command` named a node without an actor (a router; its index).
+    #[error("node#{0} has no actor")]
+    NoActor(usize),
+    /// `Sim::command` named a node whose actor is of another type (its index).
+    #[error("node#{0} runs another type of actor")]
+    WrongActorType(usize),
+    /// Any other refusal of the simulator, as its message.
+    #[error("{0}")]
+    Refused(alloc::string::String),
 }

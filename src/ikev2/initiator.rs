@@ -63,7 +63,10 @@ struct InitState {
 }
 
 impl Initiator {
-    /// A new initiator; nothing is sent until [`Initiator::start`].
+    /// A new initiator; nothing is sent until [`Initiator::start`], which takes `now`. It
+    /// takes no `now` itself because it starts no clock (unlike
+    /// [`Responder::new`](super::Responder::new), whose cookie secret is born at `now`):
+    /// docs/architecture.md, "API conventions".
     pub fn new(cfg: InitiatorConfig, rng: Rng) -> Result<Initiator, Error> {
         cfg.ike.validate()?;
         Ok(Initiator {

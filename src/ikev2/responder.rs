@@ -45,7 +45,8 @@ impl core::fmt::Debug for Responder {
 }
 
 impl Responder {
-    /// A new responder.
+    /// A new responder. `now` starts the lifetime of its first cookie secret
+    /// (`ResponderConfig::cookie_secret_lifetime`).
     pub fn new(cfg: ResponderConfig, mut rng: Rng, now: Instant) -> Result<Responder, Error> {
         cfg.ike.validate()?;
         if cfg.max_ike_sas == 0 || cfg.max_half_open == 0 {

@@ -14,7 +14,7 @@ use super::messages::{
     Close, CryptoAccept, CryptoSolicitation, Decoded, Designation, Message, PlainData, ProxyAccept,
     ProxyRequest, Refusal, SealedData,
 };
-use super::{Initiator, OffloadError, Peer, RefusalReason, check_name, check_payload};
+use super::{OffloadError, OffloadRefusal, Peer, StartedBy, check_name, check_payload};
 use crate::crypto::aead::{AeadAlg, AeadKey, NONCE_LEN};
 use crate::io::{Actor, Input, Outbox, Output, Transmit};
 use crate::ipsec::ReplayWindow;
@@ -134,7 +134,7 @@ pub enum ApplianceEvent {
         /// The remote node, as the proxy authenticated it.
         remote: Peer,
         /// Who started it.
-        initiated_by: Initiator,
+        initiated_by: StartedBy,
         /// Flow B: the id [`Appliance::connect`] returned.
         request: Option<u64>,
     },
@@ -153,14 +153,14 @@ pub enum ApplianceEvent {
         /// The id [`Appliance::connect`] returned.
         request: u64,
         /// Why.
-        reason: RefusalReason,
+        reason: OffloadRefusal,
     },
     /// A session ended (the remote node closed, or the proxy refused it).
     SessionClosed {
         /// The session.
         session: u64,
         /// Why.
-        reason: RefusalReason,
+        reason: OffloadRefusal,
     },
     /// S35 data was never acknowledged by the proxy.
     SendFailed {
@@ -169,10 +169,12 @@ pub enum ApplianceEvent {
     },
 }
 
-/// Configuration of an [`Appliance`].
+/// The values an [`ApplianceConfig`] has no default for, by name: the three addresses
+/// cannot be swapped without it showing.
 #[derive(Clone, Debug)]
-pub struct ApplianceConfig {
-    /// The appliance's name (what the proxy's certificate names).
+pub struct ApplianceParams {
+    /// The appliance's name (what the proxy's certificate names): 1 to
+    /// [`MAX_NAME_LEN`](super::MAX_NAME_LEN) bytes.
     pub name: String,
     /// The appliance's datagram socket.
     pub local: SocketAddr,
@@ -180,29 +182,49 @@ pub struct ApplianceConfig {
     pub proxy: SocketAddr,
     /// The proxy's stream address as reachable from the open network (the designation).
     pub proxy_public: SocketAddr,
-    /// The provisioned link key; `None` trusts the closed network (¶0070).
+}
+
+/// Configuration of an [`Appliance`]: [`ApplianceConfig::new`] takes what has no default,
+/// every other field is public and starts at the default its documentation states.
+#[derive(Clone, Debug)]
+pub struct ApplianceConfig {
+    /// The appliance's name (what the proxy's certificate names). No default.
+    pub name: String,
+    /// The appliance's datagram socket. No default.
+    pub local: SocketAddr,
+    /// The proxy's datagram address on the closed network. No default.
+    pub proxy: SocketAddr,
+    /// The proxy's stream address as reachable from the open network (the designation).
+    /// No default.
+    pub proxy_public: SocketAddr,
+    /// The provisioned link key; `None` (the default) trusts the closed network (¶0070).
     pub link_key: Option<LinkKey>,
-    /// Retransmission and bounds on the link to the proxy.
+    /// Retransmission and bounds on the link to the proxy. Default
+    /// [`LinkTiming::default`].
     pub link: LinkTiming,
     /// The first link sequence number. A restart is recognised by the link's random epoch,
-    /// so this may stay 1.
+    /// so this may stay at its default, 1.
     pub first_seq: u64,
-    /// Answers to one source address.
+    /// Answers to one source address. Default 2 per second, burst 1.
     pub per_source: RateLimit,
-    /// Answers to all sources together.
+    /// Answers to all sources together. Default 8 per second, burst 4.
     pub global: RateLimit,
-    /// Source addresses tracked by the rate limiter.
+    /// Source addresses tracked by the rate limiter. Default 32.
     pub max_sources: usize,
     /// Weak keys the appliance opens itself (¶0062); only the first
-    /// [`ApplianceConfig::MAX_DIRECT_KEYS`] are used.
+    /// [`ApplianceConfig::MAX_DIRECT_KEYS`] are used. Default none. A datagram sealed
+    /// with one of them is delivered once: a replay (a sequence number already seen or
+    /// below the key's window) is dropped without an answer and without an event, and
+    /// [`Actor::handle_input`](crate::Actor::handle_input) returns
+    /// [`OffloadError::Replayed`].
     pub direct_keys: Vec<DirectKey>,
-    /// Open sessions, at most.
+    /// Open sessions, at most. Default 8.
     pub max_sessions: usize,
-    /// S31 requests awaiting S34, at most.
+    /// S31 requests awaiting S34, at most. Default 4.
     pub max_pending: usize,
-    /// How long S31 may wait for S34.
+    /// How long S31 may wait for S34. Default 10 s.
     pub open_timeout: Duration,
-    /// Decoding limits.
+    /// Decoding limits. Default [`Limits::default`] with messages of at most 4096 bytes.
     pub limits: Limits,
 }
 
@@ -210,17 +232,18 @@ impl ApplianceConfig {
     /// The most weak keys one appliance holds.
     pub const MAX_DIRECT_KEYS: usize = 16;
 
-    /// An appliance named `name` on `local`, deputized by the proxy at `proxy` (closed
-    /// network), whose stream port remote nodes reach at `proxy_public`.
-    pub fn new(
-        name: &str,
-        local: SocketAddr,
-        proxy: SocketAddr,
-        proxy_public: SocketAddr,
-    ) -> Result<Self, Error> {
-        check_name(name)?;
+    /// A configuration from `params`, every other field at its documented default. Fails
+    /// if the name is empty or too long.
+    pub fn new(params: ApplianceParams) -> Result<Self, Error> {
+        let ApplianceParams {
+            name,
+            local,
+            proxy,
+            proxy_public,
+        } = params;
+        check_name(&name)?;
         Ok(ApplianceConfig {
-            name: name.into(),
+            name,
             local,
             proxy,
             proxy_public,
@@ -239,18 +262,6 @@ impl ApplianceConfig {
                 ..Limits::default()
             },
         })
-    }
-
-    /// Protect the link to the proxy with `key`.
-    pub fn with_link_key(mut self, key: LinkKey) -> Self {
-        self.link_key = Some(key);
-        self
-    }
-
-    /// Accept data sealed with `key` (¶0062).
-    pub fn with_direct_key(mut self, key: DirectKey) -> Self {
-        self.direct_keys.push(key);
-        self
     }
 }
 
@@ -280,18 +291,18 @@ struct PendingOpen {
 /// It builds without `std`.
 ///
 /// ```
-/// use deputy::offload::{Appliance, ApplianceConfig, ApplianceEvent, Solicited};
+/// use deputy::offload::{Appliance, ApplianceConfig, ApplianceEvent, ApplianceParams, Solicited};
 /// use deputy::{Actor, Input, Instant, Output};
 /// use deputy::offload::OffloadEvent;
 /// use rand_chacha::ChaCha20Rng;
 /// use rand_core::SeedableRng;
 ///
-/// let config = ApplianceConfig::new(
-///     "microwave",
-///     "192.168.0.10:5683".parse().unwrap(),   // the appliance
-///     "192.168.0.2:5684".parse().unwrap(),    // its proxy, closed network
-///     "192.168.0.2:8443".parse().unwrap(),    // the proxy as remote nodes reach it
-/// ).unwrap();
+/// let config = ApplianceConfig::new(ApplianceParams {
+///     name: "microwave".into(),
+///     local: "192.168.0.10:5683".parse().unwrap(),
+///     proxy: "192.168.0.2:5684".parse().unwrap(),        // closed network
+///     proxy_public: "192.168.0.2:8443".parse().unwrap(), // as remote nodes reach it
+/// }).unwrap();
 /// let mut microwave = Appliance::new(config, Box::new(ChaCha20Rng::seed_from_u64(1)));
 ///
 /// // A forged command arrives in plaintext from the internet (flow A').
@@ -383,7 +394,11 @@ impl Appliance {
 
     /// Flow B, S31: ask the proxy to set up a secure session with the remote node at
     /// `remote` (its address on the open network), optionally requiring it to prove
-    /// `identity`. Returns the request id that [`ApplianceEvent::SessionUp`] or
+    /// `identity`. The proxy opens a stream to exactly `remote`, so the remote node's
+    /// driver must listen for streams on that address and port (the remote node's
+    /// datagram socket, [`RemoteNodeConfig::local`](super::RemoteNodeConfig::local), plays
+    /// no part; the remote node takes a flow B stream on whatever port its driver accepted
+    /// it). Returns the request id that [`ApplianceEvent::SessionUp`] or
     /// [`ApplianceEvent::Refused`] will carry.
     pub fn connect(
         &mut self,
@@ -513,7 +528,7 @@ impl Appliance {
                 self.link.forget(|t| *t == Tag::Data(session));
                 self.outbox.event(ApplianceEvent::SessionClosed {
                     session,
-                    reason: RefusalReason::Closed,
+                    reason: OffloadRefusal::Closed,
                 })
             }
             other => Err(OffloadError::UnexpectedMessage(other.msg_type()).into()),
@@ -534,14 +549,14 @@ impl Appliance {
             self.refuse_session(now, m.session)?;
             return self.outbox.event(ApplianceEvent::Refused {
                 request: m.request_id,
-                reason: RefusalReason::SessionLimit,
+                reason: OffloadRefusal::SessionLimit,
             });
         }
         self.sessions.insert(m.session, remote.clone());
         self.outbox.event(ApplianceEvent::SessionUp {
             session: m.session,
             remote,
-            initiated_by: Initiator::Appliance,
+            initiated_by: StartedBy::Appliance,
             request: Some(m.request_id),
         })
     }
@@ -591,7 +606,7 @@ impl Appliance {
                 self.outbox.event(ApplianceEvent::SessionUp {
                     session: m.session,
                     remote: peer.clone(),
-                    initiated_by: Initiator::Remote,
+                    initiated_by: StartedBy::Remote,
                     request: None,
                 })?;
                 peer
@@ -614,7 +629,7 @@ impl Appliance {
 
     fn refuse_session(&mut self, now: Instant, session: u64) -> Result<(), Error> {
         let msg = Message::Refusal(Refusal {
-            reason: RefusalReason::SessionLimit,
+            reason: OffloadRefusal::SessionLimit,
             request_id: None,
             session,
             appliance: None,
@@ -782,7 +797,7 @@ impl TimerTable for Appliance {
                         Tag::Open(request) if self.pending.remove(&request).is_some() => {
                             self.outbox.event(ApplianceEvent::Refused {
                                 request,
-                                reason: RefusalReason::Timeout,
+                                reason: OffloadRefusal::Timeout,
                             })
                         }
                         Tag::Data(session) => {
@@ -801,7 +816,7 @@ impl TimerTable for Appliance {
                 // Reporting can only fail on a full outbox; the next call reports that.
                 let _ = self.outbox.event(ApplianceEvent::Refused {
                     request,
-                    reason: RefusalReason::Timeout,
+                    reason: OffloadRefusal::Timeout,
                 });
             }
         }
@@ -851,12 +866,12 @@ mod tests {
 
     impl Bench {
         fn new() -> Bench {
-            let mut cfg = ApplianceConfig::new(
-                "microwave",
-                LOCAL.parse().unwrap(),
-                PROXY.parse().unwrap(),
-                "192.168.0.2:8443".parse().unwrap(),
-            )
+            let mut cfg = ApplianceConfig::new(ApplianceParams {
+                name: "microwave".into(),
+                local: LOCAL.parse().unwrap(),
+                proxy: PROXY.parse().unwrap(),
+                proxy_public: "192.168.0.2:8443".parse().unwrap(),
+            })
             .unwrap();
             cfg.max_sessions = 32;
             Bench {

@@ -81,12 +81,12 @@ impl fmt::Debug for LinkKey {
 /// Retransmission and bounds of a closed-network link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LinkTiming {
-    /// First retransmission timeout; it doubles with every retry.
+    /// First retransmission timeout; it doubles with every retry. Default 200 ms.
     pub rto: Duration,
-    /// Retransmissions before a message is given up.
+    /// Retransmissions before a message is given up. Default 5.
     pub max_retries: u32,
     /// Messages sent and not yet acknowledged, at most (at most 32, so the receiver's
-    /// window always covers them).
+    /// window always covers them). Default 32.
     pub max_in_flight: usize,
 }
 

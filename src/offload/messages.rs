@@ -13,7 +13,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
-use super::{MAX_NAME_LEN, MAX_PAYLOAD, Peer, RefusalReason};
+use super::{MAX_NAME_LEN, MAX_PAYLOAD, OffloadRefusal, Peer};
 use crate::wire::{
     self, CRITICAL, FieldWriter, Fields, Limits, Message as WireMessage, UnknownFieldPolicy,
     WireError,
@@ -202,7 +202,7 @@ pub struct ProxyAccept {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
     /// Why.
-    pub reason: RefusalReason,
+    pub reason: OffloadRefusal,
     /// The request refused, if any.
     pub request_id: Option<u64>,
     /// The session refused or ended (0: none; also in the header).
@@ -533,7 +533,7 @@ impl Message {
                 peer: opt_peer(&f)?,
             }),
             REFUSAL => Message::Refusal(Refusal {
-                reason: RefusalReason::from_code(f.u8(F_REASON)?),
+                reason: OffloadRefusal::from_code(f.u8(F_REASON)?),
                 request_id: f.opt_u64(F_REQUEST_ID)?,
                 session,
                 appliance: opt_name(&f, F_APPLIANCE)?,
@@ -733,7 +733,7 @@ mod tests {
                 peer: Some(Peer::Certificate("phone.example".into())),
             }),
             Message::Refusal(Refusal {
-                reason: RefusalReason::AccessDenied,
+                reason: OffloadRefusal::AccessDenied,
                 request_id: Some(3),
                 session: 0,
                 appliance: Some("tv".into()),

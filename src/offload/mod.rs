@@ -63,9 +63,11 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::time::Duration;
 
-pub use crate::error::{OffloadError, RefusalReason};
+pub use crate::error::{OffloadError, OffloadRefusal};
 pub use crate::ratelimit::RateLimit;
-pub use appliance::{Appliance, ApplianceConfig, ApplianceEvent, DirectKey, Solicited};
+pub use appliance::{
+    Appliance, ApplianceConfig, ApplianceEvent, ApplianceParams, DirectKey, Solicited,
+};
 pub use link::{LinkKey, LinkTiming};
 pub use proxy::{AccessPolicy, CryptoProxy, ProxyConfig, ProxyEvent, ServedAppliance};
 pub use remote::{AppliancePolicy, Discovery, RemoteEvent, RemoteNode, RemoteNodeConfig, Target};
@@ -114,7 +116,7 @@ impl fmt::Display for Peer {
 
 /// Which side started a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Initiator {
+pub enum StartedBy {
     /// Flow A (S21–S26): the remote node.
     Remote,
     /// Flow B (S31–S36): the appliance.
@@ -130,6 +132,32 @@ pub enum OffloadEvent {
     Proxy(ProxyEvent),
     /// From a [`RemoteNode`].
     Remote(RemoteEvent),
+}
+
+impl OffloadEvent {
+    /// The event if an [`Appliance`] raised it.
+    pub fn as_appliance(&self) -> Option<&ApplianceEvent> {
+        match self {
+            OffloadEvent::Appliance(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The event if a [`CryptoProxy`] raised it.
+    pub fn as_proxy(&self) -> Option<&ProxyEvent> {
+        match self {
+            OffloadEvent::Proxy(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The event if a [`RemoteNode`] raised it.
+    pub fn as_remote(&self) -> Option<&RemoteEvent> {
+        match self {
+            OffloadEvent::Remote(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 impl From<ApplianceEvent> for OffloadEvent {

@@ -16,7 +16,7 @@ use super::messages::{
     Close, CryptoRequest, Message, PlainData, ProxyAccept, ProxyRequest, Refusal, SecureData,
 };
 use super::timer::{self, Deadline, Slot, StreamActor, StreamTimer, Streams};
-use super::{Initiator, OffloadError, Peer, RefusalReason, check_name};
+use super::{OffloadError, OffloadRefusal, Peer, StartedBy, check_name};
 use crate::channel::{ChannelError, Connection, SecureStream, ServerConfig};
 use crate::crypto::CertError;
 use rand_core::CryptoRng;
@@ -52,16 +52,18 @@ impl AccessPolicy {
 pub struct ServedAppliance {
     /// The appliance's datagram address on the closed network.
     pub addr: SocketAddr,
-    /// The provisioned link key (must match the appliance's).
+    /// The provisioned link key (must match the appliance's). Default `None`: the closed
+    /// network is trusted (¶0070).
     pub link_key: Option<LinkKey>,
     /// Who may reach it.
     pub access: AccessPolicy,
-    /// The first sequence number the proxy uses toward it.
+    /// The first sequence number the proxy uses toward it. Default 1.
     pub first_seq: u64,
 }
 
 impl ServedAppliance {
-    /// An appliance at `addr` reachable by the remote nodes `access` allows.
+    /// An appliance at `addr` reachable by the remote nodes `access` allows, the other
+    /// fields at their documented defaults.
     pub fn new(addr: SocketAddr, access: AccessPolicy) -> Self {
         ServedAppliance {
             addr,
@@ -69,12 +71,6 @@ impl ServedAppliance {
             access,
             first_seq: 1,
         }
-    }
-
-    /// Protect the link with `key`.
-    pub fn with_link_key(mut self, key: LinkKey) -> Self {
-        self.link_key = Some(key);
-        self
     }
 }
 
@@ -88,30 +84,31 @@ pub struct ProxyConfig {
     /// The proxy's datagram socket on the closed network.
     pub local: SocketAddr,
     /// Local address for streams the proxy opens (flow B); port 0 lets the driver choose.
+    /// Default: `local`'s IP address, port 0.
     pub stream_local: SocketAddr,
     appliances: BTreeMap<String, ServedAppliance>,
-    /// Retransmission and bounds on each appliance link.
+    /// Retransmission and bounds on each appliance link. Default [`LinkTiming::default`].
     pub link: LinkTiming,
     /// Streams (handshaking, awaiting S23, setting up flow B, or carrying a session), at
-    /// most; more are closed at once.
+    /// most; more are closed at once. Default 64.
     pub max_streams: usize,
     /// Sessions (remote node ↔ appliance), at most; more are refused with
-    /// [`RefusalReason::SessionLimit`].
+    /// [`OffloadRefusal::SessionLimit`]. Default 32.
     pub max_sessions: usize,
-    /// Flow B requests being set up (S31 received, S34 not yet sent), at most.
+    /// Flow B requests being set up (S31 received, S34 not yet sent), at most. Default 16.
     pub max_pending: usize,
     /// How long a stream may go without a session: from accepting it to S23 (flow A), or
-    /// from S31 to S33 (flow B).
+    /// from S31 to S33 (flow B). Default 15 s.
     pub request_timeout: Duration,
     /// How long an up session may pass no data either way; then the proxy ends it (a
     /// `Timeout` refusal to the remote node, a Close to the appliance), so an abandoned
-    /// session does not hold its slot forever.
+    /// session does not hold its slot forever. Default 10 minutes.
     pub session_idle_timeout: Duration,
     /// Wait for the remote node's S33 before S34 (default). `false` skips the wait as
     /// ¶0078 allows: S34 goes to the appliance as soon as the channel is up and the remote
     /// node is authorized, with S32 sent for information.
     pub await_crypto_accept: bool,
-    /// Decoding limits for offload messages.
+    /// Decoding limits for offload messages. Default [`Limits::default`].
     pub limits: Limits,
 }
 
@@ -120,7 +117,8 @@ impl ProxyConfig {
     pub const MAX_APPLIANCES: usize = 256;
 
     /// A proxy running `channel` toward the open network and listening for appliances on
-    /// `local`.
+    /// `local`, serving no appliance yet ([`ProxyConfig::serve`]), every other field at
+    /// its documented default.
     pub fn new(channel: ServerConfig, local: SocketAddr) -> Self {
         ProxyConfig {
             channel: Arc::new(channel),
@@ -139,7 +137,9 @@ impl ProxyConfig {
     }
 
     /// Deputize for the appliance `name`. Fails if the name is invalid or served already,
-    /// the address is taken, the table is full, or the certificate does not name it.
+    /// the address is taken, the table is full, or the certificate does not name it. A
+    /// method rather than a public field because each entry is checked against the others
+    /// and the certificate (docs/architecture.md, "API conventions").
     pub fn serve(&mut self, name: &str, appliance: ServedAppliance) -> Result<(), Error> {
         check_name(name)?;
         if self.appliances.len() >= Self::MAX_APPLIANCES {
@@ -182,7 +182,7 @@ pub enum ProxyEvent {
         /// The remote node, as the channel authenticated it.
         remote: Peer,
         /// Who started it.
-        initiated_by: Initiator,
+        initiated_by: StartedBy,
     },
     /// Data passed through: S25 → S26 (`to_appliance`) or S35 → S36.
     Forwarded {
@@ -202,7 +202,7 @@ pub enum ProxyEvent {
         /// The remote node, if authenticated.
         remote: Option<Peer>,
         /// Why.
-        reason: RefusalReason,
+        reason: OffloadRefusal,
     },
     /// A session ended.
     SessionClosed {
@@ -211,7 +211,7 @@ pub enum ProxyEvent {
         /// The appliance.
         appliance: String,
         /// Why.
-        reason: RefusalReason,
+        reason: OffloadRefusal,
     },
     /// A secure channel failed (handshake refused, tampered or replayed record …).
     ChannelFailed {
@@ -352,8 +352,8 @@ fn is_pending(s: &Stream) -> bool {
 /// let id = home_ca
 ///     .issue_identity("proxy.home", &["microwave", "aircon"], anchor, 86_400, &mut rng)
 ///     .unwrap();
-/// let channel = ServerConfig::with_certificate(id, anchor)
-///     .with_client_certs(ClientCertPolicy::Required(TrustStore::with(home_ca.certificate().clone())));
+/// let mut channel = ServerConfig::with_certificate(id, anchor);
+/// channel.client_certs = ClientCertPolicy::Required(TrustStore::with(home_ca.certificate().clone()));
 /// let only_phone = AccessPolicy::Only(vec![Peer::Certificate("phone".into())]);
 /// let mut config = ProxyConfig::new(channel, "192.168.0.2:5684".parse().unwrap());
 /// config
@@ -525,7 +525,7 @@ impl CryptoProxy {
         appliance: &str,
         request_id: Option<u64>,
         session: u64,
-        reason: RefusalReason,
+        reason: OffloadRefusal,
     ) -> Result<(), Error> {
         let msg = Message::Refusal(Refusal {
             reason,
@@ -542,7 +542,7 @@ impl CryptoProxy {
         now: Instant,
         appliance: &str,
         request_id: u64,
-        reason: RefusalReason,
+        reason: OffloadRefusal,
     ) -> Result<(), Error> {
         self.notify_appliance(now, appliance, Some(request_id), 0, reason)?;
         self.outbox.event(ProxyEvent::Refused {
@@ -566,7 +566,7 @@ impl CryptoProxy {
         &mut self,
         now: Instant,
         phase: &Phase,
-        reason: RefusalReason,
+        reason: OffloadRefusal,
     ) -> Result<(), Error> {
         match phase {
             Phase::Accepted { .. } | Phase::AwaitingRequest { .. } => Ok(()),
@@ -607,7 +607,7 @@ impl CryptoProxy {
         appliance: &str,
         request_id: u64,
         remote: Option<Peer>,
-        reason: RefusalReason,
+        reason: OffloadRefusal,
     ) -> Result<(), Error> {
         self.notify_appliance(now, appliance, Some(request_id), 0, reason)?;
         self.outbox.event(ProxyEvent::Refused {
@@ -624,7 +624,7 @@ impl CryptoProxy {
         now: Instant,
         _id: StreamId,
         s: &mut Open,
-        reason: RefusalReason,
+        reason: OffloadRefusal,
         request_id: Option<u64>,
         requested: Option<&str>,
     ) -> Result<(), Error> {
@@ -655,7 +655,7 @@ impl CryptoProxy {
         // Only called while an error is already on its way to the caller: both steps are
         // best effort, and their own failure could only be the same full outbox.
         let _ = self.outbox.push(Output::StreamClose { id });
-        let _ = self.stream_gone(now, phase, RefusalReason::Closed);
+        let _ = self.stream_gone(now, phase, OffloadRefusal::Closed);
     }
 
     fn send_on(&mut self, s: &mut Open, msg: &Message) -> Result<(), Error> {
@@ -687,11 +687,11 @@ impl CryptoProxy {
                 .get(&appliance)
                 .is_some_and(|a| a.access.allows(&peer));
         if !allowed {
-            self.refuse_stream(now, id, s, RefusalReason::AccessDenied, None, None)?;
+            self.refuse_stream(now, id, s, OffloadRefusal::AccessDenied, None, None)?;
             return Ok(false);
         }
         if self.sessions.len() >= self.cfg.max_sessions {
-            self.refuse_stream(now, id, s, RefusalReason::SessionLimit, None, None)?;
+            self.refuse_stream(now, id, s, OffloadRefusal::SessionLimit, None, None)?;
             return Ok(false);
         }
         // S32.
@@ -738,7 +738,7 @@ impl CryptoProxy {
             }),
             Tag::Control,
         )?;
-        self.session_up(now, id, s, session, appliance, peer, Initiator::Appliance)
+        self.session_up(now, id, s, session, appliance, peer, StartedBy::Appliance)
     }
 
     /// S24 or S34 went out: the stream carries `session` from now on.
@@ -751,7 +751,7 @@ impl CryptoProxy {
         session: u64,
         appliance: String,
         remote: Peer,
-        initiated_by: Initiator,
+        initiated_by: StartedBy,
     ) -> Result<(), Error> {
         self.sessions.insert(session, id);
         s.phase = Phase::Up {
@@ -806,12 +806,12 @@ impl CryptoProxy {
                 if acc.request_id != *request_id
                     || acc.appliance.as_deref() != Some(appliance.as_str())
                 {
-                    self.refuse_stream(now, id, s, RefusalReason::BadRequest, None, None)?;
+                    self.refuse_stream(now, id, s, OffloadRefusal::BadRequest, None, None)?;
                     return Ok(false);
                 }
                 // Sessions may have come up since S32 went out: the bound holds here too.
                 if self.sessions.len() >= self.cfg.max_sessions {
-                    self.refuse_stream(now, id, s, RefusalReason::SessionLimit, None, None)?;
+                    self.refuse_stream(now, id, s, OffloadRefusal::SessionLimit, None, None)?;
                     return Ok(false);
                 }
                 let (peer, appliance) = (peer.clone(), appliance.clone());
@@ -825,7 +825,7 @@ impl CryptoProxy {
             (phase, Message::Refusal(r)) if phase.appliance().is_some() => {
                 // The remote node turned the session down (S32 refused) or ended it.
                 let reason = match r.reason {
-                    RefusalReason::AccessDenied => RefusalReason::RemoteRefused,
+                    OffloadRefusal::AccessDenied => OffloadRefusal::RemoteRefused,
                     other => other,
                 };
                 self.close_stream(s, None)?;
@@ -833,7 +833,7 @@ impl CryptoProxy {
                 Ok(false)
             }
             _ => {
-                self.refuse_stream(now, id, s, RefusalReason::BadRequest, None, None)?;
+                self.refuse_stream(now, id, s, OffloadRefusal::BadRequest, None, None)?;
                 Ok(false)
             }
         }
@@ -852,7 +852,7 @@ impl CryptoProxy {
         touch(s, now, self.cfg.session_idle_timeout);
         if !self.links.get(&appliance).is_some_and(Link::has_room) {
             let busy = Message::Refusal(Refusal {
-                reason: RefusalReason::Busy,
+                reason: OffloadRefusal::Busy,
                 request_id: None,
                 session: 0,
                 appliance: Some(appliance.clone()),
@@ -861,7 +861,7 @@ impl CryptoProxy {
             self.outbox.event(ProxyEvent::Refused {
                 appliance: Some(appliance),
                 remote: Some(peer),
-                reason: RefusalReason::Busy,
+                reason: OffloadRefusal::Busy,
             })?;
             return Ok(true);
         }
@@ -896,17 +896,17 @@ impl CryptoProxy {
                 now,
                 id,
                 s,
-                RefusalReason::BadRequest,
+                OffloadRefusal::BadRequest,
                 Some(req.request_id),
                 None,
             )?;
             return Ok(false);
         };
         let reason = match self.cfg.appliances.get(&appliance) {
-            None => Some(RefusalReason::UnknownAppliance),
-            Some(a) if !a.access.allows(&peer) => Some(RefusalReason::AccessDenied),
+            None => Some(OffloadRefusal::UnknownAppliance),
+            Some(a) if !a.access.allows(&peer) => Some(OffloadRefusal::AccessDenied),
             Some(_) if self.sessions.len() >= self.cfg.max_sessions => {
-                Some(RefusalReason::SessionLimit)
+                Some(OffloadRefusal::SessionLimit)
             }
             Some(_) => None,
         };
@@ -924,7 +924,7 @@ impl CryptoProxy {
                 peer: None,
             }),
         )?;
-        self.session_up(now, id, s, session, appliance, peer, Initiator::Remote)?;
+        self.session_up(now, id, s, session, appliance, peer, StartedBy::Remote)?;
         Ok(true)
     }
 
@@ -965,7 +965,7 @@ impl CryptoProxy {
             Message::ProxyRequest(req) => self.on_appliance_request(now, appliance, req),
             Message::PlainData(m) => self.on_appliance_data(now, appliance, m),
             Message::Close(Close { session }) => {
-                self.close_session(appliance, session, RefusalReason::Closed, None)
+                self.close_session(appliance, session, OffloadRefusal::Closed, None)
             }
             Message::Refusal(r) => {
                 // The appliance refused a session (its table is full).
@@ -987,15 +987,15 @@ impl CryptoProxy {
                 now,
                 appliance,
                 req.request_id,
-                RefusalReason::BadRequest,
+                OffloadRefusal::BadRequest,
             );
         };
         let reason = if self.pending_count() >= self.cfg.max_pending
             || self.streams.len() >= self.cfg.max_streams
         {
-            Some(RefusalReason::Busy)
+            Some(OffloadRefusal::Busy)
         } else if self.sessions.len() >= self.cfg.max_sessions {
-            Some(RefusalReason::SessionLimit)
+            Some(OffloadRefusal::SessionLimit)
         } else {
             None
         };
@@ -1034,7 +1034,7 @@ impl CryptoProxy {
             .and_then(|id| self.streams.get_mut(id))
             .and_then(|s| session_of(s, appliance));
         let Some(s) = stream else {
-            self.notify_appliance(now, appliance, None, m.session, RefusalReason::Closed)?;
+            self.notify_appliance(now, appliance, None, m.session, OffloadRefusal::Closed)?;
             return Err(OffloadError::UnknownSession(m.session).into());
         };
         touch(s, now, self.cfg.session_idle_timeout);
@@ -1054,8 +1054,8 @@ impl CryptoProxy {
         &mut self,
         appliance: &str,
         session: u64,
-        reason: RefusalReason,
-        refusal: Option<RefusalReason>,
+        reason: OffloadRefusal,
+        refusal: Option<OffloadRefusal>,
     ) -> Result<(), Error> {
         let Some(id) = self.sessions.get(&session).copied() else {
             return Err(OffloadError::UnknownSession(session).into());
@@ -1158,11 +1158,11 @@ impl StreamActor for CryptoProxy {
         // driver stopped draining), and a timer has no caller to return it to.
         let _ = match self.streams.remove(&id) {
             Some(Slot::Open(mut s)) => {
-                self.refuse_stream(now, id, &mut s, RefusalReason::Timeout, None, None)
+                self.refuse_stream(now, id, &mut s, OffloadRefusal::Timeout, None, None)
             }
             Some(Slot::Dialing(out)) => {
                 self.outbox.push(Output::StreamClose { id }).and_then(|()| {
-                    let reason = RefusalReason::Timeout;
+                    let reason = OffloadRefusal::Timeout;
                     self.request_gone(now, &out.appliance, out.request_id, None, reason)
                 })
             }
@@ -1180,7 +1180,7 @@ impl StreamActor for CryptoProxy {
         let conn = s.channel.connection();
         if conn.is_established() && s.phase.peer().is_none() {
             let Some(peer) = Peer::from_channel(conn.peer()) else {
-                self.refuse_stream(now, id, s, RefusalReason::AccessDenied, None, None)?;
+                self.refuse_stream(now, id, s, OffloadRefusal::AccessDenied, None, None)?;
                 return Ok(false);
             };
             if let Phase::Accepted { deadline } = s.phase {
@@ -1195,7 +1195,7 @@ impl StreamActor for CryptoProxy {
             let msg = match Message::decode(&bytes, &self.cfg.limits) {
                 Ok(d) => d.message,
                 Err(_) => {
-                    self.refuse_stream(now, id, s, RefusalReason::BadRequest, None, None)?;
+                    self.refuse_stream(now, id, s, OffloadRefusal::BadRequest, None, None)?;
                     return Ok(false);
                 }
             };
@@ -1211,15 +1211,15 @@ impl StreamActor for CryptoProxy {
             let reason = match error {
                 ChannelError::Certificate(_)
                 | ChannelError::ClientCertificateRequired
-                | ChannelError::UnknownPskIdentity => RefusalReason::AccessDenied,
-                _ => RefusalReason::RemoteUnreachable,
+                | ChannelError::UnknownPskIdentity => OffloadRefusal::AccessDenied,
+                _ => OffloadRefusal::RemoteUnreachable,
             };
             self.stream_gone(now, &s.phase, reason)?;
             return Ok(false);
         }
         if s.channel.is_closed() {
             // The peer closed; the stream answered with close-notify and ended.
-            self.stream_gone(now, &s.phase, RefusalReason::Closed)?;
+            self.stream_gone(now, &s.phase, OffloadRefusal::Closed)?;
             return Ok(false);
         }
         Ok(true)
@@ -1265,8 +1265,8 @@ impl TimerTable for CryptoProxy {
                         let _ = self.close_session(
                             &name,
                             session,
-                            RefusalReason::ApplianceUnreachable,
-                            Some(RefusalReason::ApplianceUnreachable),
+                            OffloadRefusal::ApplianceUnreachable,
+                            Some(OffloadRefusal::ApplianceUnreachable),
                         );
                     }
                 }
@@ -1323,7 +1323,7 @@ impl Actor for CryptoProxy {
                     &out.appliance,
                     out.request_id,
                     None,
-                    RefusalReason::RemoteUnreachable,
+                    OffloadRefusal::RemoteUnreachable,
                 ),
                 Some(Slot::Open(mut s)) => {
                     let truncated = s.channel.stream_closed().is_err();
@@ -1332,7 +1332,7 @@ impl Actor for CryptoProxy {
                         self.outbox
                             .event(ProxyEvent::ChannelFailed { stream: id, error })?;
                     }
-                    self.stream_gone(now, &s.phase, RefusalReason::Closed)
+                    self.stream_gone(now, &s.phase, OffloadRefusal::Closed)
                 }
             },
             Input::Packet { .. } => Err(OffloadError::PacketNotTaken.into()),

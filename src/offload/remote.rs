@@ -17,7 +17,7 @@ use super::messages::{
     ProxyRequest, Refusal, SecureData,
 };
 use super::timer::{self, Deadline, Slot, StreamActor, StreamTimer, Streams};
-use super::{Initiator, OffloadError, RefusalReason, backoff, check_name, check_payload};
+use super::{OffloadError, OffloadRefusal, StartedBy, backoff, check_name, check_payload};
 use crate::channel::{ChannelError, ClientConfig, Connection, PeerIdentity, SecureStream};
 use rand_core::CryptoRng;
 
@@ -76,51 +76,61 @@ pub struct RemoteNodeConfig {
     pub channel: Arc<ClientConfig>,
     /// The remote node's datagram socket (S21, S22, S42).
     pub local: SocketAddr,
-    /// Local address for streams it opens; port 0 lets the driver choose.
+    /// Local address for streams it opens; port 0 lets the driver choose. Default:
+    /// `local`'s IP address, port 0.
     pub stream_local: SocketAddr,
     /// PSK mode: the appliances the pre-shared key's proxy deputizes for (a PSK proxy
-    /// shows no certificate, so the key's provisioning is what names them).
+    /// shows no certificate, so the key's provisioning is what names them). Default none.
     pub psk_scope: Vec<String>,
-    /// Which appliances may start sessions (flow B).
+    /// Which appliances may start sessions (flow B). Default [`AppliancePolicy::Any`]:
+    /// any appliance whose proxy proves (with the certificate the channel checks) that it
+    /// deputizes for it — a remote node that listens for flow B streams and wants only its
+    /// own appliances must say so with [`AppliancePolicy::Only`]. The streams arrive on
+    /// whatever port its driver listens on: the one the appliance names in
+    /// [`Appliance::connect`](super::Appliance::connect).
     pub accept: AppliancePolicy,
-    /// When to run S21/S22.
+    /// When to run S21/S22. Default [`Discovery::Always`].
     pub discovery: Discovery,
     /// Wait for S24 before sending S25 (default). `false` pipelines the data right after
     /// S23, as ¶0066 allows (data is lost if the proxy refuses).
     pub await_proxy_accept: bool,
-    /// First S21 retransmission timeout (doubles).
+    /// First S21 retransmission timeout (doubles). Default 500 ms.
     pub request_rto: Duration,
-    /// S21 retransmissions before giving up.
+    /// S21 retransmissions before giving up. Default 4.
     pub request_retries: u32,
     /// After a plaintext attempt (flow A'), how long to wait for S42 before sending S21.
+    /// Default 1 s.
     pub solicit_wait: Duration,
     /// From the first datagram to S24, at most (per set-up; see `setup_restarts`).
+    /// Default 20 s.
     pub setup_timeout: Duration,
     /// Flow A: how many times a set-up the proxy gave up waiting for (its S23 wait ended,
     /// `Refused { Timeout }`, typically after a stream segment was lost several times in a
     /// row) is started again on a new stream to the same proxy, with the queued data and a
     /// fresh `setup_timeout`. A set-up therefore ends within
-    /// `(1 + setup_restarts) × setup_timeout`.
+    /// `(1 + setup_restarts) × setup_timeout`. Default 2.
     pub setup_restarts: u32,
     /// Open-network datagrams to appliances are padded to at least this many bytes, so an
-    /// appliance can answer in full without sending more than it received.
+    /// appliance can answer in full without sending more than it received. Default 192.
     pub probe_len: usize,
-    /// Streams (sessions and sessions being set up), at most.
+    /// Streams (sessions and sessions being set up), at most. Default 16.
     pub max_sessions: usize,
-    /// Appliances being set up at once, at most.
+    /// Appliances being set up at once, at most. Default 16.
     pub max_attempts: usize,
-    /// Messages queued per appliance while its session is set up, at most.
+    /// Messages queued per appliance while its session is set up, at most. Default 16.
     pub max_queued: usize,
-    /// Proxies remembered from designations, at most.
+    /// Proxies remembered from designations, at most. Default 64.
     pub max_known_proxies: usize,
-    /// ¶0062: weak keys shared with individual appliances, by appliance name.
+    /// ¶0062: weak keys shared with individual appliances, by appliance name. Default
+    /// none.
     pub direct_keys: Vec<(String, DirectKey)>,
-    /// Decoding limits.
+    /// Decoding limits. Default [`Limits::default`].
     pub limits: Limits,
 }
 
 impl RemoteNodeConfig {
-    /// A remote node using `channel` toward proxies and `local` for datagrams.
+    /// A remote node using `channel` toward proxies and `local` for datagrams, every
+    /// other field at its documented default.
     pub fn new(channel: ClientConfig, local: SocketAddr) -> Self {
         RemoteNodeConfig {
             channel: Arc::new(channel),
@@ -144,18 +154,6 @@ impl RemoteNodeConfig {
             limits: Limits::default(),
         }
     }
-
-    /// PSK mode: the appliances the key's proxy deputizes for.
-    pub fn with_psk_scope(mut self, appliances: &[&str]) -> Self {
-        self.psk_scope = appliances.iter().map(|a| String::from(*a)).collect();
-        self
-    }
-
-    /// Share a weak key with `appliance` (¶0062).
-    pub fn with_direct_key(mut self, appliance: &str, key: DirectKey) -> Self {
-        self.direct_keys.push((appliance.into(), key));
-        self
-    }
 }
 
 /// What a [`RemoteNode`] tells the application.
@@ -175,7 +173,7 @@ pub enum RemoteEvent {
         /// The appliance.
         appliance: String,
         /// Who started it.
-        initiated_by: Initiator,
+        initiated_by: StartedBy,
     },
     /// Data from an appliance (S36).
     Received {
@@ -189,14 +187,14 @@ pub enum RemoteEvent {
         /// The appliance asked for.
         appliance: String,
         /// Why.
-        reason: RefusalReason,
+        reason: OffloadRefusal,
     },
     /// We declined an appliance-initiated session (S32 not accepted).
     Declined {
         /// The appliance.
         appliance: String,
         /// Why.
-        reason: RefusalReason,
+        reason: OffloadRefusal,
     },
     /// Setting up or running a session failed; queued data was dropped.
     Failed {
@@ -342,8 +340,8 @@ impl Deadline for FlowA {
 /// let home_ca = CertificateAuthority::generate("home CA", &mut rng);
 /// let anchor = UnixTime(1_800_000_000);
 /// let me = home_ca.issue_identity("phone", &[], anchor, 86_400, &mut rng).unwrap();
-/// let channel = ClientConfig::with_ca(TrustStore::with(home_ca.certificate().clone()), "proxy.home", anchor)
-///     .with_client_identity(me);
+/// let trust = TrustStore::with(home_ca.certificate().clone());
+/// let channel = ClientConfig::with_client_certificate(trust, "proxy.home", me, anchor);
 /// let config = RemoteNodeConfig::new(channel, "203.0.113.20:7000".parse().unwrap());
 /// let mut phone = RemoteNode::new(config, Box::new(ChaCha20Rng::seed_from_u64(2)));
 ///
@@ -413,9 +411,22 @@ impl RemoteNode {
     }
 
     /// Remember that `proxy` deputizes for `appliance` (used with
-    /// [`Discovery::WhenUnknown`] to skip S21/S22). The proxy must still prove it.
-    pub fn learn_proxy(&mut self, appliance: &str, proxy: SocketAddr) -> Result<(), Error> {
+    /// [`Discovery::WhenUnknown`] to skip S21/S22). The proxy must still prove it. `now`
+    /// is taken as by every command (docs/architecture.md, "API conventions"); the cache
+    /// has no expiry today.
+    pub fn learn_proxy(
+        &mut self,
+        _now: Instant,
+        appliance: &str,
+        proxy: SocketAddr,
+    ) -> Result<(), Error> {
         check_name(appliance)?;
+        self.remember_proxy(appliance, proxy);
+        Ok(())
+    }
+
+    /// Remember `proxy` for `appliance`, forgetting another if the cache is full.
+    fn remember_proxy(&mut self, appliance: &str, proxy: SocketAddr) {
         if !self.known_proxies.contains_key(appliance)
             && self.known_proxies.len() >= self.cfg.max_known_proxies
         {
@@ -423,11 +434,30 @@ impl RemoteNode {
             self.known_proxies.pop_first();
         }
         self.known_proxies.insert(appliance.into(), proxy);
-        Ok(())
+    }
+
+    /// Send `data` on the session that is up with `appliance`, whichever side started it:
+    /// the way to answer an appliance that opened a flow B session (whose address the
+    /// remote node never learns) — no [`Target`] needed. Fails with
+    /// [`OffloadError::NoSession`] when no session with `appliance` is up; use
+    /// [`RemoteNode::send`] to set one up.
+    pub fn send_on_session(
+        &mut self,
+        _now: Instant,
+        appliance: &str,
+        data: &[u8],
+    ) -> Result<(), Error> {
+        check_payload(data)?;
+        let id = *self
+            .up
+            .get(appliance)
+            .ok_or_else(|| OffloadError::NoSession(appliance.into()))?;
+        self.send_secure(id, data)
     }
 
     /// Send `data` to the appliance securely, through its proxy (flow A). Queued while the
-    /// session is set up.
+    /// session is set up. With a session up (either flow) it goes on that session and
+    /// `target.addr` is not used; [`RemoteNode::send_on_session`] needs no address.
     pub fn send(&mut self, now: Instant, target: &Target, data: &[u8]) -> Result<(), Error> {
         check_payload(data)?;
         check_name(&target.name)?;
@@ -487,7 +517,12 @@ impl RemoteNode {
 
     /// ¶0062: seal `data` with the weak key shared with this appliance and send it straight
     /// to the appliance (no proxy).
-    pub fn send_direct(&mut self, target: &Target, data: &[u8]) -> Result<(), Error> {
+    pub fn send_direct(
+        &mut self,
+        _now: Instant,
+        target: &Target,
+        data: &[u8],
+    ) -> Result<(), Error> {
         check_payload(data)?;
         let key = self
             .cfg
@@ -503,7 +538,7 @@ impl RemoteNode {
     }
 
     /// End the session with `appliance` (close-notify).
-    pub fn close(&mut self, appliance: &str) -> Result<(), Error> {
+    pub fn close(&mut self, _now: Instant, appliance: &str) -> Result<(), Error> {
         let id = self
             .up
             .remove(appliance)
@@ -749,7 +784,7 @@ impl RemoteNode {
             Err(e) => {
                 self.fail(
                     Some(name.into()),
-                    OffloadError::Refused(RefusalReason::SessionLimit),
+                    OffloadError::Refused(OffloadRefusal::SessionLimit),
                 )?;
                 Err(e)
             }
@@ -812,7 +847,7 @@ impl RemoteNode {
         )?;
         s.phase = Phase::Requested(flow);
         if !self.cfg.await_proxy_accept {
-            self.session_up(id, s, &name, Initiator::Remote)?;
+            self.session_up(id, s, &name, StartedBy::Remote)?;
         }
         Ok(true)
     }
@@ -823,7 +858,7 @@ impl RemoteNode {
         id: StreamId,
         s: &mut Open,
         name: &str,
-        initiated_by: Initiator,
+        initiated_by: StartedBy,
     ) -> Result<(), Error> {
         s.phase = Phase::Up {
             appliance: name.into(),
@@ -842,7 +877,7 @@ impl RemoteNode {
             queued = a.queued;
         }
         if let Some(proxy) = learned {
-            self.learn_proxy(name, proxy)?;
+            self.remember_proxy(name, proxy);
         }
         self.up.insert(name.into(), id);
         self.outbox.event(RemoteEvent::SessionUp {
@@ -879,7 +914,7 @@ impl RemoteNode {
             {
                 // S24.
                 let name = appliance.unwrap_or_default();
-                self.session_up(id, s, &name, Initiator::Remote)?;
+                self.session_up(id, s, &name, StartedBy::Remote)?;
                 Ok(true)
             }
             Message::ProxyAccept(_) if up && !self.cfg.await_proxy_accept => Ok(true),
@@ -903,7 +938,7 @@ impl RemoteNode {
             Message::Refusal(Refusal {
                 reason, appliance, ..
             }) => {
-                if reason == RefusalReason::Timeout && self.restart_set_up(now, id, s)? {
+                if reason == OffloadRefusal::Timeout && self.restart_set_up(now, id, s)? {
                     return Ok(false);
                 }
                 // Flow B refusals name the appliance the stream was opened for.
@@ -915,7 +950,7 @@ impl RemoteNode {
                     appliance: appliance.clone().unwrap_or_default(),
                     reason,
                 })?;
-                if reason == RefusalReason::Busy && up {
+                if reason == OffloadRefusal::Busy && up {
                     return Ok(true);
                 }
                 if up {
@@ -962,7 +997,7 @@ impl RemoteNode {
                 Ok(true)
             }
             Err(e) => {
-                self.fail(Some(name), OffloadError::Refused(RefusalReason::Timeout))?;
+                self.fail(Some(name), OffloadError::Refused(OffloadRefusal::Timeout))?;
                 Err(e)
             }
         }
@@ -999,7 +1034,7 @@ impl RemoteNode {
         };
         if deputy.is_err() || !accepted {
             let refusal = Message::Refusal(Refusal {
-                reason: RefusalReason::AccessDenied,
+                reason: OffloadRefusal::AccessDenied,
                 request_id: Some(req.request_id),
                 session: 0,
                 appliance: Some(name.clone()),
@@ -1013,7 +1048,7 @@ impl RemoteNode {
                     self.end_channel(s)?;
                     self.outbox.event(RemoteEvent::Declined {
                         appliance: name,
-                        reason: RefusalReason::AccessDenied,
+                        reason: OffloadRefusal::AccessDenied,
                     })?;
                 }
             }
@@ -1028,7 +1063,7 @@ impl RemoteNode {
                 designation: None,
             }),
         )?;
-        self.session_up(id, s, &name, Initiator::Appliance)?;
+        self.session_up(id, s, &name, StartedBy::Appliance)?;
         Ok(true)
     }
 }
@@ -1178,7 +1213,7 @@ impl StreamActor for RemoteNode {
                 if s.phase.up().is_some() {
                     self.outbox.event(RemoteEvent::Closed { appliance: name })?;
                 } else {
-                    self.fail(Some(name), OffloadError::Refused(RefusalReason::Closed))?;
+                    self.fail(Some(name), OffloadError::Refused(OffloadRefusal::Closed))?;
                 }
             }
             return Ok(false);
@@ -1343,7 +1378,7 @@ impl Actor for RemoteNode {
                             if let Some(name) = up {
                                 return self.outbox.event(RemoteEvent::Closed { appliance: name });
                             }
-                            OffloadError::Refused(RefusalReason::Closed)
+                            OffloadError::Refused(OffloadRefusal::Closed)
                         }
                         Err(_) => OffloadError::Channel(
                             s.channel
@@ -1390,13 +1425,13 @@ mod tests {
         let mut n = node(|c| c.max_known_proxies = 2);
         let proxy: SocketAddr = "192.168.0.2:8443".parse().unwrap();
         for name in ["aircon", "fridge", "microwave"] {
-            n.learn_proxy(name, proxy).unwrap();
+            n.learn_proxy(Instant::ZERO, name, proxy).unwrap();
         }
         assert_eq!(n.known_proxies.len(), 2);
         assert_eq!(n.known_proxy("aircon"), None, "the first name went");
         assert_eq!(n.known_proxy("microwave"), Some(proxy));
         assert_eq!(
-            n.learn_proxy("", proxy),
+            n.learn_proxy(Instant::ZERO, "", proxy),
             Err(Error::Offload(OffloadError::BadName))
         );
     }
@@ -1429,8 +1464,12 @@ mod tests {
         assert!(closed, "the extra stream is closed at once");
         // An outbound session set-up is refused by the same bound.
         let target = Target::new("microwave", "192.168.0.10:5683".parse().unwrap());
-        n.learn_proxy("microwave", "192.168.0.2:8443".parse().unwrap())
-            .unwrap();
+        n.learn_proxy(
+            Instant::ZERO,
+            "microwave",
+            "192.168.0.2:8443".parse().unwrap(),
+        )
+        .unwrap();
         n.cfg.discovery = Discovery::WhenUnknown;
         assert_eq!(
             n.send(now, &target, b"x"),

@@ -3,6 +3,7 @@
 //! (S207), and opens the direct connection (S208–S209).
 
 use alloc::collections::{BTreeMap, VecDeque};
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
@@ -17,80 +18,149 @@ use super::messages::{
     REGISTRATION_MAC_LEN, Refused, Register, SYNC, SealedPassword, ToAcceptor,
 };
 use super::peer::{Endpoints, PeerConfig, PeerSession, Side, route_datagram};
-use super::{DeviceId, PeerFailure, RefusalReason, RendezvousError, RendezvousEvent};
+use super::{DeviceId, PeerFailure, RendezvousError, RendezvousEvent, RequestRefusal};
 use crate::channel::SecureStream;
 use crate::channel::{ClientAuthMode, ClientConfig, Connection};
-use crate::crypto::cert::{Identity, TrustStore};
+use crate::crypto::cert::{CertifiedKey, TrustStore};
 use crate::io::{Input, Outbox, Output, StreamId, Transmit};
 use crate::wire::{Limits, Message};
 use crate::{Error, Instant, Rng, UnixTime};
 
-/// Configuration of an [`Acceptor`].
+/// The values an [`AcceptorConfig`] has no default for, by name: the three addresses
+/// cannot be swapped without it showing.
 #[derive(Debug)]
-pub struct AcceptorConfig {
+pub struct AcceptorParams {
     /// This device's ID.
     pub device: DeviceId,
     /// The key its registrations are MAC'd with.
     pub registration_key: RegistrationKey,
-    /// The channel to the server: the CA that certifies the server, the server's name,
-    /// and this device's certificate and key (client authentication, S206).
-    pub channel: Arc<ClientConfig>,
-    /// The server's UDP address (registrations).
+    /// The device's certificate (naming [`DeviceId::certificate_name`]) and key, presented
+    /// to the server on its device port (S206). Shared, not copied.
+    pub identity: Arc<CertifiedKey>,
+    /// The CAs that certify the server.
+    pub trust: TrustStore,
+    /// The name the server's certificate must carry.
+    pub server_name: String,
+    /// The server's UDP address (registrations; seed: 130.74.23.6:1200).
     pub server_udp: SocketAddr,
-    /// The server's device stream address.
+    /// The server's device stream address (seed: port 1300;
+    /// [`RendezvousServerConfig::device_stream`](super::RendezvousServerConfig::device_stream)).
     pub server_stream: SocketAddr,
-    /// This device's UDP socket: registrations leave from it, and it is the device's
-    /// end of the direct connection (seed: 192.168.1.3:2000).
+    /// This device's UDP socket (seed: 192.168.1.3:2000).
     pub local: SocketAddr,
     /// The password issuers must know.
     pub password: Password,
     /// Wall-clock time at `Instant::ZERO`.
     pub time_anchor: UnixTime,
+}
+
+/// Configuration of an [`Acceptor`]: [`AcceptorConfig::new`] takes what has no default,
+/// every other field is public and starts at the default its documentation states.
+///
+/// ```
+/// use std::sync::Arc;
+/// use deputy::UnixTime;
+/// use deputy::crypto::cert::{CertificateAuthority, TrustStore};
+/// use deputy::rendezvous::{AcceptorConfig, AcceptorParams, DeviceId, Password, RegistrationKey};
+/// use rand_core::SeedableRng;
+///
+/// let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+/// let anchor = UnixTime(1_800_000_000);
+/// let ca = CertificateAuthority::generate("operator CA", &mut rng);
+/// let device = DeviceId(2133);
+/// let identity = ca.issue_identity(&device.certificate_name(), &[], anchor, 86_400, &mut rng).unwrap();
+/// let mut config = AcceptorConfig::new(AcceptorParams {
+///     device,
+///     registration_key: RegistrationKey::from_bytes([9; 32]),
+///     identity: Arc::new(identity),
+///     trust: TrustStore::with(ca.certificate().clone()),
+///     server_name: "rendezvous.example".into(),
+///     server_udp: "130.74.23.6:1200".parse().unwrap(),
+///     server_stream: "130.74.23.6:1300".parse().unwrap(),
+///     local: "192.168.1.3:2000".parse().unwrap(),
+///     password: Password::new(b"2133-secret", &mut rng).unwrap(),
+///     time_anchor: anchor,
+/// });
+/// config.max_sessions = 8;
+/// ```
+#[derive(Debug)]
+pub struct AcceptorConfig {
+    /// This device's ID. No default.
+    pub device: DeviceId,
+    /// The key its registrations are MAC'd with. No default.
+    pub registration_key: RegistrationKey,
+    /// The channel to the server: the CA that certifies the server, the server's name,
+    /// and this device's certificate and key (client authentication, S206). Built from
+    /// [`AcceptorParams`]; its own knobs at the channel's defaults.
+    pub channel: Arc<ClientConfig>,
+    /// The server's UDP address (registrations). No default.
+    pub server_udp: SocketAddr,
+    /// The server's device stream address. No default.
+    pub server_stream: SocketAddr,
+    /// This device's UDP socket: registrations leave from it, and it is the device's
+    /// end of the direct connection (seed: 192.168.1.3:2000). No default.
+    pub local: SocketAddr,
+    /// The password issuers must know. No default.
+    pub password: Password,
+    /// Wall-clock time at `Instant::ZERO`. No default.
+    pub time_anchor: UnixTime,
     /// Registration interval, chosen at random in this range each time (default 20–26 s:
     /// NAT bindings commonly expire after 30 s).
     pub keepalive: (Duration, Duration),
-    /// A registration without acknowledgment is repeated after this long.
+    /// A registration without acknowledgment is repeated after this long. Default 2 s.
     pub ack_timeout: Duration,
     /// Repeats of an unacknowledged registration before waiting for the next interval.
+    /// Default 3.
     pub register_retries: u32,
-    /// Notices older than this (by the server's clock) are ignored.
+    /// Notices older than this (by the server's clock) are ignored. Default 60 s.
     pub notice_max_age: Duration,
-    /// The largest clock correction accepted from the server.
+    /// The largest clock correction accepted from the server. Default one day.
     pub max_clock_correction: Duration,
-    /// Wrong-password back-off.
+    /// Wrong-password back-off. Default [`BackoffConfig::default`].
     pub backoff: BackoffConfig,
-    /// Hole punching and the direct link.
+    /// Hole punching and the direct link. Default [`PeerConfig::default`].
     pub peer: PeerConfig,
-    /// Requests and connections at once.
+    /// Requests and connections at once. Default 4.
     pub max_sessions: usize,
-    /// Notices waiting to be fetched.
+    /// Notices waiting to be fetched. Default 8.
     pub max_pending: usize,
     /// The first wait before the server channel is opened again after it failed with
-    /// requests still to fetch (it doubles with each further failure in a row).
+    /// requests still to fetch (it doubles with each further failure in a row). Default
+    /// 1 s.
     pub reconnect_backoff: Duration,
     /// Failures of the server channel in a row after which the requests it still had to
-    /// fetch are dropped (the server refuses them to their issuers).
+    /// fetch are dropped (the server refuses them to their issuers). Default 3.
     pub reconnects: u32,
+    /// After the acceptor has sent its share (Accept), how long it waits for the issuer's
+    /// sealed password before it drops the request (S207). Default 30 s: the issuer seals
+    /// as soon as the share arrives, so this only has to cover the relay through the
+    /// server and a slow issuer; a request still waiting holds one of `max_sessions`.
+    pub password_wait: Duration,
 }
 
 impl AcceptorConfig {
-    /// A configuration with defaults: the device's `identity` (a certificate naming
-    /// [`DeviceId::certificate_name`]) for S206, `trust` for the server's certificate.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        device: DeviceId,
-        registration_key: RegistrationKey,
-        identity: Identity,
-        trust: TrustStore,
-        server_name: &str,
-        server_udp: SocketAddr,
-        server_stream: SocketAddr,
-        local: SocketAddr,
-        password: Password,
-        time_anchor: UnixTime,
-    ) -> AcceptorConfig {
-        let channel =
-            ClientConfig::with_ca(trust, server_name, time_anchor).with_client_identity(identity);
+    /// A configuration from `params`, every other field at its documented default.
+    pub fn new(params: AcceptorParams) -> AcceptorConfig {
+        let AcceptorParams {
+            device,
+            registration_key,
+            identity,
+            trust,
+            server_name,
+            server_udp,
+            server_stream,
+            local,
+            password,
+            time_anchor,
+        } = params;
+        let channel = ClientConfig::new(
+            ClientAuthMode::Certificate {
+                trust,
+                server_name,
+                identity: Some(identity),
+            },
+            time_anchor,
+        );
         AcceptorConfig {
             device,
             registration_key,
@@ -111,6 +181,7 @@ impl AcceptorConfig {
             max_pending: 8,
             reconnect_backoff: Duration::from_secs(1),
             reconnects: 3,
+            password_wait: Duration::from_secs(30),
         }
     }
 }
@@ -205,8 +276,6 @@ impl ServerLink {
     }
 }
 
-/// How long an accepted offer waits for the sealed password.
-const PASSWORD_WAIT: Duration = Duration::from_secs(30);
 /// How long the acceptor waits for the issuer's next Sync.
 const SYNC_WAIT: Duration = Duration::from_secs(10);
 /// Request ids remembered to ignore repeated notices.
@@ -576,7 +645,7 @@ impl Acceptor {
         }
     }
 
-    fn refuse(&mut self, request: u64, reason: RefusalReason) -> Result<(), Error> {
+    fn refuse(&mut self, request: u64, reason: RequestRefusal) -> Result<(), Error> {
         self.send_server(&Refused::new(request, reason).encode()?)
     }
 
@@ -584,7 +653,7 @@ impl Acceptor {
     fn refuse_waiting(
         &mut self,
         request: u64,
-        reason: RefusalReason,
+        reason: RequestRefusal,
         device_wide: bool,
     ) -> Result<(), Error> {
         let msg = Refused {
@@ -600,13 +669,13 @@ impl Acceptor {
     fn on_offer(&mut self, now: Instant, offer: Offer) -> Result<(), Error> {
         self.stats.offers += 1;
         if offer.device != self.cfg.device {
-            return self.refuse(offer.request, RefusalReason::ProtocolError);
+            return self.refuse(offer.request, RequestRefusal::ProtocolError);
         }
         if self.requests.len() + self.sessions.len() >= self.cfg.max_sessions
             || self.requests.contains_key(&offer.request)
             || self.sessions.contains_key(&offer.request)
         {
-            return self.refuse(offer.request, RefusalReason::Busy);
+            return self.refuse(offer.request, RequestRefusal::Busy);
         }
         self.outbox.event(RendezvousEvent::ConnectionRequested {
             request: offer.request,
@@ -616,7 +685,7 @@ impl Acceptor {
         if let Err(wait) = self.backoff.check(issuer, now) {
             // Backing off: refuse before the issuer can even send a password.
             self.stats.refused_unchecked += 1;
-            let reason = RefusalReason::RateLimited {
+            let reason = RequestRefusal::RateLimited {
                 retry_after: wait.retry_after,
             };
             self.outbox.event(RendezvousEvent::PasswordRefused {
@@ -646,7 +715,7 @@ impl Acceptor {
         let signature = sign_transcript(&identity.key, &transcript);
         let (public, random) = (share.public, share.random);
         let Ok(keys) = SessionKeys::derive(share.key_pair, &offer.share, transcript) else {
-            return self.refuse(offer.request, RefusalReason::ProtocolError);
+            return self.refuse(offer.request, RequestRefusal::ProtocolError);
         };
         let accept = Accept {
             request: offer.request,
@@ -662,7 +731,7 @@ impl Acceptor {
                 candidates: offer.candidates,
                 keys,
                 accepted_at: now,
-                deadline: now + PASSWORD_WAIT,
+                deadline: now + self.cfg.password_wait,
             },
         );
         self.send_server(&accept)
@@ -678,7 +747,7 @@ impl Acceptor {
         let issuer = pending.issuer_addr.ip();
         if let Err(wait) = self.backoff.check(issuer, now) {
             self.stats.refused_unchecked += 1;
-            let reason = RefusalReason::RateLimited {
+            let reason = RequestRefusal::RateLimited {
                 retry_after: wait.retry_after,
             };
             self.outbox.event(RendezvousEvent::PasswordRefused {
@@ -723,10 +792,10 @@ impl Acceptor {
                 self.stats.wrong_passwords += 1;
                 let wait = self.backoff.failure(issuer, now);
                 let reason = match verdict {
-                    Ok(_) => RefusalReason::WrongPassword {
+                    Ok(_) => RequestRefusal::WrongPassword {
                         retry_after: wait.retry_after,
                     },
-                    Err(_) => RefusalReason::ProtocolError,
+                    Err(_) => RequestRefusal::ProtocolError,
                 };
                 self.outbox.event(RendezvousEvent::PasswordRefused {
                     request,
@@ -812,7 +881,7 @@ enum Timer {
     ServerChannel,
     /// The server channel opens again after a failure.
     ServerReconnect,
-    /// An accepted offer waits for its sealed password ([`PASSWORD_WAIT`]).
+    /// An accepted offer waits for its sealed password ([`AcceptorConfig::password_wait`]).
     PasswordWait(u64),
     /// A session waits for the issuer's next Sync ([`SYNC_WAIT`]).
     SyncWait(u64),
@@ -1000,18 +1069,18 @@ mod tests {
             .issue_identity("device-2133", &[], ANCHOR, 86_400, &mut rng)
             .unwrap();
         let key = DerivedRegistrationKeys::new([1; 32]).device_key(DeviceId(2133));
-        let mut cfg = AcceptorConfig::new(
-            DeviceId(2133),
-            key.clone(),
-            id,
-            TrustStore::with(ca.certificate().clone()),
-            "rendezvous.example",
-            server_udp(),
-            "130.74.23.6:1300".parse().unwrap(),
-            "192.168.1.3:2000".parse().unwrap(),
-            Password::new(b"pw", &mut rng).unwrap(),
-            ANCHOR,
-        );
+        let mut cfg = AcceptorConfig::new(AcceptorParams {
+            device: DeviceId(2133),
+            registration_key: key.clone(),
+            identity: Arc::new(id),
+            trust: TrustStore::with(ca.certificate().clone()),
+            server_name: "rendezvous.example".into(),
+            server_udp: server_udp(),
+            server_stream: "130.74.23.6:1300".parse().unwrap(),
+            local: "192.168.1.3:2000".parse().unwrap(),
+            password: Password::new(b"pw", &mut rng).unwrap(),
+            time_anchor: ANCHOR,
+        });
         tweak(&mut cfg);
         (Acceptor::new(cfg, Box::new(rng)), key)
     }

@@ -10,16 +10,16 @@ use crate::Instant;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BackoffConfig {
     /// The first wait after a wrong password from an issuer; it doubles with each further
-    /// failure from that issuer.
+    /// failure from that issuer. Default 1 s.
     pub base: Duration,
-    /// The longest wait.
+    /// The longest wait. Default 15 minutes.
     pub max: Duration,
     /// Wrong passwords (from anyone) the device tolerates before it backs off as a whole;
-    /// each failure beyond doubles the device-wide wait.
+    /// each failure beyond doubles the device-wide wait. Default 5.
     pub device_threshold: u32,
-    /// A device-wide failure count resets after this long without failures.
+    /// A device-wide failure count resets after this long without failures. Default one hour.
     pub device_reset_after: Duration,
-    /// Issuers remembered (the oldest penalty is forgotten first).
+    /// Issuers remembered (the oldest penalty is forgotten first). Default 256.
     pub max_issuers: usize,
 }
 

@@ -3,6 +3,7 @@
 //! connection (S208–S209).
 
 use alloc::collections::BTreeMap;
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
@@ -16,7 +17,7 @@ use super::messages::{
     SealedPassword, ToIssuer,
 };
 use super::peer::{Endpoints, PeerConfig, PeerSession, Side, route_datagram};
-use super::{DeviceId, PeerFailure, RefusalReason, RendezvousError, RendezvousEvent};
+use super::{DeviceId, PeerFailure, RendezvousError, RendezvousEvent, RequestRefusal};
 use crate::channel::SecureStream;
 use crate::channel::{ClientConfig, Connection};
 use crate::crypto::cert::TrustStore;
@@ -24,56 +25,100 @@ use crate::io::{Input, Outbox, Output, StreamId, Transmit};
 use crate::wire::{Limits, Message, WireError};
 use crate::{Error, Instant, Rng, UnixTime};
 
-/// Configuration of an [`Issuer`].
+/// The values an [`IssuerConfig`] has no default for, by name: the three addresses
+/// cannot be swapped without it showing.
 #[derive(Debug)]
-pub struct IssuerConfig {
-    /// The channel to the server: the CA that certifies it and its name.
-    pub channel: Arc<ClientConfig>,
-    /// The CAs whose device certificates the issuer accepts for acceptors.
-    pub device_trust: TrustStore,
-    /// The server's issuer stream address (seed: 130.74.23.6:1201).
+pub struct IssuerParams {
+    /// The CAs that certify both the server and the devices' certificates.
+    pub trust: TrustStore,
+    /// The name the server's certificate must carry.
+    pub server_name: String,
+    /// The server's issuer stream address (seed: 130.74.23.6:1201;
+    /// [`RendezvousServerConfig::issuer_stream`](super::RendezvousServerConfig::issuer_stream)).
     pub server_stream: SocketAddr,
-    /// The server's UDP address (for the probe).
+    /// The server's UDP address (for the probe; seed: 130.74.23.6:1200).
     pub server_udp: SocketAddr,
     /// The issuer's UDP socket for the direct connection (seed: 192.168.1.11:1600).
     pub local: SocketAddr,
-    /// A public address mapped to `local` by a static NAPT entry or UPnP (¶0109), if any
-    /// (seed: 4.17.168.2:5000).
-    pub declared: Option<SocketAddr>,
     /// Wall-clock time at `Instant::ZERO`.
     pub time_anchor: UnixTime,
-    /// Hole punching and the direct link.
+}
+
+/// Configuration of an [`Issuer`]: [`IssuerConfig::new`] takes what has no default, every
+/// other field is public and starts at the default its documentation states.
+///
+/// ```
+/// use deputy::UnixTime;
+/// use deputy::crypto::cert::{CertificateAuthority, TrustStore};
+/// use deputy::rendezvous::{IssuerConfig, IssuerParams};
+/// use rand_core::SeedableRng;
+///
+/// let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+/// let ca = CertificateAuthority::generate("operator CA", &mut rng);
+/// let mut config = IssuerConfig::new(IssuerParams {
+///     trust: TrustStore::with(ca.certificate().clone()),
+///     server_name: "rendezvous.example".into(),
+///     server_stream: "130.74.23.6:1201".parse().unwrap(),
+///     server_udp: "130.74.23.6:1200".parse().unwrap(),
+///     local: "192.168.1.11:1600".parse().unwrap(),
+///     time_anchor: UnixTime(1_800_000_000),
+/// });
+/// config.declared = Some("4.17.168.2:5000".parse().unwrap()); // a static NAPT entry (¶0109)
+/// ```
+#[derive(Debug)]
+pub struct IssuerConfig {
+    /// The channel to the server: the CA that certifies it and its name. Built from
+    /// [`IssuerParams`]; its own knobs at the channel's defaults.
+    pub channel: Arc<ClientConfig>,
+    /// The CAs whose device certificates the issuer accepts for acceptors. Default
+    /// [`IssuerParams::trust`].
+    pub device_trust: TrustStore,
+    /// The server's issuer stream address (seed: 130.74.23.6:1201). No default.
+    pub server_stream: SocketAddr,
+    /// The server's UDP address (for the probe). No default.
+    pub server_udp: SocketAddr,
+    /// The issuer's UDP socket for the direct connection (seed: 192.168.1.11:1600). No
+    /// default.
+    pub local: SocketAddr,
+    /// A public address mapped to `local` by a static NAPT entry or UPnP (¶0109), if any
+    /// (seed: 4.17.168.2:5000). Default `None`.
+    pub declared: Option<SocketAddr>,
+    /// Wall-clock time at `Instant::ZERO`. No default.
+    pub time_anchor: UnixTime,
+    /// Hole punching and the direct link. Default [`PeerConfig::default`].
     pub peer: PeerConfig,
-    /// Time between UDP probes until the server answers.
+    /// Time between UDP probes until the server answers. Default 500 ms.
     pub probe_interval: Duration,
-    /// Probes sent at most.
+    /// Probes sent at most. Default 6.
     pub probes: u32,
-    /// A request must reach the punching stage within this time.
+    /// A request must reach the punching stage within this time. Default 60 s.
     pub request_timeout: Duration,
-    /// Requests and connections at once.
+    /// Requests and connections at once. Default 4.
     pub max_sessions: usize,
     /// Times a request whose server channel failed before its password was sealed is sent
     /// again on a new stream (issue 13 item 3; the password only leaves sealed, so after
-    /// that a failure ends the request).
+    /// that a failure ends the request). Default 2.
     pub server_restarts: u32,
-    /// The first wait before such a new stream (it doubles with each restart).
+    /// The first wait before such a new stream (it doubles with each restart). Default
+    /// 1 s.
     pub restart_backoff: Duration,
 }
 
 impl IssuerConfig {
-    /// A configuration with defaults; `trust` certifies both the server and the devices.
-    pub fn new(
-        trust: TrustStore,
-        server_name: &str,
-        server_stream: SocketAddr,
-        server_udp: SocketAddr,
-        local: SocketAddr,
-        time_anchor: UnixTime,
-    ) -> IssuerConfig {
+    /// A configuration from `params`, every other field at its documented default.
+    pub fn new(params: IssuerParams) -> IssuerConfig {
+        let IssuerParams {
+            trust,
+            server_name,
+            server_stream,
+            server_udp,
+            local,
+            time_anchor,
+        } = params;
         IssuerConfig {
             channel: Arc::new(ClientConfig::with_ca(
                 trust.clone(),
-                server_name,
+                &server_name,
                 time_anchor,
             )),
             device_trust: trust,
@@ -90,12 +135,6 @@ impl IssuerConfig {
             server_restarts: 2,
             restart_backoff: Duration::from_secs(1),
         }
-    }
-
-    /// Declare a static or UPnP mapping of `local` (¶0109).
-    pub fn with_declared(mut self, public: SocketAddr) -> Self {
-        self.declared = Some(public);
-        self
     }
 }
 
@@ -417,7 +456,7 @@ impl Issuer {
             Some(&device.certificate_name()),
         ) {
             Ok(c) => c,
-            Err(_) => return self.end_request(request, RefusalReason::NotAuthorized),
+            Err(_) => return self.end_request(request, RequestRefusal::NotAuthorized),
         };
         let transcript = TranscriptInput {
             request,
@@ -432,10 +471,10 @@ impl Issuer {
             .verify_signature(ACCEPTOR_SIGN_CONTEXT, &transcript, &hello.signature)
             .is_err()
         {
-            return self.end_request(request, RefusalReason::NotAuthorized);
+            return self.end_request(request, RequestRefusal::NotAuthorized);
         }
         let Ok(keys) = SessionKeys::derive(share.key_pair, &hello.share, transcript) else {
-            return self.end_request(request, RefusalReason::ProtocolError);
+            return self.end_request(request, RequestRefusal::ProtocolError);
         };
         let r = self
             .requests
@@ -494,7 +533,7 @@ impl Issuer {
         self.send_server(request, &msg)
     }
 
-    fn end_request(&mut self, request: u64, reason: RefusalReason) -> Result<(), Error> {
+    fn end_request(&mut self, request: u64, reason: RequestRefusal) -> Result<(), Error> {
         if let Some(mut r) = self.requests.remove(&request) {
             // The refusal is reported even if the outbox refused the close (both are
             // attempted; a refused one is counted as lost).
@@ -556,22 +595,22 @@ impl Issuer {
         }
         // Requests that lost their server (sent again on a new stream while that is
         // allowed), or did not reach punching in time.
-        let stale: Vec<(u64, RefusalReason)> = self
+        let stale: Vec<(u64, RequestRefusal)> = self
             .requests
             .iter()
             .filter(|(id, _)| !self.sessions.contains_key(id))
             .filter_map(|(id, r)| {
                 if now >= r.deadline {
-                    Some((*id, RefusalReason::Timeout))
+                    Some((*id, RequestRefusal::Timeout))
                 } else if r.server.is_closed() && !matches!(r.stage, Stage::Reopen(_)) {
-                    Some((*id, RefusalReason::ProtocolError))
+                    Some((*id, RequestRefusal::ProtocolError))
                 } else {
                     None
                 }
             })
             .collect();
         for (id, reason) in stale {
-            if reason == RefusalReason::ProtocolError && self.schedule_restart(now, id) {
+            if reason == RequestRefusal::ProtocolError && self.schedule_restart(now, id) {
                 continue;
             }
             result = result.and(self.end_request(id, reason));
@@ -759,14 +798,14 @@ mod tests {
     /// An issuer's configuration with the seed's addresses and a fresh CA.
     fn config(rng: &mut ChaCha20Rng) -> IssuerConfig {
         let ca = CertificateAuthority::generate("CA", rng);
-        IssuerConfig::new(
-            TrustStore::with(ca.certificate().clone()),
-            "rendezvous.example",
-            "130.74.23.6:1201".parse().unwrap(),
-            "130.74.23.6:1200".parse().unwrap(),
-            "192.168.1.11:1600".parse().unwrap(),
-            UnixTime(1_800_000_000),
-        )
+        IssuerConfig::new(IssuerParams {
+            trust: TrustStore::with(ca.certificate().clone()),
+            server_name: "rendezvous.example".into(),
+            server_stream: "130.74.23.6:1201".parse().unwrap(),
+            server_udp: "130.74.23.6:1200".parse().unwrap(),
+            local: "192.168.1.11:1600".parse().unwrap(),
+            time_anchor: UnixTime(1_800_000_000),
+        })
     }
 
     #[test]

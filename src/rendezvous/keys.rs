@@ -25,7 +25,7 @@ use zeroize::Zeroizing;
 
 use super::DeviceId;
 use crate::crypto::aead::{AeadAlg, AeadKey, NONCE_LEN};
-use crate::crypto::cert::KeyPair as SigningKeyPair;
+use crate::crypto::cert::SigningKeyPair;
 use crate::crypto::dh::{Group, KeyPair};
 use crate::crypto::kdf::{Prk, hmac_sha256, hmac_sha256_parts};
 use crate::crypto::{CryptoError, ct_eq};
@@ -121,11 +121,33 @@ impl fmt::Debug for Password {
 }
 
 impl Password {
+    /// The shortest password (bytes).
+    pub const MIN_LEN: usize = 1;
     /// The longest password (bytes).
     pub const MAX_LEN: usize = 64;
 
-    /// A verifier for `password` (1 to [`Password::MAX_LEN`] bytes).
-    pub fn new(password: &[u8], rng: &mut dyn CryptoRng) -> Result<Self, super::RendezvousError> {
+    /// Whether `password` is acceptable: [`Password::MIN_LEN`] to [`Password::MAX_LEN`]
+    /// bytes (any bytes). [`Password::new`] and an issuer's
+    /// [`connect`](super::Issuer::connect) refuse anything else with
+    /// [`RendezvousError::BadPassword`](super::RendezvousError::BadPassword); a user
+    /// interface can check first.
+    pub fn check(password: &[u8]) -> Result<(), crate::Error> {
+        check_password(password).map_err(Into::into)
+    }
+
+    /// A verifier for `password` ([`Password::check`] says which are accepted).
+    ///
+    /// ```
+    /// use deputy::rendezvous::Password;
+    /// use rand_core::SeedableRng;
+    ///
+    /// let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+    /// let password = Password::new(b"2133-secret", &mut rng)?;
+    /// assert!(password.matches(b"2133-secret"));
+    /// assert!(Password::check(&[b'x'; Password::MAX_LEN + 1]).is_err());
+    /// # Ok::<(), deputy::Error>(())
+    /// ```
+    pub fn new(password: &[u8], rng: &mut dyn CryptoRng) -> Result<Self, crate::Error> {
         check_password(password)?;
         let mut salt = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(&mut *salt);
@@ -141,7 +163,7 @@ impl Password {
 }
 
 pub(crate) fn check_password(password: &[u8]) -> Result<(), super::RendezvousError> {
-    if password.is_empty() || password.len() > Password::MAX_LEN {
+    if !(Password::MIN_LEN..=Password::MAX_LEN).contains(&password.len()) {
         return Err(super::RendezvousError::BadPassword);
     }
     Ok(())
@@ -287,11 +309,11 @@ mod tests {
         assert!(!pw.matches(b""));
         assert_eq!(
             Password::new(b"", &mut rng).map(|_| ()),
-            Err(super::super::RendezvousError::BadPassword)
+            Err(super::super::RendezvousError::BadPassword.into())
         );
         assert_eq!(
             Password::new(&[b'x'; 65], &mut rng).map(|_| ()),
-            Err(super::super::RendezvousError::BadPassword)
+            Err(super::super::RendezvousError::BadPassword.into())
         );
         assert!(Password::new(&[b'x'; 64], &mut rng).is_ok());
         assert!(!format!("{pw:?}").contains("sesame"));

@@ -19,7 +19,7 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 use core::time::Duration;
 
-use super::{DeviceId, RefusalReason, RendezvousError};
+use super::{DeviceId, RendezvousError, RequestRefusal};
 use crate::crypto::ct_eq;
 use crate::crypto::kdf::hmac_sha256_parts;
 use crate::wire::{
@@ -751,7 +751,7 @@ pub struct Refused {
     /// The request (header session id).
     pub request: u64,
     /// Why.
-    pub reason: RefusalReason,
+    pub reason: RequestRefusal,
     /// With a back-off: whether it holds for the whole device (every issuer) rather than
     /// this issuer only, so the server can refuse others without waking the device.
     pub device_wide: bool,
@@ -759,7 +759,7 @@ pub struct Refused {
 
 impl Refused {
     /// A refusal that concerns this issuer only.
-    pub fn new(request: u64, reason: RefusalReason) -> Self {
+    pub fn new(request: u64, reason: RequestRefusal) -> Self {
         Refused {
             request,
             reason,
@@ -799,8 +799,8 @@ impl Refused {
                     })
             })
             .transpose()?;
-        let reason =
-            RefusalReason::from_code(f.u8(F_REASON)?, wait).ok_or(WireError::BadValue(F_REASON))?;
+        let reason = RequestRefusal::from_code(f.u8(F_REASON)?, wait)
+            .ok_or(WireError::BadValue(F_REASON))?;
         let device_wide = match f.get(F_DEVICE_WIDE)? {
             None => false,
             Some([1]) => true,
@@ -1308,18 +1308,18 @@ mod tests {
             hello
         );
         for reason in [
-            RefusalReason::UnknownDevice,
-            RefusalReason::WrongPassword {
+            RequestRefusal::UnknownDevice,
+            RequestRefusal::WrongPassword {
                 retry_after: Duration::from_secs(2),
             },
-            RefusalReason::RateLimited {
+            RequestRefusal::RateLimited {
                 retry_after: Duration::from_millis(1500),
             },
-            RefusalReason::DeviceUnreachable,
-            RefusalReason::Timeout,
-            RefusalReason::NotAuthorized,
-            RefusalReason::Busy,
-            RefusalReason::ProtocolError,
+            RequestRefusal::DeviceUnreachable,
+            RequestRefusal::Timeout,
+            RequestRefusal::NotAuthorized,
+            RequestRefusal::Busy,
+            RequestRefusal::ProtocolError,
         ] {
             for device_wide in [false, true] {
                 let r = Refused {

@@ -50,13 +50,15 @@ use core::time::Duration;
 
 pub use crate::error::{RegistrationRefusal, RendezvousError};
 pub use crate::ratelimit::RateLimit;
-pub use acceptor::{Acceptor, AcceptorConfig, AcceptorStats};
+pub use acceptor::{Acceptor, AcceptorConfig, AcceptorParams, AcceptorStats};
 pub use backoff::BackoffConfig;
 pub use directory::{Directory, DirectoryEntry, DirectoryFull, MemoryDirectory, Registered};
-pub use issuer::{Issuer, IssuerConfig};
+pub use issuer::{Issuer, IssuerConfig, IssuerParams};
 pub use keys::{DerivedRegistrationKeys, Password, RegistrationKey, RegistrationKeys};
 pub use peer::PeerConfig;
-pub use server::{RefusalCounters, RendezvousServer, ServerConfig, ServerStats};
+pub use server::{
+    RefusalCounters, RendezvousServer, RendezvousServerConfig, RendezvousServerParams, ServerStats,
+};
 
 use crate::channel::ChannelError;
 
@@ -85,7 +87,7 @@ impl fmt::Display for DeviceId {
 
 /// Why a connection request was refused. Carried to the issuer in a `Refused` message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RefusalReason {
+pub enum RequestRefusal {
     /// S204: no live registration for the device ID.
     UnknownDevice,
     /// S207: the password did not match. Try again after `retry_after`.
@@ -113,25 +115,25 @@ pub enum RefusalReason {
     IssuerGone,
 }
 
-impl RefusalReason {
+impl RequestRefusal {
     pub(crate) fn code(self) -> u8 {
         match self {
-            RefusalReason::UnknownDevice => 1,
-            RefusalReason::WrongPassword { .. } => 2,
-            RefusalReason::RateLimited { .. } => 3,
-            RefusalReason::DeviceUnreachable => 4,
-            RefusalReason::Timeout => 5,
-            RefusalReason::NotAuthorized => 6,
-            RefusalReason::Busy => 7,
-            RefusalReason::ProtocolError => 8,
-            RefusalReason::IssuerGone => 9,
+            RequestRefusal::UnknownDevice => 1,
+            RequestRefusal::WrongPassword { .. } => 2,
+            RequestRefusal::RateLimited { .. } => 3,
+            RequestRefusal::DeviceUnreachable => 4,
+            RequestRefusal::Timeout => 5,
+            RequestRefusal::NotAuthorized => 6,
+            RequestRefusal::Busy => 7,
+            RequestRefusal::ProtocolError => 8,
+            RequestRefusal::IssuerGone => 9,
         }
     }
 
     pub(crate) fn retry_after(self) -> Option<Duration> {
         match self {
-            RefusalReason::WrongPassword { retry_after }
-            | RefusalReason::RateLimited { retry_after } => Some(retry_after),
+            RequestRefusal::WrongPassword { retry_after }
+            | RequestRefusal::RateLimited { retry_after } => Some(retry_after),
             _ => None,
         }
     }
@@ -139,15 +141,15 @@ impl RefusalReason {
     pub(crate) fn from_code(code: u8, retry_after: Option<Duration>) -> Option<Self> {
         let wait = retry_after.unwrap_or(Duration::ZERO);
         Some(match code {
-            1 => RefusalReason::UnknownDevice,
-            2 => RefusalReason::WrongPassword { retry_after: wait },
-            3 => RefusalReason::RateLimited { retry_after: wait },
-            4 => RefusalReason::DeviceUnreachable,
-            5 => RefusalReason::Timeout,
-            6 => RefusalReason::NotAuthorized,
-            7 => RefusalReason::Busy,
-            8 => RefusalReason::ProtocolError,
-            9 => RefusalReason::IssuerGone,
+            1 => RequestRefusal::UnknownDevice,
+            2 => RequestRefusal::WrongPassword { retry_after: wait },
+            3 => RequestRefusal::RateLimited { retry_after: wait },
+            4 => RequestRefusal::DeviceUnreachable,
+            5 => RequestRefusal::Timeout,
+            6 => RequestRefusal::NotAuthorized,
+            7 => RequestRefusal::Busy,
+            8 => RequestRefusal::ProtocolError,
+            9 => RequestRefusal::IssuerGone,
             _ => return None,
         })
     }
@@ -203,7 +205,7 @@ pub enum RendezvousEvent {
         /// The target device.
         device: DeviceId,
         /// Why.
-        reason: RefusalReason,
+        reason: RequestRefusal,
     },
     /// Server: a request ended (the devices reported their outcome, or it timed out).
     RequestFinished {
@@ -232,14 +234,14 @@ pub enum RendezvousEvent {
         /// The issuer's public IP (the back-off key).
         issuer: IpAddr,
         /// The refusal sent.
-        reason: RefusalReason,
+        reason: RequestRefusal,
     },
     /// Issuer: the request was refused.
     Refused {
         /// The request.
         request: u64,
         /// Why.
-        reason: RefusalReason,
+        reason: RequestRefusal,
     },
     /// Both devices, S208–S209: the direct connection is up and its channel established.
     PeerConnected {

@@ -77,32 +77,32 @@ pub(crate) fn route_datagram<'s>(
 /// Hole punching and direct-link parameters, shared by both devices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerConfig {
-    /// Hole-punching attempts (libp2p DCUtR makes 3).
+    /// Hole-punching attempts (libp2p DCUtR makes 3). Default 3.
     pub attempts: u8,
-    /// Plain punches per candidate per attempt.
+    /// Plain punches per candidate per attempt. Default 10.
     pub punches: u32,
-    /// Time between plain punches.
+    /// Time between plain punches. Default 100 ms.
     pub punch_interval: Duration,
-    /// How long an attempt waits for a path after its last probe.
+    /// How long an attempt waits for a path after its last probe. Default 2 s.
     pub attempt_timeout: Duration,
-    /// Extra sockets opened from attempt 2 on (0 disables the birthday technique).
+    /// Extra sockets opened from attempt 2 on (0 disables the birthday technique). Default 512.
     pub extra_sockets: u16,
-    /// Probes sprayed at random ports from attempt 2 on.
+    /// Probes sprayed at random ports from attempt 2 on. Default 1024.
     pub spray_probes: u32,
-    /// Local ports the extra sockets are chosen from.
+    /// Local ports the extra sockets are chosen from. Default 20,000–60,000.
     pub extra_ports: (u16, u16),
-    /// Largest number of unacknowledged chunks on the direct link.
+    /// Largest number of unacknowledged chunks on the direct link. Default 32.
     pub window: usize,
-    /// Bytes the direct link buffers for sending.
+    /// Bytes the direct link buffers for sending. Default 256 KiB.
     pub max_buffer: usize,
-    /// First retransmission timeout on the direct link.
+    /// First retransmission timeout on the direct link. Default 300 ms.
     pub retransmit_timeout: Duration,
-    /// Retransmissions before the direct link is declared dead.
+    /// Retransmissions before the direct link is declared dead. Default 8.
     pub max_retransmits: u32,
     /// Keepalive interval, chosen at random in this range for each keepalive (NAT
-    /// bindings commonly expire after 30 s).
+    /// bindings commonly expire after 30 s). Default 20–26 s.
     pub keepalive: (Duration, Duration),
-    /// The direct link is dead after this long without a datagram from the peer.
+    /// The direct link is dead after this long without a datagram from the peer. Default 80 s.
     pub idle_timeout: Duration,
 }
 
@@ -1235,7 +1235,7 @@ mod tests {
         let mut full: Outbox<RendezvousEvent> = Outbox::new(1);
         full.push(Output::Event(RendezvousEvent::Refused {
             request: 0,
-            reason: crate::rendezvous::RefusalReason::Busy,
+            reason: crate::rendezvous::RequestRefusal::Busy,
         }))
         .unwrap();
         // The attempt starts and its first two probe rounds fall due while nothing drains.

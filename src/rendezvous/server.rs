@@ -15,31 +15,81 @@ use super::messages::{
     Probe, ProbeAck, REGISTER, REGISTRATION_MAC_LEN, Refused, Register, RegisterAck,
     ServerDatagram,
 };
-use super::{DeviceId, RefusalReason, RegistrationRefusal, RendezvousError, RendezvousEvent};
+use super::{DeviceId, RegistrationRefusal, RendezvousError, RendezvousEvent, RequestRefusal};
 use crate::channel::SecureStream;
 use crate::channel::{ClientCertPolicy, Connection};
+use crate::crypto::cert::{CertifiedKey, TrustStore};
 use crate::io::{Input, Outbox, Output, StreamId, Transmit};
 use crate::ratelimit::{RateLimit, SourceLimiter};
 use crate::wire::{Limits, Message, WireError};
 use crate::{Error, Instant, Rng, UnixTime};
 
-/// Configuration of a [`RendezvousServer`].
-pub struct ServerConfig {
+/// The values a [`RendezvousServerConfig`] has no default for, by name (so two addresses
+/// or ports cannot be swapped without it showing).
+pub struct RendezvousServerParams {
     /// The UDP address registrations (S202) and probes arrive at; notices (S205) leave
     /// from it (seed: 130.74.23.6:1200).
     pub udp: SocketAddr,
-    /// The stream port issuers connect to (S203; seed: 1201).
+    /// The stream port issuers connect to (S203; seed: 1201), on `udp`'s IP address.
     pub issuer_port: u16,
-    /// The stream port devices connect to (S206; seed: 1300).
+    /// The stream port devices connect to (S206; seed: 1300), on `udp`'s IP address.
     pub device_port: u16,
-    /// The channel issuers meet: the server's certificate.
-    pub issuer_channel: Arc<crate::channel::ServerConfig>,
-    /// The channel devices meet: the server's certificate, and device certificates
-    /// required ([`ClientCertPolicy::Required`]).
-    pub device_channel: Arc<crate::channel::ServerConfig>,
+    /// The server's certificate and key, shown on both stream ports (shared, not copied).
+    pub identity: Arc<CertifiedKey>,
+    /// The CAs whose device certificates (naming `device-<id>`) the device port accepts.
+    pub device_trust: TrustStore,
     /// Each device's registration key.
     pub keys: Box<dyn RegistrationKeys + Send>,
     /// Wall-clock time at `Instant::ZERO`.
+    pub time_anchor: UnixTime,
+}
+
+/// Configuration of a [`RendezvousServer`]: [`RendezvousServerConfig::new`] takes what has
+/// no default, every other field is public and starts at the default its documentation
+/// states.
+///
+/// ```
+/// use std::sync::Arc;
+/// use deputy::UnixTime;
+/// use deputy::crypto::cert::{CertificateAuthority, TrustStore};
+/// use deputy::rendezvous::{DerivedRegistrationKeys, RendezvousServerConfig, RendezvousServerParams};
+/// use rand_core::SeedableRng;
+///
+/// let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+/// let anchor = UnixTime(1_800_000_000);
+/// let ca = CertificateAuthority::generate("operator CA", &mut rng);
+/// let identity = ca.issue_identity("rendezvous.example", &[], anchor, 86_400, &mut rng).unwrap();
+/// let mut config = RendezvousServerConfig::new(RendezvousServerParams {
+///     udp: "130.74.23.6:1200".parse().unwrap(),
+///     issuer_port: 1201,
+///     device_port: 1300,
+///     identity: Arc::new(identity),
+///     device_trust: TrustStore::with(ca.certificate().clone()),
+///     keys: Box::new(DerivedRegistrationKeys::new([7; 32])),
+///     time_anchor: anchor,
+/// });
+/// config.idle_timeout = std::time::Duration::from_secs(60);
+/// assert_eq!(config.issuer_stream().port(), 1201);
+/// ```
+pub struct RendezvousServerConfig {
+    /// The UDP address registrations (S202) and probes arrive at; notices (S205) leave
+    /// from it (seed: 130.74.23.6:1200). No default.
+    pub udp: SocketAddr,
+    /// The stream port issuers connect to (S203; seed: 1201). No default.
+    pub issuer_port: u16,
+    /// The stream port devices connect to (S206; seed: 1300). No default.
+    pub device_port: u16,
+    /// The channel issuers meet. Default: the server's certificate
+    /// ([`RendezvousServerParams::identity`]), no client certificates.
+    pub issuer_channel: Arc<crate::channel::ServerConfig>,
+    /// The channel devices meet. Default: the server's certificate, and device
+    /// certificates required ([`ClientCertPolicy::Required`] with
+    /// [`RendezvousServerParams::device_trust`]); [`RendezvousServer::new`] refuses a
+    /// channel that does not require them.
+    pub device_channel: Arc<crate::channel::ServerConfig>,
+    /// Each device's registration key. No default.
+    pub keys: Box<dyn RegistrationKeys + Send>,
+    /// Wall-clock time at `Instant::ZERO`. No default.
     pub time_anchor: UnixTime,
     /// A directory entry lives this long after its last registration (default 90 s:
     /// devices register every 20–26 s, so three may be lost) — longer if the
@@ -50,25 +100,27 @@ pub struct ServerConfig {
     /// must be shorter than `registration_lifetime`, see `docs/rendezvous.md`).
     pub max_clock_skew: Duration,
     /// Refused datagrams per source IP (registrations and probes that fail any check);
-    /// a source over it is dropped unread. Authentic registrations cost nothing.
+    /// a source over it is dropped unread. Authentic registrations cost nothing. Default 8
+    /// per 2 s.
     pub datagram_rate: RateLimit,
-    /// Connection requests per issuer IP.
+    /// Connection requests per issuer IP. Default 10 per 6 s.
     pub request_rate: RateLimit,
-    /// The shared bucket for sources that find the rate table full.
+    /// The shared bucket for sources that find the rate table full. Default 64 per 10 ms.
     pub overflow_rate: RateLimit,
-    /// Source IPs with their own bucket, per table (datagram failures, requests).
+    /// Source IPs with their own bucket, per table (datagram failures, requests). Default
+    /// 65,536.
     pub max_sources: usize,
-    /// Open streams.
+    /// Open streams. Default 4096.
     pub max_streams: usize,
-    /// Requests in progress.
+    /// Requests in progress. Default 4096.
     pub max_requests: usize,
-    /// Remembered (device, issuer) back-offs.
+    /// Remembered (device, issuer) back-offs. Default 4096.
     pub max_blocks: usize,
-    /// A request must finish within this time.
+    /// A request must finish within this time. Default 60 s.
     pub request_timeout: Duration,
-    /// Time between notices while the device has not fetched its request.
+    /// Time between notices while the device has not fetched its request. Default 1 s.
     pub notice_interval: Duration,
-    /// Notices sent while the device has not fetched its request.
+    /// Notices sent while the device has not fetched its request. Default 5.
     pub notices: u32,
     /// After the last notice, how long the request still waits for the device's fetch
     /// before the device is declared unreachable (default 15 s). A device that heard a
@@ -76,19 +128,23 @@ pub struct ServerConfig {
     /// handshake to fetch; notices alone (`notices × notice_interval`, 5 s) would refuse
     /// it while it is on its way.
     pub fetch_wait: Duration,
-    /// How long a fetched request waits for the issuer's UDP probe.
+    /// How long a fetched request waits for the issuer's UDP probe. Default 3 s.
     pub probe_wait: Duration,
-    /// A stream with no request and no traffic for this long is closed.
+    /// A stream (issuer or device port) with no request in progress and no traffic for
+    /// this long is closed. Default 120 s: an issuer that opened its channel and then
+    /// sends nothing, or a device channel left open after its fetches, holds a stream slot
+    /// (of `max_streams`) at most this long. A stream that carries a request is bounded by
+    /// `request_timeout` instead.
     pub idle_timeout: Duration,
-    /// Expired directory entries reclaimed per timer tick.
+    /// Expired directory entries reclaimed per timer tick. Default 1024.
     pub expiry_batch: usize,
-    /// Decoding limits.
+    /// Decoding limits. Default [`Limits::default`].
     pub limits: Limits,
 }
 
-impl core::fmt::Debug for ServerConfig {
+impl core::fmt::Debug for RendezvousServerConfig {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("ServerConfig")
+        f.debug_struct("RendezvousServerConfig")
             .field("udp", &self.udp)
             .field("issuer_port", &self.issuer_port)
             .field("device_port", &self.device_port)
@@ -96,23 +152,28 @@ impl core::fmt::Debug for ServerConfig {
     }
 }
 
-impl ServerConfig {
-    /// A configuration with the seed's ports (issuers on 1201, devices on 1300) and
-    /// defaults otherwise. `device_channel` must require device certificates.
-    pub fn new(
-        udp: SocketAddr,
-        issuer_channel: crate::channel::ServerConfig,
-        device_channel: crate::channel::ServerConfig,
-        keys: Box<dyn RegistrationKeys + Send>,
-        time_anchor: UnixTime,
-    ) -> Result<ServerConfig, Error> {
-        if !matches!(device_channel.client_certs, ClientCertPolicy::Required(_)) {
-            return Err(RendezvousError::DeviceCertificatesNotRequired.into());
-        }
-        Ok(ServerConfig {
+impl RendezvousServerConfig {
+    /// A configuration from `params`, every other field at its documented default. The
+    /// one server identity serves both channels (an `Arc`, not a copy).
+    pub fn new(params: RendezvousServerParams) -> RendezvousServerConfig {
+        let RendezvousServerParams {
             udp,
-            issuer_port: 1201,
-            device_port: 1300,
+            issuer_port,
+            device_port,
+            identity,
+            device_trust,
+            keys,
+            time_anchor,
+        } = params;
+        let issuer_channel =
+            crate::channel::ServerConfig::with_certificate(identity.clone(), time_anchor);
+        let mut device_channel =
+            crate::channel::ServerConfig::with_certificate(identity, time_anchor);
+        device_channel.client_certs = ClientCertPolicy::Required(device_trust);
+        RendezvousServerConfig {
+            udp,
+            issuer_port,
+            device_port,
             issuer_channel: Arc::new(issuer_channel),
             device_channel: Arc::new(device_channel),
             keys,
@@ -134,7 +195,18 @@ impl ServerConfig {
             idle_timeout: Duration::from_secs(120),
             expiry_batch: 1024,
             limits: Limits::default(),
-        })
+        }
+    }
+
+    /// The issuers' stream address (`udp`'s IP, `issuer_port`): what a driver listens on
+    /// and an [`IssuerConfig`](super::IssuerConfig) names as `server_stream`.
+    pub fn issuer_stream(&self) -> SocketAddr {
+        SocketAddr::new(self.udp.ip(), self.issuer_port)
+    }
+
+    /// The devices' stream address (`udp`'s IP, `device_port`).
+    pub fn device_stream(&self) -> SocketAddr {
+        SocketAddr::new(self.udp.ip(), self.device_port)
     }
 }
 
@@ -245,10 +317,10 @@ struct Request {
 
 /// The rendezvous server actor.
 ///
-/// Serves UDP on [`ServerConfig::udp`] and streams on the issuer and device ports (the
+/// Serves UDP on [`RendezvousServerConfig::udp`] and streams on the issuer and device ports (the
 /// driver listens on them and reports accepted streams with their local address).
 pub struct RendezvousServer<D: Directory = MemoryDirectory> {
-    cfg: ServerConfig,
+    cfg: RendezvousServerConfig,
     directory: D,
     rng: Rng,
     datagram_limiter: SourceLimiter,
@@ -302,9 +374,15 @@ const EARLY_PROBE_LIFE: Duration = Duration::from_secs(5);
 
 impl<D: Directory> RendezvousServer<D> {
     /// A server with an empty `directory`.
-    pub fn new(cfg: ServerConfig, directory: D, rng: Rng) -> Result<Self, Error> {
+    pub fn new(cfg: RendezvousServerConfig, directory: D, rng: Rng) -> Result<Self, Error> {
         if cfg.max_clock_skew >= cfg.registration_lifetime {
             return Err(RendezvousError::SkewNotShorterThanLifetime.into());
+        }
+        if !matches!(
+            cfg.device_channel.client_certs,
+            ClientCertPolicy::Required(_)
+        ) {
+            return Err(RendezvousError::DeviceCertificatesNotRequired.into());
         }
         Ok(RendezvousServer {
             datagram_limiter: SourceLimiter::new(
@@ -630,7 +708,7 @@ impl<D: Directory> RendezvousServer<D> {
                         Ok(())
                     }
                     Some(r) if r.device_stream == Some(id) => {
-                        self.refuse(request, RefusalReason::DeviceUnreachable)
+                        self.refuse(request, RequestRefusal::DeviceUnreachable)
                     }
                     _ => Ok(()),
                 },
@@ -651,7 +729,7 @@ impl<D: Directory> RendezvousServer<D> {
             .and_then(|r| r.device_stream)
             .filter(|d| self.sessions.contains_key(d));
         let told = match device_stream {
-            Some(d) => match Refused::new(request, RefusalReason::IssuerGone).encode() {
+            Some(d) => match Refused::new(request, RequestRefusal::IssuerGone).encode() {
                 Ok(msg) => self.send_on(d, &msg),
                 Err(e) => Err(RendezvousError::from(e).into()),
             },
@@ -715,7 +793,7 @@ impl<D: Directory> RendezvousServer<D> {
             .get(&stream)
             .map(|s| (s.remote, !s.requests.is_empty()))
             .ok_or(Error::UnknownStream(stream))?;
-        let refuse = |s: &mut Self, reason: RefusalReason| -> Result<(), Error> {
+        let refuse = |s: &mut Self, reason: RequestRefusal| -> Result<(), Error> {
             let msg = Refused::new(req.request, reason).encode()?;
             s.send_on(stream, &msg)?;
             s.outbox.event(RendezvousEvent::RequestRefused {
@@ -725,17 +803,17 @@ impl<D: Directory> RendezvousServer<D> {
             })
         };
         if has_request {
-            return refuse(self, RefusalReason::ProtocolError);
+            return refuse(self, RequestRefusal::ProtocolError);
         }
         if !self.request_limiter.allow(issuer_addr.ip(), now) {
             self.stats.rate_limited_requests += 1;
             let retry_after = self.cfg.request_rate.per_token;
-            return refuse(self, RefusalReason::RateLimited { retry_after });
+            return refuse(self, RequestRefusal::RateLimited { retry_after });
         }
         // S204: look the device up.
         let Some(entry) = self.directory.lookup(req.device, now) else {
             self.stats.unknown_device_requests += 1;
-            return refuse(self, RefusalReason::UnknownDevice);
+            return refuse(self, RequestRefusal::UnknownDevice);
         };
         let blocked = [
             entry.blocked_until,
@@ -750,7 +828,7 @@ impl<D: Directory> RendezvousServer<D> {
             self.stats.rate_limited_requests += 1;
             return refuse(
                 self,
-                RefusalReason::RateLimited {
+                RequestRefusal::RateLimited {
                     retry_after: until - now,
                 },
             );
@@ -759,7 +837,7 @@ impl<D: Directory> RendezvousServer<D> {
             || self.requests.contains_key(&req.request)
             || self.tokens.contains_key(&req.token)
         {
-            return refuse(self, RefusalReason::Busy);
+            return refuse(self, RequestRefusal::Busy);
         }
         self.tokens.insert(req.token, req.request);
         self.requests.insert(
@@ -804,7 +882,7 @@ impl<D: Directory> RendezvousServer<D> {
     }
 
     /// S205: notify the device of `request` while it has not fetched it; after
-    /// [`ServerConfig::notices`] notices and [`ServerConfig::fetch_wait`] more without a
+    /// [`RendezvousServerConfig::notices`] notices and [`RendezvousServerConfig::fetch_wait`] more without a
     /// fetch, the device is unreachable.
     fn send_notice(&mut self, now: Instant, request: u64) -> Result<(), Error> {
         let Some(r) = self
@@ -816,13 +894,13 @@ impl<D: Directory> RendezvousServer<D> {
         };
         let device = r.device;
         if r.notices_sent >= self.cfg.notices {
-            return self.refuse(request, RefusalReason::DeviceUnreachable);
+            return self.refuse(request, RequestRefusal::DeviceUnreachable);
         }
         let (Some(entry), Some(key)) = (
             self.directory.lookup(device, now),
             self.cfg.keys.key(device),
         ) else {
-            return self.refuse(request, RefusalReason::DeviceUnreachable);
+            return self.refuse(request, RequestRefusal::DeviceUnreachable);
         };
         let data = Notice {
             request,
@@ -940,7 +1018,7 @@ impl<D: Directory> RendezvousServer<D> {
             // Not this device's request (or not a device at all): the same answer either
             // way, so a device cannot probe for other devices' requests.
             self.stats.unauthorized_fetches += 1;
-            let msg = Refused::new(fetch.request, RefusalReason::NotAuthorized).encode()?;
+            let msg = Refused::new(fetch.request, RequestRefusal::NotAuthorized).encode()?;
             self.send_on(stream, &msg)?;
             return Err(RendezvousError::FetchNotAuthorized(fetch.request).into());
         };
@@ -995,7 +1073,7 @@ impl<D: Directory> RendezvousServer<D> {
     }
 
     /// Refuse `request` to its issuer and forget it.
-    fn refuse(&mut self, request: u64, reason: RefusalReason) -> Result<(), Error> {
+    fn refuse(&mut self, request: u64, reason: RequestRefusal) -> Result<(), Error> {
         let Some(r) = self.requests.get(&request) else {
             return Ok(());
         };
@@ -1081,7 +1159,7 @@ impl<D: Directory> RendezvousServer<D> {
                 self.directory.expire(now, self.cfg.expiry_batch);
                 Ok(())
             }
-            Timer::RequestDeadline(id) => self.refuse(id, RefusalReason::Timeout),
+            Timer::RequestDeadline(id) => self.refuse(id, RequestRefusal::Timeout),
             Timer::Notice(id) => self.send_notice(now, id),
             // `try_offer` re-checks that the request still waits.
             Timer::ProbeWait(id) => self.try_offer(now, id),
@@ -1177,6 +1255,19 @@ mod tests {
     }
 
     /// A server with small bounds, and a hand-driven issuer side.
+    /// The seed's addresses and ports, the test master key.
+    fn params(identity: CertifiedKey, trust: &TrustStore) -> RendezvousServerParams {
+        RendezvousServerParams {
+            udp: udp(),
+            issuer_port: 1201,
+            device_port: 1300,
+            identity: Arc::new(identity),
+            device_trust: trust.clone(),
+            keys: Box::new(DerivedRegistrationKeys::new(MASTER)),
+            time_anchor: ANCHOR,
+        }
+    }
+
     struct Harness {
         server: RendezvousServer,
         trust: TrustStore,
@@ -1185,23 +1276,14 @@ mod tests {
     }
 
     impl Harness {
-        fn new(tweak: impl FnOnce(&mut ServerConfig)) -> Harness {
+        fn new(tweak: impl FnOnce(&mut RendezvousServerConfig)) -> Harness {
             let mut rng = ChaCha20Rng::seed_from_u64(5);
             let ca = CertificateAuthority::generate("CA", &mut rng);
             let trust = TrustStore::with(ca.certificate().clone());
-            let id = |rng: &mut ChaCha20Rng| {
-                ca.issue_identity("rendezvous.example", &[], ANCHOR, 86_400, rng)
-                    .unwrap()
-            };
-            let mut cfg = ServerConfig::new(
-                udp(),
-                crate::channel::ServerConfig::with_certificate(id(&mut rng), ANCHOR),
-                crate::channel::ServerConfig::with_certificate(id(&mut rng), ANCHOR)
-                    .with_client_certs(ClientCertPolicy::Required(trust.clone())),
-                Box::new(DerivedRegistrationKeys::new(MASTER)),
-                ANCHOR,
-            )
-            .unwrap();
+            let identity = ca
+                .issue_identity("rendezvous.example", &[], ANCHOR, 86_400, &mut rng)
+                .unwrap();
+            let mut cfg = RendezvousServerConfig::new(params(identity, &trust));
             tweak(&mut cfg);
             let server = RendezvousServer::new(
                 cfg,
@@ -1314,7 +1396,7 @@ mod tests {
         }
     }
 
-    fn refusal(messages: &[Vec<u8>]) -> Option<RefusalReason> {
+    fn refusal(messages: &[Vec<u8>]) -> Option<RequestRefusal> {
         messages.iter().find_map(|m| {
             let msg = Message::decode(m, &Limits::default()).ok()?;
             Refused::decode(&msg, &Limits::default())
@@ -1447,12 +1529,12 @@ mod tests {
             let (id, mut conn) = h.issuer(n, &alloc::format!("4.17.168.{n}:7000"));
             answers.push(refusal(&h.request(id, &mut conn, 100 + n, DeviceId(2133))));
         }
-        assert_eq!(answers, [None, None, Some(RefusalReason::Busy)]);
+        assert_eq!(answers, [None, None, Some(RequestRefusal::Busy)]);
         assert_eq!(h.server.requests_in_progress(), 2);
         let (id, mut conn) = h.issuer(9, "4.17.168.9:7000");
         assert_eq!(
             refusal(&h.request(id, &mut conn, 999, DeviceId(7))),
-            Some(RefusalReason::UnknownDevice)
+            Some(RequestRefusal::UnknownDevice)
         );
         // A second request on the same stream is a protocol error.
         let mut h = Harness::new(|_| {});
@@ -1464,7 +1546,7 @@ mod tests {
         );
         assert_eq!(
             refusal(&h.request(id, &mut conn, 501, DeviceId(2133))),
-            Some(RefusalReason::ProtocolError)
+            Some(RequestRefusal::ProtocolError)
         );
     }
 
@@ -1479,9 +1561,9 @@ mod tests {
         assert_eq!(
             answers,
             [
-                Some(RefusalReason::UnknownDevice),
-                Some(RefusalReason::UnknownDevice),
-                Some(RefusalReason::RateLimited {
+                Some(RequestRefusal::UnknownDevice),
+                Some(RequestRefusal::UnknownDevice),
+                Some(RequestRefusal::RateLimited {
                     retry_after: Duration::from_secs(60)
                 })
             ]
@@ -1537,25 +1619,34 @@ mod tests {
         let ca = CertificateAuthority::generate("CA", &mut rng);
         let trust = TrustStore::with(ca.certificate().clone());
         let mut make = |policy| {
-            let a = ca.issue_identity("s", &[], ANCHOR, 10, &mut rng).unwrap();
-            let b = ca.issue_identity("s", &[], ANCHOR, 10, &mut rng).unwrap();
-            ServerConfig::new(
-                udp(),
-                crate::channel::ServerConfig::with_certificate(a, ANCHOR),
-                crate::channel::ServerConfig::with_certificate(b, ANCHOR).with_client_certs(policy),
-                Box::new(DerivedRegistrationKeys::new(MASTER)),
-                ANCHOR,
+            let identity = ca.issue_identity("s", &[], ANCHOR, 10, &mut rng).unwrap();
+            let mut cfg = RendezvousServerConfig::new(params(identity, &trust));
+            if let Some(policy) = policy {
+                let mut device = crate::channel::ServerConfig::with_certificate(
+                    cfg.issuer_channel.identity.clone().unwrap(),
+                    ANCHOR,
+                );
+                device.client_certs = policy;
+                cfg.device_channel = Arc::new(device);
+            }
+            cfg
+        };
+        let server = |cfg| {
+            RendezvousServer::new(
+                cfg,
+                MemoryDirectory::new(8),
+                Box::new(ChaCha20Rng::seed_from_u64(6)),
             )
         };
         // The device port must require device certificates.
         assert!(matches!(
-            make(ClientCertPolicy::None),
+            server(make(Some(ClientCertPolicy::None))),
             Err(Error::Rendezvous(
                 RendezvousError::DeviceCertificatesNotRequired
             ))
         ));
         // Replay protection needs the skew window shorter than an entry's lifetime.
-        let mut cfg = make(ClientCertPolicy::Required(trust)).unwrap();
+        let mut cfg = make(None);
         cfg.max_clock_skew = cfg.registration_lifetime;
         assert!(matches!(
             RendezvousServer::new(

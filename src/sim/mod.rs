@@ -83,8 +83,7 @@
 //!     .unwrap();
 //!
 //! let server_addr = "203.0.113.80:3478".parse().unwrap();
-//! sim.with_actor(alice, |p: &mut DatagramProbe, _now| p.send(server_addr, b"ping".to_vec()))
-//!     .unwrap()
+//! sim.command(alice, |p: &mut DatagramProbe, _now| p.send(server_addr, b"ping".to_vec()))
 //!     .unwrap();
 //! sim.run_for(Duration::from_millis(50)).unwrap();
 //!
@@ -107,7 +106,6 @@ mod record;
 pub mod scenario;
 mod tcp;
 
-use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -119,6 +117,7 @@ use rand_core::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
 pub use crate::error::SimActorError;
+pub use crate::event::AnyActor;
 use crate::{Actor, Error, Event, IfaceId, Input, Instant, Output};
 
 pub use nat::{
@@ -154,6 +153,20 @@ impl NodeId {
     /// [`SimError::UnknownNode`]).
     pub fn from_index(i: usize) -> NodeId {
         NodeId(u32::try_from(i).unwrap_or(u32::MAX))
+    }
+}
+
+impl From<SimError> for Error {
+    /// A simulator refusal as a [`deputy::Error`](Error): the three a command meets keep
+    /// their kind ([`SimActorError::UnknownNode`], [`SimActorError::NoActor`],
+    /// [`SimActorError::WrongActorType`]), any other keeps its message.
+    fn from(e: SimError) -> Error {
+        Error::Sim(match e {
+            SimError::UnknownNode(n) => SimActorError::UnknownNode(n.index()),
+            SimError::WrongNodeKind { node, .. } => SimActorError::NoActor(node.index()),
+            SimError::WrongActorType(n) => SimActorError::WrongActorType(n.index()),
+            other => SimActorError::Refused(other.to_string()),
+        })
     }
 }
 
@@ -217,50 +230,6 @@ pub enum SimError {
     /// [`fault::MAX_FAULTS`] faults were added to this simulation already.
     #[error("at most {0} faults per simulation")]
     TooManyFaults(usize),
-}
-
-/// An [`Actor`] as the simulator holds it: its events converted into the aggregate
-/// [`Event`] (so one node table holds every kind of actor and records one event type), and
-/// handed back as its concrete type for commands. Implemented for every `Actor + 'static`
-/// whose `Actor::Event` converts into [`Event`].
-pub trait AnyActor: Any {
-    /// [`Actor::handle_input`].
-    fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error>;
-    /// [`Actor::handle_timeout`].
-    fn handle_timeout(&mut self, now: Instant);
-    /// [`Actor::poll_output`], with the event converted into [`Event`].
-    fn poll_output(&mut self) -> Option<Output<Event>>;
-    /// [`Actor::poll_timeout`].
-    fn poll_timeout(&self) -> Option<Instant>;
-    /// As `&mut dyn Any`, for downcasting.
-    fn as_any_mut(&mut self) -> &mut dyn Any;
-    /// As `&dyn Any`, for downcasting.
-    fn as_any(&self) -> &dyn Any;
-}
-
-impl<T> AnyActor for T
-where
-    T: Actor + Any,
-    T::Event: Into<Event>,
-{
-    fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
-        Actor::handle_input(self, now, input)
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        Actor::handle_timeout(self, now)
-    }
-    fn poll_output(&mut self) -> Option<Output<Event>> {
-        Actor::poll_output(self).map(|o| o.map_event(Into::into))
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        Actor::poll_timeout(self)
-    }
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
 }
 
 /// Which packets a host takes raw, as [`Input::Packet`] on `IfaceId(0)`.
@@ -1676,9 +1645,10 @@ impl Sim {
         }
     }
 
-    /// Run `f` on a node's actor as its concrete type `T` (for typed commands and for
-    /// reading its state), then carry out its outputs and re-arm its timer, as the polling
-    /// rules require.
+    /// Run `f` on a node's actor as its concrete type `T` (for reading its state, or a
+    /// command that cannot fail), then carry out its outputs and re-arm its timer, as the
+    /// polling rules require. A command that returns `Result<R, deputy::Error>` reads
+    /// better through [`Sim::command`], which flattens the two results into one.
     pub fn with_actor<T: Actor + 'static, R>(
         &mut self,
         node: NodeId,
@@ -1701,6 +1671,30 @@ impl Sim {
         let r = f(actor, now);
         self.drive(node);
         Ok(r)
+    }
+
+    /// Run a typed command on a node's actor, as [`Sim::with_actor`] does, and return the
+    /// command's own result: the simulator's refusal (no such node, another actor type)
+    /// comes back as a [`deputy::Error`](Error) too ([`SimActorError`]), so the
+    /// result is one `Result`, not two.
+    ///
+    /// ```
+    /// use deputy::sim::{DatagramProbe, LinkConfig, Sim};
+    ///
+    /// let mut sim = Sim::new(1);
+    /// let lan = sim.add_network("lan", "10.0.0.0/24", LinkConfig::default()).unwrap();
+    /// let a = sim.add_host("a", lan, "10.0.0.1".parse().unwrap(), DatagramProbe::new(9)).unwrap();
+    /// let to = "10.0.0.2:9".parse().unwrap();
+    /// sim.command(a, |p: &mut DatagramProbe, _now| p.send(to, b"hi".to_vec())).unwrap();
+    /// // A refusal of the simulator is a deputy::Error as well.
+    /// assert!(sim.command(a, |_: &mut deputy::channel::ChannelClient, _| Ok(())).is_err());
+    /// ```
+    pub fn command<T: Actor + 'static, R>(
+        &mut self,
+        node: NodeId,
+        f: impl FnOnce(&mut T, Instant) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        self.with_actor(node, f)?
     }
 
     /// Read a node's actor as its concrete type `T`, without driving it.

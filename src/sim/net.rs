@@ -17,6 +17,13 @@ impl NetworkId {
     pub fn index(self) -> usize {
         self.0 as usize
     }
+
+    /// The id of the `i`-th network created, as [`NodeId::from_index`](super::NodeId::from_index)
+    /// is for nodes (calls with an id that names no network fail with
+    /// [`SimError::UnknownNetwork`](super::SimError::UnknownNetwork)).
+    pub fn from_index(i: usize) -> NetworkId {
+        NetworkId(u32::try_from(i).unwrap_or(u32::MAX))
+    }
 }
 
 impl fmt::Debug for NetworkId {

@@ -30,16 +30,16 @@ use std::boxed::Box;
 use std::format;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::string::String;
+use std::sync::Arc;
 use std::time::Duration;
 use std::vec::Vec;
 
 use super::{Filtering, LinkConfig, Mapping, NatConfig, NetworkId, NodeId, Proto, Sim};
-use crate::channel::{ClientCertPolicy, ServerConfig as ChannelServerConfig};
 use crate::crypto::cert::{CertificateAuthority, TrustStore};
 use crate::rendezvous::{
-    Acceptor, AcceptorConfig, BackoffConfig, DerivedRegistrationKeys, DeviceId, Issuer,
-    IssuerConfig, MemoryDirectory, Password, PeerFailure, RefusalReason, RendezvousEvent,
-    RendezvousServer, ServerConfig,
+    Acceptor, AcceptorConfig, AcceptorParams, BackoffConfig, DerivedRegistrationKeys, DeviceId,
+    Issuer, IssuerConfig, IssuerParams, MemoryDirectory, Password, PeerFailure, RendezvousEvent,
+    RendezvousServer, RendezvousServerConfig, RendezvousServerParams, RequestRefusal,
 };
 use crate::{Event, UnixTime};
 
@@ -49,6 +49,10 @@ pub const ANCHOR: UnixTime = UnixTime(1_800_000_000);
 pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(130, 74, 23, 6);
 /// The server's UDP port (registrations, notices).
 pub const SERVER_UDP_PORT: u16 = 1200;
+/// The server's issuer stream port (S203; seed: 1201).
+pub const ISSUER_PORT: u16 = 1201;
+/// The server's device stream port (S206; seed: 1300).
+pub const DEVICE_PORT: u16 = 1300;
 /// The issuer's router's public address (seed: ルータ装置 104a).
 pub const ISSUER_PUBLIC: Ipv4Addr = Ipv4Addr::new(4, 17, 168, 2);
 /// The acceptor's router's public address (seed: ルータ装置 104b).
@@ -149,7 +153,7 @@ pub enum Outcome {
     /// The direct connection failed.
     Failed(PeerFailure),
     /// The request was refused.
-    Refused(RefusalReason),
+    Refused(RequestRefusal),
     /// Nothing decided within the time given.
     Undecided,
 }
@@ -171,10 +175,7 @@ impl World {
         let ca = CertificateAuthority::generate("rendezvous CA", &mut rng);
         let trust = TrustStore::with(ca.certificate().clone());
         let year = 365 * 86_400;
-        let issuer_side = ca
-            .issue_identity(SERVER_NAME, &[], ANCHOR, year, &mut rng)
-            .map_err(err)?;
-        let device_side = ca
+        let server_id = ca
             .issue_identity(SERVER_NAME, &[], ANCHOR, year, &mut rng)
             .map_err(err)?;
         let device_id = ca
@@ -193,15 +194,15 @@ impl World {
             .map_err(err)?;
 
         // The server.
-        let mut server_cfg = ServerConfig::new(
-            server_udp(),
-            ChannelServerConfig::with_certificate(issuer_side, ANCHOR),
-            ChannelServerConfig::with_certificate(device_side, ANCHOR)
-                .with_client_certs(ClientCertPolicy::Required(trust.clone())),
-            Box::new(DerivedRegistrationKeys::new(master)),
-            ANCHOR,
-        )
-        .map_err(err)?;
+        let mut server_cfg = RendezvousServerConfig::new(RendezvousServerParams {
+            udp: server_udp(),
+            issuer_port: ISSUER_PORT,
+            device_port: DEVICE_PORT,
+            identity: Arc::new(server_id),
+            device_trust: trust.clone(),
+            keys: Box::new(DerivedRegistrationKeys::new(master)),
+            time_anchor: ANCHOR,
+        });
         server_cfg.max_sources = cfg.max_sources;
         let server_actor = RendezvousServer::new(
             server_cfg,
@@ -217,8 +218,8 @@ impl World {
                 server_actor,
             )
             .map_err(err)?;
-        sim.listen(server, 1201).map_err(err)?;
-        sim.listen(server, 1300).map_err(err)?;
+        sim.listen(server, ISSUER_PORT).map_err(err)?;
+        sim.listen(server, DEVICE_PORT).map_err(err)?;
 
         // The acceptor (S202 starts at once).
         let (acceptor_net, acceptor_ip, acceptor_router) = side(
@@ -232,18 +233,18 @@ impl World {
         )?;
         let mut prng = sim.rng(&format!("{p}rendezvous/password"));
         let password = Password::new(&cfg.password, &mut prng).map_err(err)?;
-        let mut acceptor_cfg = AcceptorConfig::new(
-            DEVICE,
-            keys.device_key(DEVICE),
-            device_id,
-            trust.clone(),
-            SERVER_NAME,
-            server_udp(),
-            SocketAddr::new(IpAddr::V4(SERVER_IP), 1300),
-            SocketAddr::new(acceptor_ip, ACCEPTOR_PORT),
+        let mut acceptor_cfg = AcceptorConfig::new(AcceptorParams {
+            device: DEVICE,
+            registration_key: keys.device_key(DEVICE),
+            identity: Arc::new(device_id),
+            trust: trust.clone(),
+            server_name: SERVER_NAME.into(),
+            server_udp: server_udp(),
+            server_stream: SocketAddr::new(IpAddr::V4(SERVER_IP), DEVICE_PORT),
+            local: SocketAddr::new(acceptor_ip, ACCEPTOR_PORT),
             password,
-            ANCHOR,
-        );
+            time_anchor: ANCHOR,
+        });
         acceptor_cfg.backoff = cfg.backoff;
         let acceptor = sim
             .add_host(
@@ -268,24 +269,24 @@ impl World {
             cfg.lan_latency,
         )?;
         let local = SocketAddr::new(issuer_ip, ISSUER_PEER_PORT);
-        let mut issuer_cfg = IssuerConfig::new(
+        let mut issuer_cfg = IssuerConfig::new(IssuerParams {
             trust,
-            SERVER_NAME,
-            SocketAddr::new(IpAddr::V4(SERVER_IP), 1201),
-            server_udp(),
+            server_name: SERVER_NAME.into(),
+            server_stream: SocketAddr::new(IpAddr::V4(SERVER_IP), ISSUER_PORT),
+            server_udp: server_udp(),
             local,
-            ANCHOR,
-        );
+            time_anchor: ANCHOR,
+        });
         if cfg.static_mapping {
             let public = SocketAddr::new(IpAddr::V4(ISSUER_PUBLIC), ISSUER_STATIC_PORT);
             match issuer_router {
                 Some(router) => {
                     sim.add_static_mapping(router, Proto::Udp, ISSUER_STATIC_PORT, local)
                         .map_err(err)?;
-                    issuer_cfg = issuer_cfg.with_declared(public);
+                    issuer_cfg.declared = Some(public);
                 }
                 // A global issuer is reachable at its own address anyway.
-                None => issuer_cfg = issuer_cfg.with_declared(local),
+                None => issuer_cfg.declared = Some(local),
             }
         }
         let issuer = sim

@@ -7,10 +7,7 @@
 #![allow(dead_code)]
 
 use deputy::Event;
-use deputy::channel::ChannelEvent;
-use deputy::ikev2::IkeEvent;
-use deputy::offload::{ApplianceEvent, OffloadEvent, ProxyEvent, RemoteEvent};
-use deputy::rendezvous::RendezvousEvent;
+use deputy::offload::OffloadEvent;
 use deputy::sim::{NodeId, Sim, SimError};
 
 /// A protocol's own event type, as found inside the aggregate [`Event`].
@@ -22,41 +19,13 @@ pub trait FromEvent: Sized {
     fn from_event(e: Event) -> Result<Self, Event>;
 }
 
-/// `impl FromEvent` for an event type that is one variant of `Event` …
-macro_rules! from_event {
-    ($ty:ty, $variant:ident) => {
-        impl FromEvent for $ty {
-            fn from_event(e: Event) -> Result<Self, Event> {
-                match e {
-                    Event::$variant(x) => Ok(x),
-                    other => Err(other),
-                }
-            }
-        }
-    };
+/// Every protocol's (and seed 000 actor's) event type is one: the crate implements
+/// `TryFrom<Event>` for each, handing the event back when it is another's.
+impl<T: TryFrom<Event, Error = Event>> FromEvent for T {
+    fn from_event(e: Event) -> Result<Self, Event> {
+        T::try_from(e)
+    }
 }
-
-/// … or one variant of `OffloadEvent` (one per seed 000 actor).
-macro_rules! from_offload_event {
-    ($ty:ty, $variant:ident) => {
-        impl FromEvent for $ty {
-            fn from_event(e: Event) -> Result<Self, Event> {
-                match OffloadEvent::from_event(e)? {
-                    OffloadEvent::$variant(x) => Ok(x),
-                    other => Err(Event::Offload(other)),
-                }
-            }
-        }
-    };
-}
-
-from_event!(ChannelEvent, Channel);
-from_event!(IkeEvent, Ike);
-from_event!(RendezvousEvent, Rendezvous);
-from_event!(OffloadEvent, Offload);
-from_offload_event!(ApplianceEvent, Appliance);
-from_offload_event!(ProxyEvent, Proxy);
-from_offload_event!(RemoteEvent, Remote);
 
 /// `e` if it is a `T`.
 pub fn event<T: FromEvent>(e: Event) -> Option<T> {

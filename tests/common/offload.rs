@@ -9,8 +9,8 @@ use std::time::Duration;
 use deputy::channel::{ClientCertPolicy, ClientConfig, ServerConfig};
 use deputy::crypto::cert::{CertificateAuthority, TrustStore};
 use deputy::offload::{
-    AccessPolicy, Appliance, ApplianceConfig, CryptoProxy, LinkKey, RemoteNode, RemoteNodeConfig,
-    ServedAppliance, Target,
+    AccessPolicy, Appliance, ApplianceConfig, ApplianceParams, CryptoProxy, LinkKey, RemoteNode,
+    RemoteNodeConfig, ServedAppliance, Target,
 };
 use deputy::sim::{LinkConfig, NetworkId, NodeId, Sim};
 use deputy::{Instant, UnixTime};
@@ -64,16 +64,16 @@ impl SmallHome {
         let identity = ca
             .issue_identity("proxy.home", &[APPLIANCE], ANCHOR, YEAR, &mut rng)
             .unwrap();
-        let channel = ServerConfig::with_certificate(identity, ANCHOR).with_client_certs(
-            ClientCertPolicy::Optional(TrustStore::with(ca.certificate().clone())),
-        );
+        let mut channel = ServerConfig::with_certificate(identity, ANCHOR);
+        channel.client_certs =
+            ClientCertPolicy::Optional(TrustStore::with(ca.certificate().clone()));
         let mut pc = deputy::offload::ProxyConfig::new(channel, sa("192.168.0.2", PROXY_UDP));
         let mut served = ServedAppliance::new(
             sa("192.168.0.10", APPLIANCE_PORT),
             AccessPolicy::AnyAuthenticated,
         );
         if let Some(k) = &link_key {
-            served = served.with_link_key(k.clone());
+            served.link_key = Some(k.clone());
         }
         pc.serve(APPLIANCE, served).unwrap();
         let proxy_rng = Box::new(sim.rng("offload/proxy"));
@@ -85,15 +85,15 @@ impl SmallHome {
         );
         sim.listen(proxy, PROXY_TCP).unwrap();
 
-        let mut cfg = ApplianceConfig::new(
-            APPLIANCE,
-            sa("192.168.0.10", APPLIANCE_PORT),
-            sa("192.168.0.2", PROXY_UDP),
-            sa("192.168.0.2", PROXY_TCP),
-        )
+        let mut cfg = ApplianceConfig::new(ApplianceParams {
+            name: APPLIANCE.into(),
+            local: sa("192.168.0.10", APPLIANCE_PORT),
+            proxy: sa("192.168.0.2", PROXY_UDP),
+            proxy_public: sa("192.168.0.2", PROXY_TCP),
+        })
         .unwrap();
         if let Some(k) = &link_key {
-            cfg = cfg.with_link_key(k.clone());
+            cfg.link_key = Some(k.clone());
         }
         let a_rng = Box::new(sim.rng("offload/microwave"));
         let appliance = sim.host(APPLIANCE, home, "192.168.0.10", Appliance::new(cfg, a_rng));
@@ -102,7 +102,7 @@ impl SmallHome {
             .issue_identity("phone", &[], ANCHOR, YEAR, &mut rng)
             .unwrap();
         let trust = TrustStore::with(ca.certificate().clone());
-        let channel = ClientConfig::with_ca(trust, "proxy.home", ANCHOR).with_client_identity(me);
+        let channel = ClientConfig::with_client_certificate(trust, "proxy.home", me, ANCHOR);
         let cfg = RemoteNodeConfig::new(channel, sa("203.0.113.20", REMOTE_UDP));
         let r_rng = Box::new(sim.rng("offload/phone"));
         let remote = sim.host(
