@@ -452,6 +452,62 @@ impl RecordEnvelope {
         })
     }
 
+    /// Length of what [`RecordEnvelope::encode`] puts before the ciphertext: the header,
+    /// the sequence number field and the ciphertext field's type and length.
+    pub(crate) const PREFIX_LEN: usize = wire::HEADER_LEN + 2 * wire::FIELD_HEADER_LEN + 8;
+
+    /// The first [`RecordEnvelope::PREFIX_LEN`] bytes of the encoding of a record of
+    /// `ciphertext_len` bytes, so that a sender can build the record in place behind them:
+    /// byte for byte what [`RecordEnvelope::encode`] writes, and the same error for a
+    /// ciphertext too long for its field.
+    pub(crate) fn encode_prefix(
+        session: u64,
+        seq: u64,
+        ciphertext_len: usize,
+    ) -> Result<[u8; Self::PREFIX_LEN], WireError> {
+        let field_len =
+            u16::try_from(ciphertext_len).map_err(|_| WireError::FieldTooLong(ciphertext_len))?;
+        let body_len = Self::PREFIX_LEN - wire::HEADER_LEN + ciphertext_len;
+        let header = wire::Header {
+            msg_type: RECORD,
+            // At most 16 + 65,535 bytes: always a u32.
+            body_len: body_len as u32,
+            session,
+        };
+        let mut out = [0u8; Self::PREFIX_LEN];
+        out[..wire::HEADER_LEN].copy_from_slice(&header.to_bytes());
+        out[16..18].copy_from_slice(&F_SEQ.to_be_bytes());
+        out[18..20].copy_from_slice(&8u16.to_be_bytes());
+        out[20..28].copy_from_slice(&seq.to_be_bytes());
+        out[28..30].copy_from_slice(&F_CIPHERTEXT.to_be_bytes());
+        out[30..32].copy_from_slice(&field_len.to_be_bytes());
+        Ok(out)
+    }
+
+    /// [`RecordEnvelope::decode`] without copying the ciphertext out: the sequence number
+    /// and where the ciphertext lies in `frame`, the bytes `msg` was decoded from (so it
+    /// can be decrypted in place). Same checks, same errors.
+    pub(crate) fn decode_in_place(
+        msg: &Message<'_>,
+        frame: &[u8],
+        limits: &Limits,
+    ) -> Result<(u64, core::ops::Range<usize>), WireError> {
+        let f = fields_of(msg, RECORD, &[F_SEQ, F_CIPHERTEXT], limits)?;
+        let seq = f.u64(F_SEQ)?;
+        let ciphertext = f.bytes(F_CIPHERTEXT)?;
+        // The field is a sub-slice of `frame`: its offset is the distance of the addresses.
+        let start = ciphertext
+            .as_ptr()
+            .addr()
+            .wrapping_sub(frame.as_ptr().addr());
+        let range = start..start + ciphertext.len();
+        match frame.get(range.clone()) {
+            Some(_) => Ok((seq, range)),
+            // Unreachable when `msg` was decoded from `frame`.
+            None => Err(WireError::Truncated),
+        }
+    }
+
     /// Bytes of framing around `plaintext_len` bytes of payload: header, two field headers,
     /// the sequence number, the content-type byte and the tag.
     pub const fn overhead() -> usize {

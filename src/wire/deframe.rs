@@ -66,20 +66,32 @@ impl Deframer {
                 }
                 // The header is complete: learn the message length.
                 match Header::parse(&self.buf, &self.limits) {
-                    Ok(h) => self.want = Some(h.message_len()),
+                    Ok(h) => {
+                        let len = h.message_len();
+                        self.buf.reserve_exact(len - self.buf.len());
+                        self.want = Some(len);
+                    }
                     Err(e) => return Err(*self.failed.insert(e)),
                 }
                 continue;
             }
-            // Check magic and version as soon as they arrive, before waiting for more.
-            if let Err(e @ (WireError::BadMagic | WireError::UnsupportedVersion(_))) =
-                Header::parse(&self.buf, &self.limits)
+            // Check magic and version as soon as they arrive, before waiting for more (once
+            // the whole header has parsed, they are known to be good).
+            if self.want.is_none()
+                && let Err(e @ (WireError::BadMagic | WireError::UnsupportedVersion(_))) =
+                    Header::parse(&self.buf, &self.limits)
             {
                 return Err(*self.failed.insert(e));
             }
             let rest = &data[used..];
             if rest.is_empty() {
                 return Ok(used);
+            }
+            if self.buf.capacity() == 0 {
+                // A new message: one allocation of its whole length when its header is
+                // all here (the length is within the limits once the header parses).
+                let len = Header::parse(rest, &self.limits).map_or(HEADER_LEN, |h| h.message_len());
+                self.buf.reserve_exact(len);
             }
             let n = (target - self.buf.len()).min(rest.len());
             self.buf.extend_from_slice(&rest[..n]);
