@@ -492,9 +492,46 @@ impl RecordEnvelope {
         frame: &[u8],
         limits: &Limits,
     ) -> Result<(u64, core::ops::Range<usize>), WireError> {
-        let f = fields_of(msg, RECORD, &[F_SEQ, F_CIPHERTEXT], limits)?;
-        let seq = f.u64(F_SEQ)?;
-        let ciphertext = f.bytes(F_CIPHERTEXT)?;
+        if msg.msg_type() != RECORD {
+            return Err(WireError::UnexpectedType(msg.msg_type()));
+        }
+        // One walk over the fields, with the errors `fields_of`, `u64` and `bytes` give, in
+        // their order: the first unknown field the policy refuses, then the sequence
+        // number's, then the ciphertext's.
+        let (mut seq, mut ciphertext) = (None, None);
+        let (mut seq_twice, mut ciphertext_twice) = (false, false);
+        let mut unknown = None;
+        for f in msg.fields.iter() {
+            if f.ty == F_SEQ {
+                seq_twice |= seq.replace(f.value).is_some();
+            } else if f.ty == F_CIPHERTEXT {
+                ciphertext_twice |= ciphertext.replace(f.value).is_some();
+            } else if unknown.is_none() {
+                if f.is_critical() {
+                    unknown = Some(WireError::UnknownCriticalField(f.ty));
+                } else if limits.unknown_fields == wire::UnknownFieldPolicy::Reject {
+                    unknown = Some(WireError::UnknownField(f.ty));
+                }
+            }
+        }
+        if let Some(e) = unknown {
+            return Err(e);
+        }
+        let seq = match (seq, seq_twice) {
+            (_, true) => return Err(WireError::DuplicateField(F_SEQ)),
+            (None, _) => return Err(WireError::MissingField(F_SEQ)),
+            (Some(v), _) => {
+                u64::from_be_bytes(v.try_into().map_err(|_| WireError::BadFieldLength {
+                    field: F_SEQ,
+                    len: v.len(),
+                })?)
+            }
+        };
+        let ciphertext = match (ciphertext, ciphertext_twice) {
+            (_, true) => return Err(WireError::DuplicateField(F_CIPHERTEXT)),
+            (None, _) => return Err(WireError::MissingField(F_CIPHERTEXT)),
+            (Some(v), _) => v,
+        };
         // The field is a sub-slice of `frame`: its offset is the distance of the addresses.
         let start = ciphertext
             .as_ptr()
@@ -512,5 +549,89 @@ impl RecordEnvelope {
     /// the sequence number, the content-type byte and the tag.
     pub const fn overhead() -> usize {
         wire::HEADER_LEN + 2 * wire::FIELD_HEADER_LEN + 8 + 1 + crate::crypto::aead::TAG_LEN
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::UnknownFieldPolicy;
+
+    /// `decode_in_place` and `decode` agree on every record, well-formed or not: the same
+    /// sequence number and ciphertext, or the same error.
+    #[test]
+    fn in_place_record_decoding_matches_the_copying_one() {
+        let seq = 7u64.to_be_bytes();
+        let bodies: [&[(u16, &[u8])]; 9] = [
+            &[(F_SEQ, &seq), (F_CIPHERTEXT, b"sealed")],
+            &[(F_CIPHERTEXT, b"sealed"), (F_SEQ, &seq), (0x0042, b"x")],
+            &[(F_SEQ, &seq)],
+            &[(F_CIPHERTEXT, b"sealed")],
+            &[(F_SEQ, &seq), (F_SEQ, &seq), (F_CIPHERTEXT, b"c")],
+            &[(F_SEQ, &seq), (F_CIPHERTEXT, b"c"), (F_CIPHERTEXT, b"c")],
+            &[(F_SEQ, &[1, 2, 3]), (F_CIPHERTEXT, b"c")],
+            &[(F_SEQ, &seq), (CRITICAL | 0x42, b"x"), (F_CIPHERTEXT, b"c")],
+            &[(0x0042, b"x"), (F_SEQ, &[1]), (CRITICAL | 0x43, b"x")],
+        ];
+        for policy in [UnknownFieldPolicy::Skip, UnknownFieldPolicy::Reject] {
+            let limits = Limits {
+                unknown_fields: policy,
+                ..Limits::default()
+            };
+            for (i, body) in bodies.iter().enumerate() {
+                let mut w = FieldWriter::new();
+                for (ty, value) in body.iter() {
+                    w.push(*ty, value);
+                }
+                let frame = wire::encode(RECORD, 9, w).unwrap();
+                let msg = Message::decode(&frame, &limits).unwrap();
+                let copied = RecordEnvelope::decode(&msg, &limits);
+                let in_place = RecordEnvelope::decode_in_place(&msg, &frame, &limits)
+                    .map(|(seq, range)| (seq, frame[range].to_vec()));
+                assert_eq!(
+                    in_place,
+                    copied.map(|r| (r.seq, r.ciphertext)),
+                    "body {i}, {policy:?}"
+                );
+            }
+        }
+        let alert = Alert {
+            code: AlertCode::CloseNotify,
+        }
+        .encode(9)
+        .unwrap();
+        let msg = Message::decode(&alert, &Limits::default()).unwrap();
+        assert_eq!(
+            RecordEnvelope::decode_in_place(&msg, &alert, &Limits::default()),
+            Err(WireError::UnexpectedType(ALERT))
+        );
+    }
+
+    /// The prefix is what `encode` writes in front of the ciphertext, and refuses what it
+    /// refuses.
+    #[test]
+    fn record_prefix_matches_the_encoding() {
+        for len in [17, 100, 65_535] {
+            let ciphertext = alloc::vec![0xc5; len];
+            let whole = RecordEnvelope {
+                session: 3,
+                seq: 11,
+                ciphertext: ciphertext.clone(),
+            }
+            .encode()
+            .unwrap();
+            let prefix = RecordEnvelope::encode_prefix(3, 11, len).unwrap();
+            assert_eq!([&prefix[..], &ciphertext[..]].concat(), whole);
+        }
+        assert_eq!(
+            RecordEnvelope::encode_prefix(3, 11, 65_536),
+            RecordEnvelope {
+                session: 3,
+                seq: 11,
+                ciphertext: alloc::vec![0; 65_536],
+            }
+            .encode()
+            .map(|_| [0; RecordEnvelope::PREFIX_LEN])
+        );
     }
 }

@@ -640,6 +640,34 @@ mod tests {
     }
 
     #[test]
+    fn seal_into_and_open_into_append_and_leave_nothing_behind_on_failure() {
+        for suite in Suite::ALL {
+            let t = EspTransform::new(suite, &keys(suite, 5)).unwrap();
+            let iv = vec![2u8; suite.iv_len()];
+            let mut out = b"outer".to_vec();
+            t.seal_into(&mut out, 9, 3, false, &iv, 4, b"payload")
+                .unwrap();
+            let esp = out.split_off(5);
+            assert_eq!(esp.len(), suite.sealed_len(7));
+            assert_eq!(esp, t.seal(9, 3, false, &iv, 4, b"payload").unwrap());
+            let mut plain = b"room".to_vec();
+            assert_eq!(t.open_into(&esp, 3, false, &mut plain), Ok((9, 4)));
+            assert_eq!(plain, b"roompayload");
+            let mut bad = esp.clone();
+            *bad.last_mut().unwrap() ^= 1;
+            let mut plain = b"room".to_vec();
+            assert_eq!(
+                t.open_into(&bad, 3, false, &mut plain),
+                Err(IpsecError::IntegrityFailed { spi: 9 })
+            );
+            assert_eq!(plain, b"room", "{suite}");
+            let mut out = b"outer".to_vec();
+            assert!(t.seal_into(&mut out, 9, 3, false, &[0], 4, b"p").is_err());
+            assert_eq!(out, b"outer");
+        }
+    }
+
+    #[test]
     fn wrong_key_lengths_are_refused_and_debug_hides_keys() {
         for suite in Suite::ALL {
             let mut k = keys(suite, 1);

@@ -57,6 +57,21 @@ impl Deframer {
         if let Some(e) = self.failed {
             return Err(e);
         }
+        if self.buf.is_empty() && self.want.is_none() {
+            // A whole message at the start of `data`, as a large read brings them: one copy
+            // into a buffer of its exact length, and the header parsed once. Anything else
+            // (a partial message, or a bad header, whose error the loop below reports)
+            // goes the general way, which ends in the same state.
+            if let Ok(h) = Header::parse(data, &self.limits) {
+                let len = h.message_len();
+                if let Some(whole) = data.get(..len) {
+                    self.buf.reserve_exact(len);
+                    self.buf.extend_from_slice(whole);
+                    self.want = Some(len);
+                    return Ok(len);
+                }
+            }
+        }
         let mut used = 0;
         loop {
             let target = self.want.unwrap_or(HEADER_LEN);
