@@ -16,7 +16,7 @@ use super::keys::{
 };
 use super::messages::{
     Alert, AlertCode, AuthMode, CERTIFICATE, CertificateMsg, CertificateRequest, CertificateVerify,
-    ClientHello, Finished, Handshake, RecordEnvelope, ServerHello, StreamMessage,
+    ClientHello, Finished, Handshake, RECORD, RecordEnvelope, ServerHello, StreamMessage,
 };
 use super::{ChannelError, PeerIdentity};
 use crate::crypto::aead::AeadAlg;
@@ -617,7 +617,7 @@ impl Connection {
             while let Some(frame) = self.deframer.take() {
                 progressed = true;
                 self.partial_since = None;
-                match self.handle_frame(now, &frame, rng) {
+                match self.handle_frame(now, frame, rng) {
                     Ok(heard) => self.heard(now, heard),
                     Err(e) => return Err(self.fail(e)),
                 }
@@ -643,14 +643,20 @@ impl Connection {
             let alert = Alert { code };
             // Best effort: an alert that cannot be sealed or encoded is not sent, and the
             // failure stands either way.
-            let bytes = match &mut self.records {
+            match &mut self.records {
                 Records::Protected { send, .. } => {
-                    send.seal(self.session, CT_ALERT, &alert.payload()).ok()
+                    let _ = send.seal_into(
+                        &mut self.outgoing,
+                        self.session,
+                        CT_ALERT,
+                        &alert.payload(),
+                    );
                 }
-                Records::Plaintext => alert.encode(self.session).ok(),
-            };
-            if let Some(bytes) = bytes {
-                self.outgoing.extend_from_slice(&bytes);
+                Records::Plaintext => {
+                    if let Ok(bytes) = alert.encode(self.session) {
+                        self.outgoing.extend_from_slice(&bytes);
+                    }
+                }
             }
         }
         let close = self.close_state();
@@ -667,9 +673,7 @@ impl Connection {
         let Records::Protected { send, .. } = &mut self.records else {
             return Err(ChannelError::NotEstablished);
         };
-        let bytes = send.seal(self.session, content_type, payload)?;
-        self.outgoing.extend_from_slice(&bytes);
-        Ok(())
+        send.seal_into(&mut self.outgoing, self.session, content_type, payload)
     }
 
     /// Send a handshake message inside a record and add it to the transcript.
@@ -682,7 +686,7 @@ impl Connection {
     fn handle_frame(
         &mut self,
         now: Instant,
-        frame: &[u8],
+        frame: Vec<u8>,
         rng: &mut dyn CryptoRng,
     ) -> Result<Heard, ChannelError> {
         if self.peer_closed() {
@@ -693,19 +697,31 @@ impl Connection {
             ));
         }
         let limits = self.common().limits;
-        let msg = Message::decode(frame, &limits).map_err(ChannelError::Decode)?;
-        let msg = StreamMessage::decode(&msg, &limits).map_err(|e| match e {
-            // A type that never travels in the clear: the peer is out of step, not garbled.
+        let msg = Message::decode(&frame, &limits).map_err(ChannelError::Decode)?;
+        // A type that never travels in the clear: the peer is out of step, not garbled.
+        let stream_error = |e| match e {
             WireError::UnexpectedType(t) => ChannelError::UnexpectedMessage(t),
             e => ChannelError::Decode(e),
-        })?;
+        };
+        if msg.msg_type() == RECORD {
+            // A record is no handshake step's message: it goes to the record layer, which
+            // decrypts it where it lies in the frame.
+            let session = msg.session();
+            let (seq, ciphertext) =
+                RecordEnvelope::decode_in_place(&msg, &frame, &limits).map_err(stream_error)?;
+            return match self.records {
+                Records::Protected { .. } => self.on_record(now, session, seq, frame, ciphertext),
+                Records::Plaintext => Err(ChannelError::UnexpectedMessage(RECORD)),
+            };
+        }
+        let msg = StreamMessage::decode(&msg, &limits).map_err(stream_error)?;
         self.state = match (self.take_state(), msg) {
             (State::ServerWaitClientHello(config), StreamMessage::ClientHello(hello)) => {
-                self.transcript.add(frame);
+                self.transcript.add(&frame);
                 self.on_client_hello(now, config, hello, rng)?
             }
             (State::ClientWaitServerHello(sent), StreamMessage::ServerHello(hello)) => {
-                self.transcript.add(frame);
+                self.transcript.add(&frame);
                 self.on_server_hello(sent, hello)?
             }
             (state, msg) => {
@@ -716,9 +732,6 @@ impl Connection {
                     // could be injected by anyone on the path.
                     (Records::Plaintext, StreamMessage::Alert(alert)) => {
                         Err(ChannelError::PeerAlert(alert.code))
-                    }
-                    (Records::Protected { .. }, StreamMessage::Record(record)) => {
-                        self.on_record(now, record)
                     }
                     (_, other) => Err(ChannelError::UnexpectedMessage(other.msg_type())),
                 };
@@ -739,26 +752,42 @@ impl Connection {
         core::mem::replace(&mut self.state, placeholder)
     }
 
-    fn on_record(&mut self, now: Instant, record: RecordEnvelope) -> Result<Heard, ChannelError> {
-        if record.session != self.session {
+    /// One record, `frame[ciphertext]` of the frame it came in: checked, decrypted in
+    /// place, and the frame's buffer reused for its payload.
+    fn on_record(
+        &mut self,
+        now: Instant,
+        session: u64,
+        seq: u64,
+        mut frame: Vec<u8>,
+        ciphertext: core::ops::Range<usize>,
+    ) -> Result<Heard, ChannelError> {
+        if session != self.session {
             return Err(ChannelError::WrongSession {
                 expected: self.session,
-                got: record.session,
+                got: session,
             });
         }
         // The largest record we accept: the biggest application message, its content-type
         // byte and the tag. Checked before decrypting, so an oversized record costs nothing.
         let max = self.common().max_record_len + 1 + crate::crypto::aead::TAG_LEN;
-        if record.ciphertext.len() > max {
+        if ciphertext.len() > max {
             return Err(ChannelError::RecordTooLarge {
-                len: record.ciphertext.len(),
+                len: ciphertext.len(),
                 max,
             });
         }
         let Records::Protected { recv, .. } = &mut self.records else {
             return Err(ChannelError::NotEstablished);
         };
-        let (content_type, payload) = recv.open(record)?;
+        let record = frame
+            .get_mut(ciphertext.clone())
+            .ok_or(ChannelError::DecryptFailed)?;
+        let content_type = recv.open_in_place(session, seq, record)?;
+        // What is left of the frame is the payload: after the content type, before the tag.
+        frame.truncate(ciphertext.end - crate::crypto::aead::TAG_LEN);
+        frame.drain(..ciphertext.start + 1);
+        let payload = frame;
         match (&mut self.state, Content::decode(content_type, payload)?) {
             (State::Established(_) | State::Failed(_), Content::Handshake(_)) => {
                 Err(ChannelError::UnexpectedMessage(CT_HANDSHAKE))

@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 use super::ChannelError;
 use super::messages::{AlertCode, RecordEnvelope};
 use crate::crypto::CryptoError;
-use crate::crypto::aead::{AeadAlg, AeadKey, NONCE_LEN};
+use crate::crypto::aead::{AeadAlg, AeadKey, NONCE_LEN, TAG_LEN};
 use crate::crypto::kdf::{MASTER_SECRET_LEN, Prk, seed_master_secret};
 use crate::wire::WireError;
 
@@ -142,54 +142,76 @@ impl DirectionKeys {
         n
     }
 
-    /// Protect one record and return its wire encoding.
-    pub(crate) fn seal(
+    /// Protect one record and append its wire encoding to `out`: the envelope's prefix,
+    /// then `content type ‖ payload` copied in once and sealed where it lies, then the tag.
+    /// On an error nothing is appended and the sequence number stays.
+    pub(crate) fn seal_into(
         &mut self,
+        out: &mut Vec<u8>,
         session: u64,
         content_type: u8,
         payload: &[u8],
-    ) -> Result<Vec<u8>, ChannelError> {
+    ) -> Result<(), ChannelError> {
         let seq = self.seq;
         let next = seq.checked_add(1).ok_or(ChannelError::SequenceExhausted)?;
-        let mut buf = Vec::with_capacity(payload.len() + 1 + crate::crypto::aead::TAG_LEN);
-        buf.push(content_type);
-        buf.extend_from_slice(payload);
-        self.key
-            .seal_in_place(&self.nonce(seq), &aad(session, seq), &mut buf);
-        let wire = RecordEnvelope {
-            session,
-            seq,
-            ciphertext: buf,
+        let ciphertext_len = 1 + payload.len() + TAG_LEN;
+        let prefix = RecordEnvelope::encode_prefix(session, seq, ciphertext_len)
+            .map_err(ChannelError::Decode)?;
+        out.reserve(prefix.len() + ciphertext_len);
+        let start = out.len();
+        out.extend_from_slice(&prefix);
+        out.push(content_type);
+        out.extend_from_slice(payload);
+        let sealed = self.key.seal_in_place_detached(
+            &self.nonce(seq),
+            &aad(session, seq),
+            &mut out[start + prefix.len()..],
+        );
+        match sealed {
+            Ok(tag) => out.extend_from_slice(&tag),
+            Err(_) => {
+                // Beyond the AEAD's limit, far above a record's: take the plaintext back.
+                out.truncate(start);
+                return Err(ChannelError::RecordTooLarge {
+                    len: payload.len(),
+                    max: u16::MAX as usize,
+                });
+            }
         }
-        .encode()
-        .map_err(ChannelError::Decode)?;
         self.seq = next;
-        Ok(wire)
+        Ok(())
     }
 
-    /// Check and decrypt one record; returns (content type, payload). The sequence number
-    /// advances only for a record that authenticates.
-    pub(crate) fn open(&mut self, record: RecordEnvelope) -> Result<(u8, Vec<u8>), ChannelError> {
-        if record.seq != self.seq {
+    /// Check and decrypt one record in place: `record` is its `ciphertext ‖ tag`, which
+    /// becomes `content type ‖ payload ‖ (unspecified)`. Returns the content type; the
+    /// payload is `record[1..record.len() - TAG_LEN]`. The sequence number advances only
+    /// for a record that authenticates.
+    pub(crate) fn open_in_place(
+        &mut self,
+        session: u64,
+        seq: u64,
+        record: &mut [u8],
+    ) -> Result<u8, ChannelError> {
+        if seq != self.seq {
             return Err(ChannelError::RecordOutOfOrder {
                 expected: self.seq,
-                got: record.seq,
+                got: seq,
             });
         }
-        let mut buf = record.ciphertext;
-        self.key
-            .open_in_place(
-                &self.nonce(record.seq),
-                &aad(record.session, record.seq),
-                &mut buf,
-            )
-            .map_err(|_| ChannelError::DecryptFailed)?;
-        if buf.is_empty() {
+        let Some(split) = record.len().checked_sub(TAG_LEN) else {
             return Err(ChannelError::DecryptFailed);
-        }
+        };
+        let (ciphertext, tag) = record.split_at_mut(split);
+        let mut t = [0u8; TAG_LEN];
+        t.copy_from_slice(tag);
+        self.key
+            .open_in_place_detached(&self.nonce(seq), &aad(session, seq), ciphertext, &t)
+            .map_err(|_| ChannelError::DecryptFailed)?;
+        let Some(&content_type) = ciphertext.first() else {
+            return Err(ChannelError::DecryptFailed);
+        };
         self.seq = self.seq.saturating_add(1);
-        let content_type = buf.remove(0);
-        Ok((content_type, buf))
+        Ok(content_type)
     }
 }
 

@@ -452,9 +452,186 @@ impl RecordEnvelope {
         })
     }
 
+    /// Length of what [`RecordEnvelope::encode`] puts before the ciphertext: the header,
+    /// the sequence number field and the ciphertext field's type and length.
+    pub(crate) const PREFIX_LEN: usize = wire::HEADER_LEN + 2 * wire::FIELD_HEADER_LEN + 8;
+
+    /// The first [`RecordEnvelope::PREFIX_LEN`] bytes of the encoding of a record of
+    /// `ciphertext_len` bytes, so that a sender can build the record in place behind them:
+    /// byte for byte what [`RecordEnvelope::encode`] writes, and the same error for a
+    /// ciphertext too long for its field.
+    pub(crate) fn encode_prefix(
+        session: u64,
+        seq: u64,
+        ciphertext_len: usize,
+    ) -> Result<[u8; Self::PREFIX_LEN], WireError> {
+        let field_len =
+            u16::try_from(ciphertext_len).map_err(|_| WireError::FieldTooLong(ciphertext_len))?;
+        let body_len = Self::PREFIX_LEN - wire::HEADER_LEN + ciphertext_len;
+        let header = wire::Header {
+            msg_type: RECORD,
+            // At most 16 + 65,535 bytes: always a u32.
+            body_len: body_len as u32,
+            session,
+        };
+        let mut out = [0u8; Self::PREFIX_LEN];
+        out[..wire::HEADER_LEN].copy_from_slice(&header.to_bytes());
+        out[16..18].copy_from_slice(&F_SEQ.to_be_bytes());
+        out[18..20].copy_from_slice(&8u16.to_be_bytes());
+        out[20..28].copy_from_slice(&seq.to_be_bytes());
+        out[28..30].copy_from_slice(&F_CIPHERTEXT.to_be_bytes());
+        out[30..32].copy_from_slice(&field_len.to_be_bytes());
+        Ok(out)
+    }
+
+    /// [`RecordEnvelope::decode`] without copying the ciphertext out: the sequence number
+    /// and where the ciphertext lies in `frame`, the bytes `msg` was decoded from (so it
+    /// can be decrypted in place). Same checks, same errors.
+    pub(crate) fn decode_in_place(
+        msg: &Message<'_>,
+        frame: &[u8],
+        limits: &Limits,
+    ) -> Result<(u64, core::ops::Range<usize>), WireError> {
+        if msg.msg_type() != RECORD {
+            return Err(WireError::UnexpectedType(msg.msg_type()));
+        }
+        // One walk over the fields, with the errors `fields_of`, `u64` and `bytes` give, in
+        // their order: the first unknown field the policy refuses, then the sequence
+        // number's, then the ciphertext's.
+        let (mut seq, mut ciphertext) = (None, None);
+        let (mut seq_twice, mut ciphertext_twice) = (false, false);
+        let mut unknown = None;
+        for f in msg.fields.iter() {
+            if f.ty == F_SEQ {
+                seq_twice |= seq.replace(f.value).is_some();
+            } else if f.ty == F_CIPHERTEXT {
+                ciphertext_twice |= ciphertext.replace(f.value).is_some();
+            } else if unknown.is_none() {
+                if f.is_critical() {
+                    unknown = Some(WireError::UnknownCriticalField(f.ty));
+                } else if limits.unknown_fields == wire::UnknownFieldPolicy::Reject {
+                    unknown = Some(WireError::UnknownField(f.ty));
+                }
+            }
+        }
+        if let Some(e) = unknown {
+            return Err(e);
+        }
+        let seq = match (seq, seq_twice) {
+            (_, true) => return Err(WireError::DuplicateField(F_SEQ)),
+            (None, _) => return Err(WireError::MissingField(F_SEQ)),
+            (Some(v), _) => {
+                u64::from_be_bytes(v.try_into().map_err(|_| WireError::BadFieldLength {
+                    field: F_SEQ,
+                    len: v.len(),
+                })?)
+            }
+        };
+        let ciphertext = match (ciphertext, ciphertext_twice) {
+            (_, true) => return Err(WireError::DuplicateField(F_CIPHERTEXT)),
+            (None, _) => return Err(WireError::MissingField(F_CIPHERTEXT)),
+            (Some(v), _) => v,
+        };
+        // The field is a sub-slice of `frame`: its offset is the distance of the addresses.
+        let start = ciphertext
+            .as_ptr()
+            .addr()
+            .wrapping_sub(frame.as_ptr().addr());
+        let range = start..start + ciphertext.len();
+        match frame.get(range.clone()) {
+            Some(_) => Ok((seq, range)),
+            // Unreachable when `msg` was decoded from `frame`.
+            None => Err(WireError::Truncated),
+        }
+    }
+
     /// Bytes of framing around `plaintext_len` bytes of payload: header, two field headers,
     /// the sequence number, the content-type byte and the tag.
     pub const fn overhead() -> usize {
         wire::HEADER_LEN + 2 * wire::FIELD_HEADER_LEN + 8 + 1 + crate::crypto::aead::TAG_LEN
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::UnknownFieldPolicy;
+
+    /// `decode_in_place` and `decode` agree on every record, well-formed or not: the same
+    /// sequence number and ciphertext, or the same error.
+    #[test]
+    fn in_place_record_decoding_matches_the_copying_one() {
+        let seq = 7u64.to_be_bytes();
+        let bodies: [&[(u16, &[u8])]; 9] = [
+            &[(F_SEQ, &seq), (F_CIPHERTEXT, b"sealed")],
+            &[(F_CIPHERTEXT, b"sealed"), (F_SEQ, &seq), (0x0042, b"x")],
+            &[(F_SEQ, &seq)],
+            &[(F_CIPHERTEXT, b"sealed")],
+            &[(F_SEQ, &seq), (F_SEQ, &seq), (F_CIPHERTEXT, b"c")],
+            &[(F_SEQ, &seq), (F_CIPHERTEXT, b"c"), (F_CIPHERTEXT, b"c")],
+            &[(F_SEQ, &[1, 2, 3]), (F_CIPHERTEXT, b"c")],
+            &[(F_SEQ, &seq), (CRITICAL | 0x42, b"x"), (F_CIPHERTEXT, b"c")],
+            &[(0x0042, b"x"), (F_SEQ, &[1]), (CRITICAL | 0x43, b"x")],
+        ];
+        for policy in [UnknownFieldPolicy::Skip, UnknownFieldPolicy::Reject] {
+            let limits = Limits {
+                unknown_fields: policy,
+                ..Limits::default()
+            };
+            for (i, body) in bodies.iter().enumerate() {
+                let mut w = FieldWriter::new();
+                for (ty, value) in body.iter() {
+                    w.push(*ty, value);
+                }
+                let frame = wire::encode(RECORD, 9, w).unwrap();
+                let msg = Message::decode(&frame, &limits).unwrap();
+                let copied = RecordEnvelope::decode(&msg, &limits);
+                let in_place = RecordEnvelope::decode_in_place(&msg, &frame, &limits)
+                    .map(|(seq, range)| (seq, frame[range].to_vec()));
+                assert_eq!(
+                    in_place,
+                    copied.map(|r| (r.seq, r.ciphertext)),
+                    "body {i}, {policy:?}"
+                );
+            }
+        }
+        let alert = Alert {
+            code: AlertCode::CloseNotify,
+        }
+        .encode(9)
+        .unwrap();
+        let msg = Message::decode(&alert, &Limits::default()).unwrap();
+        assert_eq!(
+            RecordEnvelope::decode_in_place(&msg, &alert, &Limits::default()),
+            Err(WireError::UnexpectedType(ALERT))
+        );
+    }
+
+    /// The prefix is what `encode` writes in front of the ciphertext, and refuses what it
+    /// refuses.
+    #[test]
+    fn record_prefix_matches_the_encoding() {
+        for len in [17, 100, 65_535] {
+            let ciphertext = alloc::vec![0xc5; len];
+            let whole = RecordEnvelope {
+                session: 3,
+                seq: 11,
+                ciphertext: ciphertext.clone(),
+            }
+            .encode()
+            .unwrap();
+            let prefix = RecordEnvelope::encode_prefix(3, 11, len).unwrap();
+            assert_eq!([&prefix[..], &ciphertext[..]].concat(), whole);
+        }
+        assert_eq!(
+            RecordEnvelope::encode_prefix(3, 11, 65_536),
+            RecordEnvelope {
+                session: 3,
+                seq: 11,
+                ciphertext: alloc::vec![0; 65_536],
+            }
+            .encode()
+            .map(|_| [0; RecordEnvelope::PREFIX_LEN])
+        );
     }
 }

@@ -135,23 +135,44 @@ impl AeadKey {
         };
     }
 
-    /// Encrypt `buf` in place and return the tag, for a caller that places it itself
-    /// (a record sealed straight into its output buffer).
+    /// Encrypt `buf` in place and return the tag, for callers that build a whole record or
+    /// packet in one buffer and place the tag themselves (no copy, no growth).
+    ///
+    /// Fails only beyond the algorithm's length limit (about 64 GiB of plaintext for
+    /// AES-GCM); `buf` is then left as it was.
     pub fn seal_in_place_detached(
         &self,
         nonce: &[u8; NONCE_LEN],
         aad: &[u8],
         buf: &mut [u8],
-    ) -> [u8; TAG_LEN] {
+    ) -> Result<[u8; TAG_LEN], CryptoError> {
         let n = (*nonce).into();
-        // As in `seal_in_place`: the only failure is a plaintext over the algorithm's
-        // limit (tens of GiB), far above any caller's record bound.
         let tag = match &self.cipher {
             Cipher::ChaCha(c) => c.encrypt_inout_detached(&n, aad, buf.into()),
             Cipher::Aes128(c) => c.encrypt_inout_detached(&n, aad, buf.into()),
             Cipher::Aes256(c) => c.encrypt_inout_detached(&n, aad, buf.into()),
-        };
-        tag.map(Into::into).unwrap_or([0; TAG_LEN])
+        }
+        .map_err(|_| CryptoError::TooLong)?;
+        Ok(tag.into())
+    }
+
+    /// Check `tag` over the ciphertext `buf` and decrypt it in place. On failure `buf` is
+    /// left unspecified and must be discarded.
+    pub fn open_in_place_detached(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), CryptoError> {
+        let n = (*nonce).into();
+        let t = (*tag).into();
+        match &self.cipher {
+            Cipher::ChaCha(c) => c.decrypt_inout_detached(&n, aad, buf.into(), &t),
+            Cipher::Aes128(c) => c.decrypt_inout_detached(&n, aad, buf.into(), &t),
+            Cipher::Aes256(c) => c.decrypt_inout_detached(&n, aad, buf.into(), &t),
+        }
+        .map_err(|_| CryptoError::AuthenticationFailed)
     }
 
     /// Encrypt `plaintext`; returns ciphertext ‖ tag.
@@ -264,6 +285,30 @@ mod tests {
             &sealed[pt.len()..],
             unhex("5bc94fbc3221a5db94fae95ae7121a47").as_slice()
         );
+    }
+
+    #[test]
+    fn detached_seal_and_open_match_the_appended_tag_form() {
+        for alg in AeadAlg::ALL {
+            let key = AeadKey::new(alg, &alloc::vec![9u8; alg.key_len()]).unwrap();
+            let nonce = [3u8; 12];
+            let sealed = key.seal(&nonce, b"aad", b"in one buffer");
+            let mut buf = b"in one buffer".to_vec();
+            let tag = key
+                .seal_in_place_detached(&nonce, b"aad", &mut buf)
+                .unwrap();
+            assert_eq!([&buf[..], &tag[..]].concat(), sealed);
+            key.open_in_place_detached(&nonce, b"aad", &mut buf, &tag)
+                .unwrap();
+            assert_eq!(buf, b"in one buffer");
+            let mut bad = tag;
+            bad[0] ^= 1;
+            let mut ct = sealed[..sealed.len() - TAG_LEN].to_vec();
+            assert_eq!(
+                key.open_in_place_detached(&nonce, b"aad", &mut ct, &bad),
+                Err(CryptoError::AuthenticationFailed)
+            );
+        }
     }
 
     #[test]

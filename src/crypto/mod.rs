@@ -45,6 +45,10 @@ pub enum CryptoError {
     /// The KDF was asked for more output than it can give.
     #[error("requested KDF output too long")]
     OutputTooLong,
+    /// A plaintext or its associated data is beyond what the AEAD can seal (about 64 GiB
+    /// for AES-GCM).
+    #[error("input too long for the AEAD")]
+    TooLong,
 }
 
 /// Compare two byte strings in constant time (for equal lengths).

@@ -222,6 +222,11 @@ pub enum TlsError {
         limit: u64,
     },
 
+    /// The AEAD refused to seal a record: only beyond its length limit (tens of GiB),
+    /// which no record within 2^14 octets reaches. Nothing was written.
+    #[error("the AEAD refused to seal a record")]
+    SealRefused,
+
     // ---- receiving: refusals ----
     /// `install_rx` without a peer KeyUpdate waiting for its key.
     #[error("no peer KeyUpdate awaits a receive key")]
@@ -342,6 +347,7 @@ impl TlsError {
             | E::Closed
             | E::KeyUpdateOwed
             | E::TxKeyExhausted { .. }
+            | E::SealRefused
             | E::NoKeyUpdatePending
             | E::ReceiveBacklogFull { .. }
             | E::DataAfterCloseNotify(_)

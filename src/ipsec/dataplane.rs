@@ -10,7 +10,8 @@ use rand_core::Rng as _;
 
 use super::esp::peek_header;
 use super::packet::{
-    self, HeaderParams, PROTO_ESP, PROTO_IPV4, PROTO_IPV6, PROTO_NONE, PROTO_UDP, PacketInfo,
+    self, HeaderParams, IpHeader, PROTO_ESP, PROTO_IPV4, PROTO_IPV6, PROTO_NONE, PROTO_UDP,
+    PacketInfo,
 };
 use super::sa::{ChildSa, Mode, SaEntry, SaStats};
 use super::selector::Selector;
@@ -505,6 +506,10 @@ impl DataPlane {
     /// Every packet call starts here: one look at the earliest deadline, and the timers
     /// only when one is due.
     fn expire(&mut self, now: Instant) {
+        // Without lifetimes or acquires there is nothing to look at.
+        if self.soft_at.is_empty() && self.hard_at.is_empty() && self.pending.is_empty() {
+            return;
+        }
         if self.poll_timeout().is_none_or(|t| t > now) {
             return;
         }
@@ -772,28 +777,22 @@ impl DataPlane {
         } else {
             self.rng.fill_bytes(iv);
         }
-        let esp = e
-            .outbound
-            .seal(e.sa.spi_out, seq, e.sa.esn, iv, next_header, payload)?;
         // Consume the sequence number (and with it the AEAD IV) now, whatever happens to
         // this packet below: a number is never used twice.
         e.next_seq = seq.checked_add(1).unwrap_or(0);
-        let out = if let Some(encap) = e.sa.encap {
+        // One buffer, sized at once: the outer header (tunnel or transport mode; none for
+        // UDP encapsulation, whose datagram the driver builds), then ESP sealed in place.
+        let esp_len = suite.sealed_len(payload.len());
+        let (mut buf, udp) = if let Some(encap) = e.sa.encap {
             // The outer IPv4 header and the UDP header must still fit a 16-bit length.
             let outer = if encap.local.is_ipv4() { 28 } else { 8 };
-            if esp.len() + outer > usize::from(u16::MAX) {
+            if esp_len + outer > usize::from(u16::MAX) {
                 return Err(IpsecError::TooLarge);
             }
-            Protected::Udp(EncapDatagram {
-                from: encap.local,
-                to: encap.remote,
-                payload: esp,
-            })
+            (Vec::with_capacity(esp_len), Some(encap))
         } else if let Mode::Tunnel { local, remote } = e.sa.mode {
-            let mut out = Vec::with_capacity(40 + esp.len());
             self.ip_id = self.ip_id.wrapping_add(1);
-            packet::push_ip_header(
-                &mut out,
+            let header = IpHeader::new(
                 &HeaderParams {
                     src: local,
                     dst: remote,
@@ -802,12 +801,30 @@ impl DataPlane {
                     ttl: 64,
                     id: self.ip_id,
                 },
-                esp.len(),
+                esp_len,
             )?;
-            out.extend_from_slice(&esp);
-            Protected::Ip(out)
+            let mut buf = Vec::with_capacity(header.as_bytes().len() + esp_len);
+            buf.extend_from_slice(header.as_bytes());
+            (buf, None)
         } else {
-            Protected::Ip(transport_packet(whole, info, &esp)?)
+            (transport_header(whole, info, esp_len)?, None)
+        };
+        e.outbound.seal_into(
+            &mut buf,
+            e.sa.spi_out,
+            seq,
+            e.sa.esn,
+            iv,
+            next_header,
+            payload,
+        )?;
+        let out = match udp {
+            Some(encap) => Protected::Udp(EncapDatagram {
+                from: encap.local,
+                to: encap.remote,
+                payload: buf,
+            }),
+            None => Protected::Ip(buf),
         };
         e.stats.outbound.packets += 1;
         e.stats.outbound.bytes += payload.len() as u64;
@@ -942,8 +959,16 @@ impl DataPlane {
         } else {
             u64::from(seq_low)
         };
-        let opened = match e.inbound.open(esp, seq, e.sa.esn) {
-            Ok(o) => o,
+        // One buffer for what is delivered: in transport mode room for the rebuilt IP
+        // header comes first, then the ciphertext, copied once and decrypted in place.
+        let header_len = match e.sa.mode {
+            Mode::Tunnel { .. } => 0,
+            Mode::Transport => packet::ip_header_len(outer.src),
+        };
+        let mut inner = Vec::with_capacity(header_len + esp.len());
+        inner.resize(header_len, 0);
+        let next_header = match e.inbound.open_into(esp, seq, e.sa.esn, &mut inner) {
+            Ok((_, next_header)) => next_header,
             Err(err) => {
                 match err {
                     IpsecError::IntegrityFailed { .. } => e.stats.integrity_failures += 1,
@@ -957,15 +982,15 @@ impl DataPlane {
             e.stats.replay_drops += 1;
             return Err(IpsecError::Replay { spi, seq, kind });
         }
-        let next_header = opened.next_header;
-        let mut payload = opened.payload;
-        let counted = payload.len() as u64;
+        let payload_len = inner.len() - header_len;
+        let counted = payload_len as u64;
         if next_header == PROTO_NONE {
             return Ok(Inbound::Dummy { spi });
         }
-        let inner = match e.sa.mode {
+        // The delivered packet is parsed once: its selector fields are checked below.
+        let info = match e.sa.mode {
             Mode::Tunnel { .. } => {
-                let version = payload.first().map(|b| b >> 4);
+                let version = inner.first().map(|b| b >> 4);
                 let ok = matches!(
                     (next_header, version),
                     (PROTO_IPV4, Some(4)) | (PROTO_IPV6, Some(6))
@@ -974,15 +999,13 @@ impl DataPlane {
                     e.stats.malformed += 1;
                     return Err(IpsecError::UnexpectedNextHeader { spi, next_header });
                 }
-                let info = packet::parse(&payload).inspect_err(|_| e.stats.malformed += 1)?;
+                let info = packet::parse(&inner).inspect_err(|_| e.stats.malformed += 1)?;
                 // Anything past the inner packet's own length is TFC padding.
-                payload.truncate(info.total_len);
-                payload
+                inner.truncate(info.total_len);
+                info
             }
             Mode::Transport => {
-                let mut out = Vec::with_capacity(40 + payload.len());
-                packet::push_ip_header(
-                    &mut out,
+                let header = IpHeader::new(
                     &HeaderParams {
                         src: outer.src,
                         dst: outer.dst,
@@ -991,19 +1014,19 @@ impl DataPlane {
                         ttl: outer.ttl,
                         id: 0,
                     },
-                    payload.len(),
+                    payload_len,
                 )
                 .inspect_err(|_| e.stats.malformed += 1)?;
-                out.extend_from_slice(&payload);
+                inner[..header_len].copy_from_slice(header.as_bytes());
+                let info = packet::parse(&inner).inspect_err(|_| e.stats.malformed += 1)?;
                 if outer.udp {
                     // A NAT may have rewritten the addresses the checksum covers.
-                    packet::fix_transport_checksum(&mut out)
+                    packet::fix_transport_checksum_parsed(&mut inner, &info)
                         .inspect_err(|_| e.stats.malformed += 1)?;
                 }
-                out
+                info
             }
         };
-        let info = packet::parse(&inner).inspect_err(|_| e.stats.malformed += 1)?;
         if !e.sa.covers_inbound(&info) {
             e.stats.selector_mismatches += 1;
             return Err(IpsecError::SelectorMismatch { spi });
@@ -1089,25 +1112,29 @@ fn remote_hosts(sa: &ChildSa) -> Option<Vec<IpAddr>> {
 }
 
 /// Transport mode: the original header (options and extension headers kept), its
-/// protocol field set to ESP and its lengths (and IPv4 checksum) updated, then ESP.
-fn transport_packet(whole: &[u8], info: &PacketInfo, esp: &[u8]) -> Result<Vec<u8>, IpsecError> {
+/// protocol field set to ESP and its lengths (and IPv4 checksum) updated for `esp_len`
+/// bytes of ESP, in a buffer with room for them.
+fn transport_header(
+    whole: &[u8],
+    info: &PacketInfo,
+    esp_len: usize,
+) -> Result<Vec<u8>, IpsecError> {
     let header = whole
         .get(..info.header_len)
         .ok_or(IpsecError::Malformed("short packet"))?;
-    let mut out = Vec::with_capacity(header.len() + esp.len());
+    let mut out = Vec::with_capacity(header.len() + esp_len);
     out.extend_from_slice(header);
     *out.get_mut(info.proto_offset)
         .ok_or(IpsecError::Malformed("protocol offset"))? = PROTO_ESP;
     if info.src.is_ipv4() {
-        let total = u16::try_from(header.len() + esp.len()).map_err(|_| IpsecError::TooLarge)?;
+        let total = u16::try_from(header.len() + esp_len).map_err(|_| IpsecError::TooLarge)?;
         out[2..4].copy_from_slice(&total.to_be_bytes());
         out[10..12].copy_from_slice(&[0, 0]);
         let sum = packet::checksum(&out[..info.header_len]);
         out[10..12].copy_from_slice(&sum.to_be_bytes());
     } else {
-        let len = u16::try_from(header.len() - 40 + esp.len()).map_err(|_| IpsecError::TooLarge)?;
+        let len = u16::try_from(header.len() - 40 + esp_len).map_err(|_| IpsecError::TooLarge)?;
         out[4..6].copy_from_slice(&len.to_be_bytes());
     }
-    out.extend_from_slice(esp);
     Ok(out)
 }

@@ -130,6 +130,19 @@ impl Suite {
         ESP_HEADER_LEN + self.iv_len() + (self.alignment() - 1) + 2 + ICV_LEN
     }
 
+    /// Bytes of padding (RFC 4303 §2.4) that align a `payload_len`-byte payload and its
+    /// 2-byte trailer to [`Suite::alignment`]: the minimum, no TFC padding.
+    pub const fn padding(self, payload_len: usize) -> usize {
+        let align = self.alignment();
+        (align - (payload_len + 2) % align) % align
+    }
+
+    /// Length of the ESP packet that carries a `payload_len`-byte payload: header, IV,
+    /// payload, padding, trailer and ICV.
+    pub const fn sealed_len(self, payload_len: usize) -> usize {
+        ESP_HEADER_LEN + self.iv_len() + payload_len + self.padding(payload_len) + 2 + ICV_LEN
+    }
+
     /// A stable numeric id for deputy's own encodings.
     pub const fn id(self) -> u8 {
         match self {
@@ -372,28 +385,48 @@ impl EspTransform {
         next_header: u8,
         payload: &[u8],
     ) -> Result<Vec<u8>, IpsecError> {
+        let mut out = Vec::new();
+        self.seal_into(&mut out, spi, seq, esn, iv, next_header, payload)?;
+        Ok(out)
+    }
+
+    /// [`EspTransform::seal`] appending the packet to `out` (after an outer header the
+    /// caller already wrote, say): the [`Suite::sealed_len`] bytes are reserved at once,
+    /// the payload is copied in once and encrypted where it lies. On an error `out` is
+    /// left as it was.
+    #[allow(clippy::too_many_arguments)]
+    pub fn seal_into(
+        &self,
+        out: &mut Vec<u8>,
+        spi: u32,
+        seq: u64,
+        esn: bool,
+        iv: &[u8],
+        next_header: u8,
+        payload: &[u8],
+    ) -> Result<(), IpsecError> {
         let suite = self.suite;
         if iv.len() != suite.iv_len() {
             return Err(IpsecError::Malformed("IV length"));
         }
-        let align = suite.alignment();
-        let body = payload.len() + 2;
-        let pad = (align - body % align) % align;
-        let mut out = Vec::with_capacity(ESP_HEADER_LEN + iv.len() + body + pad + ICV_LEN);
+        let pad = suite.padding(payload.len());
+        out.reserve(suite.sealed_len(payload.len()));
+        let esp_start = out.len();
         out.extend_from_slice(&spi.to_be_bytes());
         out.extend_from_slice(&(seq as u32).to_be_bytes());
         out.extend_from_slice(iv);
         let ct_start = out.len();
         out.extend_from_slice(payload);
-        // pad < 16, so the cast is exact.
-        out.extend((1..=pad).map(|i| i as u8));
-        out.push(pad as u8);
-        out.push(next_header);
-        match &self.transform {
+        // pad < 16, so the casts are exact.
+        const PADDING: [u8; 16] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
+        out.extend_from_slice(&PADDING[..pad]);
+        out.extend_from_slice(&[pad as u8, next_header]);
+        let icv = match &self.transform {
             Transform::Cbc { cipher, mac } => {
                 let (blocks, rest) = cbc::cipher::Array::slice_as_chunks_mut(&mut out[ct_start..]);
                 if !rest.is_empty() {
                     // Unreachable: the padding above aligns to the block size.
+                    out.truncate(esp_start);
                     return Err(IpsecError::Malformed("CBC alignment"));
                 }
                 let iv: &[u8; 16] = iv.try_into().map_err(|_| IpsecError::Malformed("IV"))?;
@@ -407,17 +440,30 @@ impl EspTransform {
                             .encrypt_blocks(blocks)
                     }
                 }
-                let icv = cbc_icv(mac, &out, seq, esn);
-                out.extend_from_slice(&icv[..ICV_LEN]);
+                let icv = cbc_icv(mac, &out[esp_start..], seq, esn);
+                let mut first = [0u8; ICV_LEN];
+                first.copy_from_slice(&icv[..ICV_LEN]);
+                first
             }
             Transform::Aead { key, salt } => {
                 let (aad, aad_len) = aad(spi, seq, esn);
-                let mut ct = out.split_off(ct_start);
-                key.seal_in_place(&nonce(salt, iv), &aad[..aad_len], &mut ct);
-                out.extend_from_slice(&ct);
+                match key.seal_in_place_detached(
+                    &nonce(salt, iv),
+                    &aad[..aad_len],
+                    &mut out[ct_start..],
+                ) {
+                    Ok(tag) => tag,
+                    Err(_) => {
+                        // Beyond the AEAD's length limit, far above any IP packet: the
+                        // plaintext is taken back out.
+                        out.truncate(esp_start);
+                        return Err(IpsecError::TooLarge);
+                    }
+                }
             }
-        }
-        Ok(out)
+        };
+        out.extend_from_slice(&icv);
+        Ok(())
     }
 
     /// Verify and decrypt an ESP packet whose full sequence number is `seq` (the low 32
@@ -425,6 +471,27 @@ impl EspTransform {
     /// window). Integrity is checked before anything is decrypted or parsed; then the
     /// padding is checked.
     pub fn open(&self, esp: &[u8], seq: u64, esn: bool) -> Result<Opened, IpsecError> {
+        let mut payload = Vec::new();
+        let (spi, next_header) = self.open_into(esp, seq, esn, &mut payload)?;
+        Ok(Opened {
+            spi,
+            seq,
+            next_header,
+            payload,
+        })
+    }
+
+    /// [`EspTransform::open`] appending the payload to `out` (after room the caller keeps
+    /// for a header, say): the ciphertext is copied in once and decrypted where it lies,
+    /// then padding and trailer are cut off. Returns the SPI and the next header. On an
+    /// error `out` is left as it was.
+    pub fn open_into(
+        &self,
+        esp: &[u8],
+        seq: u64,
+        esn: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(u32, u8), IpsecError> {
         let suite = self.suite;
         let (spi, _) = peek_header(esp)?;
         let iv_end = ESP_HEADER_LEN + suite.iv_len();
@@ -434,46 +501,61 @@ impl EspTransform {
         }
         let icv_start = esp.len() - ICV_LEN;
         let iv = &esp[ESP_HEADER_LEN..iv_end];
-        let mut plain = match &self.transform {
+        let ciphertext = &esp[iv_end..icv_start];
+        let start = out.len();
+        let opened = match &self.transform {
             Transform::Cbc { cipher, mac } => {
                 let expect = cbc_icv(mac, &esp[..icv_start], seq, esn);
                 if !crate::crypto::ct_eq(&expect[..ICV_LEN], &esp[icv_start..]) {
                     return Err(IpsecError::IntegrityFailed { spi });
                 }
-                let mut buf = esp[iv_end..icv_start].to_vec();
-                let (blocks, rest) = cbc::cipher::Array::slice_as_chunks_mut(&mut buf[..]);
+                let iv: &[u8; 16] = iv.try_into().map_err(|_| IpsecError::Malformed("IV"))?;
+                out.extend_from_slice(ciphertext);
+                let (blocks, rest) = cbc::cipher::Array::slice_as_chunks_mut(&mut out[start..]);
                 if !rest.is_empty() {
                     // Authentic but not block-aligned: the sender is broken.
-                    return Err(IpsecError::BadPadding { spi });
-                }
-                let iv: &[u8; 16] = iv.try_into().map_err(|_| IpsecError::Malformed("IV"))?;
-                match cipher {
-                    CbcCipher::Aes128(c) => {
-                        cbc::Decryptor::<Aes128>::inner_iv_init(c.clone(), iv.into())
-                            .decrypt_blocks(blocks)
+                    Err(IpsecError::BadPadding { spi })
+                } else {
+                    match cipher {
+                        CbcCipher::Aes128(c) => {
+                            cbc::Decryptor::<Aes128>::inner_iv_init(c.clone(), iv.into())
+                                .decrypt_blocks(blocks)
+                        }
+                        CbcCipher::Aes256(c) => {
+                            cbc::Decryptor::<Aes256>::inner_iv_init(c.clone(), iv.into())
+                                .decrypt_blocks(blocks)
+                        }
                     }
-                    CbcCipher::Aes256(c) => {
-                        cbc::Decryptor::<Aes256>::inner_iv_init(c.clone(), iv.into())
-                            .decrypt_blocks(blocks)
-                    }
+                    Ok(())
                 }
-                buf
             }
             Transform::Aead { key, salt } => {
                 let (aad, aad_len) = aad(spi, seq, esn);
-                let mut buf = esp[iv_end..].to_vec();
-                key.open_in_place(&nonce(salt, iv), &aad[..aad_len], &mut buf)
-                    .map_err(|_| IpsecError::IntegrityFailed { spi })?;
-                buf
+                let mut tag = [0u8; ICV_LEN];
+                tag.copy_from_slice(&esp[icv_start..]);
+                out.extend_from_slice(ciphertext);
+                key.open_in_place_detached(
+                    &nonce(salt, iv),
+                    &aad[..aad_len],
+                    &mut out[start..],
+                    &tag,
+                )
+                .map_err(|_| IpsecError::IntegrityFailed { spi })
             }
         };
-        let next_header = strip_trailer(&mut plain).ok_or(IpsecError::BadPadding { spi })?;
-        Ok(Opened {
-            spi,
-            seq,
-            next_header,
-            payload: plain,
-        })
+        let trailer =
+            opened.and_then(|()| trailer(&out[start..]).ok_or(IpsecError::BadPadding { spi }));
+        match trailer {
+            Ok((len, next_header)) => {
+                out.truncate(start + len);
+                Ok((spi, next_header))
+            }
+            Err(e) => {
+                // Nothing of a packet that failed stays behind, decrypted or not.
+                out.truncate(start);
+                Err(e)
+            }
+        }
     }
 }
 
@@ -488,20 +570,27 @@ fn cbc_icv(mac: &Hmac<Sha256>, authenticated: &[u8], seq: u64, esn: bool) -> Zer
     out
 }
 
-/// Remove `padding ‖ pad length ‖ next header` from the end of `plain`, checking that the
-/// padding is 1, 2, 3, … (RFC 4303 §2.4). Returns the next header.
-fn strip_trailer(plain: &mut Vec<u8>) -> Option<u8> {
-    let next_header = plain.pop()?;
-    let pad_len = usize::from(plain.pop()?);
-    let start = plain.len().checked_sub(pad_len)?;
-    let monotonic = plain[start..]
+/// Read `padding ‖ pad length ‖ next header` at the end of `plain`, checking that the
+/// padding is 1, 2, 3, … (RFC 4303 §2.4). Returns the length of the payload before it and
+/// the next header.
+fn trailer(plain: &[u8]) -> Option<(usize, u8)> {
+    let [rest @ .., pad_len, next_header] = plain else {
+        return None;
+    };
+    let start = rest.len().checked_sub(usize::from(*pad_len))?;
+    let monotonic = rest[start..]
         .iter()
         .enumerate()
         .all(|(i, &b)| usize::from(b) == i + 1);
-    if !monotonic {
-        return None;
-    }
-    plain.truncate(start);
+    monotonic.then_some((start, *next_header))
+}
+
+/// Remove `padding ‖ pad length ‖ next header` from the end of `plain` (see [`trailer`]).
+/// Returns the next header.
+#[cfg(test)]
+fn strip_trailer(plain: &mut Vec<u8>) -> Option<u8> {
+    let (len, next_header) = trailer(plain)?;
+    plain.truncate(len);
     Some(next_header)
 }
 
@@ -547,6 +636,34 @@ mod tests {
                 }
             );
             assert_eq!(Suite::from_id(suite.id()), Some(suite));
+        }
+    }
+
+    #[test]
+    fn seal_into_and_open_into_append_and_leave_nothing_behind_on_failure() {
+        for suite in Suite::ALL {
+            let t = EspTransform::new(suite, &keys(suite, 5)).unwrap();
+            let iv = vec![2u8; suite.iv_len()];
+            let mut out = b"outer".to_vec();
+            t.seal_into(&mut out, 9, 3, false, &iv, 4, b"payload")
+                .unwrap();
+            let esp = out.split_off(5);
+            assert_eq!(esp.len(), suite.sealed_len(7));
+            assert_eq!(esp, t.seal(9, 3, false, &iv, 4, b"payload").unwrap());
+            let mut plain = b"room".to_vec();
+            assert_eq!(t.open_into(&esp, 3, false, &mut plain), Ok((9, 4)));
+            assert_eq!(plain, b"roompayload");
+            let mut bad = esp.clone();
+            *bad.last_mut().unwrap() ^= 1;
+            let mut plain = b"room".to_vec();
+            assert_eq!(
+                t.open_into(&bad, 3, false, &mut plain),
+                Err(IpsecError::IntegrityFailed { spi: 9 })
+            );
+            assert_eq!(plain, b"room", "{suite}");
+            let mut out = b"outer".to_vec();
+            assert!(t.seal_into(&mut out, 9, 3, false, &[0], 4, b"p").is_err());
+            assert_eq!(out, b"outer");
         }
     }
 

@@ -199,21 +199,25 @@ fn ports(protocol: u8, body: &[u8]) -> (Option<u16>, Option<u16>) {
     }
 }
 
-/// The Internet checksum (RFC 1071) of `data`, continuing from the folded-or-not `sum`.
-fn ones_sum(mut sum: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum = sum.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
-        sum = (sum & 0xffff) + (sum >> 16);
+/// The Internet checksum (RFC 1071) of `data`, continuing from the unfolded `sum`: the
+/// 16-bit words are added up in a wide accumulator (as 32-bit big-endian words, which is
+/// the same sum modulo 0xffff) and folded once, in [`fold`]. Every part but the last of a
+/// chained sum must have an even length; an odd last byte counts as the high byte of a
+/// word. A packet (at most 64 KiB) cannot overflow the 64-bit sum.
+fn ones_sum(mut sum: u64, data: &[u8]) -> u64 {
+    let mut words = data.chunks_exact(4);
+    for w in &mut words {
+        sum += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
     }
-    if let [last] = chunks.remainder() {
-        sum = sum.wrapping_add(u32::from(*last) << 8);
-        sum = (sum & 0xffff) + (sum >> 16);
+    match words.remainder() {
+        [a, b, c] => sum + u64::from(u16::from_be_bytes([*a, *b])) + (u64::from(*c) << 8),
+        [a, b] => sum + u64::from(u16::from_be_bytes([*a, *b])),
+        [a] => sum + (u64::from(*a) << 8),
+        _ => sum,
     }
-    sum
 }
 
-fn fold(mut sum: u32) -> u16 {
+fn fold(mut sum: u64) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -264,37 +268,65 @@ pub struct HeaderParams {
     pub id: u16,
 }
 
+/// An IPv4 (20 bytes) or IPv6 (40 bytes) header, built on the stack.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IpHeader {
+    bytes: [u8; 40],
+    len: usize,
+}
+
+impl IpHeader {
+    /// The header for a payload of `payload_len` bytes.
+    pub(crate) fn new(h: &HeaderParams, payload_len: usize) -> Result<IpHeader, IpsecError> {
+        let mut bytes = [0u8; 40];
+        match (h.src, h.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let total = u16::try_from(payload_len + 20).map_err(|_| IpsecError::TooLarge)?;
+                bytes[..2].copy_from_slice(&[0x45, h.tos]);
+                bytes[2..4].copy_from_slice(&total.to_be_bytes());
+                bytes[4..6].copy_from_slice(&h.id.to_be_bytes());
+                bytes[6..10].copy_from_slice(&[0, 0, h.ttl, h.protocol]);
+                bytes[12..16].copy_from_slice(&s.octets());
+                bytes[16..20].copy_from_slice(&d.octets());
+                let sum = checksum(&bytes[..20]);
+                bytes[10..12].copy_from_slice(&sum.to_be_bytes());
+                Ok(IpHeader { bytes, len: 20 })
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let len = u16::try_from(payload_len).map_err(|_| IpsecError::TooLarge)?;
+                bytes[..4].copy_from_slice(&[0x60 | (h.tos >> 4), h.tos << 4, 0, 0]);
+                bytes[4..6].copy_from_slice(&len.to_be_bytes());
+                bytes[6..8].copy_from_slice(&[h.protocol, h.ttl]);
+                bytes[8..24].copy_from_slice(&s.octets());
+                bytes[24..40].copy_from_slice(&d.octets());
+                Ok(IpHeader { bytes, len: 40 })
+            }
+            _ => Err(IpsecError::AddressFamilyMismatch),
+        }
+    }
+
+    /// The header's bytes.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Length of the IP header [`IpHeader::new`] writes for an address of this family.
+pub(crate) const fn ip_header_len(addr: IpAddr) -> usize {
+    match addr {
+        IpAddr::V4(_) => 20,
+        IpAddr::V6(_) => 40,
+    }
+}
+
 /// Append an IPv4 or IPv6 header for a payload of `payload_len` bytes.
 pub fn push_ip_header(
     out: &mut Vec<u8>,
     h: &HeaderParams,
     payload_len: usize,
 ) -> Result<(), IpsecError> {
-    match (h.src, h.dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let total = u16::try_from(payload_len + 20).map_err(|_| IpsecError::TooLarge)?;
-            let start = out.len();
-            out.extend_from_slice(&[0x45, h.tos]);
-            out.extend_from_slice(&total.to_be_bytes());
-            out.extend_from_slice(&h.id.to_be_bytes());
-            out.extend_from_slice(&[0, 0, h.ttl, h.protocol, 0, 0]);
-            out.extend_from_slice(&s.octets());
-            out.extend_from_slice(&d.octets());
-            let sum = checksum(&out[start..]);
-            out[start + 10..start + 12].copy_from_slice(&sum.to_be_bytes());
-            Ok(())
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let len = u16::try_from(payload_len).map_err(|_| IpsecError::TooLarge)?;
-            out.extend_from_slice(&[0x60 | (h.tos >> 4), h.tos << 4, 0, 0]);
-            out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(&[h.protocol, h.ttl]);
-            out.extend_from_slice(&s.octets());
-            out.extend_from_slice(&d.octets());
-            Ok(())
-        }
-        _ => Err(IpsecError::AddressFamilyMismatch),
-    }
+    out.extend_from_slice(IpHeader::new(h, payload_len)?.as_bytes());
+    Ok(())
 }
 
 /// Build `IP header ‖ UDP header ‖ payload`. The UDP checksum is zero over IPv4 (RFC 3948
@@ -340,8 +372,17 @@ pub fn udp_packet(
 /// Recompute the TCP or UDP checksum of a whole packet in place (transport-mode packets
 /// whose addresses were rewritten by a NAT, RFC 3948 §3.1.2). Other protocols, fragments,
 /// and IPv4 UDP packets sent without a checksum are left alone.
+#[cfg(test)]
 pub fn fix_transport_checksum(packet: &mut [u8]) -> Result<(), IpsecError> {
     let info = parse(packet)?;
+    fix_transport_checksum_parsed(packet, &info)
+}
+
+/// [`fix_transport_checksum`] of a packet already parsed into `info`.
+pub(crate) fn fix_transport_checksum_parsed(
+    packet: &mut [u8],
+    info: &PacketInfo,
+) -> Result<(), IpsecError> {
     if info.is_fragment {
         return Ok(());
     }

@@ -538,7 +538,7 @@ impl RecordLayer {
         }
         out.reserve(data.len() + records as usize * (HEADER_LEN + 1 + TAG_LEN));
         for chunk in data.chunks(self.cfg.max_fragment) {
-            self.seal_record(ContentType::ApplicationData, chunk, out);
+            self.seal_record(ContentType::ApplicationData, chunk, out)?;
         }
         Ok(())
     }
@@ -572,7 +572,7 @@ impl RecordLayer {
         check_tx_seq(self.suite, next.seq)?;
         self.check_control_room()?;
         let message = [KEY_UPDATE, 0, 0, 1, u8::from(request_peer)];
-        self.seal_record(ContentType::Handshake, &message, out);
+        self.seal_record(ContentType::Handshake, &message, out)?;
         self.tx = protection;
         self.owes_key_update = false;
         Ok(())
@@ -586,7 +586,7 @@ impl RecordLayer {
             ContentType::Alert,
             &[LEVEL_WARNING, AlertDescription::CloseNotify.code()],
             out,
-        );
+        )?;
         self.tx_closed = true;
         Ok(())
     }
@@ -616,7 +616,7 @@ impl RecordLayer {
         } else {
             LEVEL_WARNING
         };
-        self.seal_record(ContentType::Alert, &[level, alert.code()], out);
+        self.seal_record(ContentType::Alert, &[level, alert.code()], out)?;
         self.failure = Some(Failure::AlertSent);
         self.discard_input();
         Ok(())
@@ -655,7 +655,12 @@ impl RecordLayer {
     /// TLSInnerPlaintext = content ‖ type (no padding), sealed with the header as
     /// additional data (§5.2), in place at the end of `out` (no buffer of its own).
     /// Callers checked the sequence number.
-    fn seal_record(&mut self, typ: ContentType, content: &[u8], out: &mut Vec<u8>) {
+    fn seal_record(
+        &mut self,
+        typ: ContentType,
+        content: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), TlsError> {
         let len = content.len() + 1 + TAG_LEN;
         let [len_hi, len_lo] = (len as u16).to_be_bytes();
         let header = [
@@ -666,17 +671,24 @@ impl RecordLayer {
             len_lo,
         ];
         out.reserve(HEADER_LEN + len);
+        let before = out.len();
         out.extend_from_slice(&header);
         let start = out.len();
         out.extend_from_slice(content);
         out.push(typ.code());
-        let tag = self
-            .tx
-            .aead
-            .seal_in_place_detached(&self.tx.nonce(), &header, &mut out[start..]);
+        let sealed =
+            self.tx
+                .aead
+                .seal_in_place_detached(&self.tx.nonce(), &header, &mut out[start..]);
+        let Ok(tag) = sealed else {
+            // Nothing of the record stays in `out`, and its sequence number is not used.
+            out.truncate(before);
+            return Err(TlsError::SealRefused);
+        };
         out.extend_from_slice(&tag);
         self.tx.seq += 1;
         self.sealed += 1;
+        Ok(())
     }
 
     // ---------------------------------------------------------------- receiving

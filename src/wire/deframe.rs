@@ -57,6 +57,21 @@ impl Deframer {
         if let Some(e) = self.failed {
             return Err(e);
         }
+        if self.buf.is_empty() && self.want.is_none() {
+            // A whole message at the start of `data`, as a large read brings them: one copy
+            // into a buffer of its exact length, and the header parsed once. Anything else
+            // (a partial message, or a bad header, whose error the loop below reports)
+            // goes the general way, which ends in the same state.
+            if let Ok(h) = Header::parse(data, &self.limits) {
+                let len = h.message_len();
+                if let Some(whole) = data.get(..len) {
+                    self.buf.reserve_exact(len);
+                    self.buf.extend_from_slice(whole);
+                    self.want = Some(len);
+                    return Ok(len);
+                }
+            }
+        }
         let mut used = 0;
         loop {
             let target = self.want.unwrap_or(HEADER_LEN);
@@ -66,20 +81,32 @@ impl Deframer {
                 }
                 // The header is complete: learn the message length.
                 match Header::parse(&self.buf, &self.limits) {
-                    Ok(h) => self.want = Some(h.message_len()),
+                    Ok(h) => {
+                        let len = h.message_len();
+                        self.buf.reserve_exact(len - self.buf.len());
+                        self.want = Some(len);
+                    }
                     Err(e) => return Err(*self.failed.insert(e)),
                 }
                 continue;
             }
-            // Check magic and version as soon as they arrive, before waiting for more.
-            if let Err(e @ (WireError::BadMagic | WireError::UnsupportedVersion(_))) =
-                Header::parse(&self.buf, &self.limits)
+            // Check magic and version as soon as they arrive, before waiting for more (once
+            // the whole header has parsed, they are known to be good).
+            if self.want.is_none()
+                && let Err(e @ (WireError::BadMagic | WireError::UnsupportedVersion(_))) =
+                    Header::parse(&self.buf, &self.limits)
             {
                 return Err(*self.failed.insert(e));
             }
             let rest = &data[used..];
             if rest.is_empty() {
                 return Ok(used);
+            }
+            if self.buf.capacity() == 0 {
+                // A new message: one allocation of its whole length when its header is
+                // all here (the length is within the limits once the header parses).
+                let len = Header::parse(rest, &self.limits).map_or(HEADER_LEN, |h| h.message_len());
+                self.buf.reserve_exact(len);
             }
             let n = (target - self.buf.len()).min(rest.len());
             self.buf.extend_from_slice(&rest[..n]);
