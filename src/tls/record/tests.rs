@@ -56,7 +56,8 @@ fn record_len_checks_each_header_byte_as_it_arrives() {
 fn a_sealed_record_is_header_content_type_and_tag() {
     let (mut t, mut p) = pair();
     let mut out = Vec::new();
-    t.seal_record(ContentType::Handshake, &[24, 0, 0, 1, 0], &mut out);
+    t.seal_record(ContentType::Handshake, &[24, 0, 0, 1, 0], &mut out)
+        .unwrap();
     assert_eq!(&out[..5], &[23, 3, 3, 0, 5 + 1 + TAG_LEN as u8]);
     assert_eq!(out.len(), HEADER_LEN + 5 + 1 + TAG_LEN);
     // Opened by hand: the inner plaintext ends in the real type, no padding.
@@ -112,7 +113,8 @@ fn what_is_held_counts_bytes_a_partial_message_and_events() {
     // A partial NewSessionTicket sits in hs_buf.
     let ticket = [NEW_SESSION_TICKET, 0, 0, 10, 1, 2];
     let mut record = Vec::new();
-    p.seal_record(ContentType::Handshake, &ticket[..6], &mut record);
+    p.seal_record(ContentType::Handshake, &ticket[..6], &mut record)
+        .unwrap();
     t.receive(&record).unwrap();
     assert_eq!((t.hs_buf.len(), t.held()), (6, 11));
     assert_eq!(t.receive_capacity(), t.cfg.max_held - 11);
