@@ -1104,3 +1104,22 @@ fn item_3_a_damaged_record_on_the_issuer_channel_costs_no_connection() {
         }
     )));
 }
+
+/// The fault hook on a seed 002 flow: the first UDP datagram the flow puts on the
+/// internet (the device's registration toward the server) is dropped; the flow recovers
+/// by itself (the device registers again) and the issuer still reaches the device.
+#[test]
+fn one_dropped_datagram_of_the_flow_is_recovered() {
+    use deputy::sim::fault::{Fault, FaultAction};
+    use deputy::sim::packet::PROTO_UDP;
+    let mut sim = Sim::new(71);
+    let w = world(&mut sim, WorldConfig::default());
+    let fault = Fault::new(FaultAction::Drop)
+        .on_network(w.internet)
+        .protocol(PROTO_UDP)
+        .nth(0);
+    let id = sim.add_fault(fault).unwrap();
+    let outcome = request(&mut sim, &w, 60);
+    assert_eq!(sim.fault_stats(id).unwrap().applied, 1);
+    assert!(matches!(outcome, Outcome::Connected { .. }), "{outcome}");
+}

@@ -21,6 +21,15 @@ impl NetworkId {
     /// The id of the `i`-th network created, as [`NodeId::from_index`](super::NodeId::from_index)
     /// is for nodes (calls with an id that names no network fail with
     /// [`SimError::UnknownNetwork`](super::SimError::UnknownNetwork)).
+    ///
+    /// ```
+    /// use deputy::sim::{LinkConfig, NetworkId, Sim};
+    ///
+    /// let mut sim = Sim::new(1);
+    /// let lan = sim.add_network("lan", "10.0.0.0/24", LinkConfig::default()).unwrap();
+    /// // An id kept as a number (in a log, a config file) names the same network again.
+    /// assert_eq!(NetworkId::from_index(lan.index()), lan);
+    /// ```
     pub fn from_index(i: usize) -> NetworkId {
         NetworkId(u32::try_from(i).unwrap_or(u32::MAX))
     }
