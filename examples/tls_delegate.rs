@@ -375,7 +375,7 @@ async fn server(mut args: Args, client_auth: bool) -> Result<u8, DriverError> {
         },
         |s, _, event| {
             (write_keys.borrow_mut())(s);
-            if let ServerEvent::TerminalGone { .. } = event {
+            if let ServerEvent::TerminalGone { .. } | ServerEvent::ChannelFailed { .. } = event {
                 log(
                     &clock,
                     WHO,

@@ -13,8 +13,13 @@
 # request_peer (`!k`, `!K`), data after each; close_notify from the terminal. Checked:
 # both sides printed every line; the server's key log has OpenSSL's application traffic
 # secret (the delegated handshake derived the same keys); tshark, given only OpenSSL's key
-# log, decrypts the capture of the case's TCP connection and shows every line (through
-# the key updates). The server requires client certificates: s_client presents one.
+# log, decrypts the capture of the case's TCP connection and shows every line and the six
+# KeyUpdates. The server requires client certificates: s_client presents one. With
+# AES-256 each side's peer forces a HelloRetryRequest; with ChaCha20 s_server asks the
+# terminal for its certificate. Then, both roles: a second connection resumes the first
+# one's session (the tickets live at the substitution server); and two refusals, whose
+# alerts OpenSSL must read: s_server's certificate from an unknown CA, and s_client
+# without the certificate the terminal requires.
 #
 # Needs root for the capture on lo (CI runs as root). Installs openssl and tshark from
 # Debian if missing. Stops only the processes it started, by PID. Exits non-zero on any
@@ -361,10 +366,62 @@ run_refusal() {
   grep -F 'alert' "$ossl_log" | head -1
 }
 
+# run_resumption ROLE DIR: a second connection resumes the first one's session with the
+# ticket the first one got: `client`, the terminal connects to one s_server twice (the
+# substitution server stored s_server's ticket); `server`, s_client saves its session
+# and resumes it against the terminal (the substitution server issued the ticket). One
+# line each way on each connection, then close_notify.
+run_resumption() {
+  local role=$1 i rc
+  open_case "$2"
+  if [ "$role" = client ]; then
+    start_s_server -naccept 2 -cert "$pki/peer.pem" -key "$pki/peer.key" || return 1
+  fi
+  for i in 1 2; do
+    term_log=$d/terminal-$i.log ossl_log=$d/openssl-$i.log
+    if [ "$role" = client ]; then
+      ossl_log=$d/openssl.log
+      start_terminal_client
+    else
+      start_terminal_server || return 1
+      if [ "$i" = 1 ]; then
+        start_s_client -cert "$pki/client.pem" -key "$pki/client.key" -sess_out "$d/session.pem"
+      else
+        start_s_client -cert "$pki/client.pem" -key "$pki/client.key" -sess_in "$d/session.pem"
+      fi
+    fi
+    wait_for "$term_log" 'event Established ' || return 1
+    echo "term resumption $role line $i" >&"$tfd"
+    echo "ossl resumption $role line $i" >&"$ofd"
+    wait_for "$ossl_log" "^term resumption $role line $i\$" || return 1
+    wait_for "$term_log" "received \"ossl resumption $role line $i\"" || return 1
+    echo '!q' >&"$tfd"
+    rc=0
+    wait_exit "$term_pid" || rc=$?
+    [ "$rc" = 0 ] || { echo "terminal exited with $rc"; return 1; }
+    if [ "$role" = server ]; then
+      rc=0
+      wait_exit "$ossl_pid" || rc=$?
+      [ "$rc" = 0 ] || { echo "s_client exited with $rc"; return 1; }
+    fi
+  done
+  close_case
+  if [ "$role" = client ]; then
+    # s_server says so for the second connection only.
+    [ "$(grep -c '^Reused session-id' "$d/openssl.log")" = 1 ] ||
+      { echo "s_server did not resume exactly once"; return 1; }
+  else
+    grep -q '^New, TLSv1.3' "$d/openssl-1.log" || { echo "the first s_client was not new"; return 1; }
+    grep -q '^Reused, TLSv1.3' "$d/openssl-2.log" || { echo "the second s_client did not resume"; return 1; }
+  fi
+  echo "the second connection resumed the first one's session"
+}
+
 CASES=()
 for suite in "${SUITES[@]}"; do
   CASES+=("terminal-client-$suite" "terminal-server-$suite")
 done
+CASES+=(terminal-client-resumes terminal-server-resumes)
 CASES+=(terminal-client-refuses-unknown-ca terminal-server-requires-client-certificate)
 # A developer may run a subset: DEPUTY_INTEROP_TLS_CASES="terminal-client-TLS_AES_128_GCM_SHA256 …"
 if [ -n "${DEPUTY_INTEROP_TLS_CASES:-}" ]; then
@@ -377,6 +434,8 @@ for name in "${CASES[@]}"; do
     mkdir -p "$d"
     kill -0 "$server_pid" 2>/dev/null || { cat "$server_log"; die "the substitution server is gone"; }
     case $name in
+      terminal-client-resumes) cmd=(run_resumption client "$d") ;;
+      terminal-server-resumes) cmd=(run_resumption server "$d") ;;
       terminal-client-refuses-*) cmd=(run_refusal client "$d") ;;
       terminal-server-requires-*) cmd=(run_refusal server "$d") ;;
       terminal-client-*) cmd=(run_case client "${name#terminal-client-}" "$d") ;;
@@ -390,7 +449,8 @@ for name in "${CASES[@]}"; do
     else
       failed+=("$name")
       log "FAIL $name: $(tail -1 "$d/case.log")"
-      for f in terminal.log openssl.log tshark.log follow.txt; do
+      for f in terminal.log terminal-1.log terminal-2.log openssl.log openssl-1.log \
+        openssl-2.log tshark.log follow.txt; do
         [ -f "$d/$f" ] || continue
         echo "    --- $f"
         tail -40 "$d/$f" | sed 's/^/    /'
