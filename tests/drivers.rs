@@ -597,6 +597,8 @@ fn bad_input_is_a_typed_error_with_a_nonzero_exit_code_never_a_panic() {
     let dir = TempDir::new("bad-input");
     std::fs::write(dir.0.join("garbage.cert"), "ca-certificate: zz\n").expect("write");
     std::fs::write(dir.0.join("empty.cred"), "# nothing here\n").expect("write");
+    std::fs::create_dir_all(dir.0.join("tls-garbage")).expect("mkdir");
+    std::fs::write(dir.0.join("tls-garbage/ca.pem"), "not PEM at all\n").expect("write");
     let cases: &[(&str, &[&str], i32, &str)] = &[
         (
             "rendezvous_server",
@@ -676,6 +678,51 @@ fn bad_input_is_a_typed_error_with_a_nonzero_exit_code_never_a_panic() {
             "needs a fixed port",
         ),
         ("blocking", &["--dir", "nowhere"], 1, "link-microwave.key"),
+        ("tls_delegate", &["toaster"], 2, "expected one role"),
+        (
+            "tls_delegate",
+            &["server", "--listen", "nope"],
+            2,
+            "invalid socket address",
+        ),
+        (
+            "tls_delegate",
+            &["terminal-client", "--client-auth"],
+            2,
+            "--client-auth is a server option",
+        ),
+        (
+            "tls_delegate",
+            &["terminal-client", "--name", "x", "--connect", "127.0.0.1"],
+            2,
+            "--connect",
+        ),
+        (
+            "tls_delegate",
+            &[
+                "terminal-client",
+                "--dir",
+                "nowhere",
+                "--name",
+                "x",
+                "--connect",
+                "127.0.0.1:1",
+            ],
+            1,
+            "cannot read nowhere/terminal.secret",
+        ),
+        (
+            "tls_delegate",
+            &["server", "--listen", "127.0.0.1:0", "--dir", "tls-empty"],
+            1,
+            "cannot read the certificates tls-empty/ca.pem",
+        ),
+        (
+            "tls_delegate",
+            &["server", "--listen", "127.0.0.1:0", "--dir", "tls-garbage"],
+            1,
+            "tls-garbage/ca.pem: no CERTIFICATE in the file",
+        ),
     ];
     let mut problems = Vec::new();
     for (example_name, args, code, text) in cases {
@@ -696,6 +743,7 @@ fn bad_input_is_a_typed_error_with_a_nonzero_exit_code_never_a_panic() {
         "issuer",
         "offload",
         "blocking",
+        "tls_delegate",
     ] {
         let (got, printed) = run_to_end(&dir, example_name, &["--help"]);
         if got != Some(0) || !printed.contains("Usage:") || printed.contains("(stderr)") {

@@ -10,6 +10,9 @@
 //!                                        the actor's timer, a give-up deadline
 //! ```
 //!
+//! The application may also feed the loop commands of its own (`Net::run_with_commands`:
+//! lines read from stdin, periodic ticks), taken between inputs like the rest.
+//!
 //! Socket reads happen in small tasks that only forward bytes; the actor itself is touched
 //! by one task only, so it needs no lock. Writes never block the loop: datagrams go out
 //! with a non-blocking `send_to` (a full socket buffer drops the datagram, as the network
@@ -168,6 +171,21 @@ where
     pub async fn run(
         &mut self,
         limit: Option<Duration>,
+        on_event: impl FnMut(&mut A, Instant, A::Event) -> Result<Flow, DriverError>,
+    ) -> Result<u8, DriverError> {
+        self.run_with_commands::<()>(limit, None, |_, _, ()| Ok(Flow::Continue), on_event)
+            .await
+    }
+
+    /// [`Net::run`], also taking the application's commands (lines read from stdin,
+    /// periodic ticks) from `commands` as they come: each is given to `on_command` with
+    /// the actor and the time, between inputs, and the loop drains what it queues. When
+    /// every sender is gone the loop goes on without commands.
+    pub async fn run_with_commands<C>(
+        &mut self,
+        limit: Option<Duration>,
+        mut commands: Option<&mut mpsc::Receiver<C>>,
+        mut on_command: impl FnMut(&mut A, Instant, C) -> Result<Flow, DriverError>,
         mut on_event: impl FnMut(&mut A, Instant, A::Event) -> Result<Flow, DriverError>,
     ) -> Result<u8, DriverError> {
         let give_up = limit.map(|d| tokio::time::Instant::now() + d);
@@ -196,6 +214,17 @@ where
                     let now = self.clock.now();
                     self.actor.handle_timeout(now);
                 }
+                cmd = next_command(&mut commands), if commands.is_some() => match cmd {
+                    Some(cmd) => {
+                        let now = self.clock.now();
+                        if let Flow::Stop(code) = on_command(&mut self.actor, now, cmd)?
+                            && self.stop.is_none()
+                        {
+                            self.stop = Some((code, tokio::time::Instant::now() + STOP_GRACE));
+                        }
+                    }
+                    None => commands = None,
+                },
                 () = sleep_until(grace) => {}
                 () = sleep_until(give_up) => {
                     return Err(DriverError::TimedOut(limit.unwrap_or_default()));
@@ -402,6 +431,14 @@ fn udp_sender(
     let reader = UdpSocket::from_std(socket)?;
     tokio::spawn(receive(reader, local, events));
     Ok(Arc::new(sender))
+}
+
+/// The next command, or `None` once its senders are gone (or there is no queue).
+async fn next_command<C>(commands: &mut Option<&mut mpsc::Receiver<C>>) -> Option<C> {
+    match commands {
+        Some(rx) => rx.recv().await,
+        None => None,
+    }
 }
 
 /// Sleep until `at`, or forever.
