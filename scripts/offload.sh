@@ -82,34 +82,29 @@ echo "tls ecdsa-p256-chain handshake: terminal $(fmt "$warm") instr," \
 # record); throughput is the inverse of instructions per record.
 records=$(awk '/^pub const RECORDS/ { gsub(/[^0-9]/, "", $NF); print $NF }' \
   examples/offload_measure/tls.rs)
-for suite in aes128gcm chacha20; do
-  case $suite in
-    aes128gcm) name="aes128-gcm" ;;
-    chacha20) name="chacha20-poly1305" ;;
-  esac
-  ours=$(instr "tls-record.$suite.terminal" tls-record "$suite" terminal)
-  theirs=$(instr "tls-record.$suite.rustls" tls-record "$suite" rustls)
-  bare=$(instr "tls-record.$suite.rustls-bare" tls-record "$suite" rustls-bare)
-  echo "tls records $name, 1,400 B: terminal $(fmt $((ours / records))) instr/record," \
-    "rustls $(fmt $((theirs / records))) instr/record, terminal throughput" \
-    "$(ratio "$theirs" "$ours")× rustls's (target ≥ 0.9); rustls's record protection" \
-    "alone $(fmt $((bare / records))) instr/record ($(ratio "$bare" "$ours")×)"
-done
+# One line per suite for the build in $bin; $1 names it ("" or ", feature aws-lc").
+record_lines() {
+  local build=$1 suite name ours theirs bare
+  for suite in aes128gcm chacha20; do
+    case $suite in
+      aes128gcm) name="aes128-gcm" ;;
+      chacha20) name="chacha20-poly1305" ;;
+    esac
+    ours=$(instr "tls-record.$suite.terminal$build" tls-record "$suite" terminal)
+    theirs=$(instr "tls-record.$suite.rustls$build" tls-record "$suite" rustls)
+    bare=$(instr "tls-record.$suite.rustls-bare$build" tls-record "$suite" rustls-bare)
+    echo "tls records $name, 1,400 B$build: terminal $(fmt $((ours / records)))" \
+      "instr/record, rustls $(fmt $((theirs / records))) instr/record, terminal throughput" \
+      "$(ratio "$theirs" "$ours")× rustls's (target ≥ 0.9); rustls's record protection" \
+      "alone $(fmt $((bare / records))) instr/record ($(ratio "$bare" "$ours")×)"
+  done
+}
+record_lines ""
 
 # The terminal's record layer with the AEADs on aws-lc-rs (rustls's side is the same).
 default_bin=$bin
 bin="$out/offload_measure.aws-lc"
-for suite in aes128gcm chacha20; do
-  case $suite in
-    aes128gcm) name="aes128-gcm" ;;
-    chacha20) name="chacha20-poly1305" ;;
-  esac
-  ours=$(instr "tls-record.$suite.terminal.aws-lc" tls-record "$suite" terminal)
-  theirs=$(instr "tls-record.$suite.rustls.aws-lc" tls-record "$suite" rustls)
-  echo "tls records $name, 1,400 B, feature aws-lc: terminal $(fmt $((ours / records)))" \
-    "instr/record, rustls $(fmt $((theirs / records))) instr/record, terminal throughput" \
-    "$(ratio "$theirs" "$ours")× rustls's (target ≥ 0.9)"
-done
+record_lines ", feature aws-lc"
 bin=$default_bin
 
 # The same natively, wall clock: interleaved rounds on a shared machine; RustCrypto's
