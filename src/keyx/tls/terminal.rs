@@ -373,10 +373,6 @@ impl core::fmt::Debug for Terminal {
     }
 }
 
-fn c_role(conns: &BTreeMap<StreamId, Conn>, id: StreamId) -> Role {
-    conns.get(&id).map_or(Role::Initiator, |c| c.role)
-}
-
 /// A plaintext fatal alert record (before any keys: no suite in common).
 fn plain_alert(d: AlertDescription) -> Vec<u8> {
     alloc::vec![21, 3, 3, 0, 2, 2, d.code()]
@@ -998,18 +994,10 @@ impl Terminal {
                             c.phase = Phase::Starting;
                             let start = self.start_request(id, Some(records));
                             self.ask(now, id, start, None)
+                                .map_err(|_| TerminalFailure::ServerUnreachable)
                         } else {
-                            c.phase = Phase::KeyGen { retried: true };
-                            self.ask(
-                                now,
-                                id,
-                                Body::KeyGenRequest(KeyGenRequest {
-                                    peer_message: Some(records),
-                                }),
-                                None,
-                            )
+                            self.keygen_again(now, id, records)
                         }
-                        .map_err(|_| TerminalFailure::ServerUnreachable)
                     }
                     Some(_) => Err(TerminalFailure::BadPeerHandshake),
                 }
@@ -1029,16 +1017,7 @@ impl Terminal {
                         }
                         // S12 → S5: the retry needs a new key share.
                         let records: Vec<u8> = c.inbuf.drain(..whole).collect();
-                        c.phase = Phase::KeyGen { retried: true };
-                        self.ask(
-                            now,
-                            id,
-                            Body::KeyGenRequest(KeyGenRequest {
-                                peer_message: Some(records),
-                            }),
-                            None,
-                        )
-                        .map_err(|_| TerminalFailure::ServerUnreachable)
+                        self.keygen_again(now, id, records)
                     }
                     Some((HS_SERVER_HELLO, _)) => {
                         c.phase = Phase::PeerFlight {
@@ -1087,6 +1066,24 @@ impl Terminal {
             }
             _ => Ok(()),
         }
+    }
+
+    /// S12 → S5 after a HelloRetryRequest: key generation again, with `records` (the
+    /// retry request as a client, the answering ClientHello as a server).
+    fn keygen_again(
+        &mut self,
+        now: Instant,
+        id: StreamId,
+        records: Vec<u8>,
+    ) -> Result<(), TerminalFailure> {
+        if let Some(c) = self.conns.get_mut(&id) {
+            c.phase = Phase::KeyGen { retried: true };
+        }
+        let body = Body::KeyGenRequest(KeyGenRequest {
+            peer_message: Some(records),
+        });
+        self.ask(now, id, body, None)
+            .map_err(|_| TerminalFailure::ServerUnreachable)
     }
 
     fn start_request(&self, id: StreamId, peer_message: Option<Vec<u8>>) -> Body {
@@ -1149,6 +1146,9 @@ impl Terminal {
     /// Hand the record layer's events up; relay what goes to the server.
     fn events(&mut self, now: Instant, id: StreamId) -> Result<(), TerminalFailure> {
         let conn = TlsConnId(id);
+        let Some(role) = self.conns.get(&id).map(|c| c.role) else {
+            return Ok(());
+        };
         loop {
             let Some(c) = self.conns.get_mut(&id) else {
                 return Ok(());
@@ -1168,7 +1168,7 @@ impl Terminal {
                     self.relay(now, id, RelayKind::PeerKeyUpdate { requested }, msg)
                         .map_err(|_| TerminalFailure::Overflow)?;
                 }
-                RecordEvent::NewSessionTicket(_) if c_role(&self.conns, id) == Role::Responder => {
+                RecordEvent::NewSessionTicket(_) if role == Role::Responder => {
                     // Only a server sends tickets: a client that sends one to us breaks
                     // the protocol.
                     return Err(TerminalFailure::Record(TlsError::UnexpectedHandshake(4)));
