@@ -189,3 +189,18 @@ impl<P: Substitute> Run<P> {
         })
     }
 }
+
+/// The fuzz input after its first byte, as records `[flags, length (u16), bytes]` (a
+/// length past the end takes what is left); each comes out as (flags, bytes).
+pub fn records(mut input: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    std::iter::from_fn(move || {
+        if input.len() < 3 {
+            return None;
+        }
+        let flags = input[0];
+        let len = usize::from(u16::from_be_bytes([input[1], input[2]])).min(input.len() - 3);
+        let msg = &input[3..3 + len];
+        input = &input[3 + len..];
+        Some((flags, msg))
+    })
+}

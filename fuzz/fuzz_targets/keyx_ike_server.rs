@@ -148,14 +148,9 @@ fuzz_target!(|data: &[u8]| {
     // Records: [flags, length (u16), message bytes]. Flags: bit 0 the terminal, bit 1
     // re-address a decodable message to the prefix's session and next sequence number
     // (bit 2 keeps its sequence number instead), the rest a delay in 100 ms steps.
-    let mut input = rest;
-    while input.len() >= 3 {
-        let flags = input[0];
+    for (flags, msg) in common::records(rest) {
         let who = usize::from(flags & 1);
         run.now += Duration::from_millis(u64::from(flags >> 3) * 100);
-        let len = usize::from(u16::from_be_bytes([input[1], input[2]])).min(input.len() - 3);
-        let msg = &input[3..3 + len];
-        input = &input[3 + len..];
         let readdressed = if flags & 2 != 0 {
             Message::decode(msg, &run.limits).ok().and_then(|mut m| {
                 m.session = PREFIX_SESSION;

@@ -171,14 +171,9 @@ fuzz_target!(|data: &[u8]| {
     // session and next sequence number, 2 the bytes are TLS records in an authentication
     // request of that session, 3 the bytes are a relay of that session; the rest a delay
     // in 100 ms steps.
-    let mut input = rest;
-    while input.len() >= 3 {
-        let flags = input[0];
+    for (flags, msg) in common::records(rest) {
         let who = usize::from(flags & 1);
         run.now += Duration::from_millis(u64::from(flags >> 3) * 100);
-        let len = usize::from(u16::from_be_bytes([input[1], input[2]])).min(input.len() - 3);
-        let msg = &input[3..3 + len];
-        input = &input[3 + len..];
         let wrap = |body| {
             Message {
                 session: PREFIX_SESSION,
