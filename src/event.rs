@@ -111,6 +111,10 @@ accessors! {
     ProxyEvent, as_proxy, into_proxy, x in Event::Offload(OffloadEvent::Proxy(x)),
     /// The event if a [`RemoteNode`](crate::offload::RemoteNode) raised it.
     RemoteEvent, as_remote, into_remote, x in Event::Offload(OffloadEvent::Remote(x)),
+    /// The event if an IKE-less terminal (seeds 001 and 003) raised it.
+    crate::keyx::ikeless::TerminalEvent, as_ikeless_terminal, into_ikeless_terminal, x in Event::Keyx(KeyxEvent::Ikeless(x)),
+    /// The event if a seed 001 inline key-exchange proxy raised it.
+    crate::keyx::inline::ProxyEvent, as_inline_proxy, into_inline_proxy, x in Event::Keyx(KeyxEvent::Inline(x)),
 }
 
 impl From<KeyxEvent> for Event {
@@ -128,6 +132,18 @@ impl From<TerminalEvent> for Event {
 impl From<crate::keyx::tls::TerminalEvent> for Event {
     fn from(e: crate::keyx::tls::TerminalEvent) -> Self {
         Event::Keyx(KeyxEvent::TlsTerminal(e))
+    }
+}
+
+impl From<crate::keyx::ikeless::TerminalEvent> for Event {
+    fn from(e: crate::keyx::ikeless::TerminalEvent) -> Self {
+        Event::Keyx(KeyxEvent::Ikeless(e))
+    }
+}
+
+impl From<crate::keyx::inline::ProxyEvent> for Event {
+    fn from(e: crate::keyx::inline::ProxyEvent) -> Self {
+        Event::Keyx(KeyxEvent::Inline(e))
     }
 }
 

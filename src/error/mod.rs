@@ -18,6 +18,7 @@ mod offload;
 mod rendezvous;
 mod sim;
 mod tls;
+mod transfer;
 
 pub use channel::{AlertCode, ChannelError};
 pub use ike::{AuthFailure, IkeError};
@@ -27,6 +28,7 @@ pub use offload::{OffloadError, OffloadRefusal};
 pub use rendezvous::{RegistrationRefusal, RendezvousError};
 pub use sim::SimActorError;
 pub use tls::{AlertDescription, TlsError};
+pub use transfer::{InlineError, TransferError};
 
 use crate::stream_id::StreamId;
 
@@ -61,6 +63,12 @@ pub enum Error {
     /// A key-exchange delegation message was refused.
     #[error("keyx: {0}")]
     Keyx(#[from] KeyxError),
+    /// A key-transfer message (seeds 001 and 003) was refused.
+    #[error("key transfer: {0}")]
+    Transfer(#[from] TransferError),
+    /// The inline key-exchange proxy (seed 001) refused an input or a command.
+    #[error("inline proxy: {0}")]
+    Inline(#[from] InlineError),
     /// The TLS 1.3 record layer refused bytes or a command.
     #[error("tls: {0}")]
     Tls(#[from] TlsError),

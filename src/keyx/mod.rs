@@ -13,12 +13,15 @@
 
 pub mod dispatch;
 pub mod ike;
+pub mod ikeless;
+pub mod inline;
 mod link;
 pub mod messages;
 pub mod policy;
 pub mod seal;
 pub mod server;
 pub mod tls;
+pub mod transfer;
 
 pub use crate::error::KeyxError;
 pub use dispatch::{Bounds, Dispatcher, Place, Substitute, TerminalId};
@@ -41,4 +44,8 @@ pub enum KeyxEvent {
     Server(ServerEvent),
     /// From a seed 004 delegating terminal over TLS 1.3.
     TlsTerminal(tls::TerminalEvent),
+    /// From an IKE-less terminal (seeds 001 and 003).
+    Ikeless(ikeless::TerminalEvent),
+    /// From a seed 001 inline key-exchange proxy.
+    Inline(inline::ProxyEvent),
 }

@@ -14,6 +14,7 @@ use deputy::sim::{DatagramProbe, LinkConfig, NatConfig, NetworkId, NodeId, Sim};
 
 pub mod certs;
 mod events;
+pub mod inline;
 pub mod keyx;
 pub mod mutation;
 pub mod offload;

@@ -1,0 +1,1740 @@
+//! Seed 001: the inline key-exchange proxy, a bump in the wire that negotiates IPsec keys
+//! for the terminal behind it with the terminal's own addresses and installs them in it.
+//!
+//! ```text
+//!  peer ◀── Internet ──▶ [iface 9 | InlineProxy | iface 14] ◀── LAN ──▶ IKE-less terminal
+//!                         means 10: judge (Fig. 3 / Fig. 4)
+//!                         means 11: IKEv2 as the terminal (Responder / Initiator per peer)
+//!                         means 12: sealed key transfer (super::transfer)
+//!                         means 13: SA store      means 15/16: address store + policy table
+//! ```
+//!
+//! **Fig. 3, a packet from the Internet** ([`judge::from_internet`] and `on_internet`):
+//! S1 policy row discard → S2 drop; S3 not key exchange → S4 forward byte-identical; S5
+//! destination not a delegated terminal → S2; S6 IKE SPIs of an IKE SA in the store → it
+//! is handled inside it (a retransmitted request is answered from the engine's cache and
+//! keys never acknowledged are pushed again); otherwise S7 negotiate as the terminal
+//! (IKEv2 responder), S8 store, S9 push the sealed keys.
+//!
+//! **Fig. 4, a packet from the terminal** ([`judge::from_terminal`] and `on_terminal`):
+//! S11 discard → S12 drop; S13 not a start request → S14 forward; S15 sender not a
+//! delegated terminal → S12; S16 a valid stored SA covers it → S19 push it if it was never
+//! acknowledged, or rekey it if it was (the terminal lost it: pushing used keys again would
+//! restart its sequence numbers and reuse AEAD nonces); otherwise S17 negotiate (IKEv2
+//! initiator from the terminal's address), S18 store, S19 push. The start request is the
+//! terminal's sealed trigger (addressed to the peer) or, in compat mode, a clear packet a
+//! protect row covers; either way it is never forwarded.
+//!
+//! Every IKE packet the proxy emits carries the terminal's address as its source (one IKE
+//! SA per terminal and peer, ¶0032); every key-transfer packet carries the peer's address
+//! as its source. The proxy has no address of its own. Forwarded packets leave unchanged.
+//! The security reasoning and the flowcharts against this code are in `docs/keyx.md`.
+
+pub mod judge;
+pub mod store;
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::net::{IpAddr, SocketAddr};
+use core::time::Duration;
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+pub use crate::error::InlineError;
+pub use judge::DropReason;
+pub use store::{MemoryStore, SecureStore, TerminalSecrets};
+
+use super::ikeless::Retry;
+use super::transfer::{
+    self, AckOutcome, Delete, Envelope, Failure, FailureReason, Install, NONCE_LEN, Transfer,
+};
+use crate::crypto::ct_eq;
+use crate::error::TransferError;
+use crate::ikev2::{
+    FailReason, IkeEvent, IkeSaId, Initiator, InitiatorConfig, Responder, ResponderConfig,
+};
+use crate::io::{Actor, IfaceId, Input, Outbox, Output};
+use crate::ipsec::{
+    self, Action, ChildSa, Lifetime, Policy, ReplayWindow, Selector, Spd, TrafficSelector,
+};
+use crate::time::TimerTable;
+use crate::{Error, Instant, Rng};
+use judge::{FromInternet, FromTerminal};
+
+/// The inline proxy's configuration.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// The Internet-side interface (the seed's network interface 9).
+    pub internet: IfaceId,
+    /// The terminal-side interface (terminal interface 14).
+    pub terminals: IfaceId,
+    /// The policy table (Fig. 2), first match wins. `Direction::Inbound` rows are matched
+    /// as written against packets from the Internet (source = the peer), as the seed reads
+    /// its examples; `Outbound` rows against packets from the terminal.
+    pub policy: Vec<Policy>,
+    /// The action for packets no row matches (bypass: the seed's flow then reaches S3/S13).
+    pub default_action: Action,
+    /// Bound of the policy table.
+    pub max_policies: usize,
+    /// Address store entries set by hand (¶0031): address → terminal id.
+    pub bindings: Vec<(IpAddr, u64)>,
+    /// Bound of the address store (bound addresses).
+    pub max_addresses: usize,
+    /// Bound of the learned-address table (seen on the terminal side, not yet delegated).
+    pub max_learned: usize,
+    /// Bound of the SA store (SA pairs, all terminals).
+    pub max_sas: usize,
+    /// Negotiations the proxy starts and has not finished, all terminals.
+    pub max_negotiations: usize,
+    /// The same, per terminal (no amplification toward many peers).
+    pub max_negotiations_per_terminal: usize,
+    /// Proxy messages waiting for a terminal's acknowledgement, per terminal.
+    pub max_pushes_per_terminal: usize,
+    /// Retransmission of key transfers and solicits.
+    pub retry: Retry,
+    /// Compat mode: a clear packet from a terminal that a protect row covers starts a
+    /// negotiation (it is dropped, never forwarded). Off: such packets are only dropped.
+    pub clear_start: bool,
+    /// Hosts behind the proxy that run IKE themselves and may pass (the seed drops them).
+    pub own_ike: Vec<IpAddr>,
+    /// Size of the anti-replay window over each terminal's sequence numbers.
+    pub replay_window: u32,
+    /// Bound of the output queue.
+    pub outbox_bound: usize,
+}
+
+impl ProxyConfig {
+    /// Terminal side on `terminals`, Internet on `internet`; everything bypassed that no
+    /// row discards or protects.
+    pub fn new(internet: IfaceId, terminals: IfaceId) -> ProxyConfig {
+        ProxyConfig {
+            internet,
+            terminals,
+            policy: Vec::new(),
+            default_action: Action::Bypass,
+            max_policies: 64,
+            bindings: Vec::new(),
+            max_addresses: 64,
+            max_learned: 64,
+            max_sas: 256,
+            max_negotiations: 32,
+            max_negotiations_per_terminal: 4,
+            max_pushes_per_terminal: 8,
+            retry: Retry::default(),
+            clear_start: false,
+            own_ike: Vec::new(),
+            replay_window: 64,
+            outbox_bound: Outbox::<ProxyEvent>::DEFAULT_BOUND,
+        }
+    }
+}
+
+/// What the proxy tells its owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProxyEvent {
+    /// A terminal proved itself (a sealed announce echoing our solicit): its address is in
+    /// the address store (¶0012).
+    TerminalBound {
+        /// The terminal.
+        terminal: u64,
+        /// The address it announced from.
+        address: IpAddr,
+        /// Whether it came back with a new boot nonce (it restarted).
+        rebooted: bool,
+    },
+    /// S7 / S17: negotiating with the peer as the terminal.
+    Negotiating {
+        /// The terminal.
+        terminal: u64,
+        /// The peer.
+        peer: IpAddr,
+        /// Whether the terminal's side started (Fig. 4).
+        initiator: bool,
+    },
+    /// S8 / S18: an SA pair stored.
+    SaStored {
+        /// The terminal.
+        terminal: u64,
+        /// The peer.
+        peer: IpAddr,
+        /// Inbound SPI (the terminal's).
+        spi_in: u32,
+        /// Outbound SPI.
+        spi_out: u32,
+    },
+    /// S9 / S19: keys sent to the terminal.
+    KeysPushed {
+        /// The terminal.
+        terminal: u64,
+        /// Inbound SPI.
+        spi_in: u32,
+        /// Whether this is a re-push of keys never acknowledged.
+        again: bool,
+    },
+    /// The terminal acknowledged an install.
+    KeysAcknowledged {
+        /// The terminal.
+        terminal: u64,
+        /// Inbound SPI.
+        spi_in: u32,
+    },
+    /// The terminal's data plane refused an install.
+    InstallRefused {
+        /// The terminal.
+        terminal: u64,
+        /// Inbound SPI.
+        spi_in: u32,
+    },
+    /// A message to the terminal went unacknowledged through every retry.
+    PushUnanswered {
+        /// The terminal.
+        terminal: u64,
+        /// Its sequence number.
+        seq: u32,
+    },
+    /// An acknowledged SA was asked for again (the terminal lost it): rekeyed, not
+    /// re-pushed. Also at a soft lifetime.
+    Rekeying {
+        /// The terminal.
+        terminal: u64,
+        /// The SA's inbound SPI.
+        spi_in: u32,
+    },
+    /// An SA left the store (peer delete, hard lifetime, IKE SA gone); the terminal is
+    /// told to delete it.
+    SaRemoved {
+        /// The terminal.
+        terminal: u64,
+        /// Inbound SPI.
+        spi_in: u32,
+    },
+    /// A negotiation failed; a trigger's terminal is told.
+    NegotiationFailed {
+        /// The terminal.
+        terminal: u64,
+        /// The peer.
+        peer: IpAddr,
+        /// Why.
+        reason: FailureReason,
+    },
+    /// The secure store went away: every SA was dropped (fail closed).
+    SecureStoreUnavailable,
+}
+
+/// Counters of what the proxy dropped and forwarded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProxyStats {
+    /// Forwarded Internet → terminal (S4).
+    pub forwarded_in: u64,
+    /// Forwarded terminal → Internet (S14).
+    pub forwarded_out: u64,
+    /// S2 / S12 policy drops.
+    pub policy_drops: u64,
+    /// Clear packets a protect row covers, dropped.
+    pub unprotected_drops: u64,
+    /// S5 / S15 drops: not a delegated terminal.
+    pub unknown_terminal_drops: u64,
+    /// IKEv1 packets dropped.
+    pub ikev1_drops: u64,
+    /// Key-transfer messages from the Internet dropped.
+    pub forged_transfer_drops: u64,
+    /// IKE from a host behind the proxy dropped.
+    pub own_ike_drops: u64,
+    /// Packets that did not parse.
+    pub malformed: u64,
+    /// Key-transfer messages from terminals refused (seal, nonce, replay, binding).
+    pub transfer_refused: u64,
+    /// IKE messages the engines refused.
+    pub ike_refused: u64,
+    /// Negotiations started (S7 + S17).
+    pub negotiations: u64,
+    /// Compat-mode clear start requests dropped.
+    pub clear_starts: u64,
+    /// Retransmitted terminal messages already handled.
+    pub duplicates: u64,
+}
+
+/// Which IKE engine of a terminal holds an IKE SA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IkeRef {
+    /// The terminal's responder (the peer started, Fig. 3).
+    Responder(IkeSaId),
+    /// The initiator toward this peer (the terminal started, Fig. 4).
+    Initiator(IpAddr),
+}
+
+/// Where an SA stands with the terminal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pushed {
+    /// Sent, not acknowledged: it may be sent again (the terminal never used it).
+    Pending,
+    /// Acknowledged: never sent again.
+    Acknowledged,
+    /// The terminal's data plane refused it.
+    Refused,
+}
+
+/// One SA pair in the SA store (means 13).
+#[derive(Clone, Debug)]
+struct StoredSa {
+    terminal: u64,
+    peer: IpAddr,
+    ike: IkeRef,
+    child: ChildSa,
+    stored_at: Instant,
+    pushed: Pushed,
+    rekeying: bool,
+}
+
+impl StoredSa {
+    fn soft_at(&self) -> Option<Instant> {
+        self.child.lifetime.soft_time.map(|d| self.stored_at + d)
+    }
+
+    fn hard_at(&self) -> Option<Instant> {
+        self.child.lifetime.hard_time.map(|d| self.stored_at + d)
+    }
+
+    fn valid(&self, now: Instant) -> bool {
+        self.hard_at().is_none_or(|t| now < t)
+    }
+
+    /// The SA with its remaining lifetime (what a re-push carries).
+    fn remaining(&self, now: Instant) -> ChildSa {
+        let used = now.saturating_duration_since(self.stored_at);
+        let left =
+            |d: Option<Duration>| d.map(|d| d.saturating_sub(used).max(Duration::from_secs(1)));
+        let l = self.child.lifetime;
+        let mut c = self.child.clone();
+        c.lifetime = Lifetime {
+            soft_time: left(l.soft_time),
+            hard_time: left(l.hard_time),
+            ..l
+        };
+        c
+    }
+}
+
+/// A negotiation the terminal's side started (S17), and who waits for it.
+struct Negotiation {
+    ike: Box<Initiator>,
+    acquires: Vec<u32>,
+    established: bool,
+}
+
+/// A message to a terminal waiting for its acknowledgement.
+#[derive(Clone, Debug)]
+struct Push {
+    seq: u32,
+    packet: Vec<u8>,
+    tries: u32,
+    next: Instant,
+    what: PushKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PushKind {
+    Install(u32),
+    Delete,
+    Failure,
+}
+
+/// A solicit sent and not yet answered.
+#[derive(Clone, Debug)]
+struct Challenge {
+    nonce: [u8; NONCE_LEN],
+    to: IpAddr,
+    from: IpAddr,
+    tries: u32,
+    next: Instant,
+}
+
+/// A delegated terminal's state at the proxy (its address-store record).
+struct TerminalState {
+    addresses: Vec<IpAddr>,
+    boot: Option<[u8; NONCE_LEN]>,
+    window: ReplayWindow,
+    seq: u32,
+    pushes: Vec<Push>,
+    /// Messages waiting for the terminal's boot nonce (a solicit is out).
+    waiting: Vec<(IpAddr, Transfer)>,
+    responder: Option<Box<Responder>>,
+    initiators: BTreeMap<IpAddr, Negotiation>,
+}
+
+/// An address seen on the terminal side that is not a delegated terminal (yet).
+#[derive(Clone, Debug)]
+struct Learned {
+    challenge: Challenge,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Timer {
+    Responder(u64),
+    Initiator(u64, IpAddr),
+    Push(u64, u32),
+    Solicit(IpAddr),
+    Soft(u64, u32),
+    Hard(u64, u32),
+}
+
+/// The inline key-exchange proxy, as an [`Actor`] with two interfaces. See the module
+/// documentation.
+pub struct InlineProxy<S: SecureStore = MemoryStore> {
+    cfg: ProxyConfig,
+    store: S,
+    rng: Rng,
+    spd: Spd,
+    /// The address store: bound address → terminal.
+    addresses: BTreeMap<IpAddr, u64>,
+    learned: BTreeMap<IpAddr, Learned>,
+    terminals: BTreeMap<u64, TerminalState>,
+    /// The SA store, by terminal and inbound SPI.
+    sas: BTreeMap<(u64, u32), StoredSa>,
+    ip_id: u16,
+    stats: ProxyStats,
+    outbox: Outbox<ProxyEvent>,
+}
+
+impl<S: SecureStore> core::fmt::Debug for InlineProxy<S> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("InlineProxy")
+            .field("terminals", &self.terminals.len())
+            .field("sas", &self.sas.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: SecureStore> InlineProxy<S> {
+    /// A proxy with its configuration, its secure store and a random generator.
+    pub fn new(cfg: ProxyConfig, store: S, rng: Rng) -> Result<InlineProxy<S>, Error> {
+        if cfg.internet == cfg.terminals {
+            return Err(InlineError::BadConfig("the two interfaces are the same").into());
+        }
+        if cfg.max_sas == 0 || cfg.max_addresses == 0 || cfg.max_negotiations == 0 {
+            return Err(InlineError::BadConfig("a bound is zero").into());
+        }
+        ReplayWindow::new(cfg.replay_window)?;
+        let mut spd = Spd::new(cfg.max_policies, cfg.default_action);
+        for p in &cfg.policy {
+            spd.push(*p)?;
+        }
+        let mut proxy = InlineProxy {
+            outbox: Outbox::new(cfg.outbox_bound),
+            store,
+            rng,
+            spd,
+            addresses: BTreeMap::new(),
+            learned: BTreeMap::new(),
+            terminals: BTreeMap::new(),
+            sas: BTreeMap::new(),
+            ip_id: 0,
+            stats: ProxyStats::default(),
+            cfg,
+        };
+        for (addr, id) in proxy.cfg.bindings.clone() {
+            proxy.bind(id, addr)?;
+        }
+        Ok(proxy)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ProxyStats {
+        self.stats
+    }
+
+    /// The policy table.
+    pub fn policy(&self) -> &Spd {
+        &self.spd
+    }
+
+    /// The policy table, to change (remote management, ¶0025, goes through here).
+    pub fn policy_mut(&mut self) -> &mut Spd {
+        &mut self.spd
+    }
+
+    /// The secure store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The secure store, to change. Call [`InlineProxy::store_changed`] afterwards.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// The terminal bound to `addr` in the address store.
+    pub fn terminal_at(&self, addr: IpAddr) -> Option<u64> {
+        self.addresses.get(&addr).copied()
+    }
+
+    /// Addresses seen on the terminal side and not delegated.
+    pub fn learned(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.learned.keys().copied()
+    }
+
+    /// SA pairs in the SA store, as (terminal, peer, inbound SPI, outbound SPI).
+    pub fn stored_sas(&self) -> impl Iterator<Item = (u64, IpAddr, u32, u32)> + '_ {
+        self.sas
+            .values()
+            .map(|s| (s.terminal, s.peer, s.child.spi_in, s.child.spi_out))
+    }
+
+    /// Whether the stored SA was acknowledged by its terminal.
+    pub fn acknowledged(&self, terminal: u64, spi_in: u32) -> bool {
+        self.sas
+            .get(&(terminal, spi_in))
+            .is_some_and(|s| s.pushed == Pushed::Acknowledged)
+    }
+
+    /// Add an address-store entry by hand (¶0031: without address acquisition).
+    pub fn bind(&mut self, terminal: u64, addr: IpAddr) -> Result<(), Error> {
+        if !self.addresses.contains_key(&addr) && self.addresses.len() >= self.cfg.max_addresses {
+            return Err(Error::CapacityExceeded {
+                what: "address store",
+                bound: self.cfg.max_addresses,
+            });
+        }
+        self.addresses.insert(addr, terminal);
+        self.learned.remove(&addr);
+        let window = ReplayWindow::new(self.cfg.replay_window)?;
+        let t = self
+            .terminals
+            .entry(terminal)
+            .or_insert_with(|| TerminalState {
+                addresses: Vec::new(),
+                boot: None,
+                window,
+                seq: 0,
+                pushes: Vec::new(),
+                waiting: Vec::new(),
+                responder: None,
+                initiators: BTreeMap::new(),
+            });
+        if !t.addresses.contains(&addr) {
+            t.addresses.push(addr);
+        }
+        Ok(())
+    }
+
+    /// Remove a terminal from the address store with everything negotiated for it (cl.11:
+    /// its stored SAs are never pushed again).
+    pub fn unbind(&mut self, terminal: u64) {
+        self.addresses.retain(|_, t| *t != terminal);
+        self.terminals.remove(&terminal);
+        self.sas.retain(|(t, _), _| *t != terminal);
+    }
+
+    /// Delete every stored SA of a terminal and its IKE SAs, telling the terminal (a
+    /// management flush).
+    pub fn flush(&mut self, now: Instant, terminal: u64) -> Result<(), Error> {
+        let spis: Vec<u32> = self
+            .sas
+            .keys()
+            .filter(|(t, _)| *t == terminal)
+            .map(|(_, s)| *s)
+            .collect();
+        for spi in &spis {
+            self.remove_sa(now, terminal, *spi)?;
+        }
+        if let Some(t) = self.terminals.get_mut(&terminal) {
+            t.responder = None;
+            t.initiators.clear();
+        }
+        Ok(())
+    }
+
+    /// The secure store changed (a device removed or inserted). Absent: fail closed —
+    /// every SA negotiated with its secrets and every IKE engine is dropped (the terminals
+    /// cannot be told: the delete would need the delegation keys that just left).
+    pub fn store_changed(&mut self) -> Result<(), Error> {
+        if self.store.present() {
+            return Ok(());
+        }
+        self.sas.clear();
+        for t in self.terminals.values_mut() {
+            t.responder = None;
+            t.initiators.clear();
+            t.pushes.clear();
+            t.waiting.clear();
+        }
+        self.outbox.event(ProxyEvent::SecureStoreUnavailable)
+    }
+
+    // ------------------------------------------------------------------ output
+
+    fn emit(&mut self, iface: IfaceId, data: Vec<u8>) -> Result<(), Error> {
+        self.outbox.push(Output::Packet { iface, data })
+    }
+
+    fn udp(&mut self, from: SocketAddr, to: SocketAddr, payload: &[u8]) -> Result<Vec<u8>, Error> {
+        self.ip_id = self.ip_id.wrapping_add(1);
+        Ok(ipsec::udp_packet(from, to, 64, 0, self.ip_id, payload)?)
+    }
+
+    fn event(&mut self, e: ProxyEvent) -> Result<(), Error> {
+        self.outbox.event(e)
+    }
+
+    // ------------------------------------------------------------------ Fig. 3
+
+    fn on_internet(&mut self, now: Instant, data: &[u8]) -> Result<(), Error> {
+        let Ok(info) = ipsec::parse_packet(data) else {
+            self.stats.malformed += 1;
+            return Ok(());
+        };
+        match judge::from_internet(&self.spd, &info, data, ipsec::NAT_T_PORT) {
+            FromInternet::Drop(r) => {
+                self.count_drop(r);
+                Ok(())
+            }
+            FromInternet::Forward => {
+                self.stats.forwarded_in += 1;
+                self.emit(self.cfg.terminals, data.to_vec())
+            }
+            FromInternet::KeyExchange {
+                from,
+                to,
+                start,
+                end,
+            } => {
+                // S5: is the destination a delegated terminal?
+                let Some(terminal) = self.delegated(to.ip()) else {
+                    self.stats.unknown_terminal_drops += 1;
+                    return Ok(());
+                };
+                self.key_exchange(now, terminal, from, to, &data[start..end])
+            }
+        }
+    }
+
+    /// S5 / S15: the terminal an address belongs to, if its secrets are at hand.
+    fn delegated(&self, addr: IpAddr) -> Option<u64> {
+        self.addresses
+            .get(&addr)
+            .copied()
+            .filter(|t| self.store.has(*t))
+    }
+
+    fn count_drop(&mut self, r: DropReason) {
+        let s = &mut self.stats;
+        match r {
+            DropReason::Policy => s.policy_drops += 1,
+            DropReason::Unprotected => s.unprotected_drops += 1,
+            DropReason::UnknownTerminal => s.unknown_terminal_drops += 1,
+            DropReason::IkeV1 => s.ikev1_drops += 1,
+            DropReason::ForgedTransfer => s.forged_transfer_drops += 1,
+            DropReason::OwnIke => s.own_ike_drops += 1,
+            DropReason::Malformed => s.malformed += 1,
+        }
+    }
+
+    /// S6-S9 for an IKE message from the peer to `terminal`'s address.
+    fn key_exchange(
+        &mut self,
+        now: Instant,
+        terminal: u64,
+        from: SocketAddr,
+        to: SocketAddr,
+        payload: &[u8],
+    ) -> Result<(), Error> {
+        let ike = if to.port() == ipsec::NAT_T_PORT {
+            payload.get(4..).unwrap_or_default()
+        } else {
+            payload
+        };
+        // S6: the message belongs to an IKE SA of ours. The I flag (RFC 7296 §3.1) says
+        // whether the peer is the original initiator: then it is the terminal's responder's
+        // (a new IKE_SA_INIT there is S7); else it answers the terminal's initiator toward
+        // this peer.
+        let spi_i: [u8; 8] = ike
+            .get(..8)
+            .and_then(|s| s.try_into().ok())
+            .unwrap_or_default();
+        let peer_initiated = ike.get(19).is_some_and(|f| f & 0x08 != 0);
+        let engine = if peer_initiated {
+            self.ensure_responder(now, terminal, to.ip())?;
+            IkeRef::Responder(IkeSaId {
+                spi_i,
+                spi_r: [0; 8],
+            })
+        } else {
+            IkeRef::Initiator(from.ip())
+        };
+        let before = self
+            .terminals
+            .get(&terminal)
+            .map_or(0, |t| t.responder.as_ref().map_or(0, |r| r.ike_sa_count()));
+        let input = Input::Datagram {
+            from,
+            to,
+            data: payload,
+        };
+        let r = match self.engine(terminal, engine) {
+            Some(e) => e.handle_input(now, input),
+            None => Ok(()),
+        };
+        if r.is_err() {
+            self.stats.ike_refused += 1;
+        }
+        let after = self
+            .terminals
+            .get(&terminal)
+            .map_or(0, |t| t.responder.as_ref().map_or(0, |r| r.ike_sa_count()));
+        if after > before {
+            self.stats.negotiations += 1;
+            self.event(ProxyEvent::Negotiating {
+                terminal,
+                peer: from.ip(),
+                initiator: false,
+            })?;
+        }
+        self.drain_engine(now, terminal, engine)?;
+        // S6 yes with keys never acknowledged: the peer retransmitted because our answer
+        // (or the terminal's ack) was lost; push them again.
+        self.repush_pending(now, terminal, from.ip())?;
+        r
+    }
+
+    fn ensure_responder(&mut self, now: Instant, terminal: u64, addr: IpAddr) -> Result<(), Error> {
+        let has = self
+            .terminals
+            .get(&terminal)
+            .is_some_and(|t| t.responder.is_some());
+        if has {
+            return Ok(());
+        }
+        let secrets = self
+            .store
+            .secrets(terminal)
+            .ok_or(InlineError::StoreUnavailable)?;
+        let mut ike = secrets.ike;
+        ike.ts_local = vec![TrafficSelector::host(addr)];
+        ike.ts_remote = vec![if addr.is_ipv4() {
+            TrafficSelector::any_v4()
+        } else {
+            TrafficSelector::any_v6()
+        }];
+        let rng = self.child_rng();
+        let responder = Responder::new(ResponderConfig::new(ike), rng, now)?;
+        if let Some(t) = self.terminals.get_mut(&terminal) {
+            t.responder = Some(Box::new(responder));
+        }
+        Ok(())
+    }
+
+    fn child_rng(&mut self) -> Rng {
+        let mut seed = [0u8; 32];
+        self.rng.fill_bytes(&mut seed);
+        Box::new(ChaCha20Rng::from_seed(seed))
+    }
+
+    fn engine(&mut self, terminal: u64, which: IkeRef) -> Option<&mut dyn Actor<Event = IkeEvent>> {
+        let t = self.terminals.get_mut(&terminal)?;
+        match which {
+            IkeRef::Responder(_) => t
+                .responder
+                .as_deref_mut()
+                .map(|r| r as &mut dyn Actor<Event = IkeEvent>),
+            IkeRef::Initiator(peer) => t
+                .initiators
+                .get_mut(&peer)
+                .map(|n| &mut *n.ike as &mut dyn Actor<Event = IkeEvent>),
+        }
+    }
+
+    /// Carry out an engine's outputs: IKE datagrams leave on the Internet side from the
+    /// terminal's address; its events move the SA store.
+    fn drain_engine(&mut self, now: Instant, terminal: u64, which: IkeRef) -> Result<(), Error> {
+        let mut outs = Vec::new();
+        if let Some(e) = self.engine(terminal, which) {
+            while let Some(o) = e.poll_output() {
+                outs.push(o);
+            }
+        }
+        let mut first_error = Ok(());
+        for o in outs {
+            let r = match o {
+                Output::Transmit(t) => self
+                    .udp(t.from, t.to, &t.data)
+                    .and_then(|p| self.emit(self.cfg.internet, p)),
+                Output::Event(e) => self.on_ike_event(now, terminal, which, e),
+                _ => Ok(()),
+            };
+            if first_error.is_ok() {
+                first_error = r;
+            }
+        }
+        first_error
+    }
+
+    fn on_ike_event(
+        &mut self,
+        now: Instant,
+        terminal: u64,
+        which: IkeRef,
+        e: IkeEvent,
+    ) -> Result<(), Error> {
+        match e {
+            IkeEvent::ChildSaEstablished { id, child, .. } => {
+                let (ike, peer) = self.ike_ref(which, id, &child);
+                let acquires = match which {
+                    IkeRef::Initiator(p) => self
+                        .terminals
+                        .get_mut(&terminal)
+                        .and_then(|t| t.initiators.get_mut(&p))
+                        .map(|n| {
+                            n.established = true;
+                            core::mem::take(&mut n.acquires)
+                        })
+                        .unwrap_or_default(),
+                    IkeRef::Responder(_) => Vec::new(),
+                };
+                self.store_and_push(
+                    now,
+                    terminal,
+                    peer,
+                    ike,
+                    *child,
+                    None,
+                    acquires.first().copied(),
+                )
+            }
+            IkeEvent::ChildSaRekeyed {
+                id,
+                old_spi_in,
+                child,
+                ..
+            } => {
+                let (ike, peer) = self.ike_ref(which, id, &child);
+                self.store_and_push(now, terminal, peer, ike, *child, Some(old_spi_in), None)
+            }
+            IkeEvent::ChildSaDeleted { spi_in, .. } => self.remove_sa(now, terminal, spi_in),
+            IkeEvent::IkeSaRekeyed { old, new, .. } => {
+                for s in self.sas.values_mut() {
+                    if s.terminal == terminal && s.ike == IkeRef::Responder(old) {
+                        s.ike = IkeRef::Responder(new);
+                    }
+                }
+                Ok(())
+            }
+            IkeEvent::IkeSaDeleted { id, .. } => self.ike_gone(now, terminal, which, id, None),
+            IkeEvent::Failed { id, reason } => {
+                self.ike_gone(now, terminal, which, id, Some(failure_reason(reason)))
+            }
+            IkeEvent::ChildSaFailed { notify, .. } => {
+                let reason = notify_reason(notify);
+                self.fail_negotiation(now, terminal, which, reason)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn ike_ref(&self, which: IkeRef, id: IkeSaId, child: &ChildSa) -> (IkeRef, IpAddr) {
+        match which {
+            IkeRef::Initiator(p) => (which, p),
+            IkeRef::Responder(_) => {
+                let peer = match child.mode {
+                    ipsec::Mode::Tunnel { remote, .. } => remote,
+                    ipsec::Mode::Transport => child
+                        .encap
+                        .map(|e| e.remote.ip())
+                        .or_else(|| child.remote_ts.first().map(|t| t.addrs.start()))
+                        .unwrap_or(IpAddr::from([0u8; 4])),
+                };
+                (IkeRef::Responder(id), peer)
+            }
+        }
+    }
+
+    /// An IKE SA ended (deleted, or failed): its SAs leave the store and the terminal; a
+    /// failed negotiation's triggers are answered.
+    fn ike_gone(
+        &mut self,
+        now: Instant,
+        terminal: u64,
+        which: IkeRef,
+        id: IkeSaId,
+        failed: Option<FailureReason>,
+    ) -> Result<(), Error> {
+        let gone: Vec<u32> = self
+            .sas
+            .values()
+            .filter(|s| {
+                s.terminal == terminal
+                    && match (s.ike, which) {
+                        (IkeRef::Responder(a), IkeRef::Responder(_)) => a == id,
+                        (a, b) => a == b,
+                    }
+            })
+            .map(|s| s.child.spi_in)
+            .collect();
+        for spi in gone {
+            self.remove_sa(now, terminal, spi)?;
+        }
+        if let Some(reason) = failed {
+            self.fail_negotiation(now, terminal, which, reason)?;
+        }
+        if let IkeRef::Initiator(p) = which
+            && let Some(t) = self.terminals.get_mut(&terminal)
+        {
+            t.initiators.remove(&p);
+        }
+        Ok(())
+    }
+
+    fn fail_negotiation(
+        &mut self,
+        now: Instant,
+        terminal: u64,
+        which: IkeRef,
+        reason: FailureReason,
+    ) -> Result<(), Error> {
+        let IkeRef::Initiator(peer) = which else {
+            return Ok(());
+        };
+        let acquires = self
+            .terminals
+            .get_mut(&terminal)
+            .and_then(|t| t.initiators.get_mut(&peer))
+            .map(|n| core::mem::take(&mut n.acquires))
+            .unwrap_or_default();
+        self.event(ProxyEvent::NegotiationFailed {
+            terminal,
+            peer,
+            reason,
+        })?;
+        for acquire in acquires {
+            self.tell_failure(now, terminal, peer, acquire, reason)?;
+        }
+        Ok(())
+    }
+
+    fn tell_failure(
+        &mut self,
+        now: Instant,
+        terminal: u64,
+        peer: IpAddr,
+        acquire: u32,
+        reason: FailureReason,
+    ) -> Result<(), Error> {
+        let m = Transfer::Failure(Failure {
+            boot: [0; NONCE_LEN],
+            acquire,
+            reason,
+        });
+        self.send_to_terminal(now, terminal, peer, m, PushKind::Failure)
+    }
+
+    /// S8 + S9: store the SA and push it.
+    #[allow(clippy::too_many_arguments)]
+    fn store_and_push(
+        &mut self,
+        now: Instant,
+        terminal: u64,
+        peer: IpAddr,
+        ike: IkeRef,
+        child: ChildSa,
+        replaces: Option<u32>,
+        acquire: Option<u32>,
+    ) -> Result<(), Error> {
+        let spi_in = child.spi_in;
+        if self.sas.len() >= self.cfg.max_sas {
+            // The store is full: the SA is not kept, so it must not stay with the peer.
+            self.delete_ike(now, terminal, ike);
+            return Err(Error::CapacityExceeded {
+                what: "SA store",
+                bound: self.cfg.max_sas,
+            });
+        }
+        if let Some(old) = replaces
+            && let Some(s) = self.sas.get_mut(&(terminal, old))
+        {
+            s.rekeying = false;
+        }
+        self.event(ProxyEvent::SaStored {
+            terminal,
+            peer,
+            spi_in,
+            spi_out: child.spi_out,
+        })?;
+        self.sas.insert(
+            (terminal, spi_in),
+            StoredSa {
+                terminal,
+                peer,
+                ike,
+                child: child.clone(),
+                stored_at: now,
+                pushed: Pushed::Pending,
+                rekeying: false,
+            },
+        );
+        self.push_install(now, terminal, spi_in, replaces, acquire, false)
+    }
+
+    /// S9 / S19: seal the stored SA (with its remaining lifetime) for the terminal.
+    fn push_install(
+        &mut self,
+        now: Instant,
+        terminal: u64,
+        spi_in: u32,
+        replaces: Option<u32>,
+        acquire: Option<u32>,
+        again: bool,
+    ) -> Result<(), Error> {
+        let Some(s) = self.sas.get(&(terminal, spi_in)) else {
+            return Ok(());
+        };
+        let (peer, child) = (s.peer, s.remaining(now));
+        // A re-push replaces the earlier message for the same SA.
+        if let Some(t) = self.terminals.get_mut(&terminal) {
+            t.pushes.retain(|p| p.what != PushKind::Install(spi_in));
+        }
+        let m = Transfer::Install(Install {
+            boot: [0; NONCE_LEN],
+            child: Box::new(child),
+            replaces,
+            acquire,
+        });
+        self.send_to_terminal(now, terminal, peer, m, PushKind::Install(spi_in))?;
+        self.event(ProxyEvent::KeysPushed {
+            terminal,
+            spi_in,
+            again,
+        })
+    }
+
+    /// Keys stored for (terminal, peer) that the terminal never acknowledged go out again.
+    fn repush_pending(&mut self, now: Instant, terminal: u64, peer: IpAddr) -> Result<(), Error> {
+        let pending: Vec<u32> = self
+            .sas
+            .values()
+            .filter(|s| s.terminal == terminal && s.peer == peer && s.pushed == Pushed::Pending)
+            .filter(|s| {
+                // Only when nothing is in flight or waiting for it already (a fresh push
+                // retries by itself): the terminal must never get one SA twice.
+                let spi = s.child.spi_in;
+                self.terminals.get(&terminal).is_some_and(|t| {
+                    !t.pushes.iter().any(|p| p.what == PushKind::Install(spi))
+                        && !t.waiting.iter().any(
+                            |(_, m)| matches!(m, Transfer::Install(i) if i.child.spi_in == spi),
+                        )
+                })
+            })
+            .map(|s| s.child.spi_in)
+            .collect();
+        for spi in pending {
+            self.push_install(now, terminal, spi, None, None, true)?;
+        }
+        Ok(())
+    }
+
+    /// An SA leaves the store; the terminal is told to delete it.
+    fn remove_sa(&mut self, now: Instant, terminal: u64, spi_in: u32) -> Result<(), Error> {
+        let Some(s) = self.sas.remove(&(terminal, spi_in)) else {
+            return Ok(());
+        };
+        if let Some(t) = self.terminals.get_mut(&terminal) {
+            t.pushes.retain(|p| p.what != PushKind::Install(spi_in));
+        }
+        self.event(ProxyEvent::SaRemoved { terminal, spi_in })?;
+        if s.pushed == Pushed::Refused {
+            return Ok(());
+        }
+        let m = Transfer::Delete(Delete {
+            boot: [0; NONCE_LEN],
+            spis: vec![spi_in],
+        });
+        self.send_to_terminal(now, terminal, s.peer, m, PushKind::Delete)
+    }
+
+    /// Seal `m` for the terminal (its boot nonce filled in) and send it from the peer's
+    /// address; without a boot nonce yet, solicit one and keep `m` until it comes.
+    fn send_to_terminal(
+        &mut self,
+        now: Instant,
+        terminal: u64,
+        peer: IpAddr,
+        mut m: Transfer,
+        what: PushKind,
+    ) -> Result<(), Error> {
+        let Some(secrets) = self.store.secrets(terminal) else {
+            return Err(InlineError::StoreUnavailable.into());
+        };
+        let max_pushes = self.cfg.max_pushes_per_terminal;
+        let Some(t) = self.terminals.get_mut(&terminal) else {
+            return Err(InlineError::UnknownTerminal(terminal).into());
+        };
+        let Some(dst) = t
+            .addresses
+            .iter()
+            .copied()
+            .find(|a| a.is_ipv4() == peer.is_ipv4())
+        else {
+            return Err(InlineError::UnknownTerminal(terminal).into());
+        };
+        let Some(boot) = t.boot else {
+            if t.waiting.len() >= max_pushes {
+                return Err(Error::CapacityExceeded {
+                    what: "messages waiting for a terminal's announce",
+                    bound: max_pushes,
+                });
+            }
+            t.waiting.push((peer, m));
+            return self.solicit(now, dst, peer);
+        };
+        if t.pushes.len() >= max_pushes {
+            return Err(Error::CapacityExceeded {
+                what: "pushes per terminal",
+                bound: max_pushes,
+            });
+        }
+        set_boot(&mut m, boot);
+        t.seq = t.seq.wrapping_add(1).max(1);
+        let seq = t.seq;
+        let payload = m.encode(terminal, seq, &secrets.delegation_key, &mut *self.rng)?;
+        let packet = self.udp(
+            SocketAddr::new(peer, transfer::PORT),
+            SocketAddr::new(dst, transfer::PORT),
+            &payload,
+        )?;
+        let next = self.cfg.retry.next(now, 1).unwrap_or(Instant::MAX);
+        if let Some(t) = self.terminals.get_mut(&terminal) {
+            t.pushes.push(Push {
+                seq,
+                packet: packet.clone(),
+                tries: 1,
+                next,
+                what,
+            });
+        }
+        self.emit(self.cfg.terminals, packet)
+    }
+
+    /// Ask the host at `to` to announce itself (from `from`, an address beyond the proxy).
+    fn solicit(&mut self, now: Instant, to: IpAddr, from: IpAddr) -> Result<(), Error> {
+        if self.learned.get(&to).is_some_and(|l| l.challenge.tries > 0) {
+            return Ok(()); // one is out already
+        }
+        if !self.learned.contains_key(&to) && self.learned.len() >= self.cfg.max_learned {
+            return Err(Error::CapacityExceeded {
+                what: "learned addresses",
+                bound: self.cfg.max_learned,
+            });
+        }
+        let nonce = crate::crypto::random_array(&mut *self.rng);
+        self.learned.insert(
+            to,
+            Learned {
+                challenge: Challenge {
+                    nonce,
+                    to,
+                    from,
+                    tries: 0,
+                    next: now,
+                },
+            },
+        );
+        self.send_solicit(now, to)
+    }
+
+    fn send_solicit(&mut self, now: Instant, to: IpAddr) -> Result<(), Error> {
+        let Some(l) = self.learned.get_mut(&to) else {
+            return Ok(());
+        };
+        l.challenge.tries += 1;
+        let c = l.challenge.clone();
+        match self.cfg.retry.next(now, c.tries) {
+            Some(next) => l.challenge.next = next,
+            None => {
+                // Unanswered: forget it (it may be learned again later).
+                self.learned.remove(&to);
+            }
+        }
+        let m = Transfer::Solicit { challenge: c.nonce };
+        // A solicit is in clear: its terminal id and key do not matter.
+        let key = super::seal::DelegationKey::new([0; 32]);
+        let payload = m.encode(0, 0, &key, &mut *self.rng)?;
+        let packet = self.udp(
+            SocketAddr::new(c.from, transfer::PORT),
+            SocketAddr::new(c.to, transfer::PORT),
+            &payload,
+        )?;
+        self.emit(self.cfg.terminals, packet)
+    }
+
+    // ------------------------------------------------------------------ Fig. 4
+
+    fn on_terminal(&mut self, now: Instant, data: &[u8]) -> Result<(), Error> {
+        let Ok(info) = ipsec::parse_packet(data) else {
+            self.stats.malformed += 1;
+            return Ok(());
+        };
+        self.learn(now, info.src, info.dst)?;
+        let own = &self.cfg.own_ike;
+        let verdict = judge::from_terminal(
+            &self.spd,
+            &info,
+            data,
+            ipsec::NAT_T_PORT,
+            self.cfg.clear_start,
+            |a| own.contains(&a),
+        );
+        match verdict {
+            FromTerminal::Drop(r) => {
+                self.count_drop(r);
+                Ok(())
+            }
+            FromTerminal::Forward => {
+                self.stats.forwarded_out += 1;
+                self.emit(self.cfg.internet, data.to_vec())
+            }
+            FromTerminal::Transfer { from, start, end } => {
+                let r = self.on_transfer(now, from, info.dst, &data[start..end]);
+                if r.is_err() {
+                    self.stats.transfer_refused += 1;
+                }
+                r
+            }
+            FromTerminal::ClearStart => {
+                self.stats.clear_starts += 1;
+                // S15: only a delegated terminal's packets start anything.
+                let Some(terminal) = self.delegated(info.src) else {
+                    self.stats.unknown_terminal_drops += 1;
+                    return Ok(());
+                };
+                self.start(now, terminal, info.src, Selector::for_packet(&info), None)
+            }
+        }
+    }
+
+    /// Address acquisition (means 15): a new source address on the terminal side is
+    /// recorded and asked to announce itself; it becomes a delegated terminal only by a
+    /// sealed announce.
+    fn learn(&mut self, now: Instant, src: IpAddr, dst: IpAddr) -> Result<(), Error> {
+        if self.addresses.contains_key(&src) || self.learned.contains_key(&src) {
+            return Ok(());
+        }
+        if self.learned.len() >= self.cfg.max_learned {
+            return Ok(()); // the table is full: the host is not learned now
+        }
+        self.solicit(now, src, dst)
+    }
+
+    /// A key-transfer message from the terminal side, sent from `from` toward `beyond` (an
+    /// address past the proxy: a solicit in answer goes out from there).
+    fn on_transfer(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        beyond: IpAddr,
+        payload: &[u8],
+    ) -> Result<(), Error> {
+        let env = Envelope::parse(payload)?;
+        if !Transfer::from_terminal(env.msg_type) {
+            return Err(TransferError::WrongDirection(env.msg_type).into());
+        }
+        let terminal = env.terminal;
+        let secrets = self
+            .store
+            .secrets(terminal)
+            .ok_or(TransferError::UnknownTerminal(terminal))?;
+        let m = env.open(&secrets.delegation_key)?;
+        if let Transfer::Announce(a) = m {
+            return self.on_announce(now, terminal, from.ip(), beyond, env.seq, a);
+        }
+        // S15: the sender must be the terminal bound to this address.
+        if self.delegated(from.ip()) != Some(terminal) {
+            return Err(TransferError::AddressMismatch(terminal).into());
+        }
+        let Some(t) = self.terminals.get_mut(&terminal) else {
+            return Err(TransferError::UnknownTerminal(terminal).into());
+        };
+        let fresh = t
+            .boot
+            .as_ref()
+            .is_some_and(|b| m.boot().is_some_and(|mb| ct_eq(b, mb)));
+        if !fresh {
+            // The terminal may have restarted (a new boot nonce): ask it to announce.
+            self.solicit(now, from.ip(), beyond)?;
+            return Err(TransferError::StaleNonce.into());
+        }
+        match t.window.check(u64::from(env.seq)) {
+            Ok(()) => {
+                let _ = t.window.accept(u64::from(env.seq));
+            }
+            // A retransmission of what was handled (the terminal retries its trigger
+            // until keys come): nothing to do again.
+            Err(crate::error::ReplayKind::Duplicate) => {
+                self.stats.duplicates += 1;
+                return Ok(());
+            }
+            Err(_) => return Err(TransferError::Replayed(env.seq).into()),
+        }
+        match m {
+            Transfer::Trigger(tr) => {
+                // S15 also binds the selector to the sender: a terminal asks only for
+                // its own traffic.
+                if tr.selector.src.start() != from.ip() {
+                    return Err(TransferError::BadSelector.into());
+                }
+                self.start(now, terminal, from.ip(), tr.selector, Some(tr.acquire))
+            }
+            Transfer::Ack(a) => self.on_ack(terminal, a.acked, a.outcome),
+            other => Err(TransferError::WrongDirection(other.msg_type()).into()),
+        }
+    }
+
+    fn on_announce(
+        &mut self,
+        now: Instant,
+        terminal: u64,
+        from: IpAddr,
+        beyond: IpAddr,
+        seq: u32,
+        a: transfer::Announce,
+    ) -> Result<(), Error> {
+        if !a.addresses.contains(&from) {
+            return Err(TransferError::AddressMismatch(terminal).into());
+        }
+        let solicited = self.learned.get(&from).is_some_and(|l| {
+            a.echo
+                .as_ref()
+                .is_some_and(|e| ct_eq(e, &l.challenge.nonce))
+        });
+        if !solicited {
+            // An unsolicited (or replayed) announce may not move the boot nonce: answer
+            // it with a fresh challenge.
+            self.learned.remove(&from);
+            self.solicit(now, from, beyond)?;
+            return Err(TransferError::Unsolicited.into());
+        }
+        self.learned.remove(&from);
+        self.bind(terminal, from)?;
+        let window = ReplayWindow::new(self.cfg.replay_window)?;
+        let Some(t) = self.terminals.get_mut(&terminal) else {
+            return Ok(());
+        };
+        let rebooted = t.boot.is_some_and(|b| !ct_eq(&b, &a.boot));
+        if t.boot != Some(a.boot) {
+            t.window = window;
+            // Messages sealed for an earlier boot can never be acknowledged.
+            t.pushes.clear();
+        }
+        let _ = t.window.accept(u64::from(seq));
+        t.boot = Some(a.boot);
+        let waiting = core::mem::take(&mut t.waiting);
+        self.event(ProxyEvent::TerminalBound {
+            terminal,
+            address: from,
+            rebooted,
+        })?;
+        // ¶0012: SAs the terminal holds by other means enter the SA store.
+        for sa in a.held {
+            let peer = match sa.mode {
+                ipsec::Mode::Tunnel { remote, .. } => remote,
+                ipsec::Mode::Transport => sa
+                    .remote_ts
+                    .first()
+                    .map(|t| t.addrs.start())
+                    .unwrap_or(from),
+            };
+            if self.sas.len() < self.cfg.max_sas {
+                self.sas.insert(
+                    (terminal, sa.spi_in),
+                    StoredSa {
+                        terminal,
+                        peer,
+                        ike: IkeRef::Initiator(peer),
+                        child: sa,
+                        stored_at: now,
+                        pushed: Pushed::Acknowledged,
+                        rekeying: false,
+                    },
+                );
+            }
+        }
+        if rebooted {
+            // The terminal lost every SA it had acknowledged: rekey them (never re-push).
+            let lost: Vec<u32> = self
+                .sas
+                .values()
+                .filter(|s| s.terminal == terminal && s.pushed == Pushed::Acknowledged)
+                .map(|s| s.child.spi_in)
+                .collect();
+            for spi in lost {
+                self.rekey(now, terminal, spi)?;
+            }
+        }
+        for (peer, m) in waiting {
+            let what = match &m {
+                Transfer::Install(i) => PushKind::Install(i.child.spi_in),
+                Transfer::Delete(_) => PushKind::Delete,
+                _ => PushKind::Failure,
+            };
+            self.send_to_terminal(now, terminal, peer, m, what)?;
+        }
+        Ok(())
+    }
+
+    fn on_ack(&mut self, terminal: u64, acked: u32, outcome: AckOutcome) -> Result<(), Error> {
+        let Some(t) = self.terminals.get_mut(&terminal) else {
+            return Ok(());
+        };
+        let Some(i) = t.pushes.iter().position(|p| p.seq == acked) else {
+            return Ok(()); // a late duplicate: already done
+        };
+        let p = t.pushes.remove(i);
+        if let PushKind::Install(spi_in) = p.what
+            && let Some(s) = self.sas.get_mut(&(terminal, spi_in))
+            && s.pushed == Pushed::Pending
+        {
+            s.pushed = match outcome {
+                AckOutcome::Done => Pushed::Acknowledged,
+                AckOutcome::Refused => Pushed::Refused,
+            };
+            let e = match outcome {
+                AckOutcome::Done => ProxyEvent::KeysAcknowledged { terminal, spi_in },
+                AckOutcome::Refused => ProxyEvent::InstallRefused { terminal, spi_in },
+            };
+            self.event(e)?;
+        }
+        Ok(())
+    }
+
+    /// S16-S19 for a start request of `terminal` (at `addr`) for `selector`.
+    fn start(
+        &mut self,
+        now: Instant,
+        terminal: u64,
+        addr: IpAddr,
+        selector: Selector,
+        acquire: Option<u32>,
+    ) -> Result<(), Error> {
+        let peer = selector.dst.start();
+        // S16: a valid stored SA toward this peer that covers the packet?
+        let found = self
+            .sas
+            .values()
+            .find(|s| {
+                s.terminal == terminal
+                    && s.peer == peer
+                    && s.valid(now)
+                    && s.pushed != Pushed::Refused
+                    && covers(&s.child, &selector)
+            })
+            .map(|s| (s.child.spi_in, s.pushed, s.rekeying));
+        match found {
+            Some((spi, Pushed::Pending, _)) => {
+                return self.push_install(now, terminal, spi, None, acquire, true);
+            }
+            Some((_, _, true)) => return Ok(()), // a rekey is on its way
+            Some((spi, _, false)) => return self.rekey(now, terminal, spi),
+            None => {}
+        }
+        // A negotiation toward this peer already running: wait for it.
+        if let Some(n) = self
+            .terminals
+            .get_mut(&terminal)
+            .and_then(|t| t.initiators.get_mut(&peer))
+            && !n.established
+        {
+            if let Some(a) = acquire
+                && !n.acquires.contains(&a)
+                && n.acquires.len() < 16
+            {
+                n.acquires.push(a);
+            }
+            return Ok(());
+        }
+        // S17: negotiate as the terminal, from its address.
+        let running_all: usize = self
+            .terminals
+            .values()
+            .map(|t| t.initiators.values().filter(|n| !n.established).count())
+            .sum();
+        let running_here = self.terminals.get(&terminal).map_or(0, |t| {
+            t.initiators.values().filter(|n| !n.established).count()
+        });
+        if running_all >= self.cfg.max_negotiations
+            || running_here >= self.cfg.max_negotiations_per_terminal
+        {
+            if let Some(a) = acquire {
+                self.tell_failure(now, terminal, peer, a, FailureReason::Busy)?;
+            }
+            return Err(Error::CapacityExceeded {
+                what: "negotiations",
+                bound: if running_here >= self.cfg.max_negotiations_per_terminal {
+                    self.cfg.max_negotiations_per_terminal
+                } else {
+                    self.cfg.max_negotiations
+                },
+            });
+        }
+        let Some(secrets) = self.store.secrets(terminal) else {
+            return Err(InlineError::StoreUnavailable.into());
+        };
+        let mut ike = secrets.ike;
+        ike.ts_local = vec![TrafficSelector::host(addr)];
+        ike.ts_remote = vec![TrafficSelector::host(peer)];
+        let rng = self.child_rng();
+        let mut initiator = Initiator::new(
+            InitiatorConfig {
+                ike,
+                local: SocketAddr::new(addr, transfer::PORT),
+                remote: SocketAddr::new(peer, transfer::PORT),
+            },
+            rng,
+        )?;
+        initiator.start(now)?;
+        // A dead negotiation toward the same peer (its IKE SA gone) is replaced.
+        if let Some(t) = self.terminals.get_mut(&terminal) {
+            t.initiators.insert(
+                peer,
+                Negotiation {
+                    ike: Box::new(initiator),
+                    acquires: acquire.into_iter().collect(),
+                    established: false,
+                },
+            );
+        }
+        self.stats.negotiations += 1;
+        self.event(ProxyEvent::Negotiating {
+            terminal,
+            peer,
+            initiator: true,
+        })?;
+        self.drain_engine(now, terminal, IkeRef::Initiator(peer))
+    }
+
+    /// Rekey a stored SA (CREATE_CHILD_SA under its IKE SA); the new SA is pushed with
+    /// `replaces`, the old one deleted when the exchange ends.
+    fn rekey(&mut self, now: Instant, terminal: u64, spi_in: u32) -> Result<(), Error> {
+        let Some(s) = self.sas.get_mut(&(terminal, spi_in)) else {
+            return Ok(());
+        };
+        if s.rekeying {
+            return Ok(());
+        }
+        s.rekeying = true;
+        let ike = s.ike;
+        self.event(ProxyEvent::Rekeying { terminal, spi_in })?;
+        let r = match ike {
+            IkeRef::Responder(id) => self
+                .terminals
+                .get_mut(&terminal)
+                .and_then(|t| t.responder.as_mut())
+                .map(|r| r.rekey_child(now, id)),
+            IkeRef::Initiator(p) => self
+                .terminals
+                .get_mut(&terminal)
+                .and_then(|t| t.initiators.get_mut(&p))
+                .map(|n| n.ike.rekey_child(now)),
+        };
+        match r {
+            Some(Ok(())) => self.drain_engine(now, terminal, ike),
+            // No IKE SA to rekey under (an imported SA, or its IKE SA is gone): the SA
+            // goes, and the next start request negotiates afresh.
+            _ => self.remove_sa(now, terminal, spi_in),
+        }
+    }
+}
+
+impl<S: SecureStore> InlineProxy<S> {
+    /// Delete an IKE SA at the peer (its engine sends the INFORMATIONAL); errors are an
+    /// IKE SA already gone or a full outbox, both of which leave nothing to undo.
+    fn delete_ike(&mut self, now: Instant, terminal: u64, ike: IkeRef) {
+        if let Some(t) = self.terminals.get_mut(&terminal) {
+            let _ = match ike {
+                IkeRef::Responder(id) => t.responder.as_mut().map(|r| r.delete_ike(now, id)),
+                IkeRef::Initiator(p) => t.initiators.get_mut(&p).map(|n| n.ike.delete_ike(now)),
+            };
+        }
+        let _ = self.drain_engine(now, terminal, ike);
+    }
+}
+
+fn set_boot(m: &mut Transfer, boot: [u8; NONCE_LEN]) {
+    match m {
+        Transfer::Install(i) => i.boot = boot,
+        Transfer::Delete(d) => d.boot = boot,
+        Transfer::Failure(f) => f.boot = boot,
+        _ => {}
+    }
+}
+
+/// Whether `child` (from the terminal's side) covers the packet `s` names.
+fn covers(child: &ChildSa, s: &Selector) -> bool {
+    let proto = s.protocol.unwrap_or(0);
+    let port = |p: &ipsec::PortRange| (!p.is_any()).then(|| p.start());
+    child
+        .local_ts
+        .iter()
+        .any(|t| t.matches(s.src.start(), proto, port(&s.src_ports)))
+        && child
+            .remote_ts
+            .iter()
+            .any(|t| t.matches(s.dst.start(), proto, port(&s.dst_ports)))
+}
+
+fn notify_reason(notify: u16) -> FailureReason {
+    use crate::ikev2::consts::notify as n;
+    match notify {
+        n::NO_PROPOSAL_CHOSEN => FailureReason::NoProposal,
+        n::TS_UNACCEPTABLE => FailureReason::TsUnacceptable,
+        n::AUTHENTICATION_FAILED => FailureReason::AuthenticationFailed,
+        _ => FailureReason::PeerError,
+    }
+}
+
+fn failure_reason(r: FailReason) -> FailureReason {
+    match r {
+        FailReason::Timeout => FailureReason::Timeout,
+        FailReason::AuthenticationFailed
+        | FailReason::PeerAuth(_)
+        | FailReason::IdentityMismatch => FailureReason::AuthenticationFailed,
+        FailReason::PeerNotify(n) => notify_reason(n),
+        FailReason::InvalidResponse | FailReason::TooManyRounds => FailureReason::PeerError,
+    }
+}
+
+impl<S: SecureStore> TimerTable for InlineProxy<S> {
+    type Timer = Timer;
+
+    fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
+        let engines = self.terminals.iter().flat_map(|(id, t)| {
+            let r = t
+                .responder
+                .as_ref()
+                .and_then(|r| r.poll_timeout())
+                .map(|at| (Timer::Responder(*id), at));
+            let i = t.initiators.iter().filter_map(move |(p, n)| {
+                n.ike
+                    .poll_timeout()
+                    .map(|at| (Timer::Initiator(*id, *p), at))
+            });
+            let p = t
+                .pushes
+                .iter()
+                .map(move |p| (Timer::Push(*id, p.seq), p.next));
+            r.into_iter().chain(i).chain(p)
+        });
+        let solicits = self
+            .learned
+            .iter()
+            .map(|(a, l)| (Timer::Solicit(*a), l.challenge.next));
+        let lifetimes = self.sas.iter().flat_map(|((t, spi), s)| {
+            let soft = s
+                .soft_at()
+                .filter(|_| !s.rekeying && s.pushed != Pushed::Refused)
+                .map(|at| (Timer::Soft(*t, *spi), at));
+            let hard = s.hard_at().map(|at| (Timer::Hard(*t, *spi), at));
+            soft.into_iter().chain(hard)
+        });
+        engines.chain(solicits).chain(lifetimes)
+    }
+
+    fn fire(&mut self, now: Instant, timer: Timer) {
+        // The errors below are a full outbox (the driver reads the loss report) or a
+        // bound reached; the state stays consistent either way.
+        match timer {
+            Timer::Responder(t) => {
+                if let Some(r) = self
+                    .terminals
+                    .get_mut(&t)
+                    .and_then(|s| s.responder.as_mut())
+                {
+                    r.handle_timeout(now);
+                }
+                let _ = self.drain_engine(
+                    now,
+                    t,
+                    IkeRef::Responder(IkeSaId {
+                        spi_i: [0; 8],
+                        spi_r: [0; 8],
+                    }),
+                );
+            }
+            Timer::Initiator(t, p) => {
+                if let Some(n) = self
+                    .terminals
+                    .get_mut(&t)
+                    .and_then(|s| s.initiators.get_mut(&p))
+                {
+                    n.ike.handle_timeout(now);
+                }
+                let _ = self.drain_engine(now, t, IkeRef::Initiator(p));
+            }
+            Timer::Push(t, seq) => {
+                let Some(st) = self.terminals.get_mut(&t) else {
+                    return;
+                };
+                let Some(i) = st.pushes.iter().position(|p| p.seq == seq) else {
+                    return;
+                };
+                let p = &mut st.pushes[i];
+                p.tries += 1;
+                match self.cfg.retry.next(now, p.tries) {
+                    Some(next) => {
+                        p.next = next;
+                        let packet = p.packet.clone();
+                        let _ = self.emit(self.cfg.terminals, packet);
+                    }
+                    None => {
+                        st.pushes.remove(i);
+                        let _ = self.event(ProxyEvent::PushUnanswered { terminal: t, seq });
+                    }
+                }
+            }
+            Timer::Solicit(a) => {
+                let _ = self.send_solicit(now, a);
+            }
+            Timer::Soft(t, spi) => {
+                let _ = self.rekey(now, t, spi);
+            }
+            Timer::Hard(t, spi) => {
+                let ike = self.sas.get(&(t, spi)).map(|s| s.ike);
+                let _ = self.remove_sa(now, t, spi);
+                // Expired means S6/S16 say no: the next start negotiates from scratch.
+                if let Some(ike) = ike {
+                    self.delete_ike(now, t, ike);
+                }
+            }
+        }
+    }
+}
+
+impl<S: SecureStore> Actor for InlineProxy<S> {
+    type Event = ProxyEvent;
+
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
+        match input {
+            Input::Packet { iface, data } if iface == self.cfg.internet => {
+                self.on_internet(now, data)
+            }
+            Input::Packet { iface, data } if iface == self.cfg.terminals => {
+                self.on_terminal(now, data)
+            }
+            Input::Packet { iface, .. } => Err(InlineError::UnknownInterface(iface.0).into()),
+            _ => Err(InlineError::UnsupportedInput.into()),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.run_timers(now);
+    }
+
+    fn poll_output(&mut self) -> Option<Output<ProxyEvent>> {
+        self.outbox.pop()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.next_timer()
+    }
+}
