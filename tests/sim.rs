@@ -1088,6 +1088,38 @@ fn listen_inline_needs_an_inline_node_with_an_address() {
     let faults = sim.faults(bump).unwrap();
     assert_eq!(faults.len(), 1);
     assert_eq!(faults[0].error, Error::Sim(SimActorError::InlineOutput));
+    assert!(sim.unlisten_inline(host, 22).is_err());
+}
+
+/// After `unlisten_inline` the open stream stays, and a new SYN to that port is the
+/// actor's again, raw.
+#[test]
+fn unlisten_inline_keeps_streams_and_hands_new_syns_back_raw() {
+    let mut sim = Sim::new(34);
+    let a = sim.net("a", "10.0.0.0/24");
+    let b = sim.net("b", "10.0.0.0/24");
+    let probe = PacketProbe::new().with_streams(StreamProbe::new());
+    let edge = sim
+        .add_inline_with("edge", &[(a, Some(ip("10.0.0.9"))), (b, None)], probe)
+        .unwrap();
+    let client = sim.host("client", a, "10.0.0.1", StreamProbe::new());
+    sim.listen_inline(edge, 22).unwrap();
+    let first = on_stream(&mut sim, client, |p| p.connect(sa("10.0.0.9:22")));
+    sim.run_for(ms(10)).unwrap();
+    sim.unlisten_inline(edge, 22).unwrap();
+    let second = on_stream(&mut sim, client, |p| p.connect(sa("10.0.0.9:22")));
+    sim.run_for(ms(10)).unwrap();
+    on_stream(&mut sim, client, |p| p.send(first, b"still here".to_vec()));
+    sim.run_for(ms(10)).unwrap();
+    let streams = inline_streams(&sim, edge);
+    assert_eq!(streams.accepted().len(), 1);
+    assert_eq!(streams.received(streams.accepted()[0]), b"still here");
+    assert_eq!(sim.open_streams(edge).unwrap(), 1);
+    let raw = sim.actor::<PacketProbe>(edge).unwrap().received();
+    assert_eq!(raw.len(), 1, "only the second SYN");
+    assert!(packet::parse(&raw[0].data).unwrap().tcp.unwrap().flags.syn);
+    let c = sim.actor::<StreamProbe>(client).unwrap();
+    assert!(c.stream(second).unwrap().opened_at.is_none());
 }
 
 // ---------------------------------------------------------------- recording
