@@ -1066,13 +1066,22 @@ fn inline_node_connects_out_and_retransmits() {
     assert!(sim.faults(proxy).unwrap().is_empty());
 }
 
-#[test]
-fn listen_inline_needs_an_inline_node_with_an_address() {
-    let mut sim = Sim::new(33);
+/// Networks a and b (one prefix) joined by a bridging inline node that takes stream
+/// events, with `addr` (or none) on its side a.
+fn one_bridge(seed: u64, addr: Option<&str>) -> (Sim, NetworkId, NodeId) {
+    let mut sim = Sim::new(seed);
     let a = sim.net("a", "10.0.0.0/24");
     let b = sim.net("b", "10.0.0.0/24");
     let probe = PacketProbe::bridge().with_streams(StreamProbe::new());
-    let bump = sim.add_inline("bump", a, b, probe).unwrap();
+    let node = sim
+        .add_inline_with("bridge", &[(a, addr.map(ip)), (b, None)], probe)
+        .unwrap();
+    (sim, a, node)
+}
+
+#[test]
+fn listen_inline_needs_an_inline_node_with_an_address() {
+    let (mut sim, a, bump) = one_bridge(33, None);
     let host = sim.host("h", a, "10.0.0.1", StreamProbe::new());
     assert_eq!(sim.listen_inline(bump, 22), Err(SimError::NoAddress(bump)));
     assert_eq!(
@@ -1095,13 +1104,7 @@ fn listen_inline_needs_an_inline_node_with_an_address() {
 /// actor's again, raw.
 #[test]
 fn unlisten_inline_keeps_streams_and_hands_new_syns_back_raw() {
-    let mut sim = Sim::new(34);
-    let a = sim.net("a", "10.0.0.0/24");
-    let b = sim.net("b", "10.0.0.0/24");
-    let probe = PacketProbe::new().with_streams(StreamProbe::new());
-    let edge = sim
-        .add_inline_with("edge", &[(a, Some(ip("10.0.0.9"))), (b, None)], probe)
-        .unwrap();
+    let (mut sim, a, edge) = one_bridge(34, Some("10.0.0.9"));
     let client = sim.host("client", a, "10.0.0.1", StreamProbe::new());
     sim.listen_inline(edge, 22).unwrap();
     let first = on_stream(&mut sim, client, |p| p.connect(sa("10.0.0.9:22")));
