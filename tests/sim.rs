@@ -873,6 +873,258 @@ fn inline_router_with_addresses_and_ip_in_ip() {
     let _ = phone;
 }
 
+/// The stream side of an inline node's `PacketProbe::with_streams`, for a command.
+fn on_inline_streams<R>(
+    sim: &mut Sim,
+    node: NodeId,
+    f: impl FnOnce(&mut StreamProbe) -> Result<R, Error>,
+) -> R {
+    sim.command(node, |p: &mut PacketProbe, _| {
+        f(p.stream_probe_mut().expect("built with_streams"))
+    })
+    .unwrap()
+}
+
+fn inline_streams(sim: &Sim, node: NodeId) -> &StreamProbe {
+    sim.actor::<PacketProbe>(node)
+        .unwrap()
+        .stream_probe()
+        .unwrap()
+}
+
+/// An administrator's network behind a router, and a key-exchange proxy: a bump in the
+/// wire between wan and lan (one prefix on both sides) with a management address,
+/// 10.0.0.254, on its wan interface. Returns (sim, admin, udp peer, proxy, device, web).
+fn management_world(seed: u64, wan_link: LinkConfig) -> (Sim, [NodeId; 5]) {
+    let mut sim = Sim::new(seed);
+    let mgmt = sim.net("mgmt", "10.9.0.0/24");
+    let wan = sim.net_with("wan", "10.0.0.0/24", wan_link);
+    let lan = sim.net("lan", "10.0.0.0/24");
+    let router = sim
+        .add_router("r", &[(mgmt, ip("10.9.0.1")), (wan, ip("10.0.0.1"))])
+        .unwrap();
+    sim.add_route(mgmt, "0.0.0.0/0", router).unwrap();
+    sim.add_route(wan, "10.9.0.0/24", router).unwrap();
+    let proxy = sim
+        .add_inline_with(
+            "proxy",
+            &[(wan, Some(ip("10.0.0.254"))), (lan, None)],
+            PacketProbe::bridge().with_streams(StreamProbe::new()),
+        )
+        .unwrap();
+    sim.listen_inline(proxy, 22).unwrap();
+    let admin = sim.host("admin", mgmt, "10.9.0.5", StreamProbe::new());
+    let peer = sim.probe("peer", mgmt, "10.9.0.6", 500);
+    let device = sim.host("device", lan, "10.0.0.2", DatagramProbe::new(500).echoing());
+    let web = sim.host("web", lan, "10.0.0.3", StreamProbe::new().echoing());
+    sim.listen(web, 80).unwrap();
+    (sim, [admin, peer, proxy, device, web])
+}
+
+/// Seed 001's proxy needs a management address: an inline node that listens takes TCP
+/// to its own address on that port through the simulator's TCP, as a host does, while
+/// everything it bridges (and TCP to other ports of its address) still reaches it raw.
+#[test]
+fn inline_node_serves_tcp_on_its_management_address() {
+    let (mut sim, [admin, peer, proxy, device, web]) = management_world(31, LinkConfig::default());
+    let mgmt = on_stream(&mut sim, admin, |p| p.connect(sa("10.0.0.254:22")));
+    sim.run_for(ms(20)).unwrap();
+    let accepted = inline_streams(&sim, proxy).accepted();
+    assert_eq!(accepted.len(), 1, "the proxy accepted the administrator");
+    let session = accepted[0];
+    let rec = inline_streams(&sim, proxy).stream(session).unwrap().clone();
+    assert_eq!(rec.local, Some(sa("10.0.0.254:22")));
+    assert_eq!(rec.remote.unwrap().ip(), ip("10.9.0.5"));
+    assert_eq!(sim.open_streams(proxy).unwrap(), 1);
+
+    // Both ways.
+    on_inline_streams(&mut sim, proxy, |p| p.send(session, b"welcome".to_vec()));
+    on_stream(&mut sim, admin, |p| p.send(mgmt, b"rotate keys".to_vec()));
+    sim.run_for(ms(20)).unwrap();
+    assert_eq!(
+        inline_streams(&sim, proxy).received(session),
+        b"rotate keys"
+    );
+    let admin_side = sim.actor::<StreamProbe>(admin).unwrap();
+    assert_eq!(admin_side.received(mgmt), b"welcome");
+    assert!(admin_side.stream(mgmt).unwrap().opened_at.is_some());
+
+    // Meanwhile bridged traffic is untouched: UDP to a device behind the proxy and TCP
+    // to a web server behind it arrive raw and are forwarded by the actor.
+    send(&mut sim, peer, "10.0.0.2:500", b"bridged datagram");
+    let through = on_stream(&mut sim, admin, |p| p.connect(sa("10.0.0.3:80")));
+    sim.run_for(ms(20)).unwrap();
+    on_stream(&mut sim, admin, |p| p.send(through, b"GET /".to_vec()));
+    sim.run_for(ms(20)).unwrap();
+    assert_eq!(
+        received(&sim, peer),
+        vec![(sa("10.0.0.2:500"), b"bridged datagram".to_vec())]
+    );
+    assert_eq!(received(&sim, device).len(), 1);
+    assert_eq!(
+        sim.actor::<StreamProbe>(admin).unwrap().received(through),
+        b"GET /",
+        "echoed by the web server through the bridge"
+    );
+    assert_eq!(sim.actor::<StreamProbe>(web).unwrap().accepted().len(), 1);
+
+    // A SYN to a port the proxy does not listen on, at its own address, is the actor's
+    // too: it arrives raw and no RST answers it (the actor may handle it itself).
+    let refused = on_stream(&mut sim, admin, |p| p.connect(sa("10.0.0.254:23")));
+    sim.run_for(ms(20)).unwrap();
+    let r = sim
+        .actor::<StreamProbe>(admin)
+        .unwrap()
+        .stream(refused)
+        .cloned();
+    assert_eq!(r.as_ref().and_then(|r| r.opened_at), None);
+    assert_eq!(r.and_then(|r| r.closed_at), None, "no RST: still trying");
+
+    let seen = sim.actor::<PacketProbe>(proxy).unwrap().received().to_vec();
+    let parsed: Vec<_> = seen
+        .iter()
+        .map(|p| (p.iface, packet::parse(&p.data).unwrap()))
+        .collect();
+    assert!(
+        parsed
+            .iter()
+            .all(|(_, i)| i.dst_socket() != Some(sa("10.0.0.254:22"))
+                && i.src_socket() != Some(sa("10.0.0.254:22"))),
+        "the management stream never reaches the actor raw"
+    );
+    let udp: Vec<_> = parsed.iter().filter(|(_, i)| i.protocol == 17).collect();
+    assert_eq!(udp.len(), 2, "the datagram and its echo");
+    assert_eq!(udp[0].0, IfaceId(0));
+    assert_eq!(udp[1].0, IfaceId(1));
+    assert!(
+        parsed
+            .iter()
+            .any(|(f, i)| *f == IfaceId(0) && i.dst_socket() == Some(sa("10.0.0.3:80"))),
+        "bridged TCP arrives raw"
+    );
+    let to_23: Vec<_> = parsed
+        .iter()
+        .filter(|(_, i)| i.dst_socket() == Some(sa("10.0.0.254:23")))
+        .collect();
+    assert_eq!(to_23.len(), 1, "the SYN to port 23, raw");
+    assert!(to_23[0].1.tcp.unwrap().flags.syn);
+
+    // Closing: the administrator closes, the proxy hears it and its TCP closes its side.
+    on_stream(&mut sim, admin, |p| p.close(mgmt));
+    sim.run_for(ms(20)).unwrap();
+    let rec = inline_streams(&sim, proxy).stream(session).unwrap();
+    assert!(rec.closed_at.is_some());
+    assert_eq!(sim.open_streams(proxy).unwrap(), 0);
+    assert!(sim.faults(proxy).unwrap().is_empty());
+}
+
+/// The proxy also dials out from its management address, through its own bridge to a
+/// server behind it, and its TCP's retransmission timer runs like a host's: the stream
+/// survives a lossy wan.
+#[test]
+fn inline_node_connects_out_and_retransmits() {
+    let lossy = LinkConfig::with_latency(ms(5))
+        .loss(0.2)
+        .reorder(0.1, ms(10));
+    let (mut sim, [admin, _peer, proxy, _device, web]) = management_world(32, lossy);
+    // Out through the lan, which has no address of the proxy: from 10.0.0.254.
+    let out = on_inline_streams(&mut sim, proxy, |p| p.connect(sa("10.0.0.3:80")));
+    sim.run_for(ms(50)).unwrap();
+    let rec = inline_streams(&sim, proxy).stream(out).unwrap().clone();
+    assert_eq!(rec.local.unwrap().ip(), ip("10.0.0.254"));
+    let seen = sim.actor::<StreamProbe>(web).unwrap();
+    let remote = seen.stream(seen.accepted()[0]).unwrap().remote.unwrap();
+    assert_eq!(remote, rec.local.unwrap());
+    on_inline_streams(&mut sim, proxy, |p| p.send(out, b"to the server".to_vec()));
+    sim.run_for(ms(50)).unwrap();
+    assert_eq!(inline_streams(&sim, proxy).received(out), b"to the server");
+
+    // 20 kB from the administrator across the lossy wan, answered by the proxy: both
+    // TCPs retransmit until every byte is through.
+    let mgmt = on_stream(&mut sim, admin, |p| p.connect(sa("10.0.0.254:22")));
+    sim.run_for(Duration::from_secs(10)).unwrap();
+    let session = inline_streams(&sim, proxy).accepted()[0];
+    let data = pattern(20_000);
+    let chunk = data.clone();
+    on_stream(&mut sim, admin, |p| p.send(mgmt, chunk));
+    let answer = pattern(15_000);
+    let reply = answer.clone();
+    on_inline_streams(&mut sim, proxy, |p| p.send(session, reply));
+    sim.run_for(Duration::from_secs(60)).unwrap();
+    assert_eq!(inline_streams(&sim, proxy).received(session), data);
+    assert_eq!(
+        sim.actor::<StreamProbe>(admin).unwrap().received(mgmt),
+        answer
+    );
+    // Segments the proxy sent were lost and every byte still arrived: its own timer fired.
+    assert!(
+        sim.drops()
+            .any(|d| d.drop_reason() == Some(DropReason::Loss)
+                && matches!(d.kind, TraceKind::Drop { at, .. } if at == proxy)),
+        "the wan lost some of the proxy's segments"
+    );
+    assert!(sim.faults(proxy).unwrap().is_empty());
+}
+
+/// Networks a and b (one prefix) joined by a bridging inline node that takes stream
+/// events, with `addr` (or none) on its side a.
+fn one_bridge(seed: u64, addr: Option<&str>) -> (Sim, NetworkId, NodeId) {
+    let mut sim = Sim::new(seed);
+    let a = sim.net("a", "10.0.0.0/24");
+    let b = sim.net("b", "10.0.0.0/24");
+    let probe = PacketProbe::bridge().with_streams(StreamProbe::new());
+    let node = sim
+        .add_inline_with("bridge", &[(a, addr.map(ip)), (b, None)], probe)
+        .unwrap();
+    (sim, a, node)
+}
+
+#[test]
+fn listen_inline_needs_an_inline_node_with_an_address() {
+    let (mut sim, a, bump) = one_bridge(33, None);
+    let host = sim.host("h", a, "10.0.0.1", StreamProbe::new());
+    assert_eq!(sim.listen_inline(bump, 22), Err(SimError::NoAddress(bump)));
+    assert_eq!(
+        sim.listen_inline(host, 22),
+        Err(SimError::WrongNodeKind {
+            node: host,
+            expected: "inline node"
+        })
+    );
+    assert_eq!(sim.open_streams(bump), Ok(0));
+    // Stream outputs of an inline node without a TCP stay refused, as before.
+    on_inline_streams(&mut sim, bump, |p| p.connect(sa("10.0.0.1:1")));
+    let faults = sim.faults(bump).unwrap();
+    assert_eq!(faults.len(), 1);
+    assert_eq!(faults[0].error, Error::Sim(SimActorError::InlineOutput));
+    assert!(sim.unlisten_inline(host, 22).is_err());
+}
+
+/// After `unlisten_inline` the open stream stays, and a new SYN to that port is the
+/// actor's again, raw.
+#[test]
+fn unlisten_inline_keeps_streams_and_hands_new_syns_back_raw() {
+    let (mut sim, a, edge) = one_bridge(34, Some("10.0.0.9"));
+    let client = sim.host("client", a, "10.0.0.1", StreamProbe::new());
+    sim.listen_inline(edge, 22).unwrap();
+    let first = on_stream(&mut sim, client, |p| p.connect(sa("10.0.0.9:22")));
+    sim.run_for(ms(10)).unwrap();
+    sim.unlisten_inline(edge, 22).unwrap();
+    let second = on_stream(&mut sim, client, |p| p.connect(sa("10.0.0.9:22")));
+    sim.run_for(ms(10)).unwrap();
+    on_stream(&mut sim, client, |p| p.send(first, b"still here".to_vec()));
+    sim.run_for(ms(10)).unwrap();
+    let streams = inline_streams(&sim, edge);
+    assert_eq!(streams.accepted().len(), 1);
+    assert_eq!(streams.received(streams.accepted()[0]), b"still here");
+    assert_eq!(sim.open_streams(edge).unwrap(), 1);
+    let raw = sim.actor::<PacketProbe>(edge).unwrap().received();
+    assert_eq!(raw.len(), 1, "only the second SYN");
+    assert!(packet::parse(&raw[0].data).unwrap().tcp.unwrap().flags.syn);
+    let c = sim.actor::<StreamProbe>(client).unwrap();
+    assert!(c.stream(second).unwrap().opened_at.is_none());
+}
+
 // ---------------------------------------------------------------- recording
 
 #[test]

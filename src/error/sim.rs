@@ -22,8 +22,9 @@ pub enum SimActorError {
     /// An inline node emitted a packet on an interface it does not have.
     #[error("the inline node has no interface {0}")]
     NoSuchInterface(u32),
-    /// An inline node emitted something other than a raw packet or an event.
-    #[error("inline nodes emit raw packets and events only")]
+    /// An inline node emitted something other than a raw packet or an event: a datagram,
+    /// or a stream output before it has a TCP (`Sim::listen_inline` gives it one).
+    #[error("inline nodes emit raw packets and events only (stream outputs once they listen)")]
     InlineOutput,
     /// A `DatagramProbe` got an input other than a datagram.
     #[error("a datagram probe takes datagrams only")]
@@ -40,7 +41,8 @@ pub enum SimActorError {
     /// `Output::Connect` with a stream id the host already uses.
     #[error("connect with {0:?}, already in use")]
     StreamIdInUse(StreamId),
-    /// `Output::Connect` to port 0 or to another address family than the host's.
+    /// `Output::Connect` to port 0, or to another address family than the local address's
+    /// (the host's, or the inline node's address chosen for the connection).
     #[error("connect to an unusable address")]
     UnusableAddress,
     /// `Output::Connect` from port 0 and every ephemeral port is taken.

@@ -23,7 +23,11 @@
 //! - **Inline nodes** ([`Sim::add_inline`], [`Sim::add_inline_with`]) are actors with
 //!   several interfaces that sit on the path: every packet that reaches them arrives as
 //!   [`Input::Packet`] with the interface it came in on, and they emit packets with
-//!   [`Output::Packet`]. They need no address (a bump in the wire) but may have some.
+//!   [`Output::Packet`]. They need no address (a bump in the wire) but may have some; one
+//!   with an address can also serve TCP on it, as a host does ([`Sim::listen_inline`]: a
+//!   management address): TCP to its own address on a listening port, or of a stream it
+//!   has open, then arrives as stream events and it may emit stream outputs, while all
+//!   other traffic — what it bridges, other ports — still arrives raw.
 //!
 //! # Routing
 //!
@@ -59,6 +63,7 @@
 //! # Limitations
 //!
 //! No MTU or fragmentation, no ICMP errors, no link layer; hosts have one interface;
+//! inline nodes have no UDP of their own;
 //! NAPTs translate UDP and TCP only; the TCP has no congestion control or TIME_WAIT.
 //! `docs/sim.md` describes the model in full.
 //!
@@ -230,6 +235,10 @@ pub enum SimError {
     /// [`fault::MAX_FAULTS`] faults were added to this simulation already.
     #[error("at most {0} faults per simulation")]
     TooManyFaults(usize),
+    /// The call needs an address on the node ([`Sim::listen_inline`] on a bump in the
+    /// wire with none).
+    #[error("{0:?} has no address")]
+    NoAddress(NodeId),
 }
 
 /// Which packets a host takes raw, as [`Input::Packet`] on `IfaceId(0)`.
@@ -372,10 +381,52 @@ struct Router {
     routes: Vec<(Prefix, usize)>,
 }
 
+/// An inline node's actor and, once it listens, its TCP.
+struct Inline {
+    slot: Slot,
+    /// The TCP on the node's own addresses: none until [`Sim::listen_inline`], so a node
+    /// that never listens gets every packet raw, exactly as before inline nodes could.
+    tcp: Option<Tcp>,
+    tcp_timer: Timer,
+}
+
 enum Kind {
     Host(Box<Host>),
     Router(Box<Router>),
-    Inline(Box<Slot>),
+    Inline(Box<Inline>),
+}
+
+/// Where a node's outputs leave it.
+#[derive(Clone, Copy)]
+enum Wire<'a> {
+    /// A host: one interface on `net`; datagrams from an unspecified address get `ip`.
+    Host { net: NetworkId, ip: IpAddr },
+    /// An inline node's interfaces: raw packets, and streams through its TCP.
+    Inline(&'a [Iface]),
+}
+
+/// Feed one notification of a node's TCP to its actor as the stream input it stands for.
+fn notify(slot: &mut Slot, now: Instant, n: &Notify) -> Result<(), Error> {
+    let input = match n {
+        Notify::Accepted { id, local, remote } => Input::StreamAccepted {
+            id: *id,
+            local: *local,
+            remote: *remote,
+        },
+        Notify::Connected { id, local } => Input::StreamConnected {
+            id: *id,
+            local: *local,
+        },
+        Notify::Data { id, data } => Input::StreamData { id: *id, data },
+        Notify::Closed { id } => Input::StreamClosed { id: *id },
+    };
+    slot.actor.handle_input(now, input)
+}
+
+/// The TCP's generator of node `id`: its own stream, so that giving one node a TCP draws
+/// nothing from any other stream of the simulation.
+fn tcp_rng(seed: u64, id: NodeId) -> ChaCha20Rng {
+    ChaCha20Rng::from_seed(derive_seed(seed, &std::format!("tcp/{}", id.0)))
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -691,26 +742,58 @@ impl Core {
     /// After draining: arm the actor's timer from `poll_timeout` (called last).
     fn arm_actor_timer(&mut self, id: NodeId, slot: &mut Slot) {
         let want = slot.actor.poll_timeout();
-        if !self.rearm(&mut slot.timer, want, |generation| Ev::ActorTimer {
-            node: id,
-            generation,
-        }) {
+        self.arm(id, slot, None, want);
+    }
+
+    /// Point one of a node's timers at `want`: its actor's (`tcp_timer` none) or its
+    /// TCP's. A full event queue leaves it unarmed, recorded as the actor's fault.
+    fn arm(
+        &mut self,
+        id: NodeId,
+        slot: &mut Slot,
+        tcp_timer: Option<&mut Timer>,
+        want: Option<Instant>,
+    ) {
+        let armed = match tcp_timer {
+            None => self.rearm(&mut slot.timer, want, |generation| Ev::ActorTimer {
+                node: id,
+                generation,
+            }),
+            Some(timer) => self.rearm(timer, want, |generation| Ev::TcpTimer {
+                node: id,
+                generation,
+            }),
+        };
+        if !armed {
             let e = self.queue_full();
             self.fault(slot, FaultSource::Output, e);
         }
     }
 
-    // ----- hosts -----
+    // ----- actor nodes: hosts and inline nodes -----
 
-    fn drive_host(&mut self, id: NodeId, net: NetworkId, host: &mut Host) {
+    /// Drain a node's actor, and its TCP if it has one, until neither has anything left
+    /// (the polling rules of [`crate::io`]), then re-arm both timers. Hosts and inline
+    /// nodes share this loop so that an inline node's streams behave exactly as a host's;
+    /// `wire` says where their outputs leave.
+    fn drive_node(
+        &mut self,
+        id: NodeId,
+        wire: Wire<'_>,
+        slot: &mut Slot,
+        mut tcp: Option<&mut Tcp>,
+        tcp_timer: &mut Timer,
+    ) {
         let mut budget = self.cfg.max_outputs_per_drain;
         loop {
-            while let Some(out) = host.slot.actor.poll_output() {
-                self.host_output(id, net, host, out);
+            while let Some(out) = slot.actor.poll_output() {
+                if let Err(e) = self.node_output(id, wire, slot, tcp.as_deref_mut(), out) {
+                    self.fault(slot, FaultSource::Output, e);
+                }
                 budget = budget.saturating_sub(1);
                 if budget == 0 {
                     self.fault(
-                        &mut host.slot,
+                        slot,
                         FaultSource::Output,
                         Error::CapacityExceeded {
                             what: "outputs per drain",
@@ -720,69 +803,52 @@ impl Core {
                     break;
                 }
             }
-            for seg in std::mem::take(&mut host.tcp.out) {
+            let Some(tcp) = tcp.as_deref_mut() else {
+                break;
+            };
+            for seg in std::mem::take(&mut tcp.out) {
                 match packet::build_tcp(seg.src, seg.dst, self.cfg.ttl, &seg.seg, &seg.payload) {
-                    Ok(p) => self.transmit(id, net, p),
+                    Ok(p) => self.send_own(id, wire, seg.dst.ip(), p),
                     Err(_) => self.fault(
-                        &mut host.slot,
+                        slot,
                         FaultSource::Output,
                         Error::Sim(SimActorError::SegmentUnbuildable),
                     ),
                 }
             }
-            let Some(n) = host.tcp.notify.pop_front() else {
+            let Some(n) = tcp.notify.pop_front() else {
                 break;
             };
             if budget == 0 {
                 break;
             }
-            let now = self.now;
-            let result = match &n {
-                Notify::Accepted { id, local, remote } => host.slot.actor.handle_input(
-                    now,
-                    Input::StreamAccepted {
-                        id: *id,
-                        local: *local,
-                        remote: *remote,
-                    },
-                ),
-                Notify::Connected { id, local } => host.slot.actor.handle_input(
-                    now,
-                    Input::StreamConnected {
-                        id: *id,
-                        local: *local,
-                    },
-                ),
-                Notify::Data { id, data } => host
-                    .slot
-                    .actor
-                    .handle_input(now, Input::StreamData { id: *id, data }),
-                Notify::Closed { id } => host
-                    .slot
-                    .actor
-                    .handle_input(now, Input::StreamClosed { id: *id }),
-            };
-            if let Err(e) = result {
-                self.fault(&mut host.slot, FaultSource::Input, e);
+            if let Err(e) = notify(slot, self.now, &n) {
+                self.fault(slot, FaultSource::Input, e);
             }
         }
-        self.arm_actor_timer(id, &mut host.slot);
-        let want = host.tcp.next_deadline();
-        if !self.rearm(&mut host.tcp_timer, want, |generation| Ev::TcpTimer {
-            node: id,
-            generation,
-        }) {
-            let e = self.queue_full();
-            self.fault(&mut host.slot, FaultSource::Output, e);
+        self.arm_actor_timer(id, slot);
+        if let Some(tcp) = tcp {
+            self.arm(id, slot, Some(tcp_timer), tcp.next_deadline());
         }
     }
 
-    fn host_output(&mut self, id: NodeId, net: NetworkId, host: &mut Host, out: Output<Event>) {
-        let net_now = self.now;
-        let result = match out {
-            Output::Transmit(t) => {
+    /// Carry out one output of a node's actor. Stream outputs need the node's TCP (every
+    /// host has one; an inline node once it listens): without it they are refused as
+    /// before inline nodes could listen.
+    fn node_output(
+        &mut self,
+        id: NodeId,
+        wire: Wire<'_>,
+        slot: &mut Slot,
+        tcp: Option<&mut Tcp>,
+        out: Output<Event>,
+    ) -> Result<(), Error> {
+        let now = self.now;
+        let inline_output = Error::Sim(SimActorError::InlineOutput);
+        match (out, wire) {
+            (Output::Transmit(t), Wire::Host { net, ip }) => {
                 let from = if t.from.ip().is_unspecified() {
-                    SocketAddr::new(host.ip, t.from.port())
+                    SocketAddr::new(ip, t.from.port())
                 } else {
                     t.from
                 };
@@ -794,14 +860,27 @@ impl Core {
                     Err(_) => Err(Error::Sim(SimActorError::DatagramUnbuildable)),
                 }
             }
-            Output::Connect {
-                id: sid,
-                local,
-                remote,
-            } => host.tcp.connect(net_now, sid, local, remote),
-            Output::StreamSend { id: sid, data } => host.tcp.send(net_now, sid, &data),
-            Output::StreamClose { id: sid } => host.tcp.close(net_now, sid),
-            Output::Packet { iface, data } => {
+            (Output::Transmit(_), Wire::Inline(_)) => Err(inline_output),
+            (
+                Output::Connect {
+                    id: sid,
+                    local,
+                    remote,
+                },
+                wire,
+            ) => {
+                let tcp = tcp.ok_or(inline_output)?;
+                let local = match wire {
+                    Wire::Host { .. } => local,
+                    Wire::Inline(ifaces) => self.inline_local(id, ifaces, local, remote),
+                };
+                tcp.connect(now, sid, local, remote)
+            }
+            (Output::StreamSend { id: sid, data }, _) => {
+                tcp.ok_or(inline_output)?.send(now, sid, &data)
+            }
+            (Output::StreamClose { id: sid }, _) => tcp.ok_or(inline_output)?.close(now, sid),
+            (Output::Packet { iface, data }, Wire::Host { net, .. }) => {
                 if iface != IfaceId(0) {
                     Err(Error::Sim(SimActorError::HostInterface(iface.0)))
                 } else {
@@ -809,18 +888,50 @@ impl Core {
                     Ok(())
                 }
             }
-            Output::Event(e) => {
-                self.event(&mut host.slot, e);
+            (Output::Packet { iface, data }, Wire::Inline(ifaces)) => {
+                match ifaces.get(iface.0 as usize) {
+                    Some(i) => {
+                        self.transmit(id, i.net, data);
+                        Ok(())
+                    }
+                    None => Err(Error::Sim(SimActorError::NoSuchInterface(iface.0))),
+                }
+            }
+            (Output::Event(e), _) => {
+                self.event(slot, e);
                 Ok(())
             }
-            Output::Lost { count } => {
-                host.slot.events_lost += count;
+            (Output::Lost { count }, _) => {
+                slot.events_lost += count;
                 Ok(())
             }
-        };
-        if let Err(e) = result {
-            self.fault(&mut host.slot, FaultSource::Output, e);
         }
+    }
+
+    /// Put a packet the node's TCP built on the network toward `dst`: a host's one
+    /// network, or the inline node's interface that reaches `dst` best.
+    fn send_own(&mut self, id: NodeId, wire: Wire<'_>, dst: IpAddr, p: Vec<u8>) {
+        match wire {
+            Wire::Host { net, .. } => self.transmit(id, net, p),
+            Wire::Inline(ifaces) => match self.egress(id, ifaces, dst) {
+                Some(net) => self.transmit(id, net, p),
+                None => self.record_drop(id, None, None, DropReason::NoRoute, &p),
+            },
+        }
+    }
+
+    // ----- hosts -----
+
+    fn drive_host(&mut self, id: NodeId, net: NetworkId, host: &mut Host) {
+        let Host {
+            slot,
+            ip,
+            tcp,
+            tcp_timer,
+            ..
+        } = host;
+        let wire = Wire::Host { net, ip: *ip };
+        self.drive_node(id, wire, slot, Some(tcp), tcp_timer);
     }
 
     fn deliver_host(&mut self, id: NodeId, net: NetworkId, host: &mut Host, data: Vec<u8>) {
@@ -881,44 +992,94 @@ impl Core {
 
     // ----- inline nodes -----
 
-    fn drive_inline(&mut self, id: NodeId, ifaces: &[Iface], slot: &mut Slot) {
-        let mut budget = self.cfg.max_outputs_per_drain;
-        while let Some(out) = slot.actor.poll_output() {
-            let result = match out {
-                Output::Packet { iface, data } => match ifaces.get(iface.0 as usize) {
-                    Some(i) => {
-                        self.transmit(id, i.net, data);
-                        Ok(())
-                    }
-                    None => Err(Error::Sim(SimActorError::NoSuchInterface(iface.0))),
-                },
-                Output::Event(e) => {
-                    self.event(slot, e);
-                    Ok(())
-                }
-                Output::Lost { count } => {
-                    slot.events_lost += count;
-                    Ok(())
-                }
-                _ => Err(Error::Sim(SimActorError::InlineOutput)),
-            };
-            if let Err(e) = result {
-                self.fault(slot, FaultSource::Output, e);
-            }
-            budget = budget.saturating_sub(1);
-            if budget == 0 {
-                self.fault(
-                    slot,
-                    FaultSource::Output,
-                    Error::CapacityExceeded {
-                        what: "outputs per drain",
-                        bound: self.cfg.max_outputs_per_drain,
-                    },
-                );
-                break;
+    fn drive_inline(&mut self, id: NodeId, ifaces: &[Iface], node: &mut Inline) {
+        let Inline {
+            slot,
+            tcp,
+            tcp_timer,
+        } = node;
+        self.drive_node(id, Wire::Inline(ifaces), slot, tcp.as_mut(), tcp_timer);
+    }
+
+    /// A packet reached an inline node on interface `iface`. TCP to one of the node's own
+    /// addresses goes to its TCP if that claims it (a listening port or an open stream);
+    /// everything else — bridged traffic, other protocols, other ports — reaches the
+    /// actor raw, as it does for a node that never listens.
+    fn deliver_inline(
+        &mut self,
+        id: NodeId,
+        ifaces: &[Iface],
+        node: &mut Inline,
+        iface: usize,
+        data: Vec<u8>,
+    ) {
+        let now = self.now;
+        let mut raw = true;
+        if let Some(tcp) = node.tcp.as_mut()
+            && let Ok(info) = packet::parse(&data)
+            && info.protocol == packet::PROTO_TCP
+            && !info.fragment
+            && ifaces.iter().any(|f| f.addr == Some(info.dst))
+            && tcp.claims(&info)
+        {
+            raw = false;
+            if !tcp.on_segment(now, &info) {
+                let net = ifaces.get(iface).map(|f| f.net);
+                self.record_drop(id, None, net, DropReason::StreamLimit, &data);
             }
         }
-        self.arm_actor_timer(id, slot);
+        if raw
+            && let Err(e) = node.slot.actor.handle_input(
+                now,
+                Input::Packet {
+                    iface: IfaceId(iface as u32),
+                    data: &data,
+                },
+            )
+        {
+            self.fault(&mut node.slot, FaultSource::Input, e);
+        }
+        self.drive_inline(id, ifaces, node);
+    }
+
+    /// The network an inline node's own packet to `dst` leaves on: the interface whose
+    /// network reaches `dst` best (longest prefix, then an address over a route over a
+    /// bridge), the first such interface on a tie. `None` if none reaches it.
+    fn egress(&self, id: NodeId, ifaces: &[Iface], dst: IpAddr) -> Option<NetworkId> {
+        let mut best: Option<((u8, u8), NetworkId)> = None;
+        for f in ifaces {
+            if let Some(q) = net::reach_quality(&self.nets, f.net, dst, id)
+                && best.is_none_or(|(b, _)| q > b)
+            {
+                best = Some((q, f.net));
+            }
+        }
+        best.map(|(_, net)| net)
+    }
+
+    /// The local address of an inline node's connect: the one the actor named, else the
+    /// address of the interface the connection leaves on, else the node's first address of
+    /// the remote's family. With none of that family the address stays unspecified and
+    /// the TCP refuses the connect ([`SimActorError::UnusableAddress`]).
+    fn inline_local(
+        &self,
+        id: NodeId,
+        ifaces: &[Iface],
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> SocketAddr {
+        if !local.ip().is_unspecified() {
+            return local;
+        }
+        let fits = |a: &IpAddr| a.is_ipv4() == remote.is_ipv4();
+        let out = self.egress(id, ifaces, remote.ip());
+        ifaces
+            .iter()
+            .find(|f| Some(f.net) == out)
+            .and_then(|f| f.addr)
+            .filter(fits)
+            .or_else(|| ifaces.iter().filter_map(|f| f.addr).find(fits))
+            .map_or(local, |ip| SocketAddr::new(ip, local.port()))
     }
 
     // ----- routers -----
@@ -1276,13 +1437,11 @@ impl Sim {
     ) -> Result<HostId, SimError> {
         self.check_iface(&[(net, Some(ip))])?;
         let id = NodeId(self.nodes.len() as u32);
-        let tcp_rng =
-            ChaCha20Rng::from_seed(derive_seed(self.core.seed, &std::format!("tcp/{}", id.0)));
         let host = Host {
             slot: Self::slot(Box::new(actor)),
             ip,
             raw: RawIp::Off,
-            tcp: Tcp::new(self.core.cfg.tcp.clone(), ip, tcp_rng),
+            tcp: Tcp::new(self.core.cfg.tcp.clone(), ip, tcp_rng(self.core.seed, id)),
             tcp_timer: Timer::default(),
         };
         let id = self.add_node(name, &[(net, Some(ip))], Kind::Host(Box::new(host)), false);
@@ -1388,7 +1547,11 @@ impl Sim {
         let id = self.add_node(
             name,
             ifaces,
-            Kind::Inline(Box::new(Self::slot(Box::new(actor)))),
+            Kind::Inline(Box::new(Inline {
+                slot: Self::slot(Box::new(actor)),
+                tcp: None,
+                tcp_timer: Timer::default(),
+            })),
             true,
         );
         self.core.schedule(self.core.now, Ev::Start(id));
@@ -1609,13 +1772,73 @@ impl Sim {
         Ok(())
     }
 
-    /// Number of open TCP streams of a host.
-    pub fn open_streams(&self, host: HostId) -> Result<usize, SimError> {
-        match &self.node(host)?.kind {
+    /// Accept TCP connections on `port` of an inline node's own addresses (every address
+    /// it has; it needs at least one, else [`SimError::NoAddress`]). The first call gives
+    /// the node a TCP like a host's: segments to its addresses on a listening port, or of
+    /// a stream it has open, reach its actor as stream inputs ([`Input::StreamAccepted`],
+    /// [`Input::StreamData`], …), and it may emit [`Output::StreamSend`],
+    /// [`Output::StreamClose`] and [`Output::Connect`]. Everything else still arrives as
+    /// [`Input::Packet`]: bridged traffic, other protocols, and TCP to a port it does not
+    /// listen on (which the actor may answer itself; no RST is sent for it, unlike a
+    /// host's).
+    ///
+    /// A connect leaves by the interface whose network reaches the remote best, from that
+    /// interface's address, or the node's first address of the remote's family if that
+    /// interface has none (a management address behind a bump in the wire).
+    ///
+    /// ```
+    /// use deputy::sim::{LinkConfig, PacketProbe, Sim, SimError, StreamProbe};
+    ///
+    /// let mut sim = Sim::new(1);
+    /// let wan = sim.add_network("wan", "10.0.0.0/24", LinkConfig::default()).unwrap();
+    /// let lan = sim.add_network("lan", "10.0.0.0/24", LinkConfig::default()).unwrap();
+    /// let proxy = sim
+    ///     .add_inline_with("proxy", &[(wan, Some("10.0.0.254".parse().unwrap())), (lan, None)],
+    ///                      PacketProbe::bridge().with_streams(StreamProbe::new()))
+    ///     .unwrap();
+    /// sim.listen_inline(proxy, 22).unwrap();
+    /// let bump = sim.add_inline("bump", wan, lan, PacketProbe::bridge()).unwrap();
+    /// assert_eq!(sim.listen_inline(bump, 22), Err(SimError::NoAddress(bump)));
+    /// ```
+    pub fn listen_inline(&mut self, node: NodeId, port: u16) -> Result<(), SimError> {
+        let cfg = self.core.cfg.tcp.clone();
+        let seed = self.core.seed;
+        let n = self.node_mut(node)?;
+        let first = n.ifaces.iter().find_map(|f| f.addr);
+        let Kind::Inline(inline) = &mut n.kind else {
+            return Err(not_inline(node));
+        };
+        let ip = first.ok_or(SimError::NoAddress(node))?;
+        inline
+            .tcp
+            .get_or_insert_with(|| Tcp::new(cfg, ip, tcp_rng(seed, node)))
+            .listen(port);
+        Ok(())
+    }
+
+    /// Stop accepting TCP connections on `port` of an inline node (open streams stay, and
+    /// so does its TCP: later SYNs to the port arrive as [`Input::Packet`] again).
+    pub fn unlisten_inline(&mut self, node: NodeId, port: u16) -> Result<(), SimError> {
+        match &mut self.node_mut(node)?.kind {
+            Kind::Inline(n) => {
+                if let Some(tcp) = &mut n.tcp {
+                    tcp.unlisten(port);
+                }
+                Ok(())
+            }
+            _ => Err(not_inline(node)),
+        }
+    }
+
+    /// Number of open TCP streams of a host or an inline node (0 for one that never
+    /// listened).
+    pub fn open_streams(&self, node: NodeId) -> Result<usize, SimError> {
+        match &self.node(node)?.kind {
             Kind::Host(h) => Ok(h.tcp.open_streams()),
-            _ => Err(SimError::WrongNodeKind {
-                node: host,
-                expected: "host",
+            Kind::Inline(n) => Ok(n.tcp.as_ref().map_or(0, Tcp::open_streams)),
+            Kind::Router(_) => Err(SimError::WrongNodeKind {
+                node,
+                expected: "host or inline node",
             }),
         }
     }
@@ -1637,10 +1860,19 @@ impl Sim {
 
     // ----- actors -----
 
+    /// A node's TCP and its timer: every host's, an inline node's once it listens.
+    fn tcp_mut(kind: &mut Kind) -> Option<(&mut Tcp, &mut Timer)> {
+        match kind {
+            Kind::Host(h) => Some((&mut h.tcp, &mut h.tcp_timer)),
+            Kind::Inline(n) => n.tcp.as_mut().map(|t| (t, &mut n.tcp_timer)),
+            Kind::Router(_) => None,
+        }
+    }
+
     fn slot_mut(kind: &mut Kind) -> Option<&mut Slot> {
         match kind {
             Kind::Host(h) => Some(&mut h.slot),
-            Kind::Inline(s) => Some(s),
+            Kind::Inline(n) => Some(&mut n.slot),
             Kind::Router(_) => None,
         }
     }
@@ -1717,7 +1949,7 @@ impl Sim {
                     core.drive_host(id, f.net, h);
                 }
             }
-            Kind::Inline(s) => core.drive_inline(id, ifaces, s),
+            Kind::Inline(n) => core.drive_inline(id, ifaces, n),
             Kind::Router(_) => {}
         }
     }
@@ -1725,7 +1957,7 @@ impl Sim {
     fn slot_ref(&self, id: NodeId) -> Result<&Slot, SimError> {
         match &self.node(id)?.kind {
             Kind::Host(h) => Ok(&h.slot),
-            Kind::Inline(s) => Ok(s),
+            Kind::Inline(n) => Ok(&n.slot),
             Kind::Router(_) => Err(SimError::WrongNodeKind {
                 node: id,
                 expected: "node with an actor",
@@ -1792,13 +2024,13 @@ impl Sim {
                 }
             }
             Ev::TcpTimer { node, generation } => {
-                if let Some(Node {
-                    kind: Kind::Host(h),
-                    ..
-                }) = self.nodes.get_mut(node.index())
-                    && h.tcp_timer.fire(generation)
+                if let Some((tcp, timer)) = self
+                    .nodes
+                    .get_mut(node.index())
+                    .and_then(|n| Self::tcp_mut(&mut n.kind))
+                    && timer.fire(generation)
                 {
-                    h.tcp.on_timeout(self.core.now);
+                    tcp.on_timeout(self.core.now);
                     self.drive(node);
                 }
             }
@@ -1817,19 +2049,7 @@ impl Sim {
         match kind {
             Kind::Host(h) => core.deliver_host(id, net, h, data),
             Kind::Router(r) => core.deliver_router(id, ifaces, r, iface, data),
-            Kind::Inline(slot) => {
-                let now = core.now;
-                if let Err(e) = slot.actor.handle_input(
-                    now,
-                    Input::Packet {
-                        iface: IfaceId(iface as u32),
-                        data: &data,
-                    },
-                ) {
-                    core.fault(slot, FaultSource::Input, e);
-                }
-                core.drive_inline(id, ifaces, slot);
-            }
+            Kind::Inline(n) => core.deliver_inline(id, ifaces, n, iface, data),
         }
     }
 
@@ -1976,6 +2196,13 @@ fn not_a_napt(router: NodeId) -> SimError {
     SimError::WrongNodeKind {
         node: router,
         expected: "NAPT",
+    }
+}
+
+fn not_inline(node: NodeId) -> SimError {
+    SimError::WrongNodeKind {
+        node,
+        expected: "inline node",
     }
 }
 

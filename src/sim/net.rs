@@ -269,6 +269,20 @@ pub(crate) fn next_hop(
     reach(nets, net, dst, exclude, 0).map(|(hop, _, _)| hop)
 }
 
+/// How well `net` reaches `dst` for a packet `exclude` puts on it: the length of the
+/// matching prefix and the kind of match (2 an attached address, 1 a route, 0 bridged),
+/// compared in that order. `None` if the network has no next hop for it. An inline node
+/// with several interfaces compares its networks by this to choose where its own
+/// packets leave, as a router compares its routes.
+pub(crate) fn reach_quality(
+    nets: &[Network],
+    net: NetworkId,
+    dst: IpAddr,
+    exclude: NodeId,
+) -> Option<(u8, u8)> {
+    reach(nets, net, dst, exclude, 0).map(|(_, len, rank)| (len, rank))
+}
+
 fn reach(
     nets: &[Network],
     net: NetworkId,

@@ -358,12 +358,17 @@ pub struct ReceivedPacket {
 /// An IP-layer probe: emits raw packets on command and records every packet it gets.
 /// As a *bridge* ([`PacketProbe::bridge`]) on an inline node with two interfaces it
 /// also forwards every packet unchanged to the other interface — a transparent
-/// bump in the wire that shows what crossed it.
+/// bump in the wire that shows what crossed it. With [`PacketProbe::with_streams`] it
+/// also takes the stream events of an inline node that listens
+/// ([`Sim::listen_inline`](super::Sim::listen_inline)).
 #[derive(Debug, Default)]
 pub struct PacketProbe {
     outbox: Outbox<Event>,
     received: Vec<ReceivedPacket>,
     bridge: bool,
+    /// Where stream inputs go, and stream outputs come from; without it a stream input is
+    /// refused like any other non-packet input.
+    streams: Option<StreamProbe>,
 }
 
 impl PacketProbe {
@@ -381,6 +386,24 @@ impl PacketProbe {
             bridge: true,
             ..PacketProbe::default()
         }
+    }
+
+    /// Also take stream events, handing them to `streams` (and its outputs out after the
+    /// probe's own): one actor that both sees raw packets and serves TCP, as an inline
+    /// node with a management address does.
+    pub fn with_streams(mut self, streams: StreamProbe) -> Self {
+        self.streams = Some(streams);
+        self
+    }
+
+    /// The stream probe given with [`PacketProbe::with_streams`].
+    pub fn stream_probe(&self) -> Option<&StreamProbe> {
+        self.streams.as_ref()
+    }
+
+    /// The stream probe given with [`PacketProbe::with_streams`], to command it.
+    pub fn stream_probe_mut(&mut self) -> Option<&mut StreamProbe> {
+        self.streams.as_mut()
     }
 
     /// Emit a raw packet on `iface` (hosts have only `IfaceId(0)`).
@@ -407,7 +430,10 @@ impl Actor for PacketProbe {
 
     fn handle_input(&mut self, now: Instant, input: Input<'_>) -> Result<(), Error> {
         let Input::Packet { iface, data } = input else {
-            return Err(Error::Sim(SimActorError::PacketProbeInput));
+            return match &mut self.streams {
+                Some(streams) => streams.handle_input(now, input),
+                None => Err(Error::Sim(SimActorError::PacketProbeInput)),
+            };
         };
         if self.received.len() < Self::MAX_RECORDED {
             self.received.push(ReceivedPacket {
@@ -427,13 +453,19 @@ impl Actor for PacketProbe {
         Ok(())
     }
 
-    fn handle_timeout(&mut self, _now: Instant) {}
+    fn handle_timeout(&mut self, now: Instant) {
+        if let Some(streams) = &mut self.streams {
+            streams.handle_timeout(now);
+        }
+    }
 
     fn poll_output(&mut self) -> Option<Output<Event>> {
-        self.outbox.pop()
+        self.outbox
+            .pop()
+            .or_else(|| self.streams.as_mut()?.poll_output())
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        None
+        self.streams.as_ref()?.poll_timeout()
     }
 }

@@ -180,10 +180,11 @@ fn seq_le(a: u32, b: u32) -> bool {
 
 const EPHEMERAL_MIN: u16 = 49152;
 
-/// The TCP of one host.
+/// The TCP of one host, or of an inline node that listens on its own addresses.
 #[derive(Debug)]
 pub(crate) struct Tcp {
     cfg: TcpConfig,
+    /// The local address of a connect that names none (a host's one address).
     ip: IpAddr,
     conns: BTreeMap<u64, Conn>,
     next_conn: u64,
@@ -219,6 +220,18 @@ impl Tcp {
 
     pub fn unlisten(&mut self, port: u16) {
         self.listeners.remove(&port);
+    }
+
+    /// Whether a TCP segment addressed to this node is this engine's to handle: it
+    /// belongs to an open connection or arrives on a listening port. An inline node hands
+    /// only these to its TCP; the rest stay raw packets for its actor.
+    pub fn claims(&self, p: &PacketInfo<'_>) -> bool {
+        match (p.tcp, p.dst_socket(), p.src_socket()) {
+            (Some(_), Some(local), Some(remote)) => {
+                self.listeners.contains(&local.port()) || self.find_tuple(local, remote).is_some()
+            }
+            _ => false,
+        }
     }
 
     /// Number of open connections.
@@ -280,7 +293,14 @@ impl Tcp {
             tcp.notify.push_back(Notify::Closed { id });
             Err(why)
         };
-        if remote.is_ipv4() != self.ip.is_ipv4() || remote.port() == 0 {
+        let ip = if local.ip().is_unspecified() {
+            self.ip
+        } else {
+            local.ip()
+        };
+        // The family of the address the segments will carry, not of `self.ip`: an inline
+        // node with addresses of both families connects from the one that fits.
+        if remote.is_ipv4() != ip.is_ipv4() || remote.port() == 0 {
             return refuse(self, Error::Sim(SimActorError::UnusableAddress));
         }
         if self.conns.len() >= self.cfg.max_streams {
@@ -292,11 +312,6 @@ impl Tcp {
                 },
             );
         }
-        let ip = if local.ip().is_unspecified() {
-            self.ip
-        } else {
-            local.ip()
-        };
         let port = if local.port() == 0 {
             match self.ephemeral() {
                 Some(p) => p,
