@@ -807,3 +807,360 @@ fn peer_rekey_reaches_the_terminal() {
     assert_eq!(got.len(), 1);
     assert!(got[0].1);
 }
+
+// ------------------------------------------------------------------ ¶0025
+
+#[test]
+fn management_requires_authentication() {
+    use deputy::channel::{
+        ChannelClient, ChannelEvent, ClientCertPolicy, ClientConfig, ServerConfig,
+    };
+    use deputy::crypto::cert::{CertificateAuthority, TrustStore};
+    use deputy::keyx::inline::ManagementConfig;
+    use deputy::keyx::inline::manage::{ManagementOp, Outcome, decode_answer};
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+    use std::sync::Arc;
+
+    const ANCHOR: deputy::UnixTime = deputy::UnixTime(1_800_000_000);
+    let mut rng = ChaCha20Rng::seed_from_u64(25);
+    let ca = CertificateAuthority::generate("operator CA", &mut rng);
+    let trust = TrustStore::with(ca.certificate().clone());
+    let proxy_id = ca
+        .issue_identity("proxy.example", &[], ANCHOR, 86_400, &mut rng)
+        .unwrap();
+    let admin_id = ca
+        .issue_identity("admin.example", &[], ANCHOR, 86_400, &mut rng)
+        .unwrap();
+    // The channel asks for a client certificate but lets clients without one finish the
+    // handshake: their requests must then be refused by the proxy itself.
+    let mut server = ServerConfig::with_certificate(proxy_id, ANCHOR);
+    server.client_certs = ClientCertPolicy::Optional(trust.clone());
+    let mut sim = Sim::new(25);
+    let spec = Spec {
+        management: Some((
+            "192.0.2.254".into(),
+            ManagementConfig {
+                channel: Arc::new(server),
+                max_sessions: 2,
+            },
+        )),
+        ..Spec::default()
+    };
+    let w = world(&mut sim, &spec);
+    let mgmt: std::net::SocketAddr = format!("192.0.2.254:{MGMT_PORT}").parse().unwrap();
+    let discard_port_9 = ManagementOp::AddPolicy(Policy::new(
+        Selector::parse("192.0.2.0/24", "198.51.100.10/32")
+            .unwrap()
+            .protocol(17)
+            .dst_ports(PortRange::single(9)),
+        Direction::Inbound,
+        Action::Discard,
+    ));
+    let ask = |sim: &mut Sim, name: &str, addr: &str, cfg: ClientConfig| {
+        let client = ChannelClient::new(
+            Arc::new(cfg),
+            format!("{addr}:0").parse().unwrap(),
+            mgmt,
+            Box::new(sim.rng(name)),
+        );
+        let node = sim.add_host(name, w.internet, ip(addr), client).unwrap();
+        sim.command(node, |c: &mut ChannelClient, now| {
+            c.connect(now)?;
+            c.send(&discard_port_9.encode(1).unwrap())
+        })
+        .unwrap();
+        sim.run_for(Duration::from_secs(2)).unwrap();
+        let evs: Vec<ChannelEvent> = common::events(sim, node);
+        evs.iter()
+            .find_map(|e| match e {
+                ChannelEvent::Received { data, .. } => Some(decode_answer(data).unwrap()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no answer: {evs:?}"))
+    };
+    // An anonymous client: the channel is up, the request is refused, nothing changes.
+    let anonymous = ClientConfig::with_ca(trust.clone(), "proxy.example", ANCHOR);
+    assert_eq!(
+        ask(&mut sim, "anon", "192.0.2.60", anonymous),
+        (1, Outcome::NotAuthenticated)
+    );
+    let pe = proxy_events(&mut sim, &w);
+    assert!(pe.contains(&ProxyEvent::ManagementRefused));
+    assert_eq!(
+        sim.actor::<InlineProxy>(w.proxy)
+            .unwrap()
+            .policy()
+            .entries()
+            .len(),
+        0
+    );
+    assert_eq!(proxy_stats(&mut sim, &w).management_refused, 1);
+    // The administrator with a certificate of the operator's CA: the row is added.
+    let admin = ClientConfig::with_client_certificate(trust, "proxy.example", admin_id, ANCHOR);
+    assert_eq!(
+        ask(&mut sim, "admin", "192.0.2.50", admin),
+        (1, Outcome::Done)
+    );
+    let pe = proxy_events(&mut sim, &w);
+    assert!(pe.iter().any(|e| matches!(
+        e,
+        ProxyEvent::ManagementChange {
+            done: true,
+            op: ManagementOp::AddPolicy(_),
+            ..
+        }
+    )));
+    // It takes effect: the peer's datagram to port 9 is dropped at S1.
+    let before = proxy_stats(&mut sim, &w).policy_drops;
+    inject_internet(&mut sim, &w, udp(PEER, 1000, T1, 9, b"x"));
+    assert_eq!(proxy_stats(&mut sim, &w).policy_drops, before + 1);
+    // Management traffic is consumed: none of it reached the terminal side.
+    assert!(
+        w.lan_tap
+            .seen()
+            .iter()
+            .all(|p| ![ip("192.0.2.50"), ip("192.0.2.60")].contains(&p.src))
+    );
+}
+
+// ------------------------------------------------------------------ ¶0027, bounds
+
+#[test]
+fn bridge_and_in_gateway_placements() {
+    // (a) A two-port bridge with no address (and the NIC placement, which is the same
+    // two-interface actor between one terminal and its wire): the other tests' world.
+    let mut sim = Sim::new(26);
+    let w = world(&mut sim, &Spec::default());
+    fig4(&mut sim, &w);
+    assert!(
+        sim.address(w.proxy).unwrap().is_none(),
+        "the bridge has no address"
+    );
+
+    // (b) In series inside a gateway, with the gateway's NAPT after the proxy: the proxy
+    // negotiates from the terminal's private address, IKE finds the NAT and moves to UDP
+    // 4500, and the terminal's ESP travels in UDP through the NAPT.
+    use deputy::sim::{NatConfig, RawIp};
+    let mut sim = Sim::new(27);
+    let spec = Spec {
+        terminals: vec![(1, "192.168.1.10".into())],
+        ..Spec::default()
+    };
+    let home = sim
+        .add_network("home", "192.168.1.0/25", Default::default())
+        .unwrap();
+    let inside = sim
+        .add_network("gw-inside", "192.168.1.128/25", Default::default())
+        .unwrap();
+    let internet = sim
+        .add_network("internet", "192.0.2.0/24", Default::default())
+        .unwrap();
+    let proxy = proxy_actor(&sim, &spec);
+    let proxy = sim.add_inline("proxy", inside, home, proxy).unwrap();
+    sim.add_napt(
+        "napt",
+        inside,
+        ip("192.168.1.129"),
+        internet,
+        ip("192.0.2.254"),
+        NatConfig::default(),
+    )
+    .unwrap();
+    let peer = Peer::new(
+        &sim,
+        Ike::Responder(Box::new(
+            deputy::ikev2::Responder::new(
+                deputy::ikev2::ResponderConfig::new(peer_ike(&spec)),
+                Box::new(sim.rng("peer")),
+                sim.now(),
+            )
+            .unwrap(),
+        )),
+    );
+    let peer = sim.add_host("peer", internet, ip(PEER), peer).unwrap();
+    sim.set_raw_ip(peer, RawIp::All).unwrap();
+    let t = terminal_actor(&sim, &spec, 1, "192.168.1.10", "terminal");
+    let t = sim
+        .add_host("terminal", home, ip("192.168.1.10"), t)
+        .unwrap();
+    sim.set_raw_ip(t, RawIp::All).unwrap();
+    let inside_tap = Tap::on(&mut sim, inside);
+    assert!(matches!(
+        terminal_send(&mut sim, t, ping("192.168.1.10", PEER, 1)),
+        Sent::Held(_)
+    ));
+    settle(&mut sim);
+    let te = terminal_events(&mut sim, t);
+    assert_eq!(installed(&te).len(), 1, "{te:?}");
+    assert!(
+        received(&te).iter().any(|(_, protected)| *protected),
+        "the echo reply came back through ESP in UDP: {te:?}"
+    );
+    let ike: Vec<IkeEvent> = sim
+        .with_actor(peer, |p: &mut Peer, _| p.ike_events.clone())
+        .unwrap();
+    assert!(ike.iter().any(|e| matches!(e,
+        IkeEvent::IkeSaEstablished { udp_encap: true, remote, .. } if remote.ip() == ip("192.0.2.254"))));
+    // Everything the proxy put toward the gateway carries the terminal's address.
+    let from_proxy: Vec<_> = inside_tap
+        .seen()
+        .into_iter()
+        .filter(|p| p.src != ip(PEER))
+        .collect();
+    assert!(!from_proxy.is_empty());
+    assert!(from_proxy.iter().all(|p| p.src == ip("192.168.1.10")));
+    let _ = proxy;
+}
+
+/// Terminal 1 also protects its traffic to `peer`.
+fn protect_toward(sim: &mut Sim, t: deputy::sim::NodeId, peer: &str) {
+    let sel = Selector::parse("198.51.100.10/32", &format!("{peer}/32")).unwrap();
+    sim.command(t, |term: &mut Terminal, _| {
+        term.data_plane_mut()
+            .add_policy(Policy::new(sel, Direction::Both, Action::Protect))
+            .map(|_| ())
+            .map_err(deputy::Error::from)
+    })
+    .unwrap();
+}
+
+#[test]
+fn every_bound_is_enforced() {
+    use deputy::sim::DatagramProbe;
+    // The learned-address table: three hosts appear, two are remembered.
+    let mut sim = Sim::new(28);
+    let spec = Spec {
+        bound: false,
+        proxy: |c| c.max_learned = 2,
+        ..Spec::default()
+    };
+    let w = world(&mut sim, &spec);
+    sim.add_host("web", w.internet, ip("192.0.2.80"), DatagramProbe::new(53))
+        .unwrap();
+    for (i, a) in ["198.51.100.20", "198.51.100.21", "198.51.100.22"]
+        .iter()
+        .enumerate()
+    {
+        let h = sim
+            .add_host(&format!("host{i}"), w.lan, ip(a), DatagramProbe::new(9))
+            .unwrap();
+        sim.command(h, |p: &mut DatagramProbe, _| {
+            p.send("192.0.2.80:53".parse().unwrap(), b"hi".to_vec())
+        })
+        .unwrap();
+    }
+    sim.run_for(Duration::from_millis(100)).unwrap();
+    assert_eq!(
+        sim.actor::<InlineProxy>(w.proxy).unwrap().learned().count(),
+        2
+    );
+
+    // The address store.
+    let spec = Spec {
+        proxy: |c| c.max_addresses = 1,
+        ..Spec::default()
+    };
+    let mut sim = Sim::new(29);
+    let w = world(&mut sim, &spec);
+    let r = sim.command(w.proxy, |p: &mut InlineProxy, _| {
+        p.bind(1, ip("198.51.100.99"))
+    });
+    assert_eq!(
+        r,
+        Err(deputy::Error::CapacityExceeded {
+            what: "address store",
+            bound: 1
+        })
+    );
+
+    // Negotiations per terminal: the second peer's trigger is answered "busy".
+    let spec = Spec {
+        proxy: |c| c.max_negotiations_per_terminal = 1,
+        ..Spec::default()
+    };
+    let mut sim = Sim::new(30);
+    let w = world(&mut sim, &spec);
+    sim.add_host(
+        "silent",
+        w.internet,
+        ip("192.0.2.2"),
+        DatagramProbe::new(500),
+    )
+    .unwrap();
+    let t = w.terminals[0];
+    protect_toward(&mut sim, t, "192.0.2.2");
+    terminal_send(&mut sim, t, ping(T1, "192.0.2.2", 1));
+    terminal_send(&mut sim, t, ping(T1, PEER, 1));
+    sim.run_for(Duration::from_secs(2)).unwrap();
+    let te = terminal_events(&mut sim, t);
+    assert!(te.iter().any(|e| matches!(
+        e,
+        TerminalEvent::DelegationFailed {
+            reason: deputy::keyx::transfer::FailureReason::Busy,
+            ..
+        }
+    )));
+
+    // Triggers at the terminal.
+    let spec = Spec {
+        terminal: |c| c.max_triggers = 1,
+        ..Spec::default()
+    };
+    let mut sim = Sim::new(31);
+    let w = world(&mut sim, &spec);
+    let t = w.terminals[0];
+    protect_toward(&mut sim, t, "192.0.2.2");
+    terminal_send(&mut sim, t, ping(T1, PEER, 1));
+    let second = sim.command(t, |term: &mut Terminal, now| {
+        term.send(now, &ping(T1, "192.0.2.2", 1))
+    });
+    assert_eq!(
+        second,
+        Err(deputy::Error::CapacityExceeded {
+            what: "pending triggers",
+            bound: 1
+        })
+    );
+
+    // The SA store: the second terminal's SA does not fit, and its IKE SA is deleted.
+    let spec = Spec {
+        terminals: vec![(1, T1.into()), (2, T2.into())],
+        proxy: |c| c.max_sas = 1,
+        ..Spec::default()
+    };
+    let mut sim = Sim::new(32);
+    let w = world(&mut sim, &spec);
+    terminal_send(&mut sim, w.terminals[0], ping(T1, PEER, 1));
+    settle(&mut sim);
+    terminal_send(&mut sim, w.terminals[1], ping(T2, PEER, 1));
+    settle(&mut sim);
+    assert!(sim.faults(w.proxy).unwrap().iter().any(|f| f.error
+        == deputy::Error::CapacityExceeded {
+            what: "SA store",
+            bound: 1
+        }));
+    assert_eq!(
+        sim.actor::<InlineProxy>(w.proxy)
+            .unwrap()
+            .stored_sas()
+            .count(),
+        1
+    );
+    assert!(installed(&terminal_events(&mut sim, w.terminals[1])).is_empty());
+
+    // The secure store.
+    let mut store = deputy::keyx::inline::MemoryStore::new(1);
+    let secrets = |id| deputy::keyx::inline::TerminalSecrets {
+        delegation_key: key(id),
+        ike: deputy::ikev2::IkeConfig::new(terminal_identity(id), PSK),
+    };
+    store.insert(1, secrets(1)).unwrap();
+    assert_eq!(
+        store.insert(2, secrets(2)),
+        Err(deputy::Error::CapacityExceeded {
+            what: "secure store",
+            bound: 1
+        })
+    );
+}

@@ -166,9 +166,10 @@ pub(crate) mod tests {
     }
 
     /// Seed 001, Fig. 2: the policy table's three example rows (also used by the data
-    /// plane's policy tests).
+    /// plane's policy tests). Inbound, matched as written: ¶0016-¶0017 describe every row
+    /// as packets *sent by the peer* toward the terminal.
     pub(crate) fn seed_001_policies() -> [Policy; 3] {
-        let out = |sel: Selector, action| Policy::new(sel, Direction::Outbound, action);
+        let out = |sel: Selector, action| Policy::new(sel, Direction::Inbound, action);
         [
             // TCP from 10.0.0.1 to anything in 10.0.0.0/24.
             out(
@@ -209,34 +210,35 @@ pub(crate) mod tests {
     fn seed_001_policy_table_examples() {
         let spd = seed_001_table();
         // Row 1: TCP from 10.0.0.1 to anything in 10.0.0.0/24, any ports: bypass.
-        let d = spd.outbound(&tcp("10.0.0.1", "10.0.0.77", 40000, 22));
+        let d = spd.inbound(&tcp("10.0.0.1", "10.0.0.77", 40000, 22));
         assert_eq!((d.action, d.policy), (Action::Bypass, Some(0)));
         // Not TCP, another source, or outside the /24: not row 1.
         let u = parse(&udp("10.0.0.1", "10.0.0.77", 1, 2, b"")).unwrap();
-        assert_eq!(spd.outbound(&u).action, Action::Protect);
+        assert_eq!(spd.inbound(&u).action, Action::Protect);
         assert_eq!(
-            spd.outbound(&tcp("10.0.0.2", "10.0.0.77", 1, 2)).action,
+            spd.inbound(&tcp("10.0.0.2", "10.0.0.77", 1, 2)).action,
             Action::Protect
         );
         assert_eq!(
-            spd.outbound(&tcp("10.0.0.1", "10.0.1.1", 1, 2)).action,
+            spd.inbound(&tcp("10.0.0.1", "10.0.1.1", 1, 2)).action,
             Action::Protect
         );
         // Row 2: NetBIOS name service between the two IPv6 hosts: bypass.
         let nb = parse(&udp("2001::1", "2001::2", 137, 137, b"q")).unwrap();
-        assert_eq!(spd.outbound(&nb).policy, Some(1));
+        assert_eq!(spd.inbound(&nb).policy, Some(1));
         let other = parse(&udp("2001::1", "2001::2", 138, 137, b"q")).unwrap();
-        assert_eq!(spd.outbound(&other).policy, None);
+        assert_eq!(spd.inbound(&other).policy, None);
         // Row 3: ICMPv6 type 135 (neighbour solicitation), any code: discard.
         let ns = parse(&icmp("2001::1", "2001::2", 135, 0)).unwrap();
         assert_eq!(
-            (spd.outbound(&ns).action, spd.outbound(&ns).policy),
+            (spd.inbound(&ns).action, spd.inbound(&ns).policy),
             (Action::Discard, Some(2))
         );
         let echo = parse(&icmp("2001::1", "2001::2", 128, 0)).unwrap();
-        assert_eq!(spd.outbound(&echo).action, Action::Protect);
-        // Outbound-only entries do not apply to inbound packets.
-        assert_eq!(spd.inbound(&ns).policy, None);
+        assert_eq!(spd.inbound(&echo).action, Action::Protect);
+        // Inbound-only entries do not apply to what the terminal sends.
+        assert_eq!(spd.outbound(&ns).policy, None);
+        assert_eq!(spd.outbound(&nb).policy, None);
     }
 
     #[test]

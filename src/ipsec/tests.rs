@@ -1169,8 +1169,12 @@ fn bad_configurations_are_refused() {
 #[test]
 fn spd_bypass_discard_and_unprotected_inbound() {
     let mut dp = DataPlane::new(DataPlaneConfig::default(), rng(1)).unwrap();
-    // Seed 001's TCP bypass and ICMPv6 discard rows, then two inbound rules.
-    let [tcp_bypass, _, ns_discard] = super::spd::tests::seed_001_policies();
+    // Seed 001's TCP bypass and ICMPv6 discard rows turned around to apply to what this
+    // host sends (the seed's rows are about packets from the peer), then two inbound rules.
+    let [tcp_bypass, _, ns_discard] = super::spd::tests::seed_001_policies().map(|p| Policy {
+        direction: Direction::Outbound,
+        ..p
+    });
     let inbound = |sel: &str, action| {
         let sel = Selector::parse(sel, "10.1.0.0/16").unwrap();
         Policy::new(sel, Direction::Inbound, action)

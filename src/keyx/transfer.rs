@@ -423,14 +423,14 @@ fn check_count(n: usize, max: usize) -> Result<(), TransferError> {
     }
 }
 
-fn ip_bytes(a: IpAddr) -> Vec<u8> {
+pub(crate) fn ip_bytes(a: IpAddr) -> Vec<u8> {
     match a {
         IpAddr::V4(v) => v.octets().to_vec(),
         IpAddr::V6(v) => v.octets().to_vec(),
     }
 }
 
-fn ip_from(b: &[u8]) -> Result<IpAddr, TransferError> {
+pub(crate) fn ip_from(b: &[u8]) -> Result<IpAddr, TransferError> {
     if let Ok(v4) = <[u8; 4]>::try_from(b) {
         Ok(IpAddr::from(v4))
     } else if let Ok(v6) = <[u8; 16]>::try_from(b) {

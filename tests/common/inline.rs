@@ -333,7 +333,13 @@ pub struct Spec {
     pub terminal: fn(&mut TerminalConfig),
     /// The terminal's protect policy toward the peer (else: everything bypassed).
     pub protect: bool,
+    /// Remote management (¶0025): the proxy's management address on the Internet side
+    /// (it listens on [`MGMT_PORT`]) and the channel it runs there.
+    pub management: Option<(String, deputy::keyx::inline::ManagementConfig)>,
 }
+
+/// The port the proxy's management channel listens on.
+pub const MGMT_PORT: u16 = 4433;
 
 impl Default for Spec {
     fn default() -> Self {
@@ -348,6 +354,7 @@ impl Default for Spec {
             proxy: |_| {},
             terminal: |_| {},
             protect: true,
+            management: None,
         }
     }
 }
@@ -453,6 +460,7 @@ pub fn proxy_actor(sim: &Sim, spec: &Spec) -> InlineProxy {
     if spec.bound {
         cfg.bindings = spec.terminals.iter().map(|(id, a)| (ip(a), *id)).collect();
     }
+    cfg.management = spec.management.as_ref().map(|(_, m)| m.clone());
     (spec.proxy)(&mut cfg);
     InlineProxy::new(cfg, store(spec), Box::new(sim.rng("proxy"))).unwrap()
 }
@@ -500,7 +508,16 @@ pub fn world(sim: &mut Sim, spec: &Spec) -> World {
     let internet = sim.net(&spec.internet.0, &spec.internet.1);
     let lan = sim.net(&spec.lan.0, &spec.lan.1);
     let proxy = proxy_actor(sim, spec);
-    let proxy = sim.add_inline("proxy", internet, lan, proxy).unwrap();
+    let proxy = match &spec.management {
+        None => sim.add_inline("proxy", internet, lan, proxy).unwrap(),
+        Some((addr, _)) => {
+            let node = sim
+                .add_inline_with("proxy", &[(internet, Some(ip(addr))), (lan, None)], proxy)
+                .unwrap();
+            sim.listen_inline(node, MGMT_PORT).unwrap();
+            node
+        }
+    };
     let ike = match spec.peer_initiates_to {
         Some(id) => {
             let addr = &spec.terminals.iter().find(|(i, _)| *i == id).unwrap().1;

@@ -31,10 +31,12 @@
 //! The security reasoning and the flowcharts against this code are in `docs/keyx.md`.
 
 pub mod judge;
+pub mod manage;
 pub mod store;
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::net::{IpAddr, SocketAddr};
@@ -51,18 +53,20 @@ use super::ikeless::Retry;
 use super::transfer::{
     self, AckOutcome, Delete, Envelope, Failure, FailureReason, Install, NONCE_LEN, Transfer,
 };
+use crate::channel::{Connection, PeerIdentity, SecureStream, ServerConfig};
 use crate::crypto::ct_eq;
 use crate::error::TransferError;
 use crate::ikev2::{
     FailReason, IkeEvent, IkeSaId, Initiator, InitiatorConfig, Responder, ResponderConfig,
 };
-use crate::io::{Actor, IfaceId, Input, Outbox, Output};
+use crate::io::{Actor, IfaceId, Input, Outbox, Output, StreamId};
 use crate::ipsec::{
     self, Action, ChildSa, Lifetime, Policy, ReplayWindow, Selector, Spd, TrafficSelector,
 };
 use crate::time::TimerTable;
 use crate::{Error, Instant, Rng};
 use judge::{FromInternet, FromTerminal};
+use manage::{ManagementOp, Outcome};
 
 /// The inline proxy's configuration.
 #[derive(Clone, Debug)]
@@ -104,6 +108,20 @@ pub struct ProxyConfig {
     pub replay_window: u32,
     /// Bound of the output queue.
     pub outbox_bound: usize,
+    /// Remote change by an authenticated user (¶0025); `None`: management streams are
+    /// refused.
+    pub management: Option<ManagementConfig>,
+}
+
+/// Remote management (¶0025): the channel the proxy runs as server on each management
+/// stream the driver hands it (the driver terminates TCP on the management address).
+#[derive(Clone, Debug)]
+pub struct ManagementConfig {
+    /// The secure channel's server configuration: its PSKs or its client-certificate
+    /// policy decide who is authenticated.
+    pub channel: Arc<ServerConfig>,
+    /// Management streams open at once.
+    pub max_sessions: usize,
 }
 
 impl ProxyConfig {
@@ -128,6 +146,7 @@ impl ProxyConfig {
             own_ike: Vec::new(),
             replay_window: 64,
             outbox_bound: Outbox::<ProxyEvent>::DEFAULT_BOUND,
+            management: None,
         }
     }
 }
@@ -223,6 +242,17 @@ pub enum ProxyEvent {
     },
     /// The secure store went away: every SA was dropped (fail closed).
     SecureStoreUnavailable,
+    /// An authenticated management user changed the stores (¶0025).
+    ManagementChange {
+        /// Who (the channel's proof of the client).
+        by: PeerIdentity,
+        /// What.
+        op: ManagementOp,
+        /// Whether it took effect.
+        done: bool,
+    },
+    /// A management request from a client the channel did not authenticate was refused.
+    ManagementRefused,
 }
 
 /// Counters of what the proxy dropped and forwarded.
@@ -256,6 +286,8 @@ pub struct ProxyStats {
     pub clear_starts: u64,
     /// Retransmitted terminal messages already handled.
     pub duplicates: u64,
+    /// Management requests refused (not authenticated, or undecodable).
+    pub management_refused: u64,
 }
 
 /// Which IKE engine of a terminal holds an IKE SA.
@@ -380,6 +412,7 @@ pub(crate) enum Timer {
     Solicit(IpAddr),
     Soft(u64, u32),
     Hard(u64, u32),
+    Session(StreamId),
 }
 
 /// The inline key-exchange proxy, as an [`Actor`] with two interfaces. See the module
@@ -395,6 +428,8 @@ pub struct InlineProxy<S: SecureStore = MemoryStore> {
     terminals: BTreeMap<u64, TerminalState>,
     /// The SA store, by terminal and inbound SPI.
     sas: BTreeMap<(u64, u32), StoredSa>,
+    /// Management streams (¶0025).
+    sessions: BTreeMap<StreamId, SecureStream>,
     ip_id: u16,
     stats: ProxyStats,
     outbox: Outbox<ProxyEvent>,
@@ -433,6 +468,7 @@ impl<S: SecureStore> InlineProxy<S> {
             learned: BTreeMap::new(),
             terminals: BTreeMap::new(),
             sas: BTreeMap::new(),
+            sessions: BTreeMap::new(),
             ip_id: 0,
             stats: ProxyStats::default(),
             cfg,
@@ -1547,6 +1583,99 @@ impl<S: SecureStore> InlineProxy<S> {
 }
 
 impl<S: SecureStore> InlineProxy<S> {
+    /// A management stream arrived: run the channel on it as server, if management is on
+    /// and a session is free.
+    fn management_open(&mut self, now: Instant, id: StreamId) -> Result<(), Error> {
+        let Some(m) = &self.cfg.management else {
+            self.outbox.push(Output::StreamClose { id })?;
+            return Err(InlineError::UnsupportedInput.into());
+        };
+        if self.sessions.len() >= m.max_sessions {
+            let bound = m.max_sessions;
+            self.outbox.push(Output::StreamClose { id })?;
+            return Err(Error::CapacityExceeded {
+                what: "management sessions",
+                bound,
+            });
+        }
+        let conn = Connection::server(m.channel.clone(), now);
+        self.sessions.insert(id, SecureStream::new(id, conn, now));
+        Ok(())
+    }
+
+    fn management_data(&mut self, now: Instant, id: StreamId, data: &[u8]) -> Result<(), Error> {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return Err(Error::UnknownStream(id));
+        };
+        let mut requests = Vec::new();
+        let fed = s.feed(now, data, &mut *self.rng, &mut self.outbox, &mut requests);
+        for r in requests {
+            self.management_request(now, id, &r)?;
+        }
+        if self.sessions.get(&id).is_some_and(|s| s.is_closed()) {
+            self.sessions.remove(&id);
+        }
+        fed
+    }
+
+    /// Carry out one request if the channel authenticated its sender; answer it.
+    fn management_request(&mut self, now: Instant, id: StreamId, msg: &[u8]) -> Result<(), Error> {
+        let Some(peer) = self
+            .sessions
+            .get(&id)
+            .map(|s| s.connection().peer().clone())
+        else {
+            return Ok(());
+        };
+        let (req, op) = match ManagementOp::decode(msg) {
+            Ok(x) => x,
+            Err(e) => {
+                self.stats.management_refused += 1;
+                return Err(e.into());
+            }
+        };
+        let outcome = if peer == PeerIdentity::Anonymous {
+            self.stats.management_refused += 1;
+            self.event(ProxyEvent::ManagementRefused)?;
+            Outcome::NotAuthenticated
+        } else {
+            let done = self.apply_management(now, &op).is_ok();
+            self.event(ProxyEvent::ManagementChange { by: peer, op, done })?;
+            if done { Outcome::Done } else { Outcome::Failed }
+        };
+        let answer = manage::encode_answer(req, outcome)?;
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.send(&answer, &mut self.outbox)?;
+        }
+        Ok(())
+    }
+
+    fn apply_management(&mut self, now: Instant, op: &ManagementOp) -> Result<(), Error> {
+        match op {
+            ManagementOp::AddPolicy(p) => self.spd.push(*p).map(|_| ()).map_err(Error::from),
+            ManagementOp::ClearPolicy => {
+                self.spd.clear();
+                Ok(())
+            }
+            ManagementOp::SetDefault(a) => {
+                self.spd.set_default_action(*a);
+                Ok(())
+            }
+            ManagementOp::Bind { terminal, address } => {
+                if !self.store.has(*terminal) {
+                    return Err(InlineError::UnknownTerminal(*terminal).into());
+                }
+                self.bind(*terminal, *address)
+            }
+            ManagementOp::Unbind { terminal } => {
+                self.flush(now, *terminal)?;
+                self.unbind(*terminal);
+                Ok(())
+            }
+            ManagementOp::Flush { terminal } => self.flush(now, *terminal),
+        }
+    }
+
     /// Delete an IKE SA at the peer (its engine sends the INFORMATIONAL); errors are an
     /// IKE SA already gone or a full outbox, both of which leave nothing to undo.
     fn delete_ike(&mut self, now: Instant, terminal: u64, ike: IkeRef) {
@@ -1637,7 +1766,11 @@ impl<S: SecureStore> TimerTable for InlineProxy<S> {
             let hard = s.hard_at().map(|at| (Timer::Hard(*t, *spi), at));
             soft.into_iter().chain(hard)
         });
-        engines.chain(solicits).chain(lifetimes)
+        let sessions = self
+            .sessions
+            .iter()
+            .filter_map(|(id, s)| s.poll_timeout().map(|at| (Timer::Session(*id), at)));
+        engines.chain(solicits).chain(lifetimes).chain(sessions)
     }
 
     fn fire(&mut self, now: Instant, timer: Timer) {
@@ -1698,6 +1831,14 @@ impl<S: SecureStore> TimerTable for InlineProxy<S> {
             Timer::Soft(t, spi) => {
                 let _ = self.rekey(now, t, spi);
             }
+            Timer::Session(id) => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    let _ = s.handle_timeout(now, &mut self.outbox);
+                    if s.is_closed() {
+                        self.sessions.remove(&id);
+                    }
+                }
+            }
             Timer::Hard(t, spi) => {
                 let ike = self.sas.get(&(t, spi)).map(|s| s.ike);
                 let _ = self.remove_sa(now, t, spi);
@@ -1722,6 +1863,14 @@ impl<S: SecureStore> Actor for InlineProxy<S> {
                 self.on_terminal(now, data)
             }
             Input::Packet { iface, .. } => Err(InlineError::UnknownInterface(iface.0).into()),
+            Input::StreamAccepted { id, .. } => self.management_open(now, id),
+            Input::StreamData { id, data } => self.management_data(now, id, data),
+            Input::StreamClosed { id } => {
+                if let Some(mut s) = self.sessions.remove(&id) {
+                    let _ = s.stream_closed();
+                }
+                Ok(())
+            }
             _ => Err(InlineError::UnsupportedInput.into()),
         }
     }
