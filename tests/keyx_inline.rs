@@ -915,6 +915,30 @@ fn management_requires_authentication() {
     let before = proxy_stats(&mut sim, &w).policy_drops;
     inject_internet(&mut sim, &w, udp(PEER, 1000, T1, 9, b"x"));
     assert_eq!(proxy_stats(&mut sim, &w).policy_drops, before + 1);
+    // A third session is over the bound of two: its stream is closed at once.
+    let late = ChannelClient::new(
+        Arc::new(ClientConfig::with_ca(
+            TrustStore::with(ca.certificate().clone()),
+            "proxy.example",
+            ANCHOR,
+        )),
+        "192.0.2.70:0".parse().unwrap(),
+        mgmt,
+        Box::new(sim.rng("late")),
+    );
+    let late = sim
+        .add_host("late", w.internet, ip("192.0.2.70"), late)
+        .unwrap();
+    sim.command(late, |c: &mut ChannelClient, now| {
+        c.connect(now).map(|_| ())
+    })
+    .unwrap();
+    sim.run_for(Duration::from_secs(2)).unwrap();
+    assert!(sim.faults(w.proxy).unwrap().iter().any(|f| f.error
+        == deputy::Error::CapacityExceeded {
+            what: "management sessions",
+            bound: 2
+        }));
     // Management traffic is consumed: none of it reached the terminal side.
     assert!(
         w.lan_tap
@@ -1149,6 +1173,38 @@ fn every_bound_is_enforced() {
     );
     assert!(installed(&terminal_events(&mut sim, w.terminals[1])).is_empty());
 
+    // Messages waiting for a terminal's announce: the terminal never answers (everything
+    // it sends is lost), the peer's IKE SA and then its rekey each bring an install.
+    let spec = Spec {
+        peer_initiates_to: Some(1),
+        proxy: |c| c.max_pushes_per_terminal = 1,
+        ..Spec::default()
+    };
+    let mut sim = Sim::new(33);
+    let w = world(&mut sim, &spec);
+    sim.add_fault(
+        Fault::new(FaultAction::Drop)
+            .on_network(w.lan)
+            .src_ip(ip(T1)),
+    )
+    .unwrap();
+    peer_start(&mut sim, &w);
+    settle(&mut sim);
+    sim.command(w.peer, |p: &mut Peer, now| {
+        if let Ike::Initiator(i) = &mut p.ike {
+            i.rekey_child(now)?;
+        }
+        p.pump(now);
+        Ok(())
+    })
+    .unwrap();
+    settle(&mut sim);
+    assert!(sim.faults(w.proxy).unwrap().iter().any(|f| f.error
+        == deputy::Error::CapacityExceeded {
+            what: "messages waiting for a terminal's announce",
+            bound: 1
+        }));
+
     // The secure store.
     let mut store = deputy::keyx::inline::MemoryStore::new(1);
     let secrets = |id| deputy::keyx::inline::TerminalSecrets {
@@ -1163,4 +1219,28 @@ fn every_bound_is_enforced() {
             bound: 1
         })
     );
+}
+
+#[test]
+fn secure_store_removed_fails_closed() {
+    let mut sim = Sim::new(34);
+    let w = world(&mut sim, &Spec::default());
+    fig4(&mut sim, &w);
+    // ¶0024: the removable device holding the terminals' secrets is pulled out.
+    sim.command(w.proxy, |p: &mut InlineProxy, _| {
+        p.store_mut().set_present(false);
+        p.store_changed()
+    })
+    .unwrap();
+    let proxy = sim.actor::<InlineProxy>(w.proxy).unwrap();
+    assert_eq!(proxy.stored_sas().count(), 0);
+    assert!(proxy_events(&mut sim, &w).contains(&ProxyEvent::SecureStoreUnavailable));
+    // S15 misses now: the terminal's next start request negotiates nothing.
+    let fresh = terminal_actor(&sim, &Spec::default(), 1, T1, "after-removal");
+    sim.with_actor(w.terminals[0], |t: &mut Terminal, _| *t = fresh)
+        .unwrap();
+    terminal_send(&mut sim, w.terminals[0], ping(T1, PEER, 2));
+    settle(&mut sim);
+    assert!(negotiations(&proxy_events(&mut sim, &w)).is_empty());
+    assert!(installed(&terminal_events(&mut sim, w.terminals[0])).is_empty());
 }

@@ -9,7 +9,10 @@
 //! expiry) and its policy database ([`policy`], S43), the server actor around them
 //! ([`SubstitutionServer`]), and the IKEv2 work of both sides ([`ike`]: the server's
 //! [`ike::IkeSubstitute`] and the delegating [`ike::Terminal`]).
-//! **Not built yet:** the inline proxy (seed 001) and the operator network (seed 003).
+//! Seed 001: the inline key-exchange proxy ([`inline`]), the IKE-less terminal it serves
+//! ([`ikeless`]) and the sealed key-transfer messages between them ([`transfer`], meant to
+//! be shared with seed 003).
+//! **Not built yet:** the operator network (seed 003).
 
 pub mod dispatch;
 pub mod ike;
