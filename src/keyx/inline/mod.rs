@@ -394,6 +394,10 @@ struct TerminalState {
     pushes: Vec<Push>,
     /// Messages waiting for the terminal's boot nonce (a solicit is out).
     waiting: Vec<(IpAddr, Transfer)>,
+    /// The solicit out to one of the terminal's bound addresses (it restarted, or its
+    /// boot nonce is not known yet). Kept here, not among the learned addresses, so that
+    /// hosts appearing on the LAN cannot crowd a delegated terminal out.
+    challenge: Option<Challenge>,
     responder: Option<Box<Responder>>,
     initiators: BTreeMap<IpAddr, Negotiation>,
 }
@@ -536,7 +540,14 @@ impl<S: SecureStore> InlineProxy<S> {
                 bound: self.cfg.max_addresses,
             });
         }
-        self.addresses.insert(addr, terminal);
+        if let Some(before) = self.addresses.insert(addr, terminal)
+            && before != terminal
+            && let Some(t) = self.terminals.get_mut(&before)
+        {
+            // The address moved (by hand): the terminal that had it has it no more.
+            t.addresses.retain(|a| *a != addr);
+            t.challenge = t.challenge.take().filter(|c| c.to != addr);
+        }
         self.learned.remove(&addr);
         let window = ReplayWindow::new(self.cfg.replay_window)?;
         let t = self
@@ -549,6 +560,7 @@ impl<S: SecureStore> InlineProxy<S> {
                 seq: 0,
                 pushes: Vec::new(),
                 waiting: Vec::new(),
+                challenge: None,
                 responder: None,
                 initiators: BTreeMap::new(),
             });
@@ -1153,53 +1165,98 @@ impl<S: SecureStore> InlineProxy<S> {
         self.emit(self.cfg.terminals, packet)
     }
 
-    /// Ask the host at `to` to announce itself (from `from`, an address beyond the proxy).
-    fn solicit(&mut self, now: Instant, to: IpAddr, from: IpAddr) -> Result<(), Error> {
-        if self.learned.get(&to).is_some_and(|l| l.challenge.tries > 0) {
-            return Ok(()); // one is out already
+    /// The solicit out to `addr`: a delegated terminal's, or a learned address's.
+    fn challenge_mut(&mut self, addr: IpAddr) -> Option<&mut Challenge> {
+        match self.addresses.get(&addr) {
+            Some(t) => self
+                .terminals
+                .get_mut(t)
+                .and_then(|t| t.challenge.as_mut())
+                .filter(|c| c.to == addr),
+            None => self.learned.get_mut(&addr).map(|l| &mut l.challenge),
         }
-        if !self.learned.contains_key(&to) && self.learned.len() >= self.cfg.max_learned {
-            return Err(Error::CapacityExceeded {
-                what: "learned addresses",
-                bound: self.cfg.max_learned,
-            });
+    }
+
+    fn challenge(&self, addr: IpAddr) -> Option<&Challenge> {
+        match self.addresses.get(&addr) {
+            Some(t) => self
+                .terminals
+                .get(t)
+                .and_then(|t| t.challenge.as_ref())
+                .filter(|c| c.to == addr),
+            None => self.learned.get(&addr).map(|l| &l.challenge),
+        }
+    }
+
+    fn forget_challenge(&mut self, addr: IpAddr) {
+        match self.addresses.get(&addr) {
+            Some(t) => {
+                if let Some(t) = self.terminals.get_mut(t) {
+                    t.challenge = None;
+                }
+            }
+            None => {
+                self.learned.remove(&addr);
+            }
+        }
+    }
+
+    /// Ask the host at `to` to announce itself (from `from`, an address beyond the proxy).
+    /// One solicit per address is out at a time: asking again while it is (a replayed
+    /// announce, a flood of stale triggers) changes nothing, so nobody can keep replacing
+    /// the challenge a terminal is answering.
+    fn solicit(&mut self, now: Instant, to: IpAddr, from: IpAddr) -> Result<(), Error> {
+        if self.challenge(to).is_some() {
+            return Ok(());
         }
         let nonce = crate::crypto::random_array(&mut *self.rng);
-        self.learned.insert(
+        let challenge = Challenge {
+            nonce,
             to,
-            Learned {
-                challenge: Challenge {
-                    nonce,
-                    to,
-                    from,
-                    tries: 0,
-                    next: now,
-                },
-            },
-        );
+            from,
+            tries: 0,
+            next: now,
+        };
+        match self.addresses.get(&to).copied() {
+            Some(t) => {
+                if let Some(t) = self.terminals.get_mut(&t) {
+                    t.challenge = Some(challenge);
+                }
+            }
+            None => {
+                if self.learned.len() >= self.cfg.max_learned {
+                    return Err(Error::CapacityExceeded {
+                        what: "learned addresses",
+                        bound: self.cfg.max_learned,
+                    });
+                }
+                self.learned.insert(to, Learned { challenge });
+            }
+        }
         self.send_solicit(now, to)
     }
 
     fn send_solicit(&mut self, now: Instant, to: IpAddr) -> Result<(), Error> {
-        let Some(l) = self.learned.get_mut(&to) else {
+        let retry = self.cfg.retry;
+        let Some(c) = self.challenge_mut(to) else {
             return Ok(());
         };
-        l.challenge.tries += 1;
-        let c = l.challenge.clone();
-        match self.cfg.retry.next(now, c.tries) {
-            Some(next) => l.challenge.next = next,
-            None => {
-                // Unanswered: forget it (it may be learned again later).
-                self.learned.remove(&to);
-            }
+        c.tries += 1;
+        let c2 = c.clone();
+        match retry.next(now, c2.tries) {
+            Some(next) => c.next = next,
+            // Unanswered: forget it (it may be asked again later).
+            None => self.forget_challenge(to),
         }
-        let m = Transfer::Solicit { challenge: c.nonce };
+        let m = Transfer::Solicit {
+            challenge: c2.nonce,
+        };
         // A solicit is in clear: its terminal id and key do not matter.
         let key = super::seal::DelegationKey::new([0; 32]);
         let payload = m.encode(0, 0, &key, &mut *self.rng)?;
         let packet = self.udp(
-            SocketAddr::new(c.from, transfer::PORT),
-            SocketAddr::new(c.to, transfer::PORT),
+            SocketAddr::new(c2.from, transfer::PORT),
+            SocketAddr::new(c2.to, transfer::PORT),
             &payload,
         )?;
         self.emit(self.cfg.terminals, packet)
@@ -1336,22 +1393,23 @@ impl<S: SecureStore> InlineProxy<S> {
         seq: u32,
         a: transfer::Announce,
     ) -> Result<(), Error> {
-        if !a.addresses.contains(&from) {
+        // The address must be the sender's, and not another terminal's: a provisioned but
+        // misbehaving terminal may not take over its neighbour's address.
+        if !a.addresses.contains(&from) || self.addresses.get(&from).is_some_and(|t| *t != terminal)
+        {
             return Err(TransferError::AddressMismatch(terminal).into());
         }
-        let solicited = self.learned.get(&from).is_some_and(|l| {
-            a.echo
-                .as_ref()
-                .is_some_and(|e| ct_eq(e, &l.challenge.nonce))
-        });
+        let solicited = self
+            .challenge(from)
+            .zip(a.echo.as_ref())
+            .is_some_and(|(c, e)| ct_eq(e, &c.nonce));
         if !solicited {
             // An unsolicited (or replayed) announce may not move the boot nonce: answer
-            // it with a fresh challenge.
-            self.learned.remove(&from);
+            // it with a challenge (or leave the one that is out alone).
             self.solicit(now, from, beyond)?;
             return Err(TransferError::Unsolicited.into());
         }
-        self.learned.remove(&from);
+        self.forget_challenge(from);
         self.bind(terminal, from)?;
         let window = ReplayWindow::new(self.cfg.replay_window)?;
         let Some(t) = self.terminals.get_mut(&terminal) else {
@@ -1757,7 +1815,12 @@ impl<S: SecureStore> TimerTable for InlineProxy<S> {
         let solicits = self
             .learned
             .iter()
-            .map(|(a, l)| (Timer::Solicit(*a), l.challenge.next));
+            .map(|(a, l)| (Timer::Solicit(*a), l.challenge.next))
+            .chain(
+                self.terminals
+                    .values()
+                    .filter_map(|t| t.challenge.as_ref().map(|c| (Timer::Solicit(c.to), c.next))),
+            );
         let lifetimes = self.sas.iter().flat_map(|((t, spi), s)| {
             let soft = s
                 .soft_at()
