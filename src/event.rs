@@ -115,6 +115,8 @@ accessors! {
     crate::keyx::ikeless::TerminalEvent, as_ikeless_terminal, into_ikeless_terminal, x in Event::Keyx(KeyxEvent::Ikeless(x)),
     /// The event if a seed 001 inline key-exchange proxy raised it.
     crate::keyx::inline::ProxyEvent, as_inline_proxy, into_inline_proxy, x in Event::Keyx(KeyxEvent::Inline(x)),
+    /// The event if a seed 003 actor raised it.
+    crate::keyx::operator::OperatorEvent, as_operator, into_operator, x in Event::Keyx(KeyxEvent::Operator(x)),
 }
 
 impl From<KeyxEvent> for Event {
@@ -144,6 +146,12 @@ impl From<crate::keyx::ikeless::TerminalEvent> for Event {
 impl From<crate::keyx::inline::ProxyEvent> for Event {
     fn from(e: crate::keyx::inline::ProxyEvent) -> Self {
         Event::Keyx(KeyxEvent::Inline(e))
+    }
+}
+
+impl From<crate::keyx::operator::OperatorEvent> for Event {
+    fn from(e: crate::keyx::operator::OperatorEvent) -> Self {
+        Event::Keyx(KeyxEvent::Operator(e))
     }
 }
 

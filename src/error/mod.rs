@@ -28,7 +28,7 @@ pub use offload::{OffloadError, OffloadRefusal};
 pub use rendezvous::{RegistrationRefusal, RendezvousError};
 pub use sim::SimActorError;
 pub use tls::{AlertDescription, TlsError};
-pub use transfer::{InlineError, TransferError};
+pub use transfer::{InlineError, OperatorError, TransferError};
 
 use crate::stream_id::StreamId;
 
@@ -69,6 +69,9 @@ pub enum Error {
     /// The inline key-exchange proxy (seed 001) refused an input or a command.
     #[error("inline proxy: {0}")]
     Inline(#[from] InlineError),
+    /// A seed 003 actor refused an input or a command.
+    #[error("operator network: {0}")]
+    Operator(#[from] OperatorError),
     /// The TLS 1.3 record layer refused bytes or a command.
     #[error("tls: {0}")]
     Tls(#[from] TlsError),

@@ -93,3 +93,38 @@ pub enum InlineError {
     #[error("bad configuration: {0}")]
     BadConfig(&'static str),
 }
+
+/// Why a seed 003 actor (service control, key-exchange proxy, authentication server)
+/// refused an input or a command.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OperatorError {
+    /// A service profile message did not decode, or a profile breaks a bound.
+    #[error("bad service profile")]
+    BadProfile,
+    /// A profile came over a channel that did not authenticate its sender.
+    #[error("profile from an unauthenticated sender")]
+    NotAuthenticated,
+    /// A decapsulated packet is for no subscriber this service control serves: relaying it
+    /// would make the service control a spoofing relay.
+    #[error("decapsulated packet for a subscriber not served here")]
+    NotServed,
+    /// ESP on the link that does not open (not from the configured proxy, or damaged).
+    #[error("link packet refused")]
+    LinkRefused,
+    /// The link to the key-exchange proxy is not up: nothing can be diverted.
+    #[error("the link to the key-exchange proxy is down")]
+    LinkDown,
+    /// The proxy has no service control to reach this subscriber through.
+    #[error("no service control known for the subscriber")]
+    NoRoute,
+    /// No profile is provisioned for this subscriber.
+    #[error("no profile for subscriber {0:#x}")]
+    UnknownSubscriber(u64),
+    /// The actor takes raw IP packets and streams only (or the interface is not its).
+    #[error("input the actor does not take")]
+    UnsupportedInput,
+    /// The configuration is not usable.
+    #[error("bad configuration: {0}")]
+    BadConfig(&'static str),
+}

@@ -77,7 +77,7 @@ pub use esp::{
 pub use node::{IpsecNode, NodeConfig};
 pub use packet::{
     PROTO_ESP, PROTO_ICMP, PROTO_ICMPV6, PROTO_IPV4, PROTO_IPV6, PROTO_NONE, PROTO_TCP, PROTO_UDP,
-    PacketInfo, parse as parse_packet, udp_packet,
+    PacketInfo, encapsulate, parse as parse_packet, udp_packet,
 };
 pub use replay::ReplayWindow;
 pub use sa::{ChildSa, DirectionStats, Lifetime, MAX_TRAFFIC_SELECTORS, Mode, SaStats, UdpEncap};

@@ -369,6 +369,31 @@ pub fn udp_packet(
     Ok(out)
 }
 
+/// IP-in-IP (RFC 2003 / RFC 2473): `inner` as the payload of a new header from `src` to
+/// `dst` (protocol 4 for an IPv4 inner packet, 41 for IPv6).
+pub fn encapsulate(src: IpAddr, dst: IpAddr, inner: &[u8]) -> Result<Vec<u8>, IpsecError> {
+    let protocol = match inner.first().map(|b| b >> 4) {
+        Some(4) => PROTO_IPV4,
+        Some(6) => PROTO_IPV6,
+        _ => return Err(IpsecError::Malformed("inner packet is not IP")),
+    };
+    let mut out = Vec::with_capacity(40 + inner.len());
+    push_ip_header(
+        &mut out,
+        &HeaderParams {
+            src,
+            dst,
+            protocol,
+            tos: 0,
+            ttl: 64,
+            id: 0,
+        },
+        inner.len(),
+    )?;
+    out.extend_from_slice(inner);
+    Ok(out)
+}
+
 /// Recompute the TCP or UDP checksum of a whole packet in place (transport-mode packets
 /// whose addresses were rewritten by a NAT, RFC 3948 §3.1.2). Other protocols, fragments,
 /// and IPv4 UDP packets sent without a checksum are left alone.

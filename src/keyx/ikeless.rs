@@ -191,6 +191,8 @@ pub struct TerminalStats {
     pub replayed: u64,
     /// IKE messages that reached the terminal (it runs no IKE).
     pub ike_dropped: u64,
+    /// IP-in-IP packets whose inner packet is not a key-transfer message, dropped.
+    pub encapsulated_dropped: u64,
 }
 
 /// A trigger waiting for the proxy's install or failure.
@@ -568,6 +570,28 @@ impl Terminal {
     fn on_packet(&mut self, now: Instant, data: &[u8]) -> Result<(), Error> {
         let info = ipsec::parse_packet(data)?;
         let ours = self.cfg.addresses.contains(&info.dst);
+        if ours && matches!(info.protocol, ipsec::PROTO_IPV4 | ipsec::PROTO_IPV6) {
+            // Seed 003's key transfer arrives in IP-in-IP from the service control (Fig.
+            // 14(B)): the inner packet, peer → us, is taken only if it is a key-transfer
+            // message to our port 500 (sealed, so whoever encapsulated it proves nothing);
+            // anything else inside is dropped, so the encapsulation opens no path around
+            // the data plane's policy.
+            let inner = data
+                .get(info.header_len..info.total_len)
+                .ok_or(IpsecError::Malformed("short packet"))?;
+            let i = ipsec::parse_packet(inner)?;
+            let payload = inner.get(i.header_len + 8..i.total_len).unwrap_or_default();
+            if self.cfg.addresses.contains(&i.dst)
+                && i.protocol == PROTO_UDP
+                && i.dst_port == Some(transfer::PORT)
+                && transfer::is_marked(payload)
+            {
+                let from = SocketAddr::new(i.src, i.src_port.unwrap_or(0));
+                return self.on_port_500(now, from, payload);
+            }
+            self.stats.encapsulated_dropped += 1;
+            return Ok(());
+        }
         if ours && info.protocol == PROTO_UDP && info.dst_port == Some(transfer::PORT) {
             let payload = data
                 .get(info.header_len + 8..info.total_len)

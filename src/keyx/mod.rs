@@ -20,6 +20,7 @@ pub mod ikeless;
 pub mod inline;
 mod link;
 pub mod messages;
+pub mod operator;
 pub mod policy;
 pub mod seal;
 pub mod server;
@@ -51,4 +52,6 @@ pub enum KeyxEvent {
     Ikeless(ikeless::TerminalEvent),
     /// From a seed 001 inline key-exchange proxy.
     Inline(inline::ProxyEvent),
+    /// From a seed 003 actor (service control, key-exchange proxy, authentication server).
+    Operator(operator::OperatorEvent),
 }

@@ -18,6 +18,7 @@ pub mod inline;
 pub mod keyx;
 pub mod mutation;
 pub mod offload;
+pub mod operator;
 pub mod tls;
 pub use events::*;
 

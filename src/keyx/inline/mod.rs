@@ -42,9 +42,6 @@ use alloc::vec::Vec;
 use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
 
-use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
-
 pub use crate::error::InlineError;
 pub use judge::DropReason;
 pub use store::{MemoryStore, SecureStore, TerminalSecrets};
@@ -104,6 +101,11 @@ pub struct ProxyConfig {
     pub clear_start: bool,
     /// Hosts behind the proxy that run IKE themselves and may pass (the seed drops them).
     pub own_ike: Vec<IpAddr>,
+    /// At S5, solicit an address that is not in the address store instead of only
+    /// dropping (the peer's retransmission then finds it bound if a provisioned terminal
+    /// answers). Off for seed 001 (the seed drops); seed 003's proxy turns it on, since
+    /// its service controls divert only their subscribers' key exchange.
+    pub solicit_unknown: bool,
     /// Size of the anti-replay window over each terminal's sequence numbers.
     pub replay_window: u32,
     /// Bound of the output queue.
@@ -144,6 +146,7 @@ impl ProxyConfig {
             retry: Retry::default(),
             clear_start: false,
             own_ike: Vec::new(),
+            solicit_unknown: false,
             replay_window: 64,
             outbox_bound: Outbox::<ProxyEvent>::DEFAULT_BOUND,
             management: None,
@@ -654,6 +657,10 @@ impl<S: SecureStore> InlineProxy<S> {
                 // S5: is the destination a delegated terminal?
                 let Some(terminal) = self.delegated(to.ip()) else {
                     self.stats.unknown_terminal_drops += 1;
+                    if self.cfg.solicit_unknown && !self.addresses.contains_key(&to.ip()) {
+                        // A full learned table only means no solicit now.
+                        let _ = self.solicit(now, to.ip(), from.ip());
+                    }
                     return Ok(());
                 };
                 self.key_exchange(now, terminal, from, to, &data[start..end])
@@ -768,18 +775,12 @@ impl<S: SecureStore> InlineProxy<S> {
         } else {
             TrafficSelector::any_v6()
         }];
-        let rng = self.child_rng();
+        let rng = super::operator::link::child_rng(&mut self.rng);
         let responder = Responder::new(ResponderConfig::new(ike), rng, now)?;
         if let Some(t) = self.terminals.get_mut(&terminal) {
             t.responder = Some(Box::new(responder));
         }
         Ok(())
-    }
-
-    fn child_rng(&mut self) -> Rng {
-        let mut seed = [0u8; 32];
-        self.rng.fill_bytes(&mut seed);
-        Box::new(ChaCha20Rng::from_seed(seed))
     }
 
     fn engine(&mut self, terminal: u64, which: IkeRef) -> Option<&mut dyn Actor<Event = IkeEvent>> {
@@ -1577,7 +1578,7 @@ impl<S: SecureStore> InlineProxy<S> {
         let mut ike = secrets.ike;
         ike.ts_local = vec![TrafficSelector::host(addr)];
         ike.ts_remote = vec![TrafficSelector::host(peer)];
-        let rng = self.child_rng();
+        let rng = super::operator::link::child_rng(&mut self.rng);
         let mut initiator = Initiator::new(
             InitiatorConfig {
                 ike,
