@@ -293,24 +293,52 @@ pub struct ProxyStats {
     pub management_refused: u64,
 }
 
-/// Which IKE engine of a terminal holds an IKE SA.
+/// Which of a terminal's IKE engines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum IkeRef {
+enum Engine {
     /// The terminal's responder (the peer started, Fig. 3).
-    Responder(IkeSaId),
+    Responder,
     /// The initiator toward this peer (the terminal started, Fig. 4).
     Initiator(IpAddr),
 }
 
+/// Who an SA in the store belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Owner {
+    /// An IKE SA of the terminal's responder.
+    Responder(IkeSaId),
+    /// The terminal's initiator toward this peer.
+    Initiator(IpAddr),
+    /// Set on the terminal by other means and imported from its announce (¶0012): no IKE
+    /// SA of ours, so it cannot be rekeyed, only dropped.
+    Imported,
+}
+
+impl Owner {
+    fn engine(self) -> Option<Engine> {
+        match self {
+            Owner::Responder(_) => Some(Engine::Responder),
+            Owner::Initiator(p) => Some(Engine::Initiator(p)),
+            Owner::Imported => None,
+        }
+    }
+}
+
 /// Where an SA stands with the terminal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Pushed {
-    /// Sent, not acknowledged: it may be sent again (the terminal never used it).
+enum SaState {
+    /// Sent, no acknowledgement yet. The terminal may have installed it and used it (an
+    /// ack can be lost), so it is only ever sent again as the same message, or as the
+    /// same keys to the same boot of the terminal, which installs them at most once.
     Pending,
-    /// Acknowledged: never sent again.
-    Acknowledged,
+    /// Acknowledged: in use, never sent again.
+    InUse,
     /// The terminal's data plane refused it.
     Refused,
+    /// A rekey runs under it; the replacement is not stored yet.
+    Rekeying,
+    /// Replaced by a newer SA; it stays until its delete (no second rekey).
+    Replaced,
 }
 
 /// One SA pair in the SA store (means 13).
@@ -318,11 +346,10 @@ enum Pushed {
 struct StoredSa {
     terminal: u64,
     peer: IpAddr,
-    ike: IkeRef,
+    owner: Owner,
     child: ChildSa,
     stored_at: Instant,
-    pushed: Pushed,
-    rekeying: bool,
+    state: SaState,
 }
 
 impl StoredSa {
@@ -366,6 +393,8 @@ struct Negotiation {
 struct Push {
     seq: u32,
     packet: Vec<u8>,
+    /// When it was last sent.
+    sent: Instant,
     tries: u32,
     next: Instant,
     what: PushKind,
@@ -532,7 +561,7 @@ impl<S: SecureStore> InlineProxy<S> {
     pub fn acknowledged(&self, terminal: u64, spi_in: u32) -> bool {
         self.sas
             .get(&(terminal, spi_in))
-            .is_some_and(|s| s.pushed == Pushed::Acknowledged)
+            .is_some_and(|s| s.state == SaState::InUse)
     }
 
     /// Add an address-store entry by hand (¶0031: without address acquisition).
@@ -712,14 +741,12 @@ impl<S: SecureStore> InlineProxy<S> {
             .and_then(|s| s.try_into().ok())
             .unwrap_or_default();
         let peer_initiated = ike.get(19).is_some_and(|f| f & 0x08 != 0);
+        let _ = spi_i;
         let engine = if peer_initiated {
             self.ensure_responder(now, terminal, to.ip())?;
-            IkeRef::Responder(IkeSaId {
-                spi_i,
-                spi_r: [0; 8],
-            })
+            Engine::Responder
         } else {
-            IkeRef::Initiator(from.ip())
+            Engine::Initiator(from.ip())
         };
         let before = self
             .terminals
@@ -749,10 +776,14 @@ impl<S: SecureStore> InlineProxy<S> {
                 initiator: false,
             })?;
         }
-        self.drain_engine(now, terminal, engine)?;
-        // S6 yes with keys never acknowledged: the peer retransmitted because our answer
-        // (or the terminal's ack) was lost; push them again.
-        self.repush_pending(now, terminal, from.ip())?;
+        let answered = self.drain_engine(now, terminal, engine, Some(from.ip()))?;
+        // S6 yes with keys never acknowledged: when the engine answered a retransmitted
+        // request from its cache, our answer — and maybe the keys' message or the
+        // terminal's ack — was lost; send the keys again (the same message, see
+        // `repush_pending`).
+        if answered && r.is_ok() {
+            self.repush_pending(now, terminal, from.ip())?;
+        }
         r
     }
 
@@ -783,14 +814,14 @@ impl<S: SecureStore> InlineProxy<S> {
         Ok(())
     }
 
-    fn engine(&mut self, terminal: u64, which: IkeRef) -> Option<&mut dyn Actor<Event = IkeEvent>> {
+    fn engine(&mut self, terminal: u64, which: Engine) -> Option<&mut dyn Actor<Event = IkeEvent>> {
         let t = self.terminals.get_mut(&terminal)?;
         match which {
-            IkeRef::Responder(_) => t
+            Engine::Responder => t
                 .responder
                 .as_deref_mut()
                 .map(|r| r as &mut dyn Actor<Event = IkeEvent>),
-            IkeRef::Initiator(peer) => t
+            Engine::Initiator(peer) => t
                 .initiators
                 .get_mut(&peer)
                 .map(|n| &mut *n.ike as &mut dyn Actor<Event = IkeEvent>),
@@ -798,42 +829,54 @@ impl<S: SecureStore> InlineProxy<S> {
     }
 
     /// Carry out an engine's outputs: IKE datagrams leave on the Internet side from the
-    /// terminal's address; its events move the SA store.
-    fn drain_engine(&mut self, now: Instant, terminal: u64, which: IkeRef) -> Result<(), Error> {
+    /// terminal's address; its events move the SA store. `peer` is the peer whose message
+    /// was just fed in, if any (the events it causes are about it). Returns whether the
+    /// engine sent anything.
+    fn drain_engine(
+        &mut self,
+        now: Instant,
+        terminal: u64,
+        which: Engine,
+        peer: Option<IpAddr>,
+    ) -> Result<bool, Error> {
         let mut outs = Vec::new();
         if let Some(e) = self.engine(terminal, which) {
             while let Some(o) = e.poll_output() {
                 outs.push(o);
             }
         }
+        let mut sent = false;
         let mut first_error = Ok(());
         for o in outs {
             let r = match o {
-                Output::Transmit(t) => self
-                    .udp(t.from, t.to, &t.data)
-                    .and_then(|p| self.emit(self.cfg.internet, p)),
-                Output::Event(e) => self.on_ike_event(now, terminal, which, e),
+                Output::Transmit(t) => {
+                    sent = true;
+                    self.udp(t.from, t.to, &t.data)
+                        .and_then(|p| self.emit(self.cfg.internet, p))
+                }
+                Output::Event(e) => self.on_ike_event(now, terminal, which, peer, e),
                 _ => Ok(()),
             };
             if first_error.is_ok() {
                 first_error = r;
             }
         }
-        first_error
+        first_error.map(|_| sent)
     }
 
     fn on_ike_event(
         &mut self,
         now: Instant,
         terminal: u64,
-        which: IkeRef,
+        which: Engine,
+        peer: Option<IpAddr>,
         e: IkeEvent,
     ) -> Result<(), Error> {
         match e {
             IkeEvent::ChildSaEstablished { id, child, .. } => {
-                let (ike, peer) = self.ike_ref(which, id, &child);
+                let (owner, peer) = owner_of(which, id, peer, &child);
                 let acquires = match which {
-                    IkeRef::Initiator(p) => self
+                    Engine::Initiator(p) => self
                         .terminals
                         .get_mut(&terminal)
                         .and_then(|t| t.initiators.get_mut(&p))
@@ -842,13 +885,13 @@ impl<S: SecureStore> InlineProxy<S> {
                             core::mem::take(&mut n.acquires)
                         })
                         .unwrap_or_default(),
-                    IkeRef::Responder(_) => Vec::new(),
+                    Engine::Responder => Vec::new(),
                 };
                 self.store_and_push(
                     now,
                     terminal,
                     peer,
-                    ike,
+                    owner,
                     *child,
                     None,
                     acquires.first().copied(),
@@ -860,14 +903,14 @@ impl<S: SecureStore> InlineProxy<S> {
                 child,
                 ..
             } => {
-                let (ike, peer) = self.ike_ref(which, id, &child);
-                self.store_and_push(now, terminal, peer, ike, *child, Some(old_spi_in), None)
+                let (owner, peer) = owner_of(which, id, peer, &child);
+                self.store_and_push(now, terminal, peer, owner, *child, Some(old_spi_in), None)
             }
             IkeEvent::ChildSaDeleted { spi_in, .. } => self.remove_sa(now, terminal, spi_in),
             IkeEvent::IkeSaRekeyed { old, new, .. } => {
                 for s in self.sas.values_mut() {
-                    if s.terminal == terminal && s.ike == IkeRef::Responder(old) {
-                        s.ike = IkeRef::Responder(new);
+                    if s.terminal == terminal && s.owner == Owner::Responder(old) {
+                        s.owner = Owner::Responder(new);
                     }
                 }
                 Ok(())
@@ -884,67 +927,61 @@ impl<S: SecureStore> InlineProxy<S> {
         }
     }
 
-    fn ike_ref(&self, which: IkeRef, id: IkeSaId, child: &ChildSa) -> (IkeRef, IpAddr) {
-        match which {
-            IkeRef::Initiator(p) => (which, p),
-            IkeRef::Responder(_) => {
-                let peer = match child.mode {
-                    ipsec::Mode::Tunnel { remote, .. } => remote,
-                    ipsec::Mode::Transport => child
-                        .encap
-                        .map(|e| e.remote.ip())
-                        .or_else(|| child.remote_ts.first().map(|t| t.addrs.start()))
-                        .unwrap_or(IpAddr::from([0u8; 4])),
-                };
-                (IkeRef::Responder(id), peer)
-            }
-        }
-    }
-
     /// An IKE SA ended (deleted, or failed): its SAs leave the store and the terminal; a
-    /// failed negotiation's triggers are answered.
+    /// failed negotiation's triggers are answered. The state changes first; the notices
+    /// after are best effort (a full queue loses a notice, never the state).
     fn ike_gone(
         &mut self,
         now: Instant,
         terminal: u64,
-        which: IkeRef,
+        which: Engine,
         id: IkeSaId,
         failed: Option<FailureReason>,
     ) -> Result<(), Error> {
+        let owner = match which {
+            Engine::Responder => Owner::Responder(id),
+            Engine::Initiator(p) => Owner::Initiator(p),
+        };
         let gone: Vec<u32> = self
             .sas
             .values()
-            .filter(|s| {
-                s.terminal == terminal
-                    && match (s.ike, which) {
-                        (IkeRef::Responder(a), IkeRef::Responder(_)) => a == id,
-                        (a, b) => a == b,
-                    }
-            })
+            .filter(|s| s.terminal == terminal && s.owner == owner)
             .map(|s| s.child.spi_in)
             .collect();
+        let acquires = match which {
+            Engine::Initiator(p) => self
+                .terminals
+                .get_mut(&terminal)
+                .and_then(|t| t.initiators.remove(&p))
+                .map(|n| n.acquires)
+                .unwrap_or_default(),
+            Engine::Responder => Vec::new(),
+        };
+        let mut r = Ok(());
         for spi in gone {
-            self.remove_sa(now, terminal, spi)?;
+            r = r.and(self.remove_sa(now, terminal, spi));
         }
-        if let Some(reason) = failed {
-            self.fail_negotiation(now, terminal, which, reason)?;
+        if let (Some(reason), Engine::Initiator(peer)) = (failed, which) {
+            r = r.and(self.event(ProxyEvent::NegotiationFailed {
+                terminal,
+                peer,
+                reason,
+            }));
+            for acquire in acquires {
+                r = r.and(self.tell_failure(now, terminal, peer, acquire, reason));
+            }
         }
-        if let IkeRef::Initiator(p) = which
-            && let Some(t) = self.terminals.get_mut(&terminal)
-        {
-            t.initiators.remove(&p);
-        }
-        Ok(())
+        r
     }
 
     fn fail_negotiation(
         &mut self,
         now: Instant,
         terminal: u64,
-        which: IkeRef,
+        which: Engine,
         reason: FailureReason,
     ) -> Result<(), Error> {
-        let IkeRef::Initiator(peer) = which else {
+        let Engine::Initiator(peer) = which else {
             return Ok(());
         };
         let acquires = self
@@ -987,7 +1024,7 @@ impl<S: SecureStore> InlineProxy<S> {
         now: Instant,
         terminal: u64,
         peer: IpAddr,
-        ike: IkeRef,
+        owner: Owner,
         child: ChildSa,
         replaces: Option<u32>,
         acquire: Option<u32>,
@@ -995,7 +1032,7 @@ impl<S: SecureStore> InlineProxy<S> {
         let spi_in = child.spi_in;
         if self.sas.len() >= self.cfg.max_sas {
             // The store is full: the SA is not kept, so it must not stay with the peer.
-            self.delete_ike(now, terminal, ike);
+            self.delete_ike(now, terminal, owner);
             return Err(Error::CapacityExceeded {
                 what: "SA store",
                 bound: self.cfg.max_sas,
@@ -1004,7 +1041,8 @@ impl<S: SecureStore> InlineProxy<S> {
         if let Some(old) = replaces
             && let Some(s) = self.sas.get_mut(&(terminal, old))
         {
-            s.rekeying = false;
+            // It stays until its delete, and is never rekeyed again.
+            s.state = SaState::Replaced;
         }
         self.event(ProxyEvent::SaStored {
             terminal,
@@ -1017,17 +1055,23 @@ impl<S: SecureStore> InlineProxy<S> {
             StoredSa {
                 terminal,
                 peer,
-                ike,
+                owner,
                 child: child.clone(),
                 stored_at: now,
-                pushed: Pushed::Pending,
-                rekeying: false,
+                state: SaState::Pending,
             },
         );
         self.push_install(now, terminal, spi_in, replaces, acquire, false)
     }
 
     /// S9 / S19: seal the stored SA (with its remaining lifetime) for the terminal.
+    ///
+    /// Again (`again`): if the message for it is still in flight, the *same* message goes
+    /// out once more (the terminal's anti-replay window and acknowledgement cache make a
+    /// repeat harmless), at most once per retry interval; if it is waiting for the
+    /// terminal's announce, nothing is done; only if it was given up is a new message
+    /// sealed — with the same keys for the same boot of the terminal, which installs an SA
+    /// at most once and acknowledges a repeat as done.
     fn push_install(
         &mut self,
         now: Instant,
@@ -1041,9 +1085,28 @@ impl<S: SecureStore> InlineProxy<S> {
             return Ok(());
         };
         let (peer, child) = (s.peer, s.remaining(now));
-        // A re-push replaces the earlier message for the same SA.
+        let min_gap = self.cfg.retry.initial;
         if let Some(t) = self.terminals.get_mut(&terminal) {
-            t.pushes.retain(|p| p.what != PushKind::Install(spi_in));
+            let waiting = t
+                .waiting
+                .iter()
+                .any(|(_, m)| matches!(m, Transfer::Install(i) if i.child.spi_in == spi_in));
+            if waiting {
+                return Ok(());
+            }
+            if let Some(p) = t.pushes.iter_mut().find(|p| p.what == PushKind::Install(spi_in)) {
+                if now.saturating_duration_since(p.sent) < min_gap {
+                    return Ok(());
+                }
+                p.sent = now;
+                let packet = p.packet.clone();
+                self.emit(self.cfg.terminals, packet)?;
+                return self.event(ProxyEvent::KeysPushed {
+                    terminal,
+                    spi_in,
+                    again: true,
+                });
+            }
         }
         let m = Transfer::Install(Install {
             boot: [0; NONCE_LEN],
@@ -1059,23 +1122,13 @@ impl<S: SecureStore> InlineProxy<S> {
         })
     }
 
-    /// Keys stored for (terminal, peer) that the terminal never acknowledged go out again.
+    /// Keys stored for (terminal, peer) that the terminal has not acknowledged go out
+    /// again (see [`InlineProxy::push_install`] for how).
     fn repush_pending(&mut self, now: Instant, terminal: u64, peer: IpAddr) -> Result<(), Error> {
         let pending: Vec<u32> = self
             .sas
             .values()
-            .filter(|s| s.terminal == terminal && s.peer == peer && s.pushed == Pushed::Pending)
-            .filter(|s| {
-                // Only when nothing is in flight or waiting for it already (a fresh push
-                // retries by itself): the terminal must never get one SA twice.
-                let spi = s.child.spi_in;
-                self.terminals.get(&terminal).is_some_and(|t| {
-                    !t.pushes.iter().any(|p| p.what == PushKind::Install(spi))
-                        && !t.waiting.iter().any(
-                            |(_, m)| matches!(m, Transfer::Install(i) if i.child.spi_in == spi),
-                        )
-                })
-            })
+            .filter(|s| s.terminal == terminal && s.peer == peer && s.state == SaState::Pending)
             .map(|s| s.child.spi_in)
             .collect();
         for spi in pending {
@@ -1093,7 +1146,7 @@ impl<S: SecureStore> InlineProxy<S> {
             t.pushes.retain(|p| p.what != PushKind::Install(spi_in));
         }
         self.event(ProxyEvent::SaRemoved { terminal, spi_in })?;
-        if s.pushed == Pushed::Refused {
+        if s.state == SaState::Refused {
             return Ok(());
         }
         let m = Transfer::Delete(Delete {
@@ -1158,6 +1211,7 @@ impl<S: SecureStore> InlineProxy<S> {
             t.pushes.push(Push {
                 seq,
                 packet: packet.clone(),
+                sent: now,
                 tries: 1,
                 next,
                 what,
@@ -1416,6 +1470,17 @@ impl<S: SecureStore> InlineProxy<S> {
         let Some(t) = self.terminals.get_mut(&terminal) else {
             return Ok(());
         };
+        // The address it announced from is its address now, first of its family; bound
+        // addresses it no longer announces are given up (it moved).
+        t.addresses.retain(|x| *x != from);
+        t.addresses.insert(0, from);
+        let dropped: Vec<IpAddr> = t
+            .addresses
+            .iter()
+            .copied()
+            .filter(|x| !a.addresses.contains(x))
+            .collect();
+        t.addresses.retain(|x| a.addresses.contains(x));
         let rebooted = t.boot.is_some_and(|b| !ct_eq(&b, &a.boot));
         if t.boot != Some(a.boot) {
             t.window = window;
@@ -1425,46 +1490,73 @@ impl<S: SecureStore> InlineProxy<S> {
         let _ = t.window.accept(u64::from(seq));
         t.boot = Some(a.boot);
         let waiting = core::mem::take(&mut t.waiting);
-        self.event(ProxyEvent::TerminalBound {
-            terminal,
-            address: from,
-            rebooted,
-        })?;
-        // ¶0012: SAs the terminal holds by other means enter the SA store.
-        for sa in a.held {
-            let peer = match sa.mode {
-                ipsec::Mode::Tunnel { remote, .. } => remote,
-                ipsec::Mode::Transport => sa
-                    .remote_ts
-                    .first()
-                    .map(|t| t.addrs.start())
-                    .unwrap_or(from),
-            };
-            if self.sas.len() < self.cfg.max_sas {
-                self.sas.insert(
-                    (terminal, sa.spi_in),
-                    StoredSa {
-                        terminal,
-                        peer,
-                        ike: IkeRef::Initiator(peer),
-                        child: sa,
-                        stored_at: now,
-                        pushed: Pushed::Acknowledged,
-                        rekeying: false,
-                    },
-                );
+        for x in dropped {
+            if self.addresses.get(&x) == Some(&terminal) {
+                self.addresses.remove(&x);
             }
         }
         if rebooted {
-            // The terminal lost every SA it had acknowledged: rekey them (never re-push).
+            // The terminal lost every SA it held. Each one it may have used — acknowledged,
+            // or sent and not acknowledged (the ack can be lost) — is rekeyed, never sent
+            // again: its sequence numbers restarted, and the same keys would reuse AEAD
+            // nonces. Imported SAs (no IKE SA of ours) are forgotten; it announces what it
+            // still holds.
+            let lost: Vec<(u32, Owner)> = self
+                .sas
+                .values()
+                .filter(|s| s.terminal == terminal)
+                .filter(|s| matches!(s.state, SaState::Pending | SaState::InUse))
+                .map(|s| (s.child.spi_in, s.owner))
+                .collect();
+            for (spi, owner) in lost {
+                if owner == Owner::Imported {
+                    self.sas.remove(&(terminal, spi));
+                } else if let Some(s) = self.sas.get_mut(&(terminal, spi)) {
+                    // Used, as far as the proxy can tell.
+                    s.state = SaState::InUse;
+                }
+            }
+        }
+        // ¶0012: SAs the terminal holds by other means enter the SA store, at most
+        // `transfer::MAX_HELD` per terminal, never over an SA of ours.
+        let imported = self
+            .sas
+            .values()
+            .filter(|s| s.terminal == terminal && s.owner == Owner::Imported)
+            .count();
+        for sa in a.held.into_iter().take(transfer::MAX_HELD.saturating_sub(imported)) {
+            if self.sas.len() >= self.cfg.max_sas || self.sas.contains_key(&(terminal, sa.spi_in)) {
+                continue;
+            }
+            let peer = peer_of(&sa, None).unwrap_or(from);
+            self.sas.insert(
+                (terminal, sa.spi_in),
+                StoredSa {
+                    terminal,
+                    peer,
+                    owner: Owner::Imported,
+                    child: sa,
+                    stored_at: now,
+                    state: SaState::InUse,
+                },
+            );
+        }
+        // Notices from here on are best effort: the binding above stands either way.
+        let mut r = self.event(ProxyEvent::TerminalBound {
+            terminal,
+            address: from,
+            rebooted,
+        });
+        if rebooted {
             let lost: Vec<u32> = self
                 .sas
                 .values()
-                .filter(|s| s.terminal == terminal && s.pushed == Pushed::Acknowledged)
+                .filter(|s| s.terminal == terminal && s.state == SaState::InUse)
+                .filter(|s| s.owner != Owner::Imported)
                 .map(|s| s.child.spi_in)
                 .collect();
             for spi in lost {
-                self.rekey(now, terminal, spi)?;
+                r = r.and(self.rekey(now, terminal, spi));
             }
         }
         for (peer, m) in waiting {
@@ -1473,9 +1565,9 @@ impl<S: SecureStore> InlineProxy<S> {
                 Transfer::Delete(_) => PushKind::Delete,
                 _ => PushKind::Failure,
             };
-            self.send_to_terminal(now, terminal, peer, m, what)?;
+            r = r.and(self.send_to_terminal(now, terminal, peer, m, what));
         }
-        Ok(())
+        r
     }
 
     fn on_ack(&mut self, terminal: u64, acked: u32, outcome: AckOutcome) -> Result<(), Error> {
@@ -1488,11 +1580,13 @@ impl<S: SecureStore> InlineProxy<S> {
         let p = t.pushes.remove(i);
         if let PushKind::Install(spi_in) = p.what
             && let Some(s) = self.sas.get_mut(&(terminal, spi_in))
-            && s.pushed == Pushed::Pending
         {
-            s.pushed = match outcome {
-                AckOutcome::Done => Pushed::Acknowledged,
-                AckOutcome::Refused => Pushed::Refused,
+            s.state = match (s.state, outcome) {
+                (SaState::Pending, AckOutcome::Done) => SaState::InUse,
+                (SaState::Pending, AckOutcome::Refused) => SaState::Refused,
+                // A rekey or a replacement under way stays so: the ack only says the
+                // terminal has (or refused) the keys.
+                (other, _) => other,
             };
             let e = match outcome {
                 AckOutcome::Done => ProxyEvent::KeysAcknowledged { terminal, spi_in },
@@ -1521,16 +1615,19 @@ impl<S: SecureStore> InlineProxy<S> {
                 s.terminal == terminal
                     && s.peer == peer
                     && s.valid(now)
-                    && s.pushed != Pushed::Refused
+                    && matches!(s.state, SaState::Pending | SaState::InUse | SaState::Rekeying)
                     && covers(&s.child, &selector)
             })
-            .map(|s| (s.child.spi_in, s.pushed, s.rekeying));
+            .map(|s| (s.child.spi_in, s.state));
         match found {
-            Some((spi, Pushed::Pending, _)) => {
+            // Not acknowledged yet: the same message again (never new keys for it).
+            Some((spi, SaState::Pending)) => {
                 return self.push_install(now, terminal, spi, None, acquire, true);
             }
-            Some((_, _, true)) => return Ok(()), // a rekey is on its way
-            Some((spi, _, false)) => return self.rekey(now, terminal, spi),
+            // Used and asked for again: the terminal lost it; rekey, never re-push.
+            Some((spi, SaState::InUse)) => return self.rekey(now, terminal, spi),
+            // A rekey is on its way.
+            Some(_) => return Ok(()),
             None => {}
         }
         // A negotiation toward this peer already running: wait for it.
@@ -1605,7 +1702,8 @@ impl<S: SecureStore> InlineProxy<S> {
             peer,
             initiator: true,
         })?;
-        self.drain_engine(now, terminal, IkeRef::Initiator(peer))
+        self.drain_engine(now, terminal, Engine::Initiator(peer), Some(peer))
+            .map(|_| ())
     }
 
     /// Rekey a stored SA (CREATE_CHILD_SA under its IKE SA); the new SA is pushed with
@@ -1614,26 +1712,31 @@ impl<S: SecureStore> InlineProxy<S> {
         let Some(s) = self.sas.get_mut(&(terminal, spi_in)) else {
             return Ok(());
         };
-        if s.rekeying {
+        if !matches!(s.state, SaState::Pending | SaState::InUse) {
             return Ok(());
         }
-        s.rekeying = true;
-        let ike = s.ike;
-        self.event(ProxyEvent::Rekeying { terminal, spi_in })?;
-        let r = match ike {
-            IkeRef::Responder(id) => self
+        let owner = s.owner;
+        let r = match owner {
+            Owner::Responder(id) => self
                 .terminals
                 .get_mut(&terminal)
                 .and_then(|t| t.responder.as_mut())
                 .map(|r| r.rekey_child(now, id)),
-            IkeRef::Initiator(p) => self
+            Owner::Initiator(p) => self
                 .terminals
                 .get_mut(&terminal)
                 .and_then(|t| t.initiators.get_mut(&p))
                 .map(|n| n.ike.rekey_child(now)),
+            Owner::Imported => None,
         };
-        match r {
-            Some(Ok(())) => self.drain_engine(now, terminal, ike),
+        match (r, owner.engine()) {
+            (Some(Ok(())), Some(engine)) => {
+                if let Some(s) = self.sas.get_mut(&(terminal, spi_in)) {
+                    s.state = SaState::Rekeying;
+                }
+                self.event(ProxyEvent::Rekeying { terminal, spi_in })?;
+                self.drain_engine(now, terminal, engine, None).map(|_| ())
+            }
             // No IKE SA to rekey under (an imported SA, or its IKE SA is gone): the SA
             // goes, and the next start request negotiates afresh.
             _ => self.remove_sa(now, terminal, spi_in),
@@ -1737,14 +1840,42 @@ impl<S: SecureStore> InlineProxy<S> {
 
     /// Delete an IKE SA at the peer (its engine sends the INFORMATIONAL); errors are an
     /// IKE SA already gone or a full outbox, both of which leave nothing to undo.
-    fn delete_ike(&mut self, now: Instant, terminal: u64, ike: IkeRef) {
+    fn delete_ike(&mut self, now: Instant, terminal: u64, owner: Owner) {
         if let Some(t) = self.terminals.get_mut(&terminal) {
-            let _ = match ike {
-                IkeRef::Responder(id) => t.responder.as_mut().map(|r| r.delete_ike(now, id)),
-                IkeRef::Initiator(p) => t.initiators.get_mut(&p).map(|n| n.ike.delete_ike(now)),
+            let _ = match owner {
+                Owner::Responder(id) => t.responder.as_mut().map(|r| r.delete_ike(now, id)),
+                Owner::Initiator(p) => t.initiators.get_mut(&p).map(|n| n.ike.delete_ike(now)),
+                Owner::Imported => None,
             };
         }
-        let _ = self.drain_engine(now, terminal, ike);
+        if let Some(engine) = owner.engine() {
+            let _ = self.drain_engine(now, terminal, engine, None);
+        }
+    }
+}
+
+/// The peer an SA is with, from the SA itself: the tunnel's far end, else the UDP
+/// encapsulation's, else `hint` (the peer whose message made it), else the start of its
+/// remote selector.
+fn peer_of(child: &ChildSa, hint: Option<IpAddr>) -> Option<IpAddr> {
+    match child.mode {
+        ipsec::Mode::Tunnel { remote, .. } => Some(remote),
+        ipsec::Mode::Transport => child
+            .encap
+            .map(|e| e.remote.ip())
+            .or(hint)
+            .or_else(|| child.remote_ts.first().map(|t| t.addrs.start())),
+    }
+}
+
+/// Who owns a Child SA an engine reported, and the peer it is with.
+fn owner_of(which: Engine, id: IkeSaId, hint: Option<IpAddr>, child: &ChildSa) -> (Owner, IpAddr) {
+    match which {
+        Engine::Initiator(p) => (Owner::Initiator(p), p),
+        Engine::Responder => {
+            let peer = peer_of(child, hint).unwrap_or(IpAddr::from([0u8; 4]));
+            (Owner::Responder(id), peer)
+        }
     }
 }
 
@@ -1825,7 +1956,10 @@ impl<S: SecureStore> TimerTable for InlineProxy<S> {
         let lifetimes = self.sas.iter().flat_map(|((t, spi), s)| {
             let soft = s
                 .soft_at()
-                .filter(|_| !s.rekeying && s.pushed != Pushed::Refused)
+                .filter(|_| {
+                    matches!(s.state, SaState::Pending | SaState::InUse)
+                        && s.owner != Owner::Imported
+                })
                 .map(|at| (Timer::Soft(*t, *spi), at));
             let hard = s.hard_at().map(|at| (Timer::Hard(*t, *spi), at));
             soft.into_iter().chain(hard)
@@ -1849,14 +1983,7 @@ impl<S: SecureStore> TimerTable for InlineProxy<S> {
                 {
                     r.handle_timeout(now);
                 }
-                let _ = self.drain_engine(
-                    now,
-                    t,
-                    IkeRef::Responder(IkeSaId {
-                        spi_i: [0; 8],
-                        spi_r: [0; 8],
-                    }),
-                );
+                let _ = self.drain_engine(now, t, Engine::Responder, None);
             }
             Timer::Initiator(t, p) => {
                 if let Some(n) = self
@@ -1866,7 +1993,7 @@ impl<S: SecureStore> TimerTable for InlineProxy<S> {
                 {
                     n.ike.handle_timeout(now);
                 }
-                let _ = self.drain_engine(now, t, IkeRef::Initiator(p));
+                let _ = self.drain_engine(now, t, Engine::Initiator(p), None);
             }
             Timer::Push(t, seq) => {
                 let Some(st) = self.terminals.get_mut(&t) else {
@@ -1880,6 +2007,7 @@ impl<S: SecureStore> TimerTable for InlineProxy<S> {
                 match self.cfg.retry.next(now, p.tries) {
                     Some(next) => {
                         p.next = next;
+                        p.sent = now;
                         let packet = p.packet.clone();
                         let _ = self.emit(self.cfg.terminals, packet);
                     }
@@ -1904,11 +2032,11 @@ impl<S: SecureStore> TimerTable for InlineProxy<S> {
                 }
             }
             Timer::Hard(t, spi) => {
-                let ike = self.sas.get(&(t, spi)).map(|s| s.ike);
+                let owner = self.sas.get(&(t, spi)).map(|s| s.owner);
                 let _ = self.remove_sa(now, t, spi);
                 // Expired means S6/S16 say no: the next start negotiates from scratch.
-                if let Some(ike) = ike {
-                    self.delete_ike(now, t, ike);
+                if let Some(owner) = owner {
+                    self.delete_ike(now, t, owner);
                 }
             }
         }
