@@ -2303,7 +2303,7 @@ impl Inline {
                 moved = true;
                 match o {
                     Output::Packet { iface, data } if iface == PROXY_INTERNET => {
-                        self.to_wire(&data)
+                        self.send_out(&data)
                     }
                     Output::Packet { iface, data } => {
                         assert_eq!(iface, PROXY_TERMINALS);
@@ -2368,7 +2368,7 @@ impl Inline {
 
     /// An IP packet the proxy sends toward charon: UDP from the terminal's address, sent
     /// from the socket of its source port (`Wire::send` checks both).
-    fn to_wire(&mut self, packet: &[u8]) {
+    fn send_out(&mut self, packet: &[u8]) {
         let info = parse_packet(packet).expect("the proxy sends IP packets");
         assert_eq!(info.protocol, PROTO_UDP, "only UDP leaves toward charon");
         assert_eq!(info.src, IpAddr::V4(DEPUTY), "from the terminal's address");
