@@ -41,6 +41,9 @@ CASES=(
   charon_rekeys_child_of_delegating_terminal
   charon_rekeys_ike_sa_of_delegating_terminal
   delegating_terminal_rekeys_ike_sa_with_charon
+  charon_initiates_to_inline_terminal
+  inline_terminal_initiates_to_charon
+  charon_rekeys_child_of_inline_terminal
 )
 TSHARK_CHECK=tshark_dissects_every_packet_of_the_run
 # A developer may run a subset: DEPUTY_INTEROP_CASES="deputy_initiator_aes128_sha256_x25519 …"

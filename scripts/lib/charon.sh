@@ -109,6 +109,20 @@ charon {
     vici {
       socket = unix://$work/charon.vici
     }
+    # The seed 001 cases' traffic selectors are the IKE addresses themselves (the inline
+    # proxy negotiates for 10.77.0.2 <-> 10.77.0.1). kernel-libipsec refuses the route
+    # through its TUN device for such a remote TS unless allowed; the route would then
+    # also catch charon's own IKE and ESP-in-UDP packets, so charon's sockets mark theirs
+    # and the routing rule to table 220 skips marked packets.
+    kernel-libipsec {
+      allow_peer_ts = yes
+    }
+    kernel-netlink {
+      fwmark = !0x42
+    }
+    socket-default {
+      fwmark = 0x42
+    }
   }
   filelog {
     interop {
