@@ -170,29 +170,71 @@ fn s1_policy_discard_drops() {
         ..Spec::default()
     };
     let w = world(&mut sim, &spec);
-    let probe = sim
-        .add_host(
-            "peer-2",
-            w.internet,
-            ip("192.0.2.2"),
-            deputy::sim::DatagramProbe::new(500),
-        )
+    // A second peer really starts IKE toward the terminal from 192.0.2.2.
+    let second = Peer::new(
+        &sim,
+        Ike::Initiator(Box::new(
+            deputy::ikev2::Initiator::new(
+                deputy::ikev2::InitiatorConfig {
+                    ike: peer_ike(&spec),
+                    local: "192.0.2.2:500".parse().unwrap(),
+                    remote: format!("{T1}:500").parse().unwrap(),
+                },
+                Box::new(sim.rng("second")),
+            )
+            .unwrap(),
+        )),
+    );
+    let second = sim
+        .add_host("peer-2", w.internet, ip("192.0.2.2"), second)
         .unwrap();
-    sim.with_actor(w.peer, |_: &mut Peer, _| ()).unwrap();
-    let before = proxy_stats(&mut sim, &w).policy_drops;
+    sim.set_raw_ip(second, deputy::sim::RawIp::All).unwrap();
     // S1 → S2: the peer's datagram to port 9 is dropped.
-    sim.with_actor(probe, |p: &mut deputy::sim::DatagramProbe, _| {
-        p.send(format!("{T1}:500").parse().unwrap(), b"\x00IKE?".to_vec())
+    inject_internet(&mut sim, &w, udp(PEER, 1000, T1, 9, b"dropped"));
+    assert_eq!(proxy_stats(&mut sim, &w).policy_drops, 1);
+    // The second peer's IKE_SA_INIT and every retransmission of it are dropped at S1,
+    // before S3 could see key exchange: no negotiation starts.
+    sim.command(second, |p: &mut Peer, now| {
+        if let Ike::Initiator(i) = &mut p.ike {
+            i.start(now)?;
+        }
+        p.pump(now);
+        Ok(())
     })
-    .unwrap()
     .unwrap();
-    let packet = udp(PEER, 1000, T1, 9, b"dropped");
-    sim.command(w.peer, |_: &mut Peer, _| Ok(())).unwrap();
-    inject_internet(&mut sim, &w, packet);
-    sim.run_for(Duration::from_secs(1)).unwrap();
-    assert_eq!(proxy_stats(&mut sim, &w).policy_drops, before + 2);
+    sim.run_for(Duration::from_secs(40)).unwrap();
+    assert!(proxy_stats(&mut sim, &w).policy_drops >= 3);
     assert!(received(&terminal_events(&mut sim, w.terminals[0])).is_empty());
     assert!(negotiations(&proxy_events(&mut sim, &w)).is_empty());
+    let failed: Vec<IkeEvent> = sim
+        .with_actor(second, |p: &mut Peer, _| p.ike_events.clone())
+        .unwrap();
+    assert!(
+        failed.iter().any(|e| matches!(e, IkeEvent::Failed { .. })),
+        "{failed:?}"
+    );
+}
+
+/// Lose `count` key-transfer messages of type `ty` on the LAN: to terminal 1, or from it.
+fn lose(
+    sim: &mut Sim,
+    w: &World,
+    ty: u8,
+    to_terminal: bool,
+    count: u64,
+) -> deputy::sim::fault::FaultId {
+    sim.add_fault(
+        Fault::new(FaultAction::Drop)
+            .on_network(w.lan)
+            .when(move |p| {
+                (if to_terminal { p.dst } else { p.src }) == ip(T1)
+                    && transfer::is_marked(p.payload)
+                    && Envelope::parse(p.payload).is_ok_and(|e| e.msg_type == ty)
+            })
+            .nth(0)
+            .count(count),
+    )
+    .unwrap()
 }
 
 /// Put `packet` on the Internet side of the proxy, as if the peer had sent it.
@@ -324,33 +366,38 @@ fn triggering_packet_is_held_then_sent_protected() {
 
 #[test]
 fn s6_stored_valid_sa_is_reused() {
+    // Fig. 3: the peer starts. The proxy's IKE_AUTH answer and its first key transfer are
+    // both lost, so the peer retransmits IKE_AUTH: S6 finds the IKE SA in the store (the
+    // engine answers from its cache) and the stored keys, never acknowledged, go to the
+    // terminal again — the same message, no second negotiation.
     let mut sim = Sim::new(7);
-    let w = world(&mut sim, &Spec::default());
-    // The first key transfer to the terminal is lost on the LAN.
-    let lost = sim
+    let spec = Spec {
+        peer_initiates_to: Some(1),
+        // The proxy's own retry is slower than the peer's, so the peer's retransmission
+        // is what brings the keys again.
+        proxy: |c| c.retry.initial = Duration::from_secs(2),
+        ..Spec::default()
+    };
+    let w = world(&mut sim, &spec);
+    let lost_auth = sim
         .add_fault(
             Fault::new(FaultAction::Drop)
-                .on_network(w.lan)
-                .when(|p| {
-                    p.dst == ip(T1)
-                        && transfer::is_marked(p.payload)
-                        && Envelope::parse(p.payload)
-                            .is_ok_and(|e| e.msg_type == transfer::msg::INSTALL)
-                })
-                .nth(0),
+                .on_network(w.internet)
+                .src_ip(ip(T1))
+                .nth(1),
         )
         .unwrap();
-    fig4(&mut sim, &w);
-    assert_eq!(sim.fault_stats(lost).unwrap().applied, 1);
+    let lost_install = lose(&mut sim, &w, transfer::msg::INSTALL, true, 1);
+    peer_start(&mut sim, &w);
+    settle(&mut sim);
+    assert_eq!(sim.fault_stats(lost_auth).unwrap().applied, 1);
+    assert_eq!(sim.fault_stats(lost_install).unwrap().applied, 1);
     let pe = proxy_events(&mut sim, &w);
-    // One negotiation: the stored SA was pushed again, not negotiated again (S16 → S19).
-    assert_eq!(negotiations(&pe).len(), 1);
-    assert_eq!(
+    assert_eq!(negotiations(&pe).len(), 1, "{pe:?}");
+    assert!(
         pe.iter()
-            .filter(|e| matches!(e, ProxyEvent::KeysPushed { .. }))
-            .count(),
-        1,
-        "the retransmission is the same message: {pe:?}"
+            .any(|e| matches!(e, ProxyEvent::KeysPushed { again: true, .. })),
+        "S6 pushed the stored keys again: {pe:?}"
     );
     let ike = peer_ike_events(&mut sim, &w);
     assert_eq!(
@@ -359,6 +406,176 @@ fn s6_stored_valid_sa_is_reused() {
             .count(),
         1
     );
+    let te = terminal_events(&mut sim, w.terminals[0]);
+    assert_eq!(installed(&te).len(), 1, "installed once: {te:?}");
+}
+
+#[test]
+fn lost_install_is_retransmitted_as_the_same_message() {
+    let mut sim = Sim::new(35);
+    let w = world(&mut sim, &Spec::default());
+    let lost = lose(&mut sim, &w, transfer::msg::INSTALL, true, 1);
+    fig4(&mut sim, &w);
+    assert_eq!(sim.fault_stats(lost).unwrap().applied, 1);
+    let pe = proxy_events(&mut sim, &w);
+    assert_eq!(negotiations(&pe).len(), 1);
+    // The retry timer resent the very message (one KeysPushed, one sequence number).
+    let installs: Vec<u32> = w
+        .lan_tap
+        .seen()
+        .iter()
+        .filter(|p| p.transfer(Some(transfer::msg::INSTALL)))
+        .map(|p| Envelope::parse(&p.payload).unwrap().seq)
+        .collect();
+    assert!(
+        installs.len() >= 2 && installs.iter().all(|s| *s == installs[0]),
+        "{installs:?}"
+    );
+    assert_eq!(
+        pe.iter()
+            .filter(|e| matches!(e, ProxyEvent::KeysPushed { .. }))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn reboot_with_an_unacknowledged_sa_rekeys_it() {
+    // Every ack from the terminal is lost: the proxy never learns that the keys were
+    // installed — and used (the held ping left under them). After the terminal restarts
+    // they must not come back: its sequence numbers would restart under the same key.
+    let mut sim = Sim::new(36);
+    let spec = Spec::default();
+    let w = world(&mut sim, &spec);
+    let acks = lose(&mut sim, &w, transfer::msg::ACK, false, 100);
+    let (first, _) = fig4(&mut sim, &w);
+    assert!(sim.fault_stats(acks).unwrap().applied >= 1);
+    assert!(
+        !sim.actor::<InlineProxy>(w.proxy)
+            .unwrap()
+            .acknowledged(1, first)
+    );
+    assert!(
+        !peer_received(&mut sim, &w).is_empty(),
+        "the keys were used"
+    );
+    sim.remove_fault(acks).unwrap();
+    proxy_events(&mut sim, &w);
+    let fresh = terminal_actor(&sim, &spec, 1, T1, "terminal1-rebooted");
+    sim.with_actor(w.terminals[0], |t: &mut Terminal, _| *t = fresh)
+        .unwrap();
+    assert!(matches!(
+        terminal_send(&mut sim, w.terminals[0], ping(T1, PEER, 2)),
+        Sent::Held(_)
+    ));
+    settle(&mut sim);
+    let pe = proxy_events(&mut sim, &w);
+    assert!(pe.contains(&ProxyEvent::Rekeying {
+        terminal: 1,
+        spi_in: first
+    }));
+    assert!(!pe.iter().any(|e| matches!(e,
+        ProxyEvent::KeysPushed { spi_in, .. } if *spi_in == first)));
+    let got = installed(&terminal_events(&mut sim, w.terminals[0]));
+    assert!(
+        !got.is_empty() && got.iter().all(|(spi, _, _)| *spi != first),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn soft_expiry_rekeys_once_then_the_old_sa_is_deleted() {
+    let mut sim = Sim::new(37);
+    let spec = Spec {
+        ike: |c| {
+            c.child_lifetime.soft_time = Some(Duration::from_secs(20));
+            c.child_lifetime.hard_time = Some(Duration::from_secs(40));
+        },
+        ..Spec::default()
+    };
+    let w = world(&mut sim, &spec);
+    let (first, _) = fig4(&mut sim, &w);
+    proxy_events(&mut sim, &w);
+    sim.run_for(Duration::from_secs(25)).unwrap();
+    let pe = proxy_events(&mut sim, &w);
+    let rekeys: Vec<_> = pe
+        .iter()
+        .filter(|e| matches!(e, ProxyEvent::Rekeying { .. }))
+        .collect();
+    assert_eq!(rekeys.len(), 1, "{pe:?}");
+    let ike = peer_ike_events(&mut sim, &w);
+    assert_eq!(
+        ike.iter()
+            .filter(|e| matches!(e, IkeEvent::ChildSaRekeyed { .. }))
+            .count(),
+        1
+    );
+    let te = terminal_events(&mut sim, w.terminals[0]);
+    assert!(installed(&te).iter().any(|(_, _, r)| *r == Some(first)));
+    assert!(te.iter().any(|e| matches!(e,
+        TerminalEvent::KeysDeleted { spis } if spis == &vec![first])));
+}
+
+#[test]
+fn a_host_with_its_own_ike_passes_when_listed() {
+    // 198.51.100.30 runs IKE itself; the proxy is told to let it (the seed would drop).
+    let mut sim = Sim::new(38);
+    let spec = Spec {
+        proxy: |c| c.own_ike = vec![ip("198.51.100.30")],
+        ..Spec::default()
+    };
+    let w = world(&mut sim, &spec);
+    let own = Peer::new(
+        &sim,
+        Ike::Responder(Box::new(
+            deputy::ikev2::Responder::new(
+                deputy::ikev2::ResponderConfig::new(peer_ike(&spec)),
+                Box::new(sim.rng("own")),
+                sim.now(),
+            )
+            .unwrap(),
+        )),
+    );
+    let own = sim
+        .add_host("own-ike", w.lan, ip("198.51.100.30"), own)
+        .unwrap();
+    sim.set_raw_ip(own, deputy::sim::RawIp::All).unwrap();
+    let initiator = Peer::new(
+        &sim,
+        Ike::Initiator(Box::new(
+            deputy::ikev2::Initiator::new(
+                deputy::ikev2::InitiatorConfig {
+                    ike: peer_ike(&spec),
+                    local: "192.0.2.5:500".parse().unwrap(),
+                    remote: "198.51.100.30:500".parse().unwrap(),
+                },
+                Box::new(sim.rng("far")),
+            )
+            .unwrap(),
+        )),
+    );
+    let far = sim
+        .add_host("far", w.internet, ip("192.0.2.5"), initiator)
+        .unwrap();
+    sim.set_raw_ip(far, deputy::sim::RawIp::All).unwrap();
+    sim.command(far, |p: &mut Peer, now| {
+        if let Ike::Initiator(i) = &mut p.ike {
+            i.start(now)?;
+        }
+        p.pump(now);
+        Ok(())
+    })
+    .unwrap();
+    settle(&mut sim);
+    let ike: Vec<IkeEvent> = sim
+        .with_actor(far, |p: &mut Peer, _| p.ike_events.clone())
+        .unwrap();
+    assert!(
+        ike.iter()
+            .any(|e| matches!(e, IkeEvent::ChildSaEstablished { .. })),
+        "{ike:?}"
+    );
+    assert!(negotiations(&proxy_events(&mut sim, &w)).is_empty());
 }
 
 #[test]
@@ -1227,9 +1444,9 @@ fn secure_store_removed_fails_closed() {
     let w = world(&mut sim, &Spec::default());
     fig4(&mut sim, &w);
     // ¶0024: the removable device holding the terminals' secrets is pulled out.
-    sim.command(w.proxy, |p: &mut InlineProxy, _| {
+    sim.command(w.proxy, |p: &mut InlineProxy, now| {
         p.store_mut().set_present(false);
-        p.store_changed()
+        p.store_changed(now)
     })
     .unwrap();
     let proxy = sim.actor::<InlineProxy>(w.proxy).unwrap();

@@ -236,6 +236,8 @@ pub struct Terminal {
     startup: Startup,
     /// SAs set by other means (¶0012), announced for the proxy to import.
     manual: Vec<u32>,
+    /// When we last announced because of a message sealed for an earlier boot.
+    stale_announced: Option<Instant>,
     ip_id: u16,
     stats: TerminalStats,
     outbox: Outbox<TerminalEvent>,
@@ -285,6 +287,7 @@ impl Terminal {
             triggers: Vec::new(),
             startup,
             manual: Vec::new(),
+            stale_announced: None,
             ip_id: 0,
             stats: TerminalStats::default(),
         })
@@ -318,6 +321,12 @@ impl Terminal {
     /// Install an SA set by other means than the proxy (¶0012: "by mutual agreement"); the
     /// next announce tells the proxy, which imports it into its SA store.
     pub fn install_manual(&mut self, now: Instant, sa: ChildSa) -> Result<(), Error> {
+        if self.manual.len() >= transfer::MAX_HELD {
+            return Err(Error::CapacityExceeded {
+                what: "SAs set by other means",
+                bound: transfer::MAX_HELD,
+            });
+        }
         let spi = sa.spi_in;
         let released = self.plane.install(now, sa)?;
         self.manual.push(spi);
@@ -399,6 +408,13 @@ impl Terminal {
 
     /// Seal `m` and put it on the wire from our address to `to`, port 500 both ends.
     fn send_transfer(&mut self, m: &Transfer, to: IpAddr) -> Result<Vec<u8>, Error> {
+        let packet = self.seal_transfer(m, to)?;
+        self.wire(packet.clone())?;
+        Ok(packet)
+    }
+
+    /// The IP packet carrying `m`, sealed, from our address to `to`.
+    fn seal_transfer(&mut self, m: &Transfer, to: IpAddr) -> Result<Vec<u8>, Error> {
         let from = self
             .source_for(to)
             .ok_or(Error::Transfer(TransferError::BadSelector))?;
@@ -413,7 +429,6 @@ impl Terminal {
             self.ip_id,
             &payload,
         )?;
-        self.wire(packet.clone())?;
         Ok(packet)
     }
 
@@ -490,6 +505,16 @@ impl Terminal {
             return self.outbox.event(TerminalEvent::Announced);
         }
         if !m.boot().is_some_and(|b| ct_eq(b, &self.boot)) {
+            // Sealed for an earlier boot of ours: the proxy does not know we restarted.
+            // Announce ourselves (its answer is a solicit), at most once per longest retry
+            // interval, so a stream of old messages costs one small datagram now and then.
+            let quiet = self
+                .stale_announced
+                .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.retry.max_interval);
+            if quiet {
+                self.stale_announced = Some(now);
+                self.announce(None, from.ip())?;
+            }
             return Err(TransferError::StaleNonce.into());
         }
         let seq = u64::from(env.seq);
@@ -502,19 +527,23 @@ impl Terminal {
             }
             return Err(TransferError::Replayed(env.seq).into());
         }
-        let _ = self.window.accept(seq);
+        // Applied before the sequence number is taken: if applying fails, the proxy's
+        // retransmission applies it again (installing is idempotent for the same keys).
         let outcome = self.apply(now, m)?;
         let ack = Transfer::Ack(Ack {
             boot: self.boot,
             acked: env.seq,
             outcome,
         });
-        let bytes = self.send_transfer(&ack, from.ip())?;
+        let bytes = self.seal_transfer(&ack, from.ip())?;
+        // The number is taken and the ack remembered before it is sent, so a lost ack (or
+        // a full queue) is answered again from the cache.
+        let _ = self.window.accept(seq);
         if self.acks.len() >= self.cfg.max_remembered_acks {
             self.acks.pop_front();
         }
-        self.acks.push_back((env.seq, bytes));
-        Ok(())
+        self.acks.push_back((env.seq, bytes.clone()));
+        self.wire(bytes)
     }
 
     /// Carry out an opened, fresh proxy message.
@@ -527,6 +556,14 @@ impl Terminal {
                 }
                 let child = *i.child;
                 self.triggers.retain(|t| !covers(&child, &t.selector));
+                // The same keys again (the proxy resent them after losing our ack): they
+                // are installed already; say done, change nothing.
+                if let Some(have) = self.plane.sa(spi_in)
+                    && have.keys_in == child.keys_in
+                    && have.keys_out == child.keys_out
+                {
+                    return Ok(AckOutcome::Done);
+                }
                 match self.plane.install(now, child) {
                     Ok(released) => {
                         self.emit_all(released)?;

@@ -613,30 +613,63 @@ impl<S: SecureStore> InlineProxy<S> {
     /// Delete every stored SA of a terminal and its IKE SAs, telling the terminal (a
     /// management flush).
     pub fn flush(&mut self, now: Instant, terminal: u64) -> Result<(), Error> {
+        self.delete_all_ike(now, terminal);
         let spis: Vec<u32> = self
             .sas
             .keys()
             .filter(|(t, _)| *t == terminal)
             .map(|(_, s)| *s)
             .collect();
+        // Every SA leaves the store whatever becomes of the notices (a bound on messages
+        // to the terminal loses a delete, never the flush).
+        let mut r = Ok(());
         for spi in &spis {
-            self.remove_sa(now, terminal, *spi)?;
+            r = r.and(self.remove_sa(now, terminal, *spi));
         }
         if let Some(t) = self.terminals.get_mut(&terminal) {
             t.responder = None;
             t.initiators.clear();
         }
-        Ok(())
+        r
+    }
+
+    /// Tell the peers of every IKE SA the terminal's engines hold that it is gone, so they
+    /// do not keep sending ESP nobody can open.
+    fn delete_all_ike(&mut self, now: Instant, terminal: u64) {
+        let Some(t) = self.terminals.get_mut(&terminal) else {
+            return;
+        };
+        let mut engines = Vec::new();
+        if let Some(r) = t.responder.as_mut() {
+            for id in r.established() {
+                let _ = r.delete_ike(now, id);
+            }
+            engines.push(Engine::Responder);
+        }
+        for (peer, n) in t.initiators.iter_mut() {
+            let _ = n.ike.delete_ike(now);
+            engines.push(Engine::Initiator(*peer));
+        }
+        for e in engines {
+            let _ = self.drain_engine(now, terminal, e, None);
+        }
     }
 
     /// The secure store changed (a device removed or inserted). Absent: fail closed —
     /// every SA negotiated with its secrets and every IKE engine is dropped (the terminals
     /// cannot be told: the delete would need the delegation keys that just left).
-    pub fn store_changed(&mut self) -> Result<(), Error> {
+    pub fn store_changed(&mut self, now: Instant) -> Result<(), Error> {
         if self.store.present() {
             return Ok(());
         }
+        // The IKE SAs' keys are in their engines, not in the store: the peers can still be
+        // told. The SA store's events are not wanted (the terminals cannot be told), so it
+        // is cleared first.
         self.sas.clear();
+        let ids: Vec<u64> = self.terminals.keys().copied().collect();
+        for id in ids {
+            self.delete_all_ike(now, id);
+        }
         for t in self.terminals.values_mut() {
             t.responder = None;
             t.initiators.clear();
@@ -683,6 +716,11 @@ impl<S: SecureStore> InlineProxy<S> {
                 start,
                 end,
             } => {
+                // A host behind the proxy that runs IKE itself: its exchange passes.
+                if self.cfg.own_ike.contains(&to.ip()) {
+                    self.stats.forwarded_in += 1;
+                    return self.emit(self.cfg.terminals, data.to_vec());
+                }
                 // S5: is the destination a delegated terminal?
                 let Some(terminal) = self.delegated(to.ip()) else {
                     self.stats.unknown_terminal_drops += 1;
@@ -1085,7 +1123,7 @@ impl<S: SecureStore> InlineProxy<S> {
             return Ok(());
         };
         let (peer, child) = (s.peer, s.remaining(now));
-        let min_gap = self.cfg.retry.initial;
+        let min_gap = self.cfg.retry.initial / 8;
         if let Some(t) = self.terminals.get_mut(&terminal) {
             let waiting = t
                 .waiting
@@ -1094,7 +1132,11 @@ impl<S: SecureStore> InlineProxy<S> {
             if waiting {
                 return Ok(());
             }
-            if let Some(p) = t.pushes.iter_mut().find(|p| p.what == PushKind::Install(spi_in)) {
+            if let Some(p) = t
+                .pushes
+                .iter_mut()
+                .find(|p| p.what == PushKind::Install(spi_in))
+            {
                 if now.saturating_duration_since(p.sent) < min_gap {
                     return Ok(());
                 }
@@ -1293,15 +1335,28 @@ impl<S: SecureStore> InlineProxy<S> {
 
     fn send_solicit(&mut self, now: Instant, to: IpAddr) -> Result<(), Error> {
         let retry = self.cfg.retry;
+        let bound = self.addresses.contains_key(&to);
         let Some(c) = self.challenge_mut(to) else {
             return Ok(());
         };
+        if c.tries == HELD_DOWN {
+            // The hold-down of a host that never answered is over: it may be learned anew.
+            self.forget_challenge(to);
+            return Ok(());
+        }
         c.tries += 1;
         let c2 = c.clone();
         match retry.next(now, c2.tries) {
             Some(next) => c.next = next,
-            // Unanswered: forget it (it may be asked again later).
-            None => self.forget_challenge(to),
+            // A delegated terminal may have messages waiting for its boot nonce: keep
+            // asking, at the longest interval.
+            None if bound => c.next = now + retry.max_interval,
+            // A learned host that never answers is held down (no solicits) for a while,
+            // so it is not asked again and again; this last solicit still goes out.
+            None => {
+                c.next = now + HOLD_DOWN;
+                c.tries = HELD_DOWN;
+            }
         }
         let m = Transfer::Solicit {
             challenge: c2.nonce,
@@ -1324,7 +1379,6 @@ impl<S: SecureStore> InlineProxy<S> {
             self.stats.malformed += 1;
             return Ok(());
         };
-        self.learn(now, info.src, info.dst)?;
         let own = &self.cfg.own_ike;
         let verdict = judge::from_terminal(
             &self.spd,
@@ -1334,6 +1388,10 @@ impl<S: SecureStore> InlineProxy<S> {
             self.cfg.clear_start,
             |a| own.contains(&a),
         );
+        // Address acquisition learns from what the policy lets through (S11 first).
+        if verdict != FromTerminal::Drop(DropReason::Policy) {
+            self.learn(now, info.src, info.dst)?;
+        }
         match verdict {
             FromTerminal::Drop(r) => {
                 self.count_drop(r);
@@ -1367,6 +1425,11 @@ impl<S: SecureStore> InlineProxy<S> {
     /// sealed announce.
     fn learn(&mut self, now: Instant, src: IpAddr, dst: IpAddr) -> Result<(), Error> {
         if self.addresses.contains_key(&src) || self.learned.contains_key(&src) {
+            return Ok(());
+        }
+        // Only a unicast host can be a terminal, and a solicit must come from a unicast
+        // address (the proxy speaks with the address the host was talking to).
+        if !unicast(src) || !unicast(dst) {
             return Ok(());
         }
         if self.learned.len() >= self.cfg.max_learned {
@@ -1524,7 +1587,11 @@ impl<S: SecureStore> InlineProxy<S> {
             .values()
             .filter(|s| s.terminal == terminal && s.owner == Owner::Imported)
             .count();
-        for sa in a.held.into_iter().take(transfer::MAX_HELD.saturating_sub(imported)) {
+        for sa in a
+            .held
+            .into_iter()
+            .take(transfer::MAX_HELD.saturating_sub(imported))
+        {
             if self.sas.len() >= self.cfg.max_sas || self.sas.contains_key(&(terminal, sa.spi_in)) {
                 continue;
             }
@@ -1615,7 +1682,10 @@ impl<S: SecureStore> InlineProxy<S> {
                 s.terminal == terminal
                     && s.peer == peer
                     && s.valid(now)
-                    && matches!(s.state, SaState::Pending | SaState::InUse | SaState::Rekeying)
+                    && matches!(
+                        s.state,
+                        SaState::Pending | SaState::InUse | SaState::Rekeying
+                    )
                     && covers(&s.child, &selector)
             })
             .map(|s| (s.child.spi_in, s.state));
@@ -1851,6 +1921,21 @@ impl<S: SecureStore> InlineProxy<S> {
         if let Some(engine) = owner.engine() {
             let _ = self.drain_engine(now, terminal, engine, None);
         }
+    }
+}
+
+/// How long a learned host that never answered a solicit is left alone.
+const HOLD_DOWN: Duration = Duration::from_secs(60);
+/// The tries count of a held-down challenge.
+const HELD_DOWN: u32 = u32::MAX;
+
+/// Whether an address can be a host's: not unspecified, multicast, broadcast or loopback.
+fn unicast(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v) => {
+            !(v.is_unspecified() || v.is_multicast() || v.is_broadcast() || v.is_loopback())
+        }
+        IpAddr::V6(v) => !(v.is_unspecified() || v.is_multicast() || v.is_loopback()),
     }
 }
 
