@@ -11,8 +11,8 @@
 //! [`ike::IkeSubstitute`] and the delegating [`ike::Terminal`]).
 //! Seed 001: the inline key-exchange proxy ([`inline`]), the IKE-less terminal it serves
 //! ([`ikeless`]) and the sealed key-transfer messages between them ([`transfer`], meant to
-//! be shared with seed 003).
-//! **Not built yet:** the operator network (seed 003).
+//! shared with seed 003). Seed 003: the operator network ([`operator`]: service control,
+//! key-exchange proxy, authentication server), for the same IKE-less terminal.
 
 pub mod dispatch;
 pub mod ike;
