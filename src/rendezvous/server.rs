@@ -518,10 +518,6 @@ impl<D: Directory> RendezvousServer<D> {
             self.transmit(from, data)?;
             return self.refuse_registration(RegistrationRefusal::Stale);
         }
-        let old = self.directory.lookup(reg.device, now);
-        if old.is_some_and(|e| reg.timestamp_ms <= e.last_timestamp_ms) {
-            return self.refuse_registration(RegistrationRefusal::Replayed);
-        }
         // The entry, and with it the last timestamp, lives until the timestamp has left
         // the skew window: a timestamp up to `skew` ahead of our clock stays acceptable
         // for up to `2 × skew`, which may be longer than the lifetime, and a replay after
@@ -535,19 +531,26 @@ impl<D: Directory> RendezvousServer<D> {
             .cfg
             .registration_lifetime
             .max(Duration::from_millis(in_window_ms));
-        let entry = DirectoryEntry {
-            addr: from,
-            last_timestamp_ms: reg.timestamp_ms,
-            expires: now + lifetime,
-            blocked_until: old.and_then(|e| e.blocked_until),
-        };
-        match self.directory.register(reg.device, entry, now) {
-            Err(_) => return self.refuse_registration(RegistrationRefusal::DirectoryFull),
-            Ok(Registered::New) => self.outbox.event(RendezvousEvent::DeviceRegistered {
+        // The replay check and the update in one directory probe.
+        let registered = self.directory.register_with(reg.device, now, |old| {
+            if old.is_some_and(|e| reg.timestamp_ms <= e.last_timestamp_ms) {
+                return Err(RegistrationRefusal::Replayed);
+            }
+            Ok(DirectoryEntry {
+                addr: from,
+                last_timestamp_ms: reg.timestamp_ms,
+                expires: now + lifetime,
+                blocked_until: old.and_then(|e| e.blocked_until),
+            })
+        });
+        match registered {
+            Err(why) => return self.refuse_registration(why),
+            Ok(Err(_)) => return self.refuse_registration(RegistrationRefusal::DirectoryFull),
+            Ok(Ok(Registered::New)) => self.outbox.event(RendezvousEvent::DeviceRegistered {
                 device: reg.device,
                 addr: from,
             })?,
-            Ok(Registered::Moved { from: old_addr }) => {
+            Ok(Ok(Registered::Moved { from: old_addr })) => {
                 self.stats.moves += 1;
                 self.outbox.event(RendezvousEvent::DeviceMoved {
                     device: reg.device,
@@ -555,7 +558,7 @@ impl<D: Directory> RendezvousServer<D> {
                     to: from,
                 })?;
             }
-            Ok(Registered::Refreshed) => {}
+            Ok(Ok(Registered::Refreshed)) => {}
         }
         self.stats.registrations += 1;
         let data = ack(AckStatus::Accepted).encode(key.as_bytes())?;
