@@ -80,6 +80,13 @@ pub trait Directory {
         Ok(self.register(device, entry, now))
     }
 
+    /// A hint that `device` is about to be registered: an implementation may start loading
+    /// its record, so that the memory access overlaps the work before it (the server
+    /// calls this before computing the registration's MACs). Does nothing by default.
+    fn prefetch(&self, device: DeviceId) {
+        let _ = device;
+    }
+
     /// Set or clear a live entry's device-wide back-off.
     fn set_blocked(&mut self, device: DeviceId, until: Option<Instant>, now: Instant);
 
@@ -434,7 +441,11 @@ impl MemoryDirectory {
         };
         s.set_blocked(entry.blocked_until);
         self.slots[i] = s;
-        self.lower_bound(i / BLOCK, expires);
+        // The block's bound is at most the record's old expiry, so a refresh (a later
+        // expiry of the same record) leaves it valid without touching the tree.
+        if old.is_empty() || expires < old.expires {
+            self.lower_bound(i / BLOCK, expires);
+        }
     }
 
     /// Lower block `b`'s bound to `secs` if that is earlier, and its ancestors with it.
@@ -614,6 +625,14 @@ impl Directory for MemoryDirectory {
         self.store(i, device, &entry);
         self.len += 1;
         Ok(Ok(Registered::New))
+    }
+
+    fn prefetch(&self, device: DeviceId) {
+        // A load whose value is kept (black_box), issued before the caller's hashing: a
+        // cache miss on a large table overlaps with it instead of following it. Without
+        // unsafe code there is no prefetch instruction to ask for; the load does as much
+        // as the out-of-order window allows.
+        core::hint::black_box(self.slots.get(self.home(device.0)).map(|s| s.device));
     }
 
     fn set_blocked(&mut self, device: DeviceId, until: Option<Instant>, now: Instant) {

@@ -19,6 +19,7 @@ use super::{DeviceId, RegistrationRefusal, RendezvousError, RendezvousEvent, Req
 use crate::channel::SecureStream;
 use crate::channel::{ClientCertPolicy, Connection};
 use crate::crypto::cert::{CertifiedKey, TrustStore};
+use crate::crypto::kdf::HmacSha256Key;
 use crate::io::{Input, Outbox, Output, StreamId, Transmit};
 use crate::ratelimit::{RateLimit, SourceLimiter};
 use crate::wire::{Limits, Message, WireError};
@@ -495,10 +496,13 @@ impl<D: Directory> RendezvousServer<D> {
         msg: &Message<'_>,
         reg: Register,
     ) -> Result<(), Error> {
+        self.directory.prefetch(reg.device);
         let Some(key) = self.cfg.keys.key(reg.device) else {
             return self.refuse_registration(RegistrationRefusal::UnknownDevice);
         };
-        if !messages::verify_mac(msg, key.as_bytes(), REGISTRATION_MAC_LEN) {
+        // The device key's HMAC states, made once for the check and the acknowledgement.
+        let key = HmacSha256Key::new(key.as_bytes());
+        if !messages::verify_mac_key(msg, &key, REGISTRATION_MAC_LEN) {
             return self.refuse_registration(RegistrationRefusal::BadMac);
         }
         let server_ms = self.wall_ms(now);
@@ -514,7 +518,7 @@ impl<D: Directory> RendezvousServer<D> {
         if reg.timestamp_ms.abs_diff(server_ms) > skew {
             // Authentic but outside the window: tell the device our clock (MAC'd), so it
             // can correct its own.
-            let data = ack(AckStatus::Stale).encode(key.as_bytes())?;
+            let data = ack(AckStatus::Stale).encode_with_key(&key)?;
             self.transmit(from, data)?;
             return self.refuse_registration(RegistrationRefusal::Stale);
         }
@@ -561,7 +565,7 @@ impl<D: Directory> RendezvousServer<D> {
             Ok(Ok(Registered::Refreshed)) => {}
         }
         self.stats.registrations += 1;
-        let data = ack(AckStatus::Accepted).encode(key.as_bytes())?;
+        let data = ack(AckStatus::Accepted).encode_with_key(&key)?;
         self.transmit(from, data)
     }
 
