@@ -93,7 +93,10 @@ pub trait Directory {
     /// Remove up to `max` expired entries; returns how many were removed.
     fn expire(&mut self, now: Instant, max: usize) -> usize;
 
-    /// When the next entry expires (the server's timer for [`Directory::expire`]).
+    /// When the next entry expires (the server's timer for [`Directory::expire`]), or an
+    /// earlier instant: an implementation may answer a lower bound (as [`MemoryDirectory`]
+    /// does), never a later one. A timer that fires early costs a [`Directory::expire`]
+    /// that finds nothing, after which the bound it looked at is exact.
     fn next_expiry(&self) -> Option<Instant>;
 
     /// Entries held (live or not yet reclaimed).
