@@ -1052,4 +1052,59 @@ mod tests {
         assert_eq!(got, Ok(Ok(Registered::New)));
         assert_eq!(d.len(), 1);
     }
+
+    /// A directory with only the required methods: the trait's own `register_with` and
+    /// `prefetch` run, as they would for a deployment's backend.
+    struct Plain(MemoryDirectory);
+
+    impl Directory for Plain {
+        fn lookup(&self, device: DeviceId, now: Instant) -> Option<DirectoryEntry> {
+            self.0.lookup(device, now)
+        }
+        fn register(
+            &mut self,
+            device: DeviceId,
+            entry: DirectoryEntry,
+            now: Instant,
+        ) -> Result<Registered, DirectoryFull> {
+            self.0.register(device, entry, now)
+        }
+        fn set_blocked(&mut self, device: DeviceId, until: Option<Instant>, now: Instant) {
+            self.0.set_blocked(device, until, now)
+        }
+        fn expire(&mut self, now: Instant, max: usize) -> usize {
+            self.0.expire(now, max)
+        }
+        fn next_expiry(&self) -> Option<Instant> {
+            self.0.next_expiry()
+        }
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn capacity(&self) -> usize {
+            self.0.capacity()
+        }
+    }
+
+    #[test]
+    fn the_default_register_with_looks_up_then_registers() {
+        let mut d = Plain(MemoryDirectory::new(1));
+        let t = Instant::from_secs(1);
+        d.prefetch(DeviceId(1));
+        assert_eq!(
+            d.register_with(DeviceId(1), t, |old| {
+                assert!(old.is_none());
+                Ok::<_, ()>(entry(1, 10))
+            }),
+            Ok(Ok(Registered::New))
+        );
+        assert_eq!(
+            d.register_with(DeviceId(1), t, |old| Err(old.map(|e| e.addr.port()))),
+            Err(Some(1))
+        );
+        assert_eq!(
+            d.register_with(DeviceId(2), t, |_| Ok::<_, ()>(entry(2, 10))),
+            Ok(Err(DirectoryFull { capacity: 1 }))
+        );
+    }
 }
