@@ -27,7 +27,7 @@ use super::DeviceId;
 use crate::crypto::aead::{AeadAlg, AeadKey, NONCE_LEN};
 use crate::crypto::cert::SigningKeyPair;
 use crate::crypto::dh::{Group, KeyPair};
-use crate::crypto::kdf::{Prk, hmac_sha256, hmac_sha256_parts};
+use crate::crypto::kdf::{HmacSha256Key, Prk, hmac_sha256};
 use crate::crypto::{CryptoError, ct_eq};
 
 const REGISTRATION_LABEL: &[u8] = b"deputy rendezvous registration v1\0";
@@ -67,7 +67,9 @@ pub trait RegistrationKeys {
 /// device with [`DerivedRegistrationKeys::device_key`] and the server keeps only the
 /// master, so a directory of a million devices needs no key table.
 pub struct DerivedRegistrationKeys {
-    master: Zeroizing<[u8; 32]>,
+    /// The master made ready as an HMAC key once: a derivation clones its states instead
+    /// of hashing the padded master twice per device (sha2 wipes them on drop).
+    master: HmacSha256Key,
 }
 
 impl fmt::Debug for DerivedRegistrationKeys {
@@ -79,17 +81,17 @@ impl fmt::Debug for DerivedRegistrationKeys {
 impl DerivedRegistrationKeys {
     /// Keys derived from `master`.
     pub fn new(master: [u8; 32]) -> Self {
+        let master = Zeroizing::new(master);
         DerivedRegistrationKeys {
-            master: Zeroizing::new(master),
+            master: HmacSha256Key::new(&*master),
         }
     }
 
     /// The key to provision into `device`.
     pub fn device_key(&self, device: DeviceId) -> RegistrationKey {
-        let mac = hmac_sha256_parts(
-            &*self.master,
-            &[REGISTRATION_LABEL, &device.0.to_be_bytes()],
-        );
+        let mac = self
+            .master
+            .mac_parts(&[REGISTRATION_LABEL, &device.0.to_be_bytes()]);
         RegistrationKey::from_bytes(mac)
     }
 }

@@ -21,7 +21,7 @@ use core::time::Duration;
 
 use super::{DeviceId, RendezvousError, RequestRefusal};
 use crate::crypto::ct_eq;
-use crate::crypto::kdf::hmac_sha256_parts;
+use crate::crypto::kdf::HmacSha256Key;
 use crate::wire::{
     self, CRITICAL, FIELD_HEADER_LEN, FieldWriter, Fields, Limits, Message, WireError,
 };
@@ -135,10 +135,10 @@ pub const MAX_PEER_PAYLOAD: usize = 1200;
 
 const MAC_CONTEXT: &[u8] = b"deputy rendezvous mac v1\0";
 
-/// Compute the MAC of a message: `HMAC(key, context ‖ type ‖ session ‖ body)`, truncated.
-fn mac(key: &[u8], ty: u8, session: u64, body: &[u8], len: usize) -> Vec<u8> {
-    let full = hmac_sha256_parts(key, &[MAC_CONTEXT, &[ty], &session.to_be_bytes(), body]);
-    full[..len].to_vec()
+/// Compute the MAC of a message: `HMAC(key, context ‖ type ‖ session ‖ body)` (truncate
+/// it to the message's MAC length).
+fn mac(key: &HmacSha256Key, ty: u8, session: u64, body: &[u8]) -> [u8; 32] {
+    key.mac_parts(&[MAC_CONTEXT, &[ty], &session.to_be_bytes(), body])
 }
 
 /// Encode a message whose last field is a MAC under `key`.
@@ -149,14 +149,31 @@ fn encode_with_mac(
     key: &[u8],
     mac_len: usize,
 ) -> Result<Vec<u8>, WireError> {
-    let body = w.clone().finish()?;
-    let tag = mac(key, ty, session, &body, mac_len);
-    wire::encode(ty, session, w.bytes(F_MAC, &tag))
+    encode_with_mac_key(ty, session, w, &HmacSha256Key::new(key), mac_len)
+}
+
+/// [`encode_with_mac`] under a key made ready once (the server's registration path keys
+/// its acknowledgement with the state it verified the registration with).
+fn encode_with_mac_key(
+    ty: u8,
+    session: u64,
+    w: FieldWriter,
+    key: &HmacSha256Key,
+    mac_len: usize,
+) -> Result<Vec<u8>, WireError> {
+    let full = mac(key, ty, session, w.fields()?);
+    let tag = full.get(..mac_len).unwrap_or(&full);
+    wire::encode(ty, session, w.bytes(F_MAC, tag))
 }
 
 /// Whether the message's last field is a MAC of the right length that verifies under
 /// `key`. Constant time in the MAC comparison.
 pub fn verify_mac(msg: &Message<'_>, key: &[u8], mac_len: usize) -> bool {
+    verify_mac_key(msg, &HmacSha256Key::new(key), mac_len)
+}
+
+/// [`verify_mac`] under a key made ready once.
+pub(crate) fn verify_mac_key(msg: &Message<'_>, key: &HmacSha256Key, mac_len: usize) -> bool {
     let body = msg.fields.as_bytes();
     let Some(last) = msg.fields.iter().last() else {
         return false;
@@ -165,8 +182,10 @@ pub fn verify_mac(msg: &Message<'_>, key: &[u8], mac_len: usize) -> bool {
         return false;
     }
     let covered = &body[..body.len() - FIELD_HEADER_LEN - last.value.len()];
-    let expected = mac(key, msg.msg_type(), msg.session(), covered, mac_len);
-    ct_eq(&expected, last.value)
+    let expected = mac(key, msg.msg_type(), msg.session(), covered);
+    expected
+        .get(..mac_len)
+        .is_some_and(|expected| ct_eq(expected, last.value))
 }
 
 fn expect_type(msg: &Message<'_>, ty: u8) -> Result<(), WireError> {
@@ -279,7 +298,13 @@ pub struct RegisterAck {
 impl RegisterAck {
     /// Encode, MAC'd with the device's registration key.
     pub fn encode(&self, key: &[u8]) -> Result<Vec<u8>, WireError> {
-        let w = FieldWriter::new()
+        self.encode_with_key(&HmacSha256Key::new(key))
+    }
+
+    /// [`RegisterAck::encode`] under the key made ready once.
+    pub(crate) fn encode_with_key(&self, key: &HmacSha256Key) -> Result<Vec<u8>, WireError> {
+        // Room for every field and the MAC: one allocation for the fields.
+        let w = FieldWriter::with_capacity(128)
             .u64(F_DEVICE, self.device.0)
             .bytes(F_NONCE, &self.nonce)
             .addr(F_OBSERVED, self.observed)
@@ -292,7 +317,7 @@ impl RegisterAck {
                     AckStatus::Stale => 1,
                 },
             );
-        encode_with_mac(REGISTER_ACK, 0, w, key, REGISTRATION_MAC_LEN)
+        encode_with_mac_key(REGISTER_ACK, 0, w, key, REGISTRATION_MAC_LEN)
     }
 
     /// Decode without checking the MAC.

@@ -19,6 +19,7 @@ use super::{DeviceId, RegistrationRefusal, RendezvousError, RendezvousEvent, Req
 use crate::channel::SecureStream;
 use crate::channel::{ClientCertPolicy, Connection};
 use crate::crypto::cert::{CertifiedKey, TrustStore};
+use crate::crypto::kdf::HmacSha256Key;
 use crate::io::{Input, Outbox, Output, StreamId, Transmit};
 use crate::ratelimit::{RateLimit, SourceLimiter};
 use crate::wire::{Limits, Message, WireError};
@@ -495,10 +496,13 @@ impl<D: Directory> RendezvousServer<D> {
         msg: &Message<'_>,
         reg: Register,
     ) -> Result<(), Error> {
+        self.directory.prefetch(reg.device);
         let Some(key) = self.cfg.keys.key(reg.device) else {
             return self.refuse_registration(RegistrationRefusal::UnknownDevice);
         };
-        if !messages::verify_mac(msg, key.as_bytes(), REGISTRATION_MAC_LEN) {
+        // The device key's HMAC states, made once for the check and the acknowledgement.
+        let key = HmacSha256Key::new(key.as_bytes());
+        if !messages::verify_mac_key(msg, &key, REGISTRATION_MAC_LEN) {
             return self.refuse_registration(RegistrationRefusal::BadMac);
         }
         let server_ms = self.wall_ms(now);
@@ -514,13 +518,9 @@ impl<D: Directory> RendezvousServer<D> {
         if reg.timestamp_ms.abs_diff(server_ms) > skew {
             // Authentic but outside the window: tell the device our clock (MAC'd), so it
             // can correct its own.
-            let data = ack(AckStatus::Stale).encode(key.as_bytes())?;
+            let data = ack(AckStatus::Stale).encode_with_key(&key)?;
             self.transmit(from, data)?;
             return self.refuse_registration(RegistrationRefusal::Stale);
-        }
-        let old = self.directory.lookup(reg.device, now);
-        if old.is_some_and(|e| reg.timestamp_ms <= e.last_timestamp_ms) {
-            return self.refuse_registration(RegistrationRefusal::Replayed);
         }
         // The entry, and with it the last timestamp, lives until the timestamp has left
         // the skew window: a timestamp up to `skew` ahead of our clock stays acceptable
@@ -535,19 +535,26 @@ impl<D: Directory> RendezvousServer<D> {
             .cfg
             .registration_lifetime
             .max(Duration::from_millis(in_window_ms));
-        let entry = DirectoryEntry {
-            addr: from,
-            last_timestamp_ms: reg.timestamp_ms,
-            expires: now + lifetime,
-            blocked_until: old.and_then(|e| e.blocked_until),
-        };
-        match self.directory.register(reg.device, entry, now) {
-            Err(_) => return self.refuse_registration(RegistrationRefusal::DirectoryFull),
-            Ok(Registered::New) => self.outbox.event(RendezvousEvent::DeviceRegistered {
+        // The replay check and the update in one directory probe.
+        let registered = self.directory.register_with(reg.device, now, |old| {
+            if old.is_some_and(|e| reg.timestamp_ms <= e.last_timestamp_ms) {
+                return Err(RegistrationRefusal::Replayed);
+            }
+            Ok(DirectoryEntry {
+                addr: from,
+                last_timestamp_ms: reg.timestamp_ms,
+                expires: now + lifetime,
+                blocked_until: old.and_then(|e| e.blocked_until),
+            })
+        });
+        match registered {
+            Err(why) => return self.refuse_registration(why),
+            Ok(Err(_)) => return self.refuse_registration(RegistrationRefusal::DirectoryFull),
+            Ok(Ok(Registered::New)) => self.outbox.event(RendezvousEvent::DeviceRegistered {
                 device: reg.device,
                 addr: from,
             })?,
-            Ok(Registered::Moved { from: old_addr }) => {
+            Ok(Ok(Registered::Moved { from: old_addr })) => {
                 self.stats.moves += 1;
                 self.outbox.event(RendezvousEvent::DeviceMoved {
                     device: reg.device,
@@ -555,10 +562,10 @@ impl<D: Directory> RendezvousServer<D> {
                     to: from,
                 })?;
             }
-            Ok(Registered::Refreshed) => {}
+            Ok(Ok(Registered::Refreshed)) => {}
         }
         self.stats.registrations += 1;
-        let data = ack(AckStatus::Accepted).encode(key.as_bytes())?;
+        let data = ack(AckStatus::Accepted).encode_with_key(&key)?;
         self.transmit(from, data)
     }
 

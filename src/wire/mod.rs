@@ -435,6 +435,23 @@ impl FieldWriter {
         Self::default()
     }
 
+    /// An empty field list with room for `bytes` of fields.
+    pub fn with_capacity(bytes: usize) -> Self {
+        FieldWriter {
+            buf: Vec::with_capacity(bytes),
+            error: None,
+        }
+    }
+
+    /// The fields so far, or the first error: what [`FieldWriter::finish`] would return,
+    /// without giving the writer up.
+    pub fn fields(&self) -> Result<&[u8], WireError> {
+        match &self.error {
+            Some(e) => Err(*e),
+            None => Ok(&self.buf),
+        }
+    }
+
     /// Append a field.
     pub fn bytes(mut self, ty: u16, value: &[u8]) -> Self {
         self.push(ty, value);
