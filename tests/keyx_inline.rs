@@ -1461,3 +1461,96 @@ fn secure_store_removed_fails_closed() {
     assert!(negotiations(&proxy_events(&mut sim, &w)).is_empty());
     assert!(installed(&terminal_events(&mut sim, w.terminals[0])).is_empty());
 }
+
+#[test]
+fn compat_mode_clear_start_never_leaves_in_clear() {
+    // The terminal's own policy sends everything in clear; the proxy's protect row for its
+    // traffic to the peer, in compat mode, makes the clear packet a start request (S13).
+    let mut sim = Sim::new(39);
+    let spec = Spec {
+        protect: false,
+        proxy: |c| {
+            c.clear_start = true;
+            c.policy.push(Policy::new(
+                Selector::parse("198.51.100.10/32", "192.0.2.1/32").unwrap(),
+                Direction::Outbound,
+                Action::Protect,
+            ));
+        },
+        ..Spec::default()
+    };
+    let w = world(&mut sim, &spec);
+    let t = w.terminals[0];
+    assert_eq!(terminal_send(&mut sim, t, ping(T1, PEER, 1)), Sent::Clear);
+    settle(&mut sim);
+    assert!(
+        w.internet_tap.seen().iter().all(|p| p.protocol != 1),
+        "never in clear"
+    );
+    assert_eq!(proxy_stats(&mut sim, &w).clear_starts, 1);
+    assert_eq!(
+        negotiations(&proxy_events(&mut sim, &w)),
+        vec![(1, ip(PEER), true)]
+    );
+    assert_eq!(installed(&terminal_events(&mut sim, t)).len(), 1);
+}
+
+#[test]
+fn s7_failure_is_told_to_the_terminal() {
+    // The peer holds another pre-shared key: IKE_AUTH fails, nothing is stored, and the
+    // terminal's trigger is answered with a failure (it stops waiting).
+    let mut sim = Sim::new(40);
+    let spec = Spec {
+        ike: |c| {
+            if c.local_id == deputy::ikev2::Identity::Fqdn("peer.example".into()) {
+                *c = deputy::ikev2::IkeConfig::new(c.local_id.clone(), b"another key");
+            }
+        },
+        ..Spec::default()
+    };
+    let w = world(&mut sim, &spec);
+    let t = w.terminals[0];
+    terminal_send(&mut sim, t, ping(T1, PEER, 1));
+    settle(&mut sim);
+    let te = terminal_events(&mut sim, t);
+    assert!(
+        te.iter().any(|e| matches!(
+            e,
+            TerminalEvent::DelegationFailed {
+                reason: deputy::keyx::transfer::FailureReason::AuthenticationFailed,
+                ..
+            }
+        )),
+        "{te:?}"
+    );
+    assert!(installed(&te).is_empty());
+    assert_eq!(
+        sim.actor::<InlineProxy>(w.proxy)
+            .unwrap()
+            .stored_sas()
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn s3_ikev1_dropped_esp_in_udp_and_keepalives_forwarded() {
+    let mut sim = Sim::new(41);
+    let w = world(&mut sim, &Spec::default());
+    // IKEv1 (major version 1) toward the terminal: dropped, counted.
+    let mut v1 = vec![0u8; 28];
+    v1[..8].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+    v1[17] = 0x10;
+    inject_internet(&mut sim, &w, udp(PEER, 500, T1, 500, &v1));
+    // ESP in UDP (a non-zero SPI) and a NAT keepalive on 4500 are the terminal's business.
+    inject_internet(
+        &mut sim,
+        &w,
+        udp(PEER, 4500, T1, 4500, &[0, 0, 1, 0, 0, 0, 0, 1, 9, 9]),
+    );
+    inject_internet(&mut sim, &w, udp(PEER, 4500, T1, 4500, &[0xff]));
+    sim.run_for(Duration::from_millis(10)).unwrap();
+    let stats = proxy_stats(&mut sim, &w);
+    assert_eq!((stats.ikev1_drops, stats.forwarded_in), (1, 2));
+    assert!(negotiations(&proxy_events(&mut sim, &w)).is_empty());
+}
