@@ -24,14 +24,15 @@ use core::fmt;
 use core::net::SocketAddr;
 use core::time::Duration;
 
+use hmac::{Hmac, KeyInit, Mac};
 use rand_core::CryptoRng;
+use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::OffloadEvent;
 use super::messages::{Ack, Challenge, Decoded, LinkFields, Message, Resync, split_mac};
 use super::{OffloadError, backoff};
 use crate::crypto::ct_eq;
-use crate::crypto::kdf::hmac_sha256_parts;
 use crate::io::{Outbox, Output, Transmit};
 use crate::wire::Limits;
 use crate::{Error, Instant};
@@ -45,8 +46,36 @@ const UNKEYED_KEY: &[u8] = b"deputy offload unkeyed link: a damage check, not au
 
 /// The damage check of an unkeyed link message: the MAC field, computed as a keyed link
 /// computes it but under [`UNKEYED_KEY`].
+#[cfg(test)]
 pub(crate) fn unkeyed_check(covered: &[u8]) -> [u8; 32] {
-    hmac_sha256_parts(UNKEYED_KEY, &[MAC_CONTEXT, covered])
+    crate::crypto::kdf::hmac_sha256_parts(UNKEYED_KEY, &[MAC_CONTEXT, covered])
+}
+
+/// A link's MAC, HMAC-SHA256(key, [`MAC_CONTEXT`] ‖ covered), with the key and the
+/// context absorbed once: each message clones this state and hashes only its own bytes.
+/// Keying HMAC costs two SHA-256 blocks (the inner and outer pads), more than a short
+/// message's own; keying once per link instead of once per message halves the hashing of
+/// an S26 and its acknowledgement.
+///
+/// The state is as secret as the key (it computes the MAC): its SHA-256 states, and every
+/// clone's, are wiped on drop (sha2's `zeroize` feature).
+#[derive(Clone)]
+struct LinkMac(Hmac<Sha256>);
+
+impl LinkMac {
+    fn new(key: &[u8]) -> LinkMac {
+        // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(MAC_CONTEXT);
+        LinkMac(mac)
+    }
+
+    fn mac(&self, covered: &[u8]) -> [u8; 32] {
+        let mut mac = self.0.clone();
+        mac.update(covered);
+        mac.finalize().into_bytes().into()
+    }
 }
 
 /// A provisioned closed-network link key (16 to 64 bytes), wiped on drop.
@@ -65,10 +94,6 @@ impl LinkKey {
             return Err(OffloadError::BadLinkKeyLength(key.len()).into());
         }
         Ok(LinkKey(Zeroizing::new(key.to_vec())))
-    }
-
-    fn mac(&self, covered: &[u8]) -> [u8; 32] {
-        hmac_sha256_parts(&self.0, &[MAC_CONTEXT, covered])
     }
 }
 
@@ -167,7 +192,9 @@ impl Receiver {
 pub(crate) struct Link<T> {
     local: SocketAddr,
     peer: SocketAddr,
-    key: Option<LinkKey>,
+    /// Whether a link key was provisioned (else `mac` is the public damage check).
+    keyed: bool,
+    mac: LinkMac,
     timing: LinkTiming,
     epoch: u64,
     next_seq: u64,
@@ -179,7 +206,7 @@ impl<T> fmt::Debug for Link<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Link")
             .field("peer", &self.peer)
-            .field("keyed", &self.key.is_some())
+            .field("keyed", &self.keyed)
             .field("in_flight", &self.in_flight.len())
             .field("held", &self.rx.held.len())
             .finish_non_exhaustive()
@@ -196,10 +223,15 @@ impl<T: Clone> Link<T> {
         first_seq: u64,
         epoch: u64,
     ) -> Self {
+        let mac = match &key {
+            Some(k) => LinkMac::new(&k.0),
+            None => LinkMac::new(UNKEYED_KEY),
+        };
         Link {
             local,
             peer,
-            key,
+            keyed: key.is_some(),
+            mac,
             timing: LinkTiming {
                 max_in_flight: timing.max_in_flight.clamp(1, 32),
                 ..timing
@@ -250,11 +282,7 @@ impl<T: Clone> Link<T> {
     }
 
     fn encode(&self, msg: &Message, link: LinkFields) -> Result<Vec<u8>, Error> {
-        let bytes = match &self.key {
-            Some(k) => msg.encode_link(link, Some(&|b: &[u8]| k.mac(b))),
-            None => msg.encode_link(link, Some(&unkeyed_check)),
-        };
-        Ok(bytes?)
+        Ok(msg.encode_link(link, Some(&|b: &[u8]| self.mac.mac(b)))?)
     }
 
     fn transmit(&self, data: Vec<u8>, outbox: &mut Outbox<OffloadEvent>) -> Result<(), Error> {
@@ -333,18 +361,15 @@ impl<T: Clone> Link<T> {
             floor,
             has_mac,
         } = Message::decode(raw, limits).map_err(OffloadError::Decode)?;
-        let refused = match self.key {
-            Some(_) => OffloadError::LinkAuthentication,
-            None => OffloadError::LinkDamaged,
+        let refused = if self.keyed {
+            OffloadError::LinkAuthentication
+        } else {
+            OffloadError::LinkDamaged
         };
         let Some((covered, mac)) = split_mac(raw).filter(|_| has_mac) else {
             return Err(refused.into());
         };
-        let expected = match &self.key {
-            Some(key) => key.mac(covered),
-            None => unkeyed_check(covered),
-        };
-        if !ct_eq(&expected, &mac) {
+        if !ct_eq(&self.mac.mac(covered), &mac) {
             return Err(refused.into());
         }
         let epoch = epoch.ok_or(OffloadError::LinkWithoutEpoch)?;
@@ -408,7 +433,7 @@ impl<T: Clone> Link<T> {
                     // First contact on an unkeyed link: nothing was delivered yet, so
                     // nothing can be delivered twice, and a wrong first epoch is left
                     // at the genuine sender's first message (a change, challenged below).
-                    None if self.key.is_none() => self.rx.start(epoch, floor),
+                    None if !self.keyed => self.rx.start(epoch, floor),
                     Some(current) if current == epoch => {
                         if self.far(floor) {
                             // A floor this far ahead would skip what the genuine sender
