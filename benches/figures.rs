@@ -966,16 +966,45 @@ fn offload_sessions(n: usize) -> Workload {
     })
 }
 
-/// Rounds of an offload figure's interleaved wall-clock ratio: more than the other
-/// figures' five, because the two sides differ a hundredfold in length (a handshake
-/// against one message), so a burst of load on a shared machine falls unevenly on them.
-const OFFLOAD_WALL_ROUNDS: usize = 15;
+/// Rounds of an offload figure's wall-clock measurement, and iterations of each side per
+/// round.
+const OFFLOAD_WALL_ROUNDS: usize = 5;
+const OFFLOAD_WALL_ITERS: usize = 400;
 
-/// An offload figure by the wall clock (interleaved), with the instruction counts beside
-/// it: the subject is mostly HMAC-SHA-256, which valgrind runs without the CPU's SHA
-/// instructions, so its instruction count overstates it several times. With `factor` the
-/// figure is the baseline's cost over the subject's (an offload factor), else the subject's
-/// over the baseline's.
+/// The median wall time of one iteration's counted part of `a` and of `b` (seconds), each
+/// iteration timed on its own, in interleaved rounds (a's iterations, b's, a's, ...).
+///
+/// Not the batches of [`wall`]: the two sides of an offload figure differ a hundredfold in
+/// length (a handshake against one message), and on a loaded machine a batch of the longer
+/// one comes out inflated in whole steps of tens of microseconds far more often than one of
+/// the shorter; single iterations are steady to a few per cent from the 10th to the 90th
+/// percentile.
+fn offload_walls(a: &str, b: &str) -> (f64, f64) {
+    let (mut wa, mut wb) = (workload(a), workload(b));
+    let time = |w: &mut Workload| {
+        INSIDE.with(|c| c.set(Duration::ZERO));
+        w();
+        INSIDE.with(Cell::get).as_secs_f64()
+    };
+    time(&mut wa);
+    time(&mut wb);
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    for _ in 0..OFFLOAD_WALL_ROUNDS {
+        ta.extend((0..OFFLOAD_WALL_ITERS).map(|_| time(&mut wa)));
+        tb.extend((0..OFFLOAD_WALL_ITERS).map(|_| time(&mut wb)));
+    }
+    let median = |mut t: Vec<f64>| {
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    };
+    (median(ta), median(tb))
+}
+
+/// An offload figure by the wall clock ([`offload_walls`]), with the instruction counts
+/// beside it: the subject is mostly HMAC-SHA-256, which valgrind runs without the CPU's
+/// SHA instructions, so its instruction count overstates it several times. With `factor`
+/// the figure is the baseline's cost over the subject's (an offload factor), else the
+/// subject's over the baseline's.
 fn offload_by_wall(
     costs: &mut Costs,
     name: &str,
@@ -983,25 +1012,24 @@ fn offload_by_wall(
     (subject, baseline): (&str, &str),
     factor: bool,
 ) {
-    let s = costs.cost(subject);
-    let b = costs.cost(baseline);
-    let ratio = costs.wall_ratio_of(subject, baseline, OFFLOAD_WALL_ROUNDS);
-    let (value, instructions) = match (s.instructions, b.instructions) {
-        (Some(si), Some(bi)) if factor => (1.0 / ratio, Some((bi, si, bi / si))),
-        (Some(si), Some(bi)) => (ratio, Some((si, bi, si / bi))),
-        _ if factor => (1.0 / ratio, None),
-        _ => (ratio, None),
+    let s = costs.instructions(subject);
+    let b = costs.instructions(baseline);
+    let (ws, wb) = offload_walls(subject, baseline);
+    let (value, walls, instructions) = match (s, b) {
+        (Some(si), Some(bi)) if factor => (wb / ws, (wb, ws), Some((bi, si, bi / si))),
+        (Some(si), Some(bi)) => (ws / wb, (ws, wb), Some((si, bi, si / bi))),
+        _ if factor => (wb / ws, (wb, ws), None),
+        _ => (ws / wb, (ws, wb), None),
     };
-    let (first, second) = if factor {
-        (b.wall, s.wall)
-    } else {
-        (s.wall, b.wall)
-    };
+    let walls = format!(
+        "wall, median of {} single iterations each, interleaved ({:.2?} vs {:.2?})",
+        OFFLOAD_WALL_ROUNDS * OFFLOAD_WALL_ITERS,
+        Duration::from_secs_f64(walls.0),
+        Duration::from_secs_f64(walls.1)
+    );
     let detail = match instructions {
-        Some((x, y, r)) => format!(
-            "wall, interleaved ({first:.2?} vs {second:.2?}); instructions {x:.0} vs {y:.0} = {r:.2}"
-        ),
-        None => format!("wall only: {first:.2?} vs {second:.2?}"),
+        Some((x, y, r)) => format!("{walls}; instructions {x:.0} vs {y:.0} = {r:.2}"),
+        None => walls,
     };
     let value = if factor {
         format!("{value:.1}")
@@ -1162,17 +1190,12 @@ impl Costs {
     /// Wall-clock ratio `a / b`, measured interleaved (a, b, a, b, ...) so that the load
     /// of a shared machine falls on both alike; the median of five.
     fn wall_ratio(&mut self, a: &str, b: &str) -> f64 {
-        self.wall_ratio_of(a, b, 5)
-    }
-
-    /// [`Costs::wall_ratio`] over `rounds` interleaved rounds (odd), the median.
-    fn wall_ratio_of(&mut self, a: &str, b: &str, rounds: usize) -> f64 {
         let (mut wa, mut wb) = (workload(a), workload(b));
-        let mut r: Vec<f64> = (0..rounds)
+        let mut r: Vec<f64> = (0..5)
             .map(|_| wall(&mut wa).as_secs_f64() / wall(&mut wb).as_secs_f64())
             .collect();
         r.sort_by(f64::total_cmp);
-        r[rounds / 2]
+        r[2]
     }
 }
 
