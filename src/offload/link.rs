@@ -187,6 +187,54 @@ impl Receiver {
     }
 }
 
+/// The messages one datagram made deliverable, in order: most often exactly one, held
+/// inline, since a `Vec` for it cost an allocation on the path every message takes.
+/// Read as a slice; taken by iterating.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) enum Taken {
+    #[default]
+    None,
+    One(Message),
+    Many(Vec<Message>),
+}
+
+impl From<Vec<Message>> for Taken {
+    fn from(messages: Vec<Message>) -> Taken {
+        if messages.is_empty() {
+            Taken::None
+        } else {
+            Taken::Many(messages)
+        }
+    }
+}
+
+impl core::ops::Deref for Taken {
+    type Target = [Message];
+
+    fn deref(&self) -> &[Message] {
+        match self {
+            Taken::None => &[],
+            Taken::One(m) => core::slice::from_ref(m),
+            Taken::Many(v) => v,
+        }
+    }
+}
+
+impl IntoIterator for Taken {
+    type Item = Message;
+    type IntoIter =
+        core::iter::Chain<core::option::IntoIter<Message>, alloc::vec::IntoIter<Message>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        let (one, many) = match self {
+            Taken::None => (None, Vec::new()),
+            Taken::One(m) => (Some(m), Vec::new()),
+            Taken::Many(v) => (None, v),
+        };
+        one.into_iter().chain(many)
+    }
+}
+
 /// One end of a closed-network link. `T` tags each reliable message so its loss can be
 /// reported.
 pub(crate) struct Link<T> {
@@ -353,7 +401,7 @@ impl<T: Clone> Link<T> {
         limits: &Limits,
         outbox: &mut Outbox<OffloadEvent>,
         rng: &mut dyn CryptoRng,
-    ) -> Result<Vec<Message>, Error> {
+    ) -> Result<Taken, Error> {
         let Decoded {
             message,
             seq,
@@ -378,7 +426,7 @@ impl<T: Clone> Link<T> {
                 if epoch != self.epoch || self.in_flight.remove(&seq).is_none() {
                     return Err(OffloadError::Replayed(seq).into());
                 }
-                Ok(Vec::new())
+                Ok(Taken::None)
             }
             Message::Challenge(Challenge { nonce }) => {
                 if epoch != self.epoch {
@@ -395,7 +443,7 @@ impl<T: Clone> Link<T> {
                 for m in self.in_flight.values() {
                     self.transmit(m.bytes.clone(), outbox)?;
                 }
-                Ok(Vec::new())
+                Ok(Taken::None)
             }
             Message::Resync(Resync { nonce }) => {
                 let floor = floor.ok_or(OffloadError::LinkWithoutFloor)?;
@@ -407,16 +455,16 @@ impl<T: Clone> Link<T> {
                         if self.rx.epoch == Some(epoch) {
                             // The live sender confirmed a far floor of its current epoch:
                             // move forward only, so nothing taken is taken again.
-                            Ok(self.rx.advance(floor))
+                            Ok(self.rx.advance(floor).into())
                         } else {
                             self.rx.start(epoch, floor);
-                            Ok(Vec::new())
+                            Ok(Taken::None)
                         }
                     }
                     _ if self.rx.epoch == Some(epoch) && self.far(floor) => {
                         self.challenge(epoch, outbox, rng)
                     }
-                    _ if self.rx.epoch == Some(epoch) => Ok(self.rx.advance(floor)),
+                    _ if self.rx.epoch == Some(epoch) => Ok(self.rx.advance(floor).into()),
                     _ => Err(OffloadError::Replayed(nonce).into()),
                 }
             }
@@ -452,7 +500,7 @@ impl<T: Clone> Link<T> {
                 if seq < next || self.rx.held.contains_key(&seq) {
                     // Already taken: acknowledge again so the sender stops.
                     self.control(&Message::Ack(Ack { seq }), epoch, None, outbox)?;
-                    return Ok(self.rx.advance(floor));
+                    return Ok(self.rx.advance(floor).into());
                 }
                 if seq - next >= RECEIVE_WINDOW {
                     return Err(OffloadError::SequenceOutOfWindow { seq, next }.into());
@@ -464,10 +512,10 @@ impl<T: Clone> Link<T> {
                     // at once instead of passing through `held` (a B-tree insert and
                     // remove per message).
                     self.rx.next = seq.wrapping_add(1);
-                    return Ok(alloc::vec![message]);
+                    return Ok(Taken::One(message));
                 }
                 self.rx.held.insert(seq, message);
-                Ok(self.rx.advance(floor))
+                Ok(self.rx.advance(floor).into())
             }
         }
     }
@@ -485,7 +533,7 @@ impl<T: Clone> Link<T> {
         epoch: u64,
         outbox: &mut Outbox<OffloadEvent>,
         rng: &mut dyn CryptoRng,
-    ) -> Result<Vec<Message>, Error> {
+    ) -> Result<Taken, Error> {
         let nonce = match self.rx.challenge {
             Some((e, n)) if e == epoch => n,
             _ => loop {
@@ -503,7 +551,7 @@ impl<T: Clone> Link<T> {
             None,
             outbox,
         )?;
-        Ok(Vec::new())
+        Ok(Taken::None)
     }
 
     /// Retransmit what is due; returns the tags of messages given up.
