@@ -41,6 +41,16 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use sha2::Sha256;
 
+use deputy::StreamId;
+use deputy::channel::{ClientConfig, Connection, Psk, ServerConfig};
+use deputy::offload::{
+    AccessPolicy, Appliance, ApplianceConfig, ApplianceEvent, ApplianceParams, CryptoProxy,
+    Discovery, LinkKey, OffloadEvent, ProxyConfig, RemoteNode, RemoteNodeConfig, ServedAppliance,
+    Target,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+
 mod common;
 use common::{ANCHOR, established, psk_configs, udp_packet};
 
@@ -589,6 +599,490 @@ fn ike_responder(group: Group) -> Workload {
     })
 }
 
+// ------------------------------------------------------------------ seed 000 offload
+
+const OFFLOAD_APPLIANCE: &str = "microwave";
+const OFFLOAD_LINK_KEY: &[u8] = b"provisioned link key for the home";
+
+fn offload_addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// A datagram as its receiver takes it.
+fn offload_datagram(t: &Transmit) -> Input<'_> {
+    Input::Datagram {
+        from: t.from,
+        to: t.to,
+        data: &t.data,
+    }
+}
+
+/// Seed 000 wired without a simulator: one appliance, one crypto proxy and `n` remote
+/// nodes, each with a session to the appliance through the proxy (flow A over a PSK
+/// channel; the closed-network link keyed or not). Outputs are handed between the actors
+/// as a driver would; datagrams for the appliance are held in `to_appliance` so that a
+/// workload can count the appliance's handling of them alone.
+struct OffloadHome {
+    appliance: Appliance,
+    proxy: CryptoProxy,
+    remotes: Vec<RemoteNode>,
+    /// The proxy's stream id of each remote node's stream to it, and back.
+    at_proxy: HashMap<(usize, StreamId), StreamId>,
+    at_remote: HashMap<StreamId, (usize, StreamId)>,
+    to_appliance: Vec<Transmit>,
+    delivered: usize,
+}
+
+impl OffloadHome {
+    fn new(n: usize, keyed: bool) -> OffloadHome {
+        let proxy_udp = offload_addr("192.168.0.2:5684");
+        let appliance_addr = offload_addr("192.168.0.10:5683");
+        let psk = Psk::new("remote", &[0x5a; 32]).unwrap();
+        let key = keyed.then(|| LinkKey::new(OFFLOAD_LINK_KEY).unwrap());
+        let mut pc = ProxyConfig::new(
+            ServerConfig::with_psks([psk.clone()], ANCHOR).unwrap(),
+            proxy_udp,
+        );
+        pc.max_sessions = n;
+        pc.max_streams = n;
+        let mut served = ServedAppliance::new(appliance_addr, AccessPolicy::AnyAuthenticated);
+        served.link_key = key.clone();
+        pc.serve(OFFLOAD_APPLIANCE, served).unwrap();
+        let rng = |seed| Box::new(ChaCha20Rng::seed_from_u64(seed));
+        let proxy = CryptoProxy::new(pc, rng(7));
+        let mut ac = ApplianceConfig::new(ApplianceParams {
+            name: OFFLOAD_APPLIANCE.into(),
+            local: appliance_addr,
+            proxy: proxy_udp,
+            proxy_public: offload_addr("192.168.0.2:8443"),
+        })
+        .unwrap();
+        ac.link_key = key;
+        ac.max_sessions = n;
+        let appliance = Appliance::new(ac, rng(8));
+        let remotes = (0..n)
+            .map(|i| {
+                let ip = Ipv4Addr::from(0x0b00_0000 + u32::try_from(i).unwrap());
+                let local = SocketAddr::new(ip.into(), 7000);
+                let mut cfg =
+                    RemoteNodeConfig::new(ClientConfig::with_psk(psk.clone(), ANCHOR), local);
+                cfg.psk_scope = vec![OFFLOAD_APPLIANCE.into()];
+                cfg.discovery = Discovery::WhenUnknown;
+                let mut remote = RemoteNode::new(cfg, rng(100 + i as u64));
+                remote
+                    .learn_proxy(
+                        Instant::ZERO,
+                        OFFLOAD_APPLIANCE,
+                        offload_addr("192.168.0.2:8443"),
+                    )
+                    .unwrap();
+                remote
+            })
+            .collect();
+        let mut home = OffloadHome {
+            appliance,
+            proxy,
+            remotes,
+            at_proxy: HashMap::new(),
+            at_remote: HashMap::new(),
+            to_appliance: Vec::new(),
+            delivered: 0,
+        };
+        // Each remote node sets its session up with a first message.
+        let target = home.target();
+        for i in 0..n {
+            home.remotes[i]
+                .send(Instant::ZERO, &target, b"hello")
+                .unwrap();
+            home.settle();
+        }
+        assert_eq!(home.delivered, n, "every session up");
+        assert_eq!(home.proxy.session_count(), n);
+        home
+    }
+
+    fn target(&self) -> Target {
+        Target::new(OFFLOAD_APPLIANCE, offload_addr("192.168.0.10:5683"))
+    }
+
+    /// Hand every output on until nothing moves, datagrams for the appliance included.
+    fn settle(&mut self) {
+        loop {
+            self.pump();
+            if self.to_appliance.is_empty() {
+                return;
+            }
+            for t in std::mem::take(&mut self.to_appliance) {
+                self.appliance_takes(&t);
+            }
+            self.appliance_outputs();
+        }
+    }
+
+    /// The appliance handles one datagram (its outputs stay in its outbox).
+    fn appliance_takes(&mut self, t: &Transmit) {
+        let input = offload_datagram(t);
+        self.appliance.handle_input(Instant::ZERO, input).unwrap();
+    }
+
+    /// Drain the appliance's outputs: datagrams go to the proxy.
+    fn appliance_outputs(&mut self) {
+        while let Some(o) = self.appliance.poll_output() {
+            self.route_appliance_output(o);
+        }
+    }
+
+    fn route_appliance_output(&mut self, o: Output<OffloadEvent>) {
+        match o {
+            Output::Transmit(t) => self.proxy_takes(&t),
+            Output::Event(OffloadEvent::Appliance(ApplianceEvent::Delivered { .. })) => {
+                self.delivered += 1;
+            }
+            Output::Event(_) => {}
+            other => panic!("appliance: {other:?}"),
+        }
+    }
+
+    fn proxy_takes(&mut self, t: &Transmit) {
+        let input = offload_datagram(t);
+        self.proxy.handle_input(Instant::ZERO, input).unwrap();
+    }
+
+    /// Hand the proxy's and the remote nodes' outputs on until none is left; datagrams
+    /// for the appliance are held in `to_appliance`.
+    fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(o) = self.proxy.poll_output() {
+                moved = true;
+                self.route_proxy_output(o);
+            }
+            for i in 0..self.remotes.len() {
+                while let Some(o) = self.remotes[i].poll_output() {
+                    moved = true;
+                    self.route_remote_output(i, o);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn route_proxy_output(&mut self, o: Output<OffloadEvent>) {
+        match o {
+            Output::Transmit(t) => self.to_appliance.push(t),
+            Output::StreamSend { id, data } => {
+                let (i, rid) = self.at_remote[&id];
+                let input = Input::StreamData {
+                    id: rid,
+                    data: &data,
+                };
+                self.remotes[i].handle_input(Instant::ZERO, input).unwrap();
+            }
+            Output::Event(_) => {}
+            other => panic!("proxy: {other:?}"),
+        }
+    }
+
+    fn route_remote_output(&mut self, i: usize, o: Output<OffloadEvent>) {
+        match o {
+            Output::Connect { id, local, remote } => {
+                let pid = StreamId::inbound(self.at_proxy.len() as u64 + 1);
+                self.at_proxy.insert((i, id), pid);
+                self.at_remote.insert(pid, (i, id));
+                let local = SocketAddr::new(local.ip(), 40_000);
+                let accepted = Input::StreamAccepted {
+                    id: pid,
+                    local: remote,
+                    remote: local,
+                };
+                self.proxy.handle_input(Instant::ZERO, accepted).unwrap();
+                let connected = Input::StreamConnected { id, local };
+                self.remotes[i]
+                    .handle_input(Instant::ZERO, connected)
+                    .unwrap();
+            }
+            Output::StreamSend { id, data } => {
+                let pid = self.at_proxy[&(i, id)];
+                let input = Input::StreamData {
+                    id: pid,
+                    data: &data,
+                };
+                self.proxy.handle_input(Instant::ZERO, input).unwrap();
+            }
+            Output::Event(_) => {}
+            other => panic!("remote node {i}: {other:?}"),
+        }
+    }
+}
+
+/// The counted part of an offload workload: `feed` hands `actor` its inputs, then its
+/// outputs are drained into `out` and its `poll_timeout` asked, as a driver does after
+/// every input.
+fn offload_counted<A: Actor<Event = OffloadEvent>>(
+    actor: &mut A,
+    out: &mut Vec<Output<OffloadEvent>>,
+    feed: impl FnOnce(&mut A),
+) {
+    figures_counted(|| {
+        feed(actor);
+        while let Some(o) = actor.poll_output() {
+            out.push(o);
+        }
+        black_box(actor.poll_timeout());
+    });
+}
+
+/// The appliance's cost of one S26 of `size` bytes on a keyed (or unkeyed) link: its
+/// `handle_input` of the proxy's datagram, the drain of its outputs (the delivery and the
+/// link's acknowledgement) and its `poll_timeout`, as a driver calls them. The remote
+/// node's send, the proxy's work and the acknowledgement's way back are outside the count.
+fn offload_s26(size: usize, keyed: bool) -> Workload {
+    let mut home = OffloadHome::new(1, keyed);
+    let target = home.target();
+    let payload = vec![0xab; size];
+    let mut out = Vec::with_capacity(8);
+    Box::new(move || {
+        home.remotes[0]
+            .send(Instant::ZERO, &target, black_box(&payload))
+            .unwrap();
+        home.pump();
+        let before = home.delivered;
+        let datagrams = std::mem::take(&mut home.to_appliance);
+        assert_eq!(datagrams.len(), 1, "one S26");
+        offload_counted(&mut home.appliance, &mut out, |a| {
+            for t in &datagrams {
+                a.handle_input(Instant::ZERO, offload_datagram(t)).unwrap();
+            }
+        });
+        for o in out.drain(..) {
+            home.route_appliance_output(o);
+        }
+        assert_eq!(home.delivered, before + 1, "delivered");
+        home.settle();
+    })
+}
+
+/// What the appliance would spend without a proxy: the server end of a channel (PSK,
+/// X25519: the cheapest handshake the channel offers) through its handshake, then
+/// receiving one `size`-byte record. The client end is outside the count.
+fn offload_channel_itself(size: usize) -> Workload {
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    let (client, server) = psk_configs(Group::X25519);
+    let (client, server) = (Arc::new(client), Arc::new(server));
+    let payload = vec![0xab; size];
+    Box::new(move || {
+        let now = Instant::ZERO;
+        let mut c = Connection::client(client.clone(), now, &mut rng).unwrap();
+        let mut s = figures_counted(|| Connection::server(server.clone(), now));
+        while !(c.is_established() && s.is_established()) {
+            let to_s = c.take_outgoing();
+            let to_c = figures_counted(|| {
+                s.feed(now, &to_s, &mut rng).unwrap();
+                s.take_outgoing()
+            });
+            c.feed(now, &to_c, &mut rng).unwrap();
+        }
+        c.send(black_box(&payload)).unwrap();
+        let record = c.take_outgoing();
+        figures_counted(|| {
+            s.feed(now, &record, &mut rng).unwrap();
+            black_box(s.take_received().unwrap());
+        });
+    })
+}
+
+/// The receiving end of one channel record of `size` bytes (`feed` + `take_received`) on
+/// the suite a default channel settles on; the sender's work is outside the count.
+fn offload_channel_record(size: usize) -> Workload {
+    let mut rng = ChaCha20Rng::seed_from_u64(10);
+    let (client, server) = psk_configs(Group::X25519);
+    let (mut c, mut s) = established(client, server, &mut rng);
+    let payload = vec![0xab; size];
+    Box::new(move || {
+        c.send(black_box(&payload)).unwrap();
+        let record = c.take_outgoing();
+        figures_counted(|| {
+            s.feed(Instant::ZERO, &record, &mut rng).unwrap();
+            black_box(s.take_received().unwrap());
+        });
+    })
+}
+
+/// The proxy's cost per 64-byte message with `n` sessions up (keyed link): the remote
+/// nodes send in turn; counted are the proxy's `handle_input` of the record (S25), the
+/// drain of its outputs (S26 to the appliance), its `handle_input` of the appliance's
+/// acknowledgement and the drain after it, and `poll_timeout` after each input.
+fn offload_sessions(n: usize) -> Workload {
+    let mut home = OffloadHome::new(n, true);
+    let target = home.target();
+    let payload = vec![0xab; 64];
+    let mut next = 0;
+    let mut held = Vec::with_capacity(8);
+    Box::new(move || {
+        let i = next;
+        next = (next + 7_919) % n;
+        home.remotes[i]
+            .send(Instant::ZERO, &target, black_box(&payload))
+            .unwrap();
+        let mut records = Vec::new();
+        while let Some(o) = home.remotes[i].poll_output() {
+            match o {
+                Output::StreamSend { id, data } => records.push((home.at_proxy[&(i, id)], data)),
+                other => home.route_remote_output(i, other),
+            }
+        }
+        offload_counted(&mut home.proxy, &mut held, |p| {
+            for (id, data) in &records {
+                let input = Input::StreamData { id: *id, data };
+                p.handle_input(Instant::ZERO, input).unwrap();
+            }
+        });
+        for o in held.drain(..) {
+            home.route_proxy_output(o);
+        }
+        let datagrams = std::mem::take(&mut home.to_appliance);
+        assert_eq!(datagrams.len(), 1, "one S26");
+        for t in &datagrams {
+            home.appliance_takes(t);
+        }
+        let mut acks = Vec::new();
+        while let Some(o) = home.appliance.poll_output() {
+            match o {
+                Output::Transmit(t) => acks.push(t),
+                other => home.route_appliance_output(other),
+            }
+        }
+        offload_counted(&mut home.proxy, &mut held, |p| {
+            for t in &acks {
+                p.handle_input(Instant::ZERO, offload_datagram(t)).unwrap();
+            }
+        });
+        for o in held.drain(..) {
+            home.route_proxy_output(o);
+        }
+        home.settle();
+    })
+}
+
+/// Rounds of an offload figure's wall-clock measurement, and iterations of each side per
+/// round.
+const OFFLOAD_WALL_ROUNDS: usize = 5;
+const OFFLOAD_WALL_ITERS: usize = 400;
+
+/// The median wall time of one iteration's counted part of `a` and of `b` (seconds), each
+/// iteration timed on its own, in interleaved rounds (a's iterations, b's, a's, ...).
+///
+/// Not the batches of [`wall`]: the two sides of an offload figure differ a hundredfold in
+/// length (a handshake against one message), and on a loaded machine a batch of the longer
+/// one comes out inflated in whole steps of tens of microseconds far more often than one of
+/// the shorter; single iterations are steady to a few per cent from the 10th to the 90th
+/// percentile.
+fn offload_walls(a: &str, b: &str) -> (f64, f64) {
+    let (mut wa, mut wb) = (workload(a), workload(b));
+    let time = |w: &mut Workload| {
+        INSIDE.with(|c| c.set(Duration::ZERO));
+        w();
+        INSIDE.with(Cell::get).as_secs_f64()
+    };
+    time(&mut wa);
+    time(&mut wb);
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    for _ in 0..OFFLOAD_WALL_ROUNDS {
+        ta.extend((0..OFFLOAD_WALL_ITERS).map(|_| time(&mut wa)));
+        tb.extend((0..OFFLOAD_WALL_ITERS).map(|_| time(&mut wb)));
+    }
+    let median = |mut t: Vec<f64>| {
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    };
+    (median(ta), median(tb))
+}
+
+/// An offload figure by the wall clock ([`offload_walls`]), with the instruction counts
+/// beside it: the subject is mostly HMAC-SHA-256, which valgrind runs without the CPU's
+/// SHA instructions, so its instruction count overstates it several times. With `factor`
+/// the figure is the baseline's cost over the subject's (an offload factor), else the
+/// subject's over the baseline's.
+fn offload_by_wall(
+    costs: &mut Costs,
+    name: &str,
+    target: &str,
+    (subject, baseline): (&str, &str),
+    factor: bool,
+) {
+    let s = costs.instructions(subject);
+    let b = costs.instructions(baseline);
+    let (ws, wb) = offload_walls(subject, baseline);
+    let (value, walls, instructions) = match (s, b) {
+        (Some(si), Some(bi)) if factor => (wb / ws, (wb, ws), Some((bi, si, bi / si))),
+        (Some(si), Some(bi)) => (ws / wb, (ws, wb), Some((si, bi, si / bi))),
+        _ if factor => (wb / ws, (wb, ws), None),
+        _ => (ws / wb, (ws, wb), None),
+    };
+    let walls = format!(
+        "wall, median of {} single iterations each, interleaved ({:.2?} vs {:.2?})",
+        OFFLOAD_WALL_ROUNDS * OFFLOAD_WALL_ITERS,
+        Duration::from_secs_f64(walls.0),
+        Duration::from_secs_f64(walls.1)
+    );
+    let detail = match instructions {
+        Some((x, y, r)) => format!("{walls}; instructions {x:.0} vs {y:.0} = {r:.2}"),
+        None => walls,
+    };
+    let value = if factor {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    };
+    line(name, &value, target, &detail);
+}
+
+/// The seed 000 figures: the offload factor, a keyed S26 against a channel record, and the
+/// proxy's cost per message as its sessions grow.
+fn offload_figures(costs: &mut Costs, wanted: &dyn Fn(&str) -> bool) {
+    for (size, target) in [(64, "target >= 100"), (1200, "target >= 50")] {
+        let shown = if size == 64 { "64 B" } else { "1,200 B" };
+        let name = format!("seed 000 offload factor, keyed, {shown}");
+        if wanted(&name) {
+            let itself = format!("offload-itself/{size}");
+            let keyed = format!("offload-s26/keyed/{size}");
+            offload_by_wall(costs, &name, target, (&keyed, &itself), true);
+            let unkeyed = format!("offload-s26/unkeyed/{size}");
+            let name = format!("seed 000 offload factor, unkeyed, {shown}");
+            offload_by_wall(costs, &name, "for reference", (&unkeyed, &itself), true);
+        }
+    }
+    for (size, shown) in [(64, "64 B"), (1200, "1,200 B")] {
+        let name = format!("seed 000 keyed S26 vs channel record, {shown}");
+        if wanted(&name) {
+            let keyed = format!("offload-s26/keyed/{size}");
+            let record = format!("offload-record/{size}");
+            offload_by_wall(costs, &name, "target <= 1.0", (&keyed, &record), false);
+        }
+    }
+    let name = "offload cost per message as proxy sessions grow, 1,000 vs 1";
+    if wanted(name) {
+        cost_ratio(
+            costs,
+            name,
+            "target <= 1.10",
+            "offload-sessions/1000",
+            "offload-sessions/1",
+            false,
+        );
+        cost_ratio(
+            costs,
+            "offload cost per message as proxy sessions grow, 100 vs 1",
+            "curve",
+            "offload-sessions/100",
+            "offload-sessions/1",
+            false,
+        );
+    }
+}
+
 // ------------------------------------------------------------------ the figures
 
 /// A workload by name (the callgrind child looks them up the same way).
@@ -614,6 +1108,10 @@ fn workload(name: &str) -> Workload {
         ["rv-hmac", n] => rv_hmacs(size(n)),
         ["ike-responder", "x25519"] => ike_responder(Group::X25519),
         ["ike-responder", "modp2048"] => ike_responder(Group::Modp2048),
+        ["offload-s26", k, n] => offload_s26(size(n), *k == "keyed"),
+        ["offload-itself", n] => offload_channel_itself(size(n)),
+        ["offload-record", n] => offload_channel_record(size(n)),
+        ["offload-sessions", n] => offload_sessions(size(n)),
         _ => panic!("no workload {name}"),
     }
 }
@@ -1016,4 +1514,7 @@ fn main() {
             ),
         );
     }
+
+    // Seed 000: the offload factor and the proxy's sessions.
+    offload_figures(&mut costs, &wanted);
 }

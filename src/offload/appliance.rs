@@ -592,7 +592,12 @@ impl Appliance {
             return Err(OffloadError::UnknownSession(m.session).into());
         }
         let from = match self.sessions.get(&m.session) {
-            Some(peer) => peer.clone(),
+            // The proxy names the remote node in every S26: the copy it sent is the one
+            // delivered, rather than a clone of the session's (an allocation per message).
+            Some(peer) => match m.peer {
+                Some(named) if named == *peer => named,
+                _ => peer.clone(),
+            },
             None => {
                 let peer = m.peer.ok_or(OffloadError::UnknownSession(m.session))?;
                 if self.sessions.len() >= self.cfg.max_sessions {

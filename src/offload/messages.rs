@@ -284,6 +284,25 @@ pub(crate) struct LinkFields {
     pub floor: Option<u64>,
 }
 
+impl LinkFields {
+    /// The most bytes the link fields take: three `u64` fields.
+    const MAX_LEN: usize = 3 * (wire::FIELD_HEADER_LEN + 8);
+
+    /// `w` with the link fields that are present appended, in their wire order.
+    fn append(self, mut w: FieldWriter) -> FieldWriter {
+        for (ty, value) in [
+            (F_SEQ, self.seq),
+            (F_EPOCH, self.epoch),
+            (F_FLOOR, self.floor),
+        ] {
+            if let Some(v) = value {
+                w = w.u64(ty, v);
+            }
+        }
+        w
+    }
+}
+
 /// Any seed 000 message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
@@ -365,7 +384,11 @@ impl Message {
 
     /// The body fields (without link fields).
     pub(crate) fn fields(&self) -> FieldWriter {
-        let w = FieldWriter::new();
+        self.fields_into(FieldWriter::new())
+    }
+
+    /// The body fields (without link fields), appended to `w`.
+    fn fields_into(&self, w: FieldWriter) -> FieldWriter {
         match self {
             Message::CryptoRequest(m) => {
                 let mut w = w.u64(F_REQUEST_ID, m.request_id);
@@ -455,33 +478,46 @@ impl Message {
         link: LinkFields,
         mac: Option<&MacFn<'_>>,
     ) -> Result<Vec<u8>, WireError> {
-        let mut w = self.fields();
-        for (ty, value) in [
-            (F_SEQ, link.seq),
-            (F_EPOCH, link.epoch),
-            (F_FLOOR, link.floor),
-        ] {
-            if let Some(v) = value {
-                w = w.u64(ty, v);
-            }
-        }
         let Some(mac) = mac else {
+            let w = link.append(self.fields());
             return wire::encode(self.msg_type(), self.session(), w);
         };
-        let body = w.finish()?;
-        let body_len = u32::try_from(body.len() + MAC_FIELD_LEN)
-            .map_err(|_| WireError::FieldTooLong(body.len()))?;
+        // One buffer sized for the whole message: the header is written in place once the
+        // body's length is known, and the MAC field appended; a link message is encoded for
+        // every send and every acknowledgement, so no growing and copying of buffers.
+        let room = wire::HEADER_LEN;
+        let capacity = room + self.body_len_hint() + LinkFields::MAX_LEN + MAC_FIELD_LEN;
+        let w = link.append(self.fields_into(FieldWriter::with_room(room, capacity)));
+        let mut out = w.finish()?;
+        let body = out.len() - room;
+        let body_len =
+            u32::try_from(body + MAC_FIELD_LEN).map_err(|_| WireError::FieldTooLong(body))?;
         let header = wire::Header {
             msg_type: self.msg_type(),
             body_len,
             session: self.session(),
         };
-        let mut out = Vec::with_capacity(wire::HEADER_LEN + body_len as usize);
-        out.extend_from_slice(&header.to_bytes());
-        out.extend_from_slice(&body);
+        out[..room].copy_from_slice(&header.to_bytes());
         let tag = mac(&out);
-        out.extend_from_slice(&FieldWriter::new().bytes(F_MAC, &tag).finish()?);
+        // The MAC field as `FieldWriter::bytes` writes it (type, length, value), read back
+        // by `split_mac`.
+        out.extend_from_slice(&F_MAC.to_be_bytes());
+        out.extend_from_slice(&(tag.len() as u16).to_be_bytes());
+        out.extend_from_slice(&tag);
         Ok(out)
+    }
+
+    /// About how long the body fields are: the variable part exactly, the rest generously
+    /// (a hint for a buffer's capacity, never a bound).
+    fn body_len_hint(&self) -> usize {
+        const FIXED: usize = 128;
+        FIXED
+            + match self {
+                Message::SecureData(m) => m.payload.len(),
+                Message::PlainData(m) => m.payload.len() + m.padding,
+                Message::SealedData(m) => m.ciphertext.len(),
+                _ => 0,
+            }
     }
 
     /// Decode one message (link fields, if any, are reported in [`Decoded`]).

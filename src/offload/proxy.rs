@@ -416,7 +416,7 @@ impl CryptoProxy {
             outbox: Outbox::default(),
             links,
             by_addr,
-            streams: BTreeMap::new(),
+            streams: Streams::default(),
             sessions: BTreeMap::new(),
             closes: BTreeMap::new(),
             next_stream: 0,
@@ -1230,20 +1230,41 @@ impl StreamActor for CryptoProxy {
     }
 }
 
-impl TimerTable for CryptoProxy {
-    type Timer = Timer;
-
+impl CryptoProxy {
     /// Every armed timer, in the order `handle_timeout` fires them: the links first, so a
     /// session whose data the appliance never acknowledged ends before its stream's own
-    /// timers run.
-    fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
+    /// timers run. With `due_at`, of the streams only those with a timer due then.
+    fn timers_until(&self, due_at: Option<Instant>) -> impl Iterator<Item = (Timer, Instant)> + '_ {
         let links = self.links.iter().filter_map(|(name, link)| {
             link.poll_timeout()
                 .map(|at| (Timer::Link(name.clone()), at))
         });
-        let streams =
-            StreamTimer::table(&self.streams).map(|(id, timer, at)| (Timer::Stream(id, timer), at));
+        let streams = StreamTimer::table(&self.streams, due_at)
+            .map(|(id, timer, at)| (Timer::Stream(id, timer), at));
         links.chain(streams)
+    }
+}
+
+impl TimerTable for CryptoProxy {
+    type Timer = Timer;
+
+    fn timers(&self) -> impl Iterator<Item = (Timer, Instant)> + '_ {
+        self.timers_until(None)
+    }
+
+    /// The timers of [`CryptoProxy::timers_until`] due at `now`: the streams' from their
+    /// index, not by asking every stream.
+    fn run_timers(&mut self, now: Instant) {
+        for timer in crate::time::due(self.timers_until(Some(now)), now) {
+            self.fire(now, timer);
+        }
+    }
+
+    /// The earliest of the links' timers and the streams' (the first of their index): a
+    /// driver asks after every input, so this must not grow with the sessions.
+    fn next_timer(&self) -> Option<Instant> {
+        let links = self.links.values().filter_map(Link::poll_timeout);
+        links.chain(self.streams.earliest()).min()
     }
 
     fn fire(&mut self, now: Instant, timer: Timer) {

@@ -387,7 +387,7 @@ impl RemoteNode {
             rng,
             outbox: Outbox::default(),
             attempts: BTreeMap::new(),
-            streams: BTreeMap::new(),
+            streams: Streams::default(),
             up: BTreeMap::new(),
             known_proxies: BTreeMap::new(),
             direct_seq: BTreeMap::new(),
@@ -1249,8 +1249,8 @@ impl TimerTable for RemoteNode {
             .into_iter()
             .filter_map(move |(timer, at)| Some((Timer::Attempt(name.clone(), timer), at?)))
         });
-        let streams =
-            StreamTimer::table(&self.streams).map(|(id, timer, at)| (Timer::Stream(id, timer), at));
+        let streams = StreamTimer::table(&self.streams, None)
+            .map(|(id, timer, at)| (Timer::Stream(id, timer), at));
         attempts.chain(streams)
     }
 

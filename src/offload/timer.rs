@@ -8,7 +8,7 @@
 //! same tolerance the actor contract asks for spurious timeouts.
 
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
 use rand_core::CryptoRng;
@@ -61,12 +61,135 @@ impl<D: Deadline, P: Deadline> Slot<D, P> {
     }
 }
 
-/// An actor's streams.
-pub(crate) type Streams<D, P> = BTreeMap<StreamId, Slot<D, P>>;
+/// An actor's streams, each with its earliest timer indexed.
+///
+/// `poll_timeout` reads the first entry of the index instead of asking every stream for
+/// its timers: asked after every input, that scan made the proxy's cost per message grow
+/// with the number of sessions it carries. The index holds each stream's earliest timer as
+/// of the last change of the table; the one stream handed out mutably since (by
+/// [`Streams::get_mut`] or [`Streams::insert`]) may have moved its timers, so it is read
+/// directly until the next change indexes it again. Every change of a stream goes through
+/// those two methods or [`Streams::remove`], so the index is never wrong about another.
+pub(crate) struct Streams<D, P> {
+    map: BTreeMap<StreamId, Slot<D, P>>,
+    /// `(earliest timer, stream)` of every stream indexed.
+    by_time: BTreeSet<(Instant, StreamId)>,
+    /// Each indexed stream's entry in `by_time`.
+    indexed: BTreeMap<StreamId, Instant>,
+    /// The stream whose timers may have moved since it was indexed.
+    stale: Option<StreamId>,
+}
+
+impl<D, P> Default for Streams<D, P> {
+    fn default() -> Self {
+        Streams {
+            map: BTreeMap::new(),
+            by_time: BTreeSet::new(),
+            indexed: BTreeMap::new(),
+            stale: None,
+        }
+    }
+}
+
+impl<D: Deadline, P: Deadline> Streams<D, P> {
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(crate) fn contains_key(&self, id: &StreamId) -> bool {
+        self.map.contains_key(id)
+    }
+
+    pub(crate) fn get(&self, id: &StreamId) -> Option<&Slot<D, P>> {
+        self.map.get(id)
+    }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Slot<D, P>> + '_ {
+        self.map.values()
+    }
+
+    /// The stream, to change: its timers are read directly until the next change.
+    pub(crate) fn get_mut(&mut self, id: &StreamId) -> Option<&mut Slot<D, P>> {
+        self.reindex_stale();
+        let slot = self.map.get_mut(id)?;
+        self.stale = Some(*id);
+        Some(slot)
+    }
+
+    pub(crate) fn insert(&mut self, id: StreamId, slot: Slot<D, P>) -> Option<Slot<D, P>> {
+        self.reindex_stale();
+        self.stale = Some(id);
+        self.map.insert(id, slot)
+    }
+
+    pub(crate) fn remove(&mut self, id: &StreamId) -> Option<Slot<D, P>> {
+        self.reindex_stale();
+        self.unindex(*id);
+        self.map.remove(id)
+    }
+
+    /// The earliest timer of any stream.
+    pub(crate) fn earliest(&self) -> Option<Instant> {
+        // The stale stream's entry (if it has one) may be out of date: skip it and read
+        // that stream itself.
+        let indexed = self
+            .by_time
+            .iter()
+            .find(|(_, id)| Some(*id) != self.stale)
+            .map(|(at, _)| *at);
+        let stale = self.stale.and_then(|id| self.timer_of(id));
+        indexed.into_iter().chain(stale).min()
+    }
+
+    /// The streams with a timer due at `now`, in stream order.
+    fn due(&self, now: Instant) -> Vec<StreamId> {
+        let mut due: Vec<StreamId> = self
+            .by_time
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, id)| *id)
+            .filter(|id| Some(*id) != self.stale)
+            .collect();
+        if let Some(id) = self.stale
+            && self.timer_of(id).is_some_and(|at| at <= now)
+        {
+            due.push(id);
+        }
+        due.sort_unstable();
+        due
+    }
+
+    /// A stream's earliest timer, read from the stream.
+    fn timer_of(&self, id: StreamId) -> Option<Instant> {
+        let s = self.map.get(&id)?;
+        StreamTimer::of(s.deadline(), s.channel())
+            .map(|(_, at)| at)
+            .min()
+    }
+
+    fn unindex(&mut self, id: StreamId) {
+        if let Some(at) = self.indexed.remove(&id) {
+            self.by_time.remove(&(at, id));
+        }
+    }
+
+    fn reindex_stale(&mut self) {
+        if let Some(id) = self.stale.take() {
+            self.unindex(id);
+            if let Some(at) = self.timer_of(id) {
+                self.by_time.insert((at, id));
+                self.indexed.insert(id, at);
+            }
+        }
+    }
+}
 
 /// Stream `id` connected: take what it was dialing for. A stream that connects twice
 /// stays as it is.
-pub(crate) fn take_dialing<D, P>(streams: &mut Streams<D, P>, id: StreamId) -> Result<D, Error> {
+pub(crate) fn take_dialing<D: Deadline, P: Deadline>(
+    streams: &mut Streams<D, P>,
+    id: StreamId,
+) -> Result<D, Error> {
     match streams.remove(&id) {
         Some(Slot::Dialing(d)) => Ok(d),
         Some(open) => {
@@ -103,12 +226,19 @@ impl StreamTimer {
         .filter_map(|(timer, at)| Some((timer, at?)))
     }
 
-    /// The timers of every stream of a table, in stream order.
+    /// The timers of every stream of a table, in stream order; with `due_at`, only those
+    /// of the streams with a timer due then (found through the index, not by asking each).
     pub(crate) fn table<D: Deadline, P: Deadline>(
         streams: &Streams<D, P>,
+        due_at: Option<Instant>,
     ) -> impl Iterator<Item = (StreamId, StreamTimer, Instant)> + '_ {
-        streams.iter().flat_map(move |(&id, s)| {
-            StreamTimer::of(s.deadline(), s.channel()).map(move |(timer, at)| (id, timer, at))
+        let all = due_at.is_none().then(|| streams.map.keys().copied());
+        let due = due_at.map(|now| streams.due(now).into_iter());
+        let ids = all.into_iter().flatten().chain(due.into_iter().flatten());
+        ids.flat_map(move |id| {
+            let s = streams.map.get(&id);
+            StreamTimer::of(s.and_then(Slot::deadline), s.and_then(Slot::channel))
+                .map(move |(timer, at)| (id, timer, at))
         })
     }
 
@@ -203,5 +333,64 @@ pub(crate) trait StreamActor {
             }
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::{Rng, SeedableRng};
+
+    /// A dialing stream whose set-up deadline a test moves.
+    struct At(Option<Instant>);
+
+    impl Deadline for At {
+        fn deadline(&self) -> Option<Instant> {
+            self.0
+        }
+    }
+
+    /// The index answers as a scan of every stream would, through any sequence of
+    /// inserts, changes in place and removals.
+    #[test]
+    fn the_index_agrees_with_a_scan_of_every_stream() {
+        let mut rng = ChaCha20Rng::seed_from_u64(12);
+        let mut streams: Streams<At, At> = Streams::default();
+        let scan = |s: &Streams<At, At>, now: Instant| {
+            let all: Vec<(StreamId, Instant)> = s
+                .values()
+                .zip(s.map.keys())
+                .filter_map(|(slot, id)| Some((*id, slot.deadline()?)))
+                .collect();
+            let earliest = all.iter().map(|(_, at)| *at).min();
+            let due: Vec<StreamId> = all
+                .iter()
+                .filter(|(_, at)| *at <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            (earliest, due)
+        };
+        for round in 0..2_000 {
+            let id = StreamId::inbound(rng.next_u64() % 16);
+            let at = (rng.next_u64() % 4 != 0).then(|| Instant::from_millis(rng.next_u64() % 50));
+            match rng.next_u64() % 3 {
+                0 => {
+                    streams.insert(id, Slot::Dialing(At(at)));
+                }
+                1 => {
+                    if let Some(Slot::Dialing(d)) = streams.get_mut(&id) {
+                        d.0 = at;
+                    }
+                }
+                _ => {
+                    streams.remove(&id);
+                }
+            }
+            let now = Instant::from_millis(rng.next_u64() % 50);
+            let (earliest, due) = scan(&streams, now);
+            assert_eq!(streams.earliest(), earliest, "round {round}");
+            assert_eq!(streams.due(now), due, "round {round}");
+        }
     }
 }

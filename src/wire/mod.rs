@@ -452,6 +452,16 @@ impl FieldWriter {
         }
     }
 
+    /// An empty field list after `room` zero bytes (a header the caller fills in place
+    /// once the fields' length is known; [`FieldWriter::finish`] returns them in front),
+    /// in a buffer with room for `capacity` bytes in all: a message is then built in one
+    /// buffer of the right size instead of a growing one copied into another.
+    pub fn with_room(room: usize, capacity: usize) -> Self {
+        let mut buf = Vec::with_capacity(capacity.max(room));
+        buf.resize(room, 0);
+        FieldWriter { buf, error: None }
+    }
+
     /// Append a field.
     pub fn bytes(mut self, ty: u16, value: &[u8]) -> Self {
         self.push(ty, value);
