@@ -17,9 +17,12 @@ mod channel;
 mod certs;
 #[path = "../../tests/common/events.rs"]
 mod events;
+#[path = "../../tests/common/inline.rs"]
+mod inline;
 #[path = "../../tests/common/keyx.rs"]
 mod keyx;
 mod seed000;
+mod seed001;
 mod seed002;
 mod seed004;
 mod seed004_tls;
@@ -195,6 +198,7 @@ fn run() -> Result<PathBuf, String> {
 
     channel::run(&mut sim, &mut tour)?;
     seed000::run(&mut sim, &mut tour)?;
+    seed001::run(&mut sim, &mut tour)?;
     seed002::run(&mut sim, &mut tour)?;
     seed004::run(&mut sim, &mut tour)?;
     seed004_tls::run(&mut sim, &mut tour)?;

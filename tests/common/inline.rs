@@ -7,6 +7,12 @@
 //!
 //! The proxy bridges: it has no address; packets for the terminals reach it because the
 //! terminals are on its other side.
+//!
+//! Shared by tests/keyx_inline.rs and the tour (which includes this file with `#[path]`),
+//! so it uses only the simulator's own API and, from its parent module, nothing but the
+//! shared event matching (`take_events`, which both parents bring into scope).
+
+#![allow(dead_code)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -20,10 +26,14 @@ use deputy::ipsec::{
 use deputy::keyx::DelegationKey;
 use deputy::keyx::ikeless::{Terminal, TerminalConfig, TerminalEvent};
 use deputy::keyx::inline::{InlineProxy, MemoryStore, ProxyConfig, ProxyEvent, TerminalSecrets};
-use deputy::sim::{NetworkId, NodeId, RawIp, Sim};
+use deputy::sim::{LinkConfig, NetworkId, NodeId, RawIp, Sim};
 use deputy::{Actor, Error, IfaceId, Input, Instant, Output, Transmit};
 
-use super::{Build, events, ip};
+use super::take_events;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
 
 pub const PEER: &str = "192.0.2.1";
 pub const T1: &str = "198.51.100.10";
@@ -320,6 +330,8 @@ pub fn ike(local: Identity, psk: &[u8], tweak: &dyn Fn(&mut IkeConfig)) -> IkeCo
 
 /// What a world is built from.
 pub struct Spec {
+    /// The link of both networks.
+    pub link: LinkConfig,
     pub peer_addr: String,
     pub lan: (String, String),
     pub internet: (String, String),
@@ -344,6 +356,7 @@ pub const MGMT_PORT: u16 = 4433;
 impl Default for Spec {
     fn default() -> Self {
         Spec {
+            link: LinkConfig::default(),
             peer_addr: PEER.into(),
             lan: ("lan".into(), "198.51.100.0/24".into()),
             internet: ("internet".into(), "192.0.2.0/24".into()),
@@ -505,8 +518,12 @@ pub fn peer_ike(spec: &Spec) -> IkeConfig {
 /// Build the world: the peer (a responder, or an initiator toward
 /// `spec.peer_initiates_to`), the proxy, the terminals.
 pub fn world(sim: &mut Sim, spec: &Spec) -> World {
-    let internet = sim.net(&spec.internet.0, &spec.internet.1);
-    let lan = sim.net(&spec.lan.0, &spec.lan.1);
+    let internet = sim
+        .add_network(&spec.internet.0, spec.internet.1.as_str(), spec.link)
+        .unwrap();
+    let lan = sim
+        .add_network(&spec.lan.0, spec.lan.1.as_str(), spec.link)
+        .unwrap();
     let proxy = proxy_actor(sim, spec);
     let proxy = match &spec.management {
         None => sim.add_inline("proxy", internet, lan, proxy).unwrap(),
@@ -543,13 +560,15 @@ pub fn world(sim: &mut Sim, spec: &Spec) -> World {
         )),
     };
     let p = Peer::new(sim, ike);
-    let peer = sim.host("peer", internet, spec.peer_addr.as_str(), p);
+    let peer = sim
+        .add_host("peer", internet, ip(&spec.peer_addr), p)
+        .unwrap();
     sim.set_raw_ip(peer, RawIp::All).unwrap();
     let mut terminals = Vec::new();
     for (i, (id, addr)) in spec.terminals.iter().enumerate() {
         let label = format!("terminal{}", i + 1);
         let t = terminal_actor(sim, spec, *id, addr, &label);
-        let node = sim.host(&label, lan, addr.as_str(), t);
+        let node = sim.add_host(&label, lan, ip(addr), t).unwrap();
         sim.set_raw_ip(node, RawIp::All).unwrap();
         terminals.push(node);
     }
@@ -594,11 +613,11 @@ pub fn peer_send(sim: &mut Sim, w: &World, packet: Vec<u8>) {
 }
 
 pub fn proxy_events(sim: &mut Sim, w: &World) -> Vec<ProxyEvent> {
-    events(sim, w.proxy)
+    take_events(sim, w.proxy).unwrap()
 }
 
 pub fn terminal_events(sim: &mut Sim, node: NodeId) -> Vec<TerminalEvent> {
-    events(sim, node)
+    take_events(sim, node).unwrap()
 }
 
 /// What the peer's data plane handed out, taken.
