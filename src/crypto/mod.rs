@@ -68,6 +68,15 @@ pub(crate) fn random_array<const N: usize>(rng: &mut dyn rand_core::CryptoRng) -
     out
 }
 
+/// A generator of its own for an engine an actor runs (an IKE SA, a link's data plane),
+/// seeded from the actor's: ChaCha20, so the engine's draws are as good as the actor's.
+pub(crate) fn child_rng(rng: &mut crate::Rng) -> crate::Rng {
+    use rand_core::SeedableRng;
+    alloc::boxed::Box::new(rand_chacha::ChaCha20Rng::from_seed(random_array(
+        &mut **rng,
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

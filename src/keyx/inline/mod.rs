@@ -844,7 +844,7 @@ impl<S: SecureStore> InlineProxy<S> {
         } else {
             TrafficSelector::any_v6()
         }];
-        let rng = super::operator::link::child_rng(&mut self.rng);
+        let rng = crate::crypto::child_rng(&mut self.rng);
         let responder = Responder::new(ResponderConfig::new(ike), rng, now)?;
         if let Some(t) = self.terminals.get_mut(&terminal) {
             t.responder = Some(Box::new(responder));
@@ -1745,7 +1745,7 @@ impl<S: SecureStore> InlineProxy<S> {
         let mut ike = secrets.ike;
         ike.ts_local = vec![TrafficSelector::host(addr)];
         ike.ts_remote = vec![TrafficSelector::host(peer)];
-        let rng = super::operator::link::child_rng(&mut self.rng);
+        let rng = crate::crypto::child_rng(&mut self.rng);
         let mut initiator = Initiator::new(
             InitiatorConfig {
                 ike,

@@ -10,9 +10,10 @@ use core::net::{IpAddr, SocketAddr};
 
 use super::super::transfer;
 use super::OperatorEvent;
-use super::link::{LINK_RETRY, child_rng, link_ike, link_plane};
+use super::link::{LINK_RETRY, link_ike, link_plane};
 use super::profile::{ProfileMessage, ServiceProfile};
 use crate::channel::{Connection, PeerIdentity, SecureStream, ServerConfig};
+use crate::crypto::child_rng;
 use crate::error::OperatorError;
 use crate::ikev2::{IkeConfig, IkeEvent, Initiator, InitiatorConfig};
 use crate::io::{Actor, IfaceId, Input, Outbox, Output, StreamId};

@@ -10,7 +10,6 @@
 //! responds), so every restart brings fresh keys: a static SA would restart its sequence
 //! numbers, and with them the AEAD nonces, under the same key.
 
-use alloc::boxed::Box;
 use alloc::vec;
 use core::net::IpAddr;
 use core::time::Duration;
@@ -20,9 +19,6 @@ use crate::ipsec::{
     Action, ChildSa, DataPlane, DataPlaneConfig, Direction, Lifetime, Policy, Selector,
     TrafficSelector,
 };
-use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
-
 use crate::{Error, Instant, Rng};
 
 /// Make `ike` (identity and credential as the operator set them) fit the link: tunnel mode,
@@ -66,11 +62,3 @@ pub fn link_plane(
 /// How long a service control waits before it tries the link's IKE SA again after a
 /// failure.
 pub const LINK_RETRY: Duration = Duration::from_secs(5);
-
-/// A generator of its own for an engine an actor runs (an IKE SA, a link's data plane),
-/// seeded from the actor's: ChaCha20, so the engine's draws are as good as the actor's.
-pub(crate) fn child_rng(rng: &mut Rng) -> Rng {
-    let mut seed = [0u8; 32];
-    rng.fill_bytes(&mut seed);
-    Box::new(ChaCha20Rng::from_seed(seed))
-}
