@@ -1094,7 +1094,11 @@ impl<S: SecureStore> InlineProxy<S> {
             if waiting {
                 return Ok(());
             }
-            if let Some(p) = t.pushes.iter_mut().find(|p| p.what == PushKind::Install(spi_in)) {
+            if let Some(p) = t
+                .pushes
+                .iter_mut()
+                .find(|p| p.what == PushKind::Install(spi_in))
+            {
                 if now.saturating_duration_since(p.sent) < min_gap {
                     return Ok(());
                 }
@@ -1524,7 +1528,11 @@ impl<S: SecureStore> InlineProxy<S> {
             .values()
             .filter(|s| s.terminal == terminal && s.owner == Owner::Imported)
             .count();
-        for sa in a.held.into_iter().take(transfer::MAX_HELD.saturating_sub(imported)) {
+        for sa in a
+            .held
+            .into_iter()
+            .take(transfer::MAX_HELD.saturating_sub(imported))
+        {
             if self.sas.len() >= self.cfg.max_sas || self.sas.contains_key(&(terminal, sa.spi_in)) {
                 continue;
             }
@@ -1615,7 +1623,10 @@ impl<S: SecureStore> InlineProxy<S> {
                 s.terminal == terminal
                     && s.peer == peer
                     && s.valid(now)
-                    && matches!(s.state, SaState::Pending | SaState::InUse | SaState::Rekeying)
+                    && matches!(
+                        s.state,
+                        SaState::Pending | SaState::InUse | SaState::Rekeying
+                    )
                     && covers(&s.child, &selector)
             })
             .map(|s| (s.child.spi_in, s.state));
