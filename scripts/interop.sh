@@ -44,6 +44,8 @@ CASES=(
   charon_initiates_to_inline_terminal
   inline_terminal_initiates_to_charon
   charon_rekeys_child_of_inline_terminal
+  charon_as_peer_subscriber_initiates
+  charon_initiates_to_subscriber
 )
 TSHARK_CHECK=tshark_dissects_every_packet_of_the_run
 # A developer may run a subset: DEPUTY_INTEROP_CASES="deputy_initiator_aes128_sha256_x25519 …"

@@ -160,7 +160,7 @@ impl ServiceControl {
             return Err(OperatorError::BadConfig("interfaces or bounds").into());
         }
         let ike = start_link(&cfg, &mut rng, now)?;
-        Ok(ServiceControl {
+        let mut sc = ServiceControl {
             outbox: Outbox::new(cfg.outbox_bound),
             link: Link::Negotiating(ike),
             rng,
@@ -169,7 +169,11 @@ impl ServiceControl {
             sessions: BTreeMap::new(),
             stats: ControlStats::default(),
             cfg,
-        })
+        };
+        // The link's IKE_SA_INIT goes out now, not with its first retransmission (the
+        // proxy would then answer twice, and the second answer fail at our initiator).
+        sc.drain_link(now)?;
+        Ok(sc)
     }
 
     /// Counters.
