@@ -541,6 +541,25 @@ fn rekey_reaches_the_subscriber() {
     assert!(got_protected(&mut op, t));
 }
 
+/// Regression (found by the `operator_control` fuzz target): a new service control left
+/// its link's IKE_SA_INIT inside its initiator until the first retransmission timer, so
+/// the link came up a retransmission interval late and the request left twice.
+#[test]
+fn link_ike_starts_at_once() {
+    let mut op = Op::new(15);
+    op.proxy("203.0.113.10", &[1]);
+    op.control(1, "203.0.113.10");
+    op.run(Duration::from_millis(100));
+    assert!(op.sc(0).link_up());
+    let from_sc: Vec<_> = op
+        .core_tap
+        .seen()
+        .into_iter()
+        .filter(|p| p.src == ip("203.0.113.1") && p.ports == Some((500, 500)))
+        .collect();
+    assert_eq!(from_sc.len(), 2, "IKE_SA_INIT and IKE_AUTH, once each");
+}
+
 #[test]
 fn proxy_unreachable_fails_cleanly() {
     let mut op = Op::new(14);

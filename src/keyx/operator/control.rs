@@ -159,7 +159,7 @@ impl ServiceControl {
             return Err(OperatorError::BadConfig("interfaces or bounds").into());
         }
         let ike = start_link(&cfg, &mut rng, now)?;
-        Ok(ServiceControl {
+        let mut sc = ServiceControl {
             outbox: Outbox::new(cfg.outbox_bound),
             link: Link::Negotiating(ike),
             rng,
@@ -168,7 +168,10 @@ impl ServiceControl {
             sessions: BTreeMap::new(),
             stats: ControlStats::default(),
             cfg,
-        })
+        };
+        // The link's IKE_SA_INIT leaves now, not with its first retransmission.
+        sc.drain_link(now)?;
+        Ok(sc)
     }
 
     /// Counters.
