@@ -574,11 +574,11 @@ fuzz_target!(|data: &[u8]| {
                 match b.u8() % 6 {
                     0 => {
                         w.proxy.store_mut().set_present(false);
-                        let _ = w.proxy.store_changed();
+                        let _ = w.proxy.store_changed(now);
                     }
                     1 => {
                         w.proxy.store_mut().set_present(true);
-                        let _ = w.proxy.store_changed();
+                        let _ = w.proxy.store_changed(now);
                     }
                     2 => {
                         let _ = w.proxy.flush(now, 1);
