@@ -21,9 +21,12 @@ mod events;
 mod inline;
 #[path = "../../tests/common/keyx.rs"]
 mod keyx;
+#[path = "../../tests/common/operator.rs"]
+mod operator;
 mod seed000;
 mod seed001;
 mod seed002;
+mod seed003;
 mod seed004;
 mod seed004_tls;
 #[path = "../../tests/common/tls.rs"]
@@ -199,6 +202,7 @@ fn run() -> Result<PathBuf, String> {
     channel::run(&mut sim, &mut tour)?;
     seed000::run(&mut sim, &mut tour)?;
     seed001::run(&mut sim, &mut tour)?;
+    seed003::run(&mut sim, &mut tour)?;
     seed002::run(&mut sim, &mut tour)?;
     seed004::run(&mut sim, &mut tour)?;
     seed004_tls::run(&mut sim, &mut tour)?;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use deputy::Instant;
 use deputy::crypto::dh::Group;
 use deputy::ikev2::{Identity, IkeConfig, IkeProposal};
+use deputy::ipsec::PortRange;
 use deputy::ipsec::{
     Action, ChildSa, DataPlane, DataPlaneConfig, Direction, Lifetime, Mode, Policy, SaKeys,
     Selector, Suite, TrafficSelector, UdpEncap,
@@ -17,7 +18,9 @@ use deputy::ipsec::{
 use deputy::keyx::DelegationKey;
 use deputy::keyx::ikeless::{Retry, Terminal, TerminalConfig};
 use deputy::keyx::seal::{self, SealContext};
-use deputy::keyx::transfer::{EXCHANGE_TYPE, MARKER_LEN, NONCE_LEN, RESERVED_SPI};
+use deputy::keyx::transfer::{
+    Ack, AckOutcome, EXCHANGE_TYPE, MARKER_LEN, NONCE_LEN, RESERVED_SPI, Transfer, Trigger,
+};
 use deputy::wire::{self, FieldWriter};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -308,4 +311,41 @@ pub fn ping(src: &str, dst: &str, seq: u16) -> Vec<u8> {
         .write(&mut out, b"seed 001 fuzz")
         .expect("small packet");
     out
+}
+
+/// A trigger for traffic from `src` to `dst`, maybe narrowed to a protocol and ports:
+/// [narrow, protocol, ports, acquire].
+pub fn trigger(b: &mut Bytes, boot: [u8; NONCE_LEN], src: &str, dst: &str) -> Transfer {
+    let mut selector =
+        Selector::parse(&format!("{src}/32"), &format!("{dst}/32")).expect("selector");
+    if b.u8() & 1 == 1 {
+        selector = selector
+            .protocol(b.u8())
+            .src_ports(PortRange::single(b.u16()))
+            .dst_ports(PortRange::single(b.u16()));
+    }
+    Transfer::Trigger(Trigger {
+        boot,
+        acquire: b.u32(),
+        selector,
+    })
+}
+
+/// An ack of the proxy's latest message toward the sender (`latest`) or of any:
+/// [mode, acked if any, outcome].
+pub fn ack(b: &mut Bytes, boot: [u8; NONCE_LEN], latest: Option<u32>) -> Transfer {
+    let acked = match (b.u8() % 3, latest) {
+        (0, _) | (_, None) => b.u32(),
+        (_, Some(s)) => s,
+    };
+    let outcome = if b.u8() % 4 == 0 {
+        AckOutcome::Refused
+    } else {
+        AckOutcome::Done
+    };
+    Transfer::Ack(Ack {
+        boot,
+        acked,
+        outcome,
+    })
 }

@@ -34,9 +34,7 @@ use deputy::ikev2::{Initiator, InitiatorConfig, Responder, ResponderConfig};
 use deputy::ipsec::{Action, Direction, Policy, PortRange, Selector};
 use deputy::keyx::ikeless::Terminal;
 use deputy::keyx::inline::{InlineProxy, MemoryStore, ProxyConfig, TerminalSecrets};
-use deputy::keyx::transfer::{
-    self, Ack, AckOutcome, Announce, Envelope, NONCE_LEN, PORT, Service, Transfer, Trigger,
-};
+use deputy::keyx::transfer::{self, Announce, Envelope, NONCE_LEN, PORT, Service, Transfer};
 use deputy::{Actor, IfaceId, Input, Instant, Output};
 use libfuzzer_sys::fuzz_target;
 use rand_chacha::ChaCha20Rng;
@@ -394,36 +392,9 @@ impl World {
             1 => {
                 let src = if b.u8() % 4 == 0 { LAN_OTHER } else { from };
                 let dst = [PEER_R, PEER_I, STRANGER][usize::from(b.u8() % 3)];
-                let mut selector =
-                    Selector::parse(&format!("{src}/32"), &format!("{dst}/32")).expect("selector");
-                if b.u8() & 1 == 1 {
-                    selector = selector
-                        .protocol(b.u8())
-                        .src_ports(PortRange::single(b.u16()))
-                        .dst_ports(PortRange::single(b.u16()));
-                }
-                Transfer::Trigger(Trigger {
-                    boot,
-                    acquire: b.u32(),
-                    selector,
-                })
+                common::trigger(b, boot, src, dst)
             }
-            _ => {
-                let acked = match (b.u8() % 3, self.proxy_seq.get(&ip(from))) {
-                    (0, _) | (_, None) => b.u32(),
-                    (_, Some(s)) => *s,
-                };
-                let outcome = if b.u8() % 4 == 0 {
-                    AckOutcome::Refused
-                } else {
-                    AckOutcome::Done
-                };
-                Transfer::Ack(Ack {
-                    boot,
-                    acked,
-                    outcome,
-                })
-            }
+            _ => common::ack(b, boot, self.proxy_seq.get(&ip(from)).copied()),
         };
         let seq = self.seq(b);
         let to = [PEER_R, PEER_I][usize::from(b.u8() % 2)];
@@ -574,11 +545,11 @@ fuzz_target!(|data: &[u8]| {
                 match b.u8() % 6 {
                     0 => {
                         w.proxy.store_mut().set_present(false);
-                        let _ = w.proxy.store_changed();
+                        let _ = w.proxy.store_changed(now);
                     }
                     1 => {
                         w.proxy.store_mut().set_present(true);
-                        let _ = w.proxy.store_changed();
+                        let _ = w.proxy.store_changed(now);
                     }
                     2 => {
                         let _ = w.proxy.flush(now, 1);

@@ -7,6 +7,13 @@
 //!                           proxies 203.0.113.10, .11 · auth server 203.0.113.20 ─┤
 //!                                   router 4: 203.0.113.4 | 198.51.100.254 ───────┘── peer 198.51.100.1
 //! ```
+//!
+//! Shared by tests/keyx_operator.rs and the tour (which includes this file with `#[path]`
+//! next to tests/common/inline.rs), so it uses only the simulator's own API, the seed 001
+//! world's items (`super::inline`) and, from its parent module, nothing but the shared
+//! event matching (`take_events`, which both parents bring into scope).
+
+#![allow(dead_code)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -20,17 +27,40 @@ use deputy::keyx::operator::{
     AuthServer, AuthServerConfig, ControlConfig, KeyExchangeProxy, KeyExchangeProxyConfig,
     OperatorEvent, ServiceControl, ServiceProfile,
 };
-use deputy::sim::{NetworkId, NodeId, RawIp, Sim};
-use deputy::{IfaceId, UnixTime};
+use deputy::sim::{LinkConfig, NetworkId, NodeId, RawIp, Sim};
+use deputy::{Actor, IfaceId, UnixTime};
 
 use super::inline::{Ike, Peer, Spec, Tap, terminal_actor, terminal_identity};
-use super::{Build, events, ip};
+use super::take_events;
 
 pub const PEER: &str = "198.51.100.1";
 pub const AUTH: &str = "203.0.113.20";
 pub const PROFILE_PORT: u16 = 7000;
 pub const LINK_PSK: &[u8] = b"operator link key";
 const ANCHOR: UnixTime = UnixTime(1_800_000_000);
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn events(sim: &mut Sim, node: NodeId) -> Vec<OperatorEvent> {
+    take_events(sim, node).unwrap()
+}
+
+fn net(sim: &mut Sim, name: &str, prefix: &str) -> NetworkId {
+    sim.add_network(name, prefix, LinkConfig::default())
+        .unwrap()
+}
+
+fn host(
+    sim: &mut Sim,
+    name: &str,
+    net: NetworkId,
+    addr: &str,
+    actor: impl Actor<Event: Into<deputy::Event>> + 'static,
+) -> NodeId {
+    sim.add_host(name, net, ip(addr), actor).unwrap()
+}
 
 pub fn auth_psk() -> Psk {
     Psk::new("auth-server", &[0x5a; 32]).unwrap()
@@ -46,6 +76,8 @@ pub struct Control {
 
 pub struct Op {
     pub sim: Sim,
+    /// What every network and node name starts with.
+    pub tag: String,
     pub core: NetworkId,
     pub peer_net: NetworkId,
     pub router: NodeId,
@@ -77,12 +109,17 @@ pub fn store(ids: &[u64]) -> MemoryStore {
 
 impl Op {
     pub fn new(seed: u64) -> Op {
-        let mut sim = Sim::new(seed);
-        let core = sim.net("core", "203.0.113.0/24");
-        let peer_net = sim.net("peer-net", "198.51.100.0/24");
+        Op::within(Sim::new(seed), "")
+    }
+
+    /// The world built inside `sim` (the tour's, which holds other chapters' networks),
+    /// every network and node name starting with `tag`.
+    pub fn within(mut sim: Sim, tag: &str) -> Op {
+        let core = net(&mut sim, &format!("{tag}core"), "203.0.113.0/24");
+        let peer_net = net(&mut sim, &format!("{tag}peer-net"), "198.51.100.0/24");
         let router = sim
             .add_router(
-                "router-4",
+                &format!("{tag}router-4"),
                 &[(core, ip("203.0.113.4")), (peer_net, ip("198.51.100.254"))],
             )
             .unwrap();
@@ -91,6 +128,7 @@ impl Op {
         let core_tap = Tap::on(&mut sim, core);
         Op {
             sim,
+            tag: tag.into(),
             core,
             peer_net,
             router,
@@ -117,7 +155,13 @@ impl Op {
             self.sim.now(),
         )
         .unwrap();
-        let node = self.sim.host(&format!("proxy-{addr}"), self.core, addr, p);
+        let node = host(
+            &mut self.sim,
+            &format!("{}proxy-{addr}", self.tag),
+            self.core,
+            addr,
+            p,
+        );
         self.sim.set_raw_ip(node, RawIp::All).unwrap();
         self.proxies.push(node);
         node
@@ -135,7 +179,7 @@ impl Op {
         tweak: impl Fn(&mut ControlConfig),
     ) -> usize {
         let prefix = format!("10.{n}.0.0/24");
-        let access = self.sim.net(&format!("access-{n}"), &prefix);
+        let access = net(&mut self.sim, &format!("{}access-{n}", self.tag), &prefix);
         let access_addr = ip(&format!("10.{n}.0.1"));
         let core_addr = ip(&format!("203.0.113.{n}"));
         let mut cfg = ControlConfig {
@@ -160,7 +204,7 @@ impl Op {
         let node = self
             .sim
             .add_inline_with(
-                &format!("sc{n}"),
+                &format!("{}sc{n}", self.tag),
                 &[(access, Some(access_addr)), (self.core, Some(core_addr))],
                 sc,
             )
@@ -192,7 +236,13 @@ impl Op {
         };
         let t = terminal_actor(&self.sim, &spec, id, addr, &format!("subscriber{id}"));
         let net = self.controls[control].access;
-        let node = self.sim.host(&format!("subscriber{id}"), net, addr, t);
+        let node = host(
+            &mut self.sim,
+            &format!("{}subscriber{id}", self.tag),
+            net,
+            addr,
+            t,
+        );
         self.sim.set_raw_ip(node, RawIp::All).unwrap();
         self.subscribers.push((id, node, ip(addr)));
         self.profiles.push(ServiceProfile::ike(id, ip(addr)));
@@ -224,7 +274,13 @@ impl Op {
             )),
         };
         let p = Peer::new(&self.sim, engine);
-        let node = self.sim.host("peer", self.peer_net, PEER, p);
+        let node = host(
+            &mut self.sim,
+            &format!("{}peer", self.tag),
+            self.peer_net,
+            PEER,
+            p,
+        );
         self.sim.set_raw_ip(node, RawIp::All).unwrap();
         self.peer = Some(node);
         node
@@ -242,7 +298,13 @@ impl Op {
             outbox_bound: 1024,
         };
         let a = AuthServer::new(cfg, Box::new(self.sim.rng("auth")));
-        let node = self.sim.host("auth", self.core, AUTH, a);
+        let node = host(
+            &mut self.sim,
+            &format!("{}auth", self.tag),
+            self.core,
+            AUTH,
+            a,
+        );
         self.auth = Some(node);
         self.run(Duration::from_secs(2));
         node
