@@ -10,7 +10,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 use super::esp::{EspTransform, SaKeys, Suite};
 use super::packet::PacketInfo;
 use super::replay::ReplayWindow;
-use super::selector::TrafficSelector;
+use super::selector::{PortRange, Selector, TrafficSelector};
 use super::{IpsecError, LifetimeTrigger};
 use crate::Instant;
 
@@ -188,6 +188,21 @@ impl ChildSa {
                 .remote_ts
                 .iter()
                 .any(|ts| ts.matches(p.dst, p.protocol, p.dst_port))
+    }
+
+    /// Whether the packet a selector names (one per field, as an acquire's or a trigger's:
+    /// host addresses, one port or any, a protocol or any) falls under this SA's selectors
+    /// outbound.
+    pub fn covers_selector(&self, s: &Selector) -> bool {
+        let proto = s.protocol.unwrap_or(0);
+        let port = |p: &PortRange| (!p.is_any()).then(|| p.start());
+        self.local_ts
+            .iter()
+            .any(|ts| ts.matches(s.src.start(), proto, port(&s.src_ports)))
+            && self
+                .remote_ts
+                .iter()
+                .any(|ts| ts.matches(s.dst.start(), proto, port(&s.dst_ports)))
     }
 
     /// Whether a decrypted inbound packet falls under this SA's selectors (RFC 4301 §5.2

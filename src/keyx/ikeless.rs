@@ -555,7 +555,8 @@ impl Terminal {
                     self.triggers.retain(|t| t.acquire != a);
                 }
                 let child = *i.child;
-                self.triggers.retain(|t| !covers(&child, &t.selector));
+                self.triggers
+                    .retain(|t| !child.covers_selector(&t.selector));
                 // The same keys again (the proxy resent them after losing our ack): they
                 // are installed already; say done, change nothing.
                 if let Some(have) = self.plane.sa(spi_in)
@@ -655,25 +656,6 @@ impl Terminal {
         self.outbox
             .event(TerminalEvent::Received { packet, protected })
     }
-}
-
-/// Whether `child` covers the packet a trigger named.
-fn covers(child: &ChildSa, s: &Selector) -> bool {
-    let (src, dst) = (s.src.start(), s.dst.start());
-    let proto = s.protocol.unwrap_or(0);
-    child.local_ts.iter().any(|t| {
-        t.matches(
-            src,
-            proto,
-            (!s.src_ports.is_any()).then(|| s.src_ports.start()),
-        )
-    }) && child.remote_ts.iter().any(|t| {
-        t.matches(
-            dst,
-            proto,
-            (!s.dst_ports.is_any()).then(|| s.dst_ports.start()),
-        )
-    })
 }
 
 impl TimerTable for Terminal {

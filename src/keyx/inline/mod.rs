@@ -774,12 +774,7 @@ impl<S: SecureStore> InlineProxy<S> {
         // whether the peer is the original initiator: then it is the terminal's responder's
         // (a new IKE_SA_INIT there is S7); else it answers the terminal's initiator toward
         // this peer.
-        let spi_i: [u8; 8] = ike
-            .get(..8)
-            .and_then(|s| s.try_into().ok())
-            .unwrap_or_default();
         let peer_initiated = ike.get(19).is_some_and(|f| f & 0x08 != 0);
-        let _ = spi_i;
         let engine = if peer_initiated {
             self.ensure_responder(now, terminal, to.ip())?;
             Engine::Responder
@@ -1686,7 +1681,7 @@ impl<S: SecureStore> InlineProxy<S> {
                         s.state,
                         SaState::Pending | SaState::InUse | SaState::Rekeying
                     )
-                    && covers(&s.child, &selector)
+                    && s.child.covers_selector(&selector)
             })
             .map(|s| (s.child.spi_in, s.state));
         match found {
@@ -1971,20 +1966,6 @@ fn set_boot(m: &mut Transfer, boot: [u8; NONCE_LEN]) {
         Transfer::Failure(f) => f.boot = boot,
         _ => {}
     }
-}
-
-/// Whether `child` (from the terminal's side) covers the packet `s` names.
-fn covers(child: &ChildSa, s: &Selector) -> bool {
-    let proto = s.protocol.unwrap_or(0);
-    let port = |p: &ipsec::PortRange| (!p.is_any()).then(|| p.start());
-    child
-        .local_ts
-        .iter()
-        .any(|t| t.matches(s.src.start(), proto, port(&s.src_ports)))
-        && child
-            .remote_ts
-            .iter()
-            .any(|t| t.matches(s.dst.start(), proto, port(&s.dst_ports)))
 }
 
 fn notify_reason(notify: u16) -> FailureReason {
